@@ -1,0 +1,39 @@
+# The index of commands. `make run` and `make test` each install what they need first.
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/tools:$(CURDIR)/tools/devinbox
+
+.PHONY: run test bootstrap unit contract integration e2e browser bench lock contracts clean
+
+run:            ## the whole system locally, with a sample convocation; prints the link to open
+	scripts/bootstrap.sh
+	$(PY) -m devstack.run
+
+test:           ## every test tier, on the real RabbitMQ, Postgres, SMTP, SMS provider and browser
+	scripts/bootstrap.sh --with-browser
+	$(PY) -m pytest
+
+bootstrap:
+	scripts/bootstrap.sh --with-browser
+
+unit:
+	$(PY) -m pytest tests/unit
+contract:
+	$(PY) -m pytest tests/contract
+integration:
+	$(PY) -m pytest tests/integration
+e2e:
+	$(PY) -m pytest tests/e2e
+browser:
+	$(PY) -m pytest -m browser
+
+bench:          ## throughput and latency of the chain, memory per service (prints figures)
+	$(PY) -m devstack.bench
+
+contracts:      ## regenerate the AsyncAPI document and JSON Schemas from the models
+	$(PY) -m devstack.contracts
+
+lock:           ## refresh requirements.lock from the current virtualenv
+	.venv/bin/pip freeze --exclude-editable > requirements.lock
+
+clean:
+	rm -rf .venv .pytest_cache .run

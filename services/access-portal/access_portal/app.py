@@ -1,0 +1,54 @@
+"""Access portal process: the patient pages, the bus handlers, health and metrics in one app."""
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+
+from access_portal.handlers import PortalHandlers
+from access_portal.settings import PortalSettings
+from access_portal.web import Portal
+from shared.contracts import EmailSentV1, MessageRevokedV1, MessageSealedV1, SmsFailedV1
+from shared.runtime import Runtime
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+STATIC = Path(__file__).resolve().parent / "static"
+
+# OWASP ASVS V14.4 / 5.0 V3: no inline script, no framing, no referrer, HSTS.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
+                               " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def create_app(settings: PortalSettings | None = None) -> FastAPI:
+    settings = settings or PortalSettings()
+    runtime = Runtime("access-portal", "access_portal", settings, MIGRATIONS)
+    handlers = PortalHandlers(settings)
+    runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed)
+    runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
+    runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent)
+    runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)
+    portal = Portal(settings, lambda: runtime.pool, handlers)
+
+    app = runtime.http_app()
+    app.state.runtime = runtime
+    app.include_router(portal.router())
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if not request.url.path.startswith("/static/"):
+            # Every page carries data or state: never cached, never stored.
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return app

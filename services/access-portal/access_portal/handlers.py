@@ -1,0 +1,68 @@
+"""Access portal event handlers: keep the sealed messages, revocations and SMS failures."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from access_portal import store
+from access_portal.policy import phone_hint
+from access_portal.settings import PortalSettings
+from shared import crypto
+from shared.consumer import Delivery
+from shared.contracts import EmailSentV1, MessageRevokedV1, MessageSealedV1, SmsFailedV1
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def phone_storage_context(patient_ref: str) -> str:
+    return f"portal-phone|{patient_ref}"
+
+
+class PortalHandlers:
+    def __init__(self, settings: PortalSettings) -> None:
+        self.settings = settings
+
+    def phone_hash(self, e164: str) -> str:
+        return crypto.keyed_hash(self.settings.portal_secret_key, "phone", e164)
+
+    def seal_phone(self, e164: str, patient_ref: str) -> str:
+        return crypto.seal_field(self.settings.portal_field_key, {"phone": e164},
+                                 context=phone_storage_context(patient_ref))
+
+    def open_phone(self, token: str, patient_ref: str) -> str:
+        return crypto.open_field(self.settings.portal_field_key, token, context=phone_storage_context(patient_ref))[
+            "phone"]
+
+    async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV1]) -> None:
+        m = d.data
+        on_file = crypto.open_field(self.settings.portal_field_key, m.for_portal,
+                                    context=crypto.field_context("message.sealed", m.message_id, "portal"))["mobile"]
+        phone = dict(phone_hash=None, phone_hint=None, phone_enc=None)
+        if on_file:
+            phone = dict(phone_hash=self.phone_hash(on_file), phone_hint=phone_hint(on_file),
+                         phone_enc=self.seal_phone(on_file, m.patient_ref))
+            binding = await store.get_binding(conn, m.patient_ref)
+            # A convocation carrying another number ends the old binding (DESIGN.md §3).
+            if binding is not None and binding["phone_hash"] != phone["phone_hash"]:
+                await store.end_binding(conn, m.patient_ref)
+                await store.audit(conn, m.message_id, "binding", "ended", None, "number on file changed")
+        await store.insert_message(
+            conn, message_id=m.message_id, convocation_id=m.convocation_id, patient_ref=m.patient_ref,
+            language=m.language, key_id=m.key_id, document_nonce=crypto.b64d(m.document_nonce),
+            document_ciphertext=crypto.b64d(m.document_ciphertext), details_nonce=crypto.b64d(m.details_nonce),
+            details_ciphertext=crypto.b64d(m.details_ciphertext), expires_at=m.expires_at,
+            secretariat_phone=m.secretariat_phone, secretariat_email=m.secretariat_email, **phone,
+        )
+        log.info("sealed message stored", message_id=str(m.message_id))
+
+    async def on_message_revoked(self, conn: asyncpg.Connection, d: Delivery[MessageRevokedV1]) -> None:
+        await store.revoke_message(conn, d.data.message_id, d.data.reason)
+        log.info("message revoked", message_id=str(d.data.message_id), reason=d.data.reason)
+
+    async def on_email_sent(self, conn: asyncpg.Connection, d: Delivery[EmailSentV1]) -> None:
+        await store.mark_emailed(conn, d.data.message_id, d.data.accepted_at)
+
+    async def on_sms_failed(self, conn: asyncpg.Connection, d: Delivery[SmsFailedV1]) -> None:
+        await store.mark_sms_failed(conn, d.data.challenge_id)
+        await store.audit(conn, d.data.message_id, "code-sms", "failed", None, d.data.provider_code)

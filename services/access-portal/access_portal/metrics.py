@@ -1,0 +1,15 @@
+"""Access portal metrics."""
+
+from prometheus_client import Counter
+
+OTP_REQUESTS = Counter(
+    "convocations_otp_requests_total",
+    "Code requests by outcome: sent, rate-limited, number_mismatch, number_invalid.",
+    ["outcome"],
+)
+OTP_CHECKS = Counter(
+    "convocations_otp_checks_total", "Code checks by outcome: right, wrong, expired, locked.", ["outcome"]
+)
+DOCUMENTS_RELEASED = Counter(
+    "convocations_documents_released_total", "First downloads, by kind (pdf, ics).", ["kind"]
+)

@@ -1,0 +1,82 @@
+"""Access rules as plain functions: number matching, code generation, waits and locks.
+
+References: NIST SP 800-63B §5.1.3 (out-of-band codes, rate limiting), OWASP ASVS 4.0.3 V2.7.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import phonenumbers
+
+CODE_DIGITS = 6
+# After each dead code (5 wrong entries) the message waits longer; never a permanent lock.
+LOCK_STEPS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1))
+
+
+def normalise_phone(raw: str) -> str | None:
+    """Any usual form ('079 123 45 67', '+41 79…', '0041 79…') -> E.164, or None if not a valid number."""
+    try:
+        number = phonenumbers.parse(raw.strip(), "CH")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone_hint(e164: str) -> str:
+    """'+41791234534' -> '+41 79 *** ** 34': enough to recognise one's own number, not to learn it."""
+    groups = phonenumbers.format_number(
+        phonenumbers.parse(e164), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    ).split(" ")
+    if len(groups) < 3:
+        return groups[0] + " " + "*" * max(0, len(e164) - 5) + e164[-2:]
+    middle = ["*" * len(g) for g in groups[2:-1]]
+    last = groups[-1]
+    return " ".join([groups[0], groups[1], *middle, "*" * (len(last) - 2) + last[-2:]])
+
+
+def same_secret(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def new_code() -> str:
+    return f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
+
+
+def clean_code(raw: str) -> str:
+    """What people paste: spaces, dashes, a leading '#'."""
+    return "".join(ch for ch in raw if ch.isdigit())[: CODE_DIGITS + 1]
+
+
+def lock_for(failed_checks: int) -> timedelta | None:
+    """The wait imposed once ``failed_checks`` wrong codes have been entered for one message."""
+    if failed_checks < 5 or failed_checks % 5:
+        return None
+    return LOCK_STEPS[min(failed_checks // 5 - 1, len(LOCK_STEPS) - 1)]
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    resend_seconds: int
+    per_message_hour: int
+    per_number_day: int
+
+
+def send_wait(
+    limits: SendLimits, now: datetime, last_sent: datetime | None, sent_last_hour: int, sent_number_day: int,
+    oldest_in_hour: datetime | None, oldest_in_day: datetime | None,
+) -> datetime | None:
+    """When the next code may be sent, or None if it may be sent now."""
+    waits = []
+    if last_sent and now < last_sent + timedelta(seconds=limits.resend_seconds):
+        waits.append(last_sent + timedelta(seconds=limits.resend_seconds))
+    if sent_last_hour >= limits.per_message_hour and oldest_in_hour:
+        waits.append(oldest_in_hour + timedelta(hours=1))
+    if sent_number_day >= limits.per_number_day and oldest_in_day:
+        waits.append(oldest_in_day + timedelta(days=1))
+    return max(waits) if waits else None

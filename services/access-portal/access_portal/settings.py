@@ -1,0 +1,30 @@
+"""Access portal settings (environment variables)."""
+
+from urllib.parse import urlsplit
+
+from shared.settings import Key32, KeyRing, ServiceSettings, dev_key
+
+
+class PortalSettings(ServiceSettings):
+    http_port: int = 8000
+    database_url: str = "postgresql://access_portal:access_portal@127.0.0.1:5432/convocations"
+    portal_base_url: str = "http://127.0.0.1:8000"
+    seal_keys: KeyRing = f"k1:{dev_key('seal-k1')}"
+    portal_field_key: Key32 = dev_key("portal-field")
+    sms_field_key: Key32 = dev_key("sms-field")
+    portal_secret_key: Key32 = dev_key("portal-secret")  # HMAC of codes, numbers, addresses, CSRF
+    hospital_name: str = "Hôpitaux Universitaires de Genève"
+    cookie_secure: bool = True  # Secure + __Host- prefix; browsers accept it on http://localhost too
+    # OTP policy: NIST SP 800-63B §5.1.3 (out-of-band authenticator), OWASP ASVS V2.7.
+    otp_ttl_seconds: int = 600
+    otp_max_wrong_per_code: int = 5
+    otp_resend_seconds: int = 30
+    otp_max_per_message_hour: int = 5
+    otp_max_per_number_day: int = 10
+    session_idle_seconds: int = 15 * 60
+    session_absolute_seconds: int = 60 * 60
+    audit_retention_days: int = 365
+
+    @property
+    def portal_host(self) -> str:
+        return urlsplit(self.portal_base_url).netloc

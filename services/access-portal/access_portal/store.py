@@ -1,0 +1,159 @@
+"""Access portal SQL: small functions that take a connection; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+
+async def insert_message(conn: asyncpg.Connection, **m) -> bool:
+    status = await conn.execute(
+        "insert into message(message_id, convocation_id, patient_ref, language, key_id, document_nonce,"
+        " document_ciphertext, details_nonce, details_ciphertext, expires_at, secretariat_phone,"
+        " secretariat_email, phone_hash, phone_hint, phone_enc)"
+        " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) on conflict do nothing",
+        m["message_id"], m["convocation_id"], m["patient_ref"], m["language"], m["key_id"], m["document_nonce"],
+        m["document_ciphertext"], m["details_nonce"], m["details_ciphertext"], m["expires_at"],
+        m["secretariat_phone"], m["secretariat_email"], m["phone_hash"], m["phone_hint"], m["phone_enc"],
+    )
+    return status == "INSERT 0 1"
+
+
+async def get_message(conn: asyncpg.Connection, message_id: uuid.UUID, *, lock: bool = False):
+    return await conn.fetchrow(
+        "select * from message where message_id = $1" + (" for update" if lock else ""), message_id
+    )
+
+
+async def revoke_message(conn: asyncpg.Connection, message_id: uuid.UUID, reason: str) -> None:
+    state = "expired" if reason == "expired" else "revoked"
+    await conn.execute(
+        "update message set state = $2, revoked_reason = $3, document_ciphertext = null, details_ciphertext = null"
+        " where message_id = $1",
+        message_id, state, reason,
+    )
+
+
+async def mark_emailed(conn: asyncpg.Connection, message_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute("update message set emailed_at = coalesce(emailed_at, $2) where message_id = $1",
+                       message_id, at)
+
+
+async def get_binding(conn: asyncpg.Connection, patient_ref: str):
+    return await conn.fetchrow("select * from phone_binding where patient_ref = $1", patient_ref)
+
+
+async def end_binding(conn: asyncpg.Connection, patient_ref: str) -> bool:
+    return await conn.execute("delete from phone_binding where patient_ref = $1", patient_ref) == "DELETE 1"
+
+
+async def bind_phone(conn, patient_ref: str, phone_hash: str, phone_hint: str, phone_enc: str, source: str) -> None:
+    await conn.execute(
+        "insert into phone_binding(patient_ref, phone_hash, phone_hint, phone_enc, source)"
+        " values ($1, $2, $3, $4, $5) on conflict (patient_ref) do update set phone_hash = excluded.phone_hash,"
+        " phone_hint = excluded.phone_hint, phone_enc = excluded.phone_enc, source = excluded.source,"
+        " bound_at = now()",
+        patient_ref, phone_hash, phone_hint, phone_enc, source,
+    )
+
+
+async def send_counts(conn, message_id: uuid.UUID, phone_hash: str, now: datetime):
+    return await conn.fetchrow(
+        "select"
+        " (select max(created_at) from challenge where message_id = $1) as last_sent,"
+        " (select count(*) from challenge where message_id = $1 and created_at > $3::timestamptz - interval '1 hour') as hour_n,"
+        " (select min(created_at) from challenge where message_id = $1 and created_at > $3::timestamptz - interval '1 hour')"
+        "   as hour_oldest,"
+        " (select count(*) from challenge where phone_hash = $2 and created_at > $3::timestamptz - interval '1 day') as day_n,"
+        " (select min(created_at) from challenge where phone_hash = $2 and created_at > $3::timestamptz - interval '1 day')"
+        "   as day_oldest",
+        message_id, phone_hash, now,
+    )
+
+
+async def insert_challenge(conn, *, challenge_id, message_id, code_hash, phone_hash, phone_hint, phone_enc,
+                           bind_source, created_at, expires_at) -> None:
+    # A new code replaces the previous one: only the latest code of a message is ever valid.
+    await conn.execute("update challenge set status = 'dead' where message_id = $1 and status = 'active'",
+                       message_id)
+    await conn.execute(
+        "insert into challenge(id, message_id, code_hash, phone_hash, phone_hint, phone_enc, bind_source,"
+        " created_at, expires_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        challenge_id, message_id, code_hash, phone_hash, phone_hint, phone_enc, bind_source, created_at, expires_at,
+    )
+
+
+async def latest_challenge(conn, message_id: uuid.UUID, *, lock: bool = False):
+    return await conn.fetchrow(
+        "select * from challenge where message_id = $1 order by created_at desc limit 1"
+        + (" for update" if lock else ""), message_id,
+    )
+
+
+async def record_wrong_code(conn, challenge_id, message_id, *, dead: bool, locked_until: datetime | None) -> int:
+    await conn.execute(
+        "update challenge set wrong = wrong + 1, status = case when $2 then 'dead' else status end where id = $1",
+        challenge_id, dead,
+    )
+    return await conn.fetchval(
+        "update message set failed_checks = failed_checks + 1, locked_until = coalesce($2, locked_until)"
+        " where message_id = $1 returning failed_checks", message_id, locked_until,
+    )
+
+
+async def lock_message(conn, message_id: uuid.UUID, until: datetime) -> None:
+    await conn.execute("update message set locked_until = $2 where message_id = $1", message_id, until)
+
+
+async def use_challenge(conn, challenge_id) -> None:
+    await conn.execute("update challenge set status = 'used' where id = $1", challenge_id)
+    await conn.execute(
+        "update message set failed_checks = 0, locked_until = null"
+        " where message_id = (select message_id from challenge where id = $1)", challenge_id,
+    )
+
+
+async def mark_sms_failed(conn, challenge_id) -> None:
+    await conn.execute("update challenge set sms_failed = true, status = 'dead' where id = $1", challenge_id)
+
+
+async def insert_session(conn, token_hash: str, message_id: uuid.UUID) -> None:
+    await conn.execute("insert into session(token_hash, message_id) values ($1, $2)", token_hash, message_id)
+
+
+async def touch_session(conn, token_hash: str, message_id: uuid.UUID, idle_s: int, absolute_s: int):
+    """The live session for this message, its idle time refreshed; None if absent or timed out."""
+    return await conn.fetchrow(
+        "update session set last_seen_at = now() where token_hash = $1 and message_id = $2 and ended_at is null"
+        " and last_seen_at > now() - make_interval(secs => $3) and created_at > now() - make_interval(secs => $4)"
+        " returning token_hash",
+        token_hash, message_id, float(idle_s), float(absolute_s),
+    )
+
+
+async def end_session(conn, token_hash: str) -> None:
+    await conn.execute("update session set ended_at = now() where token_hash = $1 and ended_at is null", token_hash)
+
+
+async def record_release(conn, message_id: uuid.UUID, kind: str) -> bool:
+    status = await conn.execute(
+        "insert into release(message_id, kind) values ($1, $2) on conflict do nothing", message_id, kind
+    )
+    return status == "INSERT 0 1"
+
+
+async def audit(conn, message_id: uuid.UUID | None, action: str, outcome: str, client_hash: str | None,
+                detail: str | None = None) -> None:
+    await conn.execute(
+        "insert into access_audit(message_id, action, outcome, client_hash, detail) values ($1, $2, $3, $4, $5)",
+        message_id, action, outcome, client_hash, detail,
+    )
+
+
+async def prune_audit(conn, retention_days: int) -> int:
+    status = await conn.execute(
+        "delete from access_audit where at < now() - make_interval(days => $1)", retention_days
+    )
+    return int(status.split()[-1])

@@ -1,0 +1,368 @@
+"""The patient's pages. A GET never changes state (mail scanners fetch and even click every link);
+only a correct SMS code opens a session, and only a download counts as delivery."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from access_portal import calendar, policy, store
+from access_portal.handlers import PortalHandlers
+from access_portal.i18n import text
+from access_portal.metrics import DOCUMENTS_RELEASED, OTP_CHECKS, OTP_REQUESTS
+from access_portal.settings import PortalSettings
+from shared import crypto
+from shared.contracts import DocumentReleasedV1, OtpRequestedV1, envelope
+from shared.logs import get_logger
+from shared.outbox import add_event
+
+PRODUCER = "access-portal"
+ZURICH = ZoneInfo("Europe/Zurich")
+log = get_logger(__name__)
+
+
+class Portal:
+    def __init__(self, settings: PortalSettings, pool_getter, handlers: PortalHandlers) -> None:
+        self.settings, self._pool, self.h = settings, pool_getter, handlers
+        self.env = Environment(
+            loader=FileSystemLoader(Path(__file__).parent / "templates"),
+            autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
+        )
+        prefix = "__Host-" if settings.cookie_secure else ""
+        self.session_cookie, self.csrf_cookie = f"{prefix}session", f"{prefix}csrf"
+        self.limits = policy.SendLimits(settings.otp_resend_seconds, settings.otp_max_per_message_hour,
+                                        settings.otp_max_per_number_day)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool()
+
+    def client_hash(self, request: Request) -> str | None:
+        host = request.client.host if request.client else None
+        return crypto.keyed_hash(self.settings.portal_secret_key, "client", host) if host else None
+
+    def csrf_token(self, request: Request) -> tuple[str, str]:
+        """(cookie value, form token): a double-submit token bound to a random cookie, no server state."""
+        cookie = request.cookies.get(self.csrf_cookie) or secrets.token_urlsafe(24)
+        return cookie, crypto.keyed_hash(self.settings.portal_secret_key, "csrf", cookie)[:40]
+
+    def csrf_ok(self, request: Request, token: str) -> bool:
+        cookie = request.cookies.get(self.csrf_cookie)
+        if not cookie or not token:
+            return False
+        expected = crypto.keyed_hash(self.settings.portal_secret_key, "csrf", cookie)[:40]
+        return policy.same_secret(expected, token)
+
+    def set_cookie(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:
+        response.set_cookie(name, value, max_age=max_age, path="/", secure=self.settings.cookie_secure,
+                            httponly=True, samesite="strict")
+
+    def page(self, request: Request, template: str, language: str, *, status: int = 200, message=None,
+             **context) -> HTMLResponse:
+        cookie, token = self.csrf_token(request)
+        t = lambda key, **kw: text(language, key, **kw)  # noqa: E731
+        html = self.env.get_template(template).render(
+            t=t, lang=language, csrf=token, hospital=self.settings.hospital_name,
+            secretariat_phone=message["secretariat_phone"] if message else None,
+            secretariat_email=message["secretariat_email"] if message else None,
+            message_id=str(message["message_id"]) if message else None, **context,
+        )
+        response = HTMLResponse(html, status_code=status)
+        if request.cookies.get(self.csrf_cookie) != cookie:
+            self.set_cookie(response, self.csrf_cookie, cookie)
+        return response
+
+    def state_page(self, request: Request, state: str, language: str = "fr", *, status: int, message=None,
+                   **values) -> HTMLResponse:
+        return self.page(request, "state.html", language, status=status, message=message, state=state,
+                         values=values)
+
+    def closed_state(self, message, now: datetime) -> tuple[str, int] | None:
+        """Why this message cannot be opened, as (state, HTTP status), or None."""
+        if message is None:
+            return "unknown", 404
+        if message["state"] == "revoked":
+            return (message["revoked_reason"] if message["revoked_reason"] in ("cancelled", "superseded")
+                    else "cancelled"), 410
+        if message["state"] == "expired" or message["expires_at"] <= now:
+            return "expired", 410
+        return None
+
+    def wait_page(self, request: Request, message, until: datetime) -> HTMLResponse:
+        local = until.astimezone(ZURICH).strftime("%H:%M") if until - datetime.now(timezone.utc) < timedelta(
+            hours=20) else until.astimezone(ZURICH).strftime("%d.%m.%Y %H:%M")
+        response = self.state_page(request, "wait", message["language"], status=429, message=message, until=local)
+        response.headers["Retry-After"] = str(max(1, int((until - datetime.now(timezone.utc)).total_seconds())))
+        return response
+
+    async def session_ok(self, conn, request: Request, message_id: uuid.UUID) -> str | None:
+        token = request.cookies.get(self.session_cookie)
+        if not token:
+            return None
+        token_hash = crypto.keyed_hash(self.settings.portal_secret_key, "session", token)
+        row = await store.touch_session(conn, token_hash, message_id, self.settings.session_idle_seconds,
+                                        self.settings.session_absolute_seconds)
+        return token_hash if row else None
+
+    @staticmethod
+    def parse_id(raw: str) -> uuid.UUID | None:
+        try:
+            return uuid.UUID(raw)
+        except ValueError:
+            return None
+
+    # --- routes -------------------------------------------------------------------------------
+
+    def router(self) -> APIRouter:
+        r = APIRouter()
+        r.add_api_route("/", self.home, methods=["GET", "HEAD"], response_class=HTMLResponse)
+        r.add_api_route("/m/{raw_id}", self.view, methods=["GET", "HEAD"], response_class=HTMLResponse)
+        r.add_api_route("/m/{raw_id}/code", self.request_code, methods=["POST"])
+        r.add_api_route("/m/{raw_id}/code", self.code_form, methods=["GET", "HEAD"], response_class=HTMLResponse)
+        r.add_api_route("/m/{raw_id}/verify", self.verify, methods=["POST"])
+        r.add_api_route("/m/{raw_id}/document", self.document, methods=["GET", "HEAD"], response_class=HTMLResponse)
+        r.add_api_route("/m/{raw_id}/download/{kind}", self.download, methods=["POST"])
+        r.add_api_route("/m/{raw_id}/logout", self.logout, methods=["POST"])
+        return r
+
+    async def home(self, request: Request) -> HTMLResponse:
+        return self.state_page(request, "unknown", "fr", status=200)
+
+    async def view(self, request: Request, raw_id: str) -> HTMLResponse:
+        """The link's page. Read-only: records a 'viewed' audit entry and nothing else."""
+        message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
+        async with self.pool.acquire() as conn:
+            message = await store.get_message(conn, message_id) if message_id else None
+            await store.audit(conn, message_id, "view", "ok" if message else "unknown", self.client_hash(request))
+            closed = self.closed_state(message, now)
+            if closed:
+                return self.state_page(request, closed[0], message["language"] if message else "fr",
+                                        status=closed[1], message=message)
+            binding = await store.get_binding(conn, message["patient_ref"])
+        bound = binding is not None and (message["phone_hash"] is None
+                                         or binding["phone_hash"] == message["phone_hash"])
+        return self.page(request, "message.html", message["language"], message=message,
+                         bound_hint=binding["phone_hint"] if bound else None, hint=message["phone_hint"])
+
+    async def request_code(self, request: Request, raw_id: str, csrf: str = Form(""),
+                           phone: str = Form("")) -> Response:
+        message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
+        client = self.client_hash(request)
+        async with self.pool.acquire() as conn, conn.transaction():
+            message = await store.get_message(conn, message_id, lock=True) if message_id else None
+            closed = self.closed_state(message, now)
+            if closed:
+                return self.state_page(request, closed[0], message["language"] if message else "fr",
+                                       status=closed[1], message=message)
+            lang = message["language"]
+            if not self.csrf_ok(request, csrf):
+                return self.state_page(request, "bad_request", lang, status=403, message=message)
+            if message["locked_until"] and message["locked_until"] > now:
+                await store.audit(conn, message_id, "code-request", "locked", client)
+                return self.wait_page(request, message, message["locked_until"])
+            target = await self._target_phone(conn, message, phone)
+            if isinstance(target, str):
+                await store.audit(conn, message_id, "code-request", target, client)
+                OTP_REQUESTS.labels(target).inc()
+                status = 400
+                return self.state_page(request, target, lang, status=status, message=message)
+            phone_hash, hint, phone_enc, bind_source = target
+            counts = await store.send_counts(conn, message_id, phone_hash, now)
+            until = policy.send_wait(self.limits, now, counts["last_sent"], counts["hour_n"], counts["day_n"],
+                                     counts["hour_oldest"], counts["day_oldest"])
+            if until:
+                await store.audit(conn, message_id, "code-request", "rate-limited", client)
+                OTP_REQUESTS.labels("rate-limited").inc()
+                return self.wait_page(request, message, until)
+            challenge_id, code = uuid.uuid4(), policy.new_code()
+            expires_at = now + timedelta(seconds=self.settings.otp_ttl_seconds)
+            await store.insert_challenge(
+                conn, challenge_id=challenge_id, message_id=message_id, code_hash=self.code_hash(challenge_id, code),
+                phone_hash=phone_hash, phone_hint=hint, phone_enc=phone_enc, bind_source=bind_source,
+                created_at=now, expires_at=expires_at,
+            )
+            e164 = self.h.open_phone(phone_enc, message["patient_ref"])
+            await add_event(conn, envelope(
+                OtpRequestedV1(
+                    challenge_id=challenge_id, message_id=message_id, convocation_id=message["convocation_id"],
+                    language=lang, portal_host=self.settings.portal_host, expires_at=expires_at,
+                    for_sms=crypto.seal_field(self.settings.sms_field_key, {"phone": e164, "code": code},
+                                              context=crypto.field_context("otp.requested", challenge_id, "sms")),
+                ),
+                producer=PRODUCER, correlation_id=message["convocation_id"]))
+            await store.audit(conn, message_id, "code-request", "sent", client)
+        OTP_REQUESTS.labels("sent").inc()
+        return RedirectResponse(f"/m/{message_id}/code", status_code=303)
+
+    async def _target_phone(self, conn, message, typed: str):
+        """(hash, hint, encrypted number, bind source) to text the code to, or a refusal state."""
+        binding = await store.get_binding(conn, message["patient_ref"])
+        if binding is not None and (message["phone_hash"] is None or binding["phone_hash"] == message["phone_hash"]):
+            return binding["phone_hash"], binding["phone_hint"], binding["phone_enc"], None
+        e164 = policy.normalise_phone(typed)
+        if e164 is None:
+            return "number_invalid"
+        typed_hash = self.h.phone_hash(e164)
+        if message["phone_hash"] is not None:
+            if not policy.same_secret(typed_hash, message["phone_hash"]):
+                return "number_mismatch"
+            return message["phone_hash"], message["phone_hint"], message["phone_enc"], "hospital"
+        # No number on file: trust on first use, bound once the code proves the patient holds it.
+        return typed_hash, policy.phone_hint(e164), self.h.seal_phone(e164, message["patient_ref"]), "first-use"
+
+    def code_hash(self, challenge_id: uuid.UUID, code: str) -> str:
+        return crypto.keyed_hash(self.settings.portal_secret_key, "otp", f"{challenge_id}:{code}")
+
+    async def code_form(self, request: Request, raw_id: str) -> HTMLResponse:
+        message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
+        async with self.pool.acquire() as conn:
+            message = await store.get_message(conn, message_id) if message_id else None
+            closed = self.closed_state(message, now)
+            if closed:
+                return self.state_page(request, closed[0], message["language"] if message else "fr",
+                                       status=closed[1], message=message)
+            challenge = await store.latest_challenge(conn, message_id)
+        if challenge is None:
+            return RedirectResponse(f"/m/{message_id}", status_code=303)
+        if challenge["sms_failed"]:
+            return self.state_page(request, "sms_failed", message["language"], status=200, message=message)
+        return self.page(request, "code.html", message["language"], message=message, hint=challenge["phone_hint"],
+                         error=None)
+
+    async def verify(self, request: Request, raw_id: str, csrf: str = Form(""), code: str = Form("")) -> Response:
+        message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
+        client = self.client_hash(request)
+        async with self.pool.acquire() as conn, conn.transaction():
+            message = await store.get_message(conn, message_id, lock=True) if message_id else None
+            closed = self.closed_state(message, now)
+            if closed:
+                return self.state_page(request, closed[0], message["language"] if message else "fr",
+                                       status=closed[1], message=message)
+            lang = message["language"]
+            if not self.csrf_ok(request, csrf):
+                return self.state_page(request, "bad_request", lang, status=403, message=message)
+            if message["locked_until"] and message["locked_until"] > now:
+                await store.audit(conn, message_id, "code-check", "locked", client)
+                return self.wait_page(request, message, message["locked_until"])
+            challenge = await store.latest_challenge(conn, message_id, lock=True)
+            if challenge is None or challenge["status"] != "active" or challenge["expires_at"] <= now:
+                await store.audit(conn, message_id, "code-check", "expired", client)
+                OTP_CHECKS.labels("expired").inc()
+                return self.state_page(request, "code_expired", lang, status=410, message=message)
+            if not policy.same_secret(self.code_hash(challenge["id"], policy.clean_code(code)),
+                                      challenge["code_hash"]):
+                return await self._wrong_code(conn, request, message, challenge, now, client)
+            await store.use_challenge(conn, challenge["id"])
+            if challenge["bind_source"]:
+                await store.bind_phone(conn, message["patient_ref"], challenge["phone_hash"], challenge["phone_hint"],
+                                       challenge["phone_enc"], challenge["bind_source"])
+                await store.audit(conn, message_id, "binding", challenge["bind_source"], client)
+            token = secrets.token_urlsafe(32)  # 256 bits, fresh at authentication
+            await store.insert_session(conn, crypto.keyed_hash(self.settings.portal_secret_key, "session", token),
+                                       message_id)
+            await store.audit(conn, message_id, "code-check", "right", client)
+        OTP_CHECKS.labels("right").inc()
+        response = RedirectResponse(f"/m/{message_id}/document", status_code=303)
+        self.set_cookie(response, self.session_cookie, token)
+        return response
+
+    async def _wrong_code(self, conn, request, message, challenge, now, client) -> HTMLResponse:
+        wrong = challenge["wrong"] + 1
+        dead = wrong >= self.settings.otp_max_wrong_per_code
+        failed = message["failed_checks"] + 1
+        lock = policy.lock_for(failed)
+        await store.record_wrong_code(conn, challenge["id"], message["message_id"], dead=dead,
+                                      locked_until=now + lock if lock else None)
+        await store.audit(conn, message["message_id"], "code-check", "wrong", client)
+        OTP_CHECKS.labels("wrong").inc()
+        if lock:
+            await store.audit(conn, message["message_id"], "lock", f"{int(lock.total_seconds())}s", client)
+            OTP_CHECKS.labels("locked").inc()
+            return self.wait_page(request, message, now + lock)
+        if dead:
+            return self.state_page(request, "code_expired", message["language"], status=410, message=message)
+        return self.page(request, "code.html", message["language"], status=400, message=message,
+                         hint=challenge["phone_hint"],
+                         error=text(message["language"], "wrong_code", n=self.settings.otp_max_wrong_per_code - wrong))
+
+    async def document(self, request: Request, raw_id: str) -> HTMLResponse:
+        message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
+        async with self.pool.acquire() as conn:
+            message = await store.get_message(conn, message_id) if message_id else None
+            closed = self.closed_state(message, now)
+            if closed:
+                return self.state_page(request, closed[0], message["language"] if message else "fr",
+                                       status=closed[1], message=message)
+            if not await self.session_ok(conn, request, message_id):
+                return self.state_page(request, "session_expired", message["language"], status=401, message=message)
+        return self.page(request, "document.html", message["language"], message=message)
+
+    async def download(self, request: Request, raw_id: str, kind: str, csrf: str = Form(""),
+                       k: str = Form("")) -> Response:
+        message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
+        if kind not in ("pdf", "ics"):
+            return self.state_page(request, "unknown", "fr", status=404)
+        async with self.pool.acquire() as conn, conn.transaction():
+            message = await store.get_message(conn, message_id) if message_id else None
+            closed = self.closed_state(message, now)
+            if closed:
+                return self.state_page(request, closed[0], message["language"] if message else "fr",
+                                       status=closed[1], message=message)
+            lang = message["language"]
+            if not self.csrf_ok(request, csrf):
+                return self.state_page(request, "bad_request", lang, status=403, message=message)
+            if not await self.session_ok(conn, request, message_id):
+                return self.state_page(request, "session_expired", lang, status=401, message=message)
+            try:
+                details = json.loads(self.open(message, k, "details"))
+                body = self.open(message, k, "document") if kind == "pdf" else calendar.ics(
+                    details, message_id=message_id, host=self.settings.portal_host, language=lang,
+                    hospital=self.settings.hospital_name)
+            except crypto.CannotOpen:
+                await store.audit(conn, message_id, "download", "link-incomplete", self.client_hash(request), kind)
+                return self.state_page(request, "link_incomplete", lang, status=400, message=message)
+            first = await store.record_release(conn, message_id, kind)
+            if first:
+                await add_event(conn, envelope(
+                    DocumentReleasedV1(message_id=message_id, convocation_id=message["convocation_id"], kind=kind,
+                                       released_at=now),
+                    producer=PRODUCER, correlation_id=message["convocation_id"]))
+                DOCUMENTS_RELEASED.labels(kind).inc()
+            await store.audit(conn, message_id, "download", "ok", self.client_hash(request), kind)
+        day = details["starts_at"][:10]
+        filename = f"convocation-{day}.pdf" if kind == "pdf" else f"rendez-vous-{day}.ics"
+        media = "application/pdf" if kind == "pdf" else "text/calendar; charset=utf-8"
+        return Response(body, media_type=media,
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    def open(self, message, link_secret: str, purpose: str) -> bytes:
+        server_key = self.settings.seal_keys.get(message["key_id"])
+        if server_key is None or not link_secret or message[f"{purpose}_ciphertext"] is None:
+            raise crypto.CannotOpen("cannot open")
+        return crypto.open_sealed(
+            bytes(message[f"{purpose}_nonce"]), bytes(message[f"{purpose}_ciphertext"]), link_secret=link_secret,
+            server_key=server_key, key_id=message["key_id"], message_id=message["message_id"], purpose=purpose,
+        )
+
+    async def logout(self, request: Request, raw_id: str, csrf: str = Form("")) -> Response:
+        message_id = self.parse_id(raw_id)
+        token = request.cookies.get(self.session_cookie)
+        if token and self.csrf_ok(request, csrf):
+            async with self.pool.acquire() as conn:
+                await store.end_session(conn, crypto.keyed_hash(self.settings.portal_secret_key, "session", token))
+                await store.audit(conn, message_id, "logout", "ok", self.client_hash(request))
+        response = RedirectResponse(f"/m/{message_id}" if message_id else "/", status_code=303)
+        response.delete_cookie(self.session_cookie, path="/", secure=self.settings.cookie_secure, httponly=True,
+                               samesite="strict")
+        return response

@@ -1,0 +1,1 @@
+"""Issuer: seals convocations into secure messages and tracks each one's delivery status."""

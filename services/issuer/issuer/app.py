@@ -1,0 +1,39 @@
+"""Issuer process: wires the handlers to the bus and serves health and metrics."""
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from issuer.handlers import IssuerHandlers
+from issuer.settings import IssuerSettings
+from shared import topology
+from shared.contracts import (
+    ConvocationCreatedV1,
+    ConvocationStatusV1,
+    DocumentReleasedV1,
+    EmailSentV1,
+    PostalRequestedV1,
+)
+from shared.runtime import Runtime
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_app(settings: IssuerSettings | None = None) -> FastAPI:
+    settings = settings or IssuerSettings()
+    runtime = Runtime("issuer", "issuer", settings, MIGRATIONS)
+    handlers = IssuerHandlers(settings)
+    runtime.consumer.subscribe(ConvocationCreatedV1, handlers.on_convocation_created)
+    runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent)
+    runtime.consumer.subscribe(DocumentReleasedV1, handlers.on_document_released)
+    async def declare_upstream_queues() -> None:
+        # Events the hospital's systems consume: their queues exist before the first publish,
+        # so the outbox relay's mandatory publishes are routable and nothing is lost.
+        for payload in (ConvocationStatusV1, PostalRequestedV1):
+            await topology.declare_outbound_queue(runtime.broker, settings.events_exchange, "upstream",
+                                                  payload.routing_key())
+
+    runtime.on_started.append(declare_upstream_queues)
+    app = runtime.http_app()
+    app.state.runtime = runtime
+    return app

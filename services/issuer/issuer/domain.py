@@ -1,0 +1,116 @@
+"""Issuer business rules as plain functions: sealing a convocation, status progression, expiry."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from shared import crypto
+from shared.contracts import ConvocationCreatedV1, MessageSealedV1
+
+# Statuses a convocation moves through; a later event never moves it backwards.
+STATUS_RANK = {
+    "sealed": 10,
+    "e-mailed": 20,
+    "bounced": 25,
+    "postal": 30,
+    "postal-fallback": 30,
+    "downloaded": 40,
+    "superseded": 90,
+    "cancelled": 90,
+    "expired": 95,
+}
+
+
+def advances(current: str, new: str) -> bool:
+    """True when ``new`` is a step forward from ``current``."""
+    return STATUS_RANK[new] > STATUS_RANK[current]
+
+
+def appointment_problem(convocation: ConvocationCreatedV1, now: datetime) -> str | None:
+    """Why a convocation cannot be sent, or None."""
+    if convocation.appointment.starts_at <= now:
+        return "the appointment is in the past"
+    if convocation.delivery == "email" and convocation.patient.email is None:
+        return None  # no e-mail address: the issuer falls back to paper
+    return None
+
+
+def expiry(appointment_at: datetime, ttl_days: int) -> datetime:
+    return appointment_at + timedelta(days=ttl_days)
+
+
+def patient_ref(key: bytes, patient_id: str) -> str:
+    return crypto.keyed_hash(key, "patient", patient_id)
+
+
+def appointment_details(convocation: ConvocationCreatedV1) -> bytes:
+    """What the portal may show after a correct code (.ics): sealed like the document."""
+    a = convocation.appointment
+    return json.dumps(
+        {
+            "starts_at": a.starts_at.isoformat(),
+            "place": a.place.name,
+            "address": a.place.address,
+            "department": a.department.name,
+            "secretariat_phone": a.department.secretariat_phone,
+            "instructions": a.instructions,
+        }
+    ).encode()
+
+
+@dataclass(frozen=True)
+class SealingKeys:
+    seal_keys: dict[str, bytes]  # ordered; the newest last
+    patient_ref_key: bytes
+    mailer_field_key: bytes
+    portal_field_key: bytes
+
+
+def seal_convocation(
+    convocation: ConvocationCreatedV1,
+    pdf: bytes,
+    keys: SealingKeys,
+    *,
+    expires_at: datetime,
+    send_email: bool,
+) -> MessageSealedV1:
+    """Encrypt the letter under a fresh link secret and the newest server key.
+
+    The link secret leaves this function only encrypted for the mailer (which puts it in the
+    e-mailed link); it is never stored.
+    """
+    message_id = uuid.uuid4()
+    key_id, server_key = list(keys.seal_keys.items())[-1]
+    link_secret = crypto.new_link_secret()
+    sealed = dict(link_secret=link_secret, server_key=server_key, key_id=key_id, message_id=message_id)
+    doc_nonce, doc_ct = crypto.seal(pdf, purpose="document", **sealed)
+    det_nonce, det_ct = crypto.seal(appointment_details(convocation), purpose="details", **sealed)
+    patient = convocation.patient
+    department = convocation.appointment.department
+    return MessageSealedV1(
+        message_id=message_id,
+        convocation_id=convocation.convocation_id,
+        patient_ref=patient_ref(keys.patient_ref_key, patient.id),
+        language=patient.language,
+        key_id=key_id,
+        document_nonce=crypto.b64e(doc_nonce),
+        document_ciphertext=crypto.b64e(doc_ct),
+        details_nonce=crypto.b64e(det_nonce),
+        details_ciphertext=crypto.b64e(det_ct),
+        expires_at=expires_at,
+        secretariat_phone=department.secretariat_phone,
+        secretariat_email=department.secretariat_email,
+        send_email=send_email,
+        for_mailer=crypto.seal_field(
+            keys.mailer_field_key,
+            {"email": patient.email, "name": patient.name, "link_secret": link_secret},
+            context=crypto.field_context("message.sealed", message_id, "mailer"),
+        ),
+        for_portal=crypto.seal_field(
+            keys.portal_field_key, {"mobile": patient.mobile}, context=crypto.field_context("message.sealed", message_id, "portal")
+        ),
+    )
+

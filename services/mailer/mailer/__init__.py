@@ -1,0 +1,1 @@
+"""Mailer service: e-mails each patient the link to their sealed message."""

@@ -1,0 +1,130 @@
+"""Render the e-mail that carries a patient's secure link, in the patient's language.
+
+The e-mail holds no medical content (no department, date, doctor or diagnosis): ``render_email``
+is not even given any, so no template change can leak it. Wording lives in Jinja2 templates
+(``templates/``) with English msgids, translated through gettext catalogs in ``locale/``.
+
+Catalogs: after editing a template, from ``services/mailer``::
+
+    pybabel extract -F babel.cfg -o mailer/locale/messages.pot .
+    pybabel update -i mailer/locale/messages.pot -d mailer/locale
+    # translate the new msgstr entries in mailer/locale/<lang>/LC_MESSAGES/messages.po, then
+    pybabel compile -d mailer/locale
+
+and commit both the ``.po`` and ``.mo`` files (the service reads only the ``.mo``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+from babel.support import Translations
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+PACKAGE_DIR: Final = Path(__file__).resolve().parent
+TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
+LOCALE_DIR: Final = PACKAGE_DIR / "locale"
+
+SUPPORTED_LANGUAGES: Final = ("fr", "de", "it", "en")
+# The hospital (HUG, Geneva) writes French when it does not know better.
+DEFAULT_LANGUAGE: Final = "fr"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    """The three parts the mailer puts into a multipart/alternative message."""
+
+    subject: str
+    text: str
+    html: str
+
+
+def normalize_language(language: str) -> str:
+    """Map ``"de"``, ``"DE"``, ``"de-CH"`` or ``"de_CH"`` to ``"de"``; anything unsupported to French.
+
+    Falling back (rather than raising) because a patient must still get their link: the language
+    comes from the hospital's records, and French is the hospital's working language.
+    """
+    primary = re.split(r"[-_]", language.strip(), maxsplit=1)[0].lower()
+    return primary if primary in SUPPORTED_LANGUAGES else DEFAULT_LANGUAGE
+
+
+@functools.lru_cache(maxsize=len(SUPPORTED_LANGUAGES))
+def environment(language: str) -> Environment:
+    """The Jinja2 environment for one supported language, built once and reused.
+
+    Raises ``FileNotFoundError`` when the compiled catalog is missing: Babel would otherwise fall
+    back silently to the English msgids, and a French patient would get an English e-mail.
+    """
+    if language not in SUPPORTED_LANGUAGES:
+        raise ValueError(f"unsupported language {language!r}; normalize it first")
+    catalog = LOCALE_DIR / language / "LC_MESSAGES" / "messages.mo"
+    if not catalog.is_file():
+        raise FileNotFoundError(f"missing compiled catalog {catalog}; run `pybabel compile -d mailer/locale`")
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        # Escape in .html only: the .txt part must show "Müller & Fils" as written.
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True, default=False),
+        undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    with catalog.open("rb") as fileobj:
+        translations = Translations(fileobj, domain="messages")
+    # newstyle: variables passed to {% trans %} and _() are escaped in autoescaped templates.
+    env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+def render_email(
+    *,
+    language: str,
+    patient_name: str,
+    link: str,
+    hospital_name: str,
+    secretariat_phone: str | None = None,
+    secretariat_email: str | None = None,
+) -> RenderedEmail:
+    """Render subject, plain text and HTML of the link e-mail.
+
+    An unsupported ``language`` falls back to French (see :func:`normalize_language`).
+    Raises ``ValueError`` when ``link`` is not an absolute http(s) URL without spaces, so a
+    ``javascript:`` link can never end up behind the button and the bare URL is copy-pastable.
+    """
+    url = urlsplit(link)
+    if url.scheme not in ("https", "http") or not url.netloc or any(c.isspace() for c in link):
+        raise ValueError("link must be an absolute http(s) URL without spaces")
+    # Names come from records that may hold stray line breaks; keep each on one line so a
+    # greeting cannot turn into extra paragraphs of the text part.
+    patient_name, hospital_name = " ".join(patient_name.split()), " ".join(hospital_name.split())
+    if not patient_name or not hospital_name:
+        raise ValueError("patient_name and hospital_name must not be blank")
+    lang = normalize_language(language)
+    env = environment(lang)
+    context = {
+        "language": lang,
+        "patient_name": patient_name,
+        "link": link,
+        "hospital_name": hospital_name,
+        # Empty strings count as absent, so the template never prints an empty contact.
+        "secretariat_phone": secretariat_phone or None,
+        "secretariat_email": secretariat_email or None,
+    }
+    # One line, whatever the template or the hospital name hold: a newline in a header is an
+    # injection.
+    subject = " ".join(env.get_template("link_subject.txt").render(context).split())
+    text = _tidy_text(env.get_template("link.txt").render(context))
+    html = env.get_template("link.html").render(context, subject=subject)
+    return RenderedEmail(subject=subject, text=text, html=html)
+
+
+def _tidy_text(text: str) -> str:
+    # Block tags ({% if %}, comments) leave blank lines behind; at most one blank line between
+    # paragraphs. Trailing spaces stay: "-- " is the signature delimiter (RFC 3676 §4.3).
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"

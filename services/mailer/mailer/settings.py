@@ -1,0 +1,22 @@
+"""Mailer settings (environment variables)."""
+
+from typing import Literal
+
+from shared.settings import Key32, ServiceSettings, dev_key
+
+
+class MailerSettings(ServiceSettings):
+    http_port: int = 8002
+    database_url: str = "postgresql://mailer:mailer@127.0.0.1:5432/convocations"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout: float = 15.0
+    smtp_connections: int = 2  # connections kept open and reused
+    mail_from: str = "Hôpitaux Universitaires de Genève <convocations@hug.example>"
+    hospital_name: str = "Hôpitaux Universitaires de Genève"
+    portal_base_url: str = "http://127.0.0.1:8000"
+    mailer_field_key: Key32 = dev_key("mailer-field")
+    mailer_retry_delays: str = "5,30,120,600,1800"  # seconds between SMTP attempts on transient failures

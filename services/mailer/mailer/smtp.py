@@ -1,0 +1,96 @@
+"""SMTP delivery over a few reused connections (aiosmtplib), and failure classification."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from email.message import Message
+
+import aiosmtplib
+
+from mailer.settings import MailerSettings
+
+
+@dataclass(frozen=True)
+class SmtpFailure(Exception):
+    """A send that did not succeed: ``permanent`` failures are never retried."""
+
+    permanent: bool
+    code: int | None
+    reason: str
+
+
+def classify(exc: Exception) -> SmtpFailure:
+    """4xx, connection errors and time-outs are transient; 5xx and refused recipients are permanent."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        first = exc.recipients[0]
+        return SmtpFailure(first.code >= 500, first.code, first.message)
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return SmtpFailure(exc.code >= 500, exc.code, exc.message)
+    return SmtpFailure(False, None, f"{type(exc).__name__}: {exc}"[:300])
+
+
+class SmtpSender:
+    def __init__(self, settings: MailerSettings) -> None:
+        self.settings = settings
+        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(max(1, settings.smtp_connections))
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            use_tls=s.smtp_tls == "tls",
+            start_tls=True if s.smtp_tls == "starttls" else False,
+            username=s.smtp_username,
+            password=s.smtp_password,
+            timeout=s.smtp_timeout,
+            tls_context=ssl.create_default_context() if s.smtp_tls != "none" else None,
+        )
+
+    async def send(self, message: Message) -> str:
+        """Send one message; returns the server's reply. Raises SmtpFailure."""
+        async with self._slots:
+            reused = not self._idle.empty()
+            client = self._idle.get_nowait() if reused else self._client()
+            try:
+                return await self._send_on(client, message)
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                await self._discard(client)
+                if not reused:
+                    raise classify(exc) from exc
+            except Exception as exc:
+                await self._discard(client)
+                raise classify(exc) from exc
+            # A kept connection the server had closed meanwhile: one fresh try, right away.
+            client = self._client()
+            try:
+                return await self._send_on(client, message)
+            except Exception as exc:
+                await self._discard(client)
+                raise classify(exc) from exc
+
+    async def _send_on(self, client: aiosmtplib.SMTP, message: Message) -> str:
+        if not client.is_connected:
+            await client.connect()
+        _errors, reply = await client.send_message(message)
+        self._idle.put_nowait(client)
+        return reply
+
+    async def _discard(self, client: aiosmtplib.SMTP) -> None:
+        try:
+            if client.is_connected:
+                client.close()
+        except Exception:
+            pass
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            client = self._idle.get_nowait()
+            try:
+                if client.is_connected:
+                    await client.quit()
+            except Exception:
+                client.close()

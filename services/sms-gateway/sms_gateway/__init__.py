@@ -1,0 +1,1 @@
+"""SMS gateway: texts verification codes through an SMS provider's HTTP API."""

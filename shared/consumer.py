@@ -1,0 +1,183 @@
+"""Consuming events: validate at the edge, inbox + effect in one transaction, ack after commit.
+
+- An event that fails its contract, or that a handler rejects with :class:`Rejected`, is published to
+  the dead-letter exchange with a machine-readable reason in its headers and acknowledged: it is kept
+  for inspection and never blocks the events behind it.
+- A redelivered event whose id is already in the inbox is acknowledged and skipped.
+- Any other failure (database down, a bug) is requeued after a short pause; after
+  ``DELIVERY_LIMIT`` deliveries the quorum queue dead-letters it (x-death reason ``delivery_limit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import asyncpg
+import structlog
+from faststream import AckPolicy
+from faststream.rabbit import RabbitBroker, RabbitMessage
+from pydantic import ValidationError
+
+from shared import topology
+from shared.contracts import Envelope, EventPayload
+from shared.logs import get_logger
+from shared.metrics import DEAD_LETTERED, EVENTS_CONSUMED, HANDLER_SECONDS
+
+log = get_logger(__name__)
+P = TypeVar("P", bound=EventPayload)
+CONTRACT_REASONS = frozenset({"malformed-json", "invalid-event", "wrong-type"})
+
+
+class Rejected(Exception):
+    """A well-formed event the domain refuses (e.g. an appointment in the past): dead-letter it."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class Delivery(Generic[P]):
+    """What a handler receives: the validated envelope and how this copy arrived."""
+
+    envelope: Envelope[P]
+    attempt: int  # 0 for the first delivery, n for the n-th delayed retry
+    queue: str
+
+    @property
+    def data(self) -> P:
+        return self.envelope.data
+
+
+Handler = Callable[[asyncpg.Connection, Delivery], Awaitable[None]]
+
+
+def _validation_detail(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:10]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)[:900]
+
+
+def parse_envelope(payload_cls: type[P], body: bytes, routing_key: str) -> Envelope[P]:
+    """Decode and validate a message body; raises Rejected with a reason code."""
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Rejected("malformed-json", f"body is not JSON: {exc}") from None
+    try:
+        env = Envelope[payload_cls].model_validate(raw)  # type: ignore[valid-type]
+    except ValidationError as exc:
+        raise Rejected("invalid-event", _validation_detail(exc)) from None
+    if env.type != payload_cls.EVENT_TYPE or env.version != payload_cls.VERSION:
+        raise Rejected(
+            "wrong-type", f"envelope says {env.type} v{env.version}, queue expects {payload_cls.routing_key()}"
+        )
+    return env
+
+
+async def _raw_body(msg) -> bytes:
+    """Leave decoding to :func:`parse_envelope`: FastStream's JSON decoder would raise before the
+    handler could dead-letter the message with its reason."""
+    return msg.body
+
+
+class Consumer:
+    """Registers a service's handlers on the broker and runs them with the inbox discipline."""
+
+    def __init__(self, *, service: str, broker: RabbitBroker, exchange: str, pool_getter: Callable[[], asyncpg.Pool]):
+        self.service, self.broker, self.exchange = service, broker, exchange
+        self._pool = pool_getter
+        self.queues: list[str] = []
+
+    def subscribe(self, payload_cls: type[P], handler: Handler, *, idempotent_by_inbox: bool = True) -> None:
+        routing_key = payload_cls.routing_key()
+        queue = topology.consumer_queue(self.exchange, self.service, routing_key)
+        self.queues.append(queue.name)
+        event_type = payload_cls.EVENT_TYPE
+
+        async def consume(msg: RabbitMessage) -> None:
+            await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
+
+        consume.__name__ = f"on_{event_type.replace('.', '_')}"
+        self.broker.subscriber(
+            queue, topology.events_exchange(self.exchange), ack_policy=AckPolicy.MANUAL,
+            decoder=_raw_body, title=f"{self.service}:{routing_key}",
+        )(consume)
+
+    async def _consume(
+        self, msg: RabbitMessage, payload_cls, handler: Handler, queue: str, event_type: str, by_inbox: bool
+    ) -> None:
+        structlog.contextvars.clear_contextvars()
+        headers = msg.headers or {}
+        attempt = int(headers.get("x-attempt", 0) or 0)
+        started = time.perf_counter()
+        try:
+            env = parse_envelope(payload_cls, msg.body, queue)
+        except Rejected as exc:
+            await self._dead_letter(msg, queue, event_type, exc)
+            return
+        structlog.contextvars.bind_contextvars(
+            correlation_id=str(env.correlation_id), event_id=str(env.event_id), event_type=event_type
+        )
+        try:
+            async with self._pool().acquire() as conn, conn.transaction():
+                # Delayed retries are the same event id on purpose: the handler's own state guards them.
+                if by_inbox and attempt == 0:
+                    status = await conn.execute(
+                        "insert into inbox(event_id, routing_key) values ($1, $2) on conflict do nothing",
+                        env.event_id, payload_cls.routing_key(),
+                    )
+                    if status == "INSERT 0 0":
+                        EVENTS_CONSUMED.labels(self.service, event_type, "duplicate").inc()
+                        log.info("duplicate event skipped")
+                        await msg.ack()
+                        return
+                await handler(conn, Delivery(env, attempt, queue))
+        except Rejected as exc:
+            await self._dead_letter(msg, queue, event_type, exc)
+            return
+        except Exception as exc:
+            EVENTS_CONSUMED.labels(self.service, event_type, "error").inc()
+            log.exception("handler failed; requeueing", error=type(exc).__name__)
+            await asyncio.sleep(min(0.2 * (2 ** min(int(headers.get("x-delivery-count", 0) or 0), 4)), 3))
+            await msg.nack(requeue=True)
+            return
+        finally:
+            HANDLER_SECONDS.labels(self.service, event_type).observe(time.perf_counter() - started)
+        await msg.ack()
+        EVENTS_CONSUMED.labels(self.service, event_type, "processed").inc()
+
+    async def _dead_letter(self, msg: RabbitMessage, queue: str, event_type: str, exc: Rejected) -> None:
+        """Park the untouched message on the DLQ with the reason in its headers, then ack it."""
+        raw = msg.raw_message
+        await self.broker.publish(
+            msg.body,
+            exchange=topology.dead_letter_exchange(self.exchange),
+            routing_key=queue,
+            message_id=msg.message_id or str(uuid.uuid4()),
+            correlation_id=msg.correlation_id,
+            content_type=raw.content_type,
+            headers={
+                **(msg.headers or {}),
+                "x-rejected-reason": exc.reason,
+                "x-rejected-detail": exc.detail,
+                "x-rejected-by": self.service,
+                "x-original-routing-key": raw.routing_key or "",
+            },
+            persist=True,
+            mandatory=True,
+            timeout=10,
+        )
+        await msg.ack()
+        DEAD_LETTERED.labels(self.service, queue, exc.reason).inc()
+        outcome = "invalid" if exc.reason in CONTRACT_REASONS else "rejected"
+        EVENTS_CONSUMED.labels(self.service, event_type, outcome).inc()
+        log.warning("event dead-lettered", queue=queue, reason=exc.reason, detail=exc.detail)

@@ -1,0 +1,117 @@
+"""Crypto primitives used by several services: document sealing, bus field encryption, keyed hashes.
+
+Document key = HKDF-SHA256(ikm = link secret, salt = server key, info = purpose + message id):
+without the link secret, which only the e-mailed link carries, no key and no database opens a
+document (DESIGN.md §3). Fields on the bus that carry a secret are AES-256-GCM encrypted for their
+one consumer with a key only producer and consumer hold.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import uuid
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+LINK_SECRET_BYTES = 32
+
+
+class CannotOpen(Exception):
+    """The ciphertext does not open with these keys (wrong link, wrong key, or tampered)."""
+
+
+def b64e(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def b64d(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def new_link_secret() -> str:
+    """A fresh per-message secret (256 bits), URL-safe, carried only by the link."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(LINK_SECRET_BYTES)).rstrip(b"=").decode()
+
+
+def _link_secret_bytes(link_secret: str) -> bytes:
+    try:
+        raw = base64.urlsafe_b64decode(link_secret + "=" * (-len(link_secret) % 4))
+    except (ValueError, TypeError):
+        raise CannotOpen("malformed link secret") from None
+    if len(raw) != LINK_SECRET_BYTES:
+        raise CannotOpen("malformed link secret")
+    return raw
+
+
+def derive_key(link_secret: str, server_key: bytes, message_id: uuid.UUID, purpose: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=server_key,
+        info=f"convocations/v1/{purpose}/".encode() + message_id.bytes,
+    ).derive(_link_secret_bytes(link_secret))
+
+
+def seal(
+    plaintext: bytes, *, link_secret: str, server_key: bytes, key_id: str, message_id: uuid.UUID, purpose: str
+) -> tuple[bytes, bytes]:
+    """Encrypt under the key derived from link secret + server key. Returns (nonce, ciphertext)."""
+    nonce = os.urandom(12)
+    key = derive_key(link_secret, server_key, message_id, purpose)
+    aad = f"{message_id}|{key_id}|{purpose}".encode()
+    return nonce, AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def open_sealed(
+    nonce: bytes,
+    ciphertext: bytes,
+    *,
+    link_secret: str,
+    server_key: bytes,
+    key_id: str,
+    message_id: uuid.UUID,
+    purpose: str,
+) -> bytes:
+    key = derive_key(link_secret, server_key, message_id, purpose)
+    aad = f"{message_id}|{key_id}|{purpose}".encode()
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, aad)
+    except InvalidTag:
+        raise CannotOpen("document does not open with this link") from None
+
+
+def seal_field(key: bytes, value: dict, *, context: str) -> str:
+    """Encrypt a small JSON value for one consumer; ``context`` (e.g. event type + id) is bound as AAD."""
+    nonce = os.urandom(12)
+    ct = AESGCM(key).encrypt(nonce, json.dumps(value, separators=(",", ":")).encode(), context.encode())
+    return "fe1." + base64.urlsafe_b64encode(nonce + ct).rstrip(b"=").decode()
+
+
+def open_field(key: bytes, token: str, *, context: str) -> dict:
+    if not token.startswith("fe1."):
+        raise CannotOpen("unknown field encoding")
+    body = token[4:]
+    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    try:
+        return json.loads(AESGCM(key).decrypt(raw[:12], raw[12:], context.encode()))
+    except InvalidTag:
+        raise CannotOpen("field does not open with this key") from None
+
+
+def keyed_hash(key: bytes, purpose: str, value: str) -> str:
+    """HMAC-SHA256 under a purpose-specific subkey: equal inputs compare equal, nothing reverses it."""
+    subkey = hmac.new(key, f"convocations/v1/{purpose}".encode(), hashlib.sha256).digest()
+    return hmac.new(subkey, value.encode(), hashlib.sha256).hexdigest()
+
+
+def field_context(event_type: str, ident: uuid.UUID, consumer: str) -> str:
+    """AAD binding an encrypted bus field to its event, its id and its one consumer."""
+    return f"{event_type}|{ident}|{consumer}"

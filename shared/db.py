@@ -1,0 +1,64 @@
+"""asyncpg pool per service schema and SQL migrations applied at start under an advisory lock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import asyncpg
+
+from shared.logs import get_logger
+
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+log = get_logger(__name__)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A pool whose connections see only the service's schema first on the search path."""
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": schema, "application_name": schema},
+        command_timeout=30,
+    )
+
+
+def _migration_files(directories: list[Path]) -> list[tuple[str, Path]]:
+    files = []
+    for directory in directories:
+        prefix = "shared" if directory == SHARED_MIGRATIONS else "service"
+        files += [(f"{prefix}/{path.name}", path) for path in sorted(directory.glob("*.sql"))]
+    return files
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, service_migrations: Path) -> list[str]:
+    """Apply the shared then the service's migrations not yet applied; returns the versions applied.
+
+    Several replicas may start at once: a transaction-level advisory lock on the schema name
+    serialises them, and each file runs in its own transaction with its version row.
+    """
+    applied_now: list[str] = []
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute("select pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
+            await conn.execute(
+                "create table if not exists schema_migrations ("
+                " version text primary key, applied_at timestamptz not null default now())"
+            )
+            done = {r["version"] for r in await conn.fetch("select version from schema_migrations")}
+            for version, path in _migration_files([SHARED_MIGRATIONS, service_migrations]):
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(path.read_text())
+                    await conn.execute("insert into schema_migrations(version) values ($1)", version)
+                applied_now.append(version)
+    if applied_now:
+        log.info("migrations applied", schema=schema, versions=applied_now)
+    return applied_now

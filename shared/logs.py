@@ -1,0 +1,89 @@
+"""One structlog JSON setup for every service, with redaction of secrets and patient data."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+import structlog
+
+# Keys whose values never reach a log line, whatever code logs them.
+REDACT_KEYS = frozenset(
+    {"phone", "mobile", "email", "otp", "code", "link", "link_secret", "secret", "token", "password",
+     "authorization", "cookie", "body", "document", "to"}
+)
+# Free text is scrubbed too: phone numbers, e-mail addresses and URL fragments (link secrets).
+_PATTERNS = (
+    (re.compile(r"(?:\+|\b00|\b0)[1-9][\d \-./]{6,}\d"), "[number]"),
+    (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "[email]"),
+    (re.compile(r"#[A-Za-z0-9_\-]{16,}"), "#[secret]"),
+)
+
+
+_NOT_SCRUBBED = frozenset({"timestamp", "level", "logger", "service"})
+
+
+def scrub(text: str) -> str:
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact(_logger, _name, event_dict):
+    for key in event_dict.keys() & REDACT_KEYS:
+        event_dict[key] = "[redacted]"
+    event_dict.pop("color_message", None)
+    for key, value in event_dict.items():
+        if isinstance(value, str) and key not in _NOT_SCRUBBED and not key.endswith("_id"):
+            event_dict[key] = scrub(value)
+    return event_dict
+
+
+def _flatten_extra(_logger, _name, event_dict):
+    """FastStream logs its context under ``extra``; lift it to top-level keys."""
+    for key, value in (event_dict.pop("extra", None) or {}).items():
+        if value not in ("", None):
+            event_dict.setdefault(key, value)
+    return event_dict
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+        _flatten_extra,
+        _redact,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                lambda _l, _n, ed: {**ed, "service": service},
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _redact,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The access log would print every path; ours carry only ids, but keep the noise out.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("aiosmtplib").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def get_logger(name: str | None = None):
+    return structlog.get_logger(name)

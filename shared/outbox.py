@@ -1,0 +1,172 @@
+"""Transactional outbox: events are written in the caller's transaction and published by a relay.
+
+The relay wakes on LISTEN/NOTIFY (sent by a trigger at commit) with a polling fallback, claims rows
+with ``FOR UPDATE SKIP LOCKED`` so replicas can share the work, publishes each with a broker confirm
+(persistent, mandatory: an unroutable event raises) and deletes it. A crash between the confirm and
+the delete republishes the event; consumers' inboxes absorb the duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import asyncpg
+from faststream.rabbit import RabbitBroker
+
+from shared.contracts import Envelope
+from shared.logs import get_logger
+from shared.metrics import EVENTS_PUBLISHED, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
+
+log = get_logger(__name__)
+
+
+def encode(env: Envelope) -> bytes:
+    return env.model_dump_json().encode()
+
+
+async def add_event(
+    conn: asyncpg.Connection,
+    env: Envelope,
+    *,
+    exchange: str | None = None,
+    routing_key: str | None = None,
+    headers: dict | None = None,
+) -> uuid.UUID:
+    """Record an event to publish once the caller's transaction commits."""
+    await conn.execute(
+        "insert into outbox(event_id, exchange, routing_key, event_type, correlation_id, body, headers)"
+        " values ($1, $2, $3, $4, $5, $6, $7)",
+        env.event_id,
+        exchange,
+        routing_key or f"{env.type}.v{env.version}",
+        env.type,
+        env.correlation_id,
+        encode(env),
+        headers or {},
+    )
+    return env.event_id
+
+
+class OutboxRelay:
+    """Publishes a service's outbox rows; one task per process, several processes may share a schema."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        schema: str,
+        pool: asyncpg.Pool,
+        dsn: str,
+        broker: RabbitBroker,
+        exchange: str,
+        poll_seconds: float = 1.0,
+        batch: int = 50,
+    ) -> None:
+        self.service, self.schema, self.pool, self.dsn = service, schema, pool, dsn
+        self.broker, self.exchange = broker, exchange
+        self.poll_seconds, self.batch = poll_seconds, batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task:
+            try:
+                await asyncio.wait_for(self._task, timeout=10)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        if self._listener and not self._listener.is_closed():
+            await self._listener.close()
+
+    async def _listen(self) -> None:
+        """A dedicated connection (not from the pool) for NOTIFY; if it dies, polling covers the gap."""
+        try:
+            if self._listener is None or self._listener.is_closed():
+                self._listener = await asyncpg.connect(self.dsn)
+                await self._listener.add_listener(f"{self.schema}_outbox", lambda *_: self._wake.set())
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("outbox listener unavailable, polling", error=type(exc).__name__)
+            self._listener = None
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await self._listen()
+            try:
+                while await self.relay_once() and not self._stopping:
+                    pass
+                await self._record_backlog()
+            except Exception:  # the relay must outlive any single failure; the next wake retries
+                log.exception("outbox relay pass failed")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+        # Drain what was committed before shutdown.
+        try:
+            while await self.relay_once():
+                pass
+        except Exception:
+            log.exception("outbox drain at shutdown failed")
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns how many rows were published."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "select id, event_id, exchange, routing_key, event_type, correlation_id, body, headers"
+                " from outbox order by id limit $1 for update skip locked",
+                self.batch,
+            )
+            if not rows:
+                return 0
+            results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
+            done = [r["id"] for r, res in zip(rows, results) if not isinstance(res, BaseException)]
+            for row, res in zip(rows, results):
+                if isinstance(res, BaseException):
+                    log.error("outbox publish failed", event_id=str(row["event_id"]), error=repr(res)[:300])
+                    await conn.execute(
+                        "update outbox set attempts = attempts + 1, last_error = $2 where id = $1",
+                        row["id"], repr(res)[:500],
+                    )
+            if done:
+                await conn.execute("delete from outbox where id = any($1::bigint[])", done)
+            for row, res in zip(rows, results):
+                if not isinstance(res, BaseException):
+                    EVENTS_PUBLISHED.labels(self.service, row["event_type"]).inc()
+            if len(done) < len(rows):
+                await asyncio.sleep(0.5)  # the broker refused something: do not spin
+            return len(done)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        headers = row["headers"] if isinstance(row["headers"], dict) else json.loads(row["headers"] or "{}")
+        await self.broker.publish(
+            bytes(row["body"]),
+            exchange=row["exchange"] if row["exchange"] is not None else self.exchange,
+            routing_key=row["routing_key"],
+            message_id=str(row["event_id"]),
+            correlation_id=str(row["correlation_id"]),
+            message_type=row["event_type"],
+            content_type="application/json",
+            headers={"x-producer": self.service, **headers},
+            persist=True,
+            mandatory=True,
+            timeout=10,
+        )
+
+    async def _record_backlog(self) -> None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow("select count(*) as n, min(created_at) as oldest from outbox")
+        OUTBOX_PENDING.labels(self.service).set(row["n"])
+        age = 0.0
+        if row["oldest"] is not None:
+            age = max(0.0, time.time() - row["oldest"].timestamp())
+        OUTBOX_OLDEST_AGE.labels(self.service).set(age)

@@ -1,0 +1,132 @@
+"""What every service process runs: broker, pool, migrations, outbox relay, health and metrics.
+
+A service builds a :class:`Runtime`, registers its handlers with ``runtime.consumer.subscribe``,
+and serves ``runtime.http_app()`` (or mounts ``runtime.routes()`` on its own FastAPI app).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import asyncpg
+from fastapi import APIRouter, FastAPI, Response
+from faststream.rabbit import Channel, RabbitBroker
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from shared import topology
+from shared.consumer import Consumer
+from shared.db import create_pool, migrate
+from shared.logs import configure_logging, get_logger
+from shared.metrics import faststream_middleware
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+
+class Runtime:
+    def __init__(self, service: str, schema: str, settings: ServiceSettings, migrations: Path) -> None:
+        configure_logging(service, settings.log_level)
+        self.service, self.schema, self.settings, self.migrations = service, schema, settings, migrations
+        self.broker = RabbitBroker(
+            settings.amqp_url,
+            middlewares=[faststream_middleware(service)],
+            # Publisher confirms are on by default; an unroutable event must raise, not vanish.
+            default_channel=Channel(prefetch_count=settings.amqp_prefetch, on_return_raises=True),
+            logger=get_logger(f"{service}.faststream"),
+            log_level=10,  # FastStream's per-message lines at DEBUG: our own lines carry the ids
+            graceful_timeout=20,
+            app_id=service,
+        )
+        self.pool: asyncpg.Pool | None = None
+        self.consumer = Consumer(service=service, broker=self.broker, exchange=settings.events_exchange,
+                                 pool_getter=lambda: self.pool)
+        self.relay: OutboxRelay | None = None
+        self.on_started: list = []
+        self.on_stopping: list = []
+
+    @property
+    def exchange(self) -> str:
+        return self.settings.events_exchange
+
+    async def start(self) -> None:
+        self.pool = await create_pool(self.settings.database_url, self.schema)
+        await migrate(self.pool, self.schema, self.migrations)
+        await self.broker.connect()
+        # DLQs and exchanges first, so that a subscriber never consumes into a missing DLX.
+        await topology.declare_dead_letter_queues(self.broker, self.exchange, self.consumer.queues)
+        await self.broker.declare_exchange(topology.retry_exchange(self.exchange))
+        for hook in self.on_started:
+            await hook()
+        await self.broker.start()
+        self.relay = OutboxRelay(
+            service=self.service, schema=self.schema, pool=self.pool, dsn=self.settings.database_url,
+            broker=self.broker, exchange=self.exchange, poll_seconds=self.settings.outbox_poll_seconds,
+        )
+        await self.relay.start()
+        log.info("service started", queues=len(self.consumer.queues))
+
+    async def stop(self) -> None:
+        log.info("service stopping: draining in-flight work")
+        await self.broker.stop()  # waits for in-flight handlers (graceful_timeout)
+        for hook in self.on_stopping:
+            with contextlib.suppress(Exception):
+                await hook()
+        if self.relay:
+            await self.relay.stop()
+        if self.pool:
+            await self.pool.close()
+        log.info("service stopped")
+
+    async def ready(self) -> dict[str, bool]:
+        checks = {"database": False, "broker": False}
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                async with self.pool.acquire(timeout=2) as conn:
+                    checks["database"] = await conn.fetchval("select true", timeout=2)
+        with contextlib.suppress(Exception):
+            checks["broker"] = bool(await asyncio.wait_for(self.broker.ping(timeout=2), 3))
+        return checks
+
+    def routes(self) -> APIRouter:
+        router = APIRouter()
+
+        @router.get("/healthz", include_in_schema=False)
+        async def healthz() -> dict:
+            return {"status": "ok", "service": self.service}
+
+        @router.get("/readyz", include_in_schema=False)
+        async def readyz(response: Response) -> dict:
+            checks = await self.ready()
+            if not all(checks.values()):
+                response.status_code = 503
+            return {"ready": all(checks.values()), **checks}
+
+        @router.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+        return router
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: FastAPI):
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    def http_app(self) -> FastAPI:
+        app = FastAPI(title=self.service, lifespan=self.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+        app.include_router(self.routes())
+        return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run one service process with uvicorn (uvloop when installed)."""
+    import uvicorn
+
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=25)

@@ -1,0 +1,88 @@
+"""Fixtures on real infrastructure: a fresh test database, a per-run exchange on the real RabbitMQ,
+a real SMTP server and SMS provider (devinbox), and the four services as separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import pytest
+
+from devinbox import DevInbox
+from devstack.stack import ROOT, Stack
+
+TEST_DB = os.environ.get("TEST_DATABASE", "convocations_test")
+ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal")
+
+
+@pytest.fixture(scope="session")
+def test_database() -> str:
+    """A fresh database with the four service roles, each owning its schema."""
+    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
+                    f'drop database if exists "{TEST_DB}" with (force)'], check=True, capture_output=True)
+    subprocess.run([str(ROOT / "scripts/db-setup.sh"), TEST_DB], check=True, capture_output=True)
+    return TEST_DB
+
+
+@pytest.fixture(scope="session")
+def exchange_name() -> str:
+    """A per-run exchange (and queue prefix): runs never see each other's or a dev stack's events."""
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+async def admin_db(test_database):
+    """A superuser connection to the test database, for assertions across every schema."""
+    conn = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + f"/{test_database}")
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture(scope="session")
+def devinbox():
+    with DevInbox() as box:
+        yield box
+
+
+@pytest.fixture(scope="session")
+def stack(test_database, exchange_name, devinbox, tmp_path_factory):
+    s = Stack(
+        database=test_database, exchange=exchange_name, smtp_port=devinbox.smtp_port,
+        sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
+        sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs"), amqp_url=AMQP_URL,
+        extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"}},
+    )
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+        _delete_queues(exchange_name)
+
+
+def _delete_queues(prefix: str) -> None:
+    """Best effort: remove this run's queues so the broker does not accumulate them."""
+    if not shutil.which("rabbitmqctl"):
+        return
+    out = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name"],
+                         capture_output=True, text=True, timeout=60)
+    names = [n.strip() for n in out.stdout.splitlines() if n.strip().startswith(prefix + ".")]
+
+    async def delete() -> None:
+        conn = await aio_pika.connect(AMQP_URL)
+        async with conn:
+            channel = await conn.channel()
+            for name in names:
+                await channel.queue_delete(name)
+            for ex in (prefix, f"{prefix}.dlx", f"{prefix}.retry"):
+                await channel.exchange_delete(ex)
+
+    asyncio.run(delete())

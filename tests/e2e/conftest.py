@@ -1,0 +1,117 @@
+"""Helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import uuid
+
+import aio_pika
+import pytest
+
+from devstack.sample import convocation_event, publish, sample_pdf
+from tests.conftest import AMQP_URL, SCHEMAS
+
+
+def random_mobile() -> tuple[str, str]:
+    """(E.164, national form) of a fresh valid Swiss mobile number: tests never share a number."""
+    digits = f"{random.randrange(10 ** 7):07d}"
+    return f"+4179{digits}", f"079 {digits[:3]} {digits[3:5]} {digits[5:]}"
+
+
+def random_email() -> str:
+    return f"patient-{uuid.uuid4().hex[:12]}@example.ch"
+
+
+class Chain:
+    """Drives the chain from outside, as the hospital and the patient would."""
+
+    def __init__(self, stack, devinbox, admin_db, exchange):
+        self.stack, self.inbox, self.db, self.exchange = stack, devinbox.inbox, admin_db, exchange
+
+    def event(self, **kw) -> dict:
+        kw.setdefault("email", random_email())
+        if "mobile" not in kw:
+            kw["mobile"] = random_mobile()[1]
+        kw.setdefault("pdf", sample_pdf(f"Convocation {uuid.uuid4().hex[:8]}"))
+        return convocation_event(**kw)
+
+    async def publish(self, event: dict | bytes, **kw) -> None:
+        await publish(AMQP_URL, self.exchange, event, **kw)
+
+    async def email_to(self, address: str, timeout: float = 15):
+        return await self.inbox.await_email(lambda m: address in m["rcpt_tos"], timeout=timeout)
+
+    async def sms_to(self, e164: str, timeout: float = 15, nth: int = 1) -> dict:
+        """The ``nth`` SMS sent to this number (waits for it)."""
+        for _ in range(int(timeout * 20)):
+            texts = [s for s in self.inbox.sms() if s["to"] == e164]
+            if len(texts) >= nth:
+                return sorted(texts, key=lambda s: s["received_at"])[nth - 1]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no SMS number {nth} to the patient's phone after {timeout}s")
+
+    def sms_count(self, e164: str) -> int:
+        return sum(1 for s in self.inbox.sms() if s["to"] == e164)
+
+    def emails_to(self, address: str) -> list:
+        return [m for m in self.inbox.emails() if address in m["rcpt_tos"]]
+
+    async def status(self, convocation_id: str) -> str | None:
+        return await self.db.fetchval("select status from issuer.convocation where id = $1",
+                                      uuid.UUID(convocation_id))
+
+    async def wait_status(self, convocation_id: str, status: str, timeout: float = 15) -> None:
+        for _ in range(int(timeout * 10)):
+            if await self.status(convocation_id) == status:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"status stayed {await self.status(convocation_id)!r}, expected {status!r}")
+
+    async def dump_all_tables(self) -> str:
+        """Every row of every table of the four services, as text (bytea as hex)."""
+        tables = await self.db.fetch(
+            "select table_schema, table_name from information_schema.tables"
+            " where table_schema = any($1::text[]) and table_type = 'BASE TABLE'", list(SCHEMAS))
+        parts = []
+        for t in tables:
+            rows = await self.db.fetch(f'select t::text as row from "{t["table_schema"]}"."{t["table_name"]}" t')
+            parts += [r["row"] for r in rows]
+        return "\n".join(parts)
+
+    async def dead_letters(self, queue: str, message_ids: set[str], timeout: float = 10) -> dict:
+        """The messages with these ids parked on a queue's dead-letter queue, by id (waits for all)."""
+        conn = await aio_pika.connect(AMQP_URL)
+        found: dict[str, aio_pika.IncomingMessage] = {}
+        async with conn:
+            channel = await conn.channel()
+            q = await channel.get_queue(f"{queue}.dlq", ensure=True)
+            for _ in range(int(timeout * 10)):
+                message = await q.get(no_ack=True, fail=False)
+                if message is None:
+                    if message_ids <= found.keys():
+                        break
+                    await asyncio.sleep(0.1)
+                    continue
+                found[message.message_id] = message
+        return found
+
+
+@pytest.fixture(scope="session")
+def chain(stack, devinbox, admin_db, exchange_name) -> Chain:
+    return Chain(stack, devinbox, admin_db, exchange_name)
+
+
+def json_body(message) -> dict:
+    return json.loads(message.body)
+
+
+SIX_DIGITS = re.compile(r"#(\d{6})\b")
+
+
+def code_of(sms: dict) -> str:
+    match = SIX_DIGITS.search(sms["body"])
+    assert match, f"no origin-bound code line in the SMS: {sms['body']!r}"
+    return match.group(1)

@@ -1,0 +1,89 @@
+"""A patient following the e-mailed link with a plain HTTP client, as the tests' user."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from urllib.parse import urlsplit
+
+import httpx
+
+LINK_RE = re.compile(r"https?://\S+/m/[0-9a-f-]{36}#[A-Za-z0-9_-]+")
+
+
+def find_link(text: str) -> str:
+    match = LINK_RE.search(text)
+    assert match, f"no portal link in the e-mail:\n{text}"
+    return match.group(0)
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+@dataclass
+class PatientClient:
+    """Keeps cookies by hand: the portal's cookies are Secure (``__Host-``), which a cookie jar
+    would not send back over the tests' plain-HTTP loopback."""
+
+    link: str
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        parts = urlsplit(self.link)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def page_url(self) -> str:
+        return self.link.split("#", 1)[0]
+
+    @property
+    def secret(self) -> str:
+        return self.link.split("#", 1)[1]
+
+    def _keep(self, response: httpx.Response) -> httpx.Response:
+        for header in response.headers.get_list("set-cookie"):
+            cookie = SimpleCookie()
+            cookie.load(header)
+            for name, morsel in cookie.items():
+                if morsel["max-age"] == "0" or morsel.value in ("", '""'):
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
+        return response
+
+    def _cookie_header(self) -> dict[str, str]:
+        return {"cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+
+    def get(self, path_or_url: str) -> httpx.Response:
+        url = path_or_url if path_or_url.startswith("http") else self.base + path_or_url
+        return self._keep(self.client.get(url, headers=self._cookie_header()))
+
+    def post(self, path: str, data: dict) -> httpx.Response:
+        return self._keep(self.client.post(self.base + path, data=data, headers=self._cookie_header()))
+
+    def open_link(self) -> httpx.Response:
+        """What the browser requests for the link: the fragment stays in the browser."""
+        return self.get(self.page_url)
+
+    def request_code(self, phone: str | None) -> httpx.Response:
+        page = self.open_link()
+        data = {"csrf": csrf_of(page.text)}
+        if phone is not None:
+            data["phone"] = phone
+        return self.post(urlsplit(self.page_url).path + "/code", data)
+
+    def enter_code(self, code: str) -> httpx.Response:
+        page = self.get(urlsplit(self.page_url).path + "/code")
+        return self.post(urlsplit(self.page_url).path + "/verify", {"csrf": csrf_of(page.text), "code": code})
+
+    def download(self, kind: str = "pdf", secret: str | None = None) -> httpx.Response:
+        page = self.get(urlsplit(self.page_url).path + "/document")
+        assert page.status_code == 200, page.text
+        return self.post(urlsplit(self.page_url).path + f"/download/{kind}",
+                         {"csrf": csrf_of(page.text), "k": self.secret if secret is None else secret})

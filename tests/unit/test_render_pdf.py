@@ -1,0 +1,167 @@
+"""The issuer's own convocation letter: what a patient reads in the PDF, in each language."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from issuer.render import FontNotFoundError, render_convocation_pdf
+from shared.contracts import ConvocationCreatedV1
+
+pytestmark = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="needs pdftotext (poppler-utils)")
+
+HOSPITAL = "Hôpitaux Universitaires de Genève"
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
+WINTER_0830_UTC = "2026-12-03T08:30:00Z"  # CET, UTC+1: 09:30 in Geneva
+PLACE = "Bâtiment Opéra, 2e étage, salle 12"
+ADDRESS = "Rue Gabrielle-Perret-Gentil 4, 1205 Genève"
+DEPARTMENT = "Service de cardiologie"
+PHONE = "+41 22 372 33 11"
+
+
+def make_convocation(
+    *,
+    language: str = "fr",
+    starts_at: str = WINTER_0830_UTC,
+    name: str = "Marie Dupont",
+    instructions: str | None = None,
+    secretariat_email: str | None = "cardiologie@hug.example",
+) -> ConvocationCreatedV1:
+    data: dict[str, Any] = {
+        "convocation_id": str(uuid.uuid4()),
+        "patient": {"id": f"P-{uuid.uuid4().hex[:8]}", "name": name, "language": language},
+        "appointment": {
+            "starts_at": starts_at,
+            "place": {"name": PLACE, "address": ADDRESS},
+            "department": {
+                "name": DEPARTMENT,
+                "secretariat_phone": PHONE,
+                "secretariat_email": secretariat_email,
+            },
+            "instructions": instructions,
+        },
+    }
+    return ConvocationCreatedV1.model_validate(data)
+
+
+def pdf_text(pdf: bytes) -> str:
+    """The text a reader sees, with line breaks and no-break spaces folded to single spaces."""
+    out = subprocess.run(["pdftotext", "-enc", "UTF-8", "-", "-"], input=pdf, capture_output=True, check=True)
+    return " ".join(out.stdout.decode("utf-8").split())
+
+
+def render(convocation: ConvocationCreatedV1) -> bytes:
+    return render_convocation_pdf(convocation, hospital_name=HOSPITAL, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("language", "title", "when", "change_or_cancel"),
+    [
+        ("fr", "Convocation", "jeudi 3 décembre 2026 à 09:30", "Pour modifier ou annuler ce rendez-vous"),
+        ("de", "Aufgebot", "Donnerstag, 3. Dezember 2026 um 09:30 Uhr", "verschieben oder absagen"),
+        ("it", "Convocazione", "giovedì 3 dicembre 2026 alle ore 09:30", "modificare o annullare"),
+        ("en", "Appointment letter", "Thursday 3 December 2026 at 09:30", "To change or cancel"),
+    ],
+)
+def test_letter_in_the_patients_language_shows_the_appointment_in_geneva_time(
+    language: str, title: str, when: str, change_or_cancel: str
+) -> None:
+    pdf = render(make_convocation(language=language))
+
+    assert pdf.startswith(b"%PDF-")
+    text = pdf_text(pdf)
+    for expected in (HOSPITAL, title, "Marie Dupont", when, PLACE, ADDRESS, DEPARTMENT, PHONE):
+        assert expected in text
+    assert change_or_cancel in text
+    assert "cardiologie@hug.example" in text
+    assert "08:30" not in text  # the UTC wall-clock time must never reach the patient
+
+
+def test_summer_appointment_is_shown_in_central_european_summer_time() -> None:
+    text = pdf_text(render(make_convocation(starts_at="2026-07-02T07:15:00Z")))
+
+    assert "jeudi 2 juillet 2026 à 09:15" in text
+
+
+def test_appointment_sent_with_a_foreign_offset_is_converted_to_geneva_time() -> None:
+    text = pdf_text(render(make_convocation(language="en", starts_at="2026-03-30T03:45:00-05:00")))
+
+    assert "Monday 30 March 2026 at 10:45" in text
+
+
+def test_appointment_near_midnight_utc_falls_on_the_next_local_day() -> None:
+    text = pdf_text(render(make_convocation(language="de", starts_at="2026-12-31T23:30:00Z")))
+
+    assert "Freitag, 1. Januar 2027 um 00:30 Uhr" in text
+
+
+def test_instructions_are_printed_under_their_heading_and_wrapped() -> None:
+    instructions = (
+        "Merci de vous présenter 15 minutes avant l’heure du rendez-vous, à jeun depuis minuit. "
+        "Apportez votre carte d’assurance, la liste de vos médicaments et vos derniers résultats.\n"
+        "Le parking de l’hôpital est payant."
+    )
+    text = pdf_text(render(make_convocation(instructions=instructions)))
+
+    assert "Consignes" in text
+    assert " ".join(instructions.split()) in text
+
+
+def test_letter_without_instructions_has_no_instructions_heading() -> None:
+    text = pdf_text(render(make_convocation(language="en", instructions=None, secretariat_email=None)))
+
+    assert "Instructions" not in text
+    assert "Email" not in text
+    assert PHONE in text
+
+
+def test_names_outside_latin_1_survive() -> None:
+    name = "Zoë Ça’Müller – Ørsted"
+    text = pdf_text(render(make_convocation(language="de", name=name)))
+
+    assert name in text
+
+
+def test_very_long_name_and_instructions_wrap_onto_further_pages() -> None:
+    long_name = "Ø" * 200
+    instructions = ("Bitte nüchtern erscheinen und alle Unterlagen mitbringen. " * 40)[:2000]
+    pdf = render(make_convocation(language="de", name=long_name, instructions=instructions))
+
+    text = pdf_text(pdf)
+    assert text.replace(" ", "").count("Ø" * 200) == 1
+    assert "Seite 2/2" in text
+    assert PHONE in text  # the contact block still made it onto the last page
+
+
+def test_same_input_and_time_give_identical_bytes() -> None:
+    convocation = make_convocation(language="it", instructions="Portare la tessera sanitaria.")
+
+    assert render(convocation) == render(convocation)
+
+
+def test_creation_date_comes_from_now() -> None:
+    convocation = make_convocation()
+    later_now = datetime(2027, 1, 5, tzinfo=timezone.utc)
+    later = render_convocation_pdf(convocation, hospital_name=HOSPITAL, now=later_now)
+
+    assert later != render(convocation)
+    assert b"D:20270105" in later
+    assert "5 janvier 2027" in pdf_text(later)  # the letter's own date
+
+
+def test_naive_now_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        render_convocation_pdf(make_convocation(), hospital_name=HOSPITAL, now=datetime(2026, 1, 1))
+
+
+def test_missing_font_fails_with_a_message_that_says_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(FontNotFoundError, match="fonts-dejavu-core") as caught:
+        render_convocation_pdf(make_convocation(), hospital_name=HOSPITAL, now=NOW, font_dir=tmp_path)
+
+    assert str(tmp_path) in str(caught.value)

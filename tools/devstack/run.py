@@ -1,0 +1,70 @@
+"""``make run``: the whole system on this machine, without Docker.
+
+Starts the development inbox (a real SMTP server and a Twilio-compatible SMS provider, with a web
+page showing both), the four services as separate processes, publishes a sample convocation the
+way an upstream system would, and prints the link to open. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from devinbox import DevInbox
+from devstack.sample import convocation_event, publish
+from devstack.stack import ROOT, Stack
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--database", default="convocations")
+    parser.add_argument("--exchange", default="convocations")
+    parser.add_argument("--email", default="marie.dupont@example.ch")
+    parser.add_argument("--mobile", default="+41 79 123 45 67")
+    parser.add_argument("--language", default="fr", choices=["fr", "de", "it", "en"])
+    args = parser.parse_args()
+
+    inbox = DevInbox(smtp_port=1025, http_port=8025).start()
+    stack = Stack(
+        database=args.database, exchange=args.exchange, smtp_port=inbox.smtp_port,
+        sms_provider_url=inbox.twilio_base_url, sms_account_sid=inbox.account_sid,
+        sms_auth_token=inbox.auth_token, log_dir=ROOT / ".run" / "logs", amqp_url=args.amqp_url,
+        ports={"access-portal": 8000, "issuer": 8001, "mailer": 8002, "sms-gateway": 8003},
+        portal_base_url="http://localhost:8000",
+    )
+    try:
+        stack.start()
+        # The portal runs under the development defaults, so no patient data is real: the
+        # sample goes to the development inbox only.
+        event = convocation_event(email=args.email, mobile=args.mobile, language=args.language, pdf=None)
+        asyncio.run(publish(args.amqp_url, args.exchange, event))
+        mail = inbox.inbox.wait_for_email(lambda m: args.email in m["rcpt_tos"]
+                                          and m["received_at"] >= event["occurred_at"][:23], timeout=30)
+        link = next(u for u in mail["links"] if "/m/" in u)
+        print(
+            "\nConvocations is running.\n"
+            f"  Open the patient's link:   {link}\n"
+            f"  Mobile number on file:     {args.mobile}\n"
+            f"  Development inbox (e-mail and SMS, the code arrives here): {inbox.base_url}/\n"
+            f"  Services: portal {stack.url('access-portal')}, issuer {stack.url('issuer')}, "
+            f"mailer {stack.url('mailer')}, sms-gateway {stack.url('sms-gateway')} (/metrics, /readyz)\n"
+            f"  Logs: {Path(stack.log_dir).relative_to(ROOT)}/\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nStopping…", file=sys.stderr)
+        stack.stop()
+        inbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""Start the four services as separate processes, as they run in production, and stop them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = {  # name: (python package, directory, schema/role)
+    "issuer": ("issuer", "services/issuer", "issuer"),
+    "mailer": ("mailer", "services/mailer", "mailer"),
+    "sms-gateway": ("sms_gateway", "services/sms-gateway", "sms_gateway"),
+    "access-portal": ("access_portal", "services/access-portal", "access_portal"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def python_path() -> str:
+    dirs = [ROOT, *(ROOT / d for _, d, _ in SERVICES.values())]
+    return os.pathsep.join(str(d) for d in dirs)
+
+
+@dataclass
+class Stack:
+    database: str
+    exchange: str
+    smtp_port: int
+    sms_provider_url: str
+    sms_account_sid: str
+    sms_auth_token: str
+    log_dir: Path
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    portal_base_url: str | None = None
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service, or "*" for all
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in SERVICES:
+            self.ports.setdefault(name, free_port())
+        self.portal_base_url = self.portal_base_url or f"http://127.0.0.1:{self.ports['access-portal']}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def env_for(self, name: str) -> dict[str, str]:
+        _, _, role = SERVICES[name]
+        env = {
+            **os.environ,
+            "PYTHONPATH": python_path(),
+            "AMQP_URL": self.amqp_url,
+            "DATABASE_URL": f"postgresql://{role}:{role}@127.0.0.1:5432/{self.database}",
+            "EVENTS_EXCHANGE": self.exchange,
+            "HTTP_PORT": str(self.ports[name]),
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(self.smtp_port),
+            "SMTP_TLS": "none",
+            "SMS_PROVIDER_URL": self.sms_provider_url,
+            "SMS_ACCOUNT_SID": self.sms_account_sid,
+            "SMS_AUTH_TOKEN": self.sms_auth_token,
+            "SMS_CALLBACK_BASE_URL": self.url("sms-gateway"),
+            "PORTAL_BASE_URL": self.portal_base_url,
+            "OUTBOX_POLL_SECONDS": "0.5",
+        }
+        env.update(self.extra_env.get("*", {}))
+        env.update(self.extra_env.get(name, {}))
+        return env
+
+    def start(self, names: list[str] | None = None, timeout: float = 30) -> None:
+        names = names or list(SERVICES)
+        for name in names:
+            package, _, _ = SERVICES[name]
+            log = open(self.log_file(name), "ab")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", package], env=self.env_for(name), stdout=log, stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        for name in names:
+            self.wait_ready(name, timeout)
+
+    def wait_ready(self, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.processes[name].poll() is not None:
+                raise RuntimeError(f"{name} exited at start; see {self.log_file(name)}:\n"
+                                   + self.log_file(name).read_text()[-3000:])
+            try:
+                if httpx.get(f"{self.url(name)}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{name} not ready after {timeout}s; see {self.log_file(name)}")
+
+    def stop(self, names: list[str] | None = None, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        names = names or list(self.processes)
+        for name in names:
+            proc = self.processes.get(name)
+            if proc and proc.poll() is None:
+                proc.send_signal(sig)
+        for name in names:
+            proc = self.processes.pop(name, None)
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def logs(self) -> str:
+        return "\n".join(self.log_file(n).read_text(errors="replace") for n in SERVICES if self.log_file(n).exists())
