@@ -186,8 +186,13 @@ class PostalRequestedV1(EventPayload):
     EVENT_TYPE: ClassVar[str] = "postal.requested"
 
     convocation_id: uuid.UUID
-    reason: Literal["preference", "email-failed", "not-downloaded"]
-    document_pdf_base64: str
+    reason: Literal["preference", "no-email", "email-failed", "not-downloaded"]
+    language: Language
+    for_print_room: str = Field(
+        pattern=r"^rs1\.[A-Za-z0-9_-]+$",
+        description="Sealed to the print room's X25519 public key (shared/crypto.py open_for_recipient):"
+                    " JSON {patient_id, patient_name, document_pdf_base64}.",
+    )
 
 
 class ConvocationStatusV1(EventPayload):

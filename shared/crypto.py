@@ -115,3 +115,50 @@ def keyed_hash(key: bytes, purpose: str, value: str) -> str:
 def field_context(event_type: str, ident: uuid.UUID, consumer: str) -> str:
     """AAD binding an encrypted bus field to its event, its id and its one consumer."""
     return f"{event_type}|{ident}|{consumer}"
+
+
+# --- sealing for a recipient outside the system (the hospital's print room) -----------------------
+# X25519 + HKDF-SHA256 + AES-256-GCM to the recipient's public key: the sender keeps no key that
+# opens it, so "all databases plus all server keys" still open nothing (DESIGN.md §3).
+
+
+def recipient_public_key(private_key: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return X25519PrivateKey.from_private_bytes(private_key).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _recipient_key(shared_secret: bytes, ephemeral_public: bytes, recipient_public: bytes, context: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral_public + recipient_public,
+                info=f"convocations/v1/recipient/{context}".encode()).derive(shared_secret)
+
+
+def seal_for_recipient(recipient_public: bytes, plaintext: bytes, *, context: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_public = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key = _recipient_key(ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public)),
+                         ephemeral_public, recipient_public, context)
+    nonce = os.urandom(12)
+    ct = AESGCM(key).encrypt(nonce, plaintext, context.encode())
+    return "rs1." + base64.urlsafe_b64encode(ephemeral_public + nonce + ct).rstrip(b"=").decode()
+
+
+def open_for_recipient(private_key: bytes, token: str, *, context: str) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    if not token.startswith("rs1."):
+        raise CannotOpen("unknown recipient encoding")
+    body = token[4:]
+    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    ephemeral_public, nonce, ct = raw[:32], raw[32:44], raw[44:]
+    me = X25519PrivateKey.from_private_bytes(private_key)
+    key = _recipient_key(me.exchange(X25519PublicKey.from_public_bytes(ephemeral_public)), ephemeral_public,
+                         recipient_public_key(private_key), context)
+    try:
+        return AESGCM(key).decrypt(nonce, ct, context.encode())
+    except InvalidTag:
+        raise CannotOpen("does not open with this key") from None

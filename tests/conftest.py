@@ -17,19 +17,22 @@ import pytest
 from devinbox import DevInbox
 from devstack.stack import ROOT, Stack
 
-TEST_DB = os.environ.get("TEST_DATABASE", "convocations_test")
+# A database per run: concurrent runs (two developers, CI) never drop each other's data.
+TEST_DB = os.environ.get("TEST_DATABASE", f"convocations_test_{uuid.uuid4().hex[:8]}")
 ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal")
 
 
 @pytest.fixture(scope="session")
-def test_database() -> str:
+def test_database():
     """A fresh database with the four service roles, each owning its schema."""
     subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
                     f'drop database if exists "{TEST_DB}" with (force)'], check=True, capture_output=True)
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), TEST_DB], check=True, capture_output=True)
-    return TEST_DB
+    yield TEST_DB
+    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
+                    f'drop database if exists "{TEST_DB}" with (force)'], capture_output=True)
 
 
 @pytest.fixture(scope="session")
