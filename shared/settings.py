@@ -57,7 +57,7 @@ class ServiceSettings(BaseSettings):
         return self
 
 
-DEV_KEY_NAMES = ("seal-k1", "patient-ref", "mailer-field", "portal-field", "sms-field", "portal-secret")
+DEV_KEY_NAMES = ("seal-k1", "patient-ref", "mailer-field", "portal-field", "sms-field", "portal-secret", "print-room")
 
 
 def parse_keyring(value: object) -> dict[str, bytes]:

@@ -61,7 +61,8 @@ def stack(test_database, exchange_name, devinbox, tmp_path_factory):
         database=test_database, exchange=exchange_name, smtp_port=devinbox.smtp_port,
         sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
         sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs"), amqp_url=AMQP_URL,
-        extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"}},
+        extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO",
+                          "SWEEP_SECONDS": "0.5"}},
     )
     try:
         s.start()

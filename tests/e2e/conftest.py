@@ -30,6 +30,25 @@ class Chain:
 
     def __init__(self, stack, devinbox, admin_db, exchange):
         self.stack, self.inbox, self.db, self.exchange = stack, devinbox.inbox, admin_db, exchange
+        self._upstream: dict[str, list[dict]] = {}
+
+    async def upstream(self, routing_key: str, correlation_id: str, until, timeout: float = 15) -> list[dict]:
+        """Events the hospital's systems receive on their queue (e.g. convocation.status.v1) for one
+        convocation, waiting until ``until(events)`` holds. Every event read is kept for later calls."""
+        queue = f"{self.exchange}.upstream.{routing_key}"
+        seen = self._upstream.setdefault(queue, [])
+        conn = await aio_pika.connect(AMQP_URL)
+        async with conn:
+            channel = await conn.channel()
+            q = await channel.get_queue(queue, ensure=True)
+            for _ in range(int(timeout * 20)):
+                while (message := await q.get(no_ack=True, fail=False)) is not None:
+                    seen.append(json.loads(message.body))
+                mine = [e for e in seen if e["correlation_id"] == correlation_id]
+                if until(mine):
+                    return mine
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"upstream never saw the expected {routing_key} events; got {mine}")
 
     def event(self, **kw) -> dict:
         kw.setdefault("email", random_email())

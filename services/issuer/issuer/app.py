@@ -6,11 +6,14 @@ from fastapi import FastAPI
 
 from issuer.handlers import IssuerHandlers
 from issuer.settings import IssuerSettings
+from issuer.sweeper import Sweeper
 from shared import topology
 from shared.contracts import (
+    ConvocationCancelledV1,
     ConvocationCreatedV1,
     ConvocationStatusV1,
     DocumentReleasedV1,
+    EmailFailedV1,
     EmailSentV1,
     PostalRequestedV1,
 )
@@ -24,8 +27,11 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     runtime = Runtime("issuer", "issuer", settings, MIGRATIONS)
     handlers = IssuerHandlers(settings)
     runtime.consumer.subscribe(ConvocationCreatedV1, handlers.on_convocation_created)
+    runtime.consumer.subscribe(ConvocationCancelledV1, handlers.on_convocation_cancelled)
     runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent)
+    runtime.consumer.subscribe(EmailFailedV1, handlers.on_email_failed)
     runtime.consumer.subscribe(DocumentReleasedV1, handlers.on_document_released)
+    sweeper = Sweeper(handlers, lambda: runtime.pool, settings.sweep_seconds)
     async def declare_upstream_queues() -> None:
         # Events the hospital's systems consume: their queues exist before the first publish,
         # so the outbox relay's mandatory publishes are routable and nothing is lost.
@@ -34,6 +40,8 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
                                                   payload.routing_key())
 
     runtime.on_started.append(declare_upstream_queues)
+    runtime.on_started.append(sweeper.start)
+    runtime.on_stopping.append(sweeper.stop)
     app = runtime.http_app()
     app.state.runtime = runtime
     return app

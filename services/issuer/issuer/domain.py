@@ -24,6 +24,9 @@ STATUS_RANK = {
 }
 
 
+CLOSED = frozenset({"cancelled", "superseded", "expired"})
+
+
 def advances(current: str, new: str) -> bool:
     """True when ``new`` is a step forward from ``current``."""
     return STATUS_RANK[new] > STATUS_RANK[current]
@@ -114,3 +117,38 @@ def seal_convocation(
         ),
     )
 
+
+
+def print_copy(convocation: ConvocationCreatedV1, pdf: bytes, print_room_public_key: bytes) -> str:
+    """The letter and the patient's id, sealed so that only the print room opens them."""
+    payload = json.dumps({
+        "patient_id": convocation.patient.id,
+        "patient_name": convocation.patient.name,
+        "document_pdf_base64": crypto.b64e(pdf),
+    }).encode()
+    return crypto.seal_for_recipient(print_room_public_key, payload,
+                                     context=print_room_context(convocation.convocation_id))
+
+
+def print_room_context(convocation_id: uuid.UUID) -> str:
+    return f"postal.requested|{convocation_id}|print-room"
+
+
+def postal_reason_at_creation(convocation: ConvocationCreatedV1) -> str | None:
+    """Paper from the start: the patient asked for it, or there is no address to e-mail."""
+    if convocation.delivery == "postal":
+        return "preference"
+    if convocation.patient.email is None:
+        return "no-email"
+    return None
+
+
+def fallback_deadline(appointment_at: datetime, fallback_hours: int) -> datetime:
+    return appointment_at - timedelta(hours=fallback_hours)
+
+
+def fallback_due(*, appointment_at: datetime, sealed_at: datetime, now: datetime, fallback_hours: int) -> bool:
+    """Not downloaded by the deadline: post it. A message sealed after the deadline (an appointment
+    booked at short notice) gets no automatic paper copy: it would arrive too late."""
+    deadline = fallback_deadline(appointment_at, fallback_hours)
+    return sealed_at < deadline <= now < appointment_at

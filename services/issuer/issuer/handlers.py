@@ -7,13 +7,18 @@ from datetime import datetime, timezone
 import asyncpg
 
 from issuer import domain, store
+from issuer.metrics import POSTAL_REQUESTS
 from issuer.settings import IssuerSettings
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
+    ConvocationCancelledV1,
     ConvocationCreatedV1,
     ConvocationStatusV1,
     DocumentReleasedV1,
+    EmailFailedV1,
     EmailSentV1,
+    MessageRevokedV1,
+    PostalRequestedV1,
     envelope,
 )
 from shared.logs import get_logger
@@ -34,52 +39,134 @@ class IssuerHandlers:
             portal_field_key=settings.portal_field_key,
         )
 
+    # --- upstream -----------------------------------------------------------------------------
+
     async def on_convocation_created(self, conn: asyncpg.Connection, d: Delivery[ConvocationCreatedV1]) -> None:
         c, now = d.data, datetime.now(timezone.utc)
         problem = domain.appointment_problem(c, now)
         if problem:
             raise Rejected("appointment-in-past", problem)
-        if await store.get_convocation(conn, c.convocation_id):
-            log.warning("convocation already sealed; ignoring the repeated creation")
-            return
         pdf = c.document_bytes() or self._render(c, now)
         expires_at = domain.expiry(c.appointment.starts_at, self.settings.message_ttl_days)
-        sealed = domain.seal_convocation(c, pdf, self.keys, expires_at=expires_at, send_email=True)
-        await store.insert_convocation(
-            conn, convocation_id=c.convocation_id, message_id=sealed.message_id, patient_ref=sealed.patient_ref,
-            delivery=c.delivery, language=c.patient.language, appointment_at=c.appointment.starts_at,
-            expires_at=expires_at, created_at=d.envelope.occurred_at, sealed_at=now,
-        )
+        postal = domain.postal_reason_at_creation(c)
+        sealed = domain.seal_convocation(c, pdf, self.keys, expires_at=expires_at, send_email=postal is None)
+        copy = domain.print_copy(c, pdf, self.settings.print_room_public_key)
+        existing = await store.get_convocation(conn, c.convocation_id)
+        if existing is not None:
+            # A new convocation for the same appointment replaces the old message.
+            await self._revoke(conn, d, existing, "superseded", now)
+            await store.replace_message(conn, c.convocation_id, message_id=sealed.message_id,
+                                        patient_ref=sealed.patient_ref, delivery=c.delivery,
+                                        language=c.patient.language, appointment_at=c.appointment.starts_at,
+                                        expires_at=expires_at, sealed_at=now, print_copy=copy)
+        else:
+            await store.insert_convocation(
+                conn, convocation_id=c.convocation_id, message_id=sealed.message_id, patient_ref=sealed.patient_ref,
+                delivery=c.delivery, language=c.patient.language, appointment_at=c.appointment.starts_at,
+                expires_at=expires_at, created_at=d.envelope.occurred_at, sealed_at=now, print_copy=copy,
+            )
         await store.record_history(conn, c.convocation_id, "sealed", now)
         await self._emit(conn, d, sealed)
         await self._emit_status(conn, d, "sealed", now)
         CHAIN_LATENCY.labels("sealed").observe(max(0.0, (now - d.envelope.occurred_at).total_seconds()))
         log.info("convocation sealed", message_id=str(sealed.message_id), key_id=sealed.key_id)
+        if postal:
+            row = await store.get_convocation(conn, c.convocation_id)
+            await self._post(conn, d, row, postal, now)
+
+    async def on_convocation_cancelled(self, conn: asyncpg.Connection, d: Delivery[ConvocationCancelledV1]) -> None:
+        row = await store.get_convocation(conn, d.data.convocation_id)
+        if row is None:
+            raise Rejected("unknown-convocation", f"no convocation {d.data.convocation_id} to cancel")
+        if row["status"] in ("cancelled", "expired"):
+            return
+        await self._revoke(conn, d, row, "cancelled", datetime.now(timezone.utc), detail=d.data.reason)
+
+    # --- downstream ---------------------------------------------------------------------------
 
     async def on_email_sent(self, conn: asyncpg.Connection, d: Delivery[EmailSentV1]) -> None:
-        await self._progress(conn, d, "e-mailed", d.data.accepted_at)
+        row = await self._current(conn, d)
+        if row is not None:
+            await self._progress(conn, d, row, "e-mailed", d.data.accepted_at)
+
+    async def on_email_failed(self, conn: asyncpg.Connection, d: Delivery[EmailFailedV1]) -> None:
+        row = await self._current(conn, d)
+        if row is None:
+            return
+        detail = f"{d.data.smtp_code or ''} {d.data.reason}".strip()[:300]
+        await self._progress(conn, d, row, "bounced", d.data.failed_at, detail=detail)
+        if row["postal_at"] is None and row["downloaded_at"] is None and row["status"] not in domain.CLOSED:
+            await self._post(conn, d, await store.get_convocation(conn, row["id"]), "email-failed",
+                             datetime.now(timezone.utc))
 
     async def on_document_released(self, conn: asyncpg.Connection, d: Delivery[DocumentReleasedV1]) -> None:
-        await self._progress(conn, d, "downloaded", d.data.released_at)
+        row = await self._current(conn, d)
+        if row is not None:
+            await self._progress(conn, d, row, "downloaded", d.data.released_at)
+            await store.drop_print_copy(conn, row["id"])  # delivered: no paper copy is needed any more
 
-    async def _progress(self, conn: asyncpg.Connection, d: Delivery, status: str, at: datetime) -> None:
+    # --- scheduled (see sweeper.py) -----------------------------------------------------------
+
+    async def post_fallback(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> None:
+        await self._post(conn, None, row, "not-downloaded", now)
+
+    async def expire(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> None:
+        await self._revoke(conn, None, row, "expired", now)
+
+    # --- steps --------------------------------------------------------------------------------
+
+    async def _current(self, conn: asyncpg.Connection, d: Delivery):
+        """The convocation, if the event is about its current message (not a superseded one)."""
         row = await store.get_convocation(conn, d.data.convocation_id)
         if row is None:
             raise Rejected("unknown-convocation", f"no convocation {d.data.convocation_id}")
+        if row["message_id"] != d.data.message_id:
+            log.info("event about a superseded message ignored", message_id=str(d.data.message_id))
+            return None
+        return row
+
+    async def _progress(self, conn, d: Delivery, row, status: str, at: datetime, detail: str | None = None) -> None:
         if not domain.advances(row["status"], status):
             await store.stamp(conn, row["id"], status, at)
             return
-        await store.set_status(conn, row["id"], status, at)
-        await self._emit_status(conn, d, status, at)
+        await store.set_status(conn, row["id"], status, at, detail)
+        await self._emit_status(conn, d, status, at, detail, convocation_id=row["id"])
         CHAIN_LATENCY.labels(status).observe(max(0.0, (at - row["created_at"]).total_seconds()))
         log.info("status changed", status=status)
 
-    async def _emit(self, conn: asyncpg.Connection, d: Delivery, payload) -> None:
-        await add_event(conn, envelope(payload, producer=PRODUCER, correlation_id=d.envelope.correlation_id,
-                                       causation_id=d.envelope.event_id))
+    async def _post(self, conn, d: Delivery | None, row, reason: str, now: datetime) -> None:
+        """Ask the print room to post the letter, once."""
+        if row["postal_at"] is not None or row["print_copy"] is None:
+            return
+        status = "postal" if reason == "preference" else "postal-fallback"
+        await self._emit(conn, d, PostalRequestedV1(convocation_id=row["id"], reason=reason,
+                                                   language=row["language"], for_print_room=row["print_copy"]),
+                         convocation_id=row["id"])
+        await store.mark_posted(conn, row["id"], reason, now)
+        await store.set_status(conn, row["id"], status, now, reason)
+        await self._emit_status(conn, d, status, now, reason, convocation_id=row["id"])
+        POSTAL_REQUESTS.labels(reason).inc()
+        log.info("postal delivery requested", reason=reason)
 
-    async def _emit_status(self, conn: asyncpg.Connection, d: Delivery, status: str, at: datetime) -> None:
-        await self._emit(conn, d, ConvocationStatusV1(convocation_id=d.data.convocation_id, status=status, at=at))
+    async def _revoke(self, conn, d: Delivery | None, row, reason: str, now: datetime,
+                      detail: str | None = None) -> None:
+        await self._emit(conn, d, MessageRevokedV1(message_id=row["message_id"], convocation_id=row["id"],
+                                                   reason=reason), convocation_id=row["id"])
+        await store.drop_print_copy(conn, row["id"])
+        await store.set_status(conn, row["id"], reason, now, detail)
+        await self._emit_status(conn, d, reason, now, detail, convocation_id=row["id"])
+        log.info("message revoked", reason=reason, message_id=str(row["message_id"]))
+
+    async def _emit(self, conn, d: Delivery | None, payload, *, convocation_id=None) -> None:
+        correlation = d.envelope.correlation_id if d else convocation_id
+        await add_event(conn, envelope(payload, producer=PRODUCER, correlation_id=correlation,
+                                       causation_id=d.envelope.event_id if d else None))
+
+    async def _emit_status(self, conn, d: Delivery | None, status: str, at: datetime, detail: str | None = None,
+                           *, convocation_id=None) -> None:
+        cid = convocation_id or d.data.convocation_id
+        await self._emit(conn, d, ConvocationStatusV1(convocation_id=cid, status=status, at=at, detail=detail),
+                         convocation_id=cid)
 
     def _render(self, c: ConvocationCreatedV1, now: datetime) -> bytes:
         from issuer.render import render_convocation_pdf

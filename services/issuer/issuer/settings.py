@@ -1,6 +1,7 @@
 """Issuer settings (environment variables)."""
 
-from shared.settings import Key32, KeyRing, ServiceSettings, dev_key
+from shared.crypto import recipient_public_key
+from shared.settings import Key32, KeyRing, ServiceSettings, _decode_key, dev_key
 
 
 class IssuerSettings(ServiceSettings):
@@ -11,5 +12,8 @@ class IssuerSettings(ServiceSettings):
     mailer_field_key: Key32 = dev_key("mailer-field")
     portal_field_key: Key32 = dev_key("portal-field")
     hospital_name: str = "Hôpitaux Universitaires de Genève"
-    message_ttl_days: int = 30
-    postal_fallback_hours: int = 48
+    # X25519 public key of the hospital's print room: postal copies are sealed to it.
+    print_room_public_key: Key32 = recipient_public_key(_decode_key(dev_key("print-room")))
+    message_ttl_days: int = 30  # the message expires this long after the appointment
+    postal_fallback_hours: int = 48  # no download this long before the appointment: paper
+    sweep_seconds: float = 60.0  # how often fallbacks and expiries are looked for

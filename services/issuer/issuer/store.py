@@ -11,16 +11,62 @@ import asyncpg
 async def insert_convocation(
     conn: asyncpg.Connection, *, convocation_id: uuid.UUID, message_id: uuid.UUID, patient_ref: str,
     delivery: str, language: str, appointment_at: datetime, expires_at: datetime, created_at: datetime,
-    sealed_at: datetime,
+    sealed_at: datetime, print_copy: str,
 ) -> bool:
     status = await conn.execute(
         "insert into convocation(id, message_id, patient_ref, delivery, language, status, appointment_at,"
-        " expires_at, created_at, sealed_at) values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9)"
+        " expires_at, created_at, sealed_at, print_copy) values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9, $10)"
         " on conflict (id) do nothing",
         convocation_id, message_id, patient_ref, delivery, language, appointment_at, expires_at, created_at,
-        sealed_at,
+        sealed_at, print_copy,
     )
     return status == "INSERT 0 1"
+
+
+async def replace_message(
+    conn: asyncpg.Connection, convocation_id: uuid.UUID, *, message_id: uuid.UUID, patient_ref: str, delivery: str,
+    language: str, appointment_at: datetime, expires_at: datetime, sealed_at: datetime, print_copy: str,
+) -> None:
+    """A superseding convocation: a new message, its delivery starting afresh."""
+    await conn.execute(
+        "update convocation set message_id = $2, patient_ref = $3, delivery = $4, language = $5, status = 'sealed',"
+        " appointment_at = $6, expires_at = $7, sealed_at = $8, print_copy = $9, emailed_at = null,"
+        " email_failed_at = null, downloaded_at = null, postal_at = null, postal_reason = null, cancelled_at = null,"
+        " superseded_count = superseded_count + 1, updated_at = now() where id = $1",
+        convocation_id, message_id, patient_ref, delivery, language, appointment_at, expires_at, sealed_at,
+        print_copy,
+    )
+
+
+async def drop_print_copy(conn: asyncpg.Connection, convocation_id: uuid.UUID) -> None:
+    await conn.execute("update convocation set print_copy = null where id = $1", convocation_id)
+
+
+async def mark_posted(conn: asyncpg.Connection, convocation_id: uuid.UUID, reason: str, at: datetime) -> None:
+    await conn.execute(
+        "update convocation set postal_at = $3, postal_reason = $2, print_copy = null where id = $1",
+        convocation_id, reason, at,
+    )
+
+
+async def due_for_fallback(conn: asyncpg.Connection, now: datetime, fallback_hours: int, limit: int = 100):
+    """Convocations not downloaded by their deadline and not posted yet (locked for this sweep)."""
+    return await conn.fetch(
+        "select * from convocation where downloaded_at is null and postal_at is null and print_copy is not null"
+        " and status in ('sealed', 'e-mailed', 'bounced')"
+        " and appointment_at - make_interval(hours => $2) <= $1 and appointment_at > $1"
+        " and sealed_at < appointment_at - make_interval(hours => $2)"
+        " order by appointment_at limit $3 for update skip locked",
+        now, fallback_hours, limit,
+    )
+
+
+async def due_for_expiry(conn: asyncpg.Connection, now: datetime, limit: int = 100):
+    return await conn.fetch(
+        "select * from convocation where expires_at <= $1 and status not in ('expired', 'cancelled')"
+        " order by expires_at limit $2 for update skip locked",
+        now, limit,
+    )
 
 
 async def get_convocation(conn: asyncpg.Connection, convocation_id: uuid.UUID) -> asyncpg.Record | None:
@@ -42,9 +88,9 @@ async def set_status(
     conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, at: datetime, detail: str | None = None
 ) -> None:
     column = _STAMP_COLUMN.get(status)
-    stamp = f", {column} = coalesce({column}, $3)" if column else ""
+    stamp = f", updated_at = now(), {column} = coalesce({column}, $3)" if column else ", updated_at = $3"
     await conn.execute(
-        f"update convocation set status = $2, updated_at = now(){stamp} where id = $1",
+        f"update convocation set status = $2{stamp} where id = $1",
         convocation_id, status, at,
     )
     await record_history(conn, convocation_id, status, at, detail)

@@ -1,0 +1,61 @@
+"""The issuer's clock: paper fallback for letters not downloaded in time, and message expiry.
+
+Runs in every replica; ``FOR UPDATE SKIP LOCKED`` lets replicas share the rows without doubles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timezone
+
+import asyncpg
+import structlog
+
+from issuer import domain, store
+from issuer.handlers import IssuerHandlers
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class Sweeper:
+    def __init__(self, handlers: IssuerHandlers, pool_getter, every_seconds: float) -> None:
+        self.handlers, self._pool, self.every = handlers, pool_getter, every_seconds
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="issuer-sweeper")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("sweep failed; retrying at the next tick")
+            await asyncio.sleep(self.every)
+
+    async def sweep_once(self, now: datetime | None = None) -> int:
+        now = now or datetime.now(timezone.utc)
+        pool: asyncpg.Pool = self._pool()
+        done = 0
+        async with pool.acquire() as conn, conn.transaction():
+            for row in await store.due_for_expiry(conn, now):
+                with structlog.contextvars.bound_contextvars(correlation_id=str(row["id"])):
+                    await self.handlers.expire(conn, row, now)
+                done += 1
+        async with pool.acquire() as conn, conn.transaction():
+            hours = self.handlers.settings.postal_fallback_hours
+            for row in await store.due_for_fallback(conn, now, hours):
+                if domain.fallback_due(appointment_at=row["appointment_at"], sealed_at=row["sealed_at"], now=now,
+                                       fallback_hours=hours):
+                    with structlog.contextvars.bound_contextvars(correlation_id=str(row["id"])):
+                        await self.handlers.post_fallback(conn, row, now)
+                    done += 1
+        return done
