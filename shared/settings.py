@@ -7,7 +7,7 @@ import hashlib
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def dev_key(name: str) -> str:
@@ -49,7 +49,10 @@ class ServiceSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_dev_keys(self) -> "ServiceSettings":
         if self.environment == "production":
+            from shared.crypto import recipient_public_key
+
             dev = {_decode_key(dev_key(n)) for n in DEV_KEY_NAMES}
+            dev |= {recipient_public_key(k) for k in dev}  # the development print room's public key
             for name, value in self:
                 values = value.values() if isinstance(value, dict) else [value]
                 if any(isinstance(v, bytes) and v in dev for v in values):
@@ -78,4 +81,5 @@ def parse_keyring(value: object) -> dict[str, bytes]:
     return ring
 
 
-KeyRing = Annotated[dict[str, bytes], BeforeValidator(parse_keyring)]
+# NoDecode: the environment holds "kid:key,kid:key", not JSON.
+KeyRing = Annotated[dict[str, bytes], NoDecode, BeforeValidator(parse_keyring)]

@@ -1,0 +1,150 @@
+"""Plain business rules and plumbing helpers, without I/O."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import aiosmtplib
+import pytest
+from pydantic import ValidationError
+
+from issuer import domain
+from issuer.settings import IssuerSettings
+from mailer.compose import smtp_message_id
+from mailer.handlers import portal_link
+from mailer.smtp import classify
+from shared.consumer import Rejected, parse_envelope
+from shared.contracts import ConvocationCreatedV1, Envelope
+from shared.logs import scrub
+from shared.retry import RetryPolicy
+from shared.settings import dev_key
+from devstack.sample import convocation_event, sample_pdf
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def created(**kw) -> ConvocationCreatedV1:
+    kw.setdefault("pdf", sample_pdf())
+    return Envelope[ConvocationCreatedV1].model_validate(convocation_event(**kw)).data
+
+
+def test_statuses_only_move_forward():
+    assert domain.advances("sealed", "e-mailed")
+    assert domain.advances("e-mailed", "downloaded")
+    assert not domain.advances("downloaded", "e-mailed")  # a late email.sent never undoes a download
+    assert domain.advances("downloaded", "expired")
+
+
+def test_paper_from_the_start_when_asked_or_without_an_address():
+    assert domain.postal_reason_at_creation(created(delivery="postal")) == "preference"
+    assert domain.postal_reason_at_creation(created(email=None)) == "no-email"
+    assert domain.postal_reason_at_creation(created()) is None
+
+
+def test_paper_fallback_is_due_after_the_deadline_only_for_messages_sealed_before_it():
+    appointment = NOW + timedelta(hours=47)
+    assert domain.fallback_due(appointment_at=appointment, sealed_at=NOW - timedelta(days=3), now=NOW,
+                               fallback_hours=48)
+    assert not domain.fallback_due(appointment_at=NOW + timedelta(hours=49), sealed_at=NOW - timedelta(days=3),
+                                   now=NOW, fallback_hours=48)
+    # booked at short notice: paper would arrive too late
+    assert not domain.fallback_due(appointment_at=appointment, sealed_at=NOW - timedelta(hours=1), now=NOW,
+                                   fallback_hours=48)
+    assert not domain.fallback_due(appointment_at=NOW - timedelta(hours=1), sealed_at=NOW - timedelta(days=3),
+                                   now=NOW, fallback_hours=48)
+
+
+def test_an_appointment_in_the_past_is_refused():
+    assert domain.appointment_problem(created(starts_at=NOW - timedelta(minutes=1)), NOW)
+    assert domain.appointment_problem(created(starts_at=NOW + timedelta(minutes=1)), NOW) is None
+
+
+@pytest.mark.parametrize("raw", ["079 123 45 67", "+41 79 123 45 67", "0041791234567", "0791234567"])
+def test_mobile_numbers_in_any_usual_form_become_e164(raw):
+    assert created(mobile=raw).patient.mobile == "+41791234567"
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("mobile", "079 123 45", "valid phone"), ("email", "not-an-address", "email"), ("language", "es", "language"),
+])
+def test_invalid_patient_fields_are_refused_with_the_field_named(field, value, reason):
+    event = convocation_event(pdf=sample_pdf())
+    event["data"]["patient"][field] = value
+    with pytest.raises(Rejected) as exc:
+        parse_envelope(ConvocationCreatedV1, json.dumps(event).encode(), "q")
+    assert exc.value.reason == "invalid-event" and f"data.patient.{field}" in exc.value.detail
+
+
+def test_a_naive_appointment_time_and_a_fake_pdf_are_refused():
+    event = convocation_event(pdf=b"not a pdf at all")
+    event["data"]["appointment"]["starts_at"] = "2026-12-14T08:30:00"
+    with pytest.raises(Rejected) as exc:
+        parse_envelope(ConvocationCreatedV1, json.dumps(event).encode(), "q")
+    assert "starts_at" in exc.value.detail and "not a PDF" in exc.value.detail
+
+
+def test_a_pdf_over_ten_megabytes_is_refused():
+    with pytest.raises(ValidationError, match="10 MB"):
+        created(pdf=b"%PDF-" + b"0" * (10 * 1024 * 1024))
+
+
+def test_an_event_on_the_wrong_queue_is_refused():
+    event = convocation_event(pdf=sample_pdf())
+    event["type"] = "convocation.cancelled"
+    with pytest.raises(Rejected) as exc:
+        parse_envelope(ConvocationCreatedV1, json.dumps(event).encode(), "q")
+    assert exc.value.reason == "wrong-type"
+
+
+def test_unknown_fields_are_ignored_so_producers_can_add_fields():
+    event = convocation_event(pdf=sample_pdf())
+    event["data"]["new_field"] = 1
+    event["future_envelope_field"] = "x"
+    assert parse_envelope(ConvocationCreatedV1, json.dumps(event).encode(), "q").data.delivery == "email"
+
+
+def test_smtp_failures_are_classified_transient_or_permanent():
+    assert not classify(aiosmtplib.SMTPResponseException(451, "busy")).permanent
+    assert classify(aiosmtplib.SMTPResponseException(550, "no such user")).permanent
+    assert not classify(aiosmtplib.SMTPServerDisconnected("bye")).permanent
+    assert not classify(TimeoutError()).permanent
+    refused = aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "unknown", "a@b.ch")])
+    assert classify(refused).permanent and classify(refused).code == 550
+
+
+def test_the_link_carries_the_secret_in_the_fragment_and_the_message_id_is_stable():
+    mid = uuid.uuid4()
+    assert portal_link("https://portal.example/", mid, "SECRET") == f"https://portal.example/m/{mid}#SECRET"
+    assert smtp_message_id(mid, "HUG <convocations@hug.example>") == f"<{mid}@hug.example>"
+
+
+def test_retry_delays_are_capped_and_then_exhausted():
+    policy = RetryPolicy.parse("5,30,120")
+    assert [policy.delay_for(n) for n in (1, 2, 3, 4)] == [5, 30, 120, None]
+
+
+def test_logs_scrub_numbers_addresses_and_link_secrets_from_free_text():
+    line = scrub("sent to +41 79 123 45 67 / 079 123 45 67 / marie@example.ch via /m/x#AbCdEfGhIjKlMnOpQrSt")
+    assert "123 45 67" not in line and "marie@" not in line and "AbCdEf" not in line
+
+
+def test_production_refuses_development_keys(monkeypatch):
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="development key"):
+        IssuerSettings()
+    real = "k1:" + dev_key("not-a-dev-key-name")
+    for name in ("SEAL_KEYS",):
+        monkeypatch.setenv(name, real)
+    with pytest.raises(ValidationError, match="development key"):  # the other keys are still dev keys
+        IssuerSettings()
+
+
+def test_server_keys_from_the_environment_keep_their_order_newest_last(monkeypatch):
+    monkeypatch.setenv("SEAL_KEYS", f"2025:{dev_key('a')}, 2026:{dev_key('b')}")
+    ring = IssuerSettings().seal_keys
+    assert list(ring) == ["2025", "2026"] and all(len(k) == 32 for k in ring.values())
+    monkeypatch.setenv("SEAL_KEYS", "2025:c2hvcnQ=")
+    with pytest.raises(ValidationError, match="32 bytes"):
+        IssuerSettings()
