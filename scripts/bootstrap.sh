@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 need_pkgs=(fonts-dejavu-core poppler-utils)
-[ "${1:-}" = "--with-browser" ] && need_pkgs+=(chromium)
+# For the tests: a real browser, and promtool (Debian package prometheus) to check the alert rules.
+[ "${1:-}" = "--with-browser" ] && need_pkgs+=(chromium prometheus)
 command -v rabbitmq-server >/dev/null || need_pkgs+=(rabbitmq-server)
 command -v pg_ctlcluster >/dev/null || need_pkgs+=(postgresql)
 missing=()

@@ -1,0 +1,783 @@
+"""The deployment files hold together: what an operator would check before `docker compose up` or
+`kubectl apply -k`, offline and without a Docker engine (LIBRARIES.md §12).
+
+Schema checks (compose-spec, Kubernetes OpenAPI) catch typos; the cross-reference checks here catch
+what a schema cannot: a dependency on a service that does not exist, a Secret key nobody provides,
+an alert nobody can act on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ALERTS_FILE = DEPLOY / "prometheus" / "alerts.yml"
+DASHBOARD_FILE = DEPLOY / "grafana" / "dashboards" / "convocations-delivery.json"
+README = DEPLOY / "README.md"
+K8S_VERSION = "1.31.0"
+
+# service directory -> (python package, HTTP port, database role)
+SERVICES = {
+    "issuer": ("issuer", 8001, "issuer"),
+    "mailer": ("mailer", 8002, "mailer"),
+    "sms-gateway": ("sms_gateway", 8003, "sms_gateway"),
+    "access-portal": ("access_portal", 8000, "access_portal"),
+}
+# Settings each service needs beyond AMQP_URL and DATABASE_URL.
+REQUIRED_SETTINGS = {
+    "issuer": {"SEAL_KEYS", "PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "HOSPITAL_NAME"},
+    "mailer": {"SMTP_HOST", "SMTP_PORT", "SMTP_TLS", "MAIL_FROM", "PORTAL_BASE_URL", "MAILER_FIELD_KEY",
+               "HOSPITAL_NAME"},
+    "sms-gateway": {"SMS_PROVIDER_URL", "SMS_ACCOUNT_SID", "SMS_AUTH_TOKEN", "SMS_FIELD_KEY"},
+    "access-portal": {"PORTAL_BASE_URL", "SEAL_KEYS", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY", "PORTAL_SECRET_KEY",
+                      "HOSPITAL_NAME"},
+}
+# A key one service encrypts or seals with and another opens: both must hold the same value.
+SHARED_KEYS = {
+    "SEAL_KEYS": ("issuer", "access-portal"),
+    "MAILER_FIELD_KEY": ("issuer", "mailer"),
+    "PORTAL_FIELD_KEY": ("issuer", "access-portal"),
+    "SMS_FIELD_KEY": ("access-portal", "sms-gateway"),
+}
+KEY_SETTINGS = {"SEAL_KEYS", "PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY",
+                "PORTAL_SECRET_KEY"}
+# Operators' custom resources: kubernetes-validate has no schema for them and would only warn.
+# Listed explicitly so that nothing else is ever skipped.
+CRD_KINDS = {
+    ("rabbitmq.com/v1beta1", "RabbitmqCluster"),
+    ("rabbitmq.com/v1beta1", "User"),
+    ("rabbitmq.com/v1beta1", "Permission"),
+    ("postgresql.cnpg.io/v1", "Cluster"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+}
+OVERLAYS = {"dev": "convocations-dev", "prod": "convocations", "prod-keda": "convocations"}
+MEMORY_LIMIT_MAX = 256 * 2**20
+
+
+def load_yaml_docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+
+
+def env_file(path: Path) -> dict[str, str]:
+    pairs = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"{path}: not KEY=value: {line!r}"
+            pairs[key.strip()] = value
+    return pairs
+
+
+def decodes_to_32_bytes(value: str) -> bool:
+    try:
+        return len(base64.b64decode(value, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+def memory_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    m = re.fullmatch(r"(\d+)([KMG]i?)?", str(quantity))
+    assert m, f"unexpected memory quantity {quantity!r}"
+    return int(m[1]) * units.get(m[2] or "", 1)
+
+
+def venv_tool(name: str) -> Path:
+    """A console script installed beside the running interpreter (the project's venv)."""
+    tool = Path(sys.executable).parent / name
+    assert tool.exists(), f"{name} is not installed in {tool.parent}: pip install it into the venv"
+    return tool
+
+
+# --------------------------------------------------------------------------------------- compose
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+
+
+def compose_env(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def test_compose_file_matches_the_compose_specification():
+    result = subprocess.run(
+        [str(venv_tool("check-jsonschema")), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_runs_the_whole_stack(compose):
+    assert compose["name"] == "convocations"
+    expected = {"rabbitmq", "postgres", "mailpit", "fake-sms", "prometheus", "grafana", *SERVICES}
+    assert expected <= set(compose["services"])
+    assert compose["services"]["rabbitmq"]["image"].startswith("rabbitmq:3.13-management")
+    assert compose["services"]["postgres"]["image"].startswith("postgres:15")
+    assert compose["services"]["mailpit"]["image"].startswith("axllent/mailpit")
+
+
+def dockerfile_has_healthcheck(service: dict) -> bool:
+    build = service.get("build")
+    if not build:
+        return False
+    return "HEALTHCHECK" in (ROOT / build["context"] / build["dockerfile"]).read_text(encoding="utf-8")
+
+
+def test_compose_dependencies_exist_and_services_wait_for_healthy_infrastructure(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        for target, condition in (service.get("depends_on") or {}).items():
+            assert target in services, f"{name} depends on unknown service {target}"
+            if condition.get("condition") == "service_healthy":
+                assert "healthcheck" in services[target] or dockerfile_has_healthcheck(services[target]), (
+                    f"{name} waits for {target} to be healthy, but {target} has no healthcheck")
+    for name in SERVICES:
+        deps = services[name]["depends_on"]
+        for infra in ("rabbitmq", "postgres"):
+            assert deps[infra]["condition"] == "service_healthy", f"{name} must wait for a healthy {infra}"
+    assert services["mailer"]["depends_on"]["mailpit"]["condition"] == "service_healthy"
+    assert services["sms-gateway"]["depends_on"]["fake-sms"]["condition"] == "service_healthy"
+
+
+def test_compose_builds_each_service_from_its_own_dockerfile_at_the_repository_root(compose):
+    for name, service in compose["services"].items():
+        build = service.get("build")
+        if build is None:
+            continue
+        context = ROOT / build["context"]
+        assert context.is_dir(), f"{name}: build context {context} missing"
+        assert (context / build["dockerfile"]).is_file(), f"{name}: {build['dockerfile']} missing"
+    for name in SERVICES:
+        assert compose["services"][name]["build"] == {"context": ".", "dockerfile": f"services/{name}/Dockerfile"}
+    assert compose["services"]["fake-sms"]["build"]["dockerfile"] == "tools/devinbox/Dockerfile"
+
+
+def test_compose_mounts_only_files_that_exist(compose):
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes") or []:
+            source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
+    postgres_mounts = compose["services"]["postgres"]["volumes"]
+    assert any(v.startswith("./deploy/postgres/init.sql:/docker-entrypoint-initdb.d/") for v in postgres_mounts)
+
+
+def test_compose_gives_each_service_its_broker_its_database_role_and_its_settings(compose):
+    services = compose["services"]
+    for name, (_pkg, port, role) in SERVICES.items():
+        env = compose_env(services[name])
+        missing = {"AMQP_URL", "DATABASE_URL", "ENVIRONMENT", "HTTP_PORT"} | REQUIRED_SETTINGS[name]
+        assert not missing - env.keys(), f"{name} lacks {sorted(missing - env.keys())}"
+        amqp = urlparse(env["AMQP_URL"])
+        assert amqp.scheme == "amqp" and amqp.hostname in services and amqp.port == 5672
+        assert (amqp.username, amqp.password) == (
+            services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"],
+            services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"],
+        )
+        db = urlparse(env["DATABASE_URL"])
+        # init.sql creates one role per service whose development password is its name.
+        assert (db.scheme, db.hostname, db.port, db.path) == ("postgresql", "postgres", 5432, "/convocations")
+        assert db.username == role and db.password == role, f"{name} must connect as role {role}"
+        assert env["HTTP_PORT"] == str(port)
+        assert f"127.0.0.1:{port}:{port}" in services[name]["ports"]
+        assert env["ENVIRONMENT"] == "development", "compose carries development keys only"
+
+
+def test_init_sql_creates_the_role_each_service_connects_as():
+    init_sql = (DEPLOY / "postgres" / "init.sql").read_text(encoding="utf-8")
+    for _pkg, _port, role in SERVICES.values():
+        assert f"'{role}'" in init_sql, f"init.sql does not create role {role}"
+
+
+def test_compose_development_keys_are_distinct_32_byte_keys_shared_where_they_must_be(compose):
+    envs = {name: compose_env(compose["services"][name]) for name in SERVICES}
+    by_purpose: dict[str, str] = {}
+    for name, env in envs.items():
+        for key in KEY_SETTINGS & env.keys():
+            raw = env[key]
+            keys = [item.partition(":")[2] for item in raw.split(",")] if key == "SEAL_KEYS" else [raw]
+            for k in keys:
+                assert decodes_to_32_bytes(k), f"{name}: {key} is not base64 of 32 bytes"
+            assert by_purpose.setdefault(key, raw) == raw, f"{key} differs between services"
+    for key, holders in SHARED_KEYS.items():
+        assert all(key in envs[h] for h in holders), f"{key} must be given to {holders}"
+    assert len(set(by_purpose.values())) == len(by_purpose), "one key per purpose: never reuse a key"
+
+
+def test_compose_sms_gateway_talks_to_the_fake_provider_with_its_credentials(compose):
+    services = compose["services"]
+    sms, fake = compose_env(services["sms-gateway"]), compose_env(services["fake-sms"])
+    assert urlparse(sms["SMS_PROVIDER_URL"]).hostname == "fake-sms"
+    assert (sms["SMS_ACCOUNT_SID"], sms["SMS_AUTH_TOKEN"]) == (fake["DEVINBOX_ACCOUNT_SID"],
+                                                               fake["DEVINBOX_AUTH_TOKEN"])
+    mailer = compose_env(services["mailer"])
+    assert (mailer["SMTP_HOST"], mailer["SMTP_PORT"], mailer["SMTP_TLS"]) == ("mailpit", "1025", "none")
+    assert "127.0.0.1:8026:8025" in services["fake-sms"]["ports"]
+
+
+def test_compose_services_run_as_in_kubernetes_non_root_and_read_only(compose):
+    for name in SERVICES:
+        service = compose["services"][name]
+        assert service["user"] == "10001:10001"
+        assert service["read_only"] is True and any(t.startswith("/tmp") for t in service["tmpfs"])
+        assert service["cap_drop"] == ["ALL"]
+
+
+def test_compose_publishes_ports_on_loopback_only(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+# ----------------------------------------------------------------------------------- Dockerfiles
+
+
+DOCKERFILES = {name: ROOT / "services" / name / "Dockerfile" for name in SERVICES}
+DOCKERFILES["devinbox"] = ROOT / "tools" / "devinbox" / "Dockerfile"
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    lines, current = [], ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") or not stripped:
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        lines.append(current + stripped)
+        current = ""
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_dockerfile_builds_from_existing_paths_and_runs_as_non_root(name):
+    instructions = dockerfile_instructions(DOCKERFILES[name])
+    args = dict(a.split("=", 1) for i, a in instructions if i == "ARG" and "=" in a)
+    stages = [a for i, a in instructions if i == "FROM"]
+    assert len(stages) >= 2, "multi-stage: dependencies are built apart from the runtime image"
+    for stage in stages:
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], stage.split()[0])
+        assert image.startswith("python:3.11-slim"), image
+    for instruction, arguments in instructions:
+        if instruction == "COPY" and "--from=" not in arguments:
+            for source in arguments.split()[:-1]:
+                assert (ROOT / source).exists(), f"COPY {source}: no such path in the repository"
+    last_stage = instructions[max(i for i, (ins, _) in enumerate(instructions) if ins == "FROM"):]
+    users = [a for i, a in last_stage if i == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root"), "the runtime stage must not run as root"
+    assert users[-1].split(":")[0] == "10001", "uid 10001: the Kubernetes securityContext expects it"
+    assert any(i == "HEALTHCHECK" for i, _ in last_stage)
+    assert any(i == "EXPOSE" for i, _ in last_stage)
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_service_image_starts_the_package_on_its_port_and_checks_healthz(name):
+    package, port, _role = SERVICES[name]
+    instructions = dockerfile_instructions(DOCKERFILES[name])
+    text = " ".join(f"{i} {a}" for i, a in instructions)
+    cmd = json.loads([a for i, a in instructions if i == "CMD"][-1])
+    assert cmd == ["python", "-m", package]
+    assert (ROOT / "services" / name / package / "__main__.py").is_file(), f"python -m {package} has no __main__"
+    assert f"PYTHONPATH=/app:/app/services/{name}" in text
+    assert "HTTP_HOST=0.0.0.0" in text, "the services bind 127.0.0.1 by default: unreachable in a container"
+    assert f"HTTP_PORT={port}" in text and f"EXPOSE {port}" in text
+    healthcheck = [a for i, a in instructions if i == "HEALTHCHECK"][-1]
+    assert "/healthz" in healthcheck and "urllib" in healthcheck
+    assert ("fonts-dejavu-core" in text) == (name == "issuer"), "only the issuer renders PDFs"
+
+
+def test_images_leave_out_only_packages_that_no_service_imports():
+    excluded = set()
+    for path in DOCKERFILES.values():
+        (pattern,) = re.findall(r"grep -viE '\^\(([^)]*)\)=='", path.read_text(encoding="utf-8"))
+        excluded |= {name.replace("[-_]", "_") for name in pattern.split("|")}
+    assert {"playwright", "pytest"} <= excluded
+    code = [ROOT / "shared", *(ROOT / "services" / d / pkg for d, (pkg, _, _) in SERVICES.items()),
+            ROOT / "tools" / "devinbox" / "devinbox"]
+    imports = re.compile(rf"^\s*(?:from|import)\s+({'|'.join(sorted(excluded))})\b", re.M)
+    for folder in code:
+        for source in folder.rglob("*.py"):
+            found = imports.search(source.read_text(encoding="utf-8"))
+            assert not found, f"{source.relative_to(ROOT)} imports {found[1]}, which the images do not install"
+
+
+def test_dockerignore_keeps_the_build_context_to_what_the_images_copy():
+    rules = [r.strip() for r in (ROOT / ".dockerignore").read_text().splitlines() if r.strip() and r[0] != "#"]
+    assert rules[0] == "*", "exclude everything (.git, .venv, local state), then re-include"
+    included = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    for path in DOCKERFILES.values():
+        for instruction, arguments in dockerfile_instructions(path):
+            if instruction == "COPY" and "--from=" not in arguments:
+                for source in arguments.split()[:-1]:
+                    assert source.split("/")[0] in included, f".dockerignore drops {source}"
+
+
+# ---------------------------------------------------------------------------------- Kubernetes
+
+
+@cache
+def kustomizations() -> dict[Path, dict]:
+    found = {p.parent: yaml.safe_load(p.read_text(encoding="utf-8")) for p in K8S.rglob("kustomization.yaml")}
+    assert found, "no kustomization.yaml under deploy/k8s"
+    return found
+
+
+def referenced_files(directory: Path, kustomization: dict) -> dict[str, set[Path]]:
+    """Files a kustomization uses, by role; directories are other kustomizations."""
+    refs: dict[str, set[Path]] = {"resources": set(), "directories": set(), "patches": set(), "generators": set()}
+    for entry in kustomization.get("resources", []) + kustomization.get("components", []):
+        path = (directory / entry).resolve()
+        refs["directories" if path.is_dir() else "resources"].add(path)
+    for patch in kustomization.get("patches", []):
+        if "path" in patch:
+            refs["patches"].add((directory / patch["path"]).resolve())
+    for generator in kustomization.get("configMapGenerator", []) + kustomization.get("secretGenerator", []):
+        for entry in generator.get("envs", []) + generator.get("files", []):
+            refs["generators"].add((directory / entry.split("=")[-1]).resolve())
+    return refs
+
+
+def resource_files() -> list[Path]:
+    files = set()
+    for directory, kustomization in kustomizations().items():
+        files |= referenced_files(directory, kustomization)["resources"]
+    return sorted(files)
+
+
+def test_every_file_and_folder_a_kustomization_names_exists():
+    checked = 0
+    for directory, kustomization in kustomizations().items():
+        for role, paths in referenced_files(directory, kustomization).items():
+            for path in paths:
+                checked += 1
+                assert path.exists(), f"{directory.relative_to(ROOT)}: {role} entry {path} does not exist"
+                if role == "directories":
+                    assert (path / "kustomization.yaml").is_file(), f"{path} is not a kustomization"
+    assert checked > 30
+
+
+def test_no_manifest_is_left_out_of_every_kustomization():
+    used = {d / "kustomization.yaml" for d in kustomizations()}
+    for directory, kustomization in kustomizations().items():
+        for paths in referenced_files(directory, kustomization).values():
+            used |= paths
+    for path in K8S.rglob("*"):
+        if path.suffix in (".yaml", ".yml", ".env"):
+            assert path.resolve() in used, f"{path.relative_to(ROOT)} is in no kustomization: dead or forgotten?"
+
+
+@pytest.mark.parametrize("path", resource_files(), ids=lambda p: str(p.relative_to(K8S)))
+def test_manifest_is_valid_kubernetes(path):
+    for doc in load_yaml_docs(path):
+        if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
+            assert path.parent.name in ("infra", "keda"), f"{doc['kind']} outside infra/ or components/keda/"
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def base_deployments() -> dict[str, dict]:
+    deployments = {}
+    for name in SERVICES:
+        (doc,) = load_yaml_docs(K8S / "base" / name / "deployment.yaml")
+        deployments[name] = doc
+    return deployments
+
+
+def check_probes_and_resources(name: str, deployment: dict) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": SERVICES[name][1]}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, f"{name}: {probe}"
+    resources = container["resources"]
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= resources[kind].keys(), f"{name}: {kind} needs cpu and memory"
+    assert memory_bytes(resources["limits"]["memory"]) <= MEMORY_LIMIT_MAX
+    assert memory_bytes(resources["requests"]["memory"]) <= memory_bytes(resources["limits"]["memory"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert "emptyDir" in volumes[tmp["name"]], f"{name}: /tmp must be an emptyDir (read-only root filesystem)"
+
+
+def check_hardened(name: str, deployment: dict) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True, name
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+    assert pod.get("automountServiceAccountToken") is False, name
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, name
+    assert sc["runAsNonRoot"] is True and sc["capabilities"]["drop"] == ["ALL"], name
+
+
+def test_base_deployments_probe_health_and_readiness_and_bound_their_resources():
+    for name, deployment in base_deployments().items():
+        check_probes_and_resources(name, deployment)
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"convocations/{name}"
+
+
+def test_base_deployments_receive_every_setting_and_read_secrets_from_their_own_secret():
+    common = env_file(K8S / "base" / "common.env")
+    for name, deployment in base_deployments().items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        config = env_file(K8S / "base" / name / "config.env")
+        refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+        assert {r["name"] for r in refs} == {f"{name}-secrets"}
+        secret_env = {e["name"] for e in container["env"]}
+        provided = common.keys() | config.keys() | secret_env
+        needed = {"AMQP_URL", "DATABASE_URL", "HTTP_PORT", "HTTP_HOST"} | REQUIRED_SETTINGS[name]
+        assert not needed - provided, f"{name} lacks {sorted(needed - provided)}"
+        assert not (KEY_SETTINGS | {"DATABASE_URL", "AMQP_URL"}) & (common.keys() | config.keys()), (
+            f"{name}: keys and credentials belong in the Secret, not a ConfigMap")
+        assert config["HTTP_PORT"] == str(SERVICES[name][1])
+
+
+def test_every_deployment_is_hardened_by_the_component_the_base_applies():
+    base = kustomizations()[K8S / "base"]
+    assert "../components/hardened" in base["components"]
+    component = kustomizations()[K8S / "components" / "hardened"]
+    assert component["kind"] == "Component"
+    (patch,) = component["patches"]
+    assert patch["target"] == {"kind": "Deployment"}, "the patch must reach every Deployment"
+    patch_file = K8S / "components" / "hardened" / patch["path"]
+    ops = {op["path"]: op["value"] for op in yaml.safe_load(patch_file.read_text(encoding="utf-8"))}
+    for name, deployment in base_deployments().items():
+        assert len(deployment["spec"]["template"]["spec"]["containers"]) == 1, "the patch hardens containers/0"
+        patched = json.loads(json.dumps(deployment))
+        pod = patched["spec"]["template"]["spec"]
+        pod["securityContext"] = ops["/spec/template/spec/securityContext"]
+        pod["automountServiceAccountToken"] = ops["/spec/template/spec/automountServiceAccountToken"]
+        pod["containers"][0]["securityContext"] = ops["/spec/template/spec/containers/0/securityContext"]
+        check_hardened(name, patched)
+
+
+def network_policies() -> dict[str, dict]:
+    policies = {}
+    for path in [K8S / "base" / "network-policies.yaml", *(K8S / "base").glob("*/network-policy.yaml")]:
+        for doc in load_yaml_docs(path):
+            policies[doc["metadata"]["name"]] = doc
+    return policies
+
+
+def ports_of(rules: list[dict]) -> set:
+    return {p["port"] for rule in rules for p in rule.get("ports", [])}
+
+
+def test_network_policies_deny_by_default_and_open_only_what_each_service_needs():
+    policies = network_policies()
+    deny = policies["default-deny-all"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    assert ports_of(policies["allow-dns"]["spec"]["egress"]) == {53}
+    assert ports_of(policies["allow-broker-and-database"]["spec"]["egress"]) == {5672, 5432}
+    assert ports_of(policies["allow-prometheus-scrape"]["spec"]["ingress"]) == {"http"}
+    assert ports_of(policies["mailer-smtp-egress"]["spec"]["egress"]) == {587, 465, 25}
+    assert ports_of(policies["sms-gateway-https-egress"]["spec"]["egress"]) == {443}
+    portal = policies["access-portal-from-ingress"]["spec"]
+    assert ports_of(portal["ingress"]) == {8000}
+    (source,) = portal["ingress"][0]["from"]
+    assert source["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress-nginx"}
+    for name in ("mailer-smtp-egress", "sms-gateway-https-egress", "access-portal-from-ingress"):
+        assert policies[name]["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] in SERVICES
+
+
+def test_no_real_key_or_password_is_committed_under_deploy_k8s():
+    for path in K8S.rglob("*"):
+        if path.is_file():
+            for token in re.findall(r"[A-Za-z0-9+/]{43}=", path.read_text(encoding="utf-8")):
+                assert not decodes_to_32_bytes(token), f"{path.relative_to(ROOT)} holds what looks like a real key"
+    for path in (K8S / "overlays" / "dev" / "secrets").glob("*.env"):
+        for key, value in env_file(path).items():
+            assert "REPLACE_ME" in value, f"{path.name}: {key} must be a placeholder"
+
+
+def test_dev_placeholder_secrets_provide_every_key_the_deployments_read():
+    dev = kustomizations()[K8S / "overlays" / "dev"]
+    generated = {g["name"]: g for g in dev["secretGenerator"]}
+    for name, deployment in base_deployments().items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (envs,) = generated[f"{name}-secrets"]["envs"]
+        keys = env_file(K8S / "overlays" / "dev" / envs).keys()
+        for e in container["env"]:
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["key"] in keys, f"{envs} lacks {ref['key']}"
+
+
+# Rendering needs kubectl (with kustomize built in). The file-level tests above always run; these
+# check what `kubectl apply -k` would really send.
+
+
+@cache
+def render(directory: str) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not on PATH: overlays not rendered (the file-level checks above still ran)")
+    result = subprocess.run([kubectl, "kustomize", str(K8S / directory)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_overlay_renders_to_valid_kubernetes_in_its_namespace(overlay):
+    docs = render(f"overlays/{overlay}")
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) not in CRD_KINDS:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == OVERLAYS[overlay], f"{doc['kind']} {doc['metadata']['name']}"
+    (namespace,) = by_kind(docs, "Namespace").values()
+    assert namespace["metadata"]["name"] == OVERLAYS[overlay]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert "default-deny-all" in by_kind(docs, "NetworkPolicy")
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_overlay_deployments_are_hardened_probed_bounded_and_pinned(overlay):
+    deployments = by_kind(render(f"overlays/{overlay}"), "Deployment")
+    assert set(deployments) == set(SERVICES)
+    for name, deployment in deployments.items():
+        check_probes_and_resources(name, deployment)
+        check_hardened(name, deployment)
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        repository, _, tag = image.rpartition(":")
+        assert "/" in repository and tag and tag != "latest", f"{name}: pin the image tag ({image})"
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_overlay_references_resolve(overlay):
+    docs = render(f"overlays/{overlay}")
+    deployments, services = by_kind(docs, "Deployment"), by_kind(docs, "Service")
+    configmaps, secrets = by_kind(docs, "ConfigMap"), by_kind(docs, "Secret")
+    for name, deployment in deployments.items():
+        template = deployment["spec"]["template"]
+        labels = template["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        (container,) = template["spec"]["containers"]
+        for source in container["envFrom"]:
+            assert source["configMapRef"]["name"] in configmaps
+        for e in container["env"]:
+            ref = e["valueFrom"]["secretKeyRef"]
+            if secrets:  # dev generates its Secrets; prod expects them to exist already, by name
+                assert ref["key"] in secrets[ref["name"]]["data"] or ref.get("optional"), f"{name}: {ref}"
+            else:
+                assert ref["name"] == f"{name}-secrets"
+        matching = [s for s in services.values() if s["spec"]["selector"].items() <= labels.items()]
+        assert len(matching) == 1 and matching[0]["spec"]["ports"][0]["targetPort"] == "http"
+    autoscaled = [h["spec"]["scaleTargetRef"]["name"] for h in by_kind(docs, "HorizontalPodAutoscaler").values()]
+    autoscaled += [s["spec"]["scaleTargetRef"]["name"] for s in by_kind(docs, "ScaledObject").values()]
+    assert sorted(autoscaled) == sorted(deployments), "exactly one autoscaler per Deployment"
+    for pdb in by_kind(docs, "PodDisruptionBudget").values():
+        selector = pdb["spec"]["selector"]["matchLabels"].items()
+        selected = [d for d in deployments.values() if selector <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert len(selected) == 1
+    assert len(by_kind(docs, "PodDisruptionBudget")) == len(deployments)
+    auths = by_kind(docs, "TriggerAuthentication")
+    for scaled in by_kind(docs, "ScaledObject").values():
+        for trigger in scaled["spec"]["triggers"]:
+            if "authenticationRef" in trigger:
+                assert trigger["authenticationRef"]["name"] in auths
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_overlay_portal_is_served_over_tls_at_its_own_base_url(overlay):
+    docs = render(f"overlays/{overlay}")
+    ingress = by_kind(docs, "Ingress")["access-portal"]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] in ingress["spec"]["tls"][0]["hosts"] and ingress["spec"]["tls"][0]["secretName"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "access-portal", "port": {"name": "http"}}
+    (common,) = [c for n, c in by_kind(docs, "ConfigMap").items() if n.startswith("convocations-common")]
+    assert common["data"]["PORTAL_BASE_URL"] == f"https://{rule['host']}", "the e-mailed link must reach the Ingress"
+    hidden = by_kind(docs, "Ingress")["access-portal-internal-paths"]
+    assert {p["path"] for p in hidden["spec"]["rules"][0]["http"]["paths"]} == {"/metrics", "/healthz", "/readyz"}
+    assert hidden["spec"]["rules"][0]["host"] == rule["host"]
+
+
+def test_keda_scales_each_consumer_on_its_own_queue():
+    from shared.contracts import CATALOGUE
+    from shared.topology import queue_name
+
+    docs = render("overlays/prod-keda")
+    scaled = by_kind(docs, "ScaledObject")
+    assert set(scaled) == {"issuer", "mailer", "sms-gateway"}
+    assert set(by_kind(docs, "HorizontalPodAutoscaler")) == {"access-portal"}
+    common = [c for n, c in by_kind(docs, "ConfigMap").items() if n.startswith("convocations-common")][0]
+    for name, obj in scaled.items():
+        (rabbit,) = [t for t in obj["spec"]["triggers"] if t["type"] == "rabbitmq"]
+        queue = rabbit["metadata"]["queueName"]
+        prefix = queue_name(common["data"]["EVENTS_EXCHANGE"], name, "")
+        assert queue.startswith(prefix) and queue[len(prefix):] in CATALOGUE, f"{name}: no such queue {queue}"
+        auth = by_kind(docs, "TriggerAuthentication")[rabbit["authenticationRef"]["name"]]
+        assert auth["spec"]["secretTargetRef"] == [{"parameter": "host", "name": f"{name}-secrets", "key": "AMQP_URL"}]
+
+
+def test_infra_runs_clustered_rabbitmq_and_postgres_with_one_role_and_user_per_service():
+    docs = render("infra")
+    kinds = {(d["apiVersion"], d["kind"]) for d in docs} - {("v1", "Namespace")}
+    assert kinds <= CRD_KINDS
+    (mq,) = by_kind(docs, "RabbitmqCluster").values()
+    (pg,) = by_kind(docs, "Cluster").values()
+    assert mq["spec"]["replicas"] >= 3 and pg["spec"]["instances"] >= 3
+    roles = {r["name"] for r in pg["spec"]["managed"]["roles"]}
+    assert roles == {role for _pkg, _port, role in SERVICES.values()}
+    assert set(by_kind(docs, "User")) == set(by_kind(docs, "Permission")) == set(SERVICES)
+    # The services' NetworkPolicy reaches the brokers and databases by these names and labels.
+    (policy,) = [d for d in load_yaml_docs(K8S / "base" / "network-policies.yaml")
+                 if d["metadata"]["name"] == "allow-broker-and-database"]
+    selectors = [to["podSelector"]["matchLabels"] for rule in policy["spec"]["egress"] for to in rule["to"]]
+    assert {"app.kubernetes.io/name": mq["metadata"]["name"]} in selectors
+    assert {"cnpg.io/cluster": pg["metadata"]["name"]} in selectors
+
+
+# ------------------------------------------------------------------------- Prometheus and Grafana
+
+
+@pytest.fixture(scope="module")
+def alert_rules() -> list[dict]:
+    groups = yaml.safe_load(ALERTS_FILE.read_text(encoding="utf-8"))["groups"]
+    assert groups and all(g["name"] and g["rules"] for g in groups)
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def test_every_alert_says_how_bad_it_is_and_what_happened(alert_rules):
+    names = [r["alert"] for r in alert_rules]
+    assert len(names) == len(set(names)), "alert names must be unique"
+    for rule in alert_rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}, rule["alert"]
+        assert rule["expr"].strip(), rule["alert"]
+        assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+        if "for" in rule:
+            assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
+
+
+def test_alerts_cover_what_the_design_promises(alert_rules):
+    exprs = " ".join(r["expr"] for r in alert_rules)
+    for metric in ("convocations_dead_lettered_total", "convocations_outbox_pending",
+                   "convocations_outbox_oldest_age_seconds", "convocations_smtp_attempts_total",
+                   "convocations_sms_attempts_total", 'convocations_otp_checks_total{outcome="wrong"}',
+                   'up{job="convocations"}', "probe_success"):
+        assert metric in exprs, f"no alert on {metric}"
+
+
+def test_every_alert_has_a_runbook_entry_in_the_readme(alert_rules):
+    readme = README.read_text(encoding="utf-8")
+    for rule in alert_rules:
+        assert re.search(rf"^#+ {rule['alert']}\b", readme, re.M), f"README has no section for {rule['alert']}"
+        assert rule["annotations"]["runbook_url"] == f"deploy/README.md#{rule['alert'].lower()}"
+
+
+def test_prometheus_scrapes_every_service_where_compose_runs_it(compose):
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    for rule_file in config["rule_files"]:
+        assert (DEPLOY / "prometheus" / rule_file).is_file()
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    scraped = {c["labels"]["service"]: c["targets"] for c in jobs["convocations"]["static_configs"]}
+    probed = {c["labels"]["service"]: c["targets"] for c in jobs["convocations-readiness"]["static_configs"]}
+    for name, (_pkg, port, _role) in SERVICES.items():
+        assert name in compose["services"]
+        assert scraped[name] == [f"{name}:{port}"]
+        assert probed[name] == [f"http://{name}:{port}/readyz"]
+    (blackbox,) = [r["replacement"] for r in jobs["convocations-readiness"]["relabel_configs"]
+                   if r.get("target_label") == "__address__"]
+    assert blackbox.split(":")[0] in compose["services"]
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict:
+    return json.loads(DASHBOARD_FILE.read_text(encoding="utf-8"))
+
+
+def test_dashboard_is_complete_and_uses_the_selected_prometheus(dashboard):
+    assert dashboard["title"] == "Convocations delivery" and dashboard["uid"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    exprs = []
+    for panel in dashboard["panels"]:
+        assert {"x", "y", "w", "h"} <= panel["gridPos"].keys()
+        if panel["type"] == "row":
+            continue
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+            exprs.append(target["expr"])
+    joined = " ".join(exprs)
+    for metric in ("convocations_events_published_total", "convocations_chain_latency_seconds_bucket",
+                   "convocations_outbox_pending", "convocations_dead_lettered_total",
+                   "convocations_smtp_attempts_total", "convocations_sms_attempts_total",
+                   "convocations_otp_checks_total", "faststream_received_processed_messages_total",
+                   "process_resident_memory_bytes"):
+        assert metric in joined, f"the dashboard does not show {metric}"
+
+
+def test_grafana_provisioning_points_at_compose_prometheus_and_the_dashboard_folder(compose):
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    url = urlparse(datasource["url"])
+    assert datasource["type"] == "prometheus" and url.hostname in compose["services"] and url.port == 9090
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "convocations.yml").read_text())["providers"]
+    mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"] if v.startswith("./"))
+    assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+
+
+def promtool() -> str:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool not on PATH (Debian package prometheus): structure checked above, PromQL not parsed")
+    return tool
+
+
+def test_promtool_accepts_the_rules_and_their_unit_tests():
+    tool = promtool()
+    for args in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]):
+        result = subprocess.run([tool, *args], cwd=DEPLOY / "prometheus", capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_parses_every_dashboard_query(dashboard, tmp_path):
+    tool = promtool()
+    rules = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for variable, value in (("$__rate_interval", "1m"), ("$__range", "1h"), ("$service", ".*")):
+                expr = expr.replace(variable, value)
+            rules.append({"record": f"dashboard:panel{panel['id']}:{target['refId']}", "expr": expr})
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run([tool, "check", "rules", str(tmp_path / "dashboard.yml")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
