@@ -1,0 +1,173 @@
+"""The shared plumbing on the real Postgres and RabbitMQ: migrations, outbox relay, inbox, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import pytest
+from fastapi.testclient import TestClient
+from faststream.rabbit import Channel, RabbitBroker
+
+from shared import topology
+from shared.consumer import Consumer, Delivery
+from shared.contracts import DocumentReleasedV1, envelope
+from shared.db import create_pool, migrate
+from shared.outbox import OutboxRelay, add_event
+from shared.runtime import Runtime
+from shared.settings import ServiceSettings
+from tests.conftest import ADMIN_DSN, AMQP_URL
+
+
+@pytest.fixture
+async def schema(test_database):
+    """A throw-away schema in the test database, reached as the superuser."""
+    name = f"plumbing_{uuid.uuid4().hex[:8]}"
+    dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{test_database}"
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f"create schema {name}")
+    pool = await create_pool(dsn, name, max_size=4)
+    yield name, dsn, pool
+    await pool.close()
+    await admin.execute(f"drop schema {name} cascade")
+    await admin.close()
+
+
+@pytest.fixture
+async def broker():
+    b = RabbitBroker(AMQP_URL, default_channel=Channel(on_return_raises=True))
+    await b.connect()
+    yield b
+    await b.stop()
+
+
+def released() -> DocumentReleasedV1:
+    return DocumentReleasedV1(message_id=uuid.uuid4(), convocation_id=uuid.uuid4(),
+                              released_at=datetime.now(timezone.utc))
+
+
+async def test_replicas_starting_together_apply_each_migration_once(schema, tmp_path: Path):
+    name, _, pool = schema
+    (tmp_path / "0001_things.sql").write_text("create table thing (id int primary key);")
+    results = await asyncio.gather(*(migrate(pool, name, tmp_path) for _ in range(3)))
+    assert sorted(len(r) for r in results) == [0, 0, 2]  # one replica applied shared + service files
+    assert await pool.fetchval("select count(*) from schema_migrations") == 2
+    assert await migrate(pool, name, tmp_path) == []
+
+
+async def test_the_relay_publishes_committed_events_persistently_and_forgets_rolled_back_ones(schema, broker,
+                                                                                             exchange_name):
+    name, dsn, pool = schema
+    await migrate(pool, name, Path("/nonexistent"))
+    exchange = f"{exchange_name}.plumb{uuid.uuid4().hex[:6]}"
+    await broker.declare_exchange(topology.events_exchange(exchange))
+    queue = await broker.declare_queue(topology.consumer_queue(exchange, "probe", "document.released.v1"))
+    await queue.bind(exchange, routing_key="document.released.v1")
+    committed, rolled_back = envelope(released(), producer="t", correlation_id=uuid.uuid4()), None
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await add_event(conn, committed)
+        try:
+            async with conn.transaction():
+                rolled_back = envelope(released(), producer="t", correlation_id=uuid.uuid4())
+                await add_event(conn, rolled_back)
+                raise RuntimeError("abort")
+        except RuntimeError:
+            pass
+    relay = OutboxRelay(service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange,
+                        poll_seconds=5)
+    await relay.start()
+    try:
+        message = None
+        for _ in range(50):
+            message = await queue.get(no_ack=True, fail=False)
+            if message:
+                break
+            await asyncio.sleep(0.1)
+        assert message is not None
+        assert message.message_id == str(committed.event_id)
+        assert message.correlation_id == str(committed.correlation_id)
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert json.loads(message.body)["event_id"] == str(committed.event_id)
+        await asyncio.sleep(0.3)
+        assert await queue.get(no_ack=True, fail=False) is None  # the rolled-back event never left
+        assert await pool.fetchval("select count(*) from outbox") == 0
+    finally:
+        await relay.stop()
+        await queue.delete(if_unused=False, if_empty=False)
+
+
+async def test_an_unroutable_event_stays_in_the_outbox_until_it_can_be_delivered(schema, broker, exchange_name):
+    name, dsn, pool = schema
+    await migrate(pool, name, Path("/nonexistent"))
+    exchange = f"{exchange_name}.plumb{uuid.uuid4().hex[:6]}"
+    await broker.declare_exchange(topology.events_exchange(exchange))
+    event = envelope(released(), producer="t", correlation_id=uuid.uuid4())
+    async with pool.acquire() as conn, conn.transaction():
+        await add_event(conn, event)
+    relay = OutboxRelay(service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange,
+                        poll_seconds=0.2)
+    await relay.start()
+    try:
+        for _ in range(50):
+            row = await pool.fetchrow("select attempts, last_error from outbox")
+            if row["attempts"]:
+                break
+            await asyncio.sleep(0.1)
+        assert row["attempts"] >= 1 and "NO_ROUTE" in row["last_error"]
+        queue = await broker.declare_queue(topology.consumer_queue(exchange, "late", "document.released.v1"))
+        await queue.bind(exchange, routing_key="document.released.v1")
+        for _ in range(50):
+            if await pool.fetchval("select count(*) from outbox") == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert (await queue.get(no_ack=True, fail=False)).message_id == str(event.event_id)
+        await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await relay.stop()
+
+
+async def test_an_event_delivered_twice_takes_effect_once(schema, broker, exchange_name):
+    name, _, pool = schema
+    await migrate(pool, name, Path("/nonexistent"))
+    await pool.execute("create table effect (event_id uuid)")
+    exchange = f"{exchange_name}.plumb{uuid.uuid4().hex[:6]}"
+    seen = asyncio.Event()
+
+    async def on_released(conn: asyncpg.Connection, d: Delivery[DocumentReleasedV1]) -> None:
+        await conn.execute("insert into effect values ($1)", d.envelope.event_id)
+        seen.set()
+
+    consumer_broker = RabbitBroker(AMQP_URL, default_channel=Channel(on_return_raises=True))
+    consumer = Consumer(service="dedupe", broker=consumer_broker, exchange=exchange, pool_getter=lambda: pool)
+    consumer.subscribe(DocumentReleasedV1, on_released)
+    await consumer_broker.connect()
+    await topology.declare_dead_letter_queues(consumer_broker, exchange, consumer.queues)
+    await consumer_broker.start()
+    try:
+        event = envelope(released(), producer="t", correlation_id=uuid.uuid4())
+        for _ in range(2):
+            await broker.publish(event.model_dump_json().encode(), exchange=exchange,
+                                 routing_key="document.released.v1", message_id=str(event.event_id), persist=True)
+        await asyncio.wait_for(seen.wait(), 10)
+        await asyncio.sleep(0.5)
+        assert await pool.fetchval("select count(*) from effect") == 1
+        assert await pool.fetchval("select count(*) from inbox") == 1
+    finally:
+        await consumer_broker.stop()
+
+
+def test_readiness_fails_while_the_database_and_broker_are_unreachable(tmp_path):
+    settings = ServiceSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/",
+                               database_url="postgresql://nobody@127.0.0.1:1/none")
+    runtime = Runtime("probe", "probe", settings, tmp_path)
+    client = TestClient(runtime.http_app())  # no lifespan: nothing could connect
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"ready": False, "database": False, "broker": False}
+    assert client.get("/healthz").status_code == 200
