@@ -3,7 +3,7 @@
 One place for every event the services exchange. Producers never remove or retype a field within a
 major version; consumers ignore unknown fields. The routing key is ``<type>.v<version>``.
 Fields that carry a secret (link secret, phone number, OTP) travel as ``SealedField`` strings,
-encrypted for their one consumer with :mod:`shared.fieldcrypt`.
+encrypted for their one consumer with :func:`shared.crypto.seal_field`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ SealedField = Annotated[
     str,
     Field(
         pattern=r"^fe1\.[A-Za-z0-9_-]+$",
-        description="A value encrypted for this event's one consumer (AES-256-GCM, see shared/fieldcrypt.py).",
+        description="A value encrypted for this event's one consumer (AES-256-GCM, shared/crypto.py seal_field/open_field).",
     ),
 ]
 

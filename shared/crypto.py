@@ -82,10 +82,17 @@ def open_sealed(
 ) -> bytes:
     key = derive_key(link_secret, server_key, message_id, purpose)
     aad = f"{message_id}|{key_id}|{purpose}".encode()
+    return _decrypt(key, nonce, ciphertext, aad, "document does not open with this link")
+
+
+def _decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, why: str) -> bytes:
+    """AES-GCM decryption where anything malformed or tampered is one error: CannotOpen."""
+    if len(nonce) != 12 or len(ciphertext) < 16:
+        raise CannotOpen(why)
     try:
         return AESGCM(key).decrypt(nonce, ciphertext, aad)
     except InvalidTag:
-        raise CannotOpen("document does not open with this link") from None
+        raise CannotOpen(why) from None
 
 
 def seal_field(key: bytes, value: dict, *, context: str) -> str:
@@ -98,12 +105,20 @@ def seal_field(key: bytes, value: dict, *, context: str) -> str:
 def open_field(key: bytes, token: str, *, context: str) -> dict:
     if not token.startswith("fe1."):
         raise CannotOpen("unknown field encoding")
-    body = token[4:]
-    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    raw = _token_bytes(token)
+    plain = _decrypt(key, raw[:12], raw[12:], context.encode(), "field does not open with this key")
     try:
-        return json.loads(AESGCM(key).decrypt(raw[:12], raw[12:], context.encode()))
-    except InvalidTag:
-        raise CannotOpen("field does not open with this key") from None
+        return json.loads(plain)
+    except ValueError:
+        raise CannotOpen("field is not JSON") from None
+
+
+def _token_bytes(token: str) -> bytes:
+    body = token[4:]
+    try:
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (ValueError, TypeError):
+        raise CannotOpen("malformed token") from None
 
 
 def keyed_hash(key: bytes, purpose: str, value: str) -> str:
@@ -152,13 +167,14 @@ def open_for_recipient(private_key: bytes, token: str, *, context: str) -> bytes
 
     if not token.startswith("rs1."):
         raise CannotOpen("unknown recipient encoding")
-    body = token[4:]
-    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    raw = _token_bytes(token)
     ephemeral_public, nonce, ct = raw[:32], raw[32:44], raw[44:]
+    if len(ephemeral_public) != 32:
+        raise CannotOpen("malformed token")
     me = X25519PrivateKey.from_private_bytes(private_key)
-    key = _recipient_key(me.exchange(X25519PublicKey.from_public_bytes(ephemeral_public)), ephemeral_public,
-                         recipient_public_key(private_key), context)
     try:
-        return AESGCM(key).decrypt(nonce, ct, context.encode())
-    except InvalidTag:
-        raise CannotOpen("does not open with this key") from None
+        shared = me.exchange(X25519PublicKey.from_public_bytes(ephemeral_public))
+    except ValueError:  # a low-order point: not something we sealed
+        raise CannotOpen("malformed token") from None
+    key = _recipient_key(shared, ephemeral_public, recipient_public_key(private_key), context)
+    return _decrypt(key, nonce, ct, context.encode(), "does not open with this key")

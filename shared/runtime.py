@@ -39,6 +39,7 @@ class Runtime:
             log_level=10,  # FastStream's per-message lines at DEBUG: our own lines carry the ids
             graceful_timeout=20,
             app_id=service,
+            apply_types=False,  # handlers take the raw message; validation is ours (shared/consumer.py)
         )
         self.pool: asyncpg.Pool | None = None
         self.consumer = Consumer(service=service, broker=self.broker, exchange=settings.events_exchange,

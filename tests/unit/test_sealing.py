@@ -1,0 +1,273 @@
+"""Sealing a convocation (issuer.domain.seal_convocation) and opening it on the portal (Portal.open):
+only the e-mailed link opens the letter; keys rotate without locking out older letters; and a thief
+holding every database and every server key, but not the link, opens nothing (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from access_portal.handlers import PortalHandlers, phone_storage_context
+from access_portal.settings import PortalSettings
+from access_portal.web import Portal
+from devstack.sample import convocation_event, sample_pdf
+from issuer import domain
+from shared import crypto
+from shared.contracts import ConvocationCreatedV1, MessageSealedV1
+from shared.crypto import CannotOpen
+
+PDF = sample_pdf("Convocation: Marie Dupont, cardiologie")
+EXPIRES = datetime(2027, 2, 13, 8, 30, tzinfo=timezone.utc)
+
+
+def key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def convocation(**overrides) -> ConvocationCreatedV1:
+    return ConvocationCreatedV1.model_validate(convocation_event(**overrides)["data"])
+
+
+def sealing_keys(seal_keys: dict[str, bytes] | None = None) -> domain.SealingKeys:
+    return domain.SealingKeys(seal_keys=seal_keys or {"k1": key()}, patient_ref_key=key(),
+                              mailer_field_key=key(), portal_field_key=key())
+
+
+def seal(c: ConvocationCreatedV1, keys: domain.SealingKeys) -> MessageSealedV1:
+    return domain.seal_convocation(c, PDF, keys, expires_at=EXPIRES, send_email=True)
+
+
+def mailer_view(sealed: MessageSealedV1, keys: domain.SealingKeys) -> dict:
+    """What the mailer reads from the event: address, name and the link secret."""
+    return crypto.open_field(keys.mailer_field_key, sealed.for_mailer,
+                             context=crypto.field_context("message.sealed", sealed.message_id, "mailer"))
+
+
+def open_document(sealed: MessageSealedV1, link_secret: str, server_key: bytes, purpose: str = "document") -> bytes:
+    return crypto.open_sealed(
+        crypto.b64d(getattr(sealed, f"{purpose}_nonce")), crypto.b64d(getattr(sealed, f"{purpose}_ciphertext")),
+        link_secret=link_secret, server_key=server_key, key_id=sealed.key_id, message_id=sealed.message_id,
+        purpose=purpose,
+    )
+
+
+def portal(seal_keys: dict[str, bytes]) -> Portal:
+    settings = PortalSettings(environment="development", seal_keys=seal_keys)
+    return Portal(settings, lambda: None, PortalHandlers(settings))
+
+
+def portal_row(sealed: MessageSealedV1) -> dict:
+    """The portal's ``message`` row for this event, as its handler stores it."""
+    return {
+        "message_id": sealed.message_id, "key_id": sealed.key_id,
+        "document_nonce": crypto.b64d(sealed.document_nonce),
+        "document_ciphertext": crypto.b64d(sealed.document_ciphertext),
+        "details_nonce": crypto.b64d(sealed.details_nonce),
+        "details_ciphertext": crypto.b64d(sealed.details_ciphertext),
+    }
+
+
+# --- the round trip ---------------------------------------------------------------------------------
+
+
+def test_the_e_mailed_link_opens_the_letter_and_its_appointment_details():
+    c, keys = convocation(), sealing_keys()
+    sealed = seal(c, keys)
+    link = mailer_view(sealed, keys)["link_secret"]
+    server_key = keys.seal_keys[sealed.key_id]
+    assert open_document(sealed, link, server_key) == PDF
+    details = json.loads(open_document(sealed, link, server_key, "details"))
+    assert details["starts_at"] == c.appointment.starts_at.isoformat()
+    assert details["department"] == c.appointment.department.name
+
+
+def test_each_consumer_reads_its_own_field_from_the_sealed_event():
+    c, keys = convocation(mobile="079 123 45 67"), sealing_keys()
+    sealed = seal(c, keys)
+    mailer = mailer_view(sealed, keys)
+    assert (mailer["email"], mailer["name"]) == (c.patient.email, c.patient.name)
+    portal_field = crypto.open_field(keys.portal_field_key, sealed.for_portal,
+                                     context=crypto.field_context("message.sealed", sealed.message_id, "portal"))
+    assert portal_field == {"mobile": "+41791234567"}
+    assert sealed.patient_ref == crypto.keyed_hash(keys.patient_ref_key, "patient", c.patient.id)
+
+
+def test_the_sealed_event_carries_no_patient_data_link_or_letter_in_clear():
+    c, keys = convocation(mobile="+41 79 123 45 67"), sealing_keys()
+    sealed = seal(c, keys)
+    on_the_bus = sealed.model_dump_json()
+    link = mailer_view(sealed, keys)["link_secret"]
+    for secret in (c.patient.id, c.patient.name, c.patient.email, "+41791234567", "791234567", link,
+                   base64.b64encode(PDF).decode()[:40], c.appointment.place.address):
+        assert secret not in on_the_bus
+
+
+def test_every_sealing_draws_a_new_message_id_link_secret_and_nonces():
+    c, keys = convocation(), sealing_keys()
+    first, second = seal(c, keys), seal(c, keys)
+    assert first.message_id != second.message_id
+    assert mailer_view(first, keys)["link_secret"] != mailer_view(second, keys)["link_secret"]
+    assert first.document_nonce != second.document_nonce
+    assert first.document_ciphertext != second.document_ciphertext
+
+
+def test_the_letter_does_not_open_with_another_messages_link():
+    keys = sealing_keys()
+    mine, theirs = seal(convocation(), keys), seal(convocation(), keys)
+    with pytest.raises(CannotOpen):
+        open_document(mine, mailer_view(theirs, keys)["link_secret"], keys.seal_keys["k1"])
+
+
+# --- key rotation -----------------------------------------------------------------------------------
+
+
+def test_a_letter_sealed_under_k1_still_opens_after_k2_is_added_and_new_letters_use_k2():
+    k1, k2 = key(), key()
+    before = sealing_keys({"k1": k1})
+    old = seal(convocation(), before)
+    after = domain.SealingKeys({"k1": k1, "k2": k2}, before.patient_ref_key, before.mailer_field_key,
+                               before.portal_field_key)
+    new = seal(convocation(), after)
+    assert (old.key_id, new.key_id) == ("k1", "k2")
+    assert open_document(old, mailer_view(old, after)["link_secret"], after.seal_keys[old.key_id]) == PDF
+    assert open_document(new, mailer_view(new, after)["link_secret"], after.seal_keys[new.key_id]) == PDF
+    with pytest.raises(CannotOpen):
+        open_document(new, mailer_view(new, after)["link_secret"], k1)
+
+
+def test_the_portal_opens_letters_under_every_key_of_its_ring():
+    k1, k2 = key(), key()
+    old_keys = sealing_keys({"k1": k1})
+    new_keys = domain.SealingKeys({"k1": k1, "k2": k2}, old_keys.patient_ref_key, old_keys.mailer_field_key,
+                                  old_keys.portal_field_key)
+    old, new = seal(convocation(), old_keys), seal(convocation(), new_keys)
+    p = portal({"k1": k1, "k2": k2})
+    assert p.open(portal_row(old), mailer_view(old, old_keys)["link_secret"], "document") == PDF
+    assert p.open(portal_row(new), mailer_view(new, new_keys)["link_secret"], "document") == PDF
+
+
+def test_the_portal_cannot_open_a_letter_whose_key_id_is_not_in_its_ring():
+    keys = sealing_keys({"k1": key()})
+    sealed = seal(convocation(), keys)
+    with pytest.raises(CannotOpen):
+        portal({"k2": key()}).open(portal_row(sealed), mailer_view(sealed, keys)["link_secret"], "document")
+
+
+@pytest.mark.parametrize("spoil", [
+    pytest.param(lambda row, link: (row, crypto.new_link_secret()), id="wrong-link"),
+    pytest.param(lambda row, link: (row, ""), id="no-link"),
+    pytest.param(lambda row, link: (row, link[:-2]), id="malformed-link"),
+    pytest.param(lambda row, link: ({**row, "key_id": "k2"}, link), id="key-id-swapped"),
+    pytest.param(lambda row, link: ({**row, "message_id": uuid.uuid4()}, link), id="message-id-swapped"),
+    pytest.param(lambda row, link: ({**row, "document_ciphertext": None}, link), id="ciphertext-destroyed"),
+    pytest.param(lambda row, link: ({**row, "document_nonce": row["details_nonce"]}, link), id="nonce-swapped"),
+    pytest.param(lambda row, link: ({**row, "document_ciphertext": row["details_ciphertext"]}, link),
+                 id="details-served-as-document"),
+])
+def test_the_portal_refuses_a_wrong_link_or_a_tampered_row(spoil):
+    k1, k2 = key(), key()
+    keys = sealing_keys({"k1": k1})
+    sealed = seal(convocation(), keys)
+    row, link = spoil(portal_row(sealed), mailer_view(sealed, keys)["link_secret"])
+    with pytest.raises(CannotOpen):
+        portal({"k1": k1, "k2": k2}).open(row, link, "document")
+
+
+# --- fields stay where they were sealed -------------------------------------------------------------
+
+
+def test_a_field_moved_to_another_message_or_consumer_does_not_open():
+    keys = sealing_keys()
+    a, b = seal(convocation(), keys), seal(convocation(), keys)
+    with pytest.raises(CannotOpen):  # a's link field pasted into b's event
+        crypto.open_field(keys.mailer_field_key, a.for_mailer,
+                          context=crypto.field_context("message.sealed", b.message_id, "mailer"))
+    with pytest.raises(CannotOpen):  # the portal reading the mailer's field
+        crypto.open_field(keys.portal_field_key, a.for_mailer,
+                          context=crypto.field_context("message.sealed", a.message_id, "portal"))
+    with pytest.raises(CannotOpen):  # the mailer reading the portal's field
+        crypto.open_field(keys.mailer_field_key, a.for_portal,
+                          context=crypto.field_context("message.sealed", a.message_id, "mailer"))
+
+
+# --- the print room ---------------------------------------------------------------------------------
+
+
+def test_the_print_copy_opens_only_with_the_print_rooms_key_for_its_convocation():
+    c = convocation()
+    private = key()
+    token = domain.print_copy(c, PDF, crypto.recipient_public_key(private))
+    copy = json.loads(crypto.open_for_recipient(private, token, context=domain.print_room_context(c.convocation_id)))
+    assert (copy["patient_id"], copy["patient_name"]) == (c.patient.id, c.patient.name)
+    assert base64.b64decode(copy["document_pdf_base64"]) == PDF
+    with pytest.raises(CannotOpen):
+        crypto.open_for_recipient(key(), token, context=domain.print_room_context(c.convocation_id))
+    with pytest.raises(CannotOpen):
+        crypto.open_for_recipient(private, token, context=domain.print_room_context(uuid.uuid4()))
+
+
+# --- the property: every database and every server key, without the link, open nothing -------------
+
+
+def test_every_database_plus_every_server_key_without_the_link_opens_nothing():
+    """A thief holds every key of every service and every row at rest. The link secret reaches no
+    table: it travels only inside ``for_mailer`` (opened by the mailer to write the e-mail, never
+    stored) and in the e-mail. So no key, no stored value and nothing derived from them opens the
+    letter — used as the link secret, as the server key, or as the AES key itself."""
+    c, keys = convocation(mobile="+41 79 123 45 67"), sealing_keys({"k1": key(), "k2": key()})
+    sealed = seal(c, keys)
+    print_room_private = key()
+    server_keys = {
+        **{f"seal {kid}": k for kid, k in keys.seal_keys.items()},
+        "patient ref": keys.patient_ref_key, "mailer field": keys.mailer_field_key,
+        "portal field": keys.portal_field_key, "sms field": key(), "portal secret": key(),
+        "print room public": crypto.recipient_public_key(print_room_private),
+    }
+    portal_secret = server_keys["portal secret"]
+    mobile = crypto.open_field(keys.portal_field_key, sealed.for_portal,  # the thief has this key too
+                               context=crypto.field_context("message.sealed", sealed.message_id, "portal"))["mobile"]
+    paper_copy = domain.print_copy(c, PDF, server_keys["print room public"])  # the issuer's row for paper
+    at_rest = [
+        *(str(v) for v in sealed.model_dump(mode="json").values()),  # the whole event, as the portal keeps it
+        mobile,
+        crypto.keyed_hash(portal_secret, "phone", mobile),
+        crypto.seal_field(keys.portal_field_key, {"phone": mobile}, context=phone_storage_context(sealed.patient_ref)),
+        paper_copy,
+        crypto.keyed_hash(portal_secret, "session", secrets.token_urlsafe(32)),
+    ]
+    raw_keys = list(server_keys.values())
+    link_guesses = at_rest + [encode(k) for k in raw_keys for encode in (
+        lambda k: base64.urlsafe_b64encode(k).rstrip(b"=").decode(), lambda k: base64.b64encode(k).decode(), bytes.hex)]
+    server_key_guesses = raw_keys + [v.encode() for v in at_rest]
+    assert sum(1 for g in link_guesses if _well_formed_link(g)) >= len(raw_keys), "the guesses reach the AES step"
+
+    for purpose in ("document", "details"):
+        nonce, ciphertext = (crypto.b64d(getattr(sealed, f"{purpose}_{part}")) for part in ("nonce", "ciphertext"))
+        for link in link_guesses:
+            for server_key in server_key_guesses:
+                with pytest.raises(CannotOpen):
+                    crypto.open_sealed(nonce, ciphertext, link_secret=link, server_key=server_key,
+                                       key_id=sealed.key_id, message_id=sealed.message_id, purpose=purpose)
+        aad = f"{sealed.message_id}|{sealed.key_id}|{purpose}".encode()
+        for raw in raw_keys:
+            with pytest.raises(InvalidTag):
+                AESGCM(raw).decrypt(nonce, ciphertext, aad)
+
+    for raw in raw_keys:  # no service key opens the paper copy either: only the print room's own key
+        with pytest.raises(CannotOpen):
+            crypto.open_for_recipient(raw, paper_copy, context=domain.print_room_context(c.convocation_id))
+
+
+def _well_formed_link(text: str) -> bool:
+    """A guess the size of a real link secret, so that it reaches key derivation and AES-GCM."""
+    try:
+        return len(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))) == crypto.LINK_SECRET_BYTES
+    except ValueError:
+        return False
