@@ -3,14 +3,12 @@ a real SMTP server and SMS provider (devinbox), and the four services as separat
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
-import aio_pika
 import asyncpg
 import pytest
 
@@ -20,7 +18,11 @@ from devstack.stack import ROOT, Stack
 # A database per run: concurrent runs (two developers, CI) never drop each other's data.
 TEST_DB = os.environ.get("TEST_DATABASE", f"convocations_test_{uuid.uuid4().hex[:8]}")
 ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# A RabbitMQ virtual host per run: its queues vanish with it at the end, in one operation, and
+# concurrent runs never see each other's events.
+VHOST = f"test-{uuid.uuid4().hex[:8]}"
+RABBITMQCTL = shutil.which("rabbitmqctl")
+AMQP_URL = os.environ.get("AMQP_URL") or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}"
 SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal")
 
 
@@ -33,6 +35,21 @@ def test_database():
     yield TEST_DB
     subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
                     f'drop database if exists "{TEST_DB}" with (force)'], capture_output=True)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run([RABBITMQCTL, *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rabbitmq_vhost():
+    if not RABBITMQCTL or "AMQP_URL" in os.environ:
+        yield None
+        return
+    _rabbitmqctl("add_vhost", VHOST)
+    _rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
+    yield VHOST
+    _rabbitmqctl("delete_vhost", VHOST)
 
 
 @pytest.fixture(scope="session")
@@ -62,31 +79,11 @@ def stack(test_database, exchange_name, devinbox, tmp_path_factory):
         sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
         sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs"), amqp_url=AMQP_URL,
         extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO",
-                          "SWEEP_SECONDS": "0.5"}},
+                          "SWEEP_SECONDS": "0.5"},
+                   "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1"}},  # hourly in production
     )
     try:
         s.start()
         yield s
     finally:
         s.stop()
-        _delete_queues(exchange_name)
-
-
-def _delete_queues(prefix: str) -> None:
-    """Best effort: remove this run's queues so the broker does not accumulate them."""
-    if not shutil.which("rabbitmqctl"):
-        return
-    out = subprocess.run(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "name"],
-                         capture_output=True, text=True, timeout=60)
-    names = [n.strip() for n in out.stdout.splitlines() if n.strip().startswith(prefix + ".")]
-
-    async def delete() -> None:
-        conn = await aio_pika.connect(AMQP_URL)
-        async with conn:
-            channel = await conn.channel()
-            for name in names:
-                await channel.queue_delete(name)
-            for ex in (prefix, f"{prefix}.dlx", f"{prefix}.retry"):
-                await channel.exchange_delete(ex)
-
-    asyncio.run(delete())

@@ -171,3 +171,18 @@ def test_readiness_fails_while_the_database_and_broker_are_unreachable(tmp_path)
     assert response.status_code == 503
     assert response.json() == {"ready": False, "database": False, "broker": False}
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("role,other", [("mailer", "issuer"), ("access_portal", "sms_gateway"),
+                                        ("issuer", "access_portal"), ("sms_gateway", "mailer")])
+async def test_each_service_role_reaches_only_its_own_schema(stack, test_database, role, other):
+    """The services have run their migrations (the stack fixture); each role owns only its schema."""
+    conn = await asyncpg.connect(f"postgresql://{role}:{role}@127.0.0.1:5432/{test_database}")
+    try:
+        assert await conn.fetchval(f"select count(*) >= 0 from {role}.outbox")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch(f"select * from {other}.outbox limit 1")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("create table public.intruder (x int)")
+    finally:
+        await conn.close()
