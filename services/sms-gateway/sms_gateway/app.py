@@ -1,4 +1,4 @@
-"""SMS gateway process: wires the handler to the bus and serves health and metrics."""
+"""SMS gateway process: the otp.requested handler on the bus, delivery-report webhooks, health, metrics."""
 
 from pathlib import Path
 
@@ -8,19 +8,28 @@ from fastapi import FastAPI
 from shared.contracts import OtpRequestedV1
 from shared.runtime import Runtime
 from sms_gateway.handlers import SmsHandlers
-from sms_gateway.providers import TwilioProvider
+from sms_gateway.providers import GenericProvider, Provider, TwilioProvider
 from sms_gateway.settings import SmsSettings
+from sms_gateway.webhooks import webhook_router
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def build_providers(settings: SmsSettings, client: httpx.AsyncClient) -> list[Provider]:
+    """The primary (Twilio) first, then the failover provider when one is configured."""
+    providers: list[Provider] = [TwilioProvider(
+        client, base_url=settings.sms_provider_url, account_sid=settings.sms_account_sid,
+        auth_token=settings.sms_auth_token, sender=settings.sms_from)]
+    if settings.sms_generic_url:
+        providers.append(GenericProvider(client, url=settings.sms_generic_url, token=settings.sms_generic_token or ""))
+    return providers
 
 
 def create_app(settings: SmsSettings | None = None) -> FastAPI:
     settings = settings or SmsSettings()
     runtime = Runtime("sms-gateway", "sms_gateway", settings, MIGRATIONS)
     client = httpx.AsyncClient(timeout=httpx.Timeout(settings.sms_timeout, connect=3.0))
-    provider = TwilioProvider(client, base_url=settings.sms_provider_url, account_sid=settings.sms_account_sid,
-                              auth_token=settings.sms_auth_token, sender=settings.sms_from)
-    handlers = SmsHandlers(settings, provider)
+    handlers = SmsHandlers(settings, build_providers(settings, client))
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_otp_requested)
 
     async def declare_retries() -> None:
@@ -29,5 +38,6 @@ def create_app(settings: SmsSettings | None = None) -> FastAPI:
     runtime.on_started.append(declare_retries)
     runtime.on_stopping.append(client.aclose)
     app = runtime.http_app()
+    app.include_router(webhook_router(settings, lambda: runtime.pool))
     app.state.runtime = runtime
     return app

@@ -1,21 +1,45 @@
-"""SMS gateway settings (environment variables)."""
+"""SMS gateway settings (environment variables); services/sms-gateway/README.md lists them."""
+
+from pydantic import Field, model_validator
 
 from shared.settings import Key32, ServiceSettings, dev_key
+
+DEV_AUTH_TOKEN = "dev-auth-token"
 
 
 class SmsSettings(ServiceSettings):
     http_port: int = 8003
     database_url: str = "postgresql://sms_gateway:sms_gateway@127.0.0.1:5432/convocations"
-    sms_provider_url: str = "http://127.0.0.1:8025"  # Twilio-compatible base URL (https://api.twilio.com)
+    # Primary provider: Twilio's Messages API (or anything with its shape).
+    sms_provider_url: str = "http://127.0.0.1:8025"  # https://api.twilio.com in production
     sms_account_sid: str = "AC00000000000000000000000000000000"
-    sms_auth_token: str = "dev-auth-token"
+    sms_auth_token: str = DEV_AUTH_TOKEN
     sms_from: str = "HUG"
+    # Second provider, used after SMS_FAILOVER_AFTER failed attempts at the first (off when unset).
+    sms_generic_url: str | None = None  # e.g. https://sms.example.net/generic/v1/messages
+    sms_generic_token: str | None = None
+    sms_failover_after: int = Field(2, ge=1)
     sms_timeout: float = 10.0
     sms_field_key: Key32 = dev_key("sms-field")
     sms_allowed_countries: str = "CH,LI,FR,DE,IT,AT"
     sms_retry_delays: str = "5,30,120,600"
-    sms_callback_base_url: str | None = None  # public URL of this service for delivery reports
+    sms_max_per_number_hour: int = Field(10, ge=0)
+    sms_max_global_hour: int = Field(2000, ge=0)
+    # Public URL of this service as the providers reach it: delivery reports are sent to
+    # <base>/webhooks/twilio/status and <base>/webhooks/generic/status. Unset: no delivery reports.
+    sms_callback_base_url: str | None = None
 
     @property
     def allowed_countries(self) -> frozenset[str]:
         return frozenset(c.strip().upper() for c in self.sms_allowed_countries.split(",") if c.strip())
+
+    @model_validator(mode="after")
+    def _real_credentials(self) -> "SmsSettings":
+        if self.sms_generic_url and not self.sms_generic_token:
+            raise ValueError("SMS_GENERIC_URL is set without SMS_GENERIC_TOKEN")
+        if self.environment == "production":
+            if self.sms_auth_token == DEV_AUTH_TOKEN:
+                raise ValueError("SMS_AUTH_TOKEN is the development token; set the provider's token in production")
+            if self.sms_callback_base_url and not self.sms_callback_base_url.startswith("https://"):
+                raise ValueError("SMS_CALLBACK_BASE_URL must be https in production")
+        return self

@@ -1,0 +1,4 @@
+-- Two delayed retries of one event may briefly share event id and routing key (the second is
+-- scheduled before the relay deleted the first): consumers deduplicate, the outbox must not refuse.
+drop index outbox_event_target;
+create index outbox_event on outbox (event_id);
