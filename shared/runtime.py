@@ -48,6 +48,14 @@ class Runtime:
         self.on_started: list = []
         self.on_stopping: list = []
 
+    def use_retries(self, policy) -> None:
+        """Declare the delayed-retry holding queues of this service's consumer queues at start."""
+
+        async def declare() -> None:
+            await policy.declare(self.broker, self.exchange, self.consumer.queues)
+
+        self.on_started.append(declare)
+
     @property
     def exchange(self) -> str:
         return self.settings.events_exchange

@@ -20,10 +20,7 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     handlers = MailerHandlers(settings, sender)
     runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed)
 
-    async def declare_retries() -> None:
-        await handlers.retry.declare(runtime.broker, settings.events_exchange, runtime.consumer.queues)
-
-    runtime.on_started.append(declare_retries)
+    runtime.use_retries(handlers.retry)
     runtime.on_stopping.append(sender.close)
     app = runtime.http_app()
     app.state.runtime = runtime

@@ -32,10 +32,7 @@ def create_app(settings: SmsSettings | None = None) -> FastAPI:
     handlers = SmsHandlers(settings, build_providers(settings, client))
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_otp_requested)
 
-    async def declare_retries() -> None:
-        await handlers.retry.declare(runtime.broker, settings.events_exchange, runtime.consumer.queues)
-
-    runtime.on_started.append(declare_retries)
+    runtime.use_retries(handlers.retry)
     runtime.on_stopping.append(client.aclose)
     app = runtime.http_app()
     app.include_router(webhook_router(settings, lambda: runtime.pool))
