@@ -33,7 +33,7 @@ contracts:      ## regenerate the AsyncAPI document and JSON Schemas from the mo
 	$(PY) -m devstack.contracts
 
 lock:           ## refresh requirements.lock from the current virtualenv
-	.venv/bin/pip freeze --exclude-editable > requirements.lock
+	.venv/bin/pip freeze --exclude-editable | grep -v -i "^py-spy" > requirements.lock
 
 clean:
 	rm -rf .venv .pytest_cache .run

@@ -14,7 +14,7 @@ class MailerSettings(ServiceSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_timeout: float = 15.0
-    smtp_connections: int = 2  # connections kept open and reused
+    smtp_connections: int = 4  # connections kept open and reused (sends run in parallel on them)
     mail_from: str = "Hôpitaux Universitaires de Genève <convocations@hug.example>"
     hospital_name: str = "Hôpitaux Universitaires de Genève"
     portal_base_url: str = "http://127.0.0.1:8000"
