@@ -3,14 +3,19 @@
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
+from access_portal.audit import AuditPruner
 from access_portal.handlers import PortalHandlers
 from access_portal.settings import PortalSettings
 from access_portal.web import Portal
 from shared.contracts import EmailSentV1, MessageRevokedV1, MessageSealedV1, SmsFailedV1
 from shared.runtime import Runtime
 
+OPERATOR_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -36,11 +41,28 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)
     portal = Portal(settings, lambda: runtime.pool, handlers)
+    pruner = AuditPruner(lambda: runtime.pool, settings.audit_retention_days, settings.audit_prune_interval_seconds)
+    runtime.on_started.append(pruner.start)
+    runtime.on_stopping.append(pruner.stop)
 
     app = runtime.http_app()
     app.state.runtime = runtime
     app.include_router(portal.router())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # Bad requests get a page in the patient's terms, never a bare JSON error (DESIGN.md §3).
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if request.url.path in OPERATOR_PATHS:
+            return await http_exception_handler(request, exc)
+        response = portal.state_page(request, "unknown" if exc.status_code == 404 else "bad_request",
+                                     status=exc.status_code)
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        return portal.state_page(request, "bad_request", status=400)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

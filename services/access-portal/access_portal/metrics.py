@@ -4,7 +4,7 @@ from prometheus_client import Counter
 
 OTP_REQUESTS = Counter(
     "convocations_otp_requests_total",
-    "Code requests by outcome: sent, rate-limited, number_mismatch, number_invalid.",
+    "Code requests by outcome: sent, rate-limited, locked, number_mismatch, number_invalid.",
     ["outcome"],
 )
 OTP_CHECKS = Counter(

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 import phonenumbers
 
 CODE_DIGITS = 6
-# After each dead code (5 wrong entries) the message waits longer; never a permanent lock.
+# After every 5 failures the message waits longer; never a permanent lock (NIST SP 800-63B §5.2.2).
+LOCK_EVERY = 5
 LOCK_STEPS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1))
 
 
@@ -48,16 +49,25 @@ def new_code() -> str:
     return f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
 
 
-def clean_code(raw: str) -> str:
-    """What people paste: spaces, dashes, a leading '#'."""
-    return "".join(ch for ch in raw if ch.isdigit())[: CODE_DIGITS + 1]
+def clean_code(raw: str) -> str | None:
+    """The 6 digits of what people type or paste (spaces, dashes, a leading '#', full-width or
+    Arabic-Indic digits), or None when it cannot be a code at all: such input is refused without
+    counting as a guess, so a scanner pressing the button burns no tries."""
+    digits = "".join(str(int(ch)) for ch in raw[:64] if ch.isdecimal())
+    return digits if len(digits) == CODE_DIGITS else None
 
 
 def lock_for(failed_checks: int) -> timedelta | None:
-    """The wait imposed once ``failed_checks`` wrong codes have been entered for one message."""
-    if failed_checks < 5 or failed_checks % 5:
+    """The wait imposed once ``failed_checks`` failures (wrong codes, wrong numbers) were counted
+    for one message: one more step every LOCK_EVERY failures, capped, never permanent."""
+    if failed_checks < LOCK_EVERY or failed_checks % LOCK_EVERY:
         return None
-    return LOCK_STEPS[min(failed_checks // 5 - 1, len(LOCK_STEPS) - 1)]
+    return LOCK_STEPS[min(failed_checks // LOCK_EVERY - 1, len(LOCK_STEPS) - 1)]
+
+
+def tries_before_wait(failed_checks: int) -> int:
+    """How many more failures the message may have before the next wait starts."""
+    return LOCK_EVERY - failed_checks % LOCK_EVERY
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ class PortalSettings(ServiceSettings):
     otp_max_per_number_day: int = 10
     session_idle_seconds: int = 15 * 60
     session_absolute_seconds: int = 60 * 60
-    audit_retention_days: int = 365
+    audit_retention_days: int = 365  # access audit kept one year (DESIGN.md §3), then pruned
+    audit_prune_interval_seconds: float = 3600.0
 
     @property
     def portal_host(self) -> str:

@@ -92,14 +92,18 @@ async def latest_challenge(conn, message_id: uuid.UUID, *, lock: bool = False):
     )
 
 
-async def record_wrong_code(conn, challenge_id, message_id, *, dead: bool, locked_until: datetime | None) -> int:
+async def record_wrong_code(conn, challenge_id, *, dead: bool) -> None:
     await conn.execute(
         "update challenge set wrong = wrong + 1, status = case when $2 then 'dead' else status end where id = $1",
         challenge_id, dead,
     )
+
+
+async def add_failure(conn, message_id: uuid.UUID) -> int:
+    """Count one failure (wrong code, wrong number) against the message; returns the new total."""
     return await conn.fetchval(
-        "update message set failed_checks = failed_checks + 1, locked_until = coalesce($2, locked_until)"
-        " where message_id = $1 returning failed_checks", message_id, locked_until,
+        "update message set failed_checks = failed_checks + 1 where message_id = $1 returning failed_checks",
+        message_id,
     )
 
 
@@ -152,8 +156,15 @@ async def audit(conn, message_id: uuid.UUID | None, action: str, outcome: str, c
     )
 
 
-async def prune_audit(conn, retention_days: int) -> int:
-    status = await conn.execute(
-        "delete from access_audit where at < now() - make_interval(days => $1)", retention_days
-    )
-    return int(status.split()[-1])
+async def prune_audit(conn, retention_days: int, *, batch: int = 10_000) -> int:
+    """Delete audit rows older than the retention, in batches so no statement holds long locks."""
+    total = 0
+    while True:
+        status = await conn.execute(
+            "delete from access_audit where id in (select id from access_audit"
+            " where at < now() - make_interval(days => $1) limit $2)", retention_days, batch,
+        )
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < batch:
+            return total

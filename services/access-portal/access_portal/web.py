@@ -26,6 +26,7 @@ from shared.logs import get_logger
 from shared.outbox import add_event
 
 PRODUCER = "access-portal"
+MAX_FORM_BYTES = 16 * 1024
 ZURICH = ZoneInfo("Europe/Zurich")
 log = get_logger(__name__)
 
@@ -110,7 +111,7 @@ class Portal:
         token = request.cookies.get(self.session_cookie)
         if not token:
             return None
-        token_hash = crypto.keyed_hash(self.settings.portal_secret_key, "session", token)
+        token_hash = self.session_hash(token)
         row = await store.touch_session(conn, token_hash, message_id, self.settings.session_idle_seconds,
                                         self.settings.session_absolute_seconds)
         return token_hash if row else None
@@ -126,29 +127,43 @@ class Portal:
 
     def router(self) -> APIRouter:
         r = APIRouter()
+        limit = dict(max_body_size=MAX_FORM_BYTES)  # every form here is a few short fields
         r.add_api_route("/", self.home, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}", self.view, methods=["GET", "HEAD"], response_class=HTMLResponse)
-        r.add_api_route("/m/{raw_id}/code", self.request_code, methods=["POST"])
+        r.add_api_route("/m/{raw_id}/code", self.request_code, methods=["POST"], **limit)
         r.add_api_route("/m/{raw_id}/code", self.code_form, methods=["GET", "HEAD"], response_class=HTMLResponse)
-        r.add_api_route("/m/{raw_id}/verify", self.verify, methods=["POST"])
+        r.add_api_route("/m/{raw_id}/verify", self.verify, methods=["POST"], **limit)
         r.add_api_route("/m/{raw_id}/document", self.document, methods=["GET", "HEAD"], response_class=HTMLResponse)
-        r.add_api_route("/m/{raw_id}/download/{kind}", self.download, methods=["POST"])
-        r.add_api_route("/m/{raw_id}/logout", self.logout, methods=["POST"])
+        r.add_api_route("/m/{raw_id}/download/{kind}", self.download, methods=["POST"], **limit)
+        r.add_api_route("/m/{raw_id}/logout", self.logout, methods=["POST"], **limit)
         return r
 
     async def home(self, request: Request) -> HTMLResponse:
         return self.state_page(request, "unknown", "fr", status=200)
 
+    async def _refuse_closed(self, conn, request: Request, message, message_id, action: str, client):
+        """The distinct page of a message that cannot be opened (audited), or None if it can."""
+        closed = self.closed_state(message, datetime.now(timezone.utc))
+        if closed is None:
+            return None
+        await store.audit(conn, message_id, action, closed[0], client)
+        return self.state_page(request, closed[0], message["language"] if message else "fr", status=closed[1],
+                               message=message)
+
+    async def _refuse_csrf(self, conn, request: Request, message, action: str, client) -> HTMLResponse:
+        await store.audit(conn, message["message_id"], action, "csrf-refused", client)
+        return self.state_page(request, "bad_request", message["language"], status=403, message=message)
+
     async def view(self, request: Request, raw_id: str) -> HTMLResponse:
-        """The link's page. Read-only: records a 'viewed' audit entry and nothing else."""
-        message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
+        """The link's page. Read-only: records a 'view' audit entry and nothing else."""
+        message_id = self.parse_id(raw_id)
         async with self.pool.acquire() as conn:
             message = await store.get_message(conn, message_id) if message_id else None
-            await store.audit(conn, message_id, "view", "ok" if message else "unknown", self.client_hash(request))
-            closed = self.closed_state(message, now)
+            closed = self.closed_state(message, datetime.now(timezone.utc))
+            await store.audit(conn, message_id, "view", closed[0] if closed else "ok", self.client_hash(request))
             if closed:
                 return self.state_page(request, closed[0], message["language"] if message else "fr",
-                                        status=closed[1], message=message)
+                                       status=closed[1], message=message)
             binding = await store.get_binding(conn, message["patient_ref"])
         bound = binding is not None and (message["phone_hash"] is None
                                          or binding["phone_hash"] == message["phone_hash"])
@@ -161,22 +176,26 @@ class Portal:
         client = self.client_hash(request)
         async with self.pool.acquire() as conn, conn.transaction():
             message = await store.get_message(conn, message_id, lock=True) if message_id else None
-            closed = self.closed_state(message, now)
-            if closed:
-                return self.state_page(request, closed[0], message["language"] if message else "fr",
-                                       status=closed[1], message=message)
+            if refused := await self._refuse_closed(conn, request, message, message_id, "code-request", client):
+                return refused
             lang = message["language"]
             if not self.csrf_ok(request, csrf):
-                return self.state_page(request, "bad_request", lang, status=403, message=message)
+                return await self._refuse_csrf(conn, request, message, "code-request", client)
             if message["locked_until"] and message["locked_until"] > now:
                 await store.audit(conn, message_id, "code-request", "locked", client)
+                OTP_REQUESTS.labels("locked").inc()
                 return self.wait_page(request, message, message["locked_until"])
             target = await self._target_phone(conn, message, phone)
             if isinstance(target, str):
                 await store.audit(conn, message_id, "code-request", target, client)
                 OTP_REQUESTS.labels(target).inc()
-                status = 400
-                return self.state_page(request, target, lang, status=status, message=message)
+                if target == "number_mismatch":
+                    # A wrong number counts like a wrong code: the match/mismatch answer must not let
+                    # whoever holds the link search the 10^5 numbers that fit the masked hint.
+                    _, lock = await self._count_failure(conn, message, now, client)
+                    if lock:
+                        return self.wait_page(request, message, now + lock)
+                return self.state_page(request, target, lang, status=400, message=message)
             phone_hash, hint, phone_enc, bind_source = target
             counts = await store.send_counts(conn, message_id, phone_hash, now)
             until = policy.send_wait(self.limits, now, counts["last_sent"], counts["hour_n"], counts["day_n"],
@@ -221,18 +240,30 @@ class Portal:
         # No number on file: trust on first use, bound once the code proves the patient holds it.
         return typed_hash, policy.phone_hint(e164), self.h.seal_phone(e164, message["patient_ref"]), "first-use"
 
+    async def _count_failure(self, conn, message, now: datetime, client) -> tuple[int, timedelta | None]:
+        """Count one failure against the message: (failures so far, the wait it now imposes or None)."""
+        failed = await store.add_failure(conn, message["message_id"])
+        lock = policy.lock_for(failed)
+        if lock:
+            await store.lock_message(conn, message["message_id"], now + lock)
+            await store.audit(conn, message["message_id"], "lock", f"{int(lock.total_seconds())}s", client,
+                              f"after {failed} failures")
+            OTP_CHECKS.labels("locked").inc()
+        return failed, lock
+
     def code_hash(self, challenge_id: uuid.UUID, code: str) -> str:
         return crypto.keyed_hash(self.settings.portal_secret_key, "otp", f"{challenge_id}:{code}")
 
     async def code_form(self, request: Request, raw_id: str) -> HTMLResponse:
-        message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
+        message_id = self.parse_id(raw_id)
+        client = self.client_hash(request)
         async with self.pool.acquire() as conn:
             message = await store.get_message(conn, message_id) if message_id else None
-            closed = self.closed_state(message, now)
-            if closed:
-                return self.state_page(request, closed[0], message["language"] if message else "fr",
-                                       status=closed[1], message=message)
+            if refused := await self._refuse_closed(conn, request, message, message_id, "code-view", client):
+                return refused
             challenge = await store.latest_challenge(conn, message_id)
+            outcome = "no-code" if challenge is None else "sms-failed" if challenge["sms_failed"] else "ok"
+            await store.audit(conn, message_id, "code-view", outcome, client)
         if challenge is None:
             return RedirectResponse(f"/m/{message_id}", status_code=303)
         if challenge["sms_failed"]:
@@ -244,24 +275,30 @@ class Portal:
         message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
         client = self.client_hash(request)
         async with self.pool.acquire() as conn, conn.transaction():
+            # The row lock serialises concurrent guesses: no race gets past the per-code cap.
             message = await store.get_message(conn, message_id, lock=True) if message_id else None
-            closed = self.closed_state(message, now)
-            if closed:
-                return self.state_page(request, closed[0], message["language"] if message else "fr",
-                                       status=closed[1], message=message)
+            if refused := await self._refuse_closed(conn, request, message, message_id, "code-check", client):
+                return refused
             lang = message["language"]
             if not self.csrf_ok(request, csrf):
-                return self.state_page(request, "bad_request", lang, status=403, message=message)
+                return await self._refuse_csrf(conn, request, message, "code-check", client)
             if message["locked_until"] and message["locked_until"] > now:
                 await store.audit(conn, message_id, "code-check", "locked", client)
                 return self.wait_page(request, message, message["locked_until"])
             challenge = await store.latest_challenge(conn, message_id, lock=True)
+            if challenge is not None and challenge["sms_failed"]:
+                await store.audit(conn, message_id, "code-check", "sms-failed", client)
+                return self.state_page(request, "sms_failed", lang, status=410, message=message)
             if challenge is None or challenge["status"] != "active" or challenge["expires_at"] <= now:
                 await store.audit(conn, message_id, "code-check", "expired", client)
                 OTP_CHECKS.labels("expired").inc()
                 return self.state_page(request, "code_expired", lang, status=410, message=message)
-            if not policy.same_secret(self.code_hash(challenge["id"], policy.clean_code(code)),
-                                      challenge["code_hash"]):
+            typed = policy.clean_code(code)
+            if typed is None:  # cannot be a code: not a guess, nothing counted
+                await store.audit(conn, message_id, "code-check", "malformed", client)
+                return self.page(request, "code.html", lang, status=400, message=message,
+                                 hint=challenge["phone_hint"], error=text(lang, "code_format"))
+            if not policy.same_secret(self.code_hash(challenge["id"], typed), challenge["code_hash"]):
                 return await self._wrong_code(conn, request, message, challenge, now, client)
             await store.use_challenge(conn, challenge["id"])
             if challenge["bind_source"]:
@@ -269,60 +306,60 @@ class Portal:
                                        challenge["phone_enc"], challenge["bind_source"])
                 await store.audit(conn, message_id, "binding", challenge["bind_source"], client)
             token = secrets.token_urlsafe(32)  # 256 bits, fresh at authentication
-            await store.insert_session(conn, crypto.keyed_hash(self.settings.portal_secret_key, "session", token),
-                                       message_id)
+            await store.insert_session(conn, self.session_hash(token), message_id)
             await store.audit(conn, message_id, "code-check", "right", client)
         OTP_CHECKS.labels("right").inc()
         response = RedirectResponse(f"/m/{message_id}/document", status_code=303)
-        self.set_cookie(response, self.session_cookie, token)
+        self.set_cookie(response, self.session_cookie, token, max_age=self.settings.session_absolute_seconds)
         return response
 
     async def _wrong_code(self, conn, request, message, challenge, now, client) -> HTMLResponse:
         wrong = challenge["wrong"] + 1
         dead = wrong >= self.settings.otp_max_wrong_per_code
-        failed = message["failed_checks"] + 1
-        lock = policy.lock_for(failed)
-        await store.record_wrong_code(conn, challenge["id"], message["message_id"], dead=dead,
-                                      locked_until=now + lock if lock else None)
-        await store.audit(conn, message["message_id"], "code-check", "wrong", client)
+        await store.record_wrong_code(conn, challenge["id"], dead=dead)
+        await store.audit(conn, message["message_id"], "code-check", "wrong", client, "code dead" if dead else None)
         OTP_CHECKS.labels("wrong").inc()
+        failed, lock = await self._count_failure(conn, message, now, client)
         if lock:
-            await store.audit(conn, message["message_id"], "lock", f"{int(lock.total_seconds())}s", client)
-            OTP_CHECKS.labels("locked").inc()
             return self.wait_page(request, message, now + lock)
         if dead:
             return self.state_page(request, "code_expired", message["language"], status=410, message=message)
+        # Tries before something happens: the code dies, or the message must wait.
+        left = min(self.settings.otp_max_wrong_per_code - wrong, policy.tries_before_wait(failed))
         return self.page(request, "code.html", message["language"], status=400, message=message,
-                         hint=challenge["phone_hint"],
-                         error=text(message["language"], "wrong_code", n=self.settings.otp_max_wrong_per_code - wrong))
+                         hint=challenge["phone_hint"], error=text(message["language"], "wrong_code", n=left))
+
+    def session_hash(self, token: str) -> str:
+        return crypto.keyed_hash(self.settings.portal_secret_key, "session", token)
 
     async def document(self, request: Request, raw_id: str) -> HTMLResponse:
-        message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
+        message_id = self.parse_id(raw_id)
+        client = self.client_hash(request)
         async with self.pool.acquire() as conn:
             message = await store.get_message(conn, message_id) if message_id else None
-            closed = self.closed_state(message, now)
-            if closed:
-                return self.state_page(request, closed[0], message["language"] if message else "fr",
-                                       status=closed[1], message=message)
+            if refused := await self._refuse_closed(conn, request, message, message_id, "document-view", client):
+                return refused
             if not await self.session_ok(conn, request, message_id):
+                await store.audit(conn, message_id, "document-view", "no-session", client)
                 return self.state_page(request, "session_expired", message["language"], status=401, message=message)
+            await store.audit(conn, message_id, "document-view", "ok", client)
         return self.page(request, "document.html", message["language"], message=message)
 
     async def download(self, request: Request, raw_id: str, kind: str, csrf: str = Form(""),
                        k: str = Form("")) -> Response:
         message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
+        client = self.client_hash(request)
         if kind not in ("pdf", "ics"):
             return self.state_page(request, "unknown", "fr", status=404)
         async with self.pool.acquire() as conn, conn.transaction():
             message = await store.get_message(conn, message_id) if message_id else None
-            closed = self.closed_state(message, now)
-            if closed:
-                return self.state_page(request, closed[0], message["language"] if message else "fr",
-                                       status=closed[1], message=message)
+            if refused := await self._refuse_closed(conn, request, message, message_id, "download", client):
+                return refused
             lang = message["language"]
             if not self.csrf_ok(request, csrf):
-                return self.state_page(request, "bad_request", lang, status=403, message=message)
+                return await self._refuse_csrf(conn, request, message, "download", client)
             if not await self.session_ok(conn, request, message_id):
+                await store.audit(conn, message_id, "download", "no-session", client, kind)
                 return self.state_page(request, "session_expired", lang, status=401, message=message)
             try:
                 details = json.loads(self.open(message, k, "details"))
@@ -330,18 +367,17 @@ class Portal:
                     details, message_id=message_id, host=self.settings.portal_host, language=lang,
                     hospital=self.settings.hospital_name)
             except crypto.CannotOpen:
-                await store.audit(conn, message_id, "download", "link-incomplete", self.client_hash(request), kind)
+                # The message id and a session without the link's secret open nothing.
+                await store.audit(conn, message_id, "download", "link-incomplete", client, kind)
                 return self.state_page(request, "link_incomplete", lang, status=400, message=message)
-            first = await store.record_release(conn, message_id, kind)
-            if first:
+            if await store.record_release(conn, message_id, kind):  # the first download of each kind
                 await add_event(conn, envelope(
                     DocumentReleasedV1(message_id=message_id, convocation_id=message["convocation_id"], kind=kind,
                                        released_at=now),
                     producer=PRODUCER, correlation_id=message["convocation_id"]))
                 DOCUMENTS_RELEASED.labels(kind).inc()
-            await store.audit(conn, message_id, "download", "ok", self.client_hash(request), kind)
-        day = details["starts_at"][:10]
-        filename = f"convocation-{day}.pdf" if kind == "pdf" else f"rendez-vous-{day}.ics"
+            await store.audit(conn, message_id, "download", "ok", client, kind)
+        filename = calendar.file_name(kind, details)
         media = "application/pdf" if kind == "pdf" else "text/calendar; charset=utf-8"
         return Response(body, media_type=media,
                         headers={"Content-Disposition": f'attachment; filename="{filename}"'})
@@ -357,12 +393,18 @@ class Portal:
 
     async def logout(self, request: Request, raw_id: str, csrf: str = Form("")) -> Response:
         message_id = self.parse_id(raw_id)
-        token = request.cookies.get(self.session_cookie)
-        if token and self.csrf_ok(request, csrf):
-            async with self.pool.acquire() as conn:
-                await store.end_session(conn, crypto.keyed_hash(self.settings.portal_secret_key, "session", token))
-                await store.audit(conn, message_id, "logout", "ok", self.client_hash(request))
-        response = RedirectResponse(f"/m/{message_id}" if message_id else "/", status_code=303)
+        client = self.client_hash(request)
+        async with self.pool.acquire() as conn:
+            message = await store.get_message(conn, message_id) if message_id else None
+            if not self.csrf_ok(request, csrf):
+                await store.audit(conn, message_id, "logout", "csrf-refused", client)
+                return self.state_page(request, "bad_request", message["language"] if message else "fr",
+                                       status=403, message=message)
+            token = request.cookies.get(self.session_cookie)
+            if token:
+                await store.end_session(conn, self.session_hash(token))
+            await store.audit(conn, message_id, "logout", "ok", client)
+        response = RedirectResponse(f"/m/{message_id}" if message else "/", status_code=303)
         response.delete_cookie(self.session_cookie, path="/", secure=self.settings.cookie_secure, httponly=True,
                                samesite="strict")
         return response

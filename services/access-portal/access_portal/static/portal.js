@@ -16,4 +16,9 @@
   if (missing && !secret && fields.length) { missing.hidden = false; }
   var nojs = document.getElementById("no-js");
   if (nojs) { nojs.hidden = true; }
+  // Logging out forgets the secret too: on a shared computer the next person needs the e-mail.
+  var forget = document.querySelectorAll("form[data-forget]");
+  for (var j = 0; j < forget.length; j++) {
+    forget[j].addEventListener("submit", function () { sessionStorage.removeItem(key); });
+  }
 })();

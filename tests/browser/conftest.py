@@ -1,0 +1,20 @@
+"""Browser tests: Debian's chromium driven by Playwright (never `playwright install`), on the running stack."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import async_playwright
+
+from tests.e2e.conftest import chain  # noqa: F401  (the e2e fixture, shared)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="session")
+async def browser():
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
