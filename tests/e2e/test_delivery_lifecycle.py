@@ -175,3 +175,28 @@ async def _page_when(chain, link: str, status: int, timeout: float = 15):
             return page
         await asyncio.sleep(0.1)
     raise AssertionError(f"the link kept answering {page.status_code}, expected {status}")
+
+
+async def test_a_message_sealed_delivered_again_never_sends_a_second_email(chain):
+    """Even under a new event id (a replay from a dead-letter queue, say), the mailer's own record of
+    the message stops a second e-mail once the first was accepted."""
+    from devstack.sample import sample_pdf
+    from issuer import domain
+    from issuer.settings import IssuerSettings
+    from shared.contracts import ConvocationCreatedV1, Envelope, envelope
+
+    settings = IssuerSettings()
+    keys = domain.SealingKeys(settings.seal_keys, settings.patient_ref_key, settings.mailer_field_key,
+                              settings.portal_field_key)
+    created = Envelope[ConvocationCreatedV1].model_validate(chain.event()).data
+    sealed = domain.seal_convocation(created, sample_pdf(), keys, expires_at=created.appointment.starts_at,
+                                     send_email=True)
+    for _ in range(2):
+        event = envelope(sealed, producer="issuer", correlation_id=created.convocation_id)
+        await chain.publish(json.loads(event.model_dump_json()))
+    await chain.email_to(created.patient.email)
+    barrier = chain.event()
+    await chain.publish(barrier)
+    await chain.email_to(barrier["data"]["patient"]["email"])
+    await __import__("asyncio").sleep(0.5)
+    assert len(chain.emails_to(created.patient.email)) == 1

@@ -9,6 +9,9 @@ import asyncpg
 
 
 async def get_email(conn: asyncpg.Connection, message_id: uuid.UUID) -> asyncpg.Record | None:
+    """The message's e-mail row, after waiting for any other transaction handling the same message
+    (two copies of one message.sealed delivered at once must not both send)."""
+    await conn.execute("select pg_advisory_xact_lock(hashtextextended('mailer:' || $1, 0))", str(message_id))
     return await conn.fetchrow("select * from email where message_id = $1 for update", message_id)
 
 
