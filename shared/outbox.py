@@ -123,7 +123,7 @@ class OutboxRelay:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "select id, event_id, exchange, routing_key, event_type, correlation_id, body, headers"
-                " from outbox order by id limit $1 for update skip locked",
+                " from outbox where next_attempt_at <= now() order by id limit $1 for update skip locked",
                 self.batch,
             )
             if not rows:
@@ -134,7 +134,8 @@ class OutboxRelay:
                 if isinstance(res, BaseException):
                     log.error("outbox publish failed", event_id=str(row["event_id"]), error=repr(res)[:300])
                     await conn.execute(
-                        "update outbox set attempts = attempts + 1, last_error = $2 where id = $1",
+                        "update outbox set attempts = attempts + 1, last_error = $2,"
+                        " next_attempt_at = now() + make_interval(secs => least(60, 2 ^ attempts)) where id = $1",
                         row["id"], repr(res)[:500],
                     )
             if done:
@@ -142,8 +143,6 @@ class OutboxRelay:
             for row, res in zip(rows, results):
                 if not isinstance(res, BaseException):
                     EVENTS_PUBLISHED.labels(self.service, row["event_type"]).inc()
-            if len(done) < len(rows):
-                await asyncio.sleep(0.5)  # the broker refused something: do not spin
             return len(done)
 
     async def _publish(self, row: asyncpg.Record) -> None:

@@ -158,3 +158,21 @@ async def test_no_table_holds_the_pdf_link_secret_code_or_phone_number_in_clear(
     logs = chain.stack.logs()
     log_leaks = [name for name, value in {**forbidden, "code line": f"#{code}"}.items() if value in logs]
     assert not log_leaks, f"found in the services' logs: {log_leaks}"
+
+
+async def test_every_event_of_the_chain_has_somewhere_to_go(chain):
+    """After whole patient journeys, no outbox holds an event the broker refused (an event without a
+    bound queue would be retried forever and its alert would fire)."""
+    e164, national = random_mobile()
+    event = chain.event(mobile=national)
+    await chain.publish(event)
+    patient = PatientClient(find_link((await chain.email_to(event["data"]["patient"]["email"]))["text"]))
+    patient.request_code(national)
+    patient.enter_code(code_of(await chain.sms_to(e164)))
+    patient.download("pdf")
+    patient.download("ics")
+    await chain.wait_status(event["data"]["convocation_id"], "downloaded")
+    await asyncio.sleep(1.0)
+    for schema in ("issuer", "mailer", "sms_gateway", "access_portal"):
+        refused = await chain.db.fetch(f"select event_type, last_error from {schema}.outbox where attempts > 0")
+        assert not refused, f"{schema} could not publish: {[dict(r) for r in refused]}"

@@ -87,7 +87,7 @@ PARTIES: tuple[Party, ...] = (
     Party(
         "access-portal", "access-portal",
         publishes=(OtpRequestedV1, DocumentReleasedV1),
-        consumes=(MessageSealedV1, MessageRevokedV1, EmailSentV1, SmsFailedV1),
+        consumes=(MessageSealedV1, MessageRevokedV1, EmailSentV1, SmsSentV1, SmsFailedV1),
     ),
 )
 

@@ -9,7 +9,7 @@ from access_portal.policy import phone_hint
 from access_portal.settings import PortalSettings
 from shared import crypto
 from shared.consumer import Delivery
-from shared.contracts import EmailSentV1, MessageRevokedV1, MessageSealedV1, SmsFailedV1
+from shared.contracts import EmailSentV1, MessageRevokedV1, MessageSealedV1, SmsFailedV1, SmsSentV1
 from shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -62,6 +62,9 @@ class PortalHandlers:
 
     async def on_email_sent(self, conn: asyncpg.Connection, d: Delivery[EmailSentV1]) -> None:
         await store.mark_emailed(conn, d.data.message_id, d.data.accepted_at)
+
+    async def on_sms_sent(self, conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
+        await store.mark_sms_sent(conn, d.data.challenge_id, d.data.sent_at)
 
     async def on_sms_failed(self, conn: asyncpg.Connection, d: Delivery[SmsFailedV1]) -> None:
         await store.mark_sms_failed(conn, d.data.challenge_id)

@@ -119,6 +119,10 @@ async def use_challenge(conn, challenge_id) -> None:
     )
 
 
+async def mark_sms_sent(conn, challenge_id, at) -> None:
+    await conn.execute("update challenge set sms_sent_at = coalesce(sms_sent_at, $2) where id = $1", challenge_id, at)
+
+
 async def mark_sms_failed(conn, challenge_id) -> None:
     await conn.execute("update challenge set sms_failed = true, status = 'dead' where id = $1", challenge_id)
 
