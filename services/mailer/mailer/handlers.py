@@ -69,7 +69,7 @@ class MailerHandlers:
                 await store.record_retry(conn, m.message_id, m.convocation_id, mid, attempts, failure.code,
                                          failure.reason)
                 await schedule_retry(conn, d, exchange=self.settings.events_exchange, attempt=attempts, delay=delay)
-                log.warning("smtp transient failure; retry scheduled", code=failure.code, attempt=attempts,
+                log.warning("smtp transient failure; retry scheduled", smtp_code=failure.code, attempt=attempts,
                             delay_s=delay)
             return
         now = datetime.now(timezone.utc)
@@ -90,4 +90,4 @@ class MailerHandlers:
             EmailFailedV1(message_id=m.message_id, convocation_id=m.convocation_id, smtp_code=failure.code,
                           reason=failure.reason[:500], failed_at=now),
             producer=PRODUCER, correlation_id=d.envelope.correlation_id, causation_id=d.envelope.event_id))
-        log.warning("e-mail failed", code=failure.code, reason=failure.reason, attempts=attempts)
+        log.warning("e-mail failed", smtp_code=failure.code, reason=failure.reason, attempts=attempts)

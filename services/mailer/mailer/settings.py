@@ -13,6 +13,7 @@ class MailerSettings(ServiceSettings):
     smtp_tls: Literal["none", "starttls", "tls"] = "none"
     smtp_username: str | None = None
     smtp_password: str | None = None
+    smtp_ca_file: str | None = None  # a private CA to trust for the relay's certificate (else the system's)
     smtp_timeout: float = 15.0
     smtp_connections: int = 4  # connections kept open and reused (sends run in parallel on them)
     mail_from: str = "Hôpitaux Universitaires de Genève <convocations@hug.example>"

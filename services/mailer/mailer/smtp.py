@@ -47,7 +47,7 @@ class SmtpSender:
             username=s.smtp_username,
             password=s.smtp_password,
             timeout=s.smtp_timeout,
-            tls_context=ssl.create_default_context() if s.smtp_tls != "none" else None,
+            tls_context=ssl.create_default_context(cafile=s.smtp_ca_file) if s.smtp_tls != "none" else None,
         )
 
     async def send(self, message: Message) -> str:
