@@ -48,6 +48,31 @@ class Runtime:
         self.on_started: list = []
         self.on_stopping: list = []
 
+    def every(self, seconds: float, job, name: str) -> None:
+        """Run ``job()`` now and then every ``seconds`` while the service runs. A failure is logged
+        and the job tried again next round (the database may be away for a while)."""
+        task: list[asyncio.Task] = []
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await job()
+                except Exception:
+                    log.exception("periodic job failed; retrying next round", job=name)
+                await asyncio.sleep(seconds)
+
+        async def start() -> None:
+            task.append(asyncio.create_task(loop(), name=name))
+
+        async def stop() -> None:
+            for t in task:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+        self.on_started.append(start)
+        self.on_stopping.append(stop)
+
     def use_retries(self, policy) -> None:
         """Declare the delayed-retry holding queues of this service's consumer queues at start."""
 

@@ -42,9 +42,8 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(SmsSentV1, handlers.on_sms_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)
     portal = Portal(settings, lambda: runtime.pool, handlers)
-    pruner = AuditPruner(lambda: runtime.pool, settings.audit_retention_days, settings.audit_prune_interval_seconds)
-    runtime.on_started.append(pruner.start)
-    runtime.on_stopping.append(pruner.stop)
+    pruner = AuditPruner(lambda: runtime.pool, settings.audit_retention_days)
+    runtime.every(settings.audit_prune_interval_seconds, pruner.prune_once, "access-portal-audit-pruner")
 
     app = runtime.http_app()
     app.state.runtime = runtime

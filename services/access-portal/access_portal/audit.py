@@ -1,12 +1,10 @@
 """Access audit retention: a background task deletes rows older than AUDIT_RETENTION_DAYS.
 
-Every replica runs it; the delete is idempotent, so replicas need no coordination.
+Every replica runs it (``Runtime.every``); the delete is idempotent, so replicas need no coordination.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 
 import asyncpg
@@ -18,9 +16,8 @@ log = get_logger(__name__)
 
 
 class AuditPruner:
-    def __init__(self, pool_getter: Callable[[], asyncpg.Pool], retention_days: int, interval_seconds: float):
-        self._pool, self.retention_days, self.interval_seconds = pool_getter, retention_days, interval_seconds
-        self._task: asyncio.Task | None = None
+    def __init__(self, pool_getter: Callable[[], asyncpg.Pool], retention_days: int):
+        self._pool, self.retention_days = pool_getter, retention_days
 
     async def prune_once(self) -> int:
         async with self._pool().acquire() as conn:
@@ -28,20 +25,3 @@ class AuditPruner:
         if deleted:
             log.info("access audit pruned", rows=deleted, retention_days=self.retention_days)
         return deleted
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.prune_once()
-            except Exception:  # the database may be away for a while: try again next round
-                log.exception("access audit pruning failed")
-            await asyncio.sleep(self.interval_seconds)
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="access-portal-audit-pruner")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task

@@ -31,7 +31,7 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent)
     runtime.consumer.subscribe(EmailFailedV1, handlers.on_email_failed)
     runtime.consumer.subscribe(DocumentReleasedV1, handlers.on_document_released)
-    sweeper = Sweeper(handlers, lambda: runtime.pool, settings.sweep_seconds)
+    sweeper = Sweeper(handlers, lambda: runtime.pool)
     async def declare_upstream_queues() -> None:
         # Events the hospital's systems consume: their queues exist before the first publish,
         # so the outbox relay's mandatory publishes are routable and nothing is lost.
@@ -40,8 +40,7 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
                                                   payload.routing_key())
 
     runtime.on_started.append(declare_upstream_queues)
-    runtime.on_started.append(sweeper.start)
-    runtime.on_stopping.append(sweeper.stop)
+    runtime.every(settings.sweep_seconds, sweeper.sweep_once, "issuer-sweeper")
     app = runtime.http_app()
     app.state.runtime = runtime
     return app

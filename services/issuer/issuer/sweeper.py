@@ -1,12 +1,11 @@
 """The issuer's clock: paper fallback for letters not downloaded in time, and message expiry.
 
-Runs in every replica; ``FOR UPDATE SKIP LOCKED`` lets replicas share the rows without doubles.
+Runs in every replica (``Runtime.every``); ``FOR UPDATE SKIP LOCKED`` lets replicas share the rows
+without doubles.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import datetime, timezone
 
 import asyncpg
@@ -20,26 +19,8 @@ log = get_logger(__name__)
 
 
 class Sweeper:
-    def __init__(self, handlers: IssuerHandlers, pool_getter, every_seconds: float) -> None:
-        self.handlers, self._pool, self.every = handlers, pool_getter, every_seconds
-        self._task: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="issuer-sweeper")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep_once()
-            except Exception:
-                log.exception("sweep failed; retrying at the next tick")
-            await asyncio.sleep(self.every)
+    def __init__(self, handlers: IssuerHandlers, pool_getter) -> None:
+        self.handlers, self._pool = handlers, pool_getter
 
     async def sweep_once(self, now: datetime | None = None) -> int:
         now = now or datetime.now(timezone.utc)
