@@ -1,6 +1,9 @@
 """Access portal process: the patient pages, the bus handlers, health and metrics in one app."""
 
+import re
 from pathlib import Path
+
+import structlog
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -18,6 +21,7 @@ from shared.runtime import Runtime
 OPERATOR_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 STATIC = Path(__file__).resolve().parent / "static"
+MESSAGE_PATH = re.compile(r"^/m/([0-9a-f-]{36})(?:/|$)")
 
 # OWASP ASVS V14.4 / 5.0 V3: no inline script, no framing, no referrer, HSTS.
 SECURITY_HEADERS = {
@@ -66,6 +70,10 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
+        # Log lines of this request carry the message id (never the fragment: it never arrives).
+        structlog.contextvars.clear_contextvars()
+        if match := MESSAGE_PATH.match(request.url.path):
+            structlog.contextvars.bind_contextvars(message_id=match.group(1))
         response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         if not request.url.path.startswith("/static/"):
