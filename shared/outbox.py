@@ -21,6 +21,8 @@ from shared.logs import get_logger
 from shared.metrics import EVENTS_PUBLISHED, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
 
 log = get_logger(__name__)
+# After a wake-up, wait this long so that commits arriving together go out in one batch.
+BATCH_WINDOW_SECONDS = 0.003
 
 
 def encode(env: Envelope) -> bytes:
@@ -100,15 +102,17 @@ class OutboxRelay:
     async def _run(self) -> None:
         while not self._stopping:
             await self._listen()
+            # Cleared before the pass: a commit notified during the pass wakes the next one at once.
+            self._wake.clear()
             try:
                 while await self.relay_once() and not self._stopping:
                     pass
                 await self._record_backlog()
             except Exception:  # the relay must outlive any single failure; the next wake retries
                 log.exception("outbox relay pass failed")
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                await asyncio.sleep(BATCH_WINDOW_SECONDS)
             except asyncio.TimeoutError:
                 pass
         # Drain what was committed before shutdown.

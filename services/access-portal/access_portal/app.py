@@ -4,7 +4,6 @@ import re
 from pathlib import Path
 
 import structlog
-
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
