@@ -30,10 +30,31 @@ if ! cmp -s requirements.lock .venv/.installed-lock 2>/dev/null; then
   cp requirements.lock .venv/.installed-lock
 fi
 
-if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
-  echo "==> starting RabbitMQ"
+start_broker() {
   $SUDO rabbitmq-server -detached
-  $SUDO rabbitmqctl await_startup --timeout 120 >/dev/null
+  timeout 150 $SUDO rabbitmqctl await_startup --timeout 140 >/dev/null 2>&1
+}
+broker_answers() {
+  timeout 60 $SUDO rabbitmqctl -q list_vhosts >/dev/null 2>&1
+}
+if ! timeout 30 rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+  echo "==> starting RabbitMQ"
+  start_broker || true
+fi
+if ! broker_answers; then
+  # Seen here: a broker alive but wedged (connections and rabbitmqctl hang). Restart it.
+  echo "==> RabbitMQ does not answer: restarting it"
+  timeout 60 $SUDO rabbitmqctl stop >/dev/null 2>&1 || $SUDO pkill -9 -f beam.smp || true
+  sleep 2
+  start_broker || true
+  if ! broker_answers && [ -n "${CI:-}" ]; then
+    # CI's broker holds nothing of value: start it from empty rather than fail the run.
+    echo "==> RabbitMQ still stuck: resetting its data (CI only)"
+    $SUDO pkill -9 -f beam.smp || true
+    $SUDO rm -rf /var/lib/rabbitmq/mnesia/*
+    start_broker
+  fi
+  broker_answers || { echo "RabbitMQ does not answer; see /var/log/rabbitmq/" >&2; exit 1; }
 fi
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   echo "==> starting PostgreSQL"

@@ -65,7 +65,7 @@ async def test_the_relay_publishes_committed_events_persistently_and_forgets_rol
                                                                                              exchange_name):
     name, dsn, pool = schema
     await migrate(pool, name, Path("/nonexistent"))
-    exchange = f"{exchange_name}.plumb{uuid.uuid4().hex[:6]}"
+    exchange = f"{exchange_name}.plumbing-relay"
     await broker.declare_exchange(topology.events_exchange(exchange))
     queue = await broker.declare_queue(topology.consumer_queue(exchange, "probe", "document.released.v1"))
     await queue.bind(exchange, routing_key="document.released.v1")
@@ -106,7 +106,7 @@ async def test_the_relay_publishes_committed_events_persistently_and_forgets_rol
 async def test_an_unroutable_event_stays_in_the_outbox_until_it_can_be_delivered(schema, broker, exchange_name):
     name, dsn, pool = schema
     await migrate(pool, name, Path("/nonexistent"))
-    exchange = f"{exchange_name}.plumb{uuid.uuid4().hex[:6]}"
+    exchange = f"{exchange_name}.plumbing-unroutable"
     await broker.declare_exchange(topology.events_exchange(exchange))
     event = envelope(released(), producer="t", correlation_id=uuid.uuid4())
     async with pool.acquire() as conn, conn.transaction():
@@ -137,7 +137,7 @@ async def test_an_event_delivered_twice_takes_effect_once(schema, broker, exchan
     name, _, pool = schema
     await migrate(pool, name, Path("/nonexistent"))
     await pool.execute("create table effect (event_id uuid)")
-    exchange = f"{exchange_name}.plumb{uuid.uuid4().hex[:6]}"
+    exchange = f"{exchange_name}.plumbing-dedupe"
     seen = asyncio.Event()
 
     async def on_released(conn: asyncpg.Connection, d: Delivery[DocumentReleasedV1]) -> None:

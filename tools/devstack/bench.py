@@ -116,7 +116,7 @@ def main() -> None:
     database = f"convocations_bench_{uuid.uuid4().hex[:6]}"
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
     inbox = DevInbox().start()
-    stack = Stack(database=database, exchange=f"bench-{uuid.uuid4().hex[:6]}", smtp_port=inbox.smtp_port,
+    stack = Stack(database=database, exchange="bench", smtp_port=inbox.smtp_port,
                   sms_provider_url=inbox.twilio_base_url, sms_account_sid=inbox.account_sid,
                   sms_auth_token=inbox.auth_token, log_dir=Path(tempfile.mkdtemp()) / "logs",
                   extra_env={"*": {"LOG_LEVEL": "WARNING", "OUTBOX_POLL_SECONDS": "1"}})
