@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 
 import structlog
+
+from shared.redact import scrub
 
 # Keys whose values never reach a log line, whatever code logs them.
 REDACT_KEYS = frozenset(
     {"phone", "mobile", "email", "otp", "code", "link", "link_secret", "secret", "token", "password",
      "authorization", "cookie", "body", "document", "to"}
 )
-# Free text is scrubbed too: phone numbers, e-mail addresses and URL fragments (link secrets).
-_PATTERNS = (
-    (re.compile(r"(?:\+|\b00|\b0)[1-9][\d \-./]{6,}\d"), "[number]"),
-    (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "[email]"),
-    (re.compile(r"#[A-Za-z0-9_\-]{16,}"), "#[secret]"),
-)
-
-
+# Free text is scrubbed too (shared/redact.py): numbers, addresses, link secrets.
 _NOT_SCRUBBED = frozenset({"timestamp", "level", "logger", "service"})
-
-
-def scrub(text: str) -> str:
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def _redact(_logger, _name, event_dict):

@@ -148,3 +148,10 @@ def test_server_keys_from_the_environment_keep_their_order_newest_last(monkeypat
     monkeypatch.setenv("SEAL_KEYS", "2025:c2hvcnQ=")
     with pytest.raises(ValidationError, match="32 bytes"):
         IssuerSettings()
+
+
+def test_a_relays_refusal_naming_the_recipient_is_stored_without_the_address():
+    refused = aiosmtplib.SMTPRecipientsRefused(
+        [aiosmtplib.SMTPRecipientRefused(550, "5.1.1 <marie.dupont@example.ch>: Recipient address rejected",
+                                         "marie.dupont@example.ch")])
+    assert "marie.dupont" not in classify(refused).reason and "Recipient address rejected" in classify(refused).reason

@@ -10,6 +10,7 @@ from email.message import Message
 import aiosmtplib
 
 from mailer.settings import MailerSettings
+from shared.redact import scrub
 
 
 @dataclass(frozen=True)
@@ -22,13 +23,16 @@ class SmtpFailure(Exception):
 
 
 def classify(exc: Exception) -> SmtpFailure:
-    """4xx, connection errors and time-outs are transient; 5xx and refused recipients are permanent."""
+    """4xx, connection errors and time-outs are transient; 5xx and refused recipients are permanent.
+
+    The relay's text may name the recipient ('<marie@…>: Recipient address rejected'): it is
+    scrubbed, since it is stored and published (email.failed, the hospital's delivery report)."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         first = exc.recipients[0]
-        return SmtpFailure(first.code >= 500, first.code, first.message)
+        return SmtpFailure(first.code >= 500, first.code, scrub(first.message)[:300])
     if isinstance(exc, aiosmtplib.SMTPResponseException) and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-        return SmtpFailure(exc.code >= 500, exc.code, exc.message)
-    return SmtpFailure(False, None, f"{type(exc).__name__}: {exc}"[:300])
+        return SmtpFailure(exc.code >= 500, exc.code, scrub(exc.message)[:300])
+    return SmtpFailure(False, None, scrub(f"{type(exc).__name__}: {exc}")[:300])
 
 
 class SmtpSender:

@@ -11,15 +11,15 @@ succeed). Provider error texts may echo the number; they are scrubbed before the
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
 
+from shared.redact import scrub
+
 # Twilio codes sent with a 4xx that still mean "later": too many requests, queue overflow.
 TWILIO_TRANSIENT_CODES = frozenset({"20429", "21611"})
-_DIGITS = re.compile(r"\+?\d[\d \-./()]{4,}\d")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Provider(Protocol):
 
 def safe_reason(text: str) -> str:
     """A provider's message without anything that may be a number or a code (6+ digits)."""
-    return _DIGITS.sub("[number]", text)[:300]
+    return scrub(text)[:300]
 
 
 def transient_status(status: int) -> bool:
