@@ -159,16 +159,21 @@ class Portal:
         message_id = self.parse_id(raw_id)
         async with self.pool.acquire() as conn:
             message = await store.get_message(conn, message_id) if message_id else None
-            closed = self.closed_state(message, datetime.now(timezone.utc))
-            await store.audit(conn, message_id, "view", closed[0] if closed else "ok", self.client_hash(request))
-            if closed:
-                return self.state_page(request, closed[0], message["language"] if message else "fr",
-                                       status=closed[1], message=message)
-            binding = await store.get_binding(conn, message["patient_ref"])
-        bound = binding is not None and (message["phone_hash"] is None
-                                         or binding["phone_hash"] == message["phone_hash"])
+            client = self.client_hash(request)
+            if refused := await self._refuse_closed(conn, request, message, message_id, "view", client):
+                return refused
+            await store.audit(conn, message_id, "view", "ok", client)
+            binding = await self._usable_binding(conn, message)
         return self.page(request, "message.html", message["language"], message=message,
-                         bound_hint=binding["phone_hint"] if bound else None, hint=message["phone_hint"])
+                         bound_hint=binding["phone_hint"] if binding else None, hint=message["phone_hint"])
+
+    @staticmethod
+    async def _usable_binding(conn, message):
+        """The patient's verified number, unless the hospital now has another one on file."""
+        binding = await store.get_binding(conn, message["patient_ref"])
+        if binding is not None and message["phone_hash"] not in (None, binding["phone_hash"]):
+            return None
+        return binding
 
     async def request_code(self, request: Request, raw_id: str, csrf: str = Form(""),
                            phone: str = Form("")) -> Response:
@@ -226,8 +231,8 @@ class Portal:
 
     async def _target_phone(self, conn, message, typed: str):
         """(hash, hint, encrypted number, bind source) to text the code to, or a refusal state."""
-        binding = await store.get_binding(conn, message["patient_ref"])
-        if binding is not None and (message["phone_hash"] is None or binding["phone_hash"] == message["phone_hash"]):
+        binding = await self._usable_binding(conn, message)
+        if binding is not None:
             return binding["phone_hash"], binding["phone_hint"], binding["phone_enc"], None
         e164 = policy.normalise_phone(typed)
         if e164 is None:
