@@ -9,7 +9,6 @@ the delete republishes the event; consumers' inboxes absorb the duplicate.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 
@@ -150,7 +149,7 @@ class OutboxRelay:
             return len(done)
 
     async def _publish(self, row: asyncpg.Record) -> None:
-        headers = row["headers"] if isinstance(row["headers"], dict) else json.loads(row["headers"] or "{}")
+        headers = row["headers"]  # jsonb, decoded by the pool's codec (shared/db.py)
         await self.broker.publish(
             bytes(row["body"]),
             exchange=row["exchange"] if row["exchange"] is not None else self.exchange,

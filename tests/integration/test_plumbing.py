@@ -17,25 +17,19 @@ from faststream.rabbit import Channel, RabbitBroker
 from shared import topology
 from shared.consumer import Consumer, Delivery
 from shared.contracts import DocumentReleasedV1, envelope
-from shared.db import SHARED_MIGRATIONS, create_pool, migrate
+from shared.db import SHARED_MIGRATIONS, migrate
 from shared.outbox import OutboxRelay, add_event
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
-from tests.conftest import ADMIN_DSN, AMQP_URL
+from tests.conftest import AMQP_URL
+from tests.integration.conftest import throwaway_schema
 
 
 @pytest.fixture
 async def schema(test_database):
     """A throw-away schema in the test database, reached as the superuser."""
-    name = f"plumbing_{uuid.uuid4().hex[:8]}"
-    dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{test_database}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"create schema {name}")
-    pool = await create_pool(dsn, name, max_size=4)
-    yield name, dsn, pool
-    await pool.close()
-    await admin.execute(f"drop schema {name} cascade")
-    await admin.close()
+    async with throwaway_schema(test_database, "plumbing") as created:
+        yield created
 
 
 @pytest.fixture

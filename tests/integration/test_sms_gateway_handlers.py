@@ -9,20 +9,19 @@ import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-import asyncpg
 import httpx
 import pytest
 
 from shared import crypto
 from shared.consumer import Delivery, Rejected
 from shared.contracts import OtpRequestedV1, envelope
-from shared.db import create_pool, migrate
+from shared.db import migrate
 from sms_gateway.app import MIGRATIONS, build_providers
 from sms_gateway.handlers import SmsHandlers
 from sms_gateway.reports import apply_report
 from sms_gateway.rules import Report
 from sms_gateway.settings import SmsSettings
-from tests.conftest import ADMIN_DSN
+from tests.integration.conftest import throwaway_schema
 
 EXCHANGE = "itest"
 QUEUE = "itest.sms-gateway.otp.requested.v1"
@@ -31,16 +30,9 @@ QUEUE = "itest.sms-gateway.otp.requested.v1"
 @pytest.fixture(scope="module")
 async def pool(test_database):
     """A throw-away schema with the gateway's real migrations (the running stack never sees it)."""
-    name = f"sms_itest_{uuid.uuid4().hex[:8]}"
-    dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{test_database}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"create schema {name}")
-    pool = await create_pool(dsn, name, max_size=6)
-    await migrate(pool, name, MIGRATIONS)
-    yield pool
-    await pool.close()
-    await admin.execute(f"drop schema {name} cascade")
-    await admin.close()
+    async with throwaway_schema(test_database, "sms_itest", max_size=6) as (name, _, pool):
+        await migrate(pool, name, MIGRATIONS)
+        yield pool
 
 
 class FakeProviders:

@@ -1,0 +1,27 @@
+"""Integration-tier helpers: a throw-away schema in the test database."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import asyncpg
+
+from shared.db import create_pool
+from tests.conftest import ADMIN_DSN
+
+
+@contextlib.asynccontextmanager
+async def throwaway_schema(database: str, prefix: str, *, max_size: int = 4):
+    """(name, dsn, pool) of a fresh schema reached as the superuser, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{database}"
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f"create schema {name}")
+    pool = await create_pool(dsn, name, max_size=max_size)
+    try:
+        yield name, dsn, pool
+    finally:
+        await pool.close()
+        await admin.execute(f"drop schema {name} cascade")
+        await admin.close()
