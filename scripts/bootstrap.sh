@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 need_pkgs=(fonts-dejavu-core poppler-utils)
+# Debian splits venv (and ensurepip) out of python3.
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_pkgs+=("python3-venv")
 # For the tests: a real browser, and promtool (Debian package prometheus) to check the alert rules.
 [ "${1:-}" = "--with-browser" ] && need_pkgs+=(chromium prometheus)
 command -v rabbitmq-server >/dev/null || need_pkgs+=(rabbitmq-server)
@@ -19,9 +21,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [ ! -x .venv/bin/python ]; then
+# A half-made .venv (interrupted creation, a Python upgraded underneath it, no pip) is rebuilt,
+# never reused: it would fail later with a confusing import error.
+venv_ok() {
+  .venv/bin/python -c "import pip, sys; sys.exit(0)" >/dev/null 2>&1
+}
+if [ -e .venv ] && ! venv_ok; then
+  echo "==> .venv is incomplete: rebuilding it"
+  rm -rf .venv
+fi
+if [ ! -e .venv ]; then
   echo "==> creating .venv"
   python3 -m venv .venv
+  rm -f .venv/.installed-lock
 fi
 if ! cmp -s requirements.lock .venv/.installed-lock 2>/dev/null; then
   echo "==> pip install -r requirements.lock"
@@ -30,36 +42,32 @@ if ! cmp -s requirements.lock .venv/.installed-lock 2>/dev/null; then
   cp requirements.lock .venv/.installed-lock
 fi
 
-start_broker() {
-  $SUDO rabbitmq-server -detached
-  timeout 150 $SUDO rabbitmqctl await_startup --timeout 140 >/dev/null 2>&1
-}
 broker_answers() {
   timeout 60 $SUDO rabbitmqctl -q list_vhosts >/dev/null 2>&1
 }
 if ! timeout 30 rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   echo "==> starting RabbitMQ"
-  start_broker || true
+  $SUDO rabbitmq-server -detached
+  timeout 150 $SUDO rabbitmqctl await_startup --timeout 140 >/dev/null 2>&1 || true
 fi
+# A broker that runs but does not answer belongs to whoever started it: this script never stops,
+# kills or resets it (nor deletes its data). It says so and stops instead.
 if ! broker_answers; then
-  # Seen here: a broker alive but wedged (connections and rabbitmqctl hang). Restart it.
-  echo "==> RabbitMQ does not answer: restarting it"
-  timeout 60 $SUDO rabbitmqctl stop >/dev/null 2>&1 || $SUDO pkill -9 -f beam.smp || true
-  sleep 2
-  start_broker || true
-  if ! broker_answers && [ -n "${CI:-}" ]; then
-    # CI's broker holds nothing of value: start it from empty rather than fail the run.
-    echo "==> RabbitMQ still stuck: resetting its data (CI only)"
-    $SUDO pkill -9 -f beam.smp || true
-    $SUDO rm -rf /var/lib/rabbitmq/mnesia/*
-    start_broker
-  fi
-  broker_answers || { echo "RabbitMQ does not answer; see /var/log/rabbitmq/" >&2; exit 1; }
+  echo "RabbitMQ on this machine does not answer rabbitmqctl. Restart it yourself" >&2
+  echo "(for example: rabbitmqctl stop; rabbitmq-server -detached) and run this again." >&2
+  echo "Its log is in /var/log/rabbitmq/." >&2
+  exit 1
 fi
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   echo "==> starting PostgreSQL"
   $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
   for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
-# Trust auth for local TCP connections is assumed (as on the development machines); see README.
+# The postgres superuser is reached the libpq way: trust, or PGPASSWORD / ~/.pgpass when the local
+# server asks for a password (see README, "PostgreSQL with password authentication").
+if ! psql -q -h "${PGHOST:-127.0.0.1}" -p "${PGPORT:-5432}" -U "${PGUSER:-postgres}" -d postgres -tAc 'select 1' >/dev/null 2>&1; then
+  echo "Cannot connect to PostgreSQL as ${PGUSER:-postgres} on ${PGHOST:-127.0.0.1}:${PGPORT:-5432}." >&2
+  echo "If it asks for a password, export PGPASSWORD (or add a ~/.pgpass line) and run this again." >&2
+  exit 1
+fi
 scripts/db-setup.sh convocations
