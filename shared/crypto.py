@@ -2,7 +2,7 @@
 
 Document key = HKDF-SHA256(ikm = link secret, salt = server key, info = purpose + message id):
 without the link secret, which only the e-mailed link carries, no key and no database opens a
-document (DESIGN.md §3). Fields on the bus that carry a secret are AES-256-GCM encrypted for their
+document (docs/architecture.md#security). Fields on the bus that carry a secret are AES-256-GCM encrypted for their
 one consumer with a key only producer and consumer hold.
 """
 
@@ -134,7 +134,7 @@ def field_context(event_type: str, ident: uuid.UUID, consumer: str) -> str:
 
 # --- sealing for a recipient outside the system (the hospital's print room) -----------------------
 # X25519 + HKDF-SHA256 + AES-256-GCM to the recipient's public key: the sender keeps no key that
-# opens it, so "all databases plus all server keys" still open nothing (DESIGN.md §3).
+# opens it, so "all databases plus all server keys" still open nothing (docs/architecture.md#security).
 
 
 def recipient_public_key(private_key: bytes) -> bytes:

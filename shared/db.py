@@ -18,7 +18,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Skip asyncpg's per-release RESET ALL round trip (~15 % of a short handler, DESIGN.md §8):
+    """Skip asyncpg's per-release RESET ALL round trip (~15 % of a short handler, docs/architecture.md#performance):
     our connections never change session state outside a transaction, LISTEN uses its own connection."""
 
 

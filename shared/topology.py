@@ -1,5 +1,5 @@
 """Exchanges and queues: one durable topic exchange, one quorum queue per consumer and event, each
-with its dead-letter queue (LIBRARIES.md §1.2: declare DLQs by hand, never rely on defaults)."""
+with its dead-letter queue (a rejected message is dropped unless its queue names a dead-letter exchange: declare DLQs by hand, never rely on defaults)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The deployment files hold together: what an operator would check before `docker compose up` or
-`kubectl apply -k`, offline and without a Docker engine (LIBRARIES.md §12).
+`kubectl apply -k`, offline and without a Docker engine (schemas of the Kubernetes API, no cluster).
 
 Schema checks (compose-spec, Kubernetes OpenAPI) catch typos; the cross-reference checks here catch
 what a schema cannot: a dependency on a service that does not exist, a Secret key nobody provides,
@@ -781,3 +781,19 @@ def test_promtool_parses_every_dashboard_query(dashboard, tmp_path):
     result = subprocess.run([tool, "check", "rules", str(tmp_path / "dashboard.yml")], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_repository_refers_to_no_document_outside_it():
+    """Every document a file cites is in the repository (the architecture lives in docs/)."""
+    outside = re.compile(r"\.\./shared/|(^|[^a-z_/])(DESIGN|LIBRARIES|STYLE)\.md")
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    offenders = []
+    for name in tracked.stdout.splitlines():
+        path = ROOT / name
+        if path.suffix in {".lock", ".png", ".webm", ".pdf"} or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="ignore").splitlines(), 1):
+            if outside.search(line):
+                offenders.append(f"{name}:{number}")
+    assert not offenders, offenders
+    assert (ROOT / "docs/architecture.md").is_file()

@@ -1,4 +1,4 @@
-"""DESIGN.md §4: a service killed at any point loses nothing, and after restart every convocation
+"""docs/architecture.md#reliability: a service killed at any point loses nothing, and after restart every convocation
 reaches its end state exactly once."""
 
 from __future__ import annotations

@@ -27,6 +27,20 @@ exit 0
 """
 
 
+# A script under test may try to delete a server's data (`rm -rf /var/lib/...`): that must be recorded,
+# never carried out. Only relative paths without `..` (the project's own .venv) are really removed.
+RM_STUB = """#!/bin/sh
+echo "rm $*" >> "$CALLS"
+for arg in "$@"; do
+  case "$arg" in
+    -*) ;;
+    /*|*..*|~*) exit 0 ;;
+  esac
+done
+exec /bin/rm "$@"
+"""
+
+
 def _project(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     (project / "scripts").mkdir(parents=True)
@@ -47,8 +61,8 @@ def _run(project: Path, tmp_path: Path, **env: str) -> tuple[subprocess.Complete
         path.write_text(STUB if name not in ("timeout", "rm") else "")
         if name == "timeout":  # run the command it wraps (after the duration)
             path.write_text('#!/bin/sh\nshift\nexec "$@"\n')
-        if name == "rm":  # record, then really remove (only ever inside the throw-away project)
-            path.write_text('#!/bin/sh\necho "rm $*" >> "$CALLS"\nexec /bin/rm "$@"\n')
+        if name == "rm":  # record; really remove only relative paths, inside the throw-away project
+            path.write_text(RM_STUB)
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
     calls = tmp_path / "calls.log"
     calls.write_text("")

@@ -1,6 +1,6 @@
 """Sealing a convocation (issuer.domain.seal_convocation) and opening it on the portal (Portal.open):
 only the e-mailed link opens the letter; keys rotate without locking out older letters; and a thief
-holding every database and every server key, but not the link, opens nothing (DESIGN.md §3)."""
+holding every database and every server key, but not the link, opens nothing (docs/architecture.md#security)."""
 
 from __future__ import annotations
 

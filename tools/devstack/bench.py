@@ -1,4 +1,4 @@
-"""``make bench``: figures for DESIGN.md §8, printed, never asserted.
+"""``make bench``: figures for docs/architecture.md#performance, printed, never asserted.
 
 Runs the four services as processes against the local RabbitMQ and Postgres (a throw-away database
 and exchange), with the development inbox as SMTP server, and measures:

@@ -58,7 +58,7 @@ UPSTREAM = "upstream"
 
 
 # --- the producer/consumer matrix: the one table the catalogue, the AsyncAPI operations and the
-# contract tests read. Change it together with the services' subscriptions (DESIGN.md §2).
+# contract tests read. Change it together with the services' subscriptions (docs/architecture.md#events).
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.include_router(portal.router())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    # Bad requests get a page in the patient's terms, never a bare JSON error (DESIGN.md §3).
+    # Bad requests get a page in the patient's terms, never a bare JSON error (docs/architecture.md#security).
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         if request.url.path in OPERATOR_PATHS:

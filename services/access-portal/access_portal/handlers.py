@@ -43,7 +43,7 @@ class PortalHandlers:
             phone = dict(phone_hash=self.phone_hash(on_file), phone_hint=phone_hint(on_file),
                          phone_enc=self.seal_phone(on_file, m.patient_ref))
             binding = await store.get_binding(conn, m.patient_ref)
-            # A convocation carrying another number ends the old binding (DESIGN.md §3).
+            # A convocation carrying another number ends the old binding (docs/architecture.md#security).
             if binding is not None and binding["phone_hash"] != phone["phone_hash"]:
                 await store.end_binding(conn, m.patient_ref)
                 await store.audit(conn, m.message_id, "binding", "ended", None, "number on file changed")

@@ -23,7 +23,7 @@ class PortalSettings(ServiceSettings):
     otp_max_per_number_day: int = 10
     session_idle_seconds: int = 15 * 60
     session_absolute_seconds: int = 60 * 60
-    audit_retention_days: int = 365  # access audit kept one year (DESIGN.md §3), then pruned
+    audit_retention_days: int = 365  # access audit kept one year (docs/architecture.md#security), then pruned
     audit_prune_interval_seconds: float = 3600.0
 
     @property

@@ -20,7 +20,7 @@ def smtp_message_id(message_id: uuid.UUID, mail_from: str) -> str:
 def build_message(
     rendered: RenderedEmail, *, mail_from: str, to_name: str, to_address: str, message_id: uuid.UUID, language: str
 ) -> MIMEMultipart:
-    # compat32 email.mime classes: ~2.5x faster than EmailMessage(policy=default) (DESIGN.md §8).
+    # compat32 email.mime classes: ~2.5x faster than EmailMessage(policy=default) (docs/architecture.md#performance).
     msg = MIMEMultipart("alternative")
     name, address = parseaddr(mail_from)
     msg["From"] = formataddr((str(Header(name, "utf-8")), address)) if name else address

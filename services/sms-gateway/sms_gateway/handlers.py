@@ -2,7 +2,7 @@
 
 The sms row guards against a second SMS: once a provider accepted the code (or it failed for good),
 a redelivered or retried otp.requested changes nothing. A crash between the provider's acceptance
-and the commit is the one window where the code may be texted twice (DESIGN.md §4).
+and the commit is the one window where the code may be texted twice (docs/architecture.md#reliability).
 """
 
 from __future__ import annotations
