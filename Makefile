@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/tools:$(CURDIR)/tools/devinbox
 
-.PHONY: run test bootstrap unit contract integration e2e browser bench lock contracts clean
+.PHONY: run test bootstrap unit contract integration e2e browser bench lock lint contracts clean
 
 run:            ## the whole system locally, with a sample convocation; prints the link to open
 	scripts/bootstrap.sh
@@ -32,8 +32,15 @@ bench:          ## throughput and latency of the chain, memory per service (prin
 contracts:      ## regenerate the AsyncAPI document and JSON Schemas from the models
 	$(PY) -m devstack.contracts
 
-lock:           ## refresh requirements.lock from the current virtualenv
-	.venv/bin/pip freeze --exclude-editable | grep -v -i "^py-spy" > requirements.lock
+lock:           ## pin pyproject.toml's dependencies with hashes: requirements/dev.lock, requirements/runtime.lock
+	.venv/bin/uv pip compile pyproject.toml --group dev --python-version 3.11 --generate-hashes --no-annotate \
+	  --custom-compile-command "make lock" -o requirements/dev.lock --quiet
+	.venv/bin/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --no-annotate \
+	  --custom-compile-command "make lock" -c requirements/dev.lock -o requirements/runtime.lock --quiet
+
+lint:           ## ruff and mypy, as the test suite runs them
+	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 clean:
 	rm -rf .venv .pytest_cache .run

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the system and its tests need on a fresh Debian machine, idempotently:
-# Debian packages, the Python virtualenv from the lock file, a running RabbitMQ and PostgreSQL,
+# Debian packages, the Python virtualenv from the hashed lock file, a running RabbitMQ and PostgreSQL,
 # and the database roles. Usage: scripts/bootstrap.sh [--with-browser]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,11 +35,11 @@ if [ ! -e .venv ]; then
   python3 -m venv .venv
   rm -f .venv/.installed-lock
 fi
-if ! cmp -s requirements.lock .venv/.installed-lock 2>/dev/null; then
-  echo "==> pip install -r requirements.lock"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements.lock
-  cp requirements.lock .venv/.installed-lock
+# requirements/dev.lock: every package of the services, tests and tools, pinned with its hashes.
+if ! cmp -s requirements/dev.lock .venv/.installed-lock 2>/dev/null; then
+  echo "==> pip install --require-hashes -r requirements/dev.lock"
+  .venv/bin/pip install -q --require-hashes -r requirements/dev.lock
+  cp requirements/dev.lock .venv/.installed-lock
 fi
 
 broker_answers() {

@@ -162,17 +162,19 @@ def test_compose_dependencies_exist_and_services_wait_for_healthy_infrastructure
     assert services["sms-gateway"]["depends_on"]["fake-sms"]["condition"] == "service_healthy"
 
 
-def test_compose_builds_each_service_from_its_own_dockerfile_at_the_repository_root(compose):
+def test_compose_builds_every_image_from_the_one_dockerfile_at_the_repository_root(compose):
     for name, service in compose["services"].items():
         build = service.get("build")
         if build is None:
             continue
-        context = ROOT / build["context"]
-        assert context.is_dir(), f"{name}: build context {context} missing"
-        assert (context / build["dockerfile"]).is_file(), f"{name}: {build['dockerfile']} missing"
-    for name in SERVICES:
-        assert compose["services"][name]["build"] == {"context": ".", "dockerfile": f"services/{name}/Dockerfile"}
-    assert compose["services"]["fake-sms"]["build"]["dockerfile"] == "tools/devinbox/Dockerfile"
+        assert build["context"] == "." and build["dockerfile"] == "Dockerfile", name
+        service_dir = build["args"].get("SERVICE_DIR", f"services/{build['args']['SERVICE']}")
+        assert (ROOT / service_dir).is_dir(), f"{name}: {service_dir} missing"
+    for name, (_package, port, _role) in SERVICES.items():
+        assert compose["services"][name]["build"]["args"] == {"SERVICE": name, "HTTP_PORT": str(port)}
+    assert compose["services"]["fake-sms"]["build"]["args"]["SERVICE_DIR"] == "tools/devinbox"
+    assert not list(ROOT.glob("services/*/Dockerfile")) and not list(ROOT.glob("tools/*/Dockerfile")), \
+        "one Dockerfile, parametrised by service"
 
 
 def test_compose_mounts_only_files_that_exist(compose):
@@ -255,8 +257,7 @@ def test_compose_publishes_ports_on_loopback_only(compose):
 # ----------------------------------------------------------------------------------- Dockerfiles
 
 
-DOCKERFILES = {name: ROOT / "services" / name / "Dockerfile" for name in SERVICES}
-DOCKERFILES["devinbox"] = ROOT / "tools" / "devinbox" / "Dockerfile"
+DOCKERFILE = ROOT / "Dockerfile"
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
@@ -274,9 +275,8 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
 
 
-@pytest.mark.parametrize("name", sorted(DOCKERFILES))
-def test_dockerfile_builds_from_existing_paths_and_runs_as_non_root(name):
-    instructions = dockerfile_instructions(DOCKERFILES[name])
+def test_dockerfile_builds_from_existing_paths_and_runs_as_non_root():
+    instructions = dockerfile_instructions(DOCKERFILE)
     args = dict(a.split("=", 1) for i, a in instructions if i == "ARG" and "=" in a)
     stages = [a for i, a in instructions if i == "FROM"]
     assert len(stages) >= 2, "multi-stage: dependencies are built apart from the runtime image"
@@ -286,7 +286,9 @@ def test_dockerfile_builds_from_existing_paths_and_runs_as_non_root(name):
     for instruction, arguments in instructions:
         if instruction == "COPY" and "--from=" not in arguments:
             for source in arguments.split()[:-1]:
-                assert (ROOT / source).exists(), f"COPY {source}: no such path in the repository"
+                for service in SERVICES:  # every value of the build argument names an existing path
+                    path = source.replace("${SERVICE_DIR}", f"services/{service}")
+                    assert (ROOT / path).exists(), f"COPY {path}: no such path in the repository"
     last_stage = instructions[max(i for i, (ins, _) in enumerate(instructions) if ins == "FROM"):]
     users = [a for i, a in last_stage if i == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root"), "the runtime stage must not run as root"
@@ -297,44 +299,62 @@ def test_dockerfile_builds_from_existing_paths_and_runs_as_non_root(name):
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_service_image_starts_the_package_on_its_port_and_checks_healthz(name):
+    """What the image runs for SERVICE=<name>: its package, on the port its manifests give it."""
     package, port, _role = SERVICES[name]
-    instructions = dockerfile_instructions(DOCKERFILES[name])
+    instructions = dockerfile_instructions(DOCKERFILE)
     text = " ".join(f"{i} {a}" for i, a in instructions)
     cmd = json.loads([a for i, a in instructions if i == "CMD"][-1])
-    assert cmd == ["python", "-m", package]
+    started = subprocess.run([*cmd[:2], cmd[2].replace("exec python -m", "echo")], env={"SERVICE": name},
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert started == package
     assert (ROOT / "services" / name / package / "__main__.py").is_file(), f"python -m {package} has no __main__"
-    assert f"PYTHONPATH=/app:/app/services/{name}" in text
+    assert "ARG SERVICE_DIR=services/${SERVICE}" in text and "PYTHONPATH=/app:/app/${SERVICE_DIR}" in text
     assert "HTTP_HOST=0.0.0.0" in text, "the services bind 127.0.0.1 by default: unreachable in a container"
-    assert f"HTTP_PORT={port}" in text and f"EXPOSE {port}" in text
+    assert "HTTP_PORT=${HTTP_PORT}" in text and "EXPOSE ${HTTP_PORT}" in text
+    config = (ROOT / "deploy/k8s/base" / name / "config.env").read_text()
+    assert f"HTTP_PORT={port}" in config, "Kubernetes gives each service its port"
     healthcheck = [a for i, a in instructions if i == "HEALTHCHECK"][-1]
     assert "/healthz" in healthcheck and "urllib" in healthcheck
-    assert ("fonts-dejavu-core" in text) == (name == "issuer"), "only the issuer renders PDFs"
+    assert 'if [ "$SERVICE" = "issuer" ]; then' in text and "fonts-dejavu-core" in text, \
+        "only the issuer renders PDFs"
 
 
-def test_images_leave_out_only_packages_that_no_service_imports():
-    excluded = set()
-    for path in DOCKERFILES.values():
-        (pattern,) = re.findall(r"grep -viE '\^\(([^)]*)\)=='", path.read_text(encoding="utf-8"))
-        excluded |= {name.replace("[-_]", "_") for name in pattern.split("|")}
-    assert {"playwright", "pytest"} <= excluded
+def test_images_install_the_runtime_lock_only_with_every_hash_checked():
+    text = DOCKERFILE.read_text()
+    assert "COPY requirements/runtime.lock" in text and "--require-hashes" in text
+    runtime = _pins(ROOT / "requirements/runtime.lock")
+    dev = _pins(ROOT / "requirements/dev.lock")
+    assert not {"pytest", "playwright", "hypothesis", "mypy", "ruff"} & set(runtime), "test tools in the image"
+    assert all(dev.get(name) == version for name, version in runtime.items()), "runtime and dev pins differ"
+    for lock in ("runtime", "dev"):
+        entries = re.split(r"\n(?=[a-z0-9])", (ROOT / f"requirements/{lock}.lock").read_text().split("\n", 2)[2])
+        assert all("--hash=sha256:" in entry for entry in entries if entry.strip()), f"{lock}.lock without hashes"
     code = [ROOT / "shared", *(ROOT / "services" / d / pkg for d, (pkg, _, _) in SERVICES.items()),
             ROOT / "tools" / "devinbox" / "devinbox"]
-    imports = re.compile(rf"^\s*(?:from|import)\s+({'|'.join(sorted(excluded))})\b", re.M)
+    dev_only = sorted(set(dev) - set(runtime) - {"uv", "pip"})
+    modules = {"pyyaml": "yaml", "kubernetes-validate": "kubernetes_validate", "check-jsonschema": "check_jsonschema"}
+    imports = re.compile(rf"^\s*(?:from|import)\s+({'|'.join(modules.get(n, n.replace('-', '_')) for n in dev_only)})\b",
+                         re.M)
     for folder in code:
         for source in folder.rglob("*.py"):
             found = imports.search(source.read_text(encoding="utf-8"))
             assert not found, f"{source.relative_to(ROOT)} imports {found[1]}, which the images do not install"
 
 
+def _pins(lock: Path) -> dict[str, str]:
+    return {m[1].lower().replace("_", "-"): m[2] for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", lock.read_text(), re.M)}
+
+
 def test_dockerignore_keeps_the_build_context_to_what_the_images_copy():
     rules = [r.strip() for r in (ROOT / ".dockerignore").read_text().splitlines() if r.strip() and r[0] != "#"]
     assert rules[0] == "*", "exclude everything (.git, .venv, local state), then re-include"
     included = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
-    for path in DOCKERFILES.values():
-        for instruction, arguments in dockerfile_instructions(path):
-            if instruction == "COPY" and "--from=" not in arguments:
-                for source in arguments.split()[:-1]:
-                    assert source.split("/")[0] in included, f".dockerignore drops {source}"
+    for instruction, arguments in dockerfile_instructions(DOCKERFILE):
+        if instruction == "COPY" and "--from=" not in arguments:
+            for source in arguments.split()[:-1]:
+                source = source.replace("${SERVICE_DIR}", "services").rstrip("/")
+                assert any(source == inc or source.startswith(inc + "/") for inc in included), \
+                    f".dockerignore drops {source}"
 
 
 # ---------------------------------------------------------------------------------- Kubernetes

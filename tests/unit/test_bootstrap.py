@@ -47,7 +47,8 @@ def _project(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "scripts/bootstrap.sh", project / "scripts/bootstrap.sh")
     (project / "scripts/db-setup.sh").write_text("#!/bin/sh\necho \"db-setup $*\" >> \"$CALLS\"\n")
     (project / "scripts/db-setup.sh").chmod(0o755)
-    (project / "requirements.lock").write_text("six==1.16.0\n")
+    (project / "requirements").mkdir()
+    (project / "requirements/dev.lock").write_text("six==1.16.0 --hash=sha256:00\n")
     return project
 
 
@@ -85,8 +86,8 @@ def test_a_half_made_virtualenv_is_rebuilt_not_reused(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "rebuilding" in result.stdout
     assert "python3 -m venv .venv" in calls
-    assert any(c.startswith("pip install -q -r requirements.lock") for c in calls)
-    assert (project / ".venv/.installed-lock").read_text() == "six==1.16.0\n"
+    assert any(c.startswith("pip install -q --require-hashes -r requirements/dev.lock") for c in calls)
+    assert (project / ".venv/.installed-lock").read_text() == "six==1.16.0 --hash=sha256:00\n"
 
 
 def test_a_wedged_broker_is_reported_never_killed_or_reset(tmp_path):
