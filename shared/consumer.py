@@ -31,7 +31,7 @@ from shared.metrics import DEAD_LETTERED, EVENTS_CONSUMED, HANDLER_SECONDS
 
 log = get_logger(__name__)
 P = TypeVar("P", bound=EventPayload)
-CONTRACT_REASONS = frozenset({"malformed-json", "invalid-event", "wrong-type"})
+CONTRACT_REASONS = frozenset({"malformed-json", "invalid-event", "wrong-type", "wrong-producer"})
 
 
 class Rejected(Exception):
@@ -80,6 +80,10 @@ def parse_envelope(payload_cls: type[P], body: bytes, routing_key: str) -> Envel
         raise Rejected(
             "wrong-type", f"envelope says {env.type} v{env.version}, queue expects {payload_cls.routing_key()}"
         )
+    # The broker lets only the owner's user publish this routing key; an envelope that names
+    # someone else is forged or misconfigured, and acting on it would trust the wrong party.
+    if env.producer != (expected := topology.owner(payload_cls.routing_key())):
+        raise Rejected("wrong-producer", f"{env.type} is produced by {expected} only, not {env.producer[:64]!r}")
     return env
 
 
@@ -102,6 +106,8 @@ class Consumer:
 
     def subscribe(self, payload_cls: type[P], handler: Handler, *, idempotent_by_inbox: bool = True) -> None:
         routing_key = payload_cls.routing_key()
+        if self.service not in topology.BUS[routing_key][1]:
+            raise ValueError(f"{self.service} is not a consumer of {routing_key} in shared/topology.py BUS")
         queue = topology.consumer_queue(self.exchange, self.service, routing_key)
         self.queues.append(queue.name)
         event_type = payload_cls.EVENT_TYPE

@@ -45,6 +45,7 @@ class Runtime:
         self.consumer = Consumer(service=service, broker=self.broker, exchange=settings.events_exchange,
                                  pool_getter=lambda: self.pool)
         self.relay: OutboxRelay | None = None
+        self.declarations: list = []  # topology this service declares beyond its consumer queues
         self.on_started: list = []
         self.on_stopping: list = []
 
@@ -79,7 +80,7 @@ class Runtime:
         async def declare() -> None:
             await policy.declare(self.broker, self.exchange, self.consumer.queues)
 
-        self.on_started.append(declare)
+        self.declarations.append(declare)
 
     @property
     def exchange(self) -> str:
@@ -88,10 +89,7 @@ class Runtime:
     async def start(self) -> None:
         self.pool = await create_pool(self.settings.database_url, self.schema)
         await migrate(self.pool, self.schema, self.migrations)
-        await self.broker.connect()
-        # DLQs and exchanges first, so that a subscriber never consumes into a missing DLX.
-        await topology.declare_dead_letter_queues(self.broker, self.exchange, self.consumer.queues)
-        await self.broker.declare_exchange(topology.retry_exchange(self.exchange))
+        await self.connect_bus()
         for hook in self.on_started:
             await hook()
         await self.broker.start()
@@ -101,6 +99,17 @@ class Runtime:
         )
         await self.relay.start()
         log.info("service started", queues=len(self.consumer.queues))
+
+    async def connect_bus(self) -> None:
+        """Connect and declare this service's exchanges and queues (its broker user may declare
+        exactly these: shared/topology.py ``broker_permissions``). ``broker.start()`` then binds
+        and consumes its queues."""
+        await self.broker.connect()
+        # DLQs and exchanges first, so that a subscriber never consumes into a missing DLX.
+        await topology.declare_dead_letter_queues(self.broker, self.exchange, self.consumer.queues)
+        await self.broker.declare_exchange(topology.retry_exchange(self.exchange))
+        for declare in self.declarations:
+            await declare()
 
     async def stop(self) -> None:
         log.info("service stopping: draining in-flight work")

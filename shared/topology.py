@@ -1,11 +1,57 @@
-"""Exchanges and queues: one durable topic exchange, one quorum queue per consumer and event, each
-with its dead-letter queue (a rejected message is dropped unless its queue names a dead-letter exchange: declare DLQs by hand, never rely on defaults)."""
+"""Who publishes and who consumes each event, and the exchanges and queues that follow from it.
+
+One durable topic exchange, one quorum queue per consumer and event, each with its dead-letter
+queue declared by hand (a rejected message is dropped unless its queue names a dead-letter exchange). ``BUS`` is the one table the consumers' producer check, the services'
+subscriptions and the broker users' permissions (``broker_permissions``) are derived from.
+"""
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
 DELIVERY_LIMIT = 10  # redeliveries after handler crashes before RabbitMQ dead-letters the message
+
+UPSTREAM = "upstream"  # the hospital's systems, as a party on the bus and in their queues' names
+UPSTREAM_PRODUCER = "hospital-his"  # their envelopes' ``producer`` and their broker user
+
+# routing key: (owner, consumers). Only the owner may publish it (broker topic permissions) and an
+# envelope naming another producer is dead-lettered (shared/consumer.py). The services subscribe
+# to exactly their rows (Consumer.subscribe refuses others); the event catalogue is generated
+# from this table (tools/devstack/contracts.py).
+BUS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "convocation.created.v1": (UPSTREAM, ("issuer",)),
+    "convocation.cancelled.v1": (UPSTREAM, ("issuer",)),
+    "message.sealed.v1": ("issuer", ("mailer", "access-portal")),
+    "message.revoked.v1": ("issuer", ("access-portal",)),
+    "convocation.status.v1": ("issuer", (UPSTREAM,)),
+    "postal.requested.v1": ("issuer", (UPSTREAM,)),
+    "email.sent.v1": ("mailer", ("issuer", "access-portal")),
+    "email.failed.v1": ("mailer", ("issuer",)),
+    "otp.requested.v1": ("access-portal", ("sms-gateway",)),
+    "document.released.v1": ("access-portal", ("issuer",)),
+    "sms.sent.v1": ("sms-gateway", ("access-portal",)),
+    "sms.failed.v1": ("sms-gateway", ("access-portal",)),
+}
+# The queues of a party outside this system are declared for it by one of ours.
+OUTBOUND_DECLARED_BY = {UPSTREAM: "issuer"}
+
+
+def producer_name(party: str) -> str:
+    """The envelope ``producer`` (and broker user) of a party."""
+    return UPSTREAM_PRODUCER if party == UPSTREAM else party
+
+
+def owner(routing_key: str) -> str:
+    """The only producer an event with this routing key may come from."""
+    return producer_name(BUS[routing_key][0])
+
+
+def consumed_by(consumer: str) -> list[str]:
+    """Routing keys ``consumer`` has a queue for, in the table's order."""
+    return [key for key, (_, consumers) in BUS.items() if consumer in consumers]
 
 
 def events_exchange(name: str) -> RabbitExchange:
@@ -82,3 +128,78 @@ async def declare_outbound_queue(broker: RabbitBroker, exchange: str, consumer: 
     await declared.bind(await broker.declare_exchange(events_exchange(exchange)), routing_key=routing_key)
     await declare_dead_letter_queues(broker, exchange, [queue.name])
     return queue.name
+
+
+# --- broker users ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokerPermissions:
+    """What one broker user may do in the vhost: RabbitMQ's configure/write/read regular
+    expressions on exchange and queue names, and per topic exchange the routing keys it may
+    publish (write) and bind queues with (read)."""
+
+    user: str
+    configure: str
+    write: str
+    read: str
+    topics: dict[str, tuple[str, str]]  # exchange -> (write, read)
+
+
+def _escaped(name: str) -> str:
+    # Names here are dotted lowercase words: escaping the dots is all a regular expression needs.
+    if not re.fullmatch(r"[a-z0-9._-]*", name):
+        raise ValueError(f"unexpected character in exchange or queue name {name!r}")
+    return name.replace(".", "\\.")
+
+
+def _only(names: list[str]) -> str:
+    """A pattern for exactly these names; "^$" allows nothing when there are none."""
+    return f"^({'|'.join(_escaped(n) for n in names)})$" if names else "^$"
+
+
+def _queues(exchange: str, consumer: str, keys: list[str], suffixes: str) -> str:
+    alternatives = "|".join(_escaped(k) for k in keys)
+    return f"{_escaped(queue_name(exchange, consumer, ''))}({alternatives}){suffixes}"
+
+
+def broker_permissions(exchange: str = "convocations") -> dict[str, BrokerPermissions]:
+    """The broker user of the hospital's system and of each service, derived from ``BUS``: each may
+    publish only the events it owns, and configure, read and write exactly the exchanges and
+    queues it declares (its consumer queues with their DLQs and retry holding queues, and for
+    the issuer the hospital's queues). ``amq.default`` is written to declare retry holding queues
+    (they dead-letter to the default exchange, and RabbitMQ checks write access to a queue's DLX)."""
+    dlx = dead_letter_exchange(exchange).name
+    exchanges = "|".join(_escaped(e) for e in (exchange, dlx, retry_exchange(exchange).name))
+    services = sorted({o for o, _ in BUS.values()} - {UPSTREAM})  # one user each, named as the service
+    users: dict[str, BrokerPermissions] = {}
+    for service in services:
+        consumed = consumed_by(service)
+        outbound = {c: consumed_by(c) for c, by in OUTBOUND_DECLARED_BY.items() if by == service}
+        queues = [_queues(exchange, service, consumed, r"(\.dlq|\.retry\.[0-9]+s)?")]
+        queues += [_queues(exchange, c, keys, r"(\.dlq)?") for c, keys in outbound.items()]
+        dead_letter_keys = [queue_name(exchange, service, k) for k in consumed]
+        names = f"^({exchanges}|{'|'.join(queues)})$"
+        users[service] = BrokerPermissions(
+            user=service,
+            configure=names,
+            write=f"^({exchanges}|amq\\.default|{'|'.join(queues)})$",
+            read=names,
+            topics={
+                exchange: (_only([k for k, (o, _) in BUS.items() if o == service]),
+                           _only(consumed + [k for keys in outbound.values() for k in keys])),
+                # Consumers dead-letter invalid events themselves, by queue name (shared/consumer.py);
+                # DLQs are bound by queue name too.
+                dlx: (_only(dead_letter_keys),
+                      _only(dead_letter_keys + [queue_name(exchange, c, k) for c, keys in outbound.items()
+                                                for k in keys])),
+            },
+        )
+    users[UPSTREAM_PRODUCER] = BrokerPermissions(
+        user=UPSTREAM_PRODUCER,
+        configure="^$",  # its queues are declared for it by the issuer
+        write=_only([exchange]),
+        read="^" + _queues(exchange, UPSTREAM, consumed_by(UPSTREAM), r"(\.dlq)?") + "$",
+        topics={exchange: (_only([k for k, (o, _) in BUS.items() if o == UPSTREAM]), "^$")},
+    )
+    return users

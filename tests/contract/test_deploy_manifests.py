@@ -23,6 +23,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from devstack.brokerusers import k8s_resources
+from shared.topology import UPSTREAM_PRODUCER
+
 ROOT = Path(__file__).resolve().parents[2]
 
 DEPLOY = ROOT / "deploy"
@@ -64,6 +67,7 @@ CRD_KINDS = {
     ("rabbitmq.com/v1beta1", "RabbitmqCluster"),
     ("rabbitmq.com/v1beta1", "User"),
     ("rabbitmq.com/v1beta1", "Permission"),
+    ("rabbitmq.com/v1beta1", "TopicPermission"),
     ("postgresql.cnpg.io/v1", "Cluster"),
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
@@ -671,13 +675,39 @@ def test_infra_runs_clustered_rabbitmq_and_postgres_with_one_role_and_user_per_s
     assert mq["spec"]["replicas"] >= 3 and pg["spec"]["instances"] >= 3
     roles = {r["name"] for r in pg["spec"]["managed"]["roles"]}
     assert roles == {role for _pkg, _port, role in SERVICES.values()}
-    assert set(by_kind(docs, "User")) == set(by_kind(docs, "Permission")) == set(SERVICES)
+    assert set(by_kind(docs, "User")) == set(by_kind(docs, "Permission")) == {*SERVICES, UPSTREAM_PRODUCER}
     # The services' NetworkPolicy reaches the brokers and databases by these names and labels.
     (policy,) = [d for d in load_yaml_docs(K8S / "base" / "network-policies.yaml")
                  if d["metadata"]["name"] == "allow-broker-and-database"]
     selectors = [to["podSelector"]["matchLabels"] for rule in policy["spec"]["egress"] for to in rule["to"]]
     assert {"app.kubernetes.io/name": mq["metadata"]["name"]} in selectors
     assert {"cnpg.io/cluster": pg["metadata"]["name"]} in selectors
+
+
+def _grants(docs: list[dict]) -> set[tuple]:
+    """What the broker users may do, as RabbitMQ applies it (names, vhost, patterns, credentials)."""
+    grants = set()
+    for d in docs:
+        spec = d.get("spec", {})
+        if d["kind"] == "User":
+            grants.add(("user", d["metadata"]["name"], spec["importCredentialsSecret"]["name"],
+                        spec["rabbitmqClusterReference"]["name"]))
+        elif d["kind"] in ("Permission", "TopicPermission"):
+            grants.add((d["kind"], spec["userReference"]["name"], spec["vhost"], *sorted(spec["permissions"].items()),
+                        spec["rabbitmqClusterReference"]["name"]))
+    return grants
+
+
+def test_infra_broker_users_hold_exactly_the_permissions_derived_from_the_bus_table():
+    """Each service and the hospital's system may publish only the routing keys it owns and touch only
+    the queues it declares (the issuer's include the hospital's convocations.upstream.* queues)."""
+    docs = render("infra")
+    assert _grants(docs) == _grants(k8s_resources())
+    issuer = by_kind(docs, "Permission")["issuer"]["spec"]["permissions"]
+    for queue in ("convocations.upstream.convocation.status.v1", "convocations.upstream.postal.requested.v1.dlq",
+                  "convocations.issuer.email.sent.v1.retry.30s"):
+        assert all(re.fullmatch(issuer[p], queue) for p in ("configure", "write", "read")), queue
+    assert not re.fullmatch(issuer["configure"], "convocations.mailer.message.sealed.v1")
 
 
 # ------------------------------------------------------------------------- Prometheus and Grafana

@@ -63,13 +63,13 @@ async def test_the_relay_publishes_committed_events_persistently_and_forgets_rol
     await broker.declare_exchange(topology.events_exchange(exchange))
     queue = await broker.declare_queue(topology.consumer_queue(exchange, "probe", "document.released.v1"))
     await queue.bind(exchange, routing_key="document.released.v1")
-    committed, rolled_back = envelope(released(), producer="t", correlation_id=uuid.uuid4()), None
+    committed, rolled_back = envelope(released(), producer="access-portal", correlation_id=uuid.uuid4()), None
     async with pool.acquire() as conn:
         async with conn.transaction():
             await add_event(conn, committed)
         try:
             async with conn.transaction():
-                rolled_back = envelope(released(), producer="t", correlation_id=uuid.uuid4())
+                rolled_back = envelope(released(), producer="access-portal", correlation_id=uuid.uuid4())
                 await add_event(conn, rolled_back)
                 raise RuntimeError("abort")
         except RuntimeError:
@@ -102,7 +102,7 @@ async def test_an_unroutable_event_stays_in_the_outbox_until_it_can_be_delivered
     await migrate(pool, name, Path("/nonexistent"))
     exchange = f"{exchange_name}.plumbing-unroutable"
     await broker.declare_exchange(topology.events_exchange(exchange))
-    event = envelope(released(), producer="t", correlation_id=uuid.uuid4())
+    event = envelope(released(), producer="access-portal", correlation_id=uuid.uuid4())
     async with pool.acquire() as conn, conn.transaction():
         await add_event(conn, event)
     relay = OutboxRelay(service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange,
@@ -139,13 +139,13 @@ async def test_an_event_delivered_twice_takes_effect_once(schema, broker, exchan
         seen.set()
 
     consumer_broker = RabbitBroker(AMQP_URL, default_channel=Channel(on_return_raises=True))
-    consumer = Consumer(service="dedupe", broker=consumer_broker, exchange=exchange, pool_getter=lambda: pool)
+    consumer = Consumer(service="issuer", broker=consumer_broker, exchange=exchange, pool_getter=lambda: pool)
     consumer.subscribe(DocumentReleasedV1, on_released)
     await consumer_broker.connect()
     await topology.declare_dead_letter_queues(consumer_broker, exchange, consumer.queues)
     await consumer_broker.start()
     try:
-        event = envelope(released(), producer="t", correlation_id=uuid.uuid4())
+        event = envelope(released(), producer="access-portal", correlation_id=uuid.uuid4())
         for _ in range(2):
             await broker.publish(event.model_dump_json().encode(), exchange=exchange,
                                  routing_key="document.released.v1", message_id=str(event.event_id), persist=True)

@@ -98,6 +98,16 @@ def test_an_event_on_the_wrong_queue_is_refused():
     assert exc.value.reason == "wrong-type"
 
 
+@pytest.mark.parametrize("producer", ["issuer", "access-portal", "Hospital-HIS", ""])
+def test_an_event_whose_producer_is_not_the_owner_of_its_type_is_refused(producer):
+    event = convocation_event(pdf=sample_pdf())
+    assert parse_envelope(ConvocationCreatedV1, json.dumps(event).encode(), "q").producer == "hospital-his"
+    event["producer"] = producer
+    with pytest.raises(Rejected) as exc:
+        parse_envelope(ConvocationCreatedV1, json.dumps(event).encode(), "q")
+    assert exc.value.reason == "wrong-producer" and "hospital-his" in exc.value.detail
+
+
 def test_unknown_fields_are_ignored_so_producers_can_add_fields():
     event = convocation_event(pdf=sample_pdf())
     event["data"]["new_field"] = 1

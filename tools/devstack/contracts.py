@@ -54,11 +54,12 @@ SCHEMA_BASE_URI = "https://convocations.hug.example/contracts/schemas/"
 # (``.v2``) published beside the old one, never a new major version of this document.
 DOCUMENT_VERSION = "1.0.0"
 AMQP_BINDING_VERSION = "0.3.0"
-UPSTREAM = "upstream"
+UPSTREAM = topology.UPSTREAM
 
 
-# --- the producer/consumer matrix: the one table the catalogue, the AsyncAPI operations and the
-# contract tests read. Change it together with the services' subscriptions (docs/architecture.md#events).
+# --- the producer/consumer matrix, from shared/topology.py BUS (the one table the services'
+# subscriptions, their producer check and their broker permissions follow): the catalogue, the
+# AsyncAPI operations and the contract tests read it (docs/architecture.md#events).
 
 
 @dataclass(frozen=True)
@@ -70,25 +71,21 @@ class Party:
     internal: bool = True  # one of our services: its subscriptions are checked against its app.py
 
 
+def _party(name: str, label: str | None = None) -> Party:
+    return Party(
+        name, label or name,
+        publishes=tuple(CATALOGUE[key] for key, (owner, _) in topology.BUS.items() if owner == name),
+        consumes=tuple(CATALOGUE[key] for key, (_, consumers) in topology.BUS.items() if name in consumers),
+        internal=name != UPSTREAM,
+    )
+
+
 PARTIES: tuple[Party, ...] = (
-    Party(
-        UPSTREAM, "hospital systems (upstream)",
-        publishes=(ConvocationCreatedV1, ConvocationCancelledV1),
-        consumes=(ConvocationStatusV1, PostalRequestedV1),
-        internal=False,
-    ),
-    Party(
-        "issuer", "issuer",
-        publishes=(MessageSealedV1, MessageRevokedV1, PostalRequestedV1, ConvocationStatusV1),
-        consumes=(ConvocationCreatedV1, ConvocationCancelledV1, EmailSentV1, EmailFailedV1, DocumentReleasedV1),
-    ),
-    Party("mailer", "mailer", publishes=(EmailSentV1, EmailFailedV1), consumes=(MessageSealedV1,)),
-    Party("sms-gateway", "sms-gateway", publishes=(SmsSentV1, SmsFailedV1), consumes=(OtpRequestedV1,)),
-    Party(
-        "access-portal", "access-portal",
-        publishes=(OtpRequestedV1, DocumentReleasedV1),
-        consumes=(MessageSealedV1, MessageRevokedV1, EmailSentV1, SmsSentV1, SmsFailedV1),
-    ),
+    _party(UPSTREAM, "hospital systems (upstream)"),
+    _party("issuer"),
+    _party("mailer"),
+    _party("sms-gateway"),
+    _party("access-portal"),
 )
 
 
@@ -240,7 +237,7 @@ def example_envelope(event: type[EventPayload]) -> Envelope:
         type=event.EVENT_TYPE,
         version=event.VERSION,
         occurred_at=_at(event),
-        producer="hospital-his" if producer == UPSTREAM else producer,
+        producer=topology.producer_name(producer),
         correlation_id=CONVOCATION_ID,
         causation_id=example_event_id(cause) if cause else None,
         data=example_payload(event),
@@ -473,6 +470,7 @@ REJECTION_MEANINGS = {
     "malformed-json": "The body is not UTF-8 JSON.",
     "invalid-event": "The body does not match the schema of the routing key's event; the detail names the fields.",
     "wrong-type": "The envelope's type or version is not the routing key's event.",
+    "wrong-producer": "The envelope's `producer` is not the one party that publishes this event.",
     "appointment-in-past": "A convocation.created whose appointment has already started.",
     "unknown-convocation": "The event names a convocation this service does not know.",
     "unreadable-secret": "An encrypted field does not open with this service's key (wrong key or forged field).",
@@ -618,6 +616,9 @@ def readme() -> str:
         " published side by side with the old one until every consumer has moved; then the old one is retired.")
     add("- The envelope's `type` and `version` must match the routing key; a mismatch is dead-lettered"
         " (`wrong-type`).")
+    add("- Each event has one producer (the catalogue's producer column): the broker lets only that party's user publish its"
+        f" routing key, and an envelope whose `producer` names anyone else (`{topology.UPSTREAM_PRODUCER}` for"
+        " the hospital's systems) is dead-lettered (`wrong-producer`).")
     add("")
     add("## Queues and dead letters")
     add("")

@@ -11,11 +11,9 @@ from shared import topology
 from shared.contracts import (
     ConvocationCancelledV1,
     ConvocationCreatedV1,
-    ConvocationStatusV1,
     DocumentReleasedV1,
     EmailFailedV1,
     EmailSentV1,
-    PostalRequestedV1,
 )
 from shared.runtime import Runtime
 
@@ -35,11 +33,11 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     async def declare_upstream_queues() -> None:
         # Events the hospital's systems consume: their queues exist before the first publish,
         # so the outbox relay's mandatory publishes are routable and nothing is lost.
-        for payload in (ConvocationStatusV1, PostalRequestedV1):
-            await topology.declare_outbound_queue(runtime.broker, settings.events_exchange, "upstream",
-                                                  payload.routing_key())
+        for routing_key in topology.consumed_by(topology.UPSTREAM):
+            await topology.declare_outbound_queue(runtime.broker, settings.events_exchange, topology.UPSTREAM,
+                                                  routing_key)
 
-    runtime.on_started.append(declare_upstream_queues)
+    runtime.declarations.append(declare_upstream_queues)
     runtime.every(settings.sweep_seconds, sweeper.sweep_once, "issuer-sweeper")
     app = runtime.http_app()
     app.state.runtime = runtime

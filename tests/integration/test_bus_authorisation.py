@@ -1,0 +1,156 @@
+"""Bus authorisation on the real RabbitMQ: each service and the hospital's system with its own broker
+user holding exactly the permissions of shared/topology.py (as in deploy/k8s/infra), created in the
+tests' vhost. A user publishes only its own routing keys; a forged producer is dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import aio_pika
+import aiormq
+import pytest
+
+from access_portal.app import create_app as portal_app
+from access_portal.settings import PortalSettings
+from devstack.brokerusers import create_broker_users, delete_broker_users
+from issuer.app import create_app as issuer_app
+from issuer.settings import IssuerSettings
+from mailer.app import create_app as mailer_app
+from mailer.settings import MailerSettings
+from shared import topology
+from shared.contracts import (
+    Appointment,
+    ConvocationCreatedV1,
+    Department,
+    EmailSentV1,
+    Patient,
+    Place,
+    envelope,
+)
+from sms_gateway.app import create_app as sms_app
+from sms_gateway.settings import SmsSettings
+from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST
+
+pytestmark = pytest.mark.skipif(not RABBITMQCTL, reason="needs rabbitmqctl to create broker users")
+APPS = {"issuer": (issuer_app, IssuerSettings), "mailer": (mailer_app, MailerSettings),
+        "sms-gateway": (sms_app, SmsSettings), "access-portal": (portal_app, PortalSettings)}
+
+
+@pytest.fixture(scope="module")
+def exchange(exchange_name) -> str:
+    return f"{exchange_name}.authz"
+
+
+@pytest.fixture(scope="module")
+def users(exchange):
+    """{party: AMQP URL} of each party's own user, named <vhost>.<party> (users are broker-wide)."""
+    prefix = f"{VHOST}."
+    urls = create_broker_users(VHOST, exchange, prefix=prefix)
+    yield urls
+    delete_broker_users(exchange, prefix=prefix)
+
+
+async def _purge(exchange: str) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for key, (_, consumers) in topology.BUS.items():
+            for consumer in consumers:
+                name = topology.queue_name(exchange, consumer, key)
+                for queue in (name, f"{name}.dlq"):
+                    await (await channel.declare_queue(queue, passive=True)).purge()
+
+
+def created() -> ConvocationCreatedV1:
+    return ConvocationCreatedV1(
+        convocation_id=uuid.uuid4(),
+        patient=Patient(id="P-1", name="Marie Dupont", email="marie@example.ch", mobile="+41791234567"),
+        appointment=Appointment(
+            starts_at=datetime.now(timezone.utc) + timedelta(days=10),
+            place=Place(name="Bâtiment A", address="Rue 4, 1205 Genève"),
+            department=Department(name="Cardiologie", secretariat_phone="+41 22 372 33 11"),
+        ),
+    )
+
+
+async def _publish(url: str, exchange: str, routing_key: str, body: bytes, *, to: str | None = None) -> None:
+    """Publish with publisher confirms as the user of ``url``; raises what the broker answers."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(to or exchange, ensure=False)
+        await target.publish(aio_pika.Message(body, message_id=str(uuid.uuid4()), content_type="application/json",
+                                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                             routing_key=routing_key, timeout=10)
+
+
+async def test_each_service_runs_as_its_own_user_and_dead_letters_an_event_with_a_forged_producer(users, exchange):
+    """The services' own wiring (queues, DLQs, retry queues, the hospital's queues) declares and
+    consumes under exactly the derived permissions; the issuer parks a convocation.created whose
+    envelope names another producer, with the reason, even though the hospital's user sent it."""
+    runtimes = []
+    try:
+        for service, (create_app, settings_cls) in APPS.items():
+            runtime = create_app(settings_cls(amqp_url=users[service], events_exchange=exchange)).state.runtime
+            runtimes.append(runtime)
+            await runtime.connect_bus()  # raises ACCESS_REFUSED on anything the user may not do
+            await runtime.broker.start()
+        forged = envelope(created(), producer="access-portal", correlation_id=uuid.uuid4())
+        await _publish(users[topology.UPSTREAM_PRODUCER], exchange, "convocation.created.v1",
+                       forged.model_dump_json().encode())
+        dlq = topology.queue_name(exchange, "issuer", "convocation.created.v1") + ".dlq"
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            queue = await (await connection.channel()).declare_queue(dlq, passive=True)
+            parked = None
+            for _ in range(100):
+                if parked := await queue.get(no_ack=True, fail=False):
+                    break
+                await asyncio.sleep(0.1)
+        assert parked is not None, "the forged event was not dead-lettered"
+        assert parked.headers["x-rejected-reason"] == "wrong-producer"
+        assert "hospital-his" in parked.headers["x-rejected-detail"]
+        assert json.loads(parked.body)["event_id"] == str(forged.event_id)
+    finally:
+        for runtime in runtimes:
+            await runtime.broker.stop()
+        await _purge(exchange)
+
+
+@pytest.mark.parametrize("party", [*APPS, topology.UPSTREAM_PRODUCER])
+async def test_a_user_may_publish_its_own_routing_keys_and_the_broker_refuses_every_other(users, exchange, party):
+    try:
+        for routing_key, (owner, _) in topology.BUS.items():
+            body = envelope(EmailSentV1(message_id=uuid.uuid4(), convocation_id=uuid.uuid4(), smtp_message_id="<x>",
+                                        accepted_at=datetime.now(timezone.utc)),
+                            producer=party, correlation_id=uuid.uuid4()).model_dump_json().encode()
+            if topology.producer_name(owner) == party:
+                await _publish(users[party], exchange, routing_key, body)  # confirmed
+            else:
+                with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+                    await _publish(users[party], exchange, routing_key, body)
+    finally:
+        await _purge(exchange)
+
+
+@pytest.mark.parametrize("party", [*APPS, topology.UPSTREAM_PRODUCER])
+async def test_a_user_can_neither_read_nor_declare_nor_dead_letter_into_another_partys_queues(users, exchange,
+                                                                                             party):
+    others = [(c, k) for k, (_, consumers) in topology.BUS.items() for c in consumers
+              if c != party and not (c == topology.UPSTREAM and party in ("issuer", topology.UPSTREAM_PRODUCER))]
+    for consumer, key in others[:3]:
+        name = topology.queue_name(exchange, consumer, key)
+        connection = await aio_pika.connect(users[party])
+        async with connection:
+            with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+                queue = await (await connection.channel()).declare_queue(name, passive=True)
+                await queue.get(no_ack=False, fail=False)
+        connection = await aio_pika.connect(users[party])
+        async with connection:
+            with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+                await (await connection.channel()).declare_queue(f"{name}.intruder", durable=True)
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            await _publish(users[party], exchange, name, b"{}", to=topology.dead_letter_exchange(exchange).name)
