@@ -172,4 +172,4 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     import uvicorn
 
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=25)
+                timeout_graceful_shutdown=25, forwarded_allow_ips=settings.forwarded_allow_ips)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -45,6 +46,20 @@ class ServiceSettings(BaseSettings):
     http_port: int = 8000
     amqp_prefetch: int = 20
     outbox_poll_seconds: float = 1.0
+    # The proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated): the client is
+    # the right-most address not among them. Never "*": every client could then choose its address.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _only_known_proxies(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"FORWARDED_ALLOW_IPS: {item!r} is not an address or a CIDR; list the proxies'"
+                                 " addresses (never '*', which lets any client choose its address)") from None
+        return value
 
     @model_validator(mode="after")
     def _refuse_dev_keys(self) -> "ServiceSettings":

@@ -26,7 +26,7 @@ ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:54
 VHOST = os.environ.get("TEST_AMQP_VHOST", "convocations-test")
 RABBITMQCTL = shutil.which("rabbitmqctl")
 AMQP_URL = os.environ.get("AMQP_URL") or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}"
-SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal")
+SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal", "portal_audit")  # and the access audit
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +99,8 @@ def stack(test_database, exchange_name, devinbox, tmp_path_factory):
         sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs"), amqp_url=AMQP_URL,
         extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO",
                           "SWEEP_SECONDS": "0.5"},
-                   "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1"}},  # hourly in production
+                   # Pruning hourly in production; the tests play the ingress from the loopback network.
+                   "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"}},
     )
     try:
         s.start()

@@ -15,3 +15,53 @@ begin
 end $$;
 -- Nobody creates objects in public; each role reaches only its own schema.
 revoke create on schema public from public;
+
+-- The access audit, append-only for the portal (idempotent too). Its schema and table belong to
+-- portal_audit, a role nobody logs in as: the portal's role may only INSERT rows and call
+-- portal_audit.prune(), which deletes nothing younger than 365 days. Reading is for members of
+-- portal_audit_reader (the data protection officer's login, granted by the DBA).
+do $$
+begin
+    if not exists (select 1 from pg_roles where rolname = 'portal_audit') then
+        create role portal_audit nologin;
+    end if;
+    if not exists (select 1 from pg_roles where rolname = 'portal_audit_reader') then
+        create role portal_audit_reader nologin;
+    end if;
+end $$;
+create schema if not exists portal_audit authorization portal_audit;
+revoke all on schema portal_audit from public;
+-- Apart from business data (no foreign key either way): it outlives the messages it describes.
+create table if not exists portal_audit.access_audit (
+    id          bigint generated always as identity primary key,
+    at          timestamptz not null default now(),
+    message_id  uuid,
+    action      text not null,
+    outcome     text not null,
+    client_hash text,
+    detail      text
+);
+create index if not exists access_audit_message on portal_audit.access_audit (message_id, at);
+create index if not exists access_audit_at on portal_audit.access_audit (at);
+-- The one way rows leave: older than the retention, never younger than a year, in batches.
+create or replace function portal_audit.prune(retention_days int, batch int default 10000) returns bigint
+    language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
+declare
+    deleted bigint;
+begin
+    if retention_days is null or retention_days < 365 then
+        raise exception 'the access audit is kept at least 365 days (asked: %)', retention_days;
+    end if;
+    delete from portal_audit.access_audit where id in (
+        select id from portal_audit.access_audit where at < now() - make_interval(days => retention_days)
+        limit greatest(batch, 1));
+    get diagnostics deleted = row_count;
+    return deleted;
+end $f$;
+alter table portal_audit.access_audit owner to portal_audit;
+alter function portal_audit.prune(int, int) owner to portal_audit;
+revoke all on function portal_audit.prune(int, int) from public;
+grant usage on schema portal_audit to access_portal, portal_audit_reader;
+grant insert on portal_audit.access_audit to access_portal;
+grant execute on function portal_audit.prune(int, int) to access_portal;
+grant select on portal_audit.access_audit to portal_audit_reader;

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 import shutil
@@ -847,3 +848,15 @@ def test_the_repository_refers_to_no_document_outside_it():
                 offenders.append(f"{name}:{number}")
     assert not offenders, offenders
     assert (ROOT / "docs/architecture.md").is_file()
+
+
+def test_the_portal_believes_x_forwarded_for_only_from_the_ingress_addresses():
+    """Issue 7, item 8: with "*" the audited client address was whatever the client claimed."""
+    from access_portal.settings import PortalSettings
+
+    config = env_file(K8S / "base" / "access-portal" / "config.env")
+    trusted = [item.strip() for item in config["FORWARDED_ALLOW_IPS"].split(",")]
+    assert "*" not in trusted and all(ipaddress.ip_network(item, strict=False) for item in trusted)
+    assert PortalSettings(forwarded_allow_ips=config["FORWARDED_ALLOW_IPS"]).forwarded_allow_ips
+    with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
+        PortalSettings(forwarded_allow_ips="*")

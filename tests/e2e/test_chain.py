@@ -120,7 +120,7 @@ async def test_opening_the_link_with_get_or_head_sends_no_sms_and_changes_nothin
     assert chain.sms_count(e164) == 0
     assert await chain.status(event["data"]["convocation_id"]) == "e-mailed"
     views = await chain.db.fetchval(
-        "select count(*) from access_portal.access_audit where message_id = $1 and action = 'view'",
+        "select count(*) from portal_audit.access_audit where message_id = $1 and action = 'view'",
         __import__("uuid").UUID(link.split("/m/")[1].split("#")[0]))
     assert views == 6  # seen, audited as views, nothing else
 

@@ -20,7 +20,7 @@ CODES_PER_NUMBER_PER_DAY = 10
 async def checked_guesses(chain, mail) -> int:
     """How many guesses the portal really compared with a live code."""
     return await chain.db.fetchval(
-        "select count(*) from access_portal.access_audit where message_id = $1 and action = 'code-check'"
+        "select count(*) from portal_audit.access_audit where message_id = $1 and action = 'code-check'"
         " and outcome in ('wrong', 'right')", mail.message_id)
 
 

@@ -106,7 +106,7 @@ class Letter:
 
     async def audit(self) -> list[tuple[str, str]]:
         rows = await self.chain.db.fetch(
-            "select action, outcome from access_portal.access_audit where message_id = $1 order by id",
+            "select action, outcome from portal_audit.access_audit where message_id = $1 order by id",
             self.message_id)
         return [(r["action"], r["outcome"]) for r in rows]
 

@@ -1,10 +1,13 @@
-"""Issue #4, point 2: the number on file decides where the code goes; trust on first use otherwise."""
+"""Issue #4, point 2 and issue 7, items 3 and 6: the number on file decides where the code goes; typing
+numbers is no oracle and locks nothing; a number proven through a link binds that letter only."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from tests.e2e.test_portal_helpers import letter, random_mobile, state_of
+from tests.e2e.test_portal_helpers import letter, neighbour, random_mobile, state_of
 
 pytestmark = pytest.mark.e2e
 
@@ -36,33 +39,64 @@ async def test_the_page_shows_a_masked_hint_and_any_usual_form_of_the_number_on_
     assert chain.sms_count(e164) == 4
 
 
-async def test_a_number_other_than_the_one_on_file_gets_no_code_and_is_told_so(chain):
-    mail = await letter(chain)
+def comparable(response, mail) -> tuple:
+    """What a client sees of an answer, apart from this letter's id and the form's token."""
+    html = re.sub(r'name="csrf" value="[^"]+"', "", response.text).replace(str(mail.message_id), "ID")
+    return response.status_code, response.headers.get("location", "").replace(str(mail.message_id), "ID"), \
+        state_of(html), html
+
+
+async def test_typing_a_number_is_no_oracle_a_wrong_one_gets_the_same_answers_as_the_right_one_and_no_sms(chain):
+    """Issue 7, item 6: whoever holds only the link learns nothing by typing numbers."""
+    e164, national = random_mobile()
+    right, wrong = await letter(chain, mobile=national), await letter(chain, mobile=national)
     other_e164, other_national = random_mobile()
-    wrong = mail.patient.request_code(other_national)
-    assert wrong.status_code == 400 and state_of(wrong.text) == "number_mismatch"
-    assert mail.secretariat_phone in wrong.text
-    invalid = mail.patient.request_code("079 123 45")
+    answers = {}
+    for mail, typed in ((right, national), (wrong, other_national)):
+        sent = mail.patient.request_code(typed)
+        page = mail.patient.get(f"{mail.path}/code")
+        guess = mail.guess(neighbour(await mail.code()) if mail is right else "000000")
+        answers[mail is right] = [comparable(r, mail) for r in (sent, page, guess)]
+    assert [a[:3] for a in answers[True]] == [(303, "/m/ID/code", None), (200, "", None), (400, "", None)]
+    assert answers[True] == answers[False]
+    assert f"** {e164[-2:]}" in answers[False][1][3]  # the hint on file, never the number typed
+    assert chain.sms_count(other_e164) == 0 and chain.sms_count(e164) == 1
+    assert ("code-request", "number_mismatch") in await wrong.audit()
+    invalid = wrong.patient.request_code("079 123 45")
     assert invalid.status_code == 400 and state_of(invalid.text) == "number_invalid"
-    assert await mail.challenges() == []
-    assert chain.sms_count(other_e164) == 0 and chain.sms_count(mail.e164) == 0
-    assert ("code-request", "number_mismatch") in await mail.audit()
 
 
-async def test_wrong_numbers_count_towards_the_wait_so_the_hint_cannot_be_brute_forced(chain):
+async def test_wrong_numbers_lock_nothing_and_never_hold_back_the_patient_with_the_right_number(chain):
+    """Issue 7, item 6: five (or fifteen) wrong numbers, then the patient gets a code at once."""
     mail = await letter(chain)
-    for _ in range(4):
-        assert state_of(mail.patient.request_code(random_mobile()[1]).text) == "number_mismatch"
-    fifth = mail.patient.request_code(random_mobile()[1])
-    assert fifth.status_code == 429 and state_of(fifth.text) == "wait"
-    # Even the right number waits now.
-    assert state_of(mail.patient.request_code(mail.national).text) == "wait"
-    assert ("lock", "60s") in await mail.audit()
-    await mail.travel(61)
+    for _ in range(15):
+        assert mail.patient.request_code(random_mobile()[1]).status_code == 303
+    row = await mail.message_row()
+    assert row["failed_checks"] == 0 and row["locked_until"] is None
+    assert not [a for a in await mail.audit() if a[0] == "lock"]
+    sent = mail.patient.request_code(mail.national)
+    assert sent.status_code == 303, state_of(sent.text)
+    code = await mail.code()
+    # A wrong number typed after the patient's request does not kill the patient's code either.
+    assert mail.patient.request_code(random_mobile()[1]).status_code == 303
+    assert mail.patient.enter_code(code).status_code == 303
+    assert chain.sms_count(mail.e164) == 1
+
+
+async def test_the_same_wrong_number_meets_the_same_waits_as_the_right_one_would(chain):
+    """The send waits apply per typed number: a wrong number waits exactly as the right one would,
+    so the waits reveal nothing either; the right number's waits are its own."""
+    mail = await letter(chain)
+    wrong = random_mobile()[1]
+    assert mail.patient.request_code(wrong).status_code == 303
+    again = mail.patient.request_code(wrong)
+    assert again.status_code == 429 and state_of(again.text) == "wait"  # the 30 s between two codes
     assert mail.patient.request_code(mail.national).status_code == 303
+    assert mail.patient.request_code(mail.national).status_code == 429
 
 
-async def test_without_a_number_on_file_the_first_verified_number_is_bound_and_later_letters_skip_the_step(chain):
+async def test_a_number_proven_through_one_link_binds_that_letter_only_and_never_the_next(chain):
+    """Issue 7, item 3: trust on first use does not carry over; only the number on file does."""
     patient_id = f"P-{random_mobile()[0][-8:]}-tofu"
     first = await letter(chain, mobile=None, patient_id=patient_id)
     page = first.patient.open_link()
@@ -70,18 +104,42 @@ async def test_without_a_number_on_file_the_first_verified_number_is_bound_and_l
 
     e164, national = random_mobile()
     assert first.patient.request_code(national).status_code == 303
-    # Not bound before the code proves the patient holds the number.
-    assert await binding_of(chain, first) is None
+    assert (await first.message_row())["proven_hash"] is None  # not before the code proves it
     assert first.patient.enter_code(await first.code(to=e164)).status_code == 303
-    binding = await binding_of(chain, first)
-    assert binding["source"] == "first-use" and binding["phone_hint"].endswith(e164[-2:])
+    assert await binding_of(chain, first) is None  # nothing for the patient's later letters
     assert ("binding", "first-use") in await first.audit()
+    # The same letter remembers the number it proved: no typing, and a way out if it is not yours.
+    again = first.patient.open_link().text
+    assert 'name="phone"' not in again and f"** {e164[-2:]}" in again and "/not-my-number" in again
+    await first.travel(31)
+    assert first.patient.request_code(None).status_code == 303
+    await first.code(to=e164, nth=2)
 
     second = await letter(chain, mobile=None, patient_id=patient_id)
     page = second.patient.open_link()
-    assert 'name="phone"' not in page.text and binding["phone_hint"] in page.text
-    assert second.patient.request_code(None).status_code == 303  # no number typed
-    assert second.patient.enter_code(await second.code(to=e164, nth=2)).status_code == 303
+    assert 'name="phone"' in page.text and f"** {e164[-2:]}" not in page.text
+    assert state_of(second.patient.request_code(None).text) == "number_invalid"  # nothing bound: type it
+    assert chain.sms_count(e164) == 2
+
+
+async def test_the_bound_number_page_offers_this_is_not_my_number_leading_to_the_secretariat(chain):
+    patient_id = f"P-{random_mobile()[0][-8:]}-notmine"
+    first = await letter(chain, patient_id=patient_id)
+    await first.log_in()  # the number on file, proven: it binds the patient's later letters
+    titles = set()
+    for language in ("fr", "de", "it", "en"):
+        later = await letter(chain, mobile=None, patient_id=patient_id, language=language)
+        page = later.patient.open_link()
+        assert 'name="phone"' not in page.text and f"** {first.e164[-2:]}" in page.text
+        link = re.search(r'<a href="(/m/[0-9a-f-]+/not-my-number)"[^>]*>([^<]+)</a>', page.text)
+        assert link and link.group(1) == f"{later.path}/not-my-number", page.text
+        answer = later.patient.get(link.group(1))
+        assert answer.status_code == 200 and state_of(answer.text) == "not_my_number"
+        assert f'lang="{language}"' in answer.text and later.secretariat_phone in answer.text
+        titles.add(re.search(r"<h1[^>]*>(.*?)</h1>", answer.text, re.S).group(1))
+        assert ("not-my-number", "ok") in await later.audit()
+        assert await later.challenges() == []  # nothing sent by following it
+    assert len(titles) == 4  # each language its own words
 
 
 async def test_a_verified_number_on_file_is_bound_and_a_letter_with_another_number_ends_the_binding(chain):
@@ -101,7 +159,9 @@ async def test_a_verified_number_on_file_is_bound_and_a_letter_with_another_numb
     page = moved.patient.open_link()
     assert 'name="phone"' in page.text and f"** {new_e164[-2:]}" in page.text
     # The old number gets nothing any more.
-    assert state_of(moved.patient.request_code(first.national).text) == "number_mismatch"
+    assert moved.patient.request_code(first.national).status_code == 303
+    assert chain.sms_count(first.e164) == 2 and [c["decoy"] for c in await moved.challenges()] == [True]
+    await moved.travel(31)
     await moved.log_in(phone=new_national)
     binding = await binding_of(chain, moved)
     assert binding["source"] == "hospital" and binding["phone_hint"].endswith(new_e164[-2:])

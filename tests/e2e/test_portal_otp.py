@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 
+import httpx
 import pytest
 
 from tests.e2e.test_portal_helpers import code_hash, letter, neighbour, random_mobile, state_of, travel
+from tests.patient import csrf_of
 
 pytestmark = pytest.mark.e2e
 
@@ -110,6 +113,26 @@ async def test_a_number_gets_at_most_10_codes_a_day_over_all_its_letters(chain):
     assert await other.challenges() == []
     await travel(chain.db, [mail.message_id], 24 * 3600)
     assert other.patient.request_code(national).status_code == 303
+
+
+async def test_concurrent_requests_over_many_letters_of_one_number_stay_within_the_day_cap(chain):
+    """Issue 7, item 5: 14 requests at once on 14 letters of one number get 10 codes, not 14."""
+    e164, national = random_mobile()
+    mails = [await letter(chain, mobile=national) for _ in range(14)]
+    forms = [(mail, csrf_of(mail.patient.open_link().text)) for mail in mails]
+    async with httpx.AsyncClient(timeout=30) as client:
+        async def ask(mail, csrf) -> int:
+            cookies = "; ".join(f"{k}={v}" for k, v in mail.patient.cookies.items())
+            response = await client.post(f"{mail.patient.base}{mail.path}/code", data={"csrf": csrf, "phone": national},
+                                         headers={"cookie": cookies})
+            return response.status_code
+        statuses = await asyncio.gather(*(ask(mail, csrf) for mail, csrf in forms))
+    assert sorted(statuses) == [303] * 10 + [429] * 4
+    assert await chain.db.fetchval("select count(*) from access_portal.challenge where message_id = any($1::uuid[])",
+                                   [m.message_id for m in mails]) == 10
+    await chain.sms_to(e164, nth=10)
+    await asyncio.sleep(1)
+    assert chain.sms_count(e164) == 10
 
 
 async def test_repeated_failures_impose_escalating_waits_never_a_lock_and_show_the_secretariat(chain):

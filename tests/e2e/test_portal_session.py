@@ -102,6 +102,29 @@ async def test_every_post_needs_the_csrf_token_of_its_own_cookie(chain):
     assert ("download", "csrf-refused") in await mail.audit()
 
 
+async def test_a_csrf_token_is_bound_to_its_message_and_to_the_session(chain):
+    """Issue 7, item 7: one browser, two letters: a token minted on B is refused for A; a token
+    minted before a login (or under another session) is refused once the session exists."""
+    a, b = await letter(chain), await letter(chain)
+    a.patient.open_link()
+    minted_on_b = csrf_of(a.patient.get(b.path).text)  # the same browser (the same csrf cookie)
+    refused = a.patient.post(f"{a.path}/code", {"csrf": minted_on_b, "phone": a.national})
+    assert refused.status_code == 403 and state_of(refused.text) == "bad_request"
+    assert await a.challenges() == []
+    assert ("code-request", "csrf-refused") in await a.audit()
+
+    before_login = csrf_of(a.patient.open_link().text)
+    await a.log_in()
+    for route in ("download/pdf", "logout"):
+        for token in (before_login, csrf_of(a.patient.get(b.path).text)):
+            refused = a.patient.post(f"{a.path}/{route}", {"csrf": token, "k": a.patient.secret})
+            assert refused.status_code == 403 and state_of(refused.text) == "bad_request", route
+    assert await chain.db.fetchval("select count(*) from access_portal.release where message_id = $1",
+                                   a.message_id) == 0
+    own = csrf_of(a.patient.get(f"{a.path}/document").text)
+    assert a.patient.post(f"{a.path}/download/pdf", {"csrf": own, "k": a.patient.secret}).status_code == 200
+
+
 CSP_REQUIRED = {
     "default-src": {"'none'"}, "script-src": {"'self'"}, "style-src": {"'self'"},
     "frame-ancestors": {"'none'"}, "form-action": {"'self'"}, "base-uri": {"'none'"},

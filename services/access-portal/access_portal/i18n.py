@@ -50,9 +50,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "link_incomplete.title": "Open the link from your e-mail again",
         "link_incomplete.text": "Part of the link is missing, so your document cannot be opened. Click the link "
                                 "in the e-mail again (or copy all of it into the address bar).",
-        "number_mismatch.title": "This number does not match",
-        "number_mismatch.text": "The number you typed is not the one the hospital has on file for you. Type the "
-                                "number shown in the hint, or call the secretariat to update it.",
         "number_invalid.title": "This is not a valid mobile number",
         "number_invalid.text": "Type your mobile number, for example 079 123 45 67 or +41 79 123 45 67.",
         "session_expired.title": "Your session has ended",
@@ -60,6 +57,13 @@ TEXTS: dict[str, dict[str, str]] = {
                                 "link from your e-mail again and ask for a new code.",
         "bad_request.title": "This form has expired",
         "bad_request.text": "Go back to the link in your e-mail and try again.",
+        "not_my_number": "This is not my number",
+        "code_missing": "No SMS after a minute? Codes only go to the number the hospital has on file for you. If "
+                        "the number shown is not yours, call the secretariat.",
+        "not_my_number.title": "This is not your number?",
+        "not_my_number.text": "Do not ask for a code: it would go to this number. Call the secretariat at {phone}; "
+                              "they will check the number the hospital has for you and can send your letter "
+                              "another way.",
         "back": "Back to my message",
     },
     "fr": {
@@ -107,9 +111,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "link_incomplete.title": "Rouvrez le lien de votre e-mail",
         "link_incomplete.text": "Une partie du lien manque : votre document ne peut pas être ouvert. Cliquez à "
                                 "nouveau sur le lien de l’e-mail (ou copiez-le en entier dans la barre d’adresse).",
-        "number_mismatch.title": "Ce numéro ne correspond pas",
-        "number_mismatch.text": "Le numéro saisi n’est pas celui que l’hôpital connaît pour vous. Saisissez le "
-                                "numéro indiqué, ou appelez le secrétariat pour le mettre à jour.",
         "number_invalid.title": "Ce numéro de portable n’est pas valide",
         "number_invalid.text": "Saisissez votre numéro de portable, par exemple 079 123 45 67 ou +41 79 123 45 67.",
         "session_expired.title": "Votre session est terminée",
@@ -117,6 +118,13 @@ TEXTS: dict[str, dict[str, str]] = {
                                 "Rouvrez le lien de votre e-mail et demandez un nouveau code.",
         "bad_request.title": "Ce formulaire a expiré",
         "bad_request.text": "Revenez au lien de votre e-mail et réessayez.",
+        "not_my_number": "Ce n’est pas mon numéro",
+        "code_missing": "Pas de SMS après une minute ? Les codes ne partent qu’au numéro que l’hôpital connaît "
+                        "pour vous. Si le numéro indiqué n’est pas le vôtre, appelez le secrétariat.",
+        "not_my_number.title": "Ce n’est pas votre numéro ?",
+        "not_my_number.text": "Ne demandez pas de code : il partirait à ce numéro. Appelez le secrétariat au "
+                              "{phone} ; il vérifiera le numéro que l’hôpital connaît pour vous et peut vous "
+                              "faire parvenir votre lettre autrement.",
         "back": "Retour à mon message",
     },
     "de": {
@@ -171,10 +179,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "link_incomplete.text": "Ein Teil des Links fehlt, daher kann Ihr Dokument nicht geöffnet werden. Klicken "
                                 "Sie erneut auf den Link in der E-Mail (oder kopieren Sie ihn vollständig in die "
                                 "Adresszeile).",
-        "number_mismatch.title": "Diese Nummer stimmt nicht überein",
-        "number_mismatch.text": "Die eingegebene Nummer ist nicht diejenige, die beim Spital für Sie hinterlegt "
-                                "ist. Geben Sie die angezeigte Nummer ein, oder rufen Sie das Sekretariat an, um "
-                                "sie zu aktualisieren.",
         "number_invalid.title": "Dies ist keine gültige Mobilnummer",
         "number_invalid.text": "Geben Sie Ihre Mobilnummer ein, zum Beispiel 079 123 45 67 oder +41 79 123 45 67.",
         "session_expired.title": "Ihre Sitzung ist abgelaufen",
@@ -182,6 +186,13 @@ TEXTS: dict[str, dict[str, str]] = {
                                 "Sie den Link aus Ihrer E-Mail erneut und fordern Sie einen neuen Code an.",
         "bad_request.title": "Dieses Formular ist abgelaufen",
         "bad_request.text": "Öffnen Sie den Link in Ihrer E-Mail erneut und versuchen Sie es noch einmal.",
+        "not_my_number": "Das ist nicht meine Nummer",
+        "code_missing": "Nach einer Minute keine SMS? Codes gehen nur an die Nummer, die beim Spital für Sie "
+                        "hinterlegt ist. Ist die angezeigte Nummer nicht Ihre, rufen Sie das Sekretariat an.",
+        "not_my_number.title": "Das ist nicht Ihre Nummer?",
+        "not_my_number.text": "Fordern Sie keinen Code an: Er ginge an diese Nummer. Rufen Sie das Sekretariat "
+                              "unter {phone} an; es prüft die beim Spital hinterlegte Nummer und kann Ihnen Ihren "
+                              "Brief auf anderem Weg zukommen lassen.",
         "back": "Zurück zu meiner Nachricht",
     },
     "it": {
@@ -234,9 +245,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "link_incomplete.text": "Manca una parte del link, quindi il Suo documento non può essere aperto. Clicchi "
                                 "di nuovo sul link nell’e-mail (oppure lo copi per intero nella barra degli "
                                 "indirizzi).",
-        "number_mismatch.title": "Questo numero non corrisponde",
-        "number_mismatch.text": "Il numero inserito non è quello che l’ospedale ha registrato per Lei. Inserisca "
-                                "il numero indicato, oppure chiami la segreteria per aggiornarlo.",
         "number_invalid.title": "Questo numero di cellulare non è valido",
         "number_invalid.text": "Inserisca il Suo numero di cellulare, ad esempio 079 123 45 67 o +41 79 123 45 67.",
         "session_expired.title": "La Sua sessione è terminata",
@@ -244,6 +252,13 @@ TEXTS: dict[str, dict[str, str]] = {
                                 "il link della Sua e-mail e richieda un nuovo codice.",
         "bad_request.title": "Questo modulo è scaduto",
         "bad_request.text": "Torni al link della Sua e-mail e riprovi.",
+        "not_my_number": "Questo non è il mio numero",
+        "code_missing": "Nessun SMS dopo un minuto? I codici vengono inviati solo al numero che l’ospedale ha "
+                        "registrato per Lei. Se il numero indicato non è il Suo, chiami la segreteria.",
+        "not_my_number.title": "Questo non è il Suo numero?",
+        "not_my_number.text": "Non richieda un codice: verrebbe inviato a questo numero. Chiami la segreteria al "
+                              "{phone}; verificherà il numero registrato presso l’ospedale e può farLe avere la "
+                              "Sua lettera in un altro modo.",
         "back": "Tornare al mio messaggio",
     },
 }

@@ -13,3 +13,7 @@ OTP_CHECKS = Counter(
 DOCUMENTS_RELEASED = Counter(
     "convocations_documents_released_total", "First downloads, by kind (pdf, ics).", ["kind"]
 )
+UNKNOWN_LINKS = Counter(
+    "convocations_portal_unknown_links_total",
+    "Requests for a message id the portal does not know (counted here, not written to the access audit).",
+)

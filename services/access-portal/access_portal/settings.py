@@ -2,6 +2,8 @@
 
 from urllib.parse import urlsplit
 
+from pydantic import Field
+
 from shared.settings import Key32, KeyRing, ServiceSettings, dev_key
 
 
@@ -23,7 +25,9 @@ class PortalSettings(ServiceSettings):
     otp_max_per_number_day: int = 10
     session_idle_seconds: int = 15 * 60
     session_absolute_seconds: int = 60 * 60
-    audit_retention_days: int = 365  # access audit kept one year (docs/architecture.md#security), then pruned
+    # Access audit kept one year (docs/architecture.md#security), then pruned; the database refuses
+    # to prune anything younger.
+    audit_retention_days: int = Field(365, ge=365)
     audit_prune_interval_seconds: float = 3600.0
 
     @property

@@ -41,6 +41,12 @@ async def mark_emailed(conn: asyncpg.Connection, message_id: uuid.UUID, at: date
                        message_id, at)
 
 
+async def prove_for_message(conn, message_id: uuid.UUID, phone_hash: str, phone_hint: str, phone_enc: str) -> None:
+    """A number proven through this link, for this message only (no number on file)."""
+    await conn.execute("update message set proven_hash = $2, proven_hint = $3, proven_enc = $4 where message_id = $1",
+                       message_id, phone_hash, phone_hint, phone_enc)
+
+
 async def get_binding(conn: asyncpg.Connection, patient_ref: str):
     return await conn.fetchrow("select * from phone_binding where patient_ref = $1", patient_ref)
 
@@ -59,36 +65,51 @@ async def bind_phone(conn, patient_ref: str, phone_hash: str, phone_hint: str, p
     )
 
 
-async def send_counts(conn, message_id: uuid.UUID, phone_hash: str, now: datetime):
+async def lock_number(conn, phone_hash: str) -> None:
+    """Serialise code requests for one number (over all its letters) until the transaction ends, so
+    that concurrent requests cannot all pass the per-number cap. Keyed on the number's keyed hash."""
+    await conn.execute("select pg_advisory_xact_lock(hashtextextended('portal-number:' || $1, 0))", phone_hash)
+
+
+async def send_counts(conn, message_id: uuid.UUID, phone_hash: str, now: datetime, *, per_number: bool):
+    """What the send waits need. ``per_number``: the message's own waits count only the codes and
+    decoys of this number, so wrong numbers never hold back the right one. The day cap of a number
+    counts only codes really texted to it: typing someone's number into a letter costs them nothing."""
+    mine = "message_id = $1 and (not $4 or phone_hash = $2)"
     return await conn.fetchrow(
         "select"
-        " (select max(created_at) from challenge where message_id = $1) as last_sent,"
-        " (select count(*) from challenge where message_id = $1 and created_at > $3::timestamptz - interval '1 hour') as hour_n,"
-        " (select min(created_at) from challenge where message_id = $1 and created_at > $3::timestamptz - interval '1 hour')"
+        f" (select max(created_at) from challenge where {mine}) as last_sent,"
+        f" (select count(*) from challenge where {mine} and created_at > $3::timestamptz - interval '1 hour') as hour_n,"
+        f" (select min(created_at) from challenge where {mine} and created_at > $3::timestamptz - interval '1 hour')"
         "   as hour_oldest,"
-        " (select count(*) from challenge where phone_hash = $2 and created_at > $3::timestamptz - interval '1 day') as day_n,"
-        " (select min(created_at) from challenge where phone_hash = $2 and created_at > $3::timestamptz - interval '1 day')"
+        " (select count(*) from challenge where phone_hash = $2 and not decoy"
+        "   and created_at > $3::timestamptz - interval '1 day') as day_n,"
+        " (select min(created_at) from challenge where phone_hash = $2 and not decoy"
+        "   and created_at > $3::timestamptz - interval '1 day')"
         "   as day_oldest",
-        message_id, phone_hash, now,
+        message_id, phone_hash, now, per_number,
     )
 
 
 async def insert_challenge(conn, *, challenge_id, message_id, code_hash, phone_hash, phone_hint, phone_enc,
-                           bind_source, created_at, expires_at) -> None:
-    # A new code replaces the previous one: only the latest code of a message is ever valid.
-    await conn.execute("update challenge set status = 'dead' where message_id = $1 and status = 'active'",
-                       message_id)
+                           bind_source, created_at, expires_at, decoy: bool = False) -> None:
+    # A new code replaces the previous one: only the latest code of a message is ever valid. A decoy
+    # replaces only an earlier decoy: typing a wrong number never kills the patient's real code.
+    await conn.execute("update challenge set status = 'dead' where message_id = $1 and status = 'active'"
+                       " and decoy = $2", message_id, decoy)
     await conn.execute(
         "insert into challenge(id, message_id, code_hash, phone_hash, phone_hint, phone_enc, bind_source,"
-        " created_at, expires_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        " created_at, expires_at, decoy) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         challenge_id, message_id, code_hash, phone_hash, phone_hint, phone_enc, bind_source, created_at, expires_at,
+        decoy,
     )
 
 
-async def latest_challenge(conn, message_id: uuid.UUID, *, lock: bool = False):
+async def latest_challenge(conn, message_id: uuid.UUID, *, lock: bool = False, real: bool = False):
+    """The message's latest challenge (decoys included, unless ``real``)."""
     return await conn.fetchrow(
-        "select * from challenge where message_id = $1 order by created_at desc limit 1"
-        + (" for update" if lock else ""), message_id,
+        "select * from challenge where message_id = $1" + (" and not decoy" if real else "")
+        + " order by created_at desc limit 1" + (" for update" if lock else ""), message_id,
     )
 
 
@@ -154,21 +175,20 @@ async def record_release(conn, message_id: uuid.UUID, kind: str) -> bool:
 
 async def audit(conn, message_id: uuid.UUID | None, action: str, outcome: str, client_hash: str | None,
                 detail: str | None = None) -> None:
+    # Append-only for this role: INSERT is all it may do on the audit (deploy/postgres/init.sql).
     await conn.execute(
-        "insert into access_audit(message_id, action, outcome, client_hash, detail) values ($1, $2, $3, $4, $5)",
+        "insert into portal_audit.access_audit(message_id, action, outcome, client_hash, detail)"
+        " values ($1, $2, $3, $4, $5)",
         message_id, action, outcome, client_hash, detail,
     )
 
 
 async def prune_audit(conn, retention_days: int, *, batch: int = 10_000) -> int:
-    """Delete audit rows older than the retention, in batches so no statement holds long locks."""
+    """Delete audit rows older than the retention, in batches so no statement holds long locks. The
+    database function is the only delete this role may run; it refuses a retention under a year."""
     total = 0
     while True:
-        status = await conn.execute(
-            "delete from access_audit where id in (select id from access_audit"
-            " where at < now() - make_interval(days => $1) limit $2)", retention_days, batch,
-        )
-        deleted = int(status.split()[-1])
+        deleted = await conn.fetchval("select portal_audit.prune($1, $2)", retention_days, batch)
         total += deleted
         if deleted < batch:
             return total

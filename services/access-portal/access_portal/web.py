@@ -18,7 +18,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from access_portal import calendar, policy, store
 from access_portal.handlers import PortalHandlers
 from access_portal.i18n import text
-from access_portal.metrics import DOCUMENTS_RELEASED, OTP_CHECKS, OTP_REQUESTS
+from access_portal.metrics import DOCUMENTS_RELEASED, OTP_CHECKS, OTP_REQUESTS, UNKNOWN_LINKS
 from access_portal.settings import PortalSettings
 from shared import crypto
 from shared.contracts import DocumentReleasedV1, OtpRequestedV1, envelope
@@ -53,17 +53,22 @@ class Portal:
         host = request.client.host if request.client else None
         return crypto.keyed_hash(self.settings.portal_secret_key, "client", host) if host else None
 
-    def csrf_token(self, request: Request) -> tuple[str, str]:
-        """(cookie value, form token): a double-submit token bound to a random cookie, no server state."""
-        cookie = request.cookies.get(self.csrf_cookie) or secrets.token_urlsafe(24)
-        return cookie, crypto.keyed_hash(self.settings.portal_secret_key, "csrf", cookie)[:40]
+    def _csrf_for(self, cookie: str, request: Request, message_id) -> str:
+        # Bound to the browser's random cookie, to the message and to the session cookie as sent: a
+        # token minted on another letter, or before a login, is refused. No server state.
+        session = request.cookies.get(self.session_cookie, "")
+        return crypto.keyed_hash(self.settings.portal_secret_key, "csrf", f"{cookie}|{message_id or ''}|{session}")[:40]
 
-    def csrf_ok(self, request: Request, token: str) -> bool:
+    def csrf_token(self, request: Request, message_id) -> tuple[str, str]:
+        """(cookie value, form token) of a double-submit token for this message's forms."""
+        cookie = request.cookies.get(self.csrf_cookie) or secrets.token_urlsafe(24)
+        return cookie, self._csrf_for(cookie, request, message_id)
+
+    def csrf_ok(self, request: Request, token: str, message_id) -> bool:
         cookie = request.cookies.get(self.csrf_cookie)
         if not cookie or not token:
             return False
-        expected = crypto.keyed_hash(self.settings.portal_secret_key, "csrf", cookie)[:40]
-        return policy.same_secret(expected, token)
+        return policy.same_secret(self._csrf_for(cookie, request, message_id), token)
 
     def set_cookie(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:
         response.set_cookie(name, value, max_age=max_age, path="/", secure=self.settings.cookie_secure,
@@ -71,7 +76,7 @@ class Portal:
 
     def page(self, request: Request, template: str, language: str, *, status: int = 200, message=None,
              **context) -> HTMLResponse:
-        cookie, token = self.csrf_token(request)
+        cookie, token = self.csrf_token(request, message["message_id"] if message else None)
         t = lambda key, **kw: text(language, key, **kw)  # noqa: E731
         html = self.env.get_template(template).render(
             t=t, lang=language, csrf=token, hospital=self.settings.hospital_name,
@@ -130,6 +135,8 @@ class Portal:
         limit = dict(max_body_size=MAX_FORM_BYTES)  # every form here is a few short fields
         r.add_api_route("/", self.home, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}", self.view, methods=["GET", "HEAD"], response_class=HTMLResponse)
+        r.add_api_route("/m/{raw_id}/not-my-number", self.not_my_number, methods=["GET", "HEAD"],
+                        response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}/code", self.request_code, methods=["POST"], **limit)
         r.add_api_route("/m/{raw_id}/code", self.code_form, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}/verify", self.verify, methods=["POST"], **limit)
@@ -146,7 +153,12 @@ class Portal:
         closed = self.closed_state(message, datetime.now(timezone.utc))
         if closed is None:
             return None
-        await store.audit(conn, message_id, action, closed[0], client)
+        if message is None:
+            # Audit only what exists: requests for unknown ids are a counter, not rows that anyone could
+            # add by the thousand and that would be kept a year.
+            UNKNOWN_LINKS.inc()
+        else:
+            await store.audit(conn, message_id, action, closed[0], client)
         return self.state_page(request, closed[0], message["language"] if message else "fr", status=closed[1],
                                message=message)
 
@@ -167,13 +179,31 @@ class Portal:
         return self.page(request, "message.html", message["language"], message=message,
                          bound_hint=binding["phone_hint"] if binding else None, hint=message["phone_hint"])
 
+    async def not_my_number(self, request: Request, raw_id: str) -> HTMLResponse:
+        """Where "this is not my number" leads: whom to call. Read-only, like every GET."""
+        message_id = self.parse_id(raw_id)
+        async with self.pool.acquire() as conn:
+            message = await store.get_message(conn, message_id) if message_id else None
+            client = self.client_hash(request)
+            if refused := await self._refuse_closed(conn, request, message, message_id, "not-my-number", client):
+                return refused
+            await store.audit(conn, message_id, "not-my-number", "ok", client)
+        return self.state_page(request, "not_my_number", message["language"], status=200, message=message,
+                               phone=message["secretariat_phone"])
+
     @staticmethod
     async def _usable_binding(conn, message):
-        """The patient's verified number, unless the hospital now has another one on file."""
+        """The number codes go to without asking: the patient's number on file once proven (it carries
+        over to later letters, unless the hospital now has another one on file), else a number proven
+        through this very link (it binds this message only: whoever holds one link must not choose
+        where the patient's later letters are texted)."""
         binding = await store.get_binding(conn, message["patient_ref"])
-        if binding is not None and message["phone_hash"] not in (None, binding["phone_hash"]):
-            return None
-        return binding
+        if binding is not None and message["phone_hash"] in (None, binding["phone_hash"]):
+            return binding
+        if message["proven_hash"] is not None:
+            return {"phone_hash": message["proven_hash"], "phone_hint": message["proven_hint"],
+                    "phone_enc": message["proven_enc"]}
+        return None
 
     async def request_code(self, request: Request, raw_id: str, csrf: str = Form(""),
                            phone: str = Form("")) -> Response:
@@ -184,7 +214,7 @@ class Portal:
             if refused := await self._refuse_closed(conn, request, message, message_id, "code-request", client):
                 return refused
             lang = message["language"]
-            if not self.csrf_ok(request, csrf):
+            if not self.csrf_ok(request, csrf, message_id):
                 return await self._refuse_csrf(conn, request, message, "code-request", client)
             if message["locked_until"] and message["locked_until"] > now:
                 await store.audit(conn, message_id, "code-request", "locked", client)
@@ -194,15 +224,11 @@ class Portal:
             if isinstance(target, str):
                 await store.audit(conn, message_id, "code-request", target, client)
                 OTP_REQUESTS.labels(target).inc()
-                if target == "number_mismatch":
-                    # A wrong number counts like a wrong code: the match/mismatch answer must not let
-                    # whoever holds the link search the 10^5 numbers that fit the masked hint.
-                    _, lock = await self._count_failure(conn, message, now, client)
-                    if lock:
-                        return self.wait_page(request, message, now + lock)
                 return self.state_page(request, target, lang, status=400, message=message)
-            phone_hash, hint, phone_enc, bind_source = target
-            counts = await store.send_counts(conn, message_id, phone_hash, now)
+            phone_hash, hint, phone_enc, bind_source, decoy = target
+            await store.lock_number(conn, phone_hash)  # the per-number cap holds under concurrency
+            counts = await store.send_counts(conn, message_id, phone_hash, now,
+                                             per_number=message["phone_hash"] is not None)
             until = policy.send_wait(self.limits, now, counts["last_sent"], counts["hour_n"], counts["day_n"],
                                      counts["hour_oldest"], counts["day_oldest"])
             if until:
@@ -214,8 +240,14 @@ class Portal:
             await store.insert_challenge(
                 conn, challenge_id=challenge_id, message_id=message_id, code_hash=self.code_hash(challenge_id, code),
                 phone_hash=phone_hash, phone_hint=hint, phone_enc=phone_enc, bind_source=bind_source,
-                created_at=now, expires_at=expires_at,
+                created_at=now, expires_at=expires_at, decoy=decoy,
             )
+            if decoy:
+                # Not the number on file: the same answer as for the right one (the code page, the same
+                # waits next time), nothing texted and nothing counted against the message.
+                await store.audit(conn, message_id, "code-request", "number_mismatch", client)
+                OTP_REQUESTS.labels("number_mismatch").inc()
+                return RedirectResponse(f"/m/{message_id}/code", status_code=303)
             e164 = self.h.open_phone(phone_enc, message["patient_ref"])
             await add_event(conn, envelope(
                 OtpRequestedV1(
@@ -230,20 +262,22 @@ class Portal:
         return RedirectResponse(f"/m/{message_id}/code", status_code=303)
 
     async def _target_phone(self, conn, message, typed: str):
-        """(hash, hint, encrypted number, bind source) to text the code to, or a refusal state."""
+        """(hash, hint, encrypted number, bind source, decoy) to text the code to, or a refusal state."""
         binding = await self._usable_binding(conn, message)
         if binding is not None:
-            return binding["phone_hash"], binding["phone_hint"], binding["phone_enc"], None
+            return binding["phone_hash"], binding["phone_hint"], binding["phone_enc"], None, False
         e164 = policy.normalise_phone(typed)
         if e164 is None:
             return "number_invalid"
         typed_hash = self.h.phone_hash(e164)
         if message["phone_hash"] is not None:
             if not policy.same_secret(typed_hash, message["phone_hash"]):
-                return "number_mismatch"
-            return message["phone_hash"], message["phone_hint"], message["phone_enc"], "hospital"
-        # No number on file: trust on first use, bound once the code proves the patient holds it.
-        return typed_hash, policy.phone_hint(e164), self.h.seal_phone(e164, message["patient_ref"]), "first-use"
+                # A decoy for the typed number: the page shows the hint on file, nothing is texted.
+                return typed_hash, message["phone_hint"], None, None, True
+            return message["phone_hash"], message["phone_hint"], message["phone_enc"], "hospital", False
+        # No number on file: trust on first use, for this message only, once the code proves it.
+        return (typed_hash, policy.phone_hint(e164), self.h.seal_phone(e164, message["patient_ref"]), "first-use",
+                False)
 
     async def _count_failure(self, conn, message, now: datetime, client) -> tuple[int, timedelta | None]:
         """Count one failure against the message: (failures so far, the wait it now imposes or None)."""
@@ -285,7 +319,7 @@ class Portal:
             if refused := await self._refuse_closed(conn, request, message, message_id, "code-check", client):
                 return refused
             lang = message["language"]
-            if not self.csrf_ok(request, csrf):
+            if not self.csrf_ok(request, csrf, message_id):
                 return await self._refuse_csrf(conn, request, message, "code-check", client)
             if message["locked_until"] and message["locked_until"] > now:
                 await store.audit(conn, message_id, "code-check", "locked", client)
@@ -303,12 +337,22 @@ class Portal:
                 await store.audit(conn, message_id, "code-check", "malformed", client)
                 return self.page(request, "code.html", lang, status=400, message=message,
                                  hint=challenge["phone_hint"], error=text(lang, "code_format"))
-            if not policy.same_secret(self.code_hash(challenge["id"], typed), challenge["code_hash"]):
+            # After a decoy (a wrong number typed), the patient's real code, if still live, still works;
+            # wrong guesses count on what the page shows, so decoy and code answer alike.
+            real = await store.latest_challenge(conn, message_id, lock=True, real=True) if challenge["decoy"] \
+                else challenge
+            live = real is not None and real["status"] == "active" and real["expires_at"] > now
+            if not live or not policy.same_secret(self.code_hash(real["id"], typed), real["code_hash"]):
                 return await self._wrong_code(conn, request, message, challenge, now, client)
+            challenge = real
             await store.use_challenge(conn, challenge["id"])
-            if challenge["bind_source"]:
+            if challenge["bind_source"] == "hospital":
                 await store.bind_phone(conn, message["patient_ref"], challenge["phone_hash"], challenge["phone_hint"],
-                                       challenge["phone_enc"], challenge["bind_source"])
+                                       challenge["phone_enc"], "hospital")
+            elif challenge["bind_source"] == "first-use":
+                await store.prove_for_message(conn, message_id, challenge["phone_hash"], challenge["phone_hint"],
+                                              challenge["phone_enc"])
+            if challenge["bind_source"]:
                 await store.audit(conn, message_id, "binding", challenge["bind_source"], client)
             token = secrets.token_urlsafe(32)  # 256 bits, fresh at authentication
             await store.insert_session(conn, self.session_hash(token), message_id)
@@ -361,7 +405,7 @@ class Portal:
             if refused := await self._refuse_closed(conn, request, message, message_id, "download", client):
                 return refused
             lang = message["language"]
-            if not self.csrf_ok(request, csrf):
+            if not self.csrf_ok(request, csrf, message_id):
                 return await self._refuse_csrf(conn, request, message, "download", client)
             if not await self.session_ok(conn, request, message_id):
                 await store.audit(conn, message_id, "download", "no-session", client, kind)
@@ -401,14 +445,16 @@ class Portal:
         client = self.client_hash(request)
         async with self.pool.acquire() as conn:
             message = await store.get_message(conn, message_id) if message_id else None
-            if not self.csrf_ok(request, csrf):
-                await store.audit(conn, message_id, "logout", "csrf-refused", client)
+            if not self.csrf_ok(request, csrf, message_id):
+                if message is not None:
+                    await store.audit(conn, message_id, "logout", "csrf-refused", client)
                 return self.state_page(request, "bad_request", message["language"] if message else "fr",
                                        status=403, message=message)
             token = request.cookies.get(self.session_cookie)
             if token:
                 await store.end_session(conn, self.session_hash(token))
-            await store.audit(conn, message_id, "logout", "ok", client)
+            if message is not None:
+                await store.audit(conn, message_id, "logout", "ok", client)
         response = RedirectResponse(f"/m/{message_id}" if message else "/", status_code=303)
         response.delete_cookie(self.session_cookie, path="/", secure=self.settings.cookie_secure, httponly=True,
                                samesite="strict")
