@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import uuid
@@ -153,3 +154,17 @@ async def test_the_audited_client_is_the_address_the_trusted_proxy_saw_not_a_spo
                                 " and action = 'view'", mail.message_id)
     assert [r["client_hash"] for r in rows] == [crypto.keyed_hash(PORTAL_KEY, "client", real)]
     assert crypto.keyed_hash(PORTAL_KEY, "client", spoofed) not in await chain.dump_all_tables()
+
+
+def test_a_portal_told_to_believe_every_forwarded_for_refuses_to_start(chain, tmp_path):
+    """Issue 7, item 8: the Kubernetes config had FORWARDED_ALLOW_IPS=*, with which the audited client
+    address was whatever the client put first in X-Forwarded-For. A portal so configured now stops at
+    start and names the setting."""
+    believer = dataclasses.replace(chain.stack, log_dir=tmp_path, ports={}, processes={},
+                                   extra_env={"access-portal": {"FORWARDED_ALLOW_IPS": "*"}})
+    try:
+        with pytest.raises(RuntimeError, match="exited at start") as refused:
+            believer.start(["access-portal"], timeout=60)
+    finally:
+        believer.stop()
+    assert "FORWARDED_ALLOW_IPS" in str(refused.value)
