@@ -3,13 +3,14 @@
 One place for every event the services exchange. Producers never remove or retype a field within a
 major version; consumers ignore unknown fields. The routing key is ``<type>.v<version>``.
 Fields that carry a secret (link secret, phone number, OTP) travel as ``SealedField`` strings,
-encrypted for their one consumer with :func:`shared.crypto.seal_field`.
+encrypted for their one consumer with :func:`shared.crypto.seal_field`. Every other text field is a
+``Line`` (no control character at all) or, where the text is prose, a ``Text`` (line breaks only).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Annotated, ClassVar, Generic, Literal, TypeVar
@@ -28,6 +29,50 @@ from pydantic import (
 Language = Literal["fr", "de", "it", "en"]
 DeliveryPreference = Literal["email", "postal"]
 MAX_PDF_BYTES = 10 * 1024 * 1024
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+# C0 and C1 controls, DEL and the Unicode line/paragraph separators: a value that ends up in an
+# e-mail header, a log line or an SMS must not be able to start a new line or a new header.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BUT_NEWLINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def control_character(value: str, *, newlines: bool = False) -> str | None:
+    """The first control character in ``value`` as ``U+XXXX``, or None. ``newlines`` allows tab, CR and LF."""
+    match = (_CONTROL_BUT_NEWLINES if newlines else _CONTROL).search(value)
+    return f"U+{ord(match.group()):04X}" if match else None
+
+
+def one_line(value: str) -> str:
+    """Outside text (a provider's error message) made fit for a ``Line`` field: controls become spaces."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def _single_line(value: str) -> str:
+    if found := control_character(value):
+        # The code point, never the value: the detail is logged and kept on the dead-letter queue.
+        raise ValueError(f"contains a control character ({found}); this field is one line of text")
+    return value
+
+
+def _prose(value: str) -> str:
+    if found := control_character(value, newlines=True):
+        raise ValueError(f"contains a control character ({found}); only line breaks and tabs are allowed")
+    return value
+
+
+_ONE_LINE = Field(json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$"})
+Line = Annotated[str, AfterValidator(_single_line), _ONE_LINE]
+"""A single-line text field: any control character (CR, LF, tab, other C0/C1) is refused."""
+
+Text = Annotated[
+    str,
+    AfterValidator(_prose),
+    Field(json_schema_extra={"pattern": "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"}),
+]
+"""A multi-line text field (prose such as instructions): line breaks and tabs, no other control character."""
+
+Email = Annotated[EmailStr, AfterValidator(_single_line), _ONE_LINE]
 
 SealedField = Annotated[
     str,
@@ -51,7 +96,9 @@ def _swiss_mobile(raw: str) -> str:
 
 MobileNumber = Annotated[
     str,
+    AfterValidator(_single_line),
     AfterValidator(_swiss_mobile),
+    _ONE_LINE,
     Field(description="Mobile number in any usual form; national numbers are read as Swiss (CH). Stored as E.164."),
 ]
 
@@ -77,9 +124,9 @@ class EventPayload(Contract):
 
 
 class Patient(Contract):
-    id: str = Field(min_length=1, max_length=64, description="The hospital's patient identifier.")
-    name: str = Field(min_length=1, max_length=200, description="Full name as it should appear on the letter.")
-    email: EmailStr | None = Field(None, description="Where the e-mail with the secure link goes.")
+    id: Line = Field(min_length=1, max_length=64, description="The hospital's patient identifier.")
+    name: Line = Field(min_length=1, max_length=200, description="Full name as it should appear on the letter.")
+    email: Email | None = Field(None, description="Where the e-mail with the secure link goes.")
     mobile: MobileNumber | None = Field(
         None, description="Mobile number on file; the code is only ever sent to this number when given."
     )
@@ -87,21 +134,21 @@ class Patient(Contract):
 
 
 class Place(Contract):
-    name: str = Field(min_length=1, max_length=200, description="Building, floor or room.")
-    address: str = Field(min_length=1, max_length=300, description="Street address.")
+    name: Line = Field(min_length=1, max_length=200, description="Building, floor or room.")
+    address: Line = Field(min_length=1, max_length=300, description="Street address.")
 
 
 class Department(Contract):
-    name: str = Field(min_length=1, max_length=200)
-    secretariat_phone: str = Field(min_length=3, max_length=40, description="Shown to the patient when they need help.")
-    secretariat_email: EmailStr | None = None
+    name: Line = Field(min_length=1, max_length=200)
+    secretariat_phone: Line = Field(min_length=3, max_length=40, description="Shown to the patient when they need help.")
+    secretariat_email: Email | None = None
 
 
 class Appointment(Contract):
     starts_at: AwareDatetime = Field(description="Time-zone aware start of the appointment (ISO 8601).")
     place: Place
     department: Department
-    instructions: str | None = Field(None, max_length=2000, description="What to bring, fasting, arrival time.")
+    instructions: Text | None = Field(None, max_length=2000, description="What to bring, fasting, arrival time.")
 
 
 class ConvocationCreatedV1(EventPayload):
@@ -113,7 +160,7 @@ class ConvocationCreatedV1(EventPayload):
     patient: Patient
     appointment: Appointment
     delivery: DeliveryPreference = Field("email", description="'postal' keeps paper mail.")
-    document_pdf_base64: str | None = Field(
+    document_pdf_base64: Line | None = Field(
         None, description="The letter as a base64 PDF (at most 10 MB); when absent the issuer renders one."
     )
 
@@ -122,13 +169,13 @@ class ConvocationCreatedV1(EventPayload):
     def _real_pdf(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("document_pdf_base64 is not valid base64") from None
-        if len(raw) > MAX_PDF_BYTES:
-            raise ValueError(f"document is {len(raw)} bytes, more than the 10 MB limit")
-        if not raw.startswith(b"%PDF-"):
+        # Judged from the text alone (size from its length): no decoded copy of a letter is made here.
+        if len(value) % 4 or not _BASE64.fullmatch(value):
+            raise ValueError("document_pdf_base64 is not valid base64")
+        size = len(value) // 4 * 3 - value[-2:].count("=")
+        if size > MAX_PDF_BYTES:
+            raise ValueError(f"document is {size} bytes, more than the 10 MB limit")
+        if not base64.b64decode(value[:8]).startswith(b"%PDF-"):
             raise ValueError("document is not a PDF (no %PDF- header)")
         return value
 
@@ -142,7 +189,7 @@ class ConvocationCancelledV1(EventPayload):
     EVENT_TYPE: ClassVar[str] = "convocation.cancelled"
 
     convocation_id: uuid.UUID
-    reason: str | None = Field(None, max_length=200)
+    reason: Line | None = Field(None, max_length=200)
 
 
 # --- issuer -> mailer, access-portal ---------------------------------------------------------
@@ -155,16 +202,16 @@ class MessageSealedV1(EventPayload):
 
     message_id: uuid.UUID = Field(description="Id of the secure message; appears in the link.")
     convocation_id: uuid.UUID
-    patient_ref: str = Field(description="Keyed hash of the patient id: the same patient, never the id itself.")
+    patient_ref: Line = Field(description="Keyed hash of the patient id: the same patient, never the id itself.")
     language: Language
-    key_id: str = Field(description="Id of the server key the document key was derived with.")
-    document_nonce: str = Field(description="base64 AES-GCM nonce of the document.")
-    document_ciphertext: str = Field(description="base64 AES-256-GCM ciphertext of the PDF.")
-    details_nonce: str = Field(description="base64 AES-GCM nonce of the appointment details.")
-    details_ciphertext: str = Field(description="base64 ciphertext of the appointment details (JSON), for the .ics.")
+    key_id: Line = Field(description="Id of the server key the document key was derived with.")
+    document_nonce: Line = Field(description="base64 AES-GCM nonce of the document.")
+    document_ciphertext: Line = Field(description="base64 AES-256-GCM ciphertext of the PDF.")
+    details_nonce: Line = Field(description="base64 AES-GCM nonce of the appointment details.")
+    details_ciphertext: Line = Field(description="base64 ciphertext of the appointment details (JSON), for the .ics.")
     expires_at: AwareDatetime
-    secretariat_phone: str
-    secretariat_email: str | None = None
+    secretariat_phone: Line
+    secretariat_email: Line | None = None
     send_email: bool = Field(True, description="False when the patient keeps paper mail.")
     for_mailer: SealedField = Field(description="Encrypted for the mailer: e-mail address, name and link secret.")
     for_portal: SealedField = Field(description="Encrypted for the access portal: the mobile number on file.")
@@ -205,7 +252,7 @@ class ConvocationStatusV1(EventPayload):
         "sealed", "e-mailed", "bounced", "downloaded", "postal", "postal-fallback", "cancelled", "superseded", "expired"
     ]
     at: AwareDatetime
-    detail: str | None = None
+    detail: Line | None = None
 
 
 # --- mailer -> issuer, access-portal ---------------------------------------------------------
@@ -218,7 +265,7 @@ class EmailSentV1(EventPayload):
 
     message_id: uuid.UUID
     convocation_id: uuid.UUID
-    smtp_message_id: str
+    smtp_message_id: Line
     accepted_at: AwareDatetime
 
 
@@ -230,7 +277,12 @@ class EmailFailedV1(EventPayload):
     message_id: uuid.UUID
     convocation_id: uuid.UUID
     smtp_code: int | None = None
-    reason: str = Field(max_length=500)
+    reason: Line = Field(
+        max_length=500,
+        description="What failed, as a code only (never the relay's text, which may quote the recipient):"
+                    " 'recipient-refused' or 'relay-refused' with the enhanced status code when the relay gave one"
+                    " (e.g. 'recipient-refused 5.1.1'), 'local-error <error type>', 'no-email-address'.",
+    )
     failed_at: AwareDatetime
 
 
@@ -246,7 +298,7 @@ class OtpRequestedV1(EventPayload):
     message_id: uuid.UUID
     convocation_id: uuid.UUID
     language: Language
-    portal_host: str = Field(description="Host for the origin-bound line '@host #code'.")
+    portal_host: Line = Field(description="Host for the origin-bound line '@host #code'.")
     for_sms: SealedField = Field(description="Encrypted for the sms-gateway: phone number and code.")
     expires_at: AwareDatetime
 
@@ -273,8 +325,8 @@ class SmsSentV1(EventPayload):
     challenge_id: uuid.UUID
     message_id: uuid.UUID
     convocation_id: uuid.UUID
-    provider: str
-    provider_message_id: str
+    provider: Line
+    provider_message_id: Line
     sent_at: AwareDatetime
 
 
@@ -286,9 +338,9 @@ class SmsFailedV1(EventPayload):
     challenge_id: uuid.UUID
     message_id: uuid.UUID
     convocation_id: uuid.UUID
-    provider: str
-    provider_code: str | None = None
-    reason: str = Field(max_length=500)
+    provider: Line
+    provider_code: Line | None = None
+    reason: Line = Field(max_length=500)
     failed_at: AwareDatetime
 
 
@@ -319,10 +371,10 @@ class Envelope(BaseModel, Generic[D]):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_id: uuid.UUID
-    type: str = Field(description="Event name, e.g. 'convocation.created'.")
+    type: Line = Field(description="Event name, e.g. 'convocation.created'.")
     version: int = Field(ge=1, description="Major version; also the routing key's suffix.")
     occurred_at: AwareDatetime
-    producer: str = Field(description="Service or upstream system that produced the event.")
+    producer: Line = Field(description="Service or upstream system that produced the event.")
     correlation_id: uuid.UUID = Field(description="The convocation id, carried through the whole chain.")
     causation_id: uuid.UUID | None = Field(None, description="Event id of the event that caused this one.")
     data: D

@@ -164,4 +164,4 @@ def test_a_relays_refusal_naming_the_recipient_is_stored_without_the_address():
     refused = aiosmtplib.SMTPRecipientsRefused(
         [aiosmtplib.SMTPRecipientRefused(550, "5.1.1 <marie.dupont@example.ch>: Recipient address rejected",
                                          "marie.dupont@example.ch")])
-    assert "marie.dupont" not in classify(refused).reason and "Recipient address rejected" in classify(refused).reason
+    assert classify(refused).reason == "recipient-refused 5.1.1"  # the code only: no address, no relay text

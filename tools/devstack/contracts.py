@@ -468,12 +468,17 @@ def to_json(document: dict) -> str:
 
 REJECTION_MEANINGS = {
     "malformed-json": "The body is not UTF-8 JSON.",
-    "invalid-event": "The body does not match the schema of the routing key's event; the detail names the fields.",
+    "invalid-event": "The body does not match the schema of the routing key's event; the detail names the fields"
+                     " (a control character such as CR or LF in a one-line field is named by its code point).",
     "wrong-type": "The envelope's type or version is not the routing key's event.",
     "wrong-producer": "The envelope's `producer` is not the one party that publishes this event.",
     "appointment-in-past": "A convocation.created whose appointment has already started.",
     "unknown-convocation": "The event names a convocation this service does not know.",
     "unreadable-secret": "An encrypted field does not open with this service's key (wrong key or forged field).",
+    "pdf-active-content": "The PDF carries JavaScript, a launch or other action, an embedded file or XFA; the detail"
+                          " says which.",
+    "pdf-unreadable": "The PDF cannot be inspected (damaged, or encrypted with a password).",
+    "unsafe-header": "A value meant for an e-mail header holds a control character or is no plain address.",
 }
 _REJECTED = re.compile(r"""Rejected\(\s*["']([a-z0-9-]+)["']""")
 

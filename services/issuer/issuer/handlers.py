@@ -8,6 +8,7 @@ import asyncpg
 
 from issuer import domain, store
 from issuer.metrics import POSTAL_REQUESTS
+from issuer.pdfcheck import UnreadablePdf, active_content
 from issuer.settings import IssuerSettings
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
@@ -46,7 +47,7 @@ class IssuerHandlers:
         problem = domain.appointment_problem(c, now)
         if problem:
             raise Rejected("appointment-in-past", problem)
-        pdf = c.document_bytes() or self._render(c, now)
+        pdf = self._upstream_pdf(c) or self._render(c, now)
         expires_at = domain.expiry(c.appointment.starts_at, self.settings.message_ttl_days)
         postal = domain.postal_reason_at_creation(c)
         sealed = domain.seal_convocation(c, pdf, self.keys, expires_at=expires_at, send_email=postal is None)
@@ -167,6 +168,20 @@ class IssuerHandlers:
         cid = convocation_id or d.data.convocation_id
         await self._emit(conn, d, ConvocationStatusV1(convocation_id=cid, status=status, at=at, detail=detail),
                          convocation_id=cid)
+
+    @staticmethod
+    def _upstream_pdf(c: ConvocationCreatedV1) -> bytes | None:
+        """The hospital's own PDF, refused when it carries anything a viewer would run or open."""
+        pdf = c.document_bytes()
+        if pdf is None:
+            return None
+        try:
+            found = active_content(pdf)
+        except UnreadablePdf as exc:
+            raise Rejected("pdf-unreadable", str(exc)) from None
+        if found:
+            raise Rejected("pdf-active-content", f"the document carries active content: {found}")
+        return pdf
 
     def _render(self, c: ConvocationCreatedV1, now: datetime) -> bytes:
         from issuer.render import render_convocation_pdf

@@ -7,13 +7,13 @@ from datetime import datetime, timezone
 import asyncpg
 
 from mailer import store
-from mailer.compose import build_message, smtp_message_id
+from mailer.compose import UnsafeHeader, build_message, envelope_sender, smtp_message_id
 from mailer.emails import render_email
 from mailer.metrics import SMTP_ATTEMPTS
 from mailer.settings import MailerSettings
 from mailer.smtp import SmtpFailure, SmtpSender
 from shared import crypto
-from shared.consumer import Delivery
+from shared.consumer import Delivery, Rejected
 from shared.contracts import EmailFailedV1, EmailSentV1, MessageSealedV1, envelope
 from shared.logs import get_logger
 from shared.outbox import add_event
@@ -48,7 +48,7 @@ class MailerHandlers:
         mid = smtp_message_id(m.message_id, self.settings.mail_from)
         attempts = (row["attempts"] if row else 0) + 1
         if not recipient.get("email"):
-            await self._failed(conn, d, mid, attempts, SmtpFailure(True, None, "no e-mail address on file"))
+            await self._failed(conn, d, mid, attempts, SmtpFailure(True, None, "no-email-address"))
             return
         rendered = render_email(
             language=m.language, patient_name=recipient["name"],
@@ -56,10 +56,15 @@ class MailerHandlers:
             hospital_name=self.settings.hospital_name, secretariat_phone=m.secretariat_phone,
             secretariat_email=m.secretariat_email,
         )
-        message = build_message(rendered, mail_from=self.settings.mail_from, to_name=recipient["name"],
-                                to_address=recipient["email"], message_id=m.message_id, language=m.language)
         try:
-            await self.sender.send(message)
+            message = build_message(rendered, mail_from=self.settings.mail_from, to_name=recipient["name"],
+                                    to_address=recipient["email"], message_id=m.message_id, language=m.language)
+        except UnsafeHeader as exc:
+            # The contracts refuse such names upstream; a producer that slipped one through is parked.
+            raise Rejected("unsafe-header", str(exc)) from None
+        try:
+            await self.sender.send(message, sender=envelope_sender(self.settings.mail_from),
+                                   recipients=[recipient["email"]])
         except SmtpFailure as failure:
             delay = None if failure.permanent else self.retry.delay_for(attempts)
             if delay is None:

@@ -2,6 +2,8 @@
 
 from typing import Literal
 
+from pydantic import field_validator
+
 from shared.settings import Key32, ServiceSettings, dev_key
 
 
@@ -21,3 +23,14 @@ class MailerSettings(ServiceSettings):
     portal_base_url: str = "http://127.0.0.1:8000"
     mailer_field_key: Key32 = dev_key("mailer-field")
     mailer_retry_delays: str = "5,30,120,600,1800"  # seconds between SMTP attempts on transient failures
+
+    @field_validator("mail_from")
+    @classmethod
+    def _plain_sender(cls, value: str) -> str:
+        from mailer.compose import UnsafeHeader, envelope_sender
+
+        try:
+            envelope_sender(value)
+        except UnsafeHeader as exc:
+            raise ValueError(f"{exc}; expected 'Name <address@domain>' on one line") from None
+        return value

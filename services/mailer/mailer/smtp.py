@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from dataclasses import dataclass
 from email.message import Message
@@ -10,29 +11,39 @@ from email.message import Message
 import aiosmtplib
 
 from mailer.settings import MailerSettings
-from shared.redact import scrub
 
 
 @dataclass(frozen=True)
 class SmtpFailure(Exception):
-    """A send that did not succeed: ``permanent`` failures are never retried."""
+    """A send that did not succeed: ``permanent`` failures are never retried. ``reason`` is a short
+    code from a fixed vocabulary (never text from outside, which may carry a name or an address)."""
 
     permanent: bool
     code: int | None
     reason: str
 
 
+# An enhanced status code (RFC 3463, '5.1.1') at the start of a relay's reply: safe to keep.
+_ENHANCED = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def _enhanced(message: str) -> str:
+    match = _ENHANCED.match(message or "")
+    return f" {match.group(1)}" if match else ""
+
+
 def classify(exc: Exception) -> SmtpFailure:
     """4xx, connection errors and time-outs are transient; 5xx and refused recipients are permanent.
 
-    The relay's text may name the recipient ('<marie@…>: Recipient address rejected'): it is
-    scrubbed, since it is stored and published (email.failed, the hospital's delivery report)."""
+    Only the reply code, its enhanced status and the kind of error are kept: a relay's text or a
+    local exception's message may echo the recipient's name or address, and the reason is stored,
+    logged and published (email.failed, the hospital's delivery report)."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         first = exc.recipients[0]
-        return SmtpFailure(first.code >= 500, first.code, scrub(first.message)[:300])
+        return SmtpFailure(first.code >= 500, first.code, f"recipient-refused{_enhanced(first.message)}")
     if isinstance(exc, aiosmtplib.SMTPResponseException) and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-        return SmtpFailure(exc.code >= 500, exc.code, scrub(exc.message)[:300])
-    return SmtpFailure(False, None, scrub(f"{type(exc).__name__}: {exc}")[:300])
+        return SmtpFailure(exc.code >= 500, exc.code, f"relay-refused{_enhanced(exc.message)}")
+    return SmtpFailure(False, None, f"local-error {type(exc).__name__}")
 
 
 class SmtpSender:
@@ -54,13 +65,14 @@ class SmtpSender:
             tls_context=ssl.create_default_context(cafile=s.smtp_ca_file) if s.smtp_tls != "none" else None,
         )
 
-    async def send(self, message: Message) -> str:
-        """Send one message; returns the server's reply. Raises SmtpFailure."""
+    async def send(self, message: Message, *, sender: str, recipients: list[str]) -> str:
+        """Send one message from ``sender`` to exactly ``recipients`` (never to addresses read from its
+        headers); returns the server's reply. Raises SmtpFailure."""
         async with self._slots:
             reused = not self._idle.empty()
             client = self._idle.get_nowait() if reused else self._client()
             try:
-                return await self._send_on(client, message)
+                return await self._send_on(client, message, sender, recipients)
             except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
                 await self._discard(client)
                 if not reused:
@@ -71,15 +83,15 @@ class SmtpSender:
             # A kept connection the server had closed meanwhile: one fresh try, right away.
             client = self._client()
             try:
-                return await self._send_on(client, message)
+                return await self._send_on(client, message, sender, recipients)
             except Exception as exc:
                 await self._discard(client)
                 raise classify(exc) from exc
 
-    async def _send_on(self, client: aiosmtplib.SMTP, message: Message) -> str:
+    async def _send_on(self, client: aiosmtplib.SMTP, message: Message, sender: str, recipients: list[str]) -> str:
         if not client.is_connected:
             await client.connect()
-        _errors, reply = await client.send_message(message)
+        _errors, reply = await client.send_message(message, sender=sender, recipients=recipients)
         self._idle.put_nowait(client)
         return reply
 

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import httpx
 
+from shared.contracts import one_line
 from shared.redact import scrub
 
 # Twilio codes sent with a 4xx that still mean "later": too many requests, queue overflow.
@@ -46,8 +47,8 @@ class Provider(Protocol):
 
 
 def safe_reason(text: str) -> str:
-    """A provider's message without anything that may be a number or a code (6+ digits)."""
-    return scrub(text)[:300]
+    """A provider's message on one line, without anything that may be a number or a code (6+ digits)."""
+    return one_line(scrub(text))[:300]
 
 
 def transient_status(status: int) -> bool:
@@ -69,7 +70,7 @@ async def _post(provider: str, client: httpx.AsyncClient, url: str, **kwargs) ->
 def _accepted(provider: str, response: httpx.Response, id_key: str, default_status: str) -> Accepted:
     try:
         data = response.json()
-        return Accepted(provider, str(data[id_key]), str(data.get("status") or default_status))
+        return Accepted(provider, one_line(str(data[id_key])), one_line(str(data.get("status") or default_status)))
     except (ValueError, KeyError, TypeError, AttributeError):
         reason = f"HTTP {response.status_code} without a message id"
         raise ProviderError(provider, False, "bad-response", reason) from None
@@ -82,7 +83,7 @@ def _error_body(response: httpx.Response, code_key: str, message_key: str) -> tu
     except ValueError:
         return code, reason
     if isinstance(body, dict):
-        code = str(body.get(code_key) or code)
+        code = one_line(str(body.get(code_key) or code))[:40]
         reason = f"HTTP {response.status_code}: {body.get(message_key) or reason}"
     return code, safe_reason(reason)
 
