@@ -6,14 +6,24 @@ import base64
 import hashlib
 import ipaddress
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def dev_key(name: str) -> str:
     """A fixed development key: convenient locally, refused in production (see ``_refuse_dev_keys``)."""
     return base64.b64encode(hashlib.sha256(f"convocations-development-{name}".encode()).digest()).decode()
+
+
+class SecretKey(bytes):
+    """A key: bytes to the code, masked in every repr, log line and error message."""
+
+    def __repr__(self) -> str:
+        return "SecretKey('**********')"
+
+    __str__ = __repr__
 
 
 def _decode_key(value: object) -> bytes:
@@ -26,7 +36,7 @@ def _decode_key(value: object) -> bytes:
             raise ValueError("must be base64 of 32 random bytes") from None
     if len(raw) != 32:
         raise ValueError(f"must be 32 bytes once base64-decoded, got {len(raw)}")
-    return raw
+    return SecretKey(raw)
 
 
 Key32 = Annotated[bytes, BeforeValidator(_decode_key)]
@@ -35,7 +45,8 @@ Key32 = Annotated[bytes, BeforeValidator(_decode_key)]
 class ServiceSettings(BaseSettings):
     """Settings every service reads. Keys are base64 of 32 random bytes."""
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused start must never print a value (a key, a password in a URL).
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     environment: Literal["development", "production"] = "development"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -74,6 +85,40 @@ class ServiceSettings(BaseSettings):
                     raise ValueError(f"{name.upper()} is a development key; set a real key in production")
         return self
 
+    @model_validator(mode="after")
+    def _refuse_default_credentials(self) -> "ServiceSettings":
+        if self.environment == "production":
+            # A database password may also come from PGPASSWORD, a passfile or a client certificate.
+            if problem := default_credentials(self.database_url, "postgres", password_required=False):
+                raise ValueError(f"DATABASE_URL {problem}; use the service's own role and its real password")
+            if problem := default_credentials(self.amqp_url, "guest", password_required=True):
+                raise ValueError(f"AMQP_URL {problem}; use the service's own broker user and its real password")
+        return self
+
+
+def default_credentials(url: str, default_user: str, *, password_required: bool) -> str | None:
+    """What makes the credentials of a database or broker URL a development default, or None.
+
+    Refused: no user or the default one (PostgreSQL's superuser ``postgres``, RabbitMQ's ``guest``),
+    a password equal to the user name (the development roles ``issuer:issuer``...) or to the default
+    user, the deploy examples' ``REPLACE_ME`` placeholders, and, where ``password_required`` (AMQP: the
+    client would fall back to ``guest``), no password. The messages never include the value."""
+    parts = urlsplit(url)
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    if not user or user == default_user:
+        return f"uses the default user ({default_user})"
+    if not password:
+        return "has no password" if password_required else None
+    if password == user or password == default_user or "REPLACE_ME" in password:
+        return "uses a development password"
+    return None
+
+
+def require_https(name: str, url: str | None) -> None:
+    """In production, a public URL must be https (links, cookies, callbacks)."""
+    if url is not None and urlsplit(url).scheme != "https":
+        raise ValueError(f"{name} must be an https:// URL in production")
+
 
 DEV_KEY_NAMES = ("seal-k1", "patient-ref", "mailer-field", "portal-field", "sms-field", "portal-secret", "print-room")
 
@@ -98,3 +143,8 @@ def parse_keyring(value: object) -> dict[str, bytes]:
 
 # NoDecode: the environment holds "kid:key,kid:key", not JSON.
 KeyRing = Annotated[dict[str, bytes], NoDecode, BeforeValidator(parse_keyring)]
+
+
+def secret(value: SecretStr | None) -> str:
+    """The clear value of an optional secret setting, '' when unset (where it is used, never logged)."""
+    return value.get_secret_value() if value is not None else ""

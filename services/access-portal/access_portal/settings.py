@@ -2,9 +2,9 @@
 
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from shared.settings import Key32, KeyRing, ServiceSettings, dev_key
+from shared.settings import Key32, KeyRing, ServiceSettings, dev_key, require_https
 
 
 class PortalSettings(ServiceSettings):
@@ -29,6 +29,14 @@ class PortalSettings(ServiceSettings):
     # to prune anything younger.
     audit_retention_days: int = Field(365, ge=365)
     audit_prune_interval_seconds: float = 3600.0
+
+    @model_validator(mode="after")
+    def _refuse_plain_production(self) -> "PortalSettings":
+        if self.environment == "production":
+            require_https("PORTAL_BASE_URL", self.portal_base_url)
+            if not self.cookie_secure:
+                raise ValueError("COOKIE_SECURE=false is refused in production: session cookies must be Secure")
+        return self
 
     @property
     def portal_host(self) -> str:

@@ -1,10 +1,11 @@
 """Mailer settings (environment variables)."""
 
+import ipaddress
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import SecretStr, field_validator, model_validator
 
-from shared.settings import Key32, ServiceSettings, dev_key
+from shared.settings import Key32, ServiceSettings, dev_key, require_https
 
 
 class MailerSettings(ServiceSettings):
@@ -13,8 +14,11 @@ class MailerSettings(ServiceSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    # Production refuses SMTP_TLS=none unless this is set and the relay is on this host (a sidecar):
+    # the link's secret would otherwise cross the network in clear.
+    smtp_plain_local_relay: bool = False
     smtp_username: str | None = None
-    smtp_password: str | None = None
+    smtp_password: SecretStr | None = None
     smtp_ca_file: str | None = None  # a private CA to trust for the relay's certificate (else the system's)
     smtp_timeout: float = 15.0
     smtp_connections: int = 4  # connections kept open and reused (sends run in parallel on them)
@@ -34,3 +38,25 @@ class MailerSettings(ServiceSettings):
         except UnsafeHeader as exc:
             raise ValueError(f"{exc}; expected 'Name <address@domain>' on one line") from None
         return value
+
+    @model_validator(mode="after")
+    def _refuse_plain_production(self) -> "MailerSettings":
+        if self.environment == "production":
+            require_https("PORTAL_BASE_URL", self.portal_base_url)
+            if self.smtp_tls == "none":
+                if not self.smtp_plain_local_relay:
+                    raise ValueError("SMTP_TLS=none is refused in production: use starttls or tls"
+                                     " (or SMTP_PLAIN_LOCAL_RELAY=true for a relay on this host)")
+                if not _loopback(self.smtp_host):
+                    raise ValueError("SMTP_PLAIN_LOCAL_RELAY allows SMTP_TLS=none only to a relay on this host"
+                                     " (SMTP_HOST localhost or a loopback address)")
+        return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -60,7 +60,7 @@ class SmtpSender:
             use_tls=s.smtp_tls == "tls",
             start_tls=True if s.smtp_tls == "starttls" else False,
             username=s.smtp_username,
-            password=s.smtp_password,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
             timeout=s.smtp_timeout,
             tls_context=ssl.create_default_context(cafile=s.smtp_ca_file) if s.smtp_tls != "none" else None,
         )

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from shared.contracts import OtpRequestedV1
 from shared.runtime import Runtime
+from shared.settings import secret
 from sms_gateway.handlers import SmsHandlers
 from sms_gateway.providers import GenericProvider, Provider, TwilioProvider
 from sms_gateway.settings import SmsSettings
@@ -19,9 +20,9 @@ def build_providers(settings: SmsSettings, client: httpx.AsyncClient) -> list[Pr
     """The primary (Twilio) first, then the failover provider when one is configured."""
     providers: list[Provider] = [TwilioProvider(
         client, base_url=settings.sms_provider_url, account_sid=settings.sms_account_sid,
-        auth_token=settings.sms_auth_token, sender=settings.sms_from)]
+        auth_token=settings.sms_auth_token.get_secret_value(), sender=settings.sms_from)]
     if settings.sms_generic_url:
-        providers.append(GenericProvider(client, url=settings.sms_generic_url, token=settings.sms_generic_token or ""))
+        providers.append(GenericProvider(client, url=settings.sms_generic_url, token=secret(settings.sms_generic_token)))
     return providers
 
 

@@ -1,8 +1,8 @@
 """SMS gateway settings (environment variables); services/sms-gateway/README.md lists them."""
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from shared.settings import Key32, ServiceSettings, dev_key
+from shared.settings import Key32, ServiceSettings, dev_key, require_https
 
 DEV_AUTH_TOKEN = "dev-auth-token"
 
@@ -13,11 +13,11 @@ class SmsSettings(ServiceSettings):
     # Primary provider: Twilio's Messages API (or anything with its shape).
     sms_provider_url: str = "http://127.0.0.1:8025"  # https://api.twilio.com in production
     sms_account_sid: str = "AC00000000000000000000000000000000"
-    sms_auth_token: str = DEV_AUTH_TOKEN
+    sms_auth_token: SecretStr = SecretStr(DEV_AUTH_TOKEN)
     sms_from: str = "HUG"
     # Second provider, used after SMS_FAILOVER_AFTER failed attempts at the first (off when unset).
     sms_generic_url: str | None = None  # e.g. https://sms.example.net/generic/v1/messages
-    sms_generic_token: str | None = None
+    sms_generic_token: SecretStr | None = None
     sms_failover_after: int = Field(2, ge=1)
     sms_timeout: float = 10.0
     sms_field_key: Key32 = dev_key("sms-field")
@@ -38,8 +38,7 @@ class SmsSettings(ServiceSettings):
         if self.sms_generic_url and not self.sms_generic_token:
             raise ValueError("SMS_GENERIC_URL is set without SMS_GENERIC_TOKEN")
         if self.environment == "production":
-            if self.sms_auth_token == DEV_AUTH_TOKEN:
+            if self.sms_auth_token.get_secret_value() == DEV_AUTH_TOKEN:
                 raise ValueError("SMS_AUTH_TOKEN is the development token; set the provider's token in production")
-            if self.sms_callback_base_url and not self.sms_callback_base_url.startswith("https://"):
-                raise ValueError("SMS_CALLBACK_BASE_URL must be https in production")
+            require_https("SMS_CALLBACK_BASE_URL", self.sms_callback_base_url)
         return self

@@ -16,6 +16,7 @@ import asyncpg
 from fastapi import APIRouter, Request, Response
 
 from shared.logs import get_logger
+from shared.settings import secret
 from sms_gateway.metrics import SMS_REPORTS
 from sms_gateway.reports import record_report
 from sms_gateway.rules import Report
@@ -70,7 +71,7 @@ def webhook_router(settings: SmsSettings, pool: Callable[[], asyncpg.Pool]) -> A
         if too_big(request):
             return refused("twilio", "malformed", 413)
         params = [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
-        if not valid_twilio_signature(settings.sms_auth_token, public_url(settings, request), params,
+        if not valid_twilio_signature(settings.sms_auth_token.get_secret_value(), public_url(settings, request), params,
                                       request.headers.get("x-twilio-signature", "")):
             return refused("twilio", "bad-signature", 403)
         if (report := twilio_report(dict(params))) is None:
@@ -83,7 +84,7 @@ def webhook_router(settings: SmsSettings, pool: Callable[[], asyncpg.Pool]) -> A
         if too_big(request):
             return refused("generic", "malformed", 413)
         body = await request.body()
-        if not valid_generic_signature(settings.sms_generic_token or "", body, request.headers.get("x-signature", "")):
+        if not valid_generic_signature(secret(settings.sms_generic_token), body, request.headers.get("x-signature", "")):
             return refused("generic", "bad-signature", 403)
         if (report := generic_report(body)) is None:
             return refused("generic", "malformed", 400)

@@ -1,0 +1,127 @@
+"""Issue #7 items 9 and 10: ENVIRONMENT=production refuses unsafe settings, naming the setting, and no
+refused start prints a secret."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from access_portal.settings import PortalSettings
+from devstack.stack import ROOT, python_path
+from issuer.settings import IssuerSettings
+from mailer.settings import MailerSettings
+from shared.settings import dev_key
+from sms_gateway.settings import SmsSettings
+
+SERVICES = (IssuerSettings, MailerSettings, SmsSettings, PortalSettings)
+KEY_SETTINGS = ("PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY", "PORTAL_SECRET_KEY",
+                "PRINT_ROOM_PUBLIC_KEY")
+
+
+def real_key(name: str) -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def production_env() -> dict[str, str]:
+    """What a hospital's deployment sets: every check passes on this."""
+    env = {name: real_key(name) for name in KEY_SETTINGS}
+    env |= {
+        "ENVIRONMENT": "production",
+        "SEAL_KEYS": f"2026:{real_key('seal')}",
+        "DATABASE_URL": "postgresql://issuer:Vq7-database-password@db.hospital.example:5432/convocations",
+        "AMQP_URL": "amqps://issuer:Kp2-broker-password@mq.hospital.example:5671/",
+        "PORTAL_BASE_URL": "https://convocations.hospital.example",
+        "SMTP_TLS": "starttls", "SMTP_HOST": "relay.hospital.example", "SMTP_PASSWORD": "Zr9-smtp-password",
+        "SMS_AUTH_TOKEN": "Tw4-provider-token",
+    }
+    return env
+
+
+@pytest.fixture
+def production(monkeypatch):
+    env = production_env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.mark.parametrize("settings", SERVICES)
+def test_a_real_production_configuration_starts(production, settings):
+    assert settings().environment == "production"
+
+
+REFUSALS = [
+    (PortalSettings, {"COOKIE_SECURE": "false"}, "COOKIE_SECURE"),
+    (PortalSettings, {"PORTAL_BASE_URL": "http://convocations.hospital.example"}, "PORTAL_BASE_URL"),
+    (MailerSettings, {"PORTAL_BASE_URL": "http://convocations.hospital.example"}, "PORTAL_BASE_URL"),
+    (MailerSettings, {"SMTP_TLS": "none"}, "SMTP_TLS"),
+    (MailerSettings, {"SMTP_TLS": "none", "SMTP_PLAIN_LOCAL_RELAY": "true"}, "SMTP_PLAIN_LOCAL_RELAY"),
+    (IssuerSettings, {"DATABASE_URL": "postgresql://issuer:issuer@db:5432/convocations"}, "DATABASE_URL"),
+    (IssuerSettings, {"DATABASE_URL": "postgresql://postgres@db:5432/convocations"}, "DATABASE_URL"),
+    (MailerSettings, {"DATABASE_URL": "postgresql://mailer:REPLACE_ME_password@db/convocations"}, "DATABASE_URL"),
+    (IssuerSettings, {"AMQP_URL": "amqp://guest:guest@mq:5672/"}, "AMQP_URL"),
+    (SmsSettings, {"AMQP_URL": "amqp://mq:5672/"}, "AMQP_URL"),
+    (PortalSettings, {"AMQP_URL": "amqp://access-portal@mq:5672/"}, "AMQP_URL"),
+    (PortalSettings, {"AMQP_URL": "amqp://access-portal:access-portal@mq:5672/"}, "AMQP_URL"),
+]
+
+
+@pytest.mark.parametrize("settings,change,named", REFUSALS)
+def test_production_refuses_each_unsafe_setting_by_name(production, monkeypatch, settings, change, named):
+    for name, value in change.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as exc:
+        settings()
+    message = str(exc.value)
+    assert named in message
+    for secret in [*production.values(), *change.values()]:
+        if secret not in ("production", "true", "false", "none", "starttls"):
+            assert secret not in message
+
+
+def test_a_plain_relay_on_this_host_is_allowed_when_said_explicitly(production, monkeypatch):
+    monkeypatch.setenv("SMTP_TLS", "none")
+    monkeypatch.setenv("SMTP_PLAIN_LOCAL_RELAY", "true")
+    for host in ("127.0.0.1", "localhost", "::1"):
+        monkeypatch.setenv("SMTP_HOST", host)
+        assert MailerSettings().smtp_tls == "none"
+
+
+def test_development_keeps_its_conveniences(monkeypatch):
+    monkeypatch.setenv("COOKIE_SECURE", "false")
+    monkeypatch.setenv("SMTP_TLS", "none")
+    assert not PortalSettings().cookie_secure and MailerSettings().smtp_tls == "none"
+
+
+def test_secrets_are_masked_in_the_settings_themselves(production):
+    shown = repr(IssuerSettings()) + repr(PortalSettings()) + repr(MailerSettings()) + repr(SmsSettings())
+    for name in (*KEY_SETTINGS, "SMTP_PASSWORD", "SMS_AUTH_TOKEN"):
+        assert production[name] not in shown
+    assert base64.b64decode(production["PORTAL_SECRET_KEY"]).hex() not in shown
+
+
+@pytest.mark.parametrize("package,broken", [
+    ("access_portal", {"PORTAL_FIELD_KEY": dev_key("portal-field")}),  # the reviewer's case: one dev key left
+    ("access_portal", {"COOKIE_SECURE": "false"}),
+    ("access_portal", {"SEAL_KEYS": "k1:not-base64!"}),
+    ("access_portal", {"OTP_TTL_SECONDS": "soon"}),
+    ("mailer", {"SMTP_TLS": "none"}),
+])
+def test_a_refused_production_start_prints_no_secret(package, broken):
+    """The reviewer's probe: the refusal printed the tail of the settings, PORTAL_SECRET_KEY included."""
+    env = {**os.environ, **production_env(), **broken, "PYTHONPATH": python_path()}
+    run = subprocess.run([sys.executable, "-m", package], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0 and next(iter(broken)).lower() in output.lower()
+    secrets = {name: env[name] for name in (*KEY_SETTINGS, "SMTP_PASSWORD", "SMS_AUTH_TOKEN")}
+    secrets["SEAL_KEYS"] = env["SEAL_KEYS"].split(":", 1)[1]
+    secrets |= {url: env[url].split("@")[0].rsplit(":", 1)[1] for url in ("DATABASE_URL", "AMQP_URL")}
+    for name, value in secrets.items():
+        for piece in (value, value[-12:], value[:12]):
+            assert piece not in output, f"part of {name} appears in the refused start's output"
