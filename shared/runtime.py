@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from shared import topology
 from shared.consumer import Consumer
 from shared.db import create_pool, migrate
+from shared.http import BodyLimit
 from shared.logs import configure_logging, get_logger
 from shared.metrics import faststream_middleware
 from shared.outbox import OutboxRelay
@@ -163,6 +164,7 @@ class Runtime:
 
     def http_app(self) -> FastAPI:
         app = FastAPI(title=self.service, lifespan=self.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+        app.add_middleware(BodyLimit)  # every route of every service, health and metrics included
         app.include_router(self.routes())
         return app
 

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from devinbox import generic_signature, twilio_signature
+from shared.http import BodyLimit
 from sms_gateway.settings import SmsSettings
 from sms_gateway.webhooks import generic_report, twilio_report, webhook_router
 
@@ -22,6 +23,7 @@ def no_database():
 
 def app_client() -> TestClient:
     app = FastAPI()
+    app.add_middleware(BodyLimit)  # as Runtime.http_app() does for every service
     app.include_router(webhook_router(SETTINGS, no_database))
     return TestClient(app, base_url="http://10.0.0.7:8003")  # behind a proxy: not the URL Twilio signed
 
