@@ -140,6 +140,10 @@ class Place(Contract):
 
 class Department(Contract):
     name: Line = Field(min_length=1, max_length=200)
+    code: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        description="The department's code (e.g. 'cardiology'): which secretariat sees and acts on the convocation.",
+    )
     secretariat_phone: Line = Field(min_length=3, max_length=40, description="Shown to the patient when they need help.")
     secretariat_email: Email | None = None
 
@@ -224,7 +228,9 @@ class MessageRevokedV1(EventPayload):
 
     message_id: uuid.UUID
     convocation_id: uuid.UUID
-    reason: Literal["cancelled", "superseded", "expired"]
+    reason: Literal["cancelled", "superseded", "expired", "withdrawn"] = Field(
+        description="'withdrawn': the department's secretariat withdrew the letter."
+    )
 
 
 class PostalRequestedV1(EventPayload):
@@ -233,7 +239,9 @@ class PostalRequestedV1(EventPayload):
     EVENT_TYPE: ClassVar[str] = "postal.requested"
 
     convocation_id: uuid.UUID
-    reason: Literal["preference", "no-email", "email-failed", "not-downloaded"]
+    reason: Literal["preference", "no-email", "email-failed", "not-downloaded", "secretariat"] = Field(
+        description="'secretariat': the department's secretariat asked for paper."
+    )
     language: Language
     for_print_room: str = Field(
         pattern=r"^rs1\.[A-Za-z0-9_-]+$",
@@ -249,10 +257,17 @@ class ConvocationStatusV1(EventPayload):
 
     convocation_id: uuid.UUID
     status: Literal[
-        "sealed", "e-mailed", "bounced", "downloaded", "postal", "postal-fallback", "cancelled", "superseded", "expired"
+        "sealed", "e-mailed", "bounced", "downloaded", "postal", "postal-fallback", "cancelled", "superseded", "expired",
+        "withdrawn",
     ]
     at: AwareDatetime
     detail: Line | None = None
+    message_id: uuid.UUID | None = Field(None, description="The convocation's current secure message.")
+    department: Line | None = Field(None, max_length=32, description="The department's code, when upstream gave one.")
+    appointment_at: AwareDatetime | None = None
+    delivery: DeliveryPreference | None = Field(None, description="The channel the patient chose.")
+    patient_ref: Line | None = Field(None, max_length=128, description="Keyed hash of the patient id (as on message.sealed).")
+    action_id: uuid.UUID | None = Field(None, description="The secretariat action this change carries out.")
 
 
 # --- mailer -> issuer, access-portal ---------------------------------------------------------
@@ -301,6 +316,7 @@ class OtpRequestedV1(EventPayload):
     portal_host: Line = Field(description="Host for the origin-bound line '@host #code'.")
     for_sms: SealedField = Field(description="Encrypted for the sms-gateway: phone number and code.")
     expires_at: AwareDatetime
+    phone_hint: Line | None = Field(None, max_length=40, description="The number masked ('+41 79 *** ** 67').")
 
 
 class DocumentReleasedV1(EventPayload):
@@ -344,6 +360,47 @@ class SmsFailedV1(EventPayload):
     failed_at: AwareDatetime
 
 
+class AccessChangedV1(EventPayload):
+    """The portal changed how a patient gets in: a lock after wrong codes, or a secretariat action done."""
+
+    EVENT_TYPE: ClassVar[str] = "access.changed"
+
+    message_id: uuid.UUID
+    convocation_id: uuid.UUID
+    change: Literal["locked", "unlocked", "binding-reset", "mobile-corrected"]
+    at: AwareDatetime
+    locked_until: AwareDatetime | None = Field(None, description="For 'locked': until when codes are refused.")
+    phone_hint: Line | None = Field(None, max_length=40, description="For 'mobile-corrected': the new number, masked.")
+    action_id: uuid.UUID | None = Field(None, description="The secretariat action this change carries out.")
+
+
+# --- secretariat -> issuer, access-portal ----------------------------------------------------
+
+StaffAction = Literal["post", "withdraw", "correct-mobile", "reset-binding", "unlock"]
+ISSUER_ACTIONS = frozenset({"post", "withdraw"})
+PORTAL_ACTIONS = frozenset({"correct-mobile", "reset-binding", "unlock"})
+
+
+class StaffActionRequestedV1(EventPayload):
+    """A department's secretariat asks the service that owns the data to act on a convocation.
+
+    The staff member's reason stays in the secretariat's audit; only the action travels."""
+
+    EVENT_TYPE: ClassVar[str] = "staff.action.requested"
+
+    action_id: uuid.UUID = Field(description="Id of the action; the owner's resulting event carries it back.")
+    convocation_id: uuid.UUID
+    message_id: uuid.UUID = Field(description="The message the secretary saw; a newer one is left alone.")
+    action: StaffAction = Field(
+        description="post and withdraw: carried out by the issuer; correct-mobile, reset-binding, unlock: by the portal."
+    )
+    department: Line | None = Field(None, max_length=32)
+    requested_by: Line = Field(max_length=200, description="The staff member's subject at the identity provider.")
+    for_portal: SealedField | None = Field(
+        None, description="For correct-mobile, encrypted for the access portal: {mobile} (E.164)."
+    )
+
+
 CATALOGUE: dict[str, type[EventPayload]] = {
     cls.routing_key(): cls
     for cls in (
@@ -359,6 +416,8 @@ CATALOGUE: dict[str, type[EventPayload]] = {
         DocumentReleasedV1,
         SmsSentV1,
         SmsFailedV1,
+        AccessChangedV1,
+        StaffActionRequestedV1,
     )
 }
 

@@ -120,7 +120,8 @@ def require_https(name: str, url: str | None) -> None:
         raise ValueError(f"{name} must be an https:// URL in production")
 
 
-DEV_KEY_NAMES = ("seal-k1", "patient-ref", "mailer-field", "portal-field", "sms-field", "portal-secret", "print-room")
+DEV_KEY_NAMES = ("seal-k1", "patient-ref", "mailer-field", "portal-field", "sms-field", "portal-secret", "print-room",
+                 "staff-field", "secretariat-secret")
 
 
 def parse_keyring(value: object) -> dict[str, bytes]:

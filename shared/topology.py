@@ -26,14 +26,16 @@ BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "convocation.cancelled.v1": (UPSTREAM, ("issuer",)),
     "message.sealed.v1": ("issuer", ("mailer", "access-portal")),
     "message.revoked.v1": ("issuer", ("access-portal",)),
-    "convocation.status.v1": ("issuer", (UPSTREAM,)),
+    "convocation.status.v1": ("issuer", (UPSTREAM, "secretariat")),
     "postal.requested.v1": ("issuer", (UPSTREAM,)),
     "email.sent.v1": ("mailer", ("issuer", "access-portal")),
     "email.failed.v1": ("mailer", ("issuer",)),
-    "otp.requested.v1": ("access-portal", ("sms-gateway",)),
+    "otp.requested.v1": ("access-portal", ("sms-gateway", "secretariat")),
     "document.released.v1": ("access-portal", ("issuer",)),
-    "sms.sent.v1": ("sms-gateway", ("access-portal",)),
-    "sms.failed.v1": ("sms-gateway", ("access-portal",)),
+    "sms.sent.v1": ("sms-gateway", ("access-portal", "secretariat")),
+    "sms.failed.v1": ("sms-gateway", ("access-portal", "secretariat")),
+    "access.changed.v1": ("access-portal", ("secretariat",)),
+    "staff.action.requested.v1": ("secretariat", ("issuer", "access-portal")),
 }
 # The queues of a party outside this system are declared for it by one of ours.
 OUTBOUND_DECLARED_BY = {UPSTREAM: "issuer"}

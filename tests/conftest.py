@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from devinbox import DevInbox
+from devoidc import DevOidc
 from devstack.stack import ROOT, Stack
 
 # A database per run: concurrent runs (two developers, CI) never drop each other's data.
@@ -26,7 +27,7 @@ ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:54
 VHOST = os.environ.get("TEST_AMQP_VHOST", "convocations-test")
 RABBITMQCTL = shutil.which("rabbitmqctl")
 AMQP_URL = os.environ.get("AMQP_URL") or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}"
-SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal", "portal_audit")  # and the access audit
+SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal", "portal_audit", "secretariat")  # and the access audit
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +93,14 @@ def devinbox():
 
 
 @pytest.fixture(scope="session")
-def stack(test_database, exchange_name, devinbox, tmp_path_factory):
+def devoidc(tmp_path_factory):
+    """The development OpenID provider, its signing key in a file the tests can also sign with."""
+    with DevOidc(key_file=tmp_path_factory.mktemp("oidc") / "key.pem") as provider:
+        yield provider
+
+
+@pytest.fixture(scope="session")
+def stack(test_database, exchange_name, devinbox, devoidc, tmp_path_factory):
     s = Stack(
         database=test_database, exchange=exchange_name, smtp_port=devinbox.smtp_port,
         sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
@@ -101,7 +109,9 @@ def stack(test_database, exchange_name, devinbox, tmp_path_factory):
                           "SWEEP_SECONDS": "0.5"},
                    # Pruning hourly in production; the tests play the ingress from the loopback network.
                    "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"}},
+        oidc_issuer=devoidc.issuer,
     )
+    devoidc.clients[0]["redirect_uris"].append(f"{s.url('secretariat')}/auth/callback")
     try:
         s.start()
         yield s

@@ -41,6 +41,8 @@ from shared.contracts import (
     PostalRequestedV1,
     SmsFailedV1,
     SmsSentV1,
+    AccessChangedV1,
+    StaffActionRequestedV1,
 )
 from shared.crypto import b64e
 from shared.settings import ServiceSettings
@@ -86,6 +88,7 @@ PARTIES: tuple[Party, ...] = (
     _party("mailer"),
     _party("sms-gateway"),
     _party("access-portal"),
+    _party("secretariat"),
 )
 
 
@@ -132,12 +135,15 @@ CAUSED_BY: dict[type[EventPayload], type[EventPayload] | None] = {
     SmsSentV1: OtpRequestedV1,
     SmsFailedV1: OtpRequestedV1,
     DocumentReleasedV1: None,  # a patient's download
+    StaffActionRequestedV1: None,  # a secretary's act
+    AccessChangedV1: StaffActionRequestedV1,
 }
 OCCURRED_AFTER = {  # seconds after CREATED_AT
     ConvocationCreatedV1: 0, MessageSealedV1: 1, ConvocationStatusV1: 1, EmailSentV1: 3, EmailFailedV1: 3,
     PostalRequestedV1: 4, OtpRequestedV1: 38530, SmsSentV1: 38531, SmsFailedV1: 38531, DocumentReleasedV1: 38595,
-    ConvocationCancelledV1: 86400, MessageRevokedV1: 86401,
+    ConvocationCancelledV1: 86400, MessageRevokedV1: 86401, StaffActionRequestedV1: 40000, AccessChangedV1: 40001,
 }
+ACTION_ID = uuid.UUID("a0c1d2e3-f405-4617-8829-3a4b5c6d7e8f")
 
 
 def _illustrative(label: str, size: int) -> bytes:
@@ -172,7 +178,7 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
                 "starts_at": APPOINTMENT_AT,
                 "place": {"name": "Bâtiment Gustave Julliard, 2e étage",
                           "address": "Rue Gabrielle-Perret-Gentil 4, 1205 Genève"},
-                "department": {"name": "Cardiologie", "secretariat_phone": "+41 22 372 33 11",
+                "department": {"code": "cardiology", "name": "Cardiologie", "secretariat_phone": "+41 22 372 33 11",
                                "secretariat_email": "cardiologie@hug.example"},
                 "instructions": "Venez à jeun. Apportez la liste de vos médicaments.",
             },
@@ -200,7 +206,10 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
         PostalRequestedV1: lambda: PostalRequestedV1(
             **ids, reason="email-failed", language="fr", for_print_room=_token("rs1.", "for_print_room", 32 + 12 + 96 + 16),
         ),
-        ConvocationStatusV1: lambda: ConvocationStatusV1(**ids, status="sealed", at=_at(ConvocationStatusV1)),
+        ConvocationStatusV1: lambda: ConvocationStatusV1(
+            **message, status="sealed", at=_at(ConvocationStatusV1), department="cardiology",
+            appointment_at=APPOINTMENT_AT, delivery="email", patient_ref=_illustrative("patient_ref", 32).hex(),
+        ),
         EmailSentV1: lambda: EmailSentV1(
             **message, smtp_message_id=f"<{MESSAGE_ID}@hug.example>", accepted_at=_at(EmailSentV1),
         ),
@@ -211,6 +220,14 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
         OtpRequestedV1: lambda: OtpRequestedV1(
             **challenge, language="fr", portal_host="convocations.hug.example",
             for_sms=_token("fe1.", "for_sms", 12 + 38 + 16), expires_at=_at(OtpRequestedV1) + timedelta(minutes=10),
+            phone_hint="+41 79 *** ** 67",
+        ),
+        StaffActionRequestedV1: lambda: StaffActionRequestedV1(
+            **message, action_id=ACTION_ID, action="unlock", department="cardiology",
+            requested_by="3b9f2c1a-secretary-subject",
+        ),
+        AccessChangedV1: lambda: AccessChangedV1(
+            **message, change="unlocked", at=_at(AccessChangedV1), action_id=ACTION_ID,
         ),
         DocumentReleasedV1: lambda: DocumentReleasedV1(**message, kind="pdf", released_at=_at(DocumentReleasedV1)),
         SmsSentV1: lambda: SmsSentV1(

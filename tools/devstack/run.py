@@ -1,8 +1,9 @@
 """``make run``: the whole system on this machine, without Docker.
 
 Starts the development inbox (a real SMTP server and a Twilio-compatible SMS provider, with a web
-page showing both), the four services as separate processes, publishes a sample convocation the
-way an upstream system would, and prints the link to open. Ctrl-C stops everything.
+page showing both), the development OpenID provider, the services as separate processes, publishes a
+sample convocation the way an upstream system would, and prints the link to open and how to sign in
+to the secretariat console. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from devinbox import DevInbox
+from devoidc import DevOidc
 from devstack.sample import convocation_event, publish
 from devstack.stack import ROOT, Stack
 
@@ -29,12 +31,13 @@ def main() -> int:
     args = parser.parse_args()
 
     inbox = DevInbox(smtp_port=1025, http_port=8025).start()
+    oidc = DevOidc(port=8030, key_file=ROOT / ".run" / "devoidc-key.pem").start()
     stack = Stack(
         database=args.database, exchange=args.exchange, smtp_port=inbox.smtp_port,
         sms_provider_url=inbox.twilio_base_url, sms_account_sid=inbox.account_sid,
         sms_auth_token=inbox.auth_token, log_dir=ROOT / ".run" / "logs", amqp_url=args.amqp_url,
-        ports={"access-portal": 8000, "issuer": 8001, "mailer": 8002, "sms-gateway": 8003},
-        portal_base_url="http://localhost:8000",
+        ports={"access-portal": 8000, "issuer": 8001, "mailer": 8002, "sms-gateway": 8003, "secretariat": 8004},
+        portal_base_url="http://localhost:8000", oidc_issuer=oidc.issuer,
     )
     try:
         stack.start()
@@ -50,8 +53,13 @@ def main() -> int:
             f"  Open the patient's link:   {link}\n"
             f"  Mobile number on file:     {args.mobile}\n"
             f"  Development inbox (e-mail and SMS, the code arrives here): {inbox.base_url}/\n"
+            f"  Secretariat console:       {stack.url('secretariat')}/  (sign in as 'Alice Martin', secretary of"
+            " cardiology, on the development sign-in page; 'Sophie Rossi' is a supervisor)\n"
+            f"  Secretariat API:           {stack.url('secretariat')}/api/openapi.json; token:"
+            f" curl -u his-cardiology:dev-his-cardiology-secret -d grant_type=client_credentials {oidc.issuer}/token\n"
             f"  Services: portal {stack.url('access-portal')}, issuer {stack.url('issuer')}, "
-            f"mailer {stack.url('mailer')}, sms-gateway {stack.url('sms-gateway')} (/metrics, /readyz)\n"
+            f"mailer {stack.url('mailer')}, sms-gateway {stack.url('sms-gateway')},"
+            f" secretariat {stack.url('secretariat')} (/metrics, /readyz)\n"
             f"  Logs: {Path(stack.log_dir).relative_to(ROOT)}/\n"
             "Press Ctrl-C to stop.",
             flush=True,
@@ -62,6 +70,7 @@ def main() -> int:
     finally:
         print("\nStopping…", file=sys.stderr)
         stack.stop()
+        oidc.stop()
         inbox.stop()
     return 0
 

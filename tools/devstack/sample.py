@@ -43,6 +43,7 @@ def convocation_event(
     starts_at: datetime | None = None,
     convocation_id: uuid.UUID | None = None,
     event_id: uuid.UUID | None = None,
+    department: tuple[str, str] = ("cardiology", "Cardiologie"),
 ) -> dict:
     """The whole event: envelope and payload, ready to serialise as JSON."""
     convocation_id = convocation_id or uuid.uuid4()
@@ -60,7 +61,7 @@ def convocation_event(
         "appointment": {
             "starts_at": starts_at.isoformat(),
             "place": {"name": "Bâtiment Gustave Julliard, 2e étage", "address": "Rue Gabrielle-Perret-Gentil 4, 1205 Genève"},
-            "department": {"name": "Cardiologie", "secretariat_phone": "+41 22 372 33 11",
+            "department": {"code": department[0], "name": department[1], "secretariat_phone": "+41 22 372 33 11",
                            "secretariat_email": "cardiologie@hug.example"},
             "instructions": "Venez à jeun. Apportez la liste de vos médicaments.",
         },

@@ -1,4 +1,4 @@
-"""Start the four services as separate processes, as they run in production, and stop them."""
+"""Start the services as separate processes, as they run in production, and stop them."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ SERVICES = {  # name: (python package, directory, schema/role)
     "mailer": ("mailer", "services/mailer", "mailer"),
     "sms-gateway": ("sms_gateway", "services/sms-gateway", "sms_gateway"),
     "access-portal": ("access_portal", "services/access-portal", "access_portal"),
+    "secretariat": ("secretariat", "services/secretariat", "secretariat"),
 }
 
 
@@ -44,6 +45,7 @@ class Stack:
     log_dir: Path
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     portal_base_url: str | None = None
+    oidc_issuer: str = "http://127.0.0.1:8030"  # the development OpenID provider (tools/devoidc)
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service, or "*" for all
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -77,6 +79,8 @@ class Stack:
             "SMS_AUTH_TOKEN": self.sms_auth_token,
             "SMS_CALLBACK_BASE_URL": self.url("sms-gateway"),
             "PORTAL_BASE_URL": self.portal_base_url,
+            "PUBLIC_BASE_URL": self.url("secretariat"),
+            "OIDC_ISSUER": self.oidc_issuer,
             "OUTBOX_POLL_SECONDS": "0.5",
         }
         env.update(self.extra_env.get("*", {}))

@@ -14,7 +14,14 @@ from access_portal.audit import AuditPruner
 from access_portal.handlers import PortalHandlers
 from access_portal.settings import PortalSettings
 from access_portal.web import Portal
-from shared.contracts import EmailSentV1, MessageRevokedV1, MessageSealedV1, SmsFailedV1, SmsSentV1
+from shared.contracts import (
+    EmailSentV1,
+    MessageRevokedV1,
+    MessageSealedV1,
+    SmsFailedV1,
+    SmsSentV1,
+    StaffActionRequestedV1,
+)
 from shared.runtime import Runtime
 
 OPERATOR_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -44,6 +51,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent)
     runtime.consumer.subscribe(SmsSentV1, handlers.on_sms_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)
+    runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)
     portal = Portal(settings, lambda: runtime.pool, handlers)
     pruner = AuditPruner(lambda: runtime.pool, settings.audit_retention_days)
     runtime.every(settings.audit_prune_interval_seconds, pruner.prune_once, "access-portal-audit-pruner")

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import asyncpg
 
 from access_portal import store
 from access_portal.policy import phone_hint
 from access_portal.settings import PortalSettings
 from shared import crypto
-from shared.consumer import Delivery
-from shared.contracts import EmailSentV1, MessageRevokedV1, MessageSealedV1, SmsFailedV1, SmsSentV1
+from shared.consumer import Delivery, Rejected
+from shared.contracts import (
+    PORTAL_ACTIONS,
+    AccessChangedV1,
+    EmailSentV1,
+    MessageRevokedV1,
+    MessageSealedV1,
+    SmsFailedV1,
+    SmsSentV1,
+    StaffActionRequestedV1,
+    envelope,
+)
 from shared.logs import get_logger
+from shared.outbox import add_event
 
 log = get_logger(__name__)
 
@@ -34,14 +47,17 @@ class PortalHandlers:
         return crypto.open_field(self.settings.portal_field_key, token, context=phone_storage_context(patient_ref))[
             "phone"]
 
+    def phone_fields(self, e164: str, patient_ref: str) -> dict:
+        return dict(phone_hash=self.phone_hash(e164), phone_hint=phone_hint(e164),
+                    phone_enc=self.seal_phone(e164, patient_ref))
+
     async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV1]) -> None:
         m = d.data
         on_file = crypto.open_field(self.settings.portal_field_key, m.for_portal,
                                     context=crypto.field_context("message.sealed", m.message_id, "portal"))["mobile"]
         phone = dict(phone_hash=None, phone_hint=None, phone_enc=None)
         if on_file:
-            phone = dict(phone_hash=self.phone_hash(on_file), phone_hint=phone_hint(on_file),
-                         phone_enc=self.seal_phone(on_file, m.patient_ref))
+            phone = self.phone_fields(on_file, m.patient_ref)
             binding = await store.get_binding(conn, m.patient_ref)
             # A convocation carrying another number ends the old binding (docs/architecture.md#security).
             if binding is not None and binding["phone_hash"] != phone["phone_hash"]:
@@ -69,3 +85,36 @@ class PortalHandlers:
     async def on_sms_failed(self, conn: asyncpg.Connection, d: Delivery[SmsFailedV1]) -> None:
         await store.mark_sms_failed(conn, d.data.challenge_id)
         await store.audit(conn, d.data.message_id, "code-sms", "failed", None, d.data.provider_code)
+
+    async def on_staff_action(self, conn: asyncpg.Connection, d: Delivery[StaffActionRequestedV1]) -> None:
+        """Unlock, reset the binding or correct the number on file, as the department's secretariat asked
+        (the issuer does the others). Each is harmless to repeat; the inbox keeps a replay from reporting twice."""
+        a = d.data
+        if a.action not in PORTAL_ACTIONS:
+            return
+        message = await store.get_message(conn, a.message_id, lock=True)
+        if message is None:
+            raise Rejected("unknown-message", f"no message {a.message_id}")
+        hint = None
+        if a.action == "unlock":
+            await store.unlock_message(conn, a.message_id)
+            change = "unlocked"
+        elif a.action == "reset-binding":
+            await store.end_binding(conn, message["patient_ref"])
+            change = "binding-reset"
+        else:
+            if a.for_portal is None:
+                raise Rejected("no-number", "correct-mobile carries no number")
+            mobile = crypto.open_field(self.settings.staff_field_key, a.for_portal,
+                                       context=crypto.field_context(a.EVENT_TYPE, a.action_id, "portal"))["mobile"]
+            phone = self.phone_fields(mobile, message["patient_ref"])
+            await store.set_number_on_file(conn, message["patient_ref"], **phone)
+            # The number the patient verified before is not the hospital's any more (DESIGN.md §3).
+            await store.end_binding(conn, message["patient_ref"])
+            hint, change = phone["phone_hint"], "mobile-corrected"
+        await store.audit(conn, a.message_id, f"staff-{a.action}", "done", None, f"action {a.action_id}")
+        await add_event(conn, envelope(
+            AccessChangedV1(message_id=a.message_id, convocation_id=a.convocation_id, change=change,
+                            at=datetime.now(timezone.utc), phone_hint=hint, action_id=a.action_id),
+            producer="access-portal", correlation_id=a.convocation_id, causation_id=d.envelope.event_id))
+        log.info("staff action done", action=a.action)

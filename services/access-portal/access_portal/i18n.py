@@ -37,6 +37,8 @@ TEXTS: dict[str, dict[str, str]] = {
                         "secretariat if you need a copy of your letter.",
         "cancelled.title": "This appointment was cancelled",
         "cancelled.text": "The hospital cancelled this convocation. The secretariat can tell you more.",
+        "withdrawn.title": "This letter was withdrawn",
+        "withdrawn.text": "The department's secretariat withdrew this letter. Call the secretariat to know more.",
         "superseded.title": "This message was replaced",
         "superseded.text": "A newer message was sent to you for this appointment. Open the link in the most "
                            "recent e-mail.",
@@ -98,6 +100,9 @@ TEXTS: dict[str, dict[str, str]] = {
                         "le secrétariat si vous avez besoin d’une copie de votre convocation.",
         "cancelled.title": "Ce rendez-vous a été annulé",
         "cancelled.text": "L’hôpital a annulé cette convocation. Le secrétariat peut vous renseigner.",
+        "withdrawn.title": "Cette convocation a été retirée",
+        "withdrawn.text": "Le secrétariat du service a retiré cette convocation. Appelez le secrétariat pour en "
+                          "savoir plus.",
         "superseded.title": "Ce message a été remplacé",
         "superseded.text": "Un message plus récent vous a été envoyé pour ce rendez-vous. Ouvrez le lien du "
                            "dernier e-mail reçu.",
@@ -162,6 +167,9 @@ TEXTS: dict[str, dict[str, str]] = {
                         "sich an das Sekretariat, wenn Sie eine Kopie Ihres Aufgebots benötigen.",
         "cancelled.title": "Dieser Termin wurde abgesagt",
         "cancelled.text": "Das Spital hat dieses Aufgebot annulliert. Das Sekretariat gibt Ihnen gerne Auskunft.",
+        "withdrawn.title": "Dieses Aufgebot wurde zurückgezogen",
+        "withdrawn.text": "Das Sekretariat der Abteilung hat dieses Aufgebot zurückgezogen. Rufen Sie das "
+                          "Sekretariat an, um mehr zu erfahren.",
         "superseded.title": "Diese Nachricht wurde ersetzt",
         "superseded.text": "Für diesen Termin wurde Ihnen eine neuere Nachricht gesendet. Öffnen Sie den Link in "
                            "der neuesten E-Mail.",
@@ -229,6 +237,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "cancelled.title": "Questo appuntamento è stato annullato",
         "cancelled.text": "L’ospedale ha annullato questa convocazione. Per maggiori informazioni si rivolga alla "
                           "segreteria.",
+        "withdrawn.title": "Questa convocazione è stata ritirata",
+        "withdrawn.text": "La segreteria del servizio ha ritirato questa convocazione. Chiami la segreteria per "
+                          "saperne di più.",
         "superseded.title": "Questo messaggio è stato sostituito",
         "superseded.text": "Le è stato inviato un messaggio più recente per questo appuntamento. Apra il link "
                            "dell’ultima e-mail ricevuta.",

@@ -15,6 +15,7 @@ class PortalSettings(ServiceSettings):
     portal_field_key: Key32 = dev_key("portal-field")
     sms_field_key: Key32 = dev_key("sms-field")
     portal_secret_key: Key32 = dev_key("portal-secret")  # HMAC of codes, numbers, addresses, CSRF
+    staff_field_key: Key32 = dev_key("staff-field")  # opens the corrected numbers the secretariat sends
     hospital_name: str = "Hôpitaux Universitaires de Genève"
     cookie_secure: bool = True  # Secure + __Host- prefix; browsers accept it on http://localhost too
     # OTP policy: NIST SP 800-63B §5.1.3 (out-of-band authenticator), OWASP ASVS V2.7.

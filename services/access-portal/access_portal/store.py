@@ -132,6 +132,22 @@ async def lock_message(conn, message_id: uuid.UUID, until: datetime) -> None:
     await conn.execute("update message set locked_until = $2 where message_id = $1", message_id, until)
 
 
+async def unlock_message(conn, message_id: uuid.UUID) -> None:
+    await conn.execute("update message set failed_checks = 0, locked_until = null where message_id = $1", message_id)
+
+
+async def set_number_on_file(conn, patient_ref: str, *, phone_hash: str, phone_hint: str, phone_enc: str) -> None:
+    """A corrected number for the patient's open messages; codes already sent to the old one die."""
+    await conn.execute(
+        "update message set phone_hash = $2, phone_hint = $3, phone_enc = $4 where patient_ref = $1"
+        " and state = 'active'", patient_ref, phone_hash, phone_hint, phone_enc,
+    )
+    await conn.execute(
+        "update challenge set status = 'dead' where status = 'active' and message_id in"
+        " (select message_id from message where patient_ref = $1)", patient_ref,
+    )
+
+
 async def use_challenge(conn, challenge_id) -> None:
     await conn.execute("update challenge set status = 'used' where id = $1", challenge_id)
     await conn.execute(

@@ -21,7 +21,7 @@ from access_portal.i18n import text
 from access_portal.metrics import DOCUMENTS_RELEASED, OTP_CHECKS, OTP_REQUESTS, UNKNOWN_LINKS
 from access_portal.settings import PortalSettings
 from shared import crypto
-from shared.contracts import DocumentReleasedV1, OtpRequestedV1, envelope
+from shared.contracts import AccessChangedV1, DocumentReleasedV1, OtpRequestedV1, envelope
 from shared.logs import get_logger
 from shared.outbox import add_event
 
@@ -99,7 +99,7 @@ class Portal:
         if message is None:
             return "unknown", 404
         if message["state"] == "revoked":
-            return (message["revoked_reason"] if message["revoked_reason"] in ("cancelled", "superseded")
+            return (message["revoked_reason"] if message["revoked_reason"] in ("cancelled", "superseded", "withdrawn")
                     else "cancelled"), 410
         if message["state"] == "expired" or message["expires_at"] <= now:
             return "expired", 410
@@ -252,7 +252,7 @@ class Portal:
             await add_event(conn, envelope(
                 OtpRequestedV1(
                     challenge_id=challenge_id, message_id=message_id, convocation_id=message["convocation_id"],
-                    language=lang, portal_host=self.settings.portal_host, expires_at=expires_at,
+                    language=lang, portal_host=self.settings.portal_host, expires_at=expires_at, phone_hint=hint,
                     for_sms=crypto.seal_field(self.settings.sms_field_key, {"phone": e164, "code": code},
                                               context=crypto.field_context("otp.requested", challenge_id, "sms")),
                 ),
@@ -287,6 +287,11 @@ class Portal:
             await store.lock_message(conn, message["message_id"], now + lock)
             await store.audit(conn, message["message_id"], "lock", f"{int(lock.total_seconds())}s", client,
                               f"after {failed} failures")
+            # The department's secretariat sees who is locked out, and may unlock.
+            await add_event(conn, envelope(
+                AccessChangedV1(message_id=message["message_id"], convocation_id=message["convocation_id"],
+                                change="locked", at=now, locked_until=now + lock),
+                producer=PRODUCER, correlation_id=message["convocation_id"]))
             OTP_CHECKS.labels("locked").inc()
         return failed, lock
 

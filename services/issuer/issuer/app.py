@@ -14,6 +14,7 @@ from shared.contracts import (
     DocumentReleasedV1,
     EmailFailedV1,
     EmailSentV1,
+    StaffActionRequestedV1,
 )
 from shared.runtime import Runtime
 
@@ -29,6 +30,7 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent)
     runtime.consumer.subscribe(EmailFailedV1, handlers.on_email_failed)
     runtime.consumer.subscribe(DocumentReleasedV1, handlers.on_document_released)
+    runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)
     sweeper = Sweeper(handlers, lambda: runtime.pool)
     async def declare_upstream_queues() -> None:
         # Events the hospital's systems consume: their queues exist before the first publish,

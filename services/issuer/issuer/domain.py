@@ -20,11 +20,12 @@ STATUS_RANK = {
     "downloaded": 40,
     "superseded": 90,
     "cancelled": 90,
+    "withdrawn": 90,
     "expired": 95,
 }
 
 
-CLOSED = frozenset({"cancelled", "superseded", "expired"})
+CLOSED = frozenset({"cancelled", "superseded", "expired", "withdrawn"})
 
 
 def advances(current: str, new: str) -> bool:

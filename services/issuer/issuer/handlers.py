@@ -20,6 +20,8 @@ from shared.contracts import (
     EmailSentV1,
     MessageRevokedV1,
     PostalRequestedV1,
+    ISSUER_ACTIONS,
+    StaffActionRequestedV1,
     envelope,
 )
 from shared.logs import get_logger
@@ -53,33 +55,36 @@ class IssuerHandlers:
         sealed = domain.seal_convocation(c, pdf, self.keys, expires_at=expires_at, send_email=postal is None)
         copy = domain.print_copy(c, pdf, self.settings.print_room_public_key)
         existing = await store.get_convocation(conn, c.convocation_id)
+        department = c.appointment.department.code
         if existing is not None:
             # A new convocation for the same appointment replaces the old message.
             await self._revoke(conn, d, existing, "superseded", now)
             await store.replace_message(conn, c.convocation_id, message_id=sealed.message_id,
                                         patient_ref=sealed.patient_ref, delivery=c.delivery,
                                         language=c.patient.language, appointment_at=c.appointment.starts_at,
-                                        expires_at=expires_at, sealed_at=now, print_copy=copy)
+                                        expires_at=expires_at, sealed_at=now, print_copy=copy,
+                                        department=department)
         else:
             await store.insert_convocation(
                 conn, convocation_id=c.convocation_id, message_id=sealed.message_id, patient_ref=sealed.patient_ref,
                 delivery=c.delivery, language=c.patient.language, appointment_at=c.appointment.starts_at,
                 expires_at=expires_at, created_at=d.envelope.occurred_at, sealed_at=now, print_copy=copy,
+                department=department,
             )
         await store.record_history(conn, c.convocation_id, "sealed", now)
         await self._emit(conn, d, sealed)
-        await self._emit_status(conn, d, "sealed", now)
+        row = await store.get_convocation(conn, c.convocation_id)
+        await self._emit_status(conn, d, row, "sealed", now)
         CHAIN_LATENCY.labels("sealed").observe(max(0.0, (now - d.envelope.occurred_at).total_seconds()))
         log.info("convocation sealed", message_id=str(sealed.message_id), key_id=sealed.key_id)
         if postal:
-            row = await store.get_convocation(conn, c.convocation_id)
             await self._post(conn, d, row, postal, now)
 
     async def on_convocation_cancelled(self, conn: asyncpg.Connection, d: Delivery[ConvocationCancelledV1]) -> None:
         row = await store.get_convocation(conn, d.data.convocation_id)
         if row is None:
             raise Rejected("unknown-convocation", f"no convocation {d.data.convocation_id} to cancel")
-        if row["status"] in ("cancelled", "expired"):
+        if row["status"] in ("cancelled", "expired", "withdrawn"):
             return
         await self._revoke(conn, d, row, "cancelled", datetime.now(timezone.utc), detail=d.data.reason)
 
@@ -106,6 +111,24 @@ class IssuerHandlers:
             await self._progress(conn, d, row, "downloaded", d.data.released_at)
             await store.drop_print_copy(conn, row["id"])  # delivered: no paper copy is needed any more
 
+    async def on_staff_action(self, conn: asyncpg.Connection, d: Delivery[StaffActionRequestedV1]) -> None:
+        """Paper now, or withdrawal, asked by the department's secretariat (the portal does the others).
+        Done once: a letter already posted or closed is left as it is."""
+        a = d.data
+        if a.action not in ISSUER_ACTIONS:
+            return
+        row = await store.get_convocation(conn, a.convocation_id)
+        if row is None:
+            raise Rejected("unknown-convocation", f"no convocation {a.convocation_id}")
+        if row["message_id"] != a.message_id or row["status"] in domain.CLOSED:
+            log.info("staff action on a closed or replaced message ignored", action=a.action)
+            return
+        now = datetime.now(timezone.utc)
+        if a.action == "post":
+            await self._post(conn, d, row, "secretariat", now, action_id=a.action_id)
+        else:
+            await self._revoke(conn, d, row, "withdrawn", now, action_id=a.action_id)
+
     # --- scheduled (see sweeper.py) -----------------------------------------------------------
 
     async def post_fallback(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> None:
@@ -131,31 +154,31 @@ class IssuerHandlers:
             await store.stamp(conn, row["id"], status, at)
             return
         await store.set_status(conn, row["id"], status, at, detail)
-        await self._emit_status(conn, d, status, at, detail, convocation_id=row["id"])
+        await self._emit_status(conn, d, row, status, at, detail)
         CHAIN_LATENCY.labels(status).observe(max(0.0, (at - row["created_at"]).total_seconds()))
         log.info("status changed", status=status)
 
-    async def _post(self, conn, d: Delivery | None, row, reason: str, now: datetime) -> None:
+    async def _post(self, conn, d: Delivery | None, row, reason: str, now: datetime, action_id=None) -> None:
         """Ask the print room to post the letter, once."""
         if row["postal_at"] is not None or row["print_copy"] is None:
             return
-        status = "postal" if reason == "preference" else "postal-fallback"
+        status = "postal" if reason in ("preference", "secretariat") else "postal-fallback"
         await self._emit(conn, d, PostalRequestedV1(convocation_id=row["id"], reason=reason,
                                                    language=row["language"], for_print_room=row["print_copy"]),
                          convocation_id=row["id"])
         await store.mark_posted(conn, row["id"], reason, now)
         await store.set_status(conn, row["id"], status, now, reason)
-        await self._emit_status(conn, d, status, now, reason, convocation_id=row["id"])
+        await self._emit_status(conn, d, row, status, now, reason, action_id=action_id)
         POSTAL_REQUESTS.labels(reason).inc()
         log.info("postal delivery requested", reason=reason)
 
     async def _revoke(self, conn, d: Delivery | None, row, reason: str, now: datetime,
-                      detail: str | None = None) -> None:
+                      detail: str | None = None, action_id=None) -> None:
         await self._emit(conn, d, MessageRevokedV1(message_id=row["message_id"], convocation_id=row["id"],
                                                    reason=reason), convocation_id=row["id"])
         await store.drop_print_copy(conn, row["id"])
         await store.set_status(conn, row["id"], reason, now, detail)
-        await self._emit_status(conn, d, reason, now, detail, convocation_id=row["id"])
+        await self._emit_status(conn, d, row, reason, now, detail, action_id=action_id)
         log.info("message revoked", reason=reason, message_id=str(row["message_id"]))
 
     async def _emit(self, conn, d: Delivery | None, payload, *, convocation_id=None) -> None:
@@ -163,11 +186,14 @@ class IssuerHandlers:
         await add_event(conn, envelope(payload, producer=PRODUCER, correlation_id=correlation,
                                        causation_id=d.envelope.event_id if d else None))
 
-    async def _emit_status(self, conn, d: Delivery | None, status: str, at: datetime, detail: str | None = None,
-                           *, convocation_id=None) -> None:
-        cid = convocation_id or d.data.convocation_id
-        await self._emit(conn, d, ConvocationStatusV1(convocation_id=cid, status=status, at=at, detail=detail),
-                         convocation_id=cid)
+    async def _emit_status(self, conn, d: Delivery | None, row, status: str, at: datetime, detail: str | None = None,
+                           *, action_id=None) -> None:
+        """The status report, with what the secretariat's read model needs to place it."""
+        await self._emit(conn, d, ConvocationStatusV1(
+            convocation_id=row["id"], status=status, at=at, detail=detail, message_id=row["message_id"],
+            department=row["department"], appointment_at=row["appointment_at"], delivery=row["delivery"],
+            patient_ref=row["patient_ref"], action_id=action_id,
+        ), convocation_id=row["id"])
 
     @staticmethod
     def _upstream_pdf(c: ConvocationCreatedV1) -> bytes | None:

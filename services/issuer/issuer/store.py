@@ -11,14 +11,14 @@ import asyncpg
 async def insert_convocation(
     conn: asyncpg.Connection, *, convocation_id: uuid.UUID, message_id: uuid.UUID, patient_ref: str,
     delivery: str, language: str, appointment_at: datetime, expires_at: datetime, created_at: datetime,
-    sealed_at: datetime, print_copy: str,
+    sealed_at: datetime, print_copy: str, department: str | None,
 ) -> bool:
     status = await conn.execute(
         "insert into convocation(id, message_id, patient_ref, delivery, language, status, appointment_at,"
-        " expires_at, created_at, sealed_at, print_copy) values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9, $10)"
-        " on conflict (id) do nothing",
+        " expires_at, created_at, sealed_at, print_copy, department)"
+        " values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9, $10, $11) on conflict (id) do nothing",
         convocation_id, message_id, patient_ref, delivery, language, appointment_at, expires_at, created_at,
-        sealed_at, print_copy,
+        sealed_at, print_copy, department,
     )
     return status == "INSERT 0 1"
 
@@ -26,15 +26,16 @@ async def insert_convocation(
 async def replace_message(
     conn: asyncpg.Connection, convocation_id: uuid.UUID, *, message_id: uuid.UUID, patient_ref: str, delivery: str,
     language: str, appointment_at: datetime, expires_at: datetime, sealed_at: datetime, print_copy: str,
+    department: str | None,
 ) -> None:
     """A superseding convocation: a new message, its delivery starting afresh."""
     await conn.execute(
         "update convocation set message_id = $2, patient_ref = $3, delivery = $4, language = $5, status = 'sealed',"
         " appointment_at = $6, expires_at = $7, sealed_at = $8, print_copy = $9, emailed_at = null,"
         " email_failed_at = null, downloaded_at = null, postal_at = null, postal_reason = null, cancelled_at = null,"
-        " superseded_count = superseded_count + 1, updated_at = now() where id = $1",
+        " superseded_count = superseded_count + 1, department = $10, updated_at = now() where id = $1",
         convocation_id, message_id, patient_ref, delivery, language, appointment_at, expires_at, sealed_at,
-        print_copy,
+        print_copy, department,
     )
 
 
@@ -63,7 +64,7 @@ async def due_for_fallback(conn: asyncpg.Connection, now: datetime, fallback_hou
 
 async def due_for_expiry(conn: asyncpg.Connection, now: datetime, limit: int = 100):
     return await conn.fetch(
-        "select * from convocation where expires_at <= $1 and status not in ('expired', 'cancelled')"
+        "select * from convocation where expires_at <= $1 and status not in ('expired', 'cancelled', 'withdrawn')"
         " order by expires_at limit $2 for update skip locked",
         now, limit,
     )
@@ -81,6 +82,7 @@ _STAMP_COLUMN = {
     "postal": "postal_at",
     "postal-fallback": "postal_at",
     "cancelled": "cancelled_at",
+    "withdrawn": "cancelled_at",
 }
 
 

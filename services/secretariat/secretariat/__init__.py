@@ -1,0 +1,1 @@
+"""Secretariat console: the department's view of its convocations, and its actions."""

@@ -1,0 +1,79 @@
+"""Secretariat process: the read model's handlers, the staff pages, the JSON API, health and metrics."""
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from secretariat import handlers
+from secretariat.api import create_api
+from secretariat.auth import Oidc
+from secretariat.console import Console
+from secretariat.settings import SecretariatSettings
+from secretariat.web import Pages
+from shared.contracts import AccessChangedV1, ConvocationStatusV1, OtpRequestedV1, SmsFailedV1, SmsSentV1
+from shared.runtime import Runtime
+
+OPERATOR_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+STATIC = Path(__file__).resolve().parent / "static"
+
+# As the portal: no inline script, no framing, no referrer, HSTS; pages are never stored.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
+                               " connect-src 'self'; form-action 'self' {issuer}; frame-ancestors 'none';"
+                               " base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
+    settings = settings or SecretariatSettings()
+    runtime = Runtime("secretariat", "secretariat", settings, MIGRATIONS)
+    runtime.consumer.subscribe(ConvocationStatusV1, handlers.on_status)
+    runtime.consumer.subscribe(OtpRequestedV1, handlers.on_code_requested)
+    runtime.consumer.subscribe(SmsSentV1, handlers.on_code_sent)
+    runtime.consumer.subscribe(SmsFailedV1, handlers.on_code_failed)
+    runtime.consumer.subscribe(AccessChangedV1, handlers.on_access_changed)
+    console = Console(settings, lambda: runtime.pool)
+    oidc = Oidc(settings)
+    pages = Pages(settings, console, oidc)
+    runtime.every(settings.audit_prune_interval_seconds, console.prune_audit, "secretariat-audit-pruner")
+
+    app = runtime.http_app()
+    app.state.runtime = runtime
+    app.include_router(pages.router())
+    app.mount("/api", create_api(console, oidc))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    headers = {**SECURITY_HEADERS,
+               "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"].format(
+                   issuer=settings.oidc_issuer)}
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if request.url.path in OPERATOR_PATHS or request.url.path.startswith("/api/"):
+            return await http_exception_handler(request, exc)
+        return pages.problem(request, None, "not-found" if exc.status_code == 404 else "bad-request",
+                             exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        return pages.problem(request, None, "bad-request", 400)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(headers)
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return app

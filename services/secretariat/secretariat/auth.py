@@ -1,0 +1,158 @@
+"""Who is asking: staff through the hospital's OpenID provider (authorization code with PKCE, Authlib's
+client), hospital systems through OAuth2 client-credentials access tokens; both verified against the
+provider's published keys (RS256 only, issuer, audience, expiry, nonce)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import warnings
+from dataclasses import dataclass
+
+import httpx
+from joserfc import errors as jose_errors
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+from authlib.deprecate import AuthlibDeprecationWarning
+
+with warnings.catch_warnings():  # Authlib prefers httpx2 but supports httpx, which the project pins
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+from secretariat.settings import SecretariatSettings
+
+LEEWAY_SECONDS = 30
+METADATA_SECONDS = 3600
+
+
+class Unauthenticated(Exception):
+    """A token or sign-in that does not prove who is asking (detail for logs, never for the user)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    subject: str
+    name: str
+    via: str  # "console" or "api"
+    departments: frozenset[str] | None  # None: every department (supervisor)
+    can_act: bool
+    can_audit: bool
+
+    def sees(self, department: str | None) -> bool:
+        return self.departments is None or (department is not None and department in self.departments)
+
+    def scope(self) -> list[str] | None:
+        return None if self.departments is None else sorted(self.departments)
+
+
+def staff_identity(subject: str, name: str, roles: list[str], departments: list[str]) -> Identity | None:
+    """A secretary acts within her departments; a supervisor reads every department and the audit."""
+    if "supervisor" in roles:
+        return Identity(subject, name, "console", None, can_act=False, can_audit=True)
+    if "secretary" in roles and departments:
+        return Identity(subject, name, "console", frozenset(departments), can_act=True, can_audit=False)
+    return None
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+class Oidc:
+    def __init__(self, settings: SecretariatSettings) -> None:
+        self.s = settings
+        self._metadata: dict | None = None
+        self._metadata_at = 0.0
+        self._keys: KeySet | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.s.public_base_url.rstrip("/") + "/auth/callback"
+
+    async def metadata(self) -> dict:
+        if self._metadata is None or time.monotonic() - self._metadata_at > METADATA_SECONDS:
+            url = self.s.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration"
+            async with httpx.AsyncClient(timeout=5) as http:
+                meta = (await http.get(url)).raise_for_status().json()
+            if meta.get("issuer") != self.s.oidc_issuer:  # OpenID Connect Discovery §4.3
+                raise Unauthenticated("discovery document names another issuer")
+            self._metadata, self._metadata_at = meta, time.monotonic()
+        return self._metadata
+
+    async def keys(self, refresh: bool = False) -> KeySet:
+        async with self._lock:
+            if self._keys is None or refresh:
+                meta = await self.metadata()
+                async with httpx.AsyncClient(timeout=5) as http:
+                    self._keys = KeySet.import_key_set((await http.get(meta["jwks_uri"])).raise_for_status().json())
+            return self._keys
+
+    def _client(self) -> AsyncOAuth2Client:
+        return AsyncOAuth2Client(client_id=self.s.oidc_client_id, client_secret=self.s.oidc_client_secret,
+                                 scope=self.s.oidc_scope, redirect_uri=self.redirect_uri,
+                                 code_challenge_method="S256", timeout=10)
+
+    async def authorization_url(self) -> tuple[str, dict]:
+        """Where to send the browser, and what the callback must find again (state, PKCE verifier, nonce)."""
+        meta = await self.metadata()
+        pending = {"state": secrets.token_urlsafe(24), "verifier": secrets.token_urlsafe(48),
+                   "nonce": secrets.token_urlsafe(24)}
+        async with self._client() as client:
+            url, _ = client.create_authorization_url(meta["authorization_endpoint"], state=pending["state"],
+                                                     code_verifier=pending["verifier"], nonce=pending["nonce"])
+        return url, pending
+
+    async def sign_in(self, code: str, pending: dict) -> dict:
+        """Exchange the code (with the PKCE verifier) and return the verified ID token's claims."""
+        meta = await self.metadata()
+        async with self._client() as client:
+            try:
+                token = await client.fetch_token(meta["token_endpoint"], code=code,
+                                                 code_verifier=pending["verifier"])
+            except Exception as exc:  # the provider refused the code: a sign-in failure, not a crash
+                raise Unauthenticated(f"token endpoint refused the code: {type(exc).__name__}") from None
+        if "id_token" not in token:
+            raise Unauthenticated("no ID token")
+        claims = await self.verify(token["id_token"], audience=self.s.oidc_client_id)
+        if not secrets.compare_digest(str(claims.get("nonce", "")), pending["nonce"]):
+            raise Unauthenticated("nonce mismatch")
+        return claims
+
+    async def verify(self, token: str, *, audience: str) -> dict:
+        """The token's claims if our provider signed it for ``audience`` and it is still valid."""
+        try:
+            keys = await self.keys()
+            try:
+                decoded = jwt.decode(token, keys, algorithms=["RS256"])
+            except (jose_errors.InvalidKeyIdError, jose_errors.MissingKeyError, ValueError):
+                decoded = jwt.decode(token, await self.keys(refresh=True), algorithms=["RS256"])  # key rotation
+            JWTClaimsRegistry(
+                leeway=LEEWAY_SECONDS, iss={"essential": True, "value": self.s.oidc_issuer},
+                aud={"essential": True, "value": audience}, exp={"essential": True}, sub={"essential": True},
+            ).validate(decoded.claims)
+        except (jose_errors.JoseError, ValueError, KeyError, TypeError) as exc:
+            raise Unauthenticated(f"token refused: {type(exc).__name__}") from None
+        except httpx.HTTPError as exc:
+            raise Unauthenticated(f"provider unreachable: {type(exc).__name__}") from None
+        return decoded.claims
+
+    def staff(self, claims: dict) -> Identity | None:
+        return staff_identity(str(claims["sub"]), str(claims.get(self.s.oidc_name_claim) or claims["sub"]),
+                              _strings(claims.get(self.s.oidc_roles_claim, [])),
+                              _strings(claims.get(self.s.oidc_departments_claim, [])))
+
+    async def api_client(self, bearer: str) -> Identity:
+        """A hospital system: its access token's departments bound what it sees; scopes what it may do."""
+        claims = await self.verify(bearer, audience=self.s.api_audience)
+        scopes = set(str(claims.get("scope", "")).split())
+        departments = _strings(claims.get(self.s.oidc_departments_claim, []))
+        if "convocations.read" not in scopes or not departments:
+            raise Unauthenticated("token lacks the convocations.read scope or a department")
+        return Identity(str(claims["sub"]), str(claims.get("client_id") or claims["sub"]), "api",
+                        frozenset(departments), can_act="convocations.act" in scopes, can_audit=False)

@@ -1,0 +1,53 @@
+"""Secretariat event handlers: project each convocation's timeline from the events of the chain."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from secretariat import store
+from shared.consumer import Delivery
+from shared.contracts import AccessChangedV1, ConvocationStatusV1, OtpRequestedV1, SmsFailedV1, SmsSentV1
+
+# Only reasons from a closed list reach the timeline: free text (SMTP replies) may name the patient.
+SAFE_DETAIL = {"postal", "postal-fallback"}
+
+
+async def on_status(conn: asyncpg.Connection, d: Delivery[ConvocationStatusV1]) -> None:
+    s = d.data
+    await store.apply_status(conn, s.convocation_id, status=s.status, at=s.at, message_id=s.message_id,
+                             patient_ref=s.patient_ref, department=s.department, appointment_at=s.appointment_at,
+                             delivery=s.delivery)
+    await store.add_timeline(conn, s.convocation_id, d.envelope.event_id, s.at, s.status,
+                             s.detail if s.status in SAFE_DETAIL else None, s.action_id)
+    if s.action_id:
+        await store.action_done(conn, s.action_id, s.at)
+
+
+async def on_code_requested(conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
+    o = d.data
+    await store.set_phone_hint(conn, o.convocation_id, o.phone_hint)
+    await store.add_timeline(conn, o.convocation_id, d.envelope.event_id, d.envelope.occurred_at, "code-requested",
+                             o.phone_hint)
+
+
+async def on_code_sent(conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
+    await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.sent_at, "code-sent")
+
+
+async def on_code_failed(conn: asyncpg.Connection, d: Delivery[SmsFailedV1]) -> None:
+    await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.failed_at, "code-failed",
+                             d.data.provider_code)
+
+
+async def on_access_changed(conn: asyncpg.Connection, d: Delivery[AccessChangedV1]) -> None:
+    a = d.data
+    if a.change == "locked":
+        await store.set_lock(conn, a.convocation_id, a.locked_until)
+    elif a.change == "unlocked":
+        await store.set_lock(conn, a.convocation_id, None)
+    elif a.change == "mobile-corrected":
+        await store.set_phone_hint(conn, a.convocation_id, a.phone_hint)
+    detail = a.locked_until.isoformat() if a.locked_until else a.phone_hint
+    await store.add_timeline(conn, a.convocation_id, d.envelope.event_id, a.at, a.change, detail, a.action_id)
+    if a.action_id:
+        await store.action_done(conn, a.action_id, a.at)

@@ -1,0 +1,159 @@
+"""Secretariat SQL: small functions that take a connection; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+_STAMP = {"bounced": "bounced_at", "downloaded": "downloaded_at", "postal": "postal_at", "postal-fallback": "postal_at"}
+
+
+async def add_timeline(conn, convocation_id: uuid.UUID, event_id: uuid.UUID, at: datetime, kind: str,
+                       detail: str | None = None, action_id: uuid.UUID | None = None) -> bool:
+    status = await conn.execute(
+        "insert into timeline(convocation_id, event_id, at, kind, detail, action_id) values ($1, $2, $3, $4, $5, $6)"
+        " on conflict (event_id) do nothing", convocation_id, event_id, at, kind, detail, action_id)
+    return status == "INSERT 0 1"
+
+
+async def ensure_convocation(conn, convocation_id: uuid.UUID) -> None:
+    """Events about one convocation travel on several queues: whichever comes first creates the row."""
+    await conn.execute("insert into convocation(id) values ($1) on conflict do nothing", convocation_id)
+
+
+async def apply_status(conn, convocation_id: uuid.UUID, *, status: str, at: datetime, message_id, patient_ref,
+                       department, appointment_at, delivery) -> None:
+    await ensure_convocation(conn, convocation_id)
+    stamp = _STAMP.get(status)
+    stamp_sql = f", {stamp} = coalesce({stamp}, $3)" if stamp else ""
+    # A new message (superseding letter) starts its delivery afresh; a late event never moves back.
+    fresh = "$6 = 'sealed' and message_id is distinct from $2"
+    await conn.execute(
+        "update convocation set"
+        f" bounced_at = case when {fresh} then null else bounced_at end,"
+        f" downloaded_at = case when {fresh} then null else downloaded_at end,"
+        f" postal_at = case when {fresh} then null else postal_at end,"
+        " message_id = coalesce($2, message_id), patient_ref = coalesce($3, patient_ref),"
+        " department = coalesce($4, department), appointment_at = coalesce($5, appointment_at),"
+        " delivery = coalesce($7, delivery), updated_at = now() where id = $1",
+        convocation_id, message_id, patient_ref, department, appointment_at, status, delivery)
+    await conn.execute(
+        f"update convocation set status = $2, status_at = $3{stamp_sql} where id = $1"
+        " and (status_at is null or status_at <= $3)", convocation_id, status, at)
+
+
+async def set_lock(conn, convocation_id: uuid.UUID, until: datetime | None) -> None:
+    await ensure_convocation(conn, convocation_id)
+    await conn.execute("update convocation set locked_until = $2, updated_at = now() where id = $1",
+                       convocation_id, until)
+
+
+async def set_phone_hint(conn, convocation_id: uuid.UUID, hint: str | None) -> None:
+    if hint:
+        await ensure_convocation(conn, convocation_id)
+        await conn.execute("update convocation set phone_hint = $2 where id = $1", convocation_id, hint)
+
+
+async def action_done(conn, action_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute("update action set done_at = coalesce(done_at, $2) where id = $1", action_id, at)
+
+
+async def get_convocation(conn, convocation_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow("select * from convocation where id = $1", convocation_id)
+
+
+async def timeline_of(conn, convocation_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch("select * from timeline where convocation_id = $1 order by at, id", convocation_id)
+
+
+async def actions_of(conn, convocation_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch("select * from action where convocation_id = $1 order by requested_at", convocation_id)
+
+
+async def search(conn, *, departments: list[str] | None, convocation_id=None, patient_ref=None,
+                 department=None, date_from=None, date_to=None, worklist=None, days: int = 3,
+                 now: datetime, day_start: datetime | None = None, limit: int = 200) -> list[asyncpg.Record]:
+    """Convocations matching every criterion given, within ``departments`` (None: all departments)."""
+    where, args = [], []
+
+    def arg(value) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if departments is not None:
+        where.append(f"department = any({arg(departments)}::text[])")
+    if convocation_id is not None:
+        where.append(f"id = {arg(convocation_id)}")
+    if patient_ref is not None:
+        where.append(f"patient_ref = {arg(patient_ref)}")
+    if department:
+        where.append(f"department = {arg(department)}")
+    if date_from is not None:
+        where.append(f"appointment_at >= {arg(date_from)}")
+    if date_to is not None:
+        where.append(f"appointment_at < {arg(date_to)}")
+    open_statuses = "status not in ('cancelled', 'superseded', 'expired', 'withdrawn')"
+    if worklist == "bounced":
+        where += ["bounced_at is not null", "downloaded_at is null", open_statuses]
+    elif worklist == "not-downloaded":
+        where += ["downloaded_at is null", "postal_at is null", open_statuses,
+                  f"appointment_at > {arg(now)}", f"appointment_at <= {arg(now)} + make_interval(days => {arg(days)})"]
+    elif worklist == "locked":
+        where += [f"locked_until > {arg(now)}", open_statuses]
+    elif worklist == "paper-today":
+        where += [f"postal_at >= {arg(day_start)}"]
+    sql = "select * from convocation" + (" where " + " and ".join(where) if where else "")
+    return await conn.fetch(sql + f" order by appointment_at nulls last limit {int(limit)}", *args)
+
+
+async def insert_action(conn, *, action_id: uuid.UUID, convocation_id: uuid.UUID, message_id: uuid.UUID,
+                        department: str | None, kind: str, staff_subject: str) -> None:
+    await conn.execute(
+        "insert into action(id, convocation_id, message_id, department, kind, staff_subject)"
+        " values ($1, $2, $3, $4, $5, $6)", action_id, convocation_id, message_id, department, kind, staff_subject)
+
+
+async def audit(conn, *, subject: str, name: str, via: str, action: str, outcome: str,
+                convocation_id: uuid.UUID | None = None, department: str | None = None, reason: str | None = None,
+                detail: str | None = None) -> None:
+    await conn.execute(
+        "insert into staff_audit(subject, name, via, action, convocation_id, department, reason, outcome, detail)"
+        " values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        subject, name, via, action, convocation_id, department, reason, outcome, detail)
+
+
+async def audit_rows(conn, since: datetime | None = None, until: datetime | None = None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "select * from staff_audit where ($1::timestamptz is null or at >= $1)"
+        " and ($2::timestamptz is null or at < $2) order by id", since, until)
+
+
+async def prune_audit(conn, retention_days: int) -> int:
+    status = await conn.execute("delete from staff_audit where at < now() - make_interval(days => $1)",
+                                retention_days)
+    return int(status.split()[-1])
+
+
+# --- staff sessions ---------------------------------------------------------------------------------
+
+
+async def insert_session(conn, token_hash: str, *, subject: str, name: str, roles: list[str],
+                         departments: list[str]) -> None:
+    await conn.execute(
+        "insert into staff_session(token_hash, subject, name, roles, departments) values ($1, $2, $3, $4, $5)",
+        token_hash, subject, name, roles, departments)
+
+
+async def touch_session(conn, token_hash: str, idle_seconds: int, absolute_seconds: int):
+    """The session if it is still open (and mark it used), else None."""
+    return await conn.fetchrow(
+        "update staff_session set last_seen_at = now() where token_hash = $1 and ended_at is null"
+        " and last_seen_at > now() - make_interval(secs => $2) and created_at > now() - make_interval(secs => $3)"
+        " returning *", token_hash, idle_seconds, absolute_seconds)
+
+
+async def end_session(conn, token_hash: str) -> None:
+    await conn.execute("update staff_session set ended_at = now() where token_hash = $1 and ended_at is null",
+                       token_hash)
