@@ -109,7 +109,7 @@ class PortalHandlers:
                                        context=crypto.field_context(a.EVENT_TYPE, a.action_id, "portal"))["mobile"]
             phone = self.phone_fields(mobile, message["patient_ref"])
             await store.set_number_on_file(conn, message["patient_ref"], **phone)
-            # The number the patient verified before is not the hospital's any more (DESIGN.md §3).
+            # The number the patient verified before is not the hospital's any more (docs/architecture.md#security).
             await store.end_binding(conn, message["patient_ref"])
             hint, change = phone["phone_hint"], "mobile-corrected"
         await store.audit(conn, a.message_id, f"staff-{a.action}", "done", None, f"action {a.action_id}")
