@@ -43,6 +43,7 @@ SERVICES = {
     "mailer": ("mailer", 8002, "mailer"),
     "sms-gateway": ("sms_gateway", 8003, "sms_gateway"),
     "access-portal": ("access_portal", 8000, "access_portal"),
+    "secretariat": ("secretariat", 8004, "secretariat"),
 }
 # Settings each service needs beyond AMQP_URL and DATABASE_URL.
 REQUIRED_SETTINGS = {
@@ -51,7 +52,9 @@ REQUIRED_SETTINGS = {
                "HOSPITAL_NAME"},
     "sms-gateway": {"SMS_PROVIDER_URL", "SMS_ACCOUNT_SID", "SMS_AUTH_TOKEN", "SMS_FIELD_KEY"},
     "access-portal": {"PORTAL_BASE_URL", "SEAL_KEYS", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY", "PORTAL_SECRET_KEY",
-                      "HOSPITAL_NAME"},
+                      "STAFF_FIELD_KEY", "HOSPITAL_NAME"},
+    "secretariat": {"OIDC_ISSUER", "OIDC_CLIENT_SECRET", "PUBLIC_BASE_URL", "PATIENT_REF_KEY", "STAFF_FIELD_KEY",
+                    "SECRETARIAT_SECRET_KEY"},
 }
 # A key one service encrypts or seals with and another opens: both must hold the same value.
 SHARED_KEYS = {
@@ -59,9 +62,10 @@ SHARED_KEYS = {
     "MAILER_FIELD_KEY": ("issuer", "mailer"),
     "PORTAL_FIELD_KEY": ("issuer", "access-portal"),
     "SMS_FIELD_KEY": ("access-portal", "sms-gateway"),
+    "STAFF_FIELD_KEY": ("secretariat", "access-portal"),
 }
 KEY_SETTINGS = {"SEAL_KEYS", "PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY",
-                "PORTAL_SECRET_KEY"}
+                "PORTAL_SECRET_KEY", "STAFF_FIELD_KEY", "SECRETARIAT_SECRET_KEY"}
 # Operators' custom resources: kubernetes-validate has no schema for them and would only warn.
 # Listed explicitly so that nothing else is ever skipped.
 CRD_KINDS = {
@@ -656,7 +660,7 @@ def test_keda_scales_each_consumer_on_its_own_queue():
     docs = render("overlays/prod-keda")
     scaled = by_kind(docs, "ScaledObject")
     assert set(scaled) == {"issuer", "mailer", "sms-gateway"}
-    assert set(by_kind(docs, "HorizontalPodAutoscaler")) == {"access-portal"}
+    assert set(by_kind(docs, "HorizontalPodAutoscaler")) == {"access-portal", "secretariat"}
     common = [c for n, c in by_kind(docs, "ConfigMap").items() if n.startswith("convocations-common")][0]
     for name, obj in scaled.items():
         (rabbit,) = [t for t in obj["spec"]["triggers"] if t["type"] == "rabbitmq"]

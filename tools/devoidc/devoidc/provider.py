@@ -113,6 +113,10 @@ class DevOidc:
     def app(self) -> FastAPI:
         app = FastAPI(title="Development OpenID provider", docs_url=None, redoc_url=None, openapi_url=None)
 
+        @app.get("/healthz")
+        async def healthz() -> dict:
+            return {"status": "ok", "service": "devoidc"}
+
         @app.get("/.well-known/openid-configuration")
         async def discovery() -> dict:
             return {
