@@ -15,12 +15,13 @@ from access_portal.settings import PortalSettings
 from devstack.stack import ROOT, python_path
 from issuer.settings import IssuerSettings
 from mailer.settings import MailerSettings
+from secretariat.settings import SecretariatSettings
 from shared.settings import dev_key
 from sms_gateway.settings import SmsSettings
 
-SERVICES = (IssuerSettings, MailerSettings, SmsSettings, PortalSettings)
+SERVICES = (IssuerSettings, MailerSettings, SmsSettings, PortalSettings, SecretariatSettings)
 KEY_SETTINGS = ("PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY", "PORTAL_SECRET_KEY",
-                "PRINT_ROOM_PUBLIC_KEY")
+                "PRINT_ROOM_PUBLIC_KEY", "STAFF_FIELD_KEY", "SECRETARIAT_SECRET_KEY")
 
 
 def real_key(name: str) -> str:
@@ -38,6 +39,8 @@ def production_env() -> dict[str, str]:
         "PORTAL_BASE_URL": "https://convocations.hospital.example",
         "SMTP_TLS": "starttls", "SMTP_HOST": "relay.hospital.example", "SMTP_PASSWORD": "Zr9-smtp-password",
         "SMS_AUTH_TOKEN": "Tw4-provider-token",
+        "PUBLIC_BASE_URL": "https://secretariat.hospital.example", "OIDC_ISSUER": "https://sso.hospital.example/realm",
+        "OIDC_CLIENT_SECRET": "Hs5-console-client-secret",
     }
     return env
 
@@ -56,6 +59,8 @@ def test_a_real_production_configuration_starts(production, settings):
 
 
 REFUSALS = [
+    (SecretariatSettings, {"OIDC_CLIENT_SECRET": "dev-console-secret"}, "OIDC_CLIENT_SECRET"),
+    (SecretariatSettings, {"STAFF_FIELD_KEY": dev_key("staff-field")}, "STAFF_FIELD_KEY"),
     (PortalSettings, {"COOKIE_SECURE": "false"}, "COOKIE_SECURE"),
     (PortalSettings, {"PORTAL_BASE_URL": "http://convocations.hospital.example"}, "PORTAL_BASE_URL"),
     (MailerSettings, {"PORTAL_BASE_URL": "http://convocations.hospital.example"}, "PORTAL_BASE_URL"),
