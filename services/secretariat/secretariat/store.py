@@ -99,11 +99,12 @@ async def search(conn, *, departments: list[str] | None, convocation_id=None, pa
         where += ["bounced_at is not null", "downloaded_at is null", open_statuses]
     elif worklist == "not-downloaded":
         where += ["downloaded_at is null", "postal_at is null", open_statuses,
-                  f"appointment_at > {arg(now)}", f"appointment_at <= {arg(now)} + make_interval(days => {arg(days)})"]
+                  f"appointment_at > {arg(now)}",
+                  f"appointment_at <= {arg(now)}::timestamptz + make_interval(days => {arg(days)}::int)"]
     elif worklist == "locked":
-        where += [f"locked_until > {arg(now)}", open_statuses]
+        where += [f"locked_until > {arg(now)}::timestamptz", open_statuses]
     elif worklist == "paper-today":
-        where += [f"postal_at >= {arg(day_start)}"]
+        where += [f"postal_at >= {arg(day_start)}::timestamptz"]
     sql = "select * from convocation" + (" where " + " and ".join(where) if where else "")
     return await conn.fetch(sql + f" order by appointment_at nulls last limit {int(limit)}", *args)
 

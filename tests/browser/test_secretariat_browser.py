@@ -1,0 +1,196 @@
+"""A secretary's day in a real browser: sign-in through the development OpenID provider, worklists,
+and each action carried out by the service that owns the data, as the patient then sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.e2e.conftest import code_of, random_mobile
+from tests.patient import PatientClient, find_link
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+async def sign_in(browser, stack, who: str = "Alice Martin"):
+    context = await browser.new_context(locale="en-GB")
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(f"{stack.url('secretariat')}/?lang=en")
+    await page.get_by_role("link", name="Sign in with the hospital account").click()
+    await page.get_by_role("button", name=re.compile(who)).click()
+    await page.wait_for_url(re.compile(r"/search$"))
+    assert await page.locator("h1").inner_text() == "Find a convocation"
+    assert not errors, errors
+    return context, page
+
+
+async def open_convocation(page, stack, cid: str, until_kind: str | None = None, timeout: float = 20):
+    for _ in range(int(timeout * 2)):
+        await page.goto(f"{stack.url('secretariat')}/c/{cid}")
+        if until_kind is None or await page.locator(f'li[data-kind="{until_kind}"]').count():
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{until_kind} never appeared in the timeline of {cid}")
+
+
+async def act(page, action: str, reason: str, **fields) -> None:
+    form = page.locator(f'form[data-action="{action}"]')
+    for name, value in fields.items():
+        await form.locator(f'[name="{name}"]').fill(value)
+    await form.locator('textarea[name="reason"]').fill(reason)
+    await form.locator('button[type="submit"]').click()
+    await page.wait_for_url(re.compile(rf"\?done={action}$"))
+
+
+async def audited_once(chain, cid: str, reason: str) -> None:
+    rows = await chain.db.fetch("select reason, outcome from secretariat.staff_audit where convocation_id = $1"
+                                " and action = 'action'", uuid.UUID(cid))
+    assert [(r["reason"], r["outcome"]) for r in rows] == [(reason, "requested")]
+
+
+async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unlocks_and_withdraws(
+        browser, chain, stack):
+    context, page = await sign_in(browser, stack)
+
+    # A bounced e-mail is in the worklist (the issuer has already asked for paper automatically).
+    bounced = chain.event()
+    chain.inbox.smtp_script(["550 5.1.1 No such user here"])
+    await chain.publish(bounced)
+    bounced_id = bounced["data"]["convocation_id"]
+    await chain.upstream("convocation.status.v1", bounced_id, lambda es: any(e["data"]["status"] == "bounced"
+                                                                              for e in es))
+    for _ in range(40):
+        await page.goto(f"{stack.url('secretariat')}/search?worklist=bounced")
+        if await page.get_by_role("link", name=bounced_id).count():
+            break
+        await asyncio.sleep(0.5)
+    await page.get_by_role("link", name=bounced_id).click()
+    assert await page.locator('li[data-kind="bounced"]').count() == 1
+
+    # Send by post now: a letter not downloaded, appointment in two days.
+    soon = chain.event(starts_at=datetime.now(timezone.utc) + timedelta(days=2, hours=2))
+    await chain.publish(soon)
+    soon_id = soon["data"]["convocation_id"]
+    await open_convocation(page, stack, soon_id, "e-mailed")
+    await page.goto(f"{stack.url('secretariat')}/search?worklist=not-downloaded&days=3")
+    assert await page.get_by_role("link", name=soon_id).count() == 1
+    await open_convocation(page, stack, soon_id)
+    await act(page, "post", "Patient has no computer, asked by phone")
+    posted = await chain.upstream("postal.requested.v1", soon_id, lambda es: len(es) >= 1)
+    assert [p["data"]["reason"] for p in posted] == ["secretariat"]
+    await open_convocation(page, stack, soon_id, "postal")
+    assert "paper" in await page.locator('li[data-kind="postal"]').inner_text()
+    await audited_once(chain, soon_id, "Patient has no computer, asked by phone")
+
+    # Correct the mobile number: the patient's next access asks for the new number and only it works.
+    old_e164, old_national = random_mobile()
+    new_e164, new_national = random_mobile()
+    patient_id = f"P-{uuid.uuid4().hex[:10]}"
+    first = chain.event(mobile=old_national, patient_id=patient_id)
+    await chain.publish(first)
+    patient = PatientClient(find_link((await chain.email_to(first["data"]["patient"]["email"]))["text"]))
+    patient.request_code(old_national)
+    assert patient.enter_code(code_of(await chain.sms_to(old_e164))).status_code == 303  # the number is bound
+    second = chain.event(mobile=old_national, patient_id=patient_id)
+    await chain.publish(second)
+    second_id = second["data"]["convocation_id"]
+    link = find_link((await chain.email_to(second["data"]["patient"]["email"]))["text"])
+    await open_convocation(page, stack, second_id, "e-mailed")
+    await act(page, "correct-mobile", "Patient changed phone, confirmed at the desk", mobile=new_national)
+    await open_convocation(page, stack, second_id, "mobile-corrected")
+    assert "*" in await page.locator('li[data-kind="mobile-corrected"]').inner_text()
+    assert new_national.replace(" ", "")[-7:] not in await page.content()  # masked only
+    patient = PatientClient(link)
+    assert 'name="phone"' in patient.open_link().text  # asked for the number again
+    sent_to_old = chain.sms_count(old_e164)
+    patient.request_code(old_national)
+    await asyncio.sleep(1)
+    assert chain.sms_count(old_e164) == sent_to_old  # the old number gets nothing
+    patient = PatientClient(link)
+    assert patient.request_code(new_national).status_code == 303
+    assert patient.enter_code(code_of(await chain.sms_to(new_e164))).status_code == 303
+    await audited_once(chain, second_id, "Patient changed phone, confirmed at the desk")
+
+    # Unlock a patient locked out by wrong codes: the patient can ask for a code again.
+    e164, national = random_mobile()
+    locked = chain.event(mobile=national)
+    await chain.publish(locked)
+    locked_id = locked["data"]["convocation_id"]
+    link = find_link((await chain.email_to(locked["data"]["patient"]["email"]))["text"])
+    patient = PatientClient(link)
+    assert patient.request_code(national).status_code == 303
+    first_code_at = asyncio.get_running_loop().time()
+    right = code_of(await chain.sms_to(e164))
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    statuses = [patient.enter_code(wrong).status_code for _ in range(5)]
+    assert statuses[-1] == 429, statuses  # the fifth wrong code locks the message
+    await open_convocation(page, stack, locked_id, "locked")
+    await page.goto(f"{stack.url('secretariat')}/search?worklist=locked")
+    assert await page.get_by_role("link", name=locked_id).count() == 1
+    await open_convocation(page, stack, locked_id)
+    await act(page, "unlock", "Identity checked on the phone")
+    await open_convocation(page, stack, locked_id, "unlocked")
+    # The 30-second resend pause still applies (it is not a lock).
+    await asyncio.sleep(max(0.0, 31 - (asyncio.get_running_loop().time() - first_code_at)))
+    assert PatientClient(link).request_code(national).status_code == 303
+    assert code_of(await chain.sms_to(e164, nth=2))
+    await audited_once(chain, locked_id, "Identity checked on the phone")
+
+    # Withdraw: the link says so.
+    gone = chain.event()
+    await chain.publish(gone)
+    gone_id = gone["data"]["convocation_id"]
+    link = find_link((await chain.email_to(gone["data"]["patient"]["email"]))["text"])
+    await open_convocation(page, stack, gone_id, "e-mailed")
+    await act(page, "withdraw", "Appointment moved to another hospital")
+    await open_convocation(page, stack, gone_id, "withdrawn")
+    answer = PatientClient(link).open_link()
+    assert answer.status_code == 410 and 'data-state="withdrawn"' in answer.text and "withdrawn" in answer.text
+    await audited_once(chain, gone_id, "Appointment moved to another hospital")
+    await context.close()
+
+
+async def test_a_secretary_of_neurology_neither_sees_nor_acts_on_cardiology(browser, chain, stack):
+    cardio = chain.event(patient_id=f"P-{uuid.uuid4().hex[:10]}")
+    await chain.publish(cardio)
+    cid = cardio["data"]["convocation_id"]
+    context, page = await sign_in(browser, stack, "Bruno Keller")
+    await chain.upstream("convocation.status.v1", cid, lambda es: len(es) >= 2)
+    await asyncio.sleep(1)
+    base = stack.url("secretariat")
+    response = await page.goto(f"{base}/c/{cid}")
+    assert response.status == 404 and await page.locator("h1").inner_text() == "Convocation not found"
+    await page.goto(f"{base}/search?convocation_id={cid}")
+    assert await page.get_by_role("link", name=cid).count() == 0
+    await page.goto(f"{base}/search?department=cardiology")
+    assert await page.get_by_role("link", name=cid).count() == 0
+    await page.goto(f"{base}/search")
+    await page.locator("#patient_id").fill(cardio["data"]["patient"]["id"])
+    await page.locator('form[action="/search"][method="post"] button').click()
+    assert await page.get_by_role("link", name=cid).count() == 0
+    csrf = await page.locator('input[name="csrf"]').first.get_attribute("value")
+    for action in ("post", "withdraw", "unlock", "reset-binding", "correct-mobile"):
+        r = await context.request.post(f"{base}/c/{cid}/actions", form={
+            "csrf": csrf, "action": action, "reason": "guessing an id", "mobile": "079 123 45 67"})
+        assert r.status == 404, action
+    assert await chain.db.fetchval("select count(*) from secretariat.action where convocation_id = $1",
+                                   uuid.UUID(cid)) == 0
+    # Without the CSRF token nothing is even considered; the supervisor reads but cannot act.
+    r = await context.request.post(f"{base}/c/{cid}/actions", form={"action": "post", "reason": "no token"})
+    assert r.status == 403
+    await context.close()
+    context, page = await sign_in(browser, stack, "Sophie Rossi")
+    await page.goto(f"{base}/c/{cid}")
+    assert await page.locator('li[data-kind="sealed"]').count() == 1
+    assert await page.locator("form[data-action]").count() == 0
+    await page.goto(f"{base}/audit")
+    assert await page.get_by_role("link", name="Export everything as CSV").count() == 1
+    csv = await context.request.get(f"{base}/audit.csv")
+    assert csv.status == 200 and "refused-department" in await csv.text()
+    await context.close()
