@@ -65,7 +65,7 @@ async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unloc
     bounced_id = bounced["data"]["convocation_id"]
     await chain.upstream("convocation.status.v1", bounced_id, lambda es: any(e["data"]["status"] == "bounced"
                                                                               for e in es))
-    for _ in range(40):
+    for _ in range(60):
         await page.goto(f"{stack.url('secretariat')}/search?worklist=bounced")
         if await page.get_by_role("link", name=bounced_id).count():
             break

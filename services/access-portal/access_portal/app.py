@@ -23,23 +23,14 @@ from shared.contracts import (
     StaffActionRequestedV1,
 )
 from shared.runtime import Runtime
+from shared.websec import security_headers
 
 OPERATOR_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 STATIC = Path(__file__).resolve().parent / "static"
 MESSAGE_PATH = re.compile(r"^/m/([0-9a-f-]{36})(?:/|$)")
 
-# OWASP ASVS V14.4 / 5.0 V3: no inline script, no framing, no referrer, HSTS.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
-                               " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
+SECURITY_HEADERS = security_headers()
 
 
 def create_app(settings: PortalSettings | None = None) -> FastAPI:

@@ -16,23 +16,12 @@ from secretariat.settings import SecretariatSettings
 from secretariat.web import Pages
 from shared.contracts import AccessChangedV1, ConvocationStatusV1, OtpRequestedV1, SmsFailedV1, SmsSentV1
 from shared.runtime import Runtime
+from shared.websec import security_headers
 
 OPERATOR_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 STATIC = Path(__file__).resolve().parent / "static"
 
-# As the portal: no inline script, no framing, no referrer, HSTS; pages are never stored.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
-                               " connect-src 'self'; form-action 'self' {issuer}; frame-ancestors 'none';"
-                               " base-uri 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
 
 
 def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
@@ -53,9 +42,8 @@ def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     app.include_router(pages.router())
     app.mount("/api", create_api(console, oidc))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    headers = {**SECURITY_HEADERS,
-               "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"].format(
-                   issuer=settings.oidc_issuer)}
+    # The sign-in redirect continues to the identity provider; the time-out warning fetches keep-alive.
+    headers = security_headers(form_action=f"'self' {settings.oidc_issuer}", connect_src="'self'")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -69,7 +57,7 @@ def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
         return pages.problem(request, None, "bad-request", 400)
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):
+    async def add_security_headers(request: Request, call_next):
         response = await call_next(request)
         response.headers.update(headers)
         if not request.url.path.startswith("/static/"):

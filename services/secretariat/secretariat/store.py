@@ -27,8 +27,7 @@ async def apply_status(conn, convocation_id: uuid.UUID, *, status: str, at: date
                        department, appointment_at, delivery) -> None:
     await ensure_convocation(conn, convocation_id)
     stamp = _STAMP.get(status)
-    stamp_sql = f", {stamp} = coalesce({stamp}, $3)" if stamp else ""
-    # A new message (superseding letter) starts its delivery afresh; a late event never moves back.
+    # A step's time is kept whatever order the events arrive in; the status only moves forward in time.
     fresh = "$6 = 'sealed' and message_id is distinct from $2"
     await conn.execute(
         "update convocation set"
@@ -39,8 +38,10 @@ async def apply_status(conn, convocation_id: uuid.UUID, *, status: str, at: date
         " department = coalesce($4, department), appointment_at = coalesce($5, appointment_at),"
         " delivery = coalesce($7, delivery), updated_at = now() where id = $1",
         convocation_id, message_id, patient_ref, department, appointment_at, status, delivery)
+    if stamp:
+        await conn.execute(f"update convocation set {stamp} = coalesce({stamp}, $2) where id = $1", convocation_id, at)
     await conn.execute(
-        f"update convocation set status = $2, status_at = $3{stamp_sql} where id = $1"
+        "update convocation set status = $2, status_at = $3 where id = $1"
         " and (status_at is null or status_at <= $3)", convocation_id, status, at)
 
 
