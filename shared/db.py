@@ -1,8 +1,10 @@
-"""asyncpg pool per service schema and SQL migrations applied at start under an advisory lock."""
+"""asyncpg pool per service schema; SQL migrations applied under an advisory lock, or waited for."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import asyncpg
@@ -68,3 +70,28 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_migrations: Path) -> 
     if applied_now:
         log.info("migrations applied", schema=schema, versions=applied_now)
     return applied_now
+
+
+async def pending_migrations(pool: asyncpg.Pool, service_migrations: Path) -> list[str]:
+    """The versions this code expects that the schema has not got yet (all of them before the first run)."""
+    async with pool.acquire() as conn:
+        try:
+            done = {r["version"] for r in await conn.fetch("select version from schema_migrations")}
+        except asyncpg.UndefinedTableError:
+            done = set()
+    return [v for v, _ in _migration_files([SHARED_MIGRATIONS, service_migrations]) if v not in done]
+
+
+async def wait_for_migrations(pool: asyncpg.Pool, schema: str, service_migrations: Path, timeout: float) -> None:
+    """Wait until the release's migration job has brought the schema to this code's version.
+
+    A runtime role may not change the schema (production), so a replica started before the job has
+    finished waits instead of failing; past ``timeout`` it exits and its pod restarts.
+    """
+    deadline = time.monotonic() + timeout
+    while pending := await pending_migrations(pool, service_migrations):
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"schema {schema} lacks migrations {pending}: run the release's migration job "
+                               "(python -m <service> migrate, as the schema owner)")
+        log.info("waiting for the migration job", schema=schema, pending=len(pending))
+        await asyncio.sleep(min(2.0, max(0.1, deadline - time.monotonic())))

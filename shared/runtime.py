@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -17,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from shared import topology
 from shared.consumer import Consumer
-from shared.db import create_pool, migrate
+from shared.db import create_pool, migrate, wait_for_migrations
 from shared.http import BodyLimit
 from shared.logs import configure_logging, get_logger
 from shared.metrics import faststream_middleware
@@ -88,8 +89,12 @@ class Runtime:
         return self.settings.events_exchange
 
     async def start(self) -> None:
-        self.pool = await create_pool(self.settings.database_url, self.schema)
-        await migrate(self.pool, self.schema, self.migrations)
+        self.pool = await create_pool(self.settings.database_url, self.schema,
+                                      max_size=self.settings.database_pool_size)
+        if self.settings.migrate_on_start:
+            await migrate(self.pool, self.schema, self.migrations)
+        else:
+            await wait_for_migrations(self.pool, self.schema, self.migrations, self.settings.migration_wait_seconds)
         await self.connect_bus()
         for hook in self.on_started:
             await hook()
@@ -167,6 +172,34 @@ class Runtime:
         app.add_middleware(BodyLimit)  # every route of every service, health and metrics included
         app.include_router(self.routes())
         return app
+
+
+async def migrate_only(database_url: str, schema: str, migrations: Path) -> list[str]:
+    """Apply the pending migrations on one connection and return the versions applied."""
+    pool = await create_pool(database_url, schema, min_size=1, max_size=1)
+    try:
+        return await migrate(pool, schema, migrations)
+    finally:
+        await pool.close()
+
+
+def main(service: str, schema: str, migrations: Path, create_app, settings_class: type[ServiceSettings],
+         argv: list[str] | None = None) -> None:
+    """``python -m <service>`` serves; ``python -m <service> migrate`` applies the migrations and exits.
+
+    The migration job (one per release, as the schema owner) reads only the database settings: it
+    holds no key, so nothing else is asked of its environment.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["migrate"]:
+        database = ServiceSettings()
+        configure_logging(service, database.log_level)
+        asyncio.run(migrate_only(database.database_url, schema, migrations))
+        return
+    if argv:
+        raise SystemExit(f"unknown arguments {argv}: run without arguments to serve, or with 'migrate'")
+    settings = settings_class()
+    serve(create_app(settings), settings)
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:

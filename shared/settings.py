@@ -60,6 +60,14 @@ class ServiceSettings(BaseSettings):
     # The proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated): the client is
     # the right-most address not among them. Never "*": every client could then choose its address.
     forwarded_allow_ips: str = "127.0.0.1,::1"
+    # Connections per process: this pool plus one for the outbox relay's LISTEN. The deployment's
+    # connection budget (replicas x (pool + 1)) must fit the database's limits (deploy/README.md).
+    database_pool_size: int = Field(10, ge=1)
+    # true: apply migrations at start (development, compose). false (production): a release's
+    # migration Job applies them under the schema owner (`python -m <service> migrate`); the service
+    # only waits, up to migration_wait_seconds, until its schema is at its own version.
+    migrate_on_start: bool = True
+    migration_wait_seconds: float = 120.0
 
     @field_validator("forwarded_allow_ips")
     @classmethod

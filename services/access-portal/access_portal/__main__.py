@@ -1,8 +1,7 @@
-"""``python -m access_portal``: run the access portal."""
+"""``python -m access_portal``: run the access portal; ``python -m access_portal migrate``: apply its migrations and exit."""
 
-from access_portal.app import create_app
+from access_portal.app import MIGRATIONS, create_app
 from access_portal.settings import PortalSettings
-from shared.runtime import serve
+from shared.runtime import main
 
-settings = PortalSettings()
-serve(create_app(settings), settings)
+main("access-portal", "access_portal", MIGRATIONS, create_app, PortalSettings)

@@ -1,8 +1,7 @@
-"""``python -m issuer``: run the issuer service."""
+"""``python -m issuer``: run the issuer service; ``python -m issuer migrate``: apply its migrations and exit."""
 
-from issuer.app import create_app
+from issuer.app import MIGRATIONS, create_app
 from issuer.settings import IssuerSettings
-from shared.runtime import serve
+from shared.runtime import main
 
-settings = IssuerSettings()
-serve(create_app(settings), settings)
+main("issuer", "issuer", MIGRATIONS, create_app, IssuerSettings)

@@ -1,8 +1,7 @@
-"""``python -m mailer``: run the mailer service."""
+"""``python -m mailer``: run the mailer service; ``python -m mailer migrate``: apply its migrations and exit."""
 
-from mailer.app import create_app
+from mailer.app import MIGRATIONS, create_app
 from mailer.settings import MailerSettings
-from shared.runtime import serve
+from shared.runtime import main
 
-settings = MailerSettings()
-serve(create_app(settings), settings)
+main("mailer", "mailer", MIGRATIONS, create_app, MailerSettings)
