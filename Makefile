@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/services/secretariat:$(CURDIR)/tools:$(CURDIR)/tools/devinbox:$(CURDIR)/tools/devoidc
 
-.PHONY: run test bootstrap unit contract integration e2e browser bench lock lint contracts clean
+.PHONY: run test bootstrap unit contract integration e2e browser production bench lock lint contracts prometheus-rule clean
 
 run:            ## the whole system locally, with a sample convocation; prints the link to open
 	scripts/bootstrap.sh
@@ -25,12 +25,17 @@ e2e:
 	$(PY) -m pytest tests/e2e
 browser:
 	$(PY) -m pytest -m browser
+production:     ## the production-like tier: services as the production overlay configures them
+	$(PY) -m pytest tests/production
 
 bench:          ## throughput and latency of the chain, memory per service (prints figures)
 	$(PY) -m devstack.bench
 
 contracts:      ## regenerate the AsyncAPI document and JSON Schemas from the models
 	$(PY) -m devstack.contracts
+
+prometheus-rule: ## regenerate the Kubernetes PrometheusRule from deploy/prometheus/alerts.yml
+	$(PY) -m devstack.prometheus_rule
 
 lock:           ## pin pyproject.toml's dependencies with hashes: requirements/dev.lock, requirements/runtime.lock
 	.venv/bin/uv pip compile pyproject.toml --group dev --python-version 3.11 --generate-hashes --no-annotate \

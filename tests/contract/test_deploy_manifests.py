@@ -56,6 +56,9 @@ REQUIRED_SETTINGS = {
     "secretariat": {"OIDC_ISSUER", "OIDC_CLIENT_SECRET", "PUBLIC_BASE_URL", "PATIENT_REF_KEY", "STAFF_FIELD_KEY",
                     "SECRETARIAT_SECRET_KEY"},
 }
+# What production needs on top (development uses its built-in print-room key and one SMS provider).
+PRODUCTION_SETTINGS = {"issuer": {"PRINT_ROOM_PUBLIC_KEY"}, "mailer": set(), "access-portal": set(),
+                       "sms-gateway": {"SMS_GENERIC_URL", "SMS_GENERIC_TOKEN", "SMS_CALLBACK_BASE_URL"}}
 # A key one service encrypts or seals with and another opens: both must hold the same value.
 SHARED_KEYS = {
     "SEAL_KEYS": ("issuer", "access-portal"),
@@ -65,7 +68,7 @@ SHARED_KEYS = {
     "STAFF_FIELD_KEY": ("secretariat", "access-portal"),
 }
 KEY_SETTINGS = {"SEAL_KEYS", "PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY",
-                "PORTAL_SECRET_KEY", "STAFF_FIELD_KEY", "SECRETARIAT_SECRET_KEY"}
+                "PORTAL_SECRET_KEY", "STAFF_FIELD_KEY", "SECRETARIAT_SECRET_KEY", "PRINT_ROOM_PUBLIC_KEY"}
 # Operators' custom resources: kubernetes-validate has no schema for them and would only warn.
 # Listed explicitly so that nothing else is ever skipped.
 CRD_KINDS = {
@@ -76,7 +79,16 @@ CRD_KINDS = {
     ("postgresql.cnpg.io/v1", "Cluster"),
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "Probe"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("gateway.networking.k8s.io/v1", "Gateway"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
 }
+# Where each operator's resources may live (Gateway API routes sit beside the services they expose).
+CRD_DIRECTORIES = {"rabbitmq.com": {"infra"}, "postgresql.cnpg.io": {"infra"}, "keda.sh": {"keda"},
+                   "monitoring.coreos.com": {"infra", "monitoring"},
+                   "gateway.networking.k8s.io": {"base", "access-portal", "sms-gateway"}}
 OVERLAYS = {"dev": "convocations-dev", "prod": "convocations", "prod-keda": "convocations"}
 MEMORY_LIMIT_MAX = 256 * 2**20
 
@@ -424,7 +436,8 @@ def test_no_manifest_is_left_out_of_every_kustomization():
 def test_manifest_is_valid_kubernetes(path):
     for doc in load_yaml_docs(path):
         if (doc["apiVersion"], doc["kind"]) in CRD_KINDS:
-            assert path.parent.name in ("infra", "keda"), f"{doc['kind']} outside infra/ or components/keda/"
+            group = doc["apiVersion"].split("/")[0]
+            assert path.parent.name in CRD_DIRECTORIES[group], f"{doc['kind']} in {path.parent.name}/"
             continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -481,6 +494,7 @@ def test_base_deployments_receive_every_setting_and_read_secrets_from_their_own_
         secret_env = {e["name"] for e in container["env"]}
         provided = common.keys() | config.keys() | secret_env
         needed = {"AMQP_URL", "DATABASE_URL", "HTTP_PORT", "HTTP_HOST"} | REQUIRED_SETTINGS[name]
+        needed |= PRODUCTION_SETTINGS[name] | {"DATABASE_POOL_SIZE"}
         assert not needed - provided, f"{name} lacks {sorted(needed - provided)}"
         assert not (KEY_SETTINGS | {"DATABASE_URL", "AMQP_URL"}) & (common.keys() | config.keys()), (
             f"{name}: keys and credentials belong in the Secret, not a ConfigMap")
@@ -492,8 +506,10 @@ def test_every_deployment_is_hardened_by_the_component_the_base_applies():
     assert "../components/hardened" in base["components"]
     component = kustomizations()[K8S / "components" / "hardened"]
     assert component["kind"] == "Component"
-    (patch,) = component["patches"]
-    assert patch["target"] == {"kind": "Deployment"}, "the patch must reach every Deployment"
+    assert [p["target"] for p in component["patches"]] == [{"kind": "Deployment"}, {"kind": "Job"}], (
+        "the patch must reach every Deployment and migration Job")
+    patch = component["patches"][0]
+    assert {p["path"] for p in component["patches"]} == {patch["path"]}
     patch_file = K8S / "components" / "hardened" / patch["path"]
     ops = {op["path"]: op["value"] for op in yaml.safe_load(patch_file.read_text(encoding="utf-8"))}
     for name, deployment in base_deployments().items():
@@ -528,11 +544,14 @@ def test_network_policies_deny_by_default_and_open_only_what_each_service_needs(
     assert ports_of(policies["allow-prometheus-scrape"]["spec"]["ingress"]) == {"http"}
     assert ports_of(policies["mailer-smtp-egress"]["spec"]["egress"]) == {587, 465, 25}
     assert ports_of(policies["sms-gateway-https-egress"]["spec"]["egress"]) == {443}
-    portal = policies["access-portal-from-ingress"]["spec"]
-    assert ports_of(portal["ingress"]) == {8000}
-    (source,) = portal["ingress"][0]["from"]
-    assert source["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress-nginx"}
-    for name in ("mailer-smtp-egress", "sms-gateway-https-egress", "access-portal-from-ingress"):
+    # The Gateway's proxies reach the portal and the SMS gateway's delivery reports, nothing else.
+    for name, port in (("access-portal-from-gateway", 8000), ("sms-gateway-reports-from-gateway", 8003)):
+        spec = policies[name]["spec"]
+        assert spec["policyTypes"] == ["Ingress"] and ports_of(spec["ingress"]) == {port}, name
+        (source,) = spec["ingress"][0]["from"]
+        assert source["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "gateway-system"}
+    for name in ("mailer-smtp-egress", "sms-gateway-https-egress", "access-portal-from-gateway",
+                 "sms-gateway-reports-from-gateway"):
         assert policies[name]["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] in SERVICES
 
 
@@ -623,6 +642,15 @@ def test_overlay_references_resolve(overlay):
                 assert ref["name"] == f"{name}-secrets"
         matching = [s for s in services.values() if s["spec"]["selector"].items() <= labels.items()]
         assert len(matching) == 1 and matching[0]["spec"]["ports"][0]["targetPort"] == "http"
+    for name, job in by_kind(docs, "Job").items():
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        assert not [s for s in services.values() if s["spec"]["selector"].items() <= labels.items()], (
+            f"{name}: a Service would send traffic to the migration pod")
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        for e in container["env"]:
+            ref = e["valueFrom"]["secretKeyRef"]
+            if secrets:
+                assert ref["key"] in secrets[ref["name"]]["data"], f"{name}: {ref}"
     autoscaled = [h["spec"]["scaleTargetRef"]["name"] for h in by_kind(docs, "HorizontalPodAutoscaler").values()]
     autoscaled += [s["spec"]["scaleTargetRef"]["name"] for s in by_kind(docs, "ScaledObject").values()]
     assert sorted(autoscaled) == sorted(deployments), "exactly one autoscaler per Deployment"
@@ -639,18 +667,55 @@ def test_overlay_references_resolve(overlay):
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
-def test_overlay_portal_is_served_over_tls_at_its_own_base_url(overlay):
+def test_overlay_portal_is_served_over_tls_at_its_own_base_url_through_the_gateway(overlay):
     docs = render(f"overlays/{overlay}")
-    ingress = by_kind(docs, "Ingress")["access-portal"]
-    (rule,) = ingress["spec"]["rules"]
-    assert rule["host"] in ingress["spec"]["tls"][0]["hosts"] and ingress["spec"]["tls"][0]["secretName"]
-    backend = rule["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": "access-portal", "port": {"name": "http"}}
+    (gateway,) = by_kind(docs, "Gateway").values()
+    listeners = {listener["name"]: listener for listener in gateway["spec"]["listeners"]}
+    https, http = listeners["https"], listeners["http"]
+    assert https["protocol"] == "HTTPS" and https["port"] == 443 and https["tls"]["mode"] == "Terminate"
+    assert https["tls"]["certificateRefs"][0]["name"] and http["hostname"] == https["hostname"]
+    host = https["hostname"]
     (common,) = [c for n, c in by_kind(docs, "ConfigMap").items() if n.startswith("convocations-common")]
-    assert common["data"]["PORTAL_BASE_URL"] == f"https://{rule['host']}", "the e-mailed link must reach the Ingress"
-    hidden = by_kind(docs, "Ingress")["access-portal-internal-paths"]
-    assert {p["path"] for p in hidden["spec"]["rules"][0]["http"]["paths"]} == {"/metrics", "/healthz", "/readyz"}
-    assert hidden["spec"]["rules"][0]["host"] == rule["host"]
+    assert common["data"]["PORTAL_BASE_URL"] == f"https://{host}", "the e-mailed link must reach the Gateway"
+    routes = by_kind(docs, "HTTPRoute")
+    for route in routes.values():
+        assert route["spec"]["hostnames"] == [host]
+        (parent,) = route["spec"]["parentRefs"]
+        assert parent["name"] == gateway["metadata"]["name"]
+    # Plain HTTP only redirects to HTTPS; everything else is on the HTTPS listener.
+    assert [r["spec"]["parentRefs"][0]["sectionName"] for r in routes.values()].count("http") == 1
+    (redirect,) = [r for r in routes.values() if r["spec"]["parentRefs"][0]["sectionName"] == "http"]
+    assert redirect["spec"]["rules"] == [{"filters": [{"type": "RequestRedirect",
+                                                       "requestRedirect": {"scheme": "https", "statusCode": 301}}]}]
+    portal = routes["access-portal"]["spec"]["rules"]
+    assert portal[0]["backendRefs"] == [{"name": "access-portal", "port": 8000}]
+    (hidden,) = [rule for rule in portal if "filters" in rule]
+    assert {m["path"]["value"] for m in hidden["matches"]} == {"/metrics", "/healthz", "/readyz"}
+    assert all(m["path"]["type"] == "Exact" for m in hidden["matches"]) and "backendRefs" not in hidden
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_sms_delivery_reports_reach_the_gateway_service_at_its_callback_url(overlay):
+    docs = render(f"overlays/{overlay}")
+    (config,) = [c for n, c in by_kind(docs, "ConfigMap").items() if n.startswith("sms-gateway-config")]
+    callback = urlparse(config["data"]["SMS_CALLBACK_BASE_URL"])
+    (gateway,) = by_kind(docs, "Gateway").values()
+    assert callback.scheme == "https" and callback.netloc == gateway["spec"]["listeners"][0]["hostname"]
+    (rule,) = by_kind(docs, "HTTPRoute")["sms-gateway-delivery-reports"]["spec"]["rules"]
+    assert {m["path"]["value"] for m in rule["matches"]} == {"/webhooks/twilio/status", "/webhooks/generic/status"}
+    assert all(m["path"]["type"] == "Exact" and m["method"] == "POST" for m in rule["matches"])
+    assert rule["backendRefs"] == [{"name": "sms-gateway", "port": 8003}]
+    # The failover provider is configured: its URL in the ConfigMap, its token from the Secret.
+    assert urlparse(config["data"]["SMS_GENERIC_URL"]).scheme == "https"
+    (container,) = by_kind(docs, "Deployment")["sms-gateway"]["spec"]["template"]["spec"]["containers"]
+    (token,) = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == "SMS_GENERIC_TOKEN"]
+    assert token["key"] == "SMS_GENERIC_TOKEN" and token["name"].startswith("sms-gateway-secrets")
+
+
+def test_no_manifest_relies_on_ingress_nginx():
+    for path in K8S.rglob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        assert "nginx.ingress.kubernetes.io" not in text and "kind: Ingress" not in text, path
 
 
 def test_keda_scales_each_consumer_on_its_own_queue():
@@ -679,7 +744,7 @@ def test_infra_runs_clustered_rabbitmq_and_postgres_with_one_role_and_user_per_s
     (pg,) = by_kind(docs, "Cluster").values()
     assert mq["spec"]["replicas"] >= 3 and pg["spec"]["instances"] >= 3
     roles = {r["name"] for r in pg["spec"]["managed"]["roles"]}
-    assert roles == {role for _pkg, _port, role in SERVICES.values()}
+    assert roles == {name for _pkg, _port, role in SERVICES.values() for name in (role, f"{role}_owner")}
     assert set(by_kind(docs, "User")) == set(by_kind(docs, "Permission")) == {*SERVICES, UPSTREAM_PRODUCER}
     # The services' NetworkPolicy reaches the brokers and databases by these names and labels.
     (policy,) = [d for d in load_yaml_docs(K8S / "base" / "network-policies.yaml")
@@ -864,3 +929,148 @@ def test_the_portal_believes_x_forwarded_for_only_from_the_ingress_addresses():
     assert PortalSettings(forwarded_allow_ips=config["FORWARDED_ALLOW_IPS"]).forwarded_allow_ips
     with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
         PortalSettings(forwarded_allow_ips="*")
+
+
+# ------------------------------------------------------------------- production blockers (issue #8)
+
+
+def overlay_config(docs: list[dict], prefix: str) -> dict[str, str]:
+    (config,) = [c["data"] for n, c in by_kind(docs, "ConfigMap").items() if n.startswith(prefix)]
+    return config
+
+
+def max_replicas(docs: list[dict]) -> dict[str, int]:
+    bounds = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["maxReplicas"]
+              for h in by_kind(docs, "HorizontalPodAutoscaler").values()}
+    bounds |= {s["spec"]["scaleTargetRef"]["name"]: s["spec"]["maxReplicaCount"]
+               for s in by_kind(docs, "ScaledObject").values()}
+    return bounds
+
+
+# superuser_reserved_connections (PostgreSQL's default), plus the connections CloudNativePG's instance
+# manager, its metrics exporter and an operator's psql need on top of the roles' own limits.
+RESERVED_CONNECTIONS = 3
+HEADROOM_CONNECTIONS = 20
+
+
+def test_database_connections_fit_at_the_autoscaling_maxima_of_every_overlay():
+    """Each replica opens its pool (DATABASE_POOL_SIZE) plus one LISTEN connection for its outbox relay.
+    At the maximum replica count, plus one surge pod of a rolling update, each role must stay within its
+    connection limit, and all the roles' limits together within max_connections."""
+    (pg,) = by_kind(render("infra"), "Cluster").values()
+    max_connections = int(pg["spec"]["postgresql"]["parameters"]["max_connections"])
+    limits = {r["name"]: r["connectionLimit"] for r in pg["spec"]["managed"]["roles"]}
+    assert all(limit > 0 for limit in limits.values()), "every role needs a connection limit"
+    assert sum(limits.values()) + RESERVED_CONNECTIONS + HEADROOM_CONNECTIONS <= max_connections, (
+        f"role limits {sum(limits.values())} + reserve exceed max_connections {max_connections}")
+    for overlay in OVERLAYS:
+        docs = render(f"overlays/{overlay}")
+        replicas = max_replicas(docs)
+        for name, deployment in by_kind(docs, "Deployment").items():
+            role = SERVICES[name][2]
+            config = overlay_config(docs, f"{name}-config")
+            pool = int(config.get("DATABASE_POOL_SIZE", 10))  # the settings' default
+            surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+            needed = (replicas[name] + surge) * (pool + 1)
+            assert needed <= limits[role], (
+                f"{overlay}: {name} may open {needed} connections as {role}, whose limit is {limits[role]}")
+
+
+def test_migrations_run_once_per_release_as_a_job_under_the_schema_owner():
+    from shared.settings import ServiceSettings
+
+    for overlay in OVERLAYS:
+        docs = render(f"overlays/{overlay}")
+        assert overlay_config(docs, "convocations-common")["MIGRATE_ON_START"] == "false", overlay
+        assert ServiceSettings(migrate_on_start="false").migrate_on_start is False
+        jobs = by_kind(docs, "Job")
+        assert set(jobs) == {f"{name}-migrate" for name in SERVICES}
+        for name, (package, _port, _role) in SERVICES.items():
+            job = jobs[f"{name}-migrate"]
+            (container,) = job["spec"]["template"]["spec"]["containers"]
+            (deployment_container,) = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"]
+            assert container["image"] == deployment_container["image"], "the Job migrates to the release it ships"
+            assert container["args"] == ["python", "-m", package, "migrate"]
+            (env,) = container["env"]  # the Job holds no key, only the owner's database URL
+            assert env["name"] == "DATABASE_URL" and env["valueFrom"]["secretKeyRef"]["key"] == "MIGRATION_DATABASE_URL"
+            assert env["valueFrom"]["secretKeyRef"]["name"].startswith(f"{name}-secrets")
+            assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
+            check_hardened(name, job)
+            assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "convocations", (
+                "the NetworkPolicy allow-broker-and-database must let the Job reach Postgres")
+
+
+def test_the_owner_role_owns_each_schema_and_the_runtime_role_may_only_read_and_write_it():
+    (pg,) = by_kind(render("infra"), "Cluster").values()
+    sql = [" ".join(s.split()) for s in pg["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"]]
+    for _package, _port, role in SERVICES.values():
+        assert f"create schema {role} authorization {role}_owner" in sql
+        assert f"grant usage on schema {role} to {role}" in sql
+        assert (f"alter default privileges for role {role}_owner in schema {role} "
+                f"grant select, insert, update, delete on tables to {role}") in sql
+        assert not [s for s in sql if f"to {role}" in s and ("create" in s.split(" to ")[0] or " all " in s)]
+    for path in (K8S / "overlays" / "dev" / "secrets").glob("*.env"):
+        values = env_file(path)
+        runtime, owner = urlparse(values["DATABASE_URL"]), urlparse(values["MIGRATION_DATABASE_URL"])
+        assert owner.username == f"{runtime.username}_owner" and owner.hostname == runtime.hostname, path.name
+
+
+def test_the_issuer_is_given_the_print_rooms_public_key():
+    (container,) = base_deployments()["issuer"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "PRINT_ROOM_PUBLIC_KEY", "valueFrom": {"secretKeyRef": {
+        "name": "issuer-secrets", "key": "PRINT_ROOM_PUBLIC_KEY"}}} in container["env"]
+    assert "PRINT_ROOM_PUBLIC_KEY" in env_file(K8S / "overlays" / "dev" / "secrets" / "issuer.example.env")
+
+
+def test_each_broker_user_may_declare_exactly_its_own_queues_and_the_issuer_the_upstream_ones():
+    from devstack.contracts import PARTIES, UPSTREAM
+    from shared.topology import queue_name
+
+    permissions = {p["spec"]["userReference"]["name"]: p["spec"]["permissions"]
+                   for p in by_kind(render("infra"), "Permission").values()}
+    exchange = env_file(K8S / "base" / "common.env")["EVENTS_EXCHANGE"]
+    owned = {name: [queue_name(exchange, name, e.routing_key()) for p in PARTIES if p.name == name for e in p.consumes]
+             for name in SERVICES}
+    upstream = [queue_name(exchange, UPSTREAM, e.routing_key())  # the issuer declares them at start
+                for p in PARTIES if p.name == UPSTREAM for e in p.consumes]
+    for name, queues in owned.items():
+        assert queues, name
+        # Declaring a queue with a dead-letter exchange takes configure, write (to bind it) and read.
+        for queue in queues + (upstream if name == "issuer" else []):
+            for suffix in ("", ".dlq", ".retry.5s"):
+                for kind in ("configure", "write", "read"):
+                    assert re.fullmatch(permissions[name][kind], queue + suffix), f"{name} {kind} {queue + suffix}"
+        for other, theirs in owned.items():
+            if other != name:
+                for queue in theirs:
+                    assert not re.fullmatch(permissions[name]["configure"], queue), f"{name} may declare {queue}"
+
+
+def test_monitoring_ships_a_pod_monitor_a_readiness_probe_and_the_alert_rules():
+    from devstack.prometheus_rule import TARGET, prometheus_rule
+
+    assert TARGET.read_text(encoding="utf-8") == prometheus_rule(), "run `make prometheus-rule`"
+    for overlay in ("prod", "prod-keda"):
+        docs = render(f"overlays/{overlay}")
+        (monitor,) = by_kind(docs, "PodMonitor").values()
+        assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/part-of"  # job="convocations", as the rules expect
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+        assert {"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+                "targetLabel": "service"} in endpoint["relabelings"]
+        (probe,) = by_kind(docs, "Probe").values()
+        assert probe["spec"]["jobName"] == "convocations-readiness"
+        assert sorted(probe["spec"]["targets"]["staticConfig"]["static"]) == sorted(
+            f"http://{name}:{port}/readyz" for name, (_pkg, port, _role) in SERVICES.items())
+        (rule,) = by_kind(docs, "PrometheusRule").values()
+        assert rule["spec"]["groups"] == yaml.safe_load(ALERTS_FILE.read_text(encoding="utf-8"))["groups"]
+
+
+def test_rabbitmq_queues_are_scraped_one_series_per_queue():
+    docs = render("infra")
+    (mq,) = by_kind(docs, "RabbitmqCluster").values()
+    assert "rabbitmq_prometheus" in mq["spec"]["rabbitmq"]["additionalPlugins"]
+    (monitor,) = by_kind(docs, "PodMonitor").values()
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": mq["metadata"]["name"]}
+    paths = {e["path"] for e in monitor["spec"]["podMetricsEndpoints"] if e["port"] == "prometheus"}
+    assert "/metrics/per-object" in paths

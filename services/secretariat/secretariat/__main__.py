@@ -1,8 +1,7 @@
-"""``python -m secretariat``: run the secretariat console."""
+"""``python -m secretariat``: run the secretariat console; ``python -m secretariat migrate``: apply its migrations and exit."""
 
-from secretariat.app import create_app
+from secretariat.app import MIGRATIONS, create_app
 from secretariat.settings import SecretariatSettings
-from shared.runtime import serve
+from shared.runtime import main
 
-settings = SecretariatSettings()
-serve(create_app(settings), settings)
+main("secretariat", "secretariat", MIGRATIONS, create_app, SecretariatSettings)
