@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -47,6 +48,13 @@ class Stack:
     portal_base_url: str | None = None
     oidc_issuer: str = "http://127.0.0.1:8030"  # the development OpenID provider (tools/devoidc)
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service, or "*" for all
+    # Complete settings per service (the production tier's, read from the manifests): they replace the
+    # development ones above; only the port and the Python path are still the stack's.
+    settings: dict[str, dict[str, str]] | None = None
+    # Services served over HTTPS by uvicorn itself, {name: (certificate file, key file)}, and the CA
+    # that the readiness checks trust for them.
+    tls: dict[str, tuple[str, str]] = field(default_factory=dict)
+    ca_file: str | None = None
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -57,13 +65,18 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
+        scheme = "https" if name in self.tls else "http"
+        host = "localhost" if name in self.tls else "127.0.0.1"  # the certificate's name
+        return f"{scheme}://{host}:{self.ports[name]}"
 
     def log_file(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
     def env_for(self, name: str) -> dict[str, str]:
         _, _, role = SERVICES[name]
+        if self.settings is not None:
+            return {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": python_path(), **self.settings[name],
+                    "HTTP_PORT": str(self.ports[name])}
         env = {
             **os.environ,
             "PYTHONPATH": python_path(),
@@ -90,14 +103,30 @@ class Stack:
     def start(self, names: list[str] | None = None, timeout: float = 30) -> None:
         names = names or list(SERVICES)
         for name in names:
-            package, _, _ = SERVICES[name]
             log = open(self.log_file(name), "ab")
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", package], env=self.env_for(name), stdout=log, stderr=subprocess.STDOUT,
-                cwd=ROOT,
+                self.command(name), env=self.env_for(name), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             )
         for name in names:
             self.wait_ready(name, timeout)
+
+    def command(self, name: str, *args: str) -> list[str]:
+        package, _, _ = SERVICES[name]
+        if name not in self.tls or args:
+            return [sys.executable, "-m", package, *args]
+        # TLS ends at the load balancer in a deployment; here uvicorn's own TLS stands in for it.
+        cert, key = self.tls[name]
+        return [sys.executable, "-m", "uvicorn", f"{package}.app:create_app", "--factory", "--host", "127.0.0.1",
+                "--port", str(self.ports[name]), "--ssl-certfile", cert, "--ssl-keyfile", key,
+                "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "25"]
+
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+
+    def run(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run a one-off command of a service (e.g. ``migrate``) with its settings, to completion."""
+        return subprocess.run(self.command(name, *args), env=self.env_for(name), cwd=ROOT, capture_output=True,
+                              text=True, timeout=timeout)
 
     def wait_ready(self, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -106,7 +135,7 @@ class Stack:
                 raise RuntimeError(f"{name} exited at start; see {self.log_file(name)}:\n"
                                    + self.log_file(name).read_text()[-3000:])
             try:
-                if httpx.get(f"{self.url(name)}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url(name)}/readyz", timeout=1, verify=self.verify()).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

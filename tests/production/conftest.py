@@ -1,0 +1,366 @@
+"""The production-like tier: the four services with the settings of the rendered production overlay,
+their own broker users with the permissions of deploy/k8s/infra, a PostgreSQL cluster of the test's
+own with scram passwords and TLS, an SMTP relay that requires STARTTLS with a private CA, and the
+portal over HTTPS. Test-only values fill the placeholders of the secret templates and replace the
+hospital's host names; nothing else is set by hand."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import glob
+import ipaddress
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import yaml
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from devinbox import DevInbox, parse_email
+from devstack.stack import ROOT, SERVICES, Stack, free_port
+from tests.conftest import RABBITMQCTL, VHOST
+from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, render, secret_templates
+
+PROD_VHOST = f"{VHOST}-production"
+SMTP_USER, SMTP_PASSWORD = "convocations-relay", secrets.token_urlsafe(16)
+
+
+# --- a private CA, as a hospital's internal PKI ------------------------------------------------------
+
+class PrivateCA:
+    """A CA and one server certificate (localhost, 127.0.0.1) signed by it, as PEM files."""
+
+    def __init__(self, directory: Path) -> None:
+        now = dt.datetime.now(dt.timezone.utc)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Convocations test CA")])
+        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+              .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+              .not_valid_after(now + dt.timedelta(hours=2))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+              .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                           content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                           key_agreement=False, encipher_only=False, decipher_only=False),
+                             critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=2))
+                .add_extension(x509.SubjectAlternativeName([
+                    x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        self.ca_file, self.cert_file, self.key_file = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+        self.key_file.chmod(0o600)
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+@pytest.fixture(scope="session")
+def work_dir():
+    """A directory the PostgreSQL server (its own user when the tests run as root) can read."""
+    directory = Path(tempfile.mkdtemp(prefix="convocations-production-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pki(work_dir) -> PrivateCA:
+    return PrivateCA(work_dir)
+
+
+# --- the manifests ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def rendered() -> list[dict]:
+    return render("overlays/prod")
+
+
+@pytest.fixture(scope="session")
+def infra() -> list[dict]:
+    return [d for f in sorted((K8S / "infra").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+
+
+# --- PostgreSQL: a throw-away cluster with scram passwords and TLS, laid out as postgres-cluster.yaml -----
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root; CI runs as root.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+class PostgresCluster:
+    def __init__(self, directory: Path, pki: PrivateCA, max_connections: int) -> None:
+        [self.bin] = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1:]
+        self.dir, self.data, self.port = directory, directory / "pgdata", free_port()
+        self.superuser_password = secrets.token_urlsafe(16)
+        self.role_passwords: dict[str, str] = {}
+        pwfile = directory / "pwfile"
+        pwfile.write_text(self.superuser_password)
+        for path in (pki.cert_file, pki.key_file, pwfile):
+            shutil.chown(path, "postgres") if os.geteuid() == 0 else None
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres")
+        subprocess.run(_as_postgres([f"{self.bin}/initdb", "-D", str(self.data), "-U", "postgres",
+                                     "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync"]),
+                       check=True, capture_output=True, timeout=120)
+        # Only TLS connections from loopback, only with a scram password: no trust, no peer, no md5.
+        (self.data / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 scram-sha-256\n")
+        options = (f"-p {self.port} -k {directory} -c listen_addresses=127.0.0.1 -c max_connections={max_connections}"
+                   f" -c ssl=on -c ssl_cert_file={pki.cert_file} -c ssl_key_file={pki.key_file}"
+                   " -c password_encryption=scram-sha-256 -c fsync=off")
+        subprocess.run(_as_postgres([f"{self.bin}/pg_ctl", "-D", str(self.data), "-l", str(directory / "pg.log"),
+                                     "-o", options, "-w", "start"]), check=True, capture_output=True, timeout=120)
+
+    def dsn(self, user: str, password: str, database: str = "postgres") -> str:
+        return f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}?sslmode=require"
+
+    async def admin(self, database: str = "postgres") -> asyncpg.Connection:
+        return await asyncpg.connect(self.dsn("postgres", self.superuser_password, database))
+
+    def stop(self) -> None:
+        subprocess.run(_as_postgres([f"{self.bin}/pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"]),
+                       capture_output=True, timeout=60)
+
+
+async def _bootstrap(cluster: PostgresCluster, spec: dict) -> str:
+    """What CloudNativePG does with the Cluster resource: the application database and its owner, the
+    postInitApplicationSQL, then each managed role with LOGIN, its password and its connection limit."""
+    initdb = spec["bootstrap"]["initdb"]
+    database, owner = initdb["database"], initdb["owner"]
+    conn = await cluster.admin()
+    try:
+        await conn.execute(f'create role "{owner}" login password \'{secrets.token_urlsafe(16)}\'')
+        await conn.execute(f'create database "{database}" owner "{owner}"')
+    finally:
+        await conn.close()
+    conn = await cluster.admin(database)
+    try:
+        for statement in initdb.get("postInitApplicationSQL", []):
+            await conn.execute(statement)
+        for role in spec["managed"]["roles"]:
+            password = cluster.role_passwords[role["name"]] = secrets.token_urlsafe(16)
+            exists = await conn.fetchval("select true from pg_roles where rolname = $1", role["name"])
+            login = "login" if role.get("login") else "nologin"
+            await conn.execute(f'{"alter" if exists else "create"} role "{role["name"]}" {login} '
+                               f'connection limit {role.get("connectionLimit", -1)} password \'{password}\'')
+            for parent in role.get("inRoles", []):
+                await conn.execute(f'grant "{parent}" to "{role["name"]}"')
+    finally:
+        await conn.close()
+    return database
+
+
+@pytest.fixture(scope="session")
+async def postgres(work_dir, pki, infra):
+    [cluster_spec] = [d["spec"] for d in infra if d["kind"] == "Cluster"]
+    max_connections = int(cluster_spec["postgresql"]["parameters"]["max_connections"])
+    cluster = PostgresCluster(work_dir, pki, max_connections)
+    try:
+        cluster.database = await _bootstrap(cluster, cluster_spec)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# --- RabbitMQ: one user per service, with the permissions of rabbitmq-users.yaml, in the tier's vhost ----
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run([RABBITMQCTL, *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def broker(infra):
+    """{service: (username, password)}; the users are deleted at the end. The vhost is kept between runs
+    with its queues emptied (as tests/conftest.py does, for the same reason)."""
+    if RABBITMQCTL is None:
+        raise RuntimeError("rabbitmqctl is not on PATH: the production tier creates its broker users with it")
+    _rabbitmqctl("add_vhost", PROD_VHOST)
+    _rabbitmqctl("set_permissions", "-p", PROD_VHOST, "guest", ".*", ".*", ".*")  # the hospital's systems
+    users: dict[str, tuple[str, str]] = {}
+    try:
+        for user in (d for d in infra if d["kind"] == "User"):
+            name = user["metadata"]["name"]
+            users[name] = (f"{PROD_VHOST}.{name}", secrets.token_urlsafe(16))
+            _rabbitmqctl("add_user", *users[name])
+        for permission in (d for d in infra if d["kind"] == "Permission"):
+            username = users[permission["spec"]["userReference"]["name"]][0]
+            p = permission["spec"]["permissions"]
+            _rabbitmqctl("set_permissions", "-p", PROD_VHOST, username, p.get("configure", "^$"),
+                         p.get("write", "^$"), p.get("read", "^$"))
+        for permission in (d for d in infra if d["kind"] == "TopicPermission"):
+            username = users[permission["spec"]["userReference"]["name"]][0]
+            p = permission["spec"]["permissions"]
+            _rabbitmqctl("set_topic_permissions", "-p", PROD_VHOST, username, p["exchange"],
+                         p.get("write", "^$"), p.get("read", "^$"))
+        _purge_queues()
+        yield users
+    finally:
+        for username, _ in users.values():
+            subprocess.run([RABBITMQCTL, "delete_user", username], capture_output=True, timeout=120)
+
+
+def amqp_admin_url() -> str:
+    return f"amqp://guest:guest@127.0.0.1:5672/{quote(PROD_VHOST, safe='')}"
+
+
+def _purge_queues() -> None:
+    out = subprocess.run([RABBITMQCTL, "list_queues", "-q", "--no-table-headers", "-p", PROD_VHOST, "name"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    for name in filter(None, map(str.strip, out.stdout.splitlines())):
+        _rabbitmqctl("purge_queue", "-p", PROD_VHOST, name)
+
+
+# --- the hospital's SMTP relay: STARTTLS required, then AUTH -------------------------------------------
+
+class Relay:
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append({"rcpt": envelope.rcpt_tos,
+                              "tls": session.ssl is not None,
+                              "login": session.auth_data.login if session.authenticated else None,
+                              **parse_email(envelope.content)})
+        return "250 OK"
+
+
+def _authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:
+    ok = auth_data.login == SMTP_USER.encode() and auth_data.password == SMTP_PASSWORD.encode()
+    return AuthResult(success=ok, auth_data=auth_data)
+
+
+@pytest.fixture(scope="session")
+def relay(pki):
+    handler, port = Relay(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=pki.server_context(),
+                            require_starttls=True, authenticator=_authenticate, auth_required=True)
+    controller.start()
+    handler.port = port
+    yield handler
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def sms_provider():
+    with DevInbox() as box:
+        yield box
+
+
+# --- the services ----------------------------------------------------------------------------------------
+
+def _key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+class Settings:
+    """Each service's environment from the rendered overlay, with the test's values in the placeholders
+    and the test's hosts in place of the hospital's. Every replaced key must exist in the overlay."""
+
+    def __init__(self, rendered, postgres, broker, relay, sms_provider, pki, ports) -> None:
+        self.rendered, self.postgres, self.broker = rendered, postgres, broker
+        self.relay, self.sms, self.pki, self.ports = relay, sms_provider, pki, ports
+        self.templates = secret_templates()
+        self.keys: dict[str, str] = {}  # one value per key name: shared keys are equal in every Secret
+
+    def placeholder(self, key: str, value: str) -> str:
+        secret_values = {"SMTP_USERNAME": SMTP_USER, "SMTP_PASSWORD": SMTP_PASSWORD,
+                         "SMS_ACCOUNT_SID": self.sms.account_sid, "SMS_AUTH_TOKEN": self.sms.auth_token,
+                         "SMS_GENERIC_TOKEN": self.sms.generic_token}
+        if key in secret_values:
+            return secret_values[key]
+        if key.endswith("_KEY") or key.endswith("_KEYS"):
+            self.keys.setdefault(key, _key())
+            return PLACEHOLDER.sub(self.keys[key], value)
+        raise KeyError(f"no test value for the placeholder of {key}")
+
+    def database_url(self, template: str) -> str:
+        url = urlsplit(template)
+        password = self.postgres.role_passwords[url.username]
+        return urlunsplit(url._replace(netloc=f"{url.username}:{quote(password, safe='')}@127.0.0.1:{self.postgres.port}"))
+
+    def amqp_url(self, template: str) -> str:
+        url = urlsplit(template)
+        username, password = self.broker[url.username]
+        return urlunsplit(url._replace(netloc=f"{quote(username, safe='')}:{quote(password, safe='')}@127.0.0.1:5672",
+                                       path="/" + quote(PROD_VHOST, safe="")))
+
+    def hosts(self, service: str) -> dict[str, str]:
+        hosts = {"HTTP_HOST": "127.0.0.1", "PORTAL_BASE_URL": f"https://localhost:{self.ports['access-portal']}"}
+        if service == "mailer":
+            hosts |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.relay.port)}
+        if service == "sms-gateway":
+            hosts |= {"SMS_PROVIDER_URL": self.sms.twilio_base_url, "SMS_GENERIC_URL": self.sms.generic_messages_url,
+                      "SMS_CALLBACK_BASE_URL": f"https://localhost:{self.ports['sms-gateway']}"}
+        return hosts
+
+    def of(self, kind: str, name: str, service: str) -> dict[str, str]:
+        env = container_env(self.rendered, kind, name, self.templates)
+        for key, value in list(env.items()):
+            if key == "DATABASE_URL":
+                env[key] = self.database_url(value)
+            elif key == "AMQP_URL":
+                env[key] = self.amqp_url(value)
+            elif PLACEHOLDER.search(value):
+                env[key] = self.placeholder(key, value)
+        if kind == "Job":  # a migration: no host of its own but the database's
+            return env
+        for key, value in self.hosts(service).items():
+            assert key in env, f"the production overlay does not set {key} for {name}"
+            env[key] = value
+        if service == "mailer":
+            env["SMTP_CA_FILE"] = str(self.pki.ca_file)  # the hospital's CA, as a site would add it
+        return env
+
+
+@pytest.fixture(scope="session")
+def production(rendered, postgres, broker, relay, sms_provider, pki, tmp_path_factory):
+    ports = {name: free_port() for name in SERVICES}
+    settings = Settings(rendered, postgres, broker, relay, sms_provider, pki, ports)
+    stack = Stack(database=postgres.database, exchange="", smtp_port=relay.port, sms_provider_url="",
+                  sms_account_sid="", sms_auth_token="", log_dir=tmp_path_factory.mktemp("production-logs"),
+                  ports=ports, tls={n: (str(pki.cert_file), str(pki.key_file)) for n in ("access-portal", "sms-gateway")},
+                  ca_file=str(pki.ca_file))
+    stack.settings = {name: settings.of("Deployment", name, name) for name in SERVICES}
+    # The release's migration Jobs first, with their own settings and command (python -m <pkg> migrate).
+    for job in find(rendered, "Job"):
+        service = job["metadata"]["name"].removesuffix("-migrate")
+        env = {**stack.env_for(service), **settings.of("Job", job["metadata"]["name"], service)}
+        python, *args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert python == "python", job["spec"]["template"]["spec"]["containers"][0]
+        result = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=120,
+                                cwd=ROOT)
+        assert result.returncode == 0, f"{job['metadata']['name']} failed:\n{result.stdout}{result.stderr}"
+    try:
+        stack.start(timeout=60)
+        yield stack
+    finally:
+        stack.stop()
