@@ -82,13 +82,14 @@ async def pending_migrations(pool: asyncpg.Pool, service_migrations: Path) -> li
     return [v for v, _ in _migration_files([SHARED_MIGRATIONS, service_migrations]) if v not in done]
 
 
-async def wait_for_migrations(pool: asyncpg.Pool, schema: str, service_migrations: Path, timeout: float) -> None:
+async def wait_for_migrations(pool: asyncpg.Pool, schema: str, service_migrations: Path,
+                              wait_seconds: float) -> None:
     """Wait until the release's migration job has brought the schema to this code's version.
 
     A runtime role may not change the schema (production), so a replica started before the job has
-    finished waits instead of failing; past ``timeout`` it exits and its pod restarts.
+    finished waits instead of failing; past ``wait_seconds`` it exits and its pod restarts.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_seconds
     while pending := await pending_migrations(pool, service_migrations):
         if time.monotonic() >= deadline:
             raise RuntimeError(f"schema {schema} lacks migrations {pending}: run the release's migration job "

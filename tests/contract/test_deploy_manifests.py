@@ -1022,30 +1022,6 @@ def test_the_issuer_is_given_the_print_rooms_public_key():
     assert "PRINT_ROOM_PUBLIC_KEY" in env_file(K8S / "overlays" / "dev" / "secrets" / "issuer.example.env")
 
 
-def test_each_broker_user_may_declare_exactly_its_own_queues_and_the_issuer_the_upstream_ones():
-    from devstack.contracts import PARTIES, UPSTREAM
-    from shared.topology import queue_name
-
-    permissions = {p["spec"]["userReference"]["name"]: p["spec"]["permissions"]
-                   for p in by_kind(render("infra"), "Permission").values()}
-    exchange = env_file(K8S / "base" / "common.env")["EVENTS_EXCHANGE"]
-    owned = {name: [queue_name(exchange, name, e.routing_key()) for p in PARTIES if p.name == name for e in p.consumes]
-             for name in SERVICES}
-    upstream = [queue_name(exchange, UPSTREAM, e.routing_key())  # the issuer declares them at start
-                for p in PARTIES if p.name == UPSTREAM for e in p.consumes]
-    for name, queues in owned.items():
-        assert queues, name
-        # Declaring a queue with a dead-letter exchange takes configure, write (to bind it) and read.
-        for queue in queues + (upstream if name == "issuer" else []):
-            for suffix in ("", ".dlq", ".retry.5s"):
-                for kind in ("configure", "write", "read"):
-                    assert re.fullmatch(permissions[name][kind], queue + suffix), f"{name} {kind} {queue + suffix}"
-        for other, theirs in owned.items():
-            if other != name:
-                for queue in theirs:
-                    assert not re.fullmatch(permissions[name]["configure"], queue), f"{name} may declare {queue}"
-
-
 def test_monitoring_ships_a_pod_monitor_a_readiness_probe_and_the_alert_rules():
     from devstack.prometheus_rule import TARGET, prometheus_rule
 

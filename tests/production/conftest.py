@@ -13,7 +13,6 @@ import ipaddress
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from tests.conftest import RABBITMQCTL, VHOST
 from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, render, secret_templates
 
 PROD_VHOST = f"{VHOST}-production"
-SMTP_USER, SMTP_PASSWORD = "convocations-relay", secrets.token_urlsafe(16)
+SMTP_USER, SMTP_PASSWORD = "convocations-relay", secrets.token_hex(16)
 
 
 # --- a private CA, as a hospital's internal PKI ------------------------------------------------------
@@ -121,7 +120,7 @@ class PostgresCluster:
     def __init__(self, directory: Path, pki: PrivateCA, max_connections: int) -> None:
         [self.bin] = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1:]
         self.dir, self.data, self.port = directory, directory / "pgdata", free_port()
-        self.superuser_password = secrets.token_urlsafe(16)
+        self.superuser_password = secrets.token_hex(16)
         self.role_passwords: dict[str, str] = {}
         pwfile = directory / "pwfile"
         pwfile.write_text(self.superuser_password)
@@ -158,7 +157,7 @@ async def _bootstrap(cluster: PostgresCluster, spec: dict) -> str:
     database, owner = initdb["database"], initdb["owner"]
     conn = await cluster.admin()
     try:
-        await conn.execute(f'create role "{owner}" login password \'{secrets.token_urlsafe(16)}\'')
+        await conn.execute(f'create role "{owner}" login password \'{secrets.token_hex(16)}\'')
         await conn.execute(f'create database "{database}" owner "{owner}"')
     finally:
         await conn.close()
@@ -167,7 +166,7 @@ async def _bootstrap(cluster: PostgresCluster, spec: dict) -> str:
         for statement in initdb.get("postInitApplicationSQL", []):
             await conn.execute(statement)
         for role in spec["managed"]["roles"]:
-            password = cluster.role_passwords[role["name"]] = secrets.token_urlsafe(16)
+            password = cluster.role_passwords[role["name"]] = secrets.token_hex(16)
             exists = await conn.fetchval("select true from pg_roles where rolname = $1", role["name"])
             login = "login" if role.get("login") else "nologin"
             await conn.execute(f'{"alter" if exists else "create"} role "{role["name"]}" {login} '
@@ -204,12 +203,12 @@ def broker(infra):
     if RABBITMQCTL is None:
         raise RuntimeError("rabbitmqctl is not on PATH: the production tier creates its broker users with it")
     _rabbitmqctl("add_vhost", PROD_VHOST)
-    _rabbitmqctl("set_permissions", "-p", PROD_VHOST, "guest", ".*", ".*", ".*")  # the hospital's systems
+    _rabbitmqctl("set_permissions", "-p", PROD_VHOST, "guest", ".*", ".*", ".*")  # to empty the queues
     users: dict[str, tuple[str, str]] = {}
     try:
         for user in (d for d in infra if d["kind"] == "User"):
             name = user["metadata"]["name"]
-            users[name] = (f"{PROD_VHOST}.{name}", secrets.token_urlsafe(16))
+            users[name] = (f"{PROD_VHOST}.{name}", secrets.token_hex(16))
             _rabbitmqctl("add_user", *users[name])
         for permission in (d for d in infra if d["kind"] == "Permission"):
             username = users[permission["spec"]["userReference"]["name"]][0]
@@ -228,8 +227,10 @@ def broker(infra):
             subprocess.run([RABBITMQCTL, "delete_user", username], capture_output=True, timeout=120)
 
 
-def amqp_admin_url() -> str:
-    return f"amqp://guest:guest@127.0.0.1:5672/{quote(PROD_VHOST, safe='')}"
+def amqp_url(user: tuple[str, str]) -> str:
+    """The tier's vhost as one of its broker users, e.g. ``amqp_url(broker["hospital-his"])``."""
+    username, password = user
+    return f"amqp://{quote(username, safe='')}:{quote(password, safe='')}@127.0.0.1:5672/{quote(PROD_VHOST, safe='')}"
 
 
 def _purge_queues() -> None:

@@ -15,21 +15,23 @@ import httpx
 import pytest
 
 from devstack.sample import convocation_event, publish, sample_pdf
+from devstack.stack import SERVICES
+from shared.topology import UPSTREAM_PRODUCER
 from tests.e2e.conftest import code_of, random_email, random_mobile
 from tests.patient import PatientClient, find_link
-from devstack.stack import SERVICES
-from tests.production.conftest import SMTP_USER, amqp_admin_url
+from tests.production.conftest import SMTP_USER, amqp_url
 
 pytestmark = pytest.mark.production
 
 
-async def _upstream_status(exchange: str, convocation_id: str, until: set[str], timeout: float = 30) -> list[str]:
+async def _upstream_status(url: str, exchange: str, convocation_id: str, until: set[str]) -> list[str]:
     """The statuses the hospital's system reads on its queue for one convocation, once ``until`` are in."""
     seen: list[str] = []
-    connection = await aio_pika.connect(amqp_admin_url())
+    connection = await aio_pika.connect(url)
     async with connection:
-        queue = await (await connection.channel()).get_queue(f"{exchange}.upstream.convocation.status.v1")
-        for _ in range(int(timeout * 10)):
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{exchange}.upstream.convocation.status.v1", ensure=False)
+        for _ in range(300):
             while (message := await queue.get(no_ack=True, fail=False)) is not None:
                 event = json.loads(message.body)
                 if event["correlation_id"] == convocation_id:
@@ -49,13 +51,14 @@ async def _await(predicate, timeout: float = 30, what: str = "") -> None:
 
 
 async def test_a_convocation_goes_from_the_hospital_to_the_patients_pdf_and_its_status_back(
-        production, relay, sms_provider, pki):
+        production, broker, relay, sms_provider, pki):
     exchange = production.settings["issuer"]["EVENTS_EXCHANGE"]
     e164, national = random_mobile()
     email = random_email()
     event = convocation_event(email=email, mobile=national, pdf=sample_pdf("Convocation production"))
     convocation_id = event["data"]["convocation_id"]
-    await publish(amqp_admin_url(), exchange, event)
+    hospital = amqp_url(broker[UPSTREAM_PRODUCER])  # the hospital's system, as its own broker user
+    await publish(hospital, exchange, event)
 
     # The mailer reached the hospital's relay over STARTTLS, checked its certificate against the
     # private CA and logged in.
@@ -82,7 +85,7 @@ async def test_a_convocation_goes_from_the_hospital_to_the_patients_pdf_and_its_
         assert name.startswith("__Host-") and "secure" in attributes and "path=/" in attributes, header
         assert not any(a.startswith("domain=") for a in attributes), header
 
-    statuses = await _upstream_status(exchange, convocation_id, {"sealed", "e-mailed", "downloaded"})
+    statuses = await _upstream_status(hospital, exchange, convocation_id, {"sealed", "e-mailed", "downloaded"})
     assert statuses.index("sealed") < statuses.index("downloaded")
 
     logs = production.logs()
@@ -100,8 +103,8 @@ async def test_database_roles_use_scram_passwords_and_runtime_roles_cannot_chang
         try:
             schema = SERVICES[service][2]
             async with conn.transaction():  # it reads and writes its tables
-                await conn.execute(f"delete from {schema}.inbox where event_id = $1", uuid.uuid4())
-                assert await conn.fetchval(f"select count(*) from {schema}.schema_migrations") > 0
+                await conn.execute(f"delete from {schema}.inbox where event_id = $1", uuid.uuid4())  # noqa: S608
+                assert await conn.fetchval(f"select count(*) from {schema}.schema_migrations") > 0  # noqa: S608
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute(f"create table {schema}.intruder (id int)")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
