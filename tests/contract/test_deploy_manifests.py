@@ -57,7 +57,7 @@ REQUIRED_SETTINGS = {
                     "SECRETARIAT_SECRET_KEY"},
 }
 # What production needs on top (development uses its built-in print-room key and one SMS provider).
-PRODUCTION_SETTINGS = {"issuer": {"PRINT_ROOM_PUBLIC_KEY"}, "mailer": set(), "access-portal": set(),
+PRODUCTION_SETTINGS = {"issuer": {"PRINT_ROOM_PUBLIC_KEY"}, "mailer": set(), "access-portal": set(), "secretariat": set(),
                        "sms-gateway": {"SMS_GENERIC_URL", "SMS_GENERIC_TOKEN", "SMS_CALLBACK_BASE_URL"}}
 # A key one service encrypts or seals with and another opens: both must hold the same value.
 SHARED_KEYS = {

@@ -36,6 +36,7 @@ from tests.conftest import RABBITMQCTL, VHOST
 from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, render, secret_templates
 
 PROD_VHOST = f"{VHOST}-production"
+CHAIN = ("issuer", "mailer", "sms-gateway", "access-portal")
 SMTP_USER, SMTP_PASSWORD = "convocations-relay", secrets.token_hex(16)
 
 
@@ -350,7 +351,8 @@ def production(rendered, postgres, broker, relay, sms_provider, pki, tmp_path_fa
                   sms_account_sid="", sms_auth_token="", log_dir=tmp_path_factory.mktemp("production-logs"),
                   ports=ports, tls={n: (str(pki.cert_file), str(pki.key_file)) for n in ("access-portal", "sms-gateway")},
                   ca_file=str(pki.ca_file))
-    stack.settings = {name: settings.of("Deployment", name, name) for name in SERVICES}
+    # The convocation's path; the secretariat console (its own OpenID provider) is not part of it.
+    stack.settings = {name: settings.of("Deployment", name, name) for name in CHAIN}
     # The release's migration Jobs first, with their own settings and command (python -m <pkg> migrate).
     for job in find(rendered, "Job"):
         service = job["metadata"]["name"].removesuffix("-migrate")
@@ -361,7 +363,7 @@ def production(rendered, postgres, broker, relay, sms_provider, pki, tmp_path_fa
                                 cwd=ROOT)
         assert result.returncode == 0, f"{job['metadata']['name']} failed:\n{result.stdout}{result.stderr}"
     try:
-        stack.start(timeout=60)
+        stack.start(list(CHAIN), timeout=60)
         yield stack
     finally:
         stack.stop()

@@ -118,7 +118,7 @@ async def test_database_roles_use_scram_passwords_and_runtime_roles_cannot_chang
         methods = await admin.fetch("select distinct auth_method from pg_hba_file_rules")
         assert [r["auth_method"] for r in methods] == ["scram-sha-256"]
         ssl_in_use = await admin.fetch("select ssl from pg_stat_ssl join pg_stat_activity using (pid)"
-                                       " where usename = any($1::text[])", [role for *_, role in SERVICES.values()])
+                                       " where usename = any($1::text[])", [SERVICES[name][2] for name in production.settings])
         assert ssl_in_use and all(r["ssl"] for r in ssl_in_use)
     finally:
         await admin.close()
