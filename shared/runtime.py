@@ -23,7 +23,7 @@ from shared.http import BodyLimit
 from shared.logs import configure_logging, get_logger
 from shared.metrics import faststream_middleware
 from shared.outbox import OutboxRelay
-from shared.settings import ServiceSettings
+from shared.settings import MigrationSettings, ServiceSettings
 
 log = get_logger(__name__)
 
@@ -192,7 +192,7 @@ def main(service: str, schema: str, migrations: Path, create_app, settings_class
     """
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["migrate"]:
-        database = ServiceSettings()
+        database = MigrationSettings()
         configure_logging(service, database.log_level)
         asyncio.run(migrate_only(database.database_url, schema, migrations))
         return

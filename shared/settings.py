@@ -104,6 +104,24 @@ class ServiceSettings(BaseSettings):
         return self
 
 
+class MigrationSettings(BaseSettings):
+    """What ``python -m <service> migrate`` (the release's migration job) reads: the schema owner's
+    database URL and nothing else, no key and no broker."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/convocations"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_default_credentials(self) -> "MigrationSettings":
+        if self.environment == "production" and (
+                problem := default_credentials(self.database_url, "postgres", password_required=False)):
+            raise ValueError(f"DATABASE_URL {problem}; use the schema owner's role and its real password")
+        return self
+
+
 def default_credentials(url: str, default_user: str, *, password_required: bool) -> str | None:
     """What makes the credentials of a database or broker URL a development default, or None.
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from devinbox import DevInbox, parse_email
-from devstack.stack import ROOT, SERVICES, Stack, free_port
+from devstack.stack import ROOT, SERVICES, Stack, free_port, python_path
 from tests.conftest import RABBITMQCTL, VHOST
 from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, render, secret_templates
 
@@ -356,7 +356,8 @@ def production(rendered, postgres, broker, relay, sms_provider, pki, tmp_path_fa
     # The release's migration Jobs first, with their own settings and command (python -m <pkg> migrate).
     for job in find(rendered, "Job"):
         service = job["metadata"]["name"].removesuffix("-migrate")
-        env = {**stack.env_for(service), **settings.of("Job", job["metadata"]["name"], service)}
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": python_path(),
+               **settings.of("Job", job["metadata"]["name"], service)}
         python, *args = job["spec"]["template"]["spec"]["containers"][0]["args"]
         assert python == "python", job["spec"]["template"]["spec"]["containers"][0]
         result = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=120,
