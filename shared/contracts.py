@@ -77,8 +77,9 @@ Email = Annotated[EmailStr, AfterValidator(_single_line), _ONE_LINE]
 SealedField = Annotated[
     str,
     Field(
-        pattern=r"^fe1\.[A-Za-z0-9_-]+$",
-        description="A value encrypted for this event's one consumer (AES-256-GCM, shared/crypto.py seal_field/open_field).",
+        pattern=r"^(fe1\.[A-Za-z0-9_-]+|fe2\.[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]+)$",
+        description="A value encrypted for this event's one consumer (AES-256-GCM, shared/crypto.py seal_field/open_field):"
+                    " fe2.<key id>.<base64url>; fe1. tokens from before key ids still open.",
     ),
 ]
 
@@ -206,7 +207,11 @@ class MessageSealedV1(EventPayload):
 
     message_id: uuid.UUID = Field(description="Id of the secure message; appears in the link.")
     convocation_id: uuid.UUID
-    patient_ref: Line = Field(description="Keyed hash of the patient id: the same patient, never the id itself.")
+    patient_ref: Line = Field(description="Keyed hash of the patient id under the current key, '<key id>:<hex>':"
+                                          " the same patient, never the id itself.")
+    patient_refs: list[Line] = Field(
+        default_factory=list, description="The patient id's keyed hash under every active key (rotation):"
+                                          " what was recorded under an older key is still found.")
     language: Language
     key_id: Line = Field(description="Id of the server key the document key was derived with.")
     document_nonce: Line = Field(description="base64 AES-GCM nonce of the document.")
@@ -244,7 +249,7 @@ class PostalRequestedV1(EventPayload):
     )
     language: Language
     for_print_room: str = Field(
-        pattern=r"^rs1\.[A-Za-z0-9_-]+$",
+        pattern=r"^(rs1\.[A-Za-z0-9_-]+|rs2\.[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]+)$",
         description="Sealed to the print room's X25519 public key (shared/crypto.py open_for_recipient):"
                     " JSON {patient_id, patient_name, document_pdf_base64}.",
     )

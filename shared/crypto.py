@@ -95,36 +95,106 @@ def _decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, why: str) 
         raise CannotOpen(why) from None
 
 
-def seal_field(key: bytes, value: dict, *, context: str) -> str:
-    """Encrypt a small JSON value for one consumer; ``context`` (e.g. event type + id) is bound as AAD."""
+class KeyRing(dict):
+    """Keys by id, oldest first; the last one is current. Every key rotates this one way: new data
+    is sealed or hashed under the current key and carries its id; what was made under an older key
+    still opens and verifies while that key stays in the ring (deploy/README.md, "Rotating keys")."""
+
+    @classmethod
+    def of(cls, keys: "KeyRing | dict[str, bytes] | bytes") -> "KeyRing":
+        """A ring as the settings give it, or a ring of one bare key (whose id is then ``k1``)."""
+        if isinstance(keys, cls):
+            return keys
+        return cls(keys if isinstance(keys, dict) else {"k1": keys})
+
+    @property
+    def current_id(self) -> str:
+        return next(reversed(self))
+
+    @property
+    def current(self) -> bytes:
+        return self[self.current_id]
+
+    def key(self, kid: str) -> bytes:
+        try:
+            return self[kid]
+        except KeyError:
+            raise CannotOpen("made under a key that is no longer in the ring") from None
+
+
+Keys = "KeyRing | dict[str, bytes] | bytes"
+
+
+def _kid_and_body(token: str, prefix: str, legacy: str) -> tuple[str | None, str]:
+    """``<prefix><kid>.<body>`` -> (kid, body); a ``<legacy>`` token from before key ids -> (None, body)."""
+    if token.startswith(prefix):
+        kid, sep, body = token[len(prefix):].partition(".")
+        if sep and kid:
+            return kid, body
+    elif token.startswith(legacy):
+        return None, token[len(legacy):]
+    raise CannotOpen("unknown encoding")
+
+
+def _candidates(ring: KeyRing, kid: str | None) -> list[bytes]:
+    # A token from before key ids names no key: any key of the ring may have made it.
+    return [ring.key(kid)] if kid is not None else list(ring.values())
+
+
+def seal_field(keys: Keys, value: dict, *, context: str) -> str:
+    """Encrypt a small JSON value for one consumer under the ring's current key; ``context`` (e.g.
+    event type + id) is bound as AAD. ``fe2.<key id>.<base64url(nonce + ciphertext)>``."""
+    ring = KeyRing.of(keys)
     nonce = os.urandom(12)
-    ct = AESGCM(key).encrypt(nonce, json.dumps(value, separators=(",", ":")).encode(), context.encode())
-    return "fe1." + base64.urlsafe_b64encode(nonce + ct).rstrip(b"=").decode()
+    ct = AESGCM(ring.current).encrypt(nonce, json.dumps(value, separators=(",", ":")).encode(), context.encode())
+    return f"fe2.{ring.current_id}." + base64.urlsafe_b64encode(nonce + ct).rstrip(b"=").decode()
 
 
-def open_field(key: bytes, token: str, *, context: str) -> dict:
-    if not token.startswith("fe1."):
-        raise CannotOpen("unknown field encoding")
-    raw = _token_bytes(token)
-    plain = _decrypt(key, raw[:12], raw[12:], context.encode(), "field does not open with this key")
+def open_field(keys: Keys, token: str, *, context: str) -> dict:
+    kid, body = _kid_and_body(token, "fe2.", "fe1.")
+    raw = _token_bytes(body)
+    for n, key in enumerate(candidates := _candidates(KeyRing.of(keys), kid), 1):
+        try:
+            plain = _decrypt(key, raw[:12], raw[12:], context.encode(), "field does not open with this key")
+            break
+        except CannotOpen:
+            if n == len(candidates):
+                raise
     try:
         return json.loads(plain)
     except ValueError:
         raise CannotOpen("field is not JSON") from None
 
 
-def _token_bytes(token: str) -> bytes:
-    body = token[4:]
+def _token_bytes(body: str) -> bytes:
     try:
         return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (ValueError, TypeError):
         raise CannotOpen("malformed token") from None
 
 
-def keyed_hash(key: bytes, purpose: str, value: str) -> str:
-    """HMAC-SHA256 under a purpose-specific subkey: equal inputs compare equal, nothing reverses it."""
+def _hmac(key: bytes, purpose: str, value: str) -> str:
     subkey = hmac.new(key, f"convocations/v1/{purpose}".encode(), hashlib.sha256).digest()
     return hmac.new(subkey, value.encode(), hashlib.sha256).hexdigest()
+
+
+def keyed_hash(keys: Keys, purpose: str, value: str) -> str:
+    """HMAC-SHA256 under a purpose-specific subkey of the current key, as ``<key id>:<hex>``: equal
+    inputs compare equal under one key, nothing reverses it."""
+    ring = KeyRing.of(keys)
+    return f"{ring.current_id}:{_hmac(ring.current, purpose, value)}"
+
+
+def keyed_hashes(keys: Keys, purpose: str, value: str) -> list[str]:
+    """The value's hash under every key of the ring: what a lookup of stored hashes must match."""
+    return [f"{kid}:{_hmac(key, purpose, value)}" for kid, key in KeyRing.of(keys).items()]
+
+
+def hash_matches(keys: Keys, purpose: str, value: str, stored: str | None) -> bool:
+    """Whether ``stored`` is the hash of ``value`` under the key it names (constant time)."""
+    kid, sep, _ = (stored or "").partition(":")
+    key = KeyRing.of(keys).get(kid) if sep else None
+    return key is not None and hmac.compare_digest(f"{kid}:{_hmac(key, purpose, value)}", stored)
 
 
 def field_context(event_type: str, ident: uuid.UUID, consumer: str) -> str:
@@ -149,32 +219,42 @@ def _recipient_key(shared_secret: bytes, ephemeral_public: bytes, recipient_publ
                 info=f"convocations/v1/recipient/{context}".encode()).derive(shared_secret)
 
 
-def seal_for_recipient(recipient_public: bytes, plaintext: bytes, *, context: str) -> str:
+def seal_for_recipient(recipient_publics: Keys, plaintext: bytes, *, context: str) -> str:
+    """Seal to the current public key of the recipient's ring: ``rs2.<key id>.<base64url(...)>``."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+    ring = KeyRing.of(recipient_publics)
+    recipient_public = ring.current
     ephemeral = X25519PrivateKey.generate()
     ephemeral_public = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     key = _recipient_key(ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public)),
                          ephemeral_public, recipient_public, context)
     nonce = os.urandom(12)
     ct = AESGCM(key).encrypt(nonce, plaintext, context.encode())
-    return "rs1." + base64.urlsafe_b64encode(ephemeral_public + nonce + ct).rstrip(b"=").decode()
+    return f"rs2.{ring.current_id}." + base64.urlsafe_b64encode(ephemeral_public + nonce + ct).rstrip(b"=").decode()
 
 
-def open_for_recipient(private_key: bytes, token: str, *, context: str) -> bytes:
+def open_for_recipient(private_keys: Keys, token: str, *, context: str) -> bytes:
+    """Open with the recipient's private key ring (the key the token names; any, for ``rs1.``)."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-    if not token.startswith("rs1."):
-        raise CannotOpen("unknown recipient encoding")
-    raw = _token_bytes(token)
+    kid, body = _kid_and_body(token, "rs2.", "rs1.")
+    raw = _token_bytes(body)
     ephemeral_public, nonce, ct = raw[:32], raw[32:44], raw[44:]
     if len(ephemeral_public) != 32:
         raise CannotOpen("malformed token")
-    me = X25519PrivateKey.from_private_bytes(private_key)
-    try:
-        shared = me.exchange(X25519PublicKey.from_public_bytes(ephemeral_public))
-    except ValueError:  # a low-order point: not something we sealed
-        raise CannotOpen("malformed token") from None
-    key = _recipient_key(shared, ephemeral_public, recipient_public_key(private_key), context)
-    return _decrypt(key, nonce, ct, context.encode(), "does not open with this key")
+    candidates = _candidates(KeyRing.of(private_keys), kid)
+    for n, private_key in enumerate(candidates, 1):
+        me = X25519PrivateKey.from_private_bytes(private_key)
+        try:
+            shared = me.exchange(X25519PublicKey.from_public_bytes(ephemeral_public))
+        except ValueError:  # a low-order point: not something we sealed
+            raise CannotOpen("malformed token") from None
+        key = _recipient_key(shared, ephemeral_public, recipient_public_key(private_key), context)
+        try:
+            return _decrypt(key, nonce, ct, context.encode(), "does not open with this key")
+        except CannotOpen:
+            if n == len(candidates):
+                raise
+    raise CannotOpen("does not open with this key")

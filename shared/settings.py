@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared import crypto
 
 
 def dev_key(name: str) -> str:
@@ -83,10 +86,8 @@ class ServiceSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_dev_keys(self) -> "ServiceSettings":
         if self.environment == "production":
-            from shared.crypto import recipient_public_key
-
             dev = {_decode_key(dev_key(n)) for n in DEV_KEY_NAMES}
-            dev |= {recipient_public_key(k) for k in dev}  # the development print room's public key
+            dev |= {crypto.recipient_public_key(k) for k in dev}  # the development print room's public key
             for name, value in self:
                 values = value.values() if isinstance(value, dict) else [value]
                 if any(isinstance(v, bytes) and v in dev for v in values):
@@ -151,25 +152,37 @@ DEV_KEY_NAMES = ("seal-k1", "patient-ref", "mailer-field", "portal-field", "sms-
 
 
 def parse_keyring(value: object) -> dict[str, bytes]:
-    """'kid1:base64,kid2:base64' -> ordered {kid: key}; the last one is the newest."""
+    """'kid1:base64,kid2:base64' -> ordered {kid: key}; the last one is current. A single key
+    without an id (base64 has no ':') is the ring {'k1': key}."""
     if isinstance(value, dict):
         return {str(k): _decode_key(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return {"k1": _decode_key(value)}
     ring: dict[str, bytes] = {}
     for item in str(value).split(","):
         item = item.strip()
         if not item:
             continue
         kid, sep, key = item.partition(":")
-        if not sep or not kid:
-            raise ValueError("expected 'key-id:base64-key' items separated by commas")
+        if not sep:
+            kid, key = "k1", item
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", kid):
+            raise ValueError("a key id is 1 to 32 letters, digits, '-' or '_'")
+        if kid in ring:
+            raise ValueError("each key id may appear once")
         ring[kid] = _decode_key(key)
     if not ring:
         raise ValueError("at least one key is required")
     return ring
 
 
-# NoDecode: the environment holds "kid:key,kid:key", not JSON.
-KeyRing = Annotated[dict[str, bytes], NoDecode, BeforeValidator(parse_keyring)]
+def _as_ring(value: dict[str, bytes]) -> crypto.KeyRing:
+    return crypto.KeyRing(value)
+
+
+# Every key setting is a ring, "kid:base64,kid:base64", oldest first (the last one seals and hashes
+# new data); NoDecode: the environment holds that text, not JSON.
+KeyRing = Annotated[dict[str, bytes], NoDecode, BeforeValidator(parse_keyring), AfterValidator(_as_ring)]
 
 
 def secret(value: SecretStr | None) -> str:

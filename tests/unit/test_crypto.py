@@ -141,7 +141,7 @@ FOR_MAILER = crypto.field_context("message.sealed", MESSAGE_ID, "mailer")
 def test_a_field_opens_with_its_key_in_its_context():
     k = key()
     token = crypto.seal_field(k, {"email": "marie@example.ch", "link_secret": "s3cret"}, context=FOR_MAILER)
-    assert token.startswith("fe1.")
+    assert token.startswith("fe2.k1.")
     assert crypto.open_field(k, token, context=FOR_MAILER) == {"email": "marie@example.ch", "link_secret": "s3cret"}
     assert "marie" not in token and "s3cret" not in token
 
@@ -173,7 +173,8 @@ def test_a_field_does_not_open_with_another_consumers_key():
 @pytest.mark.parametrize("tamper", [
     pytest.param(lambda t: t[:20] + ("A" if t[20] != "A" else "B") + t[21:], id="nonce-char"),
     pytest.param(lambda t: t[:-5] + ("A" if t[-5] != "A" else "B") + t[-4:], id="tag-char"),
-    pytest.param(lambda t: "fe2." + t[4:], id="unknown-version"),
+    pytest.param(lambda t: "fe3." + t[4:], id="unknown-version"),
+    pytest.param(lambda t: "fe2.k9." + t[7:], id="unknown-key-id"),
     pytest.param(lambda t: t[4:], id="no-prefix"),
 ])
 def test_a_tampered_field_does_not_open(tamper):
@@ -198,7 +199,8 @@ def test_keyed_hash_is_deterministic_per_purpose_and_differs_across_purposes_and
     assert phone != crypto.keyed_hash(k, "patient", "+41791234567")
     assert phone != crypto.keyed_hash(k, "phone", "+41791234568")
     assert phone != crypto.keyed_hash(key(), "phone", "+41791234567")
-    assert len(phone) == 64 and int(phone, 16) >= 0
+    kid, _, digest = phone.partition(":")
+    assert kid == "k1" and len(digest) == 64 and int(digest, 16) >= 0
     assert "41791234567" not in phone
 
 
@@ -220,7 +222,7 @@ def print_room_keys() -> tuple[bytes, bytes]:
 def test_a_print_room_copy_opens_with_the_print_rooms_private_key():
     private, public = print_room_keys()
     token = crypto.seal_for_recipient(public, b'{"patient_id": "P-1"}', context=PRINT_CONTEXT)
-    assert token.startswith("rs1.") and "P-1" not in token
+    assert token.startswith("rs2.k1.") and "P-1" not in token
     assert crypto.open_for_recipient(private, token, context=PRINT_CONTEXT) == b'{"patient_id": "P-1"}'
 
 
@@ -247,3 +249,47 @@ def test_a_truncated_print_room_copy_does_not_open():
     private, _ = print_room_keys()
     with pytest.raises(CannotOpen):
         crypto.open_for_recipient(private, "rs1.AAAA", context=PRINT_CONTEXT)
+
+
+# --- key rings: every key rotates the same way ------------------------------------------------------
+
+
+def test_a_field_sealed_under_the_old_key_opens_after_rotation_and_new_ones_use_the_new_key():
+    k1, k2 = key(), key()
+    old = crypto.seal_field({"k1": k1}, {"phone": "+41791234567"}, context=FOR_MAILER)
+    legacy = "fe1." + old.split(".", 2)[2]  # sealed before key ids existed
+    rotated = crypto.KeyRing({"k1": k1, "k2": k2})
+    new = crypto.seal_field(rotated, {"phone": "+41791234567"}, context=FOR_MAILER)
+    assert new.startswith("fe2.k2.")
+    for token in (old, legacy, new):
+        assert crypto.open_field(rotated, token, context=FOR_MAILER) == {"phone": "+41791234567"}
+    drained = crypto.KeyRing({"k2": k2})
+    assert crypto.open_field(drained, new, context=FOR_MAILER) == {"phone": "+41791234567"}
+    for token in (old, legacy):
+        with pytest.raises(CannotOpen):
+            crypto.open_field(drained, token, context=FOR_MAILER)
+
+
+def test_a_keyed_hash_made_under_the_old_key_still_verifies_and_is_found_after_rotation():
+    k1, k2 = key(), key()
+    stored = crypto.keyed_hash({"k1": k1}, "otp", "challenge:123456")
+    rotated = {"k1": k1, "k2": k2}
+    assert crypto.keyed_hash(rotated, "otp", "challenge:123456").startswith("k2:")
+    assert crypto.hash_matches(rotated, "otp", "challenge:123456", stored)
+    assert not crypto.hash_matches(rotated, "otp", "challenge:654321", stored)
+    assert stored in crypto.keyed_hashes(rotated, "otp", "challenge:123456")
+    assert not crypto.hash_matches({"k2": k2}, "otp", "challenge:123456", stored)  # its key removed
+    assert not crypto.hash_matches(rotated, "otp", "challenge:123456", "k1" + stored[2:].replace(":", ""))
+
+
+def test_a_print_room_copy_sealed_to_the_old_public_key_opens_with_the_print_rooms_old_private_key():
+    (private1, public1), (private2, public2) = print_room_keys(), print_room_keys()
+    old = crypto.seal_for_recipient({"2026": public1}, b"letter", context=PRINT_CONTEXT)
+    new = crypto.seal_for_recipient({"2026": public1, "2027": public2}, b"letter", context=PRINT_CONTEXT)
+    assert old.startswith("rs2.2026.") and new.startswith("rs2.2027.")
+    print_room = {"2026": private1, "2027": private2}
+    assert crypto.open_for_recipient(print_room, old, context=PRINT_CONTEXT) == b"letter"
+    assert crypto.open_for_recipient(print_room, new, context=PRINT_CONTEXT) == b"letter"
+    assert crypto.open_for_recipient(private1, "rs1." + old.split(".", 2)[2], context=PRINT_CONTEXT) == b"letter"
+    with pytest.raises(CannotOpen):
+        crypto.open_for_recipient({"2027": private2}, old, context=PRINT_CONTEXT)

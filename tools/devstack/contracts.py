@@ -188,7 +188,8 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
         ConvocationCancelledV1: lambda: ConvocationCancelledV1(**ids, reason="Rendez-vous annulé par le service"),
         MessageSealedV1: lambda: MessageSealedV1(
             **message,
-            patient_ref=_illustrative("patient_ref", 32).hex(),
+            patient_ref="k1:" + _illustrative("patient_ref", 32).hex(),
+            patient_refs=["k1:" + _illustrative("patient_ref", 32).hex()],
             language="fr",
             key_id="k1",
             document_nonce=b64e(_illustrative("document nonce", 12)),
@@ -199,12 +200,12 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             secretariat_phone="+41 22 372 33 11",
             secretariat_email="cardiologie@hug.example",
             send_email=True,
-            for_mailer=_token("fe1.", "for_mailer", 12 + 112 + 16),
-            for_portal=_token("fe1.", "for_portal", 12 + 25 + 16),
+            for_mailer=_token("fe2.k1.", "for_mailer", 12 + 112 + 16),
+            for_portal=_token("fe2.k1.", "for_portal", 12 + 25 + 16),
         ),
         MessageRevokedV1: lambda: MessageRevokedV1(**message, reason="cancelled"),
         PostalRequestedV1: lambda: PostalRequestedV1(
-            **ids, reason="email-failed", language="fr", for_print_room=_token("rs1.", "for_print_room", 32 + 12 + 96 + 16),
+            **ids, reason="email-failed", language="fr", for_print_room=_token("rs2.k1.", "for_print_room", 32 + 12 + 96 + 16),
         ),
         ConvocationStatusV1: lambda: ConvocationStatusV1(
             **message, status="sealed", at=_at(ConvocationStatusV1), department="cardiology",
@@ -219,7 +220,7 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
         ),
         OtpRequestedV1: lambda: OtpRequestedV1(
             **challenge, language="fr", portal_host="convocations.hug.example",
-            for_sms=_token("fe1.", "for_sms", 12 + 38 + 16), expires_at=_at(OtpRequestedV1) + timedelta(minutes=10),
+            for_sms=_token("fe2.k1.", "for_sms", 12 + 38 + 16), expires_at=_at(OtpRequestedV1) + timedelta(minutes=10),
             phone_hint="+41 79 *** ** 67",
         ),
         StaffActionRequestedV1: lambda: StaffActionRequestedV1(
@@ -677,10 +678,12 @@ def readme() -> str:
     add("")
     add("No field on the bus carries a document, a link secret, an OTP or a phone number in clear.")
     add("")
-    add("- **`fe1.`** (`for_mailer`, `for_portal` in message.sealed; `for_sms` in otp.requested): `fe1.` then"
-        " unpadded base64url of a 12-byte nonce followed by the AES-256-GCM ciphertext and tag of a small JSON"
+    add("- **`fe2.`** (`for_mailer`, `for_portal` in message.sealed; `for_sms` in otp.requested): `fe2.`, the"
+        " id of the key in the ring (e.g. `k1`) and a dot, then unpadded base64url of a 12-byte nonce followed by the AES-256-GCM ciphertext and tag of a small JSON"
         " object. The additional data binds it to its place: `<event type>|<id>|<consumer>` (the message id,"
-        " or the challenge id for otp.requested). Only the producer and its one consumer hold the key:")
+        " or the challenge id for otp.requested). Only the producer and its one consumer hold the key ring;"
+        " the consumer opens with the key the token names, so keys rotate with events in flight (`fe1.` tokens,"
+        " from before key ids, open with any key of the ring):")
     add("")
     add("  | field | plaintext | opened by | key |")
     add("  |---|---|---|---|")
@@ -691,8 +694,8 @@ def readme() -> str:
     add("  | `otp.requested` `for_sms` | `{phone, code}` | sms-gateway | `SMS_FIELD_KEY` (access-portal,"
         " sms-gateway) |")
     add("")
-    add("- **`rs1.`** (`for_print_room` in postal.requested): sealed to the print room's X25519 public key."
-        " `rs1.` then unpadded base64url of the 32-byte ephemeral public key, a 12-byte nonce and the"
+    add("- **`rs2.`** (`for_print_room` in postal.requested): sealed to the print room's current X25519 public"
+        " key. `rs2.`, the key's id in `PRINT_ROOM_PUBLIC_KEY` and a dot, then unpadded base64url of the 32-byte ephemeral public key, a 12-byte nonce and the"
         " AES-256-GCM ciphertext; key = HKDF-SHA256(X25519 shared secret, salt = ephemeral public key ‖ print"
         " room public key, info = `convocations/v1/recipient/<context>`), additional data = the context"
         " `postal.requested|<convocation id>|print-room`. Only the print room's private key opens it; no"

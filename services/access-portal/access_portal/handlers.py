@@ -39,6 +39,17 @@ class PortalHandlers:
     def phone_hash(self, e164: str) -> str:
         return crypto.keyed_hash(self.settings.portal_secret_key, "phone", e164)
 
+    def phone_hashes(self, e164: str) -> list[str]:
+        """The number's hash under every PORTAL_SECRET_KEY key, for lookups of stored rows."""
+        return crypto.keyed_hashes(self.settings.portal_secret_key, "phone", e164)
+
+    def same_number(self, phone_hash: str, phone_enc: str | None, patient_ref: str, other_hash: str) -> bool:
+        """Whether two stored number hashes name one number, also when made under different keys."""
+        if phone_hash == other_hash or phone_enc is None:
+            return phone_hash == other_hash
+        return crypto.hash_matches(self.settings.portal_secret_key, "phone", self.open_phone(phone_enc, patient_ref),
+                                   other_hash)
+
     def seal_phone(self, e164: str, patient_ref: str) -> str:
         return crypto.seal_field(self.settings.portal_field_key, {"phone": e164},
                                  context=phone_storage_context(patient_ref))
@@ -58,10 +69,12 @@ class PortalHandlers:
         phone = dict(phone_hash=None, phone_hint=None, phone_enc=None)
         if on_file:
             phone = self.phone_fields(on_file, m.patient_ref)
-            binding = await store.get_binding(conn, m.patient_ref)
+            refs = [m.patient_ref, *m.patient_refs]
+            binding = await store.get_binding(conn, refs)
             # A convocation carrying another number ends the old binding (docs/architecture.md#security).
-            if binding is not None and binding["phone_hash"] != phone["phone_hash"]:
-                await store.end_binding(conn, m.patient_ref)
+            if binding is not None and not crypto.hash_matches(self.settings.portal_secret_key, "phone", on_file,
+                                                               binding["phone_hash"]):
+                await store.end_binding(conn, refs)
                 await store.audit(conn, m.message_id, "binding", "ended", None, "number on file changed")
         await store.insert_message(
             conn, message_id=m.message_id, convocation_id=m.convocation_id, patient_ref=m.patient_ref,

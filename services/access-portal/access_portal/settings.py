@@ -4,7 +4,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
-from shared.settings import Key32, KeyRing, ServiceSettings, dev_key, require_https
+from shared.settings import KeyRing, ServiceSettings, dev_key, require_https
 
 
 class PortalSettings(ServiceSettings):
@@ -12,10 +12,10 @@ class PortalSettings(ServiceSettings):
     database_url: str = "postgresql://access_portal:access_portal@127.0.0.1:5432/convocations"
     portal_base_url: str = "http://127.0.0.1:8000"
     seal_keys: KeyRing = f"k1:{dev_key('seal-k1')}"
-    portal_field_key: Key32 = dev_key("portal-field")
-    sms_field_key: Key32 = dev_key("sms-field")
-    portal_secret_key: Key32 = dev_key("portal-secret")  # HMAC of codes, numbers, addresses, CSRF
-    staff_field_key: Key32 = dev_key("staff-field")  # opens the corrected numbers the secretariat sends
+    portal_field_key: KeyRing = f"k1:{dev_key('portal-field')}"
+    sms_field_key: KeyRing = f"k1:{dev_key('sms-field')}"
+    portal_secret_key: KeyRing = f"k1:{dev_key('portal-secret')}"  # HMAC of codes, numbers, addresses, CSRF
+    staff_field_key: KeyRing = f"k1:{dev_key('staff-field')}"  # opens the corrected numbers the secretariat sends
     hospital_name: str = "Hôpitaux Universitaires de Genève"
     cookie_secure: bool = True  # Secure + __Host- prefix; browsers accept it on http://localhost too
     # OTP policy: NIST SP 800-63B §5.1.3 (out-of-band authenticator), OWASP ASVS V2.7.

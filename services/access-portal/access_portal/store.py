@@ -47,12 +47,15 @@ async def prove_for_message(conn, message_id: uuid.UUID, phone_hash: str, phone_
                        message_id, phone_hash, phone_hint, phone_enc)
 
 
-async def get_binding(conn: asyncpg.Connection, patient_ref: str):
-    return await conn.fetchrow("select * from phone_binding where patient_ref = $1", patient_ref)
+async def get_binding(conn: asyncpg.Connection, patient_refs: list[str]):
+    """The binding of the patient known by any of these refs (one per PATIENT_REF_KEY key)."""
+    return await conn.fetchrow("select * from phone_binding where patient_ref = any($1::text[])"
+                               " order by bound_at desc limit 1", patient_refs)
 
 
-async def end_binding(conn: asyncpg.Connection, patient_ref: str) -> bool:
-    return await conn.execute("delete from phone_binding where patient_ref = $1", patient_ref) == "DELETE 1"
+async def end_binding(conn: asyncpg.Connection, patient_refs: list[str]) -> bool:
+    return (await conn.execute("delete from phone_binding where patient_ref = any($1::text[])", patient_refs)
+            != "DELETE 0")
 
 
 async def bind_phone(conn, patient_ref: str, phone_hash: str, phone_hint: str, phone_enc: str, source: str) -> None:
@@ -71,23 +74,25 @@ async def lock_number(conn, phone_hash: str) -> None:
     await conn.execute("select pg_advisory_xact_lock(hashtextextended('portal-number:' || $1, 0))", phone_hash)
 
 
-async def send_counts(conn, message_id: uuid.UUID, phone_hash: str, now: datetime, *, per_number: bool):
+async def send_counts(conn, message_id: uuid.UUID, phone_hashes: list[str], now: datetime, *, per_number: bool):
     """What the send waits need. ``per_number``: the message's own waits count only the codes and
     decoys of this number, so wrong numbers never hold back the right one. The day cap of a number
-    counts only codes really texted to it: typing someone's number into a letter costs them nothing."""
-    mine = "message_id = $1 and (not $4 or phone_hash = $2)"
+    counts only codes really texted to it: typing someone's number into a letter costs them nothing.
+    ``phone_hashes``: the number's hash under every PORTAL_SECRET_KEY key, so rows written before a
+    key rotation still count."""
+    mine = "message_id = $1 and (not $4 or phone_hash = any($2::text[]))"
     return await conn.fetchrow(
         "select"
         f" (select max(created_at) from challenge where {mine}) as last_sent,"
         f" (select count(*) from challenge where {mine} and created_at > $3::timestamptz - interval '1 hour') as hour_n,"
         f" (select min(created_at) from challenge where {mine} and created_at > $3::timestamptz - interval '1 hour')"
         "   as hour_oldest,"
-        " (select count(*) from challenge where phone_hash = $2 and not decoy"
+        " (select count(*) from challenge where phone_hash = any($2::text[]) and not decoy"
         "   and created_at > $3::timestamptz - interval '1 day') as day_n,"
-        " (select min(created_at) from challenge where phone_hash = $2 and not decoy"
+        " (select min(created_at) from challenge where phone_hash = any($2::text[]) and not decoy"
         "   and created_at > $3::timestamptz - interval '1 day')"
         "   as day_oldest",
-        message_id, phone_hash, now, per_number,
+        message_id, phone_hashes, now, per_number,
     )
 
 
@@ -168,13 +173,13 @@ async def insert_session(conn, token_hash: str, message_id: uuid.UUID) -> None:
     await conn.execute("insert into session(token_hash, message_id) values ($1, $2)", token_hash, message_id)
 
 
-async def touch_session(conn, token_hash: str, message_id: uuid.UUID, idle_s: int, absolute_s: int):
+async def touch_session(conn, token_hashes: list[str], message_id: uuid.UUID, idle_s: int, absolute_s: int):
     """The live session for this message, its idle time refreshed; None if absent or timed out."""
     return await conn.fetchrow(
-        "update session set last_seen_at = now() where token_hash = $1 and message_id = $2 and ended_at is null"
+        "update session set last_seen_at = now() where token_hash = any($1::text[]) and message_id = $2 and ended_at is null"
         " and last_seen_at > now() - make_interval(secs => $3) and created_at > now() - make_interval(secs => $4)"
         " returning token_hash",
-        token_hash, message_id, float(idle_s), float(absolute_s),
+        token_hashes, message_id, float(idle_s), float(absolute_s),
     )
 
 

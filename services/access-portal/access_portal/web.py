@@ -53,22 +53,25 @@ class Portal:
         host = request.client.host if request.client else None
         return crypto.keyed_hash(self.settings.portal_secret_key, "client", host) if host else None
 
-    def _csrf_for(self, cookie: str, request: Request, message_id) -> str:
+    def _csrf_binding(self, cookie: str, request: Request, message_id) -> str:
         # Bound to the browser's random cookie, to the message and to the session cookie as sent: a
         # token minted on another letter, or before a login, is refused. No server state.
         session = request.cookies.get(self.session_cookie, "")
-        return crypto.keyed_hash(self.settings.portal_secret_key, "csrf", f"{cookie}|{message_id or ''}|{session}")[:40]
+        return f"{cookie}|{message_id or ''}|{session}"
 
     def csrf_token(self, request: Request, message_id) -> tuple[str, str]:
         """(cookie value, form token) of a double-submit token for this message's forms."""
         cookie = request.cookies.get(self.csrf_cookie) or secrets.token_urlsafe(24)
-        return cookie, self._csrf_for(cookie, request, message_id)
+        return cookie, crypto.keyed_hash(self.settings.portal_secret_key, "csrf",
+                                         self._csrf_binding(cookie, request, message_id))
 
     def csrf_ok(self, request: Request, token: str, message_id) -> bool:
         cookie = request.cookies.get(self.csrf_cookie)
         if not cookie or not token:
             return False
-        return policy.same_secret(self._csrf_for(cookie, request, message_id), token)
+        # Under the key the token names: a form served just before a key rotation still posts.
+        return crypto.hash_matches(self.settings.portal_secret_key, "csrf",
+                                   self._csrf_binding(cookie, request, message_id), token)
 
     def set_cookie(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:
         response.set_cookie(name, value, max_age=max_age, path="/", secure=self.settings.cookie_secure,
@@ -116,10 +119,11 @@ class Portal:
         token = request.cookies.get(self.session_cookie)
         if not token:
             return None
-        token_hash = self.session_hash(token)
-        row = await store.touch_session(conn, token_hash, message_id, self.settings.session_idle_seconds,
+        # Looked up under every PORTAL_SECRET_KEY key: a session opened before a rotation lives on.
+        hashes = crypto.keyed_hashes(self.settings.portal_secret_key, "session", token)
+        row = await store.touch_session(conn, hashes, message_id, self.settings.session_idle_seconds,
                                         self.settings.session_absolute_seconds)
-        return token_hash if row else None
+        return row["token_hash"] if row else None
 
     @staticmethod
     def parse_id(raw: str) -> uuid.UUID | None:
@@ -191,14 +195,14 @@ class Portal:
         return self.state_page(request, "not_my_number", message["language"], status=200, message=message,
                                phone=message["secretariat_phone"])
 
-    @staticmethod
-    async def _usable_binding(conn, message):
+    async def _usable_binding(self, conn, message):
         """The number codes go to without asking: the patient's number on file once proven (it carries
         over to later letters, unless the hospital now has another one on file), else a number proven
         through this very link (it binds this message only: whoever holds one link must not choose
         where the patient's later letters are texted)."""
-        binding = await store.get_binding(conn, message["patient_ref"])
-        if binding is not None and message["phone_hash"] in (None, binding["phone_hash"]):
+        binding = await store.get_binding(conn, [message["patient_ref"]])
+        if binding is not None and (message["phone_hash"] is None or self.h.same_number(
+                message["phone_hash"], message["phone_enc"], message["patient_ref"], binding["phone_hash"])):
             return binding
         if message["proven_hash"] is not None:
             return {"phone_hash": message["proven_hash"], "phone_hint": message["proven_hint"],
@@ -226,8 +230,12 @@ class Portal:
                 OTP_REQUESTS.labels(target).inc()
                 return self.state_page(request, target, lang, status=400, message=message)
             phone_hash, hint, phone_enc, bind_source, decoy = target
-            await store.lock_number(conn, phone_hash)  # the per-number cap holds under concurrency
-            counts = await store.send_counts(conn, message_id, phone_hash, now,
+            e164 = self.h.open_phone(phone_enc, message["patient_ref"]) if phone_enc else None
+            # The number's hash under every key (rows from before a key rotation count too); a decoy's
+            # is the typed number's under the current key. The lock is on the current key's hash.
+            hashes = self.h.phone_hashes(e164) if e164 else [phone_hash]
+            await store.lock_number(conn, hashes[-1])  # the per-number cap holds under concurrency
+            counts = await store.send_counts(conn, message_id, hashes, now,
                                              per_number=message["phone_hash"] is not None)
             until = policy.send_wait(self.limits, now, counts["last_sent"], counts["hour_n"], counts["day_n"],
                                      counts["hour_oldest"], counts["day_oldest"])
@@ -248,7 +256,6 @@ class Portal:
                 await store.audit(conn, message_id, "code-request", "number_mismatch", client)
                 OTP_REQUESTS.labels("number_mismatch").inc()
                 return RedirectResponse(f"/m/{message_id}/code", status_code=303)
-            e164 = self.h.open_phone(phone_enc, message["patient_ref"])
             await add_event(conn, envelope(
                 OtpRequestedV1(
                     challenge_id=challenge_id, message_id=message_id, convocation_id=message["convocation_id"],
@@ -271,7 +278,7 @@ class Portal:
             return "number_invalid"
         typed_hash = self.h.phone_hash(e164)
         if message["phone_hash"] is not None:
-            if not policy.same_secret(typed_hash, message["phone_hash"]):
+            if not crypto.hash_matches(self.settings.portal_secret_key, "phone", e164, message["phone_hash"]):
                 # A decoy for the typed number: the page shows the hint on file, nothing is texted.
                 return typed_hash, message["phone_hint"], None, None, True
             return message["phone_hash"], message["phone_hint"], message["phone_enc"], "hospital", False
@@ -347,7 +354,8 @@ class Portal:
             real = await store.latest_challenge(conn, message_id, lock=True, real=True) if challenge["decoy"] \
                 else challenge
             live = real is not None and real["status"] == "active" and real["expires_at"] > now
-            if not live or not policy.same_secret(self.code_hash(real["id"], typed), real["code_hash"]):
+            if not live or not crypto.hash_matches(self.settings.portal_secret_key, "otp", f"{real['id']}:{typed}",
+                                                   real["code_hash"]):
                 return await self._wrong_code(conn, request, message, challenge, now, client)
             challenge = real
             await store.use_challenge(conn, challenge["id"])

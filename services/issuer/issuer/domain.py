@@ -98,6 +98,7 @@ def seal_convocation(
         message_id=message_id,
         convocation_id=convocation.convocation_id,
         patient_ref=patient_ref(keys.patient_ref_key, patient.id),
+        patient_refs=crypto.keyed_hashes(keys.patient_ref_key, "patient", patient.id),
         language=patient.language,
         key_id=key_id,
         document_nonce=crypto.b64e(doc_nonce),

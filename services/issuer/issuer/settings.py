@@ -1,19 +1,19 @@
 """Issuer settings (environment variables)."""
 
-from shared.crypto import recipient_public_key
-from shared.settings import Key32, KeyRing, ServiceSettings, _decode_key, dev_key
+from shared.crypto import b64e, recipient_public_key
+from shared.settings import KeyRing, ServiceSettings, _decode_key, dev_key
 
 
 class IssuerSettings(ServiceSettings):
     http_port: int = 8001
     database_url: str = "postgresql://issuer:issuer@127.0.0.1:5432/convocations"
     seal_keys: KeyRing = f"k1:{dev_key('seal-k1')}"  # newest last; older ones still open old messages
-    patient_ref_key: Key32 = dev_key("patient-ref")
-    mailer_field_key: Key32 = dev_key("mailer-field")
-    portal_field_key: Key32 = dev_key("portal-field")
+    patient_ref_key: KeyRing = f"k1:{dev_key('patient-ref')}"  # rings like SEAL_KEYS: current last
+    mailer_field_key: KeyRing = f"k1:{dev_key('mailer-field')}"
+    portal_field_key: KeyRing = f"k1:{dev_key('portal-field')}"
     hospital_name: str = "Hôpitaux Universitaires de Genève"
     # X25519 public key of the hospital's print room: postal copies are sealed to it.
-    print_room_public_key: Key32 = recipient_public_key(_decode_key(dev_key("print-room")))
+    print_room_public_key: KeyRing = f"k1:{b64e(recipient_public_key(_decode_key(dev_key('print-room'))))}"
     message_ttl_days: int = 30  # the message expires this long after the appointment
     postal_fallback_hours: int = 48  # no download this long before the appointment: paper
     sweep_seconds: float = 60.0  # how often fallbacks and expiries are looked for

@@ -37,9 +37,10 @@ class Console:
     def pool(self):
         return self._pool()
 
-    def patient_ref(self, patient_id: str) -> str:
-        # The issuer's keyed hash: equal ids match, the id itself is never stored here.
-        return crypto.keyed_hash(self.s.patient_ref_key, "patient", patient_id)
+    def patient_refs(self, patient_id: str) -> list[str]:
+        # The issuer's keyed hash under each key of its ring: equal ids match, also across a key
+        # rotation; the id itself is never stored here.
+        return crypto.keyed_hashes(self.s.patient_ref_key, "patient", patient_id)
 
     async def audit(self, conn, who: Identity, action: str, outcome: str, **kw) -> None:
         await store.audit(conn, subject=who.subject, name=who.name, via=who.via, action=action, outcome=outcome, **kw)
@@ -50,7 +51,7 @@ class Console:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await store.search(
                 conn, departments=who.scope(), convocation_id=c.convocation_id,
-                patient_ref=self.patient_ref(c.patient_id) if c.patient_id else None, department=c.department,
+                patient_refs=self.patient_refs(c.patient_id) if c.patient_id else None, department=c.department,
                 date_from=start, date_to=end, worklist=c.worklist, days=c.days, now=now,
                 day_start=domain.local_day_start(now.astimezone(domain.ZURICH).date()))
             await self.audit(conn, who, "search", "ok", detail=f"{c.summary()} results={len(rows)}")

@@ -2,7 +2,7 @@
 
 from pydantic import model_validator
 
-from shared.settings import Key32, ServiceSettings, dev_key
+from shared.settings import KeyRing, ServiceSettings, dev_key
 
 DEV_CLIENT_SECRET = "dev-console-secret"
 
@@ -19,9 +19,9 @@ class SecretariatSettings(ServiceSettings):
     oidc_departments_claim: str = "departments"
     oidc_name_claim: str = "name"
     api_audience: str = "secretariat-api"  # the `aud` of access tokens hospital systems present
-    patient_ref_key: Key32 = dev_key("patient-ref")  # the issuer's: search by patient id, never stored
-    staff_field_key: Key32 = dev_key("staff-field")  # encrypts corrected numbers for the portal
-    secretariat_secret_key: Key32 = dev_key("secretariat-secret")  # sessions, CSRF, the sign-in cookie
+    patient_ref_key: KeyRing = f"k1:{dev_key('patient-ref')}"  # the issuer's: search by patient id, never stored
+    staff_field_key: KeyRing = f"k1:{dev_key('staff-field')}"  # encrypts corrected numbers for the portal
+    secretariat_secret_key: KeyRing = f"k1:{dev_key('secretariat-secret')}"  # sessions, CSRF, the sign-in cookie
     cookie_secure: bool = True
     session_idle_seconds: int = 15 * 60
     session_absolute_seconds: int = 8 * 3600

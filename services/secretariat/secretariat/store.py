@@ -73,7 +73,7 @@ async def actions_of(conn, convocation_id: uuid.UUID) -> list[asyncpg.Record]:
     return await conn.fetch("select * from action where convocation_id = $1 order by requested_at", convocation_id)
 
 
-async def search(conn, *, departments: list[str] | None, convocation_id=None, patient_ref=None,
+async def search(conn, *, departments: list[str] | None, convocation_id=None, patient_refs=None,
                  department=None, date_from=None, date_to=None, worklist=None, days: int = 3,
                  now: datetime, day_start: datetime | None = None, limit: int = 200) -> list[asyncpg.Record]:
     """Convocations matching every criterion given, within ``departments`` (None: all departments)."""
@@ -87,8 +87,8 @@ async def search(conn, *, departments: list[str] | None, convocation_id=None, pa
         where.append(f"department = any({arg(departments)}::text[])")
     if convocation_id is not None:
         where.append(f"id = {arg(convocation_id)}")
-    if patient_ref is not None:
-        where.append(f"patient_ref = {arg(patient_ref)}")
+    if patient_refs is not None:
+        where.append(f"patient_ref = any({arg(list(patient_refs))}::text[])")
     if department:
         where.append(f"department = {arg(department)}")
     if date_from is not None:

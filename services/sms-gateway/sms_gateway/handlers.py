@@ -37,6 +37,8 @@ class Outgoing:
     phone_hash: str
     country: str | None
     attempt: int
+    # The number's hash under every SMS_FIELD_KEY key: rows written before a rotation still count.
+    phone_hashes: tuple[str, ...] = ()
 
     def row(self, **fields) -> dict:
         s = self.sms
@@ -74,7 +76,7 @@ class SmsHandlers:
         o = d.data
         return Outgoing(CodeSms(o.challenge_id, o.message_id, o.convocation_id, d.envelope.event_id),
                         crypto.keyed_hash(self.settings.sms_field_key, "phone", phone), rules.country_of(phone),
-                        attempt)
+                        attempt, tuple(crypto.keyed_hashes(self.settings.sms_field_key, "phone", phone)))
 
     def provider_for(self, attempt: int) -> Provider:
         return self.providers[rules.provider_for_attempt(attempt, self.settings.sms_failover_after,
@@ -98,7 +100,7 @@ class SmsHandlers:
         hour_ago = now - timedelta(hours=1)
         return rules.refusal(
             now=now, expires_at=o.expires_at, country=out.country, allowed_countries=self.settings.allowed_countries,
-            sent_to_number_last_hour=await store.count_sent_since(conn, hour_ago, out.phone_hash),
+            sent_to_number_last_hour=await store.count_sent_since(conn, hour_ago, out.phone_hashes),
             max_per_number_hour=self.settings.sms_max_per_number_hour,
             sent_last_hour=await store.count_sent_since(conn, hour_ago),
             max_global_hour=self.settings.sms_max_global_hour,

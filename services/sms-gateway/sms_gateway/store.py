@@ -36,11 +36,12 @@ async def lock_number(conn: asyncpg.Connection, phone_hash: str) -> None:
     await conn.execute("select pg_advisory_xact_lock(hashtext('sms-number:' || $1))", phone_hash)
 
 
-async def count_sent_since(conn: asyncpg.Connection, since: datetime, phone_hash: str | None = None) -> int:
-    """SMS a provider accepted since ``since``: to one number, or overall."""
-    if phone_hash is None:
+async def count_sent_since(conn: asyncpg.Connection, since: datetime, phone_hashes=None) -> int:
+    """SMS a provider accepted since ``since``: overall, or to the number whose hashes (one per key) are given."""
+    if phone_hashes is None:
         return await conn.fetchval("select count(*) from sms where sent_at > $1", since)
-    return await conn.fetchval("select count(*) from sms where phone_hash = $1 and sent_at > $2", phone_hash, since)
+    return await conn.fetchval("select count(*) from sms where phone_hash = any($1::text[]) and sent_at > $2",
+                               list(phone_hashes), since)
 
 
 async def save_sms(conn: asyncpg.Connection, *, challenge_id, message_id, convocation_id, otp_event_id, phone_hash,

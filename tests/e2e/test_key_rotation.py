@@ -1,0 +1,71 @@
+"""Every key rotates with letters in flight and nothing is lost (deploy/README.md, "Rotating keys"):
+a convocation sealed and encrypted under key 1 still reaches the patient, who gets the code and
+downloads, after the services restart with key 2 current and key 1 still accepted; once drained,
+key 1 is removed and new letters go through under key 2 alone."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from shared.crypto import b64e, recipient_public_key
+from shared.settings import _decode_key, dev_key
+from tests.e2e.test_portal_helpers import Letter, find_link, letter, wait_for
+
+pytestmark = pytest.mark.e2e
+RINGS = {  # setting: development key name (key 1, what the stack started with)
+    "SEAL_KEYS": "seal-k1", "PATIENT_REF_KEY": "patient-ref", "MAILER_FIELD_KEY": "mailer-field",
+    "PORTAL_FIELD_KEY": "portal-field", "SMS_FIELD_KEY": "sms-field", "PORTAL_SECRET_KEY": "portal-secret",
+}
+
+
+def _restart(stack, env: dict[str, str]) -> None:
+    stack.stop()
+    stack.extra_env.setdefault("*", {}).update(env)
+    stack.start()
+
+
+async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_after_the_drain(chain, stack):
+    new = {name: b64e(os.urandom(32)) for name in RINGS}
+    print_room_new = os.urandom(32)
+    old_print_public = b64e(recipient_public_key(_decode_key(dev_key("print-room"))))
+    rotated = {name: f"k1:{dev_key(dev)},k2:{new[name]}" for name, dev in RINGS.items()}
+    rotated["PRINT_ROOM_PUBLIC_KEY"] = f"k1:{old_print_public},k2:{b64e(recipient_public_key(print_room_new))}"
+    drained = {name: f"k2:{new[name]}" for name in RINGS}
+    drained["SEAL_KEYS"] = rotated["SEAL_KEYS"]  # kept until every message sealed under k1 has expired
+    drained["PRINT_ROOM_PUBLIC_KEY"] = f"k2:{b64e(recipient_public_key(print_room_new))}"
+    before = {name: value for name, value in stack.extra_env.get("*", {}).items()}
+    try:
+        # In flight: sealed under key 1, the e-mail not yet sent (the mailer is down).
+        stack.stop(["mailer"])
+        event = chain.event(email="rotation@example.ch", mobile="079 555 01 23")
+        await chain.publish(event)
+        sealed = await wait_for(lambda: chain.db.fetchrow(
+            "select * from access_portal.message where convocation_id = $1::uuid", event["data"]["convocation_id"]))
+        assert sealed["key_id"] == "k1" and sealed["phone_hash"].startswith("k1:")
+
+        _restart(stack, rotated)  # key 2 current everywhere, key 1 still accepted
+        mail = await chain.email_to("rotation@example.ch")
+        old = Letter(chain, event, find_link(mail["text"]), "+41795550123", "079 555 01 23")
+        await old.log_in()
+        assert old.patient.download("pdf").content == base64.b64decode(event["data"]["document_pdf_base64"])
+        challenge = (await old.challenges())[-1]
+        assert challenge["code_hash"].startswith("k2:")
+
+        fresh = await letter(chain)  # a letter issued under key 2
+        row = await fresh.message_row()
+        assert row["key_id"] == "k2" and row["phone_hash"].startswith("k2:") and row["patient_ref"].startswith("k2:")
+        await fresh.log_in()
+        assert fresh.patient.download("pdf").status_code == 200
+
+        _restart(stack, drained)  # the drain is over: key 1 removed (the seal key waits for expiry)
+        assert old.patient.download("pdf").status_code == 200  # its session, its document: nothing lost
+        last = await letter(chain)
+        await last.log_in()
+        assert last.patient.download("pdf").status_code == 200
+    finally:
+        stack.extra_env["*"] = before
+        stack.stop()
+        stack.start()
