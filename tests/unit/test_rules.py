@@ -165,3 +165,24 @@ def test_a_relays_refusal_naming_the_recipient_is_stored_without_the_address():
         [aiosmtplib.SMTPRecipientRefused(550, "5.1.1 <marie.dupont@example.ch>: Recipient address rejected",
                                          "marie.dupont@example.ch")])
     assert classify(refused).reason == "recipient-refused 5.1.1"  # the code only: no address, no relay text
+
+
+@pytest.mark.parametrize("setting", ["PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SEAL_KEYS"])
+def test_every_key_setting_is_a_ring_whose_last_key_is_current_and_a_bare_key_is_its_first(monkeypatch, setting):
+    monkeypatch.setenv(setting, dev_key("a"))
+    ring = getattr(IssuerSettings(), setting.lower())
+    assert list(ring) == ["k1"] and ring.current_id == "k1"
+    monkeypatch.setenv(setting, f"k1:{dev_key('a')},k2:{dev_key('b')}")
+    ring = getattr(IssuerSettings(), setting.lower())
+    assert ring.current_id == "k2" and ring["k1"] != ring.current
+    for bad, why in ((f"k1:{dev_key('a')},k1:{dev_key('b')}", "once"), (f"k 1:{dev_key('a')}", "key id")):
+        monkeypatch.setenv(setting, bad)
+        with pytest.raises(ValidationError, match=why):
+            IssuerSettings()
+
+
+def test_production_refuses_a_development_key_anywhere_in_a_ring(monkeypatch):
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("MAILER_FIELD_KEY", f"k1:{dev_key('mailer-field')},k2:{dev_key('not-a-dev-key-name')}")
+    with pytest.raises(ValidationError, match="development key"):
+        IssuerSettings()

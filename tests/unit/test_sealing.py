@@ -271,3 +271,27 @@ def _well_formed_link(text: str) -> bool:
         return len(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))) == crypto.LINK_SECRET_BYTES
     except ValueError:
         return False
+
+
+def test_a_number_hashed_and_sealed_under_the_old_portal_keys_is_recognised_after_rotation():
+    k1, k2, f1, f2 = key(), key(), key(), key()
+    before = PortalHandlers(PortalSettings(environment="development", portal_secret_key={"k1": k1},
+                                           portal_field_key={"k1": f1}))
+    after = PortalHandlers(PortalSettings(environment="development", portal_secret_key={"k1": k1, "k2": k2},
+                                          portal_field_key={"k1": f1, "k2": f2}))
+    ref = "k1:" + "ab" * 32
+    stored_hash, stored_enc = before.phone_hash("+41791234567"), before.seal_phone("+41791234567", ref)
+    assert after.phone_hash("+41791234567").startswith("k2:") and stored_hash.startswith("k1:")
+    assert after.same_number(stored_hash, stored_enc, ref, after.phone_hash("+41791234567"))
+    assert not after.same_number(stored_hash, stored_enc, ref, after.phone_hash("+41791234568"))
+    assert stored_hash in after.phone_hashes("+41791234567")  # what the per-number caps look up
+    assert after.open_phone(stored_enc, ref) == "+41791234567"
+
+
+def test_message_sealed_carries_the_patient_ref_under_every_key_of_the_ring():
+    k1, k2, c = key(), key(), convocation()
+    ring = lambda refs: domain.SealingKeys(seal_keys={"k1": key()}, patient_ref_key=refs,  # noqa: E731
+                                           mailer_field_key=key(), portal_field_key=key())
+    before, after = seal(c, ring({"k1": k1})), seal(c, ring({"k1": k1, "k2": k2}))
+    assert before.patient_ref.startswith("k1:") and after.patient_ref.startswith("k2:")
+    assert before.patient_ref in after.patient_refs and after.patient_ref in after.patient_refs
