@@ -40,7 +40,8 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
     try:
         # In flight: sealed under key 1, the e-mail not yet sent (the mailer is down).
         stack.stop(["mailer"])
-        event = chain.event(email="rotation@example.ch", mobile="079 555 01 23")
+        patient_id = f"P-rotation-{os.urandom(4).hex()}"
+        event = chain.event(email="rotation@example.ch", mobile="079 555 01 23", patient_id=patient_id)
         await chain.publish(event)
         sealed = await wait_for(lambda: chain.db.fetchrow(
             "select * from access_portal.message where convocation_id = $1::uuid", event["data"]["convocation_id"]))
@@ -60,8 +61,16 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         await fresh.log_in()
         assert fresh.patient.download("pdf").status_code == 200
 
+        # The same patient's next letter, under key 2: the number proven under the key-1 ref carries over.
+        again = await letter(chain, mobile="079 555 01 23", patient_id=patient_id)
+        assert 'id="not-my-number"' in again.patient.open_link().text  # the page offers the bound number
+
         _restart(stack, drained)  # the drain is over: key 1 removed (the seal key waits for expiry)
         assert old.patient.download("pdf").status_code == 200  # its session, its document: nothing lost
+        third = await letter(chain, mobile="079 555 01 23", patient_id=patient_id)
+        assert 'id="not-my-number"' in third.patient.open_link().text  # still bound, asked for nothing
+        await third.log_in(phone=None, nth=2)  # the second code texted to this number
+        assert third.patient.download("pdf").status_code == 200
         last = await letter(chain)
         await last.log_in()
         assert last.patient.download("pdf").status_code == 200

@@ -76,6 +76,11 @@ class PortalHandlers:
                                                                binding["phone_hash"]):
                 await store.end_binding(conn, refs)
                 await store.audit(conn, m.message_id, "binding", "ended", None, "number on file changed")
+            elif binding is not None and binding["patient_ref"] != m.patient_ref:
+                # Proven under the patient's ref for an older PATIENT_REF_KEY key: the same number on
+                # file carries over to the current ref, so the key can go without asking again.
+                await store.bind_phone(conn, m.patient_ref, phone["phone_hash"], phone["phone_hint"],
+                                       phone["phone_enc"], binding["source"])
         await store.insert_message(
             conn, message_id=m.message_id, convocation_id=m.convocation_id, patient_ref=m.patient_ref,
             language=m.language, key_id=m.key_id, document_nonce=crypto.b64d(m.document_nonce),
