@@ -30,13 +30,16 @@ from shared.contracts import (
     Place,
     envelope,
 )
+from secretariat.app import create_app as secretariat_app
+from secretariat.settings import SecretariatSettings
 from sms_gateway.app import create_app as sms_app
 from sms_gateway.settings import SmsSettings
 from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST
 
 pytestmark = pytest.mark.skipif(not RABBITMQCTL, reason="needs rabbitmqctl to create broker users")
 APPS = {"issuer": (issuer_app, IssuerSettings), "mailer": (mailer_app, MailerSettings),
-        "sms-gateway": (sms_app, SmsSettings), "access-portal": (portal_app, PortalSettings)}
+        "sms-gateway": (sms_app, SmsSettings), "access-portal": (portal_app, PortalSettings),
+        "secretariat": (secretariat_app, SecretariatSettings)}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +88,10 @@ async def _publish(url: str, exchange: str, routing_key: str, body: bytes, *, to
         await target.publish(aio_pika.Message(body, message_id=str(uuid.uuid4()), content_type="application/json",
                                               delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                              routing_key=routing_key, timeout=10)
+
+
+def test_the_test_starts_every_service_of_the_bus_table():
+    assert set(APPS) == {owner for owner, _ in topology.BUS.values()} - {topology.UPSTREAM}
 
 
 async def test_each_service_runs_as_its_own_user_and_dead_letters_an_event_with_a_forged_producer(users, exchange):
