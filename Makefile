@@ -34,7 +34,7 @@ bench:          ## throughput and latency of the chain, memory per service (prin
 contracts:      ## regenerate the AsyncAPI document and JSON Schemas from the models
 	$(PY) -m devstack.contracts
 
-prometheus-rule: ## regenerate the Kubernetes PrometheusRule from deploy/prometheus/alerts.yml
+prometheus-rule: ## regenerate the Kubernetes PrometheusRule from deploy/prometheus/alerts.yml and slo.yml
 	$(PY) -m devstack.prometheus_rule
 
 lock:           ## pin pyproject.toml's dependencies with hashes: requirements/dev.lock, requirements/runtime.lock

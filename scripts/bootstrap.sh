@@ -58,6 +58,14 @@ if ! broker_answers; then
   echo "Its log is in /var/log/rabbitmq/." >&2
   exit 1
 fi
+# Per-queue metrics (depth, consumers, dead-letter queues) for the alerts: the broker's own Prometheus
+# endpoint on :15692. On RabbitMQ 3.10 enabling a plugin was seen to leave every feature flag disabled
+# (quorum queues then cannot be declared): enable them all again, which is idempotent.
+if ! timeout 60 $SUDO rabbitmq-plugins list -e -q 2>/dev/null | grep -q rabbitmq_prometheus; then
+  echo "==> enabling the rabbitmq_prometheus plugin"
+  timeout 120 $SUDO rabbitmq-plugins enable -q rabbitmq_prometheus >/dev/null
+fi
+timeout 60 $SUDO rabbitmqctl -q enable_feature_flag all >/dev/null 2>&1 || true
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   echo "==> starting PostgreSQL"
   $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start

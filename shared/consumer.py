@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from shared import crypto, topology
 from shared.contracts import Envelope, EventPayload
 from shared.logs import get_logger
-from shared.metrics import DEAD_LETTERED, EVENTS_CONSUMED, HANDLER_SECONDS
+from shared.metrics import DEAD_LETTERED, EVENTS_CONSUMED, HANDLER_SECONDS, counted_after_commit
 
 log = get_logger(__name__)
 P = TypeVar("P", bound=EventPayload)
@@ -111,6 +111,8 @@ class Consumer:
         queue = topology.consumer_queue(self.exchange, self.service, routing_key)
         self.queues.append(queue.name)
         event_type = payload_cls.EVENT_TYPE
+        for outcome in ("processed", "error"):  # exported from the start: rate() sees the first error
+            EVENTS_CONSUMED.labels(self.service, event_type, outcome)
 
         async def consume(msg: RabbitMessage) -> None:  # called with the message by _whole_message
             await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
@@ -137,19 +139,20 @@ class Consumer:
             correlation_id=str(env.correlation_id), event_id=str(env.event_id), event_type=event_type
         )
         try:
-            async with self._pool().acquire() as conn, conn.transaction():
-                # Delayed retries are the same event id on purpose: the handler's own state guards them.
-                if by_inbox and attempt == 0:
-                    status = await conn.execute(
-                        "insert into inbox(event_id, routing_key) values ($1, $2) on conflict do nothing",
-                        env.event_id, payload_cls.routing_key(),
-                    )
-                    if status == "INSERT 0 0":
-                        EVENTS_CONSUMED.labels(self.service, event_type, "duplicate").inc()
-                        log.info("duplicate event skipped")
-                        await msg.ack()
-                        return
-                await handler(conn, Delivery(env, attempt, queue))
+            with counted_after_commit():  # funnel and latency metrics count only what committed
+                async with self._pool().acquire() as conn, conn.transaction():
+                    # Delayed retries are the same event id on purpose: the handler's own state guards them.
+                    if by_inbox and attempt == 0:
+                        status = await conn.execute(
+                            "insert into inbox(event_id, routing_key) values ($1, $2) on conflict do nothing",
+                            env.event_id, payload_cls.routing_key(),
+                        )
+                        if status == "INSERT 0 0":
+                            EVENTS_CONSUMED.labels(self.service, event_type, "duplicate").inc()
+                            log.info("duplicate event skipped")
+                            await msg.ack()
+                            return
+                    await handler(conn, Delivery(env, attempt, queue))
         except Rejected as exc:
             await self._dead_letter(msg, queue, event_type, exc)
             return

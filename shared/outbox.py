@@ -17,7 +17,7 @@ from faststream.rabbit import RabbitBroker
 
 from shared.contracts import Envelope
 from shared.logs import get_logger
-from shared.metrics import EVENTS_PUBLISHED, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
+from shared.metrics import EVENTS_PUBLISHED, OUTBOX_LAST_SUCCESS, OUTBOX_OLDEST_AGE, OUTBOX_PENDING, RETRIES_SCHEDULED
 
 log = get_logger(__name__)
 # After a wake-up, wait this long so that commits arriving together go out in one batch.
@@ -73,6 +73,7 @@ class OutboxRelay:
         self._task: asyncio.Task | None = None
         self._listener: asyncpg.Connection | None = None
         self._stopping = False
+        self._publish_failed = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
@@ -103,10 +104,15 @@ class OutboxRelay:
             await self._listen()
             # Cleared before the pass: a commit notified during the pass wakes the next one at once.
             self._wake.clear()
+            self._publish_failed = False
             try:
                 while await self.relay_once() and not self._stopping:
                     pass
                 await self._record_backlog()
+                if not self._publish_failed:
+                    # Liveness: the backlog gauges keep their last value when the relay stops or
+                    # cannot publish; this timestamp then falls behind and the alert sees it.
+                    OUTBOX_LAST_SUCCESS.labels(self.service).set_to_current_time()
             except Exception:  # the relay must outlive any single failure; the next wake retries
                 log.exception("outbox relay pass failed")
             try:
@@ -135,6 +141,7 @@ class OutboxRelay:
             done = [r["id"] for r, res in zip(rows, results) if not isinstance(res, BaseException)]
             for row, res in zip(rows, results):
                 if isinstance(res, BaseException):
+                    self._publish_failed = True
                     log.error("outbox publish failed", event_id=str(row["event_id"]), error=repr(res)[:300])
                     await conn.execute(
                         "update outbox set attempts = attempts + 1, last_error = $2,"
@@ -145,7 +152,10 @@ class OutboxRelay:
                 await conn.execute("delete from outbox where id = any($1::bigint[])", done)
             for row, res in zip(rows, results):
                 if not isinstance(res, BaseException):
-                    EVENTS_PUBLISHED.labels(self.service, row["event_type"]).inc()
+                    # A delayed retry is the same event again: counting it as published would inflate
+                    # every "events of type X" figure by the number of SMTP/SMS retries.
+                    counter = RETRIES_SCHEDULED if "x-attempt" in (row["headers"] or {}) else EVENTS_PUBLISHED
+                    counter.labels(self.service, row["event_type"]).inc()
             return len(done)
 
     async def _publish(self, row: asyncpg.Record) -> None:

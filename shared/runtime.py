@@ -21,7 +21,7 @@ from shared.consumer import Consumer
 from shared.db import create_pool, migrate, wait_for_migrations
 from shared.http import BodyLimit
 from shared.logs import configure_logging, get_logger
-from shared.metrics import faststream_middleware
+from shared.metrics import DEPENDENCY_UP, PERIODIC_LAST_SUCCESS, faststream_middleware
 from shared.outbox import OutboxRelay
 from shared.settings import MigrationSettings, ServiceSettings
 
@@ -48,6 +48,7 @@ class Runtime:
                                  pool_getter=lambda: self.pool)
         self.relay: OutboxRelay | None = None
         self.declarations: list = []  # topology this service declares beyond its consumer queues
+        self._health_task: asyncio.Task | None = None
         self.on_started: list = []
         self.on_stopping: list = []
 
@@ -60,6 +61,7 @@ class Runtime:
             while True:
                 try:
                     await job()
+                    PERIODIC_LAST_SUCCESS.labels(self.service, name).set_to_current_time()
                 except Exception:
                     log.exception("periodic job failed; retrying next round", job=name)
                 await asyncio.sleep(seconds)
@@ -104,6 +106,7 @@ class Runtime:
             broker=self.broker, exchange=self.exchange, poll_seconds=self.settings.outbox_poll_seconds,
         )
         await self.relay.start()
+        self._health_task = asyncio.create_task(self._watch_dependencies(), name=f"{self.service}-health")
         log.info("service started", queues=len(self.consumer.queues))
 
     async def connect_bus(self) -> None:
@@ -117,8 +120,16 @@ class Runtime:
         for declare in self.declarations:
             await declare()
 
+    async def _watch_dependencies(self) -> None:
+        """Refresh convocations_dependency_up every 15 s, whether or not anyone calls /readyz."""
+        while True:
+            await self.ready()
+            await asyncio.sleep(15)
+
     async def stop(self) -> None:
         log.info("service stopping: draining in-flight work")
+        if self._health_task:
+            self._health_task.cancel()
         await self.broker.stop()  # waits for in-flight handlers (graceful_timeout)
         for hook in self.on_stopping:
             with contextlib.suppress(Exception):
@@ -137,6 +148,8 @@ class Runtime:
                     checks["database"] = await conn.fetchval("select true", timeout=2)
         with contextlib.suppress(Exception):
             checks["broker"] = bool(await asyncio.wait_for(self.broker.ping(timeout=2), 3))
+        for dependency, ok in checks.items():
+            DEPENDENCY_UP.labels(self.service, dependency).set(1 if ok else 0)
         return checks
 
     def routes(self) -> APIRouter:

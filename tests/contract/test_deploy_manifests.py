@@ -35,6 +35,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ALERTS_FILE = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD_FILE = DEPLOY / "grafana" / "dashboards" / "convocations-delivery.json"
 README = DEPLOY / "README.md"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+SLO_FILE = DEPLOY / "prometheus" / "slo.yml"
 K8S_VERSION = "1.31.0"
 
 # service directory -> (python package, HTTP port, database role)
@@ -785,9 +787,12 @@ def test_infra_broker_users_hold_exactly_the_permissions_derived_from_the_bus_ta
 
 @pytest.fixture(scope="module")
 def alert_rules() -> list[dict]:
-    groups = yaml.safe_load(ALERTS_FILE.read_text(encoding="utf-8"))["groups"]
-    assert groups and all(g["name"] and g["rules"] for g in groups)
-    return [rule for group in groups for rule in group["rules"]]
+    rules = []
+    for path in (ALERTS_FILE, SLO_FILE):
+        groups = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+        assert groups and all(g["name"] and g["rules"] for g in groups)
+        rules += [rule for group in groups for rule in group["rules"] if "alert" in rule]
+    return rules
 
 
 def test_every_alert_says_how_bad_it_is_and_what_happened(alert_rules):
@@ -807,15 +812,27 @@ def test_alerts_cover_what_the_design_promises(alert_rules):
     for metric in ("convocations_dead_lettered_total", "convocations_outbox_pending",
                    "convocations_outbox_oldest_age_seconds", "convocations_smtp_attempts_total",
                    "convocations_sms_attempts_total", 'convocations_otp_checks_total{outcome="wrong"}',
-                   'up{job="convocations"}', "probe_success"):
+                   'up{job="convocations"}', "probe_success",
+                   # issue 12: errors the handlers catch, what the broker dead-letters, a stopped relay or
+                   # sweeper, queues without consumers, vanished targets, the infrastructure, the SLOs.
+                   'convocations_events_consumed_total{outcome="error"}', "rabbitmq_detailed_queue_messages{",
+                   "rabbitmq_detailed_queue_consumers", "convocations_outbox_last_success_timestamp_seconds",
+                   'convocations_periodic_last_success_timestamp_seconds{task="issuer-sweeper"}', "absent(up{",
+                   'convocations_dependency_up{dependency="database"}', 'up{job="rabbitmq"}',
+                   "slo:sli_error:ratio_rate1h", "convocations_paper_overdue"):
         assert metric in exprs, f"no alert on {metric}"
+    assert "faststream_received_processed_messages_total" not in exprs, "FastStream never sees our handlers' errors"
 
 
-def test_every_alert_has_a_runbook_entry_in_the_readme(alert_rules):
-    readme = README.read_text(encoding="utf-8")
+def test_every_alert_has_a_runbook_section_meaning_confirm_act(alert_rules):
+    runbooks = RUNBOOKS.read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^### (\w+)\n(.*?)(?=^##|\Z)", runbooks, re.M | re.S))
     for rule in alert_rules:
-        assert re.search(rf"^#+ {rule['alert']}\b", readme, re.M), f"README has no section for {rule['alert']}"
-        assert rule["annotations"]["runbook_url"] == f"deploy/README.md#{rule['alert'].lower()}"
+        name = rule["alert"]
+        assert name in sections, f"docs/runbooks.md has no section for {name}"
+        for part in ("**Meaning**", "**Confirm**", "**Act**"):
+            assert part in sections[name], f"the runbook of {name} does not say {part}"
+        assert rule["annotations"]["runbook_url"] == f"docs/runbooks.md#{name.lower()}"
 
 
 def test_prometheus_scrapes_every_service_where_compose_runs_it(compose):
@@ -855,11 +872,12 @@ def test_dashboard_is_complete_and_uses_the_selected_prometheus(dashboard):
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
             exprs.append(target["expr"])
     joined = " ".join(exprs)
-    for metric in ("convocations_events_published_total", "convocations_chain_latency_seconds_bucket",
-                   "convocations_outbox_pending", "convocations_dead_lettered_total",
-                   "convocations_smtp_attempts_total", "convocations_sms_attempts_total",
-                   "convocations_otp_checks_total", "faststream_received_processed_messages_total",
-                   "process_resident_memory_bytes"):
+    for metric in ("convocations_funnel_total", "slo:sli_error:ratio_rate1h", "http_requests_total",
+                   "convocations_chain_latency_seconds_bucket", "convocations_outbox_pending",
+                   "convocations_dead_lettered_total", "rabbitmq_detailed_queue_messages{",
+                   "rabbitmq_detailed_queue_consumers", "convocations_smtp_attempts_total",
+                   "convocations_sms_attempts_total", "convocations_otp_checks_total",
+                   "convocations_events_consumed_total", "process_resident_memory_bytes"):
         assert metric in joined, f"the dashboard does not show {metric}"
 
 
@@ -883,7 +901,7 @@ def promtool() -> str:
 
 def test_promtool_accepts_the_rules_and_their_unit_tests():
     tool = promtool()
-    for args in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]):
+    for args in (["check", "rules", "alerts.yml", "slo.yml"], ["test", "rules", "alerts.test.yml", "slo.test.yml"]):
         result = subprocess.run([tool, *args], cwd=DEPLOY / "prometheus", capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -1039,7 +1057,8 @@ def test_monitoring_ships_a_pod_monitor_a_readiness_probe_and_the_alert_rules():
         assert sorted(probe["spec"]["targets"]["staticConfig"]["static"]) == sorted(
             f"http://{name}:{port}/readyz" for name, (_pkg, port, _role) in SERVICES.items())
         (rule,) = by_kind(docs, "PrometheusRule").values()
-        assert rule["spec"]["groups"] == yaml.safe_load(ALERTS_FILE.read_text(encoding="utf-8"))["groups"]
+        assert rule["spec"]["groups"] == [g for path in (ALERTS_FILE, SLO_FILE)
+                                          for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]]
 
 
 def test_rabbitmq_queues_are_scraped_one_series_per_queue():
@@ -1048,5 +1067,9 @@ def test_rabbitmq_queues_are_scraped_one_series_per_queue():
     assert "rabbitmq_prometheus" in mq["spec"]["rabbitmq"]["additionalPlugins"]
     (monitor,) = by_kind(docs, "PodMonitor").values()
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": mq["metadata"]["name"]}
-    paths = {e["path"] for e in monitor["spec"]["podMetricsEndpoints"] if e["port"] == "prometheus"}
-    assert "/metrics/per-object" in paths
+    jobs = {e["path"]: [r["replacement"] for r in e["relabelings"] if r["targetLabel"] == "job"]
+            for e in monitor["spec"]["podMetricsEndpoints"] if e["port"] == "prometheus"}
+    # The job names and metric families the alert rules read (deploy/prometheus/alerts.yml).
+    assert jobs == {"/metrics": ["rabbitmq"], "/metrics/detailed": ["rabbitmq-queues"]}
+    (detailed,) = [e for e in monitor["spec"]["podMetricsEndpoints"] if e["path"] == "/metrics/detailed"]
+    assert set(detailed["params"]["family"]) == {"queue_coarse_metrics", "queue_consumer_count"}

@@ -8,6 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as http_metrics
 from starlette.exceptions import HTTPException
 
 from access_portal.audit import AuditPruner
@@ -50,6 +52,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app = runtime.http_app()
     app.state.runtime = runtime
     app.include_router(portal.router())
+    instrument_http(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Bad requests get a page in the patient's terms, never a bare JSON error (docs/architecture.md#security).
@@ -80,3 +83,17 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
         return response
 
     return app
+
+
+# Buckets around the latency SLO (300 ms, docs/slo.md): the SLI reads the le="0.3" bucket.
+HTTP_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0)
+
+
+def instrument_http(app: FastAPI) -> None:
+    """Patient-facing request rate, errors and latency by route template (``/m/{raw_id}/code``, never
+    the message id itself): http_requests_total and http_request_duration_seconds."""
+    Instrumentator(
+        should_group_status_codes=True,  # 2xx/4xx/5xx: the SLO needs classes, not every code
+        should_group_untemplated=True,  # probes of unknown paths count under "none", not one series each
+        excluded_handlers=["^/metrics$", "^/healthz$", "^/readyz$"],
+    ).add(http_metrics.requests()).add(http_metrics.latency(buckets=HTTP_LATENCY_BUCKETS)).instrument(app)

@@ -96,6 +96,16 @@ async def send_counts(conn, message_id: uuid.UUID, phone_hashes: list[str], now:
     )
 
 
+async def has_challenge(conn, message_id: uuid.UUID, *, used: bool = False) -> bool:
+    """Whether a code was ever requested (``used``: ever verified) for this message; decoys (a wrong
+    number typed, nothing texted) do not count."""
+    return await conn.fetchval(
+        "select exists(select 1 from challenge where message_id = $1 and not decoy"
+        " and ($2 = false or status = 'used'))",
+        message_id, used,
+    )
+
+
 async def insert_challenge(conn, *, challenge_id, message_id, code_hash, phone_hash, phone_hint, phone_enc,
                            bind_source, created_at, expires_at, decoy: bool = False) -> None:
     # A new code replaces the previous one: only the latest code of a message is ever valid. A decoy

@@ -23,6 +23,7 @@ from access_portal.settings import PortalSettings
 from shared import crypto
 from shared.contracts import AccessChangedV1, DocumentReleasedV1, OtpRequestedV1, envelope
 from shared.logs import get_logger
+from shared.metrics import reached
 from shared.outbox import add_event
 
 PRODUCER = "access-portal"
@@ -243,6 +244,7 @@ class Portal:
                 await store.audit(conn, message_id, "code-request", "rate-limited", client)
                 OTP_REQUESTS.labels("rate-limited").inc()
                 return self.wait_page(request, message, until)
+            first_request = not await store.has_challenge(conn, message_id)
             challenge_id, code = uuid.uuid4(), policy.new_code()
             expires_at = now + timedelta(seconds=self.settings.otp_ttl_seconds)
             await store.insert_challenge(
@@ -266,6 +268,8 @@ class Portal:
                 producer=PRODUCER, correlation_id=message["convocation_id"]))
             await store.audit(conn, message_id, "code-request", "sent", client)
         OTP_REQUESTS.labels("sent").inc()
+        if first_request:  # counted once the transaction committed, once per message
+            reached("code-requested")
         return RedirectResponse(f"/m/{message_id}/code", status_code=303)
 
     async def _target_phone(self, conn, message, typed: str):
@@ -358,6 +362,7 @@ class Portal:
                                                    real["code_hash"]):
                 return await self._wrong_code(conn, request, message, challenge, now, client)
             challenge = real
+            first_verification = not await store.has_challenge(conn, message_id, used=True)
             await store.use_challenge(conn, challenge["id"])
             if challenge["bind_source"] == "hospital":
                 await store.bind_phone(conn, message["patient_ref"], challenge["phone_hash"], challenge["phone_hint"],
@@ -371,6 +376,8 @@ class Portal:
             await store.insert_session(conn, self.session_hash(token), message_id)
             await store.audit(conn, message_id, "code-check", "right", client)
         OTP_CHECKS.labels("right").inc()
+        if first_verification:
+            reached("verified")
         response = RedirectResponse(f"/m/{message_id}/document", status_code=303)
         self.set_cookie(response, self.session_cookie, token, max_age=self.settings.session_absolute_seconds)
         return response

@@ -25,11 +25,15 @@ from shared.contracts import (
     envelope,
 )
 from shared.logs import get_logger
-from shared.metrics import CHAIN_LATENCY
+from shared.metrics import PAPER_REQUESTS, on_commit, reached
 from shared.outbox import add_event
 
 PRODUCER = "issuer"
 log = get_logger(__name__)
+# The statuses that put a convocation in each funnel stage the issuer owns.
+FUNNEL_STATUSES = {"e-mailed": ("e-mailed",), "bounced": ("bounced",), "downloaded": ("downloaded",),
+                   "paper": ("postal", "postal-fallback")}
+PAPER_GRACE_SECONDS = 900  # a sweep or two after the deadline is still on time
 
 
 class IssuerHandlers:
@@ -64,18 +68,19 @@ class IssuerHandlers:
                                         language=c.patient.language, appointment_at=c.appointment.starts_at,
                                         expires_at=expires_at, sealed_at=now, print_copy=copy,
                                         department=department)
-        else:
-            await store.insert_convocation(
+        elif await store.insert_convocation(
                 conn, convocation_id=c.convocation_id, message_id=sealed.message_id, patient_ref=sealed.patient_ref,
                 delivery=c.delivery, language=c.patient.language, appointment_at=c.appointment.starts_at,
                 expires_at=expires_at, created_at=d.envelope.occurred_at, sealed_at=now, print_copy=copy,
                 department=department,
-            )
+        ):
+            # A superseding convocation is the same convocation: the funnel counts it once.
+            reached("created")
+            reached("sealed", after_seconds=(now - d.envelope.occurred_at).total_seconds())
         await store.record_history(conn, c.convocation_id, "sealed", now)
         await self._emit(conn, d, sealed)
         row = await store.get_convocation(conn, c.convocation_id)
         await self._emit_status(conn, d, row, "sealed", now)
-        CHAIN_LATENCY.labels("sealed").observe(max(0.0, (now - d.envelope.occurred_at).total_seconds()))
         log.info("convocation sealed", message_id=str(sealed.message_id), key_id=sealed.key_id)
         if postal:
             await self._post(conn, d, row, postal, now)
@@ -150,26 +155,39 @@ class IssuerHandlers:
         return row
 
     async def _progress(self, conn, d: Delivery, row, status: str, at: datetime, detail: str | None = None) -> None:
+        await self._count_stage(conn, row, status, after_seconds=(at - row["created_at"]).total_seconds())
         if not domain.advances(row["status"], status):
             await store.stamp(conn, row["id"], status, at)
             return
         await store.set_status(conn, row["id"], status, at, detail)
         await self._emit_status(conn, d, row, status, at, detail)
-        CHAIN_LATENCY.labels(status).observe(max(0.0, (at - row["created_at"]).total_seconds()))
         log.info("status changed", status=status)
+
+    @staticmethod
+    async def _count_stage(conn, row, stage: str, *, after_seconds: float | None = None) -> None:
+        """Count the funnel stage if this convocation never reached it before (called before the
+        status is recorded; a step only stamped, e.g. e-mailed after downloaded, leaves its column set)."""
+        column = store.stamp_column(FUNNEL_STATUSES[stage][0])
+        if row[column] is None and not await store.reached_before(conn, row["id"], FUNNEL_STATUSES[stage]):
+            reached(stage, after_seconds=after_seconds)
 
     async def _post(self, conn, d: Delivery | None, row, reason: str, now: datetime, action_id=None) -> None:
         """Ask the print room to post the letter, once."""
         if row["postal_at"] is not None or row["print_copy"] is None:
             return
         status = "postal" if reason in ("preference", "secretariat") else "postal-fallback"
+        await self._count_stage(conn, row, "paper")
+        deadline = max(domain.fallback_deadline(row["appointment_at"], self.settings.postal_fallback_hours),
+                       row["sealed_at"])
+        late = (now - deadline).total_seconds() > PAPER_GRACE_SECONDS
+        on_commit(PAPER_REQUESTS.labels("late" if late else "on-time").inc)
         await self._emit(conn, d, PostalRequestedV1(convocation_id=row["id"], reason=reason,
                                                    language=row["language"], for_print_room=row["print_copy"]),
                          convocation_id=row["id"])
         await store.mark_posted(conn, row["id"], reason, now)
         await store.set_status(conn, row["id"], status, now, reason)
         await self._emit_status(conn, d, row, status, now, reason, action_id=action_id)
-        POSTAL_REQUESTS.labels(reason).inc()
+        on_commit(POSTAL_REQUESTS.labels(reason).inc)
         log.info("postal delivery requested", reason=reason)
 
     async def _revoke(self, conn, d: Delivery | None, row, reason: str, now: datetime,

@@ -86,6 +86,11 @@ _STAMP_COLUMN = {
 }
 
 
+def stamp_column(status: str) -> str:
+    """The convocation column holding the first time it reached ``status``."""
+    return _STAMP_COLUMN[status]
+
+
 async def set_status(
     conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, at: datetime, detail: str | None = None
 ) -> None:
@@ -110,4 +115,23 @@ async def record_history(
     await conn.execute(
         "insert into status_history(convocation_id, status, at, detail) values ($1, $2, $3, $4)",
         convocation_id, status, at, detail,
+    )
+
+
+async def reached_before(conn: asyncpg.Connection, convocation_id: uuid.UUID, statuses: tuple[str, ...]) -> bool:
+    """Whether the convocation's history already holds one of these statuses (for any of its messages)."""
+    return await conn.fetchval(
+        "select exists(select 1 from status_history where convocation_id = $1 and status = any($2::text[]))",
+        convocation_id, list(statuses),
+    )
+
+
+async def count_paper_overdue(conn: asyncpg.Connection, now: datetime, fallback_hours: int, grace_seconds: float) -> int:
+    """Letters past their paper deadline (plus a grace) that nobody downloaded and nobody posted."""
+    return await conn.fetchval(
+        "select count(*) from convocation where downloaded_at is null and postal_at is null and print_copy is not null"
+        " and status in ('sealed', 'e-mailed', 'bounced') and appointment_at > $1"
+        " and appointment_at - make_interval(hours => $2) + make_interval(secs => $3) <= $1"
+        " and sealed_at < appointment_at - make_interval(hours => $2)",
+        now, fallback_hours, grace_seconds,
     )

@@ -12,8 +12,9 @@ import asyncpg
 import structlog
 
 from issuer import domain, store
-from issuer.handlers import IssuerHandlers
+from issuer.handlers import PAPER_GRACE_SECONDS, IssuerHandlers
 from shared.logs import get_logger
+from shared.metrics import PAPER_OVERDUE, counted_after_commit
 
 log = get_logger(__name__)
 
@@ -26,17 +27,22 @@ class Sweeper:
         now = now or datetime.now(timezone.utc)
         pool: asyncpg.Pool = self._pool()
         done = 0
-        async with pool.acquire() as conn, conn.transaction():
-            for row in await store.due_for_expiry(conn, now):
-                with structlog.contextvars.bound_contextvars(correlation_id=str(row["id"])):
-                    await self.handlers.expire(conn, row, now)
-                done += 1
-        async with pool.acquire() as conn, conn.transaction():
-            hours = self.handlers.settings.postal_fallback_hours
-            for row in await store.due_for_fallback(conn, now, hours):
-                if domain.fallback_due(appointment_at=row["appointment_at"], sealed_at=row["sealed_at"], now=now,
-                                       fallback_hours=hours):
+        hours = self.handlers.settings.postal_fallback_hours
+        with counted_after_commit():
+            async with pool.acquire() as conn, conn.transaction():
+                for row in await store.due_for_expiry(conn, now):
                     with structlog.contextvars.bound_contextvars(correlation_id=str(row["id"])):
-                        await self.handlers.post_fallback(conn, row, now)
+                        await self.handlers.expire(conn, row, now)
                     done += 1
+        with counted_after_commit():
+            async with pool.acquire() as conn, conn.transaction():
+                for row in await store.due_for_fallback(conn, now, hours):
+                    if domain.fallback_due(appointment_at=row["appointment_at"], sealed_at=row["sealed_at"],
+                                           now=now, fallback_hours=hours):
+                        with structlog.contextvars.bound_contextvars(correlation_id=str(row["id"])):
+                            await self.handlers.post_fallback(conn, row, now)
+                        done += 1
+        async with pool.acquire() as conn:
+            # What the paper SLO counts: letters this sweep should have posted and did not (yet).
+            PAPER_OVERDUE.set(await store.count_paper_overdue(conn, now, hours, PAPER_GRACE_SECONDS))
         return done

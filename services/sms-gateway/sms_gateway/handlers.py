@@ -16,6 +16,7 @@ from shared import crypto
 from shared.consumer import Delivery, Rejected
 from shared.contracts import OtpRequestedV1
 from shared.logs import get_logger
+from shared.metrics import CODE_HANDOFF, on_commit, reached
 from shared.retry import RetryPolicy, schedule_retry
 from sms_gateway import rules, store
 from sms_gateway.events import CodeSms, add_sms_failed, add_sms_sent
@@ -70,7 +71,7 @@ class SmsHandlers:
         except ProviderError as err:
             await self.attempt_failed(conn, d, out, err)
             return
-        await self.record_accepted(conn, out, accepted)
+        await self.record_accepted(conn, out, accepted, requested_at=d.envelope.occurred_at)
 
     def outgoing(self, d: Delivery[OtpRequestedV1], phone: str, *, attempt: int) -> Outgoing:
         o = d.data
@@ -140,9 +141,13 @@ class SmsHandlers:
         log.warning("sms failed", challenge_id=str(out.sms.challenge_id), provider=err.provider,
                     error_code=err.code, attempt=out.attempt)
 
-    async def record_accepted(self, conn: asyncpg.Connection, out: Outgoing, accepted: Accepted) -> None:
+    async def record_accepted(self, conn: asyncpg.Connection, out: Outgoing, accepted: Accepted, *,
+                              requested_at: datetime) -> None:
         now = datetime.now(timezone.utc)
         SMS_ATTEMPTS.labels(accepted.provider, "accepted").inc()
+        on_commit(lambda: CODE_HANDOFF.observe(max(0.0, (now - requested_at).total_seconds())))
+        if not await store.code_sent_before(conn, out.sms.convocation_id):
+            reached("code-sent")
         await store.save_sms(conn, **out.row(status=rules.accepted_status(accepted.provider, accepted.status),
                                              provider=accepted.provider,
                                              provider_message_id=accepted.provider_message_id, sent_at=now))

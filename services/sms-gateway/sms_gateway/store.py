@@ -44,6 +44,12 @@ async def count_sent_since(conn: asyncpg.Connection, since: datetime, phone_hash
                                list(phone_hashes), since)
 
 
+async def code_sent_before(conn: asyncpg.Connection, convocation_id: uuid.UUID) -> bool:
+    """Whether a provider already accepted a code for this convocation (any challenge)."""
+    return await conn.fetchval("select exists(select 1 from sms where convocation_id = $1 and sent_at is not null)",
+                               convocation_id)
+
+
 async def save_sms(conn: asyncpg.Connection, *, challenge_id, message_id, convocation_id, otp_event_id, phone_hash,
                    country, attempts, status, provider=None, provider_message_id=None, error_code=None,
                    last_error=None, sent_at=None, final_at=None) -> None:
