@@ -59,8 +59,8 @@ if ! broker_answers; then
   exit 1
 fi
 # Per-queue metrics (depth, consumers, dead-letter queues) for the alerts: the broker's own Prometheus
-# endpoint on :15692. On RabbitMQ 3.10 enabling a plugin was seen to leave every feature flag disabled
-# (quorum queues then cannot be declared): enable them all again, which is idempotent.
+# endpoint on :15692. RabbitMQ 3.10 was seen here, after a restart, with every feature flag disabled
+# (quorum queues then cannot be declared): enable them all, which is idempotent.
 if ! timeout 60 $SUDO rabbitmq-plugins list -e -q 2>/dev/null | grep -q rabbitmq_prometheus; then
   echo "==> enabling the rabbitmq_prometheus plugin"
   timeout 120 $SUDO rabbitmq-plugins enable -q rabbitmq_prometheus >/dev/null

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Generic, TypeVar
 
 import asyncpg
@@ -186,6 +187,7 @@ class Consumer:
                 "x-rejected-reason": exc.reason,
                 "x-rejected-detail": exc.detail,
                 "x-rejected-by": self.service,
+                "x-rejected-at": datetime.now(timezone.utc).isoformat(),  # the dead letter's age (dlq list)
                 "x-original-routing-key": raw.routing_key or "",
             },
             persist=True,

@@ -55,8 +55,8 @@ def _project(tmp_path: Path) -> Path:
 def _run(project: Path, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
     stubs = tmp_path / "bin"
     stubs.mkdir(exist_ok=True)
-    names = ["dpkg", "apt-get", "rabbitmq-server", "rabbitmq-diagnostics", "rabbitmqctl", "pg_isready",
-             "pg_ctlcluster", "psql", "python3", "pkill", "kill", "killall", "rm", "sudo", "timeout"]
+    names = ["dpkg", "apt-get", "rabbitmq-server", "rabbitmq-diagnostics", "rabbitmqctl", "rabbitmq-plugins",
+             "pg_isready", "pg_ctlcluster", "psql", "python3", "pkill", "kill", "killall", "rm", "sudo", "timeout"]
     for name in names:
         path = stubs / name
         path.write_text(STUB if name not in ("timeout", "rm") else "")
