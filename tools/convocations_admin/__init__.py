@@ -1,0 +1,1 @@
+"""convocations-admin: operator commands (dead-letter queues) run against the live broker."""
