@@ -57,13 +57,13 @@ def rabbitmq_vhost():
     yield VHOST
 
 
-def _purge_all_queues() -> None:
-    out = subprocess.run([RABBITMQCTL, "list_queues", "-q", "--no-table-headers", "-p", VHOST, "name"],
+def _purge_all_queues(vhost: str = VHOST, amqp_url: str = AMQP_URL) -> None:
+    out = subprocess.run([RABBITMQCTL, "list_queues", "-q", "--no-table-headers", "-p", vhost, "name"],
                          capture_output=True, text=True, timeout=120, check=True)
     names = [n.strip() for n in out.stdout.splitlines() if n.strip()]
 
     async def purge() -> None:
-        connection = await aio_pika.connect(AMQP_URL)
+        connection = await aio_pika.connect(amqp_url)
         async with connection:
             channel = await connection.channel()
             for name in names:

@@ -17,7 +17,7 @@ from faststream.rabbit import Channel, RabbitBroker
 from shared import topology
 from shared.consumer import Consumer, Delivery
 from shared.contracts import DocumentReleasedV1, envelope
-from shared.db import SHARED_MIGRATIONS, migrate
+from shared.db import SHARED_MIGRATIONS, migrate, wait_for_migrations
 from shared.outbox import OutboxRelay, add_event
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
@@ -53,6 +53,20 @@ async def test_replicas_starting_together_apply_each_migration_once(schema, tmp_
     assert sorted(len(r) for r in results) == [0, 0, files]  # one replica applied shared + service files
     assert await pool.fetchval("select count(*) from schema_migrations") == files
     assert await migrate(pool, name, tmp_path) == []
+
+
+async def test_a_replica_that_does_not_migrate_waits_for_the_migration_job_or_stops_saying_so(schema, tmp_path):
+    """Production (MIGRATE_ON_START=false): the runtime role may not change its schema, so a replica
+    waits for the release's migration job instead of migrating, and gives up with a clear error."""
+    name, _, pool = schema
+    (tmp_path / "0001_things.sql").write_text("create table thing (id int primary key);")
+    with pytest.raises(RuntimeError, match="run the release's migration job"):
+        await wait_for_migrations(pool, name, tmp_path, wait_seconds=0.2)
+    waiting = asyncio.create_task(wait_for_migrations(pool, name, tmp_path, wait_seconds=30))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    await migrate(pool, name, tmp_path)  # what `python -m <service> migrate` does
+    await asyncio.wait_for(waiting, 5)
 
 
 async def test_the_relay_publishes_committed_events_persistently_and_forgets_rolled_back_ones(schema, broker,

@@ -32,7 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from devinbox import DevInbox, parse_email
 from devstack.stack import ROOT, SERVICES, Stack, free_port, python_path
-from tests.conftest import RABBITMQCTL, VHOST
+from tests.conftest import RABBITMQCTL, VHOST, _purge_all_queues
 from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, render, secret_templates
 
 PROD_VHOST = f"{VHOST}-production"
@@ -221,7 +221,7 @@ def broker(infra):
             p = permission["spec"]["permissions"]
             _rabbitmqctl("set_topic_permissions", "-p", PROD_VHOST, username, p["exchange"],
                          p.get("write", "^$"), p.get("read", "^$"))
-        _purge_queues()
+        _purge_all_queues(PROD_VHOST, f"amqp://guest:guest@127.0.0.1:5672/{quote(PROD_VHOST, safe='')}")
         yield users
     finally:
         for username, _ in users.values():
@@ -232,13 +232,6 @@ def amqp_url(user: tuple[str, str]) -> str:
     """The tier's vhost as one of its broker users, e.g. ``amqp_url(broker["hospital-his"])``."""
     username, password = user
     return f"amqp://{quote(username, safe='')}:{quote(password, safe='')}@127.0.0.1:5672/{quote(PROD_VHOST, safe='')}"
-
-
-def _purge_queues() -> None:
-    out = subprocess.run([RABBITMQCTL, "list_queues", "-q", "--no-table-headers", "-p", PROD_VHOST, "name"],
-                         capture_output=True, text=True, timeout=120, check=True)
-    for name in filter(None, map(str.strip, out.stdout.splitlines())):
-        _rabbitmqctl("purge_queue", "-p", PROD_VHOST, name)
 
 
 # --- the hospital's SMTP relay: STARTTLS required, then AUTH -------------------------------------------
