@@ -8,13 +8,15 @@ import json
 import time
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from devoidc import DevOidc
-from tests.e2e.conftest import random_mobile
+from tests.e2e.conftest import code_of, random_mobile
+from tests.patient import PatientClient, find_link
 
 pytestmark = pytest.mark.e2e
 NEURO = ("neurology", "Neurologie")
@@ -164,3 +166,36 @@ async def test_the_api_is_described_by_openapi(stack):
     assert {"/v1/convocations", "/v1/convocations/search", "/v1/convocations/{convocation_id}",
             "/v1/convocations/{convocation_id}/actions"} <= set(spec["paths"])
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+async def test_reset_binding_is_done_by_the_portal_and_the_patient_is_asked_for_the_number_again(chain, cardio):
+    e164, national = random_mobile()
+    first = chain.event(mobile=national, patient_id=f"P-{uuid.uuid4().hex[:8]}")
+    await chain.publish(first)
+    patient = PatientClient(find_link((await chain.email_to(first["data"]["patient"]["email"]))["text"]))
+    patient.request_code(national)
+    assert patient.enter_code(code_of(await chain.sms_to(e164))).status_code == 303
+    cid = first["data"]["convocation_id"]
+    await cardio.wait(cid, lambda b: "code-sent" in kinds(b))
+    body = cardio.get(f"/convocations/{cid}").json()
+    assert body["phone_hint"] and national.replace(" ", "")[3:8] not in body["phone_hint"]  # masked
+    r = cardio.post(f"/convocations/{cid}/actions", {"action": "reset-binding", "reason": "patient lost the phone"})
+    assert r.status_code == 202
+    body = await cardio.wait(cid, lambda b: "binding-reset" in kinds(b))
+    assert next(t for t in body["timeline"] if t["kind"] == "binding-reset")["action_id"] == r.json()["action_id"]
+    ref = await chain.db.fetchval("select patient_ref from secretariat.convocation where id = $1", uuid.UUID(cid))
+    assert await chain.db.fetchval("select count(*) from access_portal.phone_binding where patient_ref = $1",
+                                   ref) == 0
+
+
+async def test_the_staff_audit_is_append_only_for_the_service_role(chain, test_database):
+    conn = await asyncpg.connect(f"postgresql://secretariat:secretariat@127.0.0.1:5432/{test_database}")
+    try:
+        await conn.execute("set search_path = secretariat")
+        await conn.execute("insert into staff_audit(subject, name, via, action, outcome) values"
+                           " ('t', 'Test', 'console', 'search', 'ok')")
+        for sql in ("update staff_audit set reason = 'rewritten'", "delete from staff_audit"):
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute(sql)
+    finally:
+        await conn.close()
