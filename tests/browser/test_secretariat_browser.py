@@ -194,3 +194,19 @@ async def test_a_secretary_of_neurology_neither_sees_nor_acts_on_cardiology(brow
     csv = await context.request.get(f"{base}/audit.csv")
     assert csv.status == 200 and "refused-department" in await csv.text()
     await context.close()
+
+
+async def test_the_session_time_out_is_announced_two_minutes_ahead_and_can_be_extended(browser, stack):
+    context, page = await sign_in(browser, stack)
+    await page.clock.install()
+    await page.goto(f"{stack.url('secretariat')}/search")
+    warning = page.get_by_role("alertdialog")
+    assert not await warning.is_visible()
+    await page.clock.fast_forward("13:01")  # 15 minutes idle, warned 2 minutes before
+    assert await warning.is_visible()
+    assert "two minutes" in await warning.inner_text()
+    async with page.expect_response(re.compile(r"/session/keepalive$")) as answer:
+        await page.get_by_role("button", name="Stay signed in").click()
+    assert (await answer.value).status == 204
+    assert not await warning.is_visible()
+    await context.close()
