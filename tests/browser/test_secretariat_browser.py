@@ -210,3 +210,19 @@ async def test_the_session_time_out_is_announced_two_minutes_ahead_and_can_be_ex
     assert (await answer.value).status == 204
     assert not await warning.is_visible()
     await context.close()
+
+
+@pytest.mark.parametrize("width, height", [(1280, 800), (768, 1024)])
+async def test_the_console_fits_a_desktop_and_a_tablet_without_sideways_scrolling(browser, chain, stack, width,
+                                                                                  height):
+    event = chain.event()
+    await chain.publish(event)
+    cid = event["data"]["convocation_id"]
+    context, page = await sign_in(browser, stack)
+    await page.set_viewport_size({"width": width, "height": height})
+    await open_convocation(page, stack, cid, "e-mailed")
+    for url in (f"/c/{cid}", "/search?department=cardiology"):
+        await page.goto(stack.url("secretariat") + url)
+        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, (url, width, overflow)
+    await context.close()
