@@ -118,7 +118,7 @@ class PortalHandlers:
             await store.unlock_message(conn, a.message_id)
             change = "unlocked"
         elif a.action == "reset-binding":
-            await store.end_binding(conn, message["patient_ref"])
+            await store.end_binding(conn, [message["patient_ref"]])
             change = "binding-reset"
         else:
             if a.for_portal is None:
@@ -128,7 +128,7 @@ class PortalHandlers:
             phone = self.phone_fields(mobile, message["patient_ref"])
             await store.set_number_on_file(conn, message["patient_ref"], **phone)
             # The number the patient verified before is not the hospital's any more (docs/architecture.md#security).
-            await store.end_binding(conn, message["patient_ref"])
+            await store.end_binding(conn, [message["patient_ref"]])
             hint, change = phone["phone_hint"], "mobile-corrected"
         await store.audit(conn, a.message_id, f"staff-{a.action}", "done", None, f"action {a.action_id}")
         await add_event(conn, envelope(
