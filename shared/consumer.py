@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 import asyncpg
 import structlog
 from faststream import AckPolicy
-from faststream.rabbit import RabbitBroker, RabbitMessage
+from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from pydantic import ValidationError
 
 from shared import crypto, topology
@@ -41,6 +41,15 @@ class Rejected(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class LargeMessages:
+    """At most ``at_once`` messages of ``min_bytes`` or more are decoded and handled at a time (the
+    broker client runs a queue's messages concurrently, up to its prefetch)."""
+
+    min_bytes: int
+    at_once: int
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,10 @@ class Consumer:
         self._pool = pool_getter
         self.queues: list[str] = []
 
-    def subscribe(self, payload_cls: type[P], handler: Handler, *, idempotent_by_inbox: bool = True) -> None:
+    def subscribe(self, payload_cls: type[P], handler: Handler, *, idempotent_by_inbox: bool = True,
+                  prefetch: int | None = None, large: LargeMessages | None = None) -> None:
+        """``prefetch``: unacknowledged messages held for this queue (else the broker's default); the
+        bodies wait in memory. ``large``: how many big messages are decoded and handled at once."""
         routing_key = payload_cls.routing_key()
         if self.service not in topology.BUS[routing_key][1]:
             raise ValueError(f"{self.service} is not a consumer of {routing_key} in shared/topology.py BUS")
@@ -114,14 +126,20 @@ class Consumer:
         event_type = payload_cls.EVENT_TYPE
         for outcome in ("processed", "error"):  # exported from the start: rate() sees the first error
             EVENTS_CONSUMED.labels(self.service, event_type, outcome)
+        gate = asyncio.Semaphore(large.at_once) if large else None
 
         async def consume(msg: RabbitMessage) -> None:  # called with the message by _whole_message
+            if gate is not None and large is not None and len(msg.body) >= large.min_bytes:
+                async with gate:  # taken before decoding: a decoded letter is a few copies of its body
+                    await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
+                return
             await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
 
         consume.__name__ = f"on_{event_type.replace('.', '_')}"
         self.broker.subscriber(
             queue, topology.events_exchange(self.exchange), ack_policy=AckPolicy.MANUAL,
             decoder=_whole_message, title=f"{self.service}:{routing_key}",
+            **({"channel": Channel(prefetch_count=prefetch, on_return_raises=True)} if prefetch else {}),
         )(consume)
 
     async def _consume(

@@ -65,10 +65,11 @@ class OutboxRelay:
         exchange: str,
         poll_seconds: float = 1.0,
         batch: int = 50,
+        batch_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.service, self.schema, self.pool, self.dsn = service, schema, pool, dsn
         self.broker, self.exchange = broker, exchange
-        self.poll_seconds, self.batch = poll_seconds, batch
+        self.poll_seconds, self.batch, self.batch_bytes = poll_seconds, batch, batch_bytes
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._listener: asyncpg.Connection | None = None
@@ -130,13 +131,25 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch; returns how many rows were published."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "select id, event_id, exchange, routing_key, event_type, correlation_id, body, headers"
-                " from outbox where next_attempt_at <= now() order by id limit $1 for update skip locked",
+            # Sizes first: a batch holds up to ``batch_bytes`` of bodies (at least one row), so a few
+            # 13 MB sealed letters are never all in memory at once; the other locked rows go next round.
+            sized = await conn.fetch(
+                "select id, octet_length(body) as size from outbox where next_attempt_at <= now()"
+                " order by id limit $1 for update skip locked",
                 self.batch,
             )
-            if not rows:
+            if not sized:
                 return 0
+            ids, total = [], 0
+            for row in sized:
+                if ids and total + row["size"] > self.batch_bytes:
+                    break
+                ids.append(row["id"])
+                total += row["size"]
+            rows = await conn.fetch(
+                "select id, event_id, exchange, routing_key, event_type, correlation_id, body, headers"
+                " from outbox where id = any($1::bigint[]) order by id", ids,
+            )
             results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
             done = [r["id"] for r, res in zip(rows, results) if not isinstance(res, BaseException)]
             for row, res in zip(rows, results):

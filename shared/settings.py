@@ -95,7 +95,7 @@ class ServiceSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _refuse_default_credentials(self) -> "ServiceSettings":
+    def _refuse_default_credentials(self) -> ServiceSettings:
         if self.environment == "production":
             # A database password may also come from PGPASSWORD, a passfile or a client certificate.
             if problem := default_credentials(self.database_url, "postgres", password_required=False):

@@ -93,6 +93,9 @@ CRD_DIRECTORIES = {"rabbitmq.com": {"infra"}, "postgresql.cnpg.io": {"infra"}, "
                    "gateway.networking.k8s.io": {"base", "access-portal", "sms-gateway"}}
 OVERLAYS = {"dev": "convocations-dev", "prod": "convocations", "prod-keda": "convocations"}
 MEMORY_LIMIT_MAX = 256 * 2**20
+# The issuer holds the documented maximum letter (10 MB) a few times over while sealing it: `make bench`
+# measures its peak with four such letters at once (255 MB), and its limit is sized on that.
+MEMORY_LIMIT_MAX_BY_SERVICE = {"issuer": 320 * 2**20}
 
 
 def load_yaml_docs(path: Path) -> list[dict]:
@@ -462,7 +465,7 @@ def check_probes_and_resources(name: str, deployment: dict) -> None:
     resources = container["resources"]
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= resources[kind].keys(), f"{name}: {kind} needs cpu and memory"
-    assert memory_bytes(resources["limits"]["memory"]) <= MEMORY_LIMIT_MAX
+    assert memory_bytes(resources["limits"]["memory"]) <= MEMORY_LIMIT_MAX_BY_SERVICE.get(name, MEMORY_LIMIT_MAX)
     assert memory_bytes(resources["requests"]["memory"]) <= memory_bytes(resources["limits"]["memory"])
     volumes = {v["name"]: v for v in pod["volumes"]}
     (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]

@@ -141,6 +141,28 @@ async def test_an_unroutable_event_stays_in_the_outbox_until_it_can_be_delivered
         await relay.stop()
 
 
+async def test_the_relay_holds_a_few_megabytes_of_bodies_at_a_time_not_a_batch_of_letters(schema, broker,
+                                                                                            exchange_name):
+    """Issue #7 item 4: a batch of 50 sealed 10 MB letters was 650 MB in the relay at once."""
+    name, dsn, pool = schema
+    await migrate(pool, name, Path("/nonexistent"))
+    exchange = f"{exchange_name}.plumbing-big"
+    await broker.declare_exchange(topology.events_exchange(exchange))
+    queue = await broker.declare_queue(topology.consumer_queue(exchange, "big", "document.released.v1"))
+    await queue.bind(exchange, routing_key="document.released.v1")
+    async with pool.acquire() as conn, conn.transaction():
+        for _ in range(3):
+            await add_event(conn, envelope(released(), producer="access-portal", correlation_id=uuid.uuid4()))
+        await conn.execute("update outbox set body = $1", b"x" * (3 * 1024 * 1024))  # 3 MB each
+    relay = OutboxRelay(service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange,
+                        batch_bytes=4 * 1024 * 1024)
+    try:
+        assert [await relay.relay_once() for _ in range(4)] == [1, 1, 1, 0]  # one 3 MB body per batch, in order
+        assert await pool.fetchval("select count(*) from outbox") == 0
+    finally:
+        await queue.delete(if_unused=False, if_empty=False)
+
+
 async def test_an_event_delivered_twice_takes_effect_once(schema, broker, exchange_name):
     name, _, pool = schema
     await migrate(pool, name, Path("/nonexistent"))

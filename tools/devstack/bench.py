@@ -5,6 +5,7 @@ and exchange), with the development inbox as SMTP server, and measures:
 - throughput of convocation.created -> e-mail accepted by SMTP (1 KB and 150 KB PDFs);
 - latency of that chain at half the measured rate (p50/p95/p99);
 - portal page latency under a fixed request rate;
+- the issuer's peak resident memory with four 10 MB letters in flight at once;
 - resident memory of each service afterwards.
 """
 
@@ -37,11 +38,31 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now (VmRSS) or the peak since the process started (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def big_letters_run(stack, inbox, count: int = 4) -> None:
+    """Four letters of the documented maximum (10 MB) published at once: the issuer's peak memory."""
+    from shared.contracts import MAX_PDF_BYTES
+
+    pid = stack.processes["issuer"].pid
+    before = rss_mb(pid)
+    pdf = sample_pdf("x" * (MAX_PDF_BYTES - 1024))
+    events = [convocation_event(email=f"big-{uuid.uuid4().hex[:10]}@example.ch", pdf=pdf) for _ in range(count)]
+    inbox.clear()
+    t0 = time.monotonic()
+    sent = asyncio.run(publish_all(stack.exchange, events, None))
+    del events, pdf
+    received = wait_received(inbox, set(sent), timeout=120)
+    print(f"Issuer with {count} letters of {MAX_PDF_BYTES // 2**20} MB in flight: RSS {before:.0f} MB before, "
+          f"peak {rss_mb(pid, 'VmHWM'):.0f} MB, {len(received)}/{count} e-mails in {time.monotonic() - t0:.1f} s")
+    print("  peak of the services that receive the sealed letters: " + ", ".join(
+        f"{name} {rss_mb(stack.processes[name].pid, 'VmHWM'):.0f} MB" for name in ("mailer", "access-portal")))
 
 
 async def publish_all(exchange: str, events: list[dict], rate: float | None) -> dict[str, float]:
@@ -112,17 +133,21 @@ async def portal_load(url: str, rate: float, seconds: float) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Convocations benchmarks")
     parser.add_argument("-n", type=int, default=300, help="convocations per throughput run")
+    parser.add_argument("--big-letters-only", action="store_true", help="only the 10 MB letters' memory figure")
     args = parser.parse_args()
     database = f"convocations_bench_{uuid.uuid4().hex[:6]}"
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
     inbox = DevInbox().start()
-    stack = Stack(database=database, exchange="bench", smtp_port=inbox.smtp_port,
+    stack = Stack(database=database, exchange="bench", smtp_port=inbox.smtp_port, amqp_url=AMQP,
                   sms_provider_url=inbox.twilio_base_url, sms_account_sid=inbox.account_sid,
                   sms_auth_token=inbox.auth_token, log_dir=Path(tempfile.mkdtemp()) / "logs",
                   extra_env={"*": {"LOG_LEVEL": "WARNING", "OUTBOX_POLL_SECONDS": "1"}})
     try:
         stack.start()
         chain_run(stack, inbox.inbox, 20, 1, None)  # warm-up
+        big_letters_run(stack, inbox.inbox)  # first: the peak (VmHWM) is the process's since its start
+        if args.big_letters_only:
+            return
         print(f"Chain convocation.created -> e-mail accepted ({os.cpu_count()} cores, services as processes)")
         rates = {}
         for kb in (1, 150):

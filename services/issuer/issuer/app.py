@@ -8,6 +8,7 @@ from issuer.handlers import IssuerHandlers
 from issuer.settings import IssuerSettings
 from issuer.sweeper import Sweeper
 from shared import topology
+from shared.consumer import LargeMessages
 from shared.contracts import (
     ConvocationCancelledV1,
     ConvocationCreatedV1,
@@ -19,13 +20,16 @@ from shared.contracts import (
 from shared.runtime import Runtime
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+LARGE_LETTER_BYTES = 1024 * 1024  # a convocation.created this big carries a sizeable PDF
 
 
 def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     settings = settings or IssuerSettings()
     runtime = Runtime("issuer", "issuer", settings, MIGRATIONS)
     handlers = IssuerHandlers(settings)
-    runtime.consumer.subscribe(ConvocationCreatedV1, handlers.on_convocation_created)
+    runtime.consumer.subscribe(ConvocationCreatedV1, handlers.on_convocation_created,
+                               prefetch=settings.letters_prefetch,
+                               large=LargeMessages(min_bytes=LARGE_LETTER_BYTES, at_once=settings.large_letters_at_once))
     runtime.consumer.subscribe(ConvocationCancelledV1, handlers.on_convocation_cancelled)
     runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent)
     runtime.consumer.subscribe(EmailFailedV1, handlers.on_email_failed)

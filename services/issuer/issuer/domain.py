@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from dataclasses import dataclass
@@ -123,11 +124,12 @@ def seal_convocation(
 
 def print_copy(convocation: ConvocationCreatedV1, pdf: bytes, print_room_public_key: bytes) -> str:
     """The letter and the patient's id, sealed so that only the print room opens them."""
-    payload = json.dumps({
-        "patient_id": convocation.patient.id,
-        "patient_name": convocation.patient.name,
-        "document_pdf_base64": crypto.b64e(pdf),
-    }).encode()
+    # The same JSON as json.dumps of the three fields, but the 13 MB base64 of a large letter is copied
+    # once (the hospital's own text when it sent the PDF), not escaped, re-encoded and copied again.
+    head = json.dumps({"patient_id": convocation.patient.id, "patient_name": convocation.patient.name})
+    document = convocation.document_pdf_base64.encode() if convocation.document_pdf_base64 else base64.b64encode(pdf)
+    payload = b"".join((head[:-1].encode(), b', "document_pdf_base64": "', document, b'"}'))
+    del document  # sealing makes three more copies of this size: do not keep a fourth
     return crypto.seal_for_recipient(print_room_public_key, payload,
                                      context=print_room_context(convocation.convocation_id))
 

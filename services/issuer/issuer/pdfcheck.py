@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 
@@ -33,6 +34,7 @@ def active_content(pdf: bytes) -> str | None:
     Every object of the file is inspected, not only those reachable from the catalogue, so nothing
     hides in an object a viewer would find by repairing the cross-reference table."""
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings about sloppy files are not ours
+    reader = None
     try:
         reader = PdfReader(io.BytesIO(pdf), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
@@ -47,6 +49,13 @@ def active_content(pdf: bytes) -> str | None:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise UnreadablePdf(f"the document cannot be read as a PDF ({type(exc).__name__})") from None
+    finally:
+        if reader is not None:
+            # The parsed objects (a 10 MB content stream among them) sit in reference cycles with the
+            # reader: free them now, not at some later garbage collection while the letter is sealed.
+            reader.resolved_objects.clear()
+            del reader
+            gc.collect()
 
 
 def _inspect(obj, key: str | None) -> str | None:

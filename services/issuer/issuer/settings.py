@@ -1,5 +1,7 @@
 """Issuer settings (environment variables)."""
 
+from pydantic import Field
+
 from shared.crypto import b64e, recipient_public_key
 from shared.settings import KeyRing, ServiceSettings, _decode_key, dev_key
 
@@ -17,3 +19,8 @@ class IssuerSettings(ServiceSettings):
     message_ttl_days: int = 30  # the message expires this long after the appointment
     postal_fallback_hours: int = 48  # no download this long before the appointment: paper
     sweep_seconds: float = 60.0  # how often fallbacks and expiries are looked for
+    # Memory: a 10 MB letter is a 13 MB message, and handling it takes a few copies. Letters waiting
+    # unacknowledged are held in memory (LETTERS_PREFETCH), and those over 1 MB are sealed one at a
+    # time (LARGE_LETTERS_AT_ONCE): four 10 MB letters at once peak at 255 MB (pod limit 320Mi).
+    letters_prefetch: int = Field(2, ge=1)
+    large_letters_at_once: int = Field(1, ge=1)

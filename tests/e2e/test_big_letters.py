@@ -1,0 +1,33 @@
+"""Issue #7 item 4: the documented maximum letter fits the issuer. The reviewer measured one 10 MB PDF
+taking it from 122 to 259 MiB and four together to 526 MiB, over its 256 Mi pod limit."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from devstack.sample import sample_pdf
+from shared.contracts import MAX_PDF_BYTES
+
+pytestmark = pytest.mark.e2e
+POD_LIMIT_MB = 320  # deploy/k8s/base/issuer/deployment.yaml
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+async def test_four_letters_of_the_maximum_size_at_once_stay_within_the_issuers_limit(chain):
+    pdf = sample_pdf("x" * (MAX_PDF_BYTES - 1024))
+    events = [chain.event(pdf=pdf) for _ in range(4)]
+    del pdf
+    await asyncio.gather(*(chain.publish(event) for event in events))
+    for event in events:
+        await chain.email_to(event["data"]["patient"]["email"], timeout=90)
+    peak = peak_rss_mb(chain.stack.processes["issuer"].pid)
+    assert peak < POD_LIMIT_MB * 0.95, f"the issuer peaked at {peak:.0f} MB"
