@@ -94,7 +94,7 @@ CRD_DIRECTORIES = {"rabbitmq.com": {"infra"}, "postgresql.cnpg.io": {"infra"}, "
 OVERLAYS = {"dev": "convocations-dev", "prod": "convocations", "prod-keda": "convocations"}
 MEMORY_LIMIT_MAX = 256 * 2**20
 # The issuer holds the documented maximum letter (10 MB) a few times over while sealing it: `make bench`
-# measures its peak with four such letters at once (255 MB), and its limit is sized on that.
+# measures its peak with four such letters at once (255–271 MB), and its limit is sized on that.
 MEMORY_LIMIT_MAX_BY_SERVICE = {"issuer": 320 * 2**20}
 
 

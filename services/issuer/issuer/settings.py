@@ -21,6 +21,6 @@ class IssuerSettings(ServiceSettings):
     sweep_seconds: float = 60.0  # how often fallbacks and expiries are looked for
     # Memory: a 10 MB letter is a 13 MB message, and handling it takes a few copies. Letters waiting
     # unacknowledged are held in memory (LETTERS_PREFETCH), and those over 1 MB are sealed one at a
-    # time (LARGE_LETTERS_AT_ONCE): four 10 MB letters at once peak at 255 MB (pod limit 320Mi).
+    # time (LARGE_LETTERS_AT_ONCE): four 10 MB letters at once peak at 255–271 MB (pod limit 320Mi).
     letters_prefetch: int = Field(2, ge=1)
     large_letters_at_once: int = Field(1, ge=1)
