@@ -10,7 +10,8 @@ need_pkgs=(fonts-dejavu-core poppler-utils)
 # Debian splits venv (and ensurepip) out of python3.
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_pkgs+=("python3-venv")
 # For the tests: a real browser, and promtool (Debian package prometheus) to check the alert rules.
-[ "${1:-}" = "--with-browser" ] && need_pkgs+=(chromium prometheus)
+# npm installs the pinned axe-core of the accessibility tests (tests/browser/a11y/package-lock.json).
+[ "${1:-}" = "--with-browser" ] && need_pkgs+=(chromium prometheus npm)
 command -v rabbitmq-server >/dev/null || need_pkgs+=(rabbitmq-server)
 command -v pg_ctlcluster >/dev/null || need_pkgs+=(postgresql)
 missing=()
@@ -40,6 +41,13 @@ if ! cmp -s requirements/dev.lock .venv/.installed-lock 2>/dev/null; then
   echo "==> pip install --require-hashes -r requirements/dev.lock"
   .venv/bin/pip install -q --require-hashes -r requirements/dev.lock
   cp requirements/dev.lock .venv/.installed-lock
+fi
+
+a11y=tests/browser/a11y
+if [ "${1:-}" = "--with-browser" ] && { [ ! -f $a11y/node_modules/.package-lock.json ] \
+    || [ $a11y/package-lock.json -nt $a11y/node_modules/.package-lock.json ]; }; then
+  echo "==> npm ci (axe-core for the accessibility tests)"
+  npm ci --prefix $a11y --no-audit --no-fund --silent
 fi
 
 broker_answers() {

@@ -244,8 +244,9 @@ class PostalRequestedV1(EventPayload):
     EVENT_TYPE: ClassVar[str] = "postal.requested"
 
     convocation_id: uuid.UUID
-    reason: Literal["preference", "no-email", "email-failed", "not-downloaded", "secretariat"] = Field(
-        description="'secretariat': the department's secretariat asked for paper."
+    reason: Literal["preference", "no-email", "email-failed", "not-downloaded", "secretariat", "patient-request"] = Field(
+        description="'secretariat': the department's secretariat asked for paper; 'patient-request': the patient"
+                    " asked on the portal, after the SMS code."
     )
     language: Language
     for_print_room: str = Field(
@@ -335,6 +336,16 @@ class DocumentReleasedV1(EventPayload):
     released_at: AwareDatetime
 
 
+class PostalChosenV1(EventPayload):
+    """The patient asked on the portal, after the SMS code, to receive this convocation by post."""
+
+    EVENT_TYPE: ClassVar[str] = "postal.chosen"
+
+    message_id: uuid.UUID
+    convocation_id: uuid.UUID
+    chosen_at: AwareDatetime
+
+
 # --- sms-gateway -> access-portal ------------------------------------------------------------
 
 
@@ -419,6 +430,7 @@ CATALOGUE: dict[str, type[EventPayload]] = {
         EmailFailedV1,
         OtpRequestedV1,
         DocumentReleasedV1,
+        PostalChosenV1,
         SmsSentV1,
         SmsFailedV1,
         AccessChangedV1,

@@ -71,6 +71,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("aiosmtplib").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # fpdf2's font subsetting (fontTools) writes about 80 INFO lines per rendered letter.
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 
 def get_logger(name: str | None = None):

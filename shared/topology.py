@@ -32,6 +32,7 @@ BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "email.failed.v1": ("mailer", ("issuer",)),
     "otp.requested.v1": ("access-portal", ("sms-gateway", "secretariat")),
     "document.released.v1": ("access-portal", ("issuer",)),
+    "postal.chosen.v1": ("access-portal", ("issuer",)),
     "sms.sent.v1": ("sms-gateway", ("access-portal", "secretariat")),
     "sms.failed.v1": ("sms-gateway", ("access-portal", "secretariat")),
     "access.changed.v1": ("access-portal", ("secretariat",)),

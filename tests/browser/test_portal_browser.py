@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from access_portal.i18n import text
+from access_portal.i18n import gettext
 from tests.e2e.test_portal_helpers import EventSpy, letter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -71,19 +71,19 @@ async def test_a_patient_goes_from_the_emailed_link_to_the_identical_pdf_in_chro
         assert await page.evaluate(f"sessionStorage.getItem('k:{mail.message_id}')") == secret
         assert f"** {mail.e164[-2:]}" in await page.locator("#hint").inner_text()
 
-        await page.get_by_label(text("fr", "number_label")).fill(mail.national)
-        await page.get_by_role("button", name=text("fr", "send_code")).click()
+        await page.get_by_label(gettext("fr", "Mobile number")).fill(mail.national)
+        await page.get_by_role("button", name=gettext("fr", "Send me a code by SMS")).click()
         await page.wait_for_url(f"{page_url}/code")
-        code_input = page.get_by_label(text("fr", "code_label"))
+        code_input = page.get_by_label(gettext("fr", "Code received by SMS"))
         assert await code_input.get_attribute("autocomplete") == "one-time-code"
         await code_input.fill(await mail.code())
-        await page.get_by_role("button", name=text("fr", "verify")).click()
+        await page.get_by_role("button", name=gettext("fr", "Open my message")).click()
         await page.wait_for_url(f"{page_url}/document")
 
         assert not await page.locator("#no-js").is_visible()
         assert not await page.locator("#link-missing").is_visible()
         async with page.expect_download() as download_info:
-            await page.get_by_role("button", name=text("fr", "download_pdf")).click()
+            await page.get_by_role("button", name=gettext("fr", "Download the convocation (PDF)")).click()
         download = await download_info.value
         assert Path(await download.path()).read_bytes() == pdf_sent
         day = datetime.fromisoformat(mail.event["data"]["appointment"]["starts_at"]).astimezone(
@@ -100,7 +100,7 @@ async def test_a_patient_goes_from_the_emailed_link_to_the_identical_pdf_in_chro
         assert secret not in " ".join(url for url, _ in seen_headers)  # never sent in a URL
 
         # Logging out forgets the secret in the tab too.
-        await page.get_by_role("button", name=text("fr", "logout")).click()
+        await page.get_by_role("button", name=gettext("fr", "Log out")).click()
         await page.wait_for_url(page_url)
         assert await page.evaluate(f"sessionStorage.getItem('k:{mail.message_id}')") is None
     finally:

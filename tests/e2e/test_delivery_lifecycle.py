@@ -150,7 +150,7 @@ async def test_an_appointment_in_the_past_is_dead_lettered_with_its_reason(chain
 
 
 @pytest.mark.parametrize("language,title", [("fr", "Convocation"), ("de", "Aufgebot"),
-                                            ("it", "Convocazione"), ("en", "Appointment letter")])
+                                            ("it", "Convocazione"), ("en", "Convocation")])
 async def test_without_a_pdf_the_issuer_renders_the_letter_in_the_patients_language(chain, language, title):
     e164, national = random_mobile()
     event = chain.event(pdf=None, language=language, mobile=national)

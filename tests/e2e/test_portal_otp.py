@@ -165,7 +165,7 @@ async def test_what_cannot_be_a_code_costs_no_try_and_a_pasted_code_works(chain)
     code = await mail.code()
     for junk in ("", "12345", "abcdef", "1234567", code + "0"):
         refused = mail.guess(junk)
-        assert refused.status_code == 400 and "6" in refused.text and 'id="error"' in refused.text
+        assert refused.status_code == 400 and "6" in refused.text and 'id="error-summary"' in refused.text
     [challenge] = await mail.challenges()
     assert challenge["wrong"] == 0 and (await mail.message_row())["failed_checks"] == 0
     assert mail.guess(f"#{code[:3]} {code[3:]}").status_code == 303  # pasted with the '#' and a space

@@ -70,11 +70,11 @@ async def test_each_state_has_its_own_page_with_what_to_do_and_whom_to_call(chai
 
     expected = {
         "unknown": (404, "unknown"), "unknown (not an id)": (404, "unknown"), "expired": (410, "expired"),
-        "cancelled": (410, "cancelled"), "superseded": (410, "superseded"), "wrong_code": (400, None),
+        "cancelled": (410, "cancelled"), "superseded": (410, "superseded"), "wrong_code": (400, "code_error"),
         "wait": (429, "wait"), "code_expired": (410, "code_expired"),
     }
     assert {k: (r.status_code, state_of(r.text)) for k, r in pages.items()} == expected
-    assert "4" in re.search(r'id="error">([^<]*)<', pages["wrong_code"].text).group(1)  # tries left
+    assert "4" in re.search(r'id="code-error">(.*?)</p>', pages["wrong_code"].text).group(1)  # tries left, by the field
     assert re.search(r"\b\d\d:\d\d\b", pages["wait"].text)  # until when
     assert int(pages["wait"].headers["retry-after"]) <= 60
 

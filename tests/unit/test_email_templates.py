@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from pathlib import Path
 
 import pytest
-from babel.messages.catalog import Catalog
-from babel.messages.mofile import read_mo
-from babel.messages.pofile import read_po
-from jinja2.ext import babel_extract
 
 from mailer import emails
 from mailer.emails import RenderedEmail, render_email
@@ -208,41 +203,3 @@ def test_subject_is_a_single_line() -> None:
 def test_environment_is_built_once_per_language() -> None:
     assert emails.environment("it") is emails.environment("it")
     assert emails.environment("it") is not emails.environment("de")
-
-
-# --- catalogs ------------------------------------------------------------------------------
-
-
-def template_msgids() -> set[str]:
-    """Every msgid the templates use, extracted the way `pybabel extract` does."""
-    ids: set[str] = set()
-    for template in sorted(emails.TEMPLATES_DIR.iterdir()):
-        with template.open("rb") as fileobj:
-            for _, _, message, _ in babel_extract(fileobj, ("_", "gettext", "ngettext"), [], {}):
-                ids.add(message if isinstance(message, str) else message[0])
-    return ids
-
-
-def catalog_path(language: str, suffix: str) -> Path:
-    return emails.LOCALE_DIR / language / "LC_MESSAGES" / f"messages.{suffix}"
-
-
-@pytest.mark.parametrize("language", ["fr", "de", "it"])
-def test_every_template_sentence_is_translated(language: str) -> None:
-    with catalog_path(language, "po").open("rb") as fileobj:
-        catalog = read_po(fileobj)
-    translated = {message.id for message in catalog if message.id and message.string and not message.fuzzy}
-
-    missing = template_msgids() - translated
-    assert not missing, f"untranslated in {language}: {missing}; see services/mailer/babel.cfg"
-
-
-@pytest.mark.parametrize("language", list(KNOWN_WORDS))
-def test_compiled_catalog_matches_its_source(language: str) -> None:
-    with catalog_path(language, "po").open("rb") as po, catalog_path(language, "mo").open("rb") as mo:
-        source, compiled = read_po(po), read_mo(mo)
-
-    def pairs(catalog: Catalog) -> dict[str, str]:
-        return {m.id: m.string for m in catalog if m.id and m.string and not m.fuzzy}
-
-    assert pairs(compiled) == pairs(source), "run `pybabel compile -d mailer/locale` in services/mailer"

@@ -66,7 +66,7 @@ def render(convocation: ConvocationCreatedV1) -> bytes:
         ("fr", "Convocation", "jeudi 3 décembre 2026 à 09:30", "Pour modifier ou annuler ce rendez-vous"),
         ("de", "Aufgebot", "Donnerstag, 3. Dezember 2026 um 09:30 Uhr", "verschieben oder absagen"),
         ("it", "Convocazione", "giovedì 3 dicembre 2026 alle ore 09:30", "modificare o annullare"),
-        ("en", "Appointment letter", "Thursday 3 December 2026 at 09:30", "To change or cancel"),
+        ("en", "Convocation", "Thursday 3 December 2026 at 09:30", "To change or cancel"),
     ],
 )
 def test_letter_in_the_patients_language_shows_the_appointment_in_geneva_time(
@@ -165,3 +165,22 @@ def test_missing_font_fails_with_a_message_that_says_what_to_install(tmp_path: P
         render_convocation_pdf(make_convocation(), hospital_name=HOSPITAL, now=NOW, font_dir=tmp_path)
 
     assert str(tmp_path) in str(caught.value)
+
+
+def test_rendering_a_letter_writes_no_font_log_lines(capsys) -> None:
+    import logging
+
+    from shared.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("issuer", "INFO")
+        render(make_convocation())
+        logging.getLogger("issuer.test").info("rendered")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if "fontTools" in line or "subset" in line.lower()] == []
+    assert any("rendered" in line for line in lines)  # the service's own lines still get through

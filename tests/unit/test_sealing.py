@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from access_portal.handlers import PortalHandlers, phone_storage_context
 from access_portal.settings import PortalSettings
-from access_portal.web import Portal
+from access_portal.routes import Portal
 from devstack.sample import convocation_event, sample_pdf
 from issuer import domain
 from shared import crypto

@@ -31,6 +31,7 @@ from shared.contracts import (
     ConvocationCreatedV1,
     ConvocationStatusV1,
     DocumentReleasedV1,
+    PostalChosenV1,
     EmailFailedV1,
     EmailSentV1,
     Envelope,
@@ -137,10 +138,12 @@ CAUSED_BY: dict[type[EventPayload], type[EventPayload] | None] = {
     DocumentReleasedV1: None,  # a patient's download
     StaffActionRequestedV1: None,  # a secretary's act
     AccessChangedV1: StaffActionRequestedV1,
+    PostalChosenV1: None,  # a patient's request on the portal
 }
 OCCURRED_AFTER = {  # seconds after CREATED_AT
     ConvocationCreatedV1: 0, MessageSealedV1: 1, ConvocationStatusV1: 1, EmailSentV1: 3, EmailFailedV1: 3,
     PostalRequestedV1: 4, OtpRequestedV1: 38530, SmsSentV1: 38531, SmsFailedV1: 38531, DocumentReleasedV1: 38595,
+    PostalChosenV1: 38600,
     ConvocationCancelledV1: 86400, MessageRevokedV1: 86401, StaffActionRequestedV1: 40000, AccessChangedV1: 40001,
 }
 ACTION_ID = uuid.UUID("a0c1d2e3-f405-4617-8829-3a4b5c6d7e8f")
@@ -231,6 +234,7 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             **message, change="unlocked", at=_at(AccessChangedV1), action_id=ACTION_ID,
         ),
         DocumentReleasedV1: lambda: DocumentReleasedV1(**message, kind="pdf", released_at=_at(DocumentReleasedV1)),
+        PostalChosenV1: lambda: PostalChosenV1(**message, chosen_at=_at(PostalChosenV1)),
         SmsSentV1: lambda: SmsSentV1(
             **challenge, provider="twilio", provider_message_id="SM" + _illustrative("sms sid", 16).hex(),
             sent_at=_at(SmsSentV1),

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from access_portal.audit import AuditPruner
 from access_portal.handlers import PortalHandlers
 from access_portal.settings import PortalSettings
-from access_portal.web import Portal
+from access_portal.routes import Portal
 from shared.contracts import (
     EmailSentV1,
     MessageRevokedV1,
@@ -60,14 +60,14 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException):
         if request.url.path in OPERATOR_PATHS:
             return await http_exception_handler(request, exc)
-        response = portal.state_page(request, "unknown" if exc.status_code == 404 else "bad_request",
+        response = portal.pages.state(request, "unknown" if exc.status_code == 404 else "bad_request",
                                      status=exc.status_code)
         response.headers.update(exc.headers or {})
         return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
-        return portal.state_page(request, "bad_request", status=400)
+        return portal.pages.state(request, "bad_request", status=400)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

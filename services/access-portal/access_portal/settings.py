@@ -17,6 +17,8 @@ class PortalSettings(ServiceSettings):
     portal_secret_key: KeyRing = f"k1:{dev_key('portal-secret')}"  # HMAC of codes, numbers, addresses, CSRF
     staff_field_key: KeyRing = f"k1:{dev_key('staff-field')}"  # opens the corrected numbers the secretariat sends
     hospital_name: str = "Hôpitaux Universitaires de Genève"
+    # The hospital's general number, on every page (also those of an unknown or closed link).
+    hospital_phone: str = "+41 22 372 33 11"
     cookie_secure: bool = True  # Secure + __Host- prefix; browsers accept it on http://localhost too
     # OTP policy: NIST SP 800-63B §5.1.3 (out-of-band authenticator), OWASP ASVS V2.7.
     otp_ttl_seconds: int = 600
@@ -26,6 +28,8 @@ class PortalSettings(ServiceSettings):
     otp_max_per_number_day: int = 10
     session_idle_seconds: int = 15 * 60
     session_absolute_seconds: int = 60 * 60
+    # The document page warns this long before an idle session ends and offers to extend it (WCAG 2.2.1).
+    session_warning_seconds: int = 2 * 60
     # Access audit kept one year (docs/architecture.md#security), then pruned; the database refuses
     # to prune anything younger.
     audit_retention_days: int = Field(365, ge=365)

@@ -197,6 +197,18 @@ async def end_session(conn, token_hash: str) -> None:
     await conn.execute("update session set ended_at = now() where token_hash = $1 and ended_at is null", token_hash)
 
 
+async def pdf_released(conn, message_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval("select true from release where message_id = $1 and kind = 'pdf'", message_id))
+
+
+async def request_postal(conn, message_id: uuid.UUID, at) -> bool:
+    """Record the patient's request for the post; False if it was already recorded."""
+    status = await conn.execute(
+        "update message set postal_requested_at = $2 where message_id = $1 and postal_requested_at is null",
+        message_id, at)
+    return status == "UPDATE 1"
+
+
 async def record_release(conn, message_id: uuid.UUID, kind: str) -> bool:
     status = await conn.execute(
         "insert into release(message_id, kind) values ($1, $2) on conflict do nothing", message_id, kind

@@ -13,6 +13,7 @@ from shared.contracts import (
     ConvocationCancelledV1,
     ConvocationCreatedV1,
     DocumentReleasedV1,
+    PostalChosenV1,
     EmailFailedV1,
     EmailSentV1,
     StaffActionRequestedV1,
@@ -35,6 +36,7 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(EmailFailedV1, handlers.on_email_failed)
     runtime.consumer.subscribe(DocumentReleasedV1, handlers.on_document_released)
     runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)
+    runtime.consumer.subscribe(PostalChosenV1, handlers.on_postal_chosen)
     sweeper = Sweeper(handlers, lambda: runtime.pool)
     async def declare_upstream_queues() -> None:
         # Events the hospital's systems consume: their queues exist before the first publish,

@@ -16,6 +16,7 @@ from shared.contracts import (
     ConvocationCreatedV1,
     ConvocationStatusV1,
     DocumentReleasedV1,
+    PostalChosenV1,
     EmailFailedV1,
     EmailSentV1,
     MessageRevokedV1,
@@ -134,6 +135,12 @@ class IssuerHandlers:
         else:
             await self._revoke(conn, d, row, "withdrawn", now, action_id=a.action_id)
 
+    async def on_postal_chosen(self, conn: asyncpg.Connection, d: Delivery[PostalChosenV1]) -> None:
+        """The patient asked for the post on the portal: the print room posts the letter (once)."""
+        row = await self._current(conn, d)
+        if row is not None and row["status"] not in domain.CLOSED:
+            await self._post(conn, d, row, "patient-request", d.data.chosen_at)
+
     # --- scheduled (see sweeper.py) -----------------------------------------------------------
 
     async def post_fallback(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> None:
@@ -175,7 +182,7 @@ class IssuerHandlers:
         """Ask the print room to post the letter, once."""
         if row["postal_at"] is not None or row["print_copy"] is None:
             return
-        status = "postal" if reason in ("preference", "secretariat") else "postal-fallback"
+        status = "postal" if reason in ("preference", "secretariat", "patient-request") else "postal-fallback"
         await self._count_stage(conn, row, "paper")
         deadline = max(domain.fallback_deadline(row["appointment_at"], self.settings.postal_fallback_hours),
                        row["sealed_at"])

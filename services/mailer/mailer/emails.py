@@ -4,14 +4,7 @@ The e-mail holds no medical content (no department, date, doctor or diagnosis): 
 is not even given any, so no template change can leak it. Wording lives in Jinja2 templates
 (``templates/``) with English msgids, translated through gettext catalogs in ``locale/``.
 
-Catalogs: after editing a template, from ``services/mailer``::
-
-    pybabel extract -F babel.cfg -o mailer/locale/messages.pot .
-    pybabel update -i mailer/locale/messages.pot -d mailer/locale
-    # translate the new msgstr entries in mailer/locale/<lang>/LC_MESSAGES/messages.po, then
-    pybabel compile -d mailer/locale
-
-and commit both the ``.po`` and ``.mo`` files (the service reads only the ``.mo``).
+The catalogs are loaded with the shared helper (``shared/i18n.py``), which says how to update them.
 """
 
 from __future__ import annotations
@@ -23,16 +16,16 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from babel.support import Translations
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from shared.i18n import DEFAULT_LANGUAGE, LANGUAGES, Catalogs, normalize_language
 
 PACKAGE_DIR: Final = Path(__file__).resolve().parent
 TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
 LOCALE_DIR: Final = PACKAGE_DIR / "locale"
-
-SUPPORTED_LANGUAGES: Final = ("fr", "de", "it", "en")
-# The hospital (HUG, Geneva) writes French when it does not know better.
-DEFAULT_LANGUAGE: Final = "fr"
+CATALOGS: Final = Catalogs(LOCALE_DIR)
+SUPPORTED_LANGUAGES: Final = LANGUAGES
+__all__ = ["DEFAULT_LANGUAGE", "SUPPORTED_LANGUAGES", "RenderedEmail", "normalize_language", "render_email"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,28 +37,11 @@ class RenderedEmail:
     html: str
 
 
-def normalize_language(language: str) -> str:
-    """Map ``"de"``, ``"DE"``, ``"de-CH"`` or ``"de_CH"`` to ``"de"``; anything unsupported to French.
-
-    Falling back (rather than raising) because a patient must still get their link: the language
-    comes from the hospital's records, and French is the hospital's working language.
-    """
-    primary = re.split(r"[-_]", language.strip(), maxsplit=1)[0].lower()
-    return primary if primary in SUPPORTED_LANGUAGES else DEFAULT_LANGUAGE
-
-
 @functools.lru_cache(maxsize=len(SUPPORTED_LANGUAGES))
 def environment(language: str) -> Environment:
-    """The Jinja2 environment for one supported language, built once and reused.
-
-    Raises ``FileNotFoundError`` when the compiled catalog is missing: Babel would otherwise fall
-    back silently to the English msgids, and a French patient would get an English e-mail.
-    """
+    """The Jinja2 environment for one supported language, built once and reused."""
     if language not in SUPPORTED_LANGUAGES:
         raise ValueError(f"unsupported language {language!r}; normalize it first")
-    catalog = LOCALE_DIR / language / "LC_MESSAGES" / "messages.mo"
-    if not catalog.is_file():
-        raise FileNotFoundError(f"missing compiled catalog {catalog}; run `pybabel compile -d mailer/locale`")
     env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         # Escape in .html only: the .txt part must show "Müller & Fils" as written.
@@ -75,11 +51,7 @@ def environment(language: str) -> Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
-    with catalog.open("rb") as fileobj:
-        translations = Translations(fileobj, domain="messages")
-    # newstyle: variables passed to {% trans %} and _() are escaped in autoescaped templates.
-    env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
-    return env
+    return CATALOGS.install(env, language)
 
 
 def render_email(

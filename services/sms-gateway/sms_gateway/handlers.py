@@ -66,7 +66,8 @@ class SmsHandlers:
             return
         provider = self.provider_for(out.attempt)
         try:
-            accepted = await provider.send(phone, otp_text(o.language, code, o.portal_host),
+            accepted = await provider.send(phone, otp_text(o.language, code, o.portal_host, hospital=self.settings.sms_hospital_name,
+                                                    expires_at=o.expires_at),
                                            reference=str(o.challenge_id), status_callback=self.callback_url(provider))
         except ProviderError as err:
             await self.attempt_failed(conn, d, out, err)

@@ -15,6 +15,8 @@ class SmsSettings(ServiceSettings):
     sms_account_sid: str = "AC00000000000000000000000000000000"
     sms_auth_token: SecretStr = SecretStr(DEV_AUTH_TOKEN)
     sms_from: str = "HUG"
+    # The hospital as the SMS names it: short, so that every language's text fits one segment.
+    sms_hospital_name: str = Field("HUG", min_length=1, max_length=20)
     # Second provider, used after SMS_FAILOVER_AFTER failed attempts at the first (off when unset).
     sms_generic_url: str | None = None  # e.g. https://sms.example.net/generic/v1/messages
     sms_generic_token: SecretStr | None = None

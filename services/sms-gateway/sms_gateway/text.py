@@ -1,19 +1,33 @@
 """The SMS text, in the patient's language, ending with the origin-bound line for autofill.
 
-The last line ``@host #code`` follows the WICG origin-bound one-time codes format, so phones and
-browsers offer the code only on the portal's own origin (https://wicg.github.io/sms-one-time-codes/).
-Each text stays in the GSM-7 alphabet (no "È", no typographic quotes) so that it fits one SMS segment.
+The sentence comes from the gettext catalogs in ``locale/`` (see shared/i18n.py). The last line
+``@host #code`` follows the WICG origin-bound one-time codes format, so phones and browsers offer the
+code only on the portal's own origin (https://wicg.github.io/sms-one-time-codes/). Each translation
+stays in the GSM-7 alphabet (no "È", no typographic quotes) so that the text fits one SMS segment.
 """
 
-TEMPLATES = {
-    "fr": "{code} est votre code pour ouvrir votre message sécurisé des HUG. Il est valable 10 minutes.",
-    "de": "{code} ist Ihr Code, um Ihre sichere Nachricht der HUG zu öffnen. Er ist 10 Minuten gültig.",
-    "it": "{code} è il suo codice per aprire il messaggio sicuro degli HUG. Il codice è valido 10 minuti.",
-    "en": "{code} is your code to open your secure message from HUG. It is valid for 10 minutes.",
-}
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+from shared.i18n import N_, Catalogs
+
+CATALOGS = Catalogs(Path(__file__).resolve().parent / "locale")
+OTP_SENTENCE = N_("%(code)s is your code to open your secure message from %(hospital)s. "
+                  "It is valid for %(minutes)s minutes.")
 
 
-def otp_text(language: str, code: str, portal_host: str) -> str:
+def minutes_left(expires_at: datetime, now: datetime | None = None) -> int:
+    """Whole minutes the code stays valid from now, rounded up (a code sent late says so)."""
+    seconds = (expires_at - (now or datetime.now(timezone.utc))).total_seconds()
+    return max(1, math.ceil(seconds / 60))
+
+
+def otp_text(language: str, code: str, portal_host: str, *, hospital: str, expires_at: datetime,
+             now: datetime | None = None) -> str:
     """The whole SMS; unknown languages fall back to French, the hospital's language."""
-    body = TEMPLATES.get(language, TEMPLATES["fr"]).format(code=code)
+    body = CATALOGS.gettext(language, OTP_SENTENCE, code=code, hospital=hospital,
+                            minutes=minutes_left(expires_at, now))
     return f"{body}\n\n@{portal_host} #{code}"

@@ -1,8 +1,12 @@
 // Keeps the link secret from the URL fragment in this tab only, removes it from the address bar,
-// and hands it to the download forms. The fragment never reaches a server or a Referer.
+// and hands it to the forms that open the document. The fragment never reaches a server or a Referer.
 (function () {
   "use strict";
   var id = document.body.getAttribute("data-message");
+  var i;
+  // GOV.UK error pattern: the summary takes the focus, so screen readers announce it first.
+  var summary = document.getElementById("error-summary");
+  if (summary) { summary.focus(); }
   if (!id) { return; }
   var key = "k:" + id;
   if (location.hash.length > 1) {
@@ -10,15 +14,47 @@
     history.replaceState(null, "", location.pathname + location.search);
   }
   var secret = sessionStorage.getItem(key);
+  // A whole secret is 32 bytes in unpadded base64url: 43 characters, the last one carrying 2 bits.
+  // Checked here, in the browser: a cut or damaged link is told on the first page, and nothing of the
+  // secret is sent anywhere to find out.
+  var whole = !!secret && /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/.test(secret);
+  var check = document.querySelector("[data-link-check]");
+  if (check && !whole) {
+    check.hidden = false;
+    var form = document.getElementById("number-form");
+    if (form) { form.hidden = true; }
+    check.focus();
+  }
   var fields = document.querySelectorAll("input[name=k]");
-  for (var i = 0; i < fields.length; i++) { if (secret) { fields[i].value = secret; } }
+  for (i = 0; i < fields.length; i++) { if (secret) { fields[i].value = secret; } }
   var missing = document.getElementById("link-missing");
   if (missing && !secret && fields.length) { missing.hidden = false; }
   var nojs = document.getElementById("no-js");
   if (nojs) { nojs.hidden = true; }
+  // The appointment is shown as text once the secret is at hand (it opens it, like a download).
+  var show = document.querySelector("form[data-auto-submit]");
+  if (show && secret) { show.submit(); }
+  var print = document.getElementById("print");
+  if (print) {
+    print.hidden = false;
+    print.addEventListener("click", function () { window.print(); });
+  }
+  var done = document.getElementById("download-done");
+  var downloads = document.querySelectorAll("form[data-download]");
+  for (i = 0; i < downloads.length; i++) {
+    downloads[i].addEventListener("submit", function () {
+      if (done) { done.textContent = done.getAttribute("data-text"); }
+    });
+  }
+  // WCAG 2.2.1: warn before the idle session ends, with a button that extends it.
+  var warning = document.getElementById("session-warning");
+  if (warning) {
+    setTimeout(function () { warning.hidden = false; warning.focus(); },
+               1000 * parseInt(warning.getAttribute("data-warn-after"), 10));
+  }
   // Logging out forgets the secret too: on a shared computer the next person needs the e-mail.
   var forget = document.querySelectorAll("form[data-forget]");
-  for (var j = 0; j < forget.length; j++) {
-    forget[j].addEventListener("submit", function () { sessionStorage.removeItem(key); });
+  for (i = 0; i < forget.length; i++) {
+    forget[i].addEventListener("submit", function () { sessionStorage.removeItem(key); });
   }
 })();

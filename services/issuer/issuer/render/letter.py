@@ -16,6 +16,7 @@ from fpdf import FPDF, XPos, YPos
 from fpdf.enums import Align, MethodReturnValue
 
 from shared.contracts import ConvocationCreatedV1, Language
+from shared.i18n import LANGUAGES, N_, Catalogs
 
 from .fonts import find_fonts
 
@@ -50,86 +51,31 @@ class LetterTexts:
     page: str
 
 
-# French typography wants a space before ":"; a no-break space keeps the colon on its line.
-_NBSP = "\u00a0"
-
-TEXTS: dict[Language, LetterTexts] = {
-    "fr": LetterTexts(
-        locale="fr_CH",
-        datetime_pattern="EEEE d MMMM y 'à' HH:mm",
-        title="Convocation",
-        intro=f"Nous vous prions de bien vouloir vous présenter au rendez-vous suivant{_NBSP}:",
-        patient="Patient(e)",
-        when="Date et heure",
-        place="Lieu",
-        department="Service",
-        instructions="Consignes",
-        contact="Secrétariat",
-        change_or_cancel=(
-            f"Pour modifier ou annuler ce rendez-vous, veuillez contacter le secrétariat{_NBSP}:"
-        ),
-        phone="Téléphone",
-        email="E-mail",
-        closing="Avec nos meilleures salutations.",
-        page="Page",
-    ),
-    "de": LetterTexts(
-        locale="de_CH",
-        datetime_pattern="EEEE, d. MMMM y 'um' HH:mm 'Uhr'",
-        title="Aufgebot",
-        intro="Wir bitten Sie, sich zum folgenden Termin einzufinden:",
-        patient="Patient/in",
-        when="Datum und Uhrzeit",
-        place="Ort",
-        department="Abteilung",
-        instructions="Hinweise",
-        contact="Sekretariat",
-        change_or_cancel=(
-            "Wenn Sie diesen Termin verschieben oder absagen möchten, "
-            "wenden Sie sich bitte an das Sekretariat:"
-        ),
-        phone="Telefon",
-        email="E-Mail",
-        # Swiss Standard German writes "ss", never "ß".
-        closing="Freundliche Grüsse",
-        page="Seite",
-    ),
-    "it": LetterTexts(
-        locale="it_CH",
-        datetime_pattern="EEEE d MMMM y 'alle ore' HH:mm",
-        title="Convocazione",
-        intro="La preghiamo di presentarsi al seguente appuntamento:",
-        patient="Paziente",
-        when="Data e ora",
-        place="Luogo",
-        department="Servizio",
-        instructions="Indicazioni",
-        contact="Segreteria",
-        change_or_cancel=(
-            "Per modificare o annullare questo appuntamento, La preghiamo di contattare la segreteria:"
-        ),
-        phone="Telefono",
-        email="E-mail",
-        closing="Cordiali saluti",
-        page="Pagina",
-    ),
-    "en": LetterTexts(
-        locale="en_GB",
-        datetime_pattern="EEEE d MMMM y 'at' HH:mm",
-        title="Appointment letter",
-        intro="Please attend the following appointment:",
-        patient="Patient",
-        when="Date and time",
-        place="Location",
-        department="Department",
-        instructions="Instructions",
-        contact="Secretariat",
-        change_or_cancel="To change or cancel this appointment, please contact the secretariat:",
-        phone="Telephone",
-        email="Email",
-        closing="Kind regards",
-        page="Page",
-    ),
+# The CLDR locale each language's dates are written in.
+LOCALES: dict[str, str] = {"fr": "fr_CH", "de": "de_CH", "it": "it_CH", "en": "en_GB"}
+# The letter's wording as English msgids, translated in ``locale/`` (see shared/i18n.py). The date
+# pattern is translated too. French wants a no-break space before ":" (in its catalog).
+MSGIDS: dict[str, str] = {
+    "datetime_pattern": N_("EEEE d MMMM y 'at' HH:mm"),
+    "title": N_("Convocation"),
+    "intro": N_("Please attend the following appointment:"),
+    "patient": N_("Patient"),
+    "when": N_("Date and time"),
+    "place": N_("Location"),
+    "department": N_("Department"),
+    "instructions": N_("Instructions"),
+    "contact": N_("Secretariat"),
+    "change_or_cancel": N_("To change or cancel this appointment, please contact the secretariat:"),
+    "phone": N_("Telephone"),
+    "email": N_("Email"),
+    "closing": N_("Kind regards"),
+    "page": N_("Page"),
+}
+CATALOGS = Catalogs(Path(__file__).resolve().parent.parent / "locale")
+TEXTS: dict[str, LetterTexts] = {
+    language: LetterTexts(locale=LOCALES[language],
+                          **{field: CATALOGS.gettext(language, msgid) for field, msgid in MSGIDS.items()})
+    for language in LANGUAGES
 }
 DEFAULT_LANGUAGE: Language = "fr"
 

@@ -1,50 +1,51 @@
-"""The patient's pages. A GET never changes state (mail scanners fetch and even click every link);
+"""The patient's pages (the routes). A GET never changes state (mail scanners fetch and even click every link);
 only a correct SMS code opens a session, and only a download counts as delivery."""
 
 from __future__ import annotations
 
 import json
-import secrets
 import uuid
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from access_portal import calendar, policy, store
+from access_portal.csrf import Csrf
 from access_portal.handlers import PortalHandlers
-from access_portal.i18n import text
+from access_portal.i18n import N_, gettext
 from access_portal.metrics import DOCUMENTS_RELEASED, OTP_CHECKS, OTP_REQUESTS, UNKNOWN_LINKS
+from access_portal.pages import Pages, chosen_language
+from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
 from shared import crypto
-from shared.contracts import AccessChangedV1, DocumentReleasedV1, OtpRequestedV1, envelope
+from shared.contracts import AccessChangedV1, DocumentReleasedV1, OtpRequestedV1, PostalChosenV1, envelope
 from shared.logs import get_logger
 from shared.metrics import reached
 from shared.outbox import add_event
 
 PRODUCER = "access-portal"
 MAX_FORM_BYTES = 16 * 1024
-ZURICH = ZoneInfo("Europe/Zurich")
+GUIDE_VIDEOS = Path(__file__).resolve().parent / "static" / "guide"
+NUMBER_ERRORS = {
+    "number_invalid": N_("Enter a mobile number, like 079 123 45 67 or +41 79 123 45 67."),
+}
+WRONG_CODE = N_("This code is not correct. Tries left: %(n)s.")
+CODE_FORMAT = N_("Type the 6 digits of the code you received by SMS.")
 log = get_logger(__name__)
 
 
 class Portal:
     def __init__(self, settings: PortalSettings, pool_getter, handlers: PortalHandlers) -> None:
         self.settings, self._pool, self.h = settings, pool_getter, handlers
-        self.env = Environment(
-            loader=FileSystemLoader(Path(__file__).parent / "templates"),
-            autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
-        )
-        prefix = "__Host-" if settings.cookie_secure else ""
-        self.session_cookie, self.csrf_cookie = f"{prefix}session", f"{prefix}csrf"
+        self.sessions = Sessions(settings)
+        self.csrf = Csrf(settings.portal_secret_key, "__Host-csrf" if settings.cookie_secure else "csrf",
+                         self.sessions.cookie_name)
+        self.pages = Pages(settings, self.csrf, self.sessions)
         self.limits = policy.SendLimits(settings.otp_resend_seconds, settings.otp_max_per_message_hour,
                                         settings.otp_max_per_number_day)
-
-    # --- helpers ------------------------------------------------------------------------------
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -54,51 +55,8 @@ class Portal:
         host = request.client.host if request.client else None
         return crypto.keyed_hash(self.settings.portal_secret_key, "client", host) if host else None
 
-    def _csrf_binding(self, cookie: str, request: Request, message_id) -> str:
-        # Bound to the browser's random cookie, to the message and to the session cookie as sent: a
-        # token minted on another letter, or before a login, is refused. No server state.
-        session = request.cookies.get(self.session_cookie, "")
-        return f"{cookie}|{message_id or ''}|{session}"
-
-    def csrf_token(self, request: Request, message_id) -> tuple[str, str]:
-        """(cookie value, form token) of a double-submit token for this message's forms."""
-        cookie = request.cookies.get(self.csrf_cookie) or secrets.token_urlsafe(24)
-        return cookie, crypto.keyed_hash(self.settings.portal_secret_key, "csrf",
-                                         self._csrf_binding(cookie, request, message_id))
-
-    def csrf_ok(self, request: Request, token: str, message_id) -> bool:
-        cookie = request.cookies.get(self.csrf_cookie)
-        if not cookie or not token:
-            return False
-        # Under the key the token names: a form served just before a key rotation still posts.
-        return crypto.hash_matches(self.settings.portal_secret_key, "csrf",
-                                   self._csrf_binding(cookie, request, message_id), token)
-
-    def set_cookie(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:
-        response.set_cookie(name, value, max_age=max_age, path="/", secure=self.settings.cookie_secure,
-                            httponly=True, samesite="strict")
-
-    def page(self, request: Request, template: str, language: str, *, status: int = 200, message=None,
-             **context) -> HTMLResponse:
-        cookie, token = self.csrf_token(request, message["message_id"] if message else None)
-        t = lambda key, **kw: text(language, key, **kw)  # noqa: E731
-        html = self.env.get_template(template).render(
-            t=t, lang=language, csrf=token, hospital=self.settings.hospital_name,
-            secretariat_phone=message["secretariat_phone"] if message else None,
-            secretariat_email=message["secretariat_email"] if message else None,
-            message_id=str(message["message_id"]) if message else None, **context,
-        )
-        response = HTMLResponse(html, status_code=status)
-        if request.cookies.get(self.csrf_cookie) != cookie:
-            self.set_cookie(response, self.csrf_cookie, cookie)
-        return response
-
-    def state_page(self, request: Request, state: str, language: str = "fr", *, status: int, message=None,
-                   **values) -> HTMLResponse:
-        return self.page(request, "state.html", language, status=status, message=message, state=state,
-                         values=values)
-
-    def closed_state(self, message, now: datetime) -> tuple[str, int] | None:
+    @staticmethod
+    def closed_state(message, now: datetime) -> tuple[str, int] | None:
         """Why this message cannot be opened, as (state, HTTP status), or None."""
         if message is None:
             return "unknown", 404
@@ -109,23 +67,6 @@ class Portal:
             return "expired", 410
         return None
 
-    def wait_page(self, request: Request, message, until: datetime) -> HTMLResponse:
-        local = until.astimezone(ZURICH).strftime("%H:%M") if until - datetime.now(timezone.utc) < timedelta(
-            hours=20) else until.astimezone(ZURICH).strftime("%d.%m.%Y %H:%M")
-        response = self.state_page(request, "wait", message["language"], status=429, message=message, until=local)
-        response.headers["Retry-After"] = str(max(1, int((until - datetime.now(timezone.utc)).total_seconds())))
-        return response
-
-    async def session_ok(self, conn, request: Request, message_id: uuid.UUID) -> str | None:
-        token = request.cookies.get(self.session_cookie)
-        if not token:
-            return None
-        # Looked up under every PORTAL_SECRET_KEY key: a session opened before a rotation lives on.
-        hashes = crypto.keyed_hashes(self.settings.portal_secret_key, "session", token)
-        row = await store.touch_session(conn, hashes, message_id, self.settings.session_idle_seconds,
-                                        self.settings.session_absolute_seconds)
-        return row["token_hash"] if row else None
-
     @staticmethod
     def parse_id(raw: str) -> uuid.UUID | None:
         try:
@@ -133,25 +74,52 @@ class Portal:
         except ValueError:
             return None
 
-    # --- routes -------------------------------------------------------------------------------
-
     def router(self) -> APIRouter:
         r = APIRouter()
         limit = dict(max_body_size=MAX_FORM_BYTES)  # every form here is a few short fields
         r.add_api_route("/", self.home, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}", self.view, methods=["GET", "HEAD"], response_class=HTMLResponse)
-        r.add_api_route("/m/{raw_id}/not-my-number", self.not_my_number, methods=["GET", "HEAD"],
-                        response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}/code", self.request_code, methods=["POST"], **limit)
         r.add_api_route("/m/{raw_id}/code", self.code_form, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}/verify", self.verify, methods=["POST"], **limit)
         r.add_api_route("/m/{raw_id}/document", self.document, methods=["GET", "HEAD"], response_class=HTMLResponse)
+        r.add_api_route("/m/{raw_id}/document", self.appointment, methods=["POST"], **limit)
+        r.add_api_route("/m/{raw_id}/extend", self.extend, methods=["POST"], **limit)
+        r.add_api_route("/m/{raw_id}/postal", self.postal, methods=["POST"], **limit)
+        r.add_api_route("/m/{raw_id}/not-my-number", self.not_my_number, methods=["GET", "HEAD"],
+                        response_class=HTMLResponse)
+        r.add_api_route("/m/{raw_id}/no-phone", self.no_phone, methods=["GET", "HEAD"], response_class=HTMLResponse)
+        r.add_api_route("/guide", self.guide, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}/download/{kind}", self.download, methods=["POST"], **limit)
         r.add_api_route("/m/{raw_id}/logout", self.logout, methods=["POST"], **limit)
         return r
 
     async def home(self, request: Request) -> HTMLResponse:
-        return self.state_page(request, "unknown", "fr", status=200)
+        return self.pages.state(request, "unknown", "fr", status=200)
+
+    async def guide(self, request: Request) -> HTMLResponse:
+        """The step-by-step guide (and its video, when `make guide` made one for the language)."""
+        response = self.pages.render(request, "guide.html", "fr", videos=GUIDE_VIDEOS.is_dir())
+        return response
+
+    async def not_my_number(self, request: Request, raw_id: str) -> HTMLResponse:
+        """Where "this is not my number" leads: whom to call. Read-only, like every GET."""
+        return await self._help(request, raw_id, "not_my_number", "not-my-number")
+
+    async def no_phone(self, request: Request, raw_id: str) -> HTMLResponse:
+        """Where "I have no mobile phone" leads: the secretariat can post the convocation."""
+        return await self._help(request, raw_id, "no_phone", "no-phone")
+
+    async def _help(self, request: Request, raw_id: str, state: str, action: str) -> HTMLResponse:
+        message_id = self.parse_id(raw_id)
+        async with self.pool.acquire() as conn:
+            message = await store.get_message(conn, message_id) if message_id else None
+            client = self.client_hash(request)
+            if refused := await self._refuse_closed(conn, request, message, message_id, action, client):
+                return refused
+            await store.audit(conn, message_id, action, "ok", client)
+        return self.pages.state(request, state, message["language"], status=200, message=message,
+                                phone=message["secretariat_phone"])
 
     async def _refuse_closed(self, conn, request: Request, message, message_id, action: str, client):
         """The distinct page of a message that cannot be opened (audited), or None if it can."""
@@ -164,12 +132,12 @@ class Portal:
             UNKNOWN_LINKS.inc()
         else:
             await store.audit(conn, message_id, action, closed[0], client)
-        return self.state_page(request, closed[0], message["language"] if message else "fr", status=closed[1],
+        return self.pages.state(request, closed[0], message["language"] if message else "fr", status=closed[1],
                                message=message)
 
     async def _refuse_csrf(self, conn, request: Request, message, action: str, client) -> HTMLResponse:
         await store.audit(conn, message["message_id"], action, "csrf-refused", client)
-        return self.state_page(request, "bad_request", message["language"], status=403, message=message)
+        return self.pages.state(request, "bad_request", message["language"], status=403, message=message)
 
     async def view(self, request: Request, raw_id: str) -> HTMLResponse:
         """The link's page. Read-only: records a 'view' audit entry and nothing else."""
@@ -181,20 +149,8 @@ class Portal:
                 return refused
             await store.audit(conn, message_id, "view", "ok", client)
             binding = await self._usable_binding(conn, message)
-        return self.page(request, "message.html", message["language"], message=message,
+        return self.pages.render(request, "message.html", message["language"], message=message,
                          bound_hint=binding["phone_hint"] if binding else None, hint=message["phone_hint"])
-
-    async def not_my_number(self, request: Request, raw_id: str) -> HTMLResponse:
-        """Where "this is not my number" leads: whom to call. Read-only, like every GET."""
-        message_id = self.parse_id(raw_id)
-        async with self.pool.acquire() as conn:
-            message = await store.get_message(conn, message_id) if message_id else None
-            client = self.client_hash(request)
-            if refused := await self._refuse_closed(conn, request, message, message_id, "not-my-number", client):
-                return refused
-            await store.audit(conn, message_id, "not-my-number", "ok", client)
-        return self.state_page(request, "not_my_number", message["language"], status=200, message=message,
-                               phone=message["secretariat_phone"])
 
     async def _usable_binding(self, conn, message):
         """The number codes go to without asking: the patient's number on file once proven (it carries
@@ -211,7 +167,7 @@ class Portal:
         return None
 
     async def request_code(self, request: Request, raw_id: str, csrf: str = Form(""),
-                           phone: str = Form("")) -> Response:
+                           phone: str = Form(""), resend: str = Form("")) -> Response:
         message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
         client = self.client_hash(request)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -219,17 +175,17 @@ class Portal:
             if refused := await self._refuse_closed(conn, request, message, message_id, "code-request", client):
                 return refused
             lang = message["language"]
-            if not self.csrf_ok(request, csrf, message_id):
+            if not self.csrf.ok(request, csrf, message_id):
                 return await self._refuse_csrf(conn, request, message, "code-request", client)
             if message["locked_until"] and message["locked_until"] > now:
                 await store.audit(conn, message_id, "code-request", "locked", client)
                 OTP_REQUESTS.labels("locked").inc()
-                return self.wait_page(request, message, message["locked_until"])
-            target = await self._target_phone(conn, message, phone)
+                return self.pages.wait(request, message, message["locked_until"])
+            target = await self._target_phone(conn, message, phone, resend=bool(resend))
             if isinstance(target, str):
                 await store.audit(conn, message_id, "code-request", target, client)
                 OTP_REQUESTS.labels(target).inc()
-                return self.state_page(request, target, lang, status=400, message=message)
+                return await self._number_error(conn, request, message, target, phone)
             phone_hash, hint, phone_enc, bind_source, decoy = target
             e164 = self.h.open_phone(phone_enc, message["patient_ref"]) if phone_enc else None
             # The number's hash under every key (rows from before a key rotation count too); a decoy's
@@ -243,7 +199,7 @@ class Portal:
             if until:
                 await store.audit(conn, message_id, "code-request", "rate-limited", client)
                 OTP_REQUESTS.labels("rate-limited").inc()
-                return self.wait_page(request, message, until)
+                return self.pages.wait(request, message, until)
             first_request = not await store.has_challenge(conn, message_id)
             challenge_id, code = uuid.uuid4(), policy.new_code()
             expires_at = now + timedelta(seconds=self.settings.otp_ttl_seconds)
@@ -272,11 +228,27 @@ class Portal:
             reached("code-requested")
         return RedirectResponse(f"/m/{message_id}/code", status_code=303)
 
-    async def _target_phone(self, conn, message, typed: str):
+    async def _number_error(self, conn, request: Request, message, target: str, typed: str) -> HTMLResponse:
+        """The first page again, the typed number kept and the error by the field (no separate page)."""
+        binding = await self._usable_binding(conn, message)
+        error = {"state": target, "field": "phone", "text": gettext(
+            chosen_language(request) or message["language"], NUMBER_ERRORS[target])}
+        return self.pages.render(request, "message.html", message["language"], status=400, message=message,
+                                 bound_hint=binding["phone_hint"] if binding else None, hint=message["phone_hint"],
+                                 typed=typed[:40], error=error)
+
+    async def _target_phone(self, conn, message, typed: str, *, resend: bool = False):
         """(hash, hint, encrypted number, bind source, decoy) to text the code to, or a refusal state."""
         binding = await self._usable_binding(conn, message)
         if binding is not None:
             return binding["phone_hash"], binding["phone_hint"], binding["phone_enc"], None, False
+        if resend and not typed.strip():
+            # "Send a new code" on the code page: where the last code went (a decoy again for a number
+            # not on file), the number typed on the first page not being posted again.
+            latest = await store.latest_challenge(conn, message["message_id"])
+            if latest is not None:
+                return (latest["phone_hash"], latest["phone_hint"], latest["phone_enc"], latest["bind_source"],
+                        latest["decoy"])
         e164 = policy.normalise_phone(typed)
         if e164 is None:
             return "number_invalid"
@@ -322,8 +294,8 @@ class Portal:
         if challenge is None:
             return RedirectResponse(f"/m/{message_id}", status_code=303)
         if challenge["sms_failed"]:
-            return self.state_page(request, "sms_failed", message["language"], status=200, message=message)
-        return self.page(request, "code.html", message["language"], message=message, hint=challenge["phone_hint"],
+            return self.pages.state(request, "sms_failed", message["language"], status=200, message=message)
+        return self.pages.render(request, "code.html", message["language"], message=message, hint=challenge["phone_hint"],
                          error=None)
 
     async def verify(self, request: Request, raw_id: str, csrf: str = Form(""), code: str = Form("")) -> Response:
@@ -335,24 +307,23 @@ class Portal:
             if refused := await self._refuse_closed(conn, request, message, message_id, "code-check", client):
                 return refused
             lang = message["language"]
-            if not self.csrf_ok(request, csrf, message_id):
+            if not self.csrf.ok(request, csrf, message_id):
                 return await self._refuse_csrf(conn, request, message, "code-check", client)
             if message["locked_until"] and message["locked_until"] > now:
                 await store.audit(conn, message_id, "code-check", "locked", client)
-                return self.wait_page(request, message, message["locked_until"])
+                return self.pages.wait(request, message, message["locked_until"])
             challenge = await store.latest_challenge(conn, message_id, lock=True)
             if challenge is not None and challenge["sms_failed"]:
                 await store.audit(conn, message_id, "code-check", "sms-failed", client)
-                return self.state_page(request, "sms_failed", lang, status=410, message=message)
+                return self.pages.state(request, "sms_failed", lang, status=410, message=message)
             if challenge is None or challenge["status"] != "active" or challenge["expires_at"] <= now:
                 await store.audit(conn, message_id, "code-check", "expired", client)
                 OTP_CHECKS.labels("expired").inc()
-                return self.state_page(request, "code_expired", lang, status=410, message=message)
+                return self.pages.state(request, "code_expired", lang, status=410, message=message)
             typed = policy.clean_code(code)
             if typed is None:  # cannot be a code: not a guess, nothing counted
                 await store.audit(conn, message_id, "code-check", "malformed", client)
-                return self.page(request, "code.html", lang, status=400, message=message,
-                                 hint=challenge["phone_hint"], error=text(lang, "code_format"))
+                return self._code_error(request, message, challenge, CODE_FORMAT, code)
             # After a decoy (a wrong number typed), the patient's real code, if still live, still works;
             # wrong guesses count on what the page shows, so decoy and code answer alike.
             real = await store.latest_challenge(conn, message_id, lock=True, real=True) if challenge["decoy"] \
@@ -360,7 +331,7 @@ class Portal:
             live = real is not None and real["status"] == "active" and real["expires_at"] > now
             if not live or not crypto.hash_matches(self.settings.portal_secret_key, "otp", f"{real['id']}:{typed}",
                                                    real["code_hash"]):
-                return await self._wrong_code(conn, request, message, challenge, now, client)
+                return await self._wrong_code(conn, request, message, challenge, now, client, code)
             challenge = real
             first_verification = not await store.has_challenge(conn, message_id, used=True)
             await store.use_challenge(conn, challenge["id"])
@@ -372,17 +343,16 @@ class Portal:
                                               challenge["phone_enc"])
             if challenge["bind_source"]:
                 await store.audit(conn, message_id, "binding", challenge["bind_source"], client)
-            token = secrets.token_urlsafe(32)  # 256 bits, fresh at authentication
-            await store.insert_session(conn, self.session_hash(token), message_id)
+            token = await self.sessions.open(conn, message_id)
             await store.audit(conn, message_id, "code-check", "right", client)
         OTP_CHECKS.labels("right").inc()
         if first_verification:
             reached("verified")
         response = RedirectResponse(f"/m/{message_id}/document", status_code=303)
-        self.set_cookie(response, self.session_cookie, token, max_age=self.settings.session_absolute_seconds)
+        self.sessions.start(response, token)
         return response
 
-    async def _wrong_code(self, conn, request, message, challenge, now, client) -> HTMLResponse:
+    async def _wrong_code(self, conn, request, message, challenge, now, client, code: str) -> HTMLResponse:
         wrong = challenge["wrong"] + 1
         dead = wrong >= self.settings.otp_max_wrong_per_code
         await store.record_wrong_code(conn, challenge["id"], dead=dead)
@@ -390,46 +360,117 @@ class Portal:
         OTP_CHECKS.labels("wrong").inc()
         failed, lock = await self._count_failure(conn, message, now, client)
         if lock:
-            return self.wait_page(request, message, now + lock)
+            return self.pages.wait(request, message, now + lock)
         if dead:
-            return self.state_page(request, "code_expired", message["language"], status=410, message=message)
+            return self.pages.state(request, "code_expired", message["language"], status=410, message=message)
         # Tries before something happens: the code dies, or the message must wait.
         left = min(self.settings.otp_max_wrong_per_code - wrong, policy.tries_before_wait(failed))
-        return self.page(request, "code.html", message["language"], status=400, message=message,
-                         hint=challenge["phone_hint"], error=text(message["language"], "wrong_code", n=left))
+        return self._code_error(request, message, challenge, WRONG_CODE, code, n=left)
 
-    def session_hash(self, token: str) -> str:
-        return crypto.keyed_hash(self.settings.portal_secret_key, "session", token)
+    def _code_error(self, request: Request, message, challenge, msgid: str, typed: str, **values) -> HTMLResponse:
+        error = {"state": "code_error", "field": "code",
+                 "text": gettext(chosen_language(request) or message["language"], msgid, **values)}
+        return self.pages.render(request, "code.html", message["language"], status=400, message=message,
+                                 hint=challenge["phone_hint"], typed=typed[:12], error=error)
+
+    async def _session_guard(self, conn, request: Request, message_id, action: str, client, csrf: str | None = None):
+        """(message, None) when this browser holds a live session on an open message, else (message, refusal)."""
+        message = await store.get_message(conn, message_id) if message_id else None
+        if refused := await self._refuse_closed(conn, request, message, message_id, action, client):
+            return message, refused
+        if csrf is not None and not self.csrf.ok(request, csrf, message_id):
+            return message, await self._refuse_csrf(conn, request, message, action, client)
+        if not await self.sessions.current(conn, request, message_id):
+            await store.audit(conn, message_id, action, "no-session", client)
+            return message, self.pages.state(request, "session_expired", message["language"], status=401,
+                                             message=message)
+        return message, None
+
+    async def _document_page(self, conn, request: Request, message, *, details: dict | None = None) -> HTMLResponse:
+        idle, warn = self.settings.session_idle_seconds, self.settings.session_warning_seconds
+        # The post is offered until the letter is downloaded: the print copy is dropped then.
+        postal_offered = (message["postal_requested_at"] is None
+                          and not await store.pdf_released(conn, message["message_id"]))
+        return self.pages.render(
+            request, "document.html", message["language"], message=message, details=details,
+            postal_requested=message["postal_requested_at"] is not None, postal_offered=postal_offered,
+            warn_after=max(0, idle - warn), warning_minutes=max(1, round(min(warn, idle) / 60)))
 
     async def document(self, request: Request, raw_id: str) -> HTMLResponse:
         message_id = self.parse_id(raw_id)
         client = self.client_hash(request)
         async with self.pool.acquire() as conn:
-            message = await store.get_message(conn, message_id) if message_id else None
-            if refused := await self._refuse_closed(conn, request, message, message_id, "document-view", client):
+            message, refused = await self._session_guard(conn, request, message_id, "document-view", client)
+            if refused:
                 return refused
-            if not await self.session_ok(conn, request, message_id):
-                await store.audit(conn, message_id, "document-view", "no-session", client)
-                return self.state_page(request, "session_expired", message["language"], status=401, message=message)
             await store.audit(conn, message_id, "document-view", "ok", client)
-        return self.page(request, "document.html", message["language"], message=message)
+            return await self._document_page(conn, request, message)
+
+    async def appointment(self, request: Request, raw_id: str, csrf: str = Form(""), k: str = Form("")) -> Response:
+        """The document page with the appointment as text: opened with the link's secret, like a download."""
+        message_id = self.parse_id(raw_id)
+        client = self.client_hash(request)
+        async with self.pool.acquire() as conn:
+            message, refused = await self._session_guard(conn, request, message_id, "appointment-view", client, csrf)
+            if refused:
+                return refused
+            try:
+                details = json.loads(self.open(message, k, "details"))
+            except crypto.CannotOpen:
+                await store.audit(conn, message_id, "appointment-view", "link-incomplete", client)
+                return self.pages.state(request, "link_incomplete", message["language"], status=400, message=message)
+            await store.audit(conn, message_id, "appointment-view", "ok", client)
+            language = chosen_language(request) or message["language"]
+            shown = {"when": calendar.when(details, language), "place": details["place"],
+                     "address": details["address"], "department": details["department"],
+                     "instructions": details.get("instructions")}
+            return await self._document_page(conn, request, message, details=shown)
+
+    async def extend(self, request: Request, raw_id: str, csrf: str = Form("")) -> Response:
+        """"Stay on the page": the session's idle time starts again (the guard touches it)."""
+        message_id = self.parse_id(raw_id)
+        client = self.client_hash(request)
+        async with self.pool.acquire() as conn:
+            _, refused = await self._session_guard(conn, request, message_id, "session-extend", client, csrf)
+            if refused:
+                return refused
+            await store.audit(conn, message_id, "session-extend", "ok", client)
+        return RedirectResponse(f"/m/{message_id}/document", status_code=303)
+
+    async def postal(self, request: Request, raw_id: str, csrf: str = Form("")) -> Response:
+        """"Receive this convocation by post instead": only after the code, so only the patient can ask."""
+        message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
+        client = self.client_hash(request)
+        async with self.pool.acquire() as conn, conn.transaction():
+            message, refused = await self._session_guard(conn, request, message_id, "postal-request", client, csrf)
+            if refused:
+                return refused
+            if await store.pdf_released(conn, message_id):  # delivered already: no paper copy is left
+                await store.audit(conn, message_id, "postal-request", "already-downloaded", client)
+                return RedirectResponse(f"/m/{message_id}/document", status_code=303)
+            if await store.request_postal(conn, message_id, now):  # once, however often it is pressed
+                await add_event(conn, envelope(
+                    PostalChosenV1(message_id=message_id, convocation_id=message["convocation_id"], chosen_at=now),
+                    producer=PRODUCER, correlation_id=message["convocation_id"]))
+            await store.audit(conn, message_id, "postal-request", "ok", client)
+        return self.pages.state(request, "postal_requested", message["language"], status=200, message=message)
 
     async def download(self, request: Request, raw_id: str, kind: str, csrf: str = Form(""),
                        k: str = Form("")) -> Response:
         message_id, now = self.parse_id(raw_id), datetime.now(timezone.utc)
         client = self.client_hash(request)
         if kind not in ("pdf", "ics"):
-            return self.state_page(request, "unknown", "fr", status=404)
+            return self.pages.state(request, "unknown", "fr", status=404)
         async with self.pool.acquire() as conn, conn.transaction():
             message = await store.get_message(conn, message_id) if message_id else None
             if refused := await self._refuse_closed(conn, request, message, message_id, "download", client):
                 return refused
             lang = message["language"]
-            if not self.csrf_ok(request, csrf, message_id):
+            if not self.csrf.ok(request, csrf, message_id):
                 return await self._refuse_csrf(conn, request, message, "download", client)
-            if not await self.session_ok(conn, request, message_id):
+            if not await self.sessions.current(conn, request, message_id):
                 await store.audit(conn, message_id, "download", "no-session", client, kind)
-                return self.state_page(request, "session_expired", lang, status=401, message=message)
+                return self.pages.state(request, "session_expired", lang, status=401, message=message)
             try:
                 details = json.loads(self.open(message, k, "details"))
                 body = self.open(message, k, "document") if kind == "pdf" else calendar.ics(
@@ -438,7 +479,7 @@ class Portal:
             except crypto.CannotOpen:
                 # The message id and a session without the link's secret open nothing.
                 await store.audit(conn, message_id, "download", "link-incomplete", client, kind)
-                return self.state_page(request, "link_incomplete", lang, status=400, message=message)
+                return self.pages.state(request, "link_incomplete", lang, status=400, message=message)
             if await store.record_release(conn, message_id, kind):  # the first download of each kind
                 await add_event(conn, envelope(
                     DocumentReleasedV1(message_id=message_id, convocation_id=message["convocation_id"], kind=kind,
@@ -465,17 +506,13 @@ class Portal:
         client = self.client_hash(request)
         async with self.pool.acquire() as conn:
             message = await store.get_message(conn, message_id) if message_id else None
-            if not self.csrf_ok(request, csrf, message_id):
+            if not self.csrf.ok(request, csrf, message_id):
                 if message is not None:
                     await store.audit(conn, message_id, "logout", "csrf-refused", client)
-                return self.state_page(request, "bad_request", message["language"] if message else "fr",
-                                       status=403, message=message)
-            token = request.cookies.get(self.session_cookie)
-            if token:
-                await store.end_session(conn, self.session_hash(token))
+                return self.pages.state(request, "bad_request", message["language"] if message else "fr",
+                                        status=403, message=message)
+            response = RedirectResponse(f"/m/{message_id}" if message else "/", status_code=303)
+            await self.sessions.end(conn, request, response)
             if message is not None:
                 await store.audit(conn, message_id, "logout", "ok", client)
-        response = RedirectResponse(f"/m/{message_id}" if message else "/", status_code=303)
-        response.delete_cookie(self.session_cookie, path="/", secure=self.settings.cookie_secure, httponly=True,
-                               samesite="strict")
         return response
