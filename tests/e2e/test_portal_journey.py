@@ -82,7 +82,7 @@ async def test_every_page_has_the_language_switch_and_the_hospitals_general_numb
 
     switched = mail.patient.get(f"{mail.path}?lang=en")
     assert '<html lang="en">' in switched.text and "Your secure message" in switched.text
-    assert '<html lang="en">' in mail.patient.get(f"{mail.path}/help/no-phone").text  # remembered
+    assert '<html lang="en">' in mail.patient.get(f"{mail.path}/no-phone").text  # remembered
 
     for lang, title in (("fr", "Lien non reconnu"), ("de", "Link nicht erkannt"), ("it", "Link non riconosciuto"),
                         ("en", "Link not recognised")):
@@ -94,8 +94,8 @@ async def test_every_page_has_the_language_switch_and_the_hospitals_general_numb
 async def test_not_my_number_and_no_mobile_phone_say_what_to_do_and_whom_to_call(chain, topic, state):
     mail = await letter(chain)
     first = mail.patient.open_link().text
-    assert f"{mail.path}/help/{topic}" in first
-    page = mail.patient.get(f"{mail.path}/help/{topic}")
+    assert f"{mail.path}/{topic}\"" in first
+    page = mail.patient.get(f"{mail.path}/{topic}")
     assert page.status_code == 200 and state_of(page.text) == state
     assert f'href="tel:{mail.secretariat_phone.replace(" ", "")}"' in page.text
     assert f'href="{mail.path}"' in page.text  # and back

@@ -1,0 +1,278 @@
+"""Accessibility in CI (issue 10, item 9): axe-core (pinned in tests/browser/a11y, WCAG 2.0-2.2 A/AA) on
+every page of the patient's journey in every state reached as a patient would, in four languages, at 320,
+375 and 1280 px and at 200 % zoom; no horizontal scrolling at 320 px; the whole path by keyboard only.
+
+To keep the suite short, every state is checked in every language at 320 px and at 200 % zoom (the
+layouts most likely to break), and in French at 375 and 1280 px too."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from shared.contracts import SmsFailedV1
+from tests.e2e.conftest import random_email
+from tests.e2e.test_portal_helpers import letter, publish_as_service, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+AXE = Path(__file__).resolve().parent / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
+WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa"]
+LANGUAGES = ("fr", "de", "it", "en")
+
+
+def localhost(link: str) -> str:
+    return link.replace("://127.0.0.1:", "://localhost:")
+
+
+async def new_page(browser, lang: str):
+    if not AXE.is_file():
+        pytest.fail(f"{AXE} missing: run scripts/bootstrap.sh --with-browser (npm ci of the pinned axe-core)")
+    context = await browser.new_context(accept_downloads=True, locale=f"{lang}-CH")
+    # Injected through the DevTools protocol, so the page's CSP (no inline script) does not apply to it.
+    await context.add_init_script(path=str(AXE))
+    return context, await context.new_page()
+
+
+async def problems(page, lang: str, views: list[str]) -> list[str]:
+    """What is wrong with the page as it is, at each view: axe violations and horizontal scrolling."""
+    found = []
+    assert await page.evaluate("document.documentElement.lang") == lang
+    for view in views:
+        width = 1280 if view == "zoom" else int(view)
+        await page.set_viewport_size({"width": width, "height": 800})
+        # 200 % zoom: the page laid out as a browser zoomed to 200 % does (half the CSS width).
+        await page.evaluate(f"document.documentElement.style.zoom = '{2 if view == 'zoom' else 1}'")
+        result = await page.evaluate("opts => axe.run(document, opts)",
+                                     {"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
+        found += [f"{view}px {v['id']}: {v['help']} ({len(v['nodes'])}x, e.g. {v['nodes'][0]['html'][:120]})"
+                  for v in result["violations"]]
+        if view in ("320", "zoom"):
+            overflow = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            if overflow > 0:
+                found.append(f"{view}: horizontal scrolling ({overflow}px too wide)")
+    await page.evaluate("document.documentElement.style.zoom = '1'")
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    return found
+
+
+async def visit_every_state(chain, browser, lang: str, check) -> list[str]:
+    """Walk the journey's states as a patient would (no database edits), calling ``check(name, page)``."""
+    seen = []
+
+    async def at(name: str, page) -> None:
+        seen.append(name)
+        await check(name, page)
+
+    mail = await letter(chain, language=lang)
+    link = localhost(mail.link)
+    page_url = link.split("#", 1)[0]
+    context, page = await new_page(browser, lang)
+    try:
+        await page.goto(link)
+        await at("first visit", page)
+        await page.fill("#phone", "079 12")
+        await page.press("#phone", "Enter")
+        await page.wait_for_selector("#error-summary")
+        await at("mistyped number", page)
+        await page.fill("#phone", mail.national)
+        await page.press("#phone", "Enter")
+        await page.wait_for_url(f"{page_url}/code")
+        await at("code sent", page)
+        code = await mail.code()
+        await page.fill("#code", f"{(int(code) + 1) % 10 ** 6:06d}")
+        await page.press("#code", "Enter")
+        await page.wait_for_selector("#error-summary")
+        await at("wrong code", page)
+        await page.click("form[action$='/code'] button")  # "Send a new code" at once: the wait is shown
+        await page.wait_for_selector("[data-state=wait]")
+        await at("wait before a new code", page)
+        await page.goto(f"{page_url}/code")
+        await page.fill("#code", code)
+        await page.press("#code", "Enter")
+        await page.wait_for_selector("#appointment-title")  # the document page opened the appointment
+        await at("document with the appointment", page)
+        await page.click("form[action$='/postal'] button")
+        await page.wait_for_selector("[data-state=postal_requested]")
+        await at("post requested", page)
+        for path, state in (("/not-my-number", "not_my_number"), ("/no-phone", "no_phone")):
+            await page.goto(page_url + path)
+            await page.wait_for_selector(f"[data-state={state}]")
+            await at(state, page)
+        await page.goto(page_url.rsplit("/m/", 1)[0] + f"/guide?lang={lang}")
+        await at("guide", page)
+        await page.goto(f"{page_url}/document")
+        await page.wait_for_selector("#appointment-title")
+        async with page.expect_download() as download:
+            await page.click("form[action$='/download/pdf'] button")
+        assert (await download.value).suggested_filename.endswith(".pdf")
+        await page.click("form[action$='/logout'] button")
+        await page.wait_for_url(page_url)
+        await at("logged out", page)
+    finally:
+        await context.close()
+
+    context, page = await new_page(browser, lang)
+    try:
+        await page.goto(page_url)  # the link without its secret (cut by a mail program)
+        await page.wait_for_selector("#link-damaged:not([hidden])")
+        await at("damaged link", page)
+        await page.goto(f"{page_url}/document")
+        await at("session expired", page)
+        await page.goto(page_url.rsplit("/m/", 1)[0] + f"/m/{uuid.uuid4()}?lang={lang}")
+        await at("unknown link", page)
+
+        locked = await letter(chain, language=lang)
+        await page.goto(localhost(locked.link))
+        await page.fill("#phone", locked.national)
+        await page.press("#phone", "Enter")
+        right = await locked.code()
+        for _ in range(5):  # five wrong codes: the message waits (the product's own lock)
+            await page.fill("#code", f"{(int(right) + 1) % 10 ** 6:06d}")
+            await page.press("#code", "Enter")
+            await page.wait_for_load_state()
+        await page.wait_for_selector("[data-state=wait]")
+        await at("locked", page)
+
+        failed = await letter(chain, language=lang)
+        await page.goto(localhost(failed.link))
+        await page.fill("#phone", failed.national)
+        await page.press("#phone", "Enter")
+        await failed.sms()
+        [challenge] = await failed.challenges()
+        await publish_as_service(chain, SmsFailedV1(
+            challenge_id=challenge["id"], message_id=failed.message_id,
+            convocation_id=uuid.UUID(failed.convocation_id), provider="twilio", provider_code="30003",
+            reason="Unreachable destination handset", failed_at=datetime.now(timezone.utc)), producer="sms-gateway")
+        await wait_for(lambda: chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1",
+                                                 challenge["id"]))
+        await page.goto(localhost(failed.link).split("#")[0] + "/code")
+        await at("sms failed", page)
+
+        from tests.e2e.test_portal_states import revoked, upstream_cancellation
+        await chain.publish(upstream_cancellation(locked.convocation_id))
+        await revoked(chain, locked, "cancelled")
+        await page.goto(localhost(locked.link))
+        await at("cancelled", page)
+        again = chain.event(convocation_id=uuid.UUID(failed.convocation_id), email=random_email(), language=lang)
+        await chain.publish(again)
+        await revoked(chain, failed, "superseded")
+        await page.goto(localhost(failed.link))
+        await at("superseded", page)
+    finally:
+        await context.close()
+    return seen
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+async def test_every_state_has_no_axe_violation_and_no_horizontal_scrolling(chain, browser, lang):
+    views = ["320", "zoom"] + (["375", "1280"] if lang == "fr" else [])
+    found: dict[str, list[str]] = {}
+
+    async def check(name, page):
+        if issues := await problems(page, lang, views):
+            found[name] = issues
+
+    seen = await visit_every_state(chain, browser, lang, check)
+    assert len(seen) == 18, seen
+    assert found == {}
+
+
+async def test_the_whole_path_by_keyboard_only(chain, browser):
+    mail = await letter(chain)
+    context, page = await new_page(browser, "fr")
+    page_url = localhost(mail.link).split("#", 1)[0]
+
+    async def tab_to(selector: str, limit: int = 40) -> None:
+        for _ in range(limit):
+            await page.keyboard.press("Tab")
+            if await page.evaluate("s => document.activeElement.matches(s)", selector):
+                return
+        raise AssertionError(f"{selector} cannot be reached with the Tab key")
+
+    try:
+        await page.goto(localhost(mail.link))
+        await tab_to("#phone")
+        await page.keyboard.type(mail.national)
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(f"{page_url}/code")
+        assert await page.evaluate("document.activeElement.id") == "code"  # the code field has the focus
+        await page.keyboard.type(await mail.code())
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("#appointment-title")
+        await tab_to("form[action$='/download/pdf'] button")
+        async with page.expect_download() as download:
+            await page.keyboard.press("Enter")
+        assert (await download.value).suggested_filename.endswith(".pdf")
+        assert await page.locator("#download-done").inner_text()  # the download is confirmed on the page
+        await tab_to("#print")  # the print button is reachable too
+        # Focus is always visible: every focusable element gets an outline or a border when focused.
+        assert re.search(r"\d", await page.evaluate(
+            "getComputedStyle(document.activeElement).outlineWidth"))
+    finally:
+        await context.close()
+
+
+async def test_the_axe_check_does_find_violations(browser):
+    """The check above cannot pass by not running: the same call on a page without a language and with
+    an image without a text alternative reports both."""
+    context, page = await new_page(browser, "fr")
+    try:
+        await page.set_content('<html><body><img src="data:image/gif;base64,R0lGODlhAQABAAAAACw="></body></html>')
+        result = await page.evaluate("opts => axe.run(document, opts)",
+                                     {"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
+        assert {"html-has-lang", "image-alt"} <= {v["id"] for v in result["violations"]}
+    finally:
+        await context.close()
+
+
+# Buttons the walk itself presses at the right moment (they end the step the walk is on).
+WALK_PRESSES = ("/logout", "/postal", "/download/pdf")
+FORMS = """() => [...document.forms].filter(f => f.offsetParent !== null).map(f => ({
+  action: f.action, method: f.method, fields: Object.fromEntries(new FormData(f)),
+  typed: !!f.querySelector('input:not([type=hidden])')}))"""
+
+
+async def test_every_button_and_link_on_every_page_leads_somewhere_that_belongs_to_the_state(chain, browser):
+    """Issue 10, item 1: follows every link and presses every button (as the browser would post its form)
+    of every state, and fails on a server error, a refused form or a page that does not belong there."""
+    dead_ends: list[str] = []
+
+    async def judge(where: str, what: str, response, *, typed: bool = False) -> None:
+        state = re.search(r'data-state="([a-z_]+)"', await response.text()) if "html" in (
+            response.headers.get("content-type", "")) else None
+        state = state.group(1) if state else None
+        allowed = {"unknown link": {"unknown"}, "session expired": {"session_expired"},
+                   "cancelled": {"cancelled"}, "superseded": {"superseded"}}.get(where, set())
+        wrong = (response.status >= 500 or state == "bad_request"
+                 or state in {"unknown", "session_expired", "cancelled", "superseded"} - allowed
+                 or (state in ("number_invalid", "code_error") and not typed))
+        if wrong:
+            dead_ends.append(f"{where}: {what} -> {response.status} {state}")
+
+    async def press_everything(name, page):
+        base = page.url.split("/m/")[0] if "/m/" in page.url else page.url.rsplit("/", 1)[0]
+        hrefs = await page.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
+        for href in hrefs:
+            if href.startswith(("tel:", "mailto:")) or "#" in href and href.split("#")[0] == page.url.split("#")[0]:
+                continue
+            assert href.startswith(base), f"{name}: a link leaves the portal: {href}"
+            await judge(name, f"link {href[len(base):]}", await page.request.get(href))
+        for form in await page.evaluate(FORMS):
+            if form["action"].endswith(WALK_PRESSES):
+                continue
+            response = await page.request.post(form["action"], form=form["fields"], max_redirects=0)
+            if response.status == 303:
+                response = await page.request.get(base + response.headers["location"]
+                                                  if response.headers["location"].startswith("/")
+                                                  else response.headers["location"])
+            await judge(name, f"button {form['action'][len(base):]}", response, typed=form["typed"])
+
+    seen = await visit_every_state(chain, browser, "fr", press_everything)
+    assert len(seen) == 18
+    assert dead_ends == []
