@@ -132,7 +132,9 @@ def test_html_is_self_contained_with_no_images_or_tracking() -> None:
     assert "<script" not in html
     assert "<link" not in html
     assert "url(" not in html
-    assert re.findall(r'(?:href|src)="([^"]+)"', html) == [LINK.lower(), LINK.lower()]
+    # The patient's link (button and bare URL) and the portal's own guide, nothing else.
+    guide = "https://convocations.hug.example/guide?lang=en"
+    assert re.findall(r'(?:href|src)="([^"]+)"', html) == [LINK.lower(), LINK.lower(), guide]
 
 
 def test_without_secretariat_contact_the_help_sentence_is_left_out() -> None:
@@ -203,3 +205,10 @@ def test_subject_is_a_single_line() -> None:
 def test_environment_is_built_once_per_language() -> None:
     assert emails.environment("it") is emails.environment("it")
     assert emails.environment("it") is not emails.environment("de")
+
+
+@pytest.mark.parametrize("language", list(KNOWN_WORDS))
+def test_the_email_links_the_portals_guide_in_the_patients_language(language: str) -> None:
+    email = render(language)
+    guide = f"https://convocations.hug.example/guide?lang={language}"
+    assert guide in email.text and f'href="{guide}"' in email.html

@@ -83,6 +83,8 @@ def render_email(
         "language": lang,
         "patient_name": patient_name,
         "link": link,
+        # The portal's guide, in the patient's language (the link's origin: no other address to configure).
+        "guide": f"{url.scheme}://{url.netloc}/guide?lang={lang}",
         "hospital_name": hospital_name,
         # Empty strings count as absent, so the template never prints an empty contact.
         "secretariat_phone": secretariat_phone or None,
