@@ -149,6 +149,14 @@ class Department(Contract):
     secretariat_email: Email | None = None
 
 
+class PublicContact(Contract):
+    """A contact that does not reveal the specialty (the hospital's patient desk, not 'oncologie@…'):
+    what the e-mail and the portal's pages before the code show."""
+
+    phone: Line = Field(min_length=3, max_length=40)
+    email: Email | None = None
+
+
 class Appointment(Contract):
     starts_at: AwareDatetime = Field(description="Time-zone aware start of the appointment (ISO 8601).")
     place: Place
@@ -165,6 +173,9 @@ class ConvocationCreatedV1(EventPayload):
     patient: Patient
     appointment: Appointment
     delivery: DeliveryPreference = Field("email", description="'postal' keeps paper mail.")
+    public_contact: PublicContact | None = Field(
+        None, description="Shown before the code (e-mail, portal) instead of the department's own contact;"
+                          " when absent the issuer's PUBLIC_CONTACT_PHONE/PUBLIC_CONTACT_EMAIL.")
     document_pdf_base64: Line | None = Field(
         None, description="The letter as a base64 PDF (at most 10 MB); when absent the issuer renders one."
     )
@@ -222,6 +233,8 @@ class MessageSealedV1(EventPayload):
     secretariat_phone: Line
     secretariat_email: Line | None = None
     send_email: bool = Field(True, description="False when the patient keeps paper mail.")
+    public_contact: PublicContact | None = Field(
+        None, description="The contact shown before the code; the secretariat's only after it.")
     for_mailer: SealedField = Field(description="Encrypted for the mailer: e-mail address, name and link secret.")
     for_portal: SealedField = Field(description="Encrypted for the access portal: the mobile number on file.")
 
@@ -276,6 +289,16 @@ class ConvocationStatusV1(EventPayload):
     action_id: uuid.UUID | None = Field(None, description="The secretariat action this change carries out.")
 
 
+class ReminderRequestedV1(EventPayload):
+    """The letter is still not downloaded and its paper deadline nears: the mailer reminds the patient, once."""
+
+    EVENT_TYPE: ClassVar[str] = "reminder.requested"
+
+    message_id: uuid.UUID
+    convocation_id: uuid.UUID
+    paper_deadline: AwareDatetime = Field(description="When the letter goes to paper if still not downloaded.")
+
+
 # --- mailer -> issuer, access-portal ---------------------------------------------------------
 
 
@@ -305,6 +328,9 @@ class EmailFailedV1(EventPayload):
                     " (e.g. 'recipient-refused 5.1.1'), 'local-error <error type>', 'no-email-address'.",
     )
     failed_at: AwareDatetime
+    late: bool = Field(
+        False, description="True for a bounce that came back after the relay had accepted the e-mail"
+                           " (a delivery status notification to the per-message envelope sender).")
 
 
 # --- access-portal -> sms-gateway, issuer ----------------------------------------------------
@@ -426,6 +452,7 @@ CATALOGUE: dict[str, type[EventPayload]] = {
         MessageRevokedV1,
         PostalRequestedV1,
         ConvocationStatusV1,
+        ReminderRequestedV1,
         EmailSentV1,
         EmailFailedV1,
         OtpRequestedV1,

@@ -100,7 +100,20 @@ def devoidc(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def stack(test_database, exchange_name, devinbox, devoidc, tmp_path_factory):
+def dkim_key(tmp_path_factory) -> Path:
+    """The mailer's DKIM private key (RSA 2048, PEM), as a hospital would mount it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path = tmp_path_factory.mktemp("dkim") / "s2026b.pem"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack(test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dkim_key):
     s = Stack(
         database=test_database, exchange=exchange_name, smtp_port=devinbox.smtp_port,
         sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
@@ -108,7 +121,8 @@ def stack(test_database, exchange_name, devinbox, devoidc, tmp_path_factory):
         extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO",
                           "SWEEP_SECONDS": "0.5"},
                    # Pruning hourly in production; the tests play the ingress from the loopback network.
-                   "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"}},
+                   "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"},
+                   "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"}},
         oidc_issuer=devoidc.issuer,
     )
     devoidc.clients[0]["redirect_uris"].append(f"{s.url('secretariat')}/auth/callback")

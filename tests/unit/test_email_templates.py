@@ -13,7 +13,7 @@ from mailer.emails import RenderedEmail, render_email
 LINK = "https://convocations.hug.example/m/7c9e6679-7425-40de-944b-e07fc1f90ae7#k=q3Zt-8_LxW0pRf2sVbN1cA"
 HOSPITAL = "Hôpitaux Universitaires de Genève"
 PHONE = "+41 22 372 33 11"
-EMAIL = "secretariat.cardio@hug.example"
+EMAIL = "patients@hug.example"
 
 # A word each language's subject and body use, and that no other language's version contains.
 KNOWN_WORDS = {
@@ -36,8 +36,8 @@ def render(language: str = "fr", **overrides: str | None) -> RenderedEmail:
         "patient_name": "Zoë Müller",
         "link": LINK,
         "hospital_name": HOSPITAL,
-        "secretariat_phone": PHONE,
-        "secretariat_email": EMAIL,
+        "contact_phone": PHONE,
+        "contact_email": EMAIL,
     }
     arguments.update(overrides)
     return render_email(language=language, **arguments)  # type: ignore[arg-type]
@@ -80,7 +80,7 @@ def test_explains_the_sms_code_the_secretariat_and_the_password_rule(language: s
         assert "SMS" in body
         assert PHONE in body
         assert EMAIL in body
-    assert render(language, secretariat_email=None).text.count(PHONE) == 1
+    assert render(language, contact_email=None).text.count(PHONE) == 1
 
 
 def test_the_english_text_says_what_each_step_is() -> None:
@@ -89,7 +89,7 @@ def test_the_english_text_says_what_each_step_is() -> None:
     assert "you will be asked to enter your mobile phone number" in text
     assert "verification code by SMS" in text
     assert "copy it and paste it into the address bar" in text
-    assert "contact the secretariat by phone at +41 22 372 33 11" in text
+    assert "contact us by phone at +41 22 372 33 11" in text
     assert "We will never ask you by e-mail for a password" in text
 
 
@@ -102,7 +102,7 @@ def test_patient_name_is_escaped_in_html_and_kept_as_written_in_text() -> None:
 
 
 def test_hospital_and_secretariat_values_are_escaped_in_html() -> None:
-    mail = render("fr", hospital_name='HUG "<script>"', secretariat_email="a<b@example.ch")
+    mail = render("fr", hospital_name='HUG "<script>"', contact_email="a<b@example.ch")
 
     assert "<script>" not in mail.html
     assert "&lt;script&gt;" in mail.html
@@ -111,7 +111,7 @@ def test_hospital_and_secretariat_values_are_escaped_in_html() -> None:
 
 @pytest.mark.parametrize("language", list(KNOWN_WORDS))
 def test_no_placeholder_or_none_leaks(language: str) -> None:
-    for mail in (render(language), render(language, secretariat_phone=None, secretariat_email=None)):
+    for mail in (render(language), render(language, contact_phone=None, contact_email=None)):
         for part in (mail.subject, mail.text, mail.html):
             for leak in ("None", "{{", "}}", "{%", "%(", "%s", "undefined"):
                 assert leak not in part
@@ -138,14 +138,14 @@ def test_html_is_self_contained_with_no_images_or_tracking() -> None:
 
 
 def test_without_secretariat_contact_the_help_sentence_is_left_out() -> None:
-    mail = render("en", secretariat_phone=None, secretariat_email=None)
+    mail = render("en", contact_phone=None, contact_email=None)
 
-    assert "secretariat" not in mail.text
+    assert "contact us" not in mail.text
     assert "copy it and paste it" in mail.text
 
 
 def test_email_only_secretariat() -> None:
-    mail = render("fr", secretariat_phone=None)
+    mail = render("fr", contact_phone=None)
 
     assert f"par e-mail à l’adresse {EMAIL}" in mail.text
     assert "téléphone au" not in mail.text
@@ -166,7 +166,7 @@ def test_regional_language_tags_use_their_base_language(language: str, expected:
 
 @pytest.mark.parametrize("language", list(KNOWN_WORDS))
 def test_no_medical_content_whatever_the_language(language: str) -> None:
-    for mail in (render(language), render(language, secretariat_phone=None, secretariat_email=None)):
+    for mail in (render(language), render(language, contact_phone=None, contact_email=None)):
         content = all_parts(mail).lower()
         for word in MEDICAL_WORDS:
             assert word not in content, f"{word!r} in the {language} e-mail"
@@ -178,7 +178,7 @@ def test_render_email_cannot_receive_medical_details() -> None:
     parameters = set(inspect.signature(render_email).parameters)
 
     assert parameters == {
-        "language", "patient_name", "link", "hospital_name", "secretariat_phone", "secretariat_email",
+        "language", "patient_name", "link", "hospital_name", "contact_phone", "contact_email", "replaces_date",
     }
     with pytest.raises(TypeError):
         render_email(  # type: ignore[call-arg]

@@ -40,6 +40,7 @@ from shared.contracts import (
     MessageSealedV1,
     OtpRequestedV1,
     PostalRequestedV1,
+    ReminderRequestedV1,
     SmsFailedV1,
     SmsSentV1,
     AccessChangedV1,
@@ -132,6 +133,7 @@ CAUSED_BY: dict[type[EventPayload], type[EventPayload] | None] = {
     EmailFailedV1: MessageSealedV1,
     PostalRequestedV1: EmailFailedV1,
     MessageRevokedV1: ConvocationCancelledV1,
+    ReminderRequestedV1: None,  # the issuer's clock
     OtpRequestedV1: None,  # a patient's request on the portal
     SmsSentV1: OtpRequestedV1,
     SmsFailedV1: OtpRequestedV1,
@@ -145,6 +147,7 @@ OCCURRED_AFTER = {  # seconds after CREATED_AT
     PostalRequestedV1: 4, OtpRequestedV1: 38530, SmsSentV1: 38531, SmsFailedV1: 38531, DocumentReleasedV1: 38595,
     PostalChosenV1: 38600,
     ConvocationCancelledV1: 86400, MessageRevokedV1: 86401, StaffActionRequestedV1: 40000, AccessChangedV1: 40001,
+    ReminderRequestedV1: 3110400,
 }
 ACTION_ID = uuid.UUID("a0c1d2e3-f405-4617-8829-3a4b5c6d7e8f")
 
@@ -186,6 +189,7 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
                 "instructions": "Venez à jeun. Apportez la liste de vos médicaments.",
             },
             "delivery": "email",
+            "public_contact": {"phone": "+41 22 372 33 11", "email": "patients@hug.example"},
             "document_pdf_base64": None,
         }),
         ConvocationCancelledV1: lambda: ConvocationCancelledV1(**ids, reason="Rendez-vous annulé par le service"),
@@ -203,10 +207,13 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             secretariat_phone="+41 22 372 33 11",
             secretariat_email="cardiologie@hug.example",
             send_email=True,
+            public_contact={"phone": "+41 22 372 33 11", "email": "patients@hug.example"},
             for_mailer=_token("fe2.k1.", "for_mailer", 12 + 112 + 16),
             for_portal=_token("fe2.k1.", "for_portal", 12 + 25 + 16),
         ),
         MessageRevokedV1: lambda: MessageRevokedV1(**message, reason="cancelled"),
+        ReminderRequestedV1: lambda: ReminderRequestedV1(
+            **message, paper_deadline=APPOINTMENT_AT - timedelta(hours=48)),
         PostalRequestedV1: lambda: PostalRequestedV1(
             **ids, reason="email-failed", language="fr", for_print_room=_token("rs2.k1.", "for_print_room", 32 + 12 + 96 + 16),
         ),

@@ -66,6 +66,8 @@ def convocation_event(
             "instructions": "Venez à jeun. Apportez la liste de vos médicaments.",
         },
         "delivery": delivery,
+        # What the e-mail and the portal show before the code: never the department's own address.
+        "public_contact": {"phone": "+41 22 372 33 11", "email": "patients@hug.example"},
         "document_pdf_base64": base64.b64encode(pdf).decode() if pdf is not None else None,
     }
     return {

@@ -61,6 +61,7 @@ class Stack:
     def __post_init__(self) -> None:
         for name in SERVICES:
             self.ports.setdefault(name, free_port())
+        self.ports.setdefault("mailer-bounces", free_port())  # the mailer's inbound SMTP for late bounces
         self.portal_base_url = self.portal_base_url or f"http://127.0.0.1:{self.ports['access-portal']}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -94,6 +95,7 @@ class Stack:
             "PORTAL_BASE_URL": self.portal_base_url,
             "PUBLIC_BASE_URL": self.url("secretariat"),
             "OIDC_ISSUER": self.oidc_issuer,
+            "BOUNCE_SMTP_PORT": str(self.ports["mailer-bounces"]),
             "OUTBOX_POLL_SECONDS": "0.5",
         }
         env.update(self.extra_env.get("*", {}))

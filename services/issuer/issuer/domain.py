@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from shared import crypto
-from shared.contracts import ConvocationCreatedV1, MessageSealedV1
+from shared.contracts import ConvocationCreatedV1, MessageSealedV1, PublicContact
 
 # Statuses a convocation moves through; a later event never moves it backwards.
 STATUS_RANK = {
@@ -81,6 +81,7 @@ def seal_convocation(
     *,
     expires_at: datetime,
     send_email: bool,
+    public_contact: PublicContact | None = None,
 ) -> MessageSealedV1:
     """Encrypt the letter under a fresh link secret and the newest server key.
 
@@ -110,6 +111,7 @@ def seal_convocation(
         secretariat_phone=department.secretariat_phone,
         secretariat_email=department.secretariat_email,
         send_email=send_email,
+        public_contact=convocation.public_contact or public_contact,
         for_mailer=crypto.seal_field(
             keys.mailer_field_key,
             {"email": patient.email, "name": patient.name, "link_secret": link_secret},
@@ -149,6 +151,17 @@ def postal_reason_at_creation(convocation: ConvocationCreatedV1) -> str | None:
 
 def fallback_deadline(appointment_at: datetime, fallback_hours: int) -> datetime:
     return appointment_at - timedelta(hours=fallback_hours)
+
+
+def reminder_due(*, appointment_at: datetime, sealed_at: datetime, now: datetime, fallback_hours: int,
+                 reminder_days: int) -> bool:
+    """Still not downloaded ``reminder_days`` before the paper deadline: remind the patient. Not for a
+    message sealed after that moment: the e-mail itself is news enough."""
+    if reminder_days <= 0:
+        return False
+    deadline = fallback_deadline(appointment_at, fallback_hours)
+    remind_at = deadline - timedelta(days=reminder_days)
+    return sealed_at < remind_at <= now < deadline
 
 
 def fallback_due(*, appointment_at: datetime, sealed_at: datetime, now: datetime, fallback_hours: int) -> bool:

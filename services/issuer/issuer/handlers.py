@@ -12,6 +12,7 @@ from issuer.pdfcheck import UnreadablePdf, active_content
 from issuer.settings import IssuerSettings
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
+    ISSUER_ACTIONS,
     ConvocationCancelledV1,
     ConvocationCreatedV1,
     ConvocationStatusV1,
@@ -21,7 +22,8 @@ from shared.contracts import (
     EmailSentV1,
     MessageRevokedV1,
     PostalRequestedV1,
-    ISSUER_ACTIONS,
+    PublicContact,
+    ReminderRequestedV1,
     StaffActionRequestedV1,
     envelope,
 )
@@ -46,6 +48,8 @@ class IssuerHandlers:
             mailer_field_key=settings.mailer_field_key,
             portal_field_key=settings.portal_field_key,
         )
+        self.public_contact = PublicContact(phone=settings.public_contact_phone,
+                                            email=settings.public_contact_email)
 
     # --- upstream -----------------------------------------------------------------------------
 
@@ -57,7 +61,8 @@ class IssuerHandlers:
         pdf = self._upstream_pdf(c) or self._render(c, now)
         expires_at = domain.expiry(c.appointment.starts_at, self.settings.message_ttl_days)
         postal = domain.postal_reason_at_creation(c)
-        sealed = domain.seal_convocation(c, pdf, self.keys, expires_at=expires_at, send_email=postal is None)
+        sealed = domain.seal_convocation(c, pdf, self.keys, expires_at=expires_at, send_email=postal is None,
+                                         public_contact=self.public_contact)
         copy = domain.print_copy(c, pdf, self.settings.print_room_public_key)
         existing = await store.get_convocation(conn, c.convocation_id)
         department = c.appointment.department.code
@@ -145,6 +150,14 @@ class IssuerHandlers:
 
     async def post_fallback(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> None:
         await self._post(conn, None, row, "not-downloaded", now)
+
+    async def remind(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> None:
+        """The mailer reminds the patient, once; the paper deadline stays as it was."""
+        deadline = domain.fallback_deadline(row["appointment_at"], self.settings.postal_fallback_hours)
+        await self._emit(conn, None, ReminderRequestedV1(message_id=row["message_id"], convocation_id=row["id"],
+                                                         paper_deadline=deadline), convocation_id=row["id"])
+        await store.mark_reminded(conn, row["id"], now)
+        log.info("reminder requested")
 
     async def expire(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> None:
         await self._revoke(conn, None, row, "expired", now)

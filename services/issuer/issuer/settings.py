@@ -18,9 +18,14 @@ class IssuerSettings(ServiceSettings):
     print_room_public_key: KeyRing = f"k1:{b64e(recipient_public_key(_decode_key(dev_key('print-room'))))}"
     message_ttl_days: int = 30  # the message expires this long after the appointment
     postal_fallback_hours: int = 48  # no download this long before the appointment: paper
-    sweep_seconds: float = 60.0  # how often fallbacks and expiries are looked for
+    sweep_seconds: float = 60.0  # how often reminders, fallbacks and expiries are looked for
     # Memory: a 10 MB letter is a 13 MB message, and handling it takes a few copies. Letters waiting
     # unacknowledged are held in memory (LETTERS_PREFETCH), and those over 1 MB are sealed one at a
     # time (LARGE_LETTERS_AT_ONCE): four 10 MB letters at once peak at 255–271 MB (pod limit 320Mi).
     letters_prefetch: int = Field(2, ge=1)
     large_letters_at_once: int = Field(1, ge=1)
+    # Remind a patient who has not downloaded the letter this many days before the paper deadline (0: never).
+    reminder_days: int = 2
+    # Shown before the code when the hospital system gives no public_contact: never a department's own.
+    public_contact_phone: str = "+41 22 372 33 11"
+    public_contact_email: str | None = None

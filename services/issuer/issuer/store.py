@@ -32,8 +32,9 @@ async def replace_message(
     await conn.execute(
         "update convocation set message_id = $2, patient_ref = $3, delivery = $4, language = $5, status = 'sealed',"
         " appointment_at = $6, expires_at = $7, sealed_at = $8, print_copy = $9, emailed_at = null,"
-        " email_failed_at = null, downloaded_at = null, postal_at = null, postal_reason = null, cancelled_at = null,"
-        " superseded_count = superseded_count + 1, department = $10, updated_at = now() where id = $1",
+        " email_failed_at = null, downloaded_at = null, postal_at = null, reminded_at = null, postal_reason = null,"
+        " cancelled_at = null, superseded_count = superseded_count + 1, department = $10, updated_at = now()"
+        " where id = $1",
         convocation_id, message_id, patient_ref, delivery, language, appointment_at, expires_at, sealed_at,
         print_copy, department,
     )
@@ -60,6 +61,23 @@ async def due_for_fallback(conn: asyncpg.Connection, now: datetime, fallback_hou
         " order by appointment_at limit $3 for update skip locked",
         now, fallback_hours, limit,
     )
+
+
+async def due_for_reminder(conn: asyncpg.Connection, now: datetime, fallback_hours: int, reminder_days: int,
+                           limit: int = 100):
+    """E-mailed, not downloaded, not posted, not reminded, and the reminder time has come (locked)."""
+    return await conn.fetch(
+        "select * from convocation where reminded_at is null and downloaded_at is null and postal_at is null"
+        " and status = 'e-mailed'"
+        " and appointment_at - make_interval(hours => $2, days => $3) <= $1"
+        " and appointment_at - make_interval(hours => $2) > $1"
+        " order by appointment_at limit $4 for update skip locked",
+        now, fallback_hours, reminder_days, limit,
+    )
+
+
+async def mark_reminded(conn: asyncpg.Connection, convocation_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute("update convocation set reminded_at = $2 where id = $1", convocation_id, at)
 
 
 async def due_for_expiry(conn: asyncpg.Connection, now: datetime, limit: int = 100):

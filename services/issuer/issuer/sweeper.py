@@ -1,4 +1,4 @@
-"""The issuer's clock: paper fallback for letters not downloaded in time, and message expiry.
+"""The issuer's clock: reminders, paper fallback for letters not downloaded in time, and message expiry.
 
 Runs in every replica (``Runtime.every``); ``FOR UPDATE SKIP LOCKED`` lets replicas share the rows
 without doubles.
@@ -34,6 +34,15 @@ class Sweeper:
                     with structlog.contextvars.bound_contextvars(correlation_id=str(row["id"])):
                         await self.handlers.expire(conn, row, now)
                     done += 1
+        settings = self.handlers.settings
+        if settings.reminder_days > 0:
+            async with pool.acquire() as conn, conn.transaction():
+                for row in await store.due_for_reminder(conn, now, hours, settings.reminder_days):
+                    if domain.reminder_due(appointment_at=row["appointment_at"], sealed_at=row["sealed_at"],
+                                           now=now, fallback_hours=hours, reminder_days=settings.reminder_days):
+                        with structlog.contextvars.bound_contextvars(correlation_id=str(row["id"])):
+                            await self.handlers.remind(conn, row, now)
+                        done += 1
         with counted_after_commit():
             async with pool.acquire() as conn, conn.transaction():
                 for row in await store.due_for_fallback(conn, now, hours):

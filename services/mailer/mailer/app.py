@@ -1,16 +1,21 @@
-"""Mailer process: wires the handler to the bus and serves health and metrics."""
+"""Mailer process: wires the handlers to the bus, listens for bounces, and serves health and metrics."""
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from mailer import store
+from mailer.bounces import BounceListener
 from mailer.handlers import MailerHandlers
 from mailer.settings import MailerSettings
 from mailer.smtp import SmtpSender
-from shared.contracts import MessageSealedV1
+from shared.contracts import MessageRevokedV1, MessageSealedV1, ReminderRequestedV1
+from shared.logs import get_logger
 from shared.runtime import Runtime
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+log = get_logger(__name__)
 
 
 def create_app(settings: MailerSettings | None = None) -> FastAPI:
@@ -19,9 +24,21 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     sender = SmtpSender(settings)
     handlers = MailerHandlers(settings, sender)
     runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed)
+    runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
+    runtime.consumer.subscribe(ReminderRequestedV1, handlers.on_reminder_requested)
 
+    async def forget_expired() -> None:
+        # Also when the issuer's message.revoked(expired) never comes: the mailer's own clock.
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            if forgotten := await store.forget_expired(conn, datetime.now(timezone.utc)):
+                log.info("expired recipients destroyed", count=forgotten)
+
+    bounces = BounceListener(settings, lambda: runtime.pool)
     runtime.use_retries(handlers.retry)
+    runtime.on_started.append(bounces.start)
+    runtime.on_stopping.append(bounces.stop)
     runtime.on_stopping.append(sender.close)
+    runtime.every(settings.sweep_seconds, forget_expired, "mailer-expiry")
     app = runtime.http_app()
     app.state.runtime = runtime
     return app

@@ -8,7 +8,12 @@ never read back from the headers.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
+import os
 import uuid
+from email.generator import BytesGenerator
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -22,10 +27,31 @@ class UnsafeHeader(ValueError):
     """A value meant for a header holds a control character, or an address is not a plain address."""
 
 
-def smtp_message_id(message_id: uuid.UUID, mail_from: str) -> str:
-    """The same secure message always gets the same Message-ID, so duplicates are recognisable."""
+def smtp_message_id(message_id: uuid.UUID, mail_from: str, kind: str = "link") -> str:
+    """The same secure message always gets the same Message-ID, so duplicates are recognisable;
+    each notice about it its own."""
     domain = parseaddr(mail_from)[1].rpartition("@")[2] or "convocations.local"
-    return f"<{message_id}@{domain}>"
+    return f"<{message_id}@{domain}>" if kind == "link" else f"<{message_id}.{kind}@{domain}>"
+
+
+def bounce_address(domain: str) -> tuple[str, bytes]:
+    """A fresh VERP envelope sender ``bounces+<token>@domain`` and the SHA-256 of its token.
+
+    120 random bits, lower-case base32 (relays may fold the case of a local part): opaque, and a
+    bounce cannot be forged for a message without having seen its e-mail."""
+    token = base64.b32encode(os.urandom(15)).decode().lower()
+    return f"bounces+{token}@{domain}", token_hash(token)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.lower().encode()).digest()
+
+
+def to_bytes(msg: MIMEMultipart) -> bytes:
+    """The wire form, CRLF line ends: what is DKIM-signed is exactly what is sent."""
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=msg.policy.clone(linesep="\r\n")).flatten(msg)
+    return out.getvalue()
 
 
 def checked(value: str, what: str) -> str:
@@ -55,7 +81,8 @@ def _mailbox(name: str, address: str) -> str:
 
 
 def build_message(
-    rendered: RenderedEmail, *, mail_from: str, to_name: str, to_address: str, message_id: uuid.UUID, language: str
+    rendered: RenderedEmail, *, mail_from: str, to_name: str, to_address: str, message_id: uuid.UUID, language: str,
+    kind: str = "link",
 ) -> MIMEMultipart:
     # compat32 email.mime classes: ~2.5x faster than EmailMessage(policy=default) (docs/architecture.md#performance).
     msg = MIMEMultipart("alternative")
@@ -64,7 +91,7 @@ def build_message(
     msg["To"] = _mailbox(checked(to_name, "recipient name"), plain_address(to_address, "recipient address"))
     msg["Subject"] = Header(checked(rendered.subject, "subject"), "utf-8")
     msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = smtp_message_id(message_id, mail_from)
+    msg["Message-ID"] = smtp_message_id(message_id, mail_from, kind)
     msg["Content-Language"] = checked(language, "language")
     msg["Auto-Submitted"] = "auto-generated"
     msg.attach(MIMEText(rendered.text, "plain", "utf-8"))

@@ -1,4 +1,4 @@
-"""Render the e-mail that carries a patient's secure link, in the patient's language.
+"""Render the e-mails to a patient (the secure link, and notices about it) in the patient's language.
 
 The e-mail holds no medical content (no department, date, doctor or diagnosis): ``render_email``
 is not even given any, so no template change can leak it. Wording lives in Jinja2 templates
@@ -13,9 +13,12 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from datetime import datetime
+from typing import Final, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
+from babel.dates import format_date
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from shared.i18n import DEFAULT_LANGUAGE, LANGUAGES, Catalogs, normalize_language
@@ -25,7 +28,11 @@ TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
 LOCALE_DIR: Final = PACKAGE_DIR / "locale"
 CATALOGS: Final = Catalogs(LOCALE_DIR)
 SUPPORTED_LANGUAGES: Final = LANGUAGES
-__all__ = ["DEFAULT_LANGUAGE", "SUPPORTED_LANGUAGES", "RenderedEmail", "normalize_language", "render_email"]
+__all__ = ["DEFAULT_LANGUAGE", "SUPPORTED_LANGUAGES", "RenderedEmail", "normalize_language", "render_email",
+           "render_notice"]
+GENEVA: Final = ZoneInfo("Europe/Zurich")
+# Swiss conventions; British English writes the day first, as the patient's other letters do.
+DATE_LOCALES: Final = {"fr": "fr_CH", "de": "de_CH", "it": "it_CH", "en": "en_GB"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,42 +67,81 @@ def render_email(
     patient_name: str,
     link: str,
     hospital_name: str,
-    secretariat_phone: str | None = None,
-    secretariat_email: str | None = None,
+    contact_phone: str | None = None,
+    contact_email: str | None = None,
+    replaces_date: datetime | None = None,
 ) -> RenderedEmail:
     """Render subject, plain text and HTML of the link e-mail.
 
-    An unsupported ``language`` falls back to French (see :func:`normalize_language`).
-    Raises ``ValueError`` when ``link`` is not an absolute http(s) URL without spaces, so a
-    ``javascript:`` link can never end up behind the button and the bare URL is copy-pastable.
+    ``contact_*`` is the hospital's public contact (never the department's own, which would tell
+    who opens the e-mail what the appointment is about); ``replaces_date`` is when the e-mail this
+    one replaces was sent. An unsupported ``language`` falls back to French (see
+    :func:`normalize_language`). Raises ``ValueError`` when ``link`` is not an absolute http(s) URL
+    without spaces, so a ``javascript:`` link can never end up behind the button and the bare URL
+    is copy-pastable.
     """
     url = urlsplit(link)
     if url.scheme not in ("https", "http") or not url.netloc or any(c.isspace() for c in link):
         raise ValueError("link must be an absolute http(s) URL without spaces")
+    lang = normalize_language(language)
+    context = _common_context(lang, patient_name, hospital_name, url.hostname or url.netloc, contact_phone,
+                              contact_email)
+    context.update(link=link, replaces_date=_date(replaces_date, lang) if replaces_date else None,
+                   # The portal's guide, in the patient's language (the link's origin: no other address to configure).
+                   guide=f"{url.scheme}://{url.netloc}/guide?lang={lang}")
+    return _render(lang, "link", context)
+
+
+def render_notice(
+    *,
+    kind: Literal["withdrawn", "reminder"],
+    language: str,
+    patient_name: str,
+    hospital_name: str,
+    portal_host: str,
+    sent_at: datetime,
+    contact_phone: str | None = None,
+    contact_email: str | None = None,
+) -> RenderedEmail:
+    """A notice about the e-mail sent at ``sent_at``: it was withdrawn, or it is still unopened.
+    Notices carry no link: they point to that e-mail, so a forwarded notice opens nothing."""
+    lang = normalize_language(language)
+    context = _common_context(lang, patient_name, hospital_name, portal_host, contact_phone, contact_email)
+    context.update(kind=kind, sent_date=_date(sent_at, lang))
+    return _render(lang, "notice", context)
+
+
+def _common_context(lang: str, patient_name: str, hospital_name: str, portal_host: str,
+                    contact_phone: str | None, contact_email: str | None) -> dict:
     # Names come from records that may hold stray line breaks; keep each on one line so a
     # greeting cannot turn into extra paragraphs of the text part.
     patient_name, hospital_name = " ".join(patient_name.split()), " ".join(hospital_name.split())
     if not patient_name or not hospital_name:
         raise ValueError("patient_name and hospital_name must not be blank")
-    lang = normalize_language(language)
-    env = environment(lang)
-    context = {
+    return {
         "language": lang,
         "patient_name": patient_name,
-        "link": link,
-        # The portal's guide, in the patient's language (the link's origin: no other address to configure).
-        "guide": f"{url.scheme}://{url.netloc}/guide?lang={lang}",
         "hospital_name": hospital_name,
+        "portal_host": portal_host,
         # Empty strings count as absent, so the template never prints an empty contact.
-        "secretariat_phone": secretariat_phone or None,
-        "secretariat_email": secretariat_email or None,
+        "contact_phone": contact_phone or None,
+        "contact_email": contact_email or None,
     }
+
+
+def _render(lang: str, template: str, context: dict) -> RenderedEmail:
+    env = environment(lang)
     # One line, whatever the template or the hospital name hold: a newline in a header is an
     # injection.
-    subject = " ".join(env.get_template("link_subject.txt").render(context).split())
-    text = _tidy_text(env.get_template("link.txt").render(context))
-    html = env.get_template("link.html").render(context, subject=subject)
+    subject = " ".join(env.get_template(f"{template}_subject.txt").render(context).split())
+    text = _tidy_text(env.get_template(f"{template}.txt").render(context))
+    html = env.get_template(f"{template}.html").render(context, subject=subject)
     return RenderedEmail(subject=subject, text=text, html=html)
+
+
+def _date(at: datetime, lang: str) -> str:
+    """A day as the patient's language writes it in full ('3 décembre 2026'), in Geneva's time."""
+    return format_date(at.astimezone(GENEVA), "long", locale=DATE_LOCALES[lang])
 
 
 def _tidy_text(text: str) -> str:

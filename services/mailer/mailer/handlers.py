@@ -1,20 +1,32 @@
-"""Mailer handler: message.sealed -> one e-mail with the link -> email.sent or email.failed."""
+"""Mailer handlers: message.sealed -> the link e-mail -> email.sent or email.failed; message.revoked
+and reminder.requested -> a notice to the patient, once; a late bounce -> email.failed."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from mailer import store
-from mailer.compose import UnsafeHeader, build_message, envelope_sender, smtp_message_id
-from mailer.emails import render_email
-from mailer.metrics import SMTP_ATTEMPTS
+from mailer.compose import UnsafeHeader, bounce_address, build_message, smtp_message_id, to_bytes
+from mailer.emails import RenderedEmail, render_email, render_notice
+from mailer.metrics import NOTICES, SMTP_ATTEMPTS
 from mailer.settings import MailerSettings
+from mailer.signing import DkimSigner, parse_dkim_keys
 from mailer.smtp import SmtpFailure, SmtpSender
 from shared import crypto
 from shared.consumer import Delivery, Rejected
-from shared.contracts import EmailFailedV1, EmailSentV1, MessageSealedV1, envelope
+from shared.contracts import (
+    EmailFailedV1,
+    EmailSentV1,
+    MessageRevokedV1,
+    MessageSealedV1,
+    ReminderRequestedV1,
+    envelope,
+)
 from shared.logs import get_logger
 from shared.outbox import add_event
 from shared.retry import RetryPolicy, schedule_retry
@@ -28,17 +40,24 @@ def portal_link(base_url: str, message_id, link_secret: str) -> str:
     return f"{base_url.rstrip('/')}/m/{message_id}#{link_secret}"
 
 
+def recipient_context(message_id: uuid.UUID) -> str:
+    return crypto.field_context("mailer.recipient", message_id, "mailer")
+
+
 class MailerHandlers:
     def __init__(self, settings: MailerSettings, sender: SmtpSender) -> None:
         self.settings, self.sender = settings, sender
         self.retry = RetryPolicy.parse(settings.mailer_retry_delays)
+        self.signer = DkimSigner(settings.dkim_domain or settings.sender_domain,
+                                 tuple(parse_dkim_keys(settings.dkim_keys)))
+        self.portal_host = urlsplit(settings.portal_base_url).hostname or settings.portal_base_url
 
     async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV1]) -> None:
         m = d.data
         if not m.send_email:
             return
         row = await store.get_email(conn, m.message_id)
-        if row is not None and row["status"] in ("sent", "failed"):
+        if row is not None and row["status"] in ("sent", "failed", "bounced"):
             log.info("e-mail already handled; not sending again", status=row["status"])
             return
         recipient = crypto.open_field(
@@ -50,21 +69,16 @@ class MailerHandlers:
         if not recipient.get("email"):
             await self._failed(conn, d, mid, attempts, SmtpFailure(True, None, "no-email-address"))
             return
+        contact = m.public_contact.model_dump(mode="json") if m.public_contact else {}
         rendered = render_email(
             language=m.language, patient_name=recipient["name"],
             link=portal_link(self.settings.portal_base_url, m.message_id, recipient["link_secret"]),
-            hospital_name=self.settings.hospital_name, secretariat_phone=m.secretariat_phone,
-            secretariat_email=m.secretariat_email,
+            hospital_name=self.settings.hospital_name, contact_phone=contact.get("phone"),
+            contact_email=contact.get("email"),
+            replaces_date=await store.previous_sent_at(conn, m.convocation_id, m.message_id),
         )
         try:
-            message = build_message(rendered, mail_from=self.settings.mail_from, to_name=recipient["name"],
-                                    to_address=recipient["email"], message_id=m.message_id, language=m.language)
-        except UnsafeHeader as exc:
-            # The contracts refuse such names upstream; a producer that slipped one through is parked.
-            raise Rejected("unsafe-header", str(exc)) from None
-        try:
-            await self.sender.send(message, sender=envelope_sender(self.settings.mail_from),
-                                   recipients=[recipient["email"]])
+            await self._send(conn, m.message_id, "link", rendered, recipient, m.language)
         except SmtpFailure as failure:
             delay = None if failure.permanent else self.retry.delay_for(attempts)
             if delay is None:
@@ -79,12 +93,80 @@ class MailerHandlers:
             return
         now = datetime.now(timezone.utc)
         SMTP_ATTEMPTS.labels("accepted").inc()
-        await store.record_sent(conn, m.message_id, m.convocation_id, mid, attempts, now)
+        sealed_recipient = crypto.seal_field(self.settings.mailer_field_key,
+                                             {"email": recipient["email"], "name": recipient["name"]},
+                                             context=recipient_context(m.message_id))
+        await store.record_sent(conn, m.message_id, m.convocation_id, mid, attempts, now, recipient=sealed_recipient,
+                                language=m.language, public_contact=contact or None, expires_at=m.expires_at)
         await add_event(conn, envelope(
             EmailSentV1(message_id=m.message_id, convocation_id=m.convocation_id, smtp_message_id=mid,
                         accepted_at=now),
             producer=PRODUCER, correlation_id=d.envelope.correlation_id, causation_id=d.envelope.event_id))
         log.info("e-mail accepted by the relay", attempt=attempts)
+
+    async def on_message_revoked(self, conn: asyncpg.Connection, d: Delivery[MessageRevokedV1]) -> None:
+        """A cancelled message: tell the patient, once. Whatever the reason, the address then goes."""
+        if d.data.reason == "cancelled":
+            if not await self._notice(conn, d, "withdrawn"):
+                return  # a transient failure: retried later, the address is still needed
+        await store.forget_recipient(conn, d.data.message_id)
+
+    async def on_reminder_requested(self, conn: asyncpg.Connection, d: Delivery[ReminderRequestedV1]) -> None:
+        await self._notice(conn, d, "reminder")
+
+    async def _notice(self, conn: asyncpg.Connection, d: Delivery, kind: str) -> bool:
+        """Send one notice about the message's e-mail; False when a retry was scheduled."""
+        message_id = d.data.message_id
+        row = await store.get_email(conn, message_id)
+        if await store.notice_done(conn, message_id, kind):
+            return True
+        now = datetime.now(timezone.utc)
+        if row is None or row["status"] != "sent" or row["recipient"] is None:
+            # Never e-mailed, bounced, or expired (the address is gone): nobody to write to.
+            await store.record_notice(conn, message_id, kind, "skipped", now)
+            NOTICES.labels(kind, "skipped").inc()
+            log.info("notice skipped: no e-mail to refer to", kind=kind)
+            return True
+        recipient = crypto.open_field(self.settings.mailer_field_key, row["recipient"],
+                                      context=recipient_context(message_id))
+        contact = json.loads(row["public_contact"]) if isinstance(row["public_contact"], str) \
+            else (row["public_contact"] or {})
+        rendered = render_notice(kind=kind, language=row["language"], patient_name=recipient["name"],
+                                 hospital_name=self.settings.hospital_name, portal_host=self.portal_host,
+                                 sent_at=row["sent_at"], contact_phone=contact.get("phone"),
+                                 contact_email=contact.get("email"))
+        try:
+            await self._send(conn, message_id, kind, rendered, recipient, row["language"])
+        except SmtpFailure as failure:
+            delay = None if failure.permanent else self.retry.delay_for(d.attempt + 1)
+            if delay is not None:
+                await schedule_retry(conn, d, exchange=self.settings.events_exchange, attempt=d.attempt + 1,
+                                     delay=delay)
+                log.warning("notice: smtp transient failure; retry scheduled", kind=kind, smtp_code=failure.code)
+                return False
+            await store.record_notice(conn, message_id, kind, "failed", now)
+            NOTICES.labels(kind, "failed").inc()
+            log.warning("notice failed", kind=kind, smtp_code=failure.code, reason=failure.reason)
+            return True
+        await store.record_notice(conn, message_id, kind, "sent", now)
+        NOTICES.labels(kind, "sent").inc()
+        log.info("notice sent", kind=kind)
+        return True
+
+    async def _send(self, conn, message_id: uuid.UUID, kind: str, rendered: RenderedEmail, recipient: dict,
+                    language: str) -> None:
+        """Sign and send one e-mail from its own VERP envelope sender, whose token is kept (hashed)
+        so that a bounce coming back later is recognised. Raises SmtpFailure."""
+        sender, token_hash = bounce_address(self.settings.bounce_domain or self.settings.sender_domain)
+        try:
+            message = build_message(rendered, mail_from=self.settings.mail_from, to_name=recipient["name"],
+                                    to_address=recipient["email"], message_id=message_id, language=language,
+                                    kind=kind)
+        except UnsafeHeader as exc:
+            # The contracts refuse such names upstream; a producer that slipped one through is parked.
+            raise Rejected("unsafe-header", str(exc)) from None
+        await self.sender.send(self.signer.sign(to_bytes(message)), sender=sender, recipients=[recipient["email"]])
+        await store.add_bounce_token(conn, token_hash, message_id, kind)
 
     async def _failed(self, conn, d: Delivery[MessageSealedV1], mid: str, attempts: int, failure: SmtpFailure) -> None:
         m, now = d.data, datetime.now(timezone.utc)

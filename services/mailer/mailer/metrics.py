@@ -7,3 +7,13 @@ SMTP_ATTEMPTS = Counter(
     "SMTP sends by outcome: accepted, transient (retry scheduled), permanent, exhausted.",
     ["outcome"],
 )
+NOTICES = Counter(
+    "convocations_email_notices_total",
+    "Notices to patients (withdrawn, reminder) by outcome: sent, failed, skipped (no e-mail to refer to).",
+    ["kind", "outcome"],
+)
+BOUNCES = Counter(
+    "convocations_email_bounces_total",
+    "Mail received on the bounce listener, by verdict: hard, soft, auto-reply, not-a-bounce, duplicate.",
+    ["verdict"],
+)

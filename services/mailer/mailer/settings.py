@@ -1,6 +1,7 @@
 """Mailer settings (environment variables)."""
 
 import ipaddress
+from email.utils import parseaddr
 from typing import Literal
 
 from pydantic import SecretStr, field_validator, model_validator
@@ -27,6 +28,20 @@ class MailerSettings(ServiceSettings):
     portal_base_url: str = "http://127.0.0.1:8000"
     mailer_field_key: KeyRing = f"k1:{dev_key('mailer-field')}"
     mailer_retry_delays: str = "5,30,120,600,1800"  # seconds between SMTP attempts on transient failures
+    # DKIM: 'selector:/path/key.pem,…', the newest (signing) last; the domain defaults to MAIL_FROM's.
+    dkim_keys: str = ""
+    dkim_domain: str | None = None
+    # Late bounces: envelope sender bounces+<token>@BOUNCE_DOMAIN; the relay forwards what comes back
+    # to this SMTP listener (port 0: no listener).
+    bounce_domain: str | None = None
+    bounce_smtp_host: str = "127.0.0.1"
+    bounce_smtp_port: int = 2525
+    bounce_max_bytes: int = 256 * 1024
+    sweep_seconds: float = 60.0  # how often expired recipients are destroyed
+
+    @property
+    def sender_domain(self) -> str:
+        return parseaddr(self.mail_from)[1].rpartition("@")[2] or "convocations.local"
 
     @field_validator("mail_from")
     @classmethod
@@ -43,6 +58,8 @@ class MailerSettings(ServiceSettings):
     def _refuse_plain_production(self) -> "MailerSettings":
         if self.environment == "production":
             require_https("PORTAL_BASE_URL", self.portal_base_url)
+            if not self.dkim_keys.strip():
+                raise ValueError("DKIM_KEYS is required in production: unsigned mail lands in spam")
             if self.smtp_tls == "none":
                 if not self.smtp_plain_local_relay:
                     raise ValueError("SMTP_TLS=none is refused in production: use starttls or tls"

@@ -6,7 +6,6 @@ import asyncio
 import re
 import ssl
 from dataclasses import dataclass
-from email.message import Message
 
 import aiosmtplib
 
@@ -65,9 +64,10 @@ class SmtpSender:
             tls_context=ssl.create_default_context(cafile=s.smtp_ca_file) if s.smtp_tls != "none" else None,
         )
 
-    async def send(self, message: Message, *, sender: str, recipients: list[str]) -> str:
-        """Send one message from ``sender`` to exactly ``recipients`` (never to addresses read from its
-        headers); returns the server's reply. Raises SmtpFailure."""
+    async def send(self, message: bytes, *, sender: str, recipients: list[str]) -> str:
+        """Send one message, as these exact (DKIM-signed) bytes, from ``sender`` to exactly
+        ``recipients`` (never to addresses read from its headers); returns the server's reply.
+        Raises SmtpFailure."""
         async with self._slots:
             reused = not self._idle.empty()
             client = self._idle.get_nowait() if reused else self._client()
@@ -88,10 +88,10 @@ class SmtpSender:
                 await self._discard(client)
                 raise classify(exc) from exc
 
-    async def _send_on(self, client: aiosmtplib.SMTP, message: Message, sender: str, recipients: list[str]) -> str:
+    async def _send_on(self, client: aiosmtplib.SMTP, message: bytes, sender: str, recipients: list[str]) -> str:
         if not client.is_connected:
             await client.connect()
-        _errors, reply = await client.send_message(message, sender=sender, recipients=recipients)
+        _errors, reply = await client.sendmail(sender, recipients, message)
         self._idle.put_nowait(client)
         return reply
 

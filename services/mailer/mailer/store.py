@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 
@@ -24,8 +25,14 @@ _UPSERT = (
 )
 
 
-async def record_sent(conn, message_id, convocation_id, smtp_message_id, attempts, at: datetime) -> None:
+async def record_sent(conn, message_id, convocation_id, smtp_message_id, attempts, at: datetime, *,
+                      recipient: str, language: str, public_contact: dict | None, expires_at: datetime) -> None:
+    """``recipient`` is the sealed address and name, kept for notices until the message expires."""
     await conn.execute(_UPSERT, message_id, convocation_id, smtp_message_id, "sent", attempts, None, None, at, None)
+    await conn.execute(
+        "update email set recipient = $2, language = $3, public_contact = $4::jsonb, expires_at = $5"
+        " where message_id = $1",
+        message_id, recipient, language, json.dumps(public_contact) if public_contact else None, expires_at)
 
 
 async def record_retry(conn, message_id, convocation_id, smtp_message_id, attempts, code, reason) -> None:
@@ -36,3 +43,54 @@ async def record_retry(conn, message_id, convocation_id, smtp_message_id, attemp
 async def record_failed(conn, message_id, convocation_id, smtp_message_id, attempts, code, reason, at) -> None:
     await conn.execute(_UPSERT, message_id, convocation_id, smtp_message_id, "failed", attempts, code,
                        reason[:500], None, at)
+
+
+async def record_bounced(conn, message_id: uuid.UUID, code: int | None, reason: str, at: datetime) -> bool:
+    """A late hard bounce of an e-mail the relay had accepted; False when it was already recorded."""
+    status = await conn.execute(
+        "update email set status = 'bounced', last_code = $2, last_error = $3, bounced_at = $4"
+        " where message_id = $1 and status = 'sent'", message_id, code, reason[:500], at)
+    return status == "UPDATE 1"
+
+
+async def previous_sent_at(conn, convocation_id: uuid.UUID, message_id: uuid.UUID) -> datetime | None:
+    """When the latest earlier e-mail of this convocation went out (the one a new message replaces)."""
+    return await conn.fetchval(
+        "select max(sent_at) from email where convocation_id = $1 and message_id <> $2 and sent_at is not null",
+        convocation_id, message_id)
+
+
+async def add_bounce_token(conn, token_hash: bytes, message_id: uuid.UUID, kind: str) -> None:
+    await conn.execute("insert into bounce_token(token_hash, message_id, kind) values ($1, $2, $3)",
+                       token_hash, message_id, kind)
+
+
+async def message_of_token(conn, token_hash: bytes) -> uuid.UUID | None:
+    return await conn.fetchval("select message_id from bounce_token where token_hash = $1", token_hash)
+
+
+async def notice_done(conn, message_id: uuid.UUID, kind: str) -> bool:
+    return await conn.fetchval("select true from notice where message_id = $1 and kind = $2",
+                               message_id, kind) or False
+
+
+async def record_notice(conn, message_id: uuid.UUID, kind: str, outcome: str, at: datetime) -> None:
+    await conn.execute("insert into notice(message_id, kind, outcome, at) values ($1, $2, $3, $4)"
+                       " on conflict do nothing", message_id, kind, outcome, at)
+
+
+async def forget_recipient(conn, message_id: uuid.UUID) -> None:
+    """The message is over (revoked or expired): nothing of the patient stays, no bounce is taken."""
+    await conn.execute("update email set recipient = null where message_id = $1", message_id)
+    await conn.execute("delete from bounce_token where message_id = $1", message_id)
+
+
+async def forget_expired(conn, now: datetime, limit: int = 500) -> int:
+    rows = await conn.fetch(
+        "update email set recipient = null where message_id in (select message_id from email"
+        " where recipient is not null and expires_at <= $1 limit $2 for update skip locked) returning message_id",
+        now, limit)
+    ids = [r["message_id"] for r in rows]
+    if ids:
+        await conn.execute("delete from bounce_token where message_id = any($1::uuid[])", ids)
+    return len(ids)

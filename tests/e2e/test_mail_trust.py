@@ -1,0 +1,228 @@
+"""Issue 11: mail that arrives and tells the truth. DKIM verified on what the relay received, late
+bounces delivered over SMTP to the mailer's listener, notices (replacement, withdrawal, reminder),
+the public contact, and nothing of the patient left in the mailer after expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+
+import aiosmtplib
+import dkim
+import pytest
+
+from mailer.signing import public_key_b64
+from tests.e2e.conftest import code_of, random_mobile
+from tests.e2e.test_delivery_lifecycle import statuses
+from tests.patient import PatientClient, find_link
+
+pytestmark = pytest.mark.e2e
+
+
+def raw_of(email: dict) -> bytes:
+    raw = email["raw"]
+    return raw if isinstance(raw, bytes) else raw.encode()
+
+
+def dsn(to: str, *, action: str = "failed", status: str = "5.1.1", padding: int = 0) -> bytes:
+    """A delivery status notification as a receiving MTA sends it back (RFC 3464)."""
+    return (
+        f"From: MAILER-DAEMON@mx.example.ch\r\nTo: {to}\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        + "x" * padding + "\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.ch\r\n\r\n"
+        f"Final-Recipient: rfc822; someone@example.ch\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; 550 {status} The e-mail account does not exist\r\n"
+        "\r\n--b--\r\n").encode()
+
+
+async def bounce(stack, to: str, message: bytes | EmailMessage) -> None:
+    """Deliver to the mailer's bounce listener as the relay forwards a bounce: null sender (MAIL FROM:<>)."""
+    raw = message if isinstance(message, bytes) else message.as_bytes()
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=stack.ports["mailer-bounces"], start_tls=False,
+                               timeout=10) as client:
+        await client.sendmail("", [to], raw)
+
+
+async def sent_email(chain, **kw) -> tuple[dict, dict]:
+    event = chain.event(**kw)
+    await chain.publish(event)
+    email = await chain.email_to(event["data"]["patient"]["email"])
+    await chain.wait_status(event["data"]["convocation_id"], "e-mailed")
+    return event, email
+
+
+async def wait_for(condition, timeout: float = 15):
+    for _ in range(int(timeout * 10)):
+        if await condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition never held")
+
+
+async def test_the_relay_receives_a_signed_email_that_verifies_with_the_published_key(chain, dkim_key):
+    event, email = await sent_email(chain)
+    raw = raw_of(email)
+    records = {b"s2026b._domainkey.hug.example.": f"v=DKIM1; k=rsa; p={public_key_b64(dkim_key.read_bytes())}".encode()}
+
+    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: records.get(name))
+    assert not dkim.verify(raw.replace(b"Subject: ", b"Subject: Re: ", 1),
+                           dnsfunc=lambda name, timeout=5: records.get(name))
+    message = message_from_bytes(raw, policy=default_policy)
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert [p.get_content_type() for p in message.walk()] == ["multipart/alternative", "text/plain", "text/html"]
+    # Per-message envelope sender (VERP) for late bounces, and the sender's domain signs.
+    assert email["mail_from"].startswith("bounces+") and email["mail_from"].endswith("@hug.example")
+    text = email["text"]
+    host = chain.stack.portal_base_url.split("//")[1].split(":")[0]
+    assert "Comment reconnaître un véritable e-mail" in text and f"mène toujours à {host}" in text
+    # The public contact, never the department's own address (it would name the specialty).
+    assert "patients@hug.example" in text and "cardiologie@hug.example" not in raw.decode()
+
+
+async def test_a_late_hard_bounce_gives_email_failed_and_exactly_one_paper_copy(chain):
+    event, email = await sent_email(chain)
+    cid = event["data"]["convocation_id"]
+    for _ in range(2):  # the relay may forward the same DSN twice
+        await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"]))
+    reports = await chain.upstream("convocation.status.v1", cid, until=lambda es: "postal-fallback" in statuses(es))
+    assert statuses(reports) == ["sealed", "e-mailed", "bounced", "postal-fallback"]
+    assert next(e for e in reports if e["data"]["status"] == "bounced")["data"]["detail"] == "550 late-bounce 5.1.1"
+    await asyncio.sleep(1.5)
+    posted = await chain.upstream("postal.requested.v1", cid, until=lambda es: len(es) >= 1)
+    assert [p["data"]["reason"] for p in posted] == ["email-failed"]
+    row = await chain.db.fetchrow("select status, last_code from mailer.email where convocation_id = $1",
+                                  uuid.UUID(cid))
+    assert (row["status"], row["last_code"]) == ("bounced", 550)
+    assert event["data"]["patient"]["email"] not in chain.stack.log_file("mailer").read_text()
+
+
+async def test_forged_bounces_soft_bounces_auto_replies_and_oversized_mail_change_nothing(chain):
+    event, email = await sent_email(chain)
+    cid = event["data"]["convocation_id"]
+    domain = email["mail_from"].rpartition("@")[2]
+    forged = "bounces+" + "a" * 24 + "@" + domain
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+        await bounce(chain.stack, forged, dsn(forged))
+    assert refused.value.recipients[0].code == 550
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+        await bounce(chain.stack, "postmaster@" + domain, dsn("postmaster@" + domain))
+    await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"], action="delayed", status="4.2.2"))
+    out_of_office = EmailMessage()
+    out_of_office["From"], out_of_office["Subject"] = event["data"]["patient"]["email"], "Absent"
+    out_of_office["Auto-Submitted"] = "auto-replied"
+    out_of_office.set_content("Je suis absente jusqu'au 15.")
+    await bounce(chain.stack, email["mail_from"], out_of_office)
+    huge = dsn(email["mail_from"], padding=300 * 1024)  # BOUNCE_MAX_BYTES is 256 KiB
+    with pytest.raises(aiosmtplib.SMTPResponseException) as too_big:
+        await bounce(chain.stack, email["mail_from"], huge)
+    assert too_big.value.code == 552
+    await asyncio.sleep(2)
+    assert await chain.status(cid) == "e-mailed"
+    assert await chain.db.fetchval("select status from mailer.email where convocation_id = $1",
+                                   uuid.UUID(cid)) == "sent"
+
+
+async def test_a_replacement_says_so_in_the_patients_language_once(chain):
+    first, _ = await sent_email(chain, language="de")
+    address = first["data"]["patient"]["email"]
+    await chain.publish({**first, "event_id": str(uuid.uuid4())})
+    await wait_for(lambda: _count(chain, address, 2))
+    replacement = chain.emails_to(address)[-1]
+    assert "Diese Nachricht ersetzt diejenige, die wir Ihnen am" in replacement["text"]
+    assert find_link(replacement["text"]) != find_link(chain.emails_to(address)[0]["text"])
+    assert "ersetzt" not in chain.emails_to(address)[0]["text"]
+    await asyncio.sleep(1.5)
+    assert len(chain.emails_to(address)) == 2
+
+
+async def test_a_cancellation_tells_the_patient_once_then_forgets_the_address(chain):
+    event, _ = await sent_email(chain, language="it")
+    cid, address = event["data"]["convocation_id"], event["data"]["patient"]["email"]
+    cancel = {**event, "type": "convocation.cancelled", "data": {"convocation_id": cid, "reason": "annulé"}}
+    for _ in range(2):
+        await chain.publish({**cancel, "event_id": str(uuid.uuid4())})
+    await wait_for(lambda: _count(chain, address, 2))
+    notice = chain.emails_to(address)[-1]
+    assert "è stato ritirato" in notice["text"] and "patients@hug.example" in notice["text"]
+    assert "/m/" not in notice["text"] and "Annullato" not in notice["subject"]
+    assert message_from_bytes(raw_of(notice))["Auto-Submitted"] == "auto-generated"
+    await wait_for(lambda: _recipient_gone(chain, cid))
+    await asyncio.sleep(1.5)
+    assert len(chain.emails_to(address)) == 2
+
+
+async def test_a_reminder_goes_once_before_the_paper_deadline_in_the_patients_language(chain):
+    event, _ = await sent_email(chain, language="en")
+    cid, address = event["data"]["convocation_id"], event["data"]["patient"]["email"]
+    await _into_the_reminder_window(chain, cid)
+    await wait_for(lambda: _count(chain, address, 2))
+    reminder = chain.emails_to(address)[-1]
+    assert "You have not opened the secure message" in reminder["text"]
+    assert "/m/" not in reminder["text"]
+    await asyncio.sleep(2)  # several sweeps later: still one reminder
+    assert len(chain.emails_to(address)) == 2
+    assert await chain.status(cid) == "e-mailed"
+
+
+async def test_no_reminder_for_a_downloaded_letter(chain):
+    e164, national = random_mobile()
+    event, email = await sent_email(chain, mobile=national)
+    cid, address = event["data"]["convocation_id"], event["data"]["patient"]["email"]
+    patient = PatientClient(find_link(email["text"]))
+    patient.request_code(national)
+    patient.enter_code(code_of(await chain.sms_to(e164)))
+    assert patient.download("pdf").status_code == 200
+    await chain.wait_status(cid, "downloaded")
+    await _into_the_reminder_window(chain, cid)
+    await asyncio.sleep(2.5)
+    assert len(chain.emails_to(address)) == 1
+    assert await chain.db.fetchval("select reminded_at from issuer.convocation where id = $1", uuid.UUID(cid)) is None
+
+
+async def test_nothing_of_the_patient_survives_expiry_and_no_notice_follows(chain):
+    event, email = await sent_email(chain)
+    cid, address = event["data"]["convocation_id"], event["data"]["patient"]["email"]
+    other, other_email = await sent_email(chain)
+    # The issuer's expiry (message.revoked expired) for one; the mailer's own clock for the other.
+    await chain.db.execute("update issuer.convocation set expires_at = now() - interval '1 second' where id = $1",
+                           uuid.UUID(cid))
+    await chain.db.execute("update mailer.email set expires_at = now() - interval '1 second'"
+                           " where convocation_id = $1", uuid.UUID(other["data"]["convocation_id"]))
+    await chain.wait_status(cid, "expired")
+    for convocation in (cid, other["data"]["convocation_id"]):
+        await wait_for(lambda c=convocation: _recipient_gone(chain, c))
+    # After expiry: a reminder or a bounce for it finds nothing to act on.
+    await _into_the_reminder_window(chain, other["data"]["convocation_id"])
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+        await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"]))
+    await asyncio.sleep(2)
+    assert len(chain.emails_to(address)) == 1 and len(chain.emails_to(other["data"]["patient"]["email"])) == 1
+    assert await chain.db.fetchval("select outcome from mailer.notice n join mailer.email e using (message_id)"
+                                   " where e.convocation_id = $1", uuid.UUID(other["data"]["convocation_id"])) \
+        == "skipped"
+
+
+async def _count(chain, address: str, n: int) -> bool:
+    return len(chain.emails_to(address)) >= n
+
+
+async def _recipient_gone(chain, cid: str) -> bool:
+    row = await chain.db.fetchrow(
+        "select e.recipient, (select count(*) from mailer.bounce_token t where t.message_id = e.message_id) tokens"
+        " from mailer.email e where e.convocation_id = $1 order by e.created_at desc limit 1", uuid.UUID(cid))
+    return row["recipient"] is None and row["tokens"] == 0
+
+
+async def _into_the_reminder_window(chain, cid: str) -> None:
+    # As if the appointment were 3 days away and the letter sealed a week ago: the paper deadline
+    # (48 h before) is in a day, the reminder (2 days before the deadline) is due.
+    await chain.db.execute(
+        "update issuer.convocation set appointment_at = now() + interval '3 days',"
+        " sealed_at = now() - interval '7 days' where id = $1", uuid.UUID(cid))
