@@ -459,7 +459,8 @@ def check_probes_and_resources(name: str, deployment: dict) -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": SERVICES[name][1]}
+    # The mailer also listens for late bounces forwarded by the relay (SMTP).
+    assert ports == {"http": SERVICES[name][1], **({"bounces": 2525} if name == "mailer" else {})}
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
         assert container[probe]["httpGet"] == {"path": path, "port": "http"}, f"{name}: {probe}"
     resources = container["resources"]
@@ -548,6 +549,7 @@ def test_network_policies_deny_by_default_and_open_only_what_each_service_needs(
     assert ports_of(policies["allow-broker-and-database"]["spec"]["egress"]) == {5672, 5432}
     assert ports_of(policies["allow-prometheus-scrape"]["spec"]["ingress"]) == {"http"}
     assert ports_of(policies["mailer-smtp-egress"]["spec"]["egress"]) == {587, 465, 25}
+    assert ports_of(policies["mailer-bounces-ingress"]["spec"]["ingress"]) == {2525}
     assert ports_of(policies["sms-gateway-https-egress"]["spec"]["egress"]) == {443}
     # The Gateway's proxies reach the portal and the SMS gateway's delivery reports, nothing else.
     for name, port in (("access-portal-from-gateway", 8000), ("sms-gateway-reports-from-gateway", 8003)):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import datetime
+from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
