@@ -9,6 +9,7 @@ import uuid
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from urllib.parse import urlsplit
 
 import aiosmtplib
 import dkim
@@ -226,3 +227,26 @@ async def _into_the_reminder_window(chain, cid: str) -> None:
     await chain.db.execute(
         "update issuer.convocation set appointment_at = now() + interval '3 days',"
         " sealed_at = now() - interval '7 days' where id = $1", uuid.UUID(cid))
+
+
+async def test_before_the_code_only_the_public_contact_shows_the_departments_contact_only_after(chain):
+    e164, national = random_mobile()
+    event = chain.event(mobile=national)
+    event["data"]["appointment"]["department"].update(secretariat_phone="+41 22 372 99 99",
+                                                      secretariat_email="oncologie@hug.example")
+    event["data"]["public_contact"] = {"phone": "+41 22 372 40 00", "email": "accueil@hug.example"}
+    await chain.publish(event)
+    email = await chain.email_to(event["data"]["patient"]["email"])
+    assert "+41 22 372 40 00" in email["text"] and "accueil@hug.example" in email["text"]
+    assert "oncologie" not in raw_of(email).decode() and "372 99 99" not in raw_of(email).decode()
+    patient = PatientClient(find_link(email["text"]))
+    before = [patient.open_link(), patient.request_code(national)]
+    path = urlsplit(patient.page_url).path
+    before.append(patient.get(path + "/code"))
+    for page in before:
+        assert "+41 22 372 40 00" in page.text and "accueil@hug.example" in page.text
+        assert "oncologie" not in page.text and "372 99 99" not in page.text
+    patient.enter_code(code_of(await chain.sms_to(e164)))
+    after = patient.get(path + "/document")
+    assert after.status_code == 200
+    assert "+41 22 372 99 99" in after.text and "oncologie@hug.example" in after.text

@@ -87,6 +87,8 @@ class PortalHandlers:
             document_ciphertext=crypto.b64d(m.document_ciphertext), details_nonce=crypto.b64d(m.details_nonce),
             details_ciphertext=crypto.b64d(m.details_ciphertext), expires_at=m.expires_at,
             secretariat_phone=m.secretariat_phone, secretariat_email=m.secretariat_email, **phone,
+            public_phone=m.public_contact.phone if m.public_contact else None,
+            public_email=m.public_contact.email if m.public_contact else None,
         )
         log.info("sealed message stored", message_id=str(m.message_id))
 

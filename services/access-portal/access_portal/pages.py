@@ -86,13 +86,14 @@ class Pages:
         self.envs = {language: _environment(language) for language in LANGUAGES}
 
     def render(self, request: Request, template: str, language: str, *, status: int = 200, message=None,
-               error: dict | None = None, **context) -> HTMLResponse:
+               error: dict | None = None, after_code: bool = False, **context) -> HTMLResponse:
         """One page in the patient's chosen language (else the letter's). ``error``: {"text", "field",
         "state"} for the GOV.UK error pattern (summary, message by the field, "Error:" title)."""
         cookie, token = self.csrf.token(request, message["message_id"] if message else None)
         context.setdefault("typed", None)  # what the patient typed, shown again with an error
         language = chosen_language(request) or (language if language in self.envs else "fr")
         message_id = str(message["message_id"]) if message else None
+        prefix = "secretariat" if after_code else "public"
         # The switch reloads what the patient sees; after a POST, the message's first page.
         here = request.url.path if request.method in ("GET", "HEAD") else (f"/m/{message_id}" if message_id else "/")
         html = self.envs[language].get_template(template).render(
@@ -100,8 +101,10 @@ class Pages:
             hospital_phone=self.settings.hospital_phone,
             code_minutes=self.settings.otp_ttl_seconds // 60,
             session_minutes=self.settings.session_idle_seconds // 60,
-            secretariat_phone=message["secretariat_phone"] if message else None,
-            secretariat_email=message["secretariat_email"] if message else None,
+            # Before the code, whoever holds the link sees only the hospital's public contact: a
+            # department's own address ('oncologie@…') would tell them what the appointment is about.
+            secretariat_phone=message[f"{prefix}_phone"] if message else None,
+            secretariat_email=message[f"{prefix}_email"] if message else None,
             message_id=message_id, error=error, **context,
         )
         response = HTMLResponse(html, status_code=status)

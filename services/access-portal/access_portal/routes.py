@@ -392,7 +392,7 @@ class Portal:
         postal_offered = (message["postal_requested_at"] is None
                           and not await store.pdf_released(conn, message["message_id"]))
         return self.pages.render(
-            request, "document.html", message["language"], message=message, details=details,
+            request, "document.html", message["language"], message=message, details=details, after_code=True,
             postal_requested=message["postal_requested_at"] is not None, postal_offered=postal_offered,
             warn_after=max(0, idle - warn), warning_minutes=max(1, round(min(warn, idle) / 60)))
 

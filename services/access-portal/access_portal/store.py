@@ -12,11 +12,12 @@ async def insert_message(conn: asyncpg.Connection, **m) -> bool:
     status = await conn.execute(
         "insert into message(message_id, convocation_id, patient_ref, language, key_id, document_nonce,"
         " document_ciphertext, details_nonce, details_ciphertext, expires_at, secretariat_phone,"
-        " secretariat_email, phone_hash, phone_hint, phone_enc)"
-        " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) on conflict do nothing",
+        " secretariat_email, phone_hash, phone_hint, phone_enc, public_phone, public_email)"
+        " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) on conflict do nothing",
         m["message_id"], m["convocation_id"], m["patient_ref"], m["language"], m["key_id"], m["document_nonce"],
         m["document_ciphertext"], m["details_nonce"], m["details_ciphertext"], m["expires_at"],
         m["secretariat_phone"], m["secretariat_email"], m["phone_hash"], m["phone_hint"], m["phone_enc"],
+        m["public_phone"], m["public_email"],
     )
     return status == "INSERT 0 1"
 
