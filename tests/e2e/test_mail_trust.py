@@ -101,7 +101,9 @@ async def test_a_late_hard_bounce_gives_email_failed_and_exactly_one_paper_copy(
     row = await chain.db.fetchrow("select status, last_code from mailer.email where convocation_id = $1",
                                   uuid.UUID(cid))
     assert (row["status"], row["last_code"]) == ("bounced", 550)
-    assert event["data"]["patient"]["email"] not in chain.stack.log_file("mailer").read_text()
+    mailer_log = chain.stack.log_file("mailer").read_text()
+    assert event["data"]["patient"]["email"] not in mailer_log
+    assert email["mail_from"].split("@")[0].split("+")[1] not in mailer_log  # the bounce token
 
 
 async def test_forged_bounces_soft_bounces_auto_replies_and_oversized_mail_change_nothing(chain):
@@ -240,7 +242,8 @@ async def test_before_the_code_only_the_public_contact_shows_the_departments_con
     assert "+41 22 372 40 00" in email["text"] and "accueil@hug.example" in email["text"]
     assert "oncologie" not in raw_of(email).decode() and "372 99 99" not in raw_of(email).decode()
     patient = PatientClient(find_link(email["text"]))
-    before = [patient.open_link(), patient.request_code(national)]
+    before = [patient.open_link()]
+    assert patient.request_code(national).status_code == 303
     path = urlsplit(patient.page_url).path
     before.append(patient.get(path + "/code"))
     for page in before:
@@ -250,3 +253,21 @@ async def test_before_the_code_only_the_public_contact_shows_the_departments_con
     after = patient.get(path + "/document")
     assert after.status_code == 200
     assert "+41 22 372 99 99" in after.text and "oncologie@hug.example" in after.text
+
+
+async def test_a_letter_cancelled_while_its_email_waits_for_a_retry_is_never_sent(chain):
+    event = chain.event()
+    cid, address = event["data"]["convocation_id"], event["data"]["patient"]["email"]
+    chain.inbox.smtp_script(["451 4.3.0 Mailbox busy, try again later"])
+    await chain.publish(event)
+    await wait_for(lambda: _email_status(chain, cid, "retrying"))
+    await chain.publish({**event, "event_id": str(uuid.uuid4()), "type": "convocation.cancelled",
+                         "data": {"convocation_id": cid, "reason": None}})
+    await wait_for(lambda: _email_status(chain, cid, "revoked"))
+    await asyncio.sleep(4)  # the retry (after 1 s) has come and gone
+    assert chain.emails_to(address) == []
+
+
+async def _email_status(chain, cid: str, status: str) -> bool:
+    return await chain.db.fetchval("select status from mailer.email where convocation_id = $1",
+                                   uuid.UUID(cid)) == status

@@ -4,6 +4,7 @@ delivery status notifications are read with the standard library's parser, a har
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -143,6 +144,8 @@ class BounceListener:
         s = self.settings
         if not s.bounce_smtp_port:
             return
+        # aiosmtpd logs every command line at INFO: RCPT TO would put the bounce tokens in the logs.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: SMTP(self.handler, data_size_limit=s.bounce_max_bytes, hostname=self.handler.domain,

@@ -57,7 +57,7 @@ class MailerHandlers:
         if not m.send_email:
             return
         row = await store.get_email(conn, m.message_id)
-        if row is not None and row["status"] in ("sent", "failed", "bounced"):
+        if row is not None and row["status"] in ("sent", "failed", "bounced", "revoked"):
             log.info("e-mail already handled; not sending again", status=row["status"])
             return
         recipient = crypto.open_field(
@@ -106,10 +106,14 @@ class MailerHandlers:
 
     async def on_message_revoked(self, conn: asyncpg.Connection, d: Delivery[MessageRevokedV1]) -> None:
         """A cancelled message: tell the patient, once. Whatever the reason, the address then goes."""
-        if d.data.reason == "cancelled":
+        m = d.data
+        if m.reason == "cancelled":
             if not await self._notice(conn, d, "withdrawn"):
                 return  # a transient failure: retried later, the address is still needed
-        await store.forget_recipient(conn, d.data.message_id)
+        # A link e-mail still waiting for a retry (or not seen yet) must never go out now.
+        await store.record_revoked(conn, m.message_id, m.convocation_id,
+                                   smtp_message_id(m.message_id, self.settings.mail_from))
+        await store.forget_recipient(conn, m.message_id)
 
     async def on_reminder_requested(self, conn: asyncpg.Connection, d: Delivery[ReminderRequestedV1]) -> None:
         await self._notice(conn, d, "reminder")

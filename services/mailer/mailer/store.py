@@ -53,6 +53,14 @@ async def record_bounced(conn, message_id: uuid.UUID, code: int | None, reason: 
     return status == "UPDATE 1"
 
 
+async def record_revoked(conn, message_id: uuid.UUID, convocation_id: uuid.UUID, smtp_message_id: str) -> None:
+    """Revoked before its e-mail went out (still retrying, or not seen yet): it never will."""
+    await conn.execute(
+        "insert into email(message_id, convocation_id, smtp_message_id, status) values ($1, $2, $3, 'revoked')"
+        " on conflict (message_id) do update set status = 'revoked' where email.status = 'retrying'",
+        message_id, convocation_id, smtp_message_id)
+
+
 async def previous_sent_at(conn, convocation_id: uuid.UUID, message_id: uuid.UUID) -> datetime | None:
     """When the latest earlier e-mail of this convocation went out (the one a new message replaces)."""
     return await conn.fetchval(

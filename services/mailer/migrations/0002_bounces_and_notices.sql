@@ -1,7 +1,8 @@
+-- Late bounces, notices, and messages revoked before their e-mail went out ('revoked': never sent).
 -- Late bounces and notices. What the notices need (the address and name, encrypted with
 -- MAILER_FIELD_KEY) is kept only until the message expires or is revoked, then set to null.
 alter table email drop constraint email_status_check;
-alter table email add constraint email_status_check check (status in ('retrying', 'sent', 'failed', 'bounced'));
+alter table email add constraint email_status_check check (status in ('retrying', 'sent', 'failed', 'bounced', 'revoked'));
 alter table email add column recipient text;          -- sealed {email, name}; null once expired/revoked
 alter table email add column language text;
 alter table email add column public_contact jsonb;    -- the hospital's public desk: not personal
