@@ -91,8 +91,8 @@ class BounceHandler:
         self.domain = settings.bounce_domain or settings.sender_domain
         self._pool = pool_getter
 
-    async def handle_RCPT(self, server, session, envelope, address: str, rcpt_options) -> str:
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+    async def handle_RCPT(self, server, session, smtp_envelope, address: str, rcpt_options) -> str:
+        if len(smtp_envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
         token = token_of(address, self.domain)
         if token is None:
@@ -100,19 +100,19 @@ class BounceHandler:
         async with self._pool().acquire() as conn:
             if await store.message_of_token(conn, token_hash(token)) is None:
                 return "550 5.1.1 No such bounce address"
-        envelope.rcpt_tos.append(address)
+        smtp_envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope) -> str:
+    async def handle_DATA(self, server, session, smtp_envelope) -> str:
         # compat32 parses message/delivery-status into its header blocks like the default policy, faster.
-        verdict = classify(message_from_bytes(envelope.content, policy=compat32))
+        verdict = classify(message_from_bytes(smtp_envelope.content, policy=compat32))
         if verdict.kind != "hard":
             BOUNCES.labels(verdict.kind).inc()
             log.info("mail on the bounce address ignored", verdict=verdict.kind, status=verdict.status)
             return "250 OK"
         now = datetime.now(timezone.utc)
         async with self._pool().acquire() as conn, conn.transaction():
-            for address in envelope.rcpt_tos:
+            for address in smtp_envelope.rcpt_tos:
                 message_id = await store.message_of_token(conn, token_hash(token_of(address, self.domain) or ""))
                 row = await store.get_email(conn, message_id) if message_id else None
                 if row is None or not await store.record_bounced(conn, message_id, verdict.smtp_code,
