@@ -7,6 +7,7 @@ import base64
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from pydantic import ValidationError
@@ -28,6 +29,22 @@ def real_key(name: str) -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
+def _dkim_key_file() -> str:
+    """A DKIM private key file, as the mailer's mounted Secret holds one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = os.path.join(tempfile.mkdtemp(prefix="dkim-"), "dkim2026.pem")
+    with open(path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return path
+
+
+DKIM_KEY_FILE = _dkim_key_file()
+
+
 def production_env() -> dict[str, str]:
     """What a hospital's deployment sets: every check passes on this."""
     env = {name: real_key(name) for name in KEY_SETTINGS}
@@ -41,6 +58,8 @@ def production_env() -> dict[str, str]:
         "SMS_AUTH_TOKEN": "Tw4-provider-token",
         "PUBLIC_BASE_URL": "https://secretariat.hospital.example", "OIDC_ISSUER": "https://sso.hospital.example/realm",
         "OIDC_CLIENT_SECRET": "Hs5-console-client-secret",
+
+        "DKIM_KEYS": f"dkim2026:{DKIM_KEY_FILE}",
     }
     return env
 
@@ -130,3 +149,9 @@ def test_a_refused_production_start_prints_no_secret(package, broken):
     for name, value in secrets.items():
         for piece in (value, value[-12:], value[:12]):
             assert piece not in output, f"part of {name} appears in the refused start's output"
+
+
+def test_production_refuses_to_send_unsigned_mail(production, monkeypatch):
+    monkeypatch.setenv("DKIM_KEYS", "")
+    with pytest.raises(ValidationError, match="DKIM_KEYS"):
+        MailerSettings()

@@ -58,8 +58,6 @@ class MailerSettings(ServiceSettings):
     def _refuse_plain_production(self) -> "MailerSettings":
         if self.environment == "production":
             require_https("PORTAL_BASE_URL", self.portal_base_url)
-            if not self.dkim_keys.strip():
-                raise ValueError("DKIM_KEYS is required in production: unsigned mail lands in spam")
             if self.smtp_tls == "none":
                 if not self.smtp_plain_local_relay:
                     raise ValueError("SMTP_TLS=none is refused in production: use starttls or tls"
@@ -67,6 +65,8 @@ class MailerSettings(ServiceSettings):
                 if not _loopback(self.smtp_host):
                     raise ValueError("SMTP_PLAIN_LOCAL_RELAY allows SMTP_TLS=none only to a relay on this host"
                                      " (SMTP_HOST localhost or a loopback address)")
+            if not self.dkim_keys.strip():
+                raise ValueError("DKIM_KEYS is required in production: unsigned mail lands in spam")
         return self
 
 
