@@ -58,7 +58,6 @@ def production_env() -> dict[str, str]:
         "SMS_AUTH_TOKEN": "Tw4-provider-token",
         "PUBLIC_BASE_URL": "https://secretariat.hospital.example", "OIDC_ISSUER": "https://sso.hospital.example/realm",
         "OIDC_CLIENT_SECRET": "Hs5-console-client-secret",
-
         "DKIM_KEYS": f"dkim2026:{DKIM_KEY_FILE}",
     }
     return env
