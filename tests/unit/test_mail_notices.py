@@ -24,7 +24,7 @@ GENUINE = {"fr": "Comment reconnaître un véritable e-mail", "de": "So erkennen
            "it": "Come riconoscere un’e-mail autentica", "en": "How to recognise a genuine e-mail"}
 REPLACES = {"fr": "remplace celui que nous vous avons envoyé le 3 décembre 2026",
             "de": "ersetzt diejenige, die wir Ihnen am 3. Dezember 2026 gesendet haben",
-            "it": "sostituisce quello che le abbiamo inviato il 3 dicembre 2026",
+            "it": "sostituisce quello che Le abbiamo inviato il 3 dicembre 2026",
             "en": "replaces the one we sent you on 3 December 2026"}
 WITHDRAWN = {"fr": "a été retiré", "de": "wurde zurückgezogen", "it": "è stato ritirato", "en": "has been withdrawn"}
 REMINDER = {"fr": "pas encore ouvert", "de": "noch nicht geöffnet", "it": "Non ha ancora aperto",

@@ -103,8 +103,8 @@ class Pages:
             session_minutes=self.settings.session_idle_seconds // 60,
             # Before the code, whoever holds the link sees only the hospital's public contact: a
             # department's own address ('oncologie@…') would tell them what the appointment is about.
-            secretariat_phone=message[f"{prefix}_phone"] if message else None,
-            secretariat_email=message[f"{prefix}_email"] if message else None,
+            secretariat_phone=message.get(f"{prefix}_phone") if message else None,
+            secretariat_email=message.get(f"{prefix}_email") if message else None,
             message_id=message_id, error=error, **context,
         )
         response = HTMLResponse(html, status_code=status)
