@@ -4,8 +4,11 @@
   the dead-letter exchange with a machine-readable reason in its headers and acknowledged: it is kept
   for inspection and never blocks the events behind it.
 - A redelivered event whose id is already in the inbox is acknowledged and skipped.
-- Any other failure (database down, a bug) is requeued after a short pause; after
-  ``DELIVERY_LIMIT`` deliveries the quorum queue dead-letters it (x-death reason ``delivery_limit``).
+- A failure while the database does not answer is an outage, not the event's fault: the message is
+  kept (unacknowledged, so the prefetch stops intake) and retried once the database is back, so an
+  outage never counts toward the queue's delivery limit.
+- Any other failure (a bug) is requeued after a short pause; after ``DELIVERY_LIMIT`` deliveries the
+  quorum queue dead-letters it (x-death reason ``delivery_limit``).
 """
 
 from __future__ import annotations
@@ -109,8 +112,10 @@ async def _whole_message(msg):
 class Consumer:
     """Registers a service's handlers on the broker and runs them with the inbox discipline."""
 
-    def __init__(self, *, service: str, broker: RabbitBroker, exchange: str, pool_getter: Callable[[], asyncpg.Pool]):
+    def __init__(self, *, service: str, broker: RabbitBroker, exchange: str, pool_getter: Callable[[], asyncpg.Pool],
+                 outage_backoff_max: float = 30.0):
         self.service, self.broker, self.exchange = service, broker, exchange
+        self.outage_backoff_max = outage_backoff_max
         self._pool = pool_getter
         self.queues: list[str] = []
 
@@ -157,38 +162,72 @@ class Consumer:
         structlog.contextvars.bind_contextvars(
             correlation_id=str(env.correlation_id), event_id=str(env.event_id), event_type=event_type
         )
-        try:
-            with counted_after_commit():  # funnel and latency metrics count only what committed
-                async with self._pool().acquire() as conn, conn.transaction():
-                    # Delayed retries are the same event id on purpose: the handler's own state guards them.
-                    if by_inbox and attempt == 0:
-                        status = await conn.execute(
-                            "insert into inbox(event_id, routing_key) values ($1, $2) on conflict do nothing",
-                            env.event_id, payload_cls.routing_key(),
-                        )
-                        if status == "INSERT 0 0":
-                            EVENTS_CONSUMED.labels(self.service, event_type, "duplicate").inc()
-                            log.info("duplicate event skipped")
-                            await msg.ack()
-                            return
-                    await handler(conn, Delivery(env, attempt, queue))
-        except Rejected as exc:
-            await self._dead_letter(msg, queue, event_type, exc)
-            return
-        except crypto.CannotOpen as exc:
-            # A field sealed for us does not open: retrying cannot help; keep it for inspection.
-            await self._dead_letter(msg, queue, event_type, Rejected("cannot-open", str(exc)))
-            return
-        except Exception as exc:
-            EVENTS_CONSUMED.labels(self.service, event_type, "error").inc()
-            log.exception("handler failed; requeueing", error=type(exc).__name__)
-            await asyncio.sleep(min(0.2 * (2 ** min(int(headers.get("x-delivery-count", 0) or 0), 4)), 3))
-            await msg.nack(requeue=True)
-            return
-        finally:
-            HANDLER_SECONDS.labels(self.service, event_type).observe(time.perf_counter() - started)
+        while True:
+            try:
+                if not await self._apply(msg, env, payload_cls, handler, queue, event_type, attempt, by_inbox):
+                    return  # a duplicate, acknowledged
+            except Rejected as exc:
+                await self._dead_letter(msg, queue, event_type, exc)
+                return
+            except crypto.CannotOpen as exc:
+                # A field sealed for us does not open: retrying cannot help; keep it for inspection.
+                await self._dead_letter(msg, queue, event_type, Rejected("cannot-open", str(exc)))
+                return
+            except Exception as exc:
+                if not await self._database_reachable():
+                    # An outage, not this event's fault: keep the message (returning it would count a
+                    # delivery toward the queue's limit) and try again once the database answers.
+                    EVENTS_CONSUMED.labels(self.service, event_type, "deferred").inc()
+                    log.warning("database unreachable; holding the event until it is back", error=type(exc).__name__)
+                    await self._wait_for_database()
+                    continue
+                EVENTS_CONSUMED.labels(self.service, event_type, "error").inc()
+                log.exception("handler failed; requeueing", error=type(exc).__name__)
+                await asyncio.sleep(min(0.2 * (2 ** min(int(headers.get("x-delivery-count", 0) or 0), 4)), 3))
+                await msg.nack(requeue=True)
+                return
+            finally:
+                HANDLER_SECONDS.labels(self.service, event_type).observe(time.perf_counter() - started)
+            break
         await msg.ack()
         EVENTS_CONSUMED.labels(self.service, event_type, "processed").inc()
+
+    async def _apply(self, msg: RabbitMessage, env: Envelope, payload_cls, handler: Handler, queue: str,
+                     event_type: str, attempt: int, by_inbox: bool) -> bool:
+        """Inbox claim and the handler in one transaction; False when the event was a duplicate."""
+        with counted_after_commit():  # funnel and latency metrics count only what committed
+            async with self._pool().acquire() as conn, conn.transaction():
+                # Delayed retries are the same event id on purpose: the handler's own state guards them.
+                if by_inbox and attempt == 0:
+                    status = await conn.execute(
+                        "insert into inbox(event_id, routing_key) values ($1, $2) on conflict do nothing",
+                        env.event_id, payload_cls.routing_key(),
+                    )
+                    if status == "INSERT 0 0":
+                        EVENTS_CONSUMED.labels(self.service, event_type, "duplicate").inc()
+                        log.info("duplicate event skipped")
+                        await msg.ack()
+                        return False
+                await handler(conn, Delivery(env, attempt, queue))
+        return True
+
+    async def _database_reachable(self) -> bool:
+        try:
+            async with self._pool().acquire(timeout=5) as conn:
+                await conn.fetchval("select 1", timeout=5)
+            return True
+        except Exception:  # any failure to answer is unreachable, whatever the driver calls it
+            return False
+
+    async def _wait_for_database(self) -> None:
+        """Back off (doubling, up to ``outage_backoff_max`` seconds) until the database answers."""
+        delay = 0.5
+        while True:
+            await asyncio.sleep(delay)
+            if await self._database_reachable():
+                log.info("database reachable again; resuming")
+                return
+            delay = min(delay * 2, self.outage_backoff_max)
 
     async def _dead_letter(self, msg: RabbitMessage, queue: str, event_type: str, exc: Rejected) -> None:
         """Park the untouched message on the DLQ with the reason in its headers, then ack it."""

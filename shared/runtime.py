@@ -59,7 +59,7 @@ class Runtime:
         )
         self.pool: asyncpg.Pool | None = None
         self.consumer = Consumer(service=service, broker=self.broker, exchange=settings.events_exchange,
-                                 pool_getter=lambda: self.pool)
+                                 pool_getter=lambda: self.pool, outage_backoff_max=settings.outage_backoff_max_seconds)
         self.relay: OutboxRelay | None = None
         self.declarations: list = []  # topology this service declares beyond its consumer queues
         self._health_task: asyncio.Task | None = None

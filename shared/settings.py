@@ -71,6 +71,8 @@ class ServiceSettings(BaseSettings):
     # only waits, up to migration_wait_seconds, until its schema is at its own version.
     migrate_on_start: bool = True
     migration_wait_seconds: float = 120.0
+    # While the database does not answer, consumers hold their messages and probe it this often at most.
+    outage_backoff_max_seconds: float = 30.0
 
     @field_validator("forwarded_allow_ips")
     @classmethod

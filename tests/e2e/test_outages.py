@@ -1,0 +1,127 @@
+"""Outages longer than a blip lose nothing: a TCP proxy between the issuer and PostgreSQL is cut for
+longer than the delivery limit lasts; the issuer holds its messages instead of burning that limit, and
+every letter goes out once the database is back, none dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+import aio_pika
+import pytest
+
+from devstack.sample import publish
+from devstack.stack import Stack, free_port
+from tests.conftest import AMQP_URL
+from tests.e2e.conftest import random_email
+
+pytestmark = pytest.mark.e2e
+EXCHANGE = "test-outage"  # its own queues, apart from the session's stack
+CUT_SECONDS = 40  # the old requeue loop burnt the 10 deliveries of the limit in about 21 s
+
+
+class TcpProxy:
+    """127.0.0.1:<port> forwarding to a local port, in its own thread; ``cut()`` drops every connection
+    and refuses new ones (as a dead database host would) until ``restore()``."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port, self.target_port = free_port(), target_port
+        self.open = True
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._transports: set[asyncio.BaseTransport] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    def __enter__(self) -> TcpProxy:
+        self._thread.start()
+        self._call(self._start())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._call(self._stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def cut(self) -> None:
+        self._call(self._cut())
+
+    def restore(self) -> None:
+        self.open = True
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _stop(self) -> None:
+        await self._cut()
+        if self._server:
+            self._server.close()
+
+    async def _cut(self) -> None:
+        self.open = False
+        for transport in list(self._transports):
+            transport.abort()
+        self._transports.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._transports |= {writer.transport, up_writer.transport}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._transports -= {writer.transport, up_writer.transport}
+
+
+async def _depth(channel, queue: str) -> int:
+    return (await channel.declare_queue(queue, passive=True)).declaration_result.message_count
+
+
+async def test_postgres_cut_longer_than_the_delivery_limit_loses_no_letter(chain, test_database, devinbox,
+                                                                            tmp_path):
+    with TcpProxy(5432) as proxy:
+        stack = Stack(
+            database=test_database, exchange=EXCHANGE, smtp_port=devinbox.smtp_port,
+            sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
+            sms_auth_token=devinbox.auth_token, log_dir=tmp_path, amqp_url=AMQP_URL,
+            extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO",
+                             "OUTAGE_BACKOFF_MAX_SECONDS": "2"},  # production: 30 s
+                       "issuer": {"DATABASE_URL": f"postgresql://issuer:issuer@127.0.0.1:{proxy.port}/{test_database}"}},
+        )
+        stack.start(["issuer", "mailer"])
+        try:
+            proxy.cut()
+            events = [chain.event(email=random_email()) for _ in range(10)]
+            for event in events:
+                await publish(AMQP_URL, EXCHANGE, event)
+            connection = await aio_pika.connect(AMQP_URL)
+            async with connection:
+                channel = await connection.channel()
+                await asyncio.sleep(CUT_SECONDS)
+                dlq = f"{EXCHANGE}.issuer.convocation.created.v1.dlq"
+                assert await _depth(channel, dlq) == 0, "the outage burnt the delivery limit"
+                held = stack.log_file("issuer").read_text()
+                assert "database unreachable; holding the event until it is back" in held
+                proxy.restore()
+                for event in events:
+                    await chain.email_to(event["data"]["patient"]["email"], timeout=60)
+                assert await _depth(channel, dlq) == 0
+            for event in events:
+                assert len(chain.emails_to(event["data"]["patient"]["email"])) == 1
+        finally:
+            stack.stop()
