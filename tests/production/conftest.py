@@ -27,7 +27,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from devinbox import DevInbox, parse_email
@@ -311,7 +311,8 @@ class Settings:
     def hosts(self, service: str) -> dict[str, str]:
         hosts = {"HTTP_HOST": "127.0.0.1", "PORTAL_BASE_URL": f"https://localhost:{self.ports['access-portal']}"}
         if service == "mailer":
-            hosts |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.relay.port)}
+            hosts |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.relay.port),
+                      "BOUNCE_SMTP_HOST": "127.0.0.1", "BOUNCE_SMTP_PORT": str(free_port())}
         if service == "sms-gateway":
             hosts |= {"SMS_PROVIDER_URL": self.sms.twilio_base_url, "SMS_GENERIC_URL": self.sms.generic_messages_url,
                       "SMS_CALLBACK_BASE_URL": f"https://localhost:{self.ports['sms-gateway']}"}
@@ -333,6 +334,13 @@ class Settings:
             env[key] = value
         if service == "mailer":
             env["SMTP_CA_FILE"] = str(self.pki.ca_file)  # the hospital's CA, as a site would add it
+            # The Secret mailer-dkim, mounted where DKIM_KEYS (the prod overlay) says, here a local file.
+            selector, _, mounted = env["DKIM_KEYS"].partition(":")
+            key_file = self.pki.ca_file.parent / Path(mounted).name
+            if not key_file.exists():
+                key_file.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            env["DKIM_KEYS"] = f"{selector}:{key_file}"
         return env
 
 
