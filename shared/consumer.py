@@ -144,7 +144,7 @@ class Consumer:
         self.broker.subscriber(
             queue, topology.events_exchange(self.exchange), ack_policy=AckPolicy.MANUAL,
             decoder=_whole_message, title=f"{self.service}:{routing_key}",
-            **({"channel": Channel(prefetch_count=prefetch, on_return_raises=True)} if prefetch else {}),
+            channel=Channel(prefetch_count=prefetch, on_return_raises=True) if prefetch else None,
         )(consume)
 
     async def _consume(

@@ -491,7 +491,7 @@ def envelope(
     causation_id: uuid.UUID | None = None,
 ) -> Envelope:
     """Wrap a payload in a fresh envelope."""
-    return Envelope[type(data)](  # type: ignore[misc]
+    return Envelope[type(data)](  # type: ignore[misc,operator]
         event_id=uuid.uuid4(),
         type=data.EVENT_TYPE,
         version=data.VERSION,

@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import uuid
+from typing import TypeAlias
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -101,7 +102,7 @@ class KeyRing(dict):
     still opens and verifies while that key stays in the ring (deploy/README.md, "Rotating keys")."""
 
     @classmethod
-    def of(cls, keys: "KeyRing | dict[str, bytes] | bytes") -> "KeyRing":
+    def of(cls, keys: KeyRing | dict[str, bytes] | bytes) -> KeyRing:
         """A ring as the settings give it, or a ring of one bare key (whose id is then ``k1``)."""
         if isinstance(keys, cls):
             return keys
@@ -122,7 +123,7 @@ class KeyRing(dict):
             raise CannotOpen("made under a key that is no longer in the ring") from None
 
 
-Keys = "KeyRing | dict[str, bytes] | bytes"
+Keys: TypeAlias = "KeyRing | dict[str, bytes] | bytes"
 
 
 def _kid_and_body(token: str, prefix: str, legacy: str) -> tuple[str | None, str]:
@@ -194,7 +195,7 @@ def hash_matches(keys: Keys, purpose: str, value: str, stored: str | None) -> bo
     """Whether ``stored`` is the hash of ``value`` under the key it names (constant time)."""
     kid, sep, _ = (stored or "").partition(":")
     key = KeyRing.of(keys).get(kid) if sep else None
-    return key is not None and hmac.compare_digest(f"{kid}:{_hmac(key, purpose, value)}", stored)
+    return key is not None and stored is not None and hmac.compare_digest(f"{kid}:{_hmac(key, purpose, value)}", stored)
 
 
 def field_context(event_type: str, ident: uuid.UUID, consumer: str) -> str:

@@ -37,7 +37,7 @@ def _flatten_extra(_logger, _name, event_dict):
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

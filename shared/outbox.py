@@ -85,7 +85,7 @@ class OutboxRelay:
         if self._task:
             try:
                 await asyncio.wait_for(self._task, timeout=10)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
         if self._listener and not self._listener.is_closed():
             await self._listener.close()
@@ -119,7 +119,7 @@ class OutboxRelay:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
                 await asyncio.sleep(BATCH_WINDOW_SECONDS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         # Drain what was committed before shutdown.
         try:
@@ -140,7 +140,8 @@ class OutboxRelay:
             )
             if not sized:
                 return 0
-            ids, total = [], 0
+            ids: list[int] = []
+            total = 0
             for row in sized:
                 if ids and total + row["size"] > self.batch_bytes:
                     break
@@ -151,8 +152,8 @@ class OutboxRelay:
                 " from outbox where id = any($1::bigint[]) order by id", ids,
             )
             results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
-            done = [r["id"] for r, res in zip(rows, results) if not isinstance(res, BaseException)]
-            for row, res in zip(rows, results):
+            done = [r["id"] for r, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
+            for row, res in zip(rows, results, strict=True):
                 if isinstance(res, BaseException):
                     self._publish_failed = True
                     log.error("outbox publish failed", event_id=str(row["event_id"]), error=repr(res)[:300])
@@ -163,7 +164,7 @@ class OutboxRelay:
                     )
             if done:
                 await conn.execute("delete from outbox where id = any($1::bigint[])", done)
-            for row, res in zip(rows, results):
+            for row, res in zip(rows, results, strict=True):
                 if not isinstance(res, BaseException):
                     # A delayed retry is the same event again: counting it as published would inflate
                     # every "events of type X" figure by the number of SMTP/SMS retries.

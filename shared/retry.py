@@ -22,7 +22,7 @@ class RetryPolicy:
     delays: tuple[int, ...] = (5, 30, 120, 600, 1800)  # seconds: capped exponential backoff
 
     @classmethod
-    def parse(cls, text: str) -> "RetryPolicy":
+    def parse(cls, text: str) -> RetryPolicy:
         return cls(tuple(int(x) for x in text.split(",") if x.strip()))
 
     def delay_for(self, attempt: int) -> int | None:

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, field_validator, model_validator
@@ -15,8 +15,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from shared import crypto
 
 
-def dev_key(name: str) -> str:
-    """A fixed development key: convenient locally, refused in production (see ``_refuse_dev_keys``)."""
+def dev_key(name: str) -> Any:
+    """A fixed development key: convenient locally, refused in production (see ``_refuse_dev_keys``).
+    Typed ``Any``: it is the raw default that the key field's validator parses into bytes or a ring."""
     return base64.b64encode(hashlib.sha256(f"convocations-development-{name}".encode()).digest()).decode()
 
 
@@ -86,7 +87,7 @@ class ServiceSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _refuse_dev_keys(self) -> "ServiceSettings":
+    def _refuse_dev_keys(self) -> ServiceSettings:
         if self.environment == "production":
             dev = {_decode_key(dev_key(n)) for n in DEV_KEY_NAMES}
             dev |= {crypto.recipient_public_key(k) for k in dev}  # the development print room's public key
@@ -118,7 +119,7 @@ class MigrationSettings(BaseSettings):
     log_level: str = "INFO"
 
     @model_validator(mode="after")
-    def _refuse_default_credentials(self) -> "MigrationSettings":
+    def _refuse_default_credentials(self) -> MigrationSettings:
         if self.environment == "production" and (
                 problem := default_credentials(self.database_url, "postgres", password_required=False)):
             raise ValueError(f"DATABASE_URL {problem}; use the schema owner's role and its real password")

@@ -13,9 +13,9 @@ from pathlib import Path
 import aio_pika
 import asyncpg
 import pytest
+from devoidc import DevOidc
 
 from devinbox import DevInbox
-from devoidc import DevOidc
 from devstack.stack import ROOT, Stack
 
 # A database per run: concurrent runs (two developers, CI) never drop each other's data.

@@ -8,7 +8,7 @@ import json
 
 import httpx
 
-from tests.e2e.conftest import code_of, random_email, random_mobile
+from tests.e2e.conftest import code_of, random_mobile
 from tests.patient import PatientClient, find_link
 
 pytestmark = __import__("pytest").mark.e2e

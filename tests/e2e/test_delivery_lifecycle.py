@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from issuer.domain import print_room_context
 from shared import crypto
 from shared.settings import _decode_key, dev_key
-from issuer.domain import print_room_context
 from tests.e2e.conftest import code_of, random_mobile
 from tests.patient import PatientClient, find_link
 

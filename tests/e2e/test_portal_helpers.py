@@ -168,7 +168,7 @@ class EventSpy:
         self.exchange, self.routing_keys = exchange, routing_keys
         self.seen: list[dict] = []
 
-    async def __aenter__(self) -> "EventSpy":
+    async def __aenter__(self) -> EventSpy:
         self._conn = await aio_pika.connect(AMQP_URL)
         channel = await self._conn.channel()
         self._queue = await channel.declare_queue(exclusive=True)

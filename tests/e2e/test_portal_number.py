@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.e2e.test_portal_helpers import letter, neighbour, random_mobile, state_of
+from tests.e2e.test_portal_helpers import letter, random_mobile, state_of
 
 pytestmark = pytest.mark.e2e
 

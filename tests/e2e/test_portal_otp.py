@@ -101,7 +101,7 @@ async def test_a_number_gets_at_most_10_codes_a_day_over_all_its_letters(chain):
     e164, national = random_mobile()
     mail = await letter(chain, mobile=national)
     other = await letter(chain, mobile=national)  # another patient's letter with the same number on file
-    for hour in range(2):
+    for _hour in range(2):
         for _ in range(5):
             assert mail.patient.request_code(national).status_code == 303
             await mail.travel(31)

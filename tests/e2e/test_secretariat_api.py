@@ -11,10 +11,10 @@ import uuid
 import asyncpg
 import httpx
 import pytest
+from devoidc import DevOidc
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from devoidc import DevOidc
 from tests.e2e.conftest import code_of, random_mobile
 from tests.patient import PatientClient, find_link
 

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 import aio_pika
 import aiormq
 import pytest
+from secretariat.app import create_app as secretariat_app
+from secretariat.settings import SecretariatSettings
 
 from access_portal.app import create_app as portal_app
 from access_portal.settings import PortalSettings
@@ -30,8 +32,6 @@ from shared.contracts import (
     Place,
     envelope,
 )
-from secretariat.app import create_app as secretariat_app
-from secretariat.settings import SecretariatSettings
 from sms_gateway.app import create_app as sms_app
 from sms_gateway.settings import SmsSettings
 from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST

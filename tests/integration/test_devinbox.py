@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 import aiosmtplib
 import httpx
 import pytest
+
 from devinbox import DevInbox, SmsFault, generic_signature, valid_twilio_signature
 
 TO = "+41791234567"

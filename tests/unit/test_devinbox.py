@@ -6,6 +6,7 @@ import threading
 from email.message import EmailMessage
 
 import pytest
+
 from devinbox import Inbox, SmsFault, generic_signature, parse_email, twilio_signature, valid_twilio_signature
 from devinbox.twilio import message_resource, num_segments
 

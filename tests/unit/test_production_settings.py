@@ -11,12 +11,12 @@ import tempfile
 
 import pytest
 from pydantic import ValidationError
+from secretariat.settings import SecretariatSettings
 
 from access_portal.settings import PortalSettings
 from devstack.stack import ROOT, python_path
 from issuer.settings import IssuerSettings
 from mailer.settings import MailerSettings
-from secretariat.settings import SecretariatSettings
 from shared.settings import dev_key
 from sms_gateway.settings import SmsSettings
 

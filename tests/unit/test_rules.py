@@ -10,6 +10,7 @@ import aiosmtplib
 import pytest
 from pydantic import ValidationError
 
+from devstack.sample import convocation_event, sample_pdf
 from issuer import domain
 from issuer.settings import IssuerSettings
 from mailer.compose import smtp_message_id
@@ -20,7 +21,6 @@ from shared.contracts import ConvocationCreatedV1, Envelope
 from shared.logs import scrub
 from shared.retry import RetryPolicy
 from shared.settings import dev_key
-from devstack.sample import convocation_event, sample_pdf
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 

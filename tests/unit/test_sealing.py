@@ -15,8 +15,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from access_portal.handlers import PortalHandlers, phone_storage_context
-from access_portal.settings import PortalSettings
 from access_portal.routes import Portal
+from access_portal.settings import PortalSettings
 from devstack.sample import convocation_event, sample_pdf
 from issuer import domain
 from shared import crypto

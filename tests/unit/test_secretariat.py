@@ -8,13 +8,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from babel.messages.pofile import read_po
-from starlette.requests import Request
-
 from secretariat import domain
 from secretariat.auth import staff_identity
 from secretariat.console import _csv_safe
 from secretariat.settings import SecretariatSettings
 from secretariat.web import LANGUAGES, LOCALE, Pages
+from starlette.requests import Request
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 

@@ -27,11 +27,11 @@ from shared import topology
 from shared.consumer import CONTRACT_REASONS
 from shared.contracts import (
     CATALOGUE,
+    AccessChangedV1,
     ConvocationCancelledV1,
     ConvocationCreatedV1,
     ConvocationStatusV1,
     DocumentReleasedV1,
-    PostalChosenV1,
     EmailFailedV1,
     EmailSentV1,
     Envelope,
@@ -39,11 +39,11 @@ from shared.contracts import (
     MessageRevokedV1,
     MessageSealedV1,
     OtpRequestedV1,
+    PostalChosenV1,
     PostalRequestedV1,
     ReminderRequestedV1,
     SmsFailedV1,
     SmsSentV1,
-    AccessChangedV1,
     StaffActionRequestedV1,
 )
 from shared.crypto import b64e

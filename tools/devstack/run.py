@@ -14,8 +14,9 @@ import signal
 import sys
 from pathlib import Path
 
-from devinbox import DevInbox
 from devoidc import DevOidc
+
+from devinbox import DevInbox
 from devstack.sample import convocation_event, publish
 from devstack.stack import ROOT, Stack
 

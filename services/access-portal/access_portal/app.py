@@ -14,8 +14,8 @@ from starlette.exceptions import HTTPException
 
 from access_portal.audit import AuditPruner
 from access_portal.handlers import PortalHandlers
-from access_portal.settings import PortalSettings
 from access_portal.routes import Portal
+from access_portal.settings import PortalSettings
 from shared.contracts import (
     EmailSentV1,
     MessageRevokedV1,

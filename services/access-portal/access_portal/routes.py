@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import asyncpg
 from fastapi import APIRouter, Form, Request
@@ -76,22 +76,21 @@ class Portal:
 
     def router(self) -> APIRouter:
         r = APIRouter()
-        limit = dict(max_body_size=MAX_FORM_BYTES)  # every form here is a few short fields
         r.add_api_route("/", self.home, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}", self.view, methods=["GET", "HEAD"], response_class=HTMLResponse)
-        r.add_api_route("/m/{raw_id}/code", self.request_code, methods=["POST"], **limit)
+        r.add_api_route("/m/{raw_id}/code", self.request_code, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/m/{raw_id}/code", self.code_form, methods=["GET", "HEAD"], response_class=HTMLResponse)
-        r.add_api_route("/m/{raw_id}/verify", self.verify, methods=["POST"], **limit)
+        r.add_api_route("/m/{raw_id}/verify", self.verify, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/m/{raw_id}/document", self.document, methods=["GET", "HEAD"], response_class=HTMLResponse)
-        r.add_api_route("/m/{raw_id}/document", self.appointment, methods=["POST"], **limit)
-        r.add_api_route("/m/{raw_id}/extend", self.extend, methods=["POST"], **limit)
-        r.add_api_route("/m/{raw_id}/postal", self.postal, methods=["POST"], **limit)
+        r.add_api_route("/m/{raw_id}/document", self.appointment, methods=["POST"], max_body_size=MAX_FORM_BYTES)
+        r.add_api_route("/m/{raw_id}/extend", self.extend, methods=["POST"], max_body_size=MAX_FORM_BYTES)
+        r.add_api_route("/m/{raw_id}/postal", self.postal, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/m/{raw_id}/not-my-number", self.not_my_number, methods=["GET", "HEAD"],
                         response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}/no-phone", self.no_phone, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/guide", self.guide, methods=["GET", "HEAD"], response_class=HTMLResponse)
-        r.add_api_route("/m/{raw_id}/download/{kind}", self.download, methods=["POST"], **limit)
-        r.add_api_route("/m/{raw_id}/logout", self.logout, methods=["POST"], **limit)
+        r.add_api_route("/m/{raw_id}/download/{kind}", self.download, methods=["POST"], max_body_size=MAX_FORM_BYTES)
+        r.add_api_route("/m/{raw_id}/logout", self.logout, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         return r
 
     async def home(self, request: Request) -> HTMLResponse:

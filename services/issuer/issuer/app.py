@@ -13,9 +13,9 @@ from shared.contracts import (
     ConvocationCancelledV1,
     ConvocationCreatedV1,
     DocumentReleasedV1,
-    PostalChosenV1,
     EmailFailedV1,
     EmailSentV1,
+    PostalChosenV1,
     StaffActionRequestedV1,
 )
 from shared.runtime import Runtime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 from dataclasses import dataclass
@@ -96,11 +97,10 @@ class SmtpSender:
         return reply
 
     async def _discard(self, client: aiosmtplib.SMTP) -> None:
-        try:
+        # A connection being thrown away may already be broken in any way; closing it is best effort.
+        with contextlib.suppress(Exception):
             if client.is_connected:
                 client.close()
-        except Exception:
-            pass
 
     async def close(self) -> None:
         while not self._idle.empty():

@@ -11,12 +11,11 @@ import warnings
 from dataclasses import dataclass
 
 import httpx
+from authlib.deprecate import AuthlibDeprecationWarning
 from joserfc import errors as jose_errors
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
-
-from authlib.deprecate import AuthlibDeprecationWarning
 
 with warnings.catch_warnings():  # Authlib prefers httpx2 but supports httpx, which the project pins
     warnings.simplefilter("ignore", AuthlibDeprecationWarning)

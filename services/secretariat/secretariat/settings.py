@@ -4,7 +4,7 @@ from pydantic import model_validator
 
 from shared.settings import KeyRing, ServiceSettings, dev_key
 
-DEV_CLIENT_SECRET = "dev-console-secret"
+DEV_CLIENT_SECRET = "dev-console-secret"  # noqa: S105 - development only; production refuses it
 
 
 class SecretariatSettings(ServiceSettings):

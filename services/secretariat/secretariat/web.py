@@ -110,16 +110,15 @@ class Pages:
 
     def router(self) -> APIRouter:
         r = APIRouter()
-        limit = dict(max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/", self.home, methods=["GET"], response_class=HTMLResponse)
         r.add_api_route("/auth/login", self.login, methods=["GET"])
         r.add_api_route("/auth/callback", self.callback, methods=["GET"])
-        r.add_api_route("/auth/logout", self.logout, methods=["POST"], **limit)
-        r.add_api_route("/session/keepalive", self.keepalive, methods=["POST"], **limit)
+        r.add_api_route("/auth/logout", self.logout, methods=["POST"], max_body_size=MAX_FORM_BYTES)
+        r.add_api_route("/session/keepalive", self.keepalive, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/search", self.search_get, methods=["GET"], response_class=HTMLResponse)
-        r.add_api_route("/search", self.search_post, methods=["POST"], response_class=HTMLResponse, **limit)
+        r.add_api_route("/search", self.search_post, methods=["POST"], response_class=HTMLResponse, max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/c/{raw_id}", self.view, methods=["GET"], response_class=HTMLResponse)
-        r.add_api_route("/c/{raw_id}/actions", self.act, methods=["POST"], **limit)
+        r.add_api_route("/c/{raw_id}/actions", self.act, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/audit", self.audit_page, methods=["GET"], response_class=HTMLResponse)
         r.add_api_route("/audit.csv", self.audit_csv, methods=["GET"])
         return r

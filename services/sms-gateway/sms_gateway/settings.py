@@ -4,7 +4,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from shared.settings import KeyRing, ServiceSettings, dev_key, require_https
 
-DEV_AUTH_TOKEN = "dev-auth-token"
+DEV_AUTH_TOKEN = "dev-auth-token"  # noqa: S105 - development only; production refuses it
 
 
 class SmsSettings(ServiceSettings):
