@@ -22,6 +22,7 @@ from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
 from shared import crypto
 from shared.contracts import AccessChangedV1, DocumentReleasedV1, OtpRequestedV1, PostalChosenV1, envelope
+from shared.http import parse_uuid
 from shared.logs import get_logger
 from shared.metrics import reached
 from shared.outbox import add_event
@@ -67,12 +68,7 @@ class Portal:
             return "expired", 410
         return None
 
-    @staticmethod
-    def parse_id(raw: str) -> uuid.UUID | None:
-        try:
-            return uuid.UUID(raw)
-        except ValueError:
-            return None
+    parse_id = staticmethod(parse_uuid)
 
     def router(self) -> APIRouter:
         r = APIRouter()

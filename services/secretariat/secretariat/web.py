@@ -4,7 +4,6 @@ one convocation's timeline and its actions, the staff audit. Server-rendered; ev
 from __future__ import annotations
 
 import secrets
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from secretariat.console import Console
 from secretariat.metrics import STAFF_REFUSALS
 from secretariat.settings import SecretariatSettings
 from shared import crypto
+from shared.http import parse_uuid
 from shared.logs import get_logger
 
 LANGUAGES = ("fr", "de", "it", "en")
@@ -99,12 +99,7 @@ class Pages:
     def to_login(self, request: Request) -> Response:
         return RedirectResponse("/?expired=1" if request.cookies.get(self.session_cookie) else "/", status_code=303)
 
-    @staticmethod
-    def parse_id(raw: str) -> uuid.UUID | None:
-        try:
-            return uuid.UUID(raw)
-        except ValueError:
-            return None
+    parse_id = staticmethod(parse_uuid)
 
     # --- routes -------------------------------------------------------------------------------
 
