@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.browser.test_accessibility import AXE, WCAG
 from tests.e2e.conftest import code_of, random_mobile
 from tests.patient import PatientClient, find_link
 
@@ -213,16 +214,62 @@ async def test_the_session_time_out_is_announced_two_minutes_ahead_and_can_be_ex
 
 
 @pytest.mark.parametrize("width, height", [(1280, 800), (768, 1024)])
-async def test_the_console_fits_a_desktop_and_a_tablet_without_sideways_scrolling(browser, chain, stack, width,
-                                                                                  height):
+async def test_every_console_page_is_axe_clean_and_fits_a_desktop_and_a_tablet(browser, chain, stack, width, height):
+    """axe-core (the pinned copy, WCAG 2.0-2.2 A/AA) on the sign-in page, the search, each worklist, a
+    timeline with its action forms, a confirmation and the supervisor's audit: zero violations, and no
+    sideways scrolling, at 1280 px and at tablet width."""
+    if not AXE.is_file():
+        pytest.fail(f"{AXE} missing: run scripts/bootstrap.sh --with-browser (npm ci of the pinned axe-core)")
     event = chain.event()
     await chain.publish(event)
     cid = event["data"]["convocation_id"]
-    context, page = await sign_in(browser, stack)
-    await page.set_viewport_size({"width": width, "height": height})
-    await open_convocation(page, stack, cid, "e-mailed")
-    for url in (f"/c/{cid}", "/search?department=cardiology"):
-        await page.goto(stack.url("secretariat") + url)
+    base = stack.url("secretariat")
+    found: list[str] = []
+
+    async def check(page, what: str) -> None:
+        await page.set_viewport_size({"width": width, "height": height})
+        result = await page.evaluate("opts => axe.run(document, opts)",
+                                     {"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
+        found.extend(f"{what} at {width}px {v['id']}: {v['help']} (e.g. {v['nodes'][0]['html'][:120]})"
+                     for v in result["violations"])
         overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, (url, width, overflow)
+        if overflow > 0:
+            found.append(f"{what} at {width}px: horizontal scrolling ({overflow}px too wide)")
+
+    context = await browser.new_context(locale="en-GB", viewport={"width": width, "height": height})
+    # Injected through the DevTools protocol, so the console's CSP (no inline script) does not apply to it.
+    await context.add_init_script(path=str(AXE))
+    page = await context.new_page()
+    await page.goto(f"{base}/?lang=en")
+    await check(page, "sign-in")
+    await page.get_by_role("link", name="Sign in with the hospital account").click()
+    await check(page, "development provider's sign-in")
+    await page.get_by_role("button", name=re.compile("Alice Martin")).click()
+    await page.wait_for_url(re.compile(r"/search$"))
+    await check(page, "search")
+    for worklist in ("bounced", "not-downloaded", "locked", "paper-today"):
+        await page.goto(f"{base}/search?worklist={worklist}")
+        await check(page, f"worklist {worklist}")
+    await page.goto(f"{base}/search?department=cardiology")
+    await check(page, "search by department")
+    await open_convocation(page, stack, cid, "e-mailed")
+    await check(page, "timeline")
+    await act(page, "post", "Patient asked for paper at the desk")
+    await check(page, "timeline after an action")
+    response = await page.goto(f"{base}/c/{uuid.uuid4()}")
+    assert response.status == 404
+    await check(page, "not found")
     await context.close()
+
+    context = await browser.new_context(locale="en-GB", viewport={"width": width, "height": height})
+    await context.add_init_script(path=str(AXE))
+    page = await context.new_page()
+    await page.goto(f"{base}/?lang=en")
+    await page.get_by_role("link", name="Sign in with the hospital account").click()
+    await page.get_by_role("button", name=re.compile("Sophie Rossi")).click()
+    await page.wait_for_url(re.compile(r"/search$"))
+    await page.goto(f"{base}/audit")
+    assert await page.get_by_role("link", name="Export everything as CSV").count() == 1
+    await check(page, "audit")
+    await context.close()
+    assert not found, "\n".join(found)

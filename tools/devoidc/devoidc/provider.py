@@ -150,7 +150,9 @@ class DevOidc:
                 f' ({html.escape(", ".join(u["roles"] + u["departments"]))})</button></li>' for u in self.users)
             return HTMLResponse(
                 '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in (development)</title>'
-                '</head><body><main><h1>Development sign-in</h1><p>Choose who you are:</p>'
+                '<meta name="viewport" content="width=device-width, initial-scale=1">'
+                # Targets large enough to touch on a tablet (WCAG 2.2 target size), like the console's own.
+                '<style>li{margin:.5rem 0}button{min-height:2.75rem;padding:.5rem 1rem}</style></head><body><main><h1>Development sign-in</h1><p>Choose who you are:</p>'
                 f'<form method="post" action="/authorize">{hidden}<ul>{people}</ul></form></main></body></html>')
 
         @app.post("/authorize")
