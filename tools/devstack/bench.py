@@ -1,9 +1,10 @@
 """``make bench``: figures for docs/architecture.md#performance, printed, never asserted.
 
-Runs the four services as processes against the local RabbitMQ and Postgres (a throw-away database
-and exchange), with the development inbox as SMTP server, and measures:
+Runs the services as processes against the local RabbitMQ and Postgres (a throw-away database and
+exchange) and, beside them, the bare baseline chain (devstack.baseline), both sending to a discarding
+SMTP sink, and prints each figure with its ratio to the baseline's:
 - throughput of convocation.created -> e-mail accepted by SMTP (1 KB and 150 KB PDFs);
-- latency of that chain at half the measured rate (p50/p95/p99);
+- latency of that chain unloaded (10/s, p50/p99) and CPU per convocation over all its processes;
 - portal page latency under a fixed request rate;
 - the issuer's peak resident memory with four 10 MB letters in flight at once;
 - resident memory of each service afterwards.
@@ -20,13 +21,13 @@ import subprocess
 import tempfile
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 import aio_pika
 import httpx
 
 from devinbox import DevInbox
+from devstack.baseline import BareChain, SmtpSink
 from devstack.sample import convocation_event, sample_pdf
 from devstack.stack import ROOT, Stack
 
@@ -46,7 +47,7 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return float("nan")
 
 
-def big_letters_run(stack, inbox, count: int = 4) -> None:
+def big_letters_run(stack, sink: SmtpSink, count: int = 4) -> None:
     """Four letters of the documented maximum (10 MB) published at once: the issuer's peak memory."""
     from shared.contracts import MAX_PDF_BYTES
 
@@ -54,21 +55,22 @@ def big_letters_run(stack, inbox, count: int = 4) -> None:
     before = rss_mb(pid)
     pdf = sample_pdf("x" * (MAX_PDF_BYTES - 1024))
     events = [convocation_event(email=f"big-{uuid.uuid4().hex[:10]}@example.ch", pdf=pdf) for _ in range(count)]
-    inbox.clear()
+    sink.clear()
     t0 = time.monotonic()
     sent = asyncio.run(publish_all(stack.exchange, events, None))
     del events, pdf
-    received = wait_received(inbox, set(sent), timeout=120)
+    received = wait_received(sink, set(sent), timeout=120)
     print(f"Issuer with {count} letters of {MAX_PDF_BYTES // 2**20} MB in flight: RSS {before:.0f} MB before, "
           f"peak {rss_mb(pid, 'VmHWM'):.0f} MB, {len(received)}/{count} e-mails in {time.monotonic() - t0:.1f} s")
     print("  peak of the services that receive the sealed letters: " + ", ".join(
         f"{name} {rss_mb(stack.processes[name].pid, 'VmHWM'):.0f} MB" for name in ("mailer", "access-portal")))
 
 
-async def publish_all(exchange: str, events: list[dict], rate: float | None) -> dict[str, float]:
+async def publish_all(exchange: str, events: list[dict], rate: float | None, amqp_url: str = AMQP
+                      ) -> dict[str, float]:
     """Publish like an upstream system; returns publish time per e-mail address."""
     sent: dict[str, float] = {}
-    conn = await aio_pika.connect_robust(AMQP)
+    conn = await aio_pika.connect_robust(amqp_url)
     async with conn:
         channel = await conn.channel(publisher_confirms=True)
         ex = await channel.get_exchange(exchange)
@@ -84,93 +86,127 @@ async def publish_all(exchange: str, events: list[dict], rate: float | None) -> 
     return sent
 
 
-def wait_received(inbox, addresses: set[str], timeout: float) -> dict[str, float]:
+def wait_received(sink: SmtpSink, addresses: set[str], timeout: float) -> dict[str, float]:
+    """Time the sink accepted each address's e-mail (the first, if a chain ever sent two)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        got = {a for m in inbox.emails() for a in m["rcpt_tos"]} & addresses
-        if len(got) == len(addresses):
+        if len({r for r, _ in sink.received} & addresses) == len(addresses):
             break
-        time.sleep(0.5)  # reading the inbox copies every message: poll gently, times come from stamps
-    received = {}
-    for m in inbox.emails():
-        for a in m["rcpt_tos"]:
-            if a in addresses:
-                received[a] = datetime.fromisoformat(m["received_at"]).timestamp()
+        time.sleep(0.1)
+    received: dict[str, float] = {}
+    for r, t in list(sink.received):
+        if r in addresses:
+            received.setdefault(r, t)
     return received
 
 
-def chain_run(stack, inbox, n: int, pdf_kb: int, rate: float | None) -> tuple[float, list[float]]:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (/proc/<pid>/stat utime and stime)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def chain_run(exchange: str, pids: list[int], sink: SmtpSink, n: int, pdf_kb: int, rate: float | None
+              ) -> tuple[float, list[float], float]:
+    """(convocations per second, latencies, CPU seconds per convocation summed over the chain's processes)."""
     pdf = sample_pdf("x" * max(0, pdf_kb * 1024 - 600))
     events = [convocation_event(email=f"b-{uuid.uuid4().hex[:10]}@example.ch", pdf=pdf) for _ in range(n)]
-    inbox.clear()
-    t0 = time.time()
-    sent = asyncio.run(publish_all(stack.exchange, events, rate))
-    received = wait_received(inbox, set(sent), timeout=max(60, n / 5))
+    sink.clear()
+    cpu0, t0 = cpu_seconds(pids), time.time()
+    sent = asyncio.run(publish_all(exchange, events, rate))
+    received = wait_received(sink, set(sent), timeout=max(60, n / 5))
     elapsed = max(received.values()) - t0 if received else float("nan")
+    cpu = (cpu_seconds(pids) - cpu0) / max(1, len(received))
     latencies = [received[a] - sent[a] for a in received]
     if len(received) < n:
-        print(f"  ! only {len(received)} of {n} e-mails arrived")
-    return len(received) / elapsed, latencies
+        print(f"  ! {exchange}: only {len(received)} of {n} e-mails arrived")
+    duplicates = sum(1 for r, _ in list(sink.received) if r in sent) - len(received)
+    if duplicates:
+        print(f"  ! {exchange}: {duplicates} duplicate e-mails")
+    return len(received) / elapsed, latencies, cpu
 
 
-async def portal_load(url: str, rate: float, seconds: float) -> list[float]:
+def ratio_line(label: str, ours: float, bare: float, unit: str, target: str) -> str:
+    return f"  {label:<28} {ours:9.1f} {unit:<8} bare {bare:9.1f}   ratio {ours / bare:5.2f}x  (target {target})"
+
+
+async def portal_load(url: str, rate: float, seconds: float) -> tuple[list[float], int]:
+    """Latencies of the answers, and how many were server errors (5xx)."""
     latencies: list[float] = []
+    errors = 0
     async with httpx.AsyncClient(timeout=10) as client:
         async def one() -> None:
+            nonlocal errors
             t = time.perf_counter()
             r = await client.get(url)
             latencies.append(time.perf_counter() - t)
-            assert r.status_code < 500
+            errors += r.status_code >= 500
 
         tasks, start = [], time.monotonic()
         for i in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
-    return latencies
+    return latencies, errors
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Convocations benchmarks")
     parser.add_argument("-n", type=int, default=300, help="convocations per throughput run")
+    parser.add_argument("--unloaded-rate", type=float, default=10, help="convocations/s for the latency run")
     parser.add_argument("--big-letters-only", action="store_true", help="only the 10 MB letters' memory figure")
     args = parser.parse_args()
     database = f"convocations_bench_{uuid.uuid4().hex[:6]}"
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
-    inbox = DevInbox().start()
-    stack = Stack(database=database, exchange="bench", smtp_port=inbox.smtp_port, amqp_url=AMQP,
+    sink = SmtpSink().start()  # both chains' SMTP server: accepts and discards
+    inbox = DevInbox().start()  # only as the SMS provider
+    stack = Stack(database=database, exchange="bench", smtp_port=sink.port, amqp_url=AMQP,
                   sms_provider_url=inbox.twilio_base_url, sms_account_sid=inbox.account_sid,
                   sms_auth_token=inbox.auth_token, log_dir=Path(tempfile.mkdtemp()) / "logs",
                   extra_env={"*": {"LOG_LEVEL": "WARNING", "OUTBOX_POLL_SECONDS": "1"}})
+    bare = BareChain(AMQP, f"postgresql://postgres@127.0.0.1:5432/{database}", "bench-bare", sink.port)
     try:
         stack.start()
-        chain_run(stack, inbox.inbox, 20, 1, None)  # warm-up
-        big_letters_run(stack, inbox.inbox)  # first: the peak (VmHWM) is the process's since its start
+        bare.start()
+        ours_pids = [p.pid for p in stack.processes.values()]
+        bare_pids = [p.pid for p in bare.processes.values()]
+        chain_run(stack.exchange, ours_pids, sink, 20, 1, None)  # warm-up
+        chain_run(bare.exchange, bare_pids, sink, 20, 1, None)
+        big_letters_run(stack, sink)  # first: the peak (VmHWM) is the process's since its start
         if args.big_letters_only:
             return
-        print(f"Chain convocation.created -> e-mail accepted ({os.cpu_count()} cores, services as processes)")
-        rates = {}
-        for kb in (1, 150):
-            rate, lat = chain_run(stack, inbox.inbox, args.n, kb, None)
-            rates[kb] = rate
-            print(f"  throughput, {kb:>3} KB PDF: {rate:7.1f} convocations/s  (n={args.n}, "
-                  f"p50 {percentile(lat, 50) * 1000:.0f} ms under saturation)")
-        half = rates[1] / 2
-        _, lat = chain_run(stack, inbox.inbox, int(half * 10), 1, half)
-        print(f"  latency at {half:.0f}/s (half the max), 1 KB: p50 {percentile(lat, 50) * 1000:.0f} ms, "
-              f"p95 {percentile(lat, 95) * 1000:.0f} ms, p99 {percentile(lat, 99) * 1000:.0f} ms")
+        print(f"Chain convocation.created -> e-mail accepted by a discarding SMTP sink, against the bare chain "
+              f"(aio-pika + asyncpg, same two hops); {os.cpu_count()} cores, services as processes, n={args.n}")
+        rates, cpus = {}, {}
+        for kb, target in ((1, ">= 0.6x"), (150, ">= 0.8x")):
+            rate, lat, cpu = chain_run(stack.exchange, ours_pids, sink, args.n, kb, None)
+            brate, blat, bcpu = chain_run(bare.exchange, bare_pids, sink, args.n, kb, None)
+            rates[kb], cpus[kb] = (rate, brate), (cpu, bcpu)
+            print(ratio_line(f"throughput, {kb} KB PDF", rate, brate, "conv/s", target))
+        ours_cpu, bare_cpu = cpus[1]
+        print(f"  {'CPU per convocation, 1 KB':<28} {ours_cpu * 1000:9.1f} ms       bare {bare_cpu * 1000:9.1f}   "
+              f"ratio {bare_cpu and ours_cpu / bare_cpu:5.2f}x  (target <= 1.6x; all the chain's processes)")
+        n_unloaded = int(args.unloaded_rate * 10)
+        _, lat, _ = chain_run(stack.exchange, ours_pids, sink, n_unloaded, 1, args.unloaded_rate)
+        _, blat, _ = chain_run(bare.exchange, bare_pids, sink, n_unloaded, 1, args.unloaded_rate)
+        for p in (50, 99):
+            print(ratio_line(f"latency p{p} at {args.unloaded_rate:.0f}/s, 1 KB", percentile(lat, p) * 1000,
+                             percentile(blat, p) * 1000, "ms", "<= 2x" if p == 99 else "-"))
         for path in ("/m/00000000-0000-0000-0000-000000000000", "/healthz"):  # a page read + audit insert
-            lat = asyncio.run(portal_load(stack.url("access-portal") + path, 200, 5))
-            if path.startswith("/m/"):
-                lat = [x for x in lat]
+            lat, errors = asyncio.run(portal_load(stack.url("access-portal") + path, 200, 5))
             print(f"  portal GET {path.split('/')[1]:<8} at 200 req/s: p50 {statistics.median(lat) * 1000:.1f} ms, "
-                  f"p99 {percentile(lat, 99) * 1000:.1f} ms")
-        print("Resident memory after the runs:")
-        for name, proc in stack.processes.items():
+                  f"p99 {percentile(lat, 99) * 1000:.1f} ms, {errors} server errors of {len(lat)}")
+        print("Resident memory after the runs (target < 120 MB per service):")
+        for name, proc in [*stack.processes.items(), *bare.processes.items()]:
             print(f"  {name:<14} {rss_mb(proc.pid):6.1f} MB")
     finally:
+        bare.stop()
         stack.stop()
         inbox.stop()
+        sink.stop()
         subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
                         f'drop database if exists "{database}" with (force)'], capture_output=True)
 
