@@ -200,6 +200,7 @@ def main() -> None:
         print("Resident memory after the runs (target < 120 MB per service):")
         for name, proc in [*stack.processes.items(), *bare.processes.items()]:
             print(f"  {name:<14} {rss_mb(proc.pid):6.1f} MB")
+        print("Portal:")
         for path in ("/m/00000000-0000-0000-0000-000000000000", "/healthz"):  # a page read + audit insert
             lat, errors = asyncio.run(portal_load(stack.url("access-portal") + path, 200, 5))
             print(f"  portal GET {path.split('/')[1]:<8} at 200 req/s: p50 {statistics.median(lat) * 1000:.1f} ms, "
