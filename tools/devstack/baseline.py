@@ -179,7 +179,7 @@ class BareChain:
                 [sys.executable, "-m", "devstack.baseline", hop, self.amqp_url, self.dsn, self.exchange,
                  str(self.smtp_port)], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT / "tools")})
         for proc in self.processes.values():
-            if proc.stdout.readline().strip() != b"ready":
+            if proc.stdout is None or proc.stdout.readline().strip() != b"ready":
                 raise RuntimeError("a bare hop did not start")
         return self
 
