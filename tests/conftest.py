@@ -20,6 +20,9 @@ from devstack.stack import ROOT, Stack
 
 # A database per run: concurrent runs (two developers, CI) never drop each other's data.
 TEST_DB = os.environ.get("TEST_DATABASE", f"convocations_test_{uuid.uuid4().hex[:8]}")
+# Every service the tests start inherits this: a few stacks of six services with production-sized
+# pools (10) could take a development PostgreSQL's 100 connections; the tests need far fewer.
+os.environ.setdefault("DATABASE_POOL_SIZE", "4")
 ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 # One RabbitMQ virtual host for the tests, kept between runs with its queues: creating and deleting
 # a hundred quorum queues per run wedged RabbitMQ 3.10 here after a few dozen runs. Each run purges
