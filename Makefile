@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/services/secretariat:$(CURDIR)/tools:$(CURDIR)/tools/devinbox:$(CURDIR)/tools/devoidc
 
-.PHONY: run test bootstrap unit contract integration e2e browser production bench lock lint contracts prometheus-rule admin clean
+.PHONY: guide run test bootstrap unit contract integration e2e browser production bench lock lint contracts prometheus-rule admin clean
 
 run:            ## the whole system locally, with a sample convocation; prints the link to open
 	scripts/bootstrap.sh
@@ -33,6 +33,9 @@ bench:          ## throughput and latency of the chain, memory per service (prin
 
 admin:          ## operator commands, e.g. make admin ARGS="dlq list" (convocations-admin, see docs/runbooks.md)
 	$(PY) -m convocations_admin $(ARGS)
+
+guide:          ## re-record the portal's video guide (webm, captions, transcript) in the four languages
+	$(PY) -m devstack.guide
 
 contracts:      ## regenerate the AsyncAPI document and JSON Schemas from the models
 	$(PY) -m devstack.contracts
