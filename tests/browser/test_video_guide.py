@@ -68,3 +68,24 @@ def test_make_guide_records_a_language_again_against_its_own_stack(tmp_path):
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     check_guide(tmp_path, "it")
+
+
+async def test_chromium_plays_the_guide_video_and_loads_its_captions_under_the_portal_csp(stack, browser):
+    context = await browser.new_context(locale="de-CH")
+    page = await context.new_page()
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text))
+    try:
+        await page.goto(f"{stack.url('access-portal').replace('127.0.0.1', 'localhost')}/guide?lang=de")
+        await page.evaluate("document.querySelector('video').load()")  # preload="none": the patient presses play
+        # Polled from outside: the page's CSP forbids the eval that wait_for_function would need.
+        for _ in range(100):
+            if await page.evaluate("(v => v.readyState >= 1 && v.textTracks[0].cues?.length === 4)"
+                                   "(document.querySelector('video'))"):
+                break
+            await page.wait_for_timeout(100)
+        assert await page.evaluate("document.querySelector('video').duration") > 2
+        assert await page.evaluate("document.querySelector('video').textTracks[0].cues?.length") == 4
+    finally:
+        await context.close()
+    assert not [c for c in console if "Content Security Policy" in c]
