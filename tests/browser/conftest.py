@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import async_playwright
 
+from devstack.guide import CHROMIUM, CHROMIUM_ARGS  # one way to start Debian's chromium
 from tests.e2e.conftest import chain  # noqa: F401  (the e2e fixture, shared)
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 @pytest.fixture(scope="session")
