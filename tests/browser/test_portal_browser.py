@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from access_portal.i18n import gettext
+from shared import crypto
 from tests.e2e.test_portal_helpers import EventSpy, letter
+from tests.unit.test_crypto import LINK_VECTOR_FRAGMENT, LINK_VECTOR_SECRET
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -59,7 +61,8 @@ async def test_a_patient_goes_from_the_emailed_link_to_the_identical_pdf_in_chro
     mail = await letter(chain)
     pdf_sent = base64.b64decode(mail.event["data"]["document_pdf_base64"])
     link = localhost(mail.link)
-    page_url, secret = link.split("#", 1)
+    page_url, fragment = link.split("#", 1)
+    secret = crypto.secret_of_fragment(fragment)
     w = await watched(browser)
     page = w.page
     seen_headers = []
@@ -97,7 +100,7 @@ async def test_a_patient_goes_from_the_emailed_link_to_the_identical_pdf_in_chro
         assert w.csp_problems() == []
         pages = [h for url, h in seen_headers if "/m/" in url]
         assert pages and all("script-src 'self'" in h["content-security-policy"] for h in pages)
-        assert secret not in " ".join(url for url, _ in seen_headers)  # never sent in a URL
+        assert secret[:20] not in " ".join(url for url, _ in seen_headers)  # never sent in a URL
 
         # Logging out forgets the secret in the tab too.
         await page.get_by_role("button", name=gettext("fr", "Log out")).click()
@@ -106,7 +109,7 @@ async def test_a_patient_goes_from_the_emailed_link_to_the_identical_pdf_in_chro
     finally:
         await w.context.close()
     await chain.wait_status(mail.convocation_id, "downloaded")
-    assert secret not in chain.stack.logs()
+    assert secret[:20] not in chain.stack.logs()
 
 
 async def portal_state(chain, mail) -> dict:
@@ -165,3 +168,63 @@ async def test_for_a_patient_with_a_bound_number_a_clicking_scanner_releases_not
     # Pressing "send me a code" may text the patient, but without the code nothing opens.
     assert after["session"] == 0 and after["release"] == 0 and after["status"] == "e-mailed"
     assert after["failed_checks"] == 0  # an empty code is not a guess: the patient's tries are intact
+
+
+def damaged(fragment: str) -> dict[str, str]:
+    """The ways a mail program or a patient copying by hand damages a link's fragment."""
+    i = next(i for i in range(5, len(fragment)) if fragment[i] != fragment[i + 1])
+    other = "A" if fragment[i] != "A" else "B"
+    return {"one character changed": fragment[:i] + other + fragment[i + 1:],
+            "two neighbours swapped": fragment[:i] + fragment[i + 1] + fragment[i] + fragment[i + 2:],
+            "a check character changed": fragment[:-1] + ("A" if fragment[-1] != "A" else "B"),
+            "cut": fragment[:30], "lengthened": fragment + "Q", "missing": ""}
+
+
+async def test_a_damaged_link_is_told_on_the_first_page_before_a_number_is_typed_or_an_sms_sent(chain, browser):
+    mail = await letter(chain)
+    page_url, fragment = localhost(mail.link).split("#", 1)
+    w = await watched(browser)
+    page = w.page
+    sent = []
+    page.on("request", lambda r: sent.append(f"{r.method} {r.url}"))
+    told = {}
+    try:
+        for what, bad in damaged(fragment).items():
+            await page.goto("about:blank")  # a new load each time (not a jump within the page)
+            await page.goto(f"{page_url}#{bad}" if bad else page_url)
+            told[what] = (await page.locator("#link-damaged").is_visible(),
+                          await page.locator("#number-form").is_visible(),
+                          await page.evaluate(f"sessionStorage.getItem('k:{mail.message_id}')"))
+        # The same vector as the Python unit test: the page's JavaScript computes the same check.
+        await page.goto("about:blank")
+        await page.goto(f"{page_url}#{LINK_VECTOR_FRAGMENT}")
+        assert not await page.locator("#link-damaged").is_visible()
+        assert await page.evaluate(f"sessionStorage.getItem('k:{mail.message_id}')") == LINK_VECTOR_SECRET
+        await w.collect()
+    finally:
+        await w.context.close()
+    assert told == {what: (True, False, None) for what in damaged(fragment)}
+    assert [r for r in sent if not r.startswith("GET ")] == []  # nothing posted: no number, no code asked
+    assert chain.sms_count(mail.e164) == 0 and await mail.challenges() == []
+    assert w.csp_problems() == []
+
+
+async def test_a_link_emailed_before_the_check_still_opens_the_document(chain, browser):
+    mail = await letter(chain)
+    page_url, fragment = localhost(mail.link).split("#", 1)
+    old_link = f"{page_url}#{crypto.secret_of_fragment(fragment)}"  # the secret alone, 43 characters
+    w = await watched(browser)
+    page = w.page
+    try:
+        await page.goto(old_link)
+        assert not await page.locator("#link-damaged").is_visible()
+        await page.fill("#phone", mail.national)
+        await page.press("#phone", "Enter")
+        await page.wait_for_url(f"{page_url}/code")
+        await page.fill("#code", await mail.code())
+        await page.press("#code", "Enter")
+        await page.wait_for_selector("#appointment-title")  # the secret opened the appointment
+        await w.collect()
+    finally:
+        await w.context.close()
+    assert w.csp_problems() == []

@@ -132,6 +132,39 @@ def test_link_secrets_are_256_bit_url_safe_and_never_repeat():
         assert len(base64.urlsafe_b64decode(link + "=")) == 32
 
 
+# The same vectors are checked against the portal's JavaScript (tests/browser/test_portal_browser.py).
+LINK_VECTOR_SECRET = "q6kZ0m3T0aGfXAzyQhPLnWp6hBr5JmUeZ4eB3VvCc9g"
+LINK_VECTOR_FRAGMENT = LINK_VECTOR_SECRET + "_Ow0"
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_the_links_check_is_the_openpgp_crc24_of_the_secret_in_base64url():
+    assert crypto._crc24(b"123456789") == 0x21CF02  # the standard check value
+    assert crypto.link_fragment(LINK_VECTOR_SECRET) == LINK_VECTOR_FRAGMENT
+    assert crypto.secret_of_fragment(LINK_VECTOR_FRAGMENT) == LINK_VECTOR_SECRET
+
+
+def test_every_changed_character_and_every_swap_of_neighbours_in_a_checked_link_is_caught():
+    for _ in range(5):
+        fragment = crypto.link_fragment(crypto.new_link_secret())
+        damaged = {fragment[:i] + c + fragment[i + 1:] for i in range(len(fragment)) for c in B64URL}
+        damaged |= {fragment[:i] + fragment[i + 1] + fragment[i] + fragment[i + 2:] for i in range(len(fragment) - 1)}
+        damaged.discard(fragment)
+        assert len(damaged) > 46 * 63
+        for bad in damaged:
+            with pytest.raises(CannotOpen):
+                crypto.secret_of_fragment(bad)
+
+
+def test_a_checked_link_and_a_link_sent_before_the_check_both_open_and_a_damaged_check_does_not():
+    sealed = Sealed()
+    assert sealed.open(link_secret=crypto.link_fragment(sealed.link_secret)) == sealed.plaintext
+    assert sealed.open(link_secret=sealed.link_secret) == sealed.plaintext  # the old links, until they expire
+    fragment = crypto.link_fragment(sealed.link_secret)
+    with pytest.raises(CannotOpen):
+        sealed.open(link_secret=fragment[:-1] + ("A" if fragment[-1] != "A" else "B"))
+
+
 # --- bus fields -----------------------------------------------------------------------------------
 
 MESSAGE_ID = uuid.UUID("0b3f4c1e-2d5a-4e6f-8a7b-9c0d1e2f3a4b")

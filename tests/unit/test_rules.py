@@ -126,7 +126,8 @@ def test_smtp_failures_are_classified_transient_or_permanent():
 
 def test_the_link_carries_the_secret_in_the_fragment_and_the_message_id_is_stable():
     mid = uuid.uuid4()
-    assert portal_link("https://portal.example/", mid, "SECRET") == f"https://portal.example/m/{mid}#SECRET"
+    secret = "q6kZ0m3T0aGfXAzyQhPLnWp6hBr5JmUeZ4eB3VvCc9g"
+    assert portal_link("https://portal.example/", mid, secret) == f"https://portal.example/m/{mid}#{secret}_Ow0"
     assert smtp_message_id(mid, "HUG <convocations@hug.example>") == f"<{mid}@hug.example>"
 
 

@@ -40,7 +40,7 @@ STATES: dict[str, tuple[str, str]] = {
         "We could not deliver the code to your phone. Check that it is switched on and can receive SMS, then "
         "ask for a new code, or call the secretariat.")),
     "link_incomplete": (N_("Open the link from your e-mail again"), N_(
-        "Part of the link is missing, so your document cannot be opened. Click the link in the e-mail again "
+        "The link is incomplete or damaged, so your document cannot be opened. Click the link in the e-mail again "
         "(or copy all of it into the address bar).")),
     "session_expired": (N_("Your session has ended"), N_(
         "For your security, sessions end after %(minutes)s minutes without activity. Open the link from your "

@@ -36,8 +36,9 @@ log = get_logger(__name__)
 
 
 def portal_link(base_url: str, message_id, link_secret: str) -> str:
-    """The secret rides in the fragment: browsers never send it to a server or in a Referer."""
-    return f"{base_url.rstrip('/')}/m/{message_id}#{link_secret}"
+    """The secret rides in the fragment, with its check: browsers never send it to a server or in a
+    Referer, and the page tells a damaged link before anything is sent (``crypto.link_check``)."""
+    return f"{base_url.rstrip('/')}/m/{message_id}#{crypto.link_fragment(link_secret)}"
 
 
 def recipient_context(message_id: uuid.UUID) -> str:

@@ -9,15 +9,35 @@
   if (summary) { summary.focus(); }
   if (!id) { return; }
   var key = "k:" + id;
+  // The fragment is the secret, 32 bytes in unpadded base64url (43 characters, the last one carrying
+  // 2 bits), then 4 check characters: the CRC-24 (OpenPGP) of the secret's text in base64url, as
+  // shared/crypto.py link_check makes them. Any one changed character and any two swapped neighbours
+  // change it. Links e-mailed before the check carry the secret alone. Checked here, in the browser:
+  // a damaged link is told on the first page, and nothing of the secret is sent anywhere to find out.
+  var B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  function linkCheck(secret) {
+    var crc = 0xB704CE, j, n;
+    for (n = 0; n < secret.length; n++) {
+      crc ^= secret.charCodeAt(n) << 16;
+      for (j = 0; j < 8; j++) {
+        crc <<= 1;
+        if (crc & 0x1000000) { crc ^= 0x1864CFB; }
+      }
+    }
+    return B64URL[(crc >> 18) & 63] + B64URL[(crc >> 12) & 63] + B64URL[(crc >> 6) & 63] + B64URL[crc & 63];
+  }
+  function secretOf(fragment) {
+    if (!/^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]([A-Za-z0-9_-]{4})?$/.test(fragment)) { return null; }
+    var secret = fragment.slice(0, 43);
+    return fragment.length === 43 || linkCheck(secret) === fragment.slice(43) ? secret : null;
+  }
   if (location.hash.length > 1) {
-    sessionStorage.setItem(key, location.hash.slice(1));
+    var fromLink = secretOf(location.hash.slice(1));
+    if (fromLink) { sessionStorage.setItem(key, fromLink); } else { sessionStorage.removeItem(key); }
     history.replaceState(null, "", location.pathname + location.search);
   }
   var secret = sessionStorage.getItem(key);
-  // A whole secret is 32 bytes in unpadded base64url: 43 characters, the last one carrying 2 bits.
-  // Checked here, in the browser: a cut or damaged link is told on the first page, and nothing of the
-  // secret is sent anywhere to find out.
-  var whole = !!secret && /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/.test(secret);
+  var whole = !!secret && !!secretOf(secret);
   var check = document.querySelector("[data-link-check]");
   if (check && !whole) {
     check.hidden = false;
