@@ -3,20 +3,28 @@ every page of the patient's journey in every state reached as a patient would, i
 375 and 1280 px and at 200 % zoom; no horizontal scrolling at 320 px; the whole path by keyboard only.
 
 To keep the suite short, each state's page is loaded once per language and axe runs again after each
-change of width (the same DOM laid out anew), with only the WCAG 2.x A/AA rules."""
+change of width (the same DOM laid out anew), with only the WCAG 2.x A/AA rules. The two states that
+need time to pass (a link expired, a code expired) come from a second small stack started once for
+this module, with short lifetimes set as a hospital could set them (see ``expired``)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import subprocess
 import uuid
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from devstack.stack import ROOT, Stack
 from shared.contracts import SmsFailedV1
-from tests.e2e.conftest import random_email
-from tests.e2e.test_portal_helpers import letter, publish_as_service, wait_for
+from tests.conftest import ADMIN_DSN, AMQP_URL, TEST_DB
+from tests.e2e.conftest import Chain, random_email
+from tests.e2e.test_portal_helpers import Letter, letter, publish_as_service, state_of, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -61,7 +69,59 @@ async def problems(page, lang: str, views: list[str]) -> list[str]:
     return found
 
 
-async def visit_every_state(chain, browser, lang: str, check) -> list[str]:
+# The states that need time to pass: a second, small stack whose settings make it pass quickly, as a
+# hospital could set them (codes valid OTP_TTL_SECONDS; messages expire MESSAGE_TTL_DAYS after the
+# appointment, 0: at its start). No database is edited and no clock is faked.
+OTP_TTL_SECONDS = 4
+APPOINTMENT_IN_SECONDS = 12  # long enough for the e-mail to go out before the link expires
+
+
+@dataclass
+class Expired:
+    links: dict[str, Letter]  # by language: links whose message has expired
+    codes: dict[str, tuple[Letter, str]]  # by language (and "walk"): a code received and now expired
+
+
+@pytest.fixture(scope="module")
+async def expired(devinbox, devoidc, exchange_name, tmp_path_factory) -> Expired:
+    database = f"{TEST_DB}_short"
+    subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
+    stack = Stack(
+        database=database, exchange=f"{exchange_name}-short", smtp_port=devinbox.smtp_port,
+        sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
+        sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs-short"), amqp_url=AMQP_URL,
+        oidc_issuer=devoidc.issuer,
+        extra_env={"*": {"SWEEP_SECONDS": "0.5"}, "issuer": {"MESSAGE_TTL_DAYS": "0"},
+                   "access-portal": {"OTP_TTL_SECONDS": str(OTP_TTL_SECONDS)}})
+    db = None
+    try:
+        stack.start(["issuer", "mailer", "sms-gateway", "access-portal"])
+        db = await asyncpg.create_pool(ADMIN_DSN.rsplit("/", 1)[0] + f"/{database}", min_size=1, max_size=4)
+        chain = Chain(stack, devinbox, db, stack.exchange)
+        soon = datetime.now(timezone.utc) + timedelta(seconds=APPOINTMENT_IN_SECONDS)
+        links = dict(zip(LANGUAGES, await asyncio.gather(
+            *(letter(chain, language=lang, starts_at=soon) for lang in LANGUAGES)), strict=True))
+        keys = (*LANGUAGES, "walk")
+        mails = dict(zip(keys, await asyncio.gather(
+            *(letter(chain, language="fr" if key == "walk" else key) for key in keys)), strict=True))
+        for mail in mails.values():
+            assert mail.patient.request_code(mail.national).status_code == 303
+        codes = {key: (mail, await mail.code()) for key, mail in mails.items()}
+        await asyncio.sleep(OTP_TTL_SECONDS + 0.5)
+        for mail in links.values():  # the appointment has begun: the message has expired
+            async def closed(mail=mail):
+                return state_of(mail.patient.open_link().text) == "expired"
+            await wait_for(closed, timeout=APPOINTMENT_IN_SECONDS + 15, every=0.5)
+        yield Expired(links, codes)
+    finally:
+        if db is not None:
+            await db.close()
+        stack.stop()
+        subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
+                        f'drop database if exists "{database}" with (force)'], capture_output=True)
+
+
+async def visit_every_state(chain, browser, lang: str, check, expired: Expired, walk: str | None = None) -> list[str]:
     """Walk the journey's states as a patient would (no database edits), calling ``check(name, page)``."""
     seen = []
 
@@ -164,13 +224,24 @@ async def visit_every_state(chain, browser, lang: str, check) -> list[str]:
         await revoked(chain, failed, "superseded")
         await page.goto(localhost(failed.link))
         await at("superseded", page)
+
+        await page.goto(localhost(expired.links[lang].link))
+        await page.wait_for_selector("[data-state=expired]")
+        await at("link expired", page)
+        mail, code = expired.codes[walk or lang]
+        await page.goto(localhost(mail.link))
+        await page.goto(localhost(mail.link).split("#")[0] + "/code")
+        await page.fill("#code", code)  # the code received, typed too late
+        await page.press("#code", "Enter")
+        await page.wait_for_selector("[data-state=code_expired]")
+        await at("code expired", page)
     finally:
         await context.close()
     return seen
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-async def test_every_state_has_no_axe_violation_and_no_horizontal_scrolling(chain, browser, lang):
+async def test_every_state_has_no_axe_violation_and_no_horizontal_scrolling(chain, browser, expired, lang):
     views = ["320", "375", "1280", "zoom"]
     found: dict[str, list[str]] = {}
 
@@ -178,8 +249,8 @@ async def test_every_state_has_no_axe_violation_and_no_horizontal_scrolling(chai
         if issues := await problems(page, lang, views):
             found[name] = issues
 
-    seen = await visit_every_state(chain, browser, lang, check)
-    assert len(seen) == 18, seen
+    seen = await visit_every_state(chain, browser, lang, check, expired)
+    assert len(seen) == 20, seen
     assert found == {}
 
 
@@ -238,7 +309,7 @@ FORMS = """() => [...document.forms].filter(f => f.offsetParent !== null).map(f 
   typed: !!f.querySelector('input:not([type=hidden])')}))"""
 
 
-async def test_every_button_and_link_on_every_page_leads_somewhere_that_belongs_to_the_state(chain, browser):
+async def test_every_button_and_link_on_every_page_leads_somewhere_that_belongs_to_the_state(chain, browser, expired):
     """Issue 10, item 1: follows every link and presses every button (as the browser would post its form)
     of every state, and fails on a server error, a refused form or a page that does not belong there."""
     dead_ends: list[str] = []
@@ -248,9 +319,10 @@ async def test_every_button_and_link_on_every_page_leads_somewhere_that_belongs_
             response.headers.get("content-type", "")) else None
         state = state.group(1) if state else None
         allowed = {"unknown link": {"unknown"}, "session expired": {"session_expired"},
-                   "cancelled": {"cancelled"}, "superseded": {"superseded"}}.get(where, set())
+                   "cancelled": {"cancelled"}, "superseded": {"superseded"}, "link expired": {"expired"},
+                   "code expired": {"code_expired"}}.get(where, set())
         wrong = (response.status >= 500 or state == "bad_request"
-                 or state in {"unknown", "session_expired", "cancelled", "superseded"} - allowed
+                 or state in {"unknown", "session_expired", "cancelled", "superseded", "expired"} - allowed
                  or (state in ("number_invalid", "code_error") and not typed))
         if wrong:
             dead_ends.append(f"{where}: {what} -> {response.status} {state}")
@@ -273,6 +345,6 @@ async def test_every_button_and_link_on_every_page_leads_somewhere_that_belongs_
                                                   else response.headers["location"])
             await judge(name, f"button {form['action'][len(base):]}", response, typed=form["typed"])
 
-    seen = await visit_every_state(chain, browser, "fr", press_everything)
-    assert len(seen) == 18
+    seen = await visit_every_state(chain, browser, "fr", press_everything, expired, walk="walk")
+    assert len(seen) == 20
     assert dead_ends == []
