@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from shared import crypto
+
 LINK_RE = re.compile(r"https?://\S+/m/[0-9a-f-]{36}#[A-Za-z0-9_-]+")
 
 
@@ -44,7 +46,8 @@ class PatientClient:
 
     @property
     def secret(self) -> str:
-        return self.link.split("#", 1)[1]
+        """The link secret, as the page's JavaScript takes it from the fragment (without the check)."""
+        return crypto.secret_of_fragment(self.link.split("#", 1)[1])
 
     def _keep(self, response: httpx.Response) -> httpx.Response:
         for header in response.headers.get_list("set-cookie"):
