@@ -418,8 +418,8 @@ class AccessChangedV1(EventPayload):
 
 # --- secretariat -> issuer, access-portal ----------------------------------------------------
 
-StaffAction = Literal["post", "withdraw", "correct-mobile", "reset-binding", "unlock"]
-ISSUER_ACTIONS = frozenset({"post", "withdraw"})
+StaffAction = Literal["post", "withdraw", "correct-mobile", "reset-binding", "unlock", "correct-email", "resend"]
+ISSUER_ACTIONS = frozenset({"post", "withdraw", "correct-email", "resend"})
 PORTAL_ACTIONS = frozenset({"correct-mobile", "reset-binding", "unlock"})
 
 
@@ -434,13 +434,34 @@ class StaffActionRequestedV1(EventPayload):
     convocation_id: uuid.UUID
     message_id: uuid.UUID = Field(description="The message the secretary saw; a newer one is left alone.")
     action: StaffAction = Field(
-        description="post and withdraw: carried out by the issuer; correct-mobile, reset-binding, unlock: by the portal."
+        description="post, withdraw, correct-email, resend: carried out by the issuer (the last two through the"
+                    " hospital system, see convocation.reissue.requested); correct-mobile, reset-binding, unlock:"
+                    " by the portal."
     )
     department: Line | None = Field(None, max_length=32)
     requested_by: Line = Field(max_length=200, description="The staff member's subject at the identity provider.")
     for_portal: SealedField | None = Field(
         None, description="For correct-mobile, encrypted for the access portal: {mobile} (E.164)."
     )
+    for_issuer: SealedField | None = Field(
+        None, description="For correct-email, encrypted for the issuer: {email} (the corrected address)."
+    )
+
+
+class ConvocationReissueRequestedV1(EventPayload):
+    """The hospital system must send this convocation again: republish convocation.created with the same
+    convocation_id. The issuer keeps no letter (nothing at rest opens one without the patient's link), so a
+    new link needs the letter again; the republished event supersedes the current message."""
+
+    EVENT_TYPE: ClassVar[str] = "convocation.reissue.requested"
+
+    convocation_id: uuid.UUID = Field(description="The convocation to republish, with this same id.")
+    reason: Literal["resend", "email-corrected"] = Field(
+        description="'resend': the secretariat asked for the e-mail again; 'email-corrected': it corrected the"
+                    " e-mail address (the issuer puts the corrected address in the republished letter's e-mail,"
+                    " whatever address the republished event carries).")
+    requested_at: AwareDatetime
+    action_id: uuid.UUID = Field(description="The secretariat action this request carries out.")
 
 
 CATALOGUE: dict[str, type[EventPayload]] = {
@@ -462,6 +483,7 @@ CATALOGUE: dict[str, type[EventPayload]] = {
         SmsFailedV1,
         AccessChangedV1,
         StaffActionRequestedV1,
+        ConvocationReissueRequestedV1,
     )
 }
 

@@ -38,6 +38,7 @@ BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sms.failed.v1": ("sms-gateway", ("access-portal", "secretariat")),
     "access.changed.v1": ("access-portal", ("secretariat",)),
     "staff.action.requested.v1": ("secretariat", ("issuer", "access-portal")),
+    "convocation.reissue.requested.v1": ("issuer", (UPSTREAM, "secretariat")),
 }
 # The queues of a party outside this system are declared for it by one of ours.
 OUTBOUND_DECLARED_BY = {UPSTREAM: "issuer"}

@@ -49,14 +49,15 @@ SERVICES = {
 }
 # Settings each service needs beyond AMQP_URL and DATABASE_URL.
 REQUIRED_SETTINGS = {
-    "issuer": {"SEAL_KEYS", "PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "HOSPITAL_NAME"},
+    "issuer": {"SEAL_KEYS", "PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "ISSUER_FIELD_KEY",
+               "HOSPITAL_NAME"},
     "mailer": {"SMTP_HOST", "SMTP_PORT", "SMTP_TLS", "MAIL_FROM", "PORTAL_BASE_URL", "MAILER_FIELD_KEY",
                "HOSPITAL_NAME"},
     "sms-gateway": {"SMS_PROVIDER_URL", "SMS_ACCOUNT_SID", "SMS_AUTH_TOKEN", "SMS_FIELD_KEY"},
     "access-portal": {"PORTAL_BASE_URL", "SEAL_KEYS", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY", "PORTAL_SECRET_KEY",
                       "STAFF_FIELD_KEY", "HOSPITAL_NAME"},
     "secretariat": {"OIDC_ISSUER", "OIDC_CLIENT_SECRET", "PUBLIC_BASE_URL", "PATIENT_REF_KEY", "STAFF_FIELD_KEY",
-                    "SECRETARIAT_SECRET_KEY"},
+                    "ISSUER_FIELD_KEY", "SECRETARIAT_SECRET_KEY"},
 }
 # What production needs on top (development uses its built-in print-room key and one SMS provider).
 PRODUCTION_SETTINGS = {"issuer": {"PRINT_ROOM_PUBLIC_KEY"}, "mailer": set(), "access-portal": set(), "secretariat": set(),
@@ -68,9 +69,11 @@ SHARED_KEYS = {
     "PORTAL_FIELD_KEY": ("issuer", "access-portal"),
     "SMS_FIELD_KEY": ("access-portal", "sms-gateway"),
     "STAFF_FIELD_KEY": ("secretariat", "access-portal"),
+    "ISSUER_FIELD_KEY": ("secretariat", "issuer"),
 }
 KEY_SETTINGS = {"SEAL_KEYS", "PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY",
-                "PORTAL_SECRET_KEY", "STAFF_FIELD_KEY", "SECRETARIAT_SECRET_KEY", "PRINT_ROOM_PUBLIC_KEY"}
+                "PORTAL_SECRET_KEY", "STAFF_FIELD_KEY", "ISSUER_FIELD_KEY", "SECRETARIAT_SECRET_KEY",
+                "PRINT_ROOM_PUBLIC_KEY"}
 # Operators' custom resources: kubernetes-validate has no schema for them and would only warn.
 # Listed explicitly so that nothing else is ever skipped.
 CRD_KINDS = {

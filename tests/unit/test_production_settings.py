@@ -22,7 +22,7 @@ from sms_gateway.settings import SmsSettings
 
 SERVICES = (IssuerSettings, MailerSettings, SmsSettings, PortalSettings, SecretariatSettings)
 KEY_SETTINGS = ("PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY", "PORTAL_SECRET_KEY",
-                "PRINT_ROOM_PUBLIC_KEY", "STAFF_FIELD_KEY", "SECRETARIAT_SECRET_KEY")
+                "PRINT_ROOM_PUBLIC_KEY", "STAFF_FIELD_KEY", "ISSUER_FIELD_KEY", "SECRETARIAT_SECRET_KEY")
 
 
 def real_key(name: str) -> str:

@@ -36,10 +36,33 @@ def row(**kw) -> dict:
     ("unlock", row(locked_until=NOW - timedelta(minutes=5)), "not-locked"),
     ("correct-mobile", row(status="downloaded", downloaded_at=NOW), None),
     ("reset-binding", row(message_id=None, status=None), "not-sealed"),
-    ("resend", row(), "unknown-action"),
+    ("send-twice", row(), "unknown-action"),
+    ("resend", row(), None),
+    ("resend", row(status="downloaded", downloaded_at=NOW), None),  # the patient lost it: a new link
+    ("correct-email", row(status="postal-fallback", postal_at=NOW), None),  # the e-mail bounced: fix and resend
+    ("resend", row(status="withdrawn"), "closed"),
+    ("correct-email", row(status="expired"), "closed"),
+    ("resend", row(appointment_at=NOW - timedelta(minutes=1)), "appointment-past"),
+    ("correct-email", row(delivery="postal", status="postal"), "postal-channel"),
 ])
 def test_each_action_fits_only_the_states_it_can_change(action, convocation, refusal):
     assert domain.action_refusal(action, convocation, NOW) == refusal
+
+
+def test_a_letter_is_asked_again_of_the_hospital_system_once_until_the_new_one_is_e_mailed():
+    pending = [{"kind": "correct-email", "done_at": None}]
+    assert domain.action_refusal("resend", row(), NOW, pending) == "reissue-pending"
+    assert domain.action_refusal("correct-email", row(), NOW, pending) == "reissue-pending"
+    assert domain.action_refusal("post", row(), NOW, pending) is None
+    done = [{"kind": "resend", "done_at": NOW}, {"kind": "unlock", "done_at": None}]
+    assert domain.action_refusal("correct-email", row(), NOW, done) is None
+
+
+def test_a_corrected_address_must_be_one_plain_address():
+    assert domain.parse_email("  marie.dupont@example.ch ") == "marie.dupont@example.ch"
+    assert domain.parse_email("Marie <m@example.ch>") == "m@example.ch"  # the address alone travels
+    for bad in ("", "marie", "a@b@c.ch", "marie@example.ch\r\nBcc: x@evil.example", "m@example.ch, x@evil.example"):
+        assert domain.parse_email(bad) is None, bad
 
 
 def test_a_reason_is_mandatory_and_bounded():

@@ -30,6 +30,7 @@ from shared.contracts import (
     AccessChangedV1,
     ConvocationCancelledV1,
     ConvocationCreatedV1,
+    ConvocationReissueRequestedV1,
     ConvocationStatusV1,
     DocumentReleasedV1,
     EmailFailedV1,
@@ -141,13 +142,14 @@ CAUSED_BY: dict[type[EventPayload], type[EventPayload] | None] = {
     StaffActionRequestedV1: None,  # a secretary's act
     AccessChangedV1: StaffActionRequestedV1,
     PostalChosenV1: None,  # a patient's request on the portal
+    ConvocationReissueRequestedV1: StaffActionRequestedV1,
 }
 OCCURRED_AFTER = {  # seconds after CREATED_AT
     ConvocationCreatedV1: 0, MessageSealedV1: 1, ConvocationStatusV1: 1, EmailSentV1: 3, EmailFailedV1: 3,
     PostalRequestedV1: 4, OtpRequestedV1: 38530, SmsSentV1: 38531, SmsFailedV1: 38531, DocumentReleasedV1: 38595,
     PostalChosenV1: 38600,
     ConvocationCancelledV1: 86400, MessageRevokedV1: 86401, StaffActionRequestedV1: 40000, AccessChangedV1: 40001,
-    ReminderRequestedV1: 3110400,
+    ReminderRequestedV1: 3110400, ConvocationReissueRequestedV1: 40001,
 }
 ACTION_ID = uuid.UUID("a0c1d2e3-f405-4617-8829-3a4b5c6d7e8f")
 
@@ -239,6 +241,9 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
         ),
         AccessChangedV1: lambda: AccessChangedV1(
             **message, change="unlocked", at=_at(AccessChangedV1), action_id=ACTION_ID,
+        ),
+        ConvocationReissueRequestedV1: lambda: ConvocationReissueRequestedV1(
+            **ids, reason="email-corrected", requested_at=_at(ConvocationReissueRequestedV1), action_id=ACTION_ID,
         ),
         DocumentReleasedV1: lambda: DocumentReleasedV1(**message, kind="pdf", released_at=_at(DocumentReleasedV1)),
         PostalChosenV1: lambda: PostalChosenV1(**message, chosen_at=_at(PostalChosenV1)),
@@ -507,6 +512,8 @@ REJECTION_MEANINGS = {
     "pdf-active-content": "The PDF carries JavaScript, a launch or other action, an embedded file or XFA; the detail"
                           " says which.",
     "pdf-unreadable": "The PDF cannot be inspected (damaged, or encrypted with a password).",
+    "email-invalid": "A secretariat's correct-email whose address (sealed for the issuer) is missing or is not one"
+                     " e-mail address; the address itself is never in the detail.",
     "unsafe-header": "A value meant for an e-mail header holds a control character or is no plain address.",
 }
 _REJECTED = re.compile(r"""Rejected\(\s*["']([a-z0-9-]+)["']""")
@@ -704,6 +711,10 @@ def readme() -> str:
         " `PORTAL_FIELD_KEY` (issuer, access-portal) |")
     add("  | `otp.requested` `for_sms` | `{phone, code}` | sms-gateway | `SMS_FIELD_KEY` (access-portal,"
         " sms-gateway) |")
+    add("  | `staff.action.requested` `for_portal` | `{mobile}` (correct-mobile; bound to the action id) |"
+        " access-portal | `STAFF_FIELD_KEY` (secretariat, access-portal) |")
+    add("  | `staff.action.requested` `for_issuer` | `{email}` (correct-email; bound to the action id) | issuer |"
+        " `ISSUER_FIELD_KEY` (secretariat, issuer) |")
     add("")
     add("- **`rs2.`** (`for_print_room` in postal.requested): sealed to the print room's current X25519 public"
         " key. `rs2.`, the key's id in `PRINT_ROOM_PUBLIC_KEY` and a dot, then unpadded base64url of the 32-byte ephemeral public key, a 12-byte nonce and the"
@@ -755,6 +766,19 @@ def readme() -> str:
     add("`document_pdf_base64` is null here, so the issuer renders the letter; to send your own, put the PDF"
         " (at most 10 MB) in it as standard base64. `patient.mobile` may be given in any usual form; national"
         " numbers are read as Swiss and the number is used as E.164 (`+41791234567`).")
+    add("")
+    add("## Sending a letter again (convocation.reissue.requested)")
+    add("")
+    add("The issuer keeps no letter: nothing at rest opens a document without the patient's link. When a"
+        " department's secretariat asks for the e-mail again (`resend`) or corrects the e-mail address"
+        f" (`email-corrected`), the issuer publishes `{ConvocationReissueRequestedV1.routing_key()}` on the"
+        f" hospital's queue `{topology.queue_name(EXCHANGE, UPSTREAM, ConvocationReissueRequestedV1.routing_key())}`."
+        " It carries the convocation id and the reason, no patient data. The hospital system answers by"
+        f" publishing `{ConvocationCreatedV1.routing_key()}` again with the **same `convocation_id`** (a new"
+        " `event_id`), the letter and the appointment as they stand now. The issuer seals a new message, the"
+        " old link then says the letter was replaced, and for `email-corrected` the new e-mail goes to the"
+        " corrected address whatever address the republished event carries (the correction is used once)."
+        " Until the hospital answers, the secretariat's timeline shows the request as waiting.")
     return "\n".join(lines) + "\n"
 
 

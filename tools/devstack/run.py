@@ -2,8 +2,9 @@
 
 Starts the development inbox (a real SMTP server and a Twilio-compatible SMS provider, with a web
 page showing both), the development OpenID provider, the services as separate processes, publishes a
-sample convocation the way an upstream system would, and prints the link to open and how to sign in
-to the secretariat console. Ctrl-C stops everything.
+sample convocation the way an upstream system would (and publishes it again when the secretariat asks
+for a resend or corrects the e-mail address, as the hospital system must), and prints the link to open
+and how to sign in to the secretariat console. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from devoidc import DevOidc
 
 from devinbox import DevInbox
+from devstack.hospital import DevHospital
 from devstack.sample import convocation_event, publish
 from devstack.stack import ROOT, Stack
 
@@ -40,11 +42,14 @@ def main() -> int:
         ports={"access-portal": 8000, "issuer": 8001, "mailer": 8002, "sms-gateway": 8003, "secretariat": 8004},
         portal_base_url="http://localhost:8000", oidc_issuer=oidc.issuer,
     )
+    hospital = None
     try:
         stack.start()
+        hospital = DevHospital(args.amqp_url, args.exchange).start()
         # The portal runs under the development defaults, so no patient data is real: the
         # sample goes to the development inbox only.
         event = convocation_event(email=args.email, mobile=args.mobile, language=args.language, pdf=None)
+        hospital.remember(event)
         asyncio.run(publish(args.amqp_url, args.exchange, event))
         mail = inbox.inbox.wait_for_email(lambda m: args.email in m["rcpt_tos"]
                                           and m["received_at"] >= event["occurred_at"][:23], timeout=30)
@@ -58,6 +63,8 @@ def main() -> int:
             " cardiology, on the development sign-in page; 'Sophie Rossi' is a supervisor)\n"
             f"  Secretariat API:           {stack.url('secretariat')}/api/openapi.json; token:"
             f" curl -u his-cardiology:dev-his-cardiology-secret -d grant_type=client_credentials {oidc.issuer}/token\n"
+            "  Resend / correct the e-mail address in the console: the development hospital publishes the sample"
+            " again (same convocation id) and the new e-mail arrives in the development inbox.\n"
             f"  Services: portal {stack.url('access-portal')}, issuer {stack.url('issuer')}, "
             f"mailer {stack.url('mailer')}, sms-gateway {stack.url('sms-gateway')},"
             f" secretariat {stack.url('secretariat')} (/metrics, /readyz)\n"
@@ -70,6 +77,8 @@ def main() -> int:
         pass
     finally:
         print("\nStopping…", file=sys.stderr)
+        if hospital is not None:
+            hospital.stop()
         stack.stop()
         oidc.stop()
         inbox.stop()

@@ -8,8 +8,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pydantic import TypeAdapter, ValidationError
+
 from shared import crypto
-from shared.contracts import ConvocationCreatedV1, MessageSealedV1, PublicContact
+from shared.contracts import ConvocationCreatedV1, Email, MessageSealedV1, PublicContact
+
+_EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 
 # Statuses a convocation moves through; a later event never moves it backwards.
 STATUS_RANK = {
@@ -82,11 +86,13 @@ def seal_convocation(
     expires_at: datetime,
     send_email: bool,
     public_contact: PublicContact | None = None,
+    address_corrected: bool = False,
 ) -> MessageSealedV1:
     """Encrypt the letter under a fresh link secret and the newest server key.
 
     The link secret leaves this function only encrypted for the mailer (which puts it in the
-    e-mailed link); it is never stored.
+    e-mailed link); it is never stored. ``address_corrected``: the secretariat corrected the address, so
+    the mailer must not tell this recipient that the e-mail replaces one it never received.
     """
     message_id = uuid.uuid4()
     key_id, server_key = list(keys.seal_keys.items())[-1]
@@ -114,7 +120,8 @@ def seal_convocation(
         public_contact=convocation.public_contact or public_contact,
         for_mailer=crypto.seal_field(
             keys.mailer_field_key,
-            {"email": patient.email, "name": patient.name, "link_secret": link_secret},
+            {"email": patient.email, "name": patient.name, "link_secret": link_secret,
+             **({"address_corrected": True} if address_corrected else {})},
             context=crypto.field_context("message.sealed", message_id, "mailer"),
         ),
         for_portal=crypto.seal_field(
@@ -122,6 +129,19 @@ def seal_convocation(
         ),
     )
 
+
+
+def with_email(convocation: ConvocationCreatedV1, email: str) -> ConvocationCreatedV1:
+    """The republished convocation with the address the secretariat corrected."""
+    return convocation.model_copy(update={"patient": convocation.patient.model_copy(update={"email": email})})
+
+
+def valid_email(value: object) -> str | None:
+    """The address as the contracts accept it (one line, a plain e-mail address), or None."""
+    try:
+        return _EMAIL.validate_python(value)
+    except ValidationError:
+        return None
 
 
 def print_copy(convocation: ConvocationCreatedV1, pdf: bytes, print_room_public_key: bytes) -> str:

@@ -7,14 +7,16 @@ from datetime import datetime, timezone
 import asyncpg
 
 from issuer import domain, store
-from issuer.metrics import POSTAL_REQUESTS
+from issuer.metrics import POSTAL_REQUESTS, REISSUE_REQUESTS
 from issuer.pdfcheck import UnreadablePdf, active_content
 from issuer.settings import IssuerSettings
+from shared import crypto
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     ISSUER_ACTIONS,
     ConvocationCancelledV1,
     ConvocationCreatedV1,
+    ConvocationReissueRequestedV1,
     ConvocationStatusV1,
     DocumentReleasedV1,
     EmailFailedV1,
@@ -37,6 +39,8 @@ log = get_logger(__name__)
 FUNNEL_STATUSES = {"e-mailed": ("e-mailed",), "bounced": ("bounced",), "downloaded": ("downloaded",),
                    "paper": ("postal", "postal-fallback")}
 PAPER_GRACE_SECONDS = 900  # a sweep or two after the deadline is still on time
+# The statuses of a letter sent again that complete the secretariat's resend or e-mail correction.
+REISSUE_DONE = frozenset({"e-mailed", "postal", "postal-fallback"})
 
 
 class IssuerHandlers:
@@ -58,14 +62,22 @@ class IssuerHandlers:
         problem = domain.appointment_problem(c, now)
         if problem:
             raise Rejected("appointment-in-past", problem)
+        existing = await store.get_convocation(conn, c.convocation_id)
+        reissues = await store.pending_reissues(conn, c.convocation_id) if existing is not None else []
+        corrected = self._corrected_email(reissues)
+        if corrected:
+            c = domain.with_email(c, corrected)  # the secretariat's correction wins over the republished address
         pdf = self._upstream_pdf(c) or self._render(c, now)
         expires_at = domain.expiry(c.appointment.starts_at, self.settings.message_ttl_days)
         postal = domain.postal_reason_at_creation(c)
         sealed = domain.seal_convocation(c, pdf, self.keys, expires_at=expires_at, send_email=postal is None,
-                                         public_contact=self.public_contact)
+                                         public_contact=self.public_contact, address_corrected=corrected is not None)
         copy = domain.print_copy(c, pdf, self.settings.print_room_public_key)
-        existing = await store.get_convocation(conn, c.convocation_id)
         department = c.appointment.department.code
+        if reissues:
+            await store.consume_reissues(conn, c.convocation_id, sealed.message_id, now)
+            log.info("convocation sent again as the secretariat asked", requests=len(reissues),
+                     email_corrected=corrected is not None)
         if existing is not None:
             # A new convocation for the same appointment replaces the old message.
             await self._revoke(conn, d, existing, "superseded", now)
@@ -123,8 +135,9 @@ class IssuerHandlers:
             await store.drop_print_copy(conn, row["id"])  # delivered: no paper copy is needed any more
 
     async def on_staff_action(self, conn: asyncpg.Connection, d: Delivery[StaffActionRequestedV1]) -> None:
-        """Paper now, or withdrawal, asked by the department's secretariat (the portal does the others).
-        Done once: a letter already posted or closed is left as it is."""
+        """Paper now, withdrawal, or the letter sent again (resend, corrected e-mail address), asked by the
+        department's secretariat (the portal does the others). Done once: a letter already posted or closed
+        is left as it is."""
         a = d.data
         if a.action not in ISSUER_ACTIONS:
             return
@@ -137,8 +150,45 @@ class IssuerHandlers:
         now = datetime.now(timezone.utc)
         if a.action == "post":
             await self._post(conn, d, row, "secretariat", now, action_id=a.action_id)
-        else:
+        elif a.action == "withdraw":
             await self._revoke(conn, d, row, "withdrawn", now, action_id=a.action_id)
+        else:
+            await self._ask_reissue(conn, d, a, row, now)
+
+    async def _ask_reissue(self, conn, d: Delivery[StaffActionRequestedV1], a: StaffActionRequestedV1, row,
+                           now: datetime) -> None:
+        """Only the hospital system holds the letter: ask it to publish the convocation again. A corrected
+        address is checked, then kept only as the secretariat sealed it, until the new message uses it."""
+        if now >= row["appointment_at"]:
+            log.info("reissue asked after the appointment ignored")
+            return
+        email_sealed = None
+        if a.action == "correct-email":
+            if a.for_issuer is None:
+                raise Rejected("email-invalid", "correct-email carries no address")
+            if domain.valid_email(self._open_email(a.for_issuer, a.action_id)) is None:
+                raise Rejected("email-invalid", "the corrected address is not one valid e-mail address")
+            email_sealed = a.for_issuer
+        reason = "email-corrected" if a.action == "correct-email" else "resend"
+        if not await store.add_reissue_request(conn, action_id=a.action_id, convocation_id=a.convocation_id,
+                                               reason=reason, email_sealed=email_sealed, requested_at=now):
+            return
+        await self._emit(conn, d, ConvocationReissueRequestedV1(convocation_id=a.convocation_id, reason=reason,
+                                                                requested_at=now, action_id=a.action_id))
+        on_commit(REISSUE_REQUESTS.labels(reason).inc)
+        log.info("reissue requested from the hospital system", reason=reason)
+
+    def _open_email(self, token: str, action_id) -> object:
+        return crypto.open_field(self.settings.issuer_field_key, token,
+                                 context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id,
+                                                              "issuer")).get("email")
+
+    def _corrected_email(self, reissues) -> str | None:
+        """The newest address the secretariat corrected among the pending requests, if any."""
+        for r in reversed(reissues):
+            if r["email_sealed"]:
+                return domain.valid_email(self._open_email(r["email_sealed"], r["action_id"]))
+        return None
 
     async def on_postal_chosen(self, conn: asyncpg.Connection, d: Delivery[PostalChosenV1]) -> None:
         """The patient asked for the post on the portal: the print room posts the letter (once)."""
@@ -226,7 +276,10 @@ class IssuerHandlers:
 
     async def _emit_status(self, conn, d: Delivery | None, row, status: str, at: datetime, detail: str | None = None,
                            *, action_id=None) -> None:
-        """The status report, with what the secretariat's read model needs to place it."""
+        """The status report, with what the secretariat's read model needs to place it. A letter sent again
+        for the secretariat reports its first e-mail (or paper) with the action it carries out."""
+        if action_id is None and row["superseded_count"] and status in REISSUE_DONE:
+            action_id = await store.reissue_action(conn, row["message_id"])
         await self._emit(conn, d, ConvocationStatusV1(
             convocation_id=row["id"], status=status, at=at, detail=detail, message_id=row["message_id"],
             department=row["department"], appointment_at=row["appointment_at"], delivery=row["delivery"],

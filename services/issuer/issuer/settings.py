@@ -13,6 +13,7 @@ class IssuerSettings(ServiceSettings):
     patient_ref_key: KeyRing = f"k1:{dev_key('patient-ref')}"  # rings like SEAL_KEYS: current last
     mailer_field_key: KeyRing = f"k1:{dev_key('mailer-field')}"
     portal_field_key: KeyRing = f"k1:{dev_key('portal-field')}"
+    issuer_field_key: KeyRing = f"k1:{dev_key('issuer-field')}"  # opens the corrected e-mail addresses the secretariat sends
     hospital_name: str = "Hôpitaux Universitaires de Genève"
     # X25519 public key of the hospital's print room: postal copies are sealed to it.
     print_room_public_key: KeyRing = f"k1:{b64e(recipient_public_key(_decode_key(dev_key('print-room'))))}"

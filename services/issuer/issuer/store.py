@@ -153,3 +153,36 @@ async def count_paper_overdue(conn: asyncpg.Connection, now: datetime, fallback_
         " and sealed_at < appointment_at - make_interval(hours => $2)",
         now, fallback_hours, grace_seconds,
     )
+
+
+# --- letters to send again (the secretariat's resend and e-mail correction) ---------------------------
+
+
+async def add_reissue_request(conn: asyncpg.Connection, *, action_id: uuid.UUID, convocation_id: uuid.UUID,
+                              reason: str, email_sealed: str | None, requested_at: datetime) -> bool:
+    status = await conn.execute(
+        "insert into reissue_request(action_id, convocation_id, reason, email_sealed, requested_at)"
+        " values ($1, $2, $3, $4, $5) on conflict (action_id) do nothing",
+        action_id, convocation_id, reason, email_sealed, requested_at)
+    return status == "INSERT 0 1"
+
+
+async def pending_reissues(conn: asyncpg.Connection, convocation_id: uuid.UUID) -> list[asyncpg.Record]:
+    """Requests not yet used by a republished convocation, the oldest first (locked)."""
+    return await conn.fetch(
+        "select * from reissue_request where convocation_id = $1 and consumed_at is null"
+        " order by requested_at, action_id for update", convocation_id)
+
+
+async def consume_reissues(conn: asyncpg.Connection, convocation_id: uuid.UUID, message_id: uuid.UUID,
+                           at: datetime) -> None:
+    await conn.execute(
+        "update reissue_request set consumed_at = $3, message_id = $2, email_sealed = null"
+        " where convocation_id = $1 and consumed_at is null", convocation_id, message_id, at)
+
+
+async def reissue_action(conn: asyncpg.Connection, message_id: uuid.UUID) -> uuid.UUID | None:
+    """The latest secretariat action a message was sealed for, if it was sealed for one."""
+    return await conn.fetchval(
+        "select action_id from reissue_request where message_id = $1 order by requested_at desc limit 1",
+        message_id)

@@ -76,7 +76,10 @@ class MailerHandlers:
             link=portal_link(self.settings.portal_base_url, m.message_id, recipient["link_secret"]),
             hospital_name=self.settings.hospital_name, contact_phone=contact.get("phone"),
             contact_email=contact.get("email"),
-            replaces_date=await store.previous_sent_at(conn, m.convocation_id, m.message_id),
+            # "This replaces the e-mail of <date>" only to the address that got that e-mail: after the
+            # secretariat corrected the address, the earlier one went elsewhere (or nowhere).
+            replaces_date=None if recipient.get("address_corrected")
+            else await store.previous_sent_at(conn, m.convocation_id, m.message_id),
         )
         try:
             await self._send(conn, m.message_id, "link", rendered, recipient, m.language)

@@ -46,6 +46,7 @@ class TimelineEntry(BaseModel):
     at: datetime
     kind: str = Field(description="sealed, e-mailed, bounced, code-requested, code-sent, code-failed, downloaded, "
                                   "postal, postal-fallback, locked, unlocked, binding-reset, mobile-corrected, "
+                                  "reissue-requested (waiting for the hospital system to send the letter again), "
                                   "cancelled, superseded, expired, withdrawn")
     detail: str | None
     action_id: uuid.UUID | None
@@ -60,10 +61,15 @@ class PatientSearch(BaseModel):
 
 
 class ActionRequest(BaseModel):
-    action: Literal["post", "withdraw", "correct-mobile", "reset-binding", "unlock"]
+    action: Literal["post", "resend", "correct-email", "withdraw", "correct-mobile", "reset-binding", "unlock"] = Field(
+        description="resend and correct-email: the hospital system is asked to publish the convocation again; a new"
+                    " link is e-mailed (for correct-email to the new address) and the old one says it was replaced."
+                    " Done when the timeline's e-mailed entry carries this action_id.")
     reason: str = Field(min_length=domain.REASON_MIN, max_length=domain.REASON_MAX,
                         description="Why: kept in the staff audit.")
     mobile: str | None = Field(None, max_length=40, description="For correct-mobile: the new number.")
+    email: str | None = Field(None, max_length=254, description="For correct-email: the new address (not kept by"
+                                                               " the secretariat; sealed for the issuer).")
 
 
 class ActionAccepted(BaseModel):
@@ -133,11 +139,11 @@ def create_api(console: Console, oidc: Oidc) -> FastAPI:
                          409: {"description": "The action does not fit the convocation's state"}})
     async def act(convocation_id: uuid.UUID, body: ActionRequest, who: Identity = Depends(client)):
         """Ask for an action; it is done when its entry (with this action_id) appears in the timeline."""
-        outcome = await console.act(who, convocation_id, body.action, body.reason, body.mobile or "")
+        outcome = await console.act(who, convocation_id, body.action, body.reason, body.mobile or "", body.email or "")
         if outcome.ok:
             return {"action_id": outcome.action_id}
-        status = {"not-found": 404, "not-allowed": 403, "mobile-invalid": 400, "reason-required": 400,
-                  "reason-too-long": 400}.get(outcome.code, 409)
+        status = {"not-found": 404, "not-allowed": 403, "mobile-invalid": 400, "email-invalid": 400,
+                  "reason-required": 400, "reason-too-long": 400}.get(outcome.code, 409)
         raise ApiError(status, outcome.code)
 
     return api

@@ -14,7 +14,14 @@ from secretariat.auth import Oidc
 from secretariat.console import Console
 from secretariat.settings import SecretariatSettings
 from secretariat.web import Pages
-from shared.contracts import AccessChangedV1, ConvocationStatusV1, OtpRequestedV1, SmsFailedV1, SmsSentV1
+from shared.contracts import (
+    AccessChangedV1,
+    ConvocationReissueRequestedV1,
+    ConvocationStatusV1,
+    OtpRequestedV1,
+    SmsFailedV1,
+    SmsSentV1,
+)
 from shared.runtime import Runtime
 from shared.websec import security_headers
 
@@ -32,6 +39,7 @@ def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(SmsSentV1, handlers.on_code_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_code_failed)
     runtime.consumer.subscribe(AccessChangedV1, handlers.on_access_changed)
+    runtime.consumer.subscribe(ConvocationReissueRequestedV1, handlers.on_reissue_requested)
     console = Console(settings, lambda: runtime.pool)
     oidc = Oidc(settings)
     pages = Pages(settings, console, oidc)

@@ -72,7 +72,7 @@ class Console:
             return row, await store.timeline_of(conn, row["id"]), await store.actions_of(conn, row["id"])
 
     async def act(self, who: Identity, convocation_id: uuid.UUID | None, action: str, reason: str,
-                  mobile: str = "") -> Outcome:
+                  mobile: str = "", email: str = "") -> Outcome:
         """Record the action and publish it for the service that owns the data (one transaction)."""
         now = datetime.now(timezone.utc)
         reason = (reason or "").strip()
@@ -86,11 +86,14 @@ class Console:
                 return Outcome(False, "not-found")
             kw["department"] = row["department"]
             refusal = ("not-allowed" if not who.can_act else domain.reason_problem(reason)
-                       or domain.action_refusal(action, row, now))
-            e164 = None
+                       or domain.action_refusal(action, row, now, await store.actions_of(conn, row["id"])))
+            e164 = address = None
             if refusal is None and action == "correct-mobile":
                 e164 = domain.parse_mobile(mobile)
                 refusal = None if e164 else "mobile-invalid"
+            if refusal is None and action == "correct-email":
+                address = domain.parse_email(email)
+                refusal = None if address else "email-invalid"
             if refusal:
                 await self.audit(conn, who, "action", f"refused:{refusal}", **kw)
                 return Outcome(False, refusal)
@@ -98,15 +101,20 @@ class Console:
             await store.insert_action(conn, action_id=action_id, convocation_id=row["id"],
                                       message_id=row["message_id"], department=row["department"], kind=action,
                                       staff_subject=who.subject)
-            for_portal = None
+            # A new number or address travels only sealed for the one service that uses it; it is not kept here.
+            for_portal = for_issuer = None
             if e164:
                 for_portal = crypto.seal_field(
                     self.s.staff_field_key, {"mobile": e164},
                     context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id, "portal"))
+            if address:
+                for_issuer = crypto.seal_field(
+                    self.s.issuer_field_key, {"email": address},
+                    context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id, "issuer"))
             await add_event(conn, envelope(
                 StaffActionRequestedV1(action_id=action_id, convocation_id=row["id"], message_id=row["message_id"],
                                        action=action, department=row["department"], requested_by=who.subject,
-                                       for_portal=for_portal),
+                                       for_portal=for_portal, for_issuer=for_issuer),
                 producer=PRODUCER, correlation_id=row["id"]))
             await self.audit(conn, who, "action", "requested", **{**kw, "detail": f"{action} {action_id}"})
         STAFF_ACTIONS.labels(action, who.via).inc()

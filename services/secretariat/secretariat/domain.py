@@ -8,16 +8,23 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import phonenumbers
+from pydantic import TypeAdapter, ValidationError
+
+from shared.contracts import Email
 
 ZURICH = ZoneInfo("Europe/Zurich")
-ACTIONS = ("post", "withdraw", "correct-mobile", "reset-binding", "unlock")
+ACTIONS = ("post", "resend", "correct-email", "withdraw", "correct-mobile", "reset-binding", "unlock")
+# Carried out by the hospital system publishing the convocation again (the issuer keeps no letter).
+REISSUE_ACTIONS = frozenset({"resend", "correct-email"})
 WORKLISTS = ("bounced", "not-downloaded", "locked", "paper-today")
 CLOSED = frozenset({"cancelled", "superseded", "expired", "withdrawn"})
 REASON_MIN, REASON_MAX = 5, 500
+_EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 
 
-def action_refusal(action: str, c, now: datetime) -> str | None:
-    """Why ``action`` cannot be done on convocation row ``c`` now (a message key), or None."""
+def action_refusal(action: str, c, now: datetime, actions=()) -> str | None:
+    """Why ``action`` cannot be done on convocation row ``c`` now (a message key), or None. ``actions``:
+    the actions already asked on it."""
     if action not in ACTIONS:
         return "unknown-action"
     if c["message_id"] is None or c["status"] is None:
@@ -28,7 +35,29 @@ def action_refusal(action: str, c, now: datetime) -> str | None:
         return "already-delivered"
     if action == "unlock" and not (c["locked_until"] and c["locked_until"] > now):
         return "not-locked"
+    if action in REISSUE_ACTIONS:
+        # The hospital system would publish a letter whose appointment is over: the issuer refuses those.
+        if c["appointment_at"] is None or c["appointment_at"] <= now:
+            return "appointment-past"
+        if c["delivery"] == "postal":
+            return "postal-channel"
+        if reissue_pending(actions):
+            return "reissue-pending"
     return None
+
+
+def reissue_pending(actions) -> bool:
+    """A resend or e-mail correction was asked and the new letter is not e-mailed yet: another one would
+    only ask the hospital system twice."""
+    return any(a["kind"] in REISSUE_ACTIONS and a["done_at"] is None for a in actions)
+
+
+def parse_email(raw: str) -> str | None:
+    """The address as the contracts accept it (one line, one plain address), else None."""
+    try:
+        return _EMAIL.validate_python((raw or "").strip())
+    except ValidationError:
+        return None
 
 
 def reason_problem(reason: str) -> str | None:

@@ -6,7 +6,14 @@ import asyncpg
 
 from secretariat import store
 from shared.consumer import Delivery
-from shared.contracts import AccessChangedV1, ConvocationStatusV1, OtpRequestedV1, SmsFailedV1, SmsSentV1
+from shared.contracts import (
+    AccessChangedV1,
+    ConvocationReissueRequestedV1,
+    ConvocationStatusV1,
+    OtpRequestedV1,
+    SmsFailedV1,
+    SmsSentV1,
+)
 
 # Only reasons from a closed list reach the timeline: free text (SMTP replies) may name the patient.
 SAFE_DETAIL = {"postal", "postal-fallback"}
@@ -51,3 +58,12 @@ async def on_access_changed(conn: asyncpg.Connection, d: Delivery[AccessChangedV
     await store.add_timeline(conn, a.convocation_id, d.envelope.event_id, a.at, a.change, detail, a.action_id)
     if a.action_id:
         await store.action_done(conn, a.action_id, a.at)
+
+
+async def on_reissue_requested(conn: asyncpg.Connection, d: Delivery[ConvocationReissueRequestedV1]) -> None:
+    """The issuer asked the hospital system for the letter again: waiting for it (the action is done when
+    the new letter is e-mailed, see on_status)."""
+    r = d.data
+    await store.ensure_convocation(conn, r.convocation_id)
+    await store.add_timeline(conn, r.convocation_id, d.envelope.event_id, r.requested_at, "reissue-requested",
+                             r.reason, r.action_id)

@@ -21,6 +21,7 @@ class SecretariatSettings(ServiceSettings):
     api_audience: str = "secretariat-api"  # the `aud` of access tokens hospital systems present
     patient_ref_key: KeyRing = f"k1:{dev_key('patient-ref')}"  # the issuer's: search by patient id, never stored
     staff_field_key: KeyRing = f"k1:{dev_key('staff-field')}"  # encrypts corrected numbers for the portal
+    issuer_field_key: KeyRing = f"k1:{dev_key('issuer-field')}"  # encrypts corrected e-mail addresses for the issuer
     secretariat_secret_key: KeyRing = f"k1:{dev_key('secretariat-secret')}"  # sessions, CSRF, the sign-in cookie
     cookie_secure: bool = True
     session_idle_seconds: int = 15 * 60

@@ -222,13 +222,17 @@ class Pages:
         if found is None:
             return self.problem(request, who, "not-found", 404)
         row, timeline, actions = found
-        now = datetime.now(timezone.utc)
-        available = [a for a in domain.ACTIONS if who.can_act and domain.action_refusal(a, row, now) is None]
         return self.page(request, "convocation.html", who, c=row, timeline=timeline, actions=actions,
-                         available=available, done=request.query_params.get("done"), error=None)
+                         available=self.available(who, row, actions), done=request.query_params.get("done"),
+                         error=None)
+
+    @staticmethod
+    def available(who: Identity, row, actions) -> list[str]:
+        now = datetime.now(timezone.utc)
+        return [a for a in domain.ACTIONS if who.can_act and domain.action_refusal(a, row, now, actions) is None]
 
     async def act(self, request: Request, raw_id: str, csrf: str = Form(""), action: str = Form(""),
-                  reason: str = Form(""), mobile: str = Form("")) -> Response:
+                  reason: str = Form(""), mobile: str = Form(""), email: str = Form("")) -> Response:
         who = await self.identity(request)
         if who is None:
             return self.to_login(request)
@@ -236,18 +240,16 @@ class Pages:
             STAFF_REFUSALS.labels("csrf").inc()
             return self.problem(request, who, "bad-request", 403)
         convocation_id = self.parse_id(raw_id)
-        outcome = await self.console.act(who, convocation_id, action, reason, mobile)
+        outcome = await self.console.act(who, convocation_id, action, reason, mobile, email)
         if outcome.ok:
             return RedirectResponse(f"/c/{convocation_id}?done={action}", status_code=303)
         if outcome.code == "not-found":
             return self.problem(request, who, "not-found", 404)
         found = await self.console.view(who, convocation_id)
         row, timeline, actions = found
-        now = datetime.now(timezone.utc)
-        available = [a for a in domain.ACTIONS if who.can_act and domain.action_refusal(a, row, now) is None]
         return self.page(request, "convocation.html", who, status=400, c=row, timeline=timeline, actions=actions,
-                         available=available, done=None, error=outcome.code, failed_action=action,
-                         typed_reason=reason)
+                         available=self.available(who, row, actions), done=None, error=outcome.code,
+                         failed_action=action, typed_reason=reason)
 
     async def audit_page(self, request: Request) -> Response:
         who = await self.identity(request)
