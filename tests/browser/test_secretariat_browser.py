@@ -10,8 +10,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from devstack.hospital import republished
 from tests.browser.test_accessibility import AXE, WCAG
-from tests.e2e.conftest import code_of, random_mobile
+from tests.e2e.conftest import code_of, random_email, random_mobile
+from tests.e2e.test_portal_helpers import wait_for
 from tests.patient import PatientClient, find_link
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -157,6 +159,48 @@ async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unloc
     await context.close()
 
 
+async def test_a_secretary_corrects_an_address_and_resends_a_letter_the_hospital_system_sends_it_again(
+        browser, chain, stack):
+    context, page = await sign_in(browser, stack)
+    for action, reason, fields in (("correct-email", "Typo in the address, confirmed by phone", {"email": random_email()}),
+                                   ("resend", "Patient deleted the e-mail by mistake", {})):
+        event = chain.event()
+        await chain.publish(event)
+        cid, address = event["data"]["convocation_id"], fields.get("email", event["data"]["patient"]["email"])
+        old_link = find_link((await chain.email_to(event["data"]["patient"]["email"]))["text"])
+        await open_convocation(page, stack, cid, "e-mailed")
+        await act(page, action, reason, **fields)
+        # Waiting for the hospital system, which is asked for the letter again (and answers: this test).
+        await open_convocation(page, stack, cid, "reissue-requested")
+        waiting = await page.locator('li[data-kind="reissue-requested"]').inner_text()
+        assert "Waiting for the hospital system to send the letter again" in waiting and "by the secretariat" in waiting
+        assert "pending" in await page.locator(f'li[data-action="{action}"]').inner_text()
+        assert await page.locator('form[data-action="resend"]').count() == 0  # not asked twice
+        await chain.upstream("convocation.reissue.requested.v1", cid, lambda es: len(es) >= 1)
+        await chain.publish(republished(event))
+        mail = await wait_for(lambda a=address, o=old_link: latest_to(chain, a, o), timeout=20)
+        new_link = find_link(mail["text"])
+        assert new_link != old_link
+        for _ in range(40):
+            await open_convocation(page, stack, cid)
+            if "done" in await page.locator(f'li[data-action="{action}"]').inner_text():
+                break
+            await asyncio.sleep(0.5)
+        assert "done" in await page.locator(f'li[data-action="{action}"]').inner_text()
+        e_mailed = page.locator('li[data-kind="e-mailed"]')
+        assert await e_mailed.count() == 2 and "by the secretariat" in await e_mailed.last.inner_text()
+        assert await page.locator('li[data-kind="superseded"]').count() == 1
+        assert PatientClient(old_link).open_link().status_code == 410
+        await audited_once(chain, cid, reason)
+    await context.close()
+
+
+async def latest_to(chain, address: str, old_link: str):
+    """The newest e-mail to ``address`` once it is not the one carrying ``old_link``."""
+    mails = sorted(chain.emails_to(address), key=lambda m: m["received_at"])
+    return mails[-1] if mails and old_link not in mails[-1]["text"] else None
+
+
 async def test_a_secretary_of_neurology_neither_sees_nor_acts_on_cardiology(browser, chain, stack):
     cardio = chain.event(patient_id=f"P-{uuid.uuid4().hex[:10]}")
     await chain.publish(cardio)
@@ -176,9 +220,10 @@ async def test_a_secretary_of_neurology_neither_sees_nor_acts_on_cardiology(brow
     await page.locator('form[action="/search"][method="post"] button').click()
     assert await page.get_by_role("link", name=cid).count() == 0
     csrf = await page.locator('input[name="csrf"]').first.get_attribute("value")
-    for action in ("post", "withdraw", "unlock", "reset-binding", "correct-mobile"):
+    for action in ("post", "withdraw", "unlock", "reset-binding", "correct-mobile", "resend", "correct-email"):
         r = await context.request.post(f"{base}/c/{cid}/actions", form={
-            "csrf": csrf, "action": action, "reason": "guessing an id", "mobile": "079 123 45 67"})
+            "csrf": csrf, "action": action, "reason": "guessing an id", "mobile": "079 123 45 67",
+            "email": "guess@example.ch"})
         assert r.status == 404, action
     assert await chain.db.fetchval("select count(*) from secretariat.action where convocation_id = $1",
                                    uuid.UUID(cid)) == 0
