@@ -86,7 +86,8 @@ async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the
     assert REPLACES not in mail["text"]  # this address never got the first one
     body = await cardio.wait(cid, lambda b: any(t["kind"] == "e-mailed" and t["action_id"] == action_id
                                                 for t in b["timeline"]))
-    assert kinds(body)[-2:] == ["sealed", "e-mailed"] and "superseded" in kinds(body)
+    # (superseded and the new sealed share one time: their order in the timeline is not fixed)
+    assert kinds(body)[-1] == "e-mailed" and kinds(body).count("sealed") == 2 and "superseded" in kinds(body)
     old_page = old_patient.open_link()
     assert (old_page.status_code, state_of(old_page.text)) == (410, "superseded")
     new_page = new_patient.open_link()
