@@ -30,7 +30,8 @@ ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:54
 VHOST = os.environ.get("TEST_AMQP_VHOST", "convocations-test")
 RABBITMQCTL = shutil.which("rabbitmqctl")
 AMQP_URL = os.environ.get("AMQP_URL") or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}"
-SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal", "portal_audit", "secretariat")  # and the access audit
+SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal", "portal_audit", "secretariat",
+           "secretariat_audit")  # and the access and staff audits
 
 
 @pytest.fixture(scope="session")

@@ -65,3 +65,66 @@ grant usage on schema portal_audit to access_portal, portal_audit_reader;
 grant insert on portal_audit.access_audit to access_portal;
 grant execute on function portal_audit.prune(int, int) to access_portal;
 grant select on portal_audit.access_audit to portal_audit_reader;
+
+-- The staff audit, append-only for the secretariat (idempotent, as above): schema, table and functions
+-- belong to secretariat_audit, a role nobody logs in as. The secretariat's role may only INSERT rows,
+-- call secretariat_audit.prune() (nothing younger than 365 days) and read through
+-- secretariat_audit.read() (the supervisors' page and CSV export); members of secretariat_audit_reader
+-- (the data protection officer's login, granted by the DBA) may SELECT.
+do $$
+begin
+    if not exists (select 1 from pg_roles where rolname = 'secretariat_audit') then
+        create role secretariat_audit nologin;
+    end if;
+    if not exists (select 1 from pg_roles where rolname = 'secretariat_audit_reader') then
+        create role secretariat_audit_reader nologin;
+    end if;
+end $$;
+create schema if not exists secretariat_audit authorization secretariat_audit;
+revoke all on schema secretariat_audit from public;
+create table if not exists secretariat_audit.staff_audit (
+    id             bigint generated always as identity primary key,
+    at             timestamptz not null default now(),
+    subject        text not null,
+    name           text not null,
+    via            text not null check (via in ('console', 'api')),
+    action         text not null,
+    convocation_id uuid,
+    department     text,
+    reason         text,
+    outcome        text not null,
+    detail         text
+);
+create index if not exists staff_audit_at on secretariat_audit.staff_audit (at);
+create or replace function secretariat_audit.prune(retention_days int, batch int default 10000) returns bigint
+    language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
+declare
+    deleted bigint;
+begin
+    if retention_days is null or retention_days < 365 then
+        raise exception 'the staff audit is kept at least 365 days (asked: %)', retention_days;
+    end if;
+    delete from secretariat_audit.staff_audit where id in (
+        select id from secretariat_audit.staff_audit where at < now() - make_interval(days => retention_days)
+        limit greatest(batch, 1));
+    get diagnostics deleted = row_count;
+    return deleted;
+end $f$;
+-- Rows from since (inclusive) to until (exclusive), newest first, at most latest of them (null: all).
+create or replace function secretariat_audit.read(since timestamptz default null, until timestamptz default null,
+                                                  latest int default null)
+    returns setof secretariat_audit.staff_audit
+    language sql stable security definer set search_path = pg_catalog, pg_temp as $f$
+    select * from secretariat_audit.staff_audit
+    where (since is null or at >= since) and (until is null or at < until) order by id desc limit latest
+$f$;
+alter table secretariat_audit.staff_audit owner to secretariat_audit;
+alter function secretariat_audit.prune(int, int) owner to secretariat_audit;
+alter function secretariat_audit.read(timestamptz, timestamptz, int) owner to secretariat_audit;
+revoke all on function secretariat_audit.prune(int, int) from public;
+revoke all on function secretariat_audit.read(timestamptz, timestamptz, int) from public;
+grant usage on schema secretariat_audit to secretariat, secretariat_audit_reader;
+grant insert on secretariat_audit.staff_audit to secretariat;
+grant execute on function secretariat_audit.prune(int, int) to secretariat;
+grant execute on function secretariat_audit.read(timestamptz, timestamptz, int) to secretariat;
+grant select on secretariat_audit.staff_audit to secretariat_audit_reader;

@@ -52,7 +52,7 @@ async def act(page, action: str, reason: str, **fields) -> None:
 
 
 async def audited_once(chain, cid: str, reason: str) -> None:
-    rows = await chain.db.fetch("select reason, outcome from secretariat.staff_audit where convocation_id = $1"
+    rows = await chain.db.fetch("select reason, outcome from secretariat_audit.staff_audit where convocation_id = $1"
                                 " and action = 'action'", uuid.UUID(cid))
     assert [(r["reason"], r["outcome"]) for r in rows] == [(reason, "requested")]
 

@@ -1,6 +1,6 @@
 """Secretariat settings (environment variables)."""
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from shared.settings import KeyRing, ServiceSettings, dev_key
 
@@ -27,7 +27,7 @@ class SecretariatSettings(ServiceSettings):
     session_idle_seconds: int = 15 * 60
     session_absolute_seconds: int = 8 * 3600
     session_warning_seconds: int = 120  # the page warns this long before the idle time-out
-    audit_retention_days: int = 400  # at least a year; older rows are pruned
+    audit_retention_days: int = Field(400, ge=365)  # at least a year (the database refuses less); older rows are pruned
     audit_prune_interval_seconds: float = 3600.0
 
     @model_validator(mode="after")

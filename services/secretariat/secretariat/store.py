@@ -117,25 +117,37 @@ async def insert_action(conn, *, action_id: uuid.UUID, convocation_id: uuid.UUID
         " values ($1, $2, $3, $4, $5, $6)", action_id, convocation_id, message_id, department, kind, staff_subject)
 
 
+# The staff audit lives in the schema secretariat_audit (deploy/postgres/init.sql): this role may only
+# append rows, read them through secretariat_audit.read() and prune through secretariat_audit.prune().
+
+
 async def audit(conn, *, subject: str, name: str, via: str, action: str, outcome: str,
                 convocation_id: uuid.UUID | None = None, department: str | None = None, reason: str | None = None,
                 detail: str | None = None) -> None:
     await conn.execute(
-        "insert into staff_audit(subject, name, via, action, convocation_id, department, reason, outcome, detail)"
-        " values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "insert into secretariat_audit.staff_audit(subject, name, via, action, convocation_id, department, reason,"
+        " outcome, detail) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         subject, name, via, action, convocation_id, department, reason, outcome, detail)
 
 
 async def audit_rows(conn, since: datetime | None = None, until: datetime | None = None) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "select * from staff_audit where ($1::timestamptz is null or at >= $1)"
-        " and ($2::timestamptz is null or at < $2) order by id", since, until)
+    """Every row from ``since`` to ``until``, oldest first (the CSV export)."""
+    return await conn.fetch("select * from secretariat_audit.read($1, $2) order by id", since, until)
 
 
-async def prune_audit(conn, retention_days: int) -> int:
-    status = await conn.execute("delete from staff_audit where at < now() - make_interval(days => $1)",
-                                retention_days)
-    return int(status.split()[-1])
+async def latest_audit_rows(conn, count: int) -> list[asyncpg.Record]:
+    """The ``count`` newest rows, newest first (the supervisors' page)."""
+    return await conn.fetch("select * from secretariat_audit.read(latest => $1)", count)
+
+
+async def prune_audit(conn, retention_days: int, *, batch: int = 10_000) -> int:
+    """Delete rows older than the retention, in batches; the database function refuses less than a year."""
+    total = 0
+    while True:
+        deleted = await conn.fetchval("select secretariat_audit.prune($1, $2)", retention_days, batch)
+        total += deleted
+        if deleted < batch:
+            return total
 
 
 # --- staff sessions ---------------------------------------------------------------------------------

@@ -258,7 +258,7 @@ class Pages:
         if not who.can_audit:
             return self.problem(request, who, "not-found", 404)
         async with self.console.pool.acquire() as conn:
-            rows = await conn.fetch("select * from staff_audit order by id desc limit 200")
+            rows = await store.latest_audit_rows(conn, 200)
             await self.console.audit(conn, who, "audit-view", "ok")
         return self.page(request, "audit.html", who, rows=rows)
 
