@@ -13,6 +13,8 @@ import pytest
 from shared.crypto import b64e, recipient_public_key
 from shared.settings import _decode_key, dev_key
 from tests.e2e.test_portal_helpers import Letter, find_link, letter, wait_for
+from tests.e2e.test_secretariat_api import Api, kinds, token
+from tests.patient import PatientClient
 
 pytestmark = pytest.mark.e2e
 RINGS = {  # setting: development key name (key 1, what the stack started with)
@@ -27,7 +29,7 @@ def _restart(stack, env: dict[str, str]) -> None:
     stack.start()
 
 
-async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_after_the_drain(chain, stack):
+async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_after_the_drain(chain, stack, devoidc):
     new = {name: b64e(os.urandom(32)) for name in RINGS}
     print_room_new = os.urandom(32)
     old_print_public = b64e(recipient_public_key(_decode_key(dev_key("print-room"))))
@@ -38,6 +40,10 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
     drained["PRINT_ROOM_PUBLIC_KEY"] = f"k2:{b64e(recipient_public_key(print_room_new))}"
     before = {name: value for name, value in stack.extra_env.get("*", {}).items()}
     try:
+        # A patient whose number is proven under the key-1 ref (her secretariat resets it after the rotation).
+        reset_id, reset_mobile = f"P-reset-{os.urandom(4).hex()}", "079 555 04 56"
+        proven = await letter(chain, mobile=reset_mobile, patient_id=reset_id)
+        await proven.log_in()
         # In flight: sealed under key 1, the e-mail not yet sent (the mailer is down).
         stack.stop(["mailer"])
         patient_id = f"P-rotation-{os.urandom(4).hex()}"
@@ -64,6 +70,20 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         # The same patient's next letter, under key 2: the number proven under the key-1 ref carries over.
         again = await letter(chain, mobile="079 555 01 23", patient_id=patient_id)
         assert 'id="not-my-number"' in again.patient.open_link().text  # the page offers the bound number
+
+        # Issue 9: the secretariat resets a binding proven under the key-1 ref, through a letter under key 2:
+        # it ends under every ref, so that letter, the key-1 one and the next all ask for the number again.
+        carried = await letter(chain, mobile=reset_mobile, patient_id=reset_id)
+        assert 'name="phone"' not in carried.patient.open_link().text  # bound: a code goes to it, nothing typed
+        cardio = Api(stack, token(devoidc, "his-cardiology"))
+        await cardio.wait(carried.convocation_id, lambda b: "e-mailed" in kinds(b))
+        r = cardio.post(f"/convocations/{carried.convocation_id}/actions",
+                        {"action": "reset-binding", "reason": "patient lost the phone"})
+        assert r.status_code == 202, r.text
+        await cardio.wait(carried.convocation_id, lambda b: "binding-reset" in kinds(b))
+        after = await letter(chain, mobile=reset_mobile, patient_id=reset_id)
+        for link in (proven.link, carried.link, after.link):  # the number field again, no bound number
+            assert 'name="phone"' in PatientClient(link).open_link().text, link
 
         _restart(stack, drained)  # the drain is over: key 1 removed (the seal key waits for expiry)
         assert old.patient.download("pdf").status_code == 200  # its session, its document: nothing lost

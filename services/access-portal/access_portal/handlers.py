@@ -87,6 +87,7 @@ class PortalHandlers:
             document_ciphertext=crypto.b64d(m.document_ciphertext), details_nonce=crypto.b64d(m.details_nonce),
             details_ciphertext=crypto.b64d(m.details_ciphertext), expires_at=m.expires_at,
             secretariat_phone=m.secretariat_phone, secretariat_email=m.secretariat_email, **phone,
+            patient_refs=m.patient_refs,
             public_phone=m.public_contact.phone if m.public_contact else None,
             public_email=m.public_contact.email if m.public_contact else None,
         )
@@ -120,18 +121,20 @@ class PortalHandlers:
             await store.unlock_message(conn, a.message_id)
             change = "unlocked"
         elif a.action == "reset-binding":
-            await store.end_binding(conn, [message["patient_ref"]])
+            # Under every ref of the patient: a binding proven before a PATIENT_REF_KEY rotation counts too.
+            await store.end_binding(conn, await store.patient_refs(conn, message))
             change = "binding-reset"
         else:
             if a.for_portal is None:
                 raise Rejected("no-number", "correct-mobile carries no number")
             mobile = crypto.open_field(self.settings.staff_field_key, a.for_portal,
                                        context=crypto.field_context(a.EVENT_TYPE, a.action_id, "portal"))["mobile"]
-            phone = self.phone_fields(mobile, message["patient_ref"])
-            await store.set_number_on_file(conn, message["patient_ref"], **phone)
+            refs = await store.patient_refs(conn, message)
+            for ref in await store.open_refs(conn, refs):  # each ref's messages seal the number in their context
+                await store.set_number_on_file(conn, ref, **self.phone_fields(mobile, ref))
             # The number the patient verified before is not the hospital's any more (docs/architecture.md#security).
-            await store.end_binding(conn, [message["patient_ref"]])
-            hint, change = phone["phone_hint"], "mobile-corrected"
+            await store.end_binding(conn, refs)
+            hint, change = phone_hint(mobile), "mobile-corrected"
         await store.audit(conn, a.message_id, f"staff-{a.action}", "done", None, f"action {a.action_id}")
         await add_event(conn, envelope(
             AccessChangedV1(message_id=a.message_id, convocation_id=a.convocation_id, change=change,

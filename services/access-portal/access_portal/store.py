@@ -12,14 +12,30 @@ async def insert_message(conn: asyncpg.Connection, **m) -> bool:
     status = await conn.execute(
         "insert into message(message_id, convocation_id, patient_ref, language, key_id, document_nonce,"
         " document_ciphertext, details_nonce, details_ciphertext, expires_at, secretariat_phone,"
-        " secretariat_email, phone_hash, phone_hint, phone_enc, public_phone, public_email)"
-        " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) on conflict do nothing",
+        " secretariat_email, phone_hash, phone_hint, phone_enc, public_phone, public_email, patient_refs)"
+        " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        " on conflict do nothing",
         m["message_id"], m["convocation_id"], m["patient_ref"], m["language"], m["key_id"], m["document_nonce"],
         m["document_ciphertext"], m["details_nonce"], m["details_ciphertext"], m["expires_at"],
         m["secretariat_phone"], m["secretariat_email"], m["phone_hash"], m["phone_hint"], m["phone_enc"],
-        m["public_phone"], m["public_email"],
+        m["public_phone"], m["public_email"], list(dict.fromkeys([m["patient_ref"], *m.get("patient_refs", [])])),
     )
     return status == "INSERT 0 1"
+
+
+async def patient_refs(conn: asyncpg.Connection, message) -> list[str]:
+    """Every ref the patient of this message is known by here: its own, those the issuer sent with it
+    (one per PATIENT_REF_KEY key), and those of the patient's letters sharing one of them, transitively
+    (a letter sealed before a rotation knows only the old ref; a later one links it to the new one)."""
+    refs = {message["patient_ref"], *(message["patient_refs"] or [])}
+    for _ in range(8):  # one step per rotation that linked two keys; a few rotations at most
+        linked = await conn.fetchval(
+            "select array_agg(distinct r) from message m, unnest(coalesce(m.patient_refs, array[m.patient_ref])) r"
+            " where m.patient_refs && $1::text[] or m.patient_ref = any($1::text[])", list(refs))
+        if set(linked or []) <= refs:
+            break
+        refs |= set(linked)
+    return sorted(refs)
 
 
 async def get_message(conn: asyncpg.Connection, message_id: uuid.UUID, *, lock: bool = False):
@@ -152,8 +168,16 @@ async def unlock_message(conn, message_id: uuid.UUID) -> None:
     await conn.execute("update message set failed_checks = 0, locked_until = null where message_id = $1", message_id)
 
 
+async def open_refs(conn, patient_refs: list[str]) -> list[str]:
+    """The refs under which the patient has messages still open."""
+    return [r["patient_ref"] for r in await conn.fetch(
+        "select distinct patient_ref from message where patient_ref = any($1::text[]) and state = 'active'",
+        patient_refs)]
+
+
 async def set_number_on_file(conn, patient_ref: str, *, phone_hash: str, phone_hint: str, phone_enc: str) -> None:
-    """A corrected number for the patient's open messages; codes already sent to the old one die."""
+    """A corrected number for the patient's open messages under this ref; codes already sent to the old
+    number die."""
     await conn.execute(
         "update message set phone_hash = $2, phone_hint = $3, phone_enc = $4 where patient_ref = $1"
         " and state = 'active'", patient_ref, phone_hash, phone_hint, phone_enc,
