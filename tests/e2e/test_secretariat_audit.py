@@ -11,10 +11,10 @@ import uuid
 
 import asyncpg
 import pytest
-
-from devstack.stack import ROOT
 from secretariat.app import MIGRATIONS
 from secretariat.settings import SecretariatSettings
+
+from devstack.stack import ROOT
 from shared.db import create_pool, migrate
 from tests.conftest import ADMIN_DSN
 from tests.staff import StaffClient
