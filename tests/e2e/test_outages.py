@@ -1,14 +1,22 @@
-"""Outages longer than a blip lose nothing: a TCP proxy between the issuer and PostgreSQL is cut for
-longer than the delivery limit lasts; the issuer holds its messages instead of burning that limit, and
-every letter goes out once the database is back, none dead-lettered."""
+"""Outages longer than a blip lose nothing.
+
+- A TCP proxy between the issuer and PostgreSQL is cut for longer than the delivery limit lasts; the
+  issuer holds its messages instead of burning that limit, and every letter goes out once the database
+  is back, none dead-lettered.
+- A TCP proxy between the services and RabbitMQ is cut while letters flow: the services say they are
+  not ready, committed events wait in the outboxes, and once the broker is reachable again every letter
+  goes out exactly once, none dead-lettered.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
+from urllib.parse import urlsplit
 
 import aio_pika
+import httpx
 import pytest
 
 from devstack.sample import publish
@@ -19,6 +27,13 @@ from tests.e2e.conftest import random_email
 pytestmark = pytest.mark.e2e
 EXCHANGE = "test-outage"  # its own queues, apart from the session's stack
 CUT_SECONDS = 40  # the old requeue loop burnt the 10 deliveries of the limit in about 21 s
+BROKER_EXCHANGE = "test-broker-outage"
+# Longer than everything that could give up or count a delivery while the broker is away: the relay's
+# publish timeout (10 s, twice over), the robust connection's reconnect interval (5 s, several attempts
+# refused), the readiness refresh (15 s), and long enough that the relay's backoff of the events that
+# failed to publish has grown to 16-32 s. Detection itself is immediate (the proxy resets the
+# connections), so AMQP heartbeats play no part; a broker consumer timeout (30 min) cannot be reached here.
+BROKER_CUT_SECONDS = 35
 
 
 class TcpProxy:
@@ -125,3 +140,74 @@ async def test_postgres_cut_longer_than_the_delivery_limit_loses_no_letter(chain
                 assert len(chain.emails_to(event["data"]["patient"]["email"])) == 1
         finally:
             stack.stop()
+
+
+async def test_broker_cut_while_letters_flow_sends_each_letter_once(chain, test_database, devinbox, tmp_path):
+    with TcpProxy(urlsplit(AMQP_URL).port or 5672) as proxy:
+        stack = Stack(
+            database=test_database, exchange=BROKER_EXCHANGE, smtp_port=devinbox.smtp_port,
+            sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
+            sms_auth_token=devinbox.auth_token, log_dir=tmp_path, amqp_url=proxied(AMQP_URL, proxy.port),
+            extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"}},
+        )
+        stack.start(["issuer", "mailer"])
+        try:
+            before = [chain.event(email=random_email()) for _ in range(20)]
+            during = [chain.event(email=random_email()) for _ in range(10)]
+            for event in before:  # the hospital's side of the broker stays up all along
+                await publish(AMQP_URL, BROKER_EXCHANGE, event)
+            await chain.email_to(before[0]["data"]["patient"]["email"], timeout=30)
+            proxy.cut()  # letters are in flight: taken, being sealed or mailed, in the outboxes
+            for event in during:
+                await publish(AMQP_URL, BROKER_EXCHANGE, event)
+            await asyncio.sleep(BROKER_CUT_SECONDS / 2)
+            for name in ("issuer", "mailer"):
+                answer = httpx.get(f"{stack.url(name)}/readyz", timeout=10)
+                assert answer.status_code == 503 and answer.json()["broker"] is False, (name, answer.text)
+            await asyncio.sleep(BROKER_CUT_SECONDS / 2)
+            proxy.restore()
+            for event in before + during:
+                await chain.email_to(event["data"]["patient"]["email"], timeout=90)
+            for name in ("issuer", "mailer"):
+                stack.wait_ready(name, 30)
+            connection = await aio_pika.connect(AMQP_URL)
+            async with connection:
+                channel = await connection.channel()
+                queues = [f"{BROKER_EXCHANGE}.issuer.convocation.created.v1",
+                          f"{BROKER_EXCHANGE}.mailer.message.sealed.v1",
+                          f"{BROKER_EXCHANGE}.issuer.email.sent.v1"]
+                await _drained(channel, queues)
+                for queue in queues:
+                    assert await _depth(channel, f"{queue}.dlq") == 0, f"{queue}: a good event was dead-lettered"
+            for schema in ("issuer", "mailer"):
+                await _outbox_empty(chain.db, schema)
+        finally:
+            stack.stop()
+        for event in before + during:
+            assert len(chain.emails_to(event["data"]["patient"]["email"])) == 1, "a letter went out twice"
+
+
+def proxied(amqp_url: str, port: int) -> str:
+    """The same broker URL through the proxy's port."""
+    head, _, tail = amqp_url.rpartition("@")
+    host_port, _, vhost = tail.partition("/")
+    return f"{head}@{host_port.rsplit(':', 1)[0]}:{port}/{vhost}"
+
+
+async def _drained(channel, queues: list[str], timeout: float = 60) -> None:
+    """Every queue empty (each event consumed and acknowledged)."""
+    for _ in range(int(timeout * 4)):
+        if not any([await _depth(channel, q) for q in queues]):
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"queues not drained: {[(q, await _depth(channel, q)) for q in queues]}")
+
+
+async def _outbox_empty(db, schema: str, timeout: float = 70) -> None:
+    """Every event the service committed has been published (the relay backs off up to 60 s)."""
+    for _ in range(int(timeout * 4)):
+        if not await db.fetchval(f"select count(*) from {schema}.outbox"):
+            return
+        await asyncio.sleep(0.25)
+    rows = await db.fetch(f"select event_type, attempts, last_error, next_attempt_at from {schema}.outbox")
+    raise AssertionError(f"{schema}: events left in the outbox: {[dict(r) for r in rows]}")
