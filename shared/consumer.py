@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -109,6 +110,24 @@ async def _whole_message(msg):
     return msg
 
 
+async def finish_despite_connection_loss(work: Awaitable[None]) -> None:
+    """Run one message's handling to its end even if the broker connection drops meanwhile.
+
+    The broker client cancels the tasks of a channel's consumers when its connection is lost. Cancelled
+    between its effect (an e-mail handed to the relay, an SMS to the provider) and its commit, a handler
+    would roll back the inbox row, and the redelivered message would do the effect a second time.
+    Finished and committed, the redelivery is a duplicate the inbox skips; only the ack is lost."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            log.warning("broker connection lost during a handler; finishing it before letting go")
+            with contextlib.suppress(Exception):
+                await asyncio.wait([task])
+        raise
+
+
 class Consumer:
     """Registers a service's handlers on the broker and runs them with the inbox discipline."""
 
@@ -133,12 +152,15 @@ class Consumer:
             EVENTS_CONSUMED.labels(self.service, event_type, outcome)
         gate = asyncio.Semaphore(large.at_once) if large else None
 
-        async def consume(msg: RabbitMessage) -> None:  # called with the message by _whole_message
+        async def handle(msg: RabbitMessage) -> None:
             if gate is not None and large is not None and len(msg.body) >= large.min_bytes:
                 async with gate:  # taken before decoding: a decoded letter is a few copies of its body
                     await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
                 return
             await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
+
+        async def consume(msg: RabbitMessage) -> None:  # called with the message by _whole_message
+            await finish_despite_connection_loss(handle(msg))
 
         consume.__name__ = f"on_{event_type.replace('.', '_')}"
         self.broker.subscriber(
