@@ -7,7 +7,10 @@ SMTP sink, and prints each figure with its ratio to the baseline's:
 - latency of that chain unloaded (10/s, p50/p99) and CPU per convocation over all its processes;
 - portal page latency under a fixed request rate;
 - the issuer's peak resident memory with four 10 MB letters in flight at once;
-- resident memory of each service afterwards.
+- resident memory of each service afterwards;
+- throughput with two processes of each service against the same database and queues, against one,
+  with every letter counted at the sink: none lost, none sent twice (``--replicas-only``);
+- resident memory (now and peak) of each service after ``-n`` letters (``--memory``, e.g. 6000).
 """
 
 from __future__ import annotations
@@ -121,12 +124,71 @@ def chain_run(exchange: str, pids: list[int], sink: SmtpSink, n: int, pdf_kb: in
     elapsed = max(received.values()) - t0 if received else float("nan")
     cpu = (cpu_seconds(pids) - cpu0) / max(1, len(received))
     latencies = [received[a] - sent[a] for a in received]
+    _LAST_SENT.clear()
+    _LAST_SENT.update(sent)
     if len(received) < n:
         print(f"  ! {exchange}: only {len(received)} of {n} e-mails arrived")
     duplicates = sum(1 for r, _ in list(sink.received) if r in sent) - len(received)
     if duplicates:
         print(f"  ! {exchange}: {duplicates} duplicate e-mails")
     return len(received) / elapsed, latencies, cpu
+
+
+def second_replica(stack: Stack) -> Stack:
+    """Another process of each service on the same database, exchange and queues (their own ports)."""
+    return Stack(database=stack.database, exchange=stack.exchange, smtp_port=stack.smtp_port, amqp_url=stack.amqp_url,
+                 sms_provider_url=stack.sms_provider_url, sms_account_sid=stack.sms_account_sid,
+                 sms_auth_token=stack.sms_auth_token, log_dir=stack.log_dir / "replica-2", extra_env=stack.extra_env)
+
+
+def exactly_once(sink: SmtpSink, addresses: set[str]) -> tuple[int, int]:
+    """(letters lost, letters sent more than once) among these recipients, counted at the sink."""
+    counts: dict[str, int] = dict.fromkeys(addresses, 0)
+    for recipient, _ in list(sink.received):
+        if recipient in counts:
+            counts[recipient] += 1
+    return sum(1 for c in counts.values() if c == 0), sum(c - 1 for c in counts.values() if c > 1)
+
+
+def replicas_run(stack: Stack, sink: SmtpSink, n: int) -> None:
+    """Throughput of the chain with one and with two processes of each service, and exactly-once delivery."""
+    print(f"Two replicas: two processes of each service on the same database and queues, n={n}, 1 KB PDF")
+    one_pids = [p.pid for p in stack.processes.values()]
+    one, _, _ = chain_run(stack.exchange, one_pids, sink, n, 1, None)
+    lost_one, twice_one = _last_counts(sink)
+    replica = second_replica(stack)
+    try:
+        replica.start()
+        pids = one_pids + [p.pid for p in replica.processes.values()]
+        chain_run(stack.exchange, pids, sink, 20, 1, None)  # warm-up of the new processes
+        two, _, _ = chain_run(stack.exchange, pids, sink, n, 1, None)
+        lost_two, twice_two = _last_counts(sink)
+    finally:
+        replica.stop()
+    print(f"  {'throughput, 1 replica':<28} {one:9.1f} conv/s   lost {lost_one}, sent twice {twice_one}")
+    print(f"  {'throughput, 2 replicas':<28} {two:9.1f} conv/s   lost {lost_two}, sent twice {twice_two}   "
+          f"ratio {two / one:5.2f}x ({os.cpu_count()} cores for both replicas, the broker and PostgreSQL)")
+
+
+_LAST_SENT: set[str] = set()  # the recipients of the last chain_run, for exactly_once()
+
+
+def _last_counts(sink: SmtpSink) -> tuple[int, int]:
+    time.sleep(2)  # a duplicate would come right after the first copy
+    return exactly_once(sink, _LAST_SENT)
+
+
+def memory_run(stack: Stack, sink: SmtpSink, n: int, batch: int = 500) -> None:
+    """Drive ``n`` letters (1 KB) through the chain in batches; each service's resident memory after."""
+    pids = [p.pid for p in stack.processes.values()]
+    done = 0
+    while done < n:
+        size = min(batch, n - done)
+        chain_run(stack.exchange, pids, sink, size, 1, None)
+        done += size
+    print(f"Resident memory after {n} letters (target < 120 MB per service):")
+    for name, proc in stack.processes.items():
+        print(f"  {name:<14} {rss_mb(proc.pid):6.1f} MB now, peak {rss_mb(proc.pid, 'VmHWM'):6.1f} MB")
 
 
 def ratio_line(label: str, ours: float, bare: float, unit: str, target: str) -> str:
@@ -160,6 +222,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=300, help="convocations per throughput run")
     parser.add_argument("--unloaded-rate", type=float, default=10, help="convocations/s for the latency run")
     parser.add_argument("--big-letters-only", action="store_true", help="only the 10 MB letters' memory figure")
+    parser.add_argument("--replicas-only", action="store_true", help="only the one- against two-replica run")
+    parser.add_argument("--memory", action="store_true",
+                        help="only the services' memory after -n letters (e.g. -n 6000)")
     args = parser.parse_args()
     database = f"convocations_bench_{uuid.uuid4().hex[:6]}"
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
@@ -176,6 +241,12 @@ def main() -> None:
         ours_pids = [p.pid for p in stack.processes.values()]
         bare_pids = [p.pid for p in bare.processes.values()]
         chain_run(stack.exchange, ours_pids, sink, 20, 1, None)  # warm-up
+        if args.memory:
+            memory_run(stack, sink, args.n)
+            return
+        if args.replicas_only:
+            replicas_run(stack, sink, args.n)
+            return
         chain_run(bare.exchange, bare_pids, sink, 20, 1, None)
         big_letters_run(stack, sink)  # first: the peak (VmHWM) is the process's since its start
         if args.big_letters_only:
@@ -205,6 +276,7 @@ def main() -> None:
             lat, errors = asyncio.run(portal_load(stack.url("access-portal") + path, 200, 5))
             print(f"  portal GET {path.split('/')[1]:<8} at 200 req/s: p50 {statistics.median(lat) * 1000:.1f} ms, "
                   f"p99 {percentile(lat, 99) * 1000:.1f} ms, {errors} server errors of {len(lat)}")
+        replicas_run(stack, sink, args.n)
     finally:
         bare.stop()
         stack.stop()
