@@ -9,6 +9,7 @@ import asyncio
 import json
 import uuid
 
+import httpx
 import pytest
 
 from devstack.hospital import DevHospital, republished
@@ -16,9 +17,10 @@ from issuer.settings import IssuerSettings
 from shared import crypto
 from shared.contracts import StaffActionRequestedV1
 from tests.conftest import AMQP_URL
+from tests.e2e import test_secretariat_api as api_tests
 from tests.e2e.conftest import random_email
 from tests.e2e.test_portal_helpers import publish_as_service, state_of, wait_for
-from tests.e2e.test_secretariat_api import Api, kinds, token
+from tests.e2e.test_secretariat_api import kinds
 from tests.patient import PatientClient, find_link
 
 pytestmark = pytest.mark.e2e
@@ -28,14 +30,8 @@ REPLACES = "remplace celui"  # "This message replaces the one we sent you on …
 ISSUER_FIELD_KEY = IssuerSettings().issuer_field_key
 
 
-@pytest.fixture(scope="module")
-def cardio(stack, devoidc) -> Api:
-    return Api(stack, token(devoidc, "his-cardiology"))
-
-
-@pytest.fixture(scope="module")
-def neuro(stack, devoidc) -> Api:
-    return Api(stack, token(devoidc, "his-neurology"))
+# The API tests' tokens: a cardiology and a neurology hospital system (client credentials from devoidc).
+cardio, neuro = api_tests.cardio, api_tests.neuro
 
 
 async def e_mailed_letter(chain, cardio, **kw) -> tuple[dict, PatientClient]:
@@ -105,6 +101,9 @@ async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the
     dump = await chain.dump_all_tables()
     assert corrected not in dump and corrected.split("@")[0] not in dump
     assert corrected.split("@")[0] not in chain.stack.logs()  # nor in any service's log
+
+    metrics = httpx.get(f"{chain.stack.url('issuer')}/metrics", timeout=10).text
+    assert 'convocations_reissue_requests_total{reason="email-corrected"}' in metrics
 
     # A later republication (the appointment moved) does not use the correction a second time.
     await chain.publish(republished(event))
