@@ -93,7 +93,7 @@ async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the
     assert done is not None
 
     # Audited once with the reason; the address used once and kept nowhere in clear.
-    audit = await chain.db.fetch("select outcome, reason, via from secretariat.staff_audit where convocation_id = $1"
+    audit = await chain.db.fetch("select outcome, reason, via from secretariat_audit.staff_audit where convocation_id = $1"
                                  " and action = 'action' and outcome = 'requested'", uuid.UUID(cid))
     assert [tuple(a) for a in audit] == [("requested", reason, "api")]
     assert await chain.db.fetchval("select email_sealed from issuer.reissue_request where action_id = $1",
