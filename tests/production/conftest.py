@@ -1,7 +1,7 @@
-"""The production-like tier: the four services with the settings of the rendered production overlay,
+"""The production-like tier: the five services with the settings of the rendered production overlay,
 their own broker users with the permissions of deploy/k8s/infra, a PostgreSQL cluster of the test's
-own with scram passwords and TLS, an SMTP relay that requires STARTTLS with a private CA, and the
-portal over HTTPS. Test-only values fill the placeholders of the secret templates and replace the
+own with scram passwords and TLS, an SMTP relay that requires STARTTLS with a private CA, the hospital's
+single sign-on (the development OpenID provider) over HTTPS, and the portal and console over HTTPS. Test-only values fill the placeholders of the secret templates and replace the
 hospital's host names; nothing else is set by hand."""
 
 from __future__ import annotations
@@ -31,12 +31,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from devinbox import DevInbox, parse_email
+from devoidc import DevOidc
 from devstack.stack import ROOT, SERVICES, Stack, free_port, python_path
-from tests.conftest import RABBITMQCTL, VHOST, _purge_all_queues
+from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST, _purge_all_queues
 from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, render, secret_templates
 
 PROD_VHOST = f"{VHOST}-production"
+BROKER = f"{urlsplit(AMQP_URL).hostname}:{urlsplit(AMQP_URL).port or 5672}"  # the tests' RabbitMQ
 CHAIN = ("issuer", "mailer", "sms-gateway", "access-portal")
+STARTED = (*CHAIN, "secretariat")  # the chain, and the department secretariats' console and API
+HTTPS = ("access-portal", "sms-gateway", "secretariat")  # TLS ends at the Gateway; here uvicorn's own
+OIDC_CLIENT_SECRET = secrets.token_hex(16)
 SMTP_USER, SMTP_PASSWORD = "convocations-relay", secrets.token_hex(16)
 
 
@@ -221,7 +226,7 @@ def broker(infra):
             p = permission["spec"]["permissions"]
             _rabbitmqctl("set_topic_permissions", "-p", PROD_VHOST, username, p["exchange"],
                          p.get("write", "^$"), p.get("read", "^$"))
-        _purge_all_queues(PROD_VHOST, f"amqp://guest:guest@127.0.0.1:5672/{quote(PROD_VHOST, safe='')}")
+        _purge_all_queues(PROD_VHOST, f"amqp://guest:guest@{BROKER}/{quote(PROD_VHOST, safe='')}")
         yield users
     finally:
         for username, _ in users.values():
@@ -231,7 +236,7 @@ def broker(infra):
 def amqp_url(user: tuple[str, str]) -> str:
     """The tier's vhost as one of its broker users, e.g. ``amqp_url(broker["hospital-his"])``."""
     username, password = user
-    return f"amqp://{quote(username, safe='')}:{quote(password, safe='')}@127.0.0.1:5672/{quote(PROD_VHOST, safe='')}"
+    return f"amqp://{quote(username, safe='')}:{quote(password, safe='')}@{BROKER}/{quote(PROD_VHOST, safe='')}"
 
 
 # --- the hospital's SMTP relay: STARTTLS required, then AUTH -------------------------------------------
@@ -265,6 +270,16 @@ def relay(pki):
 
 
 @pytest.fixture(scope="session")
+def sso(pki):
+    """The hospital's single sign-on: the development OpenID provider over HTTPS with the private CA's
+    certificate, its console client holding the secret the Secret gives the secretariat."""
+    provider = DevOidc(tls=(str(pki.cert_file), str(pki.key_file)))
+    provider.clients[0]["client_secret"] = OIDC_CLIENT_SECRET
+    with provider:
+        yield provider
+
+
+@pytest.fixture(scope="session")
 def sms_provider():
     with DevInbox() as box:
         yield box
@@ -280,16 +295,16 @@ class Settings:
     """Each service's environment from the rendered overlay, with the test's values in the placeholders
     and the test's hosts in place of the hospital's. Every replaced key must exist in the overlay."""
 
-    def __init__(self, rendered, postgres, broker, relay, sms_provider, pki, ports) -> None:
+    def __init__(self, rendered, postgres, broker, relay, sms_provider, pki, ports, sso) -> None:
         self.rendered, self.postgres, self.broker = rendered, postgres, broker
-        self.relay, self.sms, self.pki, self.ports = relay, sms_provider, pki, ports
+        self.relay, self.sms, self.pki, self.ports, self.sso = relay, sms_provider, pki, ports, sso
         self.templates = secret_templates()
         self.keys: dict[str, str] = {}  # one value per key name: shared keys are equal in every Secret
 
     def placeholder(self, key: str, value: str) -> str:
         secret_values = {"SMTP_USERNAME": SMTP_USER, "SMTP_PASSWORD": SMTP_PASSWORD,
                          "SMS_ACCOUNT_SID": self.sms.account_sid, "SMS_AUTH_TOKEN": self.sms.auth_token,
-                         "SMS_GENERIC_TOKEN": self.sms.generic_token}
+                         "SMS_GENERIC_TOKEN": self.sms.generic_token, "OIDC_CLIENT_SECRET": OIDC_CLIENT_SECRET}
         if key in secret_values:
             return secret_values[key]
         if key.endswith("_KEY") or key.endswith("_KEYS"):
@@ -305,7 +320,7 @@ class Settings:
     def amqp_url(self, template: str) -> str:
         url = urlsplit(template)
         username, password = self.broker[url.username]
-        return urlunsplit(url._replace(netloc=f"{quote(username, safe='')}:{quote(password, safe='')}@127.0.0.1:5672",
+        return urlunsplit(url._replace(netloc=f"{quote(username, safe='')}:{quote(password, safe='')}@{BROKER}",
                                        path="/" + quote(PROD_VHOST, safe="")))
 
     def hosts(self, service: str) -> dict[str, str]:
@@ -316,6 +331,8 @@ class Settings:
         if service == "sms-gateway":
             hosts |= {"SMS_PROVIDER_URL": self.sms.twilio_base_url, "SMS_GENERIC_URL": self.sms.generic_messages_url,
                       "SMS_CALLBACK_BASE_URL": f"https://localhost:{self.ports['sms-gateway']}"}
+        if service == "secretariat":
+            hosts |= {"OIDC_ISSUER": self.sso.issuer, "PUBLIC_BASE_URL": f"https://localhost:{self.ports['secretariat']}"}
         return hosts
 
     def of(self, kind: str, name: str, service: str) -> dict[str, str]:
@@ -341,19 +358,21 @@ class Settings:
                 key_file.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
                     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
             env["DKIM_KEYS"] = f"{selector}:{key_file}"
+        if service == "secretariat":
+            env["SSL_CERT_FILE"] = str(self.pki.ca_file)  # the hospital's CA, which its provider's certificate chains to
         return env
 
 
 @pytest.fixture(scope="session")
-def production(rendered, postgres, broker, relay, sms_provider, pki, tmp_path_factory):
+def production(rendered, postgres, broker, relay, sms_provider, pki, sso, tmp_path_factory):
     ports = {name: free_port() for name in SERVICES}
-    settings = Settings(rendered, postgres, broker, relay, sms_provider, pki, ports)
+    settings = Settings(rendered, postgres, broker, relay, sms_provider, pki, ports, sso)
+    sso.clients[0]["redirect_uris"] = [f"https://localhost:{ports['secretariat']}/auth/callback"]
     stack = Stack(database=postgres.database, exchange="", smtp_port=relay.port, sms_provider_url="",
                   sms_account_sid="", sms_auth_token="", log_dir=tmp_path_factory.mktemp("production-logs"),
-                  ports=ports, tls={n: (str(pki.cert_file), str(pki.key_file)) for n in ("access-portal", "sms-gateway")},
+                  ports=ports, tls={n: (str(pki.cert_file), str(pki.key_file)) for n in HTTPS},
                   ca_file=str(pki.ca_file))
-    # The convocation's path; the secretariat console (its own OpenID provider) is not part of it.
-    stack.settings = {name: settings.of("Deployment", name, name) for name in CHAIN}
+    stack.settings = {name: settings.of("Deployment", name, name) for name in STARTED}
     # The release's migration Jobs first, with their own settings and command (python -m <pkg> migrate).
     for job in find(rendered, "Job"):
         service = job["metadata"]["name"].removesuffix("-migrate")
@@ -365,7 +384,7 @@ def production(rendered, postgres, broker, relay, sms_provider, pki, tmp_path_fa
                                 cwd=ROOT)
         assert result.returncode == 0, f"{job['metadata']['name']} failed:\n{result.stdout}{result.stderr}"
     try:
-        stack.start(list(CHAIN), timeout=60)
+        stack.start(list(STARTED), timeout=60)
         yield stack
     finally:
         stack.stop()

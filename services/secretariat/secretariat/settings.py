@@ -2,7 +2,7 @@
 
 from pydantic import Field, model_validator
 
-from shared.settings import KeyRing, ServiceSettings, dev_key
+from shared.settings import KeyRing, ServiceSettings, dev_key, require_https
 
 DEV_CLIENT_SECRET = "dev-console-secret"  # noqa: S105 - development only; production refuses it
 
@@ -34,4 +34,7 @@ class SecretariatSettings(ServiceSettings):
     def _refuse_dev_client_secret(self) -> "SecretariatSettings":
         if self.environment == "production" and self.oidc_client_secret == DEV_CLIENT_SECRET:
             raise ValueError("OIDC_CLIENT_SECRET is the development secret; set the real one in production")
+        if self.environment == "production":  # tokens, codes and session cookies travel only over TLS
+            require_https("OIDC_ISSUER", self.oidc_issuer)
+            require_https("PUBLIC_BASE_URL", self.public_base_url)
         return self

@@ -68,6 +68,7 @@ class DevOidc:
     token_seconds: int = 300
     roles_claim: str = "roles"
     departments_claim: str = "departments"
+    tls: tuple[str, str] | None = None  # (certificate file, key file): served over HTTPS, as a real provider
 
     def __post_init__(self) -> None:
         self.key = load_or_create_key(self.key_file)
@@ -199,9 +200,11 @@ class DevOidc:
     def start(self) -> DevOidc:
         sock = socket.create_server((self.host, self.port))
         self.port = sock.getsockname()[1]
-        self.issuer = self.issuer or f"http://{self.host}:{self.port}"
+        scheme, host = ("https", "localhost") if self.tls else ("http", self.host)  # the certificate's name
+        self.issuer = self.issuer or f"{scheme}://{host}:{self.port}"
         config = uvicorn.Config(self.app(), log_config=None, log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, ssl_certfile=self.tls[0] if self.tls else None,
+                                ssl_keyfile=self.tls[1] if self.tls else None)
         self._server = server = uvicorn.Server(config)
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="devoidc", daemon=True)
         self._thread.start()
