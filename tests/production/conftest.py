@@ -29,9 +29,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from devoidc import DevOidc
 
 from devinbox import DevInbox, parse_email
-from devoidc import DevOidc
 from devstack.stack import ROOT, SERVICES, Stack, free_port, python_path
 from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST, _purge_all_queues
 from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, render, secret_templates

@@ -79,6 +79,8 @@ def test_a_real_production_configuration_starts(production, settings):
 REFUSALS = [
     (SecretariatSettings, {"OIDC_CLIENT_SECRET": "dev-console-secret"}, "OIDC_CLIENT_SECRET"),
     (SecretariatSettings, {"STAFF_FIELD_KEY": dev_key("staff-field")}, "STAFF_FIELD_KEY"),
+    (SecretariatSettings, {"OIDC_ISSUER": "http://sso.hospital.example/realms/hospital"}, "OIDC_ISSUER"),
+    (SecretariatSettings, {"PUBLIC_BASE_URL": "http://secretariat.hospital.example"}, "PUBLIC_BASE_URL"),
     (PortalSettings, {"COOKIE_SECURE": "false"}, "COOKIE_SECURE"),
     (PortalSettings, {"PORTAL_BASE_URL": "http://convocations.hospital.example"}, "PORTAL_BASE_URL"),
     (MailerSettings, {"PORTAL_BASE_URL": "http://convocations.hospital.example"}, "PORTAL_BASE_URL"),
