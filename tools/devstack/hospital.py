@@ -76,10 +76,13 @@ class DevHospital:
                 await self.answer(message)
 
     async def answer(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        request = json.loads(message.body)["data"]
-        letter = self.letters.get(request["convocation_id"])
+        try:
+            request = json.loads(message.body)["data"]
+            letter = self.letters.get(request["convocation_id"])
+        except (ValueError, KeyError, TypeError):
+            request, letter = {}, None
         if letter is None:
-            log.warning("reissue requested for a letter this hospital never sent")
+            log.warning("reissue request refused: unreadable, or for a letter this hospital never sent")
             await message.reject(requeue=False)
             return
         event = republished(letter)
