@@ -16,7 +16,7 @@ from issuer.settings import IssuerSettings
 from mailer.compose import smtp_message_id
 from mailer.handlers import portal_link
 from mailer.smtp import classify
-from shared.consumer import Rejected, parse_envelope
+from shared.consumer import Rejected, _begin_and_claim, parse_envelope
 from shared.contracts import ConvocationCreatedV1, Envelope
 from shared.logs import scrub
 from shared.retry import RetryPolicy
@@ -187,3 +187,12 @@ def test_production_refuses_a_development_key_anywhere_in_a_ring(monkeypatch):
     monkeypatch.setenv("MAILER_FIELD_KEY", f"k1:{dev_key('mailer-field')},k2:{dev_key('not-a-dev-key-name')}")
     with pytest.raises(ValidationError, match="development key"):
         IssuerSettings()
+
+
+def test_the_inbox_claim_written_into_its_query_takes_only_a_uuid_and_a_bus_routing_key():
+    event_id = uuid.uuid4()
+    assert f"'{event_id}', 'convocation.created.v1'" in _begin_and_claim(event_id, "convocation.created.v1")
+    with pytest.raises(ValueError):
+        _begin_and_claim(event_id, "x'); drop table inbox; --")
+    with pytest.raises(ValueError):
+        _begin_and_claim(f"{event_id}'", "convocation.created.v1")  # type: ignore[arg-type]
