@@ -93,7 +93,7 @@ CRD_KINDS = {
 # Where each operator's resources may live (Gateway API routes sit beside the services they expose).
 CRD_DIRECTORIES = {"rabbitmq.com": {"infra"}, "postgresql.cnpg.io": {"infra"}, "keda.sh": {"keda"},
                    "monitoring.coreos.com": {"infra", "monitoring"},
-                   "gateway.networking.k8s.io": {"base", "access-portal", "sms-gateway"}}
+                   "gateway.networking.k8s.io": {"base", "access-portal", "sms-gateway", "secretariat"}}
 OVERLAYS = {"dev": "convocations-dev", "prod": "convocations", "prod-keda": "convocations"}
 MEMORY_LIMIT_MAX = 256 * 2**20
 # The issuer holds the documented maximum letter (10 MB) a few times over while sealing it: `make bench`
@@ -560,8 +560,15 @@ def test_network_policies_deny_by_default_and_open_only_what_each_service_needs(
         assert spec["policyTypes"] == ["Ingress"] and ports_of(spec["ingress"]) == {port}, name
         (source,) = spec["ingress"][0]["from"]
         assert source["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "gateway-system"}
+    # Issue 9: the secretariat had none, so default-deny-all kept staff out and the console from its
+    # OpenID provider: the Gateway reaches its port, it reaches the provider over HTTPS.
+    assert ports_of(policies["secretariat-oidc-egress"]["spec"]["egress"]) == {443}
+    spec = policies["secretariat-from-gateway"]["spec"]
+    assert spec["policyTypes"] == ["Ingress"] and ports_of(spec["ingress"]) == {8004}
+    (source,) = spec["ingress"][0]["from"]
+    assert source["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "gateway-system"}
     for name in ("mailer-smtp-egress", "sms-gateway-https-egress", "access-portal-from-gateway",
-                 "sms-gateway-reports-from-gateway"):
+                 "sms-gateway-reports-from-gateway", "secretariat-from-gateway", "secretariat-oidc-egress"):
         assert policies[name]["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] in SERVICES
 
 
@@ -687,7 +694,7 @@ def test_overlay_portal_is_served_over_tls_at_its_own_base_url_through_the_gatew
     host = https["hostname"]
     (common,) = [c for n, c in by_kind(docs, "ConfigMap").items() if n.startswith("convocations-common")]
     assert common["data"]["PORTAL_BASE_URL"] == f"https://{host}", "the e-mailed link must reach the Gateway"
-    routes = by_kind(docs, "HTTPRoute")
+    routes = {n: r for n, r in by_kind(docs, "HTTPRoute").items() if n != "secretariat"}  # the console: below
     for route in routes.values():
         assert route["spec"]["hostnames"] == [host]
         (parent,) = route["spec"]["parentRefs"]
@@ -702,6 +709,36 @@ def test_overlay_portal_is_served_over_tls_at_its_own_base_url_through_the_gatew
     (hidden,) = [rule for rule in portal if "filters" in rule]
     assert {m["path"]["value"] for m in hidden["matches"]} == {"/metrics", "/healthz", "/readyz"}
     assert all(m["path"]["type"] == "Exact" for m in hidden["matches"]) and "backendRefs" not in hidden
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_overlay_console_is_served_over_tls_at_its_public_base_url_on_its_own_listener(overlay):
+    """Issue 9: the secretariat had no route (staff could not reach it) and the overlays' host patch would
+    have put every route on the portal's host; the overlays left its provider and address at example values."""
+    from secretariat.settings import SecretariatSettings
+
+    docs = render(f"overlays/{overlay}")
+    (config,) = [c for n, c in by_kind(docs, "ConfigMap").items() if n.startswith("secretariat-config")]
+    public, issuer = urlparse(config["data"]["PUBLIC_BASE_URL"]), urlparse(config["data"]["OIDC_ISSUER"])
+    assert public.scheme == "https" and issuer.scheme == "https"
+    assert overlay == "dev" or public.netloc.endswith("hospital.example.org") and issuer.netloc.endswith(
+        "hospital.example.org"), "the prod overlays name the hospital's hosts, not the base's examples"
+    (gateway,) = by_kind(docs, "Gateway").values()
+    listeners = {listener["name"]: listener for listener in gateway["spec"]["listeners"]}
+    staff = listeners["staff-https"]
+    assert staff["protocol"] == "HTTPS" and staff["port"] == 443 and staff["tls"]["mode"] == "Terminate"
+    assert staff["hostname"] == public.netloc != listeners["https"]["hostname"]
+    assert staff["tls"]["certificateRefs"][0]["name"] == "secretariat-tls"
+    route = by_kind(docs, "HTTPRoute")["secretariat"]["spec"]
+    assert route["hostnames"] == [public.netloc]
+    assert route["parentRefs"] == [{"name": gateway["metadata"]["name"], "sectionName": "staff-https"}]
+    assert route["rules"][0]["backendRefs"] == [{"name": "secretariat", "port": 8004}]
+    (hidden,) = [rule for rule in route["rules"] if "filters" in rule]
+    assert {m["path"]["value"] for m in hidden["matches"]} == {"/metrics", "/healthz", "/readyz"}
+    # The settings the console starts with in production accept these (https issuer and address).
+    settings = SecretariatSettings(environment="development", oidc_issuer=config["data"]["OIDC_ISSUER"],
+                                   public_base_url=config["data"]["PUBLIC_BASE_URL"])
+    assert settings.public_base_url.startswith("https://")
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
