@@ -134,11 +134,14 @@ def chain_run(exchange: str, pids: list[int], sink: SmtpSink, n: int, pdf_kb: in
     return len(received) / elapsed, latencies, cpu
 
 
-def second_replica(stack: Stack) -> Stack:
-    """Another process of each service on the same database, exchange and queues (their own ports)."""
-    return Stack(database=stack.database, exchange=stack.exchange, smtp_port=stack.smtp_port, amqp_url=stack.amqp_url,
+def replica_of(stack: Stack, exchange: str, log_dir: str) -> Stack:
+    """A process of each service like ``stack``'s, on the same database, on ``exchange``'s queues, with
+    pools of 4 connections: ten processes with production pools (10 each) would take a development
+    PostgreSQL's 100 connections."""
+    return Stack(database=stack.database, exchange=exchange, smtp_port=stack.smtp_port, amqp_url=stack.amqp_url,
                  sms_provider_url=stack.sms_provider_url, sms_account_sid=stack.sms_account_sid,
-                 sms_auth_token=stack.sms_auth_token, log_dir=stack.log_dir / "replica-2", extra_env=stack.extra_env)
+                 sms_auth_token=stack.sms_auth_token, log_dir=stack.log_dir / log_dir,
+                 extra_env={"*": {**stack.extra_env.get("*", {}), "DATABASE_POOL_SIZE": "4"}})
 
 
 def exactly_once(sink: SmtpSink, addresses: set[str]) -> tuple[int, int]:
@@ -151,20 +154,26 @@ def exactly_once(sink: SmtpSink, addresses: set[str]) -> tuple[int, int]:
 
 
 def replicas_run(stack: Stack, sink: SmtpSink, n: int) -> None:
-    """Throughput of the chain with one and with two processes of each service, and exactly-once delivery."""
-    print(f"Two replicas: two processes of each service on the same database and queues, n={n}, 1 KB PDF")
-    one_pids = [p.pid for p in stack.processes.values()]
-    one, _, _ = chain_run(stack.exchange, one_pids, sink, n, 1, None)
-    lost_one, twice_one = _last_counts(sink)
-    replica = second_replica(stack)
+    """Throughput of the chain with one and with two processes of each service (both with pools of 4,
+    on their own exchange; ``stack``'s processes are stopped first), and exactly-once delivery."""
+    stack.stop()
+    print(f"Two replicas: two processes of each service on the same database and queues, n={n}, 1 KB PDF,"
+          " pools of 4 connections")
+    replicas = [replica_of(stack, "bench-replicas", f"replica-{i}") for i in (1, 2)]
     try:
-        replica.start()
-        pids = one_pids + [p.pid for p in replica.processes.values()]
-        chain_run(stack.exchange, pids, sink, 20, 1, None)  # warm-up of the new processes
-        two, _, _ = chain_run(stack.exchange, pids, sink, n, 1, None)
+        replicas[0].start()
+        one_pids = [p.pid for p in replicas[0].processes.values()]
+        chain_run("bench-replicas", one_pids, sink, 20, 1, None)  # warm-up
+        one, _, _ = chain_run("bench-replicas", one_pids, sink, n, 1, None)
+        lost_one, twice_one = _last_counts(sink)
+        replicas[1].start()
+        pids = one_pids + [p.pid for p in replicas[1].processes.values()]
+        chain_run("bench-replicas", pids, sink, 20, 1, None)  # warm-up of the new processes
+        two, _, _ = chain_run("bench-replicas", pids, sink, n, 1, None)
         lost_two, twice_two = _last_counts(sink)
     finally:
-        replica.stop()
+        for replica in replicas:
+            replica.stop()
     print(f"  {'throughput, 1 replica':<28} {one:9.1f} conv/s   lost {lost_one}, sent twice {twice_one}")
     print(f"  {'throughput, 2 replicas':<28} {two:9.1f} conv/s   lost {lost_two}, sent twice {twice_two}   "
           f"ratio {two / one:5.2f}x ({os.cpu_count()} cores for both replicas, the broker and PostgreSQL)")
@@ -178,15 +187,15 @@ def _last_counts(sink: SmtpSink) -> tuple[int, int]:
     return exactly_once(sink, _LAST_SENT)
 
 
-def memory_run(stack: Stack, sink: SmtpSink, n: int, batch: int = 500) -> None:
-    """Drive ``n`` letters (1 KB) through the chain in batches; each service's resident memory after."""
+def memory_run(stack: Stack, sink: SmtpSink, n: int, pdf_kb: int, batch: int = 500) -> None:
+    """Drive ``n`` letters through the chain in batches; each service's resident memory after."""
     pids = [p.pid for p in stack.processes.values()]
     done = 0
     while done < n:
         size = min(batch, n - done)
-        chain_run(stack.exchange, pids, sink, size, 1, None)
+        chain_run(stack.exchange, pids, sink, size, pdf_kb, None)
         done += size
-    print(f"Resident memory after {n} letters (target < 120 MB per service):")
+    print(f"Resident memory after {n} letters of {pdf_kb} KB (target < 120 MB per service):")
     for name, proc in stack.processes.items():
         print(f"  {name:<14} {rss_mb(proc.pid):6.1f} MB now, peak {rss_mb(proc.pid, 'VmHWM'):6.1f} MB")
 
@@ -225,6 +234,7 @@ def main() -> None:
     parser.add_argument("--replicas-only", action="store_true", help="only the one- against two-replica run")
     parser.add_argument("--memory", action="store_true",
                         help="only the services' memory after -n letters (e.g. -n 6000)")
+    parser.add_argument("--pdf-kb", type=int, default=1, help="size of the letters' PDFs for --memory")
     args = parser.parse_args()
     database = f"convocations_bench_{uuid.uuid4().hex[:6]}"
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
@@ -242,7 +252,7 @@ def main() -> None:
         bare_pids = [p.pid for p in bare.processes.values()]
         chain_run(stack.exchange, ours_pids, sink, 20, 1, None)  # warm-up
         if args.memory:
-            memory_run(stack, sink, args.n)
+            memory_run(stack, sink, args.n, args.pdf_kb)
             return
         if args.replicas_only:
             replicas_run(stack, sink, args.n)
