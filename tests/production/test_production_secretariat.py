@@ -4,7 +4,6 @@ the test's convocation, sends it by post, the issuer carries it out and the time
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import asyncpg
@@ -14,19 +13,17 @@ from devstack.sample import convocation_event, publish, sample_pdf
 from shared.topology import UPSTREAM_PRODUCER
 from tests.e2e.conftest import random_email
 from tests.production.conftest import amqp_url
+from tests.production.test_production_path import _await
 from tests.staff import StaffClient
 
 pytestmark = pytest.mark.production
 
 
-async def _page_until(staff: StaffClient, path: str, pattern: str, what: str, timeout: float = 30):
-    page = None
-    for _ in range(int(timeout * 4)):
+async def _page_until(staff: StaffClient, path: str, pattern: str, what: str):
+    def shown():
         page = staff.request("GET", path)
-        if page.status_code == 200 and re.search(pattern, page.text):
-            return page
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{what} never appeared: {page.status_code if page else None}")
+        return page if page.status_code == 200 and re.search(pattern, page.text) else None
+    return await _await(shown, what=what)
 
 
 async def test_a_secretary_signs_in_through_the_hospitals_provider_and_sends_a_convocation_by_post(
