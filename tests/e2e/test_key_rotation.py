@@ -69,7 +69,7 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
 
         # The same patient's next letter, under key 2: the number proven under the key-1 ref carries over.
         again = await letter(chain, mobile="079 555 01 23", patient_id=patient_id)
-        assert 'id="not-my-number"' in again.patient.open_link().text  # the page offers the bound number
+        assert 'name="phone"' not in again.patient.open_link().text  # bound: the code goes to it, nothing typed
 
         # Issue 9: the secretariat resets a binding proven under the key-1 ref, through a letter under key 2:
         # it ends under every ref, so that letter, the key-1 one and the next all ask for the number again.
@@ -84,11 +84,19 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         after = await letter(chain, mobile=reset_mobile, patient_id=reset_id)
         for link in (proven.link, carried.link, after.link):  # the number field again, no bound number
             assert 'name="phone"' in PatientClient(link).open_link().text, link
+        # A corrected number reaches the patient's open letters under either ref, each sealed in its own.
+        r = cardio.post(f"/convocations/{after.convocation_id}/actions",
+                        {"action": "correct-mobile", "reason": "patient gave a new number", "mobile": "079 555 07 89"})
+        assert r.status_code == 202, r.text
+        await cardio.wait(after.convocation_id, lambda b: "mobile-corrected" in kinds(b))
+        assert [(await m.message_row())["phone_hint"][-2:] for m in (proven, carried, after)] == ["89"] * 3
+        corrected = Letter(chain, proven.event, proven.link, "+41795550789", "079 555 07 89")
+        await corrected.log_in()  # the key-1 letter texts the corrected number, opened in its own context
 
         _restart(stack, drained)  # the drain is over: key 1 removed (the seal key waits for expiry)
         assert old.patient.download("pdf").status_code == 200  # its session, its document: nothing lost
         third = await letter(chain, mobile="079 555 01 23", patient_id=patient_id)
-        assert 'id="not-my-number"' in third.patient.open_link().text  # still bound, asked for nothing
+        assert 'name="phone"' not in third.patient.open_link().text  # still bound, asked for nothing
         await third.log_in(phone=None, nth=2)  # the second code texted to this number
         assert third.patient.download("pdf").status_code == 200
         last = await letter(chain)
