@@ -37,8 +37,17 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _CONTROL_BUT_NEWLINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+_PRINTABLE_ASCII_AND_NEWLINES = _PRINTABLE_ASCII + b"\t\n\r"
+
+
 def control_character(value: str, *, newlines: bool = False) -> str | None:
     """The first control character in ``value`` as ``U+XXXX``, or None. ``newlines`` allows tab, CR and LF."""
+    if value.isascii():
+        # Only C0 controls and DEL can be in ASCII text: deleting every other byte in one pass in C is
+        # six times faster than the regular expression on a 200 KB base64 letter (py-spy, issue 12).
+        rest = value.encode("ascii").translate(None, _PRINTABLE_ASCII_AND_NEWLINES if newlines else _PRINTABLE_ASCII)
+        return f"U+{rest[0]:04X}" if rest else None
     match = (_CONTROL_BUT_NEWLINES if newlines else _CONTROL).search(value)
     return f"U+{ord(match.group()):04X}" if match else None
 

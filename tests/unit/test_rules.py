@@ -196,3 +196,19 @@ def test_the_inbox_claim_written_into_its_query_takes_only_a_uuid_and_a_bus_rout
         _begin_and_claim(event_id, "x'); drop table inbox; --")
     with pytest.raises(ValueError):
         _begin_and_claim(f"{event_id}'", "convocation.created.v1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("newlines", [False, True])
+def test_a_control_character_is_found_in_ascii_text_as_the_regular_expression_finds_it(newlines):
+    """The ASCII fast path of control_character names the same first control as the pattern does."""
+    import random
+    import re
+
+    from shared.contracts import control_character
+
+    pattern = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]" if newlines else "[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+    rng = random.Random(12)
+    for _ in range(2000):
+        value = "".join(chr(rng.choice([rng.randrange(0, 0x80), rng.randrange(0x20, 0x7F)])) for _ in range(12))
+        match = pattern.search(value)
+        assert control_character(value, newlines=newlines) == (f"U+{ord(match.group()):04X}" if match else None)
