@@ -23,26 +23,36 @@ async def ensure_convocation(conn, convocation_id: uuid.UUID) -> None:
     await conn.execute("insert into convocation(id) values ($1) on conflict do nothing", convocation_id)
 
 
+def _stamped(column: str) -> tuple[str, str]:
+    """The value of a step's column for a new row and for an existing one (``c``), for status $6 at $8."""
+    statuses = ", ".join(f"'{status}'" for status, stamp in _STAMP.items() if stamp == column)
+    # A step's time is kept whatever order the events arrive in; a new message clears the old one's steps.
+    return (f"case when $6 in ({statuses}) then $8 end",
+            f"case when $6 = 'sealed' and c.message_id is distinct from $2 then null"
+            f" when $6 in ({statuses}) then coalesce(c.{column}, $8) else c.{column} end")
+
+
+_STAMP_COLUMNS = sorted(set(_STAMP.values()))
+# One statement (it was four: a round trip each): the row is created by whichever event comes first,
+# the details are kept when an event lacks them, the status only moves forward in time.
+_APPLY_STATUS = (
+    "insert into convocation as c (id, message_id, patient_ref, department, appointment_at, status, delivery,"
+    f" status_at, {', '.join(_STAMP_COLUMNS)})"
+    f" values ($1, $2, $3, $4, $5, $6, $7, $8, {', '.join(_stamped(col)[0] for col in _STAMP_COLUMNS)})"
+    " on conflict (id) do update set"
+    f" {', '.join(f'{col} = {_stamped(col)[1]}' for col in _STAMP_COLUMNS)},"
+    " message_id = coalesce($2, c.message_id), patient_ref = coalesce($3, c.patient_ref),"
+    " department = coalesce($4, c.department), appointment_at = coalesce($5, c.appointment_at),"
+    " delivery = coalesce($7, c.delivery), updated_at = now(),"
+    " status = case when c.status_at is null or c.status_at <= $8 then $6 else c.status end,"
+    " status_at = case when c.status_at is null or c.status_at <= $8 then $8 else c.status_at end"
+).replace("$6", "$6::text").replace("$8", "$8::timestamptz").replace("$2", "$2::uuid")  # typed: used in CASE
+
+
 async def apply_status(conn, convocation_id: uuid.UUID, *, status: str, at: datetime, message_id, patient_ref,
                        department, appointment_at, delivery) -> None:
-    await ensure_convocation(conn, convocation_id)
-    stamp = _STAMP.get(status)
-    # A step's time is kept whatever order the events arrive in; the status only moves forward in time.
-    fresh = "$6 = 'sealed' and message_id is distinct from $2"
-    await conn.execute(
-        "update convocation set"
-        f" bounced_at = case when {fresh} then null else bounced_at end,"
-        f" downloaded_at = case when {fresh} then null else downloaded_at end,"
-        f" postal_at = case when {fresh} then null else postal_at end,"
-        " message_id = coalesce($2, message_id), patient_ref = coalesce($3, patient_ref),"
-        " department = coalesce($4, department), appointment_at = coalesce($5, appointment_at),"
-        " delivery = coalesce($7, delivery), updated_at = now() where id = $1",
-        convocation_id, message_id, patient_ref, department, appointment_at, status, delivery)
-    if stamp:
-        await conn.execute(f"update convocation set {stamp} = coalesce({stamp}, $2) where id = $1", convocation_id, at)
-    await conn.execute(
-        "update convocation set status = $2, status_at = $3 where id = $1"
-        " and (status_at is null or status_at <= $3)", convocation_id, status, at)
+    await conn.execute(_APPLY_STATUS, convocation_id, message_id, patient_ref, department, appointment_at, status,
+                       delivery, at)
 
 
 async def set_lock(conn, convocation_id: uuid.UUID, until: datetime | None) -> None:
