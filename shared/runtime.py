@@ -33,10 +33,17 @@ log = get_logger(__name__)
 def return_large_buffers_to_the_system() -> None:
     """glibc raises its mmap threshold each time a large buffer is freed (up to 32 MB); after a few
     letters, 10 MB buffers come from the heap and their memory is kept when freed, so resident memory
-    only grows. A fixed threshold maps every buffer over 256 KB on its own and returns it when freed."""
+    only grows. A fixed threshold maps every buffer over 64 KB on its own and returns it when freed:
+    with 256 KB, the copies of 150 KB letters (body, base64, MIME) stayed in the heap and fragmented
+    it, and the mailer held 150 MB after 6 000 of them (make bench --memory --pdf-kb 150).
+
+    glibc also gives threads that allocate arenas of their own (up to eight per core), each keeping
+    its freed memory; one event loop and its few helper threads need no more than two
+    (as MALLOC_ARENA_MAX=2 would)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD; fixing it also stops the dynamic adjustment
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD; fixing it also stops the dynamic adjustment
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
     except (OSError, AttributeError):
         pass  # not glibc (musl, macOS): nothing to tune
 
