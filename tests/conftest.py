@@ -4,6 +4,7 @@ a real SMTP server and SMS provider (devinbox), and the four services as separat
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from devoidc import DevOidc
 
 from devinbox import DevInbox
+from devstack.broker import PrivateBroker
 from devstack.stack import ROOT, Stack
 
 # A database per run: concurrent runs (two developers, CI) never drop each other's data.
@@ -24,12 +26,19 @@ TEST_DB = os.environ.get("TEST_DATABASE", f"convocations_test_{uuid.uuid4().hex[
 # pools (10) could take a development PostgreSQL's 100 connections; the tests need far fewer.
 os.environ.setdefault("DATABASE_POOL_SIZE", "4")
 ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-# One RabbitMQ virtual host for the tests, kept between runs with its queues: creating and deleting
-# a hundred quorum queues per run wedged RabbitMQ 3.10 here after a few dozen runs. Each run purges
-# the queues first. Set TEST_AMQP_VHOST to give concurrent runs (two developers) their own.
+# The tests' RabbitMQ is a node of their own (devstack.broker), started here and stopped at exit, so a
+# shared broker's state (other vhosts holding its file handles) can neither break nor be broken by a
+# run. AMQP_URL points the tests at another broker instead (then TEST_AMQP_VHOST names their vhost,
+# created with the rabbitmqctl of this machine).
 VHOST = os.environ.get("TEST_AMQP_VHOST", "convocations-test")
 RABBITMQCTL = shutil.which("rabbitmqctl")
-AMQP_URL = os.environ.get("AMQP_URL") or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}"
+BROKER = None if "AMQP_URL" in os.environ or not PrivateBroker.available() else PrivateBroker().start()
+if BROKER is not None:
+    atexit.register(BROKER.stop)
+    os.environ.update(RABBITMQ_NODENAME=BROKER.node, RABBITMQ_CONF_ENV_FILE=BROKER.env()["RABBITMQ_CONF_ENV_FILE"])
+    AMQP_URL = BROKER.amqp_url(VHOST)
+else:
+    AMQP_URL = os.environ.get("AMQP_URL") or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}"
 SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal", "portal_audit", "secretariat",
            "secretariat_audit")  # and the access and staff audits
 
@@ -52,7 +61,7 @@ def _rabbitmqctl(*args: str) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def rabbitmq_vhost():
     """The tests' vhost, with every queue left by an earlier run emptied."""
-    if not RABBITMQCTL or "AMQP_URL" in os.environ:
+    if not RABBITMQCTL or (BROKER is None and "AMQP_URL" in os.environ):
         yield None
         return
     _rabbitmqctl("add_vhost", VHOST)  # idempotent

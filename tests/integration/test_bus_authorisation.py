@@ -8,6 +8,7 @@ import asyncio
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -51,7 +52,9 @@ def exchange(exchange_name) -> str:
 def users(exchange):
     """{party: AMQP URL} of each party's own user, named <vhost>.<party> (users are broker-wide)."""
     prefix = f"{VHOST}."
-    urls = create_broker_users(VHOST, exchange, prefix=prefix)
+    broker = urlsplit(AMQP_URL)
+    urls = create_broker_users(VHOST, exchange, prefix=prefix, host=broker.hostname or "127.0.0.1",
+                               port=broker.port or 5672)
     yield urls
     delete_broker_users(exchange, prefix=prefix)
 

@@ -1,0 +1,105 @@
+"""A RabbitMQ node of our own, for the test suite and the benchmark.
+
+The machine's broker is shared: other projects' vhosts and queues use its file descriptors, and a
+RabbitMQ 3.10 that runs out of them stops answering new connections without any alarm (seen here:
+a few hundred quorum queues left by other runs took it past its 927 handles). The suite therefore
+starts its own node, on free ports, with its data in a temporary directory, and stops and removes it
+at the end. Nothing of the machine's broker is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from devstack.stack import free_port
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+class PrivateBroker:
+    """``rabbitmq-server`` as a child process: ``with PrivateBroker() as b: b.amqp_url("vhost")``."""
+
+    def __init__(self, name: str = "convocations-test") -> None:
+        self.port, self.dist_port, self.prometheus_port = free_port(), free_port(), free_port()
+        self.node = f"{name}-{self.port}@localhost"
+        self.home = Path(tempfile.mkdtemp(prefix="convocations-rabbitmq-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("rabbitmq-server") is not None and shutil.which("rabbitmqctl") is not None
+
+    def env(self) -> dict[str, str]:
+        """The environment under which ``rabbitmqctl`` (and the server) address this node."""
+        return {**os.environ, "RABBITMQ_NODENAME": self.node,
+                "RABBITMQ_CONF_ENV_FILE": str(self.home / "rabbitmq-env.conf")}
+
+    def amqp_url(self, vhost: str = "") -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/{vhost}"
+
+    def start(self) -> PrivateBroker:
+        # Debian's rabbitmq-server switches to the rabbitmq user when started as root: the node's home
+        # is then that user's.
+        if os.geteuid() == 0 and _user_exists("rabbitmq"):
+            shutil.chown(self.home, user="rabbitmq")
+        (self.home / "rabbitmq-env.conf").write_text("")  # not the machine's /etc/rabbitmq/rabbitmq-env.conf
+        (self.home / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            f"prometheus.tcp.port = {self.prometheus_port}\n"
+            "prometheus.tcp.ip = 127.0.0.1\n"
+            "management_agent.disable_metrics_collector = false\n")
+        (self.home / "enabled_plugins").write_text("[rabbitmq_prometheus].\n")
+        env = {**self.env(),
+               "RABBITMQ_CONFIG_FILE": str(self.home / "rabbitmq.conf"),
+               "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.home / "enabled_plugins"),
+               "RABBITMQ_MNESIA_BASE": str(self.home / "mnesia"),
+               "RABBITMQ_LOG_BASE": str(self.home / "log"),
+               "RABBITMQ_PID_FILE": str(self.home / "pid"),
+               "RABBITMQ_NODE_PORT": str(self.port),
+               "RABBITMQ_DIST_PORT": str(self.dist_port),
+               "ERL_EPMD_ADDRESS": "127.0.0.1",
+               "ERL_CRASH_DUMP": str(self.home / "erl_crash.dump")}
+        log = (self.home / "server.out").open("wb")
+        self.process = subprocess.Popen(["rabbitmq-server"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + 90
+        while True:
+            ready = subprocess.run(["rabbitmqctl", "-q", "await_startup", "--timeout", "10"], env=self.env(),
+                                   capture_output=True, timeout=30)
+            if ready.returncode == 0:
+                return self
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                output = (self.home / "server.out").read_text(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"the test broker {self.node} did not start:\n{output}")
+            time.sleep(1)
+
+    def stop(self) -> None:
+        """Stop this node (only the process started here) and remove its data."""
+        if self.process is not None and self.process.poll() is None:
+            subprocess.run(["rabbitmqctl", "-q", "stop"], env=self.env(), capture_output=True, timeout=60)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def __enter__(self) -> PrivateBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
