@@ -52,30 +52,34 @@ if [ "${1:-}" = "--with-browser" ] && { [ ! -f $a11y/node_modules/.package-lock.
   npm ci --prefix $a11y --no-audit --no-fund --silent
 fi
 
-broker_answers() {
-  timeout 60 $SUDO rabbitmqctl -q list_vhosts >/dev/null 2>&1
-}
-if ! timeout 30 rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
-  echo "==> starting RabbitMQ"
-  $SUDO rabbitmq-server -detached
-  timeout 150 $SUDO rabbitmqctl await_startup --timeout 140 >/dev/null 2>&1 || true
+# The machine's RabbitMQ serves `make run`. The tests (--with-browser) start a node of their own
+# (tools/devstack/broker.py) and need only the rabbitmq-server package.
+if [ "${1:-}" != "--with-browser" ]; then
+  broker_answers() {
+    timeout 60 $SUDO rabbitmqctl -q list_vhosts >/dev/null 2>&1
+  }
+  if ! timeout 30 rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+    echo "==> starting RabbitMQ"
+    $SUDO rabbitmq-server -detached
+    timeout 150 $SUDO rabbitmqctl await_startup --timeout 140 >/dev/null 2>&1 || true
+  fi
+  # A broker that runs but does not answer belongs to whoever started it: this script never stops,
+  # kills or resets it (nor deletes its data). It says so and stops instead.
+  if ! broker_answers; then
+    echo "RabbitMQ on this machine does not answer rabbitmqctl. Restart it yourself" >&2
+    echo "(for example: rabbitmqctl stop; rabbitmq-server -detached) and run this again." >&2
+    echo "Its log is in /var/log/rabbitmq/." >&2
+    exit 1
+  fi
+  # Per-queue metrics (depth, consumers, dead-letter queues) for the alerts: the broker's own Prometheus
+  # endpoint on :15692. RabbitMQ 3.10 was seen here, after a restart, with every feature flag disabled
+  # (quorum queues then cannot be declared): enable them all, which is idempotent.
+  if ! timeout 60 $SUDO rabbitmq-plugins list -e -q 2>/dev/null | grep -q rabbitmq_prometheus; then
+    echo "==> enabling the rabbitmq_prometheus plugin"
+    timeout 120 $SUDO rabbitmq-plugins enable -q rabbitmq_prometheus >/dev/null
+  fi
+  timeout 60 $SUDO rabbitmqctl -q enable_feature_flag all >/dev/null 2>&1 || true
 fi
-# A broker that runs but does not answer belongs to whoever started it: this script never stops,
-# kills or resets it (nor deletes its data). It says so and stops instead.
-if ! broker_answers; then
-  echo "RabbitMQ on this machine does not answer rabbitmqctl. Restart it yourself" >&2
-  echo "(for example: rabbitmqctl stop; rabbitmq-server -detached) and run this again." >&2
-  echo "Its log is in /var/log/rabbitmq/." >&2
-  exit 1
-fi
-# Per-queue metrics (depth, consumers, dead-letter queues) for the alerts: the broker's own Prometheus
-# endpoint on :15692. RabbitMQ 3.10 was seen here, after a restart, with every feature flag disabled
-# (quorum queues then cannot be declared): enable them all, which is idempotent.
-if ! timeout 60 $SUDO rabbitmq-plugins list -e -q 2>/dev/null | grep -q rabbitmq_prometheus; then
-  echo "==> enabling the rabbitmq_prometheus plugin"
-  timeout 120 $SUDO rabbitmq-plugins enable -q rabbitmq_prometheus >/dev/null
-fi
-timeout 60 $SUDO rabbitmqctl -q enable_feature_flag all >/dev/null 2>&1 || true
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   echo "==> starting PostgreSQL"
   $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start

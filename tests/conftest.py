@@ -31,14 +31,14 @@ ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:54
 # run. AMQP_URL points the tests at another broker instead (then TEST_AMQP_VHOST names their vhost,
 # created with the rabbitmqctl of this machine).
 VHOST = os.environ.get("TEST_AMQP_VHOST", "convocations-test")
-RABBITMQCTL = shutil.which("rabbitmqctl")
 BROKER = None if "AMQP_URL" in os.environ or not PrivateBroker.available() else PrivateBroker().start()
 if BROKER is not None:
     atexit.register(BROKER.stop)
-    os.environ.update(RABBITMQ_NODENAME=BROKER.node, RABBITMQ_CONF_ENV_FILE=BROKER.env()["RABBITMQ_CONF_ENV_FILE"])
-    AMQP_URL = BROKER.amqp_url(VHOST)
-else:
-    AMQP_URL = os.environ.get("AMQP_URL") or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}"
+    # rabbitmqctl, wherever the tests and tools call it, now addresses the tests' node.
+    os.environ.update({k: BROKER.env()[k] for k in ("RABBITMQ_NODENAME", "RABBITMQ_CONF_ENV_FILE", "PATH")})
+RABBITMQCTL = shutil.which("rabbitmqctl")
+AMQP_URL = (BROKER.amqp_url(VHOST) if BROKER is not None else os.environ.get("AMQP_URL")
+            or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}")
 SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal", "portal_audit", "secretariat",
            "secretariat_audit")  # and the access and staff audits
 

@@ -31,10 +31,13 @@ import httpx
 
 from devinbox import DevInbox
 from devstack.baseline import BareChain, SmtpSink
+from devstack.broker import PrivateBroker
 from devstack.sample import convocation_event, sample_pdf
 from devstack.stack import ROOT, Stack
 
-AMQP = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# The bench's own RabbitMQ node (devstack.broker) unless AMQP_URL names one: nothing is left on a
+# shared broker.
+AMQP = os.environ.get("AMQP_URL", "")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -69,11 +72,11 @@ def big_letters_run(stack, sink: SmtpSink, count: int = 4) -> None:
         f"{name} {rss_mb(stack.processes[name].pid, 'VmHWM'):.0f} MB" for name in ("mailer", "access-portal")))
 
 
-async def publish_all(exchange: str, events: list[dict], rate: float | None, amqp_url: str = AMQP
+async def publish_all(exchange: str, events: list[dict], rate: float | None, amqp_url: str = ""
                       ) -> dict[str, float]:
     """Publish like an upstream system; returns publish time per e-mail address."""
     sent: dict[str, float] = {}
-    conn = await aio_pika.connect_robust(amqp_url)
+    conn = await aio_pika.connect_robust(amqp_url or AMQP)
     async with conn:
         channel = await conn.channel(publisher_confirms=True)
         ex = await channel.get_exchange(exchange)
@@ -236,6 +239,11 @@ def main() -> None:
                         help="only the services' memory after -n letters (e.g. -n 6000)")
     parser.add_argument("--pdf-kb", type=int, default=1, help="size of the letters' PDFs for --memory")
     args = parser.parse_args()
+    global AMQP
+    broker = None if AMQP or not PrivateBroker.available() else PrivateBroker("convocations-bench").start()
+    if broker is not None:
+        AMQP = broker.amqp_url()
+    AMQP = AMQP or "amqp://guest:guest@127.0.0.1:5672/"
     database = f"convocations_bench_{uuid.uuid4().hex[:6]}"
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
     sink = SmtpSink().start()  # both chains' SMTP server: accepts and discards
@@ -294,6 +302,8 @@ def main() -> None:
         sink.stop()
         subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
                         f'drop database if exists "{database}" with (force)'], capture_output=True)
+        if broker is not None:
+            broker.stop()
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@ RabbitMQ 3.10 that runs out of them stops answering new connections without any 
 a few hundred quorum queues left by other runs took it past its 927 handles). The suite therefore
 starts its own node, on free ports, with its data in a temporary directory, and stops and removes it
 at the end. Nothing of the machine's broker is touched.
+
+The node runs RabbitMQ's own scripts (``/usr/lib/rabbitmq/bin``) as the current user rather than
+Debian's wrappers, which switch to the rabbitmq user through ``su`` and so to PAM's limit of 1 024
+open files; the node gets this process's limit instead. ``rabbitmqctl`` and the other tools reach it
+through shims on ``PATH`` (``env()``), which share the node's Erlang cookie in its home.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -19,13 +23,8 @@ from pathlib import Path
 
 from devstack.stack import free_port
 
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
+SCRIPTS = Path("/usr/lib/rabbitmq/bin")  # where Debian's package keeps RabbitMQ's own scripts
+TOOLS = ("rabbitmqctl", "rabbitmq-diagnostics", "rabbitmq-plugins", "rabbitmq-queues")
 
 
 class PrivateBroker:
@@ -39,21 +38,28 @@ class PrivateBroker:
 
     @staticmethod
     def available() -> bool:
-        return shutil.which("rabbitmq-server") is not None and shutil.which("rabbitmqctl") is not None
+        return (SCRIPTS / "rabbitmq-server").exists() or shutil.which("rabbitmq-server") is not None
 
     def env(self) -> dict[str, str]:
         """The environment under which ``rabbitmqctl`` (and the server) address this node."""
-        return {**os.environ, "RABBITMQ_NODENAME": self.node,
-                "RABBITMQ_CONF_ENV_FILE": str(self.home / "rabbitmq-env.conf")}
+        return {**os.environ, "RABBITMQ_NODENAME": self.node, "HOME": str(self.home),
+                "RABBITMQ_CONF_ENV_FILE": str(self.home / "rabbitmq-env.conf"),
+                "PATH": f"{self.home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def _tools(self) -> None:
+        """Shims for the command-line tools: RabbitMQ's own script, this node's home (its cookie)."""
+        (self.home / "bin").mkdir()
+        for tool in TOOLS:
+            real = SCRIPTS / tool if (SCRIPTS / tool).exists() else Path(shutil.which(tool) or tool)
+            shim = self.home / "bin" / tool
+            shim.write_text(f'#!/bin/sh\nHOME="{self.home}" exec "{real}" "$@"\n')
+            shim.chmod(0o755)
 
     def amqp_url(self, vhost: str = "") -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/{vhost}"
 
     def start(self) -> PrivateBroker:
-        # Debian's rabbitmq-server switches to the rabbitmq user when started as root: the node's home
-        # is then that user's.
-        if os.geteuid() == 0 and _user_exists("rabbitmq"):
-            shutil.chown(self.home, user="rabbitmq")
+        self._tools()
         (self.home / "rabbitmq-env.conf").write_text("")  # not the machine's /etc/rabbitmq/rabbitmq-env.conf
         (self.home / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
@@ -72,7 +78,8 @@ class PrivateBroker:
                "ERL_EPMD_ADDRESS": "127.0.0.1",
                "ERL_CRASH_DUMP": str(self.home / "erl_crash.dump")}
         log = (self.home / "server.out").open("wb")
-        self.process = subprocess.Popen(["rabbitmq-server"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        server = SCRIPTS / "rabbitmq-server" if (SCRIPTS / "rabbitmq-server").exists() else "rabbitmq-server"
+        self.process = subprocess.Popen([str(server)], env=env, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         deadline = time.monotonic() + 90
         while True:

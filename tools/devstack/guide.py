@@ -16,6 +16,7 @@ from pathlib import Path
 from access_portal.i18n import LANGUAGES, gettext
 from access_portal.settings import PortalSettings
 from devinbox import DevInbox
+from devstack.broker import PrivateBroker
 from devstack.sample import convocation_event, publish, sample_pdf
 from devstack.stack import ROOT, Stack
 
@@ -138,12 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     suffix = uuid.uuid4().hex[:8]
-    database, vhost, exchange = f"convocations_guide_{suffix}", f"convocations-guide-{suffix}", "guide"
-    amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    database, exchange = f"convocations_guide_{suffix}", "guide"
     psql = ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"]
-    subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
-                   capture_output=True)
+    broker = PrivateBroker("convocations-guide").start()  # its own RabbitMQ node, removed at the end
+    amqp_url = broker.amqp_url()
     inbox = DevInbox().start()
     try:
         subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         inbox.stop()
         subprocess.run([*psql, f'drop database if exists "{database}" with (force)'], capture_output=True)
-        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True)
+        broker.stop()
     return 0
 
 
