@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -83,9 +84,7 @@ class PrivateBroker:
                                         start_new_session=True)
         deadline = time.monotonic() + 90
         while True:
-            ready = subprocess.run(["rabbitmqctl", "-q", "await_startup", "--timeout", "10"], env=self.env(),
-                                   capture_output=True, timeout=30)
-            if ready.returncode == 0:
+            if self._ctl("await_startup", "--timeout", "10", timeout=30) == 0:
                 return self
             if self.process.poll() is not None or time.monotonic() > deadline:
                 output = (self.home / "server.out").read_text(errors="replace")[-2000:]
@@ -96,14 +95,26 @@ class PrivateBroker:
     def stop(self) -> None:
         """Stop this node (only the process started here) and remove its data."""
         if self.process is not None and self.process.poll() is None:
-            subprocess.run(["rabbitmqctl", "-q", "stop"], env=self.env(), capture_output=True, timeout=60)
+            self._ctl("stop", timeout=60)
             try:
                 self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+            except subprocess.TimeoutExpired:  # a node that no longer answers: its whole process group
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
         shutil.rmtree(self.home, ignore_errors=True)
+
+    def _ctl(self, *args: str, timeout: float) -> int | None:
+        """``rabbitmqctl -q ARGS`` against this node; None if it did not return in time (it is killed,
+        with the Erlang VM it started)."""
+        ctl = subprocess.Popen([str(self.home / "bin" / "rabbitmqctl"), "-q", *args], env=self.env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            return ctl.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(ctl.pid, signal.SIGKILL)
+            ctl.wait()
+            return None
 
     def __enter__(self) -> PrivateBroker:
         return self.start()
