@@ -96,3 +96,15 @@ async def wait_for_migrations(pool: asyncpg.Pool, schema: str, service_migration
                                "(python -m <service> migrate, as the schema owner)")
         log.info("waiting for the migration job", schema=schema, pending=len(pending))
         await asyncio.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+async def prune_audit(conn: asyncpg.Connection, schema: str, retention_days: int, *, batch: int = 10_000) -> int:
+    """Delete an append-only audit's rows older than the retention through its schema's ``prune()``
+    function (the only delete the service's role may run; it refuses a retention under a year), in
+    batches so that no statement holds long locks. Returns the rows deleted."""
+    total = 0
+    while True:
+        deleted = await conn.fetchval(f"select {schema}.prune($1, $2)", retention_days, batch)
+        total += deleted
+        if deleted < batch:
+            return total

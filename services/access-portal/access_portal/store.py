@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from shared import db
+
 
 async def insert_message(conn: asyncpg.Connection, **m) -> bool:
     status = await conn.execute(
@@ -251,12 +253,6 @@ async def audit(conn, message_id: uuid.UUID | None, action: str, outcome: str, c
     )
 
 
-async def prune_audit(conn, retention_days: int, *, batch: int = 10_000) -> int:
-    """Delete audit rows older than the retention, in batches so no statement holds long locks. The
-    database function is the only delete this role may run; it refuses a retention under a year."""
-    total = 0
-    while True:
-        deleted = await conn.fetchval("select portal_audit.prune($1, $2)", retention_days, batch)
-        total += deleted
-        if deleted < batch:
-            return total
+async def prune_audit(conn, retention_days: int) -> int:
+    """Delete audit rows older than the retention (at least a year), in batches."""
+    return await db.prune_audit(conn, "portal_audit", retention_days)

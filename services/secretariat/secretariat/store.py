@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from shared import db
+
 _STAMP = {"bounced": "bounced_at", "downloaded": "downloaded_at", "postal": "postal_at", "postal-fallback": "postal_at"}
 
 
@@ -150,14 +152,9 @@ async def latest_audit_rows(conn, count: int) -> list[asyncpg.Record]:
     return await conn.fetch("select * from secretariat_audit.read(latest => $1)", count)
 
 
-async def prune_audit(conn, retention_days: int, *, batch: int = 10_000) -> int:
-    """Delete rows older than the retention, in batches; the database function refuses less than a year."""
-    total = 0
-    while True:
-        deleted = await conn.fetchval("select secretariat_audit.prune($1, $2)", retention_days, batch)
-        total += deleted
-        if deleted < batch:
-            return total
+async def prune_audit(conn, retention_days: int) -> int:
+    """Delete audit rows older than the retention (at least a year), in batches."""
+    return await db.prune_audit(conn, "secretariat_audit", retention_days)
 
 
 # --- staff sessions ---------------------------------------------------------------------------------
