@@ -3,8 +3,10 @@ refused start prints a secret."""
 
 from __future__ import annotations
 
+import atexit
 import base64
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +37,9 @@ def _dkim_key_file() -> str:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = os.path.join(tempfile.mkdtemp(prefix="dkim-"), "dkim2026.pem")
+    directory = tempfile.mkdtemp(prefix="dkim-")
+    atexit.register(shutil.rmtree, directory, True)  # a private key: not left in /tmp after the run
+    path = os.path.join(directory, "dkim2026.pem")
     with open(path, "wb") as f:
         f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
