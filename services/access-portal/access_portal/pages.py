@@ -46,11 +46,7 @@ STATES: dict[str, tuple[str, str]] = {
         "For your security, sessions end after %(minutes)s minutes without activity. Open the link from your "
         "e-mail again and ask for a new code.")),
     "bad_request": (N_("This form has expired"), N_("Go back to the link in your e-mail and try again.")),
-}
-
-
-# The patient's own help pages: what to do and whom to call, from the letter's secretariat.
-STATES.update({
+    # The patient's own help pages: what to do and whom to call, from the letter's secretariat.
     "not_my_number": (N_("This is not your number?"), N_(
         "Do not ask for a code: it would go to this number. Call the secretariat at %(phone)s; they will check "
         "the number the hospital has for you and can send your convocation another way.")),
@@ -60,7 +56,7 @@ STATES.update({
     "postal_requested": (N_("Your convocation will be sent by post"), N_(
         "We have passed on your request: the hospital will send you this convocation by post. You can still "
         "download it here in the meantime.")),
-})
+}
 # Language names as their speakers write them, for the language switch.
 LANGUAGE_NAMES = {"fr": "Français", "de": "Deutsch", "it": "Italiano", "en": "English"}
 LANGUAGE_COOKIE = "lang"
