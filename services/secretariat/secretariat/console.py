@@ -22,6 +22,14 @@ AUDIT_COLUMNS = ("id", "at", "subject", "name", "via", "action", "convocation_id
                  "outcome", "detail")
 
 
+def _sealed_for(consumer: str, action_id: uuid.UUID, keys, field: str, value: str | None) -> str | None:
+    """``value`` sealed for the one service that uses it, bound to the action (None stays None)."""
+    if value is None:
+        return None
+    return crypto.seal_field(keys, {field: value},
+                             context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id, consumer))
+
+
 @dataclass(frozen=True)
 class Outcome:
     ok: bool
@@ -102,15 +110,8 @@ class Console:
                                       message_id=row["message_id"], department=row["department"], kind=action,
                                       staff_subject=who.subject)
             # A new number or address travels only sealed for the one service that uses it; it is not kept here.
-            for_portal = for_issuer = None
-            if e164:
-                for_portal = crypto.seal_field(
-                    self.s.staff_field_key, {"mobile": e164},
-                    context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id, "portal"))
-            if address:
-                for_issuer = crypto.seal_field(
-                    self.s.issuer_field_key, {"email": address},
-                    context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id, "issuer"))
+            for_portal = _sealed_for("portal", action_id, self.s.staff_field_key, "mobile", e164)
+            for_issuer = _sealed_for("issuer", action_id, self.s.issuer_field_key, "email", address)
             await add_event(conn, envelope(
                 StaffActionRequestedV1(action_id=action_id, convocation_id=row["id"], message_id=row["message_id"],
                                        action=action, department=row["department"], requested_by=who.subject,
