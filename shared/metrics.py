@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from contextvars import ContextVar
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CONSUMED = Counter(
     "convocations_events_consumed_total",
@@ -117,16 +117,3 @@ def reached(stage: str, *, after_seconds: float | None = None) -> None:
             CHAIN_LATENCY.labels(stage).observe(max(0.0, after_seconds))
 
     on_commit(count)
-
-
-_faststream_middleware = None
-
-
-def faststream_middleware(service: str):
-    """FastStream's Prometheus middleware on the process registry (built once per process)."""
-    global _faststream_middleware
-    if _faststream_middleware is None:
-        from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
-
-        _faststream_middleware = RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service)
-    return _faststream_middleware

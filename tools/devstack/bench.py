@@ -10,7 +10,9 @@ SMTP sink, and prints each figure with its ratio to the baseline's:
 - resident memory of each service afterwards;
 - throughput with two processes of each service against the same database and queues, against one,
   with every letter counted at the sink: none lost, none sent twice (``--replicas-only``);
-- resident memory (now and peak) of each service after ``-n`` letters (``--memory``, e.g. 6000).
+- resident memory (now and peak) of each service after ``-n`` letters (``--memory``, e.g. 6000);
+- where the time goes: CPU per convocation of each process, and py-spy profiles of each service
+  during a 1 KB run (``--profile DIR``: one flame graph per service, native frames included).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -190,6 +194,64 @@ def _last_counts(sink: SmtpSink) -> tuple[int, int]:
     return exactly_once(sink, _LAST_SENT)
 
 
+def cpu_breakdown(processes: dict[str, subprocess.Popen], n: int, run) -> None:
+    """CPU per convocation of each process while ``run()`` drives ``n`` letters."""
+    before = {name: cpu_seconds([p.pid]) for name, p in processes.items()}
+    run()
+    print("  CPU per convocation by process: " + ", ".join(
+        f"{name} {(cpu_seconds([p.pid]) - before[name]) / n * 1000:.1f} ms" for name, p in processes.items()))
+
+
+def profile_run(stack: Stack, sink: SmtpSink, n: int, out: Path, top: int = 12) -> None:
+    """py-spy samples every service (native frames too) while ``n`` 1 KB letters go through the chain;
+    writes one collapsed-stack file per service (speedscope.app or flamegraph.pl open it) and prints
+    each service's heaviest frames, inclusive of what they call."""
+    out.mkdir(parents=True, exist_ok=True)
+    spies = {name: subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid),
+                                     "--rate", "250", "--native", "--format", "raw",
+                                     "--output", str(out / f"{name}.folded")],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for name, proc in stack.processes.items()}
+    time.sleep(1)  # py-spy attaches
+    try:
+        cpu_breakdown(stack.processes, n, lambda: chain_run(stack.exchange, [], sink, n, 1, None))
+    finally:
+        for spy in spies.values():
+            spy.send_signal(signal.SIGINT)
+        for name, spy in spies.items():
+            _, err = spy.communicate(timeout=60)
+            if spy.returncode:
+                print(f"  ! py-spy on {name}: {err.decode()[-300:]}")
+    for name in stack.processes:
+        folded = out / f"{name}.folded"
+        if folded.exists():
+            print(f"{name}: heaviest frames (share of samples, idle excluded)")
+            for frame, share in heaviest_frames(folded.read_text(), top):
+                print(f"  {share * 100:5.1f} %  {frame}")
+    print(f"Collapsed stacks in {out}/ (one per service)")
+
+
+IDLE_FRAMES = ("epoll_wait", "select (selectors.py", "_run_once (asyncio", "run_forever")
+
+
+def heaviest_frames(folded: str, top: int) -> list[tuple[str, float]]:
+    """Inclusive share of the busy samples per frame (each frame counted once per stack) from py-spy's
+    collapsed output; stacks whose leaf is the event loop waiting are idle and left out."""
+    inclusive: dict[str, int] = {}
+    busy = 0
+    for line in folded.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not count.isdigit() or any(idle in frames[-1] for idle in IDLE_FRAMES):
+            continue
+        busy += int(count)
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    ranked = sorted(((f, c / busy) for f, c in inclusive.items()
+                     if c / busy < 0.97), key=lambda fc: -fc[1])  # below the frames every stack shares
+    return ranked[:top]
+
+
 def memory_run(stack: Stack, sink: SmtpSink, n: int, pdf_kb: int, batch: int = 500) -> None:
     """Drive ``n`` letters through the chain in batches; each service's resident memory after."""
     pids = [p.pid for p in stack.processes.values()]
@@ -238,6 +300,10 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true",
                         help="only the services' memory after -n letters (e.g. -n 6000)")
     parser.add_argument("--pdf-kb", type=int, default=1, help="size of the letters' PDFs for --memory")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only the 1 KB throughput of both chains, with the CPU of each process")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="only a 1 KB run of -n letters under py-spy: one flame graph per service in DIR")
     args = parser.parse_args()
     global AMQP
     broker = None if AMQP or not PrivateBroker.available() else PrivateBroker("convocations-bench").start()
@@ -261,6 +327,17 @@ def main() -> None:
         chain_run(stack.exchange, ours_pids, sink, 20, 1, None)  # warm-up
         if args.memory:
             memory_run(stack, sink, args.n, args.pdf_kb)
+            return
+        if args.profile:
+            profile_run(stack, sink, args.n, args.profile)
+            return
+        if args.throughput_only:
+            for name, chain, processes in (("ours", stack.exchange, stack.processes),
+                                           ("bare", bare.exchange, bare.processes)):
+                result = {}
+                cpu_breakdown(processes, args.n, lambda: result.update(
+                    zip(("rate", "lat", "cpu"), chain_run(chain, [], sink, args.n, 1, None))))
+                print(f"  {name}: {result['rate']:.1f} conv/s")
             return
         if args.replicas_only:
             replicas_run(stack, sink, args.n)
