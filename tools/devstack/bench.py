@@ -194,12 +194,13 @@ def _last_counts(sink: SmtpSink) -> tuple[int, int]:
     return exactly_once(sink, _LAST_SENT)
 
 
-def cpu_breakdown(processes: dict[str, subprocess.Popen], n: int, run) -> None:
-    """CPU per convocation of each process while ``run()`` drives ``n`` letters."""
+def cpu_breakdown(processes: dict[str, subprocess.Popen], n: int, run):
+    """CPU per convocation of each process while ``run()`` drives ``n`` letters; returns what run() does."""
     before = {name: cpu_seconds([p.pid]) for name, p in processes.items()}
-    run()
+    result = run()
     print("  CPU per convocation by process: " + ", ".join(
         f"{name} {(cpu_seconds([p.pid]) - before[name]) / n * 1000:.1f} ms" for name, p in processes.items()))
+    return result
 
 
 def profile_run(stack: Stack, sink: SmtpSink, n: int, out: Path, top: int = 12) -> None:
@@ -334,10 +335,9 @@ def main() -> None:
         if args.throughput_only:
             for name, chain, processes in (("ours", stack.exchange, stack.processes),
                                            ("bare", bare.exchange, bare.processes)):
-                result = {}
-                cpu_breakdown(processes, args.n, lambda: result.update(
-                    zip(("rate", "lat", "cpu"), chain_run(chain, [], sink, args.n, 1, None))))
-                print(f"  {name}: {result['rate']:.1f} conv/s")
+                rate, _, _ = cpu_breakdown(processes, args.n,
+                                           lambda c=chain: chain_run(c, [], sink, args.n, 1, None))
+                print(f"  {name}: {rate:.1f} conv/s")
             return
         if args.replicas_only:
             replicas_run(stack, sink, args.n)
