@@ -28,11 +28,14 @@ _UPSERT = (
 async def record_sent(conn, message_id, convocation_id, smtp_message_id, attempts, at: datetime, *,
                       recipient: str, language: str, public_contact: dict | None, expires_at: datetime) -> None:
     """``recipient`` is the sealed address and name, kept for notices until the message expires."""
-    await conn.execute(_UPSERT, message_id, convocation_id, smtp_message_id, "sent", attempts, None, None, at, None)
     await conn.execute(
-        "update email set recipient = $2, language = $3, public_contact = $4::jsonb, expires_at = $5"
-        " where message_id = $1",
-        message_id, recipient, language, json.dumps(public_contact) if public_contact else None, expires_at)
+        "insert into email(message_id, convocation_id, smtp_message_id, status, attempts, sent_at, recipient,"
+        " language, public_contact, expires_at) values ($1, $2, $3, 'sent', $4, $5, $6, $7, $8::jsonb, $9)"
+        " on conflict (message_id) do update set status = 'sent', attempts = excluded.attempts, last_code = null,"
+        " last_error = null, sent_at = excluded.sent_at, failed_at = null, recipient = excluded.recipient,"
+        " language = excluded.language, public_contact = excluded.public_contact, expires_at = excluded.expires_at",
+        message_id, convocation_id, smtp_message_id, attempts, at, recipient, language,
+        json.dumps(public_contact) if public_contact else None, expires_at)
 
 
 async def record_retry(conn, message_id, convocation_id, smtp_message_id, attempts, code, reason) -> None:
