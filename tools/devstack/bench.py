@@ -194,13 +194,54 @@ def _last_counts(sink: SmtpSink) -> tuple[int, int]:
     return exactly_once(sink, _LAST_SENT)
 
 
-def cpu_breakdown(processes: dict[str, subprocess.Popen], n: int, run):
-    """CPU per convocation of each process while ``run()`` drives ``n`` letters; returns what run() does."""
-    before = {name: cpu_seconds([p.pid]) for name, p in processes.items()}
+def process_cpu(pid: int) -> float:
+    try:
+        return cpu_seconds([pid])
+    except FileNotFoundError:  # a database connection closed meanwhile
+        return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it (the broker's script starts the Erlang VM as a child)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo.extend(children.get(found[-1], []))
+    return found
+
+
+def backends(database: str, bare: bool) -> list[int]:
+    """The PostgreSQL backends serving one chain: the bare chain connects as postgres, the services as
+    their own roles."""
+    out = subprocess.run(["psql", "-Atq", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
+                          f"select pid from pg_stat_activity where datname = '{database}' and usename "
+                          f"{'=' if bare else '<>'} 'postgres' and pid <> pg_backend_pid()"],
+                         capture_output=True, text=True)
+    return [int(line) for line in out.stdout.split()]
+
+
+def cpu_breakdown(groups: dict, n: int, run):
+    """CPU per convocation of each group of processes (name -> function listing its pids, asked before
+    and after) while ``run()`` drives ``n`` letters; returns what run() returns."""
+    before = {name: {pid: process_cpu(pid) for pid in pids()} for name, pids in groups.items()}
     result = run()
-    print("  CPU per convocation by process: " + ", ".join(
-        f"{name} {(cpu_seconds([p.pid]) - before[name]) / n * 1000:.1f} ms" for name, p in processes.items()))
+    used = {name: sum(process_cpu(pid) - before[name].get(pid, 0.0) for pid in pids())
+            for name, pids in groups.items()}
+    print("  CPU per convocation: " + ", ".join(f"{name} {seconds / n * 1000:.1f} ms"
+                                                for name, seconds in used.items())
+          + f"; total {sum(used.values()) / n * 1000:.1f} ms")
     return result
+
+
+def of(processes: dict[str, subprocess.Popen]) -> dict:
+    return {name: (lambda p=p: [p.pid]) for name, p in processes.items()}
 
 
 def profile_run(stack: Stack, sink: SmtpSink, n: int, out: Path, top: int = 12) -> None:
@@ -215,7 +256,7 @@ def profile_run(stack: Stack, sink: SmtpSink, n: int, out: Path, top: int = 12) 
              for name, proc in stack.processes.items()}
     time.sleep(1)  # py-spy attaches
     try:
-        cpu_breakdown(stack.processes, n, lambda: chain_run(stack.exchange, [], sink, n, 1, None))
+        cpu_breakdown(of(stack.processes), n, lambda: chain_run(stack.exchange, [], sink, n, 1, None))
     finally:
         for spy in spies.values():
             spy.send_signal(signal.SIGINT)
@@ -333,10 +374,14 @@ def main() -> None:
             profile_run(stack, sink, args.n, args.profile)
             return
         if args.throughput_only:
+            # Both chains share the machine's two cores with the broker and PostgreSQL: their CPU
+            # per convocation too (each run alone on the broker; the backends of its own connections).
+            infrastructure = {"broker": lambda: descendants(broker.process.pid) if broker else []}
             for name, chain, processes in (("ours", stack.exchange, stack.processes),
                                            ("bare", bare.exchange, bare.processes)):
-                rate, _, _ = cpu_breakdown(processes, args.n,
-                                           lambda c=chain: chain_run(c, [], sink, args.n, 1, None))
+                groups = {**of(processes), **infrastructure,
+                          "postgres": lambda b=name == "bare": backends(database, b)}
+                rate, _, _ = cpu_breakdown(groups, args.n, lambda c=chain: chain_run(c, [], sink, args.n, 1, None))
                 print(f"  {name}: {rate:.1f} conv/s")
             return
         if args.replicas_only:
