@@ -28,6 +28,7 @@ from shared.outbox import OutboxRelay
 from shared.settings import MigrationSettings, ServiceSettings
 
 log = get_logger(__name__)
+RETIRED_QUEUES_RETRY_SECONDS = 60  # while a replica of the previous release still consumes a retired queue
 
 
 def return_large_buffers_to_the_system() -> None:
@@ -71,6 +72,8 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         self.declarations: list = []  # topology this service declares beyond its consumer queues
         self._health_task: asyncio.Task | None = None
+        self._retired_queues_task: asyncio.Task | None = None
+        self.retired_queues_left = False
         self.on_started: list = []
         self.on_stopping: list = []
 
@@ -129,18 +132,33 @@ class Runtime:
         )
         await self.relay.start()
         self._health_task = asyncio.create_task(self._watch_dependencies(), name=f"{self.service}-health")
+        if self.retired_queues_left:
+            self._retired_queues_task = asyncio.create_task(self._delete_retired_queues_later(),
+                                                            name=f"{self.service}-retired-queues")
         log.info("service started", queues=len(self.consumer.queues))
 
     async def connect_bus(self) -> None:
-        """Connect and declare this service's exchanges and queues (its broker user may declare
-        exactly these: shared/topology.py ``broker_permissions``). ``broker.start()`` then binds
-        and consumes its queues."""
-        await self.broker.connect()
+        """Connect, declare this service's exchanges and queues and delete those it no longer consumes
+        (its broker user may do exactly that: shared/topology.py ``broker_permissions``).
+        ``broker.start()`` then binds and consumes its queues."""
+        connection = await self.broker.connect()
         # DLQs and exchanges first, so that a subscriber never consumes into a missing DLX.
         await topology.declare_dead_letter_queues(self.broker, self.exchange, self.consumer.queues)
         await self.broker.declare_exchange(topology.retry_exchange(self.exchange))
         for declare in self.declarations:
             await declare()
+        self.retired_queues_left = not await topology.delete_retired_queues(connection, self.exchange, self.service)
+
+    async def _delete_retired_queues_later(self) -> None:
+        """A retired queue still had consumers at startup (replicas of the previous release, during a
+        rolling update): look again every minute until they are gone and it is deleted."""
+        while self.retired_queues_left:
+            await asyncio.sleep(RETIRED_QUEUES_RETRY_SECONDS)
+            try:
+                self.retired_queues_left = not await topology.delete_retired_queues(
+                    await self.broker.connect(), self.exchange, self.service)
+            except Exception:
+                log.exception("deleting retired queues failed; trying again")
 
     async def _watch_dependencies(self) -> None:
         """Refresh convocations_dependency_up every 15 s, whether or not anyone calls /readyz."""
@@ -150,8 +168,9 @@ class Runtime:
 
     async def stop(self) -> None:
         log.info("service stopping: draining in-flight work")
-        if self._health_task:
-            self._health_task.cancel()
+        for task in (self._health_task, self._retired_queues_task):
+            if task:
+                task.cancel()
         await self.broker.stop()  # waits for in-flight handlers (graceful_timeout)
         for hook in self.on_stopping:
             with contextlib.suppress(Exception):

@@ -2,15 +2,28 @@
 
 One durable topic exchange, one quorum queue per consumer and event, each with its dead-letter
 queue declared by hand (a rejected message is dropped unless its queue names a dead-letter exchange). ``BUS`` is the one table the consumers' producer check, the services'
-subscriptions and the broker users' permissions (``broker_permissions``) are derived from.
+subscriptions and the broker users' permissions (``broker_permissions``) are derived from;
+``RETIRED`` lists the subscriptions services dropped, whose queues they delete at startup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.exceptions import ChannelNotFoundEntity
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
+
+from shared.logs import get_logger
+
+if TYPE_CHECKING:
+    from pamqp.commands import Queue
+
+log = get_logger(__name__)
 
 DELIVERY_LIMIT = 10  # redeliveries after handler crashes before RabbitMQ dead-letters the message
 
@@ -43,6 +56,13 @@ BUS: dict[str, tuple[str, tuple[str, ...]]] = {
 # The queues of a party outside this system are declared for it by one of ours.
 OUTBOUND_DECLARED_BY = {UPSTREAM: "issuer"}
 
+# consumer: routing keys it consumed in an earlier release and no longer does. Deployments still have
+# those queues, bound to the exchange, so left alone they would fill forever: the service deletes them
+# at startup, and their DLQs once empty (delete_retired_queues). Its broker user keeps configure
+# permission on these names for that alone (broker_permissions). An entry may go once every deployment
+# has run a release that deleted its queues.
+RETIRED: dict[str, tuple[str, ...]] = {}
+
 
 def producer_name(party: str) -> str:
     """The envelope ``producer`` (and broker user) of a party."""
@@ -57,6 +77,11 @@ def owner(routing_key: str) -> str:
 def consumed_by(consumer: str) -> list[str]:
     """Routing keys ``consumer`` has a queue for, in the table's order."""
     return [key for key, (_, consumers) in BUS.items() if consumer in consumers]
+
+
+def retired_queues(exchange: str, consumer: str) -> list[str]:
+    """The consumer queues ``consumer`` declared in earlier releases and deletes now (``RETIRED``)."""
+    return [queue_name(exchange, consumer, key) for key in RETIRED.get(consumer, ())]
 
 
 def events_exchange(name: str) -> RabbitExchange:
@@ -135,6 +160,58 @@ async def declare_outbound_queue(broker: RabbitBroker, exchange: str, consumer: 
     return queue.name
 
 
+async def delete_retired_queues(connection: AbstractConnection, exchange: str, consumer: str) -> bool:
+    """Delete ``consumer``'s retired queues (``RETIRED``) with what waits in them, and then each one's
+    DLQ if it is empty: a dead letter there may still need an operator (``convocations-admin dlq``),
+    so a DLQ holding any is kept, with a warning, until a later start finds it emptied.
+
+    A retired queue that still has consumers (replicas of the previous release, during a rolling
+    update) is left for now: deleted, it would come back as their client recovers its connection.
+    Returns False while such a queue remains, True once nothing is left to wait for. (Quorum queues
+    refuse ``queue.delete`` with if-empty or if-unused, closing the connection: hence the looks first.)"""
+    settled = True
+    for name in retired_queues(exchange, consumer):
+        async with _own_channel(connection) as channel:
+            queue = await _looked_up(channel, name)
+            if queue is not None and queue.consumer_count:
+                log.info("retired queue still consumed by an earlier release; deleting it later", queue=name,
+                         consumers=queue.consumer_count)
+                settled = False
+                continue
+            if queue is not None:
+                await channel.queue_delete(name)
+                log.info("retired queue deleted", queue=name, messages_dropped=queue.message_count)
+        async with _own_channel(connection) as channel:
+            dlq = await _looked_up(channel, f"{name}.dlq")
+            if dlq is not None and (dlq.message_count or dlq.consumer_count):
+                log.warning("retired queue's DLQ kept: it holds dead letters; list them (convocations-admin"
+                            " dlq list) and purge them, and a later start deletes it", queue=f"{name}.dlq",
+                            messages=dlq.message_count)
+            elif dlq is not None:
+                await channel.queue_delete(f"{name}.dlq")
+                log.info("retired DLQ deleted", queue=f"{name}.dlq")
+    return settled
+
+
+@contextlib.asynccontextmanager
+async def _own_channel(connection: AbstractConnection) -> AsyncIterator[AbstractChannel]:
+    """A channel for one queue's look-up: looking up a missing queue closes its channel."""
+    channel = await connection.channel()
+    try:
+        yield channel
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def _looked_up(channel: AbstractChannel, name: str) -> Queue.DeclareOk | None:
+    """Ready messages and consumers of a queue, or None if there is no such queue."""
+    try:
+        return (await channel.declare_queue(name, passive=True)).declaration_result
+    except ChannelNotFoundEntity:
+        return None
+
+
 # --- broker users ------------------------------------------------------------------------------
 
 
@@ -172,8 +249,9 @@ def broker_permissions(exchange: str = "convocations") -> dict[str, BrokerPermis
     """The broker user of the hospital's system and of each service, derived from ``BUS``: each may
     publish only the events it owns, and configure, read and write exactly the exchanges and
     queues it declares (its consumer queues with their DLQs and retry holding queues, and for
-    the issuer the hospital's queues). ``amq.default`` is written to declare retry holding queues
-    (they dead-letter to the default exchange, and RabbitMQ checks write access to a queue's DLX)."""
+    the issuer the hospital's queues), and configure too its retired queues and their DLQs, which it
+    deletes (``RETIRED``). ``amq.default`` is written to declare retry holding queues (they
+    dead-letter to the default exchange, and RabbitMQ checks write access to a queue's DLX)."""
     dlx = dead_letter_exchange(exchange).name
     exchanges = "|".join(_escaped(e) for e in (exchange, dlx, retry_exchange(exchange).name))
     services = sorted({o for o, _ in BUS.values()} - {UPSTREAM})  # one user each, named as the service
@@ -184,10 +262,11 @@ def broker_permissions(exchange: str = "convocations") -> dict[str, BrokerPermis
         queues = [_queues(exchange, service, consumed, r"(\.dlq|\.retry\.[0-9]+s)?")]
         queues += [_queues(exchange, c, keys, r"(\.dlq)?") for c, keys in outbound.items()]
         dead_letter_keys = [queue_name(exchange, service, k) for k in consumed]
+        retired = [_queues(exchange, service, list(RETIRED[service]), r"(\.dlq)?")] if service in RETIRED else []
         names = f"^({exchanges}|{'|'.join(queues)})$"
         users[service] = BrokerPermissions(
             user=service,
-            configure=names,
+            configure=f"^({exchanges}|{'|'.join(queues + retired)})$",
             write=f"^({exchanges}|amq\\.default|{'|'.join(queues)})$",
             read=names,
             topics={

@@ -22,6 +22,7 @@ from referencing.jsonschema import DRAFT7
 
 from devstack import contracts
 from devstack.sample import convocation_event, sample_pdf
+from shared import topology
 from shared.contracts import CATALOGUE, ConvocationCreatedV1, Envelope
 
 ROOT = contracts.ROOT
@@ -183,6 +184,13 @@ def test_the_services_subscribe_to_exactly_what_the_catalogue_says_they_consume(
             f"{service}: subscribes to {sorted(found[service])}, the catalogue says {sorted(documented)};"
             " change PARTIES in tools/devstack/contracts.py with the code, then run `make contracts`"
         )
+
+
+def test_a_retired_subscription_is_a_service_s_and_no_longer_in_the_bus_table():
+    services = {p.name for p in contracts.PARTIES if p.internal}
+    for service, keys in topology.RETIRED.items():
+        assert service in services, f"RETIRED names {service}, which is no service"
+        assert not set(keys) & set(topology.consumed_by(service)), f"{service} both consumes and retired {keys}"
 
 
 def test_a_service_builds_only_the_events_it_is_the_documented_producer_of():

@@ -44,9 +44,15 @@ class DeadLetter:
 
 
 def dead_letter_queues(exchange: str) -> list[str]:
-    """Every consumer queue's DLQ, the hospital's own queues included (derived from the bus table)."""
-    return [f"{topology.queue_name(exchange, consumer, key)}.dlq"
-            for key, (_, consumers) in topology.BUS.items() for consumer in consumers]
+    """Every consumer queue's DLQ, the hospital's own queues included (derived from the bus table), and
+    the DLQs of retired queues, which their service keeps while they hold dead letters."""
+    current = [f"{topology.queue_name(exchange, consumer, key)}.dlq"
+               for key, (_, consumers) in topology.BUS.items() for consumer in consumers]
+    return current + retired_dead_letter_queues(exchange)
+
+
+def retired_dead_letter_queues(exchange: str) -> list[str]:
+    return [f"{queue}.dlq" for consumer in topology.RETIRED for queue in topology.retired_queues(exchange, consumer)]
 
 
 def _as_time(value) -> datetime | None:
@@ -142,6 +148,8 @@ class DeadLetterOffice:
     async def replay(self, queue: str, event_ids: set[str] | None) -> list[DeadLetter]:
         """Publish the chosen dead letters (all when ``event_ids`` is None) back to their original queue,
         each acknowledged on the DLQ only once the broker confirmed its copy."""
+        if queue in retired_dead_letter_queues(self.exchange):
+            raise SystemExit(f"{queue} is a retired queue's: nothing consumes these events any more; purge them")
         done = []
         async with self.conn.channel(publisher_confirms=True) as channel:
             for message in await self._take_all(channel, queue):

@@ -654,7 +654,8 @@ def readme() -> str:
     add("- Producers never remove, rename or retype a field, and never narrow what a field accepts, within a"
         " major version.")
     add("- A breaking change is a new major version with its own routing key (`convocation.created.v2`),"
-        " published side by side with the old one until every consumer has moved; then the old one is retired.")
+        " published side by side with the old one until every consumer has moved; then the old one is retired"
+        " (`RETIRED` in `shared/topology.py`: each former consumer deletes its queue at startup).")
     add("- The envelope's `type` and `version` must match the routing key; a mismatch is dead-lettered"
         " (`wrong-type`).")
     add("- Each event has one producer (the catalogue's producer column): the broker lets only that party's user publish its"
