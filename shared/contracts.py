@@ -308,7 +308,7 @@ class ReminderRequestedV1(EventPayload):
     paper_deadline: AwareDatetime = Field(description="When the letter goes to paper if still not downloaded.")
 
 
-# --- mailer -> issuer, access-portal ---------------------------------------------------------
+# --- mailer -> issuer ------------------------------------------------------------------------
 
 
 class EmailSentV1(EventPayload):

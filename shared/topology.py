@@ -42,7 +42,7 @@ BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "convocation.status.v1": ("issuer", (UPSTREAM, "secretariat")),
     "postal.requested.v1": ("issuer", (UPSTREAM,)),
     "reminder.requested.v1": ("issuer", ("mailer",)),
-    "email.sent.v1": ("mailer", ("issuer", "access-portal")),
+    "email.sent.v1": ("mailer", ("issuer",)),
     "email.failed.v1": ("mailer", ("issuer",)),
     "otp.requested.v1": ("access-portal", ("sms-gateway", "secretariat")),
     "document.released.v1": ("access-portal", ("issuer",)),
@@ -61,7 +61,11 @@ OUTBOUND_DECLARED_BY = {UPSTREAM: "issuer"}
 # at startup, and their DLQs once empty (delete_retired_queues). Its broker user keeps configure
 # permission on these names for that alone (broker_permissions). An entry may go once every deployment
 # has run a release that deleted its queues.
-RETIRED: dict[str, tuple[str, ...]] = {}
+RETIRED: dict[str, tuple[str, ...]] = {
+    # Its only effect was message.emailed_at, which nothing read; it cost a delivery, an inbox claim
+    # and a transaction per convocation.
+    "access-portal": ("email.sent.v1",),
+}
 
 
 def producer_name(party: str) -> str:

@@ -825,6 +825,12 @@ def test_infra_broker_users_hold_exactly_the_permissions_derived_from_the_bus_ta
                   "convocations.issuer.email.sent.v1.retry.30s"):
         assert all(re.fullmatch(issuer[p], queue) for p in ("configure", "write", "read")), queue
     assert not re.fullmatch(issuer["configure"], "convocations.mailer.message.sealed.v1")
+    # A retired subscription's queues (shared/topology.py RETIRED): configured (deleted), never used.
+    portal = by_kind(docs, "Permission")["access-portal"]["spec"]["permissions"]
+    for queue in ("convocations.access-portal.email.sent.v1", "convocations.access-portal.email.sent.v1.dlq"):
+        assert re.fullmatch(portal["configure"], queue), queue
+        assert not re.fullmatch(portal["read"], queue) and not re.fullmatch(portal["write"], queue), queue
+    assert not re.fullmatch(portal["configure"], "convocations.access-portal.email.sent.v1.retry.30s")
 
 
 # ------------------------------------------------------------------------- Prometheus and Grafana

@@ -1,6 +1,7 @@
 """Bus authorisation on the real RabbitMQ: each service and the hospital's system with its own broker
 user holding exactly the permissions of shared/topology.py (as in deploy/k8s/infra), created in the
-tests' vhost. A user publishes only its own routing keys; a forged producer is dead-lettered."""
+tests' vhost. A user publishes only its own routing keys; a forged producer is dead-lettered; a service
+deletes the queues of its retired subscriptions, left by an earlier release, and keeps their dead letters."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from issuer.app import create_app as issuer_app
 from issuer.settings import IssuerSettings
 from mailer.app import create_app as mailer_app
 from mailer.settings import MailerSettings
+from shared import runtime as runtime_module
 from shared import topology
 from shared.contracts import (
     Appointment,
@@ -164,3 +166,97 @@ async def test_a_user_can_neither_read_nor_declare_nor_dead_letter_into_another_
                 await (await connection.channel()).declare_queue(f"{name}.intruder", durable=True)
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
             await _publish(users[party], exchange, name, b"{}", to=topology.dead_letter_exchange(exchange).name)
+
+
+async def _old_release_queue(exchange: str, service: str, routing_key: str) -> str:
+    """The consumer queue an earlier release declared, bound, with an event waiting in it and a dead
+    letter in its DLQ (declared as the administrator, as that release's user is not at hand)."""
+    name = topology.queue_name(exchange, service, routing_key)
+    queue = topology.consumer_queue(exchange, service, routing_key)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        events = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        dlx = await channel.declare_exchange(topology.dead_letter_exchange(exchange).name, aio_pika.ExchangeType.TOPIC,
+                                             durable=True)
+        declared = await channel.declare_queue(name, durable=True,
+                                               arguments={"x-queue-type": "quorum", **queue.arguments})
+        await declared.bind(events, routing_key=routing_key)
+        dlq = await channel.declare_queue(f"{name}.dlq", durable=True, arguments={"x-queue-type": "quorum"})
+        await dlq.bind(dlx, routing_key=name)
+        await events.publish(aio_pika.Message(b"{}"), routing_key=routing_key, mandatory=True)
+        await dlx.publish(aio_pika.Message(b"{}"), routing_key=name, mandatory=True)
+    return name
+
+
+async def _depth(name: str) -> int | None:
+    """Ready messages of a queue, or None if there is no such queue."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        try:
+            declared = await (await connection.channel()).declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+        return declared.declaration_result.message_count
+
+
+async def _start_bus(url: str, exchange: str):
+    runtime = portal_app(PortalSettings(amqp_url=url, events_exchange=exchange)).state.runtime
+    await runtime.connect_bus()  # as its own user: ACCESS_REFUSED if it may not delete its retired queues
+    return runtime
+
+
+async def test_a_retired_queue_is_deleted_at_startup_and_its_dlq_only_once_emptied(users, exchange):
+    assert topology.RETIRED["access-portal"] == ("email.sent.v1",)
+    assert "access-portal" not in topology.BUS["email.sent.v1"][1]
+    name = await _old_release_queue(exchange, "access-portal", "email.sent.v1")
+    assert await _depth(name) == 1 and await _depth(f"{name}.dlq") == 1
+    runtime = await _start_bus(users["access-portal"], exchange)
+    try:
+        assert not runtime.retired_queues_left
+        assert await _depth(name) is None, "the retired queue is still there"
+        assert await _depth(f"{name}.dlq") == 1, "the DLQ's dead letter must wait for an operator"
+    finally:
+        await runtime.broker.stop()
+
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:  # the operator purges it (convocations-admin dlq purge)
+        await (await (await connection.channel()).get_queue(f"{name}.dlq", ensure=False)).purge()
+    runtime = await _start_bus(users["access-portal"], exchange)
+    try:
+        assert await _depth(f"{name}.dlq") is None, "an empty retired DLQ is deleted at the next start"
+    finally:
+        await runtime.broker.stop()
+
+
+async def test_a_retired_queue_still_consumed_by_the_previous_release_is_deleted_once_it_is_not(users, exchange,
+                                                                                                monkeypatch):
+    """Deleted under a replica of the previous release (a rolling update), it would come back as that
+    replica recovers; the service leaves it and looks again until nobody consumes it."""
+    monkeypatch.setattr(runtime_module, "RETIRED_QUEUES_RETRY_SECONDS", 0.2)
+    name = await _old_release_queue(exchange, "access-portal", "email.sent.v1")
+    old_release = await aio_pika.connect(AMQP_URL)
+    try:
+        queue = await (await old_release.channel()).get_queue(name, ensure=False)
+
+        async def handled(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+
+        await queue.consume(handled)
+        runtime = await _start_bus(users["access-portal"], exchange)
+        try:
+            assert runtime.retired_queues_left
+            assert await _depth(name) is not None and await _depth(f"{name}.dlq") == 1
+            await old_release.close()  # its replicas are gone
+            await asyncio.wait_for(runtime._delete_retired_queues_later(), 10)  # started by runtime.start()
+            assert not runtime.retired_queues_left
+            assert await _depth(name) is None
+            assert await _depth(f"{name}.dlq") == 1
+        finally:
+            await runtime.broker.stop()
+    finally:
+        if not old_release.is_closed:
+            await old_release.close()
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            await (await connection.channel()).queue_delete(f"{name}.dlq")

@@ -17,7 +17,6 @@ from access_portal.handlers import PortalHandlers
 from access_portal.routes import Portal
 from access_portal.settings import PortalSettings
 from shared.contracts import (
-    EmailSentV1,
     MessageRevokedV1,
     MessageSealedV1,
     SmsFailedV1,
@@ -41,7 +40,6 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     handlers = PortalHandlers(settings)
     runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed)
     runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
-    runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent)
     runtime.consumer.subscribe(SmsSentV1, handlers.on_sms_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)
     runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)

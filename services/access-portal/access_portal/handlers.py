@@ -14,7 +14,6 @@ from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     PORTAL_ACTIONS,
     AccessChangedV1,
-    EmailSentV1,
     MessageRevokedV1,
     MessageSealedV1,
     SmsFailedV1,
@@ -96,9 +95,6 @@ class PortalHandlers:
     async def on_message_revoked(self, conn: asyncpg.Connection, d: Delivery[MessageRevokedV1]) -> None:
         await store.revoke_message(conn, d.data.message_id, d.data.reason)
         log.info("message revoked", message_id=str(d.data.message_id), reason=d.data.reason)
-
-    async def on_email_sent(self, conn: asyncpg.Connection, d: Delivery[EmailSentV1]) -> None:
-        await store.mark_emailed(conn, d.data.message_id, d.data.accepted_at)
 
     async def on_sms_sent(self, conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
         await store.mark_sms_sent(conn, d.data.challenge_id, d.data.sent_at)

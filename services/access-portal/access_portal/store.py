@@ -55,11 +55,6 @@ async def revoke_message(conn: asyncpg.Connection, message_id: uuid.UUID, reason
     )
 
 
-async def mark_emailed(conn: asyncpg.Connection, message_id: uuid.UUID, at: datetime) -> None:
-    await conn.execute("update message set emailed_at = coalesce(emailed_at, $2) where message_id = $1",
-                       message_id, at)
-
-
 async def prove_for_message(conn, message_id: uuid.UUID, phone_hash: str, phone_hint: str, phone_enc: str) -> None:
     """A number proven through this link, for this message only (no number on file)."""
     await conn.execute("update message set proven_hash = $2, proven_hint = $3, proven_enc = $4 where message_id = $1",
