@@ -376,7 +376,8 @@ def main() -> None:
         if args.throughput_only:
             # Both chains share the machine's two cores with the broker and PostgreSQL: their CPU
             # per convocation too (each run alone on the broker; the backends of its own connections).
-            infrastructure = {"broker": lambda: descendants(broker.process.pid) if broker else []}
+            broker_pid = broker.process.pid if broker is not None and broker.process is not None else None
+            infrastructure = {"broker": lambda: descendants(broker_pid) if broker_pid else []}
             for name, chain, processes in (("ours", stack.exchange, stack.processes),
                                            ("bare", bare.exchange, bare.processes)):
                 groups = {**of(processes), **infrastructure,
