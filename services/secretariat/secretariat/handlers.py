@@ -21,11 +21,10 @@ SAFE_DETAIL = {"postal", "postal-fallback"}
 
 async def on_status(conn: asyncpg.Connection, d: Delivery[ConvocationStatusV1]) -> None:
     s = d.data
-    await store.apply_status(conn, s.convocation_id, status=s.status, at=s.at, message_id=s.message_id,
-                             patient_ref=s.patient_ref, department=s.department, appointment_at=s.appointment_at,
-                             delivery=s.delivery)
-    await store.add_timeline(conn, s.convocation_id, d.envelope.event_id, s.at, s.status,
-                             s.detail if s.status in SAFE_DETAIL else None, s.action_id)
+    await store.record_status(conn, s.convocation_id, event_id=d.envelope.event_id, status=s.status, at=s.at,
+                              message_id=s.message_id, patient_ref=s.patient_ref, department=s.department,
+                              appointment_at=s.appointment_at, delivery=s.delivery,
+                              detail=s.detail if s.status in SAFE_DETAIL else None, action_id=s.action_id)
     if s.action_id:
         await store.action_done(conn, s.action_id, s.at)
 

@@ -35,8 +35,9 @@ def _stamped(column: str) -> tuple[str, str]:
 
 
 _STAMP_COLUMNS = sorted(set(_STAMP.values()))
-# One statement (it was four: a round trip each): the row is created by whichever event comes first,
-# the details are kept when an event lacks them, the status only moves forward in time.
+# The row is created by whichever event comes first, the details are kept when an event lacks them,
+# the status only moves forward in time; the report's timeline line goes in the same statement
+# (it was five statements, a round trip each).
 _APPLY_STATUS = (
     "insert into convocation as c (id, message_id, patient_ref, department, appointment_at, status, delivery,"
     f" status_at, {', '.join(_STAMP_COLUMNS)})"
@@ -51,10 +52,19 @@ _APPLY_STATUS = (
 ).replace("$6", "$6::text").replace("$8", "$8::timestamptz").replace("$2", "$2::uuid")  # typed: used in CASE
 
 
-async def apply_status(conn, convocation_id: uuid.UUID, *, status: str, at: datetime, message_id, patient_ref,
-                       department, appointment_at, delivery) -> None:
-    await conn.execute(_APPLY_STATUS, convocation_id, message_id, patient_ref, department, appointment_at, status,
-                       delivery, at)
+_RECORD_STATUS = (
+    f"with c as ({_APPLY_STATUS} returning 1)"
+    " insert into timeline(convocation_id, event_id, at, kind, detail, action_id)"
+    " select $1, $9, $8, $6, $10, $11 from c on conflict (event_id) do nothing"
+)
+
+
+async def record_status(conn, convocation_id: uuid.UUID, *, event_id: uuid.UUID, status: str, at: datetime,
+                        message_id, patient_ref, department, appointment_at, delivery, detail: str | None,
+                        action_id: uuid.UUID | None) -> None:
+    """A status report: the convocation's row and its timeline line."""
+    await conn.execute(_RECORD_STATUS, convocation_id, message_id, patient_ref, department, appointment_at, status,
+                       delivery, at, event_id, detail, action_id)
 
 
 async def set_lock(conn, convocation_id: uuid.UUID, until: datetime | None) -> None:
