@@ -1,0 +1,218 @@
+"""The issuer's handlers on the real Postgres, one transaction each as the consumer runs them: the rows,
+history, outbox events and funnel counts each event leaves, and how many statements it takes to get
+there (each one a round trip to the database: the issuer's largest cost per convocation)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from devstack.sample import convocation_event, sample_pdf
+from issuer.app import MIGRATIONS
+from issuer.handlers import IssuerHandlers
+from issuer.settings import IssuerSettings
+from shared.consumer import Delivery, parse_envelope
+from shared.contracts import (
+    ConvocationCancelledV1,
+    ConvocationCreatedV1,
+    DocumentReleasedV1,
+    EmailFailedV1,
+    EmailSentV1,
+    envelope,
+)
+from shared.db import migrate
+from shared.metrics import FUNNEL, FUNNEL_STAGES, counted_after_commit
+from tests.integration.conftest import throwaway_schema
+
+QUEUE = "itest.issuer"
+
+
+@pytest.fixture(scope="module")
+async def pool(test_database):
+    """A throw-away schema with the issuer's real migrations (the running stack never sees it)."""
+    async with throwaway_schema(test_database, "issuer_itest") as (name, _, pool):
+        await migrate(pool, name, MIGRATIONS)
+        yield pool
+
+
+class Counted:
+    """The connection a handler gets, counting the statements it sends (one round trip each)."""
+
+    def __init__(self, conn) -> None:
+        self._conn, self.statements = conn, []
+
+    def __getattr__(self, name):
+        method = getattr(self._conn, name)
+        if name not in ("execute", "fetch", "fetchrow", "fetchval", "executemany"):
+            return method
+
+        async def counted(query, *args, **kwargs):
+            self.statements.append(query)
+            return await method(query, *args, **kwargs)
+
+        return counted
+
+
+def funnel() -> dict[str, float]:
+    return {stage: FUNNEL.labels(stage)._value.get() for stage in FUNNEL_STAGES}
+
+
+class Run:
+    """One handled event: its statements, the outbox events it added and the funnel stages it counted."""
+
+    def __init__(self, statements, events, counted) -> None:
+        self.statements, self.events, self.counted = statements, events, counted
+
+    @property
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+
+async def handle(pool, handler, d: Delivery) -> Run:
+    """The handler in its own transaction, as shared/consumer.py runs it (begin and commit not counted)."""
+    before = funnel()
+    async with pool.acquire() as conn:
+        last = await conn.fetchval("select coalesce(max(id), 0) from outbox")
+        with counted_after_commit():
+            await conn.execute("begin")
+            counted = Counted(conn)
+            await handler(counted, d)
+            await conn.execute("commit")
+        events = [json.loads(r["body"]) for r in await conn.fetch(
+            "select body from outbox where id > $1 order by id", last)]
+    after = funnel()
+    return Run(counted.statements, events, {s: after[s] - before[s] for s in FUNNEL_STAGES if after[s] != before[s]})
+
+
+def created(**kwargs) -> Delivery:
+    raw = convocation_event(pdf=sample_pdf(), **kwargs)
+    return Delivery(parse_envelope(ConvocationCreatedV1, json.dumps(raw).encode(), QUEUE), 0, QUEUE)
+
+
+def from_mailer(payload, *, attempt: int = 0) -> Delivery:
+    return Delivery(envelope(payload, producer="mailer", correlation_id=payload.convocation_id), attempt, QUEUE)
+
+
+def sent(row, *, at: datetime | None = None) -> Delivery:
+    return from_mailer(EmailSentV1(message_id=row["message_id"], convocation_id=row["id"], smtp_message_id="<m@x>",
+                                   accepted_at=at or datetime.now(timezone.utc)))
+
+
+async def state(pool, cid):
+    row = await pool.fetchrow("select * from convocation where id = $1", cid)
+    history = [r["status"] for r in await pool.fetch(
+        "select status from status_history where convocation_id = $1 order by id", cid)]
+    return row, history
+
+
+@pytest.fixture(scope="module")
+def issuer() -> IssuerHandlers:
+    return IssuerHandlers(IssuerSettings())
+
+
+async def test_a_new_convocation_is_sealed_then_e_mailed_in_few_statements(pool, issuer):
+    d = created()
+    cid = d.data.convocation_id
+    run = await handle(pool, issuer.on_convocation_created, d)
+    row, history = await state(pool, cid)
+    assert (row["status"], row["superseded_count"], history) == ("sealed", 0, ["sealed"])
+    assert run.types == ["message.sealed", "convocation.status"]
+    sealed, status = (e["data"] for e in run.events)
+    assert sealed["message_id"] == status["message_id"] == str(row["message_id"])
+    assert (status["status"], status["patient_ref"], status["department"], status["delivery"]) == (
+        "sealed", row["patient_ref"], "cardiology", "email")
+    assert all(e["causation_id"] == str(d.envelope.event_id) for e in run.events)
+    assert run.counted == {"created": 1, "sealed": 1}
+    print("convocation.created statements:", len(run.statements))
+
+    run = await handle(pool, issuer.on_email_sent, sent(row))
+    row, history = await state(pool, cid)
+    assert (row["status"], history) == ("e-mailed", ["sealed", "e-mailed"])
+    assert row["emailed_at"] is not None
+    assert run.types == ["convocation.status"] and run.events[0]["data"]["status"] == "e-mailed"
+    assert run.counted == {"e-mailed": 1}
+    print("email.sent statements:", len(run.statements))
+
+    # A delayed retry's copy (no inbox) of e-mail sent again: stamped already, counted once.
+    again = await handle(pool, issuer.on_email_sent, sent(row))
+    assert (again.types, again.counted) == ([], {})
+    assert (await state(pool, cid))[1] == ["sealed", "e-mailed"]
+
+
+async def test_a_superseding_convocation_counts_each_funnel_stage_once(pool, issuer):
+    first = created()
+    cid = first.data.convocation_id
+    await handle(pool, issuer.on_convocation_created, first)
+    old, _ = await state(pool, cid)
+    await handle(pool, issuer.on_email_sent, sent(old))
+
+    run = await handle(pool, issuer.on_convocation_created, created(convocation_id=cid))
+    row, history = await state(pool, cid)
+    assert row["message_id"] != old["message_id"]
+    assert (row["status"], row["superseded_count"], row["emailed_at"]) == ("sealed", 1, None)
+    assert history == ["sealed", "e-mailed", "superseded", "sealed"]
+    assert run.types == ["message.revoked", "convocation.status", "message.sealed", "convocation.status"]
+    assert [e["data"].get("status") for e in run.events] == [None, "superseded", None, "sealed"]
+    assert run.events[3]["data"]["message_id"] == str(row["message_id"])
+    assert run.counted == {}  # the same convocation: created and sealed were counted the first time
+    print("superseding convocation.created statements:", len(run.statements))
+
+    stale = await handle(pool, issuer.on_email_sent, sent(old))
+    assert (stale.types, stale.counted, (await state(pool, cid))[0]["status"]) == ([], {}, "sealed")
+    run = await handle(pool, issuer.on_email_sent, sent(row))
+    assert (await state(pool, cid))[1][-1] == "e-mailed"
+    assert run.types == ["convocation.status"] and run.counted == {}  # e-mailed once per convocation
+    print("email.sent (superseded) statements:", len(run.statements))
+
+
+async def test_a_postal_convocation_goes_to_the_print_room_at_once(pool, issuer):
+    d = created(delivery="postal")
+    run = await handle(pool, issuer.on_convocation_created, d)
+    row, history = await state(pool, d.data.convocation_id)
+    assert (row["status"], row["postal_reason"], row["print_copy"], history) == (
+        "postal", "preference", None, ["sealed", "postal"])
+    assert run.types == ["message.sealed", "convocation.status", "postal.requested", "convocation.status"]
+    assert [e["data"].get("status") for e in run.events] == [None, "sealed", None, "postal"]
+    assert run.events[3]["data"]["detail"] == "preference"
+    assert run.counted == {"created": 1, "sealed": 1, "paper": 1}
+    print("postal convocation.created statements:", len(run.statements))
+
+
+async def test_a_bounce_posts_the_letter_and_a_download_after_it_is_only_stamped(pool, issuer):
+    d = created()
+    cid = d.data.convocation_id
+    await handle(pool, issuer.on_convocation_created, d)
+    row, _ = await state(pool, cid)
+    run = await handle(pool, issuer.on_email_failed, from_mailer(EmailFailedV1(
+        message_id=row["message_id"], convocation_id=cid, smtp_code=550, reason="recipient-refused 5.1.1",
+        failed_at=datetime.now(timezone.utc))))
+    row, history = await state(pool, cid)
+    assert (row["status"], row["postal_reason"], history) == (
+        "postal-fallback", "email-failed", ["sealed", "bounced", "postal-fallback"])
+    assert run.types == ["convocation.status", "postal.requested", "convocation.status"]
+    assert run.counted == {"bounced": 1, "paper": 1}
+    print("email.failed statements:", len(run.statements))
+
+    run = await handle(pool, issuer.on_document_released, Delivery(envelope(DocumentReleasedV1(
+        message_id=row["message_id"], convocation_id=cid, released_at=datetime.now(timezone.utc)),
+        producer="access-portal", correlation_id=cid), 0, QUEUE))
+    row, history = await state(pool, cid)
+    assert (row["status"], row["downloaded_at"] is not None, history[-1]) == ("downloaded", True, "downloaded")
+    assert run.types == ["convocation.status"] and run.counted == {"downloaded": 1}
+    print("document.released statements:", len(run.statements))
+
+
+async def test_a_cancelled_convocation_is_revoked(pool, issuer):
+    d = created(starts_at=datetime.now(timezone.utc) + timedelta(days=3))
+    cid = d.data.convocation_id
+    await handle(pool, issuer.on_convocation_created, d)
+    run = await handle(pool, issuer.on_convocation_cancelled, Delivery(envelope(
+        ConvocationCancelledV1(convocation_id=cid, reason="rescheduled"), producer="hospital-his",
+        correlation_id=cid), 0, QUEUE))
+    row, history = await state(pool, cid)
+    assert (row["status"], row["print_copy"], row["cancelled_at"] is not None, history) == (
+        "cancelled", None, True, ["sealed", "cancelled"])
+    assert run.types == ["message.revoked", "convocation.status"]
+    print("convocation.cancelled statements:", len(run.statements))
