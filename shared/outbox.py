@@ -54,6 +54,21 @@ async def add_event(
     return env.event_id
 
 
+async def add_events(conn: asyncpg.Connection, envs: list[Envelope]) -> None:
+    """Record several events (to the events exchange, by their type) in one statement, in their order:
+    a handler that publishes two or three events pays one round trip to the database, not one each.
+    The NOTIFY trigger runs once per statement, so the relay is woken once as well."""
+    if not envs:
+        return
+    columns = 5
+    rows = ", ".join("(" + ", ".join(f"${i * columns + k}" for k in range(1, columns + 1)) + ")"
+                     for i in range(len(envs)))
+    args = [value for env in envs for value in (
+        env.event_id, f"{env.type}.v{env.version}", env.type, env.correlation_id, encode(env))]
+    await conn.execute(
+        f"insert into outbox(event_id, routing_key, event_type, correlation_id, body) values {rows}", *args)
+
+
 class OutboxRelay:
     """Publishes a service's outbox rows; one task per process, several processes may share a schema."""
 
