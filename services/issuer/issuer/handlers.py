@@ -1,4 +1,8 @@
-"""Issuer event handlers: decode the typed event, one transaction, outbox events; nothing else."""
+"""Issuer event handlers: decode the typed event, one transaction, outbox events; nothing else.
+
+Each round trip to the database is most of a handler's cost: the steps (``_progress``, ``_post``,
+``_revoke``) change the row in one statement each and return the events to publish, and the handler
+writes all of its events in one statement at the end (``_emit``)."""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from shared.contracts import (
 )
 from shared.logs import get_logger
 from shared.metrics import PAPER_REQUESTS, on_commit, reached
-from shared.outbox import add_event
+from shared.outbox import add_events
 
 PRODUCER = "issuer"
 log = get_logger(__name__)
@@ -78,30 +82,34 @@ class IssuerHandlers:
             await store.consume_reissues(conn, c.convocation_id, sealed.message_id, now)
             log.info("convocation sent again as the secretariat asked", requests=len(reissues),
                      email_corrected=corrected is not None)
+        events: list = []
         if existing is not None:
             # A new convocation for the same appointment replaces the old message.
-            await self._revoke(conn, d, existing, "superseded", now)
-            await store.replace_message(conn, c.convocation_id, message_id=sealed.message_id,
-                                        patient_ref=sealed.patient_ref, delivery=c.delivery,
-                                        language=c.patient.language, appointment_at=c.appointment.starts_at,
-                                        expires_at=expires_at, sealed_at=now, print_copy=copy,
-                                        department=department)
-        elif await store.insert_convocation(
+            events += await self._revoke(conn, existing, "superseded", now)
+            row = await store.replace_message(conn, c.convocation_id, message_id=sealed.message_id,
+                                              patient_ref=sealed.patient_ref, delivery=c.delivery,
+                                              language=c.patient.language, appointment_at=c.appointment.starts_at,
+                                              expires_at=expires_at, sealed_at=now, print_copy=copy,
+                                              department=department)
+        else:
+            row = await store.insert_convocation(
                 conn, convocation_id=c.convocation_id, message_id=sealed.message_id, patient_ref=sealed.patient_ref,
                 delivery=c.delivery, language=c.patient.language, appointment_at=c.appointment.starts_at,
                 expires_at=expires_at, created_at=d.envelope.occurred_at, sealed_at=now, print_copy=copy,
                 department=department,
-        ):
-            # A superseding convocation is the same convocation: the funnel counts it once.
-            reached("created")
-            reached("sealed", after_seconds=(now - d.envelope.occurred_at).total_seconds())
-        await store.record_history(conn, c.convocation_id, "sealed", now)
-        await self._emit(conn, d, sealed)
-        row = await store.get_convocation(conn, c.convocation_id)
-        await self._emit_status(conn, d, row, "sealed", now)
+            )
+            if row is not None:
+                # A superseding convocation is the same convocation: the funnel counts it once.
+                reached("created")
+                reached("sealed", after_seconds=(now - d.envelope.occurred_at).total_seconds())
+            else:  # another delivery inserted it since we looked: its row, and our history line
+                await store.record_history(conn, c.convocation_id, "sealed", now)
+                row = await store.get_convocation(conn, c.convocation_id)
+        events += [sealed, await self._status(conn, row, "sealed", now)]
         log.info("convocation sealed", message_id=str(sealed.message_id), key_id=sealed.key_id)
         if postal:
-            await self._post(conn, d, row, postal, now)
+            events += await self._post(conn, row, postal, now)
+        await self._emit(conn, d, *events, convocation_id=row["id"])
 
     async def on_convocation_cancelled(self, conn: asyncpg.Connection, d: Delivery[ConvocationCancelledV1]) -> None:
         row = await store.get_convocation(conn, d.data.convocation_id)
@@ -109,30 +117,33 @@ class IssuerHandlers:
             raise Rejected("unknown-convocation", f"no convocation {d.data.convocation_id} to cancel")
         if row["status"] in ("cancelled", "expired", "withdrawn"):
             return
-        await self._revoke(conn, d, row, "cancelled", datetime.now(timezone.utc), detail=d.data.reason)
+        await self._emit(conn, d, *await self._revoke(conn, row, "cancelled", datetime.now(timezone.utc),
+                                                      detail=d.data.reason), convocation_id=row["id"])
 
     # --- downstream ---------------------------------------------------------------------------
 
     async def on_email_sent(self, conn: asyncpg.Connection, d: Delivery[EmailSentV1]) -> None:
         row = await self._current(conn, d)
         if row is not None:
-            await self._progress(conn, d, row, "e-mailed", d.data.accepted_at)
+            await self._emit(conn, d, *await self._progress(conn, row, "e-mailed", d.data.accepted_at),
+                             convocation_id=row["id"])
 
     async def on_email_failed(self, conn: asyncpg.Connection, d: Delivery[EmailFailedV1]) -> None:
         row = await self._current(conn, d)
         if row is None:
             return
         detail = f"{d.data.smtp_code or ''} {d.data.reason}".strip()[:300]
-        await self._progress(conn, d, row, "bounced", d.data.failed_at, detail=detail)
+        events = await self._progress(conn, row, "bounced", d.data.failed_at, detail=detail)
         if row["postal_at"] is None and row["downloaded_at"] is None and row["status"] not in domain.CLOSED:
-            await self._post(conn, d, await store.get_convocation(conn, row["id"]), "email-failed",
-                             datetime.now(timezone.utc))
+            # The row as read: _post reads nothing _progress changed (the status, email_failed_at).
+            events += await self._post(conn, row, "email-failed", datetime.now(timezone.utc))
+        await self._emit(conn, d, *events, convocation_id=row["id"])
 
     async def on_document_released(self, conn: asyncpg.Connection, d: Delivery[DocumentReleasedV1]) -> None:
         row = await self._current(conn, d)
-        if row is not None:
-            await self._progress(conn, d, row, "downloaded", d.data.released_at)
-            await store.drop_print_copy(conn, row["id"])  # delivered: no paper copy is needed any more
+        if row is not None:  # delivered: no paper copy is needed any more
+            await self._emit(conn, d, *await self._progress(conn, row, "downloaded", d.data.released_at,
+                                                            drop_print_copy=True), convocation_id=row["id"])
 
     async def on_staff_action(self, conn: asyncpg.Connection, d: Delivery[StaffActionRequestedV1]) -> None:
         """Paper now, withdrawal, or the letter sent again (resend, corrected e-mail address), asked by the
@@ -149,9 +160,11 @@ class IssuerHandlers:
             return
         now = datetime.now(timezone.utc)
         if a.action == "post":
-            await self._post(conn, d, row, "secretariat", now, action_id=a.action_id)
+            await self._emit(conn, d, *await self._post(conn, row, "secretariat", now, action_id=a.action_id),
+                             convocation_id=row["id"])
         elif a.action == "withdraw":
-            await self._revoke(conn, d, row, "withdrawn", now, action_id=a.action_id)
+            await self._emit(conn, d, *await self._revoke(conn, row, "withdrawn", now, action_id=a.action_id),
+                             convocation_id=row["id"])
         else:
             await self._ask_reissue(conn, d, a, row, now)
 
@@ -194,12 +207,13 @@ class IssuerHandlers:
         """The patient asked for the post on the portal: the print room posts the letter (once)."""
         row = await self._current(conn, d)
         if row is not None and row["status"] not in domain.CLOSED:
-            await self._post(conn, d, row, "patient-request", d.data.chosen_at)
+            await self._emit(conn, d, *await self._post(conn, row, "patient-request", d.data.chosen_at),
+                             convocation_id=row["id"])
 
     # --- scheduled (see sweeper.py) -----------------------------------------------------------
 
     async def post_fallback(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> None:
-        await self._post(conn, None, row, "not-downloaded", now)
+        await self._emit(conn, None, *await self._post(conn, row, "not-downloaded", now), convocation_id=row["id"])
 
     async def remind(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> None:
         """The mailer reminds the patient, once; the paper deadline stays as it was."""
@@ -210,7 +224,7 @@ class IssuerHandlers:
         log.info("reminder requested")
 
     async def expire(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> None:
-        await self._revoke(conn, None, row, "expired", now)
+        await self._emit(conn, None, *await self._revoke(conn, row, "expired", now), convocation_id=row["id"])
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -224,67 +238,73 @@ class IssuerHandlers:
             return None
         return row
 
-    async def _progress(self, conn, d: Delivery, row, status: str, at: datetime, detail: str | None = None) -> None:
+    async def _progress(self, conn, row, status: str, at: datetime, detail: str | None = None, *,
+                        drop_print_copy: bool = False) -> list:
+        """A step reported downstream: the status if it advances, else only the step's time; returns the
+        status event to publish (none for a step only stamped)."""
         await self._count_stage(conn, row, status, after_seconds=(at - row["created_at"]).total_seconds())
         if not domain.advances(row["status"], status):
-            await store.stamp(conn, row["id"], status, at)
-            return
-        await store.set_status(conn, row["id"], status, at, detail)
-        await self._emit_status(conn, d, row, status, at, detail)
+            await store.stamp(conn, row["id"], status, at, drop_print_copy=drop_print_copy)
+            return []
+        await store.set_status(conn, row["id"], status, at, detail, drop_print_copy=drop_print_copy)
         log.info("status changed", status=status)
+        return [await self._status(conn, row, status, at, detail)]
 
     @staticmethod
     async def _count_stage(conn, row, stage: str, *, after_seconds: float | None = None) -> None:
         """Count the funnel stage if this convocation never reached it before (called before the
-        status is recorded; a step only stamped, e.g. e-mailed after downloaded, leaves its column set)."""
+        status is recorded; a step only stamped, e.g. e-mailed after downloaded, leaves its column set).
+        Only a superseding message clears the stamps (``replace_message``): a convocation never
+        superseded whose stamp is empty has no such step in its history, so only then is it read."""
         column = store.stamp_column(FUNNEL_STATUSES[stage][0])
-        if row[column] is None and not await store.reached_before(conn, row["id"], FUNNEL_STATUSES[stage]):
+        if row[column] is None and (not row["superseded_count"]
+                                    or not await store.reached_before(conn, row["id"], FUNNEL_STATUSES[stage])):
             reached(stage, after_seconds=after_seconds)
 
-    async def _post(self, conn, d: Delivery | None, row, reason: str, now: datetime, action_id=None) -> None:
-        """Ask the print room to post the letter, once."""
+    async def _post(self, conn, row, reason: str, now: datetime, action_id=None) -> list:
+        """Ask the print room to post the letter, once; returns the events to publish."""
         if row["postal_at"] is not None or row["print_copy"] is None:
-            return
+            return []
         status = "postal" if reason in ("preference", "secretariat", "patient-request") else "postal-fallback"
         await self._count_stage(conn, row, "paper")
         deadline = max(domain.fallback_deadline(row["appointment_at"], self.settings.postal_fallback_hours),
                        row["sealed_at"])
         late = (now - deadline).total_seconds() > PAPER_GRACE_SECONDS
         on_commit(PAPER_REQUESTS.labels("late" if late else "on-time").inc)
-        await self._emit(conn, d, PostalRequestedV1(convocation_id=row["id"], reason=reason,
-                                                   language=row["language"], for_print_room=row["print_copy"]),
-                         convocation_id=row["id"])
-        await store.mark_posted(conn, row["id"], reason, now)
-        await store.set_status(conn, row["id"], status, now, reason)
-        await self._emit_status(conn, d, row, status, now, reason, action_id=action_id)
+        await store.mark_posted(conn, row["id"], status, reason, now)
+        events = [PostalRequestedV1(convocation_id=row["id"], reason=reason, language=row["language"],
+                                    for_print_room=row["print_copy"]),
+                  await self._status(conn, row, status, now, reason, action_id=action_id)]
         on_commit(POSTAL_REQUESTS.labels(reason).inc)
         log.info("postal delivery requested", reason=reason)
+        return events
 
-    async def _revoke(self, conn, d: Delivery | None, row, reason: str, now: datetime,
-                      detail: str | None = None, action_id=None) -> None:
-        await self._emit(conn, d, MessageRevokedV1(message_id=row["message_id"], convocation_id=row["id"],
-                                                   reason=reason), convocation_id=row["id"])
-        await store.drop_print_copy(conn, row["id"])
-        await store.set_status(conn, row["id"], reason, now, detail)
-        await self._emit_status(conn, d, row, reason, now, detail, action_id=action_id)
+    async def _revoke(self, conn, row, reason: str, now: datetime, detail: str | None = None,
+                      action_id=None) -> list:
+        """Revoke the message (the portal destroys it) and drop the print copy; returns the events to publish."""
+        await store.set_status(conn, row["id"], reason, now, detail, drop_print_copy=True)
         log.info("message revoked", reason=reason, message_id=str(row["message_id"]))
+        return [MessageRevokedV1(message_id=row["message_id"], convocation_id=row["id"], reason=reason),
+                await self._status(conn, row, reason, now, detail, action_id=action_id)]
 
-    async def _emit(self, conn, d: Delivery | None, payload, *, convocation_id=None) -> None:
+    async def _emit(self, conn, d: Delivery | None, *payloads, convocation_id=None) -> None:
+        """The handler's events, in their order, in one statement (none: no statement)."""
         correlation = d.envelope.correlation_id if d else convocation_id
-        await add_event(conn, envelope(payload, producer=PRODUCER, correlation_id=correlation,
-                                       causation_id=d.envelope.event_id if d else None))
+        causation = d.envelope.event_id if d else None
+        await add_events(conn, [envelope(p, producer=PRODUCER, correlation_id=correlation, causation_id=causation)
+                                for p in payloads])
 
-    async def _emit_status(self, conn, d: Delivery | None, row, status: str, at: datetime, detail: str | None = None,
-                           *, action_id=None) -> None:
+    async def _status(self, conn, row, status: str, at: datetime, detail: str | None = None, *,
+                      action_id=None) -> ConvocationStatusV1:
         """The status report, with what the secretariat's read model needs to place it. A letter sent again
         for the secretariat reports its first e-mail (or paper) with the action it carries out."""
         if action_id is None and row["superseded_count"] and status in REISSUE_DONE:
             action_id = await store.reissue_action(conn, row["message_id"])
-        await self._emit(conn, d, ConvocationStatusV1(
+        return ConvocationStatusV1(
             convocation_id=row["id"], status=status, at=at, detail=detail, message_id=row["message_id"],
             department=row["department"], appointment_at=row["appointment_at"], delivery=row["delivery"],
             patient_ref=row["patient_ref"], action_id=action_id,
-        ), convocation_id=row["id"])
+        )
 
     @staticmethod
     def _upstream_pdf(c: ConvocationCreatedV1) -> bytes | None:

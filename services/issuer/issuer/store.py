@@ -12,42 +12,52 @@ async def insert_convocation(
     conn: asyncpg.Connection, *, convocation_id: uuid.UUID, message_id: uuid.UUID, patient_ref: str,
     delivery: str, language: str, appointment_at: datetime, expires_at: datetime, created_at: datetime,
     sealed_at: datetime, print_copy: str, department: str | None,
-) -> bool:
-    status = await conn.execute(
-        "insert into convocation(id, message_id, patient_ref, delivery, language, status, appointment_at,"
+) -> asyncpg.Record | None:
+    """The new convocation, sealed, and its first history line, in one statement; returns its row, or
+    None when a convocation with this id is already there (and then writes nothing)."""
+    return await conn.fetchrow(
+        "with inserted as ("
+        " insert into convocation(id, message_id, patient_ref, delivery, language, status, appointment_at,"
         " expires_at, created_at, sealed_at, print_copy, department)"
-        " values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9, $10, $11) on conflict (id) do nothing",
+        " values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9, $10, $11) on conflict (id) do nothing returning *),"
+        " history as (insert into status_history(convocation_id, status, at)"
+        " select id, status, sealed_at from inserted)"
+        " select * from inserted",
         convocation_id, message_id, patient_ref, delivery, language, appointment_at, expires_at, created_at,
         sealed_at, print_copy, department,
     )
-    return status == "INSERT 0 1"
 
 
 async def replace_message(
     conn: asyncpg.Connection, convocation_id: uuid.UUID, *, message_id: uuid.UUID, patient_ref: str, delivery: str,
     language: str, appointment_at: datetime, expires_at: datetime, sealed_at: datetime, print_copy: str,
     department: str | None,
-) -> None:
-    """A superseding convocation: a new message, its delivery starting afresh."""
-    await conn.execute(
-        "update convocation set message_id = $2, patient_ref = $3, delivery = $4, language = $5, status = 'sealed',"
+) -> asyncpg.Record:
+    """A superseding convocation: a new message, its delivery starting afresh, and its "sealed" history
+    line, in one statement; returns the row."""
+    return await conn.fetchrow(
+        "with replaced as ("
+        " update convocation set message_id = $2, patient_ref = $3, delivery = $4, language = $5, status = 'sealed',"
         " appointment_at = $6, expires_at = $7, sealed_at = $8, print_copy = $9, emailed_at = null,"
         " email_failed_at = null, downloaded_at = null, postal_at = null, reminded_at = null, postal_reason = null,"
         " cancelled_at = null, superseded_count = superseded_count + 1, department = $10, updated_at = now()"
-        " where id = $1",
+        " where id = $1 returning *),"
+        " history as (insert into status_history(convocation_id, status, at)"
+        " select id, status, sealed_at from replaced)"
+        " select * from replaced",
         convocation_id, message_id, patient_ref, delivery, language, appointment_at, expires_at, sealed_at,
         print_copy, department,
     )
 
 
-async def drop_print_copy(conn: asyncpg.Connection, convocation_id: uuid.UUID) -> None:
-    await conn.execute("update convocation set print_copy = null where id = $1", convocation_id)
-
-
-async def mark_posted(conn: asyncpg.Connection, convocation_id: uuid.UUID, reason: str, at: datetime) -> None:
+async def mark_posted(conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, reason: str,
+                      at: datetime) -> None:
+    """Handed to the print room: the copy is gone, the status and its history line say why (one statement)."""
     await conn.execute(
-        "update convocation set postal_at = $3, postal_reason = $2, print_copy = null where id = $1",
-        convocation_id, reason, at,
+        "with posted as (update convocation set status = $2, postal_at = $4, postal_reason = $3, print_copy = null,"
+        " updated_at = now() where id = $1)"
+        " insert into status_history(convocation_id, status, at, detail) values ($1, $2, $4, $3)",
+        convocation_id, status, reason, at,
     )
 
 
@@ -110,21 +120,28 @@ def stamp_column(status: str) -> str:
 
 
 async def set_status(
-    conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, at: datetime, detail: str | None = None
+    conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, at: datetime, detail: str | None = None,
+    *, drop_print_copy: bool = False,
 ) -> None:
+    """The new status, the first time of the step, and its history line, in one statement (one round trip);
+    ``drop_print_copy`` when the letter needs no paper copy any more (delivered, or revoked)."""
     column = _STAMP_COLUMN.get(status)
     stamp = f", updated_at = now(), {column} = coalesce({column}, $3)" if column else ", updated_at = $3"
+    drop = ", print_copy = null" if drop_print_copy else ""
     await conn.execute(
-        f"update convocation set status = $2{stamp} where id = $1",
-        convocation_id, status, at,
+        f"with changed as (update convocation set status = $2{stamp}{drop} where id = $1)"
+        " insert into status_history(convocation_id, status, at, detail) values ($1, $2, $3, $4)",
+        convocation_id, status, at, detail,
     )
-    await record_history(conn, convocation_id, status, at, detail)
 
 
-async def stamp(conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, at: datetime) -> None:
+async def stamp(conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, at: datetime,
+                *, drop_print_copy: bool = False) -> None:
     """Record the time of a step without changing the current status (e.g. e-mailed after download)."""
     column = _STAMP_COLUMN[status]
-    await conn.execute(f"update convocation set {column} = coalesce({column}, $2) where id = $1", convocation_id, at)
+    drop = ", print_copy = null" if drop_print_copy else ""
+    await conn.execute(f"update convocation set {column} = coalesce({column}, $2){drop} where id = $1",
+                       convocation_id, at)
 
 
 async def record_history(
