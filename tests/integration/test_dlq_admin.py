@@ -113,3 +113,40 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged_with_a_record(t
             await cleanup.exchange_delete(name)
         await connection.close()
         await broker.stop()
+
+
+async def test_a_dead_letter_whose_original_queue_is_gone_stays_on_the_dlq(tmp_path):
+    """The default exchange returns a copy for a queue that does not exist (deleted, renamed) and the
+    broker still confirms it: replay must see the return, keep the letter and say what to do."""
+    exchange = f"dlqtest{uuid.uuid4().hex[:8]}"
+    queue = topology.consumer_queue(exchange, "issuer", KEY).name  # its DLQ only: the queue itself is gone
+    broker = RabbitBroker(AMQP_URL)
+    await broker.connect()
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        await topology.declare_dead_letter_queues(broker, exchange, [queue])
+        channel = await connection.channel()
+        dlx = await channel.get_exchange(f"{exchange}.dlx")
+        ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+        for event_id in ids:
+            await dlx.publish(aio_pika.Message(event("Marie Dupont"), message_id=event_id, headers={
+                "x-rejected-reason": "unknown-convocation", "x-rejected-by": "issuer"}), routing_key=queue)
+        audit = tmp_path / "dlq.jsonl"
+
+        replayed = admin(exchange, audit, "replay", f"{queue}.dlq", "--all", "--operator", "alice")
+        assert replayed.returncode != 0
+        assert f"no queue {queue}" in replayed.stderr and "0 dead letter(s) replayed" in replayed.stderr
+        assert "exists" in replayed.stderr and "the issuer, which declares it" in replayed.stderr  # what to do
+        assert "Traceback" not in replayed.stderr
+
+        listed = admin(exchange, audit, "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert sorted(json.loads(line)["event_id"] for line in listed.stdout.splitlines()) == sorted(ids)
+        assert not audit.exists() or audit.read_text() == ""  # nothing replayed, nothing recorded
+    finally:
+        cleanup = await connection.channel()
+        await cleanup.queue_delete(f"{queue}.dlq")
+        for name in (exchange, f"{exchange}.dlx"):
+            await cleanup.exchange_delete(name)
+        await connection.close()
+        await broker.stop()

@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from convocations_admin.dlq import DeadLetterOffice, default_operator
+from convocations_admin.dlq import DeadLetterOffice, ReplayStopped, default_operator
 from shared.settings import ServiceSettings
 
 
@@ -31,6 +31,11 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
+def _report(done: list, command: str) -> None:
+    for d in done:
+        print(f"{PAST[command]} {d.event_id} ({d.event_type}, {d.reason})")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="convocations-admin", description=__doc__)
     commands = p.add_subparsers(dest="area", required=True)
@@ -41,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
     show = dlq.add_parser("show", help="one dead letter: reason, headers, envelope (never the patient data)")
     show.add_argument("queue")
     show.add_argument("event_id")
-    for name, text in (("replay", "publish dead letters back to their original queue after a fix"),
+    for name, text in (("replay", "publish dead letters back to their original queue after a fix; stops, "
+                                  "keeping them, if that queue does not exist"),
                        ("purge", "remove dead letters for good, recording who and why")):
         cmd = dlq.add_parser(name, help=text)
         cmd.add_argument("queue")
@@ -77,11 +83,18 @@ async def run(args: argparse.Namespace, settings: AdminSettings) -> int:
             return 0
         ids = None if args.all else set(args.ids)
         if args.command == "replay":
-            done = await office.replay(args.queue, ids)
+            try:
+                done = await office.replay(args.queue, ids)
+            except ReplayStopped as stop:
+                _report(stop.replayed, args.command)
+                recorded = f"; recorded in {settings.dlq_audit_log}" if stop.replayed else ""
+                print(f"replay stopped at {stop.letter.event_id}: {stop.problem}. It and the dead letters not "
+                      f"replayed yet stay on {args.queue}; {stop.advice}.\n{len(stop.replayed)} dead letter(s) "
+                      f"replayed before it{recorded}", file=sys.stderr)
+                return 1
         else:
             done = await office.purge(args.queue, ids, args.reason)
-        for d in done:
-            print(f"{PAST[args.command]} {d.event_id} ({d.event_type}, {d.reason})")
+        _report(done, args.command)
         missing = (ids or set()) - {d.event_id for d in done}
         if missing:
             print(f"not found in {args.queue}: {', '.join(sorted(missing))}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """Dead-letter operations: list, show, replay and purge what waits in the consumer queues' DLQs.
 
 Reading a DLQ takes its messages unacknowledged and hands them back (a closed channel requeues them):
-nothing is removed except by ``replay`` (after the copy on the original queue is confirmed) and
-``purge`` (after the audit record is written). Bodies hold patient data and are never printed.
+nothing is removed except by ``replay`` (after the copy on the original queue is confirmed, and not
+returned as unroutable) and ``purge`` (after the audit record is written). Bodies hold patient data and
+are never printed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ class DeadLetter:
         return None if self.dead_lettered_at is None else max(0.0, (now - self.dead_lettered_at).total_seconds())
 
 
+class ReplayStopped(Exception):
+    """Replay stopped at ``letter``: the broker did not take its copy, so it stays on the DLQ with every
+    letter after it. ``replayed`` (confirmed, acknowledged and recorded before it) stay replayed."""
+
+    def __init__(self, letter: DeadLetter, replayed: list[DeadLetter], problem: str, advice: str) -> None:
+        super().__init__(problem)
+        self.letter, self.replayed, self.problem, self.advice = letter, replayed, problem, advice
+
+
 def dead_letter_queues(exchange: str) -> list[str]:
     """Every consumer queue's DLQ, the hospital's own queues included (derived from the bus table), and
     the DLQs of retired queues, which their service keeps while they hold dead letters."""
@@ -53,6 +63,15 @@ def dead_letter_queues(exchange: str) -> list[str]:
 
 def retired_dead_letter_queues(exchange: str) -> list[str]:
     return [f"{queue}.dlq" for consumer in topology.RETIRED for queue in topology.retired_queues(exchange, consumer)]
+
+
+def declared_by(exchange: str, queue: str) -> str | None:
+    """The service that declares a consumer queue at its startup (an outside party's, by one of ours)."""
+    for key, (_, consumers) in topology.BUS.items():
+        for consumer in consumers:
+            if topology.queue_name(exchange, consumer, key) == queue:
+                return topology.OUTBOUND_DECLARED_BY.get(consumer, consumer)
+    return None
 
 
 def _as_time(value) -> datetime | None:
@@ -147,11 +166,13 @@ class DeadLetterOffice:
 
     async def replay(self, queue: str, event_ids: set[str] | None) -> list[DeadLetter]:
         """Publish the chosen dead letters (all when ``event_ids`` is None) back to their original queue,
-        each acknowledged on the DLQ only once the broker confirmed its copy."""
+        each acknowledged on the DLQ only once the broker confirmed its copy. A copy the broker returns
+        (the original queue does not exist: deleted, renamed) is confirmed all the same, so the channel
+        raises on returns: that letter and the rest stay on the DLQ and ``ReplayStopped`` says why."""
         if queue in retired_dead_letter_queues(self.exchange):
             raise SystemExit(f"{queue} is a retired queue's: nothing consumes these events any more; purge them")
-        done = []
-        async with self.conn.channel(publisher_confirms=True) as channel:
+        done: list[DeadLetter] = []
+        async with self.conn.channel(publisher_confirms=True, on_return_raises=True) as channel:
             for message in await self._take_all(channel, queue):
                 if event_ids is not None and message.message_id not in event_ids:
                     continue
@@ -159,12 +180,24 @@ class DeadLetterOffice:
                 headers = {k: v for k, v in (message.headers or {}).items() if k not in DEAD_LETTER_HEADERS}
                 # The default exchange delivers to exactly the original queue, not to every consumer of
                 # the routing key: the other consumers already have their copy.
-                await channel.default_exchange.publish(
-                    aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
-                                     message_id=message.message_id, correlation_id=message.correlation_id,
-                                     type=message.type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=letter.original_queue, mandatory=True,
-                )
+                try:
+                    await channel.default_exchange.publish(
+                        aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
+                                         message_id=message.message_id, correlation_id=message.correlation_id,
+                                         type=message.type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                        routing_key=letter.original_queue, mandatory=True,
+                    )
+                except aio_pika.exceptions.PublishError:  # returned: no queue by that name
+                    service = declared_by(self.exchange, letter.original_queue)
+                    who = f"the {service}, which declares it at startup," if service else "the service that declares it"
+                    raise ReplayStopped(letter, done, f"no queue {letter.original_queue} to take it back (deleted, "
+                                        "renamed, or not declared yet)", f"check that {letter.original_queue} "
+                                        f"exists (rabbitmqctl list_queues name) and that {who} is running, then "
+                                        "replay again") from None
+                except aio_pika.exceptions.DeliveryError:  # nacked: the queue refused it (full, ...)
+                    raise ReplayStopped(letter, done, f"{letter.original_queue} refused it (nack)",
+                                        "look for a broker alarm or a queue length limit, then replay "
+                                        "again") from None
                 self._record("replay", letter, why=None)
                 await message.ack()
                 done.append(letter)
