@@ -20,8 +20,6 @@ from shared.logs import get_logger
 from shared.metrics import EVENTS_PUBLISHED, OUTBOX_LAST_SUCCESS, OUTBOX_OLDEST_AGE, OUTBOX_PENDING, RETRIES_SCHEDULED
 
 log = get_logger(__name__)
-# After a wake-up, wait this long so that commits arriving together go out in one batch.
-BATCH_WINDOW_SECONDS = 0.003
 # The backlog gauges are refreshed at most this often while the relay is busy, and at every idle wake-up
 # (a query per pass was a tenth of a busy relay's round trips to the database).
 BACKLOG_EVERY_SECONDS = 1.0
@@ -141,8 +139,9 @@ class OutboxRelay:
             except Exception:  # the relay must outlive any single failure; the next wake retries
                 log.exception("outbox relay pass failed")
             try:
+                # No waiting for more commits after a wake-up: under load, those committed during a
+                # pass go together in the next one anyway (3 ms of waiting per hop gained no throughput).
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                await asyncio.sleep(BATCH_WINDOW_SECONDS)
                 idle = False
             except TimeoutError:
                 idle = True

@@ -341,9 +341,9 @@ def main() -> None:
     parser.add_argument("--replicas-only", action="store_true", help="only the one- against two-replica run")
     parser.add_argument("--memory", action="store_true",
                         help="only the services' memory after -n letters (e.g. -n 6000)")
-    parser.add_argument("--pdf-kb", type=int, default=1, help="size of the letters' PDFs for --memory")
+    parser.add_argument("--pdf-kb", type=int, default=1, help="size of the letters' PDFs for --memory and --throughput-only")
     parser.add_argument("--throughput-only", action="store_true",
-                        help="only the 1 KB throughput of both chains, with the CPU of each process")
+                        help="only the throughput of both chains (--pdf-kb), with the CPU of each process")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="only a 1 KB run of -n letters under py-spy: one flame graph per service in DIR")
     args = parser.parse_args()
@@ -382,7 +382,7 @@ def main() -> None:
                                            ("bare", bare.exchange, bare.processes)):
                 groups = {**of(processes), **infrastructure,
                           "postgres": lambda b=name == "bare": backends(database, b)}
-                rate, _, _ = cpu_breakdown(groups, args.n, lambda c=chain: chain_run(c, [], sink, args.n, 1, None))
+                rate, _, _ = cpu_breakdown(groups, args.n, lambda c=chain: chain_run(c, [], sink, args.n, args.pdf_kb, None))
                 print(f"  {name}: {rate:.1f} conv/s")
             return
         if args.replicas_only:
