@@ -244,7 +244,7 @@ def of(processes: dict[str, subprocess.Popen]) -> dict:
     return {name: (lambda p=p: [p.pid]) for name, p in processes.items()}
 
 
-def profile_run(stack: Stack, sink: SmtpSink, n: int, out: Path, top: int = 12) -> None:
+def profile_run(stack: Stack, sink: SmtpSink, n: int, out: Path, pdf_kb: int = 1, top: int = 12) -> None:
     """py-spy samples every service (native frames too) while ``n`` 1 KB letters go through the chain;
     writes one collapsed-stack file per service (speedscope.app or flamegraph.pl open it) and prints
     each service's heaviest frames, inclusive of what they call."""
@@ -256,7 +256,7 @@ def profile_run(stack: Stack, sink: SmtpSink, n: int, out: Path, top: int = 12) 
              for name, proc in stack.processes.items()}
     time.sleep(1)  # py-spy attaches
     try:
-        cpu_breakdown(of(stack.processes), n, lambda: chain_run(stack.exchange, [], sink, n, 1, None))
+        cpu_breakdown(of(stack.processes), n, lambda: chain_run(stack.exchange, [], sink, n, pdf_kb, None))
     finally:
         for spy in spies.values():
             spy.send_signal(signal.SIGINT)
@@ -371,7 +371,7 @@ def main() -> None:
             memory_run(stack, sink, args.n, args.pdf_kb)
             return
         if args.profile:
-            profile_run(stack, sink, args.n, args.profile)
+            profile_run(stack, sink, args.n, args.profile, args.pdf_kb)
             return
         if args.throughput_only:
             # Both chains share the machine's two cores with the broker and PostgreSQL: their CPU
