@@ -4,6 +4,7 @@ there (each one a round trip to the database: the issuer's largest cost per conv
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -38,10 +39,11 @@ async def pool(test_database):
 
 
 class Counted:
-    """The connection a handler gets, counting the statements it sends (one round trip each)."""
+    """The connection a handler gets, counting the statements it sends (one round trip each); ``hook``,
+    if given, is awaited before and after each one (to hold a transaction at a chosen point)."""
 
-    def __init__(self, conn) -> None:
-        self._conn, self.statements = conn, []
+    def __init__(self, conn, hook=None) -> None:
+        self._conn, self.statements, self._hook = conn, [], hook
 
     def __getattr__(self, name):
         method = getattr(self._conn, name)
@@ -50,7 +52,12 @@ class Counted:
 
         async def counted(query, *args, **kwargs):
             self.statements.append(query)
-            return await method(query, *args, **kwargs)
+            if self._hook:
+                await self._hook(query, "before")
+            result = await method(query, *args, **kwargs)
+            if self._hook:
+                await self._hook(query, "after")
+            return result
 
         return counted
 
@@ -70,14 +77,14 @@ class Run:
         return [e["type"] for e in self.events]
 
 
-async def handle(pool, handler, d: Delivery) -> Run:
+async def handle(pool, handler, d: Delivery, hook=None) -> Run:
     """The handler in its own transaction, as shared/consumer.py runs it (begin and commit not counted)."""
     before = funnel()
     async with pool.acquire() as conn:
         last = await conn.fetchval("select coalesce(max(id), 0) from outbox")
         with counted_after_commit():
             await conn.execute("begin")
-            counted = Counted(conn)
+            counted = Counted(conn, hook)
             await handler(counted, d)
             await conn.execute("commit")
         events = [json.loads(r["body"]) for r in await conn.fetch(
@@ -168,6 +175,60 @@ async def test_a_superseding_convocation_counts_each_funnel_stage_once(pool, iss
     assert (await state(pool, cid))[1][-1] == "e-mailed"
     assert run.types == ["convocation.status"] and run.counted == {}  # e-mailed once per convocation
     assert len(run.statements) == 5, run.statements  # + the history query and the reissue action (were 6)
+
+
+async def test_two_deliveries_of_a_new_convocation_at_once_act_as_one_superseding_the_other(pool, issuer):
+    """Two convocation.created for the same new id (two event ids: the inbox lets both through), handled at
+    the same time as the consumer's prefetch allows: both find no row, the first inserts it, the second's
+    insert waits for the first to commit and finds the row there. The second must then supersede the first
+    message exactly as if it had come later: one current message, the first revoked, one e-mail each."""
+    first = created()
+    cid = first.data.convocation_id
+    second = created(convocation_id=cid)
+    first_inserted, second_inserting = asyncio.Event(), asyncio.Event()
+
+    async def hold_first(query, phase):
+        # The first transaction keeps its new row uncommitted until the second is about to insert it too.
+        if phase == "after" and "insert into convocation" in query:
+            first_inserted.set()
+            await second_inserting.wait()
+
+    async def follow_second(query, phase):
+        # The second reads only once the first has inserted (so it finds nothing), then inserts (and
+        # conflicts, whether its insert reaches the server before or after the first commits).
+        if phase == "before" and not first_inserted.is_set():
+            await first_inserted.wait()
+        if phase == "before" and "insert into convocation" in query:
+            second_inserting.set()
+
+    before = funnel()
+    runs = await asyncio.wait_for(asyncio.gather(
+        handle(pool, issuer.on_convocation_created, first, hold_first),
+        handle(pool, issuer.on_convocation_created, second, follow_second)), timeout=30)
+    after = funnel()
+    assert {s: after[s] - before[s] for s in FUNNEL_STAGES if after[s] != before[s]} == {"created": 1, "sealed": 1}
+
+    row, history = await state(pool, cid)
+    outbox = [json.loads(r["body"]) for r in await pool.fetch("select body from outbox order by id")]
+    by_first, by_second = ([e for e in outbox if e["causation_id"] == str(d.envelope.event_id)]
+                           for d in (first, second))
+    assert [e["type"] for e in by_first] == ["message.sealed", "convocation.status"]
+    assert [e["type"] for e in by_second] == [
+        "message.revoked", "convocation.status", "message.sealed", "convocation.status"]
+    first_message = by_first[0]["data"]["message_id"]
+    revoked, superseded, sealed, status = (e["data"] for e in by_second)
+    assert (revoked["message_id"], revoked["reason"]) == (first_message, "superseded")
+    assert (superseded["status"], superseded["message_id"]) == ("superseded", first_message)
+    assert sealed["message_id"] == status["message_id"] == str(row["message_id"]) != first_message
+    assert status["status"] == "sealed"
+    assert (row["status"], row["superseded_count"], history) == ("sealed", 1, ["sealed", "superseded", "sealed"])
+    sealed_ids = [e["data"]["message_id"] for e in outbox
+                  if e["type"] == "message.sealed" and e["data"]["convocation_id"] == str(cid)]
+    assert sealed_ids == [first_message, str(row["message_id"])]  # one e-mail each, the second replacing
+    # The common path is unchanged (three statements); only the rare loser pays for the re-read:
+    # read, insert (conflict), read again (locked), pending reissues, revoke, replace, events.
+    assert len(runs[0].statements) == 3, runs[0].statements
+    assert len(runs[1].statements) == 7, runs[1].statements
 
 
 async def test_a_postal_convocation_goes_to_the_print_room_at_once(pool, issuer):

@@ -7,6 +7,7 @@ writes all of its events in one statement at the end (``_emit``)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import asyncpg
 
@@ -26,6 +27,7 @@ from shared.contracts import (
     EmailFailedV1,
     EmailSentV1,
     MessageRevokedV1,
+    MessageSealedV1,
     PostalChosenV1,
     PostalRequestedV1,
     PublicContact,
@@ -45,6 +47,15 @@ FUNNEL_STATUSES = {"e-mailed": ("e-mailed",), "bounced": ("bounced",), "download
 PAPER_GRACE_SECONDS = 900  # a sweep or two after the deadline is still on time
 # The statuses of a letter sent again that complete the secretariat's resend or e-mail correction.
 REISSUE_DONE = frozenset({"e-mailed", "postal", "postal-fallback"})
+
+
+class _Letter(NamedTuple):
+    """A convocation sealed, before it is stored: the message.sealed payload, the print room's copy."""
+
+    sealed: MessageSealedV1
+    copy: str
+    expires_at: datetime
+    postal: str | None  # why it goes by post at once, if it does
 
 
 class IssuerHandlers:
@@ -67,49 +78,69 @@ class IssuerHandlers:
         if problem:
             raise Rejected("appointment-in-past", problem)
         existing = await store.get_convocation(conn, c.convocation_id)
-        reissues = await store.pending_reissues(conn, c.convocation_id) if existing is not None else []
+        if existing is None:
+            letter = self._seal(c, now)
+            row = await store.insert_convocation(
+                conn, convocation_id=c.convocation_id, message_id=letter.sealed.message_id,
+                patient_ref=letter.sealed.patient_ref, delivery=c.delivery, language=c.patient.language,
+                appointment_at=c.appointment.starts_at, expires_at=letter.expires_at,
+                created_at=d.envelope.occurred_at, sealed_at=now, print_copy=letter.copy,
+                department=c.appointment.department.code,
+            )
+            if row is not None:
+                reached("created")
+                reached("sealed", after_seconds=(now - d.envelope.occurred_at).total_seconds())
+                await self._emit(conn, d, *await self._sealed(conn, row, letter, now), convocation_id=row["id"])
+                return
+            # Another delivery of this convocation (another event id) inserted it since we looked, and its
+            # insert has committed (ours waited for it): ours comes after it, so it supersedes it.
+            existing = await store.get_convocation(conn, c.convocation_id)
+            await self._supersede(conn, d, existing, now, letter)
+        else:
+            await self._supersede(conn, d, existing, now)
+
+    async def _supersede(self, conn, d: Delivery[ConvocationCreatedV1], existing, now: datetime,
+                         letter: _Letter | None = None) -> None:
+        """A new convocation for the same appointment replaces the old message, which is revoked; the funnel
+        counts the convocation once (it was counted when first created). A letter the secretariat asked to
+        send again is this one: its corrected address wins over the event's. ``letter``: already sealed
+        from the event as it came (it is used unless an address correction changes it)."""
+        c = d.data
+        reissues = await store.pending_reissues(conn, c.convocation_id)
         corrected = self._corrected_email(reissues)
         if corrected:
             c = domain.with_email(c, corrected)  # the secretariat's correction wins over the republished address
+        if letter is None or corrected:
+            letter = self._seal(c, now, address_corrected=corrected is not None)
+        if reissues:
+            await store.consume_reissues(conn, c.convocation_id, letter.sealed.message_id, now)
+            log.info("convocation sent again as the secretariat asked", requests=len(reissues),
+                     email_corrected=corrected is not None)
+        events = await self._revoke(conn, existing, "superseded", now)
+        row = await store.replace_message(conn, c.convocation_id, message_id=letter.sealed.message_id,
+                                          patient_ref=letter.sealed.patient_ref, delivery=c.delivery,
+                                          language=c.patient.language, appointment_at=c.appointment.starts_at,
+                                          expires_at=letter.expires_at, sealed_at=now, print_copy=letter.copy,
+                                          department=c.appointment.department.code)
+        events += await self._sealed(conn, row, letter, now)
+        await self._emit(conn, d, *events, convocation_id=row["id"])
+
+    def _seal(self, c: ConvocationCreatedV1, now: datetime, *, address_corrected: bool = False) -> _Letter:
+        """The letter sealed for the patient's link, its print-room copy, and how it goes out (CPU only)."""
         pdf = self._upstream_pdf(c) or self._render(c, now)
         expires_at = domain.expiry(c.appointment.starts_at, self.settings.message_ttl_days)
         postal = domain.postal_reason_at_creation(c)
         sealed = domain.seal_convocation(c, pdf, self.keys, expires_at=expires_at, send_email=postal is None,
-                                         public_contact=self.public_contact, address_corrected=corrected is not None)
-        copy = domain.print_copy(c, pdf, self.settings.print_room_public_key)
-        department = c.appointment.department.code
-        if reissues:
-            await store.consume_reissues(conn, c.convocation_id, sealed.message_id, now)
-            log.info("convocation sent again as the secretariat asked", requests=len(reissues),
-                     email_corrected=corrected is not None)
-        events: list = []
-        if existing is not None:
-            # A new convocation for the same appointment replaces the old message.
-            events += await self._revoke(conn, existing, "superseded", now)
-            row = await store.replace_message(conn, c.convocation_id, message_id=sealed.message_id,
-                                              patient_ref=sealed.patient_ref, delivery=c.delivery,
-                                              language=c.patient.language, appointment_at=c.appointment.starts_at,
-                                              expires_at=expires_at, sealed_at=now, print_copy=copy,
-                                              department=department)
-        else:
-            row = await store.insert_convocation(
-                conn, convocation_id=c.convocation_id, message_id=sealed.message_id, patient_ref=sealed.patient_ref,
-                delivery=c.delivery, language=c.patient.language, appointment_at=c.appointment.starts_at,
-                expires_at=expires_at, created_at=d.envelope.occurred_at, sealed_at=now, print_copy=copy,
-                department=department,
-            )
-            if row is not None:
-                # A superseding convocation is the same convocation: the funnel counts it once.
-                reached("created")
-                reached("sealed", after_seconds=(now - d.envelope.occurred_at).total_seconds())
-            else:  # another delivery inserted it since we looked: its row, and our history line
-                await store.record_history(conn, c.convocation_id, "sealed", now)
-                row = await store.get_convocation(conn, c.convocation_id)
-        events += [sealed, await self._status(conn, row, "sealed", now)]
-        log.info("convocation sealed", message_id=str(sealed.message_id), key_id=sealed.key_id)
-        if postal:
-            events += await self._post(conn, row, postal, now)
-        await self._emit(conn, d, *events, convocation_id=row["id"])
+                                         public_contact=self.public_contact, address_corrected=address_corrected)
+        return _Letter(sealed, domain.print_copy(c, pdf, self.settings.print_room_public_key), expires_at, postal)
+
+    async def _sealed(self, conn, row, letter: _Letter, now: datetime) -> list:
+        """The sealed message's events, and the print room's when it goes by post at once."""
+        events = [letter.sealed, await self._status(conn, row, "sealed", now)]
+        log.info("convocation sealed", message_id=str(letter.sealed.message_id), key_id=letter.sealed.key_id)
+        if letter.postal:
+            events += await self._post(conn, row, letter.postal, now)
+        return events
 
     async def on_convocation_cancelled(self, conn: asyncpg.Connection, d: Delivery[ConvocationCancelledV1]) -> None:
         row = await store.get_convocation(conn, d.data.convocation_id)

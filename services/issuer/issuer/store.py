@@ -14,7 +14,8 @@ async def insert_convocation(
     sealed_at: datetime, print_copy: str, department: str | None,
 ) -> asyncpg.Record | None:
     """The new convocation, sealed, and its first history line, in one statement; returns its row, or
-    None when a convocation with this id is already there (and then writes nothing)."""
+    None when a convocation with this id is already there (and then writes nothing). A row another
+    transaction inserted and has not committed yet makes this wait for it: None once it commits."""
     return await conn.fetchrow(
         "with inserted as ("
         " insert into convocation(id, message_id, patient_ref, delivery, language, status, appointment_at,"
@@ -142,15 +143,6 @@ async def stamp(conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str
     drop = ", print_copy = null" if drop_print_copy else ""
     await conn.execute(f"update convocation set {column} = coalesce({column}, $2){drop} where id = $1",
                        convocation_id, at)
-
-
-async def record_history(
-    conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, at: datetime, detail: str | None = None
-) -> None:
-    await conn.execute(
-        "insert into status_history(convocation_id, status, at, detail) values ($1, $2, $3, $4)",
-        convocation_id, status, at, detail,
-    )
 
 
 async def reached_before(conn: asyncpg.Connection, convocation_id: uuid.UUID, statuses: tuple[str, ...]) -> bool:
