@@ -175,7 +175,20 @@ class Consumer:
             await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
 
         async def consume(msg: RabbitMessage) -> None:  # called with the message by _whole_message
-            await finish_despite_connection_loss(handle(msg))
+            try:
+                await finish_despite_connection_loss(handle(msg))
+            except (Exception, asyncio.CancelledError) as exc:
+                # Past the handler: the ack, the nack or the dead-letter publish failed (a closed channel,
+                # an unroutable DLX; aio-pika cancels the publish when the broker closes its channel).
+                # FastStream logs nothing (no logger, shared/runtime.py): we do, and count it where the
+                # consumer-errors alert looks; the message stays unacknowledged.
+                current = asyncio.current_task()
+                if isinstance(exc, asyncio.CancelledError) and current is not None and current.cancelling():
+                    raise  # this task is being stopped (shutdown, connection lost): not the message's failure
+                EVENTS_CONSUMED.labels(self.service, event_type, "error").inc()
+                log.error("message handling failed after the handler", queue=queue.name,
+                          error=type(exc).__name__, detail=str(exc)[:200])
+                raise
 
         consume.__name__ = f"on_{event_type.replace('.', '_')}"
         self.broker.subscriber(

@@ -29,6 +29,7 @@ from shared.settings import MigrationSettings, ServiceSettings
 
 log = get_logger(__name__)
 RETIRED_QUEUES_RETRY_SECONDS = 60  # while a replica of the previous release still consumes a retired queue
+RETIRED_QUEUES_RECHECK_SECONDS = 600  # then for the process's life: a restarted old pod declares it again
 
 
 def return_large_buffers_to_the_system() -> None:
@@ -132,8 +133,8 @@ class Runtime:
         )
         await self.relay.start()
         self._health_task = asyncio.create_task(self._watch_dependencies(), name=f"{self.service}-health")
-        if self.retired_queues_left:
-            self._retired_queues_task = asyncio.create_task(self._delete_retired_queues_later(),
+        if topology.retired_queues(self.exchange, self.service):
+            self._retired_queues_task = asyncio.create_task(self._keep_retired_queues_deleted(),
                                                             name=f"{self.service}-retired-queues")
         log.info("service started", queues=len(self.consumer.queues))
 
@@ -147,18 +148,35 @@ class Runtime:
         await self.broker.declare_exchange(topology.retry_exchange(self.exchange))
         for declare in self.declarations:
             await declare()
-        self.retired_queues_left = not await topology.delete_retired_queues(connection, self.exchange, self.service)
+        self.retired_queues_left = not await self._delete_retired_queues(connection)
+
+    async def _delete_retired_queues(self, connection=None) -> bool:
+        """Housekeeping, never a reason not to start or to stop: a failure is logged and tried again."""
+        try:
+            return await topology.delete_retired_queues(connection or await self.broker.connect(), self.exchange,
+                                                        self.service)
+        except Exception as exc:
+            log.warning("deleting retired queues failed; trying again later", error=type(exc).__name__,
+                        detail=str(exc)[:200])
+            return False
 
     async def _delete_retired_queues_later(self) -> None:
         """A retired queue still had consumers at startup (replicas of the previous release, during a
-        rolling update): look again every minute until they are gone and it is deleted."""
+        rolling update) or could not be deleted: look again every minute until it is deleted, every ten
+        minutes after ten tries (something else consumes it: a shovel, a debugging client)."""
+        tries = 0
         while self.retired_queues_left:
-            await asyncio.sleep(RETIRED_QUEUES_RETRY_SECONDS)
-            try:
-                self.retired_queues_left = not await topology.delete_retired_queues(
-                    await self.broker.connect(), self.exchange, self.service)
-            except Exception:
-                log.exception("deleting retired queues failed; trying again")
+            tries += 1
+            await asyncio.sleep(RETIRED_QUEUES_RETRY_SECONDS if tries <= 10 else RETIRED_QUEUES_RECHECK_SECONDS)
+            self.retired_queues_left = not await self._delete_retired_queues()
+
+    async def _keep_retired_queues_deleted(self) -> None:
+        """For the process's life: a pod of the previous release that restarts or reconnects after the
+        deletion declares its queue again, which would then fill with events nobody reads."""
+        while True:
+            await self._delete_retired_queues_later()
+            await asyncio.sleep(RETIRED_QUEUES_RECHECK_SECONDS)
+            self.retired_queues_left = not await self._delete_retired_queues()
 
     async def _watch_dependencies(self) -> None:
         """Refresh convocations_dependency_up every 15 s, whether or not anyone calls /readyz."""

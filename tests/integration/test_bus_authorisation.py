@@ -260,3 +260,39 @@ async def test_a_retired_queue_still_consumed_by_the_previous_release_is_deleted
         connection = await aio_pika.connect(AMQP_URL)
         async with connection:
             await (await connection.channel()).queue_delete(f"{name}.dlq")
+
+
+async def test_retired_queue_housekeeping_never_stops_a_start_and_keeps_the_queue_gone(users, exchange, monkeypatch):
+    """A failed deletion is housekeeping, not a reason for the patients' portal not to start; and a pod of
+    the previous release that reconnects after the deletion declares its queue again: it goes again."""
+    monkeypatch.setattr(runtime_module, "RETIRED_QUEUES_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(runtime_module, "RETIRED_QUEUES_RECHECK_SECONDS", 0.2)
+    delete = topology.delete_retired_queues
+
+    async def refused(*args, **kwargs) -> bool:
+        raise aiormq.exceptions.ChannelAccessRefused("ACCESS_REFUSED")
+
+    monkeypatch.setattr(topology, "delete_retired_queues", refused)
+    name = await _old_release_queue(exchange, "access-portal", "email.sent.v1")
+    runtime = await _start_bus(users["access-portal"], exchange)
+    keeper = None
+    try:
+        assert runtime.retired_queues_left and await _depth(name) == 1
+        monkeypatch.setattr(topology, "delete_retired_queues", delete)
+        keeper = asyncio.create_task(runtime._keep_retired_queues_deleted())  # started by runtime.start()
+        for round_ in ("after the failure", "after an old pod declared it again"):
+            for _ in range(100):
+                if await _depth(name) is None:
+                    break
+                await asyncio.sleep(0.1)
+            assert await _depth(name) is None, f"the retired queue is still there {round_}"
+            if round_ == "after the failure":
+                await _old_release_queue(exchange, "access-portal", "email.sent.v1")
+        assert not keeper.done(), "the look-out lasts as long as the service"
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+        await runtime.broker.stop()
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            await (await connection.channel()).queue_delete(f"{name}.dlq")

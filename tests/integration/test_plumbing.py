@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from fastapi.testclient import TestClient
 from faststream.rabbit import Channel, RabbitBroker
+from prometheus_client import REGISTRY
 
 from shared import topology
 from shared.consumer import Consumer, Delivery
@@ -191,6 +192,47 @@ async def test_an_event_delivered_twice_takes_effect_once(schema, broker, exchan
         assert await pool.fetchval("select count(*) from inbox") == 1
     finally:
         await consumer_broker.stop()
+
+
+async def test_a_failure_after_the_handler_is_counted_as_a_consumer_error(schema, broker, exchange_name):
+    """FastStream logs nothing of ours (shared/runtime.py): when dead-lettering an invalid event fails
+    (here its DLQ was deleted: the broker returns the copy), the consumer-errors alert must still see it."""
+    name, _, pool = schema
+    await migrate(pool, name, Path("/nonexistent"))
+    exchange = f"{exchange_name}.plumbing-after"
+
+    async def never(conn: asyncpg.Connection, d: Delivery[DocumentReleasedV1]) -> None:
+        raise AssertionError("an invalid event never reaches the handler")
+
+    def errors() -> float:
+        return REGISTRY.get_sample_value("convocations_events_consumed_total", {
+            "service": "issuer", "type": "document.released", "outcome": "error"}) or 0.0
+
+    consumer_broker = RabbitBroker(AMQP_URL, default_channel=Channel(on_return_raises=True))
+    consumer = Consumer(service="issuer", broker=consumer_broker, exchange=exchange, pool_getter=lambda: pool)
+    consumer.subscribe(DocumentReleasedV1, never)
+    await consumer_broker.connect()
+    await topology.declare_dead_letter_queues(consumer_broker, exchange, consumer.queues)
+    await consumer_broker.start()
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        async with connection:
+            await (await connection.channel()).queue_delete(f"{consumer.queues[0]}.dlq")
+        before = errors()
+        await broker.publish(b"not json", exchange=exchange, routing_key="document.released.v1",
+                             message_id=str(uuid.uuid4()), persist=True)
+        for _ in range(100):
+            if errors() > before:
+                break
+            await asyncio.sleep(0.1)
+        assert errors() == before + 1
+    finally:
+        await consumer_broker.stop()
+        async with await aio_pika.connect(AMQP_URL) as cleanup:
+            channel = await cleanup.channel()
+            for queue in consumer.queues:
+                await channel.queue_delete(queue)
+                await channel.queue_delete(f"{queue}.dlq")
 
 
 def test_readiness_fails_while_the_database_and_broker_are_unreachable(tmp_path):
