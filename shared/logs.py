@@ -28,21 +28,12 @@ def _redact(_logger, _name, event_dict):
     return event_dict
 
 
-def _flatten_extra(_logger, _name, event_dict):
-    """FastStream logs its context under ``extra``; lift it to top-level keys."""
-    for key, value in (event_dict.pop("extra", None) or {}).items():
-        if value not in ("", None):
-            event_dict.setdefault(key, value)
-    return event_dict
-
-
 def configure_logging(service: str, level: str = "INFO") -> None:
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
-        _flatten_extra,
         _redact,
     ]
     structlog.configure(

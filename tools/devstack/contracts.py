@@ -655,7 +655,8 @@ def readme() -> str:
         " major version.")
     add("- A breaking change is a new major version with its own routing key (`convocation.created.v2`),"
         " published side by side with the old one until every consumer has moved; then the old one is retired"
-        " (`RETIRED` in `shared/topology.py`: each former consumer deletes its queue at startup).")
+        " (`RETIRED` in `shared/topology.py`: each former consumer among the services deletes its queue at"
+        " startup; the hospital's systems delete theirs, or ask the operators to).")
     add("- The envelope's `type` and `version` must match the routing key; a mismatch is dead-lettered"
         " (`wrong-type`).")
     add("- Each event has one producer (the catalogue's producer column): the broker lets only that party's user publish its"
