@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from shared import crypto, topology
 from shared.contracts import Envelope, EventPayload
 from shared.logs import get_logger
+from shared.memory import release_freed_memory
 from shared.metrics import DEAD_LETTERED, EVENTS_CONSUMED, HANDLER_SECONDS, counted_after_commit
 
 log = get_logger(__name__)
@@ -170,7 +171,10 @@ class Consumer:
         async def handle(msg: RabbitMessage) -> None:
             if gate is not None and large is not None and len(msg.body) >= large.min_bytes:
                 async with gate:  # taken before decoding: a decoded letter is a few copies of its body
-                    await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
+                    try:
+                        await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
+                    finally:
+                        release_freed_memory()
                 return
             await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
 

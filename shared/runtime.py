@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import sys
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from shared.consumer import Consumer
 from shared.db import create_pool, migrate, wait_for_migrations
 from shared.http import BodyLimit
 from shared.logs import configure_logging, get_logger
+from shared.memory import return_large_buffers_to_the_system
 from shared.metrics import DEPENDENCY_UP, PERIODIC_LAST_SUCCESS
 from shared.outbox import OutboxRelay
 from shared.settings import MigrationSettings, ServiceSettings
@@ -30,24 +29,6 @@ from shared.settings import MigrationSettings, ServiceSettings
 log = get_logger(__name__)
 RETIRED_QUEUES_RETRY_SECONDS = 60  # while a replica of the previous release still consumes a retired queue
 RETIRED_QUEUES_RECHECK_SECONDS = 600  # then for the process's life: a restarted old pod declares it again
-
-
-def return_large_buffers_to_the_system() -> None:
-    """glibc raises its mmap threshold each time a large buffer is freed (up to 32 MB); after a few
-    letters, 10 MB buffers come from the heap and their memory is kept when freed, so resident memory
-    only grows. A fixed threshold maps every buffer over 64 KB on its own and returns it when freed:
-    with 256 KB, the copies of 150 KB letters (body, base64, MIME) stayed in the heap and fragmented
-    it, and the mailer held 150 MB after 6 000 of them (make bench --memory --pdf-kb 150).
-
-    glibc also gives threads that allocate arenas of their own (up to eight per core), each keeping
-    its freed memory; one event loop and its few helper threads need no more than two
-    (as MALLOC_ARENA_MAX=2 would)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD; fixing it also stops the dynamic adjustment
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass  # not glibc (musl, macOS): nothing to tune
 
 
 class Runtime:
