@@ -164,6 +164,17 @@ async def test_the_relay_holds_a_few_megabytes_of_bodies_at_a_time_not_a_batch_o
         await queue.delete(if_unused=False, if_empty=False)
 
 
+async def _consuming(exchange: str, pool: asyncpg.Pool, handler) -> tuple[RabbitBroker, Consumer]:
+    """The issuer's consumer of document.released on ``exchange``, started, with its DLQ."""
+    consumer_broker = RabbitBroker(AMQP_URL, default_channel=Channel(on_return_raises=True))
+    consumer = Consumer(service="issuer", broker=consumer_broker, exchange=exchange, pool_getter=lambda: pool)
+    consumer.subscribe(DocumentReleasedV1, handler)
+    await consumer_broker.connect()
+    await topology.declare_dead_letter_queues(consumer_broker, exchange, consumer.queues)
+    await consumer_broker.start()
+    return consumer_broker, consumer
+
+
 async def test_an_event_delivered_twice_takes_effect_once(schema, broker, exchange_name):
     name, _, pool = schema
     await migrate(pool, name, Path("/nonexistent"))
@@ -175,12 +186,7 @@ async def test_an_event_delivered_twice_takes_effect_once(schema, broker, exchan
         await conn.execute("insert into effect values ($1)", d.envelope.event_id)
         seen.set()
 
-    consumer_broker = RabbitBroker(AMQP_URL, default_channel=Channel(on_return_raises=True))
-    consumer = Consumer(service="issuer", broker=consumer_broker, exchange=exchange, pool_getter=lambda: pool)
-    consumer.subscribe(DocumentReleasedV1, on_released)
-    await consumer_broker.connect()
-    await topology.declare_dead_letter_queues(consumer_broker, exchange, consumer.queues)
-    await consumer_broker.start()
+    consumer_broker, consumer = await _consuming(exchange, pool, on_released)
     try:
         event = envelope(released(), producer="access-portal", correlation_id=uuid.uuid4())
         for _ in range(2):
@@ -208,12 +214,7 @@ async def test_a_failure_after_the_handler_is_counted_as_a_consumer_error(schema
         return REGISTRY.get_sample_value("convocations_events_consumed_total", {
             "service": "issuer", "type": "document.released", "outcome": "error"}) or 0.0
 
-    consumer_broker = RabbitBroker(AMQP_URL, default_channel=Channel(on_return_raises=True))
-    consumer = Consumer(service="issuer", broker=consumer_broker, exchange=exchange, pool_getter=lambda: pool)
-    consumer.subscribe(DocumentReleasedV1, never)
-    await consumer_broker.connect()
-    await topology.declare_dead_letter_queues(consumer_broker, exchange, consumer.queues)
-    await consumer_broker.start()
+    consumer_broker, consumer = await _consuming(exchange, pool, never)
     connection = await aio_pika.connect(AMQP_URL)
     try:
         async with connection:
