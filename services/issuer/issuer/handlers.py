@@ -294,7 +294,7 @@ class IssuerHandlers:
 
     async def _post(self, conn, row, reason: str, now: datetime, action_id=None) -> list:
         """Ask the print room to post the letter, once; returns the events to publish."""
-        if row["postal_at"] is not None or row["print_copy"] is None:
+        if row["postal_at"] is not None or not row["has_print_copy"]:
             return []
         status = "postal" if reason in ("preference", "secretariat", "patient-request") else "postal-fallback"
         await self._count_stage(conn, row, "paper")
@@ -302,9 +302,9 @@ class IssuerHandlers:
                        row["sealed_at"])
         late = (now - deadline).total_seconds() > PAPER_GRACE_SECONDS
         on_commit(PAPER_REQUESTS.labels("late" if late else "on-time").inc)
-        await store.mark_posted(conn, row["id"], status, reason, now)
+        copy = await store.mark_posted(conn, row["id"], status, reason, now)
         events = [PostalRequestedV1(convocation_id=row["id"], reason=reason, language=row["language"],
-                                    for_print_room=row["print_copy"]),
+                                    for_print_room=copy),
                   await self._status(conn, row, status, now, reason, action_id=action_id)]
         on_commit(POSTAL_REQUESTS.labels(reason).inc)
         log.info("postal delivery requested", reason=reason)

@@ -7,6 +7,14 @@ from datetime import datetime
 
 import asyncpg
 
+# A convocation's columns as the handlers read them: every one but the print room's copy (the sealed
+# letter, up to 13 MB, e.g. 200 KB for a 150 KB PDF), which only posting the letter needs
+# (mark_posted() returns it); has_print_copy says whether there is one. tests/integration/test_issuer_handlers.py
+# checks that this names every column of the table.
+ROW = ("id, message_id, patient_ref, delivery, language, status, appointment_at, expires_at, created_at,"
+       " sealed_at, emailed_at, email_failed_at, downloaded_at, postal_at, cancelled_at, updated_at,"
+       " postal_reason, superseded_count, department, reminded_at, print_copy is not null as has_print_copy")
+
 
 async def insert_convocation(
     conn: asyncpg.Connection, *, convocation_id: uuid.UUID, message_id: uuid.UUID, patient_ref: str,
@@ -20,7 +28,8 @@ async def insert_convocation(
         "with inserted as ("
         " insert into convocation(id, message_id, patient_ref, delivery, language, status, appointment_at,"
         " expires_at, created_at, sealed_at, print_copy, department)"
-        " values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9, $10, $11) on conflict (id) do nothing returning *),"
+        " values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9, $10, $11) on conflict (id) do nothing"
+        f" returning {ROW}),"
         " history as (insert into status_history(convocation_id, status, at)"
         " select id, status, sealed_at from inserted)"
         " select * from inserted",
@@ -42,7 +51,7 @@ async def replace_message(
         " appointment_at = $6, expires_at = $7, sealed_at = $8, print_copy = $9, emailed_at = null,"
         " email_failed_at = null, downloaded_at = null, postal_at = null, reminded_at = null, postal_reason = null,"
         " cancelled_at = null, superseded_count = superseded_count + 1, department = $10, updated_at = now()"
-        " where id = $1 returning *),"
+        f" where id = $1 returning {ROW}),"
         " history as (insert into status_history(convocation_id, status, at)"
         " select id, status, sealed_at from replaced)"
         " select * from replaced",
@@ -52,12 +61,15 @@ async def replace_message(
 
 
 async def mark_posted(conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, reason: str,
-                      at: datetime) -> None:
-    """Handed to the print room: the copy is gone, the status and its history line say why (one statement)."""
-    await conn.execute(
-        "with posted as (update convocation set status = $2, postal_at = $4, postal_reason = $3, print_copy = null,"
-        " updated_at = now() where id = $1)"
-        " insert into status_history(convocation_id, status, at, detail) values ($1, $2, $4, $3)",
+                      at: datetime) -> str | None:
+    """Handed to the print room: the copy is gone, the status and its history line say why; returns the
+    copy to post (read from the statement's snapshot, before the update drops it). One statement."""
+    return await conn.fetchval(
+        "with copy as (select print_copy from convocation where id = $1),"
+        " posted as (update convocation set status = $2, postal_at = $4, postal_reason = $3, print_copy = null,"
+        " updated_at = now() where id = $1),"
+        " history as (insert into status_history(convocation_id, status, at, detail) values ($1, $2, $4, $3))"
+        " select print_copy from copy",
         convocation_id, status, reason, at,
     )
 
@@ -65,7 +77,7 @@ async def mark_posted(conn: asyncpg.Connection, convocation_id: uuid.UUID, statu
 async def due_for_fallback(conn: asyncpg.Connection, now: datetime, fallback_hours: int, limit: int = 100):
     """Convocations not downloaded by their deadline and not posted yet (locked for this sweep)."""
     return await conn.fetch(
-        "select * from convocation where downloaded_at is null and postal_at is null and print_copy is not null"
+        f"select {ROW} from convocation where downloaded_at is null and postal_at is null and print_copy is not null"
         " and status in ('sealed', 'e-mailed', 'bounced')"
         " and appointment_at - make_interval(hours => $2) <= $1 and appointment_at > $1"
         " and sealed_at < appointment_at - make_interval(hours => $2)"
@@ -78,7 +90,7 @@ async def due_for_reminder(conn: asyncpg.Connection, now: datetime, fallback_hou
                            limit: int = 100):
     """E-mailed, not downloaded, not posted, not reminded, and the reminder time has come (locked)."""
     return await conn.fetch(
-        "select * from convocation where reminded_at is null and downloaded_at is null and postal_at is null"
+        f"select {ROW} from convocation where reminded_at is null and downloaded_at is null and postal_at is null"
         " and status = 'e-mailed'"
         " and appointment_at - make_interval(hours => $2, days => $3) <= $1"
         " and appointment_at - make_interval(hours => $2) > $1"
@@ -93,14 +105,14 @@ async def mark_reminded(conn: asyncpg.Connection, convocation_id: uuid.UUID, at:
 
 async def due_for_expiry(conn: asyncpg.Connection, now: datetime, limit: int = 100):
     return await conn.fetch(
-        "select * from convocation where expires_at <= $1 and status not in ('expired', 'cancelled', 'withdrawn')"
+        f"select {ROW} from convocation where expires_at <= $1 and status not in ('expired', 'cancelled', 'withdrawn')"
         " order by expires_at limit $2 for update skip locked",
         now, limit,
     )
 
 
 async def get_convocation(conn: asyncpg.Connection, convocation_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow("select * from convocation where id = $1 for update", convocation_id)
+    return await conn.fetchrow(f"select {ROW} from convocation where id = $1 for update", convocation_id)
 
 
 _STAMP_COLUMN = {
