@@ -174,7 +174,7 @@ class Consumer:
                     try:
                         await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
                     finally:
-                        release_freed_memory()
+                        await release_freed_memory()
                 return
             await self._consume(msg, payload_cls, handler, queue.name, event_type, idempotent_by_inbox)
 
@@ -182,15 +182,17 @@ class Consumer:
             try:
                 await finish_despite_connection_loss(handle(msg))
             except (Exception, asyncio.CancelledError) as exc:
-                # Past the handler: the ack, the nack or the dead-letter publish failed (a closed channel,
-                # an unroutable DLX; aio-pika cancels the publish when the broker closes its channel).
+                # Outside the handler: the ack, the nack or the dead-letter publish failed (a closed channel,
+                # an unroutable DLX; aio-pika cancels the publish when the broker closes its channel), or
+                # the message's headers could not be read.
                 # FastStream logs nothing (no logger, shared/runtime.py): we do, and count it where the
                 # consumer-errors alert looks; the message stays unacknowledged.
                 current = asyncio.current_task()
                 if isinstance(exc, asyncio.CancelledError) and current is not None and current.cancelling():
                     raise  # this task is being stopped (shutdown, connection lost): not the message's failure
                 EVENTS_CONSUMED.labels(self.service, event_type, "error").inc()
-                log.error("message handling failed after the handler", queue=queue.name,
+                log.error("message handling failed outside the handler", queue=queue.name,
+                          event_id=msg.message_id, correlation_id=msg.correlation_id,
                           error=type(exc).__name__, detail=str(exc)[:200])
                 raise
 
@@ -235,10 +237,11 @@ class Consumer:
                     log.warning("database unreachable; holding the event until it is back", error=type(exc).__name__)
                     await self._wait_for_database()
                     continue
-                EVENTS_CONSUMED.labels(self.service, event_type, "error").inc()
                 log.exception("handler failed; requeueing", error=type(exc).__name__)
                 await asyncio.sleep(min(0.2 * (2 ** min(int(headers.get("x-delivery-count", 0) or 0), 4)), 3))
                 await msg.nack(requeue=True)
+                # Counted once returned (a failed nack is counted by consume(), not twice).
+                EVENTS_CONSUMED.labels(self.service, event_type, "error").inc()
                 return
             finally:
                 HANDLER_SECONDS.labels(self.service, event_type).observe(time.perf_counter() - started)
@@ -256,9 +259,9 @@ class Consumer:
                     if by_inbox and attempt == 0:
                         if await conn.execute(_begin_and_claim(env.event_id, payload_cls.routing_key())) == "INSERT 0 0":
                             await conn.execute("rollback")
-                            EVENTS_CONSUMED.labels(self.service, event_type, "duplicate").inc()
                             log.info("duplicate event skipped")
                             await msg.ack()
+                            EVENTS_CONSUMED.labels(self.service, event_type, "duplicate").inc()
                             return False
                     else:
                         await conn.execute("begin")

@@ -11,6 +11,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+import aio_pika
 import asyncpg
 from fastapi import APIRouter, FastAPI, Response
 from faststream.rabbit import Channel, RabbitBroker
@@ -123,19 +124,21 @@ class Runtime:
         """Connect, declare this service's exchanges and queues and delete those it no longer consumes
         (its broker user may do exactly that: shared/topology.py ``broker_permissions``).
         ``broker.start()`` then binds and consumes its queues."""
-        connection = await self.broker.connect()
+        await self.broker.connect()
         # DLQs and exchanges first, so that a subscriber never consumes into a missing DLX.
         await topology.declare_dead_letter_queues(self.broker, self.exchange, self.consumer.queues)
         await self.broker.declare_exchange(topology.retry_exchange(self.exchange))
         for declare in self.declarations:
             await declare()
-        self.retired_queues_left = not await self._delete_retired_queues(connection)
+        self.retired_queues_left = not await self._delete_retired_queues()
 
-    async def _delete_retired_queues(self, connection=None) -> bool:
+    async def _delete_retired_queues(self) -> bool:
         """Housekeeping, never a reason not to start or to stop: a failure is logged and tried again."""
         try:
-            return await topology.delete_retired_queues(connection or await self.broker.connect(), self.exchange,
-                                                        self.service)
+            # A connection of its own, closed after: looking up a missing queue closes the channel, and
+            # the broker's robust connection would reopen such channels and keep them for good.
+            async with await aio_pika.connect(self.settings.amqp_url) as connection:
+                return await topology.delete_retired_queues(connection, self.exchange, self.service)
         except Exception as exc:
             log.warning("deleting retired queues failed; trying again later", error=type(exc).__name__,
                         detail=str(exc)[:200])
@@ -167,9 +170,14 @@ class Runtime:
 
     async def stop(self) -> None:
         log.info("service stopping: draining in-flight work")
-        for task in (self._health_task, self._retired_queues_task):
-            if task:
-                task.cancel()
+        background = [task for task in (self._health_task, self._retired_queues_task) if task]
+        for task in background:
+            task.cancel()
+        if background:
+            await asyncio.wait(background, timeout=5)
+            for task in background:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: however it ended, it was told to stop
         await self.broker.stop()  # waits for in-flight handlers (graceful_timeout)
         for hook in self.on_stopping:
             with contextlib.suppress(Exception):

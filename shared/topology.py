@@ -189,7 +189,7 @@ async def delete_retired_queues(connection: AbstractConnection, exchange: str, c
             dlq = await _looked_up(channel, f"{name}.dlq")
             if dlq is not None and (dlq.message_count or dlq.consumer_count):
                 log.warning("retired queue's DLQ kept: it holds dead letters; list them (convocations-admin"
-                            " dlq list) and purge them, and a later start deletes it", queue=f"{name}.dlq",
+                            " dlq list) and purge them; the service deletes it once empty", queue=f"{name}.dlq",
                             messages=dlq.message_count)
             elif dlq is not None:
                 await channel.queue_delete(f"{name}.dlq")

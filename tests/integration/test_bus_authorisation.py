@@ -296,3 +296,25 @@ async def test_retired_queue_housekeeping_never_stops_a_start_and_keeps_the_queu
         connection = await aio_pika.connect(AMQP_URL)
         async with connection:
             await (await connection.channel()).queue_delete(f"{name}.dlq")
+
+
+async def test_retired_queue_housekeeping_leaves_no_channel_open(users, exchange):
+    """Looking up a missing queue closes its channel; on the service's robust connection such channels
+    were reopened and kept, two per look every ten minutes until the connection ran out of channels."""
+    import subprocess
+
+    runtime = await _start_bus(users["access-portal"], exchange)
+    try:
+        def portal_channels() -> int:
+            out = subprocess.run([RABBITMQCTL, "list_channels", "user"], capture_output=True, text=True,
+                                 timeout=60, check=True).stdout
+            return sum(1 for line in out.splitlines() if line.strip() == f"{VHOST}.access-portal")
+
+        await asyncio.sleep(1)  # the start's own look-ups settle
+        before = portal_channels()
+        for _ in range(3):
+            assert await runtime._delete_retired_queues()  # nothing left to delete: two look-ups each
+        await asyncio.sleep(1)  # a robust channel reopens a round trip after the broker closed it
+        assert portal_channels() == before
+    finally:
+        await runtime.broker.stop()
