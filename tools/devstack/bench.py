@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -359,9 +360,10 @@ def main() -> None:
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
     sink = SmtpSink().start()  # both chains' SMTP server: accepts and discards
     inbox = DevInbox().start()  # only as the SMS provider
+    scratch = Path(tempfile.mkdtemp(prefix="convocations-bench-"))  # the services' logs, removed at the end
     stack = Stack(database=database, exchange="bench", smtp_port=sink.port, amqp_url=AMQP,
                   sms_provider_url=inbox.twilio_base_url, sms_account_sid=inbox.account_sid,
-                  sms_auth_token=inbox.auth_token, log_dir=Path(tempfile.mkdtemp()) / "logs",
+                  sms_auth_token=inbox.auth_token, log_dir=scratch / "logs",
                   extra_env={"*": {"LOG_LEVEL": "WARNING", "OUTBOX_POLL_SECONDS": "1"}})
     bare = BareChain(AMQP, f"postgresql://postgres@127.0.0.1:5432/{database}", "bench-bare", sink.port)
     try:
@@ -430,6 +432,7 @@ def main() -> None:
                         f'drop database if exists "{database}" with (force)'], capture_output=True)
         if broker is not None:
             broker.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
