@@ -18,34 +18,40 @@ async def get_email(conn: asyncpg.Connection, message_id: uuid.UUID) -> asyncpg.
 
 _UPSERT = (
     "insert into email(message_id, convocation_id, smtp_message_id, status, attempts, last_code, last_error,"
-    " sent_at, failed_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    " sent_at, failed_at, recipient, language, public_contact, expires_at)"
+    " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)"
     " on conflict (message_id) do update set status = excluded.status, attempts = excluded.attempts,"
     " last_code = excluded.last_code, last_error = excluded.last_error, sent_at = excluded.sent_at,"
-    " failed_at = excluded.failed_at"
+    " failed_at = excluded.failed_at, recipient = coalesce(excluded.recipient, email.recipient),"
+    " language = coalesce(excluded.language, email.language),"
+    " public_contact = coalesce(excluded.public_contact, email.public_contact),"
+    " expires_at = coalesce(excluded.expires_at, email.expires_at)"
 )
+
+
+async def _record(conn, message_id, convocation_id, smtp_message_id, status: str, attempts: int, *,
+                  code=None, reason: str | None = None, sent_at=None, failed_at=None, recipient=None,
+                  language=None, public_contact: dict | None = None, expires_at=None) -> None:
+    """The e-mail's state after an attempt, in one statement; what it does not say is kept."""
+    await conn.execute(_UPSERT, message_id, convocation_id, smtp_message_id, status, attempts, code,
+                       reason[:500] if reason else reason, sent_at, failed_at, recipient, language,
+                       json.dumps(public_contact) if public_contact else None, expires_at)
 
 
 async def record_sent(conn, message_id, convocation_id, smtp_message_id, attempts, at: datetime, *,
                       recipient: str, language: str, public_contact: dict | None, expires_at: datetime) -> None:
     """``recipient`` is the sealed address and name, kept for notices until the message expires."""
-    await conn.execute(
-        "insert into email(message_id, convocation_id, smtp_message_id, status, attempts, sent_at, recipient,"
-        " language, public_contact, expires_at) values ($1, $2, $3, 'sent', $4, $5, $6, $7, $8::jsonb, $9)"
-        " on conflict (message_id) do update set status = 'sent', attempts = excluded.attempts, last_code = null,"
-        " last_error = null, sent_at = excluded.sent_at, failed_at = null, recipient = excluded.recipient,"
-        " language = excluded.language, public_contact = excluded.public_contact, expires_at = excluded.expires_at",
-        message_id, convocation_id, smtp_message_id, attempts, at, recipient, language,
-        json.dumps(public_contact) if public_contact else None, expires_at)
+    await _record(conn, message_id, convocation_id, smtp_message_id, "sent", attempts, sent_at=at,
+                  recipient=recipient, language=language, public_contact=public_contact, expires_at=expires_at)
 
 
 async def record_retry(conn, message_id, convocation_id, smtp_message_id, attempts, code, reason) -> None:
-    await conn.execute(_UPSERT, message_id, convocation_id, smtp_message_id, "retrying", attempts, code,
-                       reason[:500], None, None)
+    await _record(conn, message_id, convocation_id, smtp_message_id, "retrying", attempts, code=code, reason=reason)
 
 
 async def record_failed(conn, message_id, convocation_id, smtp_message_id, attempts, code, reason, at) -> None:
-    await conn.execute(_UPSERT, message_id, convocation_id, smtp_message_id, "failed", attempts, code,
-                       reason[:500], None, at)
+    await _record(conn, message_id, convocation_id, smtp_message_id, "failed", attempts, code=code, reason=reason,
+                  failed_at=at)
 
 
 async def record_bounced(conn, message_id: uuid.UUID, code: int | None, reason: str, at: datetime) -> bool:
