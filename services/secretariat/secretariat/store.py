@@ -12,11 +12,15 @@ from shared import db
 _STAMP = {"bounced": "bounced_at", "downloaded": "downloaded_at", "postal": "postal_at", "postal-fallback": "postal_at"}
 
 
+# A line of a convocation's timeline, written once per event (a redelivered event adds nothing).
+_TIMELINE_LINE = "insert into timeline(convocation_id, event_id, at, kind, detail, action_id)"
+_ONCE = "on conflict (event_id) do nothing"
+
+
 async def add_timeline(conn, convocation_id: uuid.UUID, event_id: uuid.UUID, at: datetime, kind: str,
                        detail: str | None = None, action_id: uuid.UUID | None = None) -> bool:
-    status = await conn.execute(
-        "insert into timeline(convocation_id, event_id, at, kind, detail, action_id) values ($1, $2, $3, $4, $5, $6)"
-        " on conflict (event_id) do nothing", convocation_id, event_id, at, kind, detail, action_id)
+    status = await conn.execute(f"{_TIMELINE_LINE} values ($1, $2, $3, $4, $5, $6) {_ONCE}",
+                                convocation_id, event_id, at, kind, detail, action_id)
     return status == "INSERT 0 1"
 
 
@@ -54,8 +58,7 @@ _APPLY_STATUS = (
 
 _RECORD_STATUS = (
     f"with c as ({_APPLY_STATUS} returning 1)"
-    " insert into timeline(convocation_id, event_id, at, kind, detail, action_id)"
-    " select $1, $9, $8, $6, $10, $11 from c on conflict (event_id) do nothing"
+    f" {_TIMELINE_LINE} select $1, $9, $8, $6, $10, $11 from c {_ONCE}"
 )
 
 
