@@ -38,17 +38,8 @@ async def add_event(
     headers: dict | None = None,
 ) -> uuid.UUID:
     """Record an event to publish once the caller's transaction commits."""
-    await conn.execute(
-        "insert into outbox(event_id, exchange, routing_key, event_type, correlation_id, body, headers)"
-        " values ($1, $2, $3, $4, $5, $6, $7)",
-        env.event_id,
-        exchange,
-        routing_key or f"{env.type}.v{env.version}",
-        env.type,
-        env.correlation_id,
-        encode(env),
-        headers or {},
-    )
+    await _insert(conn, [(env.event_id, exchange, routing_key or f"{env.type}.v{env.version}", env.type,
+                          env.correlation_id, encode(env), headers or {})])
     return env.event_id
 
 
@@ -56,15 +47,20 @@ async def add_events(conn: asyncpg.Connection, envs: list[Envelope]) -> None:
     """Record several events (to the events exchange, by their type) in one statement, in their order:
     a handler that publishes two or three events pays one round trip to the database, not one each.
     The NOTIFY trigger runs once per statement, so the relay is woken once as well."""
-    if not envs:
+    await _insert(conn, [(env.event_id, None, f"{env.type}.v{env.version}", env.type, env.correlation_id,
+                          encode(env), {}) for env in envs])
+
+
+_COLUMNS = ("event_id", "exchange", "routing_key", "event_type", "correlation_id", "body", "headers")
+
+
+async def _insert(conn: asyncpg.Connection, rows: list[tuple]) -> None:
+    if not rows:
         return
-    columns = 5
-    rows = ", ".join("(" + ", ".join(f"${i * columns + k}" for k in range(1, columns + 1)) + ")"
-                     for i in range(len(envs)))
-    args = [value for env in envs for value in (
-        env.event_id, f"{env.type}.v{env.version}", env.type, env.correlation_id, encode(env))]
-    await conn.execute(
-        f"insert into outbox(event_id, routing_key, event_type, correlation_id, body) values {rows}", *args)
+    n = len(_COLUMNS)
+    values = ", ".join("(" + ", ".join(f"${i * n + k}" for k in range(1, n + 1)) + ")" for i in range(len(rows)))
+    await conn.execute(f"insert into outbox({', '.join(_COLUMNS)}) values {values}",
+                       *(value for row in rows for value in row))
 
 
 class OutboxRelay:
