@@ -9,6 +9,9 @@
   outage never counts toward the queue's delivery limit.
 - Any other failure (a bug) is requeued after a short pause; after ``DELIVERY_LIMIT`` deliveries the
   quorum queue dead-letters it (x-death reason ``delivery_limit``).
+- A subscription whose handler acts only on its database may take :class:`Batches`: the deliveries that
+  arrive while its previous transaction runs are claimed and handled together in one transaction, then
+  acknowledged. If anything in it fails, it is rolled back and each event is handled alone as above.
 """
 
 from __future__ import annotations
@@ -59,6 +62,21 @@ class LargeMessages:
 
 
 @dataclass(frozen=True)
+class Batches:
+    """Handle up to ``at_most`` deliveries of a queue in one transaction: one inbox claim and one commit
+    for all (per event they were most of a short handler's round trips and of the database's work).
+
+    Only for a handler whose every effect is in its database: a batch that fails is rolled back and its
+    events handled again one by one, so an e-mail or SMS sent from inside one would go out twice. A
+    batch is what arrived while the previous one ran, and within ``linger`` seconds of its first event
+    (which delays each event by up to that much: only for subscriptions off the patient's path).
+    Redelivered retries and large messages are always handled alone."""
+
+    at_most: int = 50
+    linger: float = 0.0
+
+
+@dataclass(frozen=True)
 class Delivery(Generic[P]):
     """What a handler receives: the validated envelope and how this copy arrived."""
 
@@ -72,6 +90,7 @@ class Delivery(Generic[P]):
 
 
 Handler = Callable[[asyncpg.Connection, Delivery], Awaitable[None]]
+ALONE = object()  # a batch's verdict on a message it leaves to be handled by itself
 
 
 def _validation_detail(exc: ValidationError) -> str:
@@ -117,6 +136,63 @@ def _begin_and_claim(event_id: uuid.UUID, routing_key: str) -> str:
             " on conflict do nothing")
 
 
+_CLAIM_MANY = ("insert into inbox(event_id, routing_key) select unnest($1::uuid[]), $2"
+               " on conflict do nothing returning event_id")
+
+
+@contextlib.asynccontextmanager
+async def _rolled_back_on_error(conn: asyncpg.Connection):
+    """A transaction the caller began and commits: rolled back if anything inside raises."""
+    try:
+        yield
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            with contextlib.suppress(Exception):  # the error that matters is the one raised
+                await conn.execute("rollback")
+        raise
+
+
+class _Batcher:
+    """Collects a queue's deliveries while a batch runs and hands them to ``run`` together.
+
+    ``run(messages)`` returns, for each message, None (done), :data:`ALONE` or the exception its
+    consumer should raise. One batch runs at a time: under load the next one is what arrived meanwhile."""
+
+    def __init__(self, run: Callable[[list[RabbitMessage]], Awaitable[list]], at_most: int, linger: float) -> None:
+        self._run, self._at_most, self._linger = run, at_most, linger
+        self._waiting: list[tuple[RabbitMessage, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def submit(self, msg: RabbitMessage) -> object:
+        """None once the batch handled ``msg``, or :data:`ALONE`."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((msg, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the deliveries read with this one join it
+            while self._waiting:
+                if self._linger and len(self._waiting) < self._at_most:
+                    await asyncio.sleep(self._linger)
+                batch, self._waiting = self._waiting[:self._at_most], self._waiting[self._at_most:]
+                try:
+                    verdicts = await self._run([msg for msg, _ in batch])
+                except BaseException as exc:  # never expected: run() decides per message
+                    verdicts = [exc] * len(batch)
+                for (_, future), verdict in zip(batch, verdicts, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(verdict, BaseException):
+                        future.set_exception(verdict)
+                    else:
+                        future.set_result(verdict)
+        finally:
+            self._task = None
+
+
 async def _whole_message(msg):
     """Hand the handler the message itself and leave decoding to :func:`parse_envelope`.
 
@@ -155,9 +231,11 @@ class Consumer:
         self.queues: list[str] = []
 
     def subscribe(self, payload_cls: type[P], handler: Handler, *, idempotent_by_inbox: bool = True,
-                  prefetch: int | None = None, large: LargeMessages | None = None) -> None:
+                  prefetch: int | None = None, large: LargeMessages | None = None,
+                  batches: Batches | None = None) -> None:
         """``prefetch``: unacknowledged messages held for this queue (else the broker's default); the
-        bodies wait in memory. ``large``: how many big messages are decoded and handled at once."""
+        bodies wait in memory. ``large``: how many big messages are decoded and handled at once.
+        ``batches``: handle the deliveries that arrive together in one transaction (see :class:`Batches`)."""
         routing_key = payload_cls.routing_key()
         if self.service not in topology.BUS[routing_key][1]:
             raise ValueError(f"{self.service} is not a consumer of {routing_key} in shared/topology.py BUS")
@@ -167,8 +245,24 @@ class Consumer:
         for outcome in ("processed", "error"):  # exported from the start: rate() sees the first error
             EVENTS_CONSUMED.labels(self.service, event_type, outcome)
         gate = asyncio.Semaphore(large.at_once) if large else None
+        batcher = None
+        if batches is not None:
+            if not idempotent_by_inbox:
+                raise ValueError("a batch claims its events in the inbox: batches need idempotent_by_inbox")
+
+            async def run_batch(msgs: list[RabbitMessage]) -> list:
+                return await self._consume_batch(msgs, payload_cls, handler, queue.name, event_type)
+
+            batcher = _Batcher(run_batch, batches.at_most, batches.linger)
+
+        def batchable(msg: RabbitMessage) -> bool:
+            headers = msg.headers or {}
+            return (batcher is not None and not int(headers.get("x-attempt", 0) or 0)
+                    and (large is None or len(msg.body) < large.min_bytes))
 
         async def handle(msg: RabbitMessage) -> None:
+            if batchable(msg) and await batcher.submit(msg) is not ALONE:
+                return
             if gate is not None and large is not None and len(msg.body) >= large.min_bytes:
                 async with gate:  # taken before decoding: a decoded letter is a few copies of its body
                     try:
@@ -249,28 +343,74 @@ class Consumer:
         await msg.ack()
         EVENTS_CONSUMED.labels(self.service, event_type, "processed").inc()
 
+    async def _consume_batch(self, msgs: list[RabbitMessage], payload_cls, handler: Handler, queue: str,
+                             event_type: str) -> list:
+        """Claim and handle ``msgs`` in one transaction, then acknowledge them. A message that is not a
+        valid event, and every message of a batch that failed, is left to be handled alone (the usual
+        path dead-letters, requeues or holds it through an outage)."""
+        parsed: list[tuple[int, Envelope]] = []
+        for i, msg in enumerate(msgs):
+            with contextlib.suppress(Rejected):
+                parsed.append((i, parse_envelope(payload_cls, msg.body, queue)))
+        verdicts: list = [ALONE] * len(msgs)
+        if len(parsed) < 2:
+            return verdicts  # nothing to share
+        structlog.contextvars.clear_contextvars()
+        started = time.perf_counter()
+        duplicates: set[int] = set()
+        try:
+            with counted_after_commit():  # funnel and latency metrics count only what committed
+                async with self._pool().acquire() as conn, _rolled_back_on_error(conn):
+                    await conn.execute("begin")
+                    fresh = {row["event_id"] for row in await conn.fetch(
+                        _CLAIM_MANY, [env.event_id for _, env in parsed], payload_cls.routing_key())}
+                    for i, env in parsed:
+                        if env.event_id not in fresh:
+                            duplicates.add(i)
+                            continue
+                        fresh.discard(env.event_id)  # the same event twice in one batch: once
+                        structlog.contextvars.bind_contextvars(
+                            correlation_id=str(env.correlation_id), event_id=str(env.event_id), event_type=event_type)
+                        await handler(conn, Delivery(env, 0, queue))
+                    structlog.contextvars.clear_contextvars()
+                    await conn.execute("commit")
+        except Exception as exc:
+            structlog.contextvars.clear_contextvars()
+            log.warning("batch failed; handling its events one by one", queue=queue, events=len(parsed),
+                        error=type(exc).__name__)
+            return [ALONE] * len(msgs)
+        elapsed = time.perf_counter() - started  # what each of them waited for its commit
+        for i, _ in parsed:
+            try:
+                await msgs[i].ack()
+            except Exception as exc:  # the consumer of this message logs and counts it
+                verdicts[i] = exc
+                continue
+            if i in duplicates:
+                log.info("duplicate event skipped", event_id=msgs[i].message_id)
+                EVENTS_CONSUMED.labels(self.service, event_type, "duplicate").inc()
+            else:
+                HANDLER_SECONDS.labels(self.service, event_type).observe(elapsed)
+                EVENTS_CONSUMED.labels(self.service, event_type, "processed").inc()
+            verdicts[i] = None
+        return verdicts
+
     async def _apply(self, msg: RabbitMessage, env: Envelope, payload_cls, handler: Handler, queue: str,
                      event_type: str, attempt: int, by_inbox: bool) -> bool:
         """Inbox claim and the handler in one transaction; False when the event was a duplicate."""
         with counted_after_commit():  # funnel and latency metrics count only what committed
-            async with self._pool().acquire() as conn:
-                try:
-                    # Delayed retries are the same event id on purpose: the handler's own state guards them.
-                    if by_inbox and attempt == 0:
-                        if await conn.execute(_begin_and_claim(env.event_id, payload_cls.routing_key())) == "INSERT 0 0":
-                            await conn.execute("rollback")
-                            log.info("duplicate event skipped")
-                            await msg.ack()
-                            EVENTS_CONSUMED.labels(self.service, event_type, "duplicate").inc()
-                            return False
-                    else:
-                        await conn.execute("begin")
-                    await handler(conn, Delivery(env, attempt, queue))
-                except Exception:
-                    if not conn.is_closed() and conn.is_in_transaction():
-                        with contextlib.suppress(Exception):  # the error that matters is the one raised
-                            await conn.execute("rollback")
-                    raise
+            async with self._pool().acquire() as conn, _rolled_back_on_error(conn):
+                # Delayed retries are the same event id on purpose: the handler's own state guards them.
+                if by_inbox and attempt == 0:
+                    if await conn.execute(_begin_and_claim(env.event_id, payload_cls.routing_key())) == "INSERT 0 0":
+                        await conn.execute("rollback")
+                        log.info("duplicate event skipped")
+                        await msg.ack()
+                        EVENTS_CONSUMED.labels(self.service, event_type, "duplicate").inc()
+                        return False
+                else:
+                    await conn.execute("begin")
+                await handler(conn, Delivery(env, attempt, queue))
                 await conn.execute("commit")
         return True
 

@@ -16,7 +16,7 @@ from faststream.rabbit import Channel, RabbitBroker
 from prometheus_client import REGISTRY
 
 from shared import topology
-from shared.consumer import Consumer, Delivery
+from shared.consumer import Batches, Consumer, Delivery, Rejected
 from shared.contracts import DocumentReleasedV1, envelope
 from shared.db import SHARED_MIGRATIONS, migrate, wait_for_migrations
 from shared.outbox import OutboxRelay, add_event
@@ -164,11 +164,12 @@ async def test_the_relay_holds_a_few_megabytes_of_bodies_at_a_time_not_a_batch_o
         await queue.delete(if_unused=False, if_empty=False)
 
 
-async def _consuming(exchange: str, pool: asyncpg.Pool, handler) -> tuple[RabbitBroker, Consumer]:
+async def _consuming(exchange: str, pool: asyncpg.Pool, handler,
+                     batches: Batches | None = None) -> tuple[RabbitBroker, Consumer]:
     """The issuer's consumer of document.released on ``exchange``, started, with its DLQ."""
     consumer_broker = RabbitBroker(AMQP_URL, default_channel=Channel(on_return_raises=True))
     consumer = Consumer(service="issuer", broker=consumer_broker, exchange=exchange, pool_getter=lambda: pool)
-    consumer.subscribe(DocumentReleasedV1, handler)
+    consumer.subscribe(DocumentReleasedV1, handler, batches=batches)
     await consumer_broker.connect()
     await topology.declare_dead_letter_queues(consumer_broker, exchange, consumer.queues)
     await consumer_broker.start()
@@ -198,6 +199,108 @@ async def test_an_event_delivered_twice_takes_effect_once(schema, broker, exchan
         assert await pool.fetchval("select count(*) from inbox") == 1
     finally:
         await consumer_broker.stop()
+
+
+async def _publish_released(broker: RabbitBroker, exchange: str, events) -> None:
+    for event in events:
+        await broker.publish(event.model_dump_json().encode(), exchange=exchange,
+                             routing_key="document.released.v1", message_id=str(event.event_id), persist=True)
+
+
+async def _rows_within(pool: asyncpg.Pool, query: str, n: int) -> list:
+    """``query``'s rows once there are ``n`` of them (or after 10 s)."""
+    for _ in range(100):
+        if len(rows := await pool.fetch(query)) >= n:
+            break
+        await asyncio.sleep(0.1)
+    return rows
+
+
+async def _left_in(queue: str) -> tuple[int, int]:
+    """(messages in ``queue``, in its DLQ): with its consumer stopped, an unacknowledged one is back in it."""
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        channel = await connection.channel()
+        return tuple([(await channel.declare_queue(name, passive=True)).declaration_result.message_count
+                      for name in (queue, f"{queue}.dlq")])
+
+
+async def _delete_queues(consumer: Consumer) -> None:
+    async with await aio_pika.connect(AMQP_URL) as cleanup:
+        channel = await cleanup.channel()
+        for queue in consumer.queues:
+            await channel.queue_delete(queue)
+            await channel.queue_delete(f"{queue}.dlq")
+
+
+async def test_events_that_arrive_together_are_handled_in_one_transaction_each_once(schema, broker, exchange_name):
+    """A batch: the events waiting in the queue when the consumer starts share one inbox claim and one
+    commit; a duplicate inside the batch and one already in the inbox take no effect; all are acknowledged."""
+    name, _, pool = schema
+    await migrate(pool, name, Path("/nonexistent"))
+    await pool.execute("create table effect (event_id uuid, tx bigint)")
+    exchange = f"{exchange_name}.plumbing-batch"
+
+    async def on_released(conn: asyncpg.Connection, d: Delivery[DocumentReleasedV1]) -> None:
+        await conn.execute("insert into effect values ($1, txid_current())", d.envelope.event_id)
+
+    events = [envelope(released(), producer="access-portal", correlation_id=uuid.uuid4()) for _ in range(20)]
+    consumer_broker, consumer = await _consuming(exchange, pool, on_released, Batches(linger=0.5))
+    await consumer_broker.stop()  # queues declared and bound; nothing consumed yet
+    try:
+        await pool.execute("insert into inbox(event_id, routing_key) values ($1, 'document.released.v1')",
+                           events[0].event_id)  # handled before: a redelivery
+        await _publish_released(broker, exchange, [*events, events[5]])  # and event 5 twice in the batch
+        consumer_broker, consumer = await _consuming(exchange, pool, on_released, Batches(linger=0.5))
+        effects = await _rows_within(pool, "select event_id, tx from effect", 19)
+        await asyncio.sleep(0.3)  # acknowledged right after the commit
+        await consumer_broker.stop()
+        assert await _left_in(consumer.queues[0]) == (0, 0)
+        assert sorted(str(r["event_id"]) for r in effects) == sorted(str(e.event_id) for e in events[1:])
+        assert len({r["tx"] for r in effects}) < len(effects) // 2, "the waiting events shared transactions"
+        assert await pool.fetchval("select count(*) from inbox") == 20
+    finally:
+        await consumer_broker.stop()
+        await _delete_queues(consumer)
+
+
+async def test_a_batch_with_an_event_that_fails_is_rolled_back_and_its_events_handled_alone(
+        schema, broker, exchange_name):
+    """One refused event in a batch: nothing of the batch's transaction stays; each event is then handled
+    alone, the refused one dead-lettered with its reason and every other one taking effect once."""
+    name, _, pool = schema
+    await migrate(pool, name, Path("/nonexistent"))
+    await pool.execute("create table effect (event_id uuid)")
+    exchange = f"{exchange_name}.plumbing-batch-fails"
+    events = [envelope(released(), producer="access-portal", correlation_id=uuid.uuid4()) for _ in range(10)]
+    refused = events[4].event_id
+    attempts: list[uuid.UUID] = []
+
+    async def on_released(conn: asyncpg.Connection, d: Delivery[DocumentReleasedV1]) -> None:
+        attempts.append(d.envelope.event_id)
+        await conn.execute("insert into effect values ($1)", d.envelope.event_id)
+        if d.envelope.event_id == refused:
+            raise Rejected("refused-for-the-test", "this one is refused")
+
+    consumer_broker, consumer = await _consuming(exchange, pool, on_released, Batches(linger=0.5))
+    await consumer_broker.stop()
+    try:
+        await _publish_released(broker, exchange, events)
+        consumer_broker, consumer = await _consuming(exchange, pool, on_released, Batches(linger=0.5))
+        effects = [r["event_id"] for r in await _rows_within(pool, "select event_id from effect", 9)]
+        await asyncio.sleep(0.3)
+        await consumer_broker.stop()
+        assert await _left_in(consumer.queues[0]) == (0, 1)
+        assert sorted(map(str, effects)) == sorted(str(e.event_id) for e in events if e.event_id != refused)
+        tried_twice = {e for e in attempts if attempts.count(e) == 2} - {refused}
+        assert tried_twice, "the refused event's batch companions were tried in it, then alone"
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            dead = await (await connection.channel()).get_queue(f"{consumer.queues[0]}.dlq")
+            message = await dead.get(timeout=5)
+            assert (message.message_id, message.headers["x-rejected-reason"]) == (str(refused), "refused-for-the-test")
+            await message.ack()
+    finally:
+        await consumer_broker.stop()
+        await _delete_queues(consumer)
 
 
 async def test_a_failure_after_the_handler_is_counted_as_a_consumer_error(schema, broker, exchange_name):

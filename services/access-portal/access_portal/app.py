@@ -16,6 +16,7 @@ from access_portal.audit import AuditPruner
 from access_portal.handlers import PortalHandlers
 from access_portal.routes import Portal
 from access_portal.settings import PortalSettings
+from shared.consumer import Batches
 from shared.contracts import (
     MessageRevokedV1,
     MessageSealedV1,
@@ -38,7 +39,8 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     settings = settings or PortalSettings()
     runtime = Runtime("access-portal", "access_portal", settings, MIGRATIONS)
     handlers = PortalHandlers(settings)
-    runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed)
+    runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed,
+                               batches=Batches(linger=settings.batch_linger_seconds))
     runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
     runtime.consumer.subscribe(SmsSentV1, handlers.on_sms_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)

@@ -14,6 +14,7 @@ from secretariat.auth import Oidc
 from secretariat.console import Console
 from secretariat.settings import SecretariatSettings
 from secretariat.web import Pages
+from shared.consumer import Batches
 from shared.contracts import (
     AccessChangedV1,
     ConvocationReissueRequestedV1,
@@ -34,7 +35,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     settings = settings or SecretariatSettings()
     runtime = Runtime("secretariat", "secretariat", settings, MIGRATIONS)
-    runtime.consumer.subscribe(ConvocationStatusV1, handlers.on_status)
+    runtime.consumer.subscribe(ConvocationStatusV1, handlers.on_status,
+                               batches=Batches(linger=settings.batch_linger_seconds))
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_code_requested)
     runtime.consumer.subscribe(SmsSentV1, handlers.on_code_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_code_failed)
