@@ -77,27 +77,25 @@ class IssuerHandlers:
         problem = domain.appointment_problem(c, now)
         if problem:
             raise Rejected("appointment-in-past", problem)
+        # Sealed before looking: a new convocation (nearly all of them) then takes one statement to store,
+        # and a known one is superseded by this same letter unless the secretariat corrected its address.
+        letter = self._seal(c, now)
+        row = await store.insert_convocation(
+            conn, convocation_id=c.convocation_id, message_id=letter.sealed.message_id,
+            patient_ref=letter.sealed.patient_ref, delivery=c.delivery, language=c.patient.language,
+            appointment_at=c.appointment.starts_at, expires_at=letter.expires_at,
+            created_at=d.envelope.occurred_at, sealed_at=now, print_copy=letter.copy,
+            department=c.appointment.department.code,
+        )
+        if row is not None:
+            reached("created")
+            reached("sealed", after_seconds=(now - d.envelope.occurred_at).total_seconds())
+            await self._emit(conn, d, *await self._sealed(conn, row, letter, now), convocation_id=row["id"])
+            return
+        # Already there, inserted by an earlier event or by another delivery whose insert committed while
+        # ours waited for it: ours comes after it, so it supersedes it.
         existing = await store.get_convocation(conn, c.convocation_id)
-        if existing is None:
-            letter = self._seal(c, now)
-            row = await store.insert_convocation(
-                conn, convocation_id=c.convocation_id, message_id=letter.sealed.message_id,
-                patient_ref=letter.sealed.patient_ref, delivery=c.delivery, language=c.patient.language,
-                appointment_at=c.appointment.starts_at, expires_at=letter.expires_at,
-                created_at=d.envelope.occurred_at, sealed_at=now, print_copy=letter.copy,
-                department=c.appointment.department.code,
-            )
-            if row is not None:
-                reached("created")
-                reached("sealed", after_seconds=(now - d.envelope.occurred_at).total_seconds())
-                await self._emit(conn, d, *await self._sealed(conn, row, letter, now), convocation_id=row["id"])
-                return
-            # Another delivery of this convocation (another event id) inserted it since we looked, and its
-            # insert has committed (ours waited for it): ours comes after it, so it supersedes it.
-            existing = await store.get_convocation(conn, c.convocation_id)
-            await self._supersede(conn, d, existing, now, letter)
-        else:
-            await self._supersede(conn, d, existing, now)
+        await self._supersede(conn, d, existing, now, letter)
 
     async def _supersede(self, conn, d: Delivery[ConvocationCreatedV1], existing, now: datetime,
                          letter: _Letter | None = None) -> None:
