@@ -57,7 +57,7 @@ class MailerHandlers:
         m = d.data
         if not m.send_email:
             return
-        row = await store.get_email(conn, m.message_id)
+        row, previous_sent_at = await store.email_to_send(conn, m.message_id, m.convocation_id)
         if row is not None and row["status"] in ("sent", "failed", "bounced", "revoked"):
             log.info("e-mail already handled; not sending again", status=row["status"])
             return
@@ -78,8 +78,7 @@ class MailerHandlers:
             contact_email=contact.get("email"),
             # "This replaces the e-mail of <date>" only to the address that got that e-mail: after the
             # secretariat corrected the address, the earlier one went elsewhere (or nowhere).
-            replaces_date=None if recipient.get("address_corrected")
-            else await store.previous_sent_at(conn, m.convocation_id, m.message_id),
+            replaces_date=None if recipient.get("address_corrected") else previous_sent_at,
         )
         try:
             await self._send(conn, m.message_id, "link", rendered, recipient, m.language)

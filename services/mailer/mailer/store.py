@@ -8,12 +8,27 @@ from datetime import datetime
 
 import asyncpg
 
+# Taken before reading a message's e-mail row: two copies of one message.sealed delivered at once must not
+# both send. The row is read by the next statement, whose snapshot comes after the wait.
+_LOCK_MESSAGE = "pg_advisory_xact_lock(hashtextextended('mailer:' || $1::text, 0))"
+_EMAIL_ROW = "select * from email where message_id = $1 for update"
+
 
 async def get_email(conn: asyncpg.Connection, message_id: uuid.UUID) -> asyncpg.Record | None:
-    """The message's e-mail row, after waiting for any other transaction handling the same message
-    (two copies of one message.sealed delivered at once must not both send)."""
-    await conn.execute("select pg_advisory_xact_lock(hashtextextended('mailer:' || $1, 0))", str(message_id))
-    return await conn.fetchrow("select * from email where message_id = $1 for update", message_id)
+    """The message's e-mail row, after waiting for any other transaction handling the same message."""
+    await conn.execute(f"select {_LOCK_MESSAGE}", str(message_id))
+    return await conn.fetchrow(_EMAIL_ROW, message_id)
+
+
+async def email_to_send(conn: asyncpg.Connection, message_id: uuid.UUID,
+                        convocation_id: uuid.UUID) -> tuple[asyncpg.Record | None, datetime | None]:
+    """As :func:`get_email`, with when the latest earlier e-mail of the convocation went out (the one a
+    new message replaces), looked up with the wait: two round trips, not three. That time is read as
+    of before the wait, which only another message of the same convocation sent meanwhile could change."""
+    waited = await conn.fetchrow(
+        f"select {_LOCK_MESSAGE}, (select max(sent_at) from email where convocation_id = $2 and message_id <> $3"
+        " and sent_at is not null) as previous", str(message_id), convocation_id, message_id)
+    return await conn.fetchrow(_EMAIL_ROW, message_id), waited["previous"]
 
 
 _UPSERT = (
@@ -68,13 +83,6 @@ async def record_revoked(conn, message_id: uuid.UUID, convocation_id: uuid.UUID,
         "insert into email(message_id, convocation_id, smtp_message_id, status) values ($1, $2, $3, 'revoked')"
         " on conflict (message_id) do update set status = 'revoked' where email.status = 'retrying'",
         message_id, convocation_id, smtp_message_id)
-
-
-async def previous_sent_at(conn, convocation_id: uuid.UUID, message_id: uuid.UUID) -> datetime | None:
-    """When the latest earlier e-mail of this convocation went out (the one a new message replaces)."""
-    return await conn.fetchval(
-        "select max(sent_at) from email where convocation_id = $1 and message_id <> $2 and sent_at is not null",
-        convocation_id, message_id)
 
 
 async def add_bounce_token(conn, token_hash: bytes, message_id: uuid.UUID, kind: str) -> None:
