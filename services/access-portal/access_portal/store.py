@@ -11,11 +11,18 @@ from shared import db
 
 
 async def insert_message(conn: asyncpg.Connection, **m) -> bool:
+    """Store a sealed message, revoked at once (its sealed parts dropped) if its revocation came first."""
     status = await conn.execute(
-        "insert into message(message_id, convocation_id, patient_ref, language, key_id, document_nonce,"
+        "with early as (delete from revoked_early where message_id = $1 returning state, reason)"
+        " insert into message(message_id, convocation_id, patient_ref, language, key_id, document_nonce,"
         " document_ciphertext, details_nonce, details_ciphertext, expires_at, secretariat_phone,"
-        " secretariat_email, phone_hash, phone_hint, phone_enc, public_phone, public_email, patient_refs)"
-        " values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        " secretariat_email, phone_hash, phone_hint, phone_enc, public_phone, public_email, patient_refs,"
+        " state, revoked_reason)"
+        " select $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::bytea,"
+        " case when early.state is null then $7::bytea end, $8::bytea,"
+        " case when early.state is null then $9::bytea end, $10::timestamptz, $11::text, $12::text, $13::text,"
+        " $14::text, $15::text, $16::text, $17::text, $18::text[], coalesce(early.state, 'active'), early.reason"
+        " from (select) one left join early on true"
         " on conflict do nothing",
         m["message_id"], m["convocation_id"], m["patient_ref"], m["language"], m["key_id"], m["document_nonce"],
         m["document_ciphertext"], m["details_nonce"], m["details_ciphertext"], m["expires_at"],
@@ -47,10 +54,14 @@ async def get_message(conn: asyncpg.Connection, message_id: uuid.UUID, *, lock: 
 
 
 async def revoke_message(conn: asyncpg.Connection, message_id: uuid.UUID, reason: str) -> None:
+    """Drop the message's sealed parts for good. Not stored yet (its message.sealed comes through another
+    queue): the revocation waits for it in ``revoked_early``, so that it is never stored readable."""
     state = "expired" if reason == "expired" else "revoked"
     await conn.execute(
-        "update message set state = $2, revoked_reason = $3, document_ciphertext = null, details_ciphertext = null"
-        " where message_id = $1",
+        "with revoked as (update message set state = $2, revoked_reason = $3, document_ciphertext = null,"
+        " details_ciphertext = null where message_id = $1 returning 1)"
+        " insert into revoked_early(message_id, state, reason) select $1, $2, $3"
+        " where not exists (select from revoked) on conflict (message_id) do nothing",
         message_id, state, reason,
     )
 
