@@ -234,29 +234,34 @@ async def _delete_queues(consumer: Consumer) -> None:
 
 async def test_events_that_arrive_together_are_handled_in_one_transaction_each_once(schema, broker, exchange_name):
     """A batch: the events waiting in the queue when the consumer starts share one inbox claim and one
-    commit; a duplicate inside the batch and one already in the inbox take no effect; all are acknowledged."""
+    commit, at most ``at_most`` of them, handled in the order of the rows they lock; a duplicate inside
+    the batch and one already in the inbox take no effect; all are acknowledged."""
     name, _, pool = schema
     await migrate(pool, name, Path("/nonexistent"))
-    await pool.execute("create table effect (event_id uuid, tx bigint)")
+    await pool.execute("create table effect (n serial, event_id uuid, convocation_id uuid, tx bigint)")
     exchange = f"{exchange_name}.plumbing-batch"
+    batches = Batches(at_most=8, linger=0.5, order=lambda released: released.convocation_id)
 
     async def on_released(conn: asyncpg.Connection, d: Delivery[DocumentReleasedV1]) -> None:
-        await conn.execute("insert into effect values ($1, txid_current())", d.envelope.event_id)
+        await conn.execute("insert into effect(event_id, convocation_id, tx) values ($1, $2, txid_current())",
+                           d.envelope.event_id, d.data.convocation_id)
 
     events = [envelope(released(), producer="access-portal", correlation_id=uuid.uuid4()) for _ in range(20)]
-    consumer_broker, consumer = await _consuming(exchange, pool, on_released, Batches(linger=0.5))
+    consumer_broker, consumer = await _consuming(exchange, pool, on_released, batches)
     await consumer_broker.stop()  # queues declared and bound; nothing consumed yet
     try:
         await pool.execute("insert into inbox(event_id, routing_key) values ($1, 'document.released.v1')",
                            events[0].event_id)  # handled before: a redelivery
         await _publish_released(broker, exchange, [*events, events[5]])  # and event 5 twice in the batch
-        consumer_broker, consumer = await _consuming(exchange, pool, on_released, Batches(linger=0.5))
-        effects = await _rows_within(pool, "select event_id, tx from effect", 19)
+        consumer_broker, consumer = await _consuming(exchange, pool, on_released, batches)
+        effects = await _rows_within(pool, "select event_id, convocation_id, tx from effect order by n", 19)
         await asyncio.sleep(0.3)  # acknowledged right after the commit
         await consumer_broker.stop()
         assert await _left_in(consumer.queues[0]) == (0, 0)
         assert sorted(str(r["event_id"]) for r in effects) == sorted(str(e.event_id) for e in events[1:])
-        assert len({r["tx"] for r in effects}) < len(effects) // 2, "the waiting events shared transactions"
+        batches_seen = [[r["convocation_id"] for r in effects if r["tx"] == tx] for tx in {r["tx"] for r in effects}]
+        assert len(batches_seen) < len(effects) // 2, "the waiting events shared transactions"
+        assert all(len(b) <= 8 and b == sorted(b) for b in batches_seen), batches_seen
         assert await pool.fetchval("select count(*) from inbox") == 20
     finally:
         await consumer_broker.stop()

@@ -32,8 +32,8 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
                                prefetch=settings.letters_prefetch,
                                large=LargeMessages(min_bytes=LARGE_LETTER_BYTES, at_once=settings.large_letters_at_once))
     runtime.consumer.subscribe(ConvocationCancelledV1, handlers.on_convocation_cancelled)
-    runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent,
-                               batches=Batches(linger=settings.batch_linger_seconds))
+    runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent,  # each locks its convocation's row
+                               batches=Batches(linger=settings.batch_linger_seconds, order=lambda e: e.convocation_id))
     runtime.consumer.subscribe(EmailFailedV1, handlers.on_email_failed)
     runtime.consumer.subscribe(DocumentReleasedV1, handlers.on_document_released)
     runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)

@@ -35,8 +35,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     settings = settings or SecretariatSettings()
     runtime = Runtime("secretariat", "secretariat", settings, MIGRATIONS)
-    runtime.consumer.subscribe(ConvocationStatusV1, handlers.on_status,
-                               batches=Batches(linger=settings.batch_linger_seconds))
+    runtime.consumer.subscribe(ConvocationStatusV1, handlers.on_status,  # each writes its convocation's row
+                               batches=Batches(linger=settings.batch_linger_seconds, order=lambda s: s.convocation_id))
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_code_requested)
     runtime.consumer.subscribe(SmsSentV1, handlers.on_code_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_code_failed)
