@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import structlog
@@ -80,7 +80,7 @@ class Batches:
 
     at_most: int = 10
     linger: float = 0.0
-    order: Callable[[EventPayload], object] | None = None
+    order: Callable[[Any], Any] | None = None  # given the event's payload
 
 
 @dataclass(frozen=True)
@@ -263,11 +263,11 @@ class Consumer:
 
         def batchable(msg: RabbitMessage) -> bool:
             headers = msg.headers or {}
-            return (batcher is not None and not int(headers.get("x-attempt", 0) or 0)
-                    and not msg.raw_message.redelivered and (large is None or len(msg.body) < large.min_bytes))
+            return (not int(headers.get("x-attempt", 0) or 0) and not msg.raw_message.redelivered
+                    and (large is None or len(msg.body) < large.min_bytes))
 
         async def handle(msg: RabbitMessage) -> None:
-            if batchable(msg) and await batcher.submit(msg) is not ALONE:
+            if batcher is not None and batchable(msg) and await batcher.submit(msg) is not ALONE:
                 return
             if gate is not None and large is not None and len(msg.body) >= large.min_bytes:
                 async with gate:  # taken before decoding: a decoded letter is a few copies of its body
@@ -350,7 +350,7 @@ class Consumer:
         EVENTS_CONSUMED.labels(self.service, event_type, "processed").inc()
 
     async def _consume_batch(self, msgs: list[RabbitMessage], payload_cls, handler: Handler, queue: str,
-                             event_type: str, order: Callable[[EventPayload], object] | None) -> list:
+                             event_type: str, order: Callable[[Any], Any] | None) -> list:
         """Claim and handle ``msgs`` in one transaction, then acknowledge them. A message that is not a
         valid event, and every message of a batch that failed, is left to be handled alone (the usual
         path dead-letters, requeues or holds it through an outage)."""

@@ -870,7 +870,9 @@ def test_alerts_cover_what_the_design_promises(alert_rules):
                    "rabbitmq_detailed_queue_consumers", "convocations_outbox_last_success_timestamp_seconds",
                    'convocations_periodic_last_success_timestamp_seconds{task="issuer-sweeper"}', "absent(up{",
                    'convocations_dependency_up{dependency="database"}', 'up{job="rabbitmq"}',
-                   "slo:sli_error:ratio_rate1h", "convocations_paper_overdue"):
+                   "slo:sli_error:ratio_rate1h", "convocations_paper_overdue",
+                   # a request to send a letter again that the hospital system leaves unanswered
+                   "convocations_reissue_oldest_waiting_seconds"):
         assert metric in exprs, f"no alert on {metric}"
     assert "faststream_received_processed_messages_total" not in exprs, "FastStream never sees our handlers' errors"
 

@@ -179,6 +179,13 @@ async def count_paper_overdue(conn: asyncpg.Connection, now: datetime, fallback_
 # --- letters to send again (the secretariat's resend and e-mail correction) ---------------------------
 
 
+async def reissues_waiting(conn: asyncpg.Connection) -> tuple[int, datetime | None]:
+    """How many requests the hospital system has not answered yet, and when the oldest was made."""
+    row = await conn.fetchrow("select count(*) as n, min(requested_at) as oldest from reissue_request"
+                              " where consumed_at is null")
+    return row["n"], row["oldest"]
+
+
 async def add_reissue_request(conn: asyncpg.Connection, *, action_id: uuid.UUID, convocation_id: uuid.UUID,
                               reason: str, email_sealed: str | None, requested_at: datetime) -> bool:
     status = await conn.execute(

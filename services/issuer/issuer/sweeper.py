@@ -1,4 +1,5 @@
-"""The issuer's clock: reminders, paper fallback for letters not downloaded in time, and message expiry.
+"""The issuer's clock: reminders, paper fallback for letters not downloaded in time, message expiry, and
+the gauges of what is overdue (paper letters, requests the hospital system has not answered).
 
 Runs in every replica (``Runtime.every``); ``FOR UPDATE SKIP LOCKED`` lets replicas share the rows
 without doubles.
@@ -13,6 +14,7 @@ import structlog
 
 from issuer import domain, store
 from issuer.handlers import PAPER_GRACE_SECONDS, IssuerHandlers
+from issuer.metrics import REISSUE_OLDEST_WAITING, REISSUES_WAITING
 from shared.logs import get_logger
 from shared.metrics import PAPER_OVERDUE, counted_after_commit
 
@@ -54,4 +56,8 @@ class Sweeper:
         async with pool.acquire() as conn:
             # What the paper SLO counts: letters this sweep should have posted and did not (yet).
             PAPER_OVERDUE.set(await store.count_paper_overdue(conn, now, hours, PAPER_GRACE_SECONDS))
+            # Letters the secretariat asked to send again, waiting for the hospital system to publish them.
+            waiting, oldest = await store.reissues_waiting(conn)
+            REISSUES_WAITING.set(waiting)
+            REISSUE_OLDEST_WAITING.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
         return done
