@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -53,3 +54,39 @@ async def test_a_message_stored_then_revoked_is_revoked_in_place_and_leaves_noth
         assert await conn.fetchval("select count(*) from revoked_early") == 0
         await store.revoke_message(conn, mid, "superseded")  # a redelivery changes nothing
         assert await conn.fetchval("select count(*) from revoked_early") == 0
+
+
+async def test_a_revocation_and_its_message_handled_at_the_same_time_leave_the_message_revoked(pool):
+    """Either order, each transaction still open when the other starts: the revocation must not miss the
+    message (stored, not committed yet), and the message must not miss the revocation (the same)."""
+    for first in ("message", "revocation"):
+        mid = uuid.uuid4()
+        async with pool.acquire() as a, pool.acquire() as b:
+            await a.execute("begin")
+            await b.execute("begin")
+            if first == "message":
+                await store.insert_message(a, **sealed(mid))
+                second = asyncio.create_task(store.revoke_message(b, mid, "cancelled"))
+            else:
+                await store.revoke_message(a, mid, "cancelled")
+                second = asyncio.create_task(store.insert_message(b, **sealed(mid)))
+            await asyncio.sleep(0.3)
+            assert not second.done(), "the second waits for the first"
+            await a.execute("commit")
+            await asyncio.wait_for(second, 10)
+            await b.execute("commit")
+            row = await store.get_message(a, mid)
+            assert (first, row["state"], row["document_ciphertext"]) == (first, "revoked", None)
+            assert await a.fetchval("select count(*) from revoked_early where message_id = $1", mid) == 0
+
+
+async def test_a_revocation_whose_message_never_came_is_forgotten_after_its_keeping_time(pool):
+    old, recent = uuid.uuid4(), uuid.uuid4()
+    async with pool.acquire() as conn:
+        for mid in (old, recent):
+            await store.revoke_message(conn, mid, "cancelled")
+        await conn.execute("update revoked_early set revoked_at = now() - make_interval(days => $2)"
+                           " where message_id = $1", old, store.REVOKED_EARLY_KEPT_DAYS + 1)
+        assert await store.prune_revoked_early(conn) == 1
+        left = {r["message_id"] for r in await conn.fetch("select message_id from revoked_early")}
+        assert old not in left and recent in left

@@ -9,9 +9,15 @@ import asyncpg
 
 from shared import db
 
+# Storing a message and revoking it wait for each other: each takes this lock in a statement of its own,
+# so that its next statement's snapshot sees what the other committed (a revocation never misses the
+# message, a message never misses its revocation).
+_LOCK_MESSAGE = "select pg_advisory_xact_lock(hashtextextended('portal-message:' || $1::text, 0))"
+
 
 async def insert_message(conn: asyncpg.Connection, **m) -> bool:
     """Store a sealed message, revoked at once (its sealed parts dropped) if its revocation came first."""
+    await conn.execute(_LOCK_MESSAGE, str(m["message_id"]))
     status = await conn.execute(
         "with early as (delete from revoked_early where message_id = $1 returning state, reason)"
         " insert into message(message_id, convocation_id, patient_ref, language, key_id, document_nonce,"
@@ -57,6 +63,7 @@ async def revoke_message(conn: asyncpg.Connection, message_id: uuid.UUID, reason
     """Drop the message's sealed parts for good. Not stored yet (its message.sealed comes through another
     queue): the revocation waits for it in ``revoked_early``, so that it is never stored readable."""
     state = "expired" if reason == "expired" else "revoked"
+    await conn.execute(_LOCK_MESSAGE, str(message_id))
     await conn.execute(
         "with revoked as (update message set state = $2, revoked_reason = $3, document_ciphertext = null,"
         " details_ciphertext = null where message_id = $1 returning 1)"
@@ -262,3 +269,15 @@ async def audit(conn, message_id: uuid.UUID | None, action: str, outcome: str, c
 async def prune_audit(conn, retention_days: int) -> int:
     """Delete audit rows older than the retention (at least a year), in batches."""
     return await db.prune_audit(conn, "portal_audit", retention_days)
+
+
+# A revocation whose message never came (dead-lettered, say) is kept this long: a message replayed from
+# a dead-letter queue within it is stored revoked; one replayed later is past its expiry but for a letter
+# booked more than a year ahead.
+REVOKED_EARLY_KEPT_DAYS = 400
+
+
+async def prune_revoked_early(conn: asyncpg.Connection) -> int:
+    status = await conn.execute("delete from revoked_early where revoked_at < now() - make_interval(days => $1)",
+                                REVOKED_EARLY_KEPT_DAYS)
+    return int(status.split()[-1])
