@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from devstack.sample import convocation_event, sample_pdf
+from issuer import store
 from issuer.app import MIGRATIONS
 from issuer.handlers import IssuerHandlers
 from issuer.settings import IssuerSettings
@@ -119,7 +121,7 @@ def issuer() -> IssuerHandlers:
     return IssuerHandlers(IssuerSettings())
 
 
-async def test_a_new_convocation_is_sealed_then_e_mailed_in_three_statements_each(pool, issuer):
+async def test_a_new_convocation_is_sealed_in_two_statements_then_e_mailed_in_three(pool, issuer):
     d = created()
     cid = d.data.convocation_id
     run = await handle(pool, issuer.on_convocation_created, d)
@@ -305,6 +307,29 @@ async def test_a_cancelled_convocation_is_revoked(pool, issuer):
         "cancelled", None, True, ["sealed", "cancelled"])
     assert run.types == ["message.revoked", "convocation.status"]
     assert len(run.statements) == 3, run.statements  # (were 6)
+
+
+async def test_a_request_to_send_again_counts_as_waiting_until_answered_or_not_answerable_any_more(pool, issuer):
+    """What the unanswered-request alert reads: a request waits until a republished convocation uses it,
+    or until the convocation is cancelled (nobody will answer it then, and nobody needs to)."""
+    now = datetime.now(timezone.utc)
+    first, second = created(), created()
+    for d in (first, second):
+        await handle(pool, issuer.on_convocation_created, d)
+    async with pool.acquire() as conn:
+        before, _ = await store.reissues_waiting(conn, now)
+        for d, hours in ((first, 2), (second, 1)):
+            await store.add_reissue_request(conn, action_id=uuid.uuid4(), convocation_id=d.data.convocation_id,
+                                            reason="resend", email_sealed=None, requested_at=now - timedelta(hours=hours))
+        waiting, oldest = await store.reissues_waiting(conn, now)
+        assert (waiting, oldest) == (before + 2, now - timedelta(hours=2))
+    await handle(pool, issuer.on_convocation_cancelled, Delivery(envelope(
+        ConvocationCancelledV1(convocation_id=first.data.convocation_id, reason="rescheduled"),
+        producer="hospital-his", correlation_id=first.data.convocation_id), 0, QUEUE))
+    async with pool.acquire() as conn:
+        assert await store.reissues_waiting(conn, now) == (before + 1, now - timedelta(hours=1))
+        await store.consume_reissues(conn, second.data.convocation_id, uuid.uuid4(), now)
+        assert (await store.reissues_waiting(conn, now))[0] == before
 
 
 async def test_the_handlers_read_every_column_but_the_print_rooms_copy(pool):

@@ -179,10 +179,14 @@ async def count_paper_overdue(conn: asyncpg.Connection, now: datetime, fallback_
 # --- letters to send again (the secretariat's resend and e-mail correction) ---------------------------
 
 
-async def reissues_waiting(conn: asyncpg.Connection) -> tuple[int, datetime | None]:
-    """How many requests the hospital system has not answered yet, and when the oldest was made."""
-    row = await conn.fetchrow("select count(*) as n, min(requested_at) as oldest from reissue_request"
-                              " where consumed_at is null")
+async def reissues_waiting(conn: asyncpg.Connection, now: datetime) -> tuple[int, datetime | None]:
+    """How many requests the hospital system has not answered yet for letters that can still go out, and
+    when the oldest was made. One for a convocation cancelled, withdrawn or past since then needs no
+    answer any more (a republished one would be refused)."""
+    row = await conn.fetchrow(
+        "select count(*) as n, min(r.requested_at) as oldest from reissue_request r"
+        " join convocation c on c.id = r.convocation_id where r.consumed_at is null"
+        " and c.status not in ('cancelled', 'superseded', 'expired', 'withdrawn') and c.appointment_at > $1", now)
     return row["n"], row["oldest"]
 
 
