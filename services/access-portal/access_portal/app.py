@@ -12,7 +12,6 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 from starlette.exceptions import HTTPException
 
-from access_portal import store
 from access_portal.audit import AuditPruner
 from access_portal.handlers import PortalHandlers
 from access_portal.routes import Portal
@@ -49,12 +48,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     portal = Portal(settings, lambda: runtime.pool, handlers)
     pruner = AuditPruner(lambda: runtime.pool, settings.audit_retention_days)
     runtime.every(settings.audit_prune_interval_seconds, pruner.prune_once, "access-portal-audit-pruner")
-
-    async def prune_revocations() -> None:
-        async with runtime.pool.acquire() as conn:
-            await store.prune_revoked_early(conn)
-
-    runtime.every(settings.audit_prune_interval_seconds, prune_revocations, "access-portal-revocation-pruner")
+    runtime.every(settings.audit_prune_interval_seconds, pruner.prune_revocations, "access-portal-revocation-pruner")
 
     app = runtime.http_app()
     app.state.runtime = runtime

@@ -1,4 +1,5 @@
-"""Access audit retention: a background task deletes rows older than AUDIT_RETENTION_DAYS.
+"""What the portal keeps past its use: access audit rows older than AUDIT_RETENTION_DAYS, and revocations
+whose message never came (``store.REVOKED_EARLY_KEPT_DAYS``); background tasks delete them.
 
 Every replica runs it (``Runtime.every``); the delete is idempotent, so replicas need no coordination.
 """
@@ -24,4 +25,11 @@ class AuditPruner:
             deleted = await store.prune_audit(conn, self.retention_days)
         if deleted:
             log.info("access audit pruned", rows=deleted, retention_days=self.retention_days)
+        return deleted
+
+    async def prune_revocations(self) -> int:
+        async with self._pool().acquire() as conn:
+            deleted = await store.prune_revoked_early(conn)
+        if deleted:
+            log.info("revocations whose message never came forgotten", rows=deleted)
         return deleted
