@@ -98,6 +98,17 @@ async def wait_for_migrations(pool: asyncpg.Pool, schema: str, service_migration
         await asyncio.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
 
+# A transaction-level advisory lock named by text (``<kind>:<key>``), as SQL to place in a statement of its
+# own or beside other reads: held until the transaction ends. Statements after the one that waited see
+# what the previous holder committed; that statement itself reads from before the wait.
+NAMED_LOCK = "pg_advisory_xact_lock(hashtextextended($1::text, 0))"
+
+
+async def lock_named(conn: asyncpg.Connection, name: str) -> None:
+    """Wait for, then hold until this transaction ends, the lock called ``name``."""
+    await conn.execute(f"select {NAMED_LOCK}", name)
+
+
 async def prune_audit(conn: asyncpg.Connection, schema: str, retention_days: int, *, batch: int = 10_000) -> int:
     """Delete an append-only audit's rows older than the retention through its schema's ``prune()``
     function (the only delete the service's role may run; it refuses a retention under a year), in

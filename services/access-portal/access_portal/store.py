@@ -9,15 +9,17 @@ import asyncpg
 
 from shared import db
 
-# Storing a message and revoking it wait for each other: each takes this lock in a statement of its own,
-# so that its next statement's snapshot sees what the other committed (a revocation never misses the
-# message, a message never misses its revocation).
-_LOCK_MESSAGE = "select pg_advisory_xact_lock(hashtextextended('portal-message:' || $1::text, 0))"
+
+# Storing a message and revoking it wait for each other on this lock (db.lock_named), so that the next
+# statement of each sees what the other committed: a revocation never misses the message, a message
+# never misses its revocation.
+def _message_lock(message_id: uuid.UUID) -> str:
+    return f"portal-message:{message_id}"
 
 
 async def insert_message(conn: asyncpg.Connection, **m) -> bool:
     """Store a sealed message, revoked at once (its sealed parts dropped) if its revocation came first."""
-    await conn.execute(_LOCK_MESSAGE, str(m["message_id"]))
+    await db.lock_named(conn, _message_lock(m["message_id"]))
     status = await conn.execute(
         "with early as (delete from revoked_early where message_id = $1 returning state, reason)"
         " insert into message(message_id, convocation_id, patient_ref, language, key_id, document_nonce,"
@@ -63,7 +65,7 @@ async def revoke_message(conn: asyncpg.Connection, message_id: uuid.UUID, reason
     """Drop the message's sealed parts for good. Not stored yet (its message.sealed comes through another
     queue): the revocation waits for it in ``revoked_early``, so that it is never stored readable."""
     state = "expired" if reason == "expired" else "revoked"
-    await conn.execute(_LOCK_MESSAGE, str(message_id))
+    await db.lock_named(conn, _message_lock(message_id))
     await conn.execute(
         "with revoked as (update message set state = $2, revoked_reason = $3, document_ciphertext = null,"
         " details_ciphertext = null where message_id = $1 returning 1)"
@@ -103,7 +105,7 @@ async def bind_phone(conn, patient_ref: str, phone_hash: str, phone_hint: str, p
 async def lock_number(conn, phone_hash: str) -> None:
     """Serialise code requests for one number (over all its letters) until the transaction ends, so
     that concurrent requests cannot all pass the per-number cap. Keyed on the number's keyed hash."""
-    await conn.execute("select pg_advisory_xact_lock(hashtextextended('portal-number:' || $1, 0))", phone_hash)
+    await db.lock_named(conn, f"portal-number:{phone_hash}")
 
 
 async def send_counts(conn, message_id: uuid.UUID, phone_hashes: list[str], now: datetime, *, per_number: bool):

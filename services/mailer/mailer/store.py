@@ -8,15 +8,21 @@ from datetime import datetime
 
 import asyncpg
 
-# Taken before reading a message's e-mail row: two copies of one message.sealed delivered at once must not
-# both send. The row is read by the next statement, whose snapshot comes after the wait.
-_LOCK_MESSAGE = "pg_advisory_xact_lock(hashtextextended('mailer:' || $1::text, 0))"
+from shared import db
+
+# The message's lock (db.NAMED_LOCK) is taken before reading its e-mail row: two copies of one
+# message.sealed delivered at once must not both send. The row is read by the next statement, whose
+# snapshot comes after the wait.
 _EMAIL_ROW = "select * from email where message_id = $1 for update"
+
+
+def _message_lock(message_id: uuid.UUID) -> str:
+    return f"mailer:{message_id}"
 
 
 async def get_email(conn: asyncpg.Connection, message_id: uuid.UUID) -> asyncpg.Record | None:
     """The message's e-mail row, after waiting for any other transaction handling the same message."""
-    await conn.execute(f"select {_LOCK_MESSAGE}", str(message_id))
+    await db.lock_named(conn, _message_lock(message_id))
     return await conn.fetchrow(_EMAIL_ROW, message_id)
 
 
@@ -26,8 +32,8 @@ async def email_to_send(conn: asyncpg.Connection, message_id: uuid.UUID,
     new message replaces), looked up with the wait: two round trips, not three. That time is read as
     of before the wait, which only another message of the same convocation sent meanwhile could change."""
     waited = await conn.fetchrow(
-        f"select {_LOCK_MESSAGE}, (select max(sent_at) from email where convocation_id = $2 and message_id <> $3"
-        " and sent_at is not null) as previous", str(message_id), convocation_id, message_id)
+        f"select {db.NAMED_LOCK}, (select max(sent_at) from email where convocation_id = $2 and message_id <> $3"
+        " and sent_at is not null) as previous", _message_lock(message_id), convocation_id, message_id)
     return await conn.fetchrow(_EMAIL_ROW, message_id), waited["previous"]
 
 
