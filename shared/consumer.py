@@ -363,7 +363,6 @@ class Consumer:
             return verdicts  # nothing to share
         if order is not None:
             parsed.sort(key=lambda item: order(item[1].data))
-        structlog.contextvars.clear_contextvars()
         started = time.perf_counter()
         duplicates: set[int] = set()
         try:
@@ -377,13 +376,12 @@ class Consumer:
                             duplicates.add(i)
                             continue
                         fresh.discard(env.event_id)  # the same event twice in one batch: once
-                        structlog.contextvars.bind_contextvars(
-                            correlation_id=str(env.correlation_id), event_id=str(env.event_id), event_type=event_type)
-                        await handler(conn, Delivery(env, 0, queue))
-                    structlog.contextvars.clear_contextvars()
+                        with structlog.contextvars.bound_contextvars(
+                                correlation_id=str(env.correlation_id), event_id=str(env.event_id),
+                                event_type=event_type):
+                            await handler(conn, Delivery(env, 0, queue))
                     await conn.execute("commit")
         except Exception as exc:
-            structlog.contextvars.clear_contextvars()
             log.warning("batch failed; handling its events one by one", queue=queue, error=type(exc).__name__,
                         event_ids=[str(env.event_id) for _, env in parsed])
             return [ALONE] * len(msgs)
