@@ -98,18 +98,17 @@ class IssuerHandlers:
         await self._supersede(conn, d, existing, now, letter)
 
     async def _supersede(self, conn, d: Delivery[ConvocationCreatedV1], existing, now: datetime,
-                         letter: _Letter | None = None) -> None:
+                         letter: _Letter) -> None:
         """A new convocation for the same appointment replaces the old message, which is revoked; the funnel
         counts the convocation once (it was counted when first created). A letter the secretariat asked to
-        send again is this one: its corrected address wins over the event's. ``letter``: already sealed
-        from the event as it came (it is used unless an address correction changes it)."""
+        send again is this one: its corrected address wins over the event's. ``letter``: sealed from the
+        event as it came, sealed again only if an address correction changes it."""
         c = d.data
         reissues = await store.pending_reissues(conn, c.convocation_id)
         corrected = self._corrected_email(reissues)
-        if corrected:
-            c = domain.with_email(c, corrected)  # the secretariat's correction wins over the republished address
-        if letter is None or corrected:
-            letter = self._seal(c, now, address_corrected=corrected is not None)
+        if corrected:  # the secretariat's correction wins over the republished address
+            c = domain.with_email(c, corrected)
+            letter = self._seal(c, now, address_corrected=True)
         if reissues:
             await store.consume_reissues(conn, c.convocation_id, letter.sealed.message_id, now)
             log.info("convocation sent again as the secretariat asked", requests=len(reissues),
