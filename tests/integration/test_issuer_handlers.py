@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devstack.sample import convocation_event, sample_pdf
-from issuer import store
+from issuer import domain, store
 from issuer.app import MIGRATIONS
 from issuer.handlers import IssuerHandlers
 from issuer.settings import IssuerSettings
@@ -317,19 +317,19 @@ async def test_a_request_to_send_again_counts_as_waiting_until_answered_or_not_a
     for d in (first, second):
         await handle(pool, issuer.on_convocation_created, d)
     async with pool.acquire() as conn:
-        before, _ = await store.reissues_waiting(conn, now)
+        before, _ = await store.reissues_waiting(conn, now, domain.CLOSED)
         for d, hours in ((first, 2), (second, 1)):
             await store.add_reissue_request(conn, action_id=uuid.uuid4(), convocation_id=d.data.convocation_id,
                                             reason="resend", email_sealed=None, requested_at=now - timedelta(hours=hours))
-        waiting, oldest = await store.reissues_waiting(conn, now)
+        waiting, oldest = await store.reissues_waiting(conn, now, domain.CLOSED)
         assert (waiting, oldest) == (before + 2, now - timedelta(hours=2))
     await handle(pool, issuer.on_convocation_cancelled, Delivery(envelope(
         ConvocationCancelledV1(convocation_id=first.data.convocation_id, reason="rescheduled"),
         producer="hospital-his", correlation_id=first.data.convocation_id), 0, QUEUE))
     async with pool.acquire() as conn:
-        assert await store.reissues_waiting(conn, now) == (before + 1, now - timedelta(hours=1))
+        assert await store.reissues_waiting(conn, now, domain.CLOSED) == (before + 1, now - timedelta(hours=1))
         await store.consume_reissues(conn, second.data.convocation_id, uuid.uuid4(), now)
-        assert (await store.reissues_waiting(conn, now))[0] == before
+        assert (await store.reissues_waiting(conn, now, domain.CLOSED))[0] == before
 
 
 async def test_the_handlers_read_every_column_but_the_print_rooms_copy(pool):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 
 import asyncpg
@@ -179,14 +180,15 @@ async def count_paper_overdue(conn: asyncpg.Connection, now: datetime, fallback_
 # --- letters to send again (the secretariat's resend and e-mail correction) ---------------------------
 
 
-async def reissues_waiting(conn: asyncpg.Connection, now: datetime) -> tuple[int, datetime | None]:
+async def reissues_waiting(conn: asyncpg.Connection, now: datetime,
+                           closed: Iterable[str]) -> tuple[int, datetime | None]:
     """How many requests the hospital system has not answered yet for letters that can still go out, and
-    when the oldest was made. One for a convocation cancelled, withdrawn or past since then needs no
-    answer any more (a republished one would be refused)."""
+    when the oldest was made. One for a convocation closed (``closed`` statuses) or past since then needs
+    no answer any more (a republished one would be refused)."""
     row = await conn.fetchrow(
         "select count(*) as n, min(r.requested_at) as oldest from reissue_request r"
         " join convocation c on c.id = r.convocation_id where r.consumed_at is null"
-        " and c.status not in ('cancelled', 'superseded', 'expired', 'withdrawn') and c.appointment_at > $1", now)
+        " and c.status <> all($2::text[]) and c.appointment_at > $1", now, sorted(closed))
     return row["n"], row["oldest"]
 
 

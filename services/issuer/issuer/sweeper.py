@@ -57,7 +57,7 @@ class Sweeper:
             # What the paper SLO counts: letters this sweep should have posted and did not (yet).
             PAPER_OVERDUE.set(await store.count_paper_overdue(conn, now, hours, PAPER_GRACE_SECONDS))
             # Letters the secretariat asked to send again, waiting for the hospital system to publish them.
-            waiting, oldest = await store.reissues_waiting(conn, now)
+            waiting, oldest = await store.reissues_waiting(conn, now, domain.CLOSED)
             REISSUES_WAITING.set(waiting)
             REISSUE_OLDEST_WAITING.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
         return done
