@@ -60,9 +60,9 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     amqp_prefetch: int = 20
-    # A subscription that handles its deliveries in batches (shared/consumer.py ``Batches``; only those off
-    # the patient's path) waits this long for more once one arrives: under load a batch then holds many
-    # events for one commit, at the cost of this much delay to a status line or a stored message.
+    # The batched subscriptions off the patient's path (shared/consumer.py ``Batches``: the issuer's
+    # email.sent, the secretariat's status reports) wait this long for more once one arrives: a batch
+    # then holds many events for one commit, at the cost of this much delay to a status line.
     batch_linger_seconds: float = Field(0.02, ge=0, le=1)
     outbox_poll_seconds: float = 1.0
     # The proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated): the client is

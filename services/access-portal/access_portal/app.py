@@ -39,8 +39,10 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     settings = settings or PortalSettings()
     runtime = Runtime("access-portal", "access_portal", settings, MIGRATIONS)
     handlers = PortalHandlers(settings)
-    runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed,  # may change its patient's binding
-                               batches=Batches(linger=settings.batch_linger_seconds, order=lambda m: m.patient_ref))
+    # Batched without waiting: the patient may open the link as soon as the e-mail arrives, and the message
+    # must be stored by then. In the order of the patients, whose binding a message may change.
+    runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed,
+                               batches=Batches(order=lambda m: m.patient_ref))
     runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
     runtime.consumer.subscribe(SmsSentV1, handlers.on_sms_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)
