@@ -18,6 +18,7 @@ from devoidc import DevOidc
 
 from devinbox import DevInbox
 from devstack.broker import PrivateBroker
+from devstack.printroom import DevPrintRoom
 from devstack.stack import ROOT, Stack
 
 # A database per run: concurrent runs (two developers, CI) never drop each other's data.
@@ -144,3 +145,11 @@ def stack(test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dki
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def print_room(stack):
+    """The development print room on the test stack's queues: print runs when a test calls ``run()``."""
+    room = DevPrintRoom(AMQP_URL, stack.exchange).start()
+    yield room
+    room.stop()

@@ -85,7 +85,7 @@ async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unloc
     assert await page.get_by_role("link", name=soon_id).count() == 1
     await open_convocation(page, stack, soon_id)
     await act(page, "post", "Patient has no computer, asked by phone")
-    posted = await chain.upstream("postal.requested.v1", soon_id, lambda es: len(es) >= 1)
+    posted = await chain.postal(soon_id)
     assert [p["data"]["reason"] for p in posted] == ["secretariat"]
     await open_convocation(page, stack, soon_id, "postal")
     assert "paper" in await page.locator('li[data-kind="postal"]').inner_text()

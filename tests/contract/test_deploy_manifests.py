@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from devstack.brokerusers import k8s_resources
-from shared.topology import UPSTREAM_PRODUCER
+from shared.topology import PRINT_ROOM, UPSTREAM_PRODUCER
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -792,7 +792,7 @@ def test_infra_runs_clustered_rabbitmq_and_postgres_with_one_role_and_user_per_s
     assert mq["spec"]["replicas"] >= 3 and pg["spec"]["instances"] >= 3
     roles = {r["name"] for r in pg["spec"]["managed"]["roles"]}
     assert roles == {name for _pkg, _port, role in SERVICES.values() for name in (role, f"{role}_owner")}
-    assert set(by_kind(docs, "User")) == set(by_kind(docs, "Permission")) == {*SERVICES, UPSTREAM_PRODUCER}
+    assert set(by_kind(docs, "User")) == set(by_kind(docs, "Permission")) == {*SERVICES, UPSTREAM_PRODUCER, PRINT_ROOM}
     # The services' NetworkPolicy reaches the brokers and databases by these names and labels.
     (policy,) = [d for d in load_yaml_docs(K8S / "base" / "network-policies.yaml")
                  if d["metadata"]["name"] == "allow-broker-and-database"]
@@ -816,12 +816,13 @@ def _grants(docs: list[dict]) -> set[tuple]:
 
 
 def test_infra_broker_users_hold_exactly_the_permissions_derived_from_the_bus_table():
-    """Each service and the hospital's system may publish only the routing keys it owns and touch only
-    the queues it declares (the issuer's include the hospital's convocations.upstream.* queues)."""
+    """Each service, the hospital's system and its print room may publish only the routing keys they own and
+    touch only the queues they declare (the issuer's include the hospital's convocations.upstream.* and the
+    print room's convocations.print-room.* queues)."""
     docs = render("infra")
     assert _grants(docs) == _grants(k8s_resources())
     issuer = by_kind(docs, "Permission")["issuer"]["spec"]["permissions"]
-    for queue in ("convocations.upstream.convocation.status.v1", "convocations.upstream.postal.requested.v1.dlq",
+    for queue in ("convocations.upstream.convocation.status.v1", "convocations.print-room.postal.requested.v1.dlq",
                   "convocations.issuer.email.sent.v1.retry.30s"):
         assert all(re.fullmatch(issuer[p], queue) for p in ("configure", "write", "read")), queue
     assert not re.fullmatch(issuer["configure"], "convocations.mailer.message.sealed.v1")

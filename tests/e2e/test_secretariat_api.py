@@ -133,7 +133,7 @@ async def test_send_by_post_is_done_by_the_issuer_audited_once_and_not_repeated_
     body = await cardio.wait(cid, lambda b: "postal" in kinds(b))
     entry = next(t for t in body["timeline"] if t["kind"] == "postal")
     assert entry["action_id"] == action_id and entry["detail"] == "secretariat"
-    posted = await chain.upstream("postal.requested.v1", cid, lambda es: len(es) >= 1)
+    posted = await chain.postal(cid)
     assert [e["data"]["reason"] for e in posted] == ["secretariat"]
     audit = await chain.db.fetch("select * from secretariat_audit.staff_audit where convocation_id = $1 and action = 'action'",
                                  uuid.UUID(cid))
@@ -154,7 +154,7 @@ async def test_send_by_post_is_done_by_the_issuer_audited_once_and_not_repeated_
     await chain.publish(requested)
     await chain.publish({**requested, "event_id": str(uuid.uuid4())})  # and as a new event: still once
     await asyncio.sleep(2)
-    posted = await chain.upstream("postal.requested.v1", cid, lambda es: True)
+    posted = await chain.postal(cid, lambda es: True)
     assert len(posted) == 1
     body = cardio.get(f"/convocations/{cid}").json()
     assert kinds(body).count("postal") == 1

@@ -240,10 +240,14 @@ async def test_a_postal_convocation_goes_to_the_print_room_at_once(pool, issuer)
     d = created(delivery="postal")
     run = await handle(pool, issuer.on_convocation_created, d)
     row, history = await state(pool, d.data.convocation_id)
-    assert (row["status"], row["postal_reason"], row["print_copy"], history) == (
-        "postal", "preference", None, ["sealed", "postal"])
-    assert run.types == ["message.sealed", "convocation.status", "postal.requested", "convocation.status"]
-    assert [e["data"].get("status") for e in run.events] == [None, "sealed", None, "postal"]
+    # The copy stays until the print room reports the letter printed (it may be switched back to e-mail).
+    assert (row["status"], row["postal_reason"], row["print_copy"] is not None, history) == (
+        "postal", "preference", True, ["sealed", "postal"])
+    assert run.types == ["message.sealed", "convocation.status", "postal.requested", "convocation.status",
+                         "postal.progress"]
+    assert [e["data"].get("status") for e in run.events] == [None, "sealed", None, "postal", None]
+    assert (run.events[2]["data"]["message_id"], run.events[4]["data"]["reason"]) == (
+        str(row["message_id"]), "preference")
     assert run.events[3]["data"]["detail"] == "preference"
     assert run.counted == {"created": 1, "sealed": 1, "paper": 1}
     assert len(run.statements) == 3, run.statements  # + the posting with its history line (were 12)
@@ -260,7 +264,7 @@ async def test_a_bounce_posts_the_letter_and_a_download_after_it_is_only_stamped
     row, history = await state(pool, cid)
     assert (row["status"], row["postal_reason"], history) == (
         "postal-fallback", "email-failed", ["sealed", "bounced", "postal-fallback"])
-    assert run.types == ["convocation.status", "postal.requested", "convocation.status"]
+    assert run.types == ["convocation.status", "postal.requested", "convocation.status", "postal.progress"]
     assert run.counted == {"bounced": 1, "paper": 1}
     assert len(run.statements) == 4, run.statements  # read, bounced, posted, events (were 12)
 

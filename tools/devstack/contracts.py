@@ -40,8 +40,13 @@ from shared.contracts import (
     MessageRevokedV1,
     MessageSealedV1,
     OtpRequestedV1,
+    PostalCancelledV1,
     PostalChosenV1,
+    PostalPostedV1,
+    PostalPrintedV1,
+    PostalProgressV1,
     PostalRequestedV1,
+    PostalReturnedV1,
     ReminderRequestedV1,
     SmsFailedV1,
     SmsSentV1,
@@ -81,12 +86,13 @@ def _party(name: str, label: str | None = None) -> Party:
         name, label or name,
         publishes=tuple(CATALOGUE[key] for key, (owner, _) in topology.BUS.items() if owner == name),
         consumes=tuple(CATALOGUE[key] for key, (_, consumers) in topology.BUS.items() if name in consumers),
-        internal=name != UPSTREAM,
+        internal=name not in topology.OUTSIDE,
     )
 
 
 PARTIES: tuple[Party, ...] = (
     _party(UPSTREAM, "hospital systems (upstream)"),
+    _party(topology.PRINT_ROOM, "the hospital's print room"),
     _party("issuer"),
     _party("mailer"),
     _party("sms-gateway"),
@@ -143,6 +149,11 @@ CAUSED_BY: dict[type[EventPayload], type[EventPayload] | None] = {
     AccessChangedV1: StaffActionRequestedV1,
     PostalChosenV1: None,  # a patient's request on the portal
     ConvocationReissueRequestedV1: StaffActionRequestedV1,
+    PostalCancelledV1: StaffActionRequestedV1,  # a letter switched back to e-mail
+    PostalPrintedV1: PostalRequestedV1,
+    PostalPostedV1: PostalRequestedV1,
+    PostalReturnedV1: PostalRequestedV1,
+    PostalProgressV1: PostalRequestedV1,
 }
 OCCURRED_AFTER = {  # seconds after CREATED_AT
     ConvocationCreatedV1: 0, MessageSealedV1: 1, ConvocationStatusV1: 1, EmailSentV1: 3, EmailFailedV1: 3,
@@ -150,6 +161,8 @@ OCCURRED_AFTER = {  # seconds after CREATED_AT
     PostalChosenV1: 38600,
     ConvocationCancelledV1: 86400, MessageRevokedV1: 86401, StaffActionRequestedV1: 40000, AccessChangedV1: 40001,
     ReminderRequestedV1: 3110400, ConvocationReissueRequestedV1: 40001,
+    PostalProgressV1: 5, PostalPrintedV1: 7200, PostalPostedV1: 36000, PostalReturnedV1: 432000,
+    PostalCancelledV1: 40001,
 }
 ACTION_ID = uuid.UUID("a0c1d2e3-f405-4617-8829-3a4b5c6d7e8f")
 
@@ -181,6 +194,7 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
                 "email": "marie.dupont@example.ch",
                 "mobile": "+41 79 123 45 67",
                 "language": "fr",
+                "birth_date": "1957-03-21",
             },
             "appointment": {
                 "starts_at": APPOINTMENT_AT,
@@ -217,12 +231,19 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
         ReminderRequestedV1: lambda: ReminderRequestedV1(
             **message, paper_deadline=APPOINTMENT_AT - timedelta(hours=48)),
         PostalRequestedV1: lambda: PostalRequestedV1(
-            **ids, reason="email-failed", language="fr", for_print_room=_token("rs2.k1.", "for_print_room", 32 + 12 + 96 + 16),
+            **message, reason="email-failed", language="fr", for_print_room=_token("rs2.k1.", "for_print_room", 32 + 12 + 96 + 16),
         ),
         ConvocationStatusV1: lambda: ConvocationStatusV1(
             **message, status="sealed", at=_at(ConvocationStatusV1), department="cardiology",
             appointment_at=APPOINTMENT_AT, delivery="email", patient_ref=_illustrative("patient_ref", 32).hex(),
+            for_secretariat=_token("fe2.k1.", "for_secretariat", 12 + 160 + 16),
         ),
+        PostalCancelledV1: lambda: PostalCancelledV1(**message, reason="email-instead"),
+        PostalPrintedV1: lambda: PostalPrintedV1(**message, at=_at(PostalPrintedV1)),
+        PostalPostedV1: lambda: PostalPostedV1(**message, at=_at(PostalPostedV1)),
+        PostalReturnedV1: lambda: PostalReturnedV1(**message, at=_at(PostalReturnedV1), reason="address-unknown"),
+        PostalProgressV1: lambda: PostalProgressV1(**message, step="requested", reason="email-failed",
+                                                   at=_at(PostalProgressV1)),
         EmailSentV1: lambda: EmailSentV1(
             **message, smtp_message_id=f"<{MESSAGE_ID}@hug.example>", accepted_at=_at(EmailSentV1),
         ),
@@ -605,9 +626,12 @@ def readme() -> str:
     add("- Publishing: persistent messages (delivery mode 2), publisher confirms, `mandatory` set so that an"
         " unroutable message comes back instead of vanishing; AMQP properties `message_id` = `event_id`,"
         " `correlation_id` = the convocation id, `type` = the event name, `content_type` = `application/json`.")
-    upstream_queues = ", ".join(f"`{topology.queue_name(EXCHANGE, UPSTREAM, e.routing_key())}`"
-                                for e in events() if UPSTREAM in (c.name for c in consumers_of(e)))
-    add(f"- Consuming: the events meant for the hospital's systems wait in durable queues ({upstream_queues}),"
+    def outside_queues(party: str) -> str:
+        return ", ".join(f"`{topology.queue_name(EXCHANGE, party, e.routing_key())}`"
+                         for e in events() if party in (c.name for c in consumers_of(e)))
+
+    add(f"- Consuming: the events meant for the hospital's systems wait in durable queues"
+        f" ({outside_queues(UPSTREAM)}), and those for its print room in {outside_queues(topology.PRINT_ROOM)},"
         " each with its dead-letter queue, declared before the first publish so that nothing is lost.")
     add("")
     add("## Event catalogue")

@@ -3,7 +3,8 @@
 Starts the development inbox (a real SMTP server and a Twilio-compatible SMS provider, with a web
 page showing both), the development OpenID provider, the services as separate processes, publishes a
 sample convocation the way an upstream system would (and publishes it again when the secretariat asks
-for a resend or corrects the e-mail address, as the hospital system must), and prints the link to open
+for a resend or corrects the e-mail address, as the hospital system must), runs a development print room
+(letters on paper are printed and posted at its print runs, every minute), and prints the link to open
 and how to sign in to the secretariat console. Ctrl-C stops everything.
 """
 
@@ -19,8 +20,11 @@ from devoidc import DevOidc
 
 from devinbox import DevInbox
 from devstack.hospital import DevHospital
+from devstack.printroom import DevPrintRoom
 from devstack.sample import convocation_event, publish
 from devstack.stack import ROOT, Stack
+
+PRINT_RUN_SECONDS = 60.0
 
 
 def main() -> int:
@@ -42,10 +46,11 @@ def main() -> int:
         ports={"access-portal": 8000, "issuer": 8001, "mailer": 8002, "sms-gateway": 8003, "secretariat": 8004},
         portal_base_url="http://localhost:8000", oidc_issuer=oidc.issuer,
     )
-    hospital = None
+    hospital = print_room = None
     try:
         stack.start()
         hospital = DevHospital(args.amqp_url, args.exchange).start()
+        print_room = DevPrintRoom(args.amqp_url, args.exchange, every=PRINT_RUN_SECONDS).start()
         # The portal runs under the development defaults, so no patient data is real: the
         # sample goes to the development inbox only.
         event = convocation_event(email=args.email, mobile=args.mobile, language=args.language, pdf=None)
@@ -65,6 +70,8 @@ def main() -> int:
             f" curl -u his-cardiology:dev-his-cardiology-secret -d grant_type=client_credentials {oidc.issuer}/token\n"
             "  Resend / correct the e-mail address in the console: the development hospital publishes the sample"
             " again (same convocation id) and the new e-mail arrives in the development inbox.\n"
+            f"  Send by post in the console: the development print room prints the letter at its next run (every"
+            f" {PRINT_RUN_SECONDS:.0f} s) and posts it at the one after; the timeline shows both.\n"
             f"  Services: portal {stack.url('access-portal')}, issuer {stack.url('issuer')}, "
             f"mailer {stack.url('mailer')}, sms-gateway {stack.url('sms-gateway')},"
             f" secretariat {stack.url('secretariat')} (/metrics, /readyz)\n"
@@ -79,6 +86,8 @@ def main() -> int:
         print("\nStopping…", file=sys.stderr)
         if hospital is not None:
             hospital.stop()
+        if print_room is not None:
+            print_room.stop()
         stack.stop()
         oidc.stop()
         inbox.stop()

@@ -16,6 +16,7 @@ from shared.contracts import (
     AccessChangedV1,
     MessageRevokedV1,
     MessageSealedV1,
+    PostalProgressV1,
     SmsFailedV1,
     SmsSentV1,
     StaffActionRequestedV1,
@@ -95,6 +96,12 @@ class PortalHandlers:
     async def on_message_revoked(self, conn: asyncpg.Connection, d: Delivery[MessageRevokedV1]) -> None:
         await store.revoke_message(conn, d.data.message_id, d.data.reason)
         log.info("message revoked", message_id=str(d.data.message_id), reason=d.data.reason)
+
+    async def on_postal_progress(self, conn: asyncpg.Connection, d: Delivery[PostalProgressV1]) -> None:
+        """Paper asked (by whom, when) or reported by the print room: the pages stop offering paper."""
+        p = d.data
+        await store.record_paper(conn, p.message_id, p.step, p.reason, p.at)
+        log.info("paper step recorded", message_id=str(p.message_id), step=p.step)
 
     async def on_sms_sent(self, conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
         await store.mark_sms_sent(conn, d.data.challenge_id, d.data.sent_at)

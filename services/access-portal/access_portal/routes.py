@@ -383,8 +383,10 @@ class Portal:
 
     async def _document_page(self, conn, request: Request, message, *, details: dict | None = None) -> HTMLResponse:
         idle, warn = self.settings.session_idle_seconds, self.settings.session_warning_seconds
-        # The post is offered until the letter is downloaded: the print copy is dropped then.
-        postal_offered = (message["postal_requested_at"] is None
+        # The post is offered until the letter is downloaded (the print copy is dropped then) or paper was
+        # asked, here or elsewhere (the secretariat, the hospital's fallback: postal.progress).
+        paper = await store.paper_of(conn, message["message_id"])
+        postal_offered = (message["postal_requested_at"] is None and (paper is None or paper["requested_at"] is None)
                           and not await store.pdf_released(conn, message["message_id"]))
         return self.pages.render(
             request, "document.html", message["language"], message=message, details=details, after_code=True,

@@ -14,6 +14,8 @@ class IssuerSettings(ServiceSettings):
     mailer_field_key: KeyRing = f"k1:{dev_key('mailer-field')}"
     portal_field_key: KeyRing = f"k1:{dev_key('portal-field')}"
     issuer_field_key: KeyRing = f"k1:{dev_key('issuer-field')}"  # opens the corrected e-mail addresses the secretariat sends
+    # Seals the patient's name, birth date, the place and the masked number for the secretariat's staff.
+    secretariat_field_key: KeyRing = f"k1:{dev_key('secretariat-field')}"
     hospital_name: str = "Hôpitaux Universitaires de Genève"
     # X25519 public key of the hospital's print room: postal copies are sealed to it.
     print_room_public_key: KeyRing = f"k1:{b64e(recipient_public_key(_decode_key(dev_key('print-room'))))}"
