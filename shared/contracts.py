@@ -295,9 +295,10 @@ class ConvocationStatusV1(EventPayload):
     convocation_id: uuid.UUID
     status: Literal[
         "sealed", "e-mailed", "bounced", "downloaded", "postal", "postal-fallback", "cancelled", "superseded", "expired",
-        "withdrawn", "printed", "posted", "returned",
+        "withdrawn", "printed", "posted", "returned", "postal-cancelled",
     ] = Field(description="'printed', 'posted', 'returned': the print room's reports on a paper letter (detail of"
-                          " 'returned': why it came back).")
+                          " 'returned': why it came back); 'postal-cancelled': the print room was told not to post"
+                          " it (detail: withdrawn, cancelled, superseded, expired or email-instead).")
     at: AwareDatetime
     detail: Line | None = None
     message_id: uuid.UUID | None = Field(None, description="The convocation's current secure message.")

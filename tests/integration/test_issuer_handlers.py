@@ -405,9 +405,9 @@ async def test_a_paper_letter_not_printed_goes_back_to_e_mail_through_the_hospit
     await handle(pool, issuer.on_staff_action, staff(row, "post"))
     row, _ = await state(pool, cid)
     run = await handle(pool, issuer.on_staff_action, staff(row, "email-instead"))
-    assert run.types == ["postal.cancelled", "postal.progress", "convocation.reissue.requested"]
-    assert (run.events[0]["data"]["reason"], run.events[1]["data"]["step"], run.events[2]["data"]["reason"]) == (
-        "email-instead", "cancelled", "email-instead")
+    assert run.types == ["postal.cancelled", "convocation.status", "postal.progress", "convocation.reissue.requested"]
+    assert (run.events[0]["data"]["reason"], run.events[1]["data"]["status"], run.events[2]["data"]["step"],
+            run.events[3]["data"]["reason"]) == ("email-instead", "postal-cancelled", "cancelled", "email-instead")
     row, history = await state(pool, cid)
     assert history[-1] == "postal-cancelled" and row["print_copy"] is not None
     # The hospital system never answers: the secretariat may post it after all, with the copy kept.
@@ -428,6 +428,7 @@ async def test_a_letter_withdrawn_before_it_is_printed_is_dropped_by_the_print_r
     await handle(pool, issuer.on_convocation_created, d)
     row, _ = await state(pool, d.data.convocation_id)
     run = await handle(pool, issuer.on_staff_action, staff(row, "withdraw"))
-    assert run.types == ["postal.cancelled", "postal.progress", "message.revoked", "convocation.status"]
+    assert run.types == ["postal.cancelled", "convocation.status", "postal.progress", "message.revoked",
+                         "convocation.status"]
     assert run.events[0]["data"] == {"convocation_id": str(row["id"]), "message_id": str(row["message_id"]),
                                      "reason": "withdrawn"}

@@ -89,6 +89,8 @@ REFUSALS = [
     (IssuerSettings, {"SECRETARIAT_FIELD_KEY": dev_key("secretariat-field")}, "SECRETARIAT_FIELD_KEY"),
     (SecretariatSettings, {"OIDC_ISSUER": "http://sso.hospital.example/realms/hospital"}, "OIDC_ISSUER"),
     (SecretariatSettings, {"PUBLIC_BASE_URL": "http://secretariat.hospital.example"}, "PUBLIC_BASE_URL"),
+    # Accepted before issue 21: staff session cookies without the Secure flag in production.
+    (SecretariatSettings, {"COOKIE_SECURE": "false"}, "COOKIE_SECURE"),
     (PortalSettings, {"COOKIE_SECURE": "false"}, "COOKIE_SECURE"),
     (PortalSettings, {"PORTAL_BASE_URL": "http://convocations.hospital.example"}, "PORTAL_BASE_URL"),
     (MailerSettings, {"PORTAL_BASE_URL": "http://convocations.hospital.example"}, "PORTAL_BASE_URL"),

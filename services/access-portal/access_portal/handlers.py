@@ -76,6 +76,10 @@ class PortalHandlers:
                                                                binding["phone_hash"]):
                 await store.end_binding(conn, refs)
                 await store.audit(conn, m.message_id, "binding", "ended", None, "number on file changed")
+                await add_event(conn, envelope(AccessChangedV1(
+                    message_id=m.message_id, convocation_id=m.convocation_id, change="binding-ended",
+                    at=datetime.now(timezone.utc)), producer="access-portal", correlation_id=m.convocation_id,
+                    causation_id=d.envelope.event_id))
             elif binding is not None and binding["patient_ref"] != m.patient_ref:
                 # Proven under the patient's ref for an older PATIENT_REF_KEY key: the same number on
                 # file carries over to the current ref, so the key can go without asking again.

@@ -338,6 +338,11 @@ class Portal:
                                               challenge["phone_enc"])
             if challenge["bind_source"]:
                 await store.audit(conn, message_id, "binding", challenge["bind_source"], client)
+            # The secretariat's console shows whether the patient has a verified number for later letters.
+            await add_event(conn, envelope(AccessChangedV1(
+                message_id=message_id, convocation_id=message["convocation_id"], change="verified", at=now,
+                bound=challenge["bind_source"] != "first-use"), producer=PRODUCER,
+                correlation_id=message["convocation_id"]))
             token = await self.sessions.open(conn, message_id)
             await store.audit(conn, message_id, "code-check", "right", client)
         OTP_CHECKS.labels("right").inc()

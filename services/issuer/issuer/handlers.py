@@ -376,6 +376,7 @@ class IssuerHandlers:
         await store.cancel_postal(conn, row["id"], now, reason)
         log.info("print room told not to post the letter", reason=reason)
         return [PostalCancelledV1(convocation_id=row["id"], message_id=row["message_id"], reason=reason),
+                await self._status(conn, row, "postal-cancelled", now, reason),
                 PostalProgressV1(message_id=row["message_id"], convocation_id=row["id"], step="cancelled", at=now)]
 
     async def _emit(self, conn, d: Delivery | None, *payloads, convocation_id=None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from secretariat import store
+from secretariat.patients import Patients
 from shared.consumer import Delivery
 from shared.contracts import (
     AccessChangedV1,
@@ -16,53 +17,68 @@ from shared.contracts import (
 )
 
 # Only reasons from a closed list reach the timeline: free text (SMTP replies) may name the patient.
-SAFE_DETAIL = {"postal", "postal-fallback"}
+SAFE_DETAIL = {"postal", "postal-fallback", "returned", "postal-cancelled"}
 
 
-async def on_status(conn: asyncpg.Connection, d: Delivery[ConvocationStatusV1]) -> None:
-    s = d.data
-    await store.record_status(conn, s.convocation_id, event_id=d.envelope.event_id, status=s.status, at=s.at,
-                              message_id=s.message_id, patient_ref=s.patient_ref, department=s.department,
-                              appointment_at=s.appointment_at, delivery=s.delivery,
-                              detail=s.detail if s.status in SAFE_DETAIL else None, action_id=s.action_id)
-    if s.action_id:
-        await store.action_done(conn, s.action_id, s.at)
+class Handlers:
+    def __init__(self, patients: Patients) -> None:
+        self.patients = patients
 
+    async def on_status(self, conn: asyncpg.Connection, d: Delivery[ConvocationStatusV1]) -> None:
+        s = d.data
+        await store.record_status(conn, s.convocation_id, event_id=d.envelope.event_id, status=s.status, at=s.at,
+                                  message_id=s.message_id, patient_ref=s.patient_ref, department=s.department,
+                                  appointment_at=s.appointment_at, delivery=s.delivery,
+                                  detail=s.detail if s.status in SAFE_DETAIL else None, action_id=s.action_id)
+        if s.action_id:
+            await store.action_done(conn, s.action_id, s.at)
+        if s.for_secretariat and s.message_id:
+            details = self.patients.opened(s.for_secretariat, s.message_id)
+            if details is not None:
+                await store.set_patient(conn, s.convocation_id, **self.patients.stored(s.convocation_id, details),
+                                        department_name=details.get("department_name"),
+                                        phone_hint=details.get("phone_hint"))
 
-async def on_code_requested(conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
-    o = d.data
-    await store.set_phone_hint(conn, o.convocation_id, o.phone_hint)
-    await store.add_timeline(conn, o.convocation_id, d.envelope.event_id, d.envelope.occurred_at, "code-requested",
-                             o.phone_hint)
+    @staticmethod
+    async def on_code_requested(conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
+        o = d.data
+        await store.set_phone_hint(conn, o.convocation_id, o.phone_hint)
+        await store.add_timeline(conn, o.convocation_id, d.envelope.event_id, d.envelope.occurred_at,
+                                 "code-requested", o.phone_hint)
 
+    @staticmethod
+    async def on_code_sent(conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
+        await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.sent_at, "code-sent")
 
-async def on_code_sent(conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
-    await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.sent_at, "code-sent")
+    @staticmethod
+    async def on_code_failed(conn: asyncpg.Connection, d: Delivery[SmsFailedV1]) -> None:
+        await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.failed_at, "code-failed",
+                                 d.data.provider_code)
 
+    @staticmethod
+    async def on_access_changed(conn: asyncpg.Connection, d: Delivery[AccessChangedV1]) -> None:
+        a = d.data
+        if a.change == "locked":
+            await store.set_lock(conn, a.convocation_id, a.locked_until)
+            await store.first_lock(conn, a.convocation_id, a.at)
+        elif a.change == "unlocked":
+            await store.set_lock(conn, a.convocation_id, None)
+        elif a.change == "mobile-corrected":
+            await store.set_phone_hint(conn, a.convocation_id, a.phone_hint)
+        if a.change == "verified" and a.bound is not None:
+            await store.set_binding(conn, a.convocation_id, a.bound, a.at)
+        elif a.change in ("binding-reset", "mobile-corrected", "binding-ended"):
+            await store.set_binding(conn, a.convocation_id, False, a.at)
+        detail = a.locked_until.isoformat() if a.locked_until else a.phone_hint
+        await store.add_timeline(conn, a.convocation_id, d.envelope.event_id, a.at, a.change, detail, a.action_id)
+        if a.action_id:
+            await store.action_done(conn, a.action_id, a.at)
 
-async def on_code_failed(conn: asyncpg.Connection, d: Delivery[SmsFailedV1]) -> None:
-    await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.failed_at, "code-failed",
-                             d.data.provider_code)
-
-
-async def on_access_changed(conn: asyncpg.Connection, d: Delivery[AccessChangedV1]) -> None:
-    a = d.data
-    if a.change == "locked":
-        await store.set_lock(conn, a.convocation_id, a.locked_until)
-    elif a.change == "unlocked":
-        await store.set_lock(conn, a.convocation_id, None)
-    elif a.change == "mobile-corrected":
-        await store.set_phone_hint(conn, a.convocation_id, a.phone_hint)
-    detail = a.locked_until.isoformat() if a.locked_until else a.phone_hint
-    await store.add_timeline(conn, a.convocation_id, d.envelope.event_id, a.at, a.change, detail, a.action_id)
-    if a.action_id:
-        await store.action_done(conn, a.action_id, a.at)
-
-
-async def on_reissue_requested(conn: asyncpg.Connection, d: Delivery[ConvocationReissueRequestedV1]) -> None:
-    """The issuer asked the hospital system for the letter again: waiting for it (the action is done when
-    the new letter is e-mailed, see on_status)."""
-    r = d.data
-    await store.ensure_convocation(conn, r.convocation_id)
-    await store.add_timeline(conn, r.convocation_id, d.envelope.event_id, r.requested_at, "reissue-requested",
-                             r.reason, r.action_id)
+    @staticmethod
+    async def on_reissue_requested(conn: asyncpg.Connection, d: Delivery[ConvocationReissueRequestedV1]) -> None:
+        """The issuer asked the hospital system for the letter again: waiting for it (the action is done when
+        the new letter is e-mailed, see on_status)."""
+        r = d.data
+        await store.ensure_convocation(conn, r.convocation_id)
+        await store.add_timeline(conn, r.convocation_id, d.envelope.event_id, r.requested_at, "reissue-requested",
+                                 r.reason, r.action_id)

@@ -22,13 +22,16 @@ from joserfc.jwk import RSAKey
 
 CODE_SECONDS = 60
 
-# Staff as a hospital directory would describe them: one secretary per department, a supervisor.
+# Staff as a hospital directory would describe them: one secretary per department, a supervisor, and a
+# manager who follows the figures of two departments.
 DEFAULT_USERS = [
     {"sub": "u-cardio-1", "username": "alice", "name": "Alice Martin", "roles": ["secretary"],
      "departments": ["cardiology"]},
     {"sub": "u-neuro-1", "username": "bruno", "name": "Bruno Keller", "roles": ["secretary"],
      "departments": ["neurology"]},
     {"sub": "u-super-1", "username": "sophie", "name": "Sophie Rossi", "roles": ["supervisor"], "departments": []},
+    {"sub": "u-manager-1", "username": "marc", "name": "Marc Weber", "roles": ["manager"],
+     "departments": ["cardiology", "neurology"]},
 ]
 DEFAULT_CLIENTS = [
     {"client_id": "secretariat-console", "client_secret": "dev-console-secret",
