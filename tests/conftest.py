@@ -136,7 +136,11 @@ def stack(test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dki
                           "SWEEP_SECONDS": "0.5"},
                    # Pruning hourly in production; the tests play the ingress from the loopback network.
                    "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"},
-                   "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"}},
+                   "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"},
+                   # A request to the hospital system unanswered for 25 s is late (30 min in production); the
+                   # open timeline asks for news every second.
+                   "secretariat": {"REISSUE_WAIT_SECONDS": "25", "TIMELINE_REFRESH_SECONDS": "1",
+                                   "AUDIT_PAGE_ROWS": "20"}},
         oidc_issuer=devoidc.issuer,
     )
     devoidc.clients[0]["redirect_uris"].append(f"{s.url('secretariat')}/auth/callback")

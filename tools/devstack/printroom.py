@@ -85,9 +85,10 @@ class DevPrintRoom:
 
     # --- what the print room's staff do ----------------------------------------------------------
 
-    def run(self) -> None:
-        """A print run: letters printed at the last run are posted, waiting ones are printed."""
-        asyncio.run_coroutine_threadsafe(self._print_run(), self._loop).result(timeout=30)
+    def run(self, *convocation_ids: str) -> None:
+        """A print run: letters printed at the last run are posted, waiting ones are printed (only those of
+        these convocations, when named: the tests share one print room)."""
+        asyncio.run_coroutine_threadsafe(self._print_run(set(convocation_ids)), self._loop).result(timeout=30)
 
     def returned(self, convocation_id: str, reason: str = "address-unknown") -> None:
         """The post brought this letter back."""
@@ -149,8 +150,10 @@ class DevPrintRoom:
             job.state = "cancelled"
             log.info("letter dropped before printing", reason=data["reason"])
 
-    async def _print_run(self) -> None:
+    async def _print_run(self, only: set[str] | None = None) -> None:
         for job in list(self.jobs.values()):
+            if only and job.convocation_id not in only:
+                continue
             if job.state == "printed":
                 job.state = "posted"
                 await self._report(PostalPostedV1, job)

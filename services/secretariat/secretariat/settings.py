@@ -42,6 +42,7 @@ class SecretariatSettings(ServiceSettings):
     reissue_wait_seconds: int = Field(1800, ge=1)
     # Tokens naming a key the provider's key set lacks refetch it at most this often (key rotation).
     jwks_refresh_seconds: float = Field(60.0, ge=1)
+    audit_page_rows: int = Field(100, ge=1)  # rows per page of the staff audit (the CSV export has them all)
     # The open timeline asks for news this often (no reload).
     timeline_refresh_seconds: int = Field(5, ge=1)
 

@@ -36,6 +36,10 @@ def _localtime(at: datetime) -> str:
     return at.astimezone(domain.ZURICH).strftime("%d.%m.%Y %H:%M")
 
 
+def _clock(at: datetime) -> str:
+    return at.astimezone(domain.ZURICH).strftime("%H:%M")
+
+
 def _day(d: date) -> str:
     return d.strftime("%d.%m.%Y")
 
@@ -57,7 +61,7 @@ class Pages:
         self.env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                                autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
                                extensions=["jinja2.ext.i18n"])
-        self.env.filters.update(localtime=_localtime, day=_day, duration=_duration)
+        self.env.filters.update(localtime=_localtime, clock=_clock, day=_day, duration=_duration)
         self.translations = {lang: Translations.load(LOCALE, [lang]) for lang in LANGUAGES}
         prefix = "__Host-" if settings.cookie_secure else ""
         self.session_cookie, self.login_cookie = f"{prefix}staff", f"{prefix}staff-login"
@@ -403,7 +407,8 @@ class Pages:
             return self.problem(request, who, "not-found", 404)
         f, bad = self._audit_filter(request)
         before = request.query_params.get("before", "")
-        rows, more = await self.console.audit_page(who, f, int(before) if before.isdigit() else None)
+        rows, more = await self.console.audit_page(who, f, int(before) if before.isdigit() else None,
+                                                   self.s.audit_page_rows)
         filters = {k: v for k, v in request.query_params.items() if k not in ("before", "lang") and v}
         return await self.staff_page(request, "audit.html", who, status=400 if bad else 200, rows=rows, more=more,
                                      f=f, bad=bad, filters=urlencode(filters), actions=AUDIT_ACTIONS)

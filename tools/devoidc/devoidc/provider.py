@@ -78,6 +78,7 @@ class DevOidc:
         if not self.key.kid:
             self.key.ensure_kid()
         self._codes: dict[str, dict] = {}
+        self.jwks_served = 0  # how often a client fetched the key set (a relying party's refetches show here)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -135,6 +136,7 @@ class DevOidc:
 
         @app.get("/jwks")
         async def jwks() -> dict:
+            self.jwks_served += 1
             return {"keys": [self.key.as_dict(private=False)]}
 
         @app.get("/authorize", response_class=HTMLResponse)

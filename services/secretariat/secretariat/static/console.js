@@ -44,9 +44,7 @@
         var current = document.getElementById("live");
         if (fresh && current && fresh.innerHTML !== current.innerHTML) {
           current.replaceWith(fresh);
-          var at = new Date();
-          news.textContent = news.getAttribute("data-text") + " " + ("0" + at.getHours()).slice(-2) + ":" +
-            ("0" + at.getMinutes()).slice(-2);
+          news.textContent = news.getAttribute("data-text") + " " + fresh.getAttribute("data-updated");
           if (fresh.getAttribute("data-available") !== available) { changed.hidden = false; }
         }
         schedule();
