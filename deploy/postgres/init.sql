@@ -270,3 +270,10 @@ grant execute on function secretariat_audit.session_actor(text), secretariat_aud
     secretariat_audit.touch_session(text, int, int, boolean), secretariat_audit.end_session(text), secretariat_audit.carry_over(),
     secretariat_audit.search(timestamptz, timestamptz, text, text, uuid, bigint, int) to secretariat;
 grant select on secretariat_audit.staff_session to secretariat_audit_reader;
+-- secretariat_owner (the migration Job's role, where there is one: the Kubernetes cluster) runs 0002's carry-over.
+do $$
+begin
+    if exists (select from pg_roles where rolname = 'secretariat_owner') then
+        grant execute on function secretariat_audit.carry_over() to secretariat_owner;
+    end if;
+end $$;
