@@ -55,11 +55,6 @@ class Identity:
     def scope(self) -> list[str] | None:
         return None if self.departments is None else sorted(self.departments)
 
-    @property
-    def role(self) -> str:
-        return "api" if self.via == "api" else "supervisor" if self.can_audit else "secretary" if self.can_act \
-            else "manager"
-
 
 ROLES = ("secretary", "manager", "supervisor")
 

@@ -161,13 +161,11 @@ class Criteria:
         return " ".join(parts)[:300]
 
 
-def criteria(*, convocation_id: str = "", patient_id: str = "", department: str = "", date_from: str = "",
-             date_to: str = "", worklist: str = "", days: str = "", name: str = "",
-             birth_date: str = "") -> tuple[Criteria, list[str]]:
-    """Criteria from form or query text, and the names of the fields that do not parse."""
-    bad: list[str] = []
+def field_parser(bad: list[str]):
+    """``parse(name, raw, fn)``: ``fn`` of the text stripped, None for no text, and None with ``name`` added to
+    ``bad`` when ``fn`` raises ValueError (a form field that does not parse)."""
 
-    def parse(name, raw, fn):
+    def parse(name: str, raw: str | None, fn):
         raw = (raw or "").strip()
         if not raw:
             return None
@@ -177,6 +175,15 @@ def criteria(*, convocation_id: str = "", patient_id: str = "", department: str 
             bad.append(name)
             return None
 
+    return parse
+
+
+def criteria(*, convocation_id: str = "", patient_id: str = "", department: str = "", date_from: str = "",
+             date_to: str = "", worklist: str = "", days: str = "", name: str = "",
+             birth_date: str = "") -> tuple[Criteria, list[str]]:
+    """Criteria from form or query text, and the names of the fields that do not parse."""
+    bad: list[str] = []
+    parse = field_parser(bad)
     wl = (worklist or "").strip() or None
     if wl and wl not in WORKLISTS:
         bad.append("worklist")

@@ -382,21 +382,12 @@ class Pages:
     def _audit_filter(request: Request) -> tuple[AuditFilter, list[str]]:
         q = request.query_params
         bad: list[str] = []
-
-        def parsed(name: str, fn):
-            raw = (q.get(name) or "").strip()
-            if not raw:
-                return None
-            try:
-                return fn(raw)
-            except ValueError:
-                bad.append(name)
-                return None
-
+        parse = domain.field_parser(bad)
         f = AuditFilter(person=(q.get("person") or "").strip()[:200] or None,
                         action=(q.get("action") or "").strip()[:40] or None,
-                        convocation_id=parsed("convocation_id", uuid.UUID),
-                        date_from=parsed("date_from", domain.parse_day), date_to=parsed("date_to", domain.parse_day))
+                        convocation_id=parse("convocation_id", q.get("convocation_id"), uuid.UUID),
+                        date_from=parse("date_from", q.get("date_from"), domain.parse_day),
+                        date_to=parse("date_to", q.get("date_to"), domain.parse_day))
         return f, bad
 
     async def audit_page(self, request: Request) -> Response:
