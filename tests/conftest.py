@@ -137,9 +137,9 @@ def stack(test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dki
                    # Pruning hourly in production; the tests play the ingress from the loopback network.
                    "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"},
                    "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"},
-                   # A request to the hospital system unanswered for 25 s is late (30 min in production); the
+                   # A request to the hospital system unanswered for 15 s is late (30 min in production); the
                    # open timeline asks for news every second.
-                   "secretariat": {"REISSUE_WAIT_SECONDS": "25", "TIMELINE_REFRESH_SECONDS": "1",
+                   "secretariat": {"REISSUE_WAIT_SECONDS": "15", "TIMELINE_REFRESH_SECONDS": "1",
                                    "AUDIT_PAGE_ROWS": "20"}},
         oidc_issuer=devoidc.issuer,
     )
