@@ -1,5 +1,9 @@
-"""Fixtures on real infrastructure: a fresh test database, a per-run exchange on the real RabbitMQ,
-a real SMTP server and SMS provider (devinbox), and the four services as separate processes."""
+"""Fixtures on real infrastructure: a fresh test database, a RabbitMQ node of the run's own, a real SMTP
+server and SMS provider (devinbox), and the five services as separate processes.
+
+Importing this file starts nothing: the unit and contract tiers (plain ``pytest``) run without any
+server. The tiers that need the broker say so in their own conftest.py with the autouse fixture
+``rabbitmq`` (docs/testing.md)."""
 
 from __future__ import annotations
 
@@ -20,18 +24,20 @@ from devinbox import DevInbox
 from devstack.broker import PrivateBroker
 from devstack.stack import ROOT, Stack
 
-# A database per run: concurrent runs (two developers, CI) never drop each other's data.
+# A database per run: concurrent runs (two developers, CI, the tiers of one `make test`) never drop
+# each other's data.
 TEST_DB = os.environ.get("TEST_DATABASE", f"convocations_test_{uuid.uuid4().hex[:8]}")
 # Every service the tests start inherits this: a few stacks of six services with production-sized
 # pools (10) could take a development PostgreSQL's 100 connections; the tests need far fewer.
 os.environ.setdefault("DATABASE_POOL_SIZE", "4")
 ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-# The tests' RabbitMQ is a node of their own (devstack.broker), started here and stopped at exit, so a
-# shared broker's state (other vhosts holding its file handles) can neither break nor be broken by a
-# run. AMQP_URL points the tests at another broker instead (then TEST_AMQP_VHOST names their vhost,
-# created with the rabbitmqctl of this machine).
+# The tests' RabbitMQ is a node of their own (devstack.broker), started by the session fixture
+# ``rabbitmq`` on first use and stopped at exit, so a shared broker's state (other vhosts holding its
+# file handles) can neither break nor be broken by a run. Its ports are chosen here, so that AMQP_URL
+# is known at import. AMQP_URL points the tests at another broker instead (then TEST_AMQP_VHOST names
+# their vhost, created with the rabbitmqctl of this machine).
 VHOST = os.environ.get("TEST_AMQP_VHOST", "convocations-test")
-BROKER = None if "AMQP_URL" in os.environ or not PrivateBroker.available() else PrivateBroker().start()
+BROKER = None if "AMQP_URL" in os.environ or not PrivateBroker.available() else PrivateBroker()
 if BROKER is not None:
     atexit.register(BROKER.stop)
     # rabbitmqctl, wherever the tests and tools call it, now addresses the tests' node.
@@ -58,16 +64,17 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run([RABBITMQCTL, *args], check=True, capture_output=True, timeout=120)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def rabbitmq_vhost():
-    """The tests' vhost, with every queue left by an earlier run emptied."""
-    if not RABBITMQCTL or (BROKER is None and "AMQP_URL" in os.environ):
-        yield None
-        return
-    _rabbitmqctl("add_vhost", VHOST)  # idempotent
-    _rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
-    _purge_all_queues()
-    yield VHOST
+@pytest.fixture(scope="session")
+def rabbitmq() -> str:
+    """The tests' broker, running, with their vhost and every queue left by an earlier run emptied; the
+    AMQP URL of that vhost. The tiers that need a broker use it as an autouse fixture."""
+    if BROKER is not None:
+        BROKER.start()  # once per run; stopped at exit
+    if RABBITMQCTL and not (BROKER is None and "AMQP_URL" in os.environ):
+        _rabbitmqctl("add_vhost", VHOST)  # idempotent
+        _rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
+        _purge_all_queues()
+    return AMQP_URL
 
 
 def _purge_all_queues(vhost: str = VHOST, amqp_url: str = AMQP_URL) -> None:
@@ -126,11 +133,11 @@ def dkim_key(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dkim_key):
+def stack(rabbitmq, test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dkim_key):
     s = Stack(
         database=test_database, exchange=exchange_name, smtp_port=devinbox.smtp_port,
         sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
-        sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs"), amqp_url=AMQP_URL,
+        sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs"), amqp_url=rabbitmq,
         extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO",
                           "SWEEP_SECONDS": "0.5"},
                    # Pruning hourly in production; the tests play the ingress from the loopback network.

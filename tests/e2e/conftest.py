@@ -15,6 +15,11 @@ from devstack.sample import convocation_event, publish, sample_pdf
 from tests.conftest import AMQP_URL, SCHEMAS
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _rabbitmq(rabbitmq):
+    """This tier runs on the tests' RabbitMQ node (tests/conftest.py), started for it."""
+
+
 def random_mobile() -> tuple[str, str]:
     """(E.164, national form) of a fresh valid Swiss mobile number: tests never share a number."""
     digits = f"{random.randrange(10 ** 7):07d}"

@@ -6,9 +6,15 @@ import contextlib
 import uuid
 
 import asyncpg
+import pytest
 
 from shared.db import create_pool
 from tests.conftest import ADMIN_DSN
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _rabbitmq(rabbitmq):
+    """This tier runs on the tests' RabbitMQ node (tests/conftest.py), started for it."""
 
 
 @contextlib.asynccontextmanager

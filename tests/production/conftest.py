@@ -45,6 +45,11 @@ OIDC_CLIENT_SECRET = secrets.token_hex(16)
 SMTP_USER, SMTP_PASSWORD = "convocations-relay", secrets.token_hex(16)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _rabbitmq(rabbitmq):
+    """This tier runs on the tests' RabbitMQ node (tests/conftest.py), started for it."""
+
+
 # --- a private CA, as a hospital's internal PKI ------------------------------------------------------
 
 class PrivateCA:
