@@ -159,7 +159,9 @@ def test_compose_file_matches_the_compose_specification():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_runs_the_whole_stack(compose):
+def test_compose_file_declares_the_whole_stack(compose):
+    """What docker-compose.yml declares (this machine has no Docker engine to run it): every service,
+    its broker, database, mail and SMS stand-ins and monitoring, on the images the services are built for."""
     assert compose["name"] == "convocations"
     expected = {"rabbitmq", "postgres", "mailpit", "fake-sms", "prometheus", "grafana", *SERVICES}
     assert expected <= set(compose["services"])
