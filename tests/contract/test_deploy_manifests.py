@@ -26,6 +26,7 @@ import yaml
 
 from devstack.brokerusers import k8s_resources
 from shared.topology import UPSTREAM_PRODUCER
+from tests.production.manifests import render
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -597,18 +598,7 @@ def test_dev_placeholder_secrets_provide_every_key_the_deployments_read():
                 assert ref["key"] in keys, f"{envs} lacks {ref['key']}"
 
 
-# Rendering needs kubectl (with kustomize built in). The file-level tests above always run; these
-# check what `kubectl apply -k` would really send.
-
-
-@cache
-def render(directory: str) -> list[dict]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not on PATH: overlays not rendered (the file-level checks above still ran)")
-    result = subprocess.run([kubectl, "kustomize", str(K8S / directory)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
+# What `kubectl apply -k` would really send (tests/production/manifests.py renders it).
 
 
 def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
