@@ -29,7 +29,7 @@ LOGS = ROOT / ".run" / "test-logs"
 @dataclass(frozen=True)
 class Step:
     name: str
-    commands: tuple[tuple[str, ...], ...]  # run one after the other; the step fails at the first that fails
+    commands: tuple[tuple[str, ...], ...]  # run one after the other; the step fails if any of them fails
     what: str
 
 
@@ -48,7 +48,11 @@ STEPS = (
     ),
     Step(
         "lint",
-        ((str(BIN / "ruff"), "check", "."), (str(BIN / "ruff"), "format", "--check", "."), (str(BIN / "mypy"),)),
+        (
+            (str(BIN / "ruff"), "check", "."),
+            (str(BIN / "ruff"), "format", "--check", "--output-format", "concise", "."),
+            (str(BIN / "mypy"),),
+        ),
         "ruff check, ruff format --check, mypy",
     ),
     Step("unit+contract", (pytest("tests/unit", "tests/contract"),), "no I/O; schemas, manifests, docs"),
@@ -69,8 +73,8 @@ class Running:
     ended: float | None = None
 
     def next_command(self) -> bool:
-        """Start the step's next command; False when none is left or one failed."""
-        if self.returncode != 0 or not self.remaining:
+        """Start the step's next command; False when none is left."""
+        if not self.remaining:
             return False
         command = self.remaining.pop(0)
         with self.log.open("ab") as out:
@@ -89,7 +93,7 @@ class Running:
         code = self.process.poll()
         if code is None:
             return False
-        self.returncode = code
+        self.returncode = self.returncode or code
         if not self.next_command():
             self.ended = time.monotonic()
             return True
