@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -9,11 +10,12 @@ from starlette.requests import Request
 
 from access_portal.csrf import Csrf
 from access_portal.pages import Pages
+from access_portal.records import Message
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
 
-MESSAGE = {"message_id": uuid.uuid4(), "secretariat_phone": "+41 22 372 40 00", "secretariat_email": None,
-           "language": "en"}
+MESSAGE = Message(**{**{f.name: None for f in dataclasses.fields(Message)}, "message_id": uuid.uuid4(),
+                     "secretariat_phone": "+41 22 372 40 00", "language": "en"})
 
 
 def pages(**settings) -> Pages:

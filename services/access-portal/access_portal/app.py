@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from access_portal.audit import AuditPruner
 from access_portal.handlers import PortalHandlers
+from access_portal.phones import Phones
 from access_portal.routes import Portal
 from access_portal.settings import PortalSettings
 from shared.consumer import Batches
@@ -38,7 +39,8 @@ SECURITY_HEADERS = security_headers(media_src="'self'")  # the guide's video and
 def create_app(settings: PortalSettings | None = None) -> FastAPI:
     settings = settings or PortalSettings()
     runtime = Runtime("access-portal", "access_portal", settings, MIGRATIONS)
-    handlers = PortalHandlers(settings)
+    phones = Phones(settings.portal_secret_key, settings.portal_field_key)
+    handlers = PortalHandlers(settings, phones)
     # Batched without waiting: the patient may open the link as soon as the e-mail arrives, and the message
     # must be stored by then. In the order of the patients, whose binding a message may change.
     runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed,
@@ -47,7 +49,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(SmsSentV1, handlers.on_sms_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)
     runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)
-    portal = Portal(settings, lambda: runtime.pool, handlers)
+    portal = Portal(settings, lambda: runtime.pool, phones)
     pruner = AuditPruner(lambda: runtime.pool, settings.audit_retention_days)
     runtime.every(settings.audit_prune_interval_seconds, pruner.prune_once, "access-portal-audit-pruner")
     runtime.every(settings.audit_prune_interval_seconds, pruner.prune_revocations, "access-portal-revocation-pruner")
