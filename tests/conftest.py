@@ -1,9 +1,9 @@
-"""Fixtures on real infrastructure: a fresh test database, a RabbitMQ node of the run's own, a real SMTP
-server and SMS provider (devinbox), and the five services as separate processes.
+"""Fixtures on real infrastructure: a PostgreSQL cluster and a RabbitMQ node of the run's own, a fresh test
+database, a real SMTP server and SMS provider (devinbox), and the five services as separate processes.
 
 Importing this file starts nothing: the unit and contract tiers (plain ``pytest``) run without any
-server. The tiers that need the broker say so in their own conftest.py with the autouse fixture
-``rabbitmq`` (docs/testing.md)."""
+server. The tiers that need the servers say so in their own conftest.py with an autouse fixture that
+asks for ``rabbitmq`` and ``postgres`` (docs/testing.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -22,6 +23,7 @@ from devoidc import DevOidc
 
 from devinbox import DevInbox
 from devstack.broker import PrivateBroker
+from devstack.postgres import PrivatePostgres
 from devstack.stack import ROOT, Stack
 
 # A database per run: concurrent runs (two developers, CI, the tiers of one `make test`) never drop
@@ -30,7 +32,17 @@ TEST_DB = os.environ.get("TEST_DATABASE", f"convocations_test_{uuid.uuid4().hex[
 # Every service the tests start inherits this: a few stacks of six services with production-sized
 # pools (10) could take a development PostgreSQL's 100 connections; the tests need far fewer.
 os.environ.setdefault("DATABASE_POOL_SIZE", "4")
-ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+# The tests' PostgreSQL is a cluster of their own (devstack.postgres), started by the session fixture
+# ``postgres`` on first use and removed at exit: the machine's server and its 100 connections are shared.
+# psql, scripts/db-setup.sh and the stacks (PGPORT) address it through the libpq variables set here.
+# TEST_ADMIN_DSN points the tests at another server instead (psql then reads PGPASSWORD or ~/.pgpass).
+PG = None if "TEST_ADMIN_DSN" in os.environ or not PrivatePostgres.available() else PrivatePostgres()
+if PG is not None:
+    atexit.register(PG.stop)
+    os.environ.update(PG.libpq_env())
+ADMIN_DSN = PG.admin_dsn() if PG else os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+DB_PORT = PG.port if PG else urlsplit(ADMIN_DSN).port or 5432
+os.environ.setdefault("PGPORT", str(DB_PORT))  # the stacks' DATABASE_URL (devstack.stack)
 # The tests' RabbitMQ is a node of their own (devstack.broker), started by the session fixture
 # ``rabbitmq`` on first use and stopped at exit, so a shared broker's state (other vhosts holding its
 # file handles) can neither break nor be broken by a run. Its ports are chosen here, so that AMQP_URL
@@ -50,14 +62,25 @@ SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal", "portal_audit", "
 
 
 @pytest.fixture(scope="session")
-def test_database():
-    """A fresh database with the four service roles, each owning its schema."""
-    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
-                    f'drop database if exists "{TEST_DB}" with (force)'], check=True, capture_output=True)
+def postgres() -> str:
+    """The tests' PostgreSQL, running; its superuser DSN. The tiers that need it use it as an autouse fixture."""
+    if PG is not None:
+        PG.start()  # once per run; removed at exit
+    return ADMIN_DSN
+
+
+def _psql(*args: str, check: bool = True) -> None:
+    env = {"PGHOST": "127.0.0.1", "PGUSER": "postgres", **os.environ}
+    subprocess.run(["psql", "-q", "-d", "postgres", *args], check=check, capture_output=True, env=env)
+
+
+@pytest.fixture(scope="session")
+def test_database(postgres):
+    """A fresh database with the service roles, each owning its schema."""
+    _psql("-c", f'drop database if exists "{TEST_DB}" with (force)')
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), TEST_DB], check=True, capture_output=True)
     yield TEST_DB
-    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
-                    f'drop database if exists "{TEST_DB}" with (force)'], capture_output=True)
+    _psql("-c", f'drop database if exists "{TEST_DB}" with (force)', check=False)
 
 
 def _rabbitmqctl(*args: str) -> None:

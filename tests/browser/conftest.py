@@ -10,8 +10,8 @@ from tests.e2e.conftest import chain  # noqa: F401  (the e2e fixture, shared)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _rabbitmq(rabbitmq):
-    """This tier runs on the tests' RabbitMQ node (tests/conftest.py), started for it."""
+def _servers(rabbitmq, postgres):
+    """This tier runs on the tests' RabbitMQ node and PostgreSQL cluster (tests/conftest.py), started for it."""
 
 
 @pytest.fixture(scope="session")

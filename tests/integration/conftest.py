@@ -13,8 +13,8 @@ from tests.conftest import ADMIN_DSN
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _rabbitmq(rabbitmq):
-    """This tier runs on the tests' RabbitMQ node (tests/conftest.py), started for it."""
+def _servers(rabbitmq, postgres):
+    """This tier runs on the tests' RabbitMQ node and PostgreSQL cluster (tests/conftest.py), started for it."""
 
 
 @contextlib.asynccontextmanager

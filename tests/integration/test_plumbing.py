@@ -22,7 +22,7 @@ from shared.db import SHARED_MIGRATIONS, migrate, wait_for_migrations
 from shared.outbox import OutboxRelay, add_event
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, DB_PORT
 from tests.integration.conftest import throwaway_schema
 
 
@@ -359,7 +359,7 @@ def test_readiness_fails_while_the_database_and_broker_are_unreachable(tmp_path)
                                         ("issuer", "access_portal"), ("sms_gateway", "mailer")])
 async def test_each_service_role_reaches_only_its_own_schema(stack, test_database, role, other):
     """The services have run their migrations (the stack fixture); each role owns only its schema."""
-    conn = await asyncpg.connect(f"postgresql://{role}:{role}@127.0.0.1:5432/{test_database}")
+    conn = await asyncpg.connect(f"postgresql://{role}:{role}@127.0.0.1:{DB_PORT}/{test_database}")
     try:
         assert await conn.fetchval(f"select count(*) >= 0 from {role}.outbox")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
