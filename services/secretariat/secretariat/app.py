@@ -8,10 +8,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from secretariat import handlers
 from secretariat.api import create_api
 from secretariat.auth import Oidc
 from secretariat.console import Console
+from secretariat.handlers import SecretariatHandlers
 from secretariat.settings import SecretariatSettings
 from secretariat.web import Pages
 from shared.consumer import Batches
@@ -35,6 +35,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     settings = settings or SecretariatSettings()
     runtime = Runtime("secretariat", "secretariat", settings, MIGRATIONS)
+    handlers = SecretariatHandlers()
     runtime.consumer.subscribe(ConvocationStatusV1, handlers.on_status,  # each writes its convocation's row
                                batches=Batches(linger=settings.batch_linger_seconds, order=lambda s: s.convocation_id))
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_code_requested)
