@@ -10,7 +10,7 @@ from access_portal import store
 from access_portal.phones import Phones, StoredPhone
 from access_portal.policy import phone_hint
 from access_portal.settings import PortalSettings
-from shared import crypto
+from shared import crypto, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     PORTAL_ACTIONS,
@@ -83,7 +83,7 @@ class PortalHandlers:
             return
         message = await store.get_message(conn, a.message_id, lock=True)
         if message is None:
-            raise Rejected("unknown-message", f"no message {a.message_id}")
+            raise Rejected(rejections.UNKNOWN_MESSAGE, f"no message {a.message_id}")
         hint = None
         if a.action == "unlock":
             await store.unlock_message(conn, a.message_id)
@@ -94,7 +94,7 @@ class PortalHandlers:
             change = "binding-reset"
         else:
             if a.for_portal is None:
-                raise Rejected("no-number", "correct-mobile carries no number")
+                raise Rejected(rejections.NO_NUMBER, "correct-mobile carries no number")
             mobile = crypto.open_field(self.settings.staff_field_key, a.for_portal,
                                        context=crypto.field_context(a.EVENT_TYPE, a.action_id, "portal"))["mobile"]
             refs = await store.patient_refs(conn, message)

@@ -17,7 +17,7 @@ from mailer.metrics import NOTICES, SMTP_ATTEMPTS
 from mailer.settings import MailerSettings
 from mailer.signing import DkimSigner, parse_dkim_keys
 from mailer.smtp import SmtpFailure, SmtpSender
-from shared import crypto
+from shared import crypto, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     EmailFailedV1,
@@ -171,7 +171,7 @@ class MailerHandlers:
                                     kind=kind)
         except UnsafeHeader as exc:
             # The contracts refuse such names upstream; a producer that slipped one through is parked.
-            raise Rejected("unsafe-header", str(exc)) from None
+            raise Rejected(rejections.UNSAFE_HEADER, str(exc)) from None
         await self.sender.send(self.signer.sign(to_bytes(message)), sender=sender, recipients=[recipient["email"]])
         await store.add_bounce_token(conn, token_hash, message_id, kind)
 
