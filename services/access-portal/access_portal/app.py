@@ -5,12 +5,9 @@ from pathlib import Path
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
-from starlette.exceptions import HTTPException
 
 from access_portal.audit import AuditPruner
 from access_portal.handlers import PortalHandlers
@@ -26,9 +23,8 @@ from shared.contracts import (
     StaffActionRequestedV1,
 )
 from shared.runtime import Runtime
-from shared.websec import security_headers
+from shared.web import security_headers, serve_pages
 
-OPERATOR_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 STATIC = Path(__file__).resolve().parent / "static"
 MESSAGE_PATH = re.compile(r"^/m/([0-9a-f-]{36})(?:/|$)")
@@ -61,31 +57,16 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Bad requests get a page in the patient's terms, never a bare JSON error (docs/architecture.md#security).
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        if request.url.path in OPERATOR_PATHS:
-            return await http_exception_handler(request, exc)
-        response = portal.pages.state(request, "unknown" if exc.status_code == 404 else "bad_request",
-                                     status=exc.status_code)
-        response.headers.update(exc.headers or {})
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError):
-        return portal.pages.state(request, "bad_request", status=400)
+    serve_pages(app, headers=SECURITY_HEADERS, error_page=lambda request, status: portal.pages.state(
+        request, "unknown" if status == 404 else "bad_request", status=status))
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):
+    async def log_context(request: Request, call_next):
         # Log lines of this request carry the message id (never the fragment: it never arrives).
         structlog.contextvars.clear_contextvars()
         if match := MESSAGE_PATH.match(request.url.path):
             structlog.contextvars.bind_contextvars(message_id=match.group(1))
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        if not request.url.path.startswith("/static/"):
-            # Every page carries data or state: never cached, never stored.
-            response.headers["Cache-Control"] = "no-store"
-        return response
+        return await call_next(request)
 
     return app
 

@@ -11,11 +11,11 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from access_portal.csrf import Csrf
 from access_portal.i18n import CATALOGS, LANGUAGES, N_
 from access_portal.records import Message
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
+from shared.web import Csrf, chosen_language, remember_language
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ZURICH = ZoneInfo("Europe/Zurich")
@@ -61,21 +61,12 @@ STATES: dict[str, tuple[str, str]] = {
 }
 # Language names as their speakers write them, for the language switch.
 LANGUAGE_NAMES = {"fr": "Français", "de": "Deutsch", "it": "Italiano", "en": "English"}
-LANGUAGE_COOKIE = "lang"
 
 
 def _environment(language: str) -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, extensions=["jinja2.ext.i18n"])
     return CATALOGS.install(env, language)
-
-
-def chosen_language(request: Request) -> str | None:
-    """The language the patient picked (``?lang=`` or the cookie it left), or None: the letter's."""
-    for candidate in (request.query_params.get("lang"), request.cookies.get(LANGUAGE_COOKIE)):
-        if candidate in LANGUAGES:
-            return candidate
-    return None
 
 
 class Pages:
@@ -88,7 +79,8 @@ class Pages:
                **context: Any) -> HTMLResponse:
         """One page in the patient's chosen language (else the letter's). ``error``: {"text", "field",
         "state"} for the GOV.UK error pattern (summary, message by the field, "Error:" title)."""
-        cookie, token = self.csrf.token(request, message.message_id if message else None)
+        cookie = self.csrf.cookie(request)
+        token = self.csrf.token(request, message.message_id if message else None, cookie=cookie)
         context.setdefault("typed", None)  # what the patient typed, shown again with an error
         language = chosen_language(request) or (language if language in self.envs else "fr")
         message_id = str(message.message_id) if message else None
@@ -105,12 +97,11 @@ class Pages:
             message_id=message_id, error=error, **context,
         )
         response = HTMLResponse(html, status_code=status)
-        if request.cookies.get(self.csrf.cookie_name) != cookie:
+        if self.csrf.cookie_name and request.cookies.get(self.csrf.cookie_name) != cookie:
             self.sessions.set_cookie(response, self.csrf.cookie_name, cookie)
-        if (picked := request.query_params.get("lang")) in LANGUAGES:
-            # Remembered for this message's pages only: another letter opens in its own language.
-            response.set_cookie(LANGUAGE_COOKIE, picked, path=f"/m/{message_id}" if message_id else "/",
-                                secure=self.settings.cookie_secure, httponly=True, samesite="lax")
+        # Remembered for this message's pages only: another letter opens in its own language.
+        remember_language(request, response, secure=self.settings.cookie_secure,
+                          path=f"/m/{message_id}" if message_id else "/")
         return response
 
     def state(self, request: Request, state: str, language: str = "fr", *, status: int,

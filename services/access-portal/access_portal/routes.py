@@ -28,14 +28,13 @@ from access_portal.access import (
     Verified,
     Wait,
 )
-from access_portal.csrf import Csrf
 from access_portal.i18n import N_, gettext
-from access_portal.pages import Pages, chosen_language
+from access_portal.pages import Pages
 from access_portal.phones import Phones
 from access_portal.records import Message
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
-from shared.http import parse_uuid
+from shared.web import Csrf, chosen_language, parse_uuid
 
 MAX_FORM_BYTES = 16 * 1024
 GUIDE_VIDEOS = Path(__file__).resolve().parent / "static" / "guide"
@@ -48,8 +47,8 @@ class Portal:
     def __init__(self, settings: PortalSettings, pool_getter: Callable[[], asyncpg.Pool], phones: Phones) -> None:
         self.settings = settings
         self.sessions = Sessions(settings)
-        self.csrf = Csrf(settings.portal_secret_key, "__Host-csrf" if settings.cookie_secure else "csrf",
-                         self.sessions.cookie_name)
+        self.csrf = Csrf(settings.portal_secret_key, session_cookie=self.sessions.cookie_name,
+                         cookie_name="__Host-csrf" if settings.cookie_secure else "csrf")
         self.pages = Pages(settings, self.csrf, self.sessions)
         self.access = PatientAccess(settings, pool_getter, phones, self.sessions)
 
