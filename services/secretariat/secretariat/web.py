@@ -7,7 +7,6 @@ import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
-from babel.support import Translations
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -18,7 +17,7 @@ from secretariat.console import Console
 from secretariat.metrics import STAFF_REFUSALS
 from secretariat.settings import SecretariatSettings
 from shared import crypto
-from shared.i18n import LANGUAGES
+from shared.i18n import Catalogs
 from shared.logs import get_logger
 from shared.web import Csrf, chosen_language, parse_uuid, remember_language
 
@@ -35,7 +34,7 @@ class Pages:
                                autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
                                extensions=["jinja2.ext.i18n"])
         self.env.filters["localtime"] = lambda at: at.astimezone(domain.ZURICH).strftime("%d.%m.%Y %H:%M")
-        self.translations = {lang: Translations.load(LOCALE, [lang]) for lang in LANGUAGES}
+        self.catalogs = Catalogs(LOCALE)
         prefix = "__Host-" if settings.cookie_secure else ""
         self.session_cookie, self.login_cookie = f"{prefix}staff", f"{prefix}staff-login"
         self.csrf = Csrf(settings.secretariat_secret_key, session_cookie=self.session_cookie)
@@ -63,7 +62,7 @@ class Pages:
              **context) -> HTMLResponse:
         lang = self.language(request)
         env = self.env.overlay()
-        env.install_gettext_translations(self.translations[lang], newstyle=True)
+        self.catalogs.install(env, lang)
         html = env.get_template(template).render(
             lang=lang, who=who, csrf=self.csrf_for(request) if who else "", path=request.url.path,
             idle_seconds=self.s.session_idle_seconds, warning_seconds=self.s.session_warning_seconds,
