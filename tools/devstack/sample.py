@@ -91,7 +91,7 @@ async def publish(amqp_url: str, exchange: str, event: dict | bytes, *, routing_
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         ex = await channel.get_exchange(exchange, ensure=True)
-        rk = routing_key or f"{event['type']}.v{event['version']}"  # type: ignore[index]
+        rk = routing_key or (f"{event['type']}.v{event['version']}" if isinstance(event, dict) else "")
         await ex.publish(
             aio_pika.Message(
                 body, content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

@@ -94,7 +94,7 @@ class Stack:
             "SMS_ACCOUNT_SID": self.sms_account_sid,
             "SMS_AUTH_TOKEN": self.sms_auth_token,
             "SMS_CALLBACK_BASE_URL": self.url("sms-gateway"),
-            "PORTAL_BASE_URL": self.portal_base_url,
+            "PORTAL_BASE_URL": self.portal_base_url or "",
             "PUBLIC_BASE_URL": self.url("secretariat"),
             "OIDC_ISSUER": self.oidc_issuer,
             "BOUNCE_SMTP_PORT": str(self.ports["mailer-bounces"]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timezone
+from typing import Literal
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -121,7 +122,7 @@ class MailerHandlers:
     async def on_reminder_requested(self, conn: asyncpg.Connection, d: Delivery[ReminderRequestedV1]) -> None:
         await self._notice(conn, d, "reminder")
 
-    async def _notice(self, conn: asyncpg.Connection, d: Delivery, kind: str) -> bool:
+    async def _notice(self, conn: asyncpg.Connection, d: Delivery, kind: Literal["withdrawn", "reminder"]) -> bool:
         """Send one notice about the message's e-mail; False when a retry was scheduled."""
         message_id = d.data.message_id
         row = await store.get_email(conn, message_id)
