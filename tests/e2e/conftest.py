@@ -95,7 +95,7 @@ class Chain:
         raise AssertionError(f"status stayed {await self.status(convocation_id)!r}, expected {status!r}")
 
     async def dump_all_tables(self) -> str:
-        """Every row of every table of the four services, as text (bytea as hex)."""
+        """Every row of every table of every service (and their audits), as text (bytea as hex)."""
         tables = await self.db.fetch(
             "select table_schema, table_name from information_schema.tables"
             " where table_schema = any($1::text[]) and table_type = 'BASE TABLE'", list(SCHEMAS))
