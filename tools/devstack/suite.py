@@ -180,9 +180,10 @@ def summary(running: list[Running], took: float) -> int:
         )
     failed_steps = [r.step.name for r in running if r.returncode != 0]
     print(f"whole run: {took:.0f} s" + (f"; failed: {', '.join(failed_steps)}" if failed_steps else ""))
-    # The closing line, as a test runner's: passed and failed tests over every step.
-    extra = f", {total['skipped']} skipped" if total.get("skipped") else ""
-    print(f"{total.get('passed', 0)} passed, {total.get('failed', 0)} failed{extra}")
+    if any("pytest" in command for r in running for command in r.step.commands):
+        # The closing line, as a test runner's: passed and failed tests over every step.
+        extra = f", {total['skipped']} skipped" if total.get("skipped") else ""
+        print(f"{total.get('passed', 0)} passed, {total.get('failed', 0)} failed{extra}")
     return 1 if failed_steps else 0
 
 
