@@ -364,7 +364,7 @@ def production(rendered, postgres, broker, relay, sms_provider, pki, sso, tmp_pa
                                 cwd=ROOT)
         assert result.returncode == 0, f"{job['metadata']['name']} failed:\n{result.stdout}{result.stderr}"
     try:
-        stack.start(list(STARTED), timeout=60)
+        stack.start(list(STARTED))
         yield stack
     finally:
         stack.stop()

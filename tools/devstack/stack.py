@@ -104,7 +104,9 @@ class Stack:
         env.update(self.extra_env.get(name, {}))
         return env
 
-    def start(self, names: list[str] | None = None, timeout: float = 30) -> None:
+    def start(self, names: list[str] | None = None, timeout: float = 120) -> None:
+        """Start the services and wait until each is ready: a process that exits fails at once; one that is
+        not ready after ``timeout`` seconds (two busy cores start a stack in well under a minute) fails then."""
         names = names or list(SERVICES)
         for name in names:
             log = open(self.log_file(name), "ab")

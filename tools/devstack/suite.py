@@ -31,6 +31,9 @@ class Step:
     name: str
     commands: tuple[tuple[str, ...], ...]  # run one after the other; the step fails if any of them fails
     what: str
+    # Seconds after the first step: the steps that start servers and a stack do not all start them at
+    # the same moment on two cores.
+    delay: float = 0
 
 
 def pytest(*args: str) -> tuple[str, ...]:
@@ -40,11 +43,12 @@ def pytest(*args: str) -> tuple[str, ...]:
 # The longest first: they start first. A tier that grows past the others gets a step of its own here.
 STEPS = (
     Step("e2e", (pytest("tests/e2e"),), "the chain of services as processes, its failure modes"),
-    Step("browser", (pytest("tests/browser"),), "chromium on the portal and the console"),
+    Step("browser", (pytest("tests/browser"),), "chromium on the portal and the console", delay=10),
     Step(
         "integration+production",
         (pytest("tests/integration", "tests/production"),),
         "handlers and plumbing on the real broker and database; the production overlay's settings",
+        delay=20,
     ),
     Step(
         "lint",
@@ -54,8 +58,9 @@ STEPS = (
             (str(BIN / "mypy"),),
         ),
         "ruff check, ruff format --check, mypy",
+        delay=30,
     ),
-    Step("unit+contract", (pytest("tests/unit", "tests/contract"),), "no I/O; schemas, manifests, docs"),
+    Step("unit+contract", (pytest("tests/unit", "tests/contract"),), "no I/O; schemas, manifests, docs", delay=30),
 )
 SUMMARY = re.compile(r"^=*\s*((?:\d+ \w+,? )+)in [\d.]+s")
 RESULT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)\b")
@@ -126,20 +131,24 @@ def step_env(step: Step) -> dict[str, str]:
 def run(steps: tuple[Step, ...]) -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    running = []
-    for step in steps:
-        log = LOGS / f"{step.name}.log"
-        log.unlink(missing_ok=True)
-        r = Running(step, log, step_env(step), remaining=list(step.commands))
-        r.next_command()
-        running.append(r)
-        print(f"==> {step.name}: {step.what} (log: {log.relative_to(ROOT)})", flush=True)
-    pending = list(running)
-    while pending:
-        time.sleep(0.5)
+    waiting = sorted(steps, key=lambda s: s.delay)
+    first = waiting[0].delay if waiting else 0  # a step run alone starts at once
+    running: list[Running] = []
+    pending: list[Running] = []
+    while waiting or pending:
+        while waiting and waiting[0].delay - first <= time.monotonic() - started:
+            step = waiting.pop(0)
+            log = LOGS / f"{step.name}.log"
+            log.unlink(missing_ok=True)
+            r = Running(step, log, step_env(step), remaining=list(step.commands))
+            r.next_command()
+            running.append(r)
+            pending.append(r)
+            print(f"==> {step.name}: {step.what} (log: {log.relative_to(ROOT)})", flush=True)
         for r in [r for r in pending if r.poll()]:
             pending.remove(r)
             report(r)
+        time.sleep(0.5)
     return summary(running, time.monotonic() - started)
 
 
