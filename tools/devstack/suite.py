@@ -40,9 +40,33 @@ def pytest(*args: str) -> tuple[str, ...]:
     return (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10", *args)
 
 
+# The end-to-end tests that start stacks of their own or wait on outages and retries: a step of their own,
+# beside the rest of the tier (each step has its own session stack).
+E2E_RESILIENCE = tuple(
+    f"tests/e2e/{name}.py"
+    for name in (
+        "test_outages",
+        "test_resilience",
+        "test_key_rotation",
+        "test_replicas",
+        "test_mailer_tls",
+        "test_sms_gateway",
+        "test_prometheus",
+        "test_big_letters",
+        "test_portal_audit",
+    )
+)
 # The longest first: they start first. A tier that grows past the others gets a step of its own here.
 STEPS = (
-    Step("e2e", (pytest("tests/e2e"),), "the chain of services as processes, its failure modes"),
+    Step(
+        "e2e", (pytest("tests/e2e", *(f"--ignore={f}" for f in E2E_RESILIENCE)),), "the chain of services as processes"
+    ),
+    Step(
+        "e2e-resilience",
+        (pytest(*E2E_RESILIENCE),),
+        "outages, restarts, replicas, key rotation, TLS, failover, alerts",
+        delay=5,
+    ),
     Step("browser", (pytest("tests/browser"),), "chromium on the portal and the console", delay=10),
     Step(
         "integration+production",
