@@ -303,8 +303,10 @@ def test_a_number_hashed_and_sealed_under_the_old_portal_keys_is_recognised_afte
 
 def test_message_sealed_carries_the_patient_ref_under_every_key_of_the_ring():
     k1, k2, c = key(), key(), convocation()
-    ring = lambda refs: domain.SealingKeys(seal_keys={"k1": key()}, patient_ref_key=refs,  # noqa: E731
-                                           mailer_field_key=key(), portal_field_key=key())
+    def ring(refs: dict[str, bytes]) -> domain.SealingKeys:
+        return domain.SealingKeys(seal_keys={"k1": key()}, patient_ref_key=refs, mailer_field_key=key(),
+                                  portal_field_key=key())
+
     before, after = seal(c, ring({"k1": k1})), seal(c, ring({"k1": k1, "k2": k2}))
     assert before.patient_ref.startswith("k1:") and after.patient_ref.startswith("k2:")
     assert before.patient_ref in after.patient_refs and after.patient_ref in after.patient_refs
