@@ -295,17 +295,12 @@ class PatientAccess:
     ) -> CodeSent | NumberRefused | Wait | StatePage:
         now = datetime.now(timezone.utc)
         async with self.pool.acquire() as conn, conn.transaction():
-            message = await store.get_message(conn, message_id, lock=True) if message_id else None
-            if refused := await self._refuse_closed(conn, message, message_id, "code-request", client):
-                return refused
-            assert message is not None
-            mid = message.message_id
-            if not csrf_ok:
-                return await self._refuse_csrf(conn, message, "code-request", client)
-            if message.locked_until and message.locked_until > now:
-                await store.audit(conn, mid, "code-request", "locked", client)
+            message = await self._unlocked(conn, message_id, "code-request", csrf_ok=csrf_ok, client=client, now=now)
+            if isinstance(message, Wait):
                 OTP_REQUESTS.labels("locked").inc()
-                return Wait(message, message.locked_until)
+            if not isinstance(message, Message):
+                return message
+            mid = message.message_id
             bound = await self._usable_binding(conn, message)
             latest = await store.latest_challenge(conn, mid) if bound is None and resend and not phone.strip() else None
             target = choose_target(message, bound, latest, phone, resend=resend, phones=self.phones)
@@ -380,17 +375,10 @@ class PatientAccess:
     ) -> Verified | CodeRefused | Wait | StatePage:
         now = datetime.now(timezone.utc)
         async with self.pool.acquire() as conn, conn.transaction():
-            # The row lock serialises concurrent guesses: no race gets past the per-code cap.
-            message = await store.get_message(conn, message_id, lock=True) if message_id else None
-            if refused := await self._refuse_closed(conn, message, message_id, "code-check", client):
-                return refused
-            assert message is not None
+            message = await self._unlocked(conn, message_id, "code-check", csrf_ok=csrf_ok, client=client, now=now)
+            if not isinstance(message, Message):
+                return message
             mid = message.message_id
-            if not csrf_ok:
-                return await self._refuse_csrf(conn, message, "code-check", client)
-            if message.locked_until and message.locked_until > now:
-                await store.audit(conn, mid, "code-check", "locked", client)
-                return Wait(message, message.locked_until)
             challenge = await store.latest_challenge(conn, mid, lock=True)
             if challenge is not None and challenge.sms_failed:
                 await store.audit(conn, mid, "code-check", "sms-failed", client)
@@ -669,6 +657,30 @@ class PatientAccess:
     ) -> StatePage:
         await store.audit(conn, message.message_id, action, "csrf-refused", client)
         return StatePage("bad_request", 403, message)
+
+    async def _unlocked(
+        self,
+        conn: asyncpg.Connection,
+        message_id: uuid.UUID | None,
+        action: str,
+        *,
+        csrf_ok: bool,
+        client: str | None,
+        now: datetime,
+    ) -> Message | Wait | StatePage:
+        """The message, row-locked for this transaction, when it is open, the form is this browser's and no
+        wait is running; else the refusal (audited). The row lock serialises concurrent code requests and
+        guesses: no race gets past the caps."""
+        message = await store.get_message(conn, message_id, lock=True) if message_id else None
+        if refused := await self._refuse_closed(conn, message, message_id, action, client):
+            return refused
+        assert message is not None
+        if not csrf_ok:
+            return await self._refuse_csrf(conn, message, action, client)
+        if message.locked_until and message.locked_until > now:
+            await store.audit(conn, message.message_id, action, "locked", client)
+            return Wait(message, message.locked_until)
+        return message
 
     async def _session_guard(
         self,
