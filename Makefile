@@ -2,14 +2,17 @@
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/services/secretariat:$(CURDIR)/tools:$(CURDIR)/tools/devinbox:$(CURDIR)/tools/devoidc
 
-.PHONY: guide run test bootstrap unit contract integration e2e browser production bench lock lint contracts prometheus-rule admin clean
+.PHONY: guide run test fast bootstrap unit contract integration e2e browser production bench lock lint contracts prometheus-rule admin clean
 
 run:            ## the whole system locally, with a sample convocation; prints the link to open
 	scripts/bootstrap.sh
 	$(PY) -m devstack.run
 
-test:           ## every test tier, on the real RabbitMQ, Postgres, SMTP, SMS provider and browser
+test:           ## the lint step and every test tier, side by side (docs/testing.md); what CI runs
 	scripts/bootstrap.sh --with-browser
+	$(PY) -m devstack.suite
+
+fast:           ## the unit and contract tiers: no server, under a minute (plain `pytest` does the same)
 	$(PY) -m pytest
 
 bootstrap:
@@ -24,7 +27,7 @@ integration:
 e2e:
 	$(PY) -m pytest tests/e2e
 browser:
-	$(PY) -m pytest -m browser
+	$(PY) -m pytest tests/browser
 production:     ## the production-like tier: services as the production overlay configures them
 	$(PY) -m pytest tests/production
 
@@ -49,9 +52,8 @@ lock:           ## pin pyproject.toml's dependencies with hashes: requirements/d
 	.venv/bin/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --no-annotate \
 	  --custom-compile-command "make lock" -c requirements/dev.lock -o requirements/runtime.lock --quiet
 
-lint:           ## ruff and mypy, as the test suite runs them
-	.venv/bin/ruff check .
-	.venv/bin/mypy
+lint:           ## ruff check, ruff format --check and mypy: the lint step of `make test`
+	$(PY) -m devstack.suite lint
 
 clean:
 	rm -rf .venv .pytest_cache .run

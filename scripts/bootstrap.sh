@@ -86,7 +86,7 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
 # The postgres superuser is reached the libpq way: trust, or PGPASSWORD / ~/.pgpass when the local
-# server asks for a password (see README, "PostgreSQL with password authentication").
+# server asks for a password (README, "The two commands"; docs/testing.md for the tests).
 if ! psql -q -h "${PGHOST:-127.0.0.1}" -p "${PGPORT:-5432}" -U "${PGUSER:-postgres}" -d postgres -tAc 'select 1' >/dev/null 2>&1; then
   echo "Cannot connect to PostgreSQL as ${PGUSER:-postgres} on ${PGHOST:-127.0.0.1}:${PGPORT:-5432}." >&2
   echo "If it asks for a password, export PGPASSWORD (or add a ~/.pgpass line) and run this again." >&2

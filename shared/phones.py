@@ -35,9 +35,9 @@ def mobile_problem(number: str, allowed_countries: frozenset[str]) -> str | None
 
 def phone_hint(number: str) -> str:
     """'+41791234534' -> '+41 79 *** ** 34': enough to recognise one's own number, not to learn it."""
-    groups = phonenumbers.format_number(
-        phonenumbers.parse(number), phonenumbers.PhoneNumberFormat.INTERNATIONAL
-    ).split(" ")
+    groups = phonenumbers.format_number(phonenumbers.parse(number), phonenumbers.PhoneNumberFormat.INTERNATIONAL).split(
+        " "
+    )
     if len(groups) < 3:
         return groups[0] + " " + "*" * max(0, len(number) - 5) + number[-2:]
     middle = ["*" * len(g) for g in groups[2:-1]]

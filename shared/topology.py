@@ -34,7 +34,7 @@ PRINT_ROOM = "print-room"  # the hospital's print room: its queues' middle name,
 # routing key: (owner, consumers). Only the owner may publish it (broker topic permissions) and an
 # envelope naming another producer is dead-lettered (shared/consumer.py). The services subscribe
 # to exactly their rows (Consumer.subscribe refuses others); the event catalogue is generated
-# from this table (tools/devstack/contracts.py).
+# from this table (tools/devstack/contracts/).
 BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "convocation.created.v1": (UPSTREAM, ("issuer",)),
     "convocation.cancelled.v1": (UPSTREAM, ("issuer",)),

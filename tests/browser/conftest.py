@@ -9,6 +9,11 @@ from devstack.guide import CHROMIUM, CHROMIUM_ARGS  # one way to start Debian's 
 from tests.e2e.conftest import chain  # noqa: F401  (the e2e fixture, shared)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _servers(rabbitmq, postgres):
+    """This tier runs on the tests' RabbitMQ node and PostgreSQL cluster (tests/conftest.py), started for it."""
+
+
 @pytest.fixture(scope="session")
 async def browser():
     async with async_playwright() as p:

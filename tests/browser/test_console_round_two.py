@@ -51,7 +51,8 @@ async def visible_without_scrolling(page, locator) -> bool:
 
 
 async def test_a_secretary_recognises_the_patient_by_name_and_birth_date_and_sees_the_number_on_file(
-        browser, chain, stack):
+    browser, chain, stack
+):
     name, surname = unique_name()
     born = unique_birth_date()
     mail = await letter(chain, name=name, birth_date=born.isoformat())
@@ -112,7 +113,8 @@ async def test_a_secretary_recognises_the_patient_by_name_and_birth_date_and_see
 
 
 async def test_paper_letters_follow_the_print_room_switch_back_to_e_mail_and_an_unanswered_request_alerts(
-        browser, chain, stack, print_room, tmp_path):
+    browser, chain, stack, print_room, tmp_path
+):
     rules = [shortened(r) for r in alert_rules("ConvocationsReissueUnanswered")]
     # The same expression on the test's time scale: 15 s unanswered (REISSUE_WAIT_SECONDS) instead of 30 min.
     rules = [{**r, "expr": r["expr"].replace("> 1800", "> 15")} for r in rules]
@@ -142,8 +144,9 @@ async def test_paper_letters_follow_the_print_room_switch_back_to_e_mail_and_an_
         await a.log_in()
         document = a.patient.get(f"{a.path}/document")
         assert document.status_code == 200 and f'action="{a.path}/postal"' not in document.text
-        paper = await chain.db.fetchrow("select reason, requested_at from access_portal.paper where message_id = $1",
-                                        a.message_id)
+        paper = await chain.db.fetchrow(
+            "select reason, requested_at from access_portal.paper where message_id = $1", a.message_id
+        )
         assert paper["reason"] == "secretariat" and paper["requested_at"] is not None
 
         # Printed, posted, returned: the timeline and the hospital's statuses say so; returned letters wait on
@@ -163,8 +166,9 @@ async def test_paper_letters_follow_the_print_room_switch_back_to_e_mail_and_an_
         returned = page.locator('li[data-kind="returned"]')
         await returned.wait_for(timeout=LIVE)
         assert "the patient moved" in await returned.inner_text()
-        reports = await chain.upstream("convocation.status.v1", b.convocation_id,
-                                       lambda es: "returned" in [e["data"]["status"] for e in es])
+        reports = await chain.upstream(
+            "convocation.status.v1", b.convocation_id, lambda es: "returned" in [e["data"]["status"] for e in es]
+        )
         assert [e["data"]["status"] for e in reports][-3:] == ["printed", "posted", "returned"]
         await page.goto(f"{stack.url('secretariat')}/search?worklist=returned")
         assert await page.locator(f'a[href="/c/{b.convocation_id}"]').count() == 1
@@ -210,9 +214,11 @@ async def test_withdrawing_asks_on_a_page_of_its_own_and_works_without_javascrip
     # The card offers no button that withdraws at once; a form posted without the confirmation is sent there.
     assert await page.locator('.card[data-action="withdraw"] button').count() == 0
     csrf = await page.locator('input[name="csrf"]').first.get_attribute("value")
-    direct = await context.request.post(f"{stack.url('secretariat')}/c/{gone.convocation_id}/actions",
-                                        form={"csrf": csrf, "action": "withdraw", "reason": "no confirmation"},
-                                        max_redirects=0)
+    direct = await context.request.post(
+        f"{stack.url('secretariat')}/c/{gone.convocation_id}/actions",
+        form={"csrf": csrf, "action": "withdraw", "reason": "no confirmation"},
+        max_redirects=0,
+    )
     assert direct.status == 303 and direct.headers["location"].endswith(f"/c/{gone.convocation_id}/confirm/withdraw")
     await withdraw(page, "Appointment moved to another hospital")
     await open_convocation(page, stack, gone.convocation_id, "withdrawn")
@@ -223,10 +229,24 @@ async def test_withdrawing_asks_on_a_page_of_its_own_and_works_without_javascrip
 async def test_a_manager_reads_the_figures_of_his_departments_on_a_page_and_as_csv(browser, chain, stack, devoidc):
     tag = uuid.uuid4().hex[:6]
     derm, rad = f"derm-{tag}", f"rad-{tag}"
-    devoidc.users.append({"sub": f"u-m-{tag}", "username": f"manager-{tag}", "name": f"Nora Manager {tag}",
-                          "roles": ["manager"], "departments": [derm, rad]})
-    devoidc.users.append({"sub": f"u-s-{tag}", "username": f"secretary-{tag}", "name": f"Lea Secretary {tag}",
-                          "roles": ["secretary"], "departments": [derm]})
+    devoidc.users.append(
+        {
+            "sub": f"u-m-{tag}",
+            "username": f"manager-{tag}",
+            "name": f"Nora Manager {tag}",
+            "roles": ["manager"],
+            "departments": [derm, rad],
+        }
+    )
+    devoidc.users.append(
+        {
+            "sub": f"u-s-{tag}",
+            "username": f"secretary-{tag}",
+            "name": f"Lea Secretary {tag}",
+            "roles": ["secretary"],
+            "departments": [derm],
+        }
+    )
     # Dermatology: one letter downloaded, one sent by post; radiology: one e-mail bounced (paper by itself).
     downloaded = await letter(chain, department=(derm, "Dermatologie"))
     await downloaded.log_in()
@@ -253,8 +273,13 @@ async def test_a_manager_reads_the_figures_of_his_departments_on_a_page_and_as_c
     figures = {}
     for department in (derm, rad):
         cells = page.locator(f'tr[data-department="{department}"] [data-figure]')
-        figures[department] = dict(zip(await cells.evaluate_all("els => els.map(e => e.dataset.figure)"),
-                                       await cells.all_inner_texts(), strict=True))
+        figures[department] = dict(
+            zip(
+                await cells.evaluate_all("els => els.map(e => e.dataset.figure)"),
+                await cells.all_inner_texts(),
+                strict=True,
+            )
+        )
     assert figures[derm]["sent"] == "2" and figures[derm]["emailed"] == "2"
     assert figures[derm]["downloaded"].startswith("1") and "asked by the secretariat: 1" in figures[derm]["paper"]
     assert figures[derm]["median"] != "–" and figures[derm]["bounced"] == "0"
@@ -301,14 +326,17 @@ async def test_a_supervisor_filters_the_staff_audit_pages_back_and_exports_exact
         await page.get_by_role("link", name=re.compile("Export these entries as CSV")).click()
     lines = list(csv.DictReader(io.StringIO((await (await got.value).path()).read_text())))
     assert len(lines) == 22 and {(r["name"], r["action"], r["outcome"]) for r in lines} == {
-        ("Bruno Keller", "view", "refused-department")}
+        ("Bruno Keller", "view", "refused-department")
+    }
     assert [r["id"] for r in lines] == sorted((r["id"] for r in lines), key=int)
     await context.close()
 
 
 # Codes the issue found on the French console ("action" is also a French word, so not among them).
-CODES = re.compile(r"(?<![\w-])(cardiology|email|e-mailed|secretariat|postal|view|requested|refused-department)"
-                   r"(?![\w-])")
+CODES = re.compile(
+    r"(?<![\w-])(cardiology|email|e-mailed|secretariat|postal|view|requested|refused-department)"
+    r"(?![\w-])"
+)
 
 
 async def french_console(browser, stack, who: str):

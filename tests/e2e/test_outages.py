@@ -21,7 +21,7 @@ import pytest
 
 from devstack.sample import publish
 from devstack.stack import Stack, free_port
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, DB_PORT
 from tests.e2e.conftest import random_email
 
 pytestmark = pytest.mark.e2e
@@ -109,7 +109,7 @@ async def _depth(channel, queue: str) -> int:
 
 async def test_postgres_cut_longer_than_the_delivery_limit_loses_no_letter(chain, test_database, devinbox,
                                                                             tmp_path):
-    with TcpProxy(5432) as proxy:
+    with TcpProxy(DB_PORT) as proxy:
         stack = Stack(
             database=test_database, exchange=EXCHANGE, smtp_port=devinbox.smtp_port,
             sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,

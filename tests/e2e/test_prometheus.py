@@ -1,4 +1,4 @@
-"""A real Prometheus (Debian's /usr/bin/prometheus) scrapes the four services during a run: the funnel
+"""A real Prometheus (Debian's /usr/bin/prometheus) scrapes the chain's four services (issuer, mailer, sms-gateway, access-portal) during a run: the funnel
 queries return this run's own numbers, and an SMTP relay that refuses everything fires the alert of
 deploy/prometheus/alerts.yml (its windows and `for:` shortened, the expression otherwise the same)."""
 

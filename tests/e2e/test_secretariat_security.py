@@ -21,8 +21,9 @@ pytestmark = pytest.mark.e2e
 
 
 async def audit_since(chain, since: datetime, outcome: str) -> list:
-    return await chain.db.fetch("select * from secretariat_audit.staff_audit where at >= $1 and outcome = $2"
-                                " order by id", since, outcome)
+    return await chain.db.fetch(
+        "select * from secretariat_audit.staff_audit where at >= $1 and outcome = $2 order by id", since, outcome
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +48,45 @@ async def test_csrf_refusals_failed_sign_ins_and_refused_tokens_are_audited(chai
         stranger.close()
     finally:
         staff.close()
-    assert httpx.get(f"{cardio.base}/convocations", params={"worklist": "bounced"},
-                     headers={"authorization": "Bearer not.a.token"}, timeout=10).status_code == 401
+    assert (
+        httpx.get(
+            f"{cardio.base}/convocations",
+            params={"worklist": "bounced"},
+            headers={"authorization": "Bearer not.a.token"},
+            timeout=10,
+        ).status_code
+        == 401
+    )
     csrf = await audit_since(chain, since, "refused:csrf")
     assert [(r["name"], r["via"], r["action"]) for r in csrf] == [("Alice Martin", "console", "action")]
     sign_in = await audit_since(chain, since, "refused:sign-in")
     assert [(r["name"], r["action"]) for r in sign_in] == [("", "sign-in")] and "state" in sign_in[0]["detail"]
     tokens = await audit_since(chain, since, "refused:token")
     assert [(r["name"], r["via"], r["action"]) for r in tokens] == [("", "api", "api-token")]
-    assert await chain.db.fetchval("select count(*) from secretariat_audit.staff_audit where at >= $1"
-                                   " and action = 'action' and outcome = 'requested'", since) == 0
+    assert (
+        await chain.db.fetchval(
+            "select count(*) from secretariat_audit.staff_audit where at >= $1"
+            " and action = 'action' and outcome = 'requested'",
+            since,
+        )
+        == 0
+    )
 
 
 async def test_tokens_naming_unknown_keys_cannot_make_the_console_refetch_the_providers_keys_without_limit(
-        stack, devoidc):
+    stack, devoidc
+):
     url = f"{stack.url('secretariat')}/api/v1/convocations"
     now = int(time.time())
-    claims = {"iss": devoidc.issuer, "sub": "his-cardiology", "aud": "secretariat-api", "scope": "convocations.read",
-              "departments": ["cardiology"], "iat": now, "exp": now + 300}
+    claims = {
+        "iss": devoidc.issuer,
+        "sub": "his-cardiology",
+        "aud": "secretariat-api",
+        "scope": "convocations.read",
+        "departments": ["cardiology"],
+        "iat": now,
+        "exp": now + 300,
+    }
     before = devoidc.jwks_served
     for _ in range(20):  # each names a key the provider never had: before issue 21, a key-set fetch each
         key = RSAKey.generate_key(2048, {"kid": uuid.uuid4().hex})
@@ -79,14 +101,20 @@ async def test_a_corrected_mobile_must_be_a_mobile_of_an_allowed_country(chain, 
     await chain.publish(event)
     cid = event["data"]["convocation_id"]
     await cardio.wait(cid, lambda b: "e-mailed" in kinds(b))
-    for number, refusal in (("0900 123 456", "mobile-not-mobile"),  # premium rate: accepted before issue 21
-                            ("+41 22 372 33 11", "mobile-not-mobile"),  # a landline
-                            ("+1 415 555 2671", "mobile-country")):  # outside MOBILE_ALLOWED_COUNTRIES
-        r = cardio.post(f"/convocations/{cid}/actions",
-                        {"action": "correct-mobile", "reason": "patient gave a new number", "mobile": number})
+    for number, refusal in (
+        ("0900 123 456", "mobile-not-mobile"),  # premium rate: accepted before issue 21
+        ("+41 22 372 33 11", "mobile-not-mobile"),  # a landline
+        ("+1 415 555 2671", "mobile-country"),
+    ):  # outside MOBILE_ALLOWED_COUNTRIES
+        r = cardio.post(
+            f"/convocations/{cid}/actions",
+            {"action": "correct-mobile", "reason": "patient gave a new number", "mobile": number},
+        )
         assert (r.status_code, r.json()) == (400, {"error": refusal}), number
-    assert await chain.db.fetchval("select count(*) from secretariat.action where convocation_id = $1",
-                                   uuid.UUID(cid)) == 0
+    assert (
+        await chain.db.fetchval("select count(*) from secretariat.action where convocation_id = $1", uuid.UUID(cid))
+        == 0
+    )
 
 
 async def test_the_api_offers_every_console_action_and_the_figures_and_refuses_what_does_not_fit(chain, cardio):
@@ -95,7 +123,8 @@ async def test_the_api_offers_every_console_action_and_the_figures_and_refuses_w
     cid = event["data"]["convocation_id"]
     body = await cardio.wait(cid, lambda b: "e-mailed" in kinds(b))
     assert {"post", "resend", "withdraw", "correct-email", "correct-mobile", "reset-binding"} <= set(
-        body["available_actions"]) and "email-instead" not in body["available_actions"]
+        body["available_actions"]
+    ) and "email-instead" not in body["available_actions"]
     assert body["patient"]["name"] == "Marie Dupont" and body["department_name"] == "Cardiologie"
     r = cardio.post(f"/convocations/{cid}/actions", {"action": "email-instead", "reason": "not on paper at all"})
     assert (r.status_code, r.json()) == (409, {"error": "not-on-paper"})
@@ -110,5 +139,13 @@ async def test_the_api_offers_every_console_action_and_the_figures_and_refuses_w
     spec = httpx.get(cardio.base.removesuffix("/v1") + "/openapi.json", timeout=10).json()
     assert "/v1/figures" in spec["paths"]
     actions = spec["components"]["schemas"]["ActionRequest"]["properties"]["action"]["enum"]
-    assert set(actions) == {"post", "email-instead", "resend", "correct-email", "withdraw", "correct-mobile",
-                            "reset-binding", "unlock"}
+    assert set(actions) == {
+        "post",
+        "email-instead",
+        "resend",
+        "correct-email",
+        "withdraw",
+        "correct-mobile",
+        "reset-binding",
+        "unlock",
+    }

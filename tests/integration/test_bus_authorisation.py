@@ -306,8 +306,9 @@ async def test_retired_queue_housekeeping_leaves_no_channel_open(users, exchange
     runtime = await _start_bus(users["access-portal"], exchange)
     try:
         def portal_channels() -> int:
+            # rabbitmqctl boots an Erlang VM: seconds alone, over a minute on two cores under load.
             out = subprocess.run([RABBITMQCTL, "list_channels", "user"], capture_output=True, text=True,
-                                 timeout=60, check=True).stdout
+                                 timeout=180, check=True).stdout
             return sum(1 for line in out.splitlines() if line.strip() == f"{VHOST}.access-portal")
 
         await asyncio.sleep(1)  # the start's own look-ups settle

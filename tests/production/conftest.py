@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import glob
 import ipaddress
 import os
 import secrets
@@ -32,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from devoidc import DevOidc
 
 from devinbox import DevInbox, parse_email
+from devstack.postgres import PrivatePostgres
 from devstack.stack import ROOT, SERVICES, Stack, free_port, python_path
 from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST, _purge_all_queues
 from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, render, secret_templates
@@ -43,6 +43,12 @@ STARTED = (*CHAIN, "secretariat")  # the chain, and the department secretariats'
 HTTPS = ("access-portal", "sms-gateway", "secretariat")  # TLS ends at the Gateway; here uvicorn's own
 OIDC_CLIENT_SECRET = secrets.token_hex(16)
 SMTP_USER, SMTP_PASSWORD = "convocations-relay", secrets.token_hex(16)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers(rabbitmq):
+    """This tier runs on the tests' RabbitMQ node (tests/conftest.py), started for it; its PostgreSQL is
+    the cluster below, with TLS."""
 
 
 # --- a private CA, as a hospital's internal PKI ------------------------------------------------------
@@ -117,43 +123,17 @@ def infra() -> list[dict]:
 
 # --- PostgreSQL: a throw-away cluster with scram passwords and TLS, laid out as postgres-cluster.yaml -----
 
-def _as_postgres(command: list[str]) -> list[str]:
-    # initdb and postgres refuse to run as root; CI runs as root.
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+class PostgresCluster(PrivatePostgres):
+    """TLS only, scram passwords, the cluster's own max_connections: as deploy/k8s/infra/postgres-cluster.yaml."""
 
-
-class PostgresCluster:
     def __init__(self, directory: Path, pki: PrivateCA, max_connections: int) -> None:
-        [self.bin] = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1:]
-        self.dir, self.data, self.port = directory, directory / "pgdata", free_port()
-        self.superuser_password = secrets.token_hex(16)
+        super().__init__(max_connections=max_connections, tls=(pki.cert_file, pki.key_file), directory=directory)
         self.role_passwords: dict[str, str] = {}
-        pwfile = directory / "pwfile"
-        pwfile.write_text(self.superuser_password)
-        for path in (pki.cert_file, pki.key_file, pwfile):
-            shutil.chown(path, "postgres") if os.geteuid() == 0 else None
-        if os.geteuid() == 0:
-            shutil.chown(directory, "postgres")
-        subprocess.run(_as_postgres([f"{self.bin}/initdb", "-D", str(self.data), "-U", "postgres",
-                                     "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync"]),
-                       check=True, capture_output=True, timeout=120)
-        # Only TLS connections from loopback, only with a scram password: no trust, no peer, no md5.
-        (self.data / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 scram-sha-256\n")
-        options = (f"-p {self.port} -k {directory} -c listen_addresses=127.0.0.1 -c max_connections={max_connections}"
-                   f" -c ssl=on -c ssl_cert_file={pki.cert_file} -c ssl_key_file={pki.key_file}"
-                   " -c password_encryption=scram-sha-256 -c fsync=off")
-        subprocess.run(_as_postgres([f"{self.bin}/pg_ctl", "-D", str(self.data), "-l", str(directory / "pg.log"),
-                                     "-o", options, "-w", "start"]), check=True, capture_output=True, timeout=120)
-
-    def dsn(self, user: str, password: str, database: str = "postgres") -> str:
-        return f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}?sslmode=require"
+        self.database = ""
+        self.start()
 
     async def admin(self, database: str = "postgres") -> asyncpg.Connection:
-        return await asyncpg.connect(self.dsn("postgres", self.superuser_password, database))
-
-    def stop(self) -> None:
-        subprocess.run(_as_postgres([f"{self.bin}/pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"]),
-                       capture_output=True, timeout=60)
+        return await asyncpg.connect(self.admin_dsn(database))
 
 
 async def _bootstrap(cluster: PostgresCluster, spec: dict) -> str:
@@ -188,7 +168,7 @@ async def _bootstrap(cluster: PostgresCluster, spec: dict) -> str:
 async def postgres(work_dir, pki, infra):
     [cluster_spec] = [d["spec"] for d in infra if d["kind"] == "Cluster"]
     max_connections = int(cluster_spec["postgresql"]["parameters"]["max_connections"])
-    cluster = PostgresCluster(work_dir, pki, max_connections)
+    cluster = PostgresCluster(work_dir / "postgres", pki, max_connections)
     try:
         cluster.database = await _bootstrap(cluster, cluster_spec)
         yield cluster
@@ -384,7 +364,7 @@ def production(rendered, postgres, broker, relay, sms_provider, pki, sso, tmp_pa
                                 cwd=ROOT)
         assert result.returncode == 0, f"{job['metadata']['name']} failed:\n{result.stdout}{result.stderr}"
     try:
-        stack.start(list(STARTED), timeout=60)
+        stack.start(list(STARTED))
         yield stack
     finally:
         stack.stop()

@@ -56,8 +56,9 @@ class Job:
 class DevPrintRoom:
     """Reads its queues and reports in a background thread until ``stop``."""
 
-    def __init__(self, amqp_url: str, exchange: str, *, every: float | None = None,
-                 private_keys: dict[str, bytes] | None = None) -> None:
+    def __init__(
+        self, amqp_url: str, exchange: str, *, every: float | None = None, private_keys: dict[str, bytes] | None = None
+    ) -> None:
         self.amqp_url, self.exchange, self.every = amqp_url, exchange, every
         self.private_keys = private_keys or DEV_PRIVATE_KEYS
         self.jobs: dict[str, Job] = {}  # by convocation id: the latest letter asked for it
@@ -94,8 +95,9 @@ class DevPrintRoom:
         """The post brought this letter back."""
         job = self.jobs[convocation_id]
         job.state = "returned"
-        asyncio.run_coroutine_threadsafe(
-            self._report(PostalReturnedV1, job, reason=reason), self._loop).result(timeout=30)
+        asyncio.run_coroutine_threadsafe(self._report(PostalReturnedV1, job, reason=reason), self._loop).result(
+            timeout=30
+        )
 
     # --- the bus ---------------------------------------------------------------------------------
 
@@ -104,9 +106,12 @@ class DevPrintRoom:
         connection = await aio_pika.connect_robust(self.amqp_url)
         async with connection:
             channel = await connection.channel()
-            queues = [await channel.get_queue(topology.queue_name(self.exchange, topology.PRINT_ROOM, event.routing_key()),
-                                              ensure=True)  # the issuer declared them
-                      for event in (PostalRequestedV1, PostalCancelledV1)]
+            queues = [
+                await channel.get_queue(
+                    topology.queue_name(self.exchange, topology.PRINT_ROOM, event.routing_key()), ensure=True
+                )  # the issuer declared them
+                for event in (PostalRequestedV1, PostalCancelledV1)
+            ]
             next_run = self._loop.time() + (self.every or 0)
             while not self._stopped.is_set():
                 got = False
@@ -138,10 +143,19 @@ class DevPrintRoom:
 
     def _hold(self, data: dict) -> None:
         cid = data["convocation_id"]
-        letter = json.loads(crypto.open_for_recipient(self.private_keys, data["for_print_room"],
-                                                      context=print_room_context(uuid.UUID(cid))))
-        self.jobs[cid] = Job(cid, data.get("message_id"), data["reason"], letter["patient_id"],
-                             letter["patient_name"], crypto.b64d(letter["document_pdf_base64"]))
+        letter = json.loads(
+            crypto.open_for_recipient(
+                self.private_keys, data["for_print_room"], context=print_room_context(uuid.UUID(cid))
+            )
+        )
+        self.jobs[cid] = Job(
+            cid,
+            data.get("message_id"),
+            data["reason"],
+            letter["patient_id"],
+            letter["patient_name"],
+            crypto.b64d(letter["document_pdf_base64"]),
+        )
         log.info("letter received for printing", reason=data["reason"])
 
     def _cancel(self, data: dict) -> None:

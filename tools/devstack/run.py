@@ -44,7 +44,7 @@ def main() -> int:
         sms_provider_url=inbox.twilio_base_url, sms_account_sid=inbox.account_sid,
         sms_auth_token=inbox.auth_token, log_dir=ROOT / ".run" / "logs", amqp_url=args.amqp_url,
         ports={"access-portal": 8000, "issuer": 8001, "mailer": 8002, "sms-gateway": 8003, "secretariat": 8004},
-        portal_base_url="http://localhost:8000", oidc_issuer=oidc.issuer,
+        portal_base_url="http://localhost:8000", oidc_issuer=str(oidc.issuer),  # set once it runs
     )
     hospital = print_room = None
     try:

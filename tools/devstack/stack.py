@@ -48,6 +48,8 @@ class Stack:
     portal_base_url: str | None = None
     oidc_issuer: str = "http://127.0.0.1:8030"  # the development OpenID provider (tools/devoidc)
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service, or "*" for all
+    # The PostgreSQL server's port on 127.0.0.1 (libpq's PGPORT, as psql and scripts/db-setup.sh read it).
+    database_port: int = field(default_factory=lambda: int(os.environ.get("PGPORT", "5432")))
     # Complete settings per service (the production tier's, read from the manifests): they replace the
     # development ones above; only the port and the Python path are still the stack's.
     settings: dict[str, dict[str, str]] | None = None
@@ -82,7 +84,7 @@ class Stack:
             **os.environ,
             "PYTHONPATH": python_path(),
             "AMQP_URL": self.amqp_url,
-            "DATABASE_URL": f"postgresql://{role}:{role}@127.0.0.1:5432/{self.database}",
+            "DATABASE_URL": f"postgresql://{role}:{role}@127.0.0.1:{self.database_port}/{self.database}",
             "EVENTS_EXCHANGE": self.exchange,
             "HTTP_PORT": str(self.ports[name]),
             "SMTP_HOST": "127.0.0.1",
@@ -92,7 +94,7 @@ class Stack:
             "SMS_ACCOUNT_SID": self.sms_account_sid,
             "SMS_AUTH_TOKEN": self.sms_auth_token,
             "SMS_CALLBACK_BASE_URL": self.url("sms-gateway"),
-            "PORTAL_BASE_URL": self.portal_base_url,
+            "PORTAL_BASE_URL": self.portal_base_url or "",
             "PUBLIC_BASE_URL": self.url("secretariat"),
             "OIDC_ISSUER": self.oidc_issuer,
             "BOUNCE_SMTP_PORT": str(self.ports["mailer-bounces"]),
@@ -102,7 +104,9 @@ class Stack:
         env.update(self.extra_env.get(name, {}))
         return env
 
-    def start(self, names: list[str] | None = None, timeout: float = 30) -> None:
+    def start(self, names: list[str] | None = None, timeout: float = 120) -> None:
+        """Start the services and wait until each is ready: a process that exits fails at once; one that is
+        not ready after ``timeout`` seconds (two busy cores start a stack in well under a minute) fails then."""
         names = names or list(SERVICES)
         for name in names:
             log = open(self.log_file(name), "ab")

@@ -15,7 +15,7 @@ from issuer import domain, store
 from issuer.metrics import POSTAL_REQUESTS, REISSUE_REQUESTS
 from issuer.pdfcheck import UnreadablePdf, active_content
 from issuer.settings import IssuerSettings
-from shared import crypto
+from shared import crypto, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     ISSUER_ACTIONS,
@@ -83,7 +83,7 @@ class IssuerHandlers:
         c, now = d.data, datetime.now(timezone.utc)
         problem = domain.appointment_problem(c, now)
         if problem:
-            raise Rejected("appointment-in-past", problem)
+            raise Rejected(rejections.APPOINTMENT_IN_PAST, problem)
         # Sealed before looking: a new convocation (nearly all of them) then takes one statement to store,
         # and a known one is superseded by this same letter unless the secretariat corrected its address.
         letter = self._seal(c, now)
@@ -150,7 +150,7 @@ class IssuerHandlers:
     async def on_convocation_cancelled(self, conn: asyncpg.Connection, d: Delivery[ConvocationCancelledV1]) -> None:
         row = await store.get_convocation(conn, d.data.convocation_id)
         if row is None:
-            raise Rejected("unknown-convocation", f"no convocation {d.data.convocation_id} to cancel")
+            raise Rejected(rejections.UNKNOWN_CONVOCATION, f"no convocation {d.data.convocation_id} to cancel")
         if row["status"] in ("cancelled", "expired", "withdrawn"):
             return
         await self._emit(conn, d, *await self._revoke(conn, row, "cancelled", datetime.now(timezone.utc),
@@ -190,7 +190,7 @@ class IssuerHandlers:
             return
         row = await store.get_convocation(conn, a.convocation_id)
         if row is None:
-            raise Rejected("unknown-convocation", f"no convocation {a.convocation_id}")
+            raise Rejected(rejections.UNKNOWN_CONVOCATION, f"no convocation {a.convocation_id}")
         if row["message_id"] != a.message_id or row["status"] in domain.CLOSED:
             log.info("staff action on a closed or replaced message ignored", action=a.action)
             return
@@ -216,9 +216,9 @@ class IssuerHandlers:
         email_sealed = None
         if a.action == "correct-email":
             if a.for_issuer is None:
-                raise Rejected("email-invalid", "correct-email carries no address")
+                raise Rejected(rejections.EMAIL_INVALID, "correct-email carries no address")
             if domain.valid_email(self._open_email(a.for_issuer, a.action_id)) is None:
-                raise Rejected("email-invalid", "the corrected address is not one valid e-mail address")
+                raise Rejected(rejections.EMAIL_INVALID, "the corrected address is not one valid e-mail address")
             email_sealed = a.for_issuer
         reason = {"correct-email": "email-corrected", "email-instead": "email-instead"}.get(a.action, "resend")
         if not await store.add_reissue_request(conn, action_id=a.action_id, convocation_id=a.convocation_id,
@@ -269,7 +269,7 @@ class IssuerHandlers:
         report = d.data
         row = await store.get_convocation(conn, report.convocation_id)
         if row is None:
-            raise Rejected("unknown-convocation", f"no convocation {report.convocation_id}")
+            raise Rejected(rejections.UNKNOWN_CONVOCATION, f"no convocation {report.convocation_id}")
         if report.message_id is not None and report.message_id != row["message_id"]:
             log.info("print room report about a replaced letter ignored", step=step)
             return
@@ -306,7 +306,7 @@ class IssuerHandlers:
         """The convocation, if the event is about its current message (not a superseded one)."""
         row = await store.get_convocation(conn, d.data.convocation_id)
         if row is None:
-            raise Rejected("unknown-convocation", f"no convocation {d.data.convocation_id}")
+            raise Rejected(rejections.UNKNOWN_CONVOCATION, f"no convocation {d.data.convocation_id}")
         if row["message_id"] != d.data.message_id:
             log.info("event about a superseded message ignored", message_id=str(d.data.message_id))
             return None
@@ -407,9 +407,9 @@ class IssuerHandlers:
         try:
             found = active_content(pdf)
         except UnreadablePdf as exc:
-            raise Rejected("pdf-unreadable", str(exc)) from None
+            raise Rejected(rejections.PDF_UNREADABLE, str(exc)) from None
         if found:
-            raise Rejected("pdf-active-content", f"the document carries active content: {found}")
+            raise Rejected(rejections.PDF_ACTIVE_CONTENT, f"the document carries active content: {found}")
         return pdf
 
     def _render(self, c: ConvocationCreatedV1, now: datetime) -> bytes:

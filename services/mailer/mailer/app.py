@@ -29,7 +29,9 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
 
     async def forget_expired() -> None:
         # Also when the issuer's message.revoked(expired) never comes: the mailer's own clock.
-        async with runtime.pool.acquire() as conn, conn.transaction():
+        pool = runtime.pool
+        assert pool is not None  # the runtime runs its periodic tasks once started
+        async with pool.acquire() as conn, conn.transaction():
             if forgotten := await store.forget_expired(conn, datetime.now(timezone.utc)):
                 log.info("expired recipients destroyed", count=forgotten)
 

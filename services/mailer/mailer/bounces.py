@@ -51,7 +51,7 @@ def classify(message: Message) -> Verdict:
                 continue
             # The parser gives one header block per paragraph: per-message fields, then one per recipient.
             blocks = part.get_payload()
-            recipients = blocks[1:] if isinstance(blocks, list) else []
+            recipients = [b for b in blocks[1:] if isinstance(b, Message)] if isinstance(blocks, list) else []
             verdicts = [_recipient_verdict(b) for b in recipients]
             for wanted in ("hard", "soft"):
                 found = [v for v in verdicts if v.kind == wanted]
@@ -115,7 +115,7 @@ class BounceHandler:
             for address in smtp_envelope.rcpt_tos:
                 message_id = await store.message_of_token(conn, token_hash(token_of(address, self.domain) or ""))
                 row = await store.get_email(conn, message_id) if message_id else None
-                if row is None or not await store.record_bounced(conn, message_id, verdict.smtp_code,
+                if row is None or message_id is None or not await store.record_bounced(conn, message_id, verdict.smtp_code,
                                                                  verdict.reason, now):
                     BOUNCES.labels("duplicate").inc()
                     continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timezone
+from typing import Literal
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -17,7 +18,7 @@ from mailer.metrics import NOTICES, SMTP_ATTEMPTS
 from mailer.settings import MailerSettings
 from mailer.signing import DkimSigner, parse_dkim_keys
 from mailer.smtp import SmtpFailure, SmtpSender
-from shared import crypto
+from shared import crypto, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     EmailFailedV1,
@@ -121,7 +122,7 @@ class MailerHandlers:
     async def on_reminder_requested(self, conn: asyncpg.Connection, d: Delivery[ReminderRequestedV1]) -> None:
         await self._notice(conn, d, "reminder")
 
-    async def _notice(self, conn: asyncpg.Connection, d: Delivery, kind: str) -> bool:
+    async def _notice(self, conn: asyncpg.Connection, d: Delivery, kind: Literal["withdrawn", "reminder"]) -> bool:
         """Send one notice about the message's e-mail; False when a retry was scheduled."""
         message_id = d.data.message_id
         row = await store.get_email(conn, message_id)
@@ -171,7 +172,7 @@ class MailerHandlers:
                                     kind=kind)
         except UnsafeHeader as exc:
             # The contracts refuse such names upstream; a producer that slipped one through is parked.
-            raise Rejected("unsafe-header", str(exc)) from None
+            raise Rejected(rejections.UNSAFE_HEADER, str(exc)) from None
         await self.sender.send(self.signer.sign(to_bytes(message)), sender=sender, recipients=[recipient["email"]])
         await store.add_bounce_token(conn, token_hash, message_id, kind)
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import SecretStr, field_validator, model_validator
 
-from shared.settings import KeyRing, ServiceSettings, dev_key, require_https
+from shared.settings import KeyRing, ServiceSettings, dev_ring, require_https
 
 
 class MailerSettings(ServiceSettings):
@@ -26,7 +26,7 @@ class MailerSettings(ServiceSettings):
     mail_from: str = "Hôpitaux Universitaires de Genève <convocations@hug.example>"
     hospital_name: str = "Hôpitaux Universitaires de Genève"
     portal_base_url: str = "http://127.0.0.1:8000"
-    mailer_field_key: KeyRing = f"k1:{dev_key('mailer-field')}"
+    mailer_field_key: KeyRing = dev_ring("mailer-field")
     mailer_retry_delays: str = "5,30,120,600,1800"  # seconds between SMTP attempts on transient failures
     # DKIM: 'selector:/path/key.pem,…', the newest (signing) last; the domain defaults to MAIL_FROM's.
     dkim_keys: str = ""

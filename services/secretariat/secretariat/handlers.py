@@ -20,7 +20,11 @@ from shared.contracts import (
 SAFE_DETAIL = {"postal", "postal-fallback", "returned", "postal-cancelled"}
 
 
-class Handlers:
+class SecretariatHandlers:
+    """The read model's handlers, one per event, as every service writes them (``on_<event>(conn, delivery)``
+    in one class); the patients' details the issuer seals for the secretariat are opened and kept sealed at
+    rest through ``patients``."""
+
     def __init__(self, patients: Patients) -> None:
         self.patients = patients
 
@@ -39,24 +43,20 @@ class Handlers:
                                         department_name=details.get("department_name"),
                                         phone_hint=details.get("phone_hint"))
 
-    @staticmethod
-    async def on_code_requested(conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
+    async def on_code_requested(self, conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
         o = d.data
         await store.set_phone_hint(conn, o.convocation_id, o.phone_hint)
-        await store.add_timeline(conn, o.convocation_id, d.envelope.event_id, d.envelope.occurred_at,
-                                 "code-requested", o.phone_hint)
+        await store.add_timeline(conn, o.convocation_id, d.envelope.event_id, d.envelope.occurred_at, "code-requested",
+                                 o.phone_hint)
 
-    @staticmethod
-    async def on_code_sent(conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
+    async def on_code_sent(self, conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
         await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.sent_at, "code-sent")
 
-    @staticmethod
-    async def on_code_failed(conn: asyncpg.Connection, d: Delivery[SmsFailedV1]) -> None:
+    async def on_code_failed(self, conn: asyncpg.Connection, d: Delivery[SmsFailedV1]) -> None:
         await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.failed_at, "code-failed",
                                  d.data.provider_code)
 
-    @staticmethod
-    async def on_access_changed(conn: asyncpg.Connection, d: Delivery[AccessChangedV1]) -> None:
+    async def on_access_changed(self, conn: asyncpg.Connection, d: Delivery[AccessChangedV1]) -> None:
         a = d.data
         if a.change == "locked":
             await store.set_lock(conn, a.convocation_id, a.locked_until)
@@ -74,8 +74,7 @@ class Handlers:
         if a.action_id:
             await store.action_done(conn, a.action_id, a.at)
 
-    @staticmethod
-    async def on_reissue_requested(conn: asyncpg.Connection, d: Delivery[ConvocationReissueRequestedV1]) -> None:
+    async def on_reissue_requested(self, conn: asyncpg.Connection, d: Delivery[ConvocationReissueRequestedV1]) -> None:
         """The issuer asked the hospital system for the letter again: waiting for it (the action is done when
         the new letter is e-mailed, see on_status)."""
         r = d.data

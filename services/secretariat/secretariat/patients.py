@@ -37,8 +37,11 @@ class Patients:
         """The details the issuer sealed for us on a 'sealed' status, or None (with a warning, never the
         details) when they do not open: SECRETARIAT_FIELD_KEY differs from the issuer's."""
         try:
-            return crypto.open_field(self.field_key, token, context=crypto.field_context(
-                ConvocationStatusV1.EVENT_TYPE, message_id, "secretariat"))
+            return crypto.open_field(
+                self.field_key,
+                token,
+                context=crypto.field_context(ConvocationStatusV1.EVENT_TYPE, message_id, "secretariat"),
+            )
         except crypto.CannotOpen:
             log.warning("patient details do not open: is SECRETARIAT_FIELD_KEY the issuer's?")
             return None
@@ -46,11 +49,15 @@ class Patients:
     def stored(self, convocation_id: uuid.UUID, details: dict) -> dict:
         """The columns that keep them: sealed at rest, and the search hashes under the current keys."""
         kept = {k: details.get(k) for k in ("name", "birth_date", "place")}
-        return dict(patient_enc=crypto.seal_field(self.field_key, kept, context=_at_rest(convocation_id)),
-                    name_index=[crypto.keyed_hash(self.index_key, "patient-name", w)
-                                for w in domain.name_words(kept["name"] or "")],
-                    birth_index=crypto.keyed_hash(self.index_key, "birth-date", kept["birth_date"])
-                    if kept["birth_date"] else None)
+        return dict(
+            patient_enc=crypto.seal_field(self.field_key, kept, context=_at_rest(convocation_id)),
+            name_index=[
+                crypto.keyed_hash(self.index_key, "patient-name", w) for w in domain.name_words(kept["name"] or "")
+            ],
+            birth_index=crypto.keyed_hash(self.index_key, "birth-date", kept["birth_date"])
+            if kept["birth_date"]
+            else None,
+        )
 
     def reveal(self, row) -> Patient | None:
         """The patient of a convocation row, or None when it carries none (or it no longer opens)."""
@@ -81,5 +88,11 @@ class Patients:
         patient = self.reveal(row)
         if patient is None:
             return None
-        return self.stored(row["id"], {"name": patient.name, "place": patient.place,
-                                       "birth_date": patient.birth_date.isoformat() if patient.birth_date else None})
+        return self.stored(
+            row["id"],
+            {
+                "name": patient.name,
+                "place": patient.place,
+                "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
+            },
+        )

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import asyncpg
 
-from shared import crypto
+from shared import crypto, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import OtpRequestedV1
 from shared.logs import get_logger
@@ -90,7 +90,7 @@ class SmsHandlers:
                                        context=crypto.field_context("otp.requested", o.challenge_id, "sms"))
             return str(secret["phone"]), str(secret["code"])
         except (crypto.CannotOpen, KeyError, ValueError) as exc:  # wrong SMS_FIELD_KEY or a forged field
-            raise Rejected("unreadable-secret", f"for_sms does not open: {type(exc).__name__}") from None
+            raise Rejected(rejections.UNREADABLE_SECRET, f"for_sms does not open: {type(exc).__name__}") from None
 
     def callback_url(self, provider: Provider) -> str | None:
         base = self.settings.sms_callback_base_url

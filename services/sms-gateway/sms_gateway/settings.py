@@ -2,7 +2,7 @@
 
 from pydantic import Field, SecretStr, model_validator
 
-from shared.settings import KeyRing, ServiceSettings, dev_key, require_https
+from shared.settings import KeyRing, ServiceSettings, dev_ring, require_https
 
 DEV_AUTH_TOKEN = "dev-auth-token"  # noqa: S105 - development only; production refuses it
 
@@ -22,7 +22,7 @@ class SmsSettings(ServiceSettings):
     sms_generic_token: SecretStr | None = None
     sms_failover_after: int = Field(2, ge=1)
     sms_timeout: float = 10.0
-    sms_field_key: KeyRing = f"k1:{dev_key('sms-field')}"
+    sms_field_key: KeyRing = dev_ring("sms-field")
     sms_allowed_countries: str = "CH,LI,FR,DE,IT,AT"
     sms_retry_delays: str = "5,30,120,600"
     sms_max_per_number_hour: int = Field(10, ge=0)

@@ -43,6 +43,11 @@ DEFAULT_CLIENTS = [
 ]
 
 
+def _text(value: object) -> str | None:
+    """A form field as text (an uploaded file where text was expected counts as absent)."""
+    return value if isinstance(value, str) else None
+
+
 def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
@@ -176,7 +181,7 @@ class DevOidc:
         @app.post("/token")
         async def token(request: Request):
             form = await request.form()
-            client_id, secret = form.get("client_id"), form.get("client_secret")
+            client_id, secret = _text(form.get("client_id")), _text(form.get("client_secret"))
             auth = request.headers.get("authorization", "")
             if auth.lower().startswith("basic "):
                 client_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
@@ -196,7 +201,7 @@ class DevOidc:
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
             return {"access_token": secrets.token_urlsafe(24), "token_type": "Bearer",
                     "expires_in": self.token_seconds,
-                    "id_token": self.id_token(issued["user"], client_id, issued["nonce"])}
+                    "id_token": self.id_token(issued["user"], str(client_id), issued["nonce"])}
 
         return app
 
