@@ -349,7 +349,7 @@ async def french_console(browser, stack, who: str):
     return context, page
 
 
-async def test_the_french_console_shows_labels_never_codes(browser, chain, stack):
+async def test_the_french_console_shows_labels_never_codes_and_the_switch_keeps_the_page(browser, chain, stack):
     mail = await letter(chain)
     context, page = await french_console(browser, stack, "Alice Martin")
     await open_convocation(page, stack, mail.convocation_id, "e-mailed")
@@ -360,6 +360,12 @@ async def test_the_french_console_shows_labels_never_codes(browser, chain, stack
     facts = await page.locator("dl.facts dd").all_inner_texts()
     assert "Cardiologie" in facts and "E-mail · papier : demandé par le secrétariat" in facts, facts
     assert "Papier demandé (papier : demandé par le secrétariat) · par le secrétariat" in text
+    # The switch keeps the page and what it shows: the same worklist, in German.
+    await page.goto(f"{stack.url('secretariat')}/search?worklist=paper-today")
+    await page.get_by_role("link", name="Deutsch").click()
+    await page.wait_for_url(re.compile(r"/search\?worklist=paper-today&lang=de$"))
+    assert "Heute Papierversand verlangt" in await page.locator("#results-title").inner_text()
+    assert await page.locator(f'a[href="/c/{mail.convocation_id}"]').count() == 1
     await context.close()
     context, page = await french_console(browser, stack, "Sophie Rossi")
     await page.goto(f"{stack.url('secretariat')}/audit?convocation_id={mail.convocation_id}")

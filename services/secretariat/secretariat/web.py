@@ -20,7 +20,7 @@ from secretariat.auth import Identity, Oidc, Unauthenticated, staff_identity
 from secretariat.console import AuditFilter, Console
 from secretariat.settings import SecretariatSettings
 from shared import crypto
-from shared.i18n import Catalogs
+from shared.i18n import LANGUAGES, Catalogs
 from shared.logs import get_logger
 from shared.web import Csrf, chosen_language, parse_uuid, remember_language
 
@@ -102,8 +102,11 @@ class Pages:
         lang = self.language(request)
         env = self.env.overlay()
         self.catalogs.install(env, lang)
+        # The language switch keeps the page and what it shows (a worklist, a period, filters).
+        kept = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
+        switch = {code: f"{request.url.path}?{urlencode([*kept, ('lang', code)])}" for code in LANGUAGES}
         html = env.get_template(template).render(
-            lang=lang, who=who, csrf=self.csrf_for(request) if who else "", path=request.url.path,
+            lang=lang, who=who, csrf=self.csrf_for(request) if who else "", path=request.url.path, switch=switch,
             idle_seconds=self.s.session_idle_seconds, warning_seconds=self.s.session_warning_seconds,
             now=datetime.now(timezone.utc), names=names or {}, query=request.url.query, **context)
         response = HTMLResponse(html, status_code=status)
