@@ -97,11 +97,13 @@ async def test_the_portal_learns_who_asked_for_paper_and_when_even_before_its_me
     of its own: the paper row records who asked and when, whichever comes first, and a drop forgets the
     request so that paper may be asked again."""
     from access_portal.handlers import PortalHandlers
+    from access_portal.phones import Phones
     from access_portal.settings import PortalSettings
     from shared.consumer import Delivery
     from shared.contracts import PostalProgressV1, envelope
 
-    handlers = PortalHandlers(PortalSettings())
+    settings = PortalSettings()
+    handlers = PortalHandlers(settings, Phones(settings.portal_secret_key, settings.portal_field_key))
     mid, asked_at = uuid.uuid4(), datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
 
     async def report(conn, step: str, at: datetime, reason: str | None = None) -> None:
