@@ -30,3 +30,15 @@ create table patient_binding (
 drop table staff_session;
 -- When the print room was last told to drop the letter (a later paper request clears it).
 alter table convocation add column paper_cancelled_at timestamptz;
+-- Letters from before this release: their steps from the timeline, so that the figures count them too
+-- (who the patient is comes only with letters sealed from now on).
+update convocation c set
+    first_sealed_at = t.sealed, emailed_at = coalesce(c.emailed_at, t.emailed), first_locked_at = t.locked,
+    postal_reason = coalesce(c.postal_reason, t.paper_reason)
+from (select convocation_id,
+             min(at) filter (where kind = 'sealed') as sealed,
+             min(at) filter (where kind = 'e-mailed') as emailed,
+             min(at) filter (where kind = 'locked') as locked,
+             (array_agg(detail order by at) filter (where kind in ('postal', 'postal-fallback')))[1] as paper_reason
+      from timeline group by convocation_id) t
+where t.convocation_id = c.id;

@@ -135,7 +135,7 @@ async def stale_patients(conn, field_key_id: str, index_key_id: str, limit: int)
     return await conn.fetch(
         "select id, patient_enc from convocation where patient_enc is not null and (patient_enc not like $1"
         " or birth_index not like $2 or exists (select from unnest(name_index) w where w not like $2))"
-        " limit $3", f"fe2.{field_key_id}.%", f"{index_key_id}:%", limit)
+        " limit $3 for update skip locked", f"fe2.{field_key_id}.%", f"{index_key_id}:%", limit)
 
 
 async def set_binding(conn, convocation_id: uuid.UUID, bound: bool, at: datetime) -> None:
