@@ -79,7 +79,7 @@ class Party:
 def _party(name: str, label: str | None = None) -> Party:
     return Party(
         name, label or name,
-        publishes=tuple(CATALOGUE[key] for key, (owner, _) in topology.BUS.items() if owner == name),
+        publishes=tuple(CATALOGUE[key] for key in topology.published_by(name)),
         consumes=tuple(CATALOGUE[key] for key, (_, consumers) in topology.BUS.items() if name in consumers),
         internal=name != UPSTREAM,
     )
@@ -92,6 +92,7 @@ PARTIES: tuple[Party, ...] = (
     _party("sms-gateway"),
     _party("access-portal"),
     _party("secretariat"),
+    _party(topology.GATEWAY),
 )
 
 
@@ -100,10 +101,9 @@ def producers_of(event: type[EventPayload]) -> list[Party]:
 
 
 def producer_of(event: type[EventPayload]) -> Party:
-    producers = producers_of(event)
-    if len(producers) != 1:
-        raise ValueError(f"{event.routing_key()} has {len(producers)} producers; every event has exactly one")
-    return producers[0]
+    """The event's owner (shared/topology.py BUS); ``producers_of`` adds the parties that publish it too."""
+    owner = topology.BUS[event.routing_key()][0]
+    return next(p for p in PARTIES if p.name == owner)
 
 
 def consumers_of(event: type[EventPayload]) -> list[Party]:
@@ -181,6 +181,7 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
                 "email": "marie.dupont@example.ch",
                 "mobile": "+41 79 123 45 67",
                 "language": "fr",
+                "birth_date": "1958-03-21",
             },
             "appointment": {
                 "starts_at": APPOINTMENT_AT,
@@ -398,13 +399,14 @@ def asyncapi() -> dict:
                 "payload": example_message(event),
             }],
         }
-        producer, consumers = producer_of(event), consumers_of(event)
+        consumers = consumers_of(event)
         channels[key] = {
             "address": key,
             "title": f"{event.EVENT_TYPE} v{event.VERSION}",
             "summary": summary(event),
             "description": (
-                f"Routing key '{key}' on the topic exchange '{EXCHANGE}'. Producer: {producer.label}."
+                f"Routing key '{key}' on the topic exchange '{EXCHANGE}'."
+                f" Producer: {' or '.join(p.label for p in producers_of(event))}."
                 f" Consumers: {', '.join(c.label for c in consumers) or 'none yet'}."
             ),
             "servers": [{"$ref": "#/servers/rabbitmq"}],
@@ -417,16 +419,17 @@ def asyncapi() -> dict:
         }
         channel_ref = {"$ref": f"#/channels/{key}"}
         message_ref = [{"$ref": f"#/channels/{key}/messages/{name}"}]
-        operations[f"{producer.name}.send.{key}"] = {
-            "action": "send",
-            "channel": channel_ref,
-            "title": f"{producer.label} publishes {event.EVENT_TYPE}",
-            "summary": summary(event),
-            "description": "Persistent, with publisher confirms and mandatory routing (an unroutable event fails"
-                           " the publish instead of vanishing).",
-            "messages": message_ref,
-            "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": AMQP_BINDING_VERSION}},
-        }
+        for producer in producers_of(event):
+            operations[f"{producer.name}.send.{key}"] = {
+                "action": "send",
+                "channel": channel_ref,
+                "title": f"{producer.label} publishes {event.EVENT_TYPE}",
+                "summary": summary(event),
+                "description": "Persistent, with publisher confirms and mandatory routing (an unroutable event fails"
+                               " the publish instead of vanishing).",
+                "messages": message_ref,
+                "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": AMQP_BINDING_VERSION}},
+            }
         for consumer in consumers:
             queue = topology.queue_name(EXCHANGE, consumer.name, key)
             operations[f"{consumer.name}.receive.{key}"] = {
@@ -505,7 +508,7 @@ REJECTION_MEANINGS = {
     "invalid-event": "The body does not match the schema of the routing key's event; the detail names the fields"
                      " (a control character such as CR or LF in a one-line field is named by its code point).",
     "wrong-type": "The envelope's type or version is not the routing key's event.",
-    "wrong-producer": "The envelope's `producer` is not the one party that publishes this event.",
+    "wrong-producer": "The envelope's `producer` is not a party that publishes this event.",
     "appointment-in-past": "A convocation.created whose appointment has already started.",
     "unknown-convocation": "The event names a convocation this service does not know.",
     "unreadable-secret": "An encrypted field does not open with this service's key (wrong key or forged field).",
@@ -617,10 +620,13 @@ def readme() -> str:
     for event in events():
         consumers = ", ".join(c.label for c in consumers_of(event)) or "—"
         add(f"| [{event.EVENT_TYPE}](#{event.routing_key().replace('.', '')}) | `{event.routing_key()}` |"
-            f" {producer_of(event).label} | {consumers} | {_md(summary(event))} |")
+            f" {' or '.join(p.label for p in producers_of(event))} | {consumers} | {_md(summary(event))} |")
     add("")
     add("The main chain: `convocation.created → message.sealed → email.sent → otp.requested → document.released`,"
-        " with `convocation.status` reporting each step back to the hospital. Every event has exactly one producer.")
+        " with `convocation.status` reporting each step back to the hospital. Every event has exactly one producer,"
+        f" but for the two the hospital's systems send: they publish them themselves (`{topology.UPSTREAM_PRODUCER}`)"
+        f" or send HL7 v2 or FHIR to the hospital gateway, which publishes them (`{topology.GATEWAY}`;"
+        " [docs/integration.md](../integration.md)).")
     add("")
     add("## Envelope")
     add("")
@@ -659,9 +665,10 @@ def readme() -> str:
         " startup; the hospital's systems delete theirs, or ask the operators to).")
     add("- The envelope's `type` and `version` must match the routing key; a mismatch is dead-lettered"
         " (`wrong-type`).")
-    add("- Each event has one producer (the catalogue's producer column): the broker lets only that party's user publish its"
-        f" routing key, and an envelope whose `producer` names anyone else (`{topology.UPSTREAM_PRODUCER}` for"
-        " the hospital's systems) is dead-lettered (`wrong-producer`).")
+    add("- Each event has one producer (the catalogue's producer column), or two for `convocation.created` and"
+        " `convocation.cancelled`: the broker lets only their users publish its routing key, and an envelope whose"
+        f" `producer` names anyone else (`{topology.UPSTREAM_PRODUCER}` for the hospital's systems,"
+        f" `{topology.GATEWAY}` for the hospital gateway) is dead-lettered (`wrong-producer`).")
     add("")
     add("## Queues and dead letters")
     add("")
