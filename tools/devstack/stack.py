@@ -21,6 +21,7 @@ SERVICES = {  # name: (python package, directory, schema/role)
     "sms-gateway": ("sms_gateway", "services/sms-gateway", "sms_gateway"),
     "access-portal": ("access_portal", "services/access-portal", "access_portal"),
     "secretariat": ("secretariat", "services/secretariat", "secretariat"),
+    "hospital-gateway": ("hospital_gateway", "services/hospital-gateway", "hospital_gateway"),
 }
 
 
