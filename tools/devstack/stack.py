@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -48,6 +49,11 @@ class Stack:
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     portal_base_url: str | None = None
     oidc_issuer: str = "http://127.0.0.1:8030"  # the development OpenID provider (tools/devoidc)
+    # The hospital gateway's systems (HOSPITAL_SYSTEMS, devstack.hospital.hospital_systems) and the sandbox
+    # endpoints its sandbox tests go to (a development inbox of their own), when set.
+    hospital_systems: list[dict] | None = None
+    sandbox_smtp_port: int | None = None
+    sandbox_sms_provider_url: str | None = None
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service, or "*" for all
     # Complete settings per service (the production tier's, read from the manifests): they replace the
     # development ones above; only the port and the Python path are still the stack's.
@@ -99,6 +105,13 @@ class Stack:
             "BOUNCE_SMTP_PORT": str(self.ports["mailer-bounces"]),
             "OUTBOX_POLL_SECONDS": "0.5",
         }
+        if self.hospital_systems is not None:
+            env["HOSPITAL_SYSTEMS"] = json.dumps(self.hospital_systems)
+        if self.sandbox_smtp_port is not None:
+            env |= {"SANDBOX_SMTP_HOST": "127.0.0.1", "SANDBOX_SMTP_PORT": str(self.sandbox_smtp_port)}
+        if self.sandbox_sms_provider_url is not None:
+            env |= {"SANDBOX_SMS_PROVIDER_URL": self.sandbox_sms_provider_url,
+                    "SANDBOX_SMS_ACCOUNT_SID": self.sms_account_sid, "SANDBOX_SMS_AUTH_TOKEN": self.sms_auth_token}
         env.update(self.extra_env.get("*", {}))
         env.update(self.extra_env.get(name, {}))
         return env

@@ -213,6 +213,7 @@ class Portal:
                 OtpRequestedV1(
                     challenge_id=challenge_id, message_id=message_id, convocation_id=message["convocation_id"],
                     language=lang, portal_host=self.settings.portal_host, expires_at=expires_at, phone_hint=hint,
+                    sandbox=message["sandbox"],
                     for_sms=crypto.seal_field(self.settings.sms_field_key, {"phone": e164, "code": code},
                                               context=crypto.field_context("otp.requested", challenge_id, "sms")),
                 ),

@@ -123,6 +123,8 @@ class Api:
     async def _bundle(self, request: Request, system: HospitalSystem, body: bytes) -> Response:
         started = time.perf_counter()
         resource = self._parsed(system, body, "Bundle")
+        if isinstance(resource, fhir.Batch):
+            return await self._batch(system, resource, request.headers.get("x-request-id") or resource.identifier)
         if not isinstance(resource, Bundle):
             count(system.id, "fhir", "refused", started)
             raise Refusal(400, fhir.outcome([Problem("resourceType", "not-supported", "POST a Bundle here, an"
@@ -133,9 +135,7 @@ class Api:
             count(system.id, "fhir", "refused", started)
             raise Refusal(HTTP_STATUS.get(problem.code, 400), fhir.outcome([problem])) from None
         request_id = request.headers.get("x-request-id") or (resource.identifier.value if resource.identifier else None)
-        if resource.type == "transaction":
-            return await self._transaction(system, resource, found, request_id, started)
-        return await self._batch(system, resource, found, request_id)
+        return await self._transaction(system, resource, found, request_id, started)
 
     async def _transaction(self, system: HospitalSystem, bundle: Bundle, found: list[fhir.Item],
                            request_id: str | None, started: float) -> Response:
@@ -158,15 +158,14 @@ class Api:
                 entries.append({"response": {"status": _status_line(status), "outcome": body}})
         return fhir_response({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
 
-    async def _batch(self, system: HospitalSystem, bundle: Bundle, found: list[fhir.Item],
-                     request_id: str | None) -> Response:
+    async def _batch(self, system: HospitalSystem, batch: fhir.Batch, request_id: str | None) -> Response:
         """Each entry on its own: accepted or refused with its reason; an accepted one is one letter."""
         entries = []
-        for item in found:
+        for item in batch.entries:
             started = time.perf_counter()
             try:
-                if not isinstance(item.appointment, fhir.Appointment):
-                    raise Problem(item.path, "not-supported", "each entry of a batch must be an Appointment")
+                if isinstance(item, Problem):
+                    raise item
                 if fhir.action_of(item.appointment) is None:
                     count(system.id, "fhir", "ignored", started)
                     entries.append({"response": {"status": "200 OK", "outcome": fhir.outcome(

@@ -51,49 +51,74 @@ class Item:
     resources: dict[str, object] = field(default_factory=dict)  # reference -> resource
 
 
+@dataclass
+class Batch:
+    """A batch Bundle: each entry validated on its own, an Item or the Problem that refuses it."""
+
+    identifier: str | None
+    entries: list[Item | Problem]
+
+
 def fhirpath(root: str, loc: tuple) -> str:
     return root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
-def parse(body: bytes) -> Appointment | Bundle:
-    """A request body -> an Appointment or a Bundle, or the Problem that names what is wrong."""
-    try:
-        raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise Problem("body", "segment", "the body is not JSON") from None
-    kind = raw.get("resourceType") if isinstance(raw, dict) else None
-    if kind not in ("Appointment", "Bundle"):
-        raise Problem("resourceType", "not-supported", "send an Appointment or a Bundle (transaction or batch)")
-    model: type[Appointment] | type[Bundle] = Appointment if kind == "Appointment" else Bundle
+def _validated(model, raw, root: str):
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors(include_input=False)[0]
         code = "required" if "missing" in err["type"] else "invalid"
-        raise Problem(fhirpath(kind, tuple(err["loc"])), code, err["msg"][:300]) from None
+        raise Problem(fhirpath(root, tuple(err["loc"])), code, err["msg"][:300]) from None
     except Exception:  # the models raise KeyError and others on some malformed input (e.g. unknown resourceType)
-        raise Problem(kind, "invalid", "not a valid FHIR R4 resource") from None
+        raise Problem(root, "invalid", "not a valid FHIR R4 resource") from None
+
+
+def parse(body: bytes) -> Appointment | Bundle | Batch:
+    """A request body -> an Appointment, a transaction Bundle or a Batch, or the Problem that names what is
+    wrong (for a batch, only what is wrong with the Bundle itself: each entry is judged alone)."""
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise Problem("body", "segment", "the body is not JSON") from None
+    kind = raw.get("resourceType") if isinstance(raw, dict) else None
+    if kind == "Appointment":
+        return _validated(Appointment, raw, "Appointment")
+    if kind != "Bundle":
+        raise Problem("resourceType", "not-supported", "send an Appointment or a Bundle (transaction or batch)")
+    if raw.get("type") != "batch":
+        return _validated(Bundle, raw, "Bundle")
+    entries = raw.get("entry") if isinstance(raw.get("entry"), list) else []
+    shell = _validated(Bundle, {**raw, "entry": [{k: v for k, v in e.items() if k != "resource"}
+                                                 for e in entries if isinstance(e, dict)]}, "Bundle")
+    judged: list[Item | Problem] = []
+    for i, entry in enumerate(entries):
+        at = f"Bundle.entry[{i}].resource"
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        try:
+            if not isinstance(resource, dict) or resource.get("resourceType") != "Appointment":
+                raise Problem(at, "not-supported", "each entry of a batch must be an Appointment")
+            appointment = _validated(Appointment, resource, at)
+            judged.append(Item(appointment, at, _contained(appointment)))
+        except Problem as problem:
+            judged.append(problem)
+    return Batch(shell.identifier.value if shell.identifier else None, judged)
 
 
 def items(resource: Appointment | Bundle) -> list[Item]:
-    """The Appointments of a request, each with what its references may point at."""
+    """The Appointments of an Appointment or a transaction Bundle, each with what its references may reach
+    (the entries of a transaction may refer to each other by fullUrl or type/id)."""
     if isinstance(resource, Appointment):
         return [Item(resource, "Appointment", _contained(resource))]
-    if resource.type not in ("transaction", "batch"):
+    if resource.type != "transaction":
         raise Problem("Bundle.type", "not-supported", "send a transaction or a batch Bundle")
     shared: dict[str, object] = {}
-    if resource.type == "transaction":  # entries of a transaction may refer to each other
-        for entry in resource.entry or []:
-            if entry.resource is not None:
-                for key in _keys(entry.fullUrl, entry.resource):
-                    shared[key] = entry.resource
-    found = []
-    for i, entry in enumerate(resource.entry or []):
-        if isinstance(entry.resource, Appointment):
-            found.append(Item(entry.resource, f"Bundle.entry[{i}].resource", {**shared, **_contained(entry.resource)}))
-        elif resource.type == "batch":
-            found.append(Item(entry.resource, f"Bundle.entry[{i}].resource"))  # type: ignore[arg-type]
-    return found
+    for entry in resource.entry or []:
+        if entry.resource is not None:
+            for key in _keys(entry.fullUrl, entry.resource):
+                shared[key] = entry.resource
+    return [Item(entry.resource, f"Bundle.entry[{i}].resource", {**shared, **_contained(entry.resource)})
+            for i, entry in enumerate(resource.entry or []) if isinstance(entry.resource, Appointment)]
 
 
 def _keys(full_url: str | None, resource) -> list[str]:
@@ -114,8 +139,6 @@ def action_of(a: Appointment) -> str | None:
 def booking(item: Item, system: HospitalSystem) -> Booking:
     """The appointment an Appointment resource books or cancels."""
     a, at = item.appointment, item.path
-    if not isinstance(a, Appointment):
-        raise Problem(at, "not-supported", "each entry of a batch must be an Appointment")
     ident = next((i for i in a.identifier or [] if i.value and i.system == system.appointment_identifier_system),
                  next((i for i in a.identifier or [] if i.value), None))
     appointment_id = require(ident.value if ident else a.id, f"{at}.identifier", "an identifier (or id)")
