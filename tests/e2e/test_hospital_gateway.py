@@ -189,3 +189,26 @@ async def test_a_batch_bundle_and_a_csv_list_give_one_letter_per_accepted_entry_
         await chain.email_to(email, timeout=30)
     await asyncio.sleep(0)
     assert not chain.emails_to(csv_emails[2])
+
+
+async def test_an_accepted_letter_the_issuer_refuses_is_dead_lettered_by_the_gateway_with_its_reason_and_counted(
+        chain, hospital):
+    """Nothing accepted is lost: the ACK said AA (the gateway does not inspect PDFs), the issuer parked the
+    event (active content), and the gateway, never seeing it sealed, records a dead letter the alert reads."""
+    from tests.e2e.test_mail_security import pdf_with_open_action_javascript
+
+    apt = f"APT-{uuid.uuid4().hex[:8]}"
+    ack = hospital.send_hl7(siu("siu-s12.hl7", appointment=apt, email=random_email(), mobile=random_mobile()[0],
+                                pdf=pdf_with_open_action_javascript()))
+    assert "MSA|AA|" in ack, ack
+    cid = convocation_id("dev-his", apt)
+    event_id = await chain.db.fetchval("select event_id from hospital_gateway.received where convocation_id = $1", cid)
+    parked = await chain.dead_letters(f"{chain.exchange}.issuer.convocation.created.v1", {str(event_id)})
+    assert parked[str(event_id)].headers["x-rejected-reason"] == "pdf-active-content"
+    letter = await wait_for(lambda: chain.db.fetchrow(
+        "select reason, detail from hospital_gateway.dead_letter where convocation_id = $1", cid), timeout=30)
+    assert letter["reason"] == "not-sealed" and str(event_id) in letter["detail"]
+    metrics = httpx.get(f"{chain.stack.url('hospital-gateway')}/metrics", timeout=10).text
+    counted = [line for line in metrics.splitlines()
+               if line.startswith('convocations_gateway_dead_lettered_total{reason="not-sealed",system="dev-his"}')]
+    assert counted and float(counted[0].split()[-1]) >= 1  # what the alert ConvocationsGatewayDeadLettered reads

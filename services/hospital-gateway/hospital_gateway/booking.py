@@ -131,8 +131,8 @@ def cancelled_event(system: HospitalSystem, b: Booking) -> ConvocationCancelledV
 def _problem(b: Booking, exc: ValidationError) -> Problem:
     """The first failing field, named where the hospital wrote it. The contract's message says what is wrong
     (pydantic's messages never quote the value: the models hide input in errors)."""
-    err = exc.errors(include_input=False)[0]
+    err = exc.errors()[0]  # the input is looked at (was it given?), never put into the problem
     path = tuple(err["loc"])
-    missing = err["type"] == "missing" or (err["type"].endswith("_type") and "None" in err["msg"])
+    missing = err["type"] == "missing" or err.get("input", "") is None
     return Problem(b.source(path), "required" if missing else "invalid",
                    f"{'.'.join(str(p) for p in path)}: {err['msg']}")
