@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import glob
 import ipaddress
+import json
 import os
 import secrets
 import shutil
@@ -39,8 +40,10 @@ from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, re
 PROD_VHOST = f"{VHOST}-production"
 BROKER = f"{urlsplit(AMQP_URL).hostname}:{urlsplit(AMQP_URL).port or 5672}"  # the tests' RabbitMQ
 CHAIN = ("issuer", "mailer", "sms-gateway", "access-portal")
-STARTED = (*CHAIN, "secretariat")  # the chain, and the department secretariats' console and API
-HTTPS = ("access-portal", "sms-gateway", "secretariat")  # TLS ends at the Gateway; here uvicorn's own
+# The chain, the department secretariats' console and API, and the hospital gateway (HL7 over MLLP with TLS,
+# FHIR over HTTPS with the hospital provider's client-credentials tokens).
+STARTED = (*CHAIN, "secretariat", "hospital-gateway")
+HTTPS = ("access-portal", "sms-gateway", "secretariat", "hospital-gateway")  # TLS ends at the Gateway; here uvicorn's own
 OIDC_CLIENT_SECRET = secrets.token_hex(16)
 SMTP_USER, SMTP_PASSWORD = "convocations-relay", secrets.token_hex(16)
 
@@ -333,6 +336,9 @@ class Settings:
                       "SMS_CALLBACK_BASE_URL": f"https://localhost:{self.ports['sms-gateway']}"}
         if service == "secretariat":
             hosts |= {"OIDC_ISSUER": self.sso.issuer, "PUBLIC_BASE_URL": f"https://localhost:{self.ports['secretariat']}"}
+        if service == "hospital-gateway":
+            hosts |= {"OIDC_ISSUER": self.sso.issuer, "MLLP_HOST": "127.0.0.1",
+                      "MLLP_TLS_CERT_FILE": str(self.pki.cert_file), "MLLP_TLS_KEY_FILE": str(self.pki.key_file)}
         return hosts
 
     def of(self, kind: str, name: str, service: str) -> dict[str, str]:
@@ -358,8 +364,15 @@ class Settings:
                 key_file.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
                     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
             env["DKIM_KEYS"] = f"{selector}:{key_file}"
-        if service == "secretariat":
+        if service in ("secretariat", "hospital-gateway"):
             env["SSL_CERT_FILE"] = str(self.pki.ca_file)  # the hospital's CA, which its provider's certificate chains to
+        if service == "hospital-gateway":  # the overlay's systems, on this machine's free ports
+            systems = json.loads(env["HOSPITAL_SYSTEMS"])
+            for system in systems:
+                system["mllp_port"] = self.ports[f"mllp-{system['id']}"] = free_port()
+                if system.get("outbound"):  # statuses back: to a port nobody listens on (they are retried)
+                    system["outbound"]["url"] = f"https://localhost:{free_port()}/fhir"
+            env["HOSPITAL_SYSTEMS"] = json.dumps(systems)
         return env
 
 
