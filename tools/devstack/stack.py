@@ -69,6 +69,10 @@ class Stack:
         for name in SERVICES:
             self.ports.setdefault(name, free_port())
         self.ports.setdefault("mailer-bounces", free_port())  # the mailer's inbound SMTP for late bounces
+        # The hospital gateway's MLLP listeners (the development hospital's and the sandbox's) when no
+        # HOSPITAL_SYSTEMS is given: ports of their own, so that stacks side by side never share one.
+        self.ports.setdefault("gateway-hl7", free_port())
+        self.ports.setdefault("gateway-sandbox", free_port())
         self.portal_base_url = self.portal_base_url or f"http://127.0.0.1:{self.ports['access-portal']}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -105,8 +109,8 @@ class Stack:
             "BOUNCE_SMTP_PORT": str(self.ports["mailer-bounces"]),
             "OUTBOX_POLL_SECONDS": "0.5",
         }
-        if self.hospital_systems is not None:
-            env["HOSPITAL_SYSTEMS"] = json.dumps(self.hospital_systems)
+        env["HOSPITAL_SYSTEMS"] = json.dumps(self.hospital_systems if self.hospital_systems is not None
+                                             else self.default_hospital_systems())
         if self.sandbox_smtp_port is not None:
             env |= {"SANDBOX_SMTP_HOST": "127.0.0.1", "SANDBOX_SMTP_PORT": str(self.sandbox_smtp_port)}
         if self.sandbox_sms_provider_url is not None:
@@ -115,6 +119,12 @@ class Stack:
         env.update(self.extra_env.get("*", {}))
         env.update(self.extra_env.get(name, {}))
         return env
+
+    def default_hospital_systems(self) -> list[dict]:
+        from hospital_gateway.settings import DEV_SYSTEMS
+
+        return [{**system, "mllp_port": self.ports[port]}
+                for system, port in zip(DEV_SYSTEMS, ("gateway-hl7", "gateway-sandbox"), strict=True)]
 
     def start(self, names: list[str] | None = None, timeout: float = 30) -> None:
         names = names or list(SERVICES)
