@@ -126,7 +126,9 @@ class Stack:
         return [{**system, "mllp_port": self.ports[port]}
                 for system, port in zip(DEV_SYSTEMS, ("gateway-hl7", "gateway-sandbox"), strict=True)]
 
-    def start(self, names: list[str] | None = None, timeout: float = 30) -> None:
+    def start(self, names: list[str] | None = None, timeout: float = 90) -> None:
+        """Start the services and wait until each is ready: a generous deadline, as six processes importing
+        their libraries at once on a busy two-core machine took over 30 s (the session stack's start)."""
         names = names or list(SERVICES)
         for name in names:
             log = open(self.log_file(name), "ab")
