@@ -51,13 +51,16 @@ SMTP_USER, SMTP_PASSWORD = "convocations-relay", secrets.token_hex(16)
 # --- a private CA, as a hospital's internal PKI ------------------------------------------------------
 
 class PrivateCA:
-    """A CA and one server certificate (localhost, 127.0.0.1) signed by it, as PEM files."""
+    """A CA and one server certificate (localhost, 127.0.0.1) signed by it, as PEM files; client certificates
+    on demand (a hospital system's, for mutual TLS)."""
 
     def __init__(self, directory: Path) -> None:
         now = dt.datetime.now(dt.timezone.utc)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Convocations test CA")])
-        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        self.directory = directory
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        self.ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Convocations test CA")])
+        ca = (x509.CertificateBuilder().subject_name(self.ca_name).issuer_name(self.ca_name)
+              .public_key(self.ca_key.public_key())
               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
               .not_valid_after(now + dt.timedelta(hours=2))
               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -65,23 +68,33 @@ class PrivateCA:
                                            content_commitment=False, key_encipherment=False, data_encipherment=False,
                                            key_agreement=False, encipher_only=False, decipher_only=False),
                              critical=True)
-              .sign(ca_key, hashes.SHA256()))
+              .sign(self.ca_key, hashes.SHA256()))
+        self.ca_file = directory / "ca.pem"
+        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.cert_file, self.key_file = self._issue("server", "localhost", x509.ExtendedKeyUsageOID.SERVER_AUTH, [
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+
+    def client_certificate(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) files of a client certificate for ``name`` signed by this CA."""
+        return self._issue(f"client-{name}", name, x509.ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName(name)])
+
+    def _issue(self, stem: str, common_name: str, usage, names: list) -> tuple[Path, Path]:
+        now = dt.datetime.now(dt.timezone.utc)
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+                .issuer_name(self.ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=2))
-                .add_extension(x509.SubjectAlternativeName([
-                    x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                .add_extension(x509.SubjectAlternativeName(names), critical=False)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        self.ca_file, self.cert_file, self.key_file = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self.key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption()))
-        self.key_file.chmod(0o600)
+                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                .sign(self.ca_key, hashes.SHA256()))
+        cert_file, key_file = self.directory / f"{stem}.pem", self.directory / f"{stem}.key"
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        key_file.chmod(0o600)
+        return cert_file, key_file
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
