@@ -353,6 +353,7 @@ class PatientAccess:
                         language=message.language,
                         portal_host=self.settings.portal_host,
                         expires_at=expires_at,
+                        sandbox=message.sandbox,
                         phone_hint=target.phone_hint,
                         for_sms=crypto.seal_field(
                             self.settings.sms_field_key,
