@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -14,9 +13,9 @@ from access_portal.csrf import Csrf
 from access_portal.i18n import CATALOGS, LANGUAGES, N_
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
+from shared.i18n import format_appointment, format_time, tel_link
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-ZURICH = ZoneInfo("Europe/Zurich")
 
 # Every state page: (title, explanation). The explanation may use the page's values.
 STATES: dict[str, tuple[str, str]] = {
@@ -65,6 +64,7 @@ LANGUAGE_COOKIE = "lang"
 def _environment(language: str) -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, extensions=["jinja2.ext.i18n"])
+    env.filters["tel"] = tel_link  # phone numbers are links a phone dials
     return CATALOGS.install(env, language)
 
 
@@ -115,6 +115,8 @@ class Pages:
     def state(self, request: Request, state: str, language: str = "fr", *, status: int, message=None,
               **values) -> HTMLResponse:
         title, explanation = STATES[state]
+        if "phone" in values:
+            values["phone"] = tel_link(values["phone"])
         values.setdefault("minutes", (self.settings.session_idle_seconds if state == "session_expired"
                                       else self.settings.otp_ttl_seconds) // 60)
         return self.render(request, "state.html", language, status=status, message=message, state=state,
@@ -122,8 +124,8 @@ class Pages:
 
     def wait(self, request: Request, message, until: datetime) -> HTMLResponse:
         now = datetime.now(timezone.utc)
-        local = until.astimezone(ZURICH)
-        shown = local.strftime("%H:%M") if until - now < timedelta(hours=20) else local.strftime("%d.%m.%Y %H:%M")
+        language = chosen_language(request) or message["language"]
+        shown = format_time(until, language) if until - now < timedelta(hours=20) else format_appointment(until, language)
         response = self.state(request, "wait", message["language"], status=429, message=message, until=shown)
         response.headers["Retry-After"] = str(max(1, int((until - now).total_seconds())))
         return response

@@ -23,6 +23,7 @@ from access_portal.settings import PortalSettings
 from shared import crypto
 from shared.contracts import AccessChangedV1, DocumentReleasedV1, OtpRequestedV1, PostalChosenV1, envelope
 from shared.http import parse_uuid
+from shared.i18n import content_disposition
 from shared.logs import get_logger
 from shared.metrics import reached
 from shared.outbox import add_event
@@ -461,6 +462,7 @@ class Portal:
             if refused := await self._refuse_closed(conn, request, message, message_id, "download", client):
                 return refused
             lang = message["language"]
+            shown_in = chosen_language(request) or lang  # the file's words follow the page's language
             if not self.csrf.ok(request, csrf, message_id):
                 return await self._refuse_csrf(conn, request, message, "download", client)
             if not await self.sessions.current(conn, request, message_id):
@@ -469,7 +471,7 @@ class Portal:
             try:
                 details = json.loads(self.open(message, k, "details"))
                 body = self.open(message, k, "document") if kind == "pdf" else calendar.ics(
-                    details, message_id=message_id, host=self.settings.portal_host, language=lang,
+                    details, message_id=message_id, host=self.settings.portal_host, language=shown_in,
                     hospital=self.settings.hospital_name)
             except crypto.CannotOpen:
                 # The message id and a session without the link's secret open nothing.
@@ -482,10 +484,9 @@ class Portal:
                     producer=PRODUCER, correlation_id=message["convocation_id"]))
                 DOCUMENTS_RELEASED.labels(kind).inc()
             await store.audit(conn, message_id, "download", "ok", client, kind)
-        filename = calendar.file_name(kind, details)
         media = "application/pdf" if kind == "pdf" else "text/calendar; charset=utf-8"
         return Response(body, media_type=media,
-                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+                        headers={"Content-Disposition": content_disposition(calendar.file_name(kind, details, shown_in))})
 
     def open(self, message, link_secret: str, purpose: str) -> bytes:
         server_key = self.settings.seal_keys.get(message["key_id"])
