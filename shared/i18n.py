@@ -110,22 +110,24 @@ def locale_of(language: str | None) -> str:
     return LOCALES[normalize_language(language)]
 
 
-def _local(moment: datetime | date) -> datetime | date:
-    if isinstance(moment, datetime):
-        if moment.tzinfo is None:
-            raise ValueError("a naive datetime has no place in the hospital's time zone")
-        return moment.astimezone(HOSPITAL_ZONE)
-    return moment
+def _local(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("a naive datetime has no place in the hospital's time zone")
+    return moment.astimezone(HOSPITAL_ZONE)
+
+
+def _day(moment: datetime | date) -> date:
+    return _local(moment).date() if isinstance(moment, datetime) else moment
 
 
 def format_appointment_date(moment: datetime | date, language: str | None) -> str:
     """The day in full, with its weekday: 'Montag, 21. Dezember 2026', 'lundi, 21 décembre 2026'."""
-    return format_date(_local(moment), "full", locale=locale_of(language))
+    return format_date(_day(moment), "full", locale=locale_of(language))
 
 
 def format_long_date(moment: datetime | date, language: str | None) -> str:
     """A day without its weekday, as letters are dated: '21. Dezember 2026', '21 December 2026'."""
-    return format_date(_local(moment), "long", locale=locale_of(language))
+    return format_date(_day(moment), "long", locale=locale_of(language))
 
 
 def format_time(moment: datetime, language: str | None) -> str:

@@ -1,5 +1,7 @@
 """Issuer settings (environment variables)."""
 
+from pathlib import Path
+
 from pydantic import Field
 
 from shared.crypto import b64e, recipient_public_key
@@ -15,6 +17,9 @@ class IssuerSettings(ServiceSettings):
     portal_field_key: KeyRing = f"k1:{dev_key('portal-field')}"
     issuer_field_key: KeyRing = f"k1:{dev_key('issuer-field')}"  # opens the corrected e-mail addresses the secretariat sends
     hospital_name: str = "Hôpitaux Universitaires de Genève"
+    # An image file (PNG, JPEG or SVG) at the top of the letters the issuer renders; its alternative text
+    # is HOSPITAL_NAME. None: the name alone.
+    letter_logo: Path | None = None
     # X25519 public key of the hospital's print room: postal copies are sealed to it.
     print_room_public_key: KeyRing = f"k1:{b64e(recipient_public_key(_decode_key(dev_key('print-room'))))}"
     message_ttl_days: int = 30  # the message expires this long after the appointment
