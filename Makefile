@@ -37,7 +37,7 @@ bench-letter:   ## time and memory of rendering one letter (tagged WeasyPrint ne
 admin:          ## operator commands, e.g. make admin ARGS="dlq list" (convocations-admin, see docs/runbooks.md)
 	$(PY) -m convocations_admin $(ARGS)
 
-guide:          ## re-record the portal's video guide (webm, captions, transcript) in the four languages
+guide:          ## re-record the video guide (WebM, MP4, narration, captions, transcript) in the four languages
 	$(PY) -m devstack.guide
 
 contracts:      ## regenerate the AsyncAPI document and JSON Schemas from the models
