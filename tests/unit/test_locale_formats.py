@@ -75,13 +75,16 @@ def test_the_portal_shows_the_appointment_in_the_chosen_language(lang):
     assert f"<dd>{WHEN[lang]}</dd>" in html
 
 
-@pytest.mark.parametrize("lang, summary, questions", [
-    ("fr", "Votre convocation – Kardiologie", "Appelez le secrétariat"),
-    ("de", "Ihr Aufgebot – Kardiologie", "Rufen Sie das Sekretariat"),
-    ("it", "La Sua convocazione – Kardiologie", "segreteria"),
-    ("en", "Your convocation – Kardiologie", "Call the secretariat"),
+@pytest.mark.parametrize("lang, summary, questions, pdf, ics", [
+    ("fr", "Votre convocation – Kardiologie", "Appelez le secrétariat", "convocation", "rendez-vous"),
+    ("de", "Ihr Aufgebot – Kardiologie", "Rufen Sie das Sekretariat", "Aufgebot", "Termin"),
+    ("it", "La Sua convocazione – Kardiologie", "segreteria", "convocazione", "appuntamento"),
+    ("en", "Your convocation – Kardiologie", "Call the secretariat", "convocation", "appointment"),
 ])
-def test_the_calendar_file_follows_the_chosen_language_and_says_so(lang, summary, questions):
+def test_the_calendar_file_and_the_download_names_follow_the_chosen_language(lang, summary, questions, pdf, ics):
+    late = {**DETAILS, "starts_at": "2026-12-10T23:30:00+00:00"}  # 00:30 in Geneva: the 11th
+    assert calendar.file_name("pdf", late, lang) == f"{pdf}-2026-12-11.pdf"
+    assert calendar.file_name("ics", late, lang) == f"{ics}-2026-12-11.ics"
     raw = calendar.ics(DETAILS, message_id=uuid.uuid4(), host="portal.example", language=lang, hospital="HUG")
     [event] = icalendar.Calendar.from_ical(raw).walk("VEVENT")
     assert str(event["SUMMARY"]) == summary

@@ -115,14 +115,3 @@ def test_the_ics_has_the_place_and_the_zurich_time_zone_with_its_definition():
     assert [tz["TZID"] for tz in cal.walk("VTIMEZONE")] == ["Europe/Zurich"]
     assert "Bâtiment Julliard" in event["LOCATION"] and "1205 Genève" in event["LOCATION"]
     assert "Cardiologie" in event["SUMMARY"] and "Venez à jeun." in event["DESCRIPTION"]
-
-
-@pytest.mark.parametrize("language, pdf, ics", [
-    ("fr", "convocation-2026-12-11.pdf", "rendez-vous-2026-12-11.ics"),
-    ("de", "Aufgebot-2026-12-11.pdf", "Termin-2026-12-11.ics"),
-    ("it", "convocazione-2026-12-11.pdf", "appuntamento-2026-12-11.ics"),
-    ("en", "convocation-2026-12-11.pdf", "appointment-2026-12-11.ics"),
-])
-def test_download_names_are_in_the_patients_language_with_the_local_date_of_the_appointment(language, pdf, ics):
-    assert calendar.file_name("pdf", DETAILS, language) == pdf  # 00:30 in Geneva: the 11th
-    assert calendar.file_name("ics", DETAILS, language) == ics
