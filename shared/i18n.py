@@ -144,7 +144,7 @@ def format_appointment(moment: datetime, language: str | None) -> str:
 
 
 def format_number(number: float, language: str | None) -> str:
-    """A number with the language's separators ('12’345', '3,5' in French)."""
+    """A number with the language's separators: '12'345,5' in French, '12'345.5' in German, '12,345.5' in English."""
     return format_decimal(number, locale=locale_of(language))
 
 
