@@ -128,8 +128,9 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def chain_run(exchange: str, pids: list[int], sink: SmtpSink, n: int, pdf_kb: int, rate: float | None
               ) -> tuple[float, list[float], float]:
-    """(convocations per second, latencies, CPU seconds per convocation summed over the chain's processes)."""
-    pdf = sample_pdf("x" * max(0, pdf_kb * 1024 - 600))
+    """(convocations per second, latencies, CPU seconds per convocation summed over the chain's processes).
+    ``pdf_kb`` 0: the events carry no PDF, so the issuer renders every letter."""
+    pdf = sample_pdf("x" * max(0, pdf_kb * 1024 - 600)) if pdf_kb else None
     events = [convocation_event(email=f"b-{uuid.uuid4().hex[:10]}@example.ch", pdf=pdf) for _ in range(n)]
     sink.clear()
     cpu0, t0 = cpu_seconds(pids), time.time()
@@ -402,7 +403,8 @@ def main() -> None:
     parser.add_argument("--replicas-only", action="store_true", help="only the one- against two-replica run")
     parser.add_argument("--memory", action="store_true",
                         help="only the services' memory after -n letters (e.g. -n 6000)")
-    parser.add_argument("--pdf-kb", type=int, default=1, help="size of the letters' PDFs for --memory and --throughput-only")
+    parser.add_argument("--pdf-kb", type=int, default=1,
+                        help="size of the letters' PDFs for --memory and --throughput-only (0: none, the issuer renders)")
     parser.add_argument("--gateway-only", action="store_true",
                         help="only HL7 through the hospital gateway against the direct AMQP path")
     parser.add_argument("--throughput-only", action="store_true",

@@ -355,4 +355,5 @@ class IssuerHandlers:
     def _render(self, c: ConvocationCreatedV1, now: datetime) -> bytes:
         from issuer.render import render_convocation_pdf
 
-        return render_convocation_pdf(c, hospital_name=self.settings.hospital_name, now=now)
+        return render_convocation_pdf(c, hospital_name=self.settings.hospital_name, now=now,
+                                      logo=self.settings.letter_logo)
