@@ -1,8 +1,8 @@
 # The index of commands. `make run` and `make test` each install what they need first.
 PY := .venv/bin/python
-export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/services/secretariat:$(CURDIR)/tools:$(CURDIR)/tools/devinbox:$(CURDIR)/tools/devoidc
+export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/services/secretariat:$(CURDIR)/services/hospital-gateway:$(CURDIR)/tools:$(CURDIR)/tools/devinbox:$(CURDIR)/tools/devoidc
 
-.PHONY: guide run test fast bootstrap unit contract integration e2e browser production bench lock lint contracts prometheus-rule admin clean
+.PHONY: guide run test fast bootstrap unit contract integration e2e browser production bench bench-letter lock lint contracts prometheus-rule admin clean
 
 run:            ## the whole system locally, with a sample convocation; prints the link to open
 	scripts/bootstrap.sh
@@ -34,10 +34,13 @@ production:     ## the production-like tier: services as the production overlay 
 bench:          ## throughput and latency of the chain, memory per service (prints figures)
 	$(PY) -m devstack.bench
 
+bench-letter:   ## time and memory of rendering one letter (tagged WeasyPrint next to the fpdf2 renderer before)
+	$(PY) -m devstack.letterbench
+
 admin:          ## operator commands, e.g. make admin ARGS="dlq list" (convocations-admin, see docs/runbooks.md)
 	$(PY) -m convocations_admin $(ARGS)
 
-guide:          ## re-record the portal's video guide (webm, captions, transcript) in the four languages
+guide:          ## re-record the video guide (WebM, MP4, narration, captions, transcript) in the four languages
 	$(PY) -m devstack.guide
 
 contracts:      ## regenerate the AsyncAPI document and JSON Schemas from the models

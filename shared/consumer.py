@@ -113,10 +113,11 @@ def parse_envelope(payload_cls: type[P], body: bytes, routing_key: str) -> Envel
         raise Rejected(
             rejections.WRONG_TYPE, f"envelope says {env.type} v{env.version}, queue expects {payload_cls.routing_key()}"
         )
-    # The broker lets only the owner's user publish this routing key; an envelope that names
+    # The broker lets only the producers' users publish this routing key; an envelope that names
     # someone else is forged or misconfigured, and acting on it would trust the wrong party.
-    if env.producer != (expected := topology.owner(payload_cls.routing_key())):
-        raise Rejected(rejections.WRONG_PRODUCER, f"{env.type} is produced by {expected} only, not {env.producer[:64]!r}")
+    if env.producer not in (expected := topology.producers(payload_cls.routing_key())):
+        raise Rejected(rejections.WRONG_PRODUCER,
+                       f"{env.type} is produced by {' or '.join(expected)} only, not {env.producer[:64]!r}")
     return env
 
 

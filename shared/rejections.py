@@ -38,7 +38,7 @@ INVALID_EVENT = _every(
     " (a control character such as CR or LF in a one-line field is named by its code point).",
 )
 WRONG_TYPE = _every("wrong-type", "The envelope's type or version is not the routing key's event.")
-WRONG_PRODUCER = _every("wrong-producer", "The envelope's `producer` is not the one party that publishes this event.")
+WRONG_PRODUCER = _every("wrong-producer", "The envelope's `producer` is not a party that publishes this event.")
 CANNOT_OPEN = _every(
     "cannot-open",
     "A field sealed for this service does not open with its keys (a key removed from the ring too early, or a"

@@ -23,9 +23,10 @@ from devoidc import DevOidc
 
 from devinbox import DevInbox
 from devstack.broker import PrivateBroker
+from devstack.hospital import DevHospital, hospital_systems
 from devstack.postgres import PrivatePostgres
 from devstack.printroom import DevPrintRoom
-from devstack.stack import ROOT, Stack
+from devstack.stack import ROOT, Stack, free_port
 
 # A database per run: concurrent runs (two developers, CI, the tiers of one `make test`) never drop
 # each other's data.
@@ -59,7 +60,7 @@ RABBITMQCTL = shutil.which("rabbitmqctl")
 AMQP_URL = (BROKER.amqp_url(VHOST) if BROKER is not None else os.environ.get("AMQP_URL")
             or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}")
 SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal", "portal_audit", "secretariat",
-           "secretariat_audit")  # and the access and staff audits
+           "secretariat_audit", "hospital_gateway")  # and the access and staff audits
 
 
 @pytest.fixture(scope="session")
@@ -157,22 +158,43 @@ def dkim_key(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(rabbitmq, test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dkim_key):
+def sandbox_inbox():
+    """Where the sandbox's e-mails and SMS go: a development inbox apart from the one playing the real providers."""
+    with DevInbox() as box:
+        yield box
+
+
+@pytest.fixture(scope="session")
+def hospital(devoidc):
+    """The development hospital system, talking to the stack's hospital gateway (HL7 v2 and FHIR both ways)."""
+    with DevHospital(token_url=f"{devoidc.issuer}/token", gateway_mllp_port=free_port()) as h:
+        yield h
+
+
+@pytest.fixture(scope="session")
+def stack(rabbitmq, test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dkim_key, sandbox_inbox, hospital):
+    sandbox_port = free_port()
     s = Stack(
         database=test_database, exchange=exchange_name, smtp_port=devinbox.smtp_port,
         sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
         sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs"), amqp_url=rabbitmq,
-        extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO",
-                          "SWEEP_SECONDS": "0.5"},
+        extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "OUTBOUND_RETRY_DELAYS": "1,2,3",
+                         "LOG_LEVEL": "INFO", "SWEEP_SECONDS": "0.5"},
                    # Pruning hourly in production; the tests play the ingress from the loopback network.
                    "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"},
                    "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"},
                    # A request to the hospital system unanswered for 15 s is late (30 min in production); the
                    # open timeline asks for news every second.
                    "secretariat": {"REISSUE_WAIT_SECONDS": "15", "TIMELINE_REFRESH_SECONDS": "1",
-                                   "AUDIT_PAGE_ROWS": "20"}},
+                                   "AUDIT_PAGE_ROWS": "20"},
+                   # An accepted letter not sealed this soon is dead-lettered (10 minutes in production).
+                   "hospital-gateway": {"CONFIRM_WITHIN_SECONDS": "5"}},
         oidc_issuer=devoidc.issuer,
+        hospital_systems=hospital_systems(hospital, hl7_port=hospital.gateway_mllp_port, sandbox_port=sandbox_port),
+        sandbox_smtp_port=sandbox_inbox.smtp_port, sandbox_sms_provider_url=sandbox_inbox.twilio_base_url,
     )
+    s.ports |= {"gateway-hl7": hospital.gateway_mllp_port, "gateway-sandbox": sandbox_port}
+    hospital.gateway_url = s.url("hospital-gateway")
     devoidc.clients[0]["redirect_uris"].append(f"{s.url('secretariat')}/auth/callback")
     try:
         s.start()

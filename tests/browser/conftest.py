@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import async_playwright
 
-from devstack.guide import CHROMIUM, CHROMIUM_ARGS  # one way to start Debian's chromium
+from devstack.guide import CHROMIUM, CHROMIUM_ARGS, chromium_env  # one way to start Debian's chromium
 from tests.e2e.conftest import chain  # noqa: F401  (the e2e fixture, shared)
 
 
@@ -17,6 +17,8 @@ def _servers(rabbitmq, postgres):
 @pytest.fixture(scope="session")
 async def browser():
     async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        chromium = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=chromium_env()
+        )
         yield chromium
         await chromium.close()

@@ -353,6 +353,7 @@ class PatientAccess:
                         language=message.language,
                         portal_host=self.settings.portal_host,
                         expires_at=expires_at,
+                        sandbox=message.sandbox,
                         phone_hint=target.phone_hint,
                         for_sms=crypto.seal_field(
                             self.settings.sms_field_key,
@@ -563,8 +564,10 @@ class PatientAccess:
         session: str | None,
         link_secret: str,
         client: str | None,
+        language: str | None = None,
     ) -> Released | StatePage:
-        """A download, opened with the link's secret; the first of each kind is reported as delivered."""
+        """A download, opened with the link's secret; the first of each kind is reported as delivered. The file's
+        words (the .ics, the file name) follow ``language``, the page's, else the letter's."""
         now = datetime.now(timezone.utc)
         if kind not in DOWNLOADS:
             return StatePage("unknown", 404)
@@ -579,6 +582,7 @@ class PatientAccess:
             if not await self.sessions.current(conn, session, mid):
                 await store.audit(conn, mid, "download", "no-session", client, kind)
                 return StatePage("session_expired", 401, message)
+            shown_in = language or message.language
             try:
                 details = json.loads(self.open(message, link_secret, "details"))
                 body = (
@@ -588,7 +592,7 @@ class PatientAccess:
                         details,
                         message_id=mid,
                         host=self.settings.portal_host,
-                        language=message.language,
+                        language=shown_in,
                         hospital=self.settings.hospital_name,
                     )
                 )
@@ -609,7 +613,7 @@ class PatientAccess:
                 )
                 DOCUMENTS_RELEASED.labels(kind).inc()
             await store.audit(conn, mid, "download", "ok", client, kind)
-        return Released(body, calendar.file_name(kind, details), DOWNLOADS[kind])
+        return Released(body, calendar.file_name(kind, details, shown_in), DOWNLOADS[kind])
 
     async def log_out(
         self, message_id: uuid.UUID | None, *, csrf_ok: bool, session: str | None, client: str | None

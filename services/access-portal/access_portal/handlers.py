@@ -65,7 +65,7 @@ class PortalHandlers:
             phone_enc=phone.phone_enc if phone else None,
             patient_refs=m.patient_refs,
             public_phone=m.public_contact.phone if m.public_contact else None,
-            public_email=m.public_contact.email if m.public_contact else None,
+            public_email=m.public_contact.email if m.public_contact else None, sandbox=m.sandbox,
         )
         log.info("sealed message stored", message_id=str(m.message_id))
 

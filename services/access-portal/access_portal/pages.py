@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -15,10 +14,10 @@ from access_portal.i18n import CATALOGS, LANGUAGES, N_
 from access_portal.records import Message
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
+from shared.i18n import format_appointment, format_time, tel_link
 from shared.web import Csrf, chosen_language, remember_language
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-ZURICH = ZoneInfo("Europe/Zurich")
 
 # Every state page: (title, explanation). The explanation may use the page's values.
 STATES: dict[str, tuple[str, str]] = {
@@ -66,6 +65,7 @@ LANGUAGE_NAMES = {"fr": "Français", "de": "Deutsch", "it": "Italiano", "en": "E
 def _environment(language: str) -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, extensions=["jinja2.ext.i18n"])
+    env.filters["tel"] = tel_link  # phone numbers are links a phone dials
     return CATALOGS.install(env, language)
 
 
@@ -107,6 +107,8 @@ class Pages:
     def state(self, request: Request, state: str, language: str = "fr", *, status: int,
               message: Message | None = None, **values: Any) -> HTMLResponse:
         title, explanation = STATES[state]
+        if "phone" in values:
+            values["phone"] = tel_link(values["phone"])
         values.setdefault("minutes", (self.settings.session_idle_seconds if state == "session_expired"
                                       else self.settings.otp_ttl_seconds) // 60)
         return self.render(request, "state.html", language, status=status, message=message, state=state,
@@ -114,8 +116,8 @@ class Pages:
 
     def wait(self, request: Request, message: Message, until: datetime) -> HTMLResponse:
         now = datetime.now(timezone.utc)
-        local = until.astimezone(ZURICH)
-        shown = local.strftime("%H:%M") if until - now < timedelta(hours=20) else local.strftime("%d.%m.%Y %H:%M")
+        language = chosen_language(request) or message.language
+        shown = format_time(until, language) if until - now < timedelta(hours=20) else format_appointment(until, language)
         response = self.state(request, "wait", message.language, status=429, message=message, until=shown)
         response.headers["Retry-After"] = str(max(1, int((until - now).total_seconds())))
         return response

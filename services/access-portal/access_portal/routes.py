@@ -34,6 +34,7 @@ from access_portal.phones import Phones
 from access_portal.records import Message
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
+from shared.i18n import content_disposition
 from shared.web import Csrf, chosen_language, parse_uuid
 
 MAX_FORM_BYTES = 16 * 1024
@@ -167,10 +168,10 @@ class Portal:
         message_id = parse_uuid(raw_id)
         outcome = await self.access.release(
             message_id, kind, csrf_ok=self.csrf.ok(request, csrf, message_id), session=self.sessions.token(request),
-            link_secret=k, client=self.client(request))
+            link_secret=k, client=self.client(request), language=chosen_language(request))
         if isinstance(outcome, Released):
             return Response(outcome.body, media_type=outcome.media_type,
-                            headers={"Content-Disposition": f'attachment; filename="{outcome.filename}"'})
+                            headers={"Content-Disposition": content_disposition(outcome.filename)})
         return self.state(request, outcome)
 
     async def logout(self, request: Request, raw_id: str, csrf: str = Form("")) -> Response:

@@ -109,11 +109,14 @@ def seal_convocation(
     det_nonce, det_ct = seal(appointment_details(convocation), "details")
     patient = convocation.patient
     department = convocation.appointment.department
+    # A sandbox test's patient is never a real patient's, even under the same id: its number binds nothing
+    # and ends no binding of a real letter, and the secretariat's search by patient id never finds it.
+    patient_id = f"sandbox:{patient.id}" if convocation.sandbox else patient.id
     return MessageSealedV1(
         message_id=message_id,
         convocation_id=convocation.convocation_id,
-        patient_ref=patient_ref(keys.patient_ref_key, patient.id),
-        patient_refs=crypto.keyed_hashes(keys.patient_ref_key, "patient", patient.id),
+        patient_ref=patient_ref(keys.patient_ref_key, patient_id),
+        patient_refs=crypto.keyed_hashes(keys.patient_ref_key, "patient", patient_id),
         language=patient.language,
         key_id=key_id,
         document_nonce=crypto.b64e(doc_nonce),
@@ -134,6 +137,7 @@ def seal_convocation(
         for_portal=crypto.seal_field(
             keys.portal_field_key, {"mobile": patient.mobile}, context=crypto.field_context("message.sealed", message_id, "portal")
         ),
+        sandbox=convocation.sandbox,
     )
 
 

@@ -92,7 +92,7 @@ class IssuerHandlers:
             patient_ref=letter.sealed.patient_ref, delivery=c.delivery, language=c.patient.language,
             appointment_at=c.appointment.starts_at, expires_at=letter.expires_at,
             created_at=d.envelope.occurred_at, sealed_at=now, print_copy=letter.copy,
-            department=c.appointment.department.code,
+            department=c.appointment.department.code, sandbox=c.sandbox,
         )
         if row is not None:
             reached("created")
@@ -125,7 +125,7 @@ class IssuerHandlers:
                                           patient_ref=letter.sealed.patient_ref, delivery=c.delivery,
                                           language=c.patient.language, appointment_at=c.appointment.starts_at,
                                           expires_at=letter.expires_at, sealed_at=now, print_copy=letter.copy,
-                                          department=c.appointment.department.code)
+                                          department=c.appointment.department.code, sandbox=c.sandbox)
         events += await self._sealed(conn, row, letter, now)
         await self._emit(conn, d, *events, convocation_id=row["id"])
 
@@ -347,6 +347,10 @@ class IssuerHandlers:
         late = (now - deadline).total_seconds() > PAPER_GRACE_SECONDS
         on_commit(PAPER_REQUESTS.labels("late" if late else "on-time").inc)
         copy = await store.mark_posted(conn, row["id"], status, reason, now)
+        if row["sandbox"]:  # a sandbox test is never printed: its statuses say what would have happened
+            log.info("sandbox test: not handed to the print room", reason=reason)
+            return [await self._status(conn, row, status, now, f"{reason} (sandbox test: not posted)",
+                                       action_id=action_id)]
         events = [PostalRequestedV1(convocation_id=row["id"], message_id=row["message_id"], reason=reason,
                                     language=row["language"], for_print_room=copy),
                   await self._status(conn, row, status, now, reason, action_id=action_id),
@@ -395,7 +399,8 @@ class IssuerHandlers:
         return ConvocationStatusV1(
             convocation_id=row["id"], status=status, at=at, detail=detail, message_id=row["message_id"],
             department=row["department"], appointment_at=row["appointment_at"], delivery=row["delivery"],
-            patient_ref=row["patient_ref"], action_id=action_id, for_secretariat=for_secretariat,
+            patient_ref=row["patient_ref"], action_id=action_id, sandbox=row["sandbox"],
+            for_secretariat=for_secretariat,
         )
 
     @staticmethod
@@ -415,4 +420,5 @@ class IssuerHandlers:
     def _render(self, c: ConvocationCreatedV1, now: datetime) -> bytes:
         from issuer.render import render_convocation_pdf
 
-        return render_convocation_pdf(c, hospital_name=self.settings.hospital_name, now=now)
+        return render_convocation_pdf(c, hospital_name=self.settings.hospital_name, now=now,
+                                      logo=self.settings.letter_logo)

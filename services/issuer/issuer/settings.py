@@ -1,5 +1,6 @@
 """Issuer settings (environment variables)."""
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -22,6 +23,9 @@ class IssuerSettings(ServiceSettings):
     # Seals the patient's name, birth date, the place and the masked number for the secretariat's staff.
     secretariat_field_key: KeyRing = dev_ring("secretariat-field")
     hospital_name: str = "Hôpitaux Universitaires de Genève"
+    # An image file (PNG, JPEG or SVG) at the top of the letters the issuer renders; its alternative text
+    # is HOSPITAL_NAME. None: the name alone.
+    letter_logo: Path | None = None
     # X25519 public key of the hospital's print room: postal copies are sealed to it.
     print_room_public_key: KeyRing = DEV_PRINT_ROOM
     message_ttl_days: int = 30  # the message expires this long after the appointment

@@ -38,6 +38,17 @@ class MailerSettings(ServiceSettings):
     bounce_smtp_port: int = 2525
     bounce_max_bytes: int = 256 * 1024
     sweep_seconds: float = 60.0  # how often expired recipients are destroyed
+    # Sandbox tests (message.sealed sandbox) go only here, plain SMTP to a development inbox; unset, they fail
+    # (email.failed 'sandbox-not-configured'), never reaching the real relay.
+    sandbox_smtp_host: str | None = None
+    sandbox_smtp_port: int = 1025
+
+    def sandbox_smtp(self) -> "MailerSettings | None":
+        """These settings aimed at the sandbox endpoint, or None without one."""
+        if not self.sandbox_smtp_host:
+            return None
+        return self.model_copy(update={"smtp_host": self.sandbox_smtp_host, "smtp_port": self.sandbox_smtp_port,
+                                       "smtp_tls": "none", "smtp_username": None, "smtp_password": None})
 
     @property
     def sender_domain(self) -> str:

@@ -30,6 +30,11 @@ class SmsSettings(ServiceSettings):
     # Public URL of this service as the providers reach it: delivery reports are sent to
     # <base>/webhooks/twilio/status and <base>/webhooks/generic/status. Unset: no delivery reports.
     sms_callback_base_url: str | None = None
+    # Sandbox tests (otp.requested sandbox) go only to this Twilio-compatible provider (a development inbox),
+    # without delivery reports; unset, they fail (sms.failed 'sandbox-not-configured'), never reaching the real one.
+    sandbox_sms_provider_url: str | None = None
+    sandbox_sms_account_sid: str = "AC00000000000000000000000000000000"
+    sandbox_sms_auth_token: SecretStr = SecretStr(DEV_AUTH_TOKEN)
 
     @property
     def allowed_countries(self) -> frozenset[str]:

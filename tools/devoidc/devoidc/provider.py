@@ -33,13 +33,19 @@ DEFAULT_USERS = [
     {"sub": "u-manager-1", "username": "marc", "name": "Marc Weber", "roles": ["manager"],
      "departments": ["cardiology", "neurology"]},
 ]
-DEFAULT_CLIENTS = [
+DEFAULT_CLIENTS: list[dict] = [
     {"client_id": "secretariat-console", "client_secret": "dev-console-secret",
      "redirect_uris": ["http://127.0.0.1:8004/auth/callback", "http://localhost:8004/auth/callback"]},
     {"client_id": "his-cardiology", "client_secret": "dev-his-cardiology-secret", "departments": ["cardiology"],
      "scope": "convocations.read convocations.act", "audience": "secretariat-api"},
     {"client_id": "his-neurology", "client_secret": "dev-his-neurology-secret", "departments": ["neurology"],
      "scope": "convocations.read convocations.act", "audience": "secretariat-api"},
+    # Hospital systems sending FHIR or CSV to the hospital gateway; the sandbox client's letters only ever
+    # reach the development inbox (the gateway's HOSPITAL_SYSTEMS says which client is which system).
+    {"client_id": "his-gateway", "client_secret": "dev-his-gateway-secret", "scope": "convocations.submit",
+     "audience": "hospital-gateway"},
+    {"client_id": "his-sandbox", "client_secret": "dev-his-sandbox-secret", "scope": "convocations.submit",
+     "audience": "hospital-gateway"},
 ]
 
 

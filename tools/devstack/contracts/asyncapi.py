@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from devstack.contracts.examples import example_message, example_properties
-from devstack.contracts.parties import EXCHANGE, PARTIES, consumers_of, events, producer_of, schema_file, summary
+from devstack.contracts.parties import EXCHANGE, PARTIES, consumers_of, events, producers_of, schema_file, summary
 from shared import topology
 from shared.contracts import Envelope, EventPayload
 
@@ -127,13 +127,14 @@ def asyncapi() -> dict:
                 }
             ],
         }
-        producer, consumers = producer_of(event), consumers_of(event)
+        consumers = consumers_of(event)
         channels[key] = {
             "address": key,
             "title": f"{event.EVENT_TYPE} v{event.VERSION}",
             "summary": summary(event),
             "description": (
-                f"Routing key '{key}' on the topic exchange '{EXCHANGE}'. Producer: {producer.label}."
+                f"Routing key '{key}' on the topic exchange '{EXCHANGE}'."
+                f" Producer: {' or '.join(p.label for p in producers_of(event))}."
                 f" Consumers: {', '.join(c.label for c in consumers) or 'none yet'}."
             ),
             "servers": [{"$ref": "#/servers/rabbitmq"}],
@@ -148,16 +149,17 @@ def asyncapi() -> dict:
         }
         channel_ref = {"$ref": f"#/channels/{key}"}
         message_ref = [{"$ref": f"#/channels/{key}/messages/{name}"}]
-        operations[f"{producer.name}.send.{key}"] = {
-            "action": "send",
-            "channel": channel_ref,
-            "title": f"{producer.label} publishes {event.EVENT_TYPE}",
-            "summary": summary(event),
-            "description": "Persistent, with publisher confirms and mandatory routing (an unroutable event fails"
-            " the publish instead of vanishing).",
-            "messages": message_ref,
-            "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": AMQP_BINDING_VERSION}},
-        }
+        for producer in producers_of(event):
+            operations[f"{producer.name}.send.{key}"] = {
+                "action": "send",
+                "channel": channel_ref,
+                "title": f"{producer.label} publishes {event.EVENT_TYPE}",
+                "summary": summary(event),
+                "description": "Persistent, with publisher confirms and mandatory routing (an unroutable event fails"
+                " the publish instead of vanishing).",
+                "messages": message_ref,
+                "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": AMQP_BINDING_VERSION}},
+            }
         for consumer in consumers:
             queue = topology.queue_name(EXCHANGE, consumer.name, key)
             operations[f"{consumer.name}.receive.{key}"] = {

@@ -18,7 +18,7 @@ from devstack.contracts.parties import (
     UPSTREAM,
     consumers_of,
     events,
-    producer_of,
+    producers_of,
     schema_file,
     summary,
 )
@@ -105,7 +105,7 @@ def _event(event: type[EventPayload]) -> dict[str, Any]:
         "type": event.EVENT_TYPE,
         "key": event.routing_key(),
         "anchor": event.routing_key().replace(".", ""),
-        "producer": producer_of(event).label,
+        "producer": " or ".join(p.label for p in producers_of(event)),
         "consumers": ", ".join(c.label for c in consumers_of(event)),
         "summary": summary(event),
         "schema_file": schema_file(event),
@@ -137,6 +137,7 @@ def readme() -> str:
         envelope_doc=" ".join((Envelope.__doc__ or "").replace("``", "`").split()),
         envelope_rows=field_rows({"properties": envelope_fields, "required": envelope["required"]}, {}),
         upstream_producer=topology.UPSTREAM_PRODUCER,
+        gateway=topology.GATEWAY,
         sample_queue=sample_queue,
         sample_dlq=topology.dead_letter_queue(sample_queue).name,
         dead_letter_exchange=topology.dead_letter_exchange(EXCHANGE).name,
@@ -158,7 +159,9 @@ def event_table() -> str:
     rows = ["| event | published by | consumed by | what it means |", "|---|---|---|---|"]
     for event in events():
         consumers = ", ".join(c.label for c in consumers_of(event)) or "—"
-        rows.append(f"| `{event.routing_key()}` | {producer_of(event).label} | {consumers} | {_md(summary(event))} |")
+        rows.append(
+            f"| `{event.routing_key()}` | {' or '.join(p.label for p in producers_of(event))} | {consumers} | {_md(summary(event))} |"
+        )
     return "\n".join(rows)
 
 

@@ -126,7 +126,7 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
                     "email": "marie.dupont@example.ch",
                     "mobile": "+41 79 123 45 67",
                     "language": "fr",
-                    "birth_date": "1957-03-21",
+                    "birth_date": "1958-03-21",
                 },
                 "appointment": {
                     "starts_at": APPOINTMENT_AT,

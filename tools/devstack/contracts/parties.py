@@ -30,7 +30,7 @@ def _party(name: str, label: str | None = None) -> Party:
     return Party(
         name,
         label or name,
-        publishes=tuple(CATALOGUE[key] for key, (owner, _) in topology.BUS.items() if owner == name),
+        publishes=tuple(CATALOGUE[key] for key in topology.published_by(name)),
         consumes=tuple(CATALOGUE[key] for key, (_, consumers) in topology.BUS.items() if name in consumers),
         internal=name not in topology.OUTSIDE,
     )
@@ -44,6 +44,7 @@ PARTIES: tuple[Party, ...] = (
     _party("sms-gateway"),
     _party("access-portal"),
     _party("secretariat"),
+    _party(topology.GATEWAY),
 )
 
 
@@ -52,10 +53,9 @@ def producers_of(event: type[EventPayload]) -> list[Party]:
 
 
 def producer_of(event: type[EventPayload]) -> Party:
-    producers = producers_of(event)
-    if len(producers) != 1:
-        raise ValueError(f"{event.routing_key()} has {len(producers)} producers; every event has exactly one")
-    return producers[0]
+    """The event's owner (shared/topology.py BUS); ``producers_of`` adds the parties that publish it too."""
+    owner = topology.BUS[event.routing_key()][0]
+    return next(p for p in PARTIES if p.name == owner)
 
 
 def consumers_of(event: type[EventPayload]) -> list[Party]:
