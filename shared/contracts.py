@@ -142,8 +142,9 @@ class Patient(Contract):
     )
     language: Language = Field("fr", description="Language of the e-mail, SMS, portal and letter.")
     birth_date: date | None = Field(
-        None, description="Date of birth (HL7 PID-7, FHIR Patient.birthDate), for the secretariat to tell patients"
-                          " with the same name apart; never in the e-mail or the SMS.")
+        None, description="Date of birth (HL7 PID-7, FHIR Patient.birthDate): shown, with the name, to the staff of the"
+                          " letter's department (sealed for them) to tell patients with the same name apart; never in"
+                          " the e-mail or the SMS.")
 
 
 class Place(Contract):
@@ -271,13 +272,19 @@ class MessageRevokedV1(EventPayload):
     )
 
 
+PostalReason = Literal["preference", "no-email", "email-failed", "not-downloaded", "secretariat", "patient-request"]
+
+
 class PostalRequestedV1(EventPayload):
     """The hospital's print room must post this letter."""
 
     EVENT_TYPE: ClassVar[str] = "postal.requested"
 
     convocation_id: uuid.UUID
-    reason: Literal["preference", "no-email", "email-failed", "not-downloaded", "secretariat", "patient-request"] = Field(
+    message_id: uuid.UUID | None = Field(
+        None, description="The letter's current secure message: the print room's reports (postal.printed, postal.posted,"
+                          " postal.returned) and postal.cancelled name it.")
+    reason: PostalReason = Field(
         description="'secretariat': the department's secretariat asked for paper; 'patient-request': the patient"
                     " asked on the portal, after the SMS code."
     )
@@ -297,8 +304,10 @@ class ConvocationStatusV1(EventPayload):
     convocation_id: uuid.UUID
     status: Literal[
         "sealed", "e-mailed", "bounced", "downloaded", "postal", "postal-fallback", "cancelled", "superseded", "expired",
-        "withdrawn",
-    ]
+        "withdrawn", "printed", "posted", "returned", "postal-cancelled",
+    ] = Field(description="'printed', 'posted', 'returned': the print room's reports on a paper letter (detail of"
+                          " 'returned': why it came back); 'postal-cancelled': the print room was told not to post"
+                          " it (detail: withdrawn, cancelled, superseded, expired or email-instead).")
     at: AwareDatetime
     detail: Line | None = None
     message_id: uuid.UUID | None = Field(None, description="The convocation's current secure message.")
@@ -307,6 +316,10 @@ class ConvocationStatusV1(EventPayload):
     delivery: DeliveryPreference | None = Field(None, description="The channel the patient chose.")
     patient_ref: Line | None = Field(None, max_length=128, description="Keyed hash of the patient id (as on message.sealed).")
     action_id: uuid.UUID | None = Field(None, description="The secretariat action this change carries out.")
+    for_secretariat: SealedField | None = Field(
+        None, description="On 'sealed', encrypted for the secretariat (SECRETARIAT_FIELD_KEY): JSON {name, birth_date,"
+                          " place, department_name, phone_hint} (the number on file masked), for the staff of the"
+                          " letter's department to recognise the patient.")
     sandbox: bool = Field(False, description="A status of a sandbox test (convocation.created sandbox), not of a"
                                              " real letter.")
 
@@ -433,17 +446,23 @@ class AccessChangedV1(EventPayload):
 
     message_id: uuid.UUID
     convocation_id: uuid.UUID
-    change: Literal["locked", "unlocked", "binding-reset", "mobile-corrected"]
+    change: Literal["locked", "unlocked", "binding-reset", "mobile-corrected", "verified", "binding-ended"] = Field(
+        description="'verified': the patient typed a right code; 'binding-ended': a new letter carried another number"
+                    " on file, so the number the patient had verified is no longer used.")
     at: AwareDatetime
     locked_until: AwareDatetime | None = Field(None, description="For 'locked': until when codes are refused.")
     phone_hint: Line | None = Field(None, max_length=40, description="For 'mobile-corrected': the new number, masked.")
     action_id: uuid.UUID | None = Field(None, description="The secretariat action this change carries out.")
+    bound: bool | None = Field(
+        None, description="For 'verified': whether the patient now has a verified number, to which later letters'"
+                          " codes go without asking (false: proven for this letter only, no number on file).")
 
 
 # --- secretariat -> issuer, access-portal ----------------------------------------------------
 
-StaffAction = Literal["post", "withdraw", "correct-mobile", "reset-binding", "unlock", "correct-email", "resend"]
-ISSUER_ACTIONS = frozenset({"post", "withdraw", "correct-email", "resend"})
+StaffAction = Literal["post", "withdraw", "correct-mobile", "reset-binding", "unlock", "correct-email", "resend",
+                      "email-instead"]
+ISSUER_ACTIONS = frozenset({"post", "withdraw", "correct-email", "resend", "email-instead"})
 PORTAL_ACTIONS = frozenset({"correct-mobile", "reset-binding", "unlock"})
 
 
@@ -458,9 +477,9 @@ class StaffActionRequestedV1(EventPayload):
     convocation_id: uuid.UUID
     message_id: uuid.UUID = Field(description="The message the secretary saw; a newer one is left alone.")
     action: StaffAction = Field(
-        description="post, withdraw, correct-email, resend: carried out by the issuer (the last two through the"
-                    " hospital system, see convocation.reissue.requested); correct-mobile, reset-binding, unlock:"
-                    " by the portal."
+        description="post, withdraw, correct-email, resend, email-instead: carried out by the issuer (the last three"
+                    " through the hospital system, see convocation.reissue.requested; email-instead switches a paper"
+                    " letter not printed yet back to e-mail); correct-mobile, reset-binding, unlock: by the portal."
     )
     department: Line | None = Field(None, max_length=32)
     requested_by: Line = Field(max_length=200, description="The staff member's subject at the identity provider.")
@@ -480,12 +499,70 @@ class ConvocationReissueRequestedV1(EventPayload):
     EVENT_TYPE: ClassVar[str] = "convocation.reissue.requested"
 
     convocation_id: uuid.UUID = Field(description="The convocation to republish, with this same id.")
-    reason: Literal["resend", "email-corrected"] = Field(
+    reason: Literal["resend", "email-corrected", "email-instead"] = Field(
         description="'resend': the secretariat asked for the e-mail again; 'email-corrected': it corrected the"
                     " e-mail address (the issuer puts the corrected address in the republished letter's e-mail,"
-                    " whatever address the republished event carries).")
+                    " whatever address the republished event carries); 'email-instead': it switched a letter on"
+                    " paper, not printed yet, back to e-mail (the print room was told not to post it).")
     requested_at: AwareDatetime
     action_id: uuid.UUID = Field(description="The secretariat action this request carries out.")
+
+
+# --- issuer <-> print room ------------------------------------------------------------------------
+
+
+class PostalCancelledV1(EventPayload):
+    """The print room must not post this letter, if it has not yet: the letter was withdrawn, cancelled or
+    replaced, or the secretariat switched it back to e-mail."""
+
+    EVENT_TYPE: ClassVar[str] = "postal.cancelled"
+
+    convocation_id: uuid.UUID
+    message_id: uuid.UUID = Field(description="The message named by the postal.requested to drop.")
+    reason: Literal["cancelled", "withdrawn", "superseded", "expired", "email-instead"]
+
+
+class _PrintReport(EventPayload):
+    convocation_id: uuid.UUID
+    message_id: uuid.UUID | None = Field(
+        None, description="The message_id of the postal.requested reported on (absent when it carried none).")
+    at: AwareDatetime
+
+
+class PostalPrintedV1(_PrintReport):
+    """The print room printed the letter; it goes out with the next collection."""
+
+    EVENT_TYPE: ClassVar[str] = "postal.printed"
+
+
+class PostalPostedV1(_PrintReport):
+    """The print room handed the letter to the post."""
+
+    EVENT_TYPE: ClassVar[str] = "postal.posted"
+
+
+class PostalReturnedV1(_PrintReport):
+    """The post returned the letter as undeliverable."""
+
+    EVENT_TYPE: ClassVar[str] = "postal.returned"
+
+    reason: Literal["address-unknown", "moved", "refused", "not-collected", "other"] = Field(
+        description="Why the post returned it, as the envelope's mark says.")
+
+
+class PostalProgressV1(EventPayload):
+    """Where this message's paper copy stands, for the portal: who asked for paper and when, then the print
+    room's reports. The portal stops offering paper once it was asked."""
+
+    EVENT_TYPE: ClassVar[str] = "postal.progress"
+
+    message_id: uuid.UUID
+    convocation_id: uuid.UUID
+    step: Literal["requested", "printed", "posted", "returned", "cancelled"] = Field(
+        description="'cancelled': the print room was told not to post it (the letter was withdrawn or replaced, or"
+                    " goes by e-mail after all); paper may be asked again.")
+    reason: PostalReason | None = Field(None, description="For 'requested': why the letter goes on paper.")
+    at: AwareDatetime
 
 
 CATALOGUE: dict[str, type[EventPayload]] = {
@@ -508,6 +585,11 @@ CATALOGUE: dict[str, type[EventPayload]] = {
         AccessChangedV1,
         StaffActionRequestedV1,
         ConvocationReissueRequestedV1,
+        PostalCancelledV1,
+        PostalPrintedV1,
+        PostalPostedV1,
+        PostalReturnedV1,
+        PostalProgressV1,
     )
 }
 

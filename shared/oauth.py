@@ -1,8 +1,8 @@
 """Access and ID tokens of the hospital's OpenID provider, verified against its published keys.
 
 Used by every service that accepts the hospital's tokens (the secretariat's console and API, the hospital
-gateway's FHIR API): discovery document, JWKS (fetched again once when a token names an unknown key:
-rotation), RS256 only, issuer, audience, expiry and subject required, 30 s of clock leeway.
+gateway's FHIR API): discovery document, JWKS (fetched again when a token names an unknown key: rotation;
+at most once a minute), RS256 only, issuer, audience, expiry and subject required, 30 s of clock leeway.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ def strings(value) -> list[str]:
 class TokenVerifier:
     """The provider at ``issuer``: its metadata and keys, cached, and the tokens it signed."""
 
-    def __init__(self, issuer: str) -> None:
-        self.issuer = issuer
+    def __init__(self, issuer: str, *, refresh_seconds: float = 60.0) -> None:
+        self.issuer, self.refresh_seconds = issuer, refresh_seconds
         self._metadata: dict | None = None
         self._metadata_at = 0.0
         self._keys: KeySet | None = None
+        self._keys_at = float("-inf")
         self._lock = asyncio.Lock()
 
     async def metadata(self) -> dict:
@@ -52,11 +53,15 @@ class TokenVerifier:
         return self._metadata
 
     async def keys(self, refresh: bool = False) -> KeySet:
+        """The provider's key set; ``refresh`` (a token names a key it lacks: a rotation) fetches it again, at
+        most once per ``refresh_seconds``: tokens with made-up key ids cannot make us hammer the provider."""
         async with self._lock:
-            if self._keys is None or refresh:
+            stale = refresh and time.monotonic() - self._keys_at >= self.refresh_seconds
+            if self._keys is None or stale:
                 meta = await self.metadata()
                 async with httpx.AsyncClient(timeout=5) as http:
                     self._keys = KeySet.import_key_set((await http.get(meta["jwks_uri"])).raise_for_status().json())
+                self._keys_at = time.monotonic()
             return self._keys
 
     async def verify(self, token: str, *, audience: str) -> dict:

@@ -160,7 +160,7 @@ def require_https(name: str, url: str | None) -> None:
 
 
 DEV_KEY_NAMES = ("seal-k1", "patient-ref", "mailer-field", "portal-field", "sms-field", "portal-secret", "print-room",
-                 "staff-field", "secretariat-secret")
+                 "staff-field", "secretariat-secret", "issuer-field", "secretariat-field")
 
 
 def parse_keyring(value: object) -> dict[str, bytes]:

@@ -30,6 +30,7 @@ DELIVERY_LIMIT = 10  # redeliveries after handler crashes before RabbitMQ dead-l
 
 UPSTREAM = "upstream"  # the hospital's systems, as a party on the bus and in their queues' names
 UPSTREAM_PRODUCER = "hospital-his"  # their envelopes' ``producer`` and their broker user
+PRINT_ROOM = "print-room"  # the hospital's print room: its queues' middle name, its producer and broker user
 GATEWAY = "hospital-gateway"  # the service that speaks HL7 v2 and FHIR with them (services/hospital-gateway)
 
 # routing key: (owner, consumers). Only the owner may publish it (broker topic permissions) and an
@@ -42,7 +43,12 @@ BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "message.sealed.v1": ("issuer", ("mailer", "access-portal")),
     "message.revoked.v1": ("issuer", ("mailer", "access-portal")),
     "convocation.status.v1": ("issuer", (UPSTREAM, "secretariat", GATEWAY)),
-    "postal.requested.v1": ("issuer", (UPSTREAM,)),
+    "postal.requested.v1": ("issuer", (PRINT_ROOM,)),
+    "postal.cancelled.v1": ("issuer", (PRINT_ROOM,)),
+    "postal.printed.v1": (PRINT_ROOM, ("issuer",)),
+    "postal.posted.v1": (PRINT_ROOM, ("issuer",)),
+    "postal.returned.v1": (PRINT_ROOM, ("issuer",)),
+    "postal.progress.v1": ("issuer", ("access-portal",)),
     "reminder.requested.v1": ("issuer", ("mailer",)),
     "email.sent.v1": ("mailer", ("issuer",)),
     "email.failed.v1": ("mailer", ("issuer",)),
@@ -64,7 +70,8 @@ ALSO_PUBLISHED_BY: dict[str, tuple[str, ...]] = {
     "convocation.cancelled.v1": (GATEWAY,),
 }
 # The queues of a party outside this system are declared for it by one of ours.
-OUTBOUND_DECLARED_BY = {UPSTREAM: "issuer"}
+OUTBOUND_DECLARED_BY = {UPSTREAM: "issuer", PRINT_ROOM: "issuer"}
+OUTSIDE = frozenset(OUTBOUND_DECLARED_BY)  # the parties that are not services of this system
 
 # consumer: routing keys it consumed in an earlier release and no longer does. Deployments still have
 # those queues, bound to the exchange, so left alone they would fill forever: the service deletes them
@@ -271,7 +278,7 @@ def _queues(exchange: str, consumer: str, keys: list[str], suffixes: str) -> str
 
 
 def broker_permissions(exchange: str = "convocations") -> dict[str, BrokerPermissions]:
-    """The broker user of the hospital's system and of each service, derived from ``BUS``: each may
+    """The broker user of the hospital's system, of its print room and of each service, derived from ``BUS``: each may
     publish only the events it owns, and configure, read and write exactly the exchanges and
     queues it declares (its consumer queues with their DLQs and retry holding queues, and for
     the issuer the hospital's queues), and configure too its retired queues and their DLQs, which it
@@ -281,7 +288,7 @@ def broker_permissions(exchange: str = "convocations") -> dict[str, BrokerPermis
     exchanges = "|".join(_escaped(e) for e in (exchange, dlx, retry_exchange(exchange).name))
     parties = {o for o, _ in BUS.values()} | {c for _, cs in BUS.values() for c in cs}
     parties |= {p for ps in ALSO_PUBLISHED_BY.values() for p in ps}
-    services = sorted(parties - {UPSTREAM})  # one user each, named as the service
+    services = sorted(parties - OUTSIDE)  # one user each, named as the service
     users: dict[str, BrokerPermissions] = {}
     for service in services:
         consumed = consumed_by(service)
@@ -306,11 +313,13 @@ def broker_permissions(exchange: str = "convocations") -> dict[str, BrokerPermis
                                                 for k in keys])),
             },
         )
-    users[UPSTREAM_PRODUCER] = BrokerPermissions(
-        user=UPSTREAM_PRODUCER,
-        configure="^$",  # its queues are declared for it by the issuer
-        write=_only([exchange]),
-        read="^" + _queues(exchange, UPSTREAM, consumed_by(UPSTREAM), r"(\.dlq)?") + "$",
-        topics={exchange: (_only(published_by(UPSTREAM)), "^$")},
-    )
+    for party in sorted(OUTSIDE):
+        user = producer_name(party)
+        users[user] = BrokerPermissions(
+            user=user,
+            configure="^$",  # its queues are declared for it by the issuer
+            write=_only([exchange]),
+            read="^" + _queues(exchange, party, consumed_by(party), r"(\.dlq)?") + "$",
+            topics={exchange: (_only(published_by(party)), "^$")},
+        )
     return users

@@ -25,6 +25,7 @@ from devinbox import DevInbox
 from devstack.broker import PrivateBroker
 from devstack.hospital import DevHospital, hospital_systems
 from devstack.postgres import PrivatePostgres
+from devstack.printroom import DevPrintRoom
 from devstack.stack import ROOT, Stack, free_port
 
 # A database per run: concurrent runs (two developers, CI, the tiers of one `make test`) never drop
@@ -182,6 +183,10 @@ def stack(rabbitmq, test_database, exchange_name, devinbox, devoidc, tmp_path_fa
                    # Pruning hourly in production; the tests play the ingress from the loopback network.
                    "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"},
                    "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"},
+                   # A request to the hospital system unanswered for 15 s is late (30 min in production); the
+                   # open timeline asks for news every second.
+                   "secretariat": {"REISSUE_WAIT_SECONDS": "15", "TIMELINE_REFRESH_SECONDS": "1",
+                                   "AUDIT_PAGE_ROWS": "20"},
                    # An accepted letter not sealed this soon is dead-lettered (10 minutes in production).
                    "hospital-gateway": {"CONFIRM_WITHIN_SECONDS": "5"}},
         oidc_issuer=devoidc.issuer,
@@ -196,3 +201,11 @@ def stack(rabbitmq, test_database, exchange_name, devinbox, devoidc, tmp_path_fa
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def print_room(stack):
+    """The development print room on the test stack's queues: print runs when a test calls ``run()``."""
+    room = DevPrintRoom(AMQP_URL, stack.exchange).start()
+    yield room
+    room.stop()

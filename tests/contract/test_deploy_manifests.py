@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from devstack.brokerusers import k8s_resources
-from shared.topology import UPSTREAM_PRODUCER
+from shared.topology import PRINT_ROOM, UPSTREAM_PRODUCER
 from tests.production.manifests import render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,14 +52,14 @@ SERVICES = {
 # Settings each service needs beyond AMQP_URL and DATABASE_URL.
 REQUIRED_SETTINGS = {
     "issuer": {"SEAL_KEYS", "PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "ISSUER_FIELD_KEY",
-               "HOSPITAL_NAME"},
+               "SECRETARIAT_FIELD_KEY", "HOSPITAL_NAME"},
     "mailer": {"SMTP_HOST", "SMTP_PORT", "SMTP_TLS", "MAIL_FROM", "PORTAL_BASE_URL", "MAILER_FIELD_KEY",
                "HOSPITAL_NAME"},
     "sms-gateway": {"SMS_PROVIDER_URL", "SMS_ACCOUNT_SID", "SMS_AUTH_TOKEN", "SMS_FIELD_KEY"},
     "access-portal": {"PORTAL_BASE_URL", "SEAL_KEYS", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY", "PORTAL_SECRET_KEY",
                       "STAFF_FIELD_KEY", "HOSPITAL_NAME"},
     "secretariat": {"OIDC_ISSUER", "OIDC_CLIENT_SECRET", "PUBLIC_BASE_URL", "PATIENT_REF_KEY", "STAFF_FIELD_KEY",
-                    "ISSUER_FIELD_KEY", "SECRETARIAT_SECRET_KEY"},
+                    "ISSUER_FIELD_KEY", "SECRETARIAT_FIELD_KEY", "SECRETARIAT_SECRET_KEY"},
     "hospital-gateway": {"OIDC_ISSUER", "API_AUDIENCE"},
 }
 # What production needs on top (development uses its built-in print-room key and one SMS provider).
@@ -74,10 +74,11 @@ SHARED_KEYS = {
     "SMS_FIELD_KEY": ("access-portal", "sms-gateway"),
     "STAFF_FIELD_KEY": ("secretariat", "access-portal"),
     "ISSUER_FIELD_KEY": ("secretariat", "issuer"),
+    "SECRETARIAT_FIELD_KEY": ("issuer", "secretariat"),
 }
 KEY_SETTINGS = {"SEAL_KEYS", "PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY",
                 "PORTAL_SECRET_KEY", "STAFF_FIELD_KEY", "ISSUER_FIELD_KEY", "SECRETARIAT_SECRET_KEY",
-                "PRINT_ROOM_PUBLIC_KEY"}
+                "SECRETARIAT_FIELD_KEY", "PRINT_ROOM_PUBLIC_KEY"}
 # Operators' custom resources: kubernetes-validate has no schema for them and would only warn.
 # Listed explicitly so that nothing else is ever skipped.
 CRD_KINDS = {
@@ -809,7 +810,7 @@ def test_infra_runs_clustered_rabbitmq_and_postgres_with_one_role_and_user_per_s
     assert mq["spec"]["replicas"] >= 3 and pg["spec"]["instances"] >= 3
     roles = {r["name"] for r in pg["spec"]["managed"]["roles"]}
     assert roles == {name for _pkg, _port, role in SERVICES.values() for name in (role, f"{role}_owner")}
-    assert set(by_kind(docs, "User")) == set(by_kind(docs, "Permission")) == {*SERVICES, UPSTREAM_PRODUCER}
+    assert set(by_kind(docs, "User")) == set(by_kind(docs, "Permission")) == {*SERVICES, UPSTREAM_PRODUCER, PRINT_ROOM}
     # The services' NetworkPolicy reaches the brokers and databases by these names and labels.
     (policy,) = [d for d in load_yaml_docs(K8S / "base" / "network-policies.yaml")
                  if d["metadata"]["name"] == "allow-broker-and-database"]
@@ -833,12 +834,13 @@ def _grants(docs: list[dict]) -> set[tuple]:
 
 
 def test_infra_broker_users_hold_exactly_the_permissions_derived_from_the_bus_table():
-    """Each service and the hospital's system may publish only the routing keys it owns and touch only
-    the queues it declares (the issuer's include the hospital's convocations.upstream.* queues)."""
+    """Each service, the hospital's system and its print room may publish only the routing keys they own and
+    touch only the queues they declare (the issuer's include the hospital's convocations.upstream.* and the
+    print room's convocations.print-room.* queues)."""
     docs = render("infra")
     assert _grants(docs) == _grants(k8s_resources())
     issuer = by_kind(docs, "Permission")["issuer"]["spec"]["permissions"]
-    for queue in ("convocations.upstream.convocation.status.v1", "convocations.upstream.postal.requested.v1.dlq",
+    for queue in ("convocations.upstream.convocation.status.v1", "convocations.print-room.postal.requested.v1.dlq",
                   "convocations.issuer.email.sent.v1.retry.30s"):
         assert all(re.fullmatch(issuer[p], queue) for p in ("configure", "write", "read")), queue
     assert not re.fullmatch(issuer["configure"], "convocations.mailer.message.sealed.v1")
@@ -1098,7 +1100,8 @@ def test_the_owner_role_owns_each_schema_and_the_runtime_role_may_only_read_and_
         assert f"grant usage on schema {role} to {role}" in sql
         assert (f"alter default privileges for role {role}_owner in schema {role} "
                 f"grant select, insert, update, delete on tables to {role}") in sql
-        assert not [s for s in sql if f"to {role}" in s and ("create" in s.split(" to ")[0] or " all " in s)]
+        assert not [s for s in sql if s.startswith("grant") and f" to {role}" in s
+                    and ("create" in s.split(" to ")[0] or " all " in s)]
     for path in (K8S / "overlays" / "dev" / "secrets").glob("*.env"):
         values = env_file(path)
         runtime, owner = urlparse(values["DATABASE_URL"]), urlparse(values["MIGRATION_DATABASE_URL"])

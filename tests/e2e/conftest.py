@@ -33,8 +33,9 @@ def random_email() -> str:
 class Chain:
     """Drives the chain from outside, as the hospital and the patient would."""
 
-    def __init__(self, stack, devinbox, admin_db, exchange):
+    def __init__(self, stack, devinbox, admin_db, exchange, print_room=None):
         self.stack, self.inbox, self.db, self.exchange = stack, devinbox.inbox, admin_db, exchange
+        self.print_room = print_room
         self._upstream: dict[str, list[dict]] = {}
 
     async def upstream(self, routing_key: str, correlation_id: str, until, timeout: float = 15) -> list[dict]:
@@ -54,6 +55,17 @@ class Chain:
                     return mine
                 await asyncio.sleep(0.05)
         raise AssertionError(f"upstream never saw the expected {routing_key} events; got {mine}")
+
+    async def postal(self, correlation_id: str, until=lambda events: len(events) >= 1, timeout: float = 15) -> list[dict]:
+        """The postal.requested events the development print room read for one convocation, waiting until
+        ``until(events)`` holds."""
+        mine: list[dict] = []
+        for _ in range(int(timeout * 20)):
+            mine = [e for e in self.print_room.requests if e["correlation_id"] == correlation_id]
+            if until(mine):
+                return mine
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the print room never got the expected letters; got {len(mine)}")
 
     def event(self, **kw) -> dict:
         kw.setdefault("email", random_email())
@@ -124,8 +136,8 @@ class Chain:
 
 
 @pytest.fixture(scope="session")
-def chain(stack, devinbox, admin_db, exchange_name) -> Chain:
-    return Chain(stack, devinbox, admin_db, exchange_name)
+def chain(stack, devinbox, admin_db, exchange_name, print_room) -> Chain:
+    return Chain(stack, devinbox, admin_db, exchange_name, print_room)
 
 
 def json_body(message) -> dict:

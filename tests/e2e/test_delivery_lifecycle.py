@@ -36,7 +36,7 @@ async def test_a_patient_who_keeps_paper_gets_no_email_and_the_print_room_gets_t
     event = chain.event(delivery="postal")
     cid = event["data"]["convocation_id"]
     await chain.publish(event)
-    posted = await chain.upstream("postal.requested.v1", cid, until=lambda es: len(es) >= 1)
+    posted = await chain.postal(cid)
     assert posted[0]["data"]["reason"] == "preference"
     letter = open_print_copy(posted[0])
     assert base64.b64decode(letter["document_pdf_base64"]) == base64.b64decode(event["data"]["document_pdf_base64"])
@@ -57,7 +57,7 @@ async def test_a_hard_bounce_falls_back_to_paper_once(chain):
     assert statuses(reports) == ["sealed", "bounced", "postal-fallback"]
     bounced = next(e for e in reports if e["data"]["status"] == "bounced")
     assert bounced["data"]["detail"].startswith("550")
-    posted = await chain.upstream("postal.requested.v1", cid, until=lambda es: len(es) >= 1)
+    posted = await chain.postal(cid)
     assert [p["data"]["reason"] for p in posted] == ["email-failed"]
     assert open_print_copy(posted[0])["patient_name"] == "Marie Dupont"
     assert chain.emails_to(event["data"]["patient"]["email"]) == []
@@ -139,7 +139,7 @@ async def test_a_letter_not_downloaded_by_the_deadline_goes_to_paper(chain):
     await chain.db.execute(
         "update issuer.convocation set appointment_at = now() + interval '47 hours',"
         " sealed_at = now() - interval '3 days' where id = $1", uuid.UUID(cid))
-    posted = await chain.upstream("postal.requested.v1", cid, until=lambda es: len(es) >= 1)
+    posted = await chain.postal(cid)
     assert posted[0]["data"]["reason"] == "not-downloaded"
     await chain.wait_status(cid, "postal-fallback")
 

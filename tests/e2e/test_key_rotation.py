@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e
 RINGS = {  # setting: development key name (key 1, what the stack started with)
     "SEAL_KEYS": "seal-k1", "PATIENT_REF_KEY": "patient-ref", "MAILER_FIELD_KEY": "mailer-field",
     "PORTAL_FIELD_KEY": "portal-field", "SMS_FIELD_KEY": "sms-field", "PORTAL_SECRET_KEY": "portal-secret",
+    "SECRETARIAT_FIELD_KEY": "secretariat-field", "SECRETARIAT_SECRET_KEY": "secretariat-secret",
 }
 
 
@@ -42,8 +43,15 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
     try:
         # A patient whose number is proven under the key-1 ref (her secretariat resets it after the rotation).
         reset_id, reset_mobile = f"P-reset-{os.urandom(4).hex()}", "079 555 04 56"
-        proven = await letter(chain, mobile=reset_mobile, patient_id=reset_id)
+        surname = "Rotation" + "".join(chr(97 + b % 26) for b in os.urandom(6))
+        proven = await letter(chain, mobile=reset_mobile, patient_id=reset_id, name=f"Anna {surname}",
+                              birth_date="1944-02-29")
         await proven.log_in()
+        cid = proven.convocation_id
+        kept = await wait_for(lambda: chain.db.fetchrow(
+            "select patient_enc, birth_index from secretariat.convocation where id = $1::uuid and patient_enc"
+            " is not null", cid))
+        assert kept["patient_enc"].startswith("fe2.k1.") and kept["birth_index"].startswith("k1:")
         # In flight: sealed under key 1, the e-mail not yet sent (the mailer is down).
         stack.stop(["mailer"])
         patient_id = f"P-rotation-{os.urandom(4).hex()}"
@@ -93,7 +101,16 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         corrected = Letter(chain, proven.event, proven.link, "+41795550789", "079 555 07 89")
         await corrected.log_in()  # the key-1 letter texts the corrected number, opened in its own context
 
+        # The secretariat sealed and indexed the patient's details again under key 2 as it started.
+        kept = await chain.db.fetchrow("select patient_enc, birth_index, name_index from secretariat.convocation"
+                                       " where id = $1::uuid", cid)
+        assert kept["patient_enc"].startswith("fe2.k2.") and kept["birth_index"].startswith("k2:")
+        assert all(h.startswith("k2:") for h in kept["name_index"])
+
         _restart(stack, drained)  # the drain is over: key 1 removed (the seal key waits for expiry)
+        cardio = Api(stack, token(devoidc, "his-cardiology"))
+        found = cardio.post("/convocations/search", {"name": surname.lower(), "birth_date": "1944-02-29"}).json()
+        assert [(f["convocation_id"], f["patient"]["name"]) for f in found] == [(cid, f"Anna {surname}")]
         assert old.patient.download("pdf").status_code == 200  # its session, its document: nothing lost
         third = await letter(chain, mobile="079 555 01 23", patient_id=patient_id)
         assert 'name="phone"' not in third.patient.open_link().text  # still bound, asked for nothing

@@ -96,7 +96,7 @@ async def test_a_late_hard_bounce_gives_email_failed_and_exactly_one_paper_copy(
     assert statuses(reports) == ["sealed", "e-mailed", "bounced", "postal-fallback"]
     assert next(e for e in reports if e["data"]["status"] == "bounced")["data"]["detail"] == "550 late-bounce 5.1.1"
     await asyncio.sleep(1.5)
-    posted = await chain.upstream("postal.requested.v1", cid, until=lambda es: len(es) >= 1)
+    posted = await chain.postal(cid)
     assert [p["data"]["reason"] for p in posted] == ["email-failed"]
     row = await chain.db.fetchrow("select status, last_code from mailer.email where convocation_id = $1",
                                   uuid.UUID(cid))

@@ -111,7 +111,7 @@ async def test_post_instead_after_the_code_reaches_the_print_room_and_the_hospit
     assert confirmed.status_code == 200 and state_of(confirmed.text) == "postal_requested"
     mail.post("postal", {})  # pressed twice: posted once
 
-    posted = await chain.upstream("postal.requested.v1", mail.convocation_id, lambda events: len(events) >= 1)
+    posted = await chain.postal(mail.convocation_id)
     assert [e["data"]["reason"] for e in posted] == ["patient-request"]
     statuses = await chain.upstream("convocation.status.v1", mail.convocation_id,
                                     lambda events: any(e["data"]["status"] == "postal" for e in events))

@@ -5,6 +5,7 @@ deploy/prometheus/alerts.yml (its windows and `for:` shortened, the expression o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import socket
@@ -34,16 +35,20 @@ def shortened(rule: dict) -> dict:
     return {**rule, "expr": re.sub(r"\[\d+[smh]\]", "[1m]", rule["expr"]), "for": "5s"}
 
 
-@pytest.fixture(scope="module")
-def prometheus(stack, tmp_path_factory):
+def alert_rules(*names: str) -> list[dict]:
+    """The named alerts of deploy/prometheus/alerts.yml, as shipped."""
+    groups = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())["groups"]
+    return [r for g in groups for r in g["rules"] if r.get("alert") in names]
+
+
+@contextlib.contextmanager
+def running_prometheus(stack, rules: list[dict], home: Path, services=SERVICES):
+    """Debian's Prometheus scraping the stack's services every second and evaluating ``rules``; its URL."""
     binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     if not Path(binary).exists():
         pytest.fail("Debian's prometheus is not installed: scripts/bootstrap.sh --with-browser installs it")
-    home = tmp_path_factory.mktemp("prometheus")
-    groups = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())["groups"]
-    rules = [shortened(r) for g in groups for r in g["rules"] if r["alert"] == "ConvocationsSmtpFailureRate"]
     (home / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "test", "rules": rules}]}))
-    targets = [{"targets": [stack.url(s).removeprefix("http://")], "labels": {"service": s}} for s in SERVICES]
+    targets = [{"targets": [stack.url(s).removeprefix("http://")], "labels": {"service": s}} for s in services]
     (home / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(home / "rules.yml")],
@@ -72,6 +77,19 @@ def prometheus(stack, tmp_path_factory):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="module")
+def prometheus(stack, tmp_path_factory):
+    rules = [shortened(r) for r in alert_rules("ConvocationsSmtpFailureRate")]
+    with running_prometheus(stack, rules, tmp_path_factory.mktemp("prometheus")) as url:
+        yield url
+
+
+def firing(url: str, alertname: str) -> list[dict]:
+    """The alerts of that name firing now."""
+    return [a for a in httpx.get(f"{url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+            if a["labels"]["alertname"] == alertname and a["state"] == "firing"]
 
 
 def query(url: str, promql: str) -> float | None:
@@ -111,17 +129,14 @@ async def test_funnel_queries_return_this_runs_numbers_and_smtp_down_fires_its_a
         down = [chain.event(email=random_email()) for _ in range(3)]
         for event in down:
             await chain.publish(event)
-        alerts_url = f"{prometheus}/api/v1/alerts"
         for _ in range(180):
-            firing = [a for a in httpx.get(alerts_url, timeout=5).json()["data"]["alerts"]
-                      if a["labels"]["alertname"] == "ConvocationsSmtpFailureRate" and a["state"] == "firing"]
-            if firing:
+            if fired := firing(prometheus, "ConvocationsSmtpFailureRate"):
                 break
             await asyncio.sleep(0.5)
         else:
             raise AssertionError("ConvocationsSmtpFailureRate never fired while the relay refused everything")
-        assert firing[0]["labels"]["severity"] == "critical"
-        assert firing[0]["annotations"]["runbook_url"] == "docs/runbooks.md#convocationssmtpfailurerate"
+        assert fired[0]["labels"]["severity"] == "critical"
+        assert fired[0]["annotations"]["runbook_url"] == "docs/runbooks.md#convocationssmtpfailurerate"
         # The exhausted letters bounce and go to paper: each counted once, whatever the number of attempts.
         await settled(prometheus, funnel.format("bounced"), lambda v: v == before["bounced"] + 3)
         await settled(prometheus, funnel.format("paper"), lambda v: v == before["paper"] + 3)

@@ -133,7 +133,7 @@ async def test_send_by_post_is_done_by_the_issuer_audited_once_and_not_repeated_
     body = await cardio.wait(cid, lambda b: "postal" in kinds(b))
     entry = next(t for t in body["timeline"] if t["kind"] == "postal")
     assert entry["action_id"] == action_id and entry["detail"] == "secretariat"
-    posted = await chain.upstream("postal.requested.v1", cid, lambda es: len(es) >= 1)
+    posted = await chain.postal(cid)
     assert [e["data"]["reason"] for e in posted] == ["secretariat"]
     audit = await chain.db.fetch("select * from secretariat_audit.staff_audit where convocation_id = $1 and action = 'action'",
                                  uuid.UUID(cid))
@@ -154,7 +154,7 @@ async def test_send_by_post_is_done_by_the_issuer_audited_once_and_not_repeated_
     await chain.publish(requested)
     await chain.publish({**requested, "event_id": str(uuid.uuid4())})  # and as a new event: still once
     await asyncio.sleep(2)
-    posted = await chain.upstream("postal.requested.v1", cid, lambda es: True)
+    posted = await chain.postal(cid, lambda es: True)
     assert len(posted) == 1
     body = cardio.get(f"/convocations/{cid}").json()
     assert kinds(body).count("postal") == 1
@@ -176,12 +176,13 @@ async def test_reset_binding_is_done_by_the_portal_and_the_patient_is_asked_for_
     assert patient.enter_code(code_of(await chain.sms_to(e164))).status_code == 303
     cid = first["data"]["convocation_id"]
     await cardio.wait(cid, lambda b: "code-sent" in kinds(b))
-    body = cardio.get(f"/convocations/{cid}").json()
+    body = await cardio.wait(cid, lambda b: b["phone_verified"] is True)  # the patient typed the code
     assert body["phone_hint"] and national.replace(" ", "")[3:8] not in body["phone_hint"]  # masked
     r = cardio.post(f"/convocations/{cid}/actions", {"action": "reset-binding", "reason": "patient lost the phone"})
     assert r.status_code == 202
     body = await cardio.wait(cid, lambda b: "binding-reset" in kinds(b))
     assert next(t for t in body["timeline"] if t["kind"] == "binding-reset")["action_id"] == r.json()["action_id"]
+    assert body["phone_verified"] is False
     ref = await chain.db.fetchval("select patient_ref from secretariat.convocation where id = $1", uuid.UUID(cid))
     assert await chain.db.fetchval("select count(*) from access_portal.phone_binding where patient_ref = $1",
                                    ref) == 0

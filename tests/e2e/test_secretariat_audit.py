@@ -26,10 +26,12 @@ async def test_the_secretariats_own_role_can_only_append_to_the_staff_audit_and_
     assert SecretariatSettings().audit_retention_days >= 365
     with pytest.raises(ValueError, match="greater than or equal to 365"):
         SecretariatSettings(audit_retention_days=364)
-    old, recent = await chain.db.fetch(
-        "insert into secretariat_audit.staff_audit(at, subject, name, via, action, outcome) values"
-        " (now() - interval '400 days', 't', 'Test', 'console', 'search', 'test-old'),"
-        " (now() - interval '364 days', 't', 'Test', 'console', 'search', 'test-recent') returning id")
+    async with chain.db.transaction():  # rows a year old, as only the audit's owner could write them
+        await chain.db.execute("set local role secretariat_audit")
+        old, recent = await chain.db.fetch(
+            "insert into secretariat_audit.staff_audit(at, subject, name, via, action, outcome) values"
+            " (now() - interval '400 days', 't', 'Test', 'console', 'search', 'test-old'),"
+            " (now() - interval '364 days', 't', 'Test', 'console', 'search', 'test-recent') returning id")
     service = await asyncpg.connect(chain.stack.env_for("secretariat")["DATABASE_URL"])
     try:
         assert await service.fetchval("select current_user") == "secretariat"
@@ -38,6 +40,25 @@ async def test_the_secretariats_own_role_can_only_append_to_the_staff_audit_and_
                                       " and tableowner = current_user") == 0
         await service.execute("insert into secretariat_audit.staff_audit(subject, name, via, action, outcome)"
                               " values ('t', 'Test', 'console', 'search', 'ok')")
+        # Issue 21: it could write any time and any name; the database now sets both (a row with no open
+        # staff session is nobody's, one naming an unknown session is refused).
+        marker = f"forged {uuid.uuid4()}"
+        await service.execute(
+            "insert into secretariat_audit.staff_audit(at, subject, name, via, action, outcome, detail) values"
+            " (now() - interval '30 days', 'u-super-1', 'Sophie Rossi', 'console', 'action', 'requested', $1)", marker)
+        kept = await chain.db.fetchrow("select at, subject, name from secretariat_audit.staff_audit where detail = $1",
+                                       marker)
+        assert (kept["subject"], kept["name"]) == ("", "")
+        assert abs((kept["at"] - await chain.db.fetchval("select now()")).total_seconds()) < 60
+        with pytest.raises(asyncpg.RaiseError, match="staff session named is not open"):
+            await service.execute("insert into secretariat_audit.staff_audit(subject, name, via, action, outcome,"
+                                  " session_hash) values ('x', 'x', 'console', 'view', 'ok', 'k1:made-up')")
+        for attack in ("select * from secretariat_audit.staff_session",
+                       "insert into secretariat_audit.staff_session(token_hash, subject, name, via, roles, departments)"
+                       " values ('k1:x', 'u-super-1', 'Sophie Rossi', 'console', '{}', '{}')",
+                       "select secretariat_audit.carry_over()"):  # once, at migration 0002: done
+            with pytest.raises((asyncpg.InsufficientPrivilegeError, asyncpg.RaiseError)):
+                await service.execute(attack)
         for attack in ("update secretariat_audit.staff_audit set reason = 'rewritten'",
                        "delete from secretariat_audit.staff_audit",
                        "truncate secretariat_audit.staff_audit",
@@ -105,7 +126,7 @@ async def test_the_rows_kept_before_the_move_are_carried_over_into_the_append_on
                         "insert into staff_audit(at, subject, name, via, action, outcome, reason)"
                         " values (now() - make_interval(days => $1), 'u-1', 'Alice', 'console', 'action',"
                         " 'requested', $2)", 30 - n, f"reason {n}")
-            assert await migrate(pool, "secretariat", MIGRATIONS) == ["service/0002_append_only_staff_audit.sql"]
+            assert (await migrate(pool, "secretariat", MIGRATIONS))[0] == "service/0002_append_only_staff_audit.sql"
             async with pool.acquire() as conn:
                 assert await conn.fetchval("select to_regclass('secretariat.staff_audit')") is None
                 moved = await conn.fetch("select * from secretariat_audit.read() order by id")
@@ -113,6 +134,8 @@ async def test_the_rows_kept_before_the_move_are_carried_over_into_the_append_on
             await pool.close()
         assert [r["reason"] for r in moved] == ["reason 0", "reason 1", "reason 2"]
         assert [r["at"] for r in moved] == sorted(r["at"] for r in moved)
+        # With their own times and names, each saying it was carried over (the database stamps new rows).
+        assert {r["name"] for r in moved} == {"Alice"} and all(r["carried_at"] > r["at"] for r in moved)
     finally:
         admin = await asyncpg.connect(ADMIN_DSN)
         try:

@@ -100,7 +100,7 @@ async def _publish(url: str, exchange: str, routing_key: str, body: bytes, *, to
 
 def test_the_test_starts_every_service_of_the_bus_table():
     parties = {owner for owner, _ in topology.BUS.values()} | {c for _, cs in topology.BUS.values() for c in cs}
-    assert set(APPS) == parties - {topology.UPSTREAM}
+    assert set(APPS) == parties - topology.OUTSIDE
 
 
 async def test_each_service_runs_as_its_own_user_and_dead_letters_an_event_with_a_forged_producer(users, exchange):
@@ -136,7 +136,7 @@ async def test_each_service_runs_as_its_own_user_and_dead_letters_an_event_with_
         await _purge(exchange)
 
 
-@pytest.mark.parametrize("party", [*APPS, topology.UPSTREAM_PRODUCER])
+@pytest.mark.parametrize("party", [*APPS, topology.UPSTREAM_PRODUCER, topology.PRINT_ROOM])
 async def test_a_user_may_publish_its_own_routing_keys_and_the_broker_refuses_every_other(users, exchange, party):
     try:
         for routing_key in topology.BUS:
@@ -152,11 +152,11 @@ async def test_a_user_may_publish_its_own_routing_keys_and_the_broker_refuses_ev
         await _purge(exchange)
 
 
-@pytest.mark.parametrize("party", [*APPS, topology.UPSTREAM_PRODUCER])
+@pytest.mark.parametrize("party", [*APPS, topology.UPSTREAM_PRODUCER, topology.PRINT_ROOM])
 async def test_a_user_can_neither_read_nor_declare_nor_dead_letter_into_another_partys_queues(users, exchange,
                                                                                              party):
     others = [(c, k) for k, (_, consumers) in topology.BUS.items() for c in consumers
-              if c != party and not (c == topology.UPSTREAM and party in ("issuer", topology.UPSTREAM_PRODUCER))]
+              if topology.producer_name(c) != party and not (c in topology.OUTSIDE and party == "issuer")]
     for consumer, key in others[:3]:
         name = topology.queue_name(exchange, consumer, key)
         connection = await aio_pika.connect(users[party])

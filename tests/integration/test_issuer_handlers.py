@@ -16,6 +16,7 @@ from issuer import domain, store
 from issuer.app import MIGRATIONS
 from issuer.handlers import IssuerHandlers
 from issuer.settings import IssuerSettings
+from shared import crypto
 from shared.consumer import Delivery, parse_envelope
 from shared.contracts import (
     ConvocationCancelledV1,
@@ -23,6 +24,10 @@ from shared.contracts import (
     DocumentReleasedV1,
     EmailFailedV1,
     EmailSentV1,
+    PostalPostedV1,
+    PostalPrintedV1,
+    PostalReturnedV1,
+    StaffActionRequestedV1,
     envelope,
 )
 from shared.db import migrate
@@ -240,10 +245,14 @@ async def test_a_postal_convocation_goes_to_the_print_room_at_once(pool, issuer)
     d = created(delivery="postal")
     run = await handle(pool, issuer.on_convocation_created, d)
     row, history = await state(pool, d.data.convocation_id)
-    assert (row["status"], row["postal_reason"], row["print_copy"], history) == (
-        "postal", "preference", None, ["sealed", "postal"])
-    assert run.types == ["message.sealed", "convocation.status", "postal.requested", "convocation.status"]
-    assert [e["data"].get("status") for e in run.events] == [None, "sealed", None, "postal"]
+    # The copy stays until the print room reports the letter printed (it may be switched back to e-mail).
+    assert (row["status"], row["postal_reason"], row["print_copy"] is not None, history) == (
+        "postal", "preference", True, ["sealed", "postal"])
+    assert run.types == ["message.sealed", "convocation.status", "postal.requested", "convocation.status",
+                         "postal.progress"]
+    assert [e["data"].get("status") for e in run.events] == [None, "sealed", None, "postal", None]
+    assert (run.events[2]["data"]["message_id"], run.events[4]["data"]["reason"]) == (
+        str(row["message_id"]), "preference")
     assert run.events[3]["data"]["detail"] == "preference"
     assert run.counted == {"created": 1, "sealed": 1, "paper": 1}
     assert len(run.statements) == 3, run.statements  # + the posting with its history line (were 12)
@@ -260,7 +269,7 @@ async def test_a_bounce_posts_the_letter_and_a_download_after_it_is_only_stamped
     row, history = await state(pool, cid)
     assert (row["status"], row["postal_reason"], history) == (
         "postal-fallback", "email-failed", ["sealed", "bounced", "postal-fallback"])
-    assert run.types == ["convocation.status", "postal.requested", "convocation.status"]
+    assert run.types == ["convocation.status", "postal.requested", "convocation.status", "postal.progress"]
     assert run.counted == {"bounced": 1, "paper": 1}
     assert len(run.statements) == 4, run.statements  # read, bounced, posted, events (were 12)
 
@@ -342,3 +351,84 @@ async def test_the_handlers_read_every_column_but_the_print_rooms_copy(pool):
         " and table_name = 'convocation'")}
     read = {part.strip().split(" as ")[-1] for part in store.ROW.split(",")}
     assert read == columns - {"print_copy"} | {"has_print_copy"}
+
+
+def from_print_room(payload) -> Delivery:
+    return Delivery(envelope(payload, producer="print-room", correlation_id=payload.convocation_id), 0, QUEUE)
+
+
+def staff(row, action: str) -> Delivery:
+    return Delivery(envelope(StaffActionRequestedV1(
+        action_id=uuid.uuid4(), convocation_id=row["id"], message_id=row["message_id"], action=action,
+        department="cardiology", requested_by="u-1"), producer="secretariat", correlation_id=row["id"]), 0, QUEUE)
+
+
+async def test_the_print_rooms_reports_become_hospital_statuses_and_the_copy_goes_once_printed(pool, issuer):
+    d = created(delivery="postal", birth_date="1957-03-21")
+    cid = d.data.convocation_id
+    run = await handle(pool, issuer.on_convocation_created, d)
+    sealed_status = run.events[1]["data"]
+    patient = crypto.open_field(IssuerSettings().secretariat_field_key, sealed_status["for_secretariat"],
+                                context=crypto.field_context("convocation.status", uuid.UUID(sealed_status["message_id"]),
+                                                             "secretariat"))
+    assert patient == {"name": "Marie Dupont", "birth_date": "1957-03-21", "place": "Bâtiment Gustave Julliard, 2e étage",
+                       "department_name": "Cardiologie", "phone_hint": "+41 79 *** ** 67"}
+    row, _ = await state(pool, cid)
+    at = datetime.now(timezone.utc)
+    run = await handle(pool, issuer.on_postal_printed, from_print_room(PostalPrintedV1(
+        convocation_id=cid, message_id=row["message_id"], at=at)))
+    assert run.types == ["convocation.status", "postal.progress"]
+    assert (run.events[0]["data"]["status"], run.events[1]["data"]["step"]) == ("printed", "printed")
+    again = await handle(pool, issuer.on_postal_printed, from_print_room(PostalPrintedV1(
+        convocation_id=cid, message_id=row["message_id"], at=at + timedelta(minutes=1))))
+    assert again.events == []  # reported twice: once
+    await handle(pool, issuer.on_postal_posted, from_print_room(PostalPostedV1(
+        convocation_id=cid, message_id=row["message_id"], at=at + timedelta(hours=2))))
+    run = await handle(pool, issuer.on_postal_returned, from_print_room(PostalReturnedV1(
+        convocation_id=cid, message_id=row["message_id"], at=at + timedelta(days=3), reason="moved")))
+    assert (run.events[0]["data"]["status"], run.events[0]["data"]["detail"]) == ("returned", "moved")
+    row, history = await state(pool, cid)
+    assert (row["status"], row["print_copy"], history) == (
+        "returned", None, ["sealed", "postal", "printed", "posted", "returned"])
+    stale = await handle(pool, issuer.on_postal_posted, from_print_room(PostalPostedV1(
+        convocation_id=cid, message_id=uuid.uuid4(), at=at)))
+    assert stale.events == []  # about a letter this convocation no longer has
+
+
+async def test_a_paper_letter_not_printed_goes_back_to_e_mail_through_the_hospital_and_can_go_on_paper_later(
+        pool, issuer):
+    d = created()
+    cid = d.data.convocation_id
+    await handle(pool, issuer.on_convocation_created, d)
+    row, _ = await state(pool, cid)
+    await handle(pool, issuer.on_email_sent, sent(row))
+    await handle(pool, issuer.on_staff_action, staff(row, "post"))
+    row, _ = await state(pool, cid)
+    run = await handle(pool, issuer.on_staff_action, staff(row, "email-instead"))
+    assert run.types == ["postal.cancelled", "convocation.status", "postal.progress", "convocation.reissue.requested"]
+    assert (run.events[0]["data"]["reason"], run.events[1]["data"]["status"], run.events[2]["data"]["step"],
+            run.events[3]["data"]["reason"]) == ("email-instead", "postal-cancelled", "cancelled", "email-instead")
+    row, history = await state(pool, cid)
+    assert history[-1] == "postal-cancelled" and row["print_copy"] is not None
+    # The hospital system never answers: the secretariat may post it after all, with the copy kept.
+    run = await handle(pool, issuer.on_staff_action, staff(row, "post"))
+    assert run.types == ["postal.requested", "convocation.status", "postal.progress"]
+    # Printed now: switching back is no longer possible, and a withdrawal does not stop the paper.
+    row, _ = await state(pool, cid)
+    await handle(pool, issuer.on_postal_printed, from_print_room(PostalPrintedV1(
+        convocation_id=cid, message_id=row["message_id"], at=datetime.now(timezone.utc))))
+    row, _ = await state(pool, cid)
+    assert (await handle(pool, issuer.on_staff_action, staff(row, "email-instead"))).events == []
+    run = await handle(pool, issuer.on_staff_action, staff(row, "withdraw"))
+    assert run.types == ["message.revoked", "convocation.status"]
+
+
+async def test_a_letter_withdrawn_before_it_is_printed_is_dropped_by_the_print_room(pool, issuer):
+    d = created(delivery="postal")
+    await handle(pool, issuer.on_convocation_created, d)
+    row, _ = await state(pool, d.data.convocation_id)
+    run = await handle(pool, issuer.on_staff_action, staff(row, "withdraw"))
+    assert run.types == ["postal.cancelled", "convocation.status", "postal.progress", "message.revoked",
+                         "convocation.status"]
+    assert run.events[0]["data"] == {"convocation_id": str(row["id"]), "message_id": str(row["message_id"]),
+                                     "reason": "withdrawn"}

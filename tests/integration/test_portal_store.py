@@ -90,3 +90,40 @@ async def test_a_revocation_whose_message_never_came_is_forgotten_after_its_keep
         assert await store.prune_revoked_early(conn) == 1
         left = {r["message_id"] for r in await conn.fetch("select message_id from revoked_early")}
         assert old not in left and recent in left
+
+
+async def test_the_portal_learns_who_asked_for_paper_and_when_even_before_its_message_arrives(pool):
+    """The secretariat's "send by post now" reaches the portal as postal.progress (issuer -> portal), on a queue
+    of its own: the paper row records who asked and when, whichever comes first, and a drop forgets the
+    request so that paper may be asked again."""
+    from access_portal.handlers import PortalHandlers
+    from access_portal.phones import Phones
+    from access_portal.settings import PortalSettings
+    from shared.consumer import Delivery
+    from shared.contracts import PostalProgressV1, envelope
+
+    settings = PortalSettings()
+    handlers = PortalHandlers(settings, Phones(settings.portal_secret_key, settings.portal_field_key))
+    mid, asked_at = uuid.uuid4(), datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
+
+    async def report(conn, step: str, at: datetime, reason: str | None = None) -> None:
+        payload = PostalProgressV1(message_id=mid, convocation_id=uuid.uuid4(), step=step, reason=reason, at=at)
+        await handlers.on_postal_progress(conn, Delivery(envelope(payload, producer="issuer",
+                                                                  correlation_id=payload.convocation_id), 0, "q"))
+
+    async with pool.acquire() as conn:
+        await report(conn, "requested", asked_at, "secretariat")  # before message.sealed
+        assert await store.insert_message(conn, **sealed(mid))
+        paper = await store.paper_of(conn, mid)
+        assert (paper["reason"], paper["requested_at"]) == ("secretariat", asked_at)
+        await report(conn, "requested", asked_at + timedelta(minutes=5), "secretariat")  # redelivered
+        await report(conn, "posted", asked_at + timedelta(hours=3))
+        paper = await store.paper_of(conn, mid)
+        assert (paper["reason"], paper["requested_at"], paper["posted_at"]) == (
+            "secretariat", asked_at, asked_at + timedelta(hours=3))
+        other = uuid.uuid4()
+        mid, kept = other, mid
+        await report(conn, "requested", asked_at, "not-downloaded")
+        await report(conn, "cancelled", asked_at + timedelta(minutes=1))
+        assert (await store.paper_of(conn, other))["requested_at"] is None
+        assert (await store.paper_of(conn, kept))["requested_at"] == asked_at

@@ -24,7 +24,8 @@ from sms_gateway.settings import SmsSettings
 
 SERVICES = (IssuerSettings, MailerSettings, SmsSettings, PortalSettings, SecretariatSettings)
 KEY_SETTINGS = ("PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY", "PORTAL_SECRET_KEY",
-                "PRINT_ROOM_PUBLIC_KEY", "STAFF_FIELD_KEY", "ISSUER_FIELD_KEY", "SECRETARIAT_SECRET_KEY")
+                "PRINT_ROOM_PUBLIC_KEY", "STAFF_FIELD_KEY", "ISSUER_FIELD_KEY", "SECRETARIAT_SECRET_KEY",
+                "SECRETARIAT_FIELD_KEY")
 
 
 def real_key(name: str) -> str:
@@ -83,8 +84,13 @@ def test_a_real_production_configuration_starts(production, settings):
 REFUSALS = [
     (SecretariatSettings, {"OIDC_CLIENT_SECRET": "dev-console-secret"}, "OIDC_CLIENT_SECRET"),
     (SecretariatSettings, {"STAFF_FIELD_KEY": dev_key("staff-field")}, "STAFF_FIELD_KEY"),
+    # The development ISSUER_FIELD_KEY was accepted in production until its name was listed with the others.
+    (IssuerSettings, {"ISSUER_FIELD_KEY": dev_key("issuer-field")}, "ISSUER_FIELD_KEY"),
+    (IssuerSettings, {"SECRETARIAT_FIELD_KEY": dev_key("secretariat-field")}, "SECRETARIAT_FIELD_KEY"),
     (SecretariatSettings, {"OIDC_ISSUER": "http://sso.hospital.example/realms/hospital"}, "OIDC_ISSUER"),
     (SecretariatSettings, {"PUBLIC_BASE_URL": "http://secretariat.hospital.example"}, "PUBLIC_BASE_URL"),
+    # Accepted before issue 21: staff session cookies without the Secure flag in production.
+    (SecretariatSettings, {"COOKIE_SECURE": "false"}, "COOKIE_SECURE"),
     (PortalSettings, {"COOKIE_SECURE": "false"}, "COOKIE_SECURE"),
     (PortalSettings, {"PORTAL_BASE_URL": "http://convocations.hospital.example"}, "PORTAL_BASE_URL"),
     (MailerSettings, {"PORTAL_BASE_URL": "http://convocations.hospital.example"}, "PORTAL_BASE_URL"),

@@ -45,7 +45,8 @@ def definitions(vhost: str, exchange: str, passwords: dict[str, str], prefix: st
 def create_broker_users(vhost: str, exchange: str, *, prefix: str = "", host: str = "127.0.0.1",
                         port: int = 5672) -> dict[str, str]:
     """Create (or reset) the users with fresh random passwords; returns each party's AMQP URL
-    (party = a service name, or ``topology.UPSTREAM_PRODUCER`` for the hospital's system)."""
+    (party = a service name, ``topology.UPSTREAM_PRODUCER`` for the hospital's system, or
+    ``topology.PRINT_ROOM`` for its print room)."""
     passwords = {party: secrets.token_hex(16) for party in topology.broker_permissions(exchange)}
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
         json.dump(definitions(vhost, exchange, passwords, prefix), f)
@@ -77,11 +78,12 @@ def _rabbitmqctl(*args: str) -> None:
 # --- the same users for Kubernetes (RabbitMQ Messaging Topology Operator) ----------------------------
 
 K8S_HEADER = """\
-# Messaging Topology Operator (rabbitmq.com): one broker user per service and one for the hospital's
-# system (hospital-his), each allowed exactly what shared/topology.py broker_permissions derives from
-# the bus table: configure/write/read on the shared exchanges and its own queues
-# (<exchange>.<service>.<routing key>[.dlq|.retry.<n>s]; the issuer also declares the hospital's
-# queues convocations.upstream.*), and, per topic exchange, the routing keys it may publish (write)
+# Messaging Topology Operator (rabbitmq.com): one broker user per service, one for the hospital's
+# system (hospital-his) and one for its print room (print-room), each allowed exactly what
+# shared/topology.py broker_permissions derives from the bus table: configure/write/read on the shared
+# exchanges and its own queues (<exchange>.<service>.<routing key>[.dlq|.retry.<n>s]; the issuer also
+# declares the hospital's queues convocations.upstream.* and the print room's convocations.print-room.*),
+# and, per topic exchange, the routing keys it may publish (write)
 # and bind (read). amq.default: retry holding queues dead-letter through the default exchange.
 # Each user's credentials come from a Secret rabbitmq-user-<user> (keys username, password) that you
 # create; the same password goes into AMQP_URL in <service>-secrets (README.md).

@@ -4,6 +4,7 @@ Starts the development inbox (a real SMTP server and a Twilio-compatible SMS pro
 page showing both), the development OpenID provider, the services as separate processes and the
 development hospital, which sends a sample appointment through the hospital gateway as FHIR (and sends it
 again when the secretariat asks for a resend or corrects the e-mail address, as the hospital system must),
+runs a development print room (letters on paper are printed and posted at its print runs, every minute),
 and prints the link to open, how to sign in to the secretariat console and how to send the HL7 and FHIR
 samples of docs/samples. Ctrl-C stops everything.
 """
@@ -22,7 +23,10 @@ from devoidc import DevOidc
 
 from devinbox import DevInbox
 from devstack.hospital import SAMPLES, DevHospital, hospital_systems
+from devstack.printroom import DevPrintRoom
 from devstack.stack import ROOT, Stack
+
+PRINT_RUN_SECONDS = 60.0
 
 
 def main() -> int:
@@ -51,8 +55,10 @@ def main() -> int:
         hospital_systems=hospital_systems(hospital, hl7_port=2575, sandbox_port=2576),
         sandbox_smtp_port=inbox.smtp_port, sandbox_sms_provider_url=inbox.twilio_base_url,
     )
+    print_room = None
     try:
         stack.start()
+        print_room = DevPrintRoom(args.amqp_url, args.exchange, every=PRINT_RUN_SECONDS).start()
         # The portal runs under the development defaults, so no patient data is real: the sample goes to
         # the development inbox only. The development hospital sends it as FHIR through the gateway.
         sent_at = datetime.now(timezone.utc).isoformat()[:23]
@@ -68,11 +74,14 @@ def main() -> int:
             f"  Mobile number on file:     {args.mobile}\n"
             f"  Development inbox (e-mail and SMS, the code arrives here): {inbox.base_url}/\n"
             f"  Secretariat console:       {stack.url('secretariat')}/  (sign in as 'Alice Martin', secretary of"
-            " cardiology, on the development sign-in page; 'Sophie Rossi' is a supervisor)\n"
+            " cardiology, on the development sign-in page; 'Marc Weber' manages cardiology and neurology, 'Sophie"
+            " Rossi' is a supervisor)\n"
             f"  Secretariat API:           {stack.url('secretariat')}/api/openapi.json; token:"
             f" curl -u his-cardiology:dev-his-cardiology-secret -d grant_type=client_credentials {oidc.issuer}/token\n"
             "  Resend / correct the e-mail address in the console: the gateway asks the development hospital"
             " (a FHIR Task), which sends the appointment again; the new e-mail arrives in the development inbox.\n"
+            f"  Send by post in the console: the development print room prints the letter at its next run (every"
+            f" {PRINT_RUN_SECONDS:.0f} s) and posts it at the one after; the timeline shows both.\n"
             "  Hospital gateway (docs/integration.md): HL7 v2 over MLLP on 127.0.0.1:2575 (sandbox 2576), FHIR at"
             f" {stack.url('hospital-gateway')}/fhir\n"
             "    HL7:  .venv/bin/python -m devstack.hospital hl7 docs/samples/siu-s12.hl7   (add --port 2576: sandbox)\n"
@@ -94,6 +103,8 @@ def main() -> int:
     finally:
         print("\nStopping…", file=sys.stderr)
         hospital.stop()
+        if print_room is not None:
+            print_room.stop()
         stack.stop()
         oidc.stop()
         inbox.stop()

@@ -44,6 +44,8 @@ def convocation_event(
     convocation_id: uuid.UUID | None = None,
     event_id: uuid.UUID | None = None,
     department: tuple[str, str] = ("cardiology", "Cardiologie"),
+    name: str = "Marie Dupont",
+    birth_date: str | None = "1957-03-21",
     instructions: str = "Venez à jeun. Apportez la liste de vos médicaments.",
 ) -> dict:
     """The whole event: envelope and payload, ready to serialise as JSON."""
@@ -54,10 +56,11 @@ def convocation_event(
         "convocation_id": str(convocation_id),
         "patient": {
             "id": patient_id or f"P-{uuid.uuid4().hex[:10]}",
-            "name": "Marie Dupont",
+            "name": name,
             "email": email,
             "mobile": mobile,
             "language": language,
+            "birth_date": birth_date,
         },
         "appointment": {
             "starts_at": starts_at.isoformat(),

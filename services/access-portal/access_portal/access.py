@@ -411,6 +411,21 @@ class PatientAccess:
                 await store.prove_for_message(conn, mid, real.phone_hash, real.phone_hint, real.phone_enc)
             if real.bind_source:
                 await store.audit(conn, mid, "binding", real.bind_source, client)
+            # The secretariat's console shows whether the patient has a verified number for later letters.
+            await add_event(
+                conn,
+                envelope(
+                    AccessChangedV1(
+                        message_id=mid,
+                        convocation_id=message.convocation_id,
+                        change="verified",
+                        at=now,
+                        bound=real.bind_source != "first-use",
+                    ),
+                    producer=PRODUCER,
+                    correlation_id=message.convocation_id,
+                ),
+            )
             token = await self.sessions.open(conn, mid)
             await store.audit(conn, mid, "code-check", "right", client)
         OTP_CHECKS.labels("right").inc()
@@ -714,6 +729,12 @@ class PatientAccess:
     async def _document_page(
         self, conn: asyncpg.Connection, message: Message, details: dict[str, Any] | None = None
     ) -> DocumentPage:
-        # The post is offered until the letter is downloaded: the print copy is dropped then.
-        postal_offered = message.postal_requested_at is None and not await store.pdf_released(conn, message.message_id)
+        # The post is offered until the letter is downloaded (the print copy is dropped then) or paper was
+        # asked, here or elsewhere (the secretariat, the hospital's fallback: postal.progress).
+        paper = await store.paper_of(conn, message.message_id)
+        postal_offered = (
+            message.postal_requested_at is None
+            and (paper is None or paper["requested_at"] is None)
+            and not await store.pdf_released(conn, message.message_id)
+        )
         return DocumentPage(message, message.postal_requested_at is not None, postal_offered, details)

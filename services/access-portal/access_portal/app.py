@@ -18,6 +18,7 @@ from shared.consumer import Batches
 from shared.contracts import (
     MessageRevokedV1,
     MessageSealedV1,
+    PostalProgressV1,
     SmsFailedV1,
     SmsSentV1,
     StaffActionRequestedV1,
@@ -42,6 +43,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed,
                                batches=Batches(order=lambda m: m.patient_ref))
     runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
+    runtime.consumer.subscribe(PostalProgressV1, handlers.on_postal_progress)
     runtime.consumer.subscribe(SmsSentV1, handlers.on_sms_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)
     runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)

@@ -17,6 +17,7 @@ from shared.contracts import (
     AccessChangedV1,
     MessageRevokedV1,
     MessageSealedV1,
+    PostalProgressV1,
     SmsFailedV1,
     SmsSentV1,
     StaffActionRequestedV1,
@@ -45,6 +46,10 @@ class PortalHandlers:
             if binding is not None and not self.phones.matches(on_file, binding.phone_hash):
                 await store.end_binding(conn, refs)
                 await store.audit(conn, m.message_id, "binding", "ended", None, "number on file changed")
+                await add_event(conn, envelope(AccessChangedV1(
+                    message_id=m.message_id, convocation_id=m.convocation_id, change="binding-ended",
+                    at=datetime.now(timezone.utc)), producer="access-portal", correlation_id=m.convocation_id,
+                    causation_id=d.envelope.event_id))
             elif binding is not None and binding.patient_ref != m.patient_ref:
                 # Proven under the patient's ref for an older PATIENT_REF_KEY key: the same number on
                 # file carries over to the current ref, so the key can go without asking again.
@@ -67,6 +72,12 @@ class PortalHandlers:
     async def on_message_revoked(self, conn: asyncpg.Connection, d: Delivery[MessageRevokedV1]) -> None:
         await store.revoke_message(conn, d.data.message_id, d.data.reason)
         log.info("message revoked", message_id=str(d.data.message_id), reason=d.data.reason)
+
+    async def on_postal_progress(self, conn: asyncpg.Connection, d: Delivery[PostalProgressV1]) -> None:
+        """Paper asked (by whom, when) or reported by the print room: the pages stop offering paper."""
+        p = d.data
+        await store.record_paper(conn, p.message_id, p.step, p.reason, p.at)
+        log.info("paper step recorded", message_id=str(p.message_id), step=p.step)
 
     async def on_sms_sent(self, conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
         await store.mark_sms_sent(conn, d.data.challenge_id, d.data.sent_at)

@@ -10,7 +10,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import phonenumbers
+from shared.phones import e164
+from shared.phones import phone_hint as phone_hint  # the portal's callers import it from here
 
 CODE_DIGITS = 6
 # After every 5 failures the message waits longer; never a permanent lock (NIST SP 800-63B §5.2.2).
@@ -20,25 +21,7 @@ LOCK_STEPS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15),
 
 def normalise_phone(raw: str) -> str | None:
     """Any usual form ('079 123 45 67', '+41 79…', '0041 79…') -> E.164, or None if not a valid number."""
-    try:
-        number = phonenumbers.parse(raw.strip(), "CH")
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def phone_hint(e164: str) -> str:
-    """'+41791234534' -> '+41 79 *** ** 34': enough to recognise one's own number, not to learn it."""
-    groups = phonenumbers.format_number(
-        phonenumbers.parse(e164), phonenumbers.PhoneNumberFormat.INTERNATIONAL
-    ).split(" ")
-    if len(groups) < 3:
-        return groups[0] + " " + "*" * max(0, len(e164) - 5) + e164[-2:]
-    middle = ["*" * len(g) for g in groups[2:-1]]
-    last = groups[-1]
-    return " ".join([groups[0], groups[1], *middle, "*" * (len(last) - 2) + last[-2:]])
+    return e164(raw)
 
 
 def same_secret(a: str, b: str) -> bool:

@@ -248,6 +248,28 @@ async def pdf_released(conn, message_id: uuid.UUID) -> bool:
     return bool(await conn.fetchval("select true from release where message_id = $1 and kind = 'pdf'", message_id))
 
 
+_PAPER_STEP = {"requested": "requested_at", "printed": "printed_at", "posted": "posted_at", "returned": "returned_at"}
+
+
+async def record_paper(conn, message_id: uuid.UUID, step: str, reason: str | None, at: datetime) -> None:
+    """A step of the message's paper copy (postal.progress). 'cancelled' forgets the request: paper may be
+    asked again. A redelivered step keeps its first time."""
+    if step == "cancelled":
+        await conn.execute("update paper set requested_at = null, reason = null, updated_at = now()"
+                           " where message_id = $1", message_id)
+        return
+    column = _PAPER_STEP[step]
+    await conn.execute(
+        f"insert into paper as p (message_id, reason, {column}) values ($1, $2, $3)"
+        f" on conflict (message_id) do update set {column} = coalesce(p.{column}, $3),"
+        " reason = coalesce($2, p.reason), updated_at = now()", message_id, reason, at)
+
+
+async def paper_of(conn, message_id: uuid.UUID):
+    """The message's paper copy as reported so far, or None."""
+    return await conn.fetchrow("select * from paper where message_id = $1", message_id)
+
+
 async def request_postal(conn, message_id: uuid.UUID, at) -> bool:
     """Record the patient's request for the post; False if it was already recorded."""
     status = await conn.execute(

@@ -26,10 +26,15 @@ STATUS_TEXT = {
     "superseded": "The letter was replaced by a newer one",
     "expired": "The letter expired",
     "withdrawn": "The secretariat withdrew the letter",
+    "printed": "The print room printed the letter",
+    "posted": "The print room posted the letter",
+    "returned": "The post returned the letter as undeliverable",
+    "postal-cancelled": "The print room was told not to post the letter",
 }
 REISSUE_TEXT = {
     "resend": "The secretariat asked for the e-mail again",
     "email-corrected": "The secretariat corrected the e-mail address",
+    "email-instead": "The secretariat switched the letter from paper back to e-mail",
 }
 
 

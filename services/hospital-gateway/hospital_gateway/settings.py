@@ -23,6 +23,10 @@ STATUSES = (
     "superseded",
     "expired",
     "withdrawn",
+    "printed",
+    "posted",
+    "returned",
+    "postal-cancelled",
 )
 
 

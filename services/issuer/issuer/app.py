@@ -16,6 +16,9 @@ from shared.contracts import (
     EmailFailedV1,
     EmailSentV1,
     PostalChosenV1,
+    PostalPostedV1,
+    PostalPrintedV1,
+    PostalReturnedV1,
     StaffActionRequestedV1,
 )
 from shared.runtime import Runtime
@@ -38,15 +41,18 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(DocumentReleasedV1, handlers.on_document_released)
     runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)
     runtime.consumer.subscribe(PostalChosenV1, handlers.on_postal_chosen)
+    runtime.consumer.subscribe(PostalPrintedV1, handlers.on_postal_printed)
+    runtime.consumer.subscribe(PostalPostedV1, handlers.on_postal_posted)
+    runtime.consumer.subscribe(PostalReturnedV1, handlers.on_postal_returned)
     sweeper = Sweeper(handlers, lambda: runtime.pool)
-    async def declare_upstream_queues() -> None:
-        # Events the hospital's systems consume: their queues exist before the first publish,
-        # so the outbox relay's mandatory publishes are routable and nothing is lost.
-        for routing_key in topology.consumed_by(topology.UPSTREAM):
-            await topology.declare_outbound_queue(runtime.broker, settings.events_exchange, topology.UPSTREAM,
-                                                  routing_key)
+    async def declare_outside_queues() -> None:
+        # Events the hospital's systems and its print room consume: their queues exist before the first
+        # publish, so the outbox relay's mandatory publishes are routable and nothing is lost.
+        for party, declared_by in topology.OUTBOUND_DECLARED_BY.items():
+            for routing_key in topology.consumed_by(party) if declared_by == "issuer" else ():
+                await topology.declare_outbound_queue(runtime.broker, settings.events_exchange, party, routing_key)
 
-    runtime.declarations.append(declare_upstream_queues)
+    runtime.declarations.append(declare_outside_queues)
     runtime.every(settings.sweep_seconds, sweeper.sweep_once, "issuer-sweeper")
     app = runtime.http_app()
     app.state.runtime = runtime

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from pydantic import TypeAdapter, ValidationError
 
 from shared import crypto
-from shared.contracts import ConvocationCreatedV1, Email, MessageSealedV1, PublicContact
+from shared.contracts import ConvocationCreatedV1, ConvocationStatusV1, Email, MessageSealedV1, PublicContact
+from shared.phones import phone_hint
 
 _EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 
@@ -22,6 +23,9 @@ STATUS_RANK = {
     "bounced": 25,
     "postal": 30,
     "postal-fallback": 30,
+    "printed": 32,
+    "posted": 34,
+    "returned": 36,
     "downloaded": 40,
     "superseded": 90,
     "cancelled": 90,
@@ -136,6 +140,19 @@ def seal_convocation(
         sandbox=convocation.sandbox,
     )
 
+
+
+def for_secretariat(convocation: ConvocationCreatedV1, message_id: uuid.UUID, key: crypto.Keys) -> str:
+    """What the staff of the letter's department see to recognise the patient, sealed for the secretariat:
+    the name, the date of birth, the place, the department's name and the number on file masked."""
+    patient, appointment = convocation.patient, convocation.appointment
+    return crypto.seal_field(key, {
+        "name": patient.name,
+        "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
+        "place": appointment.place.name,
+        "department_name": appointment.department.name,
+        "phone_hint": phone_hint(patient.mobile) if patient.mobile else None,
+    }, context=crypto.field_context(ConvocationStatusV1.EVENT_TYPE, message_id, "secretariat"))
 
 
 def with_email(convocation: ConvocationCreatedV1, email: str) -> ConvocationCreatedV1:

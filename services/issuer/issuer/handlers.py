@@ -28,8 +28,13 @@ from shared.contracts import (
     EmailSentV1,
     MessageRevokedV1,
     MessageSealedV1,
+    PostalCancelledV1,
     PostalChosenV1,
+    PostalPostedV1,
+    PostalPrintedV1,
+    PostalProgressV1,
     PostalRequestedV1,
+    PostalReturnedV1,
     PublicContact,
     ReminderRequestedV1,
     StaffActionRequestedV1,
@@ -50,12 +55,14 @@ REISSUE_DONE = frozenset({"e-mailed", "postal", "postal-fallback"})
 
 
 class _Letter(NamedTuple):
-    """A convocation sealed, before it is stored: the message.sealed payload, the print room's copy."""
+    """A convocation sealed, before it is stored: the message.sealed payload, the print room's copy, and
+    what the secretariat's staff see of the patient."""
 
     sealed: MessageSealedV1
     copy: str
     expires_at: datetime
     postal: str | None  # why it goes by post at once, if it does
+    for_secretariat: str
 
 
 class IssuerHandlers:
@@ -129,11 +136,12 @@ class IssuerHandlers:
         postal = domain.postal_reason_at_creation(c)
         sealed = domain.seal_convocation(c, pdf, self.keys, expires_at=expires_at, send_email=postal is None,
                                          public_contact=self.public_contact, address_corrected=address_corrected)
-        return _Letter(sealed, domain.print_copy(c, pdf, self.settings.print_room_public_key), expires_at, postal)
+        return _Letter(sealed, domain.print_copy(c, pdf, self.settings.print_room_public_key), expires_at, postal,
+                       domain.for_secretariat(c, sealed.message_id, self.settings.secretariat_field_key))
 
     async def _sealed(self, conn, row, letter: _Letter, now: datetime) -> list:
         """The sealed message's events, and the print room's when it goes by post at once."""
-        events = [letter.sealed, await self._status(conn, row, "sealed", now)]
+        events = [letter.sealed, await self._status(conn, row, "sealed", now, for_secretariat=letter.for_secretariat)]
         log.info("convocation sealed", message_id=str(letter.sealed.message_id), key_id=letter.sealed.key_id)
         if letter.postal:
             events += await self._post(conn, row, letter.postal, now)
@@ -193,6 +201,8 @@ class IssuerHandlers:
         elif a.action == "withdraw":
             await self._emit(conn, d, *await self._revoke(conn, row, "withdrawn", now, action_id=a.action_id),
                              convocation_id=row["id"])
+        elif a.action == "email-instead" and not (self._paper_pending(row) and row["delivery"] == "email"):
+            log.info("switch back to e-mail ignored: the letter is not on paper, is printed, or has no e-mail channel")
         else:
             await self._ask_reissue(conn, d, a, row, now)
 
@@ -210,12 +220,15 @@ class IssuerHandlers:
             if domain.valid_email(self._open_email(a.for_issuer, a.action_id)) is None:
                 raise Rejected(rejections.EMAIL_INVALID, "the corrected address is not one valid e-mail address")
             email_sealed = a.for_issuer
-        reason = "email-corrected" if a.action == "correct-email" else "resend"
+        reason = {"correct-email": "email-corrected", "email-instead": "email-instead"}.get(a.action, "resend")
         if not await store.add_reissue_request(conn, action_id=a.action_id, convocation_id=a.convocation_id,
                                                reason=reason, email_sealed=email_sealed, requested_at=now):
             return
-        await self._emit(conn, d, ConvocationReissueRequestedV1(convocation_id=a.convocation_id, reason=reason,
-                                                                requested_at=now, action_id=a.action_id))
+        events: list = []
+        if self._paper_pending(row):  # the new letter goes by e-mail: the print room drops this one
+            events += await self._stop_paper(conn, row, "email-instead", now)
+        await self._emit(conn, d, *events, ConvocationReissueRequestedV1(
+            convocation_id=a.convocation_id, reason=reason, requested_at=now, action_id=a.action_id))
         on_commit(REISSUE_REQUESTS.labels(reason).inc)
         log.info("reissue requested from the hospital system", reason=reason)
 
@@ -237,6 +250,39 @@ class IssuerHandlers:
         if row is not None and row["status"] not in domain.CLOSED:
             await self._emit(conn, d, *await self._post(conn, row, "patient-request", d.data.chosen_at),
                              convocation_id=row["id"])
+
+    # --- the print room -----------------------------------------------------------------------
+
+    async def on_postal_printed(self, conn: asyncpg.Connection, d: Delivery[PostalPrintedV1]) -> None:
+        await self._print_report(conn, d, "printed")
+
+    async def on_postal_posted(self, conn: asyncpg.Connection, d: Delivery[PostalPostedV1]) -> None:
+        await self._print_report(conn, d, "posted")
+
+    async def on_postal_returned(self, conn: asyncpg.Connection, d: Delivery[PostalReturnedV1]) -> None:
+        await self._print_report(conn, d, "returned", detail=d.data.reason)
+
+    async def _print_report(self, conn, d: Delivery, step: str, detail: str | None = None) -> None:
+        """What the print room did with a paper letter: the hospital's status (even when a download came
+        first: the paper went out all the same), the secretariat's timeline and the portal's page. Once
+        printed, the print room's copy is not needed here any more."""
+        report = d.data
+        row = await store.get_convocation(conn, report.convocation_id)
+        if row is None:
+            raise Rejected(rejections.UNKNOWN_CONVOCATION, f"no convocation {report.convocation_id}")
+        if report.message_id is not None and report.message_id != row["message_id"]:
+            log.info("print room report about a replaced letter ignored", step=step)
+            return
+        if row[store.stamp_column(step)] is not None:
+            return  # reported before
+        if domain.advances(row["status"], step) and row["status"] not in domain.CLOSED:
+            await store.set_status(conn, row["id"], step, report.at, detail, drop_print_copy=True)
+        else:
+            await store.stamp(conn, row["id"], step, report.at, drop_print_copy=True)
+        log.info("print room report", step=step)
+        await self._emit(conn, d, await self._status(conn, row, step, report.at, detail),
+                         PostalProgressV1(message_id=row["message_id"], convocation_id=row["id"], step=step,
+                                          at=report.at), convocation_id=row["id"])
 
     # --- scheduled (see sweeper.py) -----------------------------------------------------------
 
@@ -290,8 +336,9 @@ class IssuerHandlers:
             reached(stage, after_seconds=after_seconds)
 
     async def _post(self, conn, row, reason: str, now: datetime, action_id=None) -> list:
-        """Ask the print room to post the letter, once; returns the events to publish."""
-        if row["postal_at"] is not None or not row["has_print_copy"]:
+        """Ask the print room to post the letter, once (again after a switch back to e-mail); returns the
+        events to publish."""
+        if (row["postal_at"] is not None and row["postal_cancelled_at"] is None) or not row["has_print_copy"]:
             return []
         status = "postal" if reason in ("preference", "secretariat", "patient-request") else "postal-fallback"
         await self._count_stage(conn, row, "paper")
@@ -304,20 +351,37 @@ class IssuerHandlers:
             log.info("sandbox test: not handed to the print room", reason=reason)
             return [await self._status(conn, row, status, now, f"{reason} (sandbox test: not posted)",
                                        action_id=action_id)]
-        events = [PostalRequestedV1(convocation_id=row["id"], reason=reason, language=row["language"],
-                                    for_print_room=copy),
-                  await self._status(conn, row, status, now, reason, action_id=action_id)]
+        events = [PostalRequestedV1(convocation_id=row["id"], message_id=row["message_id"], reason=reason,
+                                    language=row["language"], for_print_room=copy),
+                  await self._status(conn, row, status, now, reason, action_id=action_id),
+                  PostalProgressV1(message_id=row["message_id"], convocation_id=row["id"], step="requested",
+                                   reason=reason, at=now)]
         on_commit(POSTAL_REQUESTS.labels(reason).inc)
         log.info("postal delivery requested", reason=reason)
         return events
 
     async def _revoke(self, conn, row, reason: str, now: datetime, detail: str | None = None,
                       action_id=None) -> list:
-        """Revoke the message (the portal destroys it) and drop the print copy; returns the events to publish."""
+        """Revoke the message (the portal destroys it), drop the print copy, and tell the print room not to post
+        a letter it has not printed yet; returns the events to publish."""
+        events = await self._stop_paper(conn, row, reason, now) if self._paper_pending(row) else []
         await store.set_status(conn, row["id"], reason, now, detail, drop_print_copy=True)
         log.info("message revoked", reason=reason, message_id=str(row["message_id"]))
-        return [MessageRevokedV1(message_id=row["message_id"], convocation_id=row["id"], reason=reason),
+        return [*events, MessageRevokedV1(message_id=row["message_id"], convocation_id=row["id"], reason=reason),
                 await self._status(conn, row, reason, now, detail, action_id=action_id)]
+
+    @staticmethod
+    def _paper_pending(row) -> bool:
+        """Asked of the print room, and neither printed nor dropped."""
+        return row["postal_at"] is not None and row["postal_cancelled_at"] is None and row["printed_at"] is None
+
+    async def _stop_paper(self, conn, row, reason: str, now: datetime) -> list:
+        """The print room must drop the letter; the portal offers paper again until the new letter comes."""
+        await store.cancel_postal(conn, row["id"], now, reason)
+        log.info("print room told not to post the letter", reason=reason)
+        return [PostalCancelledV1(convocation_id=row["id"], message_id=row["message_id"], reason=reason),
+                await self._status(conn, row, "postal-cancelled", now, reason),
+                PostalProgressV1(message_id=row["message_id"], convocation_id=row["id"], step="cancelled", at=now)]
 
     async def _emit(self, conn, d: Delivery | None, *payloads, convocation_id=None) -> None:
         """The handler's events, in their order, in one statement (none: no statement)."""
@@ -327,7 +391,7 @@ class IssuerHandlers:
                                 for p in payloads])
 
     async def _status(self, conn, row, status: str, at: datetime, detail: str | None = None, *,
-                      action_id=None) -> ConvocationStatusV1:
+                      action_id=None, for_secretariat: str | None = None) -> ConvocationStatusV1:
         """The status report, with what the secretariat's read model needs to place it. A letter sent again
         for the secretariat reports its first e-mail (or paper) with the action it carries out."""
         if action_id is None and row["superseded_count"] and status in REISSUE_DONE:
@@ -336,6 +400,7 @@ class IssuerHandlers:
             convocation_id=row["id"], status=status, at=at, detail=detail, message_id=row["message_id"],
             department=row["department"], appointment_at=row["appointment_at"], delivery=row["delivery"],
             patient_ref=row["patient_ref"], action_id=action_id, sandbox=row["sandbox"],
+            for_secretariat=for_secretariat,
         )
 
     @staticmethod

@@ -20,6 +20,8 @@ class IssuerSettings(ServiceSettings):
     mailer_field_key: KeyRing = dev_ring("mailer-field")
     portal_field_key: KeyRing = dev_ring("portal-field")
     issuer_field_key: KeyRing = dev_ring("issuer-field")  # opens the corrected e-mail addresses the secretariat sends
+    # Seals the patient's name, birth date, the place and the masked number for the secretariat's staff.
+    secretariat_field_key: KeyRing = dev_ring("secretariat-field")
     hospital_name: str = "Hôpitaux Universitaires de Genève"
     # An image file (PNG, JPEG or SVG) at the top of the letters the issuer renders; its alternative text
     # is HOSPITAL_NAME. None: the name alone.

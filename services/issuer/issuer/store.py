@@ -14,7 +14,8 @@ import asyncpg
 # checks that this names every column of the table.
 ROW = ("id, message_id, patient_ref, delivery, language, status, appointment_at, expires_at, created_at,"
        " sealed_at, emailed_at, email_failed_at, downloaded_at, postal_at, cancelled_at, updated_at,"
-       " postal_reason, superseded_count, department, reminded_at, sandbox, print_copy is not null as has_print_copy")
+       " postal_reason, superseded_count, department, reminded_at, printed_at, posted_at, returned_at,"
+       " postal_cancelled_at, sandbox, print_copy is not null as has_print_copy")
 
 
 async def insert_convocation(
@@ -51,7 +52,8 @@ async def replace_message(
         " update convocation set message_id = $2, patient_ref = $3, delivery = $4, language = $5, status = 'sealed',"
         " appointment_at = $6, expires_at = $7, sealed_at = $8, print_copy = $9, emailed_at = null,"
         " email_failed_at = null, downloaded_at = null, postal_at = null, reminded_at = null, postal_reason = null,"
-        " cancelled_at = null, superseded_count = superseded_count + 1, department = $10, sandbox = $11, updated_at = now()"
+        " cancelled_at = null, printed_at = null, posted_at = null, returned_at = null, postal_cancelled_at = null,"
+        " superseded_count = superseded_count + 1, department = $10, sandbox = $11, updated_at = now()"
         f" where id = $1 returning {ROW}),"
         " history as (insert into status_history(convocation_id, status, at)"
         " select id, status, sealed_at from replaced)"
@@ -63,16 +65,25 @@ async def replace_message(
 
 async def mark_posted(conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, reason: str,
                       at: datetime) -> str | None:
-    """Handed to the print room: the copy is gone, the status and its history line say why; returns the
-    copy to post (read from the statement's snapshot, before the update drops it). One statement."""
+    """Handed to the print room: the status and its history line say why; returns the copy to post. The
+    copy stays until the print room reports the letter printed (``set_status(..., drop_print_copy=True)``):
+    a letter switched back to e-mail before that can still go on paper. One statement."""
     return await conn.fetchval(
         "with copy as (select print_copy from convocation where id = $1),"
-        " posted as (update convocation set status = $2, postal_at = $4, postal_reason = $3, print_copy = null,"
-        " updated_at = now() where id = $1),"
+        " posted as (update convocation set status = $2, postal_at = $4, postal_reason = $3,"
+        " postal_cancelled_at = null, updated_at = now() where id = $1),"
         " history as (insert into status_history(convocation_id, status, at, detail) values ($1, $2, $4, $3))"
         " select print_copy from copy",
         convocation_id, status, reason, at,
     )
+
+
+async def cancel_postal(conn: asyncpg.Connection, convocation_id: uuid.UUID, at: datetime, reason: str) -> None:
+    """The print room was told to drop the letter (not printed yet): it may be posted again later."""
+    await conn.execute(
+        "with cancelled as (update convocation set postal_cancelled_at = $2, updated_at = now() where id = $1)"
+        " insert into status_history(convocation_id, status, at, detail) values ($1, 'postal-cancelled', $2, $3)",
+        convocation_id, at, reason)
 
 
 async def due_for_fallback(conn: asyncpg.Connection, now: datetime, fallback_hours: int, limit: int = 100):
@@ -125,6 +136,9 @@ _STAMP_COLUMN = {
     "postal-fallback": "postal_at",
     "cancelled": "cancelled_at",
     "withdrawn": "cancelled_at",
+    "printed": "printed_at",
+    "posted": "posted_at",
+    "returned": "returned_at",
 }
 
 

@@ -31,7 +31,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     settings = settings or SecretariatSettings()
     runtime = Runtime("secretariat", "secretariat", settings, MIGRATIONS)
-    handlers = SecretariatHandlers()
+    console = Console(settings, lambda: runtime.pool)
+    handlers = SecretariatHandlers(console.patients)
     runtime.consumer.subscribe(ConvocationStatusV1, handlers.on_status,  # each writes its convocation's row
                                batches=Batches(linger=settings.batch_linger_seconds, order=lambda s: s.convocation_id))
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_code_requested)
@@ -39,10 +40,10 @@ def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_code_failed)
     runtime.consumer.subscribe(AccessChangedV1, handlers.on_access_changed)
     runtime.consumer.subscribe(ConvocationReissueRequestedV1, handlers.on_reissue_requested)
-    console = Console(settings, lambda: runtime.pool)
     oidc = Oidc(settings)
     pages = Pages(settings, console, oidc)
     runtime.every(settings.audit_prune_interval_seconds, console.prune_audit, "secretariat-audit-pruner")
+    runtime.every(settings.patient_reseal_interval_seconds, console.reseal_patients, "secretariat-patient-resealer")
 
     app = runtime.http_app()
     app.state.runtime = runtime

@@ -28,27 +28,46 @@ class Identity:
     departments: frozenset[str] | None  # None: every department (supervisor)
     can_act: bool
     can_audit: bool
+    can_read: bool = True  # search and view convocations
+    knows_patients: bool = False  # sees who the patient is, on letters of its own departments
+    can_count: bool = False  # the department figures
+    session_hash: str | None = None  # the staff session the audit names (secretariat_audit.staff_session)
 
     def sees(self, department: str | None) -> bool:
         return self.departments is None or (department is not None and department in self.departments)
+
+    def knows_patient_of(self, department: str | None) -> bool:
+        """The patient's name, birth date and place: to the letter's own department only (never to a
+        supervisor reading every department)."""
+        return self.knows_patients and self.departments is not None and department in self.departments
 
     def scope(self) -> list[str] | None:
         return None if self.departments is None else sorted(self.departments)
 
 
-def staff_identity(subject: str, name: str, roles: list[str], departments: list[str]) -> Identity | None:
-    """A secretary acts within her departments; a supervisor reads every department and the audit."""
+ROLES = ("secretary", "manager", "supervisor")
+
+
+def staff_identity(subject: str, name: str, roles: list[str], departments: list[str],
+                   session_hash: str | None = None) -> Identity | None:
+    """A secretary acts within her departments and knows their patients; a manager sees the figures of his
+    departments; a supervisor reads every department (not who the patients are) and the staff audit."""
     if "supervisor" in roles:
-        return Identity(subject, name, "console", None, can_act=False, can_audit=True)
+        return Identity(subject, name, "console", None, can_act=False, can_audit=True, can_count=True,
+                        session_hash=session_hash)
     if "secretary" in roles and departments:
-        return Identity(subject, name, "console", frozenset(departments), can_act=True, can_audit=False)
+        return Identity(subject, name, "console", frozenset(departments), can_act=True, can_audit=False,
+                        knows_patients=True, can_count=True, session_hash=session_hash)
+    if "manager" in roles and departments:
+        return Identity(subject, name, "console", frozenset(departments), can_act=False, can_audit=False,
+                        can_read=False, can_count=True, session_hash=session_hash)
     return None
 
 
 class Oidc:
     def __init__(self, settings: SecretariatSettings) -> None:
         self.s = settings
-        self.tokens = TokenVerifier(settings.oidc_issuer)
+        self.tokens = TokenVerifier(settings.oidc_issuer, refresh_seconds=settings.jwks_refresh_seconds)
 
     @property
     def redirect_uri(self) -> str:
@@ -96,6 +115,9 @@ class Oidc:
                               strings(claims.get(self.s.oidc_roles_claim, [])),
                               strings(claims.get(self.s.oidc_departments_claim, [])))
 
+    def roles(self, claims: dict) -> list[str]:
+        return [r for r in strings(claims.get(self.s.oidc_roles_claim, [])) if r in ROLES]
+
     async def api_client(self, bearer: str) -> Identity:
         """A hospital system: its access token's departments bound what it sees; scopes what it may do."""
         claims = await self.tokens.client(bearer, audience=self.s.api_audience, scope="convocations.read")
@@ -103,5 +125,7 @@ class Oidc:
         departments = strings(claims.get(self.s.oidc_departments_claim, []))
         if not departments:
             raise Unauthenticated("token lacks a department")
+        # The hospital's own systems, scoped to their departments, know their patients.
         return Identity(str(claims["sub"]), str(claims.get("client_id") or claims["sub"]), "api",
-                        frozenset(departments), can_act="convocations.act" in scopes, can_audit=False)
+                        frozenset(departments), can_act="convocations.act" in scopes, can_audit=False,
+                        knows_patients=True, can_count=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from secretariat import store
+from secretariat.patients import Patients
 from shared.consumer import Delivery
 from shared.contracts import (
     AccessChangedV1,
@@ -16,12 +17,16 @@ from shared.contracts import (
 )
 
 # Only reasons from a closed list reach the timeline: free text (SMTP replies) may name the patient.
-SAFE_DETAIL = {"postal", "postal-fallback"}
+SAFE_DETAIL = {"postal", "postal-fallback", "returned", "postal-cancelled"}
 
 
 class SecretariatHandlers:
     """The read model's handlers, one per event, as every service writes them (``on_<event>(conn, delivery)``
-    in one class); this service's need no settings."""
+    in one class); the patients' details the issuer seals for the secretariat are opened and kept sealed at
+    rest through ``patients``."""
+
+    def __init__(self, patients: Patients) -> None:
+        self.patients = patients
 
     async def on_status(self, conn: asyncpg.Connection, d: Delivery[ConvocationStatusV1]) -> None:
         s = d.data
@@ -31,6 +36,12 @@ class SecretariatHandlers:
                                   detail=s.detail if s.status in SAFE_DETAIL else None, action_id=s.action_id)
         if s.action_id:
             await store.action_done(conn, s.action_id, s.at)
+        if s.for_secretariat and s.message_id:
+            details = self.patients.opened(s.for_secretariat, s.message_id)
+            if details is not None:
+                await store.set_patient(conn, s.convocation_id, **self.patients.stored(s.convocation_id, details),
+                                        department_name=details.get("department_name"),
+                                        phone_hint=details.get("phone_hint"))
 
     async def on_code_requested(self, conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
         o = d.data
@@ -49,10 +60,15 @@ class SecretariatHandlers:
         a = d.data
         if a.change == "locked":
             await store.set_lock(conn, a.convocation_id, a.locked_until)
+            await store.first_lock(conn, a.convocation_id, a.at)
         elif a.change == "unlocked":
             await store.set_lock(conn, a.convocation_id, None)
         elif a.change == "mobile-corrected":
             await store.set_phone_hint(conn, a.convocation_id, a.phone_hint)
+        if a.change == "verified" and a.bound is not None:
+            await store.set_binding(conn, a.convocation_id, a.bound, a.at)
+        elif a.change in ("binding-reset", "mobile-corrected", "binding-ended"):
+            await store.set_binding(conn, a.convocation_id, False, a.at)
         detail = a.locked_until.isoformat() if a.locked_until else a.phone_hint
         await store.add_timeline(conn, a.convocation_id, d.envelope.event_id, a.at, a.change, detail, a.action_id)
         if a.action_id:

@@ -22,13 +22,16 @@ from joserfc.jwk import RSAKey
 
 CODE_SECONDS = 60
 
-# Staff as a hospital directory would describe them: one secretary per department, a supervisor.
+# Staff as a hospital directory would describe them: one secretary per department, a supervisor, and a
+# manager who follows the figures of two departments.
 DEFAULT_USERS = [
     {"sub": "u-cardio-1", "username": "alice", "name": "Alice Martin", "roles": ["secretary"],
      "departments": ["cardiology"]},
     {"sub": "u-neuro-1", "username": "bruno", "name": "Bruno Keller", "roles": ["secretary"],
      "departments": ["neurology"]},
     {"sub": "u-super-1", "username": "sophie", "name": "Sophie Rossi", "roles": ["supervisor"], "departments": []},
+    {"sub": "u-manager-1", "username": "marc", "name": "Marc Weber", "roles": ["manager"],
+     "departments": ["cardiology", "neurology"]},
 ]
 DEFAULT_CLIENTS: list[dict] = [
     {"client_id": "secretariat-console", "client_secret": "dev-console-secret",
@@ -86,6 +89,7 @@ class DevOidc:
         if not self.key.kid:
             self.key.ensure_kid()
         self._codes: dict[str, dict] = {}
+        self.jwks_served = 0  # how often a client fetched the key set (a relying party's refetches show here)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -143,6 +147,7 @@ class DevOidc:
 
         @app.get("/jwks")
         async def jwks() -> dict:
+            self.jwks_served += 1
             return {"keys": [self.key.as_dict(private=False)]}
 
         @app.get("/authorize", response_class=HTMLResponse)

@@ -24,8 +24,13 @@ from shared.contracts import (
     MessageRevokedV1,
     MessageSealedV1,
     OtpRequestedV1,
+    PostalCancelledV1,
     PostalChosenV1,
+    PostalPostedV1,
+    PostalPrintedV1,
+    PostalProgressV1,
     PostalRequestedV1,
+    PostalReturnedV1,
     ReminderRequestedV1,
     SmsFailedV1,
     SmsSentV1,
@@ -60,6 +65,11 @@ CAUSED_BY: dict[type[EventPayload], type[EventPayload] | None] = {
     AccessChangedV1: StaffActionRequestedV1,
     PostalChosenV1: None,  # a patient's request on the portal
     ConvocationReissueRequestedV1: StaffActionRequestedV1,
+    PostalCancelledV1: StaffActionRequestedV1,  # a letter switched back to e-mail
+    PostalPrintedV1: PostalRequestedV1,
+    PostalPostedV1: PostalRequestedV1,
+    PostalReturnedV1: PostalRequestedV1,
+    PostalProgressV1: PostalRequestedV1,
 }
 OCCURRED_AFTER = {  # seconds after CREATED_AT
     ConvocationCreatedV1: 0,
@@ -79,6 +89,11 @@ OCCURRED_AFTER = {  # seconds after CREATED_AT
     AccessChangedV1: 40001,
     ReminderRequestedV1: 3110400,
     ConvocationReissueRequestedV1: 40001,
+    PostalProgressV1: 5,
+    PostalPrintedV1: 7200,
+    PostalPostedV1: 36000,
+    PostalReturnedV1: 432000,
+    PostalCancelledV1: 40001,
 }
 ACTION_ID = uuid.UUID("a0c1d2e3-f405-4617-8829-3a4b5c6d7e8f")
 
@@ -156,7 +171,7 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             **message, paper_deadline=APPOINTMENT_AT - timedelta(hours=48)
         ),
         PostalRequestedV1: lambda: PostalRequestedV1(
-            **ids,
+            **message,
             reason="email-failed",
             language="fr",
             for_print_room=_token("rs2.k1.", "for_print_room", 32 + 12 + 96 + 16),
@@ -169,6 +184,14 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             appointment_at=APPOINTMENT_AT,
             delivery="email",
             patient_ref=_illustrative("patient_ref", 32).hex(),
+            for_secretariat=_token("fe2.k1.", "for_secretariat", 12 + 160 + 16),
+        ),
+        PostalCancelledV1: lambda: PostalCancelledV1(**message, reason="email-instead"),
+        PostalPrintedV1: lambda: PostalPrintedV1(**message, at=_at(PostalPrintedV1)),
+        PostalPostedV1: lambda: PostalPostedV1(**message, at=_at(PostalPostedV1)),
+        PostalReturnedV1: lambda: PostalReturnedV1(**message, at=_at(PostalReturnedV1), reason="address-unknown"),
+        PostalProgressV1: lambda: PostalProgressV1(
+            **message, step="requested", reason="email-failed", at=_at(PostalProgressV1)
         ),
         EmailSentV1: lambda: EmailSentV1(
             **message,

@@ -32,12 +32,13 @@ def _party(name: str, label: str | None = None) -> Party:
         label or name,
         publishes=tuple(CATALOGUE[key] for key in topology.published_by(name)),
         consumes=tuple(CATALOGUE[key] for key, (_, consumers) in topology.BUS.items() if name in consumers),
-        internal=name != UPSTREAM,
+        internal=name not in topology.OUTSIDE,
     )
 
 
 PARTIES: tuple[Party, ...] = (
     _party(UPSTREAM, "hospital systems (upstream)"),
+    _party(topology.PRINT_ROOM, "the hospital's print room"),
     _party("issuer"),
     _party("mailer"),
     _party("sms-gateway"),

@@ -21,3 +21,35 @@
   var summary = document.querySelector(".error-summary");
   if (summary) { summary.focus(); }
 }());
+
+// The open timeline refreshes itself (no reload): the page asks for its news every few seconds while it is
+// shown, for a quarter of an hour at most, without counting as activity (the session still times out).
+(function () {
+  var box = document.querySelector("[data-live-url]");
+  var live = document.getElementById("live");
+  if (!box || !live || !window.fetch || !window.DOMParser) { return; }
+  var url = box.getAttribute("data-live-url");
+  var every = Math.max(1, parseInt(box.getAttribute("data-refresh-seconds") || "5", 10)) * 1000;
+  var news = document.getElementById("live-news");
+  var changed = document.getElementById("live-changed");
+  var available = live.getAttribute("data-available");
+  var until = Date.now() + 15 * 60 * 1000;
+  function schedule() { if (Date.now() < until) { setTimeout(tick, every); } }
+  function tick() {
+    if (document.visibilityState && document.visibilityState !== "visible") { schedule(); return; }
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        var fresh = html && new DOMParser().parseFromString(html, "text/html").getElementById("live");
+        var current = document.getElementById("live");
+        if (fresh && current && fresh.innerHTML !== current.innerHTML) {
+          current.replaceWith(fresh);
+          news.textContent = news.getAttribute("data-text") + " " + fresh.getAttribute("data-updated");
+          if (fresh.getAttribute("data-available") !== available) { changed.hidden = false; }
+        }
+        schedule();
+      })
+      .catch(schedule);
+  }
+  schedule();
+}());
