@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from shared import topology
 from shared.consumer import Consumer
-from shared.db import create_pool, migrate, wait_for_migrations
+from shared.db import MigrationDrift, create_pool, migrate, wait_for_migrations
 from shared.http import MAX_BODY_BYTES, BodyLimit
 from shared.logs import configure_logging, get_logger
 from shared.memory import return_large_buffers_to_the_system
@@ -101,10 +101,15 @@ class Runtime:
     async def start(self) -> None:
         self.pool = await create_pool(self.settings.database_url, self.schema,
                                       max_size=self.settings.database_pool_size)
-        if self.settings.migrate_on_start:
-            await migrate(self.pool, self.schema, self.migrations)
-        else:
-            await wait_for_migrations(self.pool, self.schema, self.migrations, self.settings.migration_wait_seconds)
+        try:
+            if self.settings.migrate_on_start:
+                await migrate(self.pool, self.schema, self.migrations)
+            else:
+                await wait_for_migrations(self.pool, self.schema, self.migrations,
+                                          self.settings.migration_wait_seconds)
+        except MigrationDrift as drift:
+            log.error("refusing to start", detail=str(drift))
+            raise
         await self.connect_bus()
         for hook in self.on_started:
             await hook()
@@ -257,7 +262,11 @@ def main(service: str, schema: str, migrations: Path, create_app, settings_class
     if argv == ["migrate"]:
         database = MigrationSettings()
         configure_logging(service, database.log_level)
-        asyncio.run(migrate_only(database.database_url, schema, migrations))
+        try:
+            asyncio.run(migrate_only(database.database_url, schema, migrations))
+        except MigrationDrift as drift:
+            log.error("migration refused", detail=str(drift))
+            raise SystemExit(str(drift)) from None
         return
     if argv:
         raise SystemExit(f"unknown arguments {argv}: run without arguments to serve, or with 'migrate'")
