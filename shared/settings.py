@@ -83,6 +83,16 @@ class ServiceSettings(BaseSettings):
     migration_wait_seconds: float = 120.0
     # While the database does not answer, consumers hold their messages and probe it this often at most.
     outage_backoff_max_seconds: float = 30.0
+    # From SIGTERM to exit, at most (shared/runtime.py ``serve``): no new message or connection from the
+    # first second; requests in flight get a third of it, handlers in flight half, the outbox relay's last
+    # pass what is left. What has not finished by then is let go: its messages return to their queues, its
+    # outbox rows wait for the next relay. Kubernetes: plus the preStop pause, below the pod's
+    # terminationGracePeriodSeconds (tests/contract/test_deploy_manifests.py checks the manifests).
+    shutdown_timeout_seconds: float = Field(30.0, gt=0)
+    # HTTPS served by the process itself (a certificate and its key, PEM files), where no proxy ends TLS in
+    # front of it. In Kubernetes the Gateway ends TLS: leave both unset.
+    http_tls_cert_file: str | None = None
+    http_tls_key_file: str | None = None
 
     @field_validator("forwarded_allow_ips")
     @classmethod

@@ -1009,16 +1009,26 @@ def test_the_repository_refers_to_no_document_outside_it():
     assert (ROOT / "docs/architecture.md").is_file()
 
 
-def test_the_portal_believes_x_forwarded_for_only_from_the_ingress_addresses():
-    """Issue 7, item 8: with "*" the audited client address was whatever the client claimed."""
+def test_the_portal_believes_x_forwarded_for_only_from_the_clusters_pod_network_stated_once():
+    """Issue 7, item 8: with "*" the audited client address was whatever the client claimed. Issue 18,
+    item 11: the range was a literal in the base; each overlay now states its pod network once (ConfigMap
+    cluster-network, POD_CIDR) and components/site carries it to FORWARDED_ALLOW_IPS."""
     from access_portal.settings import PortalSettings
 
-    config = env_file(K8S / "base" / "access-portal" / "config.env")
-    trusted = [item.strip() for item in config["FORWARDED_ALLOW_IPS"].split(",")]
-    assert "*" not in trusted and all(ipaddress.ip_network(item, strict=False) for item in trusted)
-    assert PortalSettings(forwarded_allow_ips=config["FORWARDED_ALLOW_IPS"]).forwarded_allow_ips
+    for overlay in OVERLAYS:
+        trusted = overlay_config(render(f"overlays/{overlay}"), "access-portal-config")["FORWARDED_ALLOW_IPS"]
+        items = [item.strip() for item in trusted.split(",")]
+        assert "*" not in items and all(ipaddress.ip_network(item, strict=False) for item in items), overlay
+        assert PortalSettings(forwarded_allow_ips=trusted).forwarded_allow_ips
     with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
         PortalSettings(forwarded_allow_ips="*")
+    cidr = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}/\d{1,2}\b")
+    for path in K8S.rglob("*"):
+        if path.suffix in (".yaml", ".env"):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                found = [c for c in cidr.findall(line) if c != "0.0.0.0/0"]  # "anywhere" is no network's range
+                assert not found or "POD_CIDR=" in line, (
+                    f"{path.relative_to(ROOT)}: an address range outside cluster-network: {line.strip()}")
 
 
 # ------------------------------------------------------------------- production blockers (issue #8)
@@ -1045,8 +1055,11 @@ HEADROOM_CONNECTIONS = 20
 
 def test_database_connections_fit_at_the_autoscaling_maxima_of_every_overlay():
     """Each replica opens its pool (DATABASE_POOL_SIZE) plus one LISTEN connection for its outbox relay.
-    At the maximum replica count, plus one surge pod of a rolling update, each role must stay within its
-    connection limit, and all the roles' limits together within max_connections."""
+    During a rolling update at the maximum replica count there are also the surge pods and the old pods
+    still stopping, which hold their connections until they exit (issue 18, item 11: they were not
+    counted). minReadySeconds no shorter than the grace period bounds those: the next old pod is stopped
+    only once the previous one has certainly exited, so at most maxSurge + maxUnavailable are stopping.
+    Each role must stay within its connection limit, and all the roles' limits within max_connections."""
     (pg,) = by_kind(render("infra"), "Cluster").values()
     max_connections = int(pg["spec"]["postgresql"]["parameters"]["max_connections"])
     limits = {r["name"]: r["connectionLimit"] for r in pg["spec"]["managed"]["roles"]}
@@ -1060,13 +1073,46 @@ def test_database_connections_fit_at_the_autoscaling_maxima_of_every_overlay():
             role = SERVICES[name][2]
             config = overlay_config(docs, f"{name}-config")
             pool = int(config.get("DATABASE_POOL_SIZE", 10))  # the settings' default
-            surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
-            needed = (replicas[name] + surge) * (pool + 1)
+            spec = deployment["spec"]
+            surge, unavailable = spec["strategy"]["rollingUpdate"]["maxSurge"], spec["strategy"]["rollingUpdate"]["maxUnavailable"]
+            assert spec["minReadySeconds"] >= spec["template"]["spec"]["terminationGracePeriodSeconds"], (
+                f"{overlay}: {name}: without minReadySeconds >= the grace period, any number of old pods may be"
+                " stopping at once during a rollout, each holding its connections")
+            needed = (replicas[name] + surge + surge + unavailable) * (pool + 1)
             assert needed <= limits[role], (
-                f"{overlay}: {name} may open {needed} connections as {role}, whose limit is {limits[role]}")
+                f"{overlay}: {name} may open {needed} connections as {role} during a rollout at"
+                f" {replicas[name]} replicas, whose limit is {limits[role]}")
+
+
+def test_every_service_stops_within_its_grace_period_with_room_to_spare():
+    """Issue 18, item 7: requests (25 s), handlers (20 s) and the relay (10 s) were waited for one after the
+    other, up to 60 s against 45 s of grace. The process's own budget (SHUTDOWN_TIMEOUT_SECONDS, which
+    tests/e2e/test_resilience.py proves under load), after the preStop pause, ends 10 s before SIGKILL."""
+    from shared.settings import ServiceSettings
+
+    for overlay in OVERLAYS:
+        docs = render(f"overlays/{overlay}")
+        common = overlay_config(docs, "convocations-common")
+        for name, deployment in by_kind(docs, "Deployment").items():
+            env = common | overlay_config(docs, f"{name}-config")
+            budget = float(env.get("SHUTDOWN_TIMEOUT_SECONDS", ServiceSettings.model_fields["shutdown_timeout_seconds"].default))
+            pod = deployment["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            pause = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+            assert pause + budget + 10 <= pod["terminationGracePeriodSeconds"], (
+                f"{overlay}: {name}: preStop {pause} s + shutdown {budget} s leaves under 10 s before SIGKILL")
+
+
+def image_tag(image: str) -> str:
+    """The tag of ``registry/name:tag`` or ``registry/name:tag@sha256:...``."""
+    return image.split("@")[0].rsplit(":", 1)[1]
 
 
 def test_migrations_run_once_per_release_as_a_job_under_the_schema_owner():
+    """Issue 18, item 7: one Job name for every release, which had to be deleted by hand before each apply
+    (a Job's pod template cannot change) and which GitOps tools could not replace. Each release now has its
+    own Job, <service>-migrate-<release> (the images' tag), which Argo CD runs and waits for between the
+    configuration and the Deployments."""
     from shared.settings import ServiceSettings
 
     for overlay in OVERLAYS:
@@ -1074,9 +1120,17 @@ def test_migrations_run_once_per_release_as_a_job_under_the_schema_owner():
         assert overlay_config(docs, "convocations-common")["MIGRATE_ON_START"] == "false", overlay
         assert ServiceSettings(migrate_on_start="false").migrate_on_start is False
         jobs = by_kind(docs, "Job")
-        assert set(jobs) == {f"{name}-migrate" for name in SERVICES}
+        deployments = by_kind(docs, "Deployment")
+        releases = {name: image_tag(deployments[name]["spec"]["template"]["spec"]["containers"][0]["image"])
+                    for name in SERVICES}
+        assert set(jobs) == {f"{name}-migrate-{releases[name]}" for name in SERVICES}, overlay
+        waves = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0")
+                 for d in docs}
+        for (kind, doc_name), wave in waves.items():
+            expected = {"ConfigMap": "-2", "ExternalSecret": "-2", "Job": "-1"}.get(kind, "0")
+            assert wave == expected, f"{overlay}: {kind} {doc_name} in Argo CD sync wave {wave}, not {expected}"
         for name, (package, _port, _role) in SERVICES.items():
-            job = jobs[f"{name}-migrate"]
+            job = jobs[f"{name}-migrate-{releases[name]}"]
             (container,) = job["spec"]["template"]["spec"]["containers"]
             (deployment_container,) = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"]
             assert container["image"] == deployment_container["image"], "the Job migrates to the release it ships"

@@ -381,7 +381,7 @@ def production(rendered, postgres, broker, relay, sms_provider, pki, sso, tmp_pa
     stack.settings = {name: settings.of("Deployment", name, name) for name in STARTED}
     # The release's migration Jobs first, with their own settings and command (python -m <pkg> migrate).
     for job in find(rendered, "Job"):
-        service = job["metadata"]["name"].removesuffix("-migrate")
+        service = job["metadata"]["labels"]["app.kubernetes.io/name"].removesuffix("-migrate")
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": python_path(),
                **settings.of("Job", job["metadata"]["name"], service)}
         python, *args = job["spec"]["template"]["spec"]["containers"][0]["args"]
