@@ -78,8 +78,10 @@ async def test_sigterm_under_load_ends_every_service_within_its_budget_and_loses
             await chain.publish(event)
         # Wait for the mailer to hold letters in its stuck handlers, and hold a request on every service.
         for _ in range(150):
-            if await chain.db.fetchval("select count(*) from access_portal.message where convocation_id = any($1::uuid[])",
-                                       [e["data"]["convocation_id"] for e in events]) == len(events):
+            if await chain.db.fetchval(
+                "select count(*) from access_portal.message where convocation_id = any($1::uuid[])",
+                [e["data"]["convocation_id"] for e in events],
+            ) == len(events):
                 break
             await asyncio.sleep(0.1)
         held = [await _hold_a_request(stack.ports[name]) for name in stack.processes]

@@ -29,14 +29,19 @@ async def _stored(postgres, letter) -> None:
     """Wait until the portal has stored the letter's message (its own transaction, after the e-mail's)."""
     admin = await postgres.admin()
     try:
-        await wait_until(lambda: admin.fetchval("select true from access_portal.message where convocation_id = $1::uuid",
-                                                letter.convocation_id), what="the portal's message")
+        await wait_until(
+            lambda: admin.fetchval(
+                "select true from access_portal.message where convocation_id = $1::uuid", letter.convocation_id
+            ),
+            what="the portal's message",
+        )
     finally:
         await admin.close()
 
 
 async def test_a_point_in_time_restore_brings_back_the_letters_before_it_and_not_the_one_after(
-        production, settings, postgres, object_store, broker, relay, sms_provider, pki, work_dir, tmp_path):
+    production, settings, postgres, object_store, broker, relay, sms_provider, pki, work_dir, tmp_path
+):
     before_backup = await send_letter(production, broker, relay, "Convocation before the backup")
     await _stored(postgres, before_backup)
     backup_id = base_backup(object_store, postgres)
@@ -52,12 +57,24 @@ async def test_a_point_in_time_restore_brings_back_the_letters_before_it_and_not
     await archive_everything(postgres)
 
     restored = await restore(object_store, postgres, backup_id, target, work_dir / "restored")
-    portal = Stack(database=restored.database, exchange="", smtp_port=relay.port, sms_provider_url="",
-                   sms_account_sid="", sms_auth_token="", log_dir=tmp_path / "logs", ports={"access-portal": free_port()},
-                   tls={"access-portal": production.tls["access-portal"]}, ca_file=str(pki.ca_file))
-    portal.settings = {"access-portal": {
-        **production.settings["access-portal"],
-        "DATABASE_URL": settings.database_url(production.settings["access-portal"]["DATABASE_URL"], restored.port)}}
+    portal = Stack(
+        database=restored.database,
+        exchange="",
+        smtp_port=relay.port,
+        sms_provider_url="",
+        sms_account_sid="",
+        sms_auth_token="",
+        log_dir=tmp_path / "logs",
+        ports={"access-portal": free_port()},
+        tls={"access-portal": production.tls["access-portal"]},
+        ca_file=str(pki.ca_file),
+    )
+    portal.settings = {
+        "access-portal": {
+            **production.settings["access-portal"],
+            "DATABASE_URL": settings.database_url(production.settings["access-portal"]["DATABASE_URL"], restored.port),
+        }
+    }
     assert "access-portal" in HTTPS
     try:
         portal.start(["access-portal"], timeout=60)
@@ -70,9 +87,11 @@ async def test_a_point_in_time_restore_brings_back_the_letters_before_it_and_not
         assert gone.status_code == 404, gone.text[:300]
         admin = await restored.admin()
         try:
-            found = await admin.fetch("select id from issuer.convocation where id = $1::uuid union all"
-                                      " select convocation_id from access_portal.message where convocation_id = $1::uuid",
-                                      too_late.convocation_id)
+            found = await admin.fetch(
+                "select id from issuer.convocation where id = $1::uuid union all"
+                " select convocation_id from access_portal.message where convocation_id = $1::uuid",
+                too_late.convocation_id,
+            )
         finally:
             await admin.close()
         assert found == [], "the letter after the restore point came back"

@@ -37,14 +37,21 @@ async def test_the_broker_speaks_only_tls_and_the_services_verify_it(production,
     with pytest.raises(aiormq.exceptions.AMQPConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         await aio_pika.connect(urlunsplit(url._replace(query=f"cafile={other.ca_file}")), timeout=10)
     # A service told to connect in clear, or without checking the database, refuses to start (production).
-    env = {**production.env_for("issuer"), "AMQP_URL": urlunsplit(url._replace(scheme="amqp", query="")),
-           "DATABASE_URL": production.settings["issuer"]["DATABASE_URL"].replace("sslmode=verify-full", "sslmode=require")}
-    refused = subprocess.run([sys.executable, "-m", "issuer"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    env = {
+        **production.env_for("issuer"),
+        "AMQP_URL": urlunsplit(url._replace(scheme="amqp", query="")),
+        "DATABASE_URL": production.settings["issuer"]["DATABASE_URL"].replace("sslmode=verify-full", "sslmode=require"),
+    }
+    refused = subprocess.run(
+        [sys.executable, "-m", "issuer"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert refused.returncode != 0 and "AMQP_URL must be amqps://" in refused.stdout + refused.stderr
     assert url.password not in refused.stdout + refused.stderr
 
 
-async def test_postgres_refuses_clear_connections_and_the_clients_verify_its_certificate(production, postgres, tmp_path):
+async def test_postgres_refuses_clear_connections_and_the_clients_verify_its_certificate(
+    production, postgres, tmp_path
+):
     dsn = urlsplit(production.settings["mailer"]["DATABASE_URL"])
     with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="no encryption"):
         await asyncpg.connect(urlunsplit(dsn._replace(query="sslmode=disable")))
@@ -53,8 +60,9 @@ async def test_postgres_refuses_clear_connections_and_the_clients_verify_its_cer
         await asyncpg.connect(urlunsplit(dsn._replace(query=f"sslmode=verify-full&sslrootcert={other.ca_file}")))
     admin = await postgres.admin()
     try:
-        clear = await admin.fetch("select usename from pg_stat_ssl join pg_stat_activity using (pid)"
-                                  " where not ssl and usename is not null")
+        clear = await admin.fetch(
+            "select usename from pg_stat_ssl join pg_stat_activity using (pid) where not ssl and usename is not null"
+        )
         assert clear == [], clear
     finally:
         await admin.close()
@@ -70,7 +78,8 @@ async def test_the_broker_applies_the_manifests_delivery_limit_to_every_consumer
 
 
 async def test_passwords_rotated_in_the_secret_store_reach_the_roles_the_broker_and_the_mailer(
-        production, settings, store, infra, postgres, broker, relay):
+    production, settings, store, infra, postgres, broker, relay
+):
     """The runbook's rotation of the mailer's database, broker and relay passwords: changed in the store; the
     operators apply the new ones from the Secrets made of it (CloudNativePG to the role, the topology
     operator to the user, the relay's administrator to the relay); the mailer restarts and uses them;

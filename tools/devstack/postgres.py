@@ -47,8 +47,13 @@ class PrivatePostgres:
     from a backup) is started as it is."""
 
     def __init__(
-        self, *, max_connections: int = 300, tls: tuple[Path, Path] | None = None, directory: Path | None = None,
-        settings: dict[str, str] | None = None, env: dict[str, str] | None = None,
+        self,
+        *,
+        max_connections: int = 300,
+        tls: tuple[Path, Path] | None = None,
+        directory: Path | None = None,
+        settings: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.bin = _bin_dir()
         self.port, self.max_connections, self.tls = free_port(), max_connections, tls
@@ -89,7 +94,9 @@ class PrivatePostgres:
             self._initdb()
         if self.settings:
             with open(self.data / "postgresql.conf", "a") as conf:  # later lines win over earlier ones
-                conf.writelines(f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n" for key, value in self.settings.items())
+                conf.writelines(
+                    f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n" for key, value in self.settings.items()
+                )
         options = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
             f" -c max_connections={self.max_connections} -c password_encryption=scram-sha-256"
@@ -105,6 +112,7 @@ class PrivatePostgres:
         return self
 
     def _initdb(self) -> None:
+        assert self.bin is not None
         pwfile = self.dir / "pwfile"
         pwfile.write_text(self.superuser_password)
         owned = [self.dir, pwfile, *(self.tls or ())]
