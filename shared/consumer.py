@@ -227,6 +227,7 @@ class Consumer:
         self.outage_backoff_max = outage_backoff_max
         self._pool = pool_getter
         self.queues: list[str] = []
+        self._stopping = asyncio.Event()  # shutdown: events held through an outage are let go
 
     def subscribe(self, payload_cls: type[P], handler: Handler, *, idempotent_by_inbox: bool = True,
                   prefetch: int | None = None, large: LargeMessages | None = None,
@@ -327,8 +328,11 @@ class Consumer:
                     # delivery toward the queue's limit) and try again once the database answers.
                     EVENTS_CONSUMED.labels(self.service, event_type, "deferred").inc()
                     log.warning("database unreachable; holding the event until it is back", error=type(exc).__name__)
-                    await self._wait_for_database()
-                    continue
+                    if await self._wait_for_database():
+                        continue
+                    # Shutting down: left unacknowledged, it returns to its queue for the next consumer.
+                    log.info("shutting down; the event held through the outage returns to its queue")
+                    return
                 log.exception("handler failed; requeueing", error=type(exc).__name__)
                 await asyncio.sleep(min(0.2 * (2 ** min(int(headers.get("x-delivery-count", 0) or 0), 4)), 3))
                 await msg.nack(requeue=True)
@@ -421,15 +425,24 @@ class Consumer:
         except Exception:  # any failure to answer is unreachable, whatever the driver calls it
             return False
 
-    async def _wait_for_database(self) -> None:
-        """Back off (doubling, up to ``outage_backoff_max`` seconds) until the database answers."""
+    async def _wait_for_database(self) -> bool:
+        """Back off (doubling, up to ``outage_backoff_max`` seconds) until the database answers (True), or
+        until the process is shutting down (False)."""
         delay = 0.5
         while True:
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return False
             if await self._database_reachable():
                 log.info("database reachable again; resuming")
-                return
+                return True
             delay = min(delay * 2, self.outage_backoff_max)
+
+    def stop_holding(self) -> None:
+        """Shutdown (shared/runtime.py ``begin_shutdown``): the events held through a database outage are
+        let go, unacknowledged, so they return to their queue."""
+        self._stopping.set()
 
     async def _dead_letter(self, msg: RabbitMessage, queue: str, event_type: str, exc: Rejected) -> None:
         """Park the untouched message on the DLQ with the reason in its headers, then ack it."""

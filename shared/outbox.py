@@ -93,16 +93,20 @@ class OutboxRelay:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self.service}-outbox-relay")
 
-    async def stop(self) -> None:
+    async def stop(self, within: float = 10) -> None:
+        """Publish what was committed, for up to ``within`` seconds; rows left wait for the next relay."""
         self._stopping = True
         self._wake.set()
         if self._task:
             try:
-                await asyncio.wait_for(self._task, timeout=10)
+                await asyncio.wait_for(self._task, timeout=within)
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
         if self._listener and not self._listener.is_closed():
-            await self._listener.close()
+            try:
+                await self._listener.close(timeout=1)
+            except Exception:  # the database is away: drop the socket
+                self._listener.terminate()
 
     async def _listen(self) -> None:
         """A dedicated connection (not from the pool) for NOTIFY; if it dies, polling covers the gap."""

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import aio_pika
@@ -19,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from shared import topology
 from shared.consumer import Consumer
-from shared.db import create_pool, migrate, wait_for_migrations
+from shared.db import MigrationDrift, create_pool, migrate, wait_for_migrations
 from shared.http import MAX_BODY_BYTES, BodyLimit
 from shared.logs import configure_logging, get_logger
 from shared.memory import return_large_buffers_to_the_system
@@ -30,6 +33,7 @@ from shared.settings import MigrationSettings, ServiceSettings
 log = get_logger(__name__)
 RETIRED_QUEUES_RETRY_SECONDS = 60  # while a replica of the previous release still consumes a retired queue
 RETIRED_QUEUES_RECHECK_SECONDS = 600  # then for the process's life: a restarted old pod declares it again
+EXIT_SECONDS = 1.0  # of the shutdown budget, kept for the process to end once the runtime has stopped
 
 
 class Runtime:
@@ -45,7 +49,8 @@ class Runtime:
             # less than ours (shared/consumer.py logs every outcome with the event's ids; connection
             # trouble is logged by aio-pika and aiormq themselves).
             logger=None,
-            graceful_timeout=20,
+            # At shutdown, how long each subscription waits for its handlers in flight (see ``stop``).
+            graceful_timeout=settings.shutdown_timeout_seconds / 2,
             app_id=service,
             apply_types=False,  # handlers take the raw message; validation is ours (shared/consumer.py)
         )
@@ -59,6 +64,8 @@ class Runtime:
         self.retired_queues_left = False
         self.on_started: list = []
         self.on_stopping: list = []
+        self._draining: asyncio.Task | None = None
+        self._deadline = 0.0
 
     def every(self, seconds: float, job, name: str) -> None:
         """Run ``job()`` now and then every ``seconds`` while the service runs. A failure is logged
@@ -101,10 +108,15 @@ class Runtime:
     async def start(self) -> None:
         self.pool = await create_pool(self.settings.database_url, self.schema,
                                       max_size=self.settings.database_pool_size)
-        if self.settings.migrate_on_start:
-            await migrate(self.pool, self.schema, self.migrations)
-        else:
-            await wait_for_migrations(self.pool, self.schema, self.migrations, self.settings.migration_wait_seconds)
+        try:
+            if self.settings.migrate_on_start:
+                await migrate(self.pool, self.schema, self.migrations)
+            else:
+                await wait_for_migrations(self.pool, self.schema, self.migrations,
+                                          self.settings.migration_wait_seconds)
+        except MigrationDrift as drift:
+            log.error("refusing to start", detail=str(drift))
+            raise
         await self.connect_bus()
         for hook in self.on_started:
             await hook()
@@ -168,24 +180,60 @@ class Runtime:
             await self.ready()
             await asyncio.sleep(15)
 
+    def begin_shutdown(self) -> None:
+        """SIGTERM: from now on no message is taken, and the process exits within
+        ``shutdown_timeout_seconds``. Called by the HTTP server as it stops accepting connections (``serve``),
+        so the handlers in flight drain while the requests in flight finish; ``stop`` calls it otherwise."""
+        if self._draining is not None:
+            return
+        self._deadline = time.monotonic() + self.settings.shutdown_timeout_seconds - EXIT_SECONDS
+        self.consumer.stop_holding()
+        log.info("service stopping: no new messages; draining the work in flight",
+                 within_seconds=self.settings.shutdown_timeout_seconds)
+        self._draining = asyncio.create_task(self._drain_handlers(), name=f"{self.service}-drain")
+
+    def _left(self, keep: float = 0.0) -> float:
+        """Seconds left of the shutdown budget, less ``keep`` for the steps after this one."""
+        return max(0.0, self._deadline - time.monotonic() - keep)
+
+    async def _drain_handlers(self) -> None:
+        # Each subscription stops taking messages, waits up to the broker's graceful_timeout (half the
+        # budget) for its handlers, then cancels its consumer. Those still running after that are let go:
+        # unacknowledged, their messages return to their queues when the connection closes.
+        stopping = [asyncio.ensure_future(subscriber.stop()) for subscriber in self.broker.subscribers]
+        if stopping:
+            done, running = await asyncio.wait(stopping, timeout=self._left(keep=3))
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("a subscription did not stop cleanly", error=type(task.exception()).__name__)
+            if running:
+                log.warning("handlers still running at the end of their share of the shutdown; their messages"
+                            " return to their queues", subscriptions=len(running))
+
     async def stop(self) -> None:
-        log.info("service stopping: draining in-flight work")
+        self.begin_shutdown()
         background = [task for task in (self._health_task, self._retired_queues_task) if task]
         for task in background:
             task.cancel()
         if background:
-            await asyncio.wait(background, timeout=5)
+            await asyncio.wait(background, timeout=1)
             for task in background:
                 if task.done() and not task.cancelled():
                     task.exception()  # retrieved: however it ended, it was told to stop
-        await self.broker.stop()  # waits for in-flight handlers (graceful_timeout)
+        if self._draining is not None:
+            await self._draining
         for hook in self.on_stopping:
             with contextlib.suppress(Exception):
-                await hook()
-        if self.relay:
-            await self.relay.stop()
+                await asyncio.wait_for(hook(), self._left(keep=2))
+        if self.relay:  # its last pass publishes what was committed, while the broker is still connected
+            await self.relay.stop(within=self._left(keep=1.5))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.broker.stop(), max(0.5, self._left(keep=1)))
         if self.pool:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), max(0.5, self._left()))
+            except TimeoutError:
+                self.pool.terminate()  # a handler let go still holds a connection: its transaction rolls back
         log.info("service stopped")
 
     async def ready(self) -> dict[str, bool]:
@@ -257,7 +305,11 @@ def main(service: str, schema: str, migrations: Path, create_app, settings_class
     if argv == ["migrate"]:
         database = MigrationSettings()
         configure_logging(service, database.log_level)
-        asyncio.run(migrate_only(database.database_url, schema, migrations))
+        try:
+            asyncio.run(migrate_only(database.database_url, schema, migrations))
+        except MigrationDrift as drift:
+            log.error("migration refused", detail=str(drift))
+            raise SystemExit(str(drift)) from None
         return
     if argv:
         raise SystemExit(f"unknown arguments {argv}: run without arguments to serve, or with 'migrate'")
@@ -266,8 +318,33 @@ def main(service: str, schema: str, migrations: Path, create_app, settings_class
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Run one service process with uvicorn (uvloop when installed)."""
+    """Run one service process with uvicorn (uvloop when installed), and exit within
+    ``shutdown_timeout_seconds`` of SIGTERM: requests in flight get a third of it, while the consumers stop
+    at once and their handlers drain (``Runtime.begin_shutdown``)."""
     import uvicorn
 
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=25, forwarded_allow_ips=settings.forwarded_allow_ips)
+    budget = settings.shutdown_timeout_seconds
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            runtime = getattr(app.state, "runtime", None)
+            if runtime is not None:
+                runtime.begin_shutdown()
+            # Whatever still holds the process (a handler let go that will not end) is cut at the budget:
+            # as the kubelet's SIGKILL would, but before it, and said.
+            watchdog = threading.Timer(budget + 1, _overdue, args=(budget,))
+            watchdog.daemon = True  # a process that ends in time does not wait for it
+            watchdog.start()
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_config=None,
+                            access_log=False, timeout_graceful_shutdown=max(1, round(budget / 3)),
+                            forwarded_allow_ips=settings.forwarded_allow_ips,
+                            ssl_certfile=settings.http_tls_cert_file, ssl_keyfile=settings.http_tls_key_file)
+    Server(config).run()
+
+
+def _overdue(budget: float) -> None:
+    log.error("still running past the shutdown budget; exiting now (unacknowledged messages return to their"
+              " queues, unpublished events wait in the outbox)", budget_seconds=budget)
+    os._exit(1)

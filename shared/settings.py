@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import os
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -83,6 +84,16 @@ class ServiceSettings(BaseSettings):
     migration_wait_seconds: float = 120.0
     # While the database does not answer, consumers hold their messages and probe it this often at most.
     outage_backoff_max_seconds: float = 30.0
+    # From SIGTERM to exit, at most (shared/runtime.py ``serve``): no new message or connection from the
+    # first second; requests in flight get a third of it, handlers in flight half, the outbox relay's last
+    # pass what is left. What has not finished by then is let go: its messages return to their queues, its
+    # outbox rows wait for the next relay. Kubernetes: plus the preStop pause, below the pod's
+    # terminationGracePeriodSeconds (tests/contract/test_deploy_manifests.py checks the manifests).
+    shutdown_timeout_seconds: float = Field(30.0, gt=0)
+    # HTTPS served by the process itself (a certificate and its key, PEM files), where no proxy ends TLS in
+    # front of it. In Kubernetes the Gateway ends TLS: leave both unset.
+    http_tls_cert_file: str | None = None
+    http_tls_key_file: str | None = None
 
     @field_validator("forwarded_allow_ips")
     @classmethod
@@ -114,6 +125,10 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"DATABASE_URL {problem}; use the service's own role and its real password")
             if problem := default_credentials(self.amqp_url, "guest", password_required=True):
                 raise ValueError(f"AMQP_URL {problem}; use the service's own broker user and its real password")
+            if problem := unverified_broker(self.amqp_url):
+                raise ValueError(f"AMQP_URL {problem}")
+            if problem := unverified_database(self.database_url):
+                raise ValueError(f"DATABASE_URL {problem}")
         return self
 
 
@@ -121,7 +136,7 @@ class MigrationSettings(BaseSettings):
     """What ``python -m <service> migrate`` (the release's migration job) reads: the schema owner's
     database URL and nothing else, no key and no broker."""
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     environment: Literal["development", "production"] = "development"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/convocations"
@@ -132,6 +147,8 @@ class MigrationSettings(BaseSettings):
         if self.environment == "production" and (
                 problem := default_credentials(self.database_url, "postgres", password_required=False)):
             raise ValueError(f"DATABASE_URL {problem}; use the schema owner's role and its real password")
+        if self.environment == "production" and (problem := unverified_database(self.database_url)):
+            raise ValueError(f"DATABASE_URL {problem}")
         return self
 
 
@@ -150,6 +167,29 @@ def default_credentials(url: str, default_user: str, *, password_required: bool)
         return "has no password" if password_required else None
     if password == user or password == default_user or "REPLACE_ME" in password:
         return "uses a development password"
+    return None
+
+
+def unverified_broker(url: str) -> str | None:
+    """Why a broker URL would not be TLS checked against the broker's certificate, or None. Production
+    refuses plain AMQP (the credentials and every event in clear) and ``no_verify_ssl`` (anyone in the path
+    could pose as the broker). ``cafile=`` names the CA to verify with (the cluster's internal CA)."""
+    parts = urlsplit(url)
+    if parts.scheme != "amqps":
+        return "must be amqps:// (TLS) in production: plain AMQP carries the password and every event in clear"
+    if dict(parse_qsl(parts.query)).get("no_verify_ssl", "0") != "0":
+        return "must verify the broker's certificate in production (no no_verify_ssl)"
+    return None
+
+
+def unverified_database(url: str) -> str | None:
+    """Why a PostgreSQL URL would not verify the server's certificate and host name, or None. Production
+    requires ``sslmode=verify-full`` (in the URL, or PGSSLMODE): ``require`` encrypts but accepts any
+    certificate, so anyone in the path could pose as the database."""
+    mode = dict(parse_qsl(urlsplit(url).query)).get("sslmode") or os.environ.get("PGSSLMODE", "")
+    if mode != "verify-full":
+        return ("must set sslmode=verify-full in production (with sslrootcert=<the database's CA>): "
+                f"sslmode {mode or 'unset'} does not check the server's certificate and host name")
     return None
 
 

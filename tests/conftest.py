@@ -178,8 +178,9 @@ def stack(rabbitmq, test_database, exchange_name, devinbox, devoidc, tmp_path_fa
         database=test_database, exchange=exchange_name, smtp_port=devinbox.smtp_port,
         sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
         sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs"), amqp_url=rabbitmq,
+        # A shutdown budget of seconds: a test that stops a service stuck on purpose waits that long at most.
         extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "OUTBOUND_RETRY_DELAYS": "1,2,3",
-                         "LOG_LEVEL": "INFO", "SWEEP_SECONDS": "0.5"},
+                         "LOG_LEVEL": "INFO", "SWEEP_SECONDS": "0.5", "SHUTDOWN_TIMEOUT_SECONDS": "6"},
                    # Pruning hourly in production; the tests play the ingress from the loopback network.
                    "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"},
                    "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"},

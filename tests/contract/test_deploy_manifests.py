@@ -18,7 +18,7 @@ import subprocess
 import sys
 from functools import cache
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 import kubernetes_validate
 import pytest
@@ -87,6 +87,12 @@ CRD_KINDS = {
     ("rabbitmq.com/v1beta1", "Permission"),
     ("rabbitmq.com/v1beta1", "TopicPermission"),
     ("postgresql.cnpg.io/v1", "Cluster"),
+    ("postgresql.cnpg.io/v1", "ScheduledBackup"),
+    ("barmancloud.cnpg.io/v1", "ObjectStore"),
+    ("rabbitmq.com/v1beta1", "Policy"),
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("external-secrets.io/v1", "ExternalSecret"),
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
     ("monitoring.coreos.com/v1", "PodMonitor"),
@@ -97,6 +103,8 @@ CRD_KINDS = {
 }
 # Where each operator's resources may live (Gateway API routes sit beside the services they expose).
 CRD_DIRECTORIES = {"rabbitmq.com": {"infra"}, "postgresql.cnpg.io": {"infra"}, "keda.sh": {"keda"},
+                   "barmancloud.cnpg.io": {"infra"}, "cert-manager.io": {"infra"},
+                   "external-secrets.io": {"infra", "external-secrets", "keda"},
                    "monitoring.coreos.com": {"infra", "monitoring"},
                    "gateway.networking.k8s.io": {"base", "access-portal", "sms-gateway", "secretariat", "hospital-gateway"}}
 OVERLAYS = {"dev": "convocations-dev", "prod": "convocations", "prod-keda": "convocations"}
@@ -171,7 +179,7 @@ def test_compose_file_declares_the_whole_stack(compose):
     assert compose["name"] == "convocations"
     expected = {"rabbitmq", "postgres", "mailpit", "fake-sms", "prometheus", "grafana", *SERVICES}
     assert expected <= set(compose["services"])
-    assert compose["services"]["rabbitmq"]["image"].startswith("rabbitmq:3.13-management")
+    assert compose["services"]["rabbitmq"]["image"].startswith("rabbitmq:4.3-management")
     assert compose["services"]["postgres"]["image"].startswith("postgres:15")
     assert compose["services"]["mailpit"]["image"].startswith("axllent/mailpit")
 
@@ -413,6 +421,8 @@ def referenced_files(directory: Path, kustomization: dict) -> dict[str, set[Path
     for patch in kustomization.get("patches", []):
         if "path" in patch:
             refs["patches"].add((directory / patch["path"]).resolve())
+    for configuration in kustomization.get("configurations", []):
+        refs["patches"].add((directory / configuration).resolve())
     for generator in kustomization.get("configMapGenerator", []) + kustomization.get("secretGenerator", []):
         for entry in generator.get("envs", []) + generator.get("files", []):
             refs["generators"].add((directory / entry.split("=")[-1]).resolve())
@@ -798,7 +808,10 @@ def test_keda_scales_each_consumer_on_its_own_queue():
         prefix = queue_name(common["data"]["EVENTS_EXCHANGE"], name, "")
         assert queue.startswith(prefix) and queue[len(prefix):] in CATALOGUE, f"{name}: no such queue {queue}"
         auth = by_kind(docs, "TriggerAuthentication")[rabbit["authenticationRef"]["name"]]
-        assert auth["spec"]["secretTargetRef"] == [{"parameter": "host", "name": f"{name}-secrets", "key": "AMQP_URL"}]
+        assert auth["spec"]["secretTargetRef"] == [  # the service's amqps URL, verified against the internal CA
+            {"parameter": "host", "name": f"{name}-secrets", "key": "AMQP_URL"},
+            {"parameter": "tls", "name": "keda-rabbitmq-tls", "key": "tls"},
+            {"parameter": "ca", "name": "keda-rabbitmq-tls", "key": "ca"}]
 
 
 def test_infra_runs_clustered_rabbitmq_and_postgres_with_one_role_and_user_per_service():
@@ -1011,16 +1024,27 @@ def test_the_repository_refers_to_no_document_outside_it():
     assert (ROOT / "docs/architecture.md").is_file()
 
 
-def test_the_portal_believes_x_forwarded_for_only_from_the_ingress_addresses():
-    """Issue 7, item 8: with "*" the audited client address was whatever the client claimed."""
+def test_the_portal_believes_x_forwarded_for_only_from_the_clusters_pod_network_stated_once():
+    """Issue 7, item 8: with "*" the audited client address was whatever the client claimed. Issue 18,
+    item 11: the range was a literal in the base; each overlay now states its pod network once (ConfigMap
+    cluster-network, POD_CIDR) and components/site carries it to FORWARDED_ALLOW_IPS."""
     from access_portal.settings import PortalSettings
 
-    config = env_file(K8S / "base" / "access-portal" / "config.env")
-    trusted = [item.strip() for item in config["FORWARDED_ALLOW_IPS"].split(",")]
-    assert "*" not in trusted and all(ipaddress.ip_network(item, strict=False) for item in trusted)
-    assert PortalSettings(forwarded_allow_ips=config["FORWARDED_ALLOW_IPS"]).forwarded_allow_ips
+    for overlay in OVERLAYS:
+        trusted = overlay_config(render(f"overlays/{overlay}"), "access-portal-config")["FORWARDED_ALLOW_IPS"]
+        items = [item.strip() for item in trusted.split(",")]
+        assert "*" not in items and all(ipaddress.ip_network(item, strict=False) for item in items), overlay
+        assert PortalSettings(forwarded_allow_ips=trusted).forwarded_allow_ips
     with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
         PortalSettings(forwarded_allow_ips="*")
+    stated = {line.split("POD_CIDR=", 1)[1].strip() for path in K8S.rglob("kustomization.yaml")
+              for line in path.read_text(encoding="utf-8").splitlines() if "POD_CIDR=" in line}
+    assert stated, "no overlay states its pod network"
+    for path in K8S.rglob("*"):
+        if path.suffix in (".yaml", ".env"):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                assert "POD_CIDR=" in line or not any(cidr in line for cidr in stated), (
+                    f"{path.relative_to(ROOT)}: the pod network written again: {line.strip()}")
 
 
 # ------------------------------------------------------------------- production blockers (issue #8)
@@ -1047,8 +1071,11 @@ HEADROOM_CONNECTIONS = 20
 
 def test_database_connections_fit_at_the_autoscaling_maxima_of_every_overlay():
     """Each replica opens its pool (DATABASE_POOL_SIZE) plus one LISTEN connection for its outbox relay.
-    At the maximum replica count, plus one surge pod of a rolling update, each role must stay within its
-    connection limit, and all the roles' limits together within max_connections."""
+    During a rolling update at the maximum replica count there are also the surge pods and the old pods
+    still stopping, which hold their connections until they exit (issue 18, item 11: they were not
+    counted). minReadySeconds no shorter than the grace period bounds those: the next old pod is stopped
+    only once the previous one has certainly exited, so at most maxSurge + maxUnavailable are stopping.
+    Each role must stay within its connection limit, and all the roles' limits within max_connections."""
     (pg,) = by_kind(render("infra"), "Cluster").values()
     max_connections = int(pg["spec"]["postgresql"]["parameters"]["max_connections"])
     limits = {r["name"]: r["connectionLimit"] for r in pg["spec"]["managed"]["roles"]}
@@ -1062,13 +1089,46 @@ def test_database_connections_fit_at_the_autoscaling_maxima_of_every_overlay():
             role = SERVICES[name][2]
             config = overlay_config(docs, f"{name}-config")
             pool = int(config.get("DATABASE_POOL_SIZE", 10))  # the settings' default
-            surge = deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
-            needed = (replicas[name] + surge) * (pool + 1)
+            spec = deployment["spec"]
+            surge, unavailable = spec["strategy"]["rollingUpdate"]["maxSurge"], spec["strategy"]["rollingUpdate"]["maxUnavailable"]
+            assert spec["minReadySeconds"] >= spec["template"]["spec"]["terminationGracePeriodSeconds"], (
+                f"{overlay}: {name}: without minReadySeconds >= the grace period, any number of old pods may be"
+                " stopping at once during a rollout, each holding its connections")
+            needed = (replicas[name] + surge + surge + unavailable) * (pool + 1)
             assert needed <= limits[role], (
-                f"{overlay}: {name} may open {needed} connections as {role}, whose limit is {limits[role]}")
+                f"{overlay}: {name} may open {needed} connections as {role} during a rollout at"
+                f" {replicas[name]} replicas, whose limit is {limits[role]}")
+
+
+def test_every_service_stops_within_its_grace_period_with_room_to_spare():
+    """Issue 18, item 7: requests (25 s), handlers (20 s) and the relay (10 s) were waited for one after the
+    other, up to 60 s against 45 s of grace. The process's own budget (SHUTDOWN_TIMEOUT_SECONDS, which
+    tests/e2e/test_resilience.py proves under load), after the preStop pause, ends 10 s before SIGKILL."""
+    from shared.settings import ServiceSettings
+
+    for overlay in OVERLAYS:
+        docs = render(f"overlays/{overlay}")
+        common = overlay_config(docs, "convocations-common")
+        for name, deployment in by_kind(docs, "Deployment").items():
+            env = common | overlay_config(docs, f"{name}-config")
+            budget = float(env.get("SHUTDOWN_TIMEOUT_SECONDS", ServiceSettings.model_fields["shutdown_timeout_seconds"].default))
+            pod = deployment["spec"]["template"]["spec"]
+            (container,) = pod["containers"]
+            pause = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+            assert pause + budget + 10 <= pod["terminationGracePeriodSeconds"], (
+                f"{overlay}: {name}: preStop {pause} s + shutdown {budget} s leaves under 10 s before SIGKILL")
+
+
+def image_tag(image: str) -> str:
+    """The tag of ``registry/name:tag`` or ``registry/name:tag@sha256:...``."""
+    return image.split("@")[0].rsplit(":", 1)[1]
 
 
 def test_migrations_run_once_per_release_as_a_job_under_the_schema_owner():
+    """Issue 18, item 7: one Job name for every release, which had to be deleted by hand before each apply
+    (a Job's pod template cannot change) and which GitOps tools could not replace. Each release now has its
+    own Job, <service>-migrate-<release> (the images' tag), which Argo CD runs and waits for between the
+    configuration and the Deployments."""
     from shared.settings import ServiceSettings
 
     for overlay in OVERLAYS:
@@ -1076,9 +1136,17 @@ def test_migrations_run_once_per_release_as_a_job_under_the_schema_owner():
         assert overlay_config(docs, "convocations-common")["MIGRATE_ON_START"] == "false", overlay
         assert ServiceSettings(migrate_on_start="false").migrate_on_start is False
         jobs = by_kind(docs, "Job")
-        assert set(jobs) == {f"{name}-migrate" for name in SERVICES}
+        deployments = by_kind(docs, "Deployment")
+        releases = {name: image_tag(deployments[name]["spec"]["template"]["spec"]["containers"][0]["image"])
+                    for name in SERVICES}
+        assert set(jobs) == {f"{name}-migrate-{releases[name]}" for name in SERVICES}, overlay
+        waves = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0")
+                 for d in docs}
+        for (kind, doc_name), wave in waves.items():
+            expected = {"Namespace": "-3", "ConfigMap": "-2", "Secret": "-2", "ExternalSecret": "-2", "Job": "-1"}.get(kind, "0")
+            assert wave == expected, f"{overlay}: {kind} {doc_name} in Argo CD sync wave {wave}, not {expected}"
         for name, (package, _port, _role) in SERVICES.items():
-            job = jobs[f"{name}-migrate"]
+            job = jobs[f"{name}-migrate-{releases[name]}"]
             (container,) = job["spec"]["template"]["spec"]["containers"]
             (deployment_container,) = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"]
             assert container["image"] == deployment_container["image"], "the Job migrates to the release it ships"
@@ -1142,9 +1210,224 @@ def test_rabbitmq_queues_are_scraped_one_series_per_queue():
     assert "rabbitmq_prometheus" in mq["spec"]["rabbitmq"]["additionalPlugins"]
     (monitor,) = by_kind(docs, "PodMonitor").values()
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": mq["metadata"]["name"]}
+    # The cluster has no plain listener (issue 18, item 5): the plugin's TLS port, verified for the Service's name.
+    (certificate,) = [c for c in by_kind(docs, "Certificate").values() if c["spec"]["secretName"] == mq["spec"]["tls"]["secretName"]]
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        assert (endpoint["port"], endpoint["scheme"]) == ("prometheus-tls", "https")
+        assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": certificate["spec"]["secretName"], "key": "ca.crt"}
+        assert endpoint["tlsConfig"]["serverName"] in certificate["spec"]["dnsNames"]
     jobs = {e["path"]: [r["replacement"] for r in e["relabelings"] if r["targetLabel"] == "job"]
-            for e in monitor["spec"]["podMetricsEndpoints"] if e["port"] == "prometheus"}
+            for e in monitor["spec"]["podMetricsEndpoints"]}
     # The job names and metric families the alert rules read (deploy/prometheus/alerts.yml).
     assert jobs == {"/metrics": ["rabbitmq"], "/metrics/detailed": ["rabbitmq-queues"]}
     (detailed,) = [e for e in monitor["spec"]["podMetricsEndpoints"] if e["path"] == "/metrics/detailed"]
     assert set(detailed["params"]["family"]) == {"queue_coarse_metrics", "queue_consumer_count"}
+
+
+# ------------------------------------------------------ operations an SRE can trust (issue 18)
+
+PRODUCTION = ("prod", "prod-keda")
+INTERNAL_CA = "/etc/convocations/ca/ca.crt"  # where components/internal-tls mounts the internal CA
+
+
+def secret_reads(docs: list[dict]) -> set[tuple[str, str | None]]:
+    """(Secret, key) every workload of a rendering reads; key None for a Secret mounted whole."""
+    reads: set[tuple[str, str | None]] = set()
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Job"):
+            pod = doc["spec"]["template"]["spec"]
+            for container in pod["containers"]:
+                for item in container.get("env", []):
+                    if ref := item.get("valueFrom", {}).get("secretKeyRef"):
+                        reads.add((ref["name"], ref["key"]))
+                for source in container.get("envFrom", []):
+                    if "secretRef" in source:
+                        reads.add((source["secretRef"]["name"], None))
+            reads |= {(v["secret"]["secretName"], None) for v in pod.get("volumes", []) if "secret" in v}
+        if doc["kind"] == "TriggerAuthentication":
+            reads |= {(ref["name"], ref["key"]) for ref in doc["spec"].get("secretTargetRef", [])}
+    return reads
+
+
+def test_every_secret_production_reads_comes_from_the_secret_store_and_none_is_written_down():
+    """Issue 18, item 6: the prod overlay generated no Secret and said to create them by hand; now each one
+    a Deployment, a Job or KEDA reads is made by an ExternalSecret from the one ClusterSecretStore, every key
+    it is asked for included, and nothing secret is a literal in a manifest."""
+    from tests.production.manifests import external_secret_sources
+
+    literal = re.compile(r"://[^/@\s]+:[^/@\s]+@|-----BEGIN")  # a password in a URL, a PEM
+    for overlay in PRODUCTION:
+        docs = render(f"overlays/{overlay}")
+        assert not by_kind(docs, "Secret"), f"{overlay} writes Secrets itself"
+        made = {name: set(external_secret_sources(es)) for name, es in by_kind(docs, "ExternalSecret").items()}
+        for name, es in by_kind(docs, "ExternalSecret").items():
+            assert es["spec"]["secretStoreRef"] == {"kind": "ClusterSecretStore", "name": "convocations"}, name
+            assert es["spec"]["target"]["name"] == name and es["spec"]["target"]["creationPolicy"] == "Owner"
+        reads = secret_reads(docs)
+        assert reads, overlay
+        for secret, key in reads:
+            assert secret in made, f"{overlay}: {secret} is read but no ExternalSecret makes it"
+            assert key is None or key in made[secret], f"{overlay}: {secret} has no key {key}"
+        for doc in docs:
+            if doc["kind"] in ("ConfigMap", "Deployment", "Job"):
+                text = yaml.safe_dump(doc)
+                assert not literal.search(text), f"{overlay}: {doc['kind']} {doc['metadata']['name']} holds a secret"
+    infra = render("infra")
+    made = {name: set(external_secret_sources(es)) for name, es in by_kind(infra, "ExternalSecret").items()}
+    (pg,) = by_kind(infra, "Cluster").values()
+    needed = {(r["passwordSecret"]["name"], "password") for r in pg["spec"]["managed"]["roles"]}
+    needed |= {(u["spec"]["importCredentialsSecret"]["name"], "password") for u in by_kind(infra, "User").values()}
+    needed |= {(i["spec"]["ca"]["secretName"], "tls.key") for i in by_kind(infra, "Issuer").values()}
+    (store,) = by_kind(infra, "ObjectStore").values()
+    needed |= {(c["name"], c["key"]) for c in store["spec"]["configuration"]["s3Credentials"].values()}
+    for secret, key in needed:
+        assert key in made.get(secret, set()), f"infra: {secret}/{key} comes from no ExternalSecret"
+
+
+def test_a_key_two_services_share_has_one_source_and_each_purpose_its_own():
+    """Issue 18, item 6: a shared key (a seal key the issuer seals with and the portal opens with, a
+    password a role is created with and a service logs in with) is one entry of the secret store, read
+    by every side; two purposes never share an entry."""
+    from tests.production.manifests import external_secret_sources
+
+    infra = {name: external_secret_sources(es) for name, es in by_kind(render("infra"), "ExternalSecret").items()}
+    for overlay in PRODUCTION:
+        docs = render(f"overlays/{overlay}")
+        sources = {name: external_secret_sources(es) for name, es in by_kind(docs, "ExternalSecret").items()}
+        for setting in KEY_SETTINGS:
+            refs = {tuple(sources[f"{service}-secrets"][setting]) for service in SERVICES
+                    if setting in sources[f"{service}-secrets"]}
+            assert len(refs) == 1, f"{overlay}: {setting} comes from {refs}"
+            if setting in SHARED_KEYS:
+                assert all(setting in sources[f"{h}-secrets"] for h in SHARED_KEYS[setting]), setting
+        by_ref: dict[tuple, str] = {}
+        for service in SERVICES:
+            for setting, refs in sources[f"{service}-secrets"].items():
+                for ref in refs:
+                    assert by_ref.setdefault(ref, setting) == setting, f"{ref} serves {setting} and {by_ref[ref]}"
+        for service in SERVICES:
+            mine = sources[f"{service}-secrets"]
+            assert mine["DATABASE_URL"] == infra[f"convocations-db-{service}"]["password"], service
+            assert mine["MIGRATION_DATABASE_URL"] == infra[f"convocations-db-{service}-owner"]["password"], service
+            assert mine["AMQP_URL"] == infra[f"rabbitmq-user-{service}"]["password"], service
+
+
+def test_production_reaches_the_broker_and_the_database_over_tls_it_verifies():
+    """Issue 18, item 5: the URLs were amqp:// and sslmode=require (encrypted, nothing verified). In the prod
+    overlays every URL is amqps://...:5671 and sslmode=verify-full, both against the internal CA mounted in
+    every pod, for a host name its server certificate carries; the broker has no plain listener left, the
+    pods may reach it on 5671 only, and the services refuse anything less (tests/unit)."""
+    from tests.production.manifests import resolve_external_secret
+
+    infra = render("infra")
+    certificates = {c["spec"]["secretName"]: set(c["spec"]["dnsNames"]) for c in by_kind(infra, "Certificate").values()}
+    (mq,) = by_kind(infra, "RabbitmqCluster").values()
+    (pg,) = by_kind(infra, "Cluster").values()
+    assert mq["spec"]["tls"] == {"secretName": "convocations-mq-server", "disableNonTLSListeners": True}
+    assert pg["spec"]["certificates"]["serverTLSSecret"] in certificates
+    for overlay in PRODUCTION:
+        docs = render(f"overlays/{overlay}")
+        secrets = {name: resolve_external_secret(es, lambda key, prop: "0123abcd")
+                   for name, es in by_kind(docs, "ExternalSecret").items()}
+        for service in SERVICES:
+            values = secrets[f"{service}-secrets"]
+            amqp = urlparse(values["AMQP_URL"])
+            assert (amqp.scheme, amqp.port) == ("amqps", 5671) and amqp.hostname in certificates["convocations-mq-server"]
+            assert dict(parse_qsl(amqp.query)) == {"cafile": INTERNAL_CA}
+            for key in ("DATABASE_URL", "MIGRATION_DATABASE_URL"):
+                db = urlparse(values[key])
+                assert db.hostname in certificates[pg["spec"]["certificates"]["serverTLSSecret"]], key
+                assert dict(parse_qsl(db.query)) == {"sslmode": "verify-full", "sslrootcert": INTERNAL_CA}, key
+        for doc in [*by_kind(docs, "Deployment").values(), *by_kind(docs, "Job").values()]:
+            pod = doc["spec"]["template"]["spec"]
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            mounts = {m["mountPath"]: volumes[m["name"]] for m in pod["containers"][0]["volumeMounts"]}
+            assert mounts[str(Path(INTERNAL_CA).parent)]["secret"]["secretName"] == "convocations-internal-ca", doc["metadata"]["name"]
+        policy = by_kind(docs, "NetworkPolicy")["allow-broker-and-database"]
+        assert sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]) == [5432, 5671]
+
+
+def test_every_image_in_production_is_pinned_by_digest():
+    """Issue 18, item 7: tags can be moved; a digest names one image. CI writes each release's digests
+    (deploy/README.md, "Images by digest")."""
+    pinned = re.compile(r"^[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}$")
+    images = []
+    for overlay in PRODUCTION:
+        for doc in render(f"overlays/{overlay}"):
+            if doc["kind"] in ("Deployment", "Job"):
+                images += [c["image"] for c in doc["spec"]["template"]["spec"]["containers"]]
+    infra = render("infra")
+    images += [mq["spec"]["image"] for mq in by_kind(infra, "RabbitmqCluster").values()]
+    images += [pg["spec"]["imageName"] for pg in by_kind(infra, "Cluster").values()]
+    assert len(images) > 20
+    assert [i for i in images if not pinned.match(i)] == []
+
+
+def test_rabbitmq_4_and_every_quorum_queue_with_the_delivery_limit_the_services_declare():
+    """Issue 18, item 7: RabbitMQ 3.13 is out of community support; RabbitMQ 4 gives a quorum queue without
+    a delivery limit one of 20. The services declare theirs (x-delivery-limit), and a policy states the
+    same value on the broker for every consumer and retry queue, never for a dead-letter queue."""
+    from shared import topology
+    from shared.retry import RetryPolicy
+
+    infra = render("infra")
+    (mq,) = by_kind(infra, "RabbitmqCluster").values()
+    assert re.match(r"rabbitmq:4\.\d+-management", mq["spec"]["image"]), mq["spec"]["image"]
+    compose = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert re.match(r"rabbitmq:4\.\d+-management", compose["services"]["rabbitmq"]["image"])
+    (policy,) = by_kind(infra, "Policy").values()
+    assert policy["spec"]["applyTo"] == "queues" and policy["spec"]["vhost"] == "/"
+    assert policy["spec"]["definition"] == {"delivery-limit": topology.DELIVERY_LIMIT}
+    pattern = re.compile(policy["spec"]["pattern"])
+    exchange = "convocations"  # the exchange of every overlay (EVENTS_EXCHANGE) and of the broker users
+    assert overlay_config(render("overlays/prod"), "convocations-common")["EVENTS_EXCHANGE"] == exchange
+    queues = [topology.consumer_queue(exchange, consumer if consumer != topology.UPSTREAM else "upstream", key)
+              for key, (_owner, consumers) in topology.BUS.items() for consumer in consumers]
+    for queue in queues:
+        assert queue.arguments["x-delivery-limit"] == topology.DELIVERY_LIMIT, queue.name
+        assert pattern.match(queue.name), f"the policy misses {queue.name}"
+        for delay in RetryPolicy().delays:
+            assert pattern.match(f"{queue.name}.retry.{delay}s"), queue.name
+        assert not pattern.match(topology.dead_letter_queue(queue.name).name), f"the policy limits {queue.name}.dlq"
+
+
+def test_the_database_is_archived_and_backed_up_and_the_restore_renders_a_point_in_time_recovery():
+    """Issue 18, item 3: "backups are site-specific" was all there was. WAL archiving and daily base
+    backups to the object store with a retention, and deploy/k8s/restore recovering a new cluster from
+    the archive up to a time (the production-like tier runs the same tools: test_backup_restore.py)."""
+    infra = render("infra")
+    (pg,) = by_kind(infra, "Cluster").values()
+    (store,) = by_kind(infra, "ObjectStore").values()
+    (plugin,) = pg["spec"]["plugins"]
+    assert plugin["name"] == "barman-cloud.cloudnative-pg.io" and plugin["isWALArchiver"] is True
+    assert plugin["parameters"] == {"barmanObjectName": store["metadata"]["name"], "serverName": pg["metadata"]["name"]}
+    assert store["spec"]["retentionPolicy"] == "30d"
+    assert store["spec"]["configuration"]["destinationPath"].startswith("s3://")
+    assert pg["spec"]["postgresql"]["parameters"]["archive_timeout"] == "5min"
+    (daily,) = by_kind(infra, "ScheduledBackup").values()
+    assert daily["spec"]["cluster"]["name"] == pg["metadata"]["name"] and daily["spec"]["method"] == "plugin"
+    assert len(daily["spec"]["schedule"].split()) == 6  # CloudNativePG's cron: seconds first
+
+    restore = render("restore")
+    assert not by_kind(restore, "ConfigMap"), "the restore point is read by kustomize, never applied"
+    assert {d["kind"] for d in restore} == {d["kind"] for d in infra}
+    (restored,) = by_kind(restore, "Cluster").values()
+    assert "initdb" not in restored["spec"]["bootstrap"]
+    recovery = restored["spec"]["bootstrap"]["recovery"]
+    (origin,) = [c for c in restored["spec"]["externalClusters"] if c["name"] == recovery["source"]]
+    assert origin["plugin"]["parameters"] == plugin["parameters"]  # reads what the live cluster archived
+    assert restored["spec"]["plugins"][0]["parameters"]["serverName"] != plugin["parameters"]["serverName"]
+    assert recovery["recoveryTarget"]["targetTime"]
+
+
+def test_the_dev_examples_and_the_production_external_secrets_fill_the_same_keys():
+    """What each service Secret holds is said twice (the dev overlay's placeholders, the prod overlay's
+    ExternalSecrets): the two lists are the same, and the dev URLs are the production ones' shape (TLS)."""
+    from tests.production.manifests import external_secret_sources, secret_templates
+
+    examples = secret_templates()
+    made = {name: external_secret_sources(es) for name, es in by_kind(render("overlays/prod"), "ExternalSecret").items()}
+    for service in SERVICES:
+        name, values = f"{service}-secrets", examples[f"{service}-secrets"]
+        assert set(values) == set(made[name]), f"{name}: dev {sorted(values)} / prod {sorted(made[name])}"
+        assert urlparse(values["AMQP_URL"]).scheme == "amqps" and "sslmode=verify-full" in values["DATABASE_URL"]

@@ -10,17 +10,21 @@ import os
 
 import pytest
 
+from devstack.hospital import republished
 from shared.crypto import b64e, recipient_public_key
 from shared.settings import _decode_key, dev_key
+from tests.e2e.conftest import random_email
 from tests.e2e.test_portal_helpers import Letter, find_link, letter, wait_for
 from tests.e2e.test_secretariat_api import Api, kinds, token
 from tests.patient import PatientClient
+from tests.staff import StaffClient
 
 pytestmark = pytest.mark.e2e
 RINGS = {  # setting: development key name (key 1, what the stack started with)
     "SEAL_KEYS": "seal-k1", "PATIENT_REF_KEY": "patient-ref", "MAILER_FIELD_KEY": "mailer-field",
     "PORTAL_FIELD_KEY": "portal-field", "SMS_FIELD_KEY": "sms-field", "PORTAL_SECRET_KEY": "portal-secret",
-    "SECRETARIAT_FIELD_KEY": "secretariat-field", "SECRETARIAT_SECRET_KEY": "secretariat-secret",
+    "SECRETARIAT_FIELD_KEY": "secretariat-field", "STAFF_FIELD_KEY": "staff-field", "ISSUER_FIELD_KEY": "issuer-field",
+    "SECRETARIAT_SECRET_KEY": "secretariat-secret",
 }
 
 
@@ -52,6 +56,19 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
             "select patient_enc, birth_index from secretariat.convocation where id = $1::uuid and patient_enc"
             " is not null", cid))
         assert kept["patient_enc"].startswith("fe2.k1.") and kept["birth_index"].startswith("k1:")
+        # Issue 18, item 6: the secretariat's keys too. A corrected address sealed for the issuer under key 1
+        # waits for the hospital to publish the letter again; a staff member is signed in to the console.
+        cardio = Api(stack, token(devoidc, "his-cardiology"))
+        readdressed, new_address = await letter(chain), random_email()
+        await cardio.wait(readdressed.convocation_id, lambda b: "e-mailed" in kinds(b))
+        r = cardio.post(f"/convocations/{readdressed.convocation_id}/actions",
+                        {"action": "correct-email", "reason": "typo at the desk", "email": new_address})
+        assert r.status_code == 202, r.text
+        await cardio.wait(readdressed.convocation_id, lambda b: "reissue-requested" in kinds(b))
+        staff = StaffClient(stack.url("secretariat"))
+        staff.sign_in("alice")
+        renumbered = await letter(chain)
+        await cardio.wait(renumbered.convocation_id, lambda b: "e-mailed" in kinds(b))
         # In flight: sealed under key 1, the e-mail not yet sent (the mailer is down).
         stack.stop(["mailer"])
         patient_id = f"P-rotation-{os.urandom(4).hex()}"
@@ -60,8 +77,20 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         sealed = await wait_for(lambda: chain.db.fetchrow(
             "select * from access_portal.message where convocation_id = $1::uuid", event["data"]["convocation_id"]))
         assert sealed["key_id"] == "k1" and sealed["phone_hash"].startswith("k1:")
+        # And a corrected number sealed for the portal under key 1, waiting in its queue (the portal is down).
+        stack.stop(["access-portal"])
+        r = cardio.post(f"/convocations/{renumbered.convocation_id}/actions",
+                        {"action": "correct-mobile", "reason": "new phone", "mobile": "079 555 06 54"})
+        assert r.status_code == 202, r.text
 
         _restart(stack, rotated)  # key 2 current everywhere, key 1 still accepted
+        await cardio.wait(renumbered.convocation_id, lambda b: "mobile-corrected" in kinds(b))  # STAFF_FIELD_KEY k1
+        assert (await renumbered.message_row())["phone_hint"].endswith("54")
+        await chain.publish(republished(readdressed.event))  # the issuer opens the k1 address (ISSUER_FIELD_KEY)
+        await chain.email_to(new_address)
+        ended = staff.request("GET", "/search")  # SECRETARIAT_SECRET_KEY: sessions end at once (the runbook)
+        assert (ended.status_code, ended.headers.get("location")) == (303, "/?expired=1"), ended.text[:300]
+        staff.sign_in("alice")
         mail = await chain.email_to("rotation@example.ch")
         old = Letter(chain, event, find_link(mail["text"]), "+41795550123", "079 555 01 23")
         await old.log_in()
@@ -83,7 +112,6 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         # it ends under every ref, so that letter, the key-1 one and the next all ask for the number again.
         carried = await letter(chain, mobile=reset_mobile, patient_id=reset_id)
         assert 'name="phone"' not in carried.patient.open_link().text  # bound: a code goes to it, nothing typed
-        cardio = Api(stack, token(devoidc, "his-cardiology"))
         await cardio.wait(carried.convocation_id, lambda b: "e-mailed" in kinds(b))
         r = cardio.post(f"/convocations/{carried.convocation_id}/actions",
                         {"action": "reset-binding", "reason": "patient lost the phone"})
@@ -108,6 +136,7 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         assert all(h.startswith("k2:") for h in kept["name_index"])
 
         _restart(stack, drained)  # the drain is over: key 1 removed (the seal key waits for expiry)
+        assert staff.request("GET", "/search").status_code == 200  # signed in under key 2: still signed in
         cardio = Api(stack, token(devoidc, "his-cardiology"))
         found = cardio.post("/convocations/search", {"name": surname.lower(), "birth_date": "1944-02-29"}).json()
         assert [(f["convocation_id"], f["patient"]["name"]) for f in found] == [(cid, f"Anna {surname}")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from datetime import datetime, timezone
@@ -18,10 +19,11 @@ from prometheus_client import REGISTRY
 from shared import topology
 from shared.consumer import Batches, Consumer, Delivery, Rejected
 from shared.contracts import DocumentReleasedV1, envelope
-from shared.db import SHARED_MIGRATIONS, migrate, wait_for_migrations
+from shared.db import SHARED_MIGRATIONS, MigrationDrift, migrate, wait_for_migrations
 from shared.outbox import OutboxRelay, add_event
 from shared.rejections import Reason
 from shared.runtime import Runtime
+from shared.runtime import main as runtime_main
 from shared.settings import ServiceSettings
 from tests.conftest import AMQP_URL, DB_PORT
 from tests.integration.conftest import throwaway_schema
@@ -69,6 +71,42 @@ async def test_a_replica_that_does_not_migrate_waits_for_the_migration_job_or_st
     assert not waiting.done()
     await migrate(pool, name, tmp_path)  # what `python -m <service> migrate` does
     await asyncio.wait_for(waiting, 5)
+
+
+async def test_a_migration_changed_after_it_was_applied_stops_the_job_and_the_replicas_saying_which(
+        schema, tmp_path, monkeypatch):
+    """Issue 18, item 7: schema_migrations held only the versions, so a file edited after it was applied went
+    unnoticed and the schema silently differed from what the release's files say."""
+    name, dsn, pool = schema
+    first = tmp_path / "0001_things.sql"
+    first.write_text("create table thing (id int primary key);")
+    await migrate(pool, name, tmp_path)
+    assert await pool.fetchval("select checksum from schema_migrations where version = 'service/0001_things.sql'") \
+        == hashlib.sha256(first.read_bytes()).hexdigest()
+    first.write_text("create table thing (id bigint primary key);")  # edited after it went out
+    (tmp_path / "0002_more.sql").write_text("create table more (id int);")
+    with pytest.raises(MigrationDrift, match=r"service/0001_things\.sql changed since they were applied") as drift:
+        await migrate(pool, name, tmp_path)
+    assert "put the change in a new migration" in str(drift.value)
+    assert await pool.fetchval("select to_regclass('more')") is None  # nothing applied after the refusal
+    with pytest.raises(MigrationDrift):  # a replica refuses at once instead of waiting for a job
+        await asyncio.wait_for(wait_for_migrations(pool, name, tmp_path, wait_seconds=60), 5)
+    # The release's migration Job (`python -m <service> migrate`) exits non-zero with the same message.
+    monkeypatch.setenv("DATABASE_URL", dsn)
+    with pytest.raises(SystemExit, match=r"service/0001_things\.sql changed"):
+        await asyncio.to_thread(runtime_main, "plumbing", name, tmp_path, None, ServiceSettings, ["migrate"])
+
+
+async def test_migrations_applied_before_checksums_get_them_and_a_newer_releases_are_not_drift(schema, tmp_path):
+    name, _, pool = schema
+    (tmp_path / "0001_things.sql").write_text("create table thing (id int primary key);")
+    await migrate(pool, name, tmp_path)
+    # As an earlier release left it (no checksums), and a newer one applied a file this release lacks (rollback).
+    await pool.execute("update schema_migrations set checksum = null")
+    await pool.execute("insert into schema_migrations(version) values ('service/0099_from_a_newer_release.sql')")
+    assert await migrate(pool, name, tmp_path) == []
+    assert await pool.fetchval("select count(*) from schema_migrations where checksum is null") == 1  # the newer one
+    await asyncio.wait_for(wait_for_migrations(pool, name, tmp_path, wait_seconds=60), 5)
 
 
 async def test_the_relay_publishes_committed_events_persistently_and_forgets_rolled_back_ones(schema, broker,

@@ -1,15 +1,20 @@
-"""The production-like tier: the five services with the settings of the rendered production overlay,
-their own broker users with the permissions of deploy/k8s/infra, a PostgreSQL cluster of the test's
-own with scram passwords and TLS, an SMTP relay that requires STARTTLS with a private CA, the hospital's
-single sign-on (the development OpenID provider) over HTTPS, and the portal and console over HTTPS. Test-only values fill the placeholders of the secret templates and replace the
-hospital's host names; nothing else is set by hand."""
+"""The production-like tier: the five services with the settings of the rendered production overlay, their
+Secrets made from a secret store the way the External Secrets Operator makes them from the overlay's
+ExternalSecrets, a RabbitMQ node that speaks only TLS with the broker users and policy of deploy/k8s/infra,
+a PostgreSQL cluster of the test's own (scram passwords, TLS verified against a private CA, its WAL archived
+to an S3-compatible object store as the Barman Cloud plugin does), an SMTP relay that requires STARTTLS, the
+hospital's single sign-on over HTTPS, and the portal and console over HTTPS. The test's hosts replace the
+hospital's, and local files the Secrets the pods mount; nothing else is set by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
+import inspect
 import ipaddress
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -17,41 +22,40 @@ import ssl
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
+import boto3
+import httpx
 import pytest
-import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from cryptography.x509.oid import NameOID
 from devoidc import DevOidc
+from moto.server import ThreadedMotoServer
 
 from devinbox import DevInbox, parse_email
+from devstack.broker import PrivateBroker
 from devstack.postgres import PrivatePostgres
+from devstack.sample import convocation_event, publish, sample_pdf
 from devstack.stack import ROOT, SERVICES, Stack, free_port, python_path
-from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST, _purge_all_queues
-from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, render, secret_templates
+from tests.e2e.conftest import code_of, random_email, random_mobile
+from tests.patient import PatientClient, find_link
+from tests.production.manifests import container_env, find, render, resolve_external_secret
 
-PROD_VHOST = f"{VHOST}-production"
-BROKER = f"{urlsplit(AMQP_URL).hostname}:{urlsplit(AMQP_URL).port or 5672}"  # the tests' RabbitMQ
 CHAIN = ("issuer", "mailer", "sms-gateway", "access-portal")
 # The chain, the department secretariats' console and API, and the hospital gateway (HL7 over MLLP with TLS,
 # FHIR over HTTPS with the hospital provider's client-credentials tokens).
 STARTED = (*CHAIN, "secretariat", "hospital-gateway")
-HTTPS = ("access-portal", "sms-gateway", "secretariat", "hospital-gateway")  # TLS ends at the Gateway; here uvicorn's own
+HTTPS = ("access-portal", "sms-gateway", "secretariat", "hospital-gateway")  # TLS ends at the Gateway; here their own
 OIDC_CLIENT_SECRET = secrets.token_hex(16)
 SMTP_USER, SMTP_PASSWORD = "convocations-relay", secrets.token_hex(16)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _servers(rabbitmq):
-    """This tier runs on the tests' RabbitMQ node (tests/conftest.py), started for it; its PostgreSQL is
-    the cluster below, with TLS."""
+BARMAN_TOOLS = ("barman-cloud-wal-archive", "barman-cloud-backup", "barman-cloud-restore", "barman-cloud-wal-restore")
 
 
 # --- a private CA, as a hospital's internal PKI ------------------------------------------------------
@@ -60,11 +64,12 @@ class PrivateCA:
     """A CA and one server certificate (localhost, 127.0.0.1) signed by it, as PEM files; client certificates
     on demand (a hospital system's, for mutual TLS)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, name: str = "Convocations test CA") -> None:
         now = dt.datetime.now(dt.timezone.utc)
+        directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
-        self.ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Convocations test CA")])
+        self.ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         ca = (x509.CertificateBuilder().subject_name(self.ca_name).issuer_name(self.ca_name)
               .public_key(self.ca_key.public_key())
               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
@@ -83,6 +88,11 @@ class PrivateCA:
     def client_certificate(self, name: str) -> tuple[Path, Path]:
         """(certificate, key) files of a client certificate for ``name`` signed by this CA."""
         return self._issue(f"client-{name}", name, x509.ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName(name)])
+
+    def ca_key_pem(self) -> str:
+        """The CA's own key, as the secret store keeps it for cert-manager's Issuer (deploy/k8s/infra)."""
+        return self.ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()).decode()
 
     def _issue(self, stem: str, common_name: str, usage, names: list) -> tuple[Path, Path]:
         now = dt.datetime.now(dt.timezone.utc)
@@ -134,27 +144,143 @@ def rendered() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def infra() -> list[dict]:
-    return [d for f in sorted((K8S / "infra").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    return render("infra")
+
+
+# --- the hospital's secret store, read as the External Secrets Operator reads it ------------------------
+
+class SecretStore:
+    """The ClusterSecretStore ``convocations``: one value per (remote key, property). Passwords and keys are
+    made on first read, as an operator would put them in; the outside parties' credentials are the test
+    doubles' own. ``secrets(docs)`` is what ESO writes for each ExternalSecret of a rendering."""
+
+    def __init__(self, known: dict[tuple[str, str], str]) -> None:
+        self.values = dict(known)
+
+    def fetch(self, key: str, prop: str) -> str:
+        if (key, prop) not in self.values:
+            self.values[(key, prop)] = self._make(key, prop)
+        return self.values[(key, prop)]
+
+    @staticmethod
+    def _make(key: str, prop: str) -> str:
+        if key.startswith(("convocations/database/", "convocations/broker/")) and prop == "password":
+            return secrets.token_hex(24)
+        if key == "convocations/keys" and prop == "PRINT_ROOM_PUBLIC_KEY":
+            public = x25519.X25519PrivateKey.generate().public_key()
+            return base64.b64encode(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+        if key == "convocations/keys":
+            return ("k1:" if prop == "SEAL_KEYS" else "") + base64.b64encode(os.urandom(32)).decode()
+        raise KeyError(f"the tier's secret store has nothing under {key} {prop}")
+
+    def secrets(self, docs: list[dict]) -> dict[str, dict[str, str]]:
+        return {es["spec"]["target"]["name"]: resolve_external_secret(es, self.fetch) for es in find(docs, "ExternalSecret")}
+
+
+@pytest.fixture(scope="session")
+def store(pki, sms_provider) -> SecretStore:
+    dkim = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return SecretStore({
+        ("convocations/mailer", "SMTP_USERNAME"): SMTP_USER, ("convocations/mailer", "SMTP_PASSWORD"): SMTP_PASSWORD,
+        ("convocations/mailer-dkim", "dkim2026"): dkim,
+        ("convocations/sms-gateway", "SMS_ACCOUNT_SID"): sms_provider.account_sid,
+        ("convocations/sms-gateway", "SMS_AUTH_TOKEN"): sms_provider.auth_token,
+        ("convocations/sms-gateway", "SMS_GENERIC_TOKEN"): sms_provider.generic_token,
+        ("convocations/secretariat", "OIDC_CLIENT_SECRET"): OIDC_CLIENT_SECRET,
+        ("convocations/internal-ca", "ca.crt"): pki.ca_file.read_text(),
+        ("convocations/internal-ca", "ca.key"): pki.ca_key_pem(),
+        ("convocations/hospital-gateway-mllp", "tls.crt"): pki.cert_file.read_text(),
+        ("convocations/hospital-gateway-mllp", "tls.key"): pki.key_file.read_text(),
+        ("convocations/backups", "access_key_id"): secrets.token_hex(10),
+        ("convocations/backups", "secret_access_key"): secrets.token_hex(20),
+    })
+
+
+# --- the object store of the database's backups (S3, played by moto) ------------------------------------
+
+class ObjectStore:
+    """The ObjectStore of deploy/k8s/infra/backups.yaml on an S3-compatible server of the test's own, and the
+    barman-cloud commands the Barman Cloud plugin runs against it, with its bucket, server name and
+    compression (CloudNativePG's instance manager runs the same tools with the same arguments)."""
+
+    def __init__(self, infra: list[dict], store: SecretStore) -> None:
+        missing = [tool for tool in BARMAN_TOOLS if shutil.which(tool) is None]
+        if missing:  # a failure, not a skip: the restore drill is the proof that backups restore
+            raise RuntimeError(f"{', '.join(missing)} not on PATH: scripts/bootstrap.sh installs barman-cli-cloud")
+        [cluster] = find(infra, "Cluster")
+        [plugin] = cluster["spec"]["plugins"]
+        [spec] = [s["spec"] for s in find(infra, "ObjectStore", plugin["parameters"]["barmanObjectName"])]
+        configuration = spec["configuration"]
+        self.destination, self.server = configuration["destinationPath"], plugin["parameters"]["serverName"]
+        credentials = store.secrets(infra)[configuration["s3Credentials"]["accessKeyId"]["name"]]
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+        self.server_process = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+        self.server_process.start()
+        host, port = self.server_process.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.env = {"AWS_ACCESS_KEY_ID": credentials[configuration["s3Credentials"]["accessKeyId"]["key"]],
+                    "AWS_SECRET_ACCESS_KEY": credentials[configuration["s3Credentials"]["secretAccessKey"]["key"]],
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"]).create_bucket(
+            Bucket=urlsplit(self.destination).netloc)
+        self.wal_flags = ["--gzip"] if configuration["wal"]["compression"] == "gzip" else []
+        self.data_flags = ["--gzip"] if configuration["data"]["compression"] == "gzip" else []
+
+    def command(self, tool: str, *args: str) -> list[str]:
+        flags = self.wal_flags if tool == "barman-cloud-wal-archive" else []
+        flags = self.data_flags if tool == "barman-cloud-backup" else flags
+        return [tool, *flags, "--endpoint-url", self.endpoint, self.destination, self.server, *args]
+
+    def run(self, tool: str, *args: str, env: dict[str, str] | None = None) -> str:
+        result = subprocess.run(self.command(tool, *args), env={**os.environ, **self.env, **(env or {})},
+                                capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"{tool} failed:\n{result.stdout}{result.stderr}")
+        return result.stdout
+
+    def stop(self) -> None:
+        self.server_process.stop()
+
+
+@pytest.fixture(scope="session")
+def object_store(infra, store):
+    objects = ObjectStore(infra, store)
+    yield objects
+    objects.stop()
 
 
 # --- PostgreSQL: a throw-away cluster with scram passwords and TLS, laid out as postgres-cluster.yaml -----
 
+def _owned_by_postgres(*paths: Path) -> None:
+    if os.geteuid() == 0:  # the server runs as postgres (CI runs as root): its files are postgres's
+        for path in paths:
+            subprocess.run(["chown", "-R", "postgres", str(path)], check=True)
+
+
 class PostgresCluster(PrivatePostgres):
-    """TLS only, scram passwords, the cluster's own max_connections: as deploy/k8s/infra/postgres-cluster.yaml."""
+    """TLS only and verified against the private CA, scram passwords, the cluster's own max_connections and
+    server settings (``archive_command`` as the Barman Cloud plugin runs it): as postgres-cluster.yaml."""
 
-    def __init__(self, directory: Path, pki: PrivateCA, max_connections: int) -> None:
-        super().__init__(max_connections=max_connections, tls=(pki.cert_file, pki.key_file), directory=directory)
-        self.role_passwords: dict[str, str] = {}
-        self.database = ""
-        self.start()
+    def __init__(self, directory: Path, pki: PrivateCA, max_connections: int, settings: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        super().__init__(max_connections=max_connections, tls=(pki.cert_file, pki.key_file), directory=directory,
+                         settings=settings, env=env)
+        self.pki, self.database = pki, "postgres"
 
-    async def admin(self, database: str = "postgres") -> asyncpg.Connection:
-        return await asyncpg.connect(self.admin_dsn(database))
+    def dsn(self, user: str, password: str, database: str = "postgres") -> str:
+        return (f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
+                f"?sslmode=verify-full&sslrootcert={self.pki.ca_file}")
+
+    async def admin(self, database: str | None = None) -> asyncpg.Connection:
+        return await asyncpg.connect(self.admin_dsn(database or self.database))
 
 
-async def _bootstrap(cluster: PostgresCluster, spec: dict) -> str:
+async def _bootstrap(cluster: PostgresCluster, spec: dict, passwords: dict[str, str]) -> str:
     """What CloudNativePG does with the Cluster resource: the application database and its owner, the
-    postInitApplicationSQL, then each managed role with LOGIN, its password and its connection limit."""
+    postInitApplicationSQL, then each managed role with LOGIN, its connection limit and the password of
+    its Secret (``passwords``: made from the secret store by deploy/k8s/infra/external-secrets.yaml)."""
     initdb = spec["bootstrap"]["initdb"]
     database, owner = initdb["database"], initdb["owner"]
     conn = await cluster.admin()
@@ -168,11 +294,10 @@ async def _bootstrap(cluster: PostgresCluster, spec: dict) -> str:
         for statement in initdb.get("postInitApplicationSQL", []):
             await conn.execute(statement)
         for role in spec["managed"]["roles"]:
-            password = cluster.role_passwords[role["name"]] = secrets.token_hex(16)
             exists = await conn.fetchval("select true from pg_roles where rolname = $1", role["name"])
             login = "login" if role.get("login") else "nologin"
             await conn.execute(f'{"alter" if exists else "create"} role "{role["name"]}" {login} '
-                               f'connection limit {role.get("connectionLimit", -1)} password \'{password}\'')
+                               f'connection limit {role.get("connectionLimit", -1)} password \'{passwords[role["name"]]}\'')
             for parent in role.get("inRoles", []):
                 await conn.execute(f'grant "{parent}" to "{role["name"]}"')
     finally:
@@ -180,59 +305,77 @@ async def _bootstrap(cluster: PostgresCluster, spec: dict) -> str:
     return database
 
 
+def role_passwords(infra: list[dict], store: SecretStore) -> dict[str, str]:
+    """Each managed role's password, from the Secret its ``passwordSecret`` names (basic-auth, its username
+    the role's name), as CloudNativePG reads it."""
+    [spec] = [d["spec"] for d in find(infra, "Cluster")]
+    made = store.secrets(infra)
+    passwords = {}
+    for role in spec["managed"]["roles"]:
+        secret = made[role["passwordSecret"]["name"]]
+        assert secret["username"] == role["name"], role
+        passwords[role["name"]] = secret["password"]
+    return passwords
+
+
 @pytest.fixture(scope="session")
-async def postgres(work_dir, pki, infra):
-    [cluster_spec] = [d["spec"] for d in infra if d["kind"] == "Cluster"]
-    max_connections = int(cluster_spec["postgresql"]["parameters"]["max_connections"])
-    cluster = PostgresCluster(work_dir / "postgres", pki, max_connections)
+async def postgres(work_dir, pki, infra, store, object_store):
+    [spec] = [d["spec"] for d in find(infra, "Cluster")]
+    cluster = PostgresCluster(work_dir / "postgres", pki, int(spec["postgresql"]["parameters"]["max_connections"]),
+                              settings={"archive_mode": "on", "archive_command": " ".join(
+                                  object_store.command("barman-cloud-wal-archive", "%p"))}, env=object_store.env)
     try:
-        cluster.database = await _bootstrap(cluster, cluster_spec)
+        cluster.start()
+        cluster.database = await _bootstrap(cluster, spec, role_passwords(infra, store))
         yield cluster
     finally:
         cluster.stop()
 
 
-# --- RabbitMQ: one user per service, with the permissions of rabbitmq-users.yaml, in the tier's vhost ----
+# --- RabbitMQ: a node of the tier's own, TLS only, with the users, permissions and policies of infra -------
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run([RABBITMQCTL, *args], check=True, capture_output=True, timeout=120)
+@dataclass
+class Broker:
+    node: PrivateBroker
+    users: dict[str, tuple[str, str]]  # User resource name: (username, password)
+    ca_file: Path
+
+    def url(self, user: str) -> str:
+        """amqps:// to the tier's node as one of its users (e.g. ``broker.url("hospital-his")``)."""
+        username, password = self.users[user]
+        return (f"amqps://{quote(username, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.node.port}/"
+                f"?cafile={self.ca_file}")
 
 
 @pytest.fixture(scope="session")
-def broker(infra):
-    """{service: (username, password)}; the users are deleted at the end. The vhost is kept between runs
-    with its queues emptied (as tests/conftest.py does, for the same reason)."""
-    if RABBITMQCTL is None:
-        raise RuntimeError("rabbitmqctl is not on PATH: the production tier creates its broker users with it")
-    _rabbitmqctl("add_vhost", PROD_VHOST)
-    _rabbitmqctl("set_permissions", "-p", PROD_VHOST, "guest", ".*", ".*", ".*")  # to empty the queues
-    users: dict[str, tuple[str, str]] = {}
+def broker(infra, store, pki):
+    """Its users, passwords from their Secrets (made from the secret store), permissions and policies as the
+    Messaging Topology Operator applies rabbitmq-users.yaml and rabbitmq-policies.yaml."""
+    node = PrivateBroker("convocations-production", tls=(str(pki.ca_file), str(pki.cert_file), str(pki.key_file))).start()
     try:
-        for user in (d for d in infra if d["kind"] == "User"):
-            name = user["metadata"]["name"]
-            users[name] = (f"{PROD_VHOST}.{name}", secrets.token_hex(16))
-            _rabbitmqctl("add_user", *users[name])
-        for permission in (d for d in infra if d["kind"] == "Permission"):
-            username = users[permission["spec"]["userReference"]["name"]][0]
-            p = permission["spec"]["permissions"]
-            _rabbitmqctl("set_permissions", "-p", PROD_VHOST, username, p.get("configure", "^$"),
-                         p.get("write", "^$"), p.get("read", "^$"))
-        for permission in (d for d in infra if d["kind"] == "TopicPermission"):
-            username = users[permission["spec"]["userReference"]["name"]][0]
-            p = permission["spec"]["permissions"]
-            _rabbitmqctl("set_topic_permissions", "-p", PROD_VHOST, username, p["exchange"],
-                         p.get("write", "^$"), p.get("read", "^$"))
-        _purge_all_queues(PROD_VHOST, f"amqp://guest:guest@{BROKER}/{quote(PROD_VHOST, safe='')}")
-        yield users
+        made = store.secrets(infra)
+        users = {}
+        for user in find(infra, "User"):
+            secret = made[user["spec"]["importCredentialsSecret"]["name"]]
+            users[user["metadata"]["name"]] = (secret["username"], secret["password"])
+            node.ctl("add_user", secret["username"], secret["password"])
+        for permission in find(infra, "Permission"):
+            spec = permission["spec"]
+            p = spec["permissions"]
+            node.ctl("set_permissions", "-p", spec["vhost"], users[spec["userReference"]["name"]][0],
+                     p.get("configure", "^$"), p.get("write", "^$"), p.get("read", "^$"))
+        for permission in find(infra, "TopicPermission"):
+            spec = permission["spec"]
+            p = spec["permissions"]
+            node.ctl("set_topic_permissions", "-p", spec["vhost"], users[spec["userReference"]["name"]][0],
+                     p["exchange"], p.get("write", "^$"), p.get("read", "^$"))
+        for policy in find(infra, "Policy"):
+            spec = policy["spec"]
+            node.ctl("set_policy", "-p", spec["vhost"], "--apply-to", spec["applyTo"], "--priority",
+                     str(spec["priority"]), spec["name"], spec["pattern"], json.dumps(spec["definition"]))
+        yield Broker(node, users, pki.ca_file)
     finally:
-        for username, _ in users.values():
-            subprocess.run([RABBITMQCTL, "delete_user", username], capture_output=True, timeout=120)
-
-
-def amqp_url(user: tuple[str, str]) -> str:
-    """The tier's vhost as one of its broker users, e.g. ``amqp_url(broker["hospital-his"])``."""
-    username, password = user
-    return f"amqp://{quote(username, safe='')}:{quote(password, safe='')}@{BROKER}/{quote(PROD_VHOST, safe='')}"
+        node.stop()
 
 
 # --- the hospital's SMTP relay: STARTTLS required, then AUTH -------------------------------------------
@@ -240,6 +383,7 @@ def amqp_url(user: tuple[str, str]) -> str:
 class Relay:
     def __init__(self) -> None:
         self.messages: list[dict] = []
+        self.password = SMTP_PASSWORD
 
     async def handle_DATA(self, server, session, envelope):
         self.messages.append({"rcpt": envelope.rcpt_tos,
@@ -248,17 +392,16 @@ class Relay:
                               **parse_email(envelope.content)})
         return "250 OK"
 
-
-def _authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:
-    ok = auth_data.login == SMTP_USER.encode() and auth_data.password == SMTP_PASSWORD.encode()
-    return AuthResult(success=ok, auth_data=auth_data)
+    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        ok = auth_data.login == SMTP_USER.encode() and auth_data.password == self.password.encode()
+        return AuthResult(success=ok, auth_data=auth_data)
 
 
 @pytest.fixture(scope="session")
 def relay(pki):
     handler, port = Relay(), free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=pki.server_context(),
-                            require_starttls=True, authenticator=_authenticate, auth_required=True)
+                            require_starttls=True, authenticator=handler.authenticate, auth_required=True)
     controller.start()
     handler.port = port
     yield handler
@@ -283,41 +426,23 @@ def sms_provider():
 
 # --- the services ----------------------------------------------------------------------------------------
 
-def _key() -> str:
-    return base64.b64encode(os.urandom(32)).decode()
-
-
 class Settings:
-    """Each service's environment from the rendered overlay, with the test's values in the placeholders
-    and the test's hosts in place of the hospital's. Every replaced key must exist in the overlay."""
+    """Each service's environment as the kubelet assembles it from the rendered overlay: its ConfigMaps, its
+    Secrets (made from the store), the Secrets it mounts (files under a local directory, their paths in the
+    environment rewritten to match), with the test's hosts in place of the hospital's."""
 
-    def __init__(self, rendered, postgres, broker, relay, sms_provider, pki, ports, sso) -> None:
-        self.rendered, self.postgres, self.broker = rendered, postgres, broker
+    def __init__(self, rendered, store, postgres, broker, relay, sms_provider, pki, ports, sso, work_dir) -> None:
+        self.rendered, self.store, self.postgres, self.broker = rendered, store, postgres, broker
         self.relay, self.sms, self.pki, self.ports, self.sso = relay, sms_provider, pki, ports, sso
-        self.templates = secret_templates()
-        self.keys: dict[str, str] = {}  # one value per key name: shared keys are equal in every Secret
+        self.mounts = work_dir / "mounts"
 
-    def placeholder(self, key: str, value: str) -> str:
-        secret_values = {"SMTP_USERNAME": SMTP_USER, "SMTP_PASSWORD": SMTP_PASSWORD,
-                         "SMS_ACCOUNT_SID": self.sms.account_sid, "SMS_AUTH_TOKEN": self.sms.auth_token,
-                         "SMS_GENERIC_TOKEN": self.sms.generic_token, "OIDC_CLIENT_SECRET": OIDC_CLIENT_SECRET}
-        if key in secret_values:
-            return secret_values[key]
-        if key.endswith("_KEY") or key.endswith("_KEYS"):
-            self.keys.setdefault(key, _key())
-            return PLACEHOLDER.sub(self.keys[key], value)
-        raise KeyError(f"no test value for the placeholder of {key}")
+    def database_url(self, value: str, port: int | None = None) -> str:
+        url = urlsplit(value)
+        return urlunsplit(url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{port or self.postgres.port}"))
 
-    def database_url(self, template: str) -> str:
-        url = urlsplit(template)
-        password = self.postgres.role_passwords[url.username]
-        return urlunsplit(url._replace(netloc=f"{url.username}:{quote(password, safe='')}@127.0.0.1:{self.postgres.port}"))
-
-    def amqp_url(self, template: str) -> str:
-        url = urlsplit(template)
-        username, password = self.broker[url.username]
-        return urlunsplit(url._replace(netloc=f"{quote(username, safe='')}:{quote(password, safe='')}@{BROKER}",
-                                       path="/" + quote(PROD_VHOST, safe="")))
+    def amqp_url(self, value: str) -> str:
+        url = urlsplit(value)
+        return urlunsplit(url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{self.broker.node.port}"))
 
     def hosts(self, service: str) -> dict[str, str]:
         hosts = {"HTTP_HOST": "127.0.0.1", "PORTAL_BASE_URL": f"https://localhost:{self.ports['access-portal']}"}
@@ -330,19 +455,36 @@ class Settings:
         if service == "secretariat":
             hosts |= {"OIDC_ISSUER": self.sso.issuer, "PUBLIC_BASE_URL": f"https://localhost:{self.ports['secretariat']}"}
         if service == "hospital-gateway":
-            hosts |= {"OIDC_ISSUER": self.sso.issuer, "MLLP_HOST": "127.0.0.1",
-                      "MLLP_TLS_CERT_FILE": str(self.pki.cert_file), "MLLP_TLS_KEY_FILE": str(self.pki.key_file)}
+            hosts |= {"OIDC_ISSUER": self.sso.issuer, "MLLP_HOST": "127.0.0.1"}
         return hosts
 
+    def mounted(self, kind: str, name: str, made: dict[str, dict[str, str]]) -> dict[str, str]:
+        """{mount path: local directory} of the Secrets a workload mounts, written out as the kubelet would."""
+        [workload] = find(self.rendered, kind, name)
+        pod = workload["spec"]["template"]["spec"]
+        volumes = {v["name"]: v["secret"] for v in pod.get("volumes", []) if "secret" in v}
+        paths = {}
+        for mount in pod["containers"][0].get("volumeMounts", []):
+            if mount["name"] in volumes:
+                secret = volumes[mount["name"]]["secretName"]
+                directory = self.mounts / secret
+                directory.mkdir(parents=True, exist_ok=True)
+                for key, value in made.get(secret, {}).items():
+                    (directory / key).write_text(value)
+                    (directory / key).chmod(0o600)
+                paths[mount["mountPath"]] = str(directory)
+        return paths
+
     def of(self, kind: str, name: str, service: str) -> dict[str, str]:
-        env = container_env(self.rendered, kind, name, self.templates)
+        made = self.store.secrets(self.rendered)
+        env = container_env(self.rendered, kind, name, made)
+        for mount_path, directory in self.mounted(kind, name, made).items():
+            env = {key: value.replace(mount_path + "/", directory + "/") for key, value in env.items()}
         for key, value in list(env.items()):
-            if key == "DATABASE_URL":
+            if key in ("DATABASE_URL", "MIGRATION_DATABASE_URL"):
                 env[key] = self.database_url(value)
             elif key == "AMQP_URL":
                 env[key] = self.amqp_url(value)
-            elif PLACEHOLDER.search(value):
-                env[key] = self.placeholder(key, value)
         if kind == "Job":  # a migration: no host of its own but the database's
             return env
         for key, value in self.hosts(service).items():
@@ -350,13 +492,6 @@ class Settings:
             env[key] = value
         if service == "mailer":
             env["SMTP_CA_FILE"] = str(self.pki.ca_file)  # the hospital's CA, as a site would add it
-            # The Secret mailer-dkim, mounted where DKIM_KEYS (the prod overlay) says, here a local file.
-            selector, _, mounted = env["DKIM_KEYS"].partition(":")
-            key_file = self.pki.ca_file.parent / Path(mounted).name
-            if not key_file.exists():
-                key_file.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-            env["DKIM_KEYS"] = f"{selector}:{key_file}"
         if service in ("secretariat", "hospital-gateway"):
             env["SSL_CERT_FILE"] = str(self.pki.ca_file)  # the hospital's CA, which its provider's certificate chains to
         if service == "hospital-gateway":  # the overlay's systems, on this machine's free ports
@@ -370,27 +505,148 @@ class Settings:
 
 
 @pytest.fixture(scope="session")
-def production(rendered, postgres, broker, relay, sms_provider, pki, sso, tmp_path_factory):
+def settings(rendered, store, postgres, broker, relay, sms_provider, pki, sso, work_dir) -> Settings:
     ports = {name: free_port() for name in SERVICES}
-    settings = Settings(rendered, postgres, broker, relay, sms_provider, pki, ports, sso)
-    sso.clients[0]["redirect_uris"] = [f"https://localhost:{ports['secretariat']}/auth/callback"]
-    stack = Stack(database=postgres.database, exchange="", smtp_port=relay.port, sms_provider_url="",
-                  sms_account_sid="", sms_auth_token="", log_dir=tmp_path_factory.mktemp("production-logs"),
-                  ports=ports, tls={n: (str(pki.cert_file), str(pki.key_file)) for n in HTTPS},
-                  ca_file=str(pki.ca_file))
-    stack.settings = {name: settings.of("Deployment", name, name) for name in STARTED}
-    # The release's migration Jobs first, with their own settings and command (python -m <pkg> migrate).
+    return Settings(rendered, store, postgres, broker, relay, sms_provider, pki, ports, sso, work_dir)
+
+
+def run_migration_jobs(rendered: list[dict], settings: Settings) -> None:
+    """The release's migration Jobs, with their own settings and command (python -m <pkg> migrate)."""
     for job in find(rendered, "Job"):
-        service = job["metadata"]["name"].removesuffix("-migrate")
+        service = job["metadata"]["labels"]["app.kubernetes.io/name"].removesuffix("-migrate")
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": python_path(),
                **settings.of("Job", job["metadata"]["name"], service)}
         python, *args = job["spec"]["template"]["spec"]["containers"][0]["args"]
         assert python == "python", job["spec"]["template"]["spec"]["containers"][0]
-        result = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=120,
-                                cwd=ROOT)
+        result = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert result.returncode == 0, f"{job['metadata']['name']} failed:\n{result.stdout}{result.stderr}"
+
+
+@pytest.fixture(scope="session")
+def production(rendered, settings, pki, sso, relay, tmp_path_factory):
+    ports = settings.ports
+    sso.clients[0]["redirect_uris"] = [f"https://localhost:{ports['secretariat']}/auth/callback"]
+    stack = Stack(database=settings.postgres.database, exchange="", smtp_port=relay.port, sms_provider_url="",
+                  sms_account_sid="", sms_auth_token="", log_dir=tmp_path_factory.mktemp("production-logs"),
+                  ports=ports, tls={n: (str(pki.cert_file), str(pki.key_file)) for n in HTTPS},
+                  ca_file=str(pki.ca_file))
+    stack.settings = {name: settings.of("Deployment", name, name) for name in STARTED}
+    run_migration_jobs(rendered, settings)
     try:
         stack.start(list(STARTED))
         yield stack
     finally:
         stack.stop()
+
+
+# --- what the tests do as the hospital and as a patient -------------------------------------------------
+
+@dataclass
+class Letter:
+    event: dict
+    email: str
+    e164: str
+    national: str
+    link: str = ""
+
+    @property
+    def convocation_id(self) -> str:
+        return self.event["data"]["convocation_id"]
+
+    @property
+    def pdf(self) -> bytes:
+        return base64.b64decode(self.event["data"]["document_pdf_base64"])
+
+
+async def wait_until(predicate, timeout: float = 30, what: str = ""):
+    """The first true value of ``predicate()`` (awaited when it returns an awaitable), polled every 0.1 s."""
+    for _ in range(int(timeout * 10)):
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def send_letter(production: Stack, broker: Broker, relay: Relay, title: str) -> Letter:
+    """The hospital publishes a convocation as its own broker user; returns it once its e-mail is at the relay."""
+    e164, national = random_mobile()
+    letter = Letter(convocation_event(email=random_email(), mobile=national, pdf=sample_pdf(title)), "", e164, national)
+    letter.email = letter.event["data"]["patient"]["email"]
+    await publish(broker.url("hospital-his"), production.settings["issuer"]["EVENTS_EXCHANGE"], letter.event)
+    mail = await wait_until(lambda: next((m for m in relay.messages if letter.email in m["rcpt"]), None),
+                            what="the e-mail at the relay")
+    letter.link = find_link(mail["text"])
+    letter.mail = mail  # type: ignore[attr-defined]
+    return letter
+
+
+def patient_client(link: str, pki: PrivateCA, cookies: list[str] | None = None) -> PatientClient:
+    hooks = {"response": [lambda r: cookies.extend(r.headers.get_list("set-cookie"))]} if cookies is not None else {}
+    return PatientClient(link, client=httpx.Client(timeout=10, verify=pki.client_context(), event_hooks=hooks))
+
+
+async def open_letter(patient: PatientClient, letter: Letter, sms_provider) -> httpx.Response:
+    """The patient types the number, gets the code by SMS, enters it and downloads the PDF."""
+    before = sum(1 for s in sms_provider.inbox.sms() if s["to"] == letter.e164)
+    assert patient.request_code(letter.national).status_code in (200, 303)
+    sms = await wait_until(lambda: ([s for s in sms_provider.inbox.sms() if s["to"] == letter.e164][before:] or [None])[0],
+                           what="the SMS")
+    assert patient.enter_code(code_of(sms)).status_code in (200, 303)
+    letter.code = code_of(sms)  # type: ignore[attr-defined]
+    return patient.download("pdf")
+
+
+# --- backups: what the Barman Cloud plugin does for CloudNativePG, on the tier's own cluster ---------------
+
+def base_backup(objects: ObjectStore, cluster: PostgresCluster) -> str:
+    """A base backup of the running cluster to the object store (as the ScheduledBackup takes one); returns
+    its id."""
+    # An immediate checkpoint (the drill's backup would otherwise wait for a spread one, minutes).
+    objects.run("barman-cloud-backup", "--immediate-checkpoint", env={
+        "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "postgres", "PGDATABASE": "postgres",
+        "PGPASSWORD": cluster.superuser_password, "PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(cluster.pki.ca_file)})
+    listing = json.loads(objects.run("barman-cloud-backup-list", "--format", "json"))
+    return listing["backups_list"][-1]["backup_id"]
+
+
+async def archive_everything(cluster: PostgresCluster, timeout: float = 60) -> None:
+    """Close the current WAL segment and wait until the archive has it: every commit so far is in the store."""
+    admin = await cluster.admin()
+    try:
+        segment = await admin.fetchval("select pg_walfile_name(pg_switch_wal())")
+        for _ in range(int(timeout * 10)):
+            archived, failed = await admin.fetchrow("select last_archived_wal, last_failed_wal from pg_stat_archiver")
+            if archived is not None and archived >= segment:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"WAL segment {segment} not archived (last archived {archived}, last failed {failed})")
+    finally:
+        await admin.close()
+
+
+async def restore(objects: ObjectStore, origin: PostgresCluster, backup_id: str, target: dt.datetime,
+                  directory: Path) -> PostgresCluster:
+    """A new cluster from the object store: the base backup, then the archived WAL replayed up to ``target``
+    (CloudNativePG's bootstrap.recovery with a recoveryTarget.targetTime), then promoted."""
+    restored = PostgresCluster(directory, origin.pki, origin.max_connections, env=objects.env, settings={
+        "restore_command": " ".join(objects.command("barman-cloud-wal-restore", "%f", "%p")),
+        "recovery_target_time": target.isoformat(), "recovery_target_action": "promote",
+        "archive_mode": "off"})  # the drill's cluster is thrown away: it archives nothing of its own
+    restored.superuser_password, restored.database = origin.superuser_password, origin.database
+    objects.run("barman-cloud-restore", backup_id, str(restored.data))
+    restored.data.chmod(0o700)
+    (restored.data / "recovery.signal").touch()
+    _owned_by_postgres(directory)
+    restored.start()
+    admin = await restored.admin()
+    try:
+        for _ in range(600):
+            if not await admin.fetchval("select pg_is_in_recovery()"):
+                return restored
+            await asyncio.sleep(0.1)
+        raise AssertionError("the restored cluster is still recovering after 60 s")
+    finally:
+        await admin.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from devstack.stack import ROOT
 K8S = ROOT / "deploy/k8s"
 KUBECTL = Path(sys.executable).parent / "kubectl"  # the virtualenv's (requirements/dev.lock)
 PLACEHOLDER = re.compile(r"REPLACE_ME\w*")
+TEMPLATE_VARIABLE = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
 
 
 @cache
@@ -89,3 +91,33 @@ def container_env(docs: list[dict], kind: str, name: str, secrets: dict[str, dic
 def _generated_name(name: str, source: dict) -> str:
     """Generated ConfigMaps carry a content hash suffix, and references to them are rewritten to match."""
     return name if name in source else next((n for n in source if n.rsplit("-", 1)[0] == name), name)
+
+
+def external_secret_sources(external_secret: dict) -> dict[str, list[tuple[str, str]]]:
+    """For each key of the Secret an ExternalSecret makes, the (remote key, property) pairs of the secret
+    store its value is made of."""
+    spec = external_secret["spec"]
+    refs = {d["secretKey"]: (d["remoteRef"]["key"], d["remoteRef"].get("property", "")) for d in spec.get("data", [])}
+    template = spec["target"].get("template")
+    if not template:
+        return {key: [ref] for key, ref in refs.items()}
+    return {key: [refs[name] for name in TEMPLATE_VARIABLE.findall(text)] for key, text in template["data"].items()}
+
+
+def resolve_external_secret(external_secret: dict, fetch: Callable[[str, str], str]) -> dict[str, str]:
+    """The data the External Secrets Operator writes into the Secret: each remote value fetched from the
+    store (``fetch(key, property)``), then the template's ``{{ .name }}`` filled in. The templates here use
+    nothing else; anything else raises rather than being guessed."""
+    spec = external_secret["spec"]
+    values = {d["secretKey"]: fetch(d["remoteRef"]["key"], d["remoteRef"].get("property", ""))
+              for d in spec.get("data", [])}
+    template = spec["target"].get("template")
+    if not template:
+        return values
+    data = {}
+    for key, text in template["data"].items():
+        filled = TEMPLATE_VARIABLE.sub(lambda m: values[m[1]], str(text))
+        if "{{" in filled:
+            raise ValueError(f"{external_secret['metadata']['name']}: template of {key} beyond {{{{ .name }}}}")
+        data[key] = filled
+    return data

@@ -14,7 +14,7 @@ import pytest
 from hospital_gateway import mllp
 from tests.e2e.conftest import random_email, random_mobile
 from tests.e2e.test_hospital_gateway import SAMPLES, appointment, siu
-from tests.production.test_production_path import _await
+from tests.production.conftest import wait_until
 
 pytestmark = pytest.mark.production
 
@@ -53,7 +53,7 @@ async def test_hl7_over_mllp_with_tls_and_fhir_over_https_with_a_token_each_beco
     assert metadata["resourceType"] == "CapabilityStatement" and (SAMPLES / "appointment.json").exists()
 
     for email in (hl7_email, fhir_email):
-        mail = await _await(
+        mail = await wait_until(
             lambda e=email: next((m for m in relay.messages if e in m["rcpt"]), None), what=f"the e-mail to {email}"
         )
         assert mail["tls"] and "/m/" in mail["text"]

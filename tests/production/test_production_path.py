@@ -11,16 +11,12 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import aiormq
 import asyncpg
-import httpx
 import pytest
 
-from devstack.sample import convocation_event, publish, sample_pdf
 from devstack.stack import SERVICES
 from shared import crypto
 from shared.topology import UPSTREAM_PRODUCER
-from tests.e2e.conftest import code_of, random_email, random_mobile
-from tests.patient import PatientClient, find_link
-from tests.production.conftest import SMTP_USER, amqp_url
+from tests.production.conftest import SMTP_USER, open_letter, patient_client, send_letter
 
 pytestmark = pytest.mark.production
 
@@ -43,40 +39,19 @@ async def _upstream_status(url: str, exchange: str, convocation_id: str, until: 
     raise AssertionError(f"upstream saw {seen}, expected {until}")
 
 
-async def _await(predicate, timeout: float = 30, what: str = "") -> None:
-    for _ in range(int(timeout * 10)):
-        if result := predicate():
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_a_convocation_goes_from_the_hospital_to_the_patients_pdf_and_its_status_back(
         production, broker, relay, sms_provider, pki):
     exchange = production.settings["issuer"]["EVENTS_EXCHANGE"]
-    e164, national = random_mobile()
-    email = random_email()
-    event = convocation_event(email=email, mobile=national, pdf=sample_pdf("Convocation production"))
-    convocation_id = event["data"]["convocation_id"]
-    hospital = amqp_url(broker[UPSTREAM_PRODUCER])  # the hospital's system, as its own broker user
-    await publish(hospital, exchange, event)
+    letter = await send_letter(production, broker, relay, "Convocation production")
 
     # The mailer reached the hospital's relay over STARTTLS, checked its certificate against the
     # private CA and logged in.
-    mail = await _await(lambda: next((m for m in relay.messages if email in m["rcpt"]), None), what="the e-mail")
-    assert mail["tls"] and mail["login"] == SMTP_USER.encode(), mail
-    link = find_link(mail["text"])
-    assert link.startswith(production.settings["access-portal"]["PORTAL_BASE_URL"] + "/m/")
+    assert letter.mail["tls"] and letter.mail["login"] == SMTP_USER.encode(), letter.mail
+    assert letter.link.startswith(production.settings["access-portal"]["PORTAL_BASE_URL"] + "/m/")
 
     cookies: list[str] = []
-    client = httpx.Client(timeout=10, verify=pki.client_context(),
-                          event_hooks={"response": [lambda r: cookies.extend(r.headers.get_list("set-cookie"))]})
-    patient = PatientClient(link, client=client)
-    assert patient.request_code(national).status_code in (200, 303)
-    sms = await _await(lambda: next((s for s in sms_provider.inbox.sms() if s["to"] == e164), None), what="the SMS")
-    assert patient.enter_code(code_of(sms)).status_code in (200, 303)
-    pdf = patient.download("pdf")
-    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF"), pdf.text[:300]
+    pdf = await open_letter(patient_client(letter.link, pki, cookies), letter, sms_provider)
+    assert pdf.status_code == 200 and pdf.content == letter.pdf, pdf.text[:300]
 
     # Over HTTPS, every cookie is host-only and Secure (the __Host- prefix makes browsers enforce it).
     assert cookies
@@ -86,11 +61,13 @@ async def test_a_convocation_goes_from_the_hospital_to_the_patients_pdf_and_its_
         assert name.startswith("__Host-") and "secure" in attributes and "path=/" in attributes, header
         assert not any(a.startswith("domain=") for a in attributes), header
 
-    statuses = await _upstream_status(hospital, exchange, convocation_id, {"sealed", "e-mailed", "downloaded"})
+    statuses = await _upstream_status(broker.url(UPSTREAM_PRODUCER), exchange, letter.convocation_id,
+                                      {"sealed", "e-mailed", "downloaded"})
     assert statuses.index("sealed") < statuses.index("downloaded")
 
     logs = production.logs()
-    for secret in (email, e164, national, crypto.secret_of_fragment(link.split("#")[1]), code_of(sms)):
+    for secret in (letter.email, letter.e164, letter.national, crypto.secret_of_fragment(letter.link.split("#")[1]),
+                   letter.code):
         assert secret not in logs
 
 

@@ -12,8 +12,7 @@ import pytest
 from devstack.sample import convocation_event, publish, sample_pdf
 from shared.topology import UPSTREAM_PRODUCER
 from tests.e2e.conftest import random_email
-from tests.production.conftest import amqp_url
-from tests.production.test_production_path import _await
+from tests.production.conftest import wait_until
 from tests.staff import StaffClient
 
 pytestmark = pytest.mark.production
@@ -23,7 +22,7 @@ async def _page_until(staff: StaffClient, path: str, pattern: str, what: str):
     def shown():
         page = staff.request("GET", path)
         return page if page.status_code == 200 and re.search(pattern, page.text) else None
-    return await _await(shown, what=what)
+    return await wait_until(shown, what=what)
 
 
 async def test_a_secretary_signs_in_through_the_hospitals_provider_and_sends_a_convocation_by_post(
@@ -32,7 +31,7 @@ async def test_a_secretary_signs_in_through_the_hospitals_provider_and_sends_a_c
     email = random_email()
     event = convocation_event(email=email, mobile=None, pdf=sample_pdf("Convocation secretariat"))
     cid = event["data"]["convocation_id"]
-    await publish(amqp_url(broker[UPSTREAM_PRODUCER]), exchange, event)
+    await publish(broker.url(UPSTREAM_PRODUCER), exchange, event)
 
     base = production.url("secretariat")
     assert base.startswith("https://") and production.settings["secretariat"]["OIDC_ISSUER"] == sso.issuer

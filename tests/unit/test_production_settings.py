@@ -56,8 +56,9 @@ def production_env() -> dict[str, str]:
     env |= {
         "ENVIRONMENT": "production",
         "SEAL_KEYS": f"2026:{real_key('seal')}",
-        "DATABASE_URL": "postgresql://issuer:Vq7-database-password@db.hospital.example:5432/convocations",
-        "AMQP_URL": "amqps://issuer:Kp2-broker-password@mq.hospital.example:5671/",
+        "DATABASE_URL": "postgresql://issuer:Vq7-database-password@db.hospital.example:5432/convocations"
+                        "?sslmode=verify-full&sslrootcert=/etc/convocations/ca/ca.crt",
+        "AMQP_URL": "amqps://issuer:Kp2-broker-password@mq.hospital.example:5671/?cafile=/etc/convocations/ca/ca.crt",
         "PORTAL_BASE_URL": "https://convocations.hospital.example",
         "SMTP_TLS": "starttls", "SMTP_HOST": "relay.hospital.example", "SMTP_PASSWORD": "Zr9-smtp-password",
         "SMS_AUTH_TOKEN": "Tw4-provider-token",
@@ -103,6 +104,14 @@ REFUSALS = [
     (SmsSettings, {"AMQP_URL": "amqp://mq:5672/"}, "AMQP_URL"),
     (PortalSettings, {"AMQP_URL": "amqp://access-portal@mq:5672/"}, "AMQP_URL"),
     (PortalSettings, {"AMQP_URL": "amqp://access-portal:access-portal@mq:5672/"}, "AMQP_URL"),
+    # Issue 18, item 5: in clear, or encrypted without checking who answers.
+    (IssuerSettings, {"AMQP_URL": "amqp://issuer:Kp2-broker-password@mq:5672/"}, "AMQP_URL"),
+    (MailerSettings, {"AMQP_URL": "amqps://mailer:Kp2-broker-password@mq:5671/?no_verify_ssl=1"}, "AMQP_URL"),
+    (SmsSettings, {"DATABASE_URL": "postgresql://sms_gateway:Vq7-database-password@db/convocations"}, "DATABASE_URL"),
+    (PortalSettings, {"DATABASE_URL": "postgresql://access_portal:Vq7-database-password@db/c?sslmode=require"},
+     "DATABASE_URL"),
+    (SecretariatSettings, {"DATABASE_URL": "postgresql://secretariat:Vq7-database-password@db/c?sslmode=verify-ca"},
+     "DATABASE_URL"),
 ]
 
 
@@ -166,3 +175,17 @@ def test_production_refuses_to_send_unsigned_mail(production, monkeypatch):
     monkeypatch.setenv("DKIM_KEYS", "")
     with pytest.raises(ValidationError, match="DKIM_KEYS"):
         MailerSettings()
+
+
+def test_the_migration_job_refuses_a_database_it_cannot_verify_in_production(monkeypatch):
+    """Issue 18, item 5: the schema owner's password crossed the network to whoever answered."""
+    from shared.settings import MigrationSettings
+
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://issuer_owner:Vq7-owner-password@db/convocations?sslmode=require")
+    with pytest.raises(ValidationError, match="sslmode=verify-full") as refused:
+        MigrationSettings()
+    assert "Vq7-owner-password" not in str(refused.value)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://issuer_owner:Vq7-owner-password@db/convocations"
+                                       "?sslmode=verify-full&sslrootcert=/etc/convocations/ca/ca.crt")
+    assert MigrationSettings().environment == "production"

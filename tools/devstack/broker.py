@@ -29,12 +29,16 @@ TOOLS = ("rabbitmqctl", "rabbitmq-diagnostics", "rabbitmq-plugins", "rabbitmq-qu
 
 
 class PrivateBroker:
-    """``rabbitmq-server`` as a child process: ``with PrivateBroker() as b: b.amqp_url("vhost")``."""
+    """``rabbitmq-server`` as a child process: ``with PrivateBroker() as b: b.amqp_url("vhost")``.
 
-    def __init__(self, name: str = "convocations-test") -> None:
+    ``tls=(ca, certificate, key)`` (PEM files): AMQP over TLS only, on ``port`` (no plain listener), as a
+    RabbitmqCluster with ``disableNonTLSListeners``; ``amqp_url`` is then ``amqps://`` with ``cafile``."""
+
+    def __init__(self, name: str = "convocations-test", tls: tuple[str, str, str] | None = None) -> None:
         self.port, self.dist_port, self.prometheus_port = free_port(), free_port(), free_port()
         self.node = f"{name}-{self.port}@localhost"
         self.home = Path(tempfile.mkdtemp(prefix="convocations-rabbitmq-"))
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
         self._tools()  # before the start: callers may resolve ``rabbitmqctl`` on PATH right away
 
@@ -58,18 +62,29 @@ class PrivateBroker:
             shim.chmod(0o755)
 
     def amqp_url(self, vhost: str = "") -> str:
+        if self.tls:
+            return f"amqps://guest:guest@127.0.0.1:{self.port}/{vhost}?cafile={self.tls[0]}"
         return f"amqp://guest:guest@127.0.0.1:{self.port}/{vhost}"
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def _listeners(self) -> str:
+        if not self.tls:
+            return f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+        ca, certificate, key = self.tls
+        return ("listeners.tcp = none\n"
+                f"listeners.ssl.default = 127.0.0.1:{self.port}\n"
+                f"ssl_options.cacertfile = {ca}\nssl_options.certfile = {certificate}\nssl_options.keyfile = {key}\n"
+                "ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n")
+
     def start(self) -> PrivateBroker:
         if self.running:
             return self
         (self.home / "rabbitmq-env.conf").write_text("")  # not the machine's /etc/rabbitmq/rabbitmq-env.conf
         (self.home / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            self._listeners() +
             f"prometheus.tcp.port = {self.prometheus_port}\n"
             "prometheus.tcp.ip = 127.0.0.1\n"
             "management_agent.disable_metrics_collector = false\n")
@@ -80,10 +95,11 @@ class PrivateBroker:
                "RABBITMQ_MNESIA_BASE": str(self.home / "mnesia"),
                "RABBITMQ_LOG_BASE": str(self.home / "log"),
                "RABBITMQ_PID_FILE": str(self.home / "pid"),
-               "RABBITMQ_NODE_PORT": str(self.port),
                "RABBITMQ_DIST_PORT": str(self.dist_port),
                "ERL_EPMD_ADDRESS": "127.0.0.1",
                "ERL_CRASH_DUMP": str(self.home / "erl_crash.dump")}
+        if not self.tls:  # the plain listener's port (with TLS, the configuration's ssl listener alone)
+            env["RABBITMQ_NODE_PORT"] = str(self.port)
         log = (self.home / "server.out").open("wb")
         server = SCRIPTS / "rabbitmq-server" if (SCRIPTS / "rabbitmq-server").exists() else "rabbitmq-server"
         self.process = subprocess.Popen([str(server)], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -109,6 +125,11 @@ class PrivateBroker:
                 self.process.wait()
         self.process = None
         shutil.rmtree(self.home, ignore_errors=True)
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``rabbitmqctl ARGS`` against this node; raises if it fails."""
+        return subprocess.run([str(self.home / "bin" / "rabbitmqctl"), *args], env=self.env(), check=True,
+                              capture_output=True, text=True, timeout=120)
 
     def _ctl(self, *args: str, timeout: float) -> int | None:
         """``rabbitmqctl -q ARGS`` against this node; None if it did not return in time (it is killed,

@@ -85,8 +85,8 @@ K8S_HEADER = """\
 # declares the hospital's queues convocations.upstream.* and the print room's convocations.print-room.*),
 # and, per topic exchange, the routing keys it may publish (write)
 # and bind (read). amq.default: retry holding queues dead-letter through the default exchange.
-# Each user's credentials come from a Secret rabbitmq-user-<user> (keys username, password) that you
-# create; the same password goes into AMQP_URL in <service>-secrets (README.md).
+# Each user's credentials come from a Secret rabbitmq-user-<user> (keys username, password), made from the
+# secret store (external-secrets.yaml) with the password the service's AMQP_URL is made with (README.md).
 # Generated: PYTHONPATH=.:tools python -m devstack.brokerusers > deploy/k8s/infra/rabbitmq-users.yaml
 """
 

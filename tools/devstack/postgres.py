@@ -30,8 +30,10 @@ def _run(command: list[str]) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=120)
 
 
-def _as_postgres(command: list[str]) -> list[str]:
-    # initdb and postgres refuse to run as root; CI runs as root.
+def _as_postgres(command: list[str], env: dict[str, str] | None = None) -> list[str]:
+    # initdb and postgres refuse to run as root; CI runs as root. ``env`` goes through to the server.
+    settings = [f"{key}={value}" for key, value in (env or {}).items()]
+    command = ["env", *settings, *command] if settings else command
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
@@ -39,13 +41,23 @@ class PrivatePostgres:
     """``initdb`` + ``pg_ctl start`` as a child cluster: ``with PrivatePostgres() as pg: pg.dsn(...)``.
 
     ``tls``: (certificate file, key file) to accept only TLS connections (``hostssl``); else plain TCP on
-    the loopback address. Either way only scram passwords are accepted: no trust, no peer."""
+    the loopback address. Either way only scram passwords are accepted: no trust, no peer. ``settings``:
+    more server settings (written to its postgresql.conf, e.g. an ``archive_command``), ``env``: the
+    server's environment. A ``directory`` that already holds a data directory (``pgdata``, e.g. restored
+    from a backup) is started as it is."""
 
     def __init__(
-        self, *, max_connections: int = 300, tls: tuple[Path, Path] | None = None, directory: Path | None = None
+        self,
+        *,
+        max_connections: int = 300,
+        tls: tuple[Path, Path] | None = None,
+        directory: Path | None = None,
+        settings: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.bin = _bin_dir()
         self.port, self.max_connections, self.tls = free_port(), max_connections, tls
+        self.settings, self.env = settings or {}, env or {}
         self.dir = directory or Path(tempfile.mkdtemp(prefix="convocations-postgres-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data = self.dir / "pgdata"
@@ -78,6 +90,29 @@ class PrivatePostgres:
         if self.bin is None:
             raise RuntimeError("no PostgreSQL server binaries (Debian package postgresql) on this machine")
         self.dir.chmod(0o755)
+        if not (self.data / "PG_VERSION").exists():
+            self._initdb()
+        if self.settings:
+            with open(self.data / "postgresql.conf", "a") as conf:  # later lines win over earlier ones
+                conf.writelines(
+                    f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n" for key, value in self.settings.items()
+                )
+        options = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+            f" -c max_connections={self.max_connections} -c password_encryption=scram-sha-256"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        if self.tls:
+            cert, key = self.tls
+            options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
+        log = str(self.dir / "pg.log")
+        command = [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", options, "-w", "-t", "300", "start"]
+        subprocess.run(_as_postgres(command, self.env), check=True, capture_output=True, timeout=360)
+        self.started = True
+        return self
+
+    def _initdb(self) -> None:
+        assert self.bin is not None
         pwfile = self.dir / "pwfile"
         pwfile.write_text(self.superuser_password)
         owned = [self.dir, pwfile, *(self.tls or ())]
@@ -89,18 +124,6 @@ class PrivatePostgres:
         pwfile.unlink()
         kind = "hostssl" if self.tls else "host"
         (self.data / "pg_hba.conf").write_text(f"{kind} all all 127.0.0.1/32 scram-sha-256\n")
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
-            f" -c max_connections={self.max_connections} -c password_encryption=scram-sha-256"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        if self.tls:
-            cert, key = self.tls
-            options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
-        log = str(self.dir / "pg.log")
-        _run(_as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", options, "-w", "start"]))
-        self.started = True
-        return self
 
     def stop(self) -> None:
         """Stop this cluster (only the server started here) and remove its data."""

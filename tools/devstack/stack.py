@@ -88,9 +88,13 @@ class Stack:
 
     def env_for(self, name: str) -> dict[str, str]:
         _, _, role = SERVICES[name]
+        # TLS ends at the Gateway in a deployment; here the service's own HTTPS stands in for it.
+        tls = {}
+        if name in self.tls:
+            tls = dict(zip(("HTTP_TLS_CERT_FILE", "HTTP_TLS_KEY_FILE"), self.tls[name], strict=True))
         if self.settings is not None:
             return {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": python_path(), **self.settings[name],
-                    "HTTP_PORT": str(self.ports[name])}
+                    "HTTP_PORT": str(self.ports[name]), **tls}
         env = {
             **os.environ,
             "PYTHONPATH": python_path(),
@@ -120,7 +124,7 @@ class Stack:
                     "SANDBOX_SMS_ACCOUNT_SID": self.sms_account_sid, "SANDBOX_SMS_AUTH_TOKEN": self.sms_auth_token}
         env.update(self.extra_env.get("*", {}))
         env.update(self.extra_env.get(name, {}))
-        return env
+        return {**env, **tls}
 
     def default_hospital_systems(self) -> list[dict]:
         from hospital_gateway.settings import DEV_SYSTEMS
@@ -142,13 +146,7 @@ class Stack:
 
     def command(self, name: str, *args: str) -> list[str]:
         package, _, _ = SERVICES[name]
-        if name not in self.tls or args:
-            return [sys.executable, "-m", package, *args]
-        # TLS ends at the load balancer in a deployment; here uvicorn's own TLS stands in for it.
-        cert, key = self.tls[name]
-        return [sys.executable, "-m", "uvicorn", f"{package}.app:create_app", "--factory", "--host", "127.0.0.1",
-                "--port", str(self.ports[name]), "--ssl-certfile", cert, "--ssl-keyfile", key,
-                "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "25"]
+        return [sys.executable, "-m", package, *args]
 
     def verify(self) -> ssl.SSLContext | bool:
         return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
