@@ -1108,7 +1108,7 @@ def test_monitoring_ships_a_pod_monitor_a_readiness_probe_and_the_alert_rules():
         (probe,) = by_kind(docs, "Probe").values()
         assert probe["spec"]["jobName"] == "convocations-readiness"
         assert sorted(probe["spec"]["targets"]["staticConfig"]["static"]) == sorted(
-            f"http://{name}:{port}/readyz" for name, (_pkg, port, _role) in SERVICES.items())
+            f"http://{name}.{OVERLAYS[overlay]}.svc:{port}/readyz" for name, (_pkg, port, _role) in SERVICES.items())
         (rule,) = by_kind(docs, "PrometheusRule").values()
         assert rule["spec"]["groups"] == [g for path in (ALERTS_FILE, SLO_FILE)
                                           for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]]
@@ -1126,3 +1126,77 @@ def test_rabbitmq_queues_are_scraped_one_series_per_queue():
     assert jobs == {"/metrics": ["rabbitmq"], "/metrics/detailed": ["rabbitmq-queues"]}
     (detailed,) = [e for e in monitor["spec"]["podMetricsEndpoints"] if e["path"] == "/metrics/detailed"]
     assert set(detailed["params"]["family"]) == {"queue_coarse_metrics", "queue_consumer_count"}
+
+
+def admits(policy: dict, pod_labels: dict, from_namespace: str, from_labels: dict, port) -> bool:
+    """Whether an Ingress NetworkPolicy selecting ``pod_labels`` lets a pod of ``from_namespace`` labelled
+    ``from_labels`` reach ``port`` (a number or a container port's name)."""
+    spec = policy["spec"]
+    if "Ingress" not in spec.get("policyTypes", []) or not selects(spec["podSelector"], pod_labels):
+        return False
+    for rule in spec.get("ingress", []):
+        ports = [p["port"] for p in rule.get("ports", [])]
+        if ports and port not in ports:
+            continue
+        for source in rule.get("from", []):
+            namespace_ok = selects(source.get("namespaceSelector", {}),
+                                   {"kubernetes.io/metadata.name": from_namespace}) if "namespaceSelector" in source \
+                else from_namespace == policy["metadata"]["namespace"]
+            if namespace_ok and selects(source.get("podSelector", {}), from_labels):
+                return True
+    return False
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions In/NotIn/Exists) against a label set."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions", []):
+        present, value = e["key"] in labels, labels.get(e["key"])
+        if {"In": present and value in e.get("values", []), "NotIn": not present or value not in e.get("values", []),
+                "Exists": present, "DoesNotExist": not present}[e["operator"]] is False:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("overlay", ["prod", "prod-keda"])
+def test_every_readiness_probe_target_resolves_and_is_admitted_from_the_probers_namespace(overlay):
+    """Issue 18, item 2: the targets were short names (http://issuer:8001/readyz), which the blackbox exporter
+    resolves in its own namespace (monitoring), and no NetworkPolicy let it in: every service would have
+    been reported not ready at deploy. Each target must name a Service of the overlay by its namespace, on
+    one of its ports, and a NetworkPolicy of that namespace must admit the prober's pods to that port."""
+    docs = render(f"overlays/{overlay}")
+    services, deployments = by_kind(docs, "Service"), by_kind(docs, "Deployment")
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    (probe,) = by_kind(docs, "Probe").values()
+    prober = urlparse(f"http://{probe['spec']['prober']['url']}")
+    prober_service, prober_namespace = prober.hostname.split(".")[:2]
+    assert prober.hostname in (f"{prober_service}.{prober_namespace}.svc",
+                               f"{prober_service}.{prober_namespace}.svc.cluster.local"), prober.hostname
+    prober_labels = {"app.kubernetes.io/name": prober_service}  # the exporter's pods (see network-policy.yaml)
+    targets = probe["spec"]["targets"]["staticConfig"]["static"]
+    assert len(targets) == len(SERVICES)
+    for target in targets:
+        url = urlparse(target)
+        parts = url.hostname.split(".")
+        # A short name resolves in the prober's namespace: only <service>.<namespace>[.svc[.cluster.local]].
+        assert len(parts) >= 2 and ".".join(parts[2:]) in ("", "svc", "svc.cluster.local"), (
+            f"{target}: name the Service with its namespace, the prober runs in {prober_namespace}")
+        name, namespace = parts[:2]
+        assert name in services and services[name]["metadata"]["namespace"] == namespace, (
+            f"{target}: no Service {name} in namespace {namespace}")
+        (service_port,) = [p for p in services[name]["spec"]["ports"] if p["port"] == url.port] or [None]
+        assert service_port is not None, f"{target}: Service {name} has no port {url.port}"
+        (deployment,) = [d for d in deployments.values()
+                         if selects({"matchLabels": services[name]["spec"]["selector"]},
+                                    d["spec"]["template"]["metadata"]["labels"])]
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (container_port,) = [p for p in container["ports"]
+                             if service_port["targetPort"] in (p.get("name"), p["containerPort"])]
+        assert url.path == "/readyz"
+        assert any(admits(p, pod_labels, prober_namespace, prober_labels, port)
+                   for p in policies for port in (container_port.get("name"), container_port["containerPort"])), (
+            f"{target}: no NetworkPolicy of {namespace} admits {prober_service} pods of {prober_namespace} "
+            f"to port {container_port}")
+        assert probe["spec"]["targets"]["staticConfig"]["relabelingConfigs"][0]["regex"].startswith("http://")
