@@ -9,9 +9,9 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 need_pkgs=(fonts-dejavu-core poppler-utils)
 # Debian splits venv (and ensurepip) out of python3.
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_pkgs+=("python3-venv")
-# For the tests: a real browser, and promtool (Debian package prometheus) to check the alert rules.
+# For the tests: a real browser, and Prometheus (promtool checks the alert rules) with the blackbox exporter.
 # npm installs the pinned axe-core of the accessibility tests (tests/browser/a11y/package-lock.json).
-[ "${1:-}" = "--with-browser" ] && need_pkgs+=(chromium prometheus ffmpeg)
+[ "${1:-}" = "--with-browser" ] && need_pkgs+=(chromium prometheus prometheus-blackbox-exporter ffmpeg)
 # A Node.js from elsewhere brings its own npm (Debian's npm package would conflict with it).
 [ "${1:-}" = "--with-browser" ] && ! command -v npm >/dev/null && need_pkgs+=(npm)
 command -v rabbitmq-server >/dev/null || need_pkgs+=(rabbitmq-server)

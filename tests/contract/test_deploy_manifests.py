@@ -959,6 +959,23 @@ def test_promtool_accepts_the_rules_and_their_unit_tests():
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_promtool_unit_tests_feed_only_label_sets_a_real_scrape_produced():
+    """Issue 18, item 1: the SLO tests fed `le="300"` where prometheus-client writes `le="300.0"`, so they
+    passed while the rules selected nothing live. Every input series must be a label set recorded from a
+    live run (deploy/prometheus/series.yml; the end-to-end tier fails when the services drift from it)."""
+    from devstack import series
+
+    catalogue = series.load()
+    problems = []
+    for path in (DEPLOY / "prometheus" / "alerts.test.yml", DEPLOY / "prometheus" / "slo.test.yml"):
+        for case in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
+            for given in case["input_series"]:
+                name, labels = series.parse_series(given["series"])
+                if not name.startswith("kube_"):  # kube-state-metrics: Kubernetes only, never scraped here
+                    problems += [f"{path.name}, {case['name']!r}: {p}" for p in series.unknown(name, labels, catalogue)]
+    assert not problems, "\n".join(problems)
+
+
 def test_promtool_parses_every_dashboard_query(dashboard, tmp_path):
     tool = promtool()
     rules = []
