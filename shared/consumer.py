@@ -230,7 +230,7 @@ class Consumer:
     """Registers a service's handlers on the broker and runs them with the inbox discipline."""
 
     def __init__(self, *, service: str, broker: RabbitBroker, exchange: str, pool_getter: Callable[[], asyncpg.Pool],
-                 outage_backoff_max: float = 30.0):
+                 outage_backoff_max: float = 5.0):
         self.service, self.broker, self.exchange = service, broker, exchange
         self.outage_backoff_max = outage_backoff_max
         self._pool = pool_getter

@@ -76,8 +76,9 @@ class ServiceSettings(BaseSettings):
     # only waits, up to migration_wait_seconds, until its schema is at its own version.
     migrate_on_start: bool = True
     migration_wait_seconds: float = 120.0
-    # While the database does not answer, consumers hold their messages and probe it this often at most.
-    outage_backoff_max_seconds: float = 30.0
+    # While the database does not answer, consumers hold their messages and probe it this often at most
+    # (a `select 1`): a held letter resumes within this long of the database's return.
+    outage_backoff_max_seconds: float = 5.0
 
     @field_validator("forwarded_allow_ips")
     @classmethod
