@@ -41,7 +41,7 @@ from shared.metrics import DEAD_LETTERED, EVENTS_CONSUMED, HANDLER_SECONDS, coun
 
 log = get_logger(__name__)
 P = TypeVar("P", bound=EventPayload)
-CONTRACT_REASONS = frozenset({"malformed-json", "invalid-event", "wrong-type", "wrong-producer"})
+CONTRACT_REASONS = frozenset({"malformed-json", "invalid-event", "wrong-type", "wrong-producer", "too-large"})
 
 
 class Rejected(Exception):
@@ -267,6 +267,12 @@ class Consumer:
                     and (large is None or len(msg.body) < large.min_bytes))
 
         async def handle(msg: RabbitMessage) -> None:
+            if payload_cls.MAX_BODY_BYTES is not None and len(msg.body) > payload_cls.MAX_BODY_BYTES:
+                # Refused on its size alone, before a decoded or validated copy of it exists.
+                await self._dead_letter(msg, queue.name, event_type, Rejected(
+                    "too-large", f"{len(msg.body)} bytes, more than the {payload_cls.MAX_BODY_BYTES} a "
+                    f"{event_type} event may have"))
+                return
             if batcher is not None and batchable(msg) and await batcher.submit(msg) is not ALONE:
                 return
             if gate is not None and large is not None and len(msg.body) >= large.min_bytes:

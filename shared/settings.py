@@ -149,14 +149,26 @@ def default_credentials(url: str, default_user: str, *, password_required: bool)
     return None
 
 
+def loopback(host: str | None) -> bool:
+    """``localhost`` or a loopback address: a sidecar on this host, traffic that never crosses the network."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
 def require_https(name: str, url: str | None) -> None:
     """In production, a public URL must be https (links, cookies, callbacks)."""
     if url is not None and urlsplit(url).scheme != "https":
         raise ValueError(f"{name} must be an https:// URL in production")
 
 
+# Every development key a service has as its default (tests/unit/test_production_settings.py checks the
+# settings modules name no other): production refuses each of them.
 DEV_KEY_NAMES = ("seal-k1", "patient-ref", "mailer-field", "portal-field", "sms-field", "portal-secret", "print-room",
-                 "staff-field", "secretariat-secret")
+                 "staff-field", "secretariat-secret", "issuer-field")
 
 
 def parse_keyring(value: object) -> dict[str, bytes]:

@@ -506,6 +506,8 @@ REJECTION_MEANINGS = {
                      " (a control character such as CR or LF in a one-line field is named by its code point).",
     "wrong-type": "The envelope's type or version is not the routing key's event.",
     "wrong-producer": "The envelope's `producer` is not the one party that publishes this event.",
+    "too-large": "The message body is larger than its event may be (convocation.created: the 10 MB letter in"
+                 " base64 and 256 KiB more); refused on its size, before it is read.",
     "appointment-in-past": "A convocation.created whose appointment has already started.",
     "unknown-convocation": "The event names a convocation this service does not know.",
     "unreadable-secret": "An encrypted field does not open with this service's key (wrong key or forged field).",
