@@ -126,7 +126,8 @@ class Runtime:
         ``broker.start()`` then binds and consumes its queues."""
         await self.broker.connect()
         # DLQs and exchanges first, so that a subscriber never consumes into a missing DLX.
-        await topology.declare_dead_letter_queues(self.broker, self.exchange, self.consumer.queues)
+        await topology.declare_dead_letter_queues(self.broker, self.exchange, self.consumer.queues,
+                                                  self.settings.amqp_url)
         await self.broker.declare_exchange(topology.retry_exchange(self.exchange))
         for declare in self.declarations:
             await declare()

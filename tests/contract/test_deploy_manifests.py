@@ -791,7 +791,9 @@ def test_infra_runs_clustered_rabbitmq_and_postgres_with_one_role_and_user_per_s
     (pg,) = by_kind(docs, "Cluster").values()
     assert mq["spec"]["replicas"] >= 3 and pg["spec"]["instances"] >= 3
     roles = {r["name"] for r in pg["spec"]["managed"]["roles"]}
-    assert roles == {name for _pkg, _port, role in SERVICES.values() for name in (role, f"{role}_owner")}
+    # ... and the operators' tool (convocations-admin), which records what it does in operations.dlq_action.
+    assert roles == {name for _pkg, _port, role in SERVICES.values() for name in (role, f"{role}_owner")} | {
+        "convocations_admin"}
     assert set(by_kind(docs, "User")) == set(by_kind(docs, "Permission")) == {*SERVICES, UPSTREAM_PRODUCER}
     # The services' NetworkPolicy reaches the brokers and databases by these names and labels.
     (policy,) = [d for d in load_yaml_docs(K8S / "base" / "network-policies.yaml")

@@ -44,7 +44,7 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
         # so the outbox relay's mandatory publishes are routable and nothing is lost.
         for routing_key in topology.consumed_by(topology.UPSTREAM):
             await topology.declare_outbound_queue(runtime.broker, settings.events_exchange, topology.UPSTREAM,
-                                                  routing_key)
+                                                  routing_key, settings.amqp_url)
 
     runtime.declarations.append(declare_upstream_queues)
     runtime.every(settings.sweep_seconds, sweeper.sweep_once, "issuer-sweeper")
