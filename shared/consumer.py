@@ -33,7 +33,7 @@ from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from pydantic import ValidationError
 
-from shared import crypto, topology
+from shared import crypto, topology, tracing
 from shared.contracts import Envelope, EventPayload
 from shared.logs import get_logger
 from shared.memory import release_freed_memory
@@ -312,6 +312,12 @@ class Consumer:
     async def _consume(
         self, msg: RabbitMessage, payload_cls, handler: Handler, queue: str, event_type: str, by_inbox: bool
     ) -> None:
+        with tracing.consuming(msg.headers, queue, event_type, msg.message_id):
+            await self._consume_one(msg, payload_cls, handler, queue, event_type, by_inbox)
+
+    async def _consume_one(
+        self, msg: RabbitMessage, payload_cls, handler: Handler, queue: str, event_type: str, by_inbox: bool
+    ) -> None:
         structlog.contextvars.clear_contextvars()
         headers = msg.headers or {}
         attempt = int(headers.get("x-attempt", 0) or 0)
@@ -384,7 +390,8 @@ class Consumer:
                         fresh.discard(env.event_id)  # the same event twice in one batch: once
                         with structlog.contextvars.bound_contextvars(
                                 correlation_id=str(env.correlation_id), event_id=str(env.event_id),
-                                event_type=event_type):
+                                event_type=event_type), \
+                                tracing.consuming(msgs[i].headers, queue, event_type, str(env.event_id)):
                             await handler(conn, Delivery(env, 0, queue))
                     await conn.execute("commit")
         except Exception as exc:

@@ -21,6 +21,7 @@ import aio_pika
 import asyncpg
 from faststream.rabbit import RabbitBroker
 
+from shared import tracing
 from shared.contracts import Envelope
 from shared.logs import get_logger
 from shared.metrics import EVENTS_PUBLISHED, OUTBOX_LAST_SUCCESS, OUTBOX_OLDEST_AGE, OUTBOX_PENDING, RETRIES_SCHEDULED
@@ -70,6 +71,10 @@ _COLUMNS = ("event_id", "exchange", "routing_key", "event_type", "correlation_id
 async def _insert(conn: asyncpg.Connection, rows: list[tuple]) -> None:
     if not rows:
         return
+    # The trace of the transaction that writes the events goes with them (shared/tracing.py); nothing
+    # when tracing is off.
+    if trace_headers := tracing.current_context_headers():
+        rows = [(*row[:-1], {**row[-1], **trace_headers}) for row in rows]
     n = len(_COLUMNS)
     values = ", ".join("(" + ", ".join(f"${i * n + k}" for k in range(1, n + 1)) + ")" for i in range(len(rows)))
     await conn.execute(f"insert into outbox({', '.join(_COLUMNS)}) values {values}",
@@ -231,20 +236,21 @@ class OutboxRelay:
         self._broker_unreachable = False
 
     async def _publish(self, row: asyncpg.Record) -> None:
-        headers = row["headers"]  # jsonb, decoded by the pool's codec (shared/db.py)
-        await self.broker.publish(
-            bytes(row["body"]),
-            exchange=row["exchange"] if row["exchange"] is not None else self.exchange,
-            routing_key=row["routing_key"],
-            message_id=str(row["event_id"]),
-            correlation_id=str(row["correlation_id"]),
-            message_type=row["event_type"],
-            content_type="application/json",
-            headers={"x-producer": self.service, **headers},
-            persist=True,
-            mandatory=True,
-            timeout=10,
-        )
+        # jsonb, decoded by the pool's codec (shared/db.py); its trace context continued by the publish span.
+        with tracing.publishing(row["headers"], row["routing_key"], row["event_type"], str(row["event_id"])) as headers:
+            await self.broker.publish(
+                bytes(row["body"]),
+                exchange=row["exchange"] if row["exchange"] is not None else self.exchange,
+                routing_key=row["routing_key"],
+                message_id=str(row["event_id"]),
+                correlation_id=str(row["correlation_id"]),
+                message_type=row["event_type"],
+                content_type="application/json",
+                headers={"x-producer": self.service, **headers},
+                persist=True,
+                mandatory=True,
+                timeout=10,
+            )
 
     async def _record_backlog(self) -> None:
         async with self.pool.acquire() as conn:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, Response
 from faststream.rabbit import Channel, RabbitBroker
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from shared import topology
+from shared import topology, tracing
 from shared.consumer import Consumer
 from shared.db import create_pool, migrate, wait_for_migrations
 from shared.http import BodyLimit
@@ -36,6 +36,7 @@ class Runtime:
     def __init__(self, service: str, schema: str, settings: ServiceSettings, migrations: Path) -> None:
         configure_logging(service, settings.log_level)
         return_large_buffers_to_the_system()
+        self.tracer_provider = tracing.configure(service)  # None unless an OTLP endpoint is configured
         self.service, self.schema, self.settings, self.migrations = service, schema, settings, migrations
         self.broker = RabbitBroker(
             settings.amqp_url,
@@ -187,6 +188,8 @@ class Runtime:
             await self.relay.stop()
         if self.pool:
             await self.pool.close()
+        if self.tracer_provider is not None:
+            await asyncio.to_thread(self.tracer_provider.shutdown)  # the last spans, exported before the end
         log.info("service stopped")
 
     async def ready(self) -> dict[str, bool]:
@@ -232,6 +235,7 @@ class Runtime:
     def http_app(self) -> FastAPI:
         app = FastAPI(title=self.service, lifespan=self.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
         app.add_middleware(BodyLimit)  # every route of every service, health and metrics included
+        tracing.instrument_app(app)
         app.include_router(self.routes())
         return app
 

@@ -1219,3 +1219,35 @@ def test_every_readiness_probe_target_resolves_and_is_admitted_from_the_probers_
             f"{target}: no NetworkPolicy of {namespace} admits {prober_service} pods of {prober_namespace} "
             f"to port {container_port}")
         assert probe["spec"]["targets"]["staticConfig"]["relabelingConfigs"][0]["regex"].startswith("http://")
+
+
+def test_traces_are_exported_in_production_through_an_open_door_and_off_in_development():
+    """Issue 18, item 8: OTLP export configured in the overlays; off by default in development."""
+    from shared import tracing
+
+    for overlay in ("prod", "prod-keda"):
+        docs = render(f"overlays/{overlay}")
+        common = overlay_config(docs, "convocations-common")
+        endpoint = urlparse(common["OTEL_EXPORTER_OTLP_ENDPOINT"])
+        assert common["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf" and endpoint.port == 4318
+        collector, namespace = endpoint.hostname.split(".")[:2]
+        policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+        for deployment in by_kind(docs, "Deployment").values():
+            labels = deployment["spec"]["template"]["metadata"]["labels"]
+            assert any(selects(p["spec"]["podSelector"], labels) and "Egress" in p["spec"]["policyTypes"]
+                       and any(4318 in [port["port"] for port in rule.get("ports", [])]
+                               and any(selects(to.get("namespaceSelector", {}),
+                                               {"kubernetes.io/metadata.name": namespace}) for to in rule["to"])
+                               for rule in p["spec"].get("egress", []))
+                       for p in policies), f"{overlay}: nothing lets {deployment['metadata']['name']} reach {collector}"
+    dev = overlay_config(render("overlays/dev"), "convocations-common")
+    assert dev["OTEL_SDK_DISABLED"] == "true"
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**env, "OTEL_SDK_DISABLED": "true"}.items():
+            patch.setenv(name, value)
+        assert not tracing.wanted()
+        patch.delenv("OTEL_SDK_DISABLED")
+        assert tracing.wanted()
+        patch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+        assert not tracing.wanted()  # no endpoint (compose, a developer's machine): off

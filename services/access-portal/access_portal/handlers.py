@@ -9,7 +9,7 @@ import asyncpg
 from access_portal import store
 from access_portal.policy import phone_hint
 from access_portal.settings import PortalSettings
-from shared import crypto
+from shared import crypto, tracing
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     PORTAL_ACTIONS,
@@ -89,6 +89,7 @@ class PortalHandlers:
             patient_refs=m.patient_refs,
             public_phone=m.public_contact.phone if m.public_contact else None,
             public_email=m.public_contact.email if m.public_contact else None,
+            trace_context=tracing.current_context_headers(),  # the letter's trace, for its download
         )
         log.info("sealed message stored", message_id=str(m.message_id))
 

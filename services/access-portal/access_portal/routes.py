@@ -20,7 +20,7 @@ from access_portal.metrics import DOCUMENTS_RELEASED, OTP_CHECKS, OTP_REQUESTS, 
 from access_portal.pages import Pages, chosen_language
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
-from shared import crypto
+from shared import crypto, tracing
 from shared.contracts import AccessChangedV1, DocumentReleasedV1, OtpRequestedV1, PostalChosenV1, envelope
 from shared.http import parse_uuid
 from shared.logs import get_logger
@@ -476,10 +476,12 @@ class Portal:
                 await store.audit(conn, message_id, "download", "link-incomplete", client, kind)
                 return self.pages.state(request, "link_incomplete", lang, status=400, message=message)
             if await store.record_release(conn, message_id, kind):  # the first download of each kind
-                await add_event(conn, envelope(
-                    DocumentReleasedV1(message_id=message_id, convocation_id=message["convocation_id"], kind=kind,
-                                       released_at=now),
-                    producer=PRODUCER, correlation_id=message["convocation_id"]))
+                # In the letter's trace (kept with the message), linked to this request's.
+                with tracing.continued(message["trace_context"], f"{kind} released"):
+                    await add_event(conn, envelope(
+                        DocumentReleasedV1(message_id=message_id, convocation_id=message["convocation_id"],
+                                           kind=kind, released_at=now),
+                        producer=PRODUCER, correlation_id=message["convocation_id"]))
                 DOCUMENTS_RELEASED.labels(kind).inc()
             await store.audit(conn, message_id, "download", "ok", client, kind)
         filename = calendar.file_name(kind, details)
