@@ -134,16 +134,16 @@ grant select on secretariat_audit.staff_audit to secretariat_audit_reader;
 -- operations, a role nobody logs in as; the tool logs in as convocations_admin, which may only INSERT
 -- rows and read them back. Nobody changes or deletes a row. Members of operations_reader may read it.
 do $$
+declare
+    role_name text;
 begin
-    if not exists (select 1 from pg_roles where rolname = 'operations') then
-        create role operations nologin;
-    end if;
-    if not exists (select 1 from pg_roles where rolname = 'operations_reader') then
-        create role operations_reader nologin;
-    end if;
-    if not exists (select 1 from pg_roles where rolname = 'convocations_admin') then
-        create role convocations_admin login password 'convocations_admin';
-    end if;
+    foreach role_name in array array['operations', 'operations_reader', 'convocations_admin'] loop
+        if not exists (select 1 from pg_roles where rolname = role_name) then
+            execute format('create role %I nologin', role_name);
+        end if;
+    end loop;
+    -- The tool's login (development password = the role's name, as the services').
+    alter role convocations_admin login password 'convocations_admin';
 end $$;
 create schema if not exists operations authorization operations;
 revoke all on schema operations from public;

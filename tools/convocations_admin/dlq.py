@@ -266,25 +266,11 @@ class DeadLetterOffice:
         holding = queue + MIGRATING
         dlx = topology.dead_letter_exchange(self.exchange).name
         async with self._channel(publisher_confirms=True) as channel:
-            await (await channel.declare_queue(holding, durable=True, arguments=topology.DEAD_LETTER_QUEUE_ARGUMENTS)
-                   ).bind(dlx, routing_key=original)
-            old = await channel.get_queue(queue, ensure=False)
-            await old.unbind(dlx, routing_key=original)
-            moved = await _move(channel, queue, holding)
-            while (await channel.declare_queue(queue, passive=True)).declaration_result.message_count:
-                moved += await _move(channel, queue, holding)  # dead-lettered before the unbind took effect
-            await channel.queue_delete(queue)
+            moved = await _take_over(channel, dlx, original, holding, queue)
         # A new channel: RabbitMQ 3.10 closes the connection (INTERNAL_ERROR) on a publish to a queue declared
         # again under the name of one deleted on the same channel.
         async with self._channel(publisher_confirms=True) as channel:
-            await (await channel.declare_queue(queue, durable=True, arguments=topology.DEAD_LETTER_QUEUE_ARGUMENTS)
-                   ).bind(dlx, routing_key=original)
-            held = await channel.get_queue(holding, ensure=False)
-            await held.unbind(dlx, routing_key=original)
-            back = await _move(channel, holding, queue)
-            while (await channel.declare_queue(holding, passive=True)).declaration_result.message_count:
-                back += await _move(channel, holding, queue)
-            await channel.queue_delete(holding)
+            back = await _take_over(channel, dlx, original, queue, holding)
         await self._record_migration(queue, moved, back)
         return back
 
@@ -317,6 +303,19 @@ def _copy(message: AbstractIncomingMessage, *, keep_dead_letter_headers: bool = 
     return aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
                             message_id=message.message_id, correlation_id=message.correlation_id, type=message.type,
                             timestamp=message.timestamp, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+
+
+async def _take_over(channel: AbstractChannel, dlx: str, routing_key: str, new: str, old: str) -> int:
+    """Make ``new`` (declared classic) the DLQ bound for ``routing_key`` in place of ``old``, move every letter
+    of ``old`` into it (those dead-lettered before the unbinding took effect too) and delete ``old``."""
+    await (await channel.declare_queue(new, durable=True, arguments=topology.DEAD_LETTER_QUEUE_ARGUMENTS)
+           ).bind(dlx, routing_key=routing_key)
+    await (await channel.get_queue(old, ensure=False)).unbind(dlx, routing_key=routing_key)
+    moved = await _move(channel, old, new)
+    while (await channel.declare_queue(old, passive=True)).declaration_result.message_count:
+        moved += await _move(channel, old, new)
+    await channel.queue_delete(old)
+    return moved
 
 
 async def _move(channel: AbstractChannel, source: str, target: str) -> int:
