@@ -47,6 +47,9 @@ class Runtime:
             # trouble is logged by aio-pika and aiormq themselves).
             logger=None,
             graceful_timeout=20,
+            # After an outage the consumers are back within a second of the broker (aio-pika's default: 5 s);
+            # the outbox relay probes as often (shared/outbox.py).
+            reconnect_interval=1.0,
             app_id=service,
             apply_types=False,  # handlers take the raw message; validation is ours (shared/consumer.py)
         )

@@ -29,7 +29,7 @@ EXCHANGE = "test-outage"  # its own queues, apart from the session's stack
 CUT_SECONDS = 40  # the old requeue loop burnt the 10 deliveries of the limit in about 21 s
 BROKER_EXCHANGE = "test-broker-outage"
 # Longer than everything that could give up or count a delivery while the broker is away: the relay's
-# publish timeout (10 s, twice over), the robust connection's reconnect interval (5 s, several attempts
+# publish timeout (10 s, twice over), the robust connection's reconnect interval (1 s, several attempts
 # refused), the readiness refresh (15 s), and long enough that a backoff of the events that failed to
 # publish (the relay once pushed them back up to 60 s: 1, 2, 4, 8, 16 s...) would outlast the promise
 # below. Detection itself is immediate (the proxy resets the connections), so AMQP heartbeats play no

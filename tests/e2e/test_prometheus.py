@@ -53,7 +53,7 @@ NOT_INDUCED = {
     "ConvocationsSmsFailureRate": "the SMS provider failing a fifth of sends",
     "ConvocationsOtpFailureSpike": "thirty wrong codes within the window",
     "ConvocationsSmsPumpingSuspected": "twenty SMS refused by the hourly caps",
-    "ConvocationsSloSlowBurn": "fires with the fast burn on this time scale; its own expression is unit-tested",
+    "ConvocationsSloSlowBurn": "its windows become the fast burn's 30 s on this time scale: nothing more to see",
     "ConvocationsPaperLate": "a letter past its paper deadline",
 }
 
