@@ -53,7 +53,7 @@ async def test_one_letter_is_one_trace_from_convocation_created_to_document_rele
             sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
             sms_auth_token=devinbox.auth_token, log_dir=tmp_path, amqp_url=AMQP_URL,
             extra_env={"*": {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
-                             "SMS_RETRY_DELAYS": "1,2,3", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"}})
+                             "LOG_LEVEL": "INFO", "SMS_RETRY_DELAYS": "1,2,3", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"}})
         stack.start(["issuer", "mailer", "access-portal", "sms-gateway"])
         try:
             trace_id, hospital_span = os.urandom(16).hex(), os.urandom(8).hex()
