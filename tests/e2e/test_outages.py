@@ -53,8 +53,8 @@ async def test_postgres_cut_longer_than_the_delivery_limit_loses_no_letter(chain
             extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"},  # the production backoff
                        "issuer": {"DATABASE_URL": f"postgresql://issuer:issuer@127.0.0.1:{proxy.port}/{test_database}"}},
         )
-        stack.start(["issuer", "mailer"])
         try:
+            stack.start(["issuer", "mailer"], timeout=60)
             proxy.cut()
             events = [chain.event(email=random_email()) for _ in range(10)]
             for event in events:
@@ -87,8 +87,8 @@ async def test_broker_cut_while_letters_flow_sends_each_letter_once(chain, test_
             sms_auth_token=devinbox.auth_token, log_dir=tmp_path, amqp_url=proxied(AMQP_URL, proxy.port),
             extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"}},
         )
-        stack.start(["issuer", "mailer"])
         try:
+            stack.start(["issuer", "mailer"], timeout=60)
             before = [chain.event(email=random_email()) for _ in range(20)]
             during = [chain.event(email=random_email()) for _ in range(10)]
             for event in before:  # the hospital's side of the broker stays up all along

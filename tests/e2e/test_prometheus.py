@@ -130,11 +130,11 @@ async def test_alerts_fire_when_their_cause_is_induced(chain, prometheus, stack,
             **stack.extra_env.get("access-portal", {}),
             "DATABASE_URL": f"postgresql://access_portal:access_portal@127.0.0.1:{proxy.port}/{stack.database}"}}
         replica = dataclasses.replace(stack, ports={}, processes={}, log_dir=tmp_path, extra_env=extra)
-        replica.start(["access-portal"])
         replica_url = replica.url("access-portal")
         replica_host = replica_url.removeprefix("http://")
         watched = {name: list(urls) for name, urls in prometheus.services.items()}
         try:
+            replica.start(["access-portal"], timeout=60)
             prometheus.watch({**watched, "access-portal": [*watched["access-portal"], replica_url]})
             await settled(prometheus, f'up{{instance="{replica_host}"}}', lambda v: v == 1)
             proxy.cut()
