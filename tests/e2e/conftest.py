@@ -6,14 +6,17 @@ import asyncio
 import json
 import random
 import re
+import subprocess
 import uuid
 
 import aio_pika
+import asyncpg
 import pytest
 
 from devstack.sample import convocation_event, publish, sample_pdf
+from devstack.stack import ROOT
 from devstack.stack import SERVICES as STACK_SERVICES
-from tests.conftest import AMQP_URL, SCHEMAS
+from tests.conftest import ADMIN_DSN, AMQP_URL, SCHEMAS
 
 
 def random_mobile() -> tuple[str, str]:
@@ -160,3 +163,18 @@ def prometheus(request, tmp_path_factory):
                          BROKER.prometheus_port if BROKER else None).start()
     yield watcher
     watcher.stop()
+
+
+@pytest.fixture
+async def own_database(test_database):
+    """(name, superuser connection) of a database of its own, for a test's own stack: the session stack's
+    outbox relays would otherwise take the rows of the same schemas and publish them to their exchange."""
+    name = f"{test_database}_{uuid.uuid4().hex[:6]}"
+    subprocess.run([str(ROOT / "scripts/db-setup.sh"), name], check=True, capture_output=True)
+    db = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        yield name, db
+    finally:
+        await db.close()
+        subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
+                        f'drop database if exists "{name}" with (force)'], capture_output=True)

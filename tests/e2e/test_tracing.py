@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import uuid
 
 import aio_pika
-import asyncpg
 import pytest
 
 from devstack.otlp import OtlpReceiver
-from devstack.stack import ROOT, Stack
-from tests.conftest import ADMIN_DSN, AMQP_URL
+from devstack.stack import Stack
+from tests.conftest import AMQP_URL
 from tests.e2e.conftest import code_of
 from tests.patient import PatientClient, find_link
 
@@ -45,21 +43,6 @@ async def spans_until(otlp: OtlpReceiver, until, timeout: float = 30):
             return spans
         await asyncio.sleep(0.1)
     raise AssertionError(f"the spans never showed it: {sorted({(s.service, s.kind, s.name) for s in otlp.spans()})}")
-
-
-@pytest.fixture
-async def own_database(test_database):
-    """A database of its own: services of another stack on the same schemas would relay this stack's outbox
-    rows to their own exchange (each relay takes what is due in its schema's outbox)."""
-    name = f"{test_database}_trace"
-    subprocess.run([str(ROOT / "scripts/db-setup.sh"), name], check=True, capture_output=True)
-    db = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}")
-    try:
-        yield name, db
-    finally:
-        await db.close()
-        subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
-                        f'drop database if exists "{name}" with (force)'], capture_output=True)
 
 
 async def test_one_letter_is_one_trace_from_convocation_created_to_document_released(chain, own_database, devinbox,
