@@ -29,9 +29,17 @@ QUEUE = re.compile(r"^[a-z0-9-]+\.((issuer|mailer|sms-gateway|access-portal|secr
                    r"(\.dlq|\.retry\.[0-9]+s)?)$")
 
 
+# The test broker's node, different each run: "<name>@<host>" in the node, cluster and table labels.
+NODE = re.compile(r"[\w.-]+@[\w.-]+")
+PER_NODE = {"rabbitmq_node": "rabbit@node", "rabbitmq_cluster": "rabbit@node",
+            "rabbitmq_cluster_permanent_id": "rabbitmq-cluster-id"}
+
+
 def normalized(labels: dict[str, str]) -> dict[str, str] | None:
     """A scraped label set as recorded, or None for one that belongs to no deployment (a test's own queue)."""
-    out = {k: v for k, v in labels.items() if k not in UNRECORDED}
+    out = {k: PER_NODE.get(k, v) for k, v in labels.items() if k not in UNRECORDED}
+    if "table" in out:
+        out["table"] = NODE.sub("rabbit@node", out["table"])
     if "queue" in out:
         match = QUEUE.match(out["queue"])
         if match is None:
