@@ -30,10 +30,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     HTTP_PORT=${HTTP_PORT} \
     SERVICE=${SERVICE} \
     PYTHONPATH=/app:/app/${SERVICE_DIR}
-# Only the issuer renders PDFs: fpdf2 with DejaVu (the core PDF fonts are latin-1 only).
+# Only the issuer renders PDFs: WeasyPrint (tagged PDF/UA-1) loads pango, harfbuzz's subsetter and
+# fontconfig at run time, and sets the letter in DejaVu Sans.
 # hadolint ignore=DL3008
 RUN if [ "$SERVICE" = "issuer" ]; then \
       apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+        libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 \
       && rm -rf /var/lib/apt/lists/*; \
     fi
 # Fixed uid/gid 10001: the Kubernetes manifests set runAsUser to the same value.

@@ -1,15 +1,18 @@
 # The index of commands. `make run` and `make test` each install what they need first.
 PY := .venv/bin/python
-export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/services/secretariat:$(CURDIR)/tools:$(CURDIR)/tools/devinbox:$(CURDIR)/tools/devoidc
+export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/services/secretariat:$(CURDIR)/services/hospital-gateway:$(CURDIR)/tools:$(CURDIR)/tools/devinbox:$(CURDIR)/tools/devoidc
 
-.PHONY: guide run test bootstrap unit contract integration e2e browser production bench lock lint contracts prometheus-rule prometheus-series admin clean
+.PHONY: guide run test fast bootstrap unit contract integration e2e browser production bench bench-letter lock lint contracts prometheus-rule prometheus-series admin clean
 
 run:            ## the whole system locally, with a sample convocation; prints the link to open
 	scripts/bootstrap.sh
 	$(PY) -m devstack.run
 
-test:           ## every test tier, on the real RabbitMQ, Postgres, SMTP, SMS provider and browser
+test:           ## the lint step and every test tier, side by side (docs/testing.md); what CI runs
 	scripts/bootstrap.sh --with-browser
+	$(PY) -m devstack.suite
+
+fast:           ## the unit and contract tiers: no server, under a minute (plain `pytest` does the same)
 	$(PY) -m pytest
 
 bootstrap:
@@ -24,12 +27,15 @@ integration:
 e2e:
 	$(PY) -m pytest tests/e2e
 browser:
-	$(PY) -m pytest -m browser
+	$(PY) -m pytest tests/browser
 production:     ## the production-like tier: services as the production overlay configures them
 	$(PY) -m pytest tests/production
 
 bench:          ## throughput and latency of the chain, memory per service (prints figures)
 	$(PY) -m devstack.bench
+
+bench-letter:   ## time and memory of rendering one letter (tagged WeasyPrint next to the fpdf2 renderer before)
+	$(PY) -m devstack.letterbench
 
 prometheus-series: ## record deploy/prometheus/series.yml from a live end-to-end run (the promtool tests' label sets)
 	RECORD_SERIES=1 $(PY) -m pytest tests/e2e -q
@@ -37,7 +43,7 @@ prometheus-series: ## record deploy/prometheus/series.yml from a live end-to-end
 admin:          ## operator commands, e.g. make admin ARGS="dlq list" (convocations-admin, see docs/runbooks.md)
 	$(PY) -m convocations_admin $(ARGS)
 
-guide:          ## re-record the portal's video guide (webm, captions, transcript) in the four languages
+guide:          ## re-record the video guide (WebM, MP4, narration, captions, transcript) in the four languages
 	$(PY) -m devstack.guide
 
 contracts:      ## regenerate the AsyncAPI document and JSON Schemas from the models
@@ -52,9 +58,8 @@ lock:           ## pin pyproject.toml's dependencies with hashes: requirements/d
 	.venv/bin/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --no-annotate \
 	  --custom-compile-command "make lock" -c requirements/dev.lock -o requirements/runtime.lock --quiet
 
-lint:           ## ruff and mypy, as the test suite runs them
-	.venv/bin/ruff check .
-	.venv/bin/mypy
+lint:           ## ruff check, ruff format --check and mypy: the lint step of `make test`
+	$(PY) -m devstack.suite lint
 
 clean:
 	rm -rf .venv .pytest_cache .run

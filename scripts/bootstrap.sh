@@ -6,12 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
-need_pkgs=(fonts-dejavu-core poppler-utils)
+# The issuer lays out its letters with WeasyPrint, which loads pango, harfbuzz's subsetter and fontconfig.
+need_pkgs=(fonts-dejavu-core poppler-utils libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0)
 # Debian splits venv (and ensurepip) out of python3.
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_pkgs+=("python3-venv")
 # For the tests: a real browser, and Prometheus (promtool checks the alert rules) with the blackbox exporter.
 # npm installs the pinned axe-core of the accessibility tests (tests/browser/a11y/package-lock.json).
-[ "${1:-}" = "--with-browser" ] && need_pkgs+=(chromium prometheus prometheus-blackbox-exporter ffmpeg)
+# The video guide (make guide, and its test): ffmpeg encodes it, espeak-ng speaks its narration.
+[ "${1:-}" = "--with-browser" ] && need_pkgs+=(chromium prometheus prometheus-blackbox-exporter ffmpeg espeak-ng)
 # A Node.js from elsewhere brings its own npm (Debian's npm package would conflict with it).
 [ "${1:-}" = "--with-browser" ] && ! command -v npm >/dev/null && need_pkgs+=(npm)
 command -v rabbitmq-server >/dev/null || need_pkgs+=(rabbitmq-server)
@@ -86,7 +88,7 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
 # The postgres superuser is reached the libpq way: trust, or PGPASSWORD / ~/.pgpass when the local
-# server asks for a password (see README, "PostgreSQL with password authentication").
+# server asks for a password (README, "The two commands"; docs/testing.md for the tests).
 if ! psql -q -h "${PGHOST:-127.0.0.1}" -p "${PGPORT:-5432}" -U "${PGUSER:-postgres}" -d postgres -tAc 'select 1' >/dev/null 2>&1; then
   echo "Cannot connect to PostgreSQL as ${PGUSER:-postgres} on ${PGHOST:-127.0.0.1}:${PGPORT:-5432}." >&2
   echo "If it asks for a password, export PGPASSWORD (or add a ~/.pgpass line) and run this again." >&2

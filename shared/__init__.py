@@ -1,1 +1,1 @@
-"""Contracts and plumbing shared by the four Convocations services (never business rules)."""
+"""Contracts and plumbing shared by the Convocations services (never business rules)."""

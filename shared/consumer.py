@@ -33,24 +33,15 @@ from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from pydantic import ValidationError
 
-from shared import crypto, topology, tracing
+from shared import crypto, rejections, topology, tracing
 from shared.contracts import Envelope, EventPayload
 from shared.logs import get_logger
 from shared.memory import release_freed_memory
 from shared.metrics import DEAD_LETTERED, EVENTS_CONSUMED, HANDLER_SECONDS, counted_after_commit
+from shared.rejections import CONTRACT_REASONS, Rejected
 
 log = get_logger(__name__)
 P = TypeVar("P", bound=EventPayload)
-CONTRACT_REASONS = frozenset({"malformed-json", "invalid-event", "wrong-type", "wrong-producer", "too-large"})
-
-
-class Rejected(Exception):
-    """A well-formed event the domain refuses (e.g. an appointment in the past): dead-letter it."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
 
 @dataclass(frozen=True)
 class LargeMessages:
@@ -113,19 +104,20 @@ def parse_envelope(payload_cls: type[P], body: bytes, routing_key: str) -> Envel
     try:
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejected("malformed-json", f"body is not JSON: {exc}") from None
+        raise Rejected(rejections.MALFORMED_JSON, f"body is not JSON: {exc}") from None
     try:
         env = Envelope[payload_cls].model_validate(raw)  # type: ignore[valid-type]
     except ValidationError as exc:
-        raise Rejected("invalid-event", _validation_detail(exc)) from None
+        raise Rejected(rejections.INVALID_EVENT, _validation_detail(exc)) from None
     if env.type != payload_cls.EVENT_TYPE or env.version != payload_cls.VERSION:
         raise Rejected(
-            "wrong-type", f"envelope says {env.type} v{env.version}, queue expects {payload_cls.routing_key()}"
+            rejections.WRONG_TYPE, f"envelope says {env.type} v{env.version}, queue expects {payload_cls.routing_key()}"
         )
-    # The broker lets only the owner's user publish this routing key; an envelope that names
+    # The broker lets only the producers' users publish this routing key; an envelope that names
     # someone else is forged or misconfigured, and acting on it would trust the wrong party.
-    if env.producer != (expected := topology.owner(payload_cls.routing_key())):
-        raise Rejected("wrong-producer", f"{env.type} is produced by {expected} only, not {env.producer[:64]!r}")
+    if env.producer not in (expected := topology.producers(payload_cls.routing_key())):
+        raise Rejected(rejections.WRONG_PRODUCER,
+                       f"{env.type} is produced by {' or '.join(expected)} only, not {env.producer[:64]!r}")
     return env
 
 
@@ -270,7 +262,7 @@ class Consumer:
             if payload_cls.MAX_BODY_BYTES is not None and len(msg.body) > payload_cls.MAX_BODY_BYTES:
                 # Refused on its size alone, before a decoded or validated copy of it exists.
                 await self._dead_letter(msg, queue.name, event_type, Rejected(
-                    "too-large", f"{len(msg.body)} bytes, more than the {payload_cls.MAX_BODY_BYTES} a "
+                    rejections.TOO_LARGE, f"{len(msg.body)} bytes, more than the {payload_cls.MAX_BODY_BYTES} a "
                     f"{event_type} event may have"))
                 return
             if batcher is not None and batchable(msg) and await batcher.submit(msg) is not ALONE:
@@ -339,7 +331,7 @@ class Consumer:
                 return
             except crypto.CannotOpen as exc:
                 # A field sealed for us does not open: retrying cannot help; keep it for inspection.
-                await self._dead_letter(msg, queue, event_type, Rejected("cannot-open", str(exc)))
+                await self._dead_letter(msg, queue, event_type, Rejected(rejections.CANNOT_OPEN, str(exc)))
                 return
             except Exception as exc:
                 if not await self._database_reachable():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated, ClassVar, Generic, Literal, TypeVar
 
 import phonenumbers
@@ -145,6 +145,9 @@ class Patient(Contract):
         None, description="Mobile number on file; the code is only ever sent to this number when given."
     )
     language: Language = Field("fr", description="Language of the e-mail, SMS, portal and letter.")
+    birth_date: date | None = Field(
+        None, description="Date of birth (HL7 PID-7, FHIR Patient.birthDate), for the secretariat to tell patients"
+                          " with the same name apart; never in the e-mail or the SMS.")
 
 
 class Place(Contract):
@@ -194,6 +197,10 @@ class ConvocationCreatedV1(EventPayload):
     document_pdf_base64: Line | None = Field(
         None, description="The letter as a base64 PDF (at most 10 MB); when absent the issuer renders one."
     )
+    sandbox: bool = Field(
+        False, description="A test sent with an integrator's sandbox credentials (hospital gateway): the whole chain"
+                           " runs, but e-mails and SMS go only to the sandbox endpoints (the development inbox), never"
+                           " to a real provider, nothing is posted, and every status says it is a test.")
 
     @field_validator("document_pdf_base64")
     @classmethod
@@ -252,6 +259,10 @@ class MessageSealedV1(EventPayload):
         None, description="The contact shown before the code; the secretariat's only after it.")
     for_mailer: SealedField = Field(description="Encrypted for the mailer: e-mail address, name and link secret.")
     for_portal: SealedField = Field(description="Encrypted for the access portal: the mobile number on file.")
+    sandbox: bool = Field(
+        False, description="A sandbox test (convocation.created sandbox): the mailer sends its e-mails only to its"
+                           " sandbox SMTP endpoint, the portal marks its code requests (otp.requested sandbox). Every"
+                           " event that takes over part of this one carries it too.")
 
 
 class MessageRevokedV1(EventPayload):
@@ -302,6 +313,8 @@ class ConvocationStatusV1(EventPayload):
     delivery: DeliveryPreference | None = Field(None, description="The channel the patient chose.")
     patient_ref: Line | None = Field(None, max_length=128, description="Keyed hash of the patient id (as on message.sealed).")
     action_id: uuid.UUID | None = Field(None, description="The secretariat action this change carries out.")
+    sandbox: bool = Field(False, description="A status of a sandbox test (convocation.created sandbox), not of a"
+                                             " real letter.")
 
 
 class ReminderRequestedV1(EventPayload):
@@ -364,6 +377,8 @@ class OtpRequestedV1(EventPayload):
     for_sms: SealedField = Field(description="Encrypted for the sms-gateway: phone number and code.")
     expires_at: AwareDatetime
     phone_hint: Line | None = Field(None, max_length=40, description="The number masked ('+41 79 *** ** 67').")
+    sandbox: bool = Field(False, description="A code for a sandbox test (message.sealed sandbox): the sms-gateway"
+                                             " texts it only to its sandbox provider, never the real one.")
 
 
 class DocumentReleasedV1(EventPayload):

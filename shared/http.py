@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -14,14 +13,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-def parse_uuid(raw: str) -> uuid.UUID | None:
-    """An id taken from a URL path, or None when it is not one (the caller answers 404, never 422)."""
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        return None
-
 
 # Every body these services accept is a few short fields (forms, delivery reports).
 MAX_BODY_BYTES = 64 * 1024

@@ -8,23 +8,42 @@ no compiled ``.mo`` can drift from its source. After changing a text, from the s
     pybabel update -i <package>/locale/messages.pot -d <package>/locale
 
 then translate the new entries (``tests/unit/test_catalogs.py`` fails on any missing one).
+
+Dates, times, numbers, phone links and download file names are written here, once, with Babel's CLDR
+formats for each language's Swiss locale (British English for English), in the hospital's time zone:
+the portal's pages and calendar file, the e-mails, the SMS and the letter all call these helpers, so a
+German patient reads "Montag, 21. Dezember 2026" everywhere.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import unicodedata
+from datetime import date, datetime
 from pathlib import Path
 from typing import Final
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
+import phonenumbers
+from babel import Locale
+from babel.dates import format_date
+from babel.dates import format_time as babel_format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
 from babel.support import Translations
 from jinja2 import Environment
+from markupsafe import Markup, escape
 
 LANGUAGES: Final = ("fr", "de", "it", "en")
 # The hospital (HUG, Geneva) writes French when it does not know better.
 DEFAULT_LANGUAGE: Final = "fr"
+# The CLDR locale each language is written in: Swiss conventions; British English writes the day first.
+LOCALES: Final = {"fr": "fr_CH", "de": "de_CH", "it": "it_CH", "en": "en_GB"}
+# Appointments and letters are dated in the hospital's wall-clock time, whatever offset a system used.
+HOSPITAL_ZONE: Final = ZoneInfo("Europe/Zurich")
 
 
 def N_(msgid: str) -> str:  # noqa: N802 - the gettext convention, which pybabel extracts
@@ -84,3 +103,86 @@ class Catalogs:
         # newstyle: _() takes keyword values and escapes them in autoescaped templates.
         env.install_gettext_translations(self.translations(language), newstyle=True)  # type: ignore[attr-defined]
         return env
+
+
+def locale_of(language: str | None) -> str:
+    """The Babel locale a language's dates and numbers are written in ('de' -> 'de_CH')."""
+    return LOCALES[normalize_language(language)]
+
+
+def _local(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("a naive datetime has no place in the hospital's time zone")
+    return moment.astimezone(HOSPITAL_ZONE)
+
+
+def _day(moment: datetime | date) -> date:
+    return _local(moment).date() if isinstance(moment, datetime) else moment
+
+
+def format_appointment_date(moment: datetime | date, language: str | None) -> str:
+    """The day in full, with its weekday: 'Montag, 21. Dezember 2026', 'lundi, 21 décembre 2026'."""
+    return format_date(_day(moment), "full", locale=locale_of(language))
+
+
+def format_long_date(moment: datetime | date, language: str | None) -> str:
+    """A day without its weekday, as letters are dated: '21. Dezember 2026', '21 December 2026'."""
+    return format_date(_day(moment), "long", locale=locale_of(language))
+
+
+def format_time(moment: datetime, language: str | None) -> str:
+    """The hospital's wall-clock time, hours and minutes: '09:30' (never seconds or a zone name)."""
+    return babel_format_time(_local(moment), "short", locale=locale_of(language))
+
+
+def format_appointment(moment: datetime, language: str | None) -> str:
+    """Date and time together, joined as the language's CLDR data joins them: 'Montag, 21. Dezember 2026,
+    09:30'. (The 'full' joining pattern of some languages runs the two together without a comma.)"""
+    joined = Locale.parse(locale_of(language)).datetime_formats["medium"]
+    return (
+        str(joined)
+        .replace("{1}", format_appointment_date(moment, language))
+        .replace("{0}", format_time(moment, language))
+    )
+
+
+def format_number(number: float, language: str | None) -> str:
+    """A number with the language's separators: '12'345,5' in French, '12'345.5' in German, '12,345.5' in English."""
+    return format_decimal(number, locale=locale_of(language))
+
+
+def tel_href(number: str | None) -> str | None:
+    """The ``tel:`` address of a phone number as a hospital writes it ('022 372 33 11' ->
+    'tel:+41223723311'), or None when it is not a possible number (then it is shown as plain text)."""
+    try:
+        parsed = phonenumbers.parse(number or "", "CH")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return "tel:" + phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def tel_link(number: str | None) -> Markup:
+    """The number as written, as a link a phone dials when tapped (escaped plain text if it is not a number).
+    A Jinja2 filter for pages and HTML e-mails; ``_()`` keeps the link when it is a placeholder's value."""
+    href = tel_href(number)
+    if href is None:
+        return escape(number or "")
+    return Markup('<a href="{}">{}</a>').format(href, number)  # noqa: S704 - both values are escaped by format
+
+
+def download_name(stem: str, day: date, extension: str) -> str:
+    """A download's file name: the translated word, the appointment's day (ISO, so the files sort by date)
+    and the extension: 'Aufgebot-2026-12-21.pdf'. Anything but letters, digits and hyphens becomes a hyphen."""
+    word = re.sub(r"[^\w-]+", "-", unicodedata.normalize("NFC", stem.strip()), flags=re.UNICODE).strip("-")
+    return f"{word or 'document'}-{day.isoformat()}.{extension}"
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the file name; a name outside ASCII also goes as RFC 6266's ``filename*``
+    (UTF-8), with an ASCII fallback for old clients."""
+    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    if ascii_name == filename:
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"

@@ -74,8 +74,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("aiosmtplib").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # fpdf2's font subsetting (fontTools) writes about 80 INFO lines per rendered letter.
+    # Font subsetting (fontTools) would write dozens of INFO lines per rendered letter, WeasyPrint's
+    # progress seven ("Step 1 - Fetching and parsing HTML"); its warnings still get through.
     logging.getLogger("fontTools").setLevel(logging.WARNING)
+    logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
 
 
 def get_logger(name: str | None = None):

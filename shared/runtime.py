@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from shared import topology, tracing
 from shared.consumer import Consumer
 from shared.db import create_pool, migrate, wait_for_migrations
-from shared.http import BodyLimit
+from shared.http import MAX_BODY_BYTES, BodyLimit
 from shared.logs import configure_logging, get_logger
 from shared.memory import return_large_buffers_to_the_system
 from shared.metrics import DEPENDENCY_UP, PERIODIC_LAST_SUCCESS
@@ -235,9 +235,11 @@ class Runtime:
         finally:
             await self.stop()
 
-    def http_app(self) -> FastAPI:
+    def http_app(self, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+        """The service's app with health, readiness and metrics. ``max_body_bytes``: the cap on request bodies,
+        larger only where a service takes letters over HTTP (the hospital gateway's FHIR API)."""
         app = FastAPI(title=self.service, lifespan=self.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-        app.add_middleware(BodyLimit)  # every route of every service, health and metrics included
+        app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # every route of every service, health and metrics included
         tracing.instrument_app(app)
         app.include_router(self.routes())
         return app

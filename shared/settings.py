@@ -21,6 +21,11 @@ def dev_key(name: str) -> Any:
     return base64.b64encode(hashlib.sha256(f"convocations-development-{name}".encode()).digest()).decode()
 
 
+def dev_ring(name: str) -> Any:
+    """A key-ring setting's development default, the ring of one key ``k1`` (typed ``Any`` like ``dev_key``)."""
+    return f"k1:{dev_key(name)}"
+
+
 class SecretKey(bytes):
     """A key: bytes to the code, masked in every repr, log line and error message."""
 

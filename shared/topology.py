@@ -3,7 +3,8 @@
 One durable topic exchange, one quorum queue per consumer and event, each with its dead-letter
 queue declared by hand (a rejected message is dropped unless its queue names a dead-letter exchange). ``BUS`` is the one table the consumers' producer check, the services'
 subscriptions and the broker users' permissions (``broker_permissions``) are derived from;
-``RETIRED`` lists the subscriptions services dropped, whose queues they delete at startup.
+``RETIRED`` lists the subscriptions services dropped, whose queues they delete at startup;
+``ALSO_PUBLISHED_BY`` the events that a second party publishes too.
 
 Dead-letter queues are durable *classic* queues: a classic queue has no delivery limit, so an operator
 may look at a dead letter any number of times (``convocations-admin dlq``, which takes it unacknowledged
@@ -38,17 +39,18 @@ DELIVERY_LIMIT = 10  # redeliveries after handler crashes before RabbitMQ dead-l
 
 UPSTREAM = "upstream"  # the hospital's systems, as a party on the bus and in their queues' names
 UPSTREAM_PRODUCER = "hospital-his"  # their envelopes' ``producer`` and their broker user
+GATEWAY = "hospital-gateway"  # the service that speaks HL7 v2 and FHIR with them (services/hospital-gateway)
 
 # routing key: (owner, consumers). Only the owner may publish it (broker topic permissions) and an
 # envelope naming another producer is dead-lettered (shared/consumer.py). The services subscribe
 # to exactly their rows (Consumer.subscribe refuses others); the event catalogue is generated
-# from this table (tools/devstack/contracts.py).
+# from this table (tools/devstack/contracts/).
 BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "convocation.created.v1": (UPSTREAM, ("issuer",)),
     "convocation.cancelled.v1": (UPSTREAM, ("issuer",)),
     "message.sealed.v1": ("issuer", ("mailer", "access-portal")),
     "message.revoked.v1": ("issuer", ("mailer", "access-portal")),
-    "convocation.status.v1": ("issuer", (UPSTREAM, "secretariat")),
+    "convocation.status.v1": ("issuer", (UPSTREAM, "secretariat", GATEWAY)),
     "postal.requested.v1": ("issuer", (UPSTREAM,)),
     "reminder.requested.v1": ("issuer", ("mailer",)),
     "email.sent.v1": ("mailer", ("issuer",)),
@@ -60,7 +62,15 @@ BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sms.failed.v1": ("sms-gateway", ("access-portal", "secretariat")),
     "access.changed.v1": ("access-portal", ("secretariat",)),
     "staff.action.requested.v1": ("secretariat", ("issuer", "access-portal")),
-    "convocation.reissue.requested.v1": ("issuer", (UPSTREAM, "secretariat")),
+    "convocation.reissue.requested.v1": ("issuer", (UPSTREAM, "secretariat", GATEWAY)),
+}
+# Events a second party publishes too. The hospital gateway turns the HL7 v2 and FHIR messages of the
+# hospital systems that use it into the same two events that the systems speaking our JSON publish
+# themselves (as hospital-his): the issuer need not tell the two paths apart. Its broker user may publish
+# them and its envelopes name it (``producers``).
+ALSO_PUBLISHED_BY: dict[str, tuple[str, ...]] = {
+    "convocation.created.v1": (GATEWAY,),
+    "convocation.cancelled.v1": (GATEWAY,),
 }
 # The queues of a party outside this system are declared for it by one of ours.
 OUTBOUND_DECLARED_BY = {UPSTREAM: "issuer"}
@@ -83,8 +93,19 @@ def producer_name(party: str) -> str:
 
 
 def owner(routing_key: str) -> str:
-    """The only producer an event with this routing key may come from."""
+    """The party an event with this routing key comes from (the table's owner)."""
     return producer_name(BUS[routing_key][0])
+
+
+def producers(routing_key: str) -> tuple[str, ...]:
+    """The envelope producers an event with this routing key may come from: its owner, then the parties
+    that publish it too (``ALSO_PUBLISHED_BY``)."""
+    return (owner(routing_key), *ALSO_PUBLISHED_BY.get(routing_key, ()))
+
+
+def published_by(party: str) -> list[str]:
+    """Routing keys ``party`` may publish, in the table's order."""
+    return [key for key, (o, _) in BUS.items() if o == party or party in ALSO_PUBLISHED_BY.get(key, ())]
 
 
 def consumed_by(consumer: str) -> list[str]:
@@ -293,7 +314,9 @@ def broker_permissions(exchange: str = "convocations") -> dict[str, BrokerPermis
     dead-letter to the default exchange, and RabbitMQ checks write access to a queue's DLX)."""
     dlx = dead_letter_exchange(exchange).name
     exchanges = "|".join(_escaped(e) for e in (exchange, dlx, retry_exchange(exchange).name))
-    services = sorted({o for o, _ in BUS.values()} - {UPSTREAM})  # one user each, named as the service
+    parties = {o for o, _ in BUS.values()} | {c for _, cs in BUS.values() for c in cs}
+    parties |= {p for ps in ALSO_PUBLISHED_BY.values() for p in ps}
+    services = sorted(parties - {UPSTREAM})  # one user each, named as the service
     users: dict[str, BrokerPermissions] = {}
     for service in services:
         consumed = consumed_by(service)
@@ -309,7 +332,7 @@ def broker_permissions(exchange: str = "convocations") -> dict[str, BrokerPermis
             write=f"^({exchanges}|amq\\.default|{'|'.join(queues)})$",
             read=names,
             topics={
-                exchange: (_only([k for k, (o, _) in BUS.items() if o == service]),
+                exchange: (_only(published_by(service)),
                            _only(consumed + [k for keys in outbound.values() for k in keys])),
                 # Consumers dead-letter invalid events themselves, by queue name (shared/consumer.py);
                 # DLQs are bound by queue name too.
@@ -323,6 +346,6 @@ def broker_permissions(exchange: str = "convocations") -> dict[str, BrokerPermis
         configure="^$",  # its queues are declared for it by the issuer
         write=_only([exchange]),
         read="^" + _queues(exchange, UPSTREAM, consumed_by(UPSTREAM), r"(\.dlq)?") + "$",
-        topics={exchange: (_only([k for k, (o, _) in BUS.items() if o == UPSTREAM]), "^$")},
+        topics={exchange: (_only(published_by(UPSTREAM)), "^$")},
     )
     return users

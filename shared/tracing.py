@@ -60,7 +60,9 @@ def instrument_app(app: Any) -> None:
     if _enabled:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["send", "receive"])
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="healthz,readyz,metrics", exclude_spans=["send", "receive"]
+        )
 
 
 def current_context_headers() -> dict[str, str]:
@@ -72,19 +74,44 @@ def current_context_headers() -> dict[str, str]:
 
 def context_of(headers: Mapping[str, Any] | None) -> context.Context:
     """The context a message's headers carry (an empty one if none)."""
-    carrier = {k: v.decode() if isinstance(v, bytes) else v for k, v in (headers or {}).items()
-               if k in ("traceparent", "tracestate") and isinstance(v, (str, bytes))}
+    carrier = {
+        k: v.decode() if isinstance(v, bytes) else v
+        for k, v in (headers or {}).items()
+        if k in ("traceparent", "tracestate") and isinstance(v, (str, bytes))
+    }
     return propagate.extract(carrier)
+
+
+def _messaging_span(
+    name: str,
+    headers: Mapping[str, Any] | None,
+    kind: SpanKind,
+    operation: str,
+    destination: str,
+    event_id: str,
+    event_type: str,
+) -> Any:
+    """A span of one message, continuing the trace its headers (or its outbox row's) carry."""
+    return TRACER.start_as_current_span(
+        name,
+        context=context_of(headers),
+        kind=kind,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.operation": operation,
+            "messaging.destination.name": destination,
+            "messaging.message.id": event_id,
+            "convocations.event_type": event_type,
+        },
+    )
 
 
 @contextlib.contextmanager
 def consuming(headers: Mapping[str, Any] | None, queue: str, event_type: str, event_id: str | None) -> Iterator[Any]:
     """A CONSUMER span for one message, continuing the trace its headers carry."""
-    with TRACER.start_as_current_span(
-            f"{queue} process", context=context_of(headers), kind=SpanKind.CONSUMER,
-            attributes={"messaging.system": "rabbitmq", "messaging.operation": "process",
-                        "messaging.destination.name": queue, "messaging.message.id": event_id or "",
-                        "convocations.event_type": event_type}) as span:
+    with _messaging_span(
+        f"{queue} process", headers, SpanKind.CONSUMER, "process", queue, event_id or "", event_type
+    ) as span:
         yield span
 
 
@@ -92,11 +119,9 @@ def consuming(headers: Mapping[str, Any] | None, queue: str, event_type: str, ev
 def publishing(headers: Mapping[str, Any] | None, routing_key: str, event_type: str, event_id: str) -> Iterator[dict]:
     """A PRODUCER span for one outbox row, child of the context the row was written in; yields the headers
     to publish it with (the row's, its context replaced by this span's)."""
-    with TRACER.start_as_current_span(
-            f"{routing_key} publish", context=context_of(headers), kind=SpanKind.PRODUCER,
-            attributes={"messaging.system": "rabbitmq", "messaging.operation": "publish",
-                        "messaging.destination.name": routing_key, "messaging.message.id": event_id,
-                        "convocations.event_type": event_type}):
+    with _messaging_span(
+        f"{routing_key} publish", headers, SpanKind.PRODUCER, "publish", routing_key, event_id, event_type
+    ):
         yield {**(headers or {}), **current_context_headers()}
 
 

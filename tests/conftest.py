@@ -1,5 +1,9 @@
-"""Fixtures on real infrastructure: a fresh test database, a per-run exchange on the real RabbitMQ,
-a real SMTP server and SMS provider (devinbox), and the four services as separate processes."""
+"""Fixtures on real infrastructure: a PostgreSQL cluster and a RabbitMQ node of the run's own, a fresh test
+database, a real SMTP server and SMS provider (devinbox), and the five services as separate processes.
+
+Importing this file starts nothing: the unit and contract tiers (plain ``pytest``) run without any
+server. The tiers that need the servers say so in their own conftest.py with an autouse fixture that
+asks for ``rabbitmq`` and ``postgres`` (docs/testing.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -18,20 +23,34 @@ from devoidc import DevOidc
 
 from devinbox import DevInbox
 from devstack.broker import PrivateBroker
-from devstack.stack import ROOT, Stack
+from devstack.hospital import DevHospital, hospital_systems
+from devstack.postgres import PrivatePostgres
+from devstack.stack import ROOT, Stack, free_port
 
-# A database per run: concurrent runs (two developers, CI) never drop each other's data.
+# A database per run: concurrent runs (two developers, CI, the tiers of one `make test`) never drop
+# each other's data.
 TEST_DB = os.environ.get("TEST_DATABASE", f"convocations_test_{uuid.uuid4().hex[:8]}")
 # Every service the tests start inherits this: a few stacks of six services with production-sized
 # pools (10) could take a development PostgreSQL's 100 connections; the tests need far fewer.
 os.environ.setdefault("DATABASE_POOL_SIZE", "4")
-ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-# The tests' RabbitMQ is a node of their own (devstack.broker), started here and stopped at exit, so a
-# shared broker's state (other vhosts holding its file handles) can neither break nor be broken by a
-# run. AMQP_URL points the tests at another broker instead (then TEST_AMQP_VHOST names their vhost,
-# created with the rabbitmqctl of this machine).
+# The tests' PostgreSQL is a cluster of their own (devstack.postgres), started by the session fixture
+# ``postgres`` on first use and removed at exit: the machine's server and its 100 connections are shared.
+# psql, scripts/db-setup.sh and the stacks (PGPORT) address it through the libpq variables set here.
+# TEST_ADMIN_DSN points the tests at another server instead (psql then reads PGPASSWORD or ~/.pgpass).
+PG = None if "TEST_ADMIN_DSN" in os.environ or not PrivatePostgres.available() else PrivatePostgres()
+if PG is not None:
+    atexit.register(PG.stop)
+    os.environ.update(PG.libpq_env())
+ADMIN_DSN = PG.admin_dsn() if PG else os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+DB_PORT = PG.port if PG else urlsplit(ADMIN_DSN).port or 5432
+os.environ.setdefault("PGPORT", str(DB_PORT))  # the stacks' DATABASE_URL (devstack.stack)
+# The tests' RabbitMQ is a node of their own (devstack.broker), started by the session fixture
+# ``rabbitmq`` on first use and stopped at exit, so a shared broker's state (other vhosts holding its
+# file handles) can neither break nor be broken by a run. Its ports are chosen here, so that AMQP_URL
+# is known at import. AMQP_URL points the tests at another broker instead (then TEST_AMQP_VHOST names
+# their vhost, created with the rabbitmqctl of this machine).
 VHOST = os.environ.get("TEST_AMQP_VHOST", "convocations-test")
-BROKER = None if "AMQP_URL" in os.environ or not PrivateBroker.available() else PrivateBroker().start()
+BROKER = None if "AMQP_URL" in os.environ or not PrivateBroker.available() else PrivateBroker()
 if BROKER is not None:
     atexit.register(BROKER.stop)
     # rabbitmqctl, wherever the tests and tools call it, now addresses the tests' node.
@@ -40,34 +59,46 @@ RABBITMQCTL = shutil.which("rabbitmqctl")
 AMQP_URL = (BROKER.amqp_url(VHOST) if BROKER is not None else os.environ.get("AMQP_URL")
             or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}")
 SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal", "portal_audit", "secretariat",
-           "secretariat_audit")  # and the access and staff audits
+           "secretariat_audit", "hospital_gateway")  # and the access and staff audits
 
 
 @pytest.fixture(scope="session")
-def test_database():
-    """A fresh database with the four service roles, each owning its schema."""
-    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
-                    f'drop database if exists "{TEST_DB}" with (force)'], check=True, capture_output=True)
+def postgres() -> str:
+    """The tests' PostgreSQL, running; its superuser DSN. The tiers that need it use it as an autouse fixture."""
+    if PG is not None:
+        PG.start()  # once per run; removed at exit
+    return ADMIN_DSN
+
+
+def _psql(*args: str, check: bool = True) -> None:
+    env = {"PGHOST": "127.0.0.1", "PGUSER": "postgres", **os.environ}
+    subprocess.run(["psql", "-q", "-d", "postgres", *args], check=check, capture_output=True, env=env)
+
+
+@pytest.fixture(scope="session")
+def test_database(postgres):
+    """A fresh database with the service roles, each owning its schema."""
+    _psql("-c", f'drop database if exists "{TEST_DB}" with (force)')
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), TEST_DB], check=True, capture_output=True)
     yield TEST_DB
-    subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
-                    f'drop database if exists "{TEST_DB}" with (force)'], capture_output=True)
+    _psql("-c", f'drop database if exists "{TEST_DB}" with (force)', check=False)
 
 
 def _rabbitmqctl(*args: str) -> None:
     subprocess.run([RABBITMQCTL, *args], check=True, capture_output=True, timeout=120)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def rabbitmq_vhost():
-    """The tests' vhost, with every queue left by an earlier run emptied."""
-    if not RABBITMQCTL or (BROKER is None and "AMQP_URL" in os.environ):
-        yield None
-        return
-    _rabbitmqctl("add_vhost", VHOST)  # idempotent
-    _rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
-    _purge_all_queues()
-    yield VHOST
+@pytest.fixture(scope="session")
+def rabbitmq() -> str:
+    """The tests' broker, running, with their vhost and every queue left by an earlier run emptied; the
+    AMQP URL of that vhost. The tiers that need a broker use it as an autouse fixture."""
+    if BROKER is not None:
+        BROKER.start()  # once per run; stopped at exit
+    if RABBITMQCTL and not (BROKER is None and "AMQP_URL" in os.environ):
+        _rabbitmqctl("add_vhost", VHOST)  # idempotent
+        _rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
+        _purge_all_queues()
+    return AMQP_URL
 
 
 def _purge_all_queues(vhost: str = VHOST, amqp_url: str = AMQP_URL) -> None:
@@ -126,18 +157,39 @@ def dkim_key(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dkim_key):
+def sandbox_inbox():
+    """Where the sandbox's e-mails and SMS go: a development inbox apart from the one playing the real providers."""
+    with DevInbox() as box:
+        yield box
+
+
+@pytest.fixture(scope="session")
+def hospital(devoidc):
+    """The development hospital system, talking to the stack's hospital gateway (HL7 v2 and FHIR both ways)."""
+    with DevHospital(token_url=f"{devoidc.issuer}/token", gateway_mllp_port=free_port()) as h:
+        yield h
+
+
+@pytest.fixture(scope="session")
+def stack(rabbitmq, test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dkim_key, sandbox_inbox, hospital):
+    sandbox_port = free_port()
     s = Stack(
         database=test_database, exchange=exchange_name, smtp_port=devinbox.smtp_port,
         sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
-        sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs"), amqp_url=AMQP_URL,
-        extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO",
-                          "SWEEP_SECONDS": "0.5"},
+        sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs"), amqp_url=rabbitmq,
+        extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "OUTBOUND_RETRY_DELAYS": "1,2,3",
+                         "LOG_LEVEL": "INFO", "SWEEP_SECONDS": "0.5"},
                    # Pruning hourly in production; the tests play the ingress from the loopback network.
                    "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"},
-                   "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"}},
+                   "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"},
+                   # An accepted letter not sealed this soon is dead-lettered (10 minutes in production).
+                   "hospital-gateway": {"CONFIRM_WITHIN_SECONDS": "5"}},
         oidc_issuer=devoidc.issuer,
+        hospital_systems=hospital_systems(hospital, hl7_port=hospital.gateway_mllp_port, sandbox_port=sandbox_port),
+        sandbox_smtp_port=sandbox_inbox.smtp_port, sandbox_sms_provider_url=sandbox_inbox.twilio_base_url,
     )
+    s.ports |= {"gateway-hl7": hospital.gateway_mllp_port, "gateway-sandbox": sandbox_port}
+    hospital.gateway_url = s.url("hospital-gateway")
     devoidc.clients[0]["redirect_uris"].append(f"{s.url('secretariat')}/auth/callback")
     try:
         s.start()

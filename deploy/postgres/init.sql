@@ -5,7 +5,7 @@ do $$
 declare
     svc text;
 begin
-    foreach svc in array array['issuer', 'mailer', 'sms_gateway', 'access_portal', 'secretariat'] loop
+    foreach svc in array array['issuer', 'mailer', 'sms_gateway', 'access_portal', 'secretariat', 'hospital_gateway'] loop
         if not exists (select 1 from pg_roles where rolname = svc) then
             execute format('create role %I login password %L', svc, svc);
         end if;

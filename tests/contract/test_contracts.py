@@ -7,9 +7,11 @@ Offline and without a broker: what an integrator would check before wiring a sys
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import re
+import shutil
 from datetime import datetime, timedelta
 from functools import cache
 
@@ -22,7 +24,7 @@ from referencing.jsonschema import DRAFT7
 
 from devstack import contracts
 from devstack.sample import convocation_event, sample_pdf
-from shared import topology
+from shared import rejections, topology
 from shared.contracts import CATALOGUE, ConvocationCreatedV1, Envelope
 
 ROOT = contracts.ROOT
@@ -68,6 +70,31 @@ def service_subscriptions() -> dict[str, set[str]]:
 def test_checked_in_contracts_equal_a_fresh_generation():
     drift = contracts.differences(DOCS)
     assert not drift, f"docs/contracts is out of date ({', '.join(drift)}): run `make contracts`"
+
+
+def test_the_drift_check_catches_an_edited_catalogue_and_an_edited_event_table(tmp_path):
+    shutil.copytree(DOCS, tmp_path / "contracts")
+    architecture = tmp_path / "architecture.md"
+    architecture.write_text((ROOT / "docs" / "architecture.md").read_text("utf-8"), "utf-8")
+    assert contracts.differences(tmp_path / "contracts", architecture) == []
+    readme = tmp_path / "contracts" / "README.md"
+    readme.write_text(readme.read_text("utf-8").replace("every consumer", "some consumers", 1), "utf-8")
+    architecture.write_text(architecture.read_text("utf-8").replace("| `email.sent.v1` | mailer |", "| `email.sent.v1` | postman |"), "utf-8")
+    assert contracts.differences(tmp_path / "contracts", architecture) == ["README.md", "../architecture.md (its event table)"]
+
+
+def test_every_rejection_reason_is_raised_where_its_registry_entry_says():
+    """Each service's handlers raise exactly the reasons the registry (shared/rejections.py) gives them, and
+    the shared consumer those it gives every consumer: the catalogue's "raised by" column is the code's."""
+    raised: dict[str, set[str]] = {}
+    for path in [ROOT / "shared" / "consumer.py", *sorted(SERVICES.glob("*/*/*.py"))]:
+        where = rejections.EVERY_CONSUMER if path.parent.name == "shared" else path.parts[-3]
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Rejected":
+                reason = node.args[0]
+                assert isinstance(reason, ast.Attribute), f"{path}: Rejected takes a reason of shared/rejections.py"
+                raised.setdefault(getattr(rejections, reason.attr).code, set()).add(where)
+    assert raised == {r.code: set(r.raised_by) for r in rejections.REASONS}
 
 
 def test_there_is_one_schema_file_per_catalogue_entry():
@@ -160,9 +187,12 @@ def test_the_readme_example_is_the_schema_example():
 
 
 @pytest.mark.parametrize("routing_key", EVENT_IDS)
-def test_every_event_has_exactly_one_producer(routing_key):
+def test_every_event_has_exactly_one_producer_but_the_hospitals_which_the_gateway_publishes_too(routing_key):
     producers = [p.name for p in contracts.producers_of(CATALOGUE[routing_key])]
-    assert len(producers) == 1, f"{routing_key} is published by {producers or 'nobody'}"
+    if routing_key in topology.ALSO_PUBLISHED_BY:
+        assert producers == [topology.UPSTREAM, topology.GATEWAY], routing_key
+    else:
+        assert len(producers) == 1, f"{routing_key} is published by {producers or 'nobody'}"
 
 
 def test_the_matrix_names_only_catalogue_events():
@@ -182,7 +212,7 @@ def test_the_services_subscribe_to_exactly_what_the_catalogue_says_they_consume(
     for service, documented in internal.items():
         assert found[service] == documented, (
             f"{service}: subscribes to {sorted(found[service])}, the catalogue says {sorted(documented)};"
-            " change PARTIES in tools/devstack/contracts.py with the code, then run `make contracts`"
+            " change shared/topology.py BUS with the code, then run `make contracts`"
         )
 
 
@@ -231,8 +261,8 @@ def test_asyncapi_operations_follow_the_matrix_and_messages_are_persistent():
         on_channel = [op for op in operations if op["channel"]["$ref"] == f"#/channels/{key}"]
         senders = [op for op in on_channel if op["action"] == "send"]
         receivers = [op for op in on_channel if op["action"] == "receive"]
-        assert len(senders) == 1, key
-        assert senders[0]["bindings"]["amqp"]["deliveryMode"] == 2
+        assert len(senders) == len(contracts.producers_of(event)) >= 1, key
+        assert all(op["bindings"]["amqp"]["deliveryMode"] == 2 for op in senders)
         assert len(receivers) == len(contracts.consumers_of(event)), key
         assert all(op["bindings"]["amqp"]["ack"] for op in receivers)
         assert {op["x-queue"] for op in receivers} == {

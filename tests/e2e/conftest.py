@@ -19,6 +19,11 @@ from devstack.stack import SERVICES as STACK_SERVICES
 from tests.conftest import ADMIN_DSN, AMQP_URL, SCHEMAS
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _servers(rabbitmq, postgres):
+    """This tier runs on the tests' RabbitMQ node and PostgreSQL cluster (tests/conftest.py), started for it."""
+
+
 def random_mobile() -> tuple[str, str]:
     """(E.164, national form) of a fresh valid Swiss mobile number: tests never share a number."""
     digits = f"{random.randrange(10 ** 7):07d}"
@@ -94,7 +99,7 @@ class Chain:
         raise AssertionError(f"status stayed {await self.status(convocation_id)!r}, expected {status!r}")
 
     async def dump_all_tables(self) -> str:
-        """Every row of every table of the four services, as text (bytea as hex)."""
+        """Every row of every table of every service (and their audits), as text (bytea as hex)."""
         tables = await self.db.fetch(
             "select table_schema, table_name from information_schema.tables"
             " where table_schema = any($1::text[]) and table_type = 'BASE TABLE'", list(SCHEMAS))

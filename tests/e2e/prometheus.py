@@ -47,8 +47,11 @@ def on_test_time(rule: dict) -> dict:
     expr = re.sub(r"\[" + _DURATION + r"\]", lambda m: f"[{scaled(seconds(m[1] + m[2]), WINDOW)}]", rule["expr"])
     expr = re.sub(r"\boffset " + _DURATION, lambda m: f"offset {scaled(seconds(m[1] + m[2]), WINDOW)}", expr)
     # A threshold on a value in seconds: an age (`..._seconds) > N`) or a time since (`time() - ... > N`).
-    expr = re.sub(r"((?:_seconds\b|time\(\)).*?\)*\s*>\s*)(\d+)\b",
-                  lambda m: f"{m[1]}{min(max(int(m[2]) / TIME_SCALE, WINDOW[0]), WINDOW[1]):g}", expr)
+    expr = re.sub(
+        r"((?:_seconds\b|time\(\)).*?\)*\s*>\s*)(\d+)\b",
+        lambda m: f"{m[1]}{min(max(int(m[2]) / TIME_SCALE, WINDOW[0]), WINDOW[1]):g}",
+        expr,
+    )
     copy = {**rule, "expr": expr}
     if "for" in rule:
         copy["for"] = scaled(seconds(rule["for"]), FOR)
@@ -82,18 +85,35 @@ class Prometheus:
 
     def start(self) -> Prometheus:
         (self.home / "rules.yml").write_text(yaml.safe_dump(test_rules(), sort_keys=False))
-        (self.home / "blackbox.yml").write_text(yaml.safe_dump(
-            {"modules": {"http_2xx": {"prober": "http", "timeout": "2s"}}}))
+        (self.home / "blackbox.yml").write_text(
+            yaml.safe_dump({"modules": {"http_2xx": {"prober": "http", "timeout": "2s"}}})
+        )
         self.watch(self.services, reload=False)
-        self.processes.append(subprocess.Popen(
-            [_binary("prometheus-blackbox-exporter"), f"--config.file={self.home / 'blackbox.yml'}",
-             f"--web.listen-address=127.0.0.1:{self.blackbox_port}"],
-            stdout=subprocess.DEVNULL, stderr=(self.home / "blackbox.log").open("w")))
-        self.processes.append(subprocess.Popen(
-            [_binary("prometheus"), f"--config.file={self.home / 'prometheus.yml'}",
-             f"--storage.tsdb.path={self.home / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--storage.tsdb.retention.time=1h", "--web.enable-lifecycle"],
-            stdout=subprocess.DEVNULL, stderr=(self.home / "prometheus.log").open("w")))
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    _binary("prometheus-blackbox-exporter"),
+                    f"--config.file={self.home / 'blackbox.yml'}",
+                    f"--web.listen-address=127.0.0.1:{self.blackbox_port}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=(self.home / "blackbox.log").open("w"),
+            )
+        )
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    _binary("prometheus"),
+                    f"--config.file={self.home / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.home / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--storage.tsdb.retention.time=1h",
+                    "--web.enable-lifecycle",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=(self.home / "prometheus.log").open("w"),
+            )
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -117,10 +137,15 @@ class Prometheus:
 
     def watch(self, services: dict[str, list[str]], *, reload: bool = True) -> None:
         """Scrape and probe these services (name: base URLs) from now on, with the broker."""
-        (self.home / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
-            "rule_files": [str(self.home / "rules.yml")],
-            **scrape_configs(services, self.blackbox_port, self.broker_port)}))
+        (self.home / "prometheus.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
+                    "rule_files": [str(self.home / "rules.yml")],
+                    **scrape_configs(services, self.blackbox_port, self.broker_port),
+                }
+            )
+        )
         if reload:
             answer = httpx.post(f"{self.url}/-/reload", timeout=10)
             assert answer.status_code == 200, answer.text
@@ -136,8 +161,9 @@ class Prometheus:
 
     def series(self, selector: str) -> list[dict[str, str]]:
         """Every label set matching ``selector`` scraped or recorded since this Prometheus started."""
-        answer = httpx.get(f"{self.url}/api/v1/series", params={"match[]": selector, "start": self.started},
-                           timeout=30).json()
+        answer = httpx.get(
+            f"{self.url}/api/v1/series", params={"match[]": selector, "start": self.started}, timeout=30
+        ).json()
         assert answer["status"] == "success", answer
         return answer["data"]
 
@@ -151,19 +177,34 @@ def scrape_configs(services: dict[str, list[str]], blackbox_port: int, broker_po
     ``services`` maps a service name to its base URLs (a replica adds one)."""
     hosts = {name: [url.removeprefix("http://") for url in urls] for name, urls in services.items()}
     jobs = [
-        {"job_name": "convocations", "honor_labels": True,
-         "static_configs": [{"targets": targets, "labels": {"service": name}} for name, targets in hosts.items()]},
-        {"job_name": "convocations-readiness", "metrics_path": "/probe", "params": {"module": ["http_2xx"]},
-         "static_configs": [{"targets": [f"{url}/readyz" for url in urls], "labels": {"service": name}}
-                            for name, urls in services.items()],
-         "relabel_configs": [
-             {"source_labels": ["__address__"], "target_label": "__param_target"},
-             {"source_labels": ["__param_target"], "target_label": "instance"},
-             {"target_label": "__address__", "replacement": f"127.0.0.1:{blackbox_port}"}]},
+        {
+            "job_name": "convocations",
+            "honor_labels": True,
+            "static_configs": [{"targets": targets, "labels": {"service": name}} for name, targets in hosts.items()],
+        },
+        {
+            "job_name": "convocations-readiness",
+            "metrics_path": "/probe",
+            "params": {"module": ["http_2xx"]},
+            "static_configs": [
+                {"targets": [f"{url}/readyz" for url in urls], "labels": {"service": name}}
+                for name, urls in services.items()
+            ],
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": f"127.0.0.1:{blackbox_port}"},
+            ],
+        },
     ]
     if broker_port is not None:
-        jobs += [{"job_name": "rabbitmq", "static_configs": [{"targets": [f"127.0.0.1:{broker_port}"]}]},
-                 {"job_name": "rabbitmq-queues", "metrics_path": "/metrics/detailed",
-                  "params": {"family": ["queue_coarse_metrics", "queue_consumer_count"]},
-                  "static_configs": [{"targets": [f"127.0.0.1:{broker_port}"]}]}]
+        jobs += [
+            {"job_name": "rabbitmq", "static_configs": [{"targets": [f"127.0.0.1:{broker_port}"]}]},
+            {
+                "job_name": "rabbitmq-queues",
+                "metrics_path": "/metrics/detailed",
+                "params": {"family": ["queue_coarse_metrics", "queue_consumer_count"]},
+                "static_configs": [{"targets": [f"127.0.0.1:{broker_port}"]}],
+            },
+        ]
     return {"scrape_configs": jobs}

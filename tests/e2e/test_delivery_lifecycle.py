@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import subprocess
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pypdf import PdfReader
 
 from issuer.domain import print_room_context
 from shared import crypto
@@ -163,6 +165,10 @@ async def test_without_a_pdf_the_issuer_renders_the_letter_in_the_patients_langu
     assert pdf.startswith(b"%PDF-")
     text = subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
     assert title in text and "Marie Dupont" in text and "+41 22 372 33 11" in text
+    # Issue 20, item 14: the letter the patient downloads is tagged, in the patient's language.
+    root = PdfReader(io.BytesIO(pdf)).trailer["/Root"]
+    assert "/StructTreeRoot" in root and bool(root["/MarkInfo"]["/Marked"])
+    assert root["/Lang"] == {"fr": "fr-CH", "de": "de-CH", "it": "it-CH", "en": "en-GB"}[language]
 
 
 async def _page_when(chain, link: str, status: int, timeout: float = 15):

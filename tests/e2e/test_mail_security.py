@@ -5,8 +5,10 @@ active content."""
 from __future__ import annotations
 
 import asyncio
+import html
 import io
 import json
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -20,6 +22,8 @@ from devstack.stack import free_port
 from issuer import domain
 from shared.contracts import ConvocationCreatedV1, Envelope, envelope
 from shared.settings import _decode_key, dev_key
+from tests.e2e.test_portal_helpers import letter
+from tests.patient import csrf_of
 
 pytestmark = pytest.mark.e2e
 ATTACKER = "attacker@evil.example"
@@ -60,10 +64,15 @@ async def test_control_characters_are_refused_in_every_single_line_field(chain, 
 
 
 async def test_instructions_keep_their_line_breaks(chain):
-    event = chain.event()
-    event["data"]["appointment"]["instructions"] = "Venez à jeun.\r\nApportez vos médicaments.\n\tMerci."
-    await chain.publish(event)
-    await chain.wait_status(event["data"]["convocation_id"], "e-mailed")
+    """The one multi-line field is accepted with its line breaks and tab, and the patient reads it, after
+    the code, line by line on the appointment page."""
+    mail = await letter(chain, instructions="Venez à jeun.\r\nApportez vos médicaments.\n\tMerci.")
+    await mail.log_in()
+    page = mail.patient.get(f"{mail.path}/document")
+    shown = mail.patient.post(f"{mail.path}/document", {"csrf": csrf_of(page.text), "k": mail.patient.secret})
+    assert shown.status_code == 200, shown.text
+    [instructions] = re.findall(r'<dd class="instructions">(.*?)</dd>', shown.text, re.S)
+    assert html.unescape(instructions).splitlines() == ["Venez à jeun.", "Apportez vos médicaments.", "\tMerci."]
 
 
 async def test_the_mailer_takes_the_envelope_from_the_message_not_from_its_headers(chain):

@@ -16,7 +16,7 @@ SERVICES = ("issuer", "mailer", "sms-gateway", "access-portal")
 
 
 def scrape(stack) -> dict[tuple[str, frozenset], float]:
-    """Every sample of the four services' /metrics, keyed by (name, labels) with the service added."""
+    """Every sample of the chain's services' /metrics, keyed by (name, labels) with the service added."""
     samples: dict[tuple[str, frozenset], float] = {}
     for service in SERVICES:
         text = httpx.get(stack.url(service) + "/metrics", timeout=5).text

@@ -22,7 +22,7 @@ import pytest
 
 from devstack.sample import publish
 from devstack.stack import Stack
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, DB_PORT
 from tests.e2e.conftest import random_email
 from tests.e2e.proxy import TcpProxy
 
@@ -48,7 +48,7 @@ async def _depth(channel, queue: str) -> int:
 async def test_postgres_cut_longer_than_the_delivery_limit_loses_no_letter(chain, own_database, devinbox,
                                                                             tmp_path):
     test_database, _ = own_database
-    with TcpProxy(5432) as proxy:
+    with TcpProxy(DB_PORT) as proxy:
         stack = Stack(
             database=test_database, exchange=EXCHANGE, smtp_port=devinbox.smtp_port,
             sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
@@ -57,7 +57,7 @@ async def test_postgres_cut_longer_than_the_delivery_limit_loses_no_letter(chain
                        "issuer": {"DATABASE_URL": f"postgresql://issuer:issuer@127.0.0.1:{proxy.port}/{test_database}"}},
         )
         try:
-            stack.start(["issuer", "mailer"], timeout=60)
+            stack.start(["issuer", "mailer"])
             proxy.cut()
             events = [chain.event(email=random_email()) for _ in range(10)]
             for event in events:
@@ -92,7 +92,7 @@ async def test_broker_cut_while_letters_flow_sends_each_letter_once(chain, own_d
             extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"}},
         )
         try:
-            stack.start(["issuer", "mailer"], timeout=60)
+            stack.start(["issuer", "mailer"])
             before = [chain.event(email=random_email()) for _ in range(20)]
             during = [chain.event(email=random_email()) for _ in range(10)]
             for event in before:  # the hospital's side of the broker stays up all along

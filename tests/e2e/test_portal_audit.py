@@ -164,7 +164,7 @@ def test_a_portal_told_to_believe_every_forwarded_for_refuses_to_start(chain, tm
                                    extra_env={"access-portal": {"FORWARDED_ALLOW_IPS": "*"}})
     try:
         with pytest.raises(RuntimeError, match="exited at start") as refused:
-            believer.start(["access-portal"], timeout=60)
+            believer.start(["access-portal"])
     finally:
         believer.stop()
     assert "FORWARDED_ALLOW_IPS" in str(refused.value)

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import icalendar
 import pytest
 
+from shared.i18n import format_appointment
 from tests.e2e.test_portal_helpers import EventSpy, letter, state_of
 
 pytestmark = pytest.mark.e2e
@@ -51,6 +52,16 @@ async def test_the_pdf_and_the_ics_download_as_attachments_and_each_kind_is_rele
     assert appointment["department"]["name"] in str(event["SUMMARY"])
     assert appointment["department"]["secretariat_phone"] in str(event["DESCRIPTION"])
     assert uuid.UUID(str(event["UID"]).split("@")[0]) == mail.message_id
+
+    # Issue 20, item 12: the patient switches to German; the files follow (names, words, the day in words).
+    assert mail.patient.get(f"/m/{mail.message_id}/document?lang=de").status_code == 200
+    ics = mail.patient.download("ics")
+    assert ics.headers["content-disposition"] == f'attachment; filename="Termin-{day}.ics"'
+    [event] = icalendar.Calendar.from_ical(ics.content).walk("VEVENT")
+    assert str(event["SUMMARY"]).startswith("Ihr Aufgebot – ") and event["SUMMARY"].params["LANGUAGE"] == "de"
+    assert str(event["DESCRIPTION"]).startswith(format_appointment(starts_at, "de"))
+    pdf = mail.patient.download("pdf")
+    assert pdf.headers["content-disposition"] == f'attachment; filename="Aufgebot-{day}.pdf"'
 
 
 async def test_a_session_without_the_links_secret_opens_nothing_and_the_secret_only_travels_in_the_fragment(chain):

@@ -25,7 +25,8 @@ import pytest
 
 from devstack import series
 from devstack.stack import SERVICES
-from tests.e2e.conftest import random_email
+from tests.conftest import DB_PORT
+from tests.e2e.conftest import random_email, random_mobile
 from tests.e2e.prometheus import rule_groups
 from tests.e2e.proxy import TcpProxy
 from tests.e2e.test_portal_helpers import letter
@@ -125,7 +126,7 @@ async def test_alerts_fire_when_their_cause_is_induced(chain, prometheus, stack,
     then the replica dies and a scrape target vanishes: each alert fires with the labels an on-call reads."""
     assert alert_names() - set(NOT_INDUCED) == INDUCED | {"ConvocationsSmtpFailureRate",
                                                           "ConvocationsPrintRoomQueueUnread"}, "update NOT_INDUCED"
-    with TcpProxy(5432) as proxy:
+    with TcpProxy(DB_PORT) as proxy:
         extra = {**stack.extra_env, "access-portal": {
             **stack.extra_env.get("access-portal", {}),
             "DATABASE_URL": f"postgresql://access_portal:access_portal@127.0.0.1:{proxy.port}/{stack.database}"}}
@@ -134,7 +135,7 @@ async def test_alerts_fire_when_their_cause_is_induced(chain, prometheus, stack,
         replica_host = replica_url.removeprefix("http://")
         watched = {name: list(urls) for name, urls in prometheus.services.items()}
         try:
-            replica.start(["access-portal"], timeout=60)
+            replica.start(["access-portal"])
             prometheus.watch({**watched, "access-portal": [*watched["access-portal"], replica_url]})
             await settled(prometheus, f'up{{instance="{replica_host}"}}', lambda v: v == 1)
             proxy.cut()
@@ -185,7 +186,22 @@ async def test_alerts_fire_when_their_cause_is_induced(chain, prometheus, stack,
 
 INDUCED = {"ConvocationsServiceNotReady", "ConvocationsSloFastBurn", "ConvocationsDeadLettered",
            "ConvocationsDeadLettersWaiting", "ConvocationsServiceDown", "ConvocationsTargetMissing",
-           "ConvocationsOutboxRelayStalled"}
+           "ConvocationsOutboxRelayStalled", "ConvocationsGatewayDeadLettered"}
+
+
+async def test_a_letter_the_gateway_accepted_and_the_issuer_never_sealed_pages(chain, prometheus, hospital):
+    """The hospital gateway acknowledged (AA) a letter the issuer then parked (active content in its PDF): the
+    gateway's sweep dead-letters it and ConvocationsGatewayDeadLettered pages, naming the hospital system."""
+    from tests.e2e.test_hospital_gateway import siu
+    from tests.e2e.test_mail_security import pdf_with_open_action_javascript
+
+    appointment = f"APT-{uuid.uuid4().hex[:8]}"
+    ack = hospital.send_hl7(siu("siu-s12.hl7", appointment=appointment, email=random_email(),
+                                mobile=random_mobile()[0], pdf=pdf_with_open_action_javascript()))
+    assert "MSA|AA|" in ack, ack
+    alert = await firing(prometheus, "ConvocationsGatewayDeadLettered", {"system": "dev-his", "reason": "not-sealed"})
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["annotations"]["runbook_url"] == "docs/runbooks.md#convocationsgatewaydeadlettered"
 
 
 def dashboard_queries() -> list[str]:

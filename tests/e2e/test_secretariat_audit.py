@@ -16,7 +16,7 @@ from secretariat.settings import SecretariatSettings
 
 from devstack.stack import ROOT
 from shared.db import create_pool, migrate
-from tests.conftest import ADMIN_DSN
+from tests.conftest import ADMIN_DSN, DB_PORT
 from tests.staff import StaffClient
 
 pytestmark = pytest.mark.e2e
@@ -94,7 +94,7 @@ async def test_the_rows_kept_before_the_move_are_carried_over_into_the_append_on
     first = tmp_path / "migrations"
     first.mkdir()
     shutil.copy(MIGRATIONS / "0001_secretariat.sql", first)
-    dsn = f"postgresql://secretariat:secretariat@127.0.0.1:5432/{database}"
+    dsn = f"postgresql://secretariat:secretariat@127.0.0.1:{DB_PORT}/{database}"
     try:
         pool = await create_pool(dsn, "secretariat", min_size=1, max_size=1)
         try:

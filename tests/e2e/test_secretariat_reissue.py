@@ -12,13 +12,14 @@ import uuid
 import httpx
 import pytest
 
-from devstack.hospital import DevHospital, republished
+from devstack.hospital import republished
+from hospital_gateway.booking import convocation_id
 from issuer.settings import IssuerSettings
 from shared import crypto
 from shared.contracts import StaffActionRequestedV1
-from tests.conftest import AMQP_URL
 from tests.e2e import test_secretariat_api as api_tests
-from tests.e2e.conftest import random_email
+from tests.e2e.conftest import random_email, random_mobile
+from tests.e2e.test_hospital_gateway import appointment as gateway_appointment
 from tests.e2e.test_portal_helpers import publish_as_service, state_of, wait_for
 from tests.e2e.test_secretariat_api import kinds
 from tests.patient import PatientClient, find_link
@@ -124,39 +125,41 @@ async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the
     assert len(chain.emails_to(corrected)) == 1
 
 
-async def test_resend_through_the_development_hospital_once_even_when_the_action_event_is_replayed(chain, cardio):
-    event, old_patient = await e_mailed_letter(chain, cardio)
-    cid, address = event["data"]["convocation_id"], event["data"]["patient"]["email"]
-    hospital = DevHospital(AMQP_URL, chain.exchange)
-    hospital.remember(event)
-    hospital.start()
-    try:
-        r = cardio.post(f"/convocations/{cid}/actions", {"action": "resend", "reason": "patient deleted the e-mail"})
-        assert r.status_code == 202, r.text
-        action_id = r.json()["action_id"]
-        body = await cardio.wait(cid, lambda b: any(t["kind"] == "e-mailed" and t["action_id"] == action_id
-                                                    for t in b["timeline"]), timeout=30)
-        assert [t["kind"] for t in body["timeline"] if t["action_id"] == action_id] == [
-            "reissue-requested", "e-mailed"]
-        mails = chain.emails_to(address)
-        assert len(mails) == 2 and REPLACES in mails[-1]["text"]  # the same address: it says what it replaces
-        assert (old_patient.open_link().status_code, hospital.answered) == (410, 1)
+async def test_resend_through_the_development_hospital_once_even_when_the_action_event_is_replayed(
+        chain, cardio, hospital):
+    # The development hospital sends its letter as FHIR through the hospital gateway, gets the secretariat's
+    # request back from the gateway as a FHIR Task, and answers by sending the Appointment again.
+    address, ident = random_email(), f"APT-{uuid.uuid4().hex[:8]}"
+    assert hospital.send_fhir(gateway_appointment(ident=ident, email=address, mobile=random_mobile()[1])
+                              ).status_code == 201
+    cid = str(convocation_id("dev-his-fhir", ident))
+    old_patient = PatientClient(find_link((await chain.email_to(address, timeout=30))["text"]))
+    await cardio.wait(cid, lambda b: "e-mailed" in kinds(b))
+    answered = hospital.answered
+    r = cardio.post(f"/convocations/{cid}/actions", {"action": "resend", "reason": "patient deleted the e-mail"})
+    assert r.status_code == 202, r.text
+    action_id = r.json()["action_id"]
+    body = await cardio.wait(cid, lambda b: any(t["kind"] == "e-mailed" and t["action_id"] == action_id
+                                                for t in b["timeline"]), timeout=30)
+    assert [t["kind"] for t in body["timeline"] if t["action_id"] == action_id] == [
+        "reissue-requested", "e-mailed"]
+    mails = chain.emails_to(address)
+    assert len(mails) == 2 and REPLACES in mails[-1]["text"]  # the same address: it says what it replaces
+    assert (old_patient.open_link().status_code, hospital.answered) == (410, answered + 1)
 
-        # The action event again, as a redelivery would (same action, first message) and even naming the
-        # current message: the hospital is asked once only.
-        current = await chain.db.fetchval("select message_id from issuer.convocation where id = $1", uuid.UUID(cid))
-        for message_id in (await first_message_id(chain, cid), current):
-            await publish_as_service(chain, StaffActionRequestedV1(
-                action_id=uuid.UUID(action_id), convocation_id=uuid.UUID(cid), message_id=message_id,
-                action="resend", department="cardiology", requested_by="replay"), producer="secretariat")
-        await asyncio.sleep(2)
-        assert hospital.answered == 1
-        assert await chain.db.fetchval("select count(*) from issuer.reissue_request where convocation_id = $1",
-                                       uuid.UUID(cid)) == 1
-        assert len(chain.emails_to(address)) == 2
-        assert kinds(cardio.get(f"/convocations/{cid}").json()).count("reissue-requested") == 1
-    finally:
-        hospital.stop()
+    # The action event again, as a redelivery would (same action, first message) and even naming the
+    # current message: the hospital is asked once only.
+    current = await chain.db.fetchval("select message_id from issuer.convocation where id = $1", uuid.UUID(cid))
+    for message_id in (await first_message_id(chain, cid), current):
+        await publish_as_service(chain, StaffActionRequestedV1(
+            action_id=uuid.UUID(action_id), convocation_id=uuid.UUID(cid), message_id=message_id,
+            action="resend", department="cardiology", requested_by="replay"), producer="secretariat")
+    await asyncio.sleep(2)
+    assert hospital.answered == answered + 1
+    assert await chain.db.fetchval("select count(*) from issuer.reissue_request where convocation_id = $1",
+                                   uuid.UUID(cid)) == 1
+    assert len(chain.emails_to(address)) == 2
+    assert kinds(cardio.get(f"/convocations/{cid}").json()).count("reissue-requested") == 1
 
 
 async def first_message_id(chain, cid: str) -> uuid.UUID:

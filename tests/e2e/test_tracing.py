@@ -29,11 +29,18 @@ async def publish_in_trace(event: dict, trace_id: str, span_id: str) -> None:
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(EXCHANGE)
-        await exchange.publish(aio_pika.Message(
-            json.dumps(event).encode(), content_type="application/json", message_id=event["event_id"],
-            correlation_id=event["correlation_id"], delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={"traceparent": f"00-{trace_id}-{span_id}-01"}), routing_key="convocation.created.v1",
-            mandatory=True)
+        await exchange.publish(
+            aio_pika.Message(
+                json.dumps(event).encode(),
+                content_type="application/json",
+                message_id=event["event_id"],
+                correlation_id=event["correlation_id"],
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers={"traceparent": f"00-{trace_id}-{span_id}-01"},
+            ),
+            routing_key="convocation.created.v1",
+            mandatory=True,
+        )
 
 
 async def spans_until(otlp: OtlpReceiver, until, timeout: float = 30):
@@ -45,18 +52,32 @@ async def spans_until(otlp: OtlpReceiver, until, timeout: float = 30):
     raise AssertionError(f"the spans never showed it: {sorted({(s.service, s.kind, s.name) for s in otlp.spans()})}")
 
 
-async def test_one_letter_is_one_trace_from_convocation_created_to_document_released(chain, own_database, devinbox,
-                                                                                    tmp_path):
+async def test_one_letter_is_one_trace_from_convocation_created_to_document_released(
+    chain, own_database, devinbox, tmp_path
+):
     database, db = own_database
     with OtlpReceiver() as otlp:
         stack = Stack(
-            database=database, exchange=EXCHANGE, smtp_port=devinbox.smtp_port,
-            sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
-            sms_auth_token=devinbox.auth_token, log_dir=tmp_path, amqp_url=AMQP_URL,
-            extra_env={"*": {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
-                             "LOG_LEVEL": "INFO", "SMS_RETRY_DELAYS": "1,2,3", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"}})
+            database=database,
+            exchange=EXCHANGE,
+            smtp_port=devinbox.smtp_port,
+            sms_provider_url=devinbox.twilio_base_url,
+            sms_account_sid=devinbox.account_sid,
+            sms_auth_token=devinbox.auth_token,
+            log_dir=tmp_path,
+            amqp_url=AMQP_URL,
+            extra_env={
+                "*": {
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+                    "OTEL_BSP_SCHEDULE_DELAY": "200",
+                    "LOG_LEVEL": "INFO",
+                    "SMS_RETRY_DELAYS": "1,2,3",
+                    "FORWARDED_ALLOW_IPS": "127.0.0.0/8",
+                }
+            },
+        )
         try:
-            stack.start(["issuer", "mailer", "access-portal", "sms-gateway"], timeout=60)
+            stack.start(["issuer", "mailer", "access-portal", "sms-gateway"])
             trace_id, hospital_span = os.urandom(16).hex(), os.urandom(8).hex()
             event = chain.event()
             cid = event["data"]["convocation_id"]
@@ -70,39 +91,62 @@ async def test_one_letter_is_one_trace_from_convocation_created_to_document_rele
             assert patient.enter_code(code).status_code == 303
             assert patient.download().status_code == 200
             for _ in range(100):
-                if await db.fetchval("select downloaded_at is not null from issuer.convocation where id = $1",
-                                     uuid.UUID(cid)):
+                if await db.fetchval(
+                    "select downloaded_at is not null from issuer.convocation where id = $1", uuid.UUID(cid)
+                ):
                     break
                 await asyncio.sleep(0.1)
 
             def released_taken(spans) -> bool:
-                return any(s.service == "issuer" and s.kind == "CONSUMER" and "document.released" in s.name
-                           for s in spans if s.trace_id == trace_id)
+                return any(
+                    s.service == "issuer" and s.kind == "CONSUMER" and "document.released" in s.name
+                    for s in spans
+                    if s.trace_id == trace_id
+                )
 
             try:
                 spans = await spans_until(otlp, released_taken)
             except AssertionError:
                 for schema in ("mailer", "access_portal", "issuer"):
-                    print(schema, [dict(r) for r in await db.fetch(
-                        f"select event_type, attempts, last_error, headers from {schema}.outbox")])
+                    print(
+                        schema,
+                        [
+                            dict(r)
+                            for r in await db.fetch(
+                                f"select event_type, attempts, last_error, headers from {schema}.outbox"
+                            )
+                        ],
+                    )
                 raise
             # From a log line to its trace: the lines logged while handling the letter carry its trace id.
-            changed = [json.loads(line) for line in stack.log_file("issuer").read_text().splitlines()
-                       if '"status changed"' in line and event["correlation_id"] in line]
+            changed = [
+                json.loads(line)
+                for line in stack.log_file("issuer").read_text().splitlines()
+                if '"status changed"' in line and event["correlation_id"] in line
+            ]
             assert changed and {line.get("trace_id") for line in changed} == {trace_id}, changed
         finally:
             stack.stop()
     letter = [s for s in spans if s.trace_id == trace_id]
     by_id = {s.span_id: s for s in letter}
     hops = {(s.service, s.kind, s.attributes.get("convocations.event_type")) for s in letter}
-    for hop in [("issuer", "CONSUMER", "convocation.created"), ("issuer", "PRODUCER", "message.sealed"),
-                ("mailer", "CONSUMER", "message.sealed"), ("access-portal", "CONSUMER", "message.sealed"),
-                ("mailer", "PRODUCER", "email.sent"), ("issuer", "CONSUMER", "email.sent"),
-                ("access-portal", "PRODUCER", "document.released"), ("issuer", "CONSUMER", "document.released")]:
+    for hop in [
+        ("issuer", "CONSUMER", "convocation.created"),
+        ("issuer", "PRODUCER", "message.sealed"),
+        ("mailer", "CONSUMER", "message.sealed"),
+        ("access-portal", "CONSUMER", "message.sealed"),
+        ("mailer", "PRODUCER", "email.sent"),
+        ("issuer", "CONSUMER", "email.sent"),
+        ("access-portal", "PRODUCER", "document.released"),
+        ("issuer", "CONSUMER", "document.released"),
+    ]:
         assert hop in hops, f"{hop} is not in the letter's trace: {sorted(hops, key=str)}"
     # The first hop continues the hospital's span; every later consumer is a child of the publish that sent it.
-    (created,) = [s for s in letter if s.kind == "CONSUMER" and s.attributes.get("convocations.event_type")
-                  == "convocation.created"]
+    (created,) = [
+        s
+        for s in letter
+        if s.kind == "CONSUMER" and s.attributes.get("convocations.event_type") == "convocation.created"
+    ]
     assert created.parent_id == hospital_span
     for consumer in (s for s in letter if s.kind == "CONSUMER" and s is not created):
         producer = by_id.get(consumer.parent_id)

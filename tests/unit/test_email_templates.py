@@ -132,9 +132,9 @@ def test_html_is_self_contained_with_no_images_or_tracking() -> None:
     assert "<script" not in html
     assert "<link" not in html
     assert "url(" not in html
-    # The patient's link (button and bare URL) and the portal's own guide, nothing else.
+    # The patient's link (button and bare URL), the portal's own guide and the hospital's phone, nothing else.
     guide = "https://convocations.hug.example/guide?lang=en"
-    assert re.findall(r'(?:href|src)="([^"]+)"', html) == [LINK.lower(), LINK.lower(), guide]
+    assert re.findall(r'(?:href|src)="([^"]+)"', html) == [LINK.lower(), LINK.lower(), guide, "tel:+41223723311"]
 
 
 def test_without_secretariat_contact_the_help_sentence_is_left_out() -> None:

@@ -66,7 +66,8 @@ def test_notices_in_four_languages_with_the_public_contact_no_link_and_no_medica
         assert words[language] in body
         assert date[language] in body
         assert "+41 22 372 33 11" in body and "patients@hug.example" in body
-        assert "/m/" not in body and "href=" not in body  # a notice opens nothing
+        assert "/m/" not in body  # a notice opens nothing: its only link dials the hospital
+        assert re.findall(r'href="([^"]+)"', body) == (["tel:+41223723311"] if body is mail.html else [])
     assert HOSPITAL in mail.subject and "\n" not in mail.subject
     content = "\n".join((mail.subject, mail.text, mail.html)).lower()
     for word in MEDICAL_WORDS:

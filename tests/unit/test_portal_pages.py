@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
 from starlette.requests import Request
 
-from access_portal.csrf import Csrf
 from access_portal.pages import Pages
+from access_portal.records import Message
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
+from shared.web import Csrf
 
-MESSAGE = {"message_id": uuid.uuid4(), "secretariat_phone": "+41 22 372 40 00", "secretariat_email": None,
-           "language": "en"}
+MESSAGE = Message(**{**{f.name: None for f in dataclasses.fields(Message)}, "message_id": uuid.uuid4(),
+                     "secretariat_phone": "+41 22 372 40 00", "language": "en"})
 
 
 def pages(**settings) -> Pages:
     s = PortalSettings(environment="development", **settings)
     sessions = Sessions(s)
-    return Pages(s, Csrf(s.portal_secret_key, "csrf", sessions.cookie_name), sessions)
+    return Pages(s, Csrf(s.portal_secret_key, session_cookie=sessions.cookie_name, cookie_name="csrf"), sessions)
 
 
 def get(path: str, query: bytes = b"") -> Request:

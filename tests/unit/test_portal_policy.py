@@ -115,8 +115,3 @@ def test_the_ics_has_the_place_and_the_zurich_time_zone_with_its_definition():
     assert [tz["TZID"] for tz in cal.walk("VTIMEZONE")] == ["Europe/Zurich"]
     assert "Bâtiment Julliard" in event["LOCATION"] and "1205 Genève" in event["LOCATION"]
     assert "Cardiologie" in event["SUMMARY"] and "Venez à jeun." in event["DESCRIPTION"]
-
-
-def test_download_names_carry_the_local_date_of_the_appointment():
-    assert calendar.file_name("pdf", DETAILS) == "convocation-2026-12-11.pdf"  # 00:30 in Geneva
-    assert calendar.file_name("ics", DETAILS) == "rendez-vous-2026-12-11.ics"

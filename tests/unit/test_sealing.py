@@ -1,10 +1,11 @@
-"""Sealing a convocation (issuer.domain.seal_convocation) and opening it on the portal (Portal.open):
+"""Sealing a convocation (issuer.domain.seal_convocation) and opening it on the portal (PatientAccess.open):
 only the e-mailed link opens the letter; keys rotate without locking out older letters; and a thief
 holding every database and every server key, but not the link, opens nothing (docs/architecture.md#security)."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import secrets
 import uuid
@@ -14,8 +15,10 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from access_portal.handlers import PortalHandlers, phone_storage_context
-from access_portal.routes import Portal
+from access_portal.access import PatientAccess
+from access_portal.phones import Phones, phone_storage_context
+from access_portal.records import Message
+from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
 from devstack.sample import convocation_event, sample_pdf
 from issuer import domain
@@ -58,9 +61,15 @@ def open_document(sealed: MessageSealedV1, link_secret: str, server_key: bytes, 
     )
 
 
-def portal(seal_keys: dict[str, bytes]) -> Portal:
+def portal(seal_keys: dict[str, bytes]) -> PatientAccess:
     settings = PortalSettings(environment="development", seal_keys=seal_keys)
-    return Portal(settings, lambda: None, PortalHandlers(settings))
+    phones = Phones(settings.portal_secret_key, settings.portal_field_key)
+    return PatientAccess(settings, lambda: None, phones, Sessions(settings))
+
+
+def as_message(row: dict) -> Message:
+    """The stored message with these columns (the others empty)."""
+    return Message(**{**{f.name: None for f in dataclasses.fields(Message)}, **row})
 
 
 def portal_row(sealed: MessageSealedV1) -> dict:
@@ -149,15 +158,15 @@ def test_the_portal_opens_letters_under_every_key_of_its_ring():
                                   old_keys.portal_field_key)
     old, new = seal(convocation(), old_keys), seal(convocation(), new_keys)
     p = portal({"k1": k1, "k2": k2})
-    assert p.open(portal_row(old), mailer_view(old, old_keys)["link_secret"], "document") == PDF
-    assert p.open(portal_row(new), mailer_view(new, new_keys)["link_secret"], "document") == PDF
+    assert p.open(as_message(portal_row(old)), mailer_view(old, old_keys)["link_secret"], "document") == PDF
+    assert p.open(as_message(portal_row(new)), mailer_view(new, new_keys)["link_secret"], "document") == PDF
 
 
 def test_the_portal_cannot_open_a_letter_whose_key_id_is_not_in_its_ring():
     keys = sealing_keys({"k1": key()})
     sealed = seal(convocation(), keys)
     with pytest.raises(CannotOpen):
-        portal({"k2": key()}).open(portal_row(sealed), mailer_view(sealed, keys)["link_secret"], "document")
+        portal({"k2": key()}).open(as_message(portal_row(sealed)), mailer_view(sealed, keys)["link_secret"], "document")
 
 
 @pytest.mark.parametrize("spoil", [
@@ -177,7 +186,7 @@ def test_the_portal_refuses_a_wrong_link_or_a_tampered_row(spoil):
     sealed = seal(convocation(), keys)
     row, link = spoil(portal_row(sealed), mailer_view(sealed, keys)["link_secret"])
     with pytest.raises(CannotOpen):
-        portal({"k1": k1, "k2": k2}).open(row, link, "document")
+        portal({"k1": k1, "k2": k2}).open(as_message(row), link, "document")
 
 
 # --- fields stay where they were sealed -------------------------------------------------------------
@@ -273,25 +282,31 @@ def _well_formed_link(text: str) -> bool:
         return False
 
 
+def phones(settings: PortalSettings) -> Phones:
+    return Phones(settings.portal_secret_key, settings.portal_field_key)
+
+
 def test_a_number_hashed_and_sealed_under_the_old_portal_keys_is_recognised_after_rotation():
     k1, k2, f1, f2 = key(), key(), key(), key()
-    before = PortalHandlers(PortalSettings(environment="development", portal_secret_key={"k1": k1},
+    before = phones(PortalSettings(environment="development", portal_secret_key={"k1": k1},
                                            portal_field_key={"k1": f1}))
-    after = PortalHandlers(PortalSettings(environment="development", portal_secret_key={"k1": k1, "k2": k2},
+    after = phones(PortalSettings(environment="development", portal_secret_key={"k1": k1, "k2": k2},
                                           portal_field_key={"k1": f1, "k2": f2}))
     ref = "k1:" + "ab" * 32
-    stored_hash, stored_enc = before.phone_hash("+41791234567"), before.seal_phone("+41791234567", ref)
-    assert after.phone_hash("+41791234567").startswith("k2:") and stored_hash.startswith("k1:")
-    assert after.same_number(stored_hash, stored_enc, ref, after.phone_hash("+41791234567"))
-    assert not after.same_number(stored_hash, stored_enc, ref, after.phone_hash("+41791234568"))
-    assert stored_hash in after.phone_hashes("+41791234567")  # what the per-number caps look up
-    assert after.open_phone(stored_enc, ref) == "+41791234567"
+    stored_hash, stored_enc = before.hash("+41791234567"), before.seal("+41791234567", ref)
+    assert after.hash("+41791234567").startswith("k2:") and stored_hash.startswith("k1:")
+    assert after.same_number(stored_hash, stored_enc, ref, after.hash("+41791234567"))
+    assert not after.same_number(stored_hash, stored_enc, ref, after.hash("+41791234568"))
+    assert stored_hash in after.hashes("+41791234567")  # what the per-number caps look up
+    assert after.open(stored_enc, ref) == "+41791234567"
 
 
 def test_message_sealed_carries_the_patient_ref_under_every_key_of_the_ring():
     k1, k2, c = key(), key(), convocation()
-    ring = lambda refs: domain.SealingKeys(seal_keys={"k1": key()}, patient_ref_key=refs,  # noqa: E731
-                                           mailer_field_key=key(), portal_field_key=key())
+    def ring(refs: dict[str, bytes]) -> domain.SealingKeys:
+        return domain.SealingKeys(seal_keys={"k1": key()}, patient_ref_key=refs, mailer_field_key=key(),
+                                  portal_field_key=key())
+
     before, after = seal(c, ring({"k1": k1})), seal(c, ring({"k1": k1, "k2": k2}))
     assert before.patient_ref.startswith("k1:") and after.patient_ref.startswith("k2:")
     assert before.patient_ref in after.patient_refs and after.patient_ref in after.patient_refs

@@ -12,8 +12,10 @@ from secretariat import domain
 from secretariat.auth import staff_identity
 from secretariat.console import _csv_safe
 from secretariat.settings import SecretariatSettings
-from secretariat.web import LANGUAGES, LOCALE, Pages
+from secretariat.web import LOCALE, Pages
 from starlette.requests import Request
+
+from shared.i18n import LANGUAGES
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 

@@ -1,1 +1,1 @@
-"""Development and test tooling: run the four services as processes, publish a sample convocation."""
+"""Development and test tooling: run the services as processes, publish a sample convocation."""

@@ -12,7 +12,9 @@ SMTP sink, and prints each figure with its ratio to the baseline's:
   with every letter counted at the sink: none lost, none sent twice (``--replicas-only``);
 - resident memory (now and peak) of each service after ``-n`` letters (``--memory``, e.g. 6000);
 - where the time goes: CPU per convocation of each process, and py-spy profiles of each service
-  during a 1 KB run (``--profile DIR``: one flame graph per service, native frames included).
+  during a 1 KB run (``--profile DIR``: one flame graph per service, native frames included);
+- HL7 v2 through the hospital gateway: SIU^S12 messages over MLLP (four connections, each waiting for its
+  ACK) to e-mails per second, beside the same letters published directly on the bus (``--gateway-only``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import httpx
 from devinbox import DevInbox
 from devstack.baseline import BareChain, SmtpSink
 from devstack.broker import PrivateBroker
+from devstack.hospital import SAMPLES, hl7_message
 from devstack.sample import convocation_event, sample_pdf
 from devstack.stack import ROOT, Stack
 
@@ -125,8 +128,9 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def chain_run(exchange: str, pids: list[int], sink: SmtpSink, n: int, pdf_kb: int, rate: float | None
               ) -> tuple[float, list[float], float]:
-    """(convocations per second, latencies, CPU seconds per convocation summed over the chain's processes)."""
-    pdf = sample_pdf("x" * max(0, pdf_kb * 1024 - 600))
+    """(convocations per second, latencies, CPU seconds per convocation summed over the chain's processes).
+    ``pdf_kb`` 0: the events carry no PDF, so the issuer renders every letter."""
+    pdf = sample_pdf("x" * max(0, pdf_kb * 1024 - 600)) if pdf_kb else None
     events = [convocation_event(email=f"b-{uuid.uuid4().hex[:10]}@example.ch", pdf=pdf) for _ in range(n)]
     sink.clear()
     cpu0, t0 = cpu_seconds(pids), time.time()
@@ -311,6 +315,60 @@ def memory_run(stack: Stack, sink: SmtpSink, n: int, pdf_kb: int, batch: int = 5
         print(f"  {name:<14} {rss_mb(proc.pid):6.1f} MB now, peak {rss_mb(proc.pid, 'VmHWM'):6.1f} MB")
 
 
+def siu_messages(n: int, pdf_kb: int) -> tuple[list[bytes], set[str]]:
+    """``n`` SIU^S12 of docs/samples, each its own appointment, patient address and MSH-10, with a PDF."""
+    import base64
+
+    pdf = base64.b64encode(sample_pdf("x" * max(0, pdf_kb * 1024 - 600))).decode()
+    template = (SAMPLES / "siu-s12.hl7").read_text(encoding="utf-8")
+    messages, addresses = [], set()
+    for _ in range(n):
+        email, appointment = f"h-{uuid.uuid4().hex[:10]}@example.ch", f"B-{uuid.uuid4().hex[:12]}"
+        lines = [line.split("|") for line in template.replace("APT-4711", appointment)
+                 .replace("zoe.muller@example.ch", email).splitlines()]
+        for fields in lines:
+            if fields[0] == "OBX":
+                fields[5] = f"^AP^PDF^Base64^{pdf}"
+        messages.append(hl7_message("\n".join("|".join(f) for f in lines)))
+        addresses.add(email)
+    return messages, addresses
+
+
+async def send_over_mllp(port: int, messages: list[bytes], connections: int) -> int:
+    """Send the messages over ``connections`` MLLP connections, each waiting for every ACK; returns the AAs."""
+    from hl7.mllp import open_hl7_connection
+
+    async def one(chunk: list[bytes]) -> int:
+        reader, writer = await open_hl7_connection("127.0.0.1", port, limit=4 * 1024 * 1024)
+        accepted = 0
+        for message in chunk:
+            writer.writeblock(message)
+            await writer.drain()
+            accepted += b"MSA|AA|" in await reader.readblock()
+        writer.close()
+        return accepted
+
+    return sum(await asyncio.gather(*(one(messages[i::connections]) for i in range(connections))))
+
+
+def gateway_run(stack: Stack, sink: SmtpSink, n: int, pdf_kb: int = 1, connections: int = 4) -> None:
+    """HL7 messages per second to e-mails through the gateway, beside the same chain fed directly on the bus."""
+    messages, addresses = siu_messages(n, pdf_kb)
+    sink.clear()
+    t0 = time.time()
+    accepted = asyncio.run(send_over_mllp(stack.ports["gateway-hl7"], messages, connections))
+    acked = time.time() - t0
+    received = wait_received(sink, addresses, timeout=max(60, n / 5))
+    if accepted < n or len(received) < n:
+        print(f"  ! gateway: {accepted} of {n} acknowledged AA, {len(received)} e-mails arrived")
+    rate = len(received) / (max(received.values()) - t0) if received else float("nan")
+    direct, _, _ = chain_run(stack.exchange, [], sink, n, pdf_kb, None)
+    print(f"HL7 v2 through the hospital gateway ({connections} MLLP connections, each waiting for its ACK), n={n},"
+          f" {pdf_kb} KB PDFs:")
+    print(f"  {'acknowledged (AA)':<28} {n / acked:9.1f} msg/s")
+    print(ratio_line("SIU^S12 to e-mail", rate, direct, "conv/s", "-").replace("bare", "AMQP"))
+
+
 def ratio_line(label: str, ours: float, bare: float, unit: str, target: str) -> str:
     return f"  {label:<28} {ours:9.1f} {unit:<8} bare {bare:9.1f}   ratio {ours / bare:5.2f}x  (target {target})"
 
@@ -345,7 +403,10 @@ def main() -> None:
     parser.add_argument("--replicas-only", action="store_true", help="only the one- against two-replica run")
     parser.add_argument("--memory", action="store_true",
                         help="only the services' memory after -n letters (e.g. -n 6000)")
-    parser.add_argument("--pdf-kb", type=int, default=1, help="size of the letters' PDFs for --memory and --throughput-only")
+    parser.add_argument("--pdf-kb", type=int, default=1,
+                        help="size of the letters' PDFs for --memory and --throughput-only (0: none, the issuer renders)")
+    parser.add_argument("--gateway-only", action="store_true",
+                        help="only HL7 through the hospital gateway against the direct AMQP path")
     parser.add_argument("--throughput-only", action="store_true",
                         help="only the throughput of both chains (--pdf-kb), with the CPU of each process")
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -393,6 +454,9 @@ def main() -> None:
         if args.replicas_only:
             replicas_run(stack, sink, args.n)
             return
+        if args.gateway_only:
+            gateway_run(stack, sink, args.n)
+            return
         chain_run(bare.exchange, bare_pids, sink, 20, 1, None)
         big_letters_run(stack, sink)  # first: the peak (VmHWM) is the process's since its start
         if args.big_letters_only:
@@ -423,6 +487,7 @@ def main() -> None:
             print(f"  portal GET {path.split('/')[1]:<8} at 200 req/s: p50 {statistics.median(lat) * 1000:.1f} ms, "
                   f"p99 {percentile(lat, 99) * 1000:.1f} ms, {errors} server errors of {len(lat)}")
         replicas_run(stack, sink, args.n)
+        gateway_run(stack, sink, args.n)
     finally:
         bare.stop()
         stack.stop()

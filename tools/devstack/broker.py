@@ -36,6 +36,7 @@ class PrivateBroker:
         self.node = f"{name}-{self.port}@localhost"
         self.home = Path(tempfile.mkdtemp(prefix="convocations-rabbitmq-"))
         self.process: subprocess.Popen[bytes] | None = None
+        self._tools()  # before the start: callers may resolve ``rabbitmqctl`` on PATH right away
 
     @staticmethod
     def available() -> bool:
@@ -59,8 +60,13 @@ class PrivateBroker:
     def amqp_url(self, vhost: str = "") -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/{vhost}"
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def start(self) -> PrivateBroker:
-        self._tools()
+        if self.running:
+            return self
         (self.home / "rabbitmq-env.conf").write_text("")  # not the machine's /etc/rabbitmq/rabbitmq-env.conf
         (self.home / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"

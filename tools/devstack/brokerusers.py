@@ -58,7 +58,7 @@ def create_broker_users(vhost: str, exchange: str, *, prefix: str = "", host: st
 
 def delete_broker_users(exchange: str, *, prefix: str = "") -> None:
     for party in topology.broker_permissions(exchange):
-        subprocess.run([_rabbitmqctl_path(), "delete_user", prefix + party], capture_output=True, timeout=60)
+        subprocess.run([_rabbitmqctl_path(), "delete_user", prefix + party], capture_output=True, timeout=180)
 
 
 def _rabbitmqctl_path() -> str:
@@ -69,7 +69,7 @@ def _rabbitmqctl_path() -> str:
 
 
 def _rabbitmqctl(*args: str) -> None:
-    done = subprocess.run([_rabbitmqctl_path(), *args], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([_rabbitmqctl_path(), *args], capture_output=True, text=True, timeout=180)
     if done.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {args[0]} failed: {done.stderr.strip()[-500:]}")
 

@@ -16,9 +16,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
-KINDS = {ProtoSpan.SPAN_KIND_INTERNAL: "INTERNAL", ProtoSpan.SPAN_KIND_SERVER: "SERVER",
-         ProtoSpan.SPAN_KIND_CLIENT: "CLIENT", ProtoSpan.SPAN_KIND_PRODUCER: "PRODUCER",
-         ProtoSpan.SPAN_KIND_CONSUMER: "CONSUMER"}
+KINDS = {
+    ProtoSpan.SPAN_KIND_INTERNAL: "INTERNAL",
+    ProtoSpan.SPAN_KIND_SERVER: "SERVER",
+    ProtoSpan.SPAN_KIND_CLIENT: "CLIENT",
+    ProtoSpan.SPAN_KIND_PRODUCER: "PRODUCER",
+    ProtoSpan.SPAN_KIND_CONSUMER: "CONSUMER",
+}
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,18 @@ def decode(body: bytes) -> list[Span]:
         resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
         for scope_spans in resource_spans.scope_spans:
             for s in scope_spans.spans:
-                spans.append(Span(
-                    service=str(resource.get("service.name", "")), name=s.name, kind=KINDS.get(s.kind, "UNSPECIFIED"),
-                    trace_id=s.trace_id.hex(), span_id=s.span_id.hex(), parent_id=s.parent_span_id.hex(),
-                    attributes={a.key: _value(a.value) for a in s.attributes},
-                    links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in s.links)))
+                spans.append(
+                    Span(
+                        service=str(resource.get("service.name", "")),
+                        name=s.name,
+                        kind=KINDS.get(s.kind, "UNSPECIFIED"),
+                        trace_id=s.trace_id.hex(),
+                        span_id=s.span_id.hex(),
+                        parent_id=s.parent_span_id.hex(),
+                        attributes={a.key: _value(a.value) for a in s.attributes},
+                        links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in s.links),
+                    )
+                )
     return spans
 
 

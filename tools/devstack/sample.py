@@ -44,6 +44,7 @@ def convocation_event(
     convocation_id: uuid.UUID | None = None,
     event_id: uuid.UUID | None = None,
     department: tuple[str, str] = ("cardiology", "Cardiologie"),
+    instructions: str = "Venez à jeun. Apportez la liste de vos médicaments.",
 ) -> dict:
     """The whole event: envelope and payload, ready to serialise as JSON."""
     convocation_id = convocation_id or uuid.uuid4()
@@ -63,7 +64,7 @@ def convocation_event(
             "place": {"name": "Bâtiment Gustave Julliard, 2e étage", "address": "Rue Gabrielle-Perret-Gentil 4, 1205 Genève"},
             "department": {"code": department[0], "name": department[1], "secretariat_phone": "+41 22 372 33 11",
                            "secretariat_email": "cardiologie@hug.example"},
-            "instructions": "Venez à jeun. Apportez la liste de vos médicaments.",
+            "instructions": instructions,
         },
         "delivery": delivery,
         # What the e-mail and the portal show before the code: never the department's own address.
@@ -90,7 +91,7 @@ async def publish(amqp_url: str, exchange: str, event: dict | bytes, *, routing_
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         ex = await channel.get_exchange(exchange, ensure=True)
-        rk = routing_key or f"{event['type']}.v{event['version']}"  # type: ignore[index]
+        rk = routing_key or (f"{event['type']}.v{event['version']}" if isinstance(event, dict) else "")
         await ex.publish(
             aio_pika.Message(
                 body, content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ SERVICES = {  # name: (python package, directory, schema/role)
     "sms-gateway": ("sms_gateway", "services/sms-gateway", "sms_gateway"),
     "access-portal": ("access_portal", "services/access-portal", "access_portal"),
     "secretariat": ("secretariat", "services/secretariat", "secretariat"),
+    "hospital-gateway": ("hospital_gateway", "services/hospital-gateway", "hospital_gateway"),
 }
 
 
@@ -47,7 +49,14 @@ class Stack:
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     portal_base_url: str | None = None
     oidc_issuer: str = "http://127.0.0.1:8030"  # the development OpenID provider (tools/devoidc)
+    # The hospital gateway's systems (HOSPITAL_SYSTEMS, devstack.hospital.hospital_systems) and the sandbox
+    # endpoints its sandbox tests go to (a development inbox of their own), when set.
+    hospital_systems: list[dict] | None = None
+    sandbox_smtp_port: int | None = None
+    sandbox_sms_provider_url: str | None = None
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service, or "*" for all
+    # The PostgreSQL server's port on 127.0.0.1 (libpq's PGPORT, as psql and scripts/db-setup.sh read it).
+    database_port: int = field(default_factory=lambda: int(os.environ.get("PGPORT", "5432")))
     # Complete settings per service (the production tier's, read from the manifests): they replace the
     # development ones above; only the port and the Python path are still the stack's.
     settings: dict[str, dict[str, str]] | None = None
@@ -62,6 +71,10 @@ class Stack:
         for name in SERVICES:
             self.ports.setdefault(name, free_port())
         self.ports.setdefault("mailer-bounces", free_port())  # the mailer's inbound SMTP for late bounces
+        # The hospital gateway's MLLP listeners (the development hospital's and the sandbox's) when no
+        # HOSPITAL_SYSTEMS is given: ports of their own, so that stacks side by side never share one.
+        self.ports.setdefault("gateway-hl7", free_port())
+        self.ports.setdefault("gateway-sandbox", free_port())
         self.portal_base_url = self.portal_base_url or f"http://127.0.0.1:{self.ports['access-portal']}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -82,7 +95,7 @@ class Stack:
             **os.environ,
             "PYTHONPATH": python_path(),
             "AMQP_URL": self.amqp_url,
-            "DATABASE_URL": f"postgresql://{role}:{role}@127.0.0.1:5432/{self.database}",
+            "DATABASE_URL": f"postgresql://{role}:{role}@127.0.0.1:{self.database_port}/{self.database}",
             "EVENTS_EXCHANGE": self.exchange,
             "HTTP_PORT": str(self.ports[name]),
             "SMTP_HOST": "127.0.0.1",
@@ -92,17 +105,32 @@ class Stack:
             "SMS_ACCOUNT_SID": self.sms_account_sid,
             "SMS_AUTH_TOKEN": self.sms_auth_token,
             "SMS_CALLBACK_BASE_URL": self.url("sms-gateway"),
-            "PORTAL_BASE_URL": self.portal_base_url,
+            "PORTAL_BASE_URL": self.portal_base_url or "",
             "PUBLIC_BASE_URL": self.url("secretariat"),
             "OIDC_ISSUER": self.oidc_issuer,
             "BOUNCE_SMTP_PORT": str(self.ports["mailer-bounces"]),
             "OUTBOX_POLL_SECONDS": "0.5",
         }
+        env["HOSPITAL_SYSTEMS"] = json.dumps(self.hospital_systems if self.hospital_systems is not None
+                                             else self.default_hospital_systems())
+        if self.sandbox_smtp_port is not None:
+            env |= {"SANDBOX_SMTP_HOST": "127.0.0.1", "SANDBOX_SMTP_PORT": str(self.sandbox_smtp_port)}
+        if self.sandbox_sms_provider_url is not None:
+            env |= {"SANDBOX_SMS_PROVIDER_URL": self.sandbox_sms_provider_url,
+                    "SANDBOX_SMS_ACCOUNT_SID": self.sms_account_sid, "SANDBOX_SMS_AUTH_TOKEN": self.sms_auth_token}
         env.update(self.extra_env.get("*", {}))
         env.update(self.extra_env.get(name, {}))
         return env
 
-    def start(self, names: list[str] | None = None, timeout: float = 30) -> None:
+    def default_hospital_systems(self) -> list[dict]:
+        from hospital_gateway.settings import DEV_SYSTEMS
+
+        return [{**system, "mllp_port": self.ports[port]}
+                for system, port in zip(DEV_SYSTEMS, ("gateway-hl7", "gateway-sandbox"), strict=True)]
+
+    def start(self, names: list[str] | None = None, timeout: float = 120) -> None:
+        """Start the services and wait until each is ready: a process that exits fails at once; one that is
+        not ready after ``timeout`` seconds (two busy cores start a stack in well under a minute) fails then."""
         names = names or list(SERVICES)
         for name in names:
             log = open(self.log_file(name), "ab")

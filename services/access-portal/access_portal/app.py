@@ -5,15 +5,13 @@ from pathlib import Path
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
-from starlette.exceptions import HTTPException
 
 from access_portal.audit import AuditPruner
 from access_portal.handlers import PortalHandlers
+from access_portal.phones import Phones
 from access_portal.routes import Portal
 from access_portal.settings import PortalSettings
 from shared.consumer import Batches
@@ -25,9 +23,8 @@ from shared.contracts import (
     StaffActionRequestedV1,
 )
 from shared.runtime import Runtime
-from shared.websec import security_headers
+from shared.web import security_headers, serve_pages
 
-OPERATOR_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 STATIC = Path(__file__).resolve().parent / "static"
 MESSAGE_PATH = re.compile(r"^/m/([0-9a-f-]{36})(?:/|$)")
@@ -38,7 +35,8 @@ SECURITY_HEADERS = security_headers(media_src="'self'")  # the guide's video and
 def create_app(settings: PortalSettings | None = None) -> FastAPI:
     settings = settings or PortalSettings()
     runtime = Runtime("access-portal", "access_portal", settings, MIGRATIONS)
-    handlers = PortalHandlers(settings)
+    phones = Phones(settings.portal_secret_key, settings.portal_field_key)
+    handlers = PortalHandlers(settings, phones)
     # Batched without waiting: the patient may open the link as soon as the e-mail arrives, and the message
     # must be stored by then. In the order of the patients, whose binding a message may change.
     runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed,
@@ -47,7 +45,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(SmsSentV1, handlers.on_sms_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)
     runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)
-    portal = Portal(settings, lambda: runtime.pool, handlers)
+    portal = Portal(settings, lambda: runtime.pool, phones)
     pruner = AuditPruner(lambda: runtime.pool, settings.audit_retention_days)
     runtime.every(settings.audit_prune_interval_seconds, pruner.prune_once, "access-portal-audit-pruner")
     runtime.every(settings.audit_prune_interval_seconds, pruner.prune_revocations, "access-portal-revocation-pruner")
@@ -59,31 +57,16 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Bad requests get a page in the patient's terms, never a bare JSON error (docs/architecture.md#security).
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        if request.url.path in OPERATOR_PATHS:
-            return await http_exception_handler(request, exc)
-        response = portal.pages.state(request, "unknown" if exc.status_code == 404 else "bad_request",
-                                     status=exc.status_code)
-        response.headers.update(exc.headers or {})
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError):
-        return portal.pages.state(request, "bad_request", status=400)
+    serve_pages(app, headers=SECURITY_HEADERS, error_page=lambda request, status: portal.pages.state(
+        request, "unknown" if status == 404 else "bad_request", status=status))
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):
+    async def log_context(request: Request, call_next):
         # Log lines of this request carry the message id (never the fragment: it never arrives).
         structlog.contextvars.clear_contextvars()
         if match := MESSAGE_PATH.match(request.url.path):
             structlog.contextvars.bind_contextvars(message_id=match.group(1))
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        if not request.url.path.startswith("/static/"):
-            # Every page carries data or state: never cached, never stored.
-            response.headers["Cache-Control"] = "no-store"
-        return response
+        return await call_next(request)
 
     return app
 

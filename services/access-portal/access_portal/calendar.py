@@ -1,4 +1,5 @@
-"""The appointment as an iCalendar event (.ics) in the Europe/Zurich zone, and download file names."""
+"""The appointment as an iCalendar event (.ics) in the Europe/Zurich zone, and download file names,
+in the language the patient reads the portal in (shared/i18n.py writes the dates and names)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
 from icalendar import Alarm, Calendar, Event
 
-from access_portal.i18n import gettext
+from access_portal.i18n import N_, gettext
+from shared.i18n import HOSPITAL_ZONE, download_name, format_appointment, normalize_language
 
-ZURICH = ZoneInfo("Europe/Zurich")
-LOCALES = {"fr": "fr_CH", "de": "de_CH", "it": "it_CH", "en": "en_GB"}
+ZURICH: ZoneInfo = HOSPITAL_ZONE
+# Download names, one word in the patient's language (letters, digits and hyphens: it names a file).
+FILE_WORDS = {"pdf": N_("convocation"), "ics": N_("appointment")}
 # Calendar reminders: the day before and two hours before the appointment.
 REMINDERS = (timedelta(days=1), timedelta(hours=2))
 
@@ -23,17 +25,18 @@ def local_start(details: dict) -> datetime:
 
 def when(details: dict, language: str) -> str:
     """The appointment's date and time as the patient reads it, in Geneva time."""
-    return format_datetime(local_start(details), "EEEE d MMMM y, HH:mm", locale=LOCALES.get(language, "fr_CH"))
+    return format_appointment(local_start(details), language)
 
 
-def file_name(kind: str, details: dict) -> str:
-    """'convocation-2026-12-10.pdf', 'rendez-vous-2026-12-10.ics': the appointment's local date."""
-    day = local_start(details).date().isoformat()
-    return f"convocation-{day}.pdf" if kind == "pdf" else f"rendez-vous-{day}.ics"
+def file_name(kind: str, details: dict, language: str) -> str:
+    """'convocation-2026-12-10.pdf', 'Termin-2026-12-10.ics': the appointment's local date."""
+    return download_name(gettext(language, FILE_WORDS[kind]), local_start(details).date(), kind)
 
 
 def ics(details: dict, *, message_id: uuid.UUID, host: str, language: str, hospital: str) -> bytes:
+    """The event in ``language``: its texts are tagged with it (RFC 5545 LANGUAGE), reminders included."""
     start = local_start(details)
+    tag = {"LANGUAGE": normalize_language(language)}
     cal = Calendar()
     cal.add("prodid", "-//Convocations//access-portal//EN")
     cal.add("version", "2.0")
@@ -43,18 +46,20 @@ def ics(details: dict, *, message_id: uuid.UUID, host: str, language: str, hospi
     event.add("dtstamp", datetime.now(timezone.utc))
     event.add("dtstart", start)
     event.add("dtend", start + timedelta(hours=1))
-    event.add("summary", f"{gettext(language, 'Your convocation')} – {details['department']}")
-    event.add("location", f"{details['place']}, {details['address']}")
-    description = [hospital, gettext(language, "Questions, or a change of date or delivery? Call the secretariat at %(phone)s.",
-                                     phone=details["secretariat_phone"])]
+    event.add("summary", f"{gettext(language, 'Your convocation')} – {details['department']}", parameters=tag)
+    event.add("location", f"{details['place']}, {details['address']}", parameters=tag)
+    # The day and time in words first (Swiss time, whatever zone the patient's calendar shows).
+    description = [when(details, language), hospital, gettext(
+        language, "Questions, or a change of date or delivery? Call the secretariat at %(phone)s.",
+        phone=details["secretariat_phone"])]
     if details.get("instructions"):
-        description.insert(1, details["instructions"])
-    event.add("description", "\n\n".join(description))
+        description.insert(2, details["instructions"])
+    event.add("description", "\n\n".join(description), parameters=tag)
     for before in REMINDERS:
         alarm = Alarm()
         alarm.add("action", "DISPLAY")
         alarm.add("trigger", -before)
-        alarm.add("description", event["summary"])
+        alarm.add("description", str(event["summary"]), parameters=tag)
         event.add_component(alarm)
     cal.add_component(event)
     # RFC 5545 §3.2.19: every TZID used must be defined by a VTIMEZONE in the same file (around the date).

@@ -7,9 +7,10 @@ from datetime import datetime, timezone
 import asyncpg
 
 from access_portal import store
+from access_portal.phones import Phones, StoredPhone
 from access_portal.policy import phone_hint
 from access_portal.settings import PortalSettings
-from shared import crypto, tracing
+from shared import crypto, rejections, tracing
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     PORTAL_ACTIONS,
@@ -27,68 +28,39 @@ from shared.outbox import add_event
 log = get_logger(__name__)
 
 
-def phone_storage_context(patient_ref: str) -> str:
-    return f"portal-phone|{patient_ref}"
-
-
 class PortalHandlers:
-    def __init__(self, settings: PortalSettings) -> None:
-        self.settings = settings
-
-    def phone_hash(self, e164: str) -> str:
-        return crypto.keyed_hash(self.settings.portal_secret_key, "phone", e164)
-
-    def phone_hashes(self, e164: str) -> list[str]:
-        """The number's hash under every PORTAL_SECRET_KEY key, for lookups of stored rows."""
-        return crypto.keyed_hashes(self.settings.portal_secret_key, "phone", e164)
-
-    def same_number(self, phone_hash: str, phone_enc: str | None, patient_ref: str, other_hash: str) -> bool:
-        """Whether two stored number hashes name one number, also when made under different keys."""
-        if phone_hash == other_hash or phone_enc is None:
-            return phone_hash == other_hash
-        return crypto.hash_matches(self.settings.portal_secret_key, "phone", self.open_phone(phone_enc, patient_ref),
-                                   other_hash)
-
-    def seal_phone(self, e164: str, patient_ref: str) -> str:
-        return crypto.seal_field(self.settings.portal_field_key, {"phone": e164},
-                                 context=phone_storage_context(patient_ref))
-
-    def open_phone(self, token: str, patient_ref: str) -> str:
-        return crypto.open_field(self.settings.portal_field_key, token, context=phone_storage_context(patient_ref))[
-            "phone"]
-
-    def phone_fields(self, e164: str, patient_ref: str) -> dict:
-        return dict(phone_hash=self.phone_hash(e164), phone_hint=phone_hint(e164),
-                    phone_enc=self.seal_phone(e164, patient_ref))
+    def __init__(self, settings: PortalSettings, phones: Phones) -> None:
+        self.settings, self.phones = settings, phones
 
     async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV1]) -> None:
         m = d.data
         on_file = crypto.open_field(self.settings.portal_field_key, m.for_portal,
                                     context=crypto.field_context("message.sealed", m.message_id, "portal"))["mobile"]
-        phone = dict(phone_hash=None, phone_hint=None, phone_enc=None)
+        phone: StoredPhone | None = None
         if on_file:
-            phone = self.phone_fields(on_file, m.patient_ref)
+            phone = self.phones.stored(on_file, m.patient_ref)
             refs = [m.patient_ref, *m.patient_refs]
             binding = await store.get_binding(conn, refs)
             # A convocation carrying another number ends the old binding (docs/architecture.md#security).
-            if binding is not None and not crypto.hash_matches(self.settings.portal_secret_key, "phone", on_file,
-                                                               binding["phone_hash"]):
+            if binding is not None and not self.phones.matches(on_file, binding.phone_hash):
                 await store.end_binding(conn, refs)
                 await store.audit(conn, m.message_id, "binding", "ended", None, "number on file changed")
-            elif binding is not None and binding["patient_ref"] != m.patient_ref:
+            elif binding is not None and binding.patient_ref != m.patient_ref:
                 # Proven under the patient's ref for an older PATIENT_REF_KEY key: the same number on
                 # file carries over to the current ref, so the key can go without asking again.
-                await store.bind_phone(conn, m.patient_ref, phone["phone_hash"], phone["phone_hint"],
-                                       phone["phone_enc"], binding["source"])
+                await store.bind_phone(conn, m.patient_ref, phone.phone_hash, phone.phone_hint, phone.phone_enc,
+                                       binding.source)
         await store.insert_message(
             conn, message_id=m.message_id, convocation_id=m.convocation_id, patient_ref=m.patient_ref,
             language=m.language, key_id=m.key_id, document_nonce=crypto.b64d(m.document_nonce),
             document_ciphertext=crypto.b64d(m.document_ciphertext), details_nonce=crypto.b64d(m.details_nonce),
             details_ciphertext=crypto.b64d(m.details_ciphertext), expires_at=m.expires_at,
-            secretariat_phone=m.secretariat_phone, secretariat_email=m.secretariat_email, **phone,
+            secretariat_phone=m.secretariat_phone, secretariat_email=m.secretariat_email,
+            phone_hash=phone.phone_hash if phone else None, phone_hint=phone.phone_hint if phone else None,
+            phone_enc=phone.phone_enc if phone else None,
             patient_refs=m.patient_refs,
             public_phone=m.public_contact.phone if m.public_contact else None,
-            public_email=m.public_contact.email if m.public_contact else None,
+            public_email=m.public_contact.email if m.public_contact else None, sandbox=m.sandbox,
             trace_context=tracing.current_context_headers(),  # the letter's trace, for its download
         )
         log.info("sealed message stored", message_id=str(m.message_id))
@@ -112,7 +84,7 @@ class PortalHandlers:
             return
         message = await store.get_message(conn, a.message_id, lock=True)
         if message is None:
-            raise Rejected("unknown-message", f"no message {a.message_id}")
+            raise Rejected(rejections.UNKNOWN_MESSAGE, f"no message {a.message_id}")
         hint = None
         if a.action == "unlock":
             await store.unlock_message(conn, a.message_id)
@@ -123,12 +95,14 @@ class PortalHandlers:
             change = "binding-reset"
         else:
             if a.for_portal is None:
-                raise Rejected("no-number", "correct-mobile carries no number")
+                raise Rejected(rejections.NO_NUMBER, "correct-mobile carries no number")
             mobile = crypto.open_field(self.settings.staff_field_key, a.for_portal,
                                        context=crypto.field_context(a.EVENT_TYPE, a.action_id, "portal"))["mobile"]
             refs = await store.patient_refs(conn, message)
             for ref in await store.open_refs(conn, refs):  # each ref's messages seal the number in their context
-                await store.set_number_on_file(conn, ref, **self.phone_fields(mobile, ref))
+                stored = self.phones.stored(mobile, ref)
+                await store.set_number_on_file(conn, ref, phone_hash=stored.phone_hash, phone_hint=stored.phone_hint,
+                                               phone_enc=stored.phone_enc)
             # The number the patient verified before is not the hospital's any more (docs/architecture.md#security).
             await store.end_binding(conn, refs)
             hint, change = phone_hint(mobile), "mobile-corrected"

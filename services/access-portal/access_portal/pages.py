@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from access_portal.csrf import Csrf
 from access_portal.i18n import CATALOGS, LANGUAGES, N_
+from access_portal.records import Message
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
+from shared.i18n import format_appointment, format_time, tel_link
+from shared.web import Csrf, chosen_language, remember_language
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-ZURICH = ZoneInfo("Europe/Zurich")
 
 # Every state page: (title, explanation). The explanation may use the page's values.
 STATES: dict[str, tuple[str, str]] = {
@@ -59,21 +60,13 @@ STATES: dict[str, tuple[str, str]] = {
 }
 # Language names as their speakers write them, for the language switch.
 LANGUAGE_NAMES = {"fr": "Français", "de": "Deutsch", "it": "Italiano", "en": "English"}
-LANGUAGE_COOKIE = "lang"
 
 
 def _environment(language: str) -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, extensions=["jinja2.ext.i18n"])
+    env.filters["tel"] = tel_link  # phone numbers are links a phone dials
     return CATALOGS.install(env, language)
-
-
-def chosen_language(request: Request) -> str | None:
-    """The language the patient picked (``?lang=`` or the cookie it left), or None: the letter's."""
-    for candidate in (request.query_params.get("lang"), request.cookies.get(LANGUAGE_COOKIE)):
-        if candidate in LANGUAGES:
-            return candidate
-    return None
 
 
 class Pages:
@@ -81,15 +74,18 @@ class Pages:
         self.settings, self.csrf, self.sessions = settings, csrf, sessions
         self.envs = {language: _environment(language) for language in LANGUAGES}
 
-    def render(self, request: Request, template: str, language: str, *, status: int = 200, message=None,
-               error: dict | None = None, after_code: bool = False, **context) -> HTMLResponse:
+    def render(self, request: Request, template: str, language: str, *, status: int = 200,
+               message: Message | None = None, error: dict | None = None, after_code: bool = False,
+               **context: Any) -> HTMLResponse:
         """One page in the patient's chosen language (else the letter's). ``error``: {"text", "field",
         "state"} for the GOV.UK error pattern (summary, message by the field, "Error:" title)."""
-        cookie, token = self.csrf.token(request, message["message_id"] if message else None)
+        cookie = self.csrf.cookie(request)
+        token = self.csrf.token(request, message.message_id if message else None, cookie=cookie)
         context.setdefault("typed", None)  # what the patient typed, shown again with an error
         language = chosen_language(request) or (language if language in self.envs else "fr")
-        message_id = str(message["message_id"]) if message else None
-        prefix = "secretariat" if after_code else "public"
+        message_id = str(message.message_id) if message else None
+        # Before the code, whoever holds the link sees only the hospital's public contact.
+        phone, email = message.contact(after_code=after_code) if message else (None, None)
         # The switch reloads what the patient sees; after a POST, the message's first page.
         here = request.url.path if request.method in ("GET", "HEAD") else (f"/m/{message_id}" if message_id else "/")
         html = self.envs[language].get_template(template).render(
@@ -97,33 +93,31 @@ class Pages:
             hospital_phone=self.settings.hospital_phone,
             code_minutes=self.settings.otp_ttl_seconds // 60,
             session_minutes=self.settings.session_idle_seconds // 60,
-            # Before the code, whoever holds the link sees only the hospital's public contact: a
-            # department's own address ('oncologie@…') would tell them what the appointment is about.
-            secretariat_phone=message.get(f"{prefix}_phone") if message else None,
-            secretariat_email=message.get(f"{prefix}_email") if message else None,
+            secretariat_phone=phone, secretariat_email=email,
             message_id=message_id, error=error, **context,
         )
         response = HTMLResponse(html, status_code=status)
-        if request.cookies.get(self.csrf.cookie_name) != cookie:
+        if self.csrf.cookie_name and request.cookies.get(self.csrf.cookie_name) != cookie:
             self.sessions.set_cookie(response, self.csrf.cookie_name, cookie)
-        if (picked := request.query_params.get("lang")) in LANGUAGES:
-            # Remembered for this message's pages only: another letter opens in its own language.
-            response.set_cookie(LANGUAGE_COOKIE, picked, path=f"/m/{message_id}" if message_id else "/",
-                                secure=self.settings.cookie_secure, httponly=True, samesite="lax")
+        # Remembered for this message's pages only: another letter opens in its own language.
+        remember_language(request, response, secure=self.settings.cookie_secure,
+                          path=f"/m/{message_id}" if message_id else "/")
         return response
 
-    def state(self, request: Request, state: str, language: str = "fr", *, status: int, message=None,
-              **values) -> HTMLResponse:
+    def state(self, request: Request, state: str, language: str = "fr", *, status: int,
+              message: Message | None = None, **values: Any) -> HTMLResponse:
         title, explanation = STATES[state]
+        if "phone" in values:
+            values["phone"] = tel_link(values["phone"])
         values.setdefault("minutes", (self.settings.session_idle_seconds if state == "session_expired"
                                       else self.settings.otp_ttl_seconds) // 60)
         return self.render(request, "state.html", language, status=status, message=message, state=state,
                            title=title, explanation=explanation, values=values)
 
-    def wait(self, request: Request, message, until: datetime) -> HTMLResponse:
+    def wait(self, request: Request, message: Message, until: datetime) -> HTMLResponse:
         now = datetime.now(timezone.utc)
-        local = until.astimezone(ZURICH)
-        shown = local.strftime("%H:%M") if until - now < timedelta(hours=20) else local.strftime("%d.%m.%Y %H:%M")
-        response = self.state(request, "wait", message["language"], status=429, message=message, until=shown)
+        language = chosen_language(request) or message.language
+        shown = format_time(until, language) if until - now < timedelta(hours=20) else format_appointment(until, language)
+        response = self.state(request, "wait", message.language, status=429, message=message, until=shown)
         response.headers["Retry-After"] = str(max(1, int((until - now).total_seconds())))
         return response

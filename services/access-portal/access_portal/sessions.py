@@ -36,20 +36,24 @@ class Sessions:
     def start(self, response: Response, token: str) -> None:
         self.set_cookie(response, self.cookie_name, token, max_age=self.settings.session_absolute_seconds)
 
-    async def current(self, conn, request: Request, message_id: uuid.UUID) -> str | None:
+    def token(self, request: Request) -> str | None:
+        """This browser's session cookie, if it sent one."""
+        return request.cookies.get(self.cookie_name) or None
+
+    async def current(self, conn, token: str | None, message_id: uuid.UUID) -> str | None:
         """The hash of this browser's live session on the message (touched), or None."""
-        token = request.cookies.get(self.cookie_name)
         if not token:
             return None
         # Looked up under every PORTAL_SECRET_KEY key: a session opened before a rotation lives on.
         hashes = crypto.keyed_hashes(self.settings.portal_secret_key, "session", token)
-        row = await store.touch_session(conn, hashes, message_id, self.settings.session_idle_seconds,
-                                        self.settings.session_absolute_seconds)
-        return row["token_hash"] if row else None
+        return await store.touch_session(conn, hashes, message_id, self.settings.session_idle_seconds,
+                                         self.settings.session_absolute_seconds)
 
-    async def end(self, conn, request: Request, response: Response) -> None:
-        token = request.cookies.get(self.cookie_name)
+    async def end(self, conn, token: str | None) -> None:
         if token:
             await store.end_session(conn, self.hash(token))
+
+    def forget(self, response: Response) -> None:
+        """The browser's session cookie removed."""
         response.delete_cookie(self.cookie_name, path="/", secure=self.settings.cookie_secure, httponly=True,
                                samesite="strict")

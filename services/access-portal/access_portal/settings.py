@@ -4,18 +4,18 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
-from shared.settings import KeyRing, ServiceSettings, dev_key, require_https
+from shared.settings import KeyRing, ServiceSettings, dev_ring, require_https
 
 
 class PortalSettings(ServiceSettings):
     http_port: int = 8000
     database_url: str = "postgresql://access_portal:access_portal@127.0.0.1:5432/convocations"
     portal_base_url: str = "http://127.0.0.1:8000"
-    seal_keys: KeyRing = f"k1:{dev_key('seal-k1')}"
-    portal_field_key: KeyRing = f"k1:{dev_key('portal-field')}"
-    sms_field_key: KeyRing = f"k1:{dev_key('sms-field')}"
-    portal_secret_key: KeyRing = f"k1:{dev_key('portal-secret')}"  # HMAC of codes, numbers, addresses, CSRF
-    staff_field_key: KeyRing = f"k1:{dev_key('staff-field')}"  # opens the corrected numbers the secretariat sends
+    seal_keys: KeyRing = dev_ring("seal-k1")
+    portal_field_key: KeyRing = dev_ring("portal-field")
+    sms_field_key: KeyRing = dev_ring("sms-field")
+    portal_secret_key: KeyRing = dev_ring("portal-secret")  # HMAC of codes, numbers, addresses, CSRF
+    staff_field_key: KeyRing = dev_ring("staff-field")  # opens the corrected numbers the secretariat sends
     hospital_name: str = "Hôpitaux Universitaires de Genève"
     # The hospital's general number, on every page (also those of an unknown or closed link).
     hospital_phone: str = "+41 22 372 33 11"

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from access_portal.records import Binding, Challenge, Message, SendCounts
 from shared import db
 
 
@@ -25,28 +26,29 @@ async def insert_message(conn: asyncpg.Connection, **m) -> bool:
         " insert into message(message_id, convocation_id, patient_ref, language, key_id, document_nonce,"
         " document_ciphertext, details_nonce, details_ciphertext, expires_at, secretariat_phone,"
         " secretariat_email, phone_hash, phone_hint, phone_enc, public_phone, public_email, patient_refs,"
-        " state, revoked_reason, trace_context)"
+        " state, revoked_reason, sandbox, trace_context)"
         " select $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::bytea,"
         " case when early.state is null then $7::bytea end, $8::bytea,"
         " case when early.state is null then $9::bytea end, $10::timestamptz, $11::text, $12::text, $13::text,"
         " $14::text, $15::text, $16::text, $17::text, $18::text[], coalesce(early.state, 'active'), early.reason,"
-        " $19::jsonb"
+        " $19::boolean, $20::jsonb"
         " from (select) one left join early on true"
         " on conflict do nothing",
         m["message_id"], m["convocation_id"], m["patient_ref"], m["language"], m["key_id"], m["document_nonce"],
         m["document_ciphertext"], m["details_nonce"], m["details_ciphertext"], m["expires_at"],
         m["secretariat_phone"], m["secretariat_email"], m["phone_hash"], m["phone_hint"], m["phone_enc"],
         m["public_phone"], m["public_email"], list(dict.fromkeys([m["patient_ref"], *m.get("patient_refs", [])])),
+        m.get("sandbox", False),
         m.get("trace_context") or None,
     )
     return status == "INSERT 0 1"
 
 
-async def patient_refs(conn: asyncpg.Connection, message) -> list[str]:
+async def patient_refs(conn: asyncpg.Connection, message: Message) -> list[str]:
     """Every ref the patient of this message is known by here: its own, those the issuer sent with it
     (one per PATIENT_REF_KEY key), and those of the patient's letters sharing one of them, transitively
     (a letter sealed before a rotation knows only the old ref; a later one links it to the new one)."""
-    refs = {message["patient_ref"], *(message["patient_refs"] or [])}
+    refs = {message.patient_ref, *(message.patient_refs or [])}
     for _ in range(8):  # one step per rotation that linked two keys; a few rotations at most
         linked = await conn.fetchval(
             "select array_agg(distinct r) from message m, unnest(coalesce(m.patient_refs, array[m.patient_ref])) r"
@@ -57,10 +59,10 @@ async def patient_refs(conn: asyncpg.Connection, message) -> list[str]:
     return sorted(refs)
 
 
-async def get_message(conn: asyncpg.Connection, message_id: uuid.UUID, *, lock: bool = False):
-    return await conn.fetchrow(
+async def get_message(conn: asyncpg.Connection, message_id: uuid.UUID, *, lock: bool = False) -> Message | None:
+    return Message.maybe(await conn.fetchrow(
         "select * from message where message_id = $1" + (" for update" if lock else ""), message_id
-    )
+    ))
 
 
 async def revoke_message(conn: asyncpg.Connection, message_id: uuid.UUID, reason: str) -> None:
@@ -83,10 +85,10 @@ async def prove_for_message(conn, message_id: uuid.UUID, phone_hash: str, phone_
                        message_id, phone_hash, phone_hint, phone_enc)
 
 
-async def get_binding(conn: asyncpg.Connection, patient_refs: list[str]):
+async def get_binding(conn: asyncpg.Connection, patient_refs: list[str]) -> Binding | None:
     """The binding of the patient known by any of these refs (one per PATIENT_REF_KEY key)."""
-    return await conn.fetchrow("select * from phone_binding where patient_ref = any($1::text[])"
-                               " order by bound_at desc limit 1", patient_refs)
+    return Binding.maybe(await conn.fetchrow("select * from phone_binding where patient_ref = any($1::text[])"
+                                             " order by bound_at desc limit 1", patient_refs))
 
 
 async def end_binding(conn: asyncpg.Connection, patient_refs: list[str]) -> bool:
@@ -110,14 +112,15 @@ async def lock_number(conn, phone_hash: str) -> None:
     await db.lock_named(conn, f"portal-number:{phone_hash}")
 
 
-async def send_counts(conn, message_id: uuid.UUID, phone_hashes: list[str], now: datetime, *, per_number: bool):
+async def send_counts(conn, message_id: uuid.UUID, phone_hashes: list[str], now: datetime, *,
+                      per_number: bool) -> SendCounts:
     """What the send waits need. ``per_number``: the message's own waits count only the codes and
     decoys of this number, so wrong numbers never hold back the right one. The day cap of a number
     counts only codes really texted to it: typing someone's number into a letter costs them nothing.
     ``phone_hashes``: the number's hash under every PORTAL_SECRET_KEY key, so rows written before a
     key rotation still count."""
     mine = "message_id = $1 and (not $4 or phone_hash = any($2::text[]))"
-    return await conn.fetchrow(
+    return SendCounts.from_row(await conn.fetchrow(
         "select"
         f" (select max(created_at) from challenge where {mine}) as last_sent,"
         f" (select count(*) from challenge where {mine} and created_at > $3::timestamptz - interval '1 hour') as hour_n,"
@@ -129,17 +132,17 @@ async def send_counts(conn, message_id: uuid.UUID, phone_hashes: list[str], now:
         "   and created_at > $3::timestamptz - interval '1 day')"
         "   as day_oldest",
         message_id, phone_hashes, now, per_number,
-    )
+    ))
 
 
 async def has_challenge(conn, message_id: uuid.UUID, *, used: bool = False) -> bool:
     """Whether a code was ever requested (``used``: ever verified) for this message; decoys (a wrong
     number typed, nothing texted) do not count."""
-    return await conn.fetchval(
+    return bool(await conn.fetchval(
         "select exists(select 1 from challenge where message_id = $1 and not decoy"
         " and ($2 = false or status = 'used'))",
         message_id, used,
-    )
+    ))
 
 
 async def insert_challenge(conn, *, challenge_id, message_id, code_hash, phone_hash, phone_hint, phone_enc,
@@ -156,12 +159,12 @@ async def insert_challenge(conn, *, challenge_id, message_id, code_hash, phone_h
     )
 
 
-async def latest_challenge(conn, message_id: uuid.UUID, *, lock: bool = False, real: bool = False):
+async def latest_challenge(conn, message_id: uuid.UUID, *, lock: bool = False, real: bool = False) -> Challenge | None:
     """The message's latest challenge (decoys included, unless ``real``)."""
-    return await conn.fetchrow(
+    return Challenge.maybe(await conn.fetchrow(
         "select * from challenge where message_id = $1" + (" and not decoy" if real else "")
         + " order by created_at desc limit 1" + (" for update" if lock else ""), message_id,
-    )
+    ))
 
 
 async def record_wrong_code(conn, challenge_id, *, dead: bool) -> None:
@@ -173,10 +176,10 @@ async def record_wrong_code(conn, challenge_id, *, dead: bool) -> None:
 
 async def add_failure(conn, message_id: uuid.UUID) -> int:
     """Count one failure (wrong code, wrong number) against the message; returns the new total."""
-    return await conn.fetchval(
+    return int(await conn.fetchval(
         "update message set failed_checks = failed_checks + 1 where message_id = $1 returning failed_checks",
         message_id,
-    )
+    ))
 
 
 async def lock_message(conn, message_id: uuid.UUID, until: datetime) -> None:
@@ -227,9 +230,10 @@ async def insert_session(conn, token_hash: str, message_id: uuid.UUID) -> None:
     await conn.execute("insert into session(token_hash, message_id) values ($1, $2)", token_hash, message_id)
 
 
-async def touch_session(conn, token_hashes: list[str], message_id: uuid.UUID, idle_s: int, absolute_s: int):
-    """The live session for this message, its idle time refreshed; None if absent or timed out."""
-    return await conn.fetchrow(
+async def touch_session(conn, token_hashes: list[str], message_id: uuid.UUID, idle_s: int,
+                        absolute_s: int) -> str | None:
+    """The hash of the live session for this message, its idle time refreshed; None if absent or timed out."""
+    return await conn.fetchval(
         "update session set last_seen_at = now() where token_hash = any($1::text[]) and message_id = $2 and ended_at is null"
         " and last_seen_at > now() - make_interval(secs => $3) and created_at > now() - make_interval(secs => $4)"
         " returning token_hash",

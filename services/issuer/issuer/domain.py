@@ -51,7 +51,7 @@ def expiry(appointment_at: datetime, ttl_days: int) -> datetime:
     return appointment_at + timedelta(days=ttl_days)
 
 
-def patient_ref(key: bytes, patient_id: str) -> str:
+def patient_ref(key: crypto.Keys, patient_id: str) -> str:
     return crypto.keyed_hash(key, "patient", patient_id)
 
 
@@ -73,9 +73,9 @@ def appointment_details(convocation: ConvocationCreatedV1) -> bytes:
 @dataclass(frozen=True)
 class SealingKeys:
     seal_keys: dict[str, bytes]  # ordered; the newest last
-    patient_ref_key: bytes
-    mailer_field_key: bytes
-    portal_field_key: bytes
+    patient_ref_key: crypto.Keys
+    mailer_field_key: crypto.Keys
+    portal_field_key: crypto.Keys
 
 
 def seal_convocation(
@@ -97,16 +97,22 @@ def seal_convocation(
     message_id = uuid.uuid4()
     key_id, server_key = list(keys.seal_keys.items())[-1]
     link_secret = crypto.new_link_secret()
-    sealed = dict(link_secret=link_secret, server_key=server_key, key_id=key_id, message_id=message_id)
-    doc_nonce, doc_ct = crypto.seal(pdf, purpose="document", **sealed)
-    det_nonce, det_ct = crypto.seal(appointment_details(convocation), purpose="details", **sealed)
+    def seal(data: bytes, purpose: str) -> tuple[bytes, bytes]:
+        return crypto.seal(data, link_secret=link_secret, server_key=server_key, key_id=key_id, message_id=message_id,
+                           purpose=purpose)
+
+    doc_nonce, doc_ct = seal(pdf, "document")
+    det_nonce, det_ct = seal(appointment_details(convocation), "details")
     patient = convocation.patient
     department = convocation.appointment.department
+    # A sandbox test's patient is never a real patient's, even under the same id: its number binds nothing
+    # and ends no binding of a real letter, and the secretariat's search by patient id never finds it.
+    patient_id = f"sandbox:{patient.id}" if convocation.sandbox else patient.id
     return MessageSealedV1(
         message_id=message_id,
         convocation_id=convocation.convocation_id,
-        patient_ref=patient_ref(keys.patient_ref_key, patient.id),
-        patient_refs=crypto.keyed_hashes(keys.patient_ref_key, "patient", patient.id),
+        patient_ref=patient_ref(keys.patient_ref_key, patient_id),
+        patient_refs=crypto.keyed_hashes(keys.patient_ref_key, "patient", patient_id),
         language=patient.language,
         key_id=key_id,
         document_nonce=crypto.b64e(doc_nonce),
@@ -127,6 +133,7 @@ def seal_convocation(
         for_portal=crypto.seal_field(
             keys.portal_field_key, {"mobile": patient.mobile}, context=crypto.field_context("message.sealed", message_id, "portal")
         ),
+        sandbox=convocation.sandbox,
     )
 
 
@@ -144,7 +151,7 @@ def valid_email(value: object) -> str | None:
         return None
 
 
-def print_copy(convocation: ConvocationCreatedV1, pdf: bytes, print_room_public_key: bytes) -> str:
+def print_copy(convocation: ConvocationCreatedV1, pdf: bytes, print_room_public_key: crypto.Keys) -> str:
     """The letter and the patient's id, sealed so that only the print room opens them."""
     # The same JSON as json.dumps of the three fields, but the 13 MB base64 of a large letter is copied
     # once (the hospital's own text when it sent the PDF), not escaped, re-encoded and copied again.

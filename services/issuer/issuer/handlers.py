@@ -15,7 +15,7 @@ from issuer import domain, store
 from issuer.metrics import POSTAL_REQUESTS, REISSUE_REQUESTS
 from issuer.pdfcheck import UnreadablePdf, active_content
 from issuer.settings import IssuerSettings
-from shared import crypto
+from shared import crypto, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     ISSUER_ACTIONS,
@@ -76,7 +76,7 @@ class IssuerHandlers:
         c, now = d.data, datetime.now(timezone.utc)
         problem = domain.appointment_problem(c, now)
         if problem:
-            raise Rejected("appointment-in-past", problem)
+            raise Rejected(rejections.APPOINTMENT_IN_PAST, problem)
         # Sealed before looking: a new convocation (nearly all of them) then takes one statement to store,
         # and a known one is superseded by this same letter unless the secretariat corrected its address.
         letter = self._seal(c, now)
@@ -85,7 +85,7 @@ class IssuerHandlers:
             patient_ref=letter.sealed.patient_ref, delivery=c.delivery, language=c.patient.language,
             appointment_at=c.appointment.starts_at, expires_at=letter.expires_at,
             created_at=d.envelope.occurred_at, sealed_at=now, print_copy=letter.copy,
-            department=c.appointment.department.code,
+            department=c.appointment.department.code, sandbox=c.sandbox,
         )
         if row is not None:
             reached("created")
@@ -118,7 +118,7 @@ class IssuerHandlers:
                                           patient_ref=letter.sealed.patient_ref, delivery=c.delivery,
                                           language=c.patient.language, appointment_at=c.appointment.starts_at,
                                           expires_at=letter.expires_at, sealed_at=now, print_copy=letter.copy,
-                                          department=c.appointment.department.code)
+                                          department=c.appointment.department.code, sandbox=c.sandbox)
         events += await self._sealed(conn, row, letter, now)
         await self._emit(conn, d, *events, convocation_id=row["id"])
 
@@ -142,7 +142,7 @@ class IssuerHandlers:
     async def on_convocation_cancelled(self, conn: asyncpg.Connection, d: Delivery[ConvocationCancelledV1]) -> None:
         row = await store.get_convocation(conn, d.data.convocation_id)
         if row is None:
-            raise Rejected("unknown-convocation", f"no convocation {d.data.convocation_id} to cancel")
+            raise Rejected(rejections.UNKNOWN_CONVOCATION, f"no convocation {d.data.convocation_id} to cancel")
         if row["status"] in ("cancelled", "expired", "withdrawn"):
             return
         await self._emit(conn, d, *await self._revoke(conn, row, "cancelled", datetime.now(timezone.utc),
@@ -182,7 +182,7 @@ class IssuerHandlers:
             return
         row = await store.get_convocation(conn, a.convocation_id)
         if row is None:
-            raise Rejected("unknown-convocation", f"no convocation {a.convocation_id}")
+            raise Rejected(rejections.UNKNOWN_CONVOCATION, f"no convocation {a.convocation_id}")
         if row["message_id"] != a.message_id or row["status"] in domain.CLOSED:
             log.info("staff action on a closed or replaced message ignored", action=a.action)
             return
@@ -206,9 +206,9 @@ class IssuerHandlers:
         email_sealed = None
         if a.action == "correct-email":
             if a.for_issuer is None:
-                raise Rejected("email-invalid", "correct-email carries no address")
+                raise Rejected(rejections.EMAIL_INVALID, "correct-email carries no address")
             if domain.valid_email(self._open_email(a.for_issuer, a.action_id)) is None:
-                raise Rejected("email-invalid", "the corrected address is not one valid e-mail address")
+                raise Rejected(rejections.EMAIL_INVALID, "the corrected address is not one valid e-mail address")
             email_sealed = a.for_issuer
         reason = "email-corrected" if a.action == "correct-email" else "resend"
         if not await store.add_reissue_request(conn, action_id=a.action_id, convocation_id=a.convocation_id,
@@ -260,7 +260,7 @@ class IssuerHandlers:
         """The convocation, if the event is about its current message (not a superseded one)."""
         row = await store.get_convocation(conn, d.data.convocation_id)
         if row is None:
-            raise Rejected("unknown-convocation", f"no convocation {d.data.convocation_id}")
+            raise Rejected(rejections.UNKNOWN_CONVOCATION, f"no convocation {d.data.convocation_id}")
         if row["message_id"] != d.data.message_id:
             log.info("event about a superseded message ignored", message_id=str(d.data.message_id))
             return None
@@ -300,6 +300,10 @@ class IssuerHandlers:
         late = (now - deadline).total_seconds() > PAPER_GRACE_SECONDS
         on_commit(PAPER_REQUESTS.labels("late" if late else "on-time").inc)
         copy = await store.mark_posted(conn, row["id"], status, reason, now)
+        if row["sandbox"]:  # a sandbox test is never printed: its statuses say what would have happened
+            log.info("sandbox test: not handed to the print room", reason=reason)
+            return [await self._status(conn, row, status, now, f"{reason} (sandbox test: not posted)",
+                                       action_id=action_id)]
         events = [PostalRequestedV1(convocation_id=row["id"], reason=reason, language=row["language"],
                                     for_print_room=copy),
                   await self._status(conn, row, status, now, reason, action_id=action_id)]
@@ -331,7 +335,7 @@ class IssuerHandlers:
         return ConvocationStatusV1(
             convocation_id=row["id"], status=status, at=at, detail=detail, message_id=row["message_id"],
             department=row["department"], appointment_at=row["appointment_at"], delivery=row["delivery"],
-            patient_ref=row["patient_ref"], action_id=action_id,
+            patient_ref=row["patient_ref"], action_id=action_id, sandbox=row["sandbox"],
         )
 
     @staticmethod
@@ -343,12 +347,13 @@ class IssuerHandlers:
         try:
             found = active_content(pdf)
         except UnreadablePdf as exc:
-            raise Rejected("pdf-unreadable", str(exc)) from None
+            raise Rejected(rejections.PDF_UNREADABLE, str(exc)) from None
         if found:
-            raise Rejected("pdf-active-content", f"the document carries active content: {found}")
+            raise Rejected(rejections.PDF_ACTIVE_CONTENT, f"the document carries active content: {found}")
         return pdf
 
     def _render(self, c: ConvocationCreatedV1, now: datetime) -> bytes:
         from issuer.render import render_convocation_pdf
 
-        return render_convocation_pdf(c, hospital_name=self.settings.hospital_name, now=now)
+        return render_convocation_pdf(c, hospital_name=self.settings.hospital_name, now=now,
+                                      logo=self.settings.letter_logo)

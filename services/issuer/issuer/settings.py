@@ -1,22 +1,31 @@
 """Issuer settings (environment variables)."""
 
+from pathlib import Path
+from typing import Any
+
 from pydantic import Field
 
 from shared.crypto import b64e, recipient_public_key
-from shared.settings import KeyRing, ServiceSettings, _decode_key, dev_key
+from shared.settings import KeyRing, ServiceSettings, _decode_key, dev_key, dev_ring
+
+# The development print room's public key ring (its private key is the development key 'print-room').
+DEV_PRINT_ROOM: Any = f"k1:{b64e(recipient_public_key(_decode_key(dev_key('print-room'))))}"
 
 
 class IssuerSettings(ServiceSettings):
     http_port: int = 8001
     database_url: str = "postgresql://issuer:issuer@127.0.0.1:5432/convocations"
-    seal_keys: KeyRing = f"k1:{dev_key('seal-k1')}"  # newest last; older ones still open old messages
-    patient_ref_key: KeyRing = f"k1:{dev_key('patient-ref')}"  # rings like SEAL_KEYS: current last
-    mailer_field_key: KeyRing = f"k1:{dev_key('mailer-field')}"
-    portal_field_key: KeyRing = f"k1:{dev_key('portal-field')}"
-    issuer_field_key: KeyRing = f"k1:{dev_key('issuer-field')}"  # opens the corrected e-mail addresses the secretariat sends
+    seal_keys: KeyRing = dev_ring("seal-k1")  # newest last; older ones still open old messages
+    patient_ref_key: KeyRing = dev_ring("patient-ref")  # rings like SEAL_KEYS: current last
+    mailer_field_key: KeyRing = dev_ring("mailer-field")
+    portal_field_key: KeyRing = dev_ring("portal-field")
+    issuer_field_key: KeyRing = dev_ring("issuer-field")  # opens the corrected e-mail addresses the secretariat sends
     hospital_name: str = "Hôpitaux Universitaires de Genève"
+    # An image file (PNG, JPEG or SVG) at the top of the letters the issuer renders; its alternative text
+    # is HOSPITAL_NAME. None: the name alone.
+    letter_logo: Path | None = None
     # X25519 public key of the hospital's print room: postal copies are sealed to it.
-    print_room_public_key: KeyRing = f"k1:{b64e(recipient_public_key(_decode_key(dev_key('print-room'))))}"
+    print_room_public_key: KeyRing = DEV_PRINT_ROOM
     message_ttl_days: int = 30  # the message expires this long after the appointment
     postal_fallback_hours: int = 48  # no download this long before the appointment: paper
     sweep_seconds: float = 60.0  # how often reminders, fallbacks and expiries are looked for

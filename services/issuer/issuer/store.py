@@ -14,13 +14,13 @@ import asyncpg
 # checks that this names every column of the table.
 ROW = ("id, message_id, patient_ref, delivery, language, status, appointment_at, expires_at, created_at,"
        " sealed_at, emailed_at, email_failed_at, downloaded_at, postal_at, cancelled_at, updated_at,"
-       " postal_reason, superseded_count, department, reminded_at, print_copy is not null as has_print_copy")
+       " postal_reason, superseded_count, department, reminded_at, sandbox, print_copy is not null as has_print_copy")
 
 
 async def insert_convocation(
     conn: asyncpg.Connection, *, convocation_id: uuid.UUID, message_id: uuid.UUID, patient_ref: str,
     delivery: str, language: str, appointment_at: datetime, expires_at: datetime, created_at: datetime,
-    sealed_at: datetime, print_copy: str, department: str | None,
+    sealed_at: datetime, print_copy: str, department: str | None, sandbox: bool = False,
 ) -> asyncpg.Record | None:
     """The new convocation, sealed, and its first history line, in one statement; returns its row, or
     None when a convocation with this id is already there (and then writes nothing). A row another
@@ -28,21 +28,21 @@ async def insert_convocation(
     return await conn.fetchrow(
         "with inserted as ("
         " insert into convocation(id, message_id, patient_ref, delivery, language, status, appointment_at,"
-        " expires_at, created_at, sealed_at, print_copy, department)"
-        " values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9, $10, $11) on conflict (id) do nothing"
+        " expires_at, created_at, sealed_at, print_copy, department, sandbox)"
+        " values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9, $10, $11, $12) on conflict (id) do nothing"
         f" returning {ROW}),"
         " history as (insert into status_history(convocation_id, status, at)"
         " select id, status, sealed_at from inserted)"
         " select * from inserted",
         convocation_id, message_id, patient_ref, delivery, language, appointment_at, expires_at, created_at,
-        sealed_at, print_copy, department,
+        sealed_at, print_copy, department, sandbox,
     )
 
 
 async def replace_message(
     conn: asyncpg.Connection, convocation_id: uuid.UUID, *, message_id: uuid.UUID, patient_ref: str, delivery: str,
     language: str, appointment_at: datetime, expires_at: datetime, sealed_at: datetime, print_copy: str,
-    department: str | None,
+    department: str | None, sandbox: bool = False,
 ) -> asyncpg.Record:
     """A superseding convocation: a new message, its delivery starting afresh, and its "sealed" history
     line, in one statement; returns the row."""
@@ -51,13 +51,13 @@ async def replace_message(
         " update convocation set message_id = $2, patient_ref = $3, delivery = $4, language = $5, status = 'sealed',"
         " appointment_at = $6, expires_at = $7, sealed_at = $8, print_copy = $9, emailed_at = null,"
         " email_failed_at = null, downloaded_at = null, postal_at = null, reminded_at = null, postal_reason = null,"
-        " cancelled_at = null, superseded_count = superseded_count + 1, department = $10, updated_at = now()"
+        " cancelled_at = null, superseded_count = superseded_count + 1, department = $10, sandbox = $11, updated_at = now()"
         f" where id = $1 returning {ROW}),"
         " history as (insert into status_history(convocation_id, status, at)"
         " select id, status, sealed_at from replaced)"
         " select * from replaced",
         convocation_id, message_id, patient_ref, delivery, language, appointment_at, expires_at, sealed_at,
-        print_copy, department,
+        print_copy, department, sandbox,
     )
 
 

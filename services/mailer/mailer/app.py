@@ -22,14 +22,18 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     settings = settings or MailerSettings()
     runtime = Runtime("mailer", "mailer", settings, MIGRATIONS)
     sender = SmtpSender(settings)
-    handlers = MailerHandlers(settings, sender)
+    sandbox_settings = settings.sandbox_smtp()
+    sandbox = SmtpSender(sandbox_settings) if sandbox_settings else None
+    handlers = MailerHandlers(settings, sender, sandbox)
     runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed)
     runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
     runtime.consumer.subscribe(ReminderRequestedV1, handlers.on_reminder_requested)
 
     async def forget_expired() -> None:
         # Also when the issuer's message.revoked(expired) never comes: the mailer's own clock.
-        async with runtime.pool.acquire() as conn, conn.transaction():
+        pool = runtime.pool
+        assert pool is not None  # the runtime runs its periodic tasks once started
+        async with pool.acquire() as conn, conn.transaction():
             if forgotten := await store.forget_expired(conn, datetime.now(timezone.utc)):
                 log.info("expired recipients destroyed", count=forgotten)
 
@@ -38,6 +42,8 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     runtime.on_started.append(bounces.start)
     runtime.on_stopping.append(bounces.stop)
     runtime.on_stopping.append(sender.close)
+    if sandbox is not None:
+        runtime.on_stopping.append(sandbox.close)
     runtime.every(settings.sweep_seconds, forget_expired, "mailer-expiry")
     app = runtime.http_app()
     app.state.runtime = runtime

@@ -56,7 +56,7 @@ def classify(message: Message) -> Verdict:
                 continue
             # The parser gives one header block per paragraph: per-message fields, then one per recipient.
             blocks = part.get_payload()
-            recipients = blocks[1:] if isinstance(blocks, list) else []
+            recipients = [b for b in blocks[1:] if isinstance(b, Message)] if isinstance(blocks, list) else []
             verdicts = [_recipient_verdict(b) for b in recipients]
             for wanted in ("hard", "soft"):
                 found = [v for v in verdicts if v.kind == wanted]
@@ -145,7 +145,7 @@ class BounceHandler:
                     log.warning("hard bounce for another recipient ignored", status=verdict.status)
                     continue
                 row = await store.get_email(conn, message_id) if message_id else None
-                if row is None or not await store.record_bounced(conn, message_id, verdict.smtp_code,
+                if row is None or message_id is None or not await store.record_bounced(conn, message_id, verdict.smtp_code,
                                                                  verdict.reason, now):
                     BOUNCES.labels("duplicate").inc()
                     continue

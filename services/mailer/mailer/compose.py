@@ -89,7 +89,7 @@ def build_message(
     name, address = parseaddr(checked(mail_from, "MAIL_FROM"))
     msg["From"] = _mailbox(name, plain_address(address, "MAIL_FROM"))
     msg["To"] = _mailbox(checked(to_name, "recipient name"), plain_address(to_address, "recipient address"))
-    msg["Subject"] = Header(checked(rendered.subject, "subject"), "utf-8")
+    msg["Subject"] = Header(checked(rendered.subject, "subject"), "utf-8")  # type: ignore[assignment]  # compat32 takes a Header
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = smtp_message_id(message_id, mail_from, kind)
     msg["Content-Language"] = checked(language, "language")

@@ -16,12 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
-from babel.dates import format_date
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from shared.i18n import DEFAULT_LANGUAGE, LANGUAGES, Catalogs, normalize_language
+from shared.i18n import DEFAULT_LANGUAGE, LANGUAGES, Catalogs, format_long_date, normalize_language, tel_link
 
 PACKAGE_DIR: Final = Path(__file__).resolve().parent
 TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
@@ -30,9 +28,6 @@ CATALOGS: Final = Catalogs(LOCALE_DIR)
 SUPPORTED_LANGUAGES: Final = LANGUAGES
 __all__ = ["DEFAULT_LANGUAGE", "SUPPORTED_LANGUAGES", "RenderedEmail", "normalize_language", "render_email",
            "render_notice"]
-GENEVA: Final = ZoneInfo("Europe/Zurich")
-# Swiss conventions; British English writes the day first, as the patient's other letters do.
-DATE_LOCALES: Final = {"fr": "fr_CH", "de": "de_CH", "it": "it_CH", "en": "en_GB"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +53,7 @@ def environment(language: str) -> Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
+    env.filters["tel"] = tel_link  # in the HTML part, a phone number is a link a phone dials
     return CATALOGS.install(env, language)
 
 
@@ -141,7 +137,7 @@ def _render(lang: str, template: str, context: dict) -> RenderedEmail:
 
 def _date(at: datetime, lang: str) -> str:
     """A day as the patient's language writes it in full ('3 décembre 2026'), in Geneva's time."""
-    return format_date(at.astimezone(GENEVA), "long", locale=DATE_LOCALES[lang])
+    return format_long_date(at, lang)
 
 
 def _tidy_text(text: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timezone
+from typing import Literal
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -17,7 +18,7 @@ from mailer.metrics import NOTICES, SMTP_ATTEMPTS
 from mailer.settings import MailerSettings
 from mailer.signing import DkimSigner, parse_dkim_keys
 from mailer.smtp import SmtpFailure, SmtpSender
-from shared import crypto
+from shared import crypto, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     EmailFailedV1,
@@ -51,8 +52,8 @@ def recipient_context(message_id: uuid.UUID) -> str:
 
 
 class MailerHandlers:
-    def __init__(self, settings: MailerSettings, sender: SmtpSender) -> None:
-        self.settings, self.sender = settings, sender
+    def __init__(self, settings: MailerSettings, sender: SmtpSender, sandbox: SmtpSender | None = None) -> None:
+        self.settings, self.sender, self.sandbox = settings, sender, sandbox
         self.retry = RetryPolicy.parse(settings.mailer_retry_delays)
         self.signer = DkimSigner(settings.dkim_domain or settings.sender_domain,
                                  tuple(parse_dkim_keys(settings.dkim_keys)))
@@ -86,7 +87,7 @@ class MailerHandlers:
             replaces_date=None if recipient.get("address_corrected") else previous_sent_at,
         )
         try:
-            await self._send(conn, m.message_id, "link", rendered, recipient, m.language)
+            await self._send(conn, m.message_id, "link", rendered, recipient, m.language, sandbox=m.sandbox)
         except SmtpFailure as failure:
             delay = None if failure.permanent else self.retry.delay_for(attempts)
             if delay is None:
@@ -106,6 +107,8 @@ class MailerHandlers:
                                              context=recipient_context(m.message_id))
         await store.record_sent(conn, m.message_id, m.convocation_id, mid, attempts, now, recipient=sealed_recipient,
                                 language=m.language, public_contact=contact or None, expires_at=m.expires_at)
+        if m.sandbox:
+            await store.mark_sandbox(conn, m.message_id)
         await add_event(conn, envelope(
             EmailSentV1(message_id=m.message_id, convocation_id=m.convocation_id, smtp_message_id=mid,
                         accepted_at=now),
@@ -126,7 +129,7 @@ class MailerHandlers:
     async def on_reminder_requested(self, conn: asyncpg.Connection, d: Delivery[ReminderRequestedV1]) -> None:
         await self._notice(conn, d, "reminder")
 
-    async def _notice(self, conn: asyncpg.Connection, d: Delivery, kind: str) -> bool:
+    async def _notice(self, conn: asyncpg.Connection, d: Delivery, kind: Literal["withdrawn", "reminder"]) -> bool:
         """Send one notice about the message's e-mail; False when a retry was scheduled."""
         message_id = d.data.message_id
         row = await store.get_email(conn, message_id)
@@ -148,7 +151,7 @@ class MailerHandlers:
                                  sent_at=row["sent_at"], contact_phone=contact.get("phone"),
                                  contact_email=contact.get("email"))
         try:
-            await self._send(conn, message_id, kind, rendered, recipient, row["language"])
+            await self._send(conn, message_id, kind, rendered, recipient, row["language"], sandbox=row["sandbox"])
         except SmtpFailure as failure:
             delay = None if failure.permanent else self.retry.delay_for(d.attempt + 1)
             if delay is not None:
@@ -166,9 +169,13 @@ class MailerHandlers:
         return True
 
     async def _send(self, conn, message_id: uuid.UUID, kind: str, rendered: RenderedEmail, recipient: dict,
-                    language: str) -> None:
+                    language: str, *, sandbox: bool = False) -> None:
         """Sign and send one e-mail from its own VERP envelope sender, whose token is kept (hashed)
-        so that a bounce coming back later is recognised. Raises SmtpFailure."""
+        so that a bounce coming back later is recognised; a sandbox test's only to the sandbox endpoint.
+        Raises SmtpFailure."""
+        sender_smtp = self.sandbox if sandbox else self.sender
+        if sender_smtp is None:
+            raise SmtpFailure(True, None, "sandbox-not-configured")
         sender, token_hash = bounce_address(self.settings.bounce_domain or self.settings.sender_domain)
         try:
             message = build_message(rendered, mail_from=self.settings.mail_from, to_name=recipient["name"],
@@ -176,8 +183,8 @@ class MailerHandlers:
                                     kind=kind)
         except UnsafeHeader as exc:
             # The contracts refuse such names upstream; a producer that slipped one through is parked.
-            raise Rejected("unsafe-header", str(exc)) from None
-        await self.sender.send(self.signer.sign(to_bytes(message)), sender=sender, recipients=[recipient["email"]])
+            raise Rejected(rejections.UNSAFE_HEADER, str(exc)) from None
+        await sender_smtp.send(self.signer.sign(to_bytes(message)), sender=sender, recipients=[recipient["email"]])
         await store.add_bounce_token(conn, token_hash, message_id, kind,
                                      recipient_hash(self.settings.mailer_field_key, recipient["email"]))
 

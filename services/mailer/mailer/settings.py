@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import SecretStr, field_validator, model_validator
 
-from shared.settings import KeyRing, ServiceSettings, dev_key, loopback, require_https
+from shared.settings import KeyRing, ServiceSettings, dev_ring, loopback, require_https
 
 
 class MailerSettings(ServiceSettings):
@@ -25,7 +25,7 @@ class MailerSettings(ServiceSettings):
     mail_from: str = "Hôpitaux Universitaires de Genève <convocations@hug.example>"
     hospital_name: str = "Hôpitaux Universitaires de Genève"
     portal_base_url: str = "http://127.0.0.1:8000"
-    mailer_field_key: KeyRing = f"k1:{dev_key('mailer-field')}"
+    mailer_field_key: KeyRing = dev_ring("mailer-field")
     mailer_retry_delays: str = "5,30,120,600,1800"  # seconds between SMTP attempts on transient failures
     # DKIM: 'selector:/path/key.pem,…', the newest (signing) last; the domain defaults to MAIL_FROM's.
     dkim_keys: str = ""
@@ -37,6 +37,17 @@ class MailerSettings(ServiceSettings):
     bounce_smtp_port: int = 2525
     bounce_max_bytes: int = 256 * 1024
     sweep_seconds: float = 60.0  # how often expired recipients are destroyed
+    # Sandbox tests (message.sealed sandbox) go only here, plain SMTP to a development inbox; unset, they fail
+    # (email.failed 'sandbox-not-configured'), never reaching the real relay.
+    sandbox_smtp_host: str | None = None
+    sandbox_smtp_port: int = 1025
+
+    def sandbox_smtp(self) -> "MailerSettings | None":
+        """These settings aimed at the sandbox endpoint, or None without one."""
+        if not self.sandbox_smtp_host:
+            return None
+        return self.model_copy(update={"smtp_host": self.sandbox_smtp_host, "smtp_port": self.sandbox_smtp_port,
+                                       "smtp_tls": "none", "smtp_username": None, "smtp_password": None})
 
     @property
     def sender_domain(self) -> str:

@@ -66,6 +66,11 @@ async def record_sent(conn, message_id, convocation_id, smtp_message_id, attempt
                   recipient=recipient, language=language, public_contact=public_contact, expires_at=expires_at)
 
 
+async def mark_sandbox(conn, message_id: uuid.UUID) -> None:
+    """A sandbox test's e-mail: its notices go to the sandbox endpoint too."""
+    await conn.execute("update email set sandbox = true where message_id = $1", message_id)
+
+
 async def record_retry(conn, message_id, convocation_id, smtp_message_id, attempts, code, reason) -> None:
     await _record(conn, message_id, convocation_id, smtp_message_id, "retrying", attempts, code=code, reason=reason)
 

@@ -2,16 +2,13 @@
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException
 
-from secretariat import handlers
 from secretariat.api import create_api
 from secretariat.auth import Oidc
 from secretariat.console import Console
+from secretariat.handlers import SecretariatHandlers
 from secretariat.settings import SecretariatSettings
 from secretariat.web import Pages
 from shared.consumer import Batches
@@ -24,9 +21,8 @@ from shared.contracts import (
     SmsSentV1,
 )
 from shared.runtime import Runtime
-from shared.websec import security_headers
+from shared.web import security_headers, serve_pages
 
-OPERATOR_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -35,6 +31,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     settings = settings or SecretariatSettings()
     runtime = Runtime("secretariat", "secretariat", settings, MIGRATIONS)
+    handlers = SecretariatHandlers()
     runtime.consumer.subscribe(ConvocationStatusV1, handlers.on_status,  # each writes its convocation's row
                                batches=Batches(linger=settings.batch_linger_seconds, order=lambda s: s.convocation_id))
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_code_requested)
@@ -54,24 +51,7 @@ def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The sign-in redirect continues to the identity provider; the time-out warning fetches keep-alive.
     headers = security_headers(form_action=f"'self' {settings.oidc_issuer}", connect_src="'self'")
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        if request.url.path in OPERATOR_PATHS or request.url.path.startswith("/api/"):
-            return await http_exception_handler(request, exc)
-        return pages.problem(request, None, "not-found" if exc.status_code == 404 else "bad-request",
-                             exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError):
-        return pages.problem(request, None, "bad-request", 400)
-
-    @app.middleware("http")
-    async def add_security_headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.update(headers)
-        if not request.url.path.startswith("/static/"):
-            response.headers["Cache-Control"] = "no-store"
-        return response
+    serve_pages(app, headers=headers, plain_paths=("/api/",), error_page=lambda request, status: pages.problem(
+        request, None, "not-found" if status == 404 else "bad-request", status))
 
     return app

@@ -1,34 +1,23 @@
 """Who is asking: staff through the hospital's OpenID provider (authorization code with PKCE, Authlib's
 client), hospital systems through OAuth2 client-credentials access tokens; both verified against the
-provider's published keys (RS256 only, issuer, audience, expiry, nonce)."""
+provider's published keys (shared/oauth.py: RS256 only, issuer, audience, expiry; nonce here)."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
 import warnings
 from dataclasses import dataclass
 
-import httpx
 from authlib.deprecate import AuthlibDeprecationWarning
-from joserfc import errors as jose_errors
-from joserfc import jwt
-from joserfc.jwk import KeySet
-from joserfc.jwt import JWTClaimsRegistry
 
 with warnings.catch_warnings():  # Authlib prefers httpx2 but supports httpx, which the project pins
     warnings.simplefilter("ignore", AuthlibDeprecationWarning)
     from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from secretariat.settings import SecretariatSettings
+from shared.oauth import TokenVerifier, Unauthenticated, strings
 
-LEEWAY_SECONDS = 30
-METADATA_SECONDS = 3600
-
-
-class Unauthenticated(Exception):
-    """A token or sign-in that does not prove who is asking (detail for logs, never for the user)."""
+__all__ = ["Identity", "Oidc", "Unauthenticated", "staff_identity"]
 
 
 @dataclass(frozen=True)
@@ -56,41 +45,17 @@ def staff_identity(subject: str, name: str, roles: list[str], departments: list[
     return None
 
 
-def _strings(value) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
 class Oidc:
     def __init__(self, settings: SecretariatSettings) -> None:
         self.s = settings
-        self._metadata: dict | None = None
-        self._metadata_at = 0.0
-        self._keys: KeySet | None = None
-        self._lock = asyncio.Lock()
+        self.tokens = TokenVerifier(settings.oidc_issuer)
 
     @property
     def redirect_uri(self) -> str:
         return self.s.public_base_url.rstrip("/") + "/auth/callback"
 
     async def metadata(self) -> dict:
-        if self._metadata is None or time.monotonic() - self._metadata_at > METADATA_SECONDS:
-            url = self.s.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration"
-            async with httpx.AsyncClient(timeout=5) as http:
-                meta = (await http.get(url)).raise_for_status().json()
-            if meta.get("issuer") != self.s.oidc_issuer:  # OpenID Connect Discovery §4.3
-                raise Unauthenticated("discovery document names another issuer")
-            self._metadata, self._metadata_at = meta, time.monotonic()
-        return self._metadata
-
-    async def keys(self, refresh: bool = False) -> KeySet:
-        async with self._lock:
-            if self._keys is None or refresh:
-                meta = await self.metadata()
-                async with httpx.AsyncClient(timeout=5) as http:
-                    self._keys = KeySet.import_key_set((await http.get(meta["jwks_uri"])).raise_for_status().json())
-            return self._keys
+        return await self.tokens.metadata()
 
     def _client(self) -> AsyncOAuth2Client:
         return AsyncOAuth2Client(client_id=self.s.oidc_client_id, client_secret=self.s.oidc_client_secret,
@@ -124,34 +89,19 @@ class Oidc:
         return claims
 
     async def verify(self, token: str, *, audience: str) -> dict:
-        """The token's claims if our provider signed it for ``audience`` and it is still valid."""
-        try:
-            keys = await self.keys()
-            try:
-                decoded = jwt.decode(token, keys, algorithms=["RS256"])
-            except (jose_errors.InvalidKeyIdError, jose_errors.MissingKeyError, ValueError):
-                decoded = jwt.decode(token, await self.keys(refresh=True), algorithms=["RS256"])  # key rotation
-            JWTClaimsRegistry(
-                leeway=LEEWAY_SECONDS, iss={"essential": True, "value": self.s.oidc_issuer},
-                aud={"essential": True, "value": audience}, exp={"essential": True}, sub={"essential": True},
-            ).validate(decoded.claims)
-        except (jose_errors.JoseError, ValueError, KeyError, TypeError) as exc:
-            raise Unauthenticated(f"token refused: {type(exc).__name__}") from None
-        except httpx.HTTPError as exc:
-            raise Unauthenticated(f"provider unreachable: {type(exc).__name__}") from None
-        return decoded.claims
+        return await self.tokens.verify(token, audience=audience)
 
     def staff(self, claims: dict) -> Identity | None:
         return staff_identity(str(claims["sub"]), str(claims.get(self.s.oidc_name_claim) or claims["sub"]),
-                              _strings(claims.get(self.s.oidc_roles_claim, [])),
-                              _strings(claims.get(self.s.oidc_departments_claim, [])))
+                              strings(claims.get(self.s.oidc_roles_claim, [])),
+                              strings(claims.get(self.s.oidc_departments_claim, [])))
 
     async def api_client(self, bearer: str) -> Identity:
         """A hospital system: its access token's departments bound what it sees; scopes what it may do."""
-        claims = await self.verify(bearer, audience=self.s.api_audience)
+        claims = await self.tokens.client(bearer, audience=self.s.api_audience, scope="convocations.read")
         scopes = set(str(claims.get("scope", "")).split())
-        departments = _strings(claims.get(self.s.oidc_departments_claim, []))
-        if "convocations.read" not in scopes or not departments:
-            raise Unauthenticated("token lacks the convocations.read scope or a department")
+        departments = strings(claims.get(self.s.oidc_departments_claim, []))
+        if not departments:
+            raise Unauthenticated("token lacks a department")
         return Identity(str(claims["sub"]), str(claims.get("client_id") or claims["sub"]), "api",
                         frozenset(departments), can_act="convocations.act" in scopes, can_audit=False)

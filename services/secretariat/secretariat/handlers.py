@@ -19,50 +19,49 @@ from shared.contracts import (
 SAFE_DETAIL = {"postal", "postal-fallback"}
 
 
-async def on_status(conn: asyncpg.Connection, d: Delivery[ConvocationStatusV1]) -> None:
-    s = d.data
-    await store.record_status(conn, s.convocation_id, event_id=d.envelope.event_id, status=s.status, at=s.at,
-                              message_id=s.message_id, patient_ref=s.patient_ref, department=s.department,
-                              appointment_at=s.appointment_at, delivery=s.delivery,
-                              detail=s.detail if s.status in SAFE_DETAIL else None, action_id=s.action_id)
-    if s.action_id:
-        await store.action_done(conn, s.action_id, s.at)
+class SecretariatHandlers:
+    """The read model's handlers, one per event, as every service writes them (``on_<event>(conn, delivery)``
+    in one class); this service's need no settings."""
 
+    async def on_status(self, conn: asyncpg.Connection, d: Delivery[ConvocationStatusV1]) -> None:
+        s = d.data
+        await store.record_status(conn, s.convocation_id, event_id=d.envelope.event_id, status=s.status, at=s.at,
+                                  message_id=s.message_id, patient_ref=s.patient_ref, department=s.department,
+                                  appointment_at=s.appointment_at, delivery=s.delivery,
+                                  detail=s.detail if s.status in SAFE_DETAIL else None, action_id=s.action_id)
+        if s.action_id:
+            await store.action_done(conn, s.action_id, s.at)
 
-async def on_code_requested(conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
-    o = d.data
-    await store.set_phone_hint(conn, o.convocation_id, o.phone_hint)
-    await store.add_timeline(conn, o.convocation_id, d.envelope.event_id, d.envelope.occurred_at, "code-requested",
-                             o.phone_hint)
+    async def on_code_requested(self, conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
+        o = d.data
+        await store.set_phone_hint(conn, o.convocation_id, o.phone_hint)
+        await store.add_timeline(conn, o.convocation_id, d.envelope.event_id, d.envelope.occurred_at, "code-requested",
+                                 o.phone_hint)
 
+    async def on_code_sent(self, conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
+        await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.sent_at, "code-sent")
 
-async def on_code_sent(conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
-    await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.sent_at, "code-sent")
+    async def on_code_failed(self, conn: asyncpg.Connection, d: Delivery[SmsFailedV1]) -> None:
+        await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.failed_at, "code-failed",
+                                 d.data.provider_code)
 
+    async def on_access_changed(self, conn: asyncpg.Connection, d: Delivery[AccessChangedV1]) -> None:
+        a = d.data
+        if a.change == "locked":
+            await store.set_lock(conn, a.convocation_id, a.locked_until)
+        elif a.change == "unlocked":
+            await store.set_lock(conn, a.convocation_id, None)
+        elif a.change == "mobile-corrected":
+            await store.set_phone_hint(conn, a.convocation_id, a.phone_hint)
+        detail = a.locked_until.isoformat() if a.locked_until else a.phone_hint
+        await store.add_timeline(conn, a.convocation_id, d.envelope.event_id, a.at, a.change, detail, a.action_id)
+        if a.action_id:
+            await store.action_done(conn, a.action_id, a.at)
 
-async def on_code_failed(conn: asyncpg.Connection, d: Delivery[SmsFailedV1]) -> None:
-    await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.failed_at, "code-failed",
-                             d.data.provider_code)
-
-
-async def on_access_changed(conn: asyncpg.Connection, d: Delivery[AccessChangedV1]) -> None:
-    a = d.data
-    if a.change == "locked":
-        await store.set_lock(conn, a.convocation_id, a.locked_until)
-    elif a.change == "unlocked":
-        await store.set_lock(conn, a.convocation_id, None)
-    elif a.change == "mobile-corrected":
-        await store.set_phone_hint(conn, a.convocation_id, a.phone_hint)
-    detail = a.locked_until.isoformat() if a.locked_until else a.phone_hint
-    await store.add_timeline(conn, a.convocation_id, d.envelope.event_id, a.at, a.change, detail, a.action_id)
-    if a.action_id:
-        await store.action_done(conn, a.action_id, a.at)
-
-
-async def on_reissue_requested(conn: asyncpg.Connection, d: Delivery[ConvocationReissueRequestedV1]) -> None:
-    """The issuer asked the hospital system for the letter again: waiting for it (the action is done when
-    the new letter is e-mailed, see on_status)."""
-    r = d.data
-    await store.ensure_convocation(conn, r.convocation_id)
-    await store.add_timeline(conn, r.convocation_id, d.envelope.event_id, r.requested_at, "reissue-requested",
-                             r.reason, r.action_id)
+    async def on_reissue_requested(self, conn: asyncpg.Connection, d: Delivery[ConvocationReissueRequestedV1]) -> None:
+        """The issuer asked the hospital system for the letter again: waiting for it (the action is done when
+        the new letter is e-mailed, see on_status)."""
+        r = d.data
+        await store.ensure_convocation(conn, r.convocation_id)
+        await store.add_timeline(conn, r.convocation_id, d.envelope.event_id, r.requested_at, "reissue-requested",
+                                 r.reason, r.action_id)

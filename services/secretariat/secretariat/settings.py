@@ -2,7 +2,7 @@
 
 from pydantic import Field, model_validator
 
-from shared.settings import KeyRing, ServiceSettings, dev_key, require_https
+from shared.settings import KeyRing, ServiceSettings, dev_ring, require_https
 
 DEV_CLIENT_SECRET = "dev-console-secret"  # noqa: S105 - development only; production refuses it
 
@@ -19,10 +19,10 @@ class SecretariatSettings(ServiceSettings):
     oidc_departments_claim: str = "departments"
     oidc_name_claim: str = "name"
     api_audience: str = "secretariat-api"  # the `aud` of access tokens hospital systems present
-    patient_ref_key: KeyRing = f"k1:{dev_key('patient-ref')}"  # the issuer's: search by patient id, never stored
-    staff_field_key: KeyRing = f"k1:{dev_key('staff-field')}"  # encrypts corrected numbers for the portal
-    issuer_field_key: KeyRing = f"k1:{dev_key('issuer-field')}"  # encrypts corrected e-mail addresses for the issuer
-    secretariat_secret_key: KeyRing = f"k1:{dev_key('secretariat-secret')}"  # sessions, CSRF, the sign-in cookie
+    patient_ref_key: KeyRing = dev_ring("patient-ref")  # the issuer's: search by patient id, never stored
+    staff_field_key: KeyRing = dev_ring("staff-field")  # encrypts corrected numbers for the portal
+    issuer_field_key: KeyRing = dev_ring("issuer-field")  # encrypts corrected e-mail addresses for the issuer
+    secretariat_secret_key: KeyRing = dev_ring("secretariat-secret")  # sessions, CSRF, the sign-in cookie
     cookie_secure: bool = True
     session_idle_seconds: int = 15 * 60
     session_absolute_seconds: int = 8 * 3600

@@ -7,7 +7,6 @@ import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
-from babel.support import Translations
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -18,10 +17,10 @@ from secretariat.console import Console
 from secretariat.metrics import STAFF_REFUSALS
 from secretariat.settings import SecretariatSettings
 from shared import crypto
-from shared.http import parse_uuid
+from shared.i18n import Catalogs
 from shared.logs import get_logger
+from shared.web import Csrf, chosen_language, parse_uuid, remember_language
 
-LANGUAGES = ("fr", "de", "it", "en")
 LOCALE = Path(__file__).parent / "locale"
 MAX_FORM_BYTES = 16 * 1024
 LOGIN_SECONDS = 600
@@ -35,32 +34,24 @@ class Pages:
                                autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
                                extensions=["jinja2.ext.i18n"])
         self.env.filters["localtime"] = lambda at: at.astimezone(domain.ZURICH).strftime("%d.%m.%Y %H:%M")
-        self.translations = {lang: Translations.load(LOCALE, [lang]) for lang in LANGUAGES}
+        self.catalogs = Catalogs(LOCALE)
         prefix = "__Host-" if settings.cookie_secure else ""
         self.session_cookie, self.login_cookie = f"{prefix}staff", f"{prefix}staff-login"
+        self.csrf = Csrf(settings.secretariat_secret_key, session_cookie=self.session_cookie)
 
     # --- helpers ------------------------------------------------------------------------------
 
     def language(self, request: Request) -> str:
-        lang = request.query_params.get("lang") or request.cookies.get("lang")
-        if lang in LANGUAGES:
-            return lang
-        for part in request.headers.get("accept-language", "").split(","):
-            code = part.split(";")[0].strip()[:2].lower()
-            if code in LANGUAGES:
-                return code
-        return "fr"
+        return chosen_language(request, accept_language=True) or "fr"
 
     def token_hash(self, purpose: str, token: str) -> str:
         return crypto.keyed_hash(self.s.secretariat_secret_key, purpose, token)
 
     def csrf_for(self, request: Request) -> str:
-        token = request.cookies.get(self.session_cookie) or ""
-        return self.token_hash("csrf", token)[:40] if token else ""
+        return self.csrf.token(request)  # '' without a session
 
     def csrf_ok(self, request: Request, sent: str) -> bool:
-        expected = self.csrf_for(request)
-        return bool(expected) and secrets.compare_digest(expected, sent or "")
+        return self.csrf.ok(request, sent)
 
     def set_cookie(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:
         # Lax, not Strict: the provider's redirect back to /auth/callback is a cross-site navigation.
@@ -71,15 +62,13 @@ class Pages:
              **context) -> HTMLResponse:
         lang = self.language(request)
         env = self.env.overlay()
-        env.install_gettext_translations(self.translations[lang], newstyle=True)
+        self.catalogs.install(env, lang)
         html = env.get_template(template).render(
             lang=lang, who=who, csrf=self.csrf_for(request) if who else "", path=request.url.path,
             idle_seconds=self.s.session_idle_seconds, warning_seconds=self.s.session_warning_seconds,
             now=datetime.now(timezone.utc), **context)
         response = HTMLResponse(html, status_code=status)
-        if request.query_params.get("lang") in LANGUAGES:
-            response.set_cookie("lang", lang, max_age=365 * 86400, path="/", secure=self.s.cookie_secure,
-                                samesite="lax")
+        remember_language(request, response, secure=self.s.cookie_secure, max_age=365 * 86400)
         return response
 
     def problem(self, request: Request, who: Identity | None, state: str, status: int) -> HTMLResponse:

@@ -30,7 +30,11 @@ def create_app(settings: SmsSettings | None = None) -> FastAPI:
     settings = settings or SmsSettings()
     runtime = Runtime("sms-gateway", "sms_gateway", settings, MIGRATIONS)
     client = httpx.AsyncClient(timeout=httpx.Timeout(settings.sms_timeout, connect=3.0))
-    handlers = SmsHandlers(settings, build_providers(settings, client))
+    sandbox = TwilioProvider(
+        client, base_url=settings.sandbox_sms_provider_url, account_sid=settings.sandbox_sms_account_sid,
+        auth_token=settings.sandbox_sms_auth_token.get_secret_value(), sender=settings.sms_from,
+    ) if settings.sandbox_sms_provider_url else None
+    handlers = SmsHandlers(settings, build_providers(settings, client), sandbox)
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_otp_requested)
 
     runtime.use_retries(handlers.retry)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import asyncpg
 
-from shared import crypto
+from shared import crypto, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import OtpRequestedV1
 from shared.logs import get_logger
@@ -49,8 +49,8 @@ class Outgoing:
 
 
 class SmsHandlers:
-    def __init__(self, settings: SmsSettings, providers: list[Provider]) -> None:
-        self.settings, self.providers = settings, providers
+    def __init__(self, settings: SmsSettings, providers: list[Provider], sandbox: Provider | None = None) -> None:
+        self.settings, self.providers, self.sandbox = settings, providers, sandbox
         self.retry = RetryPolicy.parse(settings.sms_retry_delays)
 
     async def on_otp_requested(self, conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
@@ -64,11 +64,16 @@ class SmsHandlers:
         if refusal := await self.refusal(conn, o, out):
             await self.refuse(conn, out, refusal)
             return
-        provider = self.provider_for(out.attempt)
+        if o.sandbox and self.sandbox is None:  # a sandbox test never reaches the real provider
+            await self.fail(conn, out, ProviderError("none", True, "sandbox-not-configured",
+                                                     "sandbox test and no SANDBOX_SMS_PROVIDER_URL"))
+            return
+        provider = self.sandbox if o.sandbox and self.sandbox else self.provider_for(out.attempt)
         try:
             accepted = await provider.send(phone, otp_text(o.language, code, o.portal_host, hospital=self.settings.sms_hospital_name,
                                                     expires_at=o.expires_at),
-                                           reference=str(o.challenge_id), status_callback=self.callback_url(provider))
+                                           reference=str(o.challenge_id),
+                                           status_callback=None if o.sandbox else self.callback_url(provider))
         except ProviderError as err:
             await self.attempt_failed(conn, d, out, err)
             return
@@ -90,7 +95,7 @@ class SmsHandlers:
                                        context=crypto.field_context("otp.requested", o.challenge_id, "sms"))
             return str(secret["phone"]), str(secret["code"])
         except (crypto.CannotOpen, KeyError, ValueError) as exc:  # wrong SMS_FIELD_KEY or a forged field
-            raise Rejected("unreadable-secret", f"for_sms does not open: {type(exc).__name__}") from None
+            raise Rejected(rejections.UNREADABLE_SECRET, f"for_sms does not open: {type(exc).__name__}") from None
 
     def callback_url(self, provider: Provider) -> str | None:
         base = self.settings.sms_callback_base_url

@@ -4,7 +4,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
-from shared.settings import KeyRing, ServiceSettings, dev_key, loopback, require_https
+from shared.settings import KeyRing, ServiceSettings, dev_ring, loopback, require_https
 
 DEV_AUTH_TOKEN = "dev-auth-token"  # noqa: S105 - development only; production refuses it
 
@@ -27,7 +27,7 @@ class SmsSettings(ServiceSettings):
     sms_plain_local_provider: bool = False
     sms_failover_after: int = Field(2, ge=1)
     sms_timeout: float = 10.0
-    sms_field_key: KeyRing = f"k1:{dev_key('sms-field')}"
+    sms_field_key: KeyRing = dev_ring("sms-field")
     sms_allowed_countries: str = "CH,LI,FR,DE,IT,AT"
     sms_retry_delays: str = "5,30,120,600"
     sms_max_per_number_hour: int = Field(10, ge=0)
@@ -35,6 +35,11 @@ class SmsSettings(ServiceSettings):
     # Public URL of this service as the providers reach it: delivery reports are sent to
     # <base>/webhooks/twilio/status and <base>/webhooks/generic/status. Unset: no delivery reports.
     sms_callback_base_url: str | None = None
+    # Sandbox tests (otp.requested sandbox) go only to this Twilio-compatible provider (a development inbox),
+    # without delivery reports; unset, they fail (sms.failed 'sandbox-not-configured'), never reaching the real one.
+    sandbox_sms_provider_url: str | None = None
+    sandbox_sms_account_sid: str = "AC00000000000000000000000000000000"
+    sandbox_sms_auth_token: SecretStr = SecretStr(DEV_AUTH_TOKEN)
 
     @property
     def allowed_countries(self) -> frozenset[str]:

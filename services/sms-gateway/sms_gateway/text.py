@@ -12,7 +12,7 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shared.i18n import N_, Catalogs
+from shared.i18n import N_, Catalogs, format_number
 
 CATALOGS = Catalogs(Path(__file__).resolve().parent / "locale")
 OTP_SENTENCE = N_("%(code)s is your code to open your secure message from %(hospital)s. "
@@ -29,5 +29,5 @@ def otp_text(language: str, code: str, portal_host: str, *, hospital: str, expir
              now: datetime | None = None) -> str:
     """The whole SMS; unknown languages fall back to French, the hospital's language."""
     body = CATALOGS.gettext(language, OTP_SENTENCE, code=code, hospital=hospital,
-                            minutes=minutes_left(expires_at, now))
+                            minutes=format_number(minutes_left(expires_at, now), language))
     return f"{body}\n\n@{portal_host} #{code}"

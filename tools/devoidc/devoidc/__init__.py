@@ -2,7 +2,8 @@
 for SMTP and SMS) and speaks the real protocol, so the secretariat console runs its production code path.
 
 Discovery, JWKS, authorization code with PKCE (S256 only) and RS256-signed ID tokens for staff; client
-credentials with per-client departments for hospital systems using the API. Users and clients are
+credentials with per-client departments for hospital systems using the secretariat's API, and for the
+systems (and the integrators' sandbox) sending FHIR to the hospital gateway. Users and clients are
 configurable (``DEVOIDC_USERS``, ``DEVOIDC_CLIENTS``: JSON); never use it outside development.
 """
 

@@ -30,14 +30,25 @@ DEFAULT_USERS = [
      "departments": ["neurology"]},
     {"sub": "u-super-1", "username": "sophie", "name": "Sophie Rossi", "roles": ["supervisor"], "departments": []},
 ]
-DEFAULT_CLIENTS = [
+DEFAULT_CLIENTS: list[dict] = [
     {"client_id": "secretariat-console", "client_secret": "dev-console-secret",
      "redirect_uris": ["http://127.0.0.1:8004/auth/callback", "http://localhost:8004/auth/callback"]},
     {"client_id": "his-cardiology", "client_secret": "dev-his-cardiology-secret", "departments": ["cardiology"],
      "scope": "convocations.read convocations.act", "audience": "secretariat-api"},
     {"client_id": "his-neurology", "client_secret": "dev-his-neurology-secret", "departments": ["neurology"],
      "scope": "convocations.read convocations.act", "audience": "secretariat-api"},
+    # Hospital systems sending FHIR or CSV to the hospital gateway; the sandbox client's letters only ever
+    # reach the development inbox (the gateway's HOSPITAL_SYSTEMS says which client is which system).
+    {"client_id": "his-gateway", "client_secret": "dev-his-gateway-secret", "scope": "convocations.submit",
+     "audience": "hospital-gateway"},
+    {"client_id": "his-sandbox", "client_secret": "dev-his-sandbox-secret", "scope": "convocations.submit",
+     "audience": "hospital-gateway"},
 ]
+
+
+def _text(value: object) -> str | None:
+    """A form field as text (an uploaded file where text was expected counts as absent)."""
+    return value if isinstance(value, str) else None
 
 
 def _s256(verifier: str) -> str:
@@ -171,7 +182,7 @@ class DevOidc:
         @app.post("/token")
         async def token(request: Request):
             form = await request.form()
-            client_id, secret = form.get("client_id"), form.get("client_secret")
+            client_id, secret = _text(form.get("client_id")), _text(form.get("client_secret"))
             auth = request.headers.get("authorization", "")
             if auth.lower().startswith("basic "):
                 client_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
@@ -191,7 +202,7 @@ class DevOidc:
                 return JSONResponse({"error": "invalid_grant"}, status_code=400)
             return {"access_token": secrets.token_urlsafe(24), "token_type": "Bearer",
                     "expires_in": self.token_seconds,
-                    "id_token": self.id_token(issued["user"], client_id, issued["nonce"])}
+                    "id_token": self.id_token(issued["user"], str(client_id), issued["nonce"])}
 
         return app
 

@@ -1,7 +1,9 @@
 """Locate the DejaVu Sans TTF files the letter is set in.
 
-fpdf2's built-in core fonts (Helvetica, Times) are Latin-1 only and reject the en dashes, curly
-apostrophes and Nordic letters that real patient names contain, so the letter embeds a Unicode TTF.
+The letter names its font files (``@font-face``) rather than letting fontconfig pick whatever is
+installed: DejaVu Sans has the en dashes, curly apostrophes and Nordic letters that real patient names
+contain, and the same files give the same letter on every machine. A missing file is an error that
+says what to install, not a silent fallback to another font.
 """
 
 from __future__ import annotations
