@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/services/secretariat:$(CURDIR)/services/hospital-gateway:$(CURDIR)/tools:$(CURDIR)/tools/devinbox:$(CURDIR)/tools/devoidc
 
-.PHONY: guide run test fast bootstrap unit contract integration e2e browser production bench bench-letter lock lint contracts prometheus-rule admin clean
+.PHONY: guide run test fast bootstrap unit contract integration e2e browser production bench bench-letter lock lint contracts prometheus-rule prometheus-series admin clean
 
 run:            ## the whole system locally, with a sample convocation; prints the link to open
 	scripts/bootstrap.sh
@@ -36,6 +36,9 @@ bench:          ## throughput and latency of the chain, memory per service (prin
 
 bench-letter:   ## time and memory of rendering one letter (tagged WeasyPrint next to the fpdf2 renderer before)
 	$(PY) -m devstack.letterbench
+
+prometheus-series: ## record deploy/prometheus/series.yml from a live end-to-end run (the promtool tests' label sets)
+	RECORD_SERIES=1 $(PY) -m pytest tests/e2e -q
 
 admin:          ## operator commands, e.g. make admin ARGS="dlq list" (convocations-admin, see docs/runbooks.md)
 	$(PY) -m convocations_admin $(ARGS)

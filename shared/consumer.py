@@ -33,7 +33,7 @@ from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from pydantic import ValidationError
 
-from shared import crypto, rejections, topology
+from shared import crypto, rejections, topology, tracing
 from shared.contracts import Envelope, EventPayload
 from shared.logs import get_logger
 from shared.memory import release_freed_memory
@@ -222,7 +222,7 @@ class Consumer:
     """Registers a service's handlers on the broker and runs them with the inbox discipline."""
 
     def __init__(self, *, service: str, broker: RabbitBroker, exchange: str, pool_getter: Callable[[], asyncpg.Pool],
-                 outage_backoff_max: float = 30.0):
+                 outage_backoff_max: float = 5.0):
         self.service, self.broker, self.exchange = service, broker, exchange
         self.outage_backoff_max = outage_backoff_max
         self._pool = pool_getter
@@ -260,6 +260,12 @@ class Consumer:
                     and (large is None or len(msg.body) < large.min_bytes))
 
         async def handle(msg: RabbitMessage) -> None:
+            if payload_cls.MAX_BODY_BYTES is not None and len(msg.body) > payload_cls.MAX_BODY_BYTES:
+                # Refused on its size alone, before a decoded or validated copy of it exists.
+                await self._dead_letter(msg, queue.name, event_type, Rejected(
+                    rejections.TOO_LARGE, f"{len(msg.body)} bytes, more than the {payload_cls.MAX_BODY_BYTES} a "
+                    f"{event_type} event may have"))
+                return
             if batcher is not None and batchable(msg) and await batcher.submit(msg) is not ALONE:
                 return
             if gate is not None and large is not None and len(msg.body) >= large.min_bytes:
@@ -297,6 +303,12 @@ class Consumer:
         )(consume)
 
     async def _consume(
+        self, msg: RabbitMessage, payload_cls, handler: Handler, queue: str, event_type: str, by_inbox: bool
+    ) -> None:
+        with tracing.consuming(msg.headers, queue, event_type, msg.message_id):
+            await self._consume_one(msg, payload_cls, handler, queue, event_type, by_inbox)
+
+    async def _consume_one(
         self, msg: RabbitMessage, payload_cls, handler: Handler, queue: str, event_type: str, by_inbox: bool
     ) -> None:
         structlog.contextvars.clear_contextvars()
@@ -374,7 +386,8 @@ class Consumer:
                         fresh.discard(env.event_id)  # the same event twice in one batch: once
                         with structlog.contextvars.bound_contextvars(
                                 correlation_id=str(env.correlation_id), event_id=str(env.event_id),
-                                event_type=event_type):
+                                event_type=event_type), \
+                                tracing.consuming(msgs[i].headers, queue, event_type, str(env.event_id)):
                             await handler(conn, Delivery(env, 0, queue))
                     await conn.execute("commit")
         except Exception as exc:

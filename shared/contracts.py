@@ -124,6 +124,10 @@ class EventPayload(Contract):
 
     EVENT_TYPE: ClassVar[str]
     VERSION: ClassVar[int] = 1
+    # The largest message body a consumer reads: a bigger one is dead-lettered ("too-large") before it is
+    # decoded, parsed or validated (a 40 MB letter once took the issuer past its memory limit while pydantic
+    # judged it). None: no bound beyond the broker's.
+    MAX_BODY_BYTES: ClassVar[int | None] = None
 
     @classmethod
     def routing_key(cls) -> str:
@@ -181,6 +185,8 @@ class ConvocationCreatedV1(EventPayload):
     """An upstream hospital system asks to send a convocation letter to a patient."""
 
     EVENT_TYPE: ClassVar[str] = "convocation.created"
+    # The largest letter in base64 (4 characters per 3 bytes), and 256 KiB for everything else in the event.
+    MAX_BODY_BYTES: ClassVar[int | None] = -(-MAX_PDF_BYTES // 3) * 4 + 256 * 1024
 
     convocation_id: uuid.UUID = Field(description="Upstream id of the convocation; the correlation id of the chain.")
     patient: Patient

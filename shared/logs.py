@@ -6,6 +6,7 @@ import logging
 import sys
 
 import structlog
+from opentelemetry import trace
 
 from shared.redact import scrub
 
@@ -28,9 +29,18 @@ def _redact(_logger, _name, event_dict):
     return event_dict
 
 
+def _trace_id(_logger, _name, event_dict):
+    """The letter's trace (shared/tracing.py) on each line logged inside one: from a log line to its trace."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = format(context.trace_id, "032x")
+    return event_dict
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        _trace_id,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),

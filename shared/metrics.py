@@ -69,6 +69,8 @@ PAPER_REQUESTS = Counter(
     "Letters handed to the print room, by timeliness: on-time, or late (after the paper deadline).",
     ["timeliness"],
 )
+for _timeliness in ("on-time", "late"):
+    PAPER_REQUESTS.labels(_timeliness)  # exported from the start: the paper alert's increase() sees the first
 PAPER_OVERDUE = Gauge(
     "convocations_paper_overdue",
     "Letters past their paper deadline, neither downloaded nor handed to the print room (sweeper's view).",

@@ -4,6 +4,11 @@ The relay wakes on LISTEN/NOTIFY (sent by a trigger at commit) with a polling fa
 with ``FOR UPDATE SKIP LOCKED`` so replicas can share the work, publishes each with a broker confirm
 (persistent, mandatory: an unroutable event raises) and deletes it. A crash between the confirm and
 the delete republishes the event; consumers' inboxes absorb the duplicate.
+
+An event the broker refuses (returned as unroutable, or nacked) waits with a growing backoff (up to 60 s)
+so that it does not hold back the events behind it. A broker that cannot be reached is no event's fault:
+nothing is pushed back, the relay probes the broker every ``BROKER_PROBE_SECONDS`` and publishes
+everything as soon as it answers (a five-minute outage once left a letter backed off for 50 s).
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import asyncio
 import time
 import uuid
 
+import aio_pika
 import asyncpg
 from faststream.rabbit import RabbitBroker
 
+from shared import tracing
 from shared.contracts import Envelope
 from shared.logs import get_logger
 from shared.metrics import EVENTS_PUBLISHED, OUTBOX_LAST_SUCCESS, OUTBOX_OLDEST_AGE, OUTBOX_PENDING, RETRIES_SCHEDULED
@@ -23,6 +30,13 @@ log = get_logger(__name__)
 # The backlog gauges are refreshed at most this often while the relay is busy, and at every idle wake-up
 # (a query per pass was a tenth of a busy relay's round trips to the database).
 BACKLOG_EVERY_SECONDS = 1.0
+BROKER_PROBE_SECONDS = 1.0  # while the broker cannot be reached
+
+
+def refused_by_broker(error: BaseException) -> bool:
+    """The broker answered and refused this event (returned unroutable, or nacked): the event's own
+    problem, worth a backoff. Anything else (connection lost, channel closed, timeout) is the broker's."""
+    return isinstance(error, aio_pika.exceptions.DeliveryError)
 
 
 def encode(env: Envelope) -> bytes:
@@ -57,6 +71,10 @@ _COLUMNS = ("event_id", "exchange", "routing_key", "event_type", "correlation_id
 async def _insert(conn: asyncpg.Connection, rows: list[tuple]) -> None:
     if not rows:
         return
+    # The trace of the transaction that writes the events goes with them (shared/tracing.py); nothing
+    # when tracing is off.
+    if trace_headers := tracing.current_context_headers():
+        rows = [(*row[:-1], {**row[-1], **trace_headers}) for row in rows]
     n = len(_COLUMNS)
     values = ", ".join("(" + ", ".join(f"${i * n + k}" for k in range(1, n + 1)) + ")" for i in range(len(rows)))
     await conn.execute(f"insert into outbox({', '.join(_COLUMNS)}) values {values}",
@@ -87,6 +105,7 @@ class OutboxRelay:
         self._listener: asyncpg.Connection | None = None
         self._stopping = False
         self._publish_failed = False
+        self._broker_unreachable = False
         self._more = False  # the last batch was cut short: rows may be waiting behind it
         self._backlog_at = float("-inf")
 
@@ -125,6 +144,8 @@ class OutboxRelay:
             # Cleared before the pass: a commit notified during the pass wakes the next one at once.
             self._wake.clear()
             self._publish_failed = False
+            if self._broker_unreachable:
+                await self._wait_for_broker()
             try:
                 # Another batch only when this one was cut short: a batch that took every due row
                 # leaves nothing behind (rows committed meanwhile have notified the next wake-up).
@@ -187,9 +208,13 @@ class OutboxRelay:
                 if isinstance(res, BaseException):
                     self._publish_failed = True
                     log.error("outbox publish failed", event_id=str(row["event_id"]), error=repr(res)[:300])
+                    if refused_by_broker(res):
+                        backoff = "least(60, 2 ^ attempts)"
+                    else:  # not the event's fault: due again as soon as the broker answers
+                        backoff, self._broker_unreachable = "0", True
                     await conn.execute(
                         "update outbox set attempts = attempts + 1, last_error = $2,"
-                        " next_attempt_at = now() + make_interval(secs => least(60, 2 ^ attempts)) where id = $1",
+                        f" next_attempt_at = now() + make_interval(secs => {backoff}) where id = $1",
                         row["id"], repr(res)[:500],
                     )
             if done:
@@ -202,21 +227,34 @@ class OutboxRelay:
                     counter.labels(self.service, row["event_type"]).inc()
             return len(done)
 
+    async def _wait_for_broker(self) -> None:
+        """Probe the broker every BROKER_PROBE_SECONDS until it answers (or the relay stops): the passes
+        in between would only fail again."""
+        while not self._stopping:
+            try:
+                if await asyncio.wait_for(self.broker.ping(timeout=BROKER_PROBE_SECONDS), BROKER_PROBE_SECONDS * 2):
+                    break
+            except Exception:  # noqa: S110 - unreachable is what is being waited out
+                pass
+            await asyncio.sleep(BROKER_PROBE_SECONDS)
+        self._broker_unreachable = False
+
     async def _publish(self, row: asyncpg.Record) -> None:
-        headers = row["headers"]  # jsonb, decoded by the pool's codec (shared/db.py)
-        await self.broker.publish(
-            bytes(row["body"]),
-            exchange=row["exchange"] if row["exchange"] is not None else self.exchange,
-            routing_key=row["routing_key"],
-            message_id=str(row["event_id"]),
-            correlation_id=str(row["correlation_id"]),
-            message_type=row["event_type"],
-            content_type="application/json",
-            headers={"x-producer": self.service, **headers},
-            persist=True,
-            mandatory=True,
-            timeout=10,
-        )
+        # jsonb, decoded by the pool's codec (shared/db.py); its trace context continued by the publish span.
+        with tracing.publishing(row["headers"], row["routing_key"], row["event_type"], str(row["event_id"])) as headers:
+            await self.broker.publish(
+                bytes(row["body"]),
+                exchange=row["exchange"] if row["exchange"] is not None else self.exchange,
+                routing_key=row["routing_key"],
+                message_id=str(row["event_id"]),
+                correlation_id=str(row["correlation_id"]),
+                message_type=row["event_type"],
+                content_type="application/json",
+                headers={"x-producer": self.service, **headers},
+                persist=True,
+                mandatory=True,
+                timeout=10,
+            )
 
     async def _record_backlog(self) -> None:
         async with self.pool.acquire() as conn:

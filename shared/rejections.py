@@ -32,6 +32,11 @@ def _every(code: str, meaning: str, *, contract: bool = True) -> Reason:
 
 # The contract, checked by every consumer before any handler runs (shared/consumer.py).
 MALFORMED_JSON = _every("malformed-json", "The body is not UTF-8 JSON.")
+TOO_LARGE = _every(
+    "too-large",
+    "The message body is larger than its event may be (convocation.created: the 10 MB letter in base64 and"
+    " 256 KiB more); refused on its size, before it is read.",
+)
 INVALID_EVENT = _every(
     "invalid-event",
     "The body does not match the schema of the routing key's event; the detail names the fields"
@@ -81,6 +86,7 @@ NO_NUMBER = Reason("no-number", "A secretariat's correct-mobile that carries no 
 
 REASONS: tuple[Reason, ...] = (
     MALFORMED_JSON,
+    TOO_LARGE,
     INVALID_EVENT,
     WRONG_TYPE,
     WRONG_PRODUCER,

@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Response
 from faststream.rabbit import Channel, RabbitBroker
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from shared import topology
+from shared import topology, tracing
 from shared.consumer import Consumer
 from shared.db import MigrationDrift, create_pool, migrate, wait_for_migrations
 from shared.http import MAX_BODY_BYTES, BodyLimit
@@ -40,6 +40,7 @@ class Runtime:
     def __init__(self, service: str, schema: str, settings: ServiceSettings, migrations: Path) -> None:
         configure_logging(service, settings.log_level)
         return_large_buffers_to_the_system()
+        self.tracer_provider = tracing.configure(service)  # None unless an OTLP endpoint is configured
         self.service, self.schema, self.settings, self.migrations = service, schema, settings, migrations
         self.broker = RabbitBroker(
             settings.amqp_url,
@@ -51,6 +52,9 @@ class Runtime:
             logger=None,
             # At shutdown, how long each subscription waits for its handlers in flight (see ``stop``).
             graceful_timeout=settings.shutdown_timeout_seconds / 2,
+            # After an outage the consumers are back within a second of the broker (aio-pika's default: 5 s);
+            # the outbox relay probes as often (shared/outbox.py).
+            reconnect_interval=1.0,
             app_id=service,
             apply_types=False,  # handlers take the raw message; validation is ours (shared/consumer.py)
         )
@@ -138,7 +142,8 @@ class Runtime:
         ``broker.start()`` then binds and consumes its queues."""
         await self.broker.connect()
         # DLQs and exchanges first, so that a subscriber never consumes into a missing DLX.
-        await topology.declare_dead_letter_queues(self.broker, self.exchange, self.consumer.queues)
+        await topology.declare_dead_letter_queues(self.broker, self.exchange, self.consumer.queues,
+                                                  self.settings.amqp_url)
         await self.broker.declare_exchange(topology.retry_exchange(self.exchange))
         for declare in self.declarations:
             await declare()
@@ -234,6 +239,8 @@ class Runtime:
                 await asyncio.wait_for(self.pool.close(), max(0.5, self._left()))
             except TimeoutError:
                 self.pool.terminate()  # a handler let go still holds a connection: its transaction rolls back
+        if self.tracer_provider is not None:
+            await asyncio.to_thread(self.tracer_provider.shutdown)  # the last spans, exported before the end
         log.info("service stopped")
 
     async def ready(self) -> dict[str, bool]:
@@ -281,6 +288,7 @@ class Runtime:
         larger only where a service takes letters over HTTP (the hospital gateway's FHIR API)."""
         app = FastAPI(title=self.service, lifespan=self.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
         app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # every route of every service, health and metrics included
+        tracing.instrument_app(app)
         app.include_router(self.routes())
         return app
 

@@ -82,8 +82,9 @@ class ServiceSettings(BaseSettings):
     # only waits, up to migration_wait_seconds, until its schema is at its own version.
     migrate_on_start: bool = True
     migration_wait_seconds: float = 120.0
-    # While the database does not answer, consumers hold their messages and probe it this often at most.
-    outage_backoff_max_seconds: float = 30.0
+    # While the database does not answer, consumers hold their messages and probe it this often at most
+    # (a `select 1`): a held letter resumes within this long of the database's return.
+    outage_backoff_max_seconds: float = 5.0
     # From SIGTERM to exit, at most (shared/runtime.py ``serve``): no new message or connection from the
     # first second; requests in flight get a third of it, handlers in flight half, the outbox relay's last
     # pass what is left. What has not finished by then is let go: its messages return to their queues, its
@@ -193,12 +194,24 @@ def unverified_database(url: str) -> str | None:
     return None
 
 
+def loopback(host: str | None) -> bool:
+    """``localhost`` or a loopback address: a sidecar on this host, traffic that never crosses the network."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
 def require_https(name: str, url: str | None) -> None:
     """In production, a public URL must be https (links, cookies, callbacks)."""
     if url is not None and urlsplit(url).scheme != "https":
         raise ValueError(f"{name} must be an https:// URL in production")
 
 
+# Every development key a service has as its default (tests/unit/test_production_settings.py checks the
+# settings modules name no other): production refuses each of them.
 DEV_KEY_NAMES = ("seal-k1", "patient-ref", "mailer-field", "portal-field", "sms-field", "portal-secret", "print-room",
                  "staff-field", "secretariat-secret", "issuer-field", "secretariat-field")
 

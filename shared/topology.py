@@ -5,6 +5,13 @@ queue declared by hand (a rejected message is dropped unless its queue names a d
 subscriptions and the broker users' permissions (``broker_permissions``) are derived from;
 ``RETIRED`` lists the subscriptions services dropped, whose queues they delete at startup;
 ``ALSO_PUBLISHED_BY`` the events that a second party publishes too.
+
+Dead-letter queues are durable *classic* queues: a classic queue has no delivery limit, so an operator
+may look at a dead letter any number of times (``convocations-admin dlq``, which takes it unacknowledged
+and hands it back) without the broker ever dropping it. RabbitMQ 4 gives every quorum queue a delivery
+limit of 20 by default, and before 4.3 each look counted one; the DLQs of earlier releases were quorum
+queues: a service leaves such a DLQ as it is (its binding keeps it filling) and says so in its log, and
+``convocations-admin dlq migrate`` moves it to the classic shape without losing a letter (docs/runbooks.md).
 """
 
 from __future__ import annotations
@@ -15,14 +22,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
-from aio_pika.exceptions import ChannelNotFoundEntity
+from aio_pika.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
 from shared.logs import get_logger
 
 if TYPE_CHECKING:
     from pamqp.commands import Queue
+from pamqp.common import FieldTable
 
 log = get_logger(__name__)
 
@@ -149,17 +158,42 @@ def consumer_queue(exchange: str, service: str, routing_key: str) -> RabbitQueue
     )
 
 
+DEAD_LETTER_QUEUE_ARGUMENTS: FieldTable = {"x-queue-type": "classic"}
+
+
 def dead_letter_queue(queue: str) -> RabbitQueue:
-    return RabbitQueue(f"{queue}.dlq", queue_type=QueueType.QUORUM, durable=True, routing_key=queue)
+    return RabbitQueue(f"{queue}.dlq", queue_type=QueueType.CLASSIC, durable=True, routing_key=queue)
 
 
-async def declare_dead_letter_queues(broker: RabbitBroker, exchange: str, queues: list[str]) -> None:
-    """Declare the exchanges and, for each consumer queue, its DLQ bound on the DLX by queue name."""
+async def declare_dead_letter_queues(broker: RabbitBroker, exchange: str, queues: list[str], amqp_url: str) -> list[str]:
+    """Declare the exchanges and, for each consumer queue, its DLQ bound on the DLX by queue name. Returns
+    the DLQs left in an earlier release's shape (quorum): bound as they were, until ``dlq migrate``."""
     await broker.declare_exchange(events_exchange(exchange))
     dlx = await broker.declare_exchange(dead_letter_exchange(exchange))
+    earlier = await earlier_dead_letter_queues(amqp_url, [f"{queue}.dlq" for queue in queues])
     for queue in queues:
+        if f"{queue}.dlq" in earlier:
+            continue
         dlq = await broker.declare_queue(dead_letter_queue(queue))
         await dlq.bind(dlx, routing_key=queue)
+    if earlier:
+        log.warning("dead-letter queues of an earlier release (quorum queues) kept as they are: run "
+                    "`convocations-admin dlq migrate` (docs/runbooks.md)", queues=earlier)
+    return earlier
+
+
+async def earlier_dead_letter_queues(amqp_url: str, names: list[str]) -> list[str]:
+    """Of these DLQs, those that exist as quorum queues; the others are declared classic here if missing.
+    On a connection of its own: the broker closes the channel of a declaration that does not match."""
+    earlier = []
+    async with await aio_pika.connect(amqp_url) as connection:
+        for name in names:
+            async with _own_channel(connection) as channel:
+                try:
+                    await channel.declare_queue(name, durable=True, arguments=DEAD_LETTER_QUEUE_ARGUMENTS)
+                except ChannelPreconditionFailed:
+                    earlier.append(name)
+    return earlier
 
 
 async def declare_retry_queue(broker: RabbitBroker, exchange: str, queue: str, delay_seconds: int) -> str:
@@ -183,12 +217,13 @@ async def declare_retry_queue(broker: RabbitBroker, exchange: str, queue: str, d
     return routing_key
 
 
-async def declare_outbound_queue(broker: RabbitBroker, exchange: str, consumer: str, routing_key: str) -> str:
+async def declare_outbound_queue(broker: RabbitBroker, exchange: str, consumer: str, routing_key: str,
+                                 amqp_url: str) -> str:
     """A durable queue for a consumer outside this system (the hospital's systems), with its DLQ."""
     queue = consumer_queue(exchange, consumer, routing_key)
     declared = await broker.declare_queue(queue)
     await declared.bind(await broker.declare_exchange(events_exchange(exchange)), routing_key=routing_key)
-    await declare_dead_letter_queues(broker, exchange, [queue.name])
+    await declare_dead_letter_queues(broker, exchange, [queue.name], amqp_url)
     return queue.name
 
 

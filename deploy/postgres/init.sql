@@ -277,3 +277,40 @@ begin
         grant execute on function secretariat_audit.carry_over() to secretariat_owner;
     end if;
 end $$;
+
+-- The operators' record (idempotent, as above): what `convocations-admin` did, by whom and why (every
+-- dead letter replayed or purged, every dead-letter queue migrated). Schema and table belong to
+-- operations, a role nobody logs in as; the tool logs in as convocations_admin, which may only INSERT
+-- rows and read them back. Nobody changes or deletes a row. Members of operations_reader may read it.
+do $$
+declare
+    role_name text;
+begin
+    foreach role_name in array array['operations', 'operations_reader', 'convocations_admin'] loop
+        if not exists (select 1 from pg_roles where rolname = role_name) then
+            execute format('create role %I nologin', role_name);
+        end if;
+    end loop;
+    -- The tool's login (development password = the role's name, as the services').
+    alter role convocations_admin login password 'convocations_admin';
+end $$;
+create schema if not exists operations authorization operations;
+revoke all on schema operations from public;
+create table if not exists operations.dlq_action (
+    id                 bigint generated always as identity primary key,
+    at                 timestamptz not null default now(),
+    operator           text not null,
+    action             text not null check (action in ('replay', 'purge', 'migrate')),
+    why                text,           -- the operator's reason (required for a purge)
+    queue              text not null,  -- the dead-letter queue
+    event_id           text,           -- the dead letter's message id (none for a migration)
+    event_type         text,
+    dead_letter_reason text,           -- why it was dead-lettered (x-rejected-reason or x-death)
+    detail             text            -- e.g. how many letters a migration moved; never a body
+);
+create index if not exists dlq_action_at on operations.dlq_action (at);
+create index if not exists dlq_action_event on operations.dlq_action (event_id);
+alter table operations.dlq_action owner to operations;
+grant usage on schema operations to convocations_admin, operations_reader;
+grant insert, select on operations.dlq_action to convocations_admin;
+grant select on operations.dlq_action to operations_reader;

@@ -822,7 +822,9 @@ def test_infra_runs_clustered_rabbitmq_and_postgres_with_one_role_and_user_per_s
     (pg,) = by_kind(docs, "Cluster").values()
     assert mq["spec"]["replicas"] >= 3 and pg["spec"]["instances"] >= 3
     roles = {r["name"] for r in pg["spec"]["managed"]["roles"]}
-    assert roles == {name for _pkg, _port, role in SERVICES.values() for name in (role, f"{role}_owner")}
+    # ... and the operators' tool (convocations-admin), which records what it does in operations.dlq_action.
+    assert roles == {name for _pkg, _port, role in SERVICES.values() for name in (role, f"{role}_owner")} | {
+        "convocations_admin"}
     assert set(by_kind(docs, "User")) == set(by_kind(docs, "Permission")) == {*SERVICES, UPSTREAM_PRODUCER, PRINT_ROOM}
     # The services' NetworkPolicy reaches the brokers and databases by these names and labels.
     (policy,) = [d for d in load_yaml_docs(K8S / "base" / "network-policies.yaml")
@@ -991,6 +993,23 @@ def test_promtool_accepts_the_rules_and_their_unit_tests():
         # busy cores. A slow machine is not a broken rule (pytest's own time-out still bounds it).
         result = subprocess.run([tool, *args], cwd=DEPLOY / "prometheus", capture_output=True, text=True, timeout=280)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_feed_only_label_sets_a_real_scrape_produced():
+    """Issue 18, item 1: the SLO tests fed `le="300"` where prometheus-client writes `le="300.0"`, so they
+    passed while the rules selected nothing live. Every input series must be a label set recorded from a
+    live run (deploy/prometheus/series.yml; the end-to-end tier fails when the services drift from it)."""
+    from devstack import series
+
+    catalogue = series.load()
+    problems = []
+    for path in (DEPLOY / "prometheus" / "alerts.test.yml", DEPLOY / "prometheus" / "slo.test.yml"):
+        for case in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
+            for given in case["input_series"]:
+                name, labels = series.parse_series(given["series"])
+                if not name.startswith("kube_"):  # kube-state-metrics: Kubernetes only, never scraped here
+                    problems += [f"{path.name}, {case['name']!r}: {p}" for p in series.unknown(name, labels, catalogue)]
+    assert not problems, "\n".join(problems)
 
 
 def test_promtool_parses_every_dashboard_query(dashboard, tmp_path):
@@ -1198,7 +1217,7 @@ def test_monitoring_ships_a_pod_monitor_a_readiness_probe_and_the_alert_rules():
         (probe,) = by_kind(docs, "Probe").values()
         assert probe["spec"]["jobName"] == "convocations-readiness"
         assert sorted(probe["spec"]["targets"]["staticConfig"]["static"]) == sorted(
-            f"http://{name}:{port}/readyz" for name, (_pkg, port, _role) in SERVICES.items())
+            f"http://{name}.{OVERLAYS[overlay]}.svc:{port}/readyz" for name, (_pkg, port, _role) in SERVICES.items())
         (rule,) = by_kind(docs, "PrometheusRule").values()
         assert rule["spec"]["groups"] == [g for path in (ALERTS_FILE, SLO_FILE)
                                           for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]]
@@ -1431,3 +1450,109 @@ def test_the_dev_examples_and_the_production_external_secrets_fill_the_same_keys
         name, values = f"{service}-secrets", examples[f"{service}-secrets"]
         assert set(values) == set(made[name]), f"{name}: dev {sorted(values)} / prod {sorted(made[name])}"
         assert urlparse(values["AMQP_URL"]).scheme == "amqps" and "sslmode=verify-full" in values["DATABASE_URL"]
+
+
+def admits(policy: dict, pod_labels: dict, from_namespace: str, from_labels: dict, port) -> bool:
+    """Whether an Ingress NetworkPolicy selecting ``pod_labels`` lets a pod of ``from_namespace`` labelled
+    ``from_labels`` reach ``port`` (a number or a container port's name)."""
+    spec = policy["spec"]
+    if "Ingress" not in spec.get("policyTypes", []) or not selects(spec["podSelector"], pod_labels):
+        return False
+    for rule in spec.get("ingress", []):
+        ports = [p["port"] for p in rule.get("ports", [])]
+        if ports and port not in ports:
+            continue
+        for source in rule.get("from", []):
+            namespace_ok = selects(source.get("namespaceSelector", {}),
+                                   {"kubernetes.io/metadata.name": from_namespace}) if "namespaceSelector" in source \
+                else from_namespace == policy["metadata"]["namespace"]
+            if namespace_ok and selects(source.get("podSelector", {}), from_labels):
+                return True
+    return False
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions In/NotIn/Exists) against a label set."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions", []):
+        present, value = e["key"] in labels, labels.get(e["key"])
+        if {"In": present and value in e.get("values", []), "NotIn": not present or value not in e.get("values", []),
+                "Exists": present, "DoesNotExist": not present}[e["operator"]] is False:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("overlay", ["prod", "prod-keda"])
+def test_every_readiness_probe_target_resolves_and_is_admitted_from_the_probers_namespace(overlay):
+    """Issue 18, item 2: the targets were short names (http://issuer:8001/readyz), which the blackbox exporter
+    resolves in its own namespace (monitoring), and no NetworkPolicy let it in: every service would have
+    been reported not ready at deploy. Each target must name a Service of the overlay by its namespace, on
+    one of its ports, and a NetworkPolicy of that namespace must admit the prober's pods to that port."""
+    docs = render(f"overlays/{overlay}")
+    services, deployments = by_kind(docs, "Service"), by_kind(docs, "Deployment")
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    (probe,) = by_kind(docs, "Probe").values()
+    prober = urlparse(f"http://{probe['spec']['prober']['url']}")
+    prober_service, prober_namespace = prober.hostname.split(".")[:2]
+    assert prober.hostname in (f"{prober_service}.{prober_namespace}.svc",
+                               f"{prober_service}.{prober_namespace}.svc.cluster.local"), prober.hostname
+    prober_labels = {"app.kubernetes.io/name": prober_service}  # the exporter's pods (see network-policy.yaml)
+    targets = probe["spec"]["targets"]["staticConfig"]["static"]
+    assert len(targets) == len(SERVICES)
+    for target in targets:
+        url = urlparse(target)
+        parts = url.hostname.split(".")
+        # A short name resolves in the prober's namespace: only <service>.<namespace>[.svc[.cluster.local]].
+        assert len(parts) >= 2 and ".".join(parts[2:]) in ("", "svc", "svc.cluster.local"), (
+            f"{target}: name the Service with its namespace, the prober runs in {prober_namespace}")
+        name, namespace = parts[:2]
+        assert name in services and services[name]["metadata"]["namespace"] == namespace, (
+            f"{target}: no Service {name} in namespace {namespace}")
+        (service_port,) = [p for p in services[name]["spec"]["ports"] if p["port"] == url.port] or [None]
+        assert service_port is not None, f"{target}: Service {name} has no port {url.port}"
+        (deployment,) = [d for d in deployments.values()
+                         if selects({"matchLabels": services[name]["spec"]["selector"]},
+                                    d["spec"]["template"]["metadata"]["labels"])]
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (container_port,) = [p for p in container["ports"]
+                             if service_port["targetPort"] in (p.get("name"), p["containerPort"])]
+        assert url.path == "/readyz"
+        assert any(admits(p, pod_labels, prober_namespace, prober_labels, port)
+                   for p in policies for port in (container_port.get("name"), container_port["containerPort"])), (
+            f"{target}: no NetworkPolicy of {namespace} admits {prober_service} pods of {prober_namespace} "
+            f"to port {container_port}")
+        assert probe["spec"]["targets"]["staticConfig"]["relabelingConfigs"][0]["regex"].startswith("http://")
+
+
+def test_traces_are_exported_in_production_through_an_open_door_and_off_in_development():
+    """Issue 18, item 8: OTLP export configured in the overlays; off by default in development."""
+    from shared import tracing
+
+    for overlay in ("prod", "prod-keda"):
+        docs = render(f"overlays/{overlay}")
+        common = overlay_config(docs, "convocations-common")
+        endpoint = urlparse(common["OTEL_EXPORTER_OTLP_ENDPOINT"])
+        assert common["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf" and endpoint.port == 4318
+        collector, namespace = endpoint.hostname.split(".")[:2]
+        policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+        for deployment in by_kind(docs, "Deployment").values():
+            labels = deployment["spec"]["template"]["metadata"]["labels"]
+            assert any(selects(p["spec"]["podSelector"], labels) and "Egress" in p["spec"]["policyTypes"]
+                       and any(4318 in [port["port"] for port in rule.get("ports", [])]
+                               and any(selects(to.get("namespaceSelector", {}),
+                                               {"kubernetes.io/metadata.name": namespace}) for to in rule["to"])
+                               for rule in p["spec"].get("egress", []))
+                       for p in policies), f"{overlay}: nothing lets {deployment['metadata']['name']} reach {collector}"
+    dev = overlay_config(render("overlays/dev"), "convocations-common")
+    assert dev["OTEL_SDK_DISABLED"] == "true"
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**env, "OTEL_SDK_DISABLED": "true"}.items():
+            patch.setenv(name, value)
+        assert not tracing.wanted()
+        patch.delenv("OTEL_SDK_DISABLED")
+        assert tracing.wanted()
+        patch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+        assert not tracing.wanted()  # no endpoint (compose, a developer's machine): off

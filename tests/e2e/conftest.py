@@ -6,13 +6,17 @@ import asyncio
 import json
 import random
 import re
+import subprocess
 import uuid
 
 import aio_pika
+import asyncpg
 import pytest
 
 from devstack.sample import convocation_event, publish, sample_pdf
-from tests.conftest import AMQP_URL, SCHEMAS
+from devstack.stack import ROOT
+from devstack.stack import SERVICES as STACK_SERVICES
+from tests.conftest import ADMIN_DSN, AMQP_URL, SCHEMAS
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -151,3 +155,43 @@ def code_of(sms: dict) -> str:
     match = SIX_DIGITS.search(sms["body"])
     assert match, f"no origin-bound code line in the SMS: {sms['body']!r}"
     return match.group(1)
+
+
+def pytest_collection_modifyitems(items):
+    """The Prometheus checks run after every other end-to-end test: they judge the rules against what the
+    whole run exposed, and their induced faults (a replica cut from its database) come last."""
+    watched = [i for i in items if i.path.name == "test_prometheus.py"]
+    if not watched:
+        return
+    others = [i for i in items if i not in watched]
+    last_e2e = max((n for n, i in enumerate(others) if "/tests/e2e/" in str(i.path)), default=len(others) - 1)
+    items[:] = others[:last_e2e + 1] + watched + others[last_e2e + 1:]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prometheus(request, tmp_path_factory):
+    """Debian's Prometheus and blackbox exporter scraping the session's services, readiness and broker from
+    the first end-to-end test on, with the shipped rules on a test's time scale (tests/e2e/prometheus.py)."""
+    from tests.conftest import BROKER
+    from tests.e2e.prometheus import Prometheus
+
+    stack = request.getfixturevalue("stack")
+    watcher = Prometheus(tmp_path_factory.mktemp("prometheus"), {name: [stack.url(name)] for name in STACK_SERVICES},
+                         BROKER.prometheus_port if BROKER else None).start()
+    yield watcher
+    watcher.stop()
+
+
+@pytest.fixture
+async def own_database(test_database):
+    """(name, superuser connection) of a database of its own, for a test's own stack: the session stack's
+    outbox relays would otherwise take the rows of the same schemas and publish them to their exchange."""
+    name = f"{test_database}_{uuid.uuid4().hex[:6]}"
+    subprocess.run([str(ROOT / "scripts/db-setup.sh"), name], check=True, capture_output=True)
+    db = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}")
+    try:
+        yield name, db
+    finally:
+        await db.close()
+        subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
+                        f'drop database if exists "{name}" with (force)'], capture_output=True)

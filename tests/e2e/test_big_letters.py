@@ -34,3 +34,30 @@ async def test_four_letters_of_the_maximum_size_at_once_stay_within_the_issuers_
         await chain.email_to(event["data"]["patient"]["email"], timeout=90)
     peak = peak_rss_mb(chain.stack.processes["issuer"].pid)
     assert peak < POD_LIMIT_MB * 0.95, f"the issuer peaked at {peak:.0f} MB"
+
+
+async def test_a_letter_over_the_limit_is_dead_lettered_on_its_size_before_it_is_parsed(chain):
+    """Issue 18, item 9: a 40 MB letter was parsed and validated whole before being refused, and took the
+    issuer to 329 MiB (its limit is 320 Mi). Refused on the raw body's size, it costs the body alone."""
+    import base64
+    import json
+    import os
+    import uuid
+
+    issuer = chain.stack.processes["issuer"].pid
+    Path(f"/proc/{issuer}/clear_refs").write_text("5")
+    event = chain.event()
+    event["data"]["document_pdf_base64"] = base64.b64encode(b"%PDF-1.7\n" + os.urandom(30 * 1024 * 1024)).decode()
+    body = json.dumps(event).encode()
+    del event["data"]["document_pdf_base64"]
+    assert len(body) > 40 * 10**6
+    event_id = str(uuid.uuid4())
+    await chain.publish(body, message_id=event_id, routing_key="convocation.created.v1")
+    del body
+    letters = await chain.dead_letters(f"{chain.exchange}.issuer.convocation.created.v1", {event_id}, timeout=60)
+    headers = letters[event_id].headers
+    assert headers["x-rejected-reason"] == "too-large", headers.get("x-rejected-detail")
+    assert "more than the" in headers["x-rejected-detail"]
+    assert await chain.status(event["data"]["convocation_id"]) is None  # nothing of it was recorded
+    peak = peak_rss_mb(issuer)
+    assert peak < POD_LIMIT_MB * 0.95, f"the issuer peaked at {peak:.0f} MB refusing it"  # parsed: 329 MiB

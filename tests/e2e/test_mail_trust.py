@@ -28,8 +28,9 @@ def raw_of(email: dict) -> bytes:
     return raw if isinstance(raw, bytes) else raw.encode()
 
 
-def dsn(to: str, *, action: str = "failed", status: str = "5.1.1", padding: int = 0) -> bytes:
-    """A delivery status notification as a receiving MTA sends it back (RFC 3464)."""
+def dsn(to: str, recipient: str = "someone@example.ch", *, action: str = "failed", status: str = "5.1.1",
+        padding: int = 0) -> bytes:
+    """A delivery status notification as a receiving MTA sends it back (RFC 3464) about ``recipient``."""
     return (
         f"From: MAILER-DAEMON@mx.example.ch\r\nTo: {to}\r\nSubject: Undelivered Mail Returned to Sender\r\n"
         "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
@@ -38,7 +39,7 @@ def dsn(to: str, *, action: str = "failed", status: str = "5.1.1", padding: int 
         + "x" * padding + "\r\n"
         "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
         "Reporting-MTA: dns; mx.example.ch\r\n\r\n"
-        f"Final-Recipient: rfc822; someone@example.ch\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
         f"Diagnostic-Code: smtp; 550 {status} The e-mail account does not exist\r\n"
         "\r\n--b--\r\n").encode()
 
@@ -91,7 +92,7 @@ async def test_a_late_hard_bounce_gives_email_failed_and_exactly_one_paper_copy(
     event, email = await sent_email(chain)
     cid = event["data"]["convocation_id"]
     for _ in range(2):  # the relay may forward the same DSN twice
-        await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"]))
+        await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"], event["data"]["patient"]["email"]))
     reports = await chain.upstream("convocation.status.v1", cid, until=lambda es: "postal-fallback" in statuses(es))
     assert statuses(reports) == ["sealed", "e-mailed", "bounced", "postal-fallback"]
     assert next(e for e in reports if e["data"]["status"] == "bounced")["data"]["detail"] == "550 late-bounce 5.1.1"
@@ -130,6 +131,53 @@ async def test_forged_bounces_soft_bounces_auto_replies_and_oversized_mail_chang
     assert await chain.status(cid) == "e-mailed"
     assert await chain.db.fetchval("select status from mailer.email where convocation_id = $1",
                                    uuid.UUID(cid)) == "sent"
+
+
+async def test_a_hard_bounce_naming_another_recipient_leaves_the_letter_e_mailed(chain):
+    """Issue 18, item 9: a report that another address failed (a copy the patient's mailbox forwarded, or a
+    forged report sent to the bounce address seen in the patient's e-mail) switched the letter to paper."""
+    event, email = await sent_email(chain)
+    cid = event["data"]["convocation_id"]
+    await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"], "forwarded-copy@elsewhere.example"))
+    await asyncio.sleep(2)
+    assert await chain.status(cid) == "e-mailed"
+    assert await chain.db.fetchval("select status from mailer.email where convocation_id = $1", uuid.UUID(cid)) == "sent"
+    # The address is matched by its keyed hash: the mailer keeps none in clear, in any case.
+    assert await chain.db.fetchval("select count(*) from mailer.bounce_token where recipient_hash like '%' || $1 || '%'",
+                                   event["data"]["patient"]["email"]) == 0
+    # The same report naming the letter's own address (in another case) does count.
+    await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"], event["data"]["patient"]["email"].upper()))
+    await chain.wait_status(cid, "postal-fallback")
+
+
+async def test_the_bounce_listener_closes_a_connection_guessing_tokens_and_refuses_deep_mime_quietly(chain):
+    """Issue 18, item 9: a client could try tokens without end on one connection, and a report nested
+    thousands of MIME levels deep made the listener log a traceback."""
+    _, email = await sent_email(chain)
+    domain = email["mail_from"].rpartition("@")[2]
+    log = chain.stack.log_file("mailer")
+    logged_before = len(log.read_bytes())
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=chain.stack.ports["mailer-bounces"], start_tls=False,
+                               timeout=10) as client:
+        await client.mail("")
+        codes = []
+        for n in range(12):
+            try:
+                codes.append((await client.rcpt("bounces+" + "a" * 23 + "bcdefghijklm"[n] + "@" + domain))[0])
+            except aiosmtplib.SMTPRecipientRefused as refused:
+                codes.append(refused.code)
+            except aiosmtplib.SMTPServerDisconnected:
+                codes.append("closed")
+                break
+    assert codes[:10] == [550] * 10 and codes[10] == 421 and codes[-1] in (421, "closed"), codes
+    nested = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(1200))
+    deep = (b"From: MAILER-DAEMON@mx.example.ch\r\nMIME-Version: 1.0\r\n" + nested + b"Content-Type: text/plain\r\n\r\nx\r\n"
+            + b"".join(b"--b%d--\r\n" % i for i in reversed(range(1200))))
+    with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+        await bounce(chain.stack, email["mail_from"], deep)
+    assert refused.value.code == 554
+    await asyncio.sleep(0.5)
+    assert b"Traceback" not in log.read_bytes()[logged_before:]
 
 
 async def test_a_replacement_says_so_in_the_patients_language_once(chain):
@@ -204,7 +252,7 @@ async def test_nothing_of_the_patient_survives_expiry_and_no_notice_follows(chai
     # After expiry: a reminder or a bounce for it finds nothing to act on.
     await _into_the_reminder_window(chain, other["data"]["convocation_id"])
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
-        await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"]))
+        await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"], address))
     await asyncio.sleep(2)
     assert len(chain.emails_to(address)) == 1 and len(chain.emails_to(other["data"]["patient"]["email"])) == 1
     assert await chain.db.fetchval("select outcome from mailer.notice n join mailer.email e using (message_id)"

@@ -210,7 +210,7 @@ async def _consuming(exchange: str, pool: asyncpg.Pool, handler,
     consumer = Consumer(service="issuer", broker=consumer_broker, exchange=exchange, pool_getter=lambda: pool)
     consumer.subscribe(DocumentReleasedV1, handler, batches=batches)
     await consumer_broker.connect()
-    await topology.declare_dead_letter_queues(consumer_broker, exchange, consumer.queues)
+    await topology.declare_dead_letter_queues(consumer_broker, exchange, consumer.queues, AMQP_URL)
     await consumer_broker.start()
     return consumer_broker, consumer
 

@@ -450,7 +450,9 @@ class Settings:
             hosts |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.relay.port),
                       "BOUNCE_SMTP_HOST": "127.0.0.1", "BOUNCE_SMTP_PORT": str(free_port())}
         if service == "sms-gateway":
+            # The development provider answers over plain HTTP on this host, as an egress sidecar would.
             hosts |= {"SMS_PROVIDER_URL": self.sms.twilio_base_url, "SMS_GENERIC_URL": self.sms.generic_messages_url,
+                      "SMS_PLAIN_LOCAL_PROVIDER": "true",
                       "SMS_CALLBACK_BASE_URL": f"https://localhost:{self.ports['sms-gateway']}"}
         if service == "secretariat":
             hosts |= {"OIDC_ISSUER": self.sso.issuer, "PUBLIC_BASE_URL": f"https://localhost:{self.ports['secretariat']}"}

@@ -123,6 +123,7 @@ def dsn(action: str, status: str, extra_headers: str = "") -> str:
 def test_dsns_are_classified_hard_or_soft_and_auto_replies_are_not_bounces():
     hard = classify(message_from_string(dsn("failed", "5.1.1"), policy=compat32))
     assert (hard.kind, hard.status, hard.smtp_code) == ("hard", "5.1.1", 550)
+    assert hard.recipients == ("marie@example.ch",)  # checked against the address the e-mail went to
     assert hard.reason == "late-bounce 5.1.1"  # codes only: the text quotes the address
     assert classify(message_from_string(dsn("delayed", "4.2.2"), policy=compat32)).kind == "soft"
     assert classify(message_from_string(dsn("failed", "4.4.7"), policy=compat32)).kind == "soft"

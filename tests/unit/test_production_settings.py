@@ -61,7 +61,7 @@ def production_env() -> dict[str, str]:
         "AMQP_URL": "amqps://issuer:Kp2-broker-password@mq.hospital.example:5671/?cafile=/etc/convocations/ca/ca.crt",
         "PORTAL_BASE_URL": "https://convocations.hospital.example",
         "SMTP_TLS": "starttls", "SMTP_HOST": "relay.hospital.example", "SMTP_PASSWORD": "Zr9-smtp-password",
-        "SMS_AUTH_TOKEN": "Tw4-provider-token",
+        "SMS_AUTH_TOKEN": "Tw4-provider-token", "SMS_PROVIDER_URL": "https://api.twilio.com",
         "PUBLIC_BASE_URL": "https://secretariat.hospital.example", "OIDC_ISSUER": "https://sso.hospital.example/realm",
         "OIDC_CLIENT_SECRET": "Hs5-console-client-secret",
         "DKIM_KEYS": f"dkim2026:{DKIM_KEY_FILE}",
@@ -85,9 +85,14 @@ def test_a_real_production_configuration_starts(production, settings):
 REFUSALS = [
     (SecretariatSettings, {"OIDC_CLIENT_SECRET": "dev-console-secret"}, "OIDC_CLIENT_SECRET"),
     (SecretariatSettings, {"STAFF_FIELD_KEY": dev_key("staff-field")}, "STAFF_FIELD_KEY"),
-    # The development ISSUER_FIELD_KEY was accepted in production until its name was listed with the others.
+    # Issue 18, item 9: the development ISSUER_FIELD_KEY was accepted in production (DEV_KEY_NAMES lacked it).
+    (SecretariatSettings, {"ISSUER_FIELD_KEY": dev_key("issuer-field")}, "ISSUER_FIELD_KEY"),
     (IssuerSettings, {"ISSUER_FIELD_KEY": dev_key("issuer-field")}, "ISSUER_FIELD_KEY"),
     (IssuerSettings, {"SECRETARIAT_FIELD_KEY": dev_key("secretariat-field")}, "SECRETARIAT_FIELD_KEY"),
+    # ... and an http:// SMS provider, which would receive the patients' numbers and codes in clear.
+    (SmsSettings, {"SMS_PROVIDER_URL": "http://api.twilio.com"}, "SMS_PROVIDER_URL"),
+    (SmsSettings, {"SMS_GENERIC_URL": "http://sms-failover.hospital.example/v1", "SMS_GENERIC_TOKEN": "Gn8-failover"}, "SMS_GENERIC_URL"),
+    (SmsSettings, {"SMS_PROVIDER_URL": "http://api.twilio.com", "SMS_PLAIN_LOCAL_PROVIDER": "true"}, "SMS_PROVIDER_URL"),
     (SecretariatSettings, {"OIDC_ISSUER": "http://sso.hospital.example/realms/hospital"}, "OIDC_ISSUER"),
     (SecretariatSettings, {"PUBLIC_BASE_URL": "http://secretariat.hospital.example"}, "PUBLIC_BASE_URL"),
     # Accepted before issue 21: staff session cookies without the Secure flag in production.
@@ -189,3 +194,17 @@ def test_the_migration_job_refuses_a_database_it_cannot_verify_in_production(mon
     monkeypatch.setenv("DATABASE_URL", "postgresql://issuer_owner:Vq7-owner-password@db/convocations"
                                        "?sslmode=verify-full&sslrootcert=/etc/convocations/ca/ca.crt")
     assert MigrationSettings().environment == "production"
+
+
+def test_every_development_key_a_service_defaults_to_is_refused_in_production():
+    """A development key added to a settings module without adding it to DEV_KEY_NAMES would be accepted in
+    production (issue 18, item 9: ISSUER_FIELD_KEY was)."""
+    import re
+    from pathlib import Path
+
+    from shared.settings import DEV_KEY_NAMES
+
+    root = Path(__file__).resolve().parents[2]
+    used = {name for path in root.glob("services/*/*/settings.py")
+            for name in re.findall(r"dev_key\('([a-z0-9-]+)'\)", path.read_text(encoding="utf-8"))}
+    assert used and used <= set(DEV_KEY_NAMES), sorted(used - set(DEV_KEY_NAMES))

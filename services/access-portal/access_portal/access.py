@@ -26,7 +26,7 @@ from access_portal.phones import Phones
 from access_portal.records import Binding, Challenge, Message
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
-from shared import crypto
+from shared import crypto, tracing
 from shared.contracts import AccessChangedV1, DocumentReleasedV1, OtpRequestedV1, PostalChosenV1, envelope
 from shared.metrics import reached
 from shared.outbox import add_event
@@ -601,16 +601,18 @@ class PatientAccess:
                 await store.audit(conn, mid, "download", "link-incomplete", client, kind)
                 return StatePage("link_incomplete", 400, message)
             if await store.record_release(conn, mid, kind):  # the first download of each kind
-                await add_event(
-                    conn,
-                    envelope(
-                        DocumentReleasedV1(
-                            message_id=mid, convocation_id=message.convocation_id, kind=kind, released_at=now
+                # In the letter's trace (kept with the message), linked to this request's.
+                with tracing.continued(message.trace_context, f"{kind} released"):
+                    await add_event(
+                        conn,
+                        envelope(
+                            DocumentReleasedV1(
+                                message_id=mid, convocation_id=message.convocation_id, kind=kind, released_at=now
+                            ),
+                            producer=PRODUCER,
+                            correlation_id=message.convocation_id,
                         ),
-                        producer=PRODUCER,
-                        correlation_id=message.convocation_id,
-                    ),
-                )
+                    )
                 DOCUMENTS_RELEASED.labels(kind).inc()
             await store.audit(conn, mid, "download", "ok", client, kind)
         return Released(body, calendar.file_name(kind, details, shown_in), DOWNLOADS[kind])

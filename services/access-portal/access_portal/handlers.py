@@ -10,7 +10,7 @@ from access_portal import store
 from access_portal.phones import Phones, StoredPhone
 from access_portal.policy import phone_hint
 from access_portal.settings import PortalSettings
-from shared import crypto, rejections
+from shared import crypto, rejections, tracing
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     PORTAL_ACTIONS,
@@ -66,6 +66,7 @@ class PortalHandlers:
             patient_refs=m.patient_refs,
             public_phone=m.public_contact.phone if m.public_contact else None,
             public_email=m.public_contact.email if m.public_contact else None, sandbox=m.sandbox,
+            trace_context=tracing.current_context_headers(),  # the letter's trace, for its download
         )
         log.info("sealed message stored", message_id=str(m.message_id))
 

@@ -10,6 +10,8 @@ OTP_REQUESTS = Counter(
 OTP_CHECKS = Counter(
     "convocations_otp_checks_total", "Code checks by outcome: right, wrong, expired, locked.", ["outcome"]
 )
+for _outcome in ("right", "wrong", "expired", "locked"):
+    OTP_CHECKS.labels(_outcome)  # exported from the start: the guessing alert's increase() sees the first ones
 DOCUMENTS_RELEASED = Counter(
     "convocations_documents_released_total", "First downloads, by kind (pdf, ics).", ["kind"]
 )

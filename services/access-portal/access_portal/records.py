@@ -53,6 +53,7 @@ class Message(Record):
     locked_until: datetime | None
     postal_requested_at: datetime | None
     sandbox: bool  # a hospital integrator's test letter: its codes go to the sandbox SMS endpoint only
+    trace_context: dict[str, str] | None  # the letter's trace (traceparent): its document.released joins it
 
     def contact(self, *, after_code: bool) -> tuple[str | None, str | None]:
         """(phone, e-mail) the pages show: before the code only the hospital's public contact (a

@@ -26,12 +26,12 @@ async def insert_message(conn: asyncpg.Connection, **m) -> bool:
         " insert into message(message_id, convocation_id, patient_ref, language, key_id, document_nonce,"
         " document_ciphertext, details_nonce, details_ciphertext, expires_at, secretariat_phone,"
         " secretariat_email, phone_hash, phone_hint, phone_enc, public_phone, public_email, patient_refs,"
-        " state, revoked_reason, sandbox)"
+        " state, revoked_reason, sandbox, trace_context)"
         " select $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::bytea,"
         " case when early.state is null then $7::bytea end, $8::bytea,"
         " case when early.state is null then $9::bytea end, $10::timestamptz, $11::text, $12::text, $13::text,"
         " $14::text, $15::text, $16::text, $17::text, $18::text[], coalesce(early.state, 'active'), early.reason,"
-        " $19::boolean"
+        " $19::boolean, $20::jsonb"
         " from (select) one left join early on true"
         " on conflict do nothing",
         m["message_id"], m["convocation_id"], m["patient_ref"], m["language"], m["key_id"], m["document_nonce"],
@@ -39,6 +39,7 @@ async def insert_message(conn: asyncpg.Connection, **m) -> bool:
         m["secretariat_phone"], m["secretariat_email"], m["phone_hash"], m["phone_hint"], m["phone_enc"],
         m["public_phone"], m["public_email"], list(dict.fromkeys([m["patient_ref"], *m.get("patient_refs", [])])),
         m.get("sandbox", False),
+        m.get("trace_context") or None,
     )
     return status == "INSERT 0 1"
 

@@ -50,7 +50,8 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
         # publish, so the outbox relay's mandatory publishes are routable and nothing is lost.
         for party, declared_by in topology.OUTBOUND_DECLARED_BY.items():
             for routing_key in topology.consumed_by(party) if declared_by == "issuer" else ():
-                await topology.declare_outbound_queue(runtime.broker, settings.events_exchange, party, routing_key)
+                await topology.declare_outbound_queue(runtime.broker, settings.events_exchange, party, routing_key,
+                                                          settings.amqp_url)
 
     runtime.declarations.append(declare_outside_queues)
     runtime.every(settings.sweep_seconds, sweeper.sweep_once, "issuer-sweeper")

@@ -19,12 +19,16 @@ from mailer import store
 from mailer.compose import token_hash
 from mailer.metrics import BOUNCES
 from mailer.settings import MailerSettings
+from shared import crypto
 from shared.contracts import EmailFailedV1, envelope
 from shared.logs import get_logger
 from shared.outbox import add_event
 
 log = get_logger(__name__)
 MAX_RECIPIENTS = 10
+# Refused recipients a connection may try before it is closed: guessing bounce tokens costs a database
+# look-up each, and a real relay names the one address it was given.
+MAX_REFUSED_RECIPIENTS = 10
 _LOCAL = re.compile(r"^bounces\+([a-z2-7]{24})$")
 _SMTP_CODE = re.compile(r"\s*([45]\d\d)\b")
 _STATUS = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})\b")
@@ -35,6 +39,7 @@ class Verdict:
     kind: str  # hard, soft, auto-reply, not-a-bounce
     status: str | None = None  # RFC 3463 status, e.g. 5.1.1
     smtp_code: int | None = None
+    recipients: tuple[str, ...] = ()  # the addresses the report says failed (Final- and Original-Recipient)
 
     @property
     def reason(self) -> str:
@@ -56,7 +61,8 @@ def classify(message: Message) -> Verdict:
             for wanted in ("hard", "soft"):
                 found = [v for v in verdicts if v.kind == wanted]
                 if found:
-                    return found[0]
+                    failed = tuple(a for v in found for a in v.recipients)
+                    return Verdict(found[0].kind, found[0].status, found[0].smtp_code, failed)
             return Verdict("not-a-bounce")  # e.g. "delivered" or "relayed" reports
     if (message.get("Auto-Submitted") or "no").strip().lower() != "no":
         return Verdict("auto-reply")
@@ -70,8 +76,10 @@ def _recipient_verdict(block: Message) -> Verdict:
     status = match.group(1) if match else ""
     code = _SMTP_CODE.match((block.get("Diagnostic-Code") or "").partition(";")[2])
     smtp_code = int(code.group(1)) if code else None
+    addresses = tuple(address for field in ("Final-Recipient", "Original-Recipient")
+                      if (address := (block.get(field) or "").partition(";")[2].strip().strip("<>").lower()))
     if action == "failed" and status.startswith("5."):
-        return Verdict("hard", status, smtp_code)
+        return Verdict("hard", status, smtp_code, addresses)
     if action in ("failed", "delayed") and (status.startswith("4.") or action == "delayed"):
         return Verdict("soft", status or None, smtp_code)
     return Verdict("not-a-bounce", status or None)
@@ -89,23 +97,37 @@ class BounceHandler:
 
     def __init__(self, settings: MailerSettings, pool_getter) -> None:
         self.domain = settings.bounce_domain or settings.sender_domain
+        self.keys = settings.mailer_field_key
         self._pool = pool_getter
 
     async def handle_RCPT(self, server, session, smtp_envelope, address: str, rcpt_options) -> str:
         if len(smtp_envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
+        refused = getattr(session, "refused_recipients", 0)
+        if refused >= MAX_REFUSED_RECIPIENTS:
+            BOUNCES.labels("too-many-refused").inc()
+            log.warning("bounce listener: too many refused recipients; closing the connection")
+            asyncio.get_running_loop().call_soon(server.transport.close)  # once the reply is written
+            return "421 4.7.0 Too many unknown recipients, closing connection"
         token = token_of(address, self.domain)
-        if token is None:
+        known = False
+        if token is not None:
+            async with self._pool().acquire() as conn:
+                known = await store.message_of_token(conn, token_hash(token)) is not None
+        if not known:
+            session.refused_recipients = refused + 1
             return "550 5.1.1 No such bounce address"
-        async with self._pool().acquire() as conn:
-            if await store.message_of_token(conn, token_hash(token)) is None:
-                return "550 5.1.1 No such bounce address"
         smtp_envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, smtp_envelope) -> str:
         # compat32 parses message/delivery-status into its header blocks like the default policy, faster.
-        verdict = classify(message_from_bytes(smtp_envelope.content, policy=compat32))
+        try:
+            verdict = classify(message_from_bytes(smtp_envelope.content, policy=compat32))
+        except RecursionError:  # MIME parts nested thousands deep: no report of ours looks like that
+            BOUNCES.labels("malformed").inc()
+            log.warning("mail on the bounce address refused: MIME structure nested too deep")
+            return "554 5.6.0 Message structure too deeply nested"
         if verdict.kind != "hard":
             BOUNCES.labels(verdict.kind).inc()
             log.info("mail on the bounce address ignored", verdict=verdict.kind, status=verdict.status)
@@ -113,7 +135,15 @@ class BounceHandler:
         now = datetime.now(timezone.utc)
         async with self._pool().acquire() as conn, conn.transaction():
             for address in smtp_envelope.rcpt_tos:
-                message_id = await store.message_of_token(conn, token_hash(token_of(address, self.domain) or ""))
+                found = await store.token_recipient(conn, token_hash(token_of(address, self.domain) or ""))
+                message_id, sent_to = found or (None, None)
+                if sent_to is not None and not any(crypto.hash_matches(self.keys, "mailer.bounce-recipient", a, sent_to)
+                                                   for a in verdict.recipients):
+                    # A report about another address (a forwarded copy, a forged report): the letter's own
+                    # address was not refused.
+                    BOUNCES.labels("other-recipient").inc()
+                    log.warning("hard bounce for another recipient ignored", status=verdict.status)
+                    continue
                 row = await store.get_email(conn, message_id) if message_id else None
                 if row is None or message_id is None or not await store.record_bounced(conn, message_id, verdict.smtp_code,
                                                                  verdict.reason, now):

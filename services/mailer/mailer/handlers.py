@@ -42,6 +42,11 @@ def portal_link(base_url: str, message_id, link_secret: str) -> str:
     return f"{base_url.rstrip('/')}/m/{message_id}#{crypto.link_fragment(link_secret)}"
 
 
+def recipient_hash(keys, address: str) -> str:
+    """The keyed hash of an address an e-mail went to, which a late bounce must name (mailer/bounces.py)."""
+    return crypto.keyed_hash(keys, "mailer.bounce-recipient", address.strip().lower())
+
+
 def recipient_context(message_id: uuid.UUID) -> str:
     return crypto.field_context("mailer.recipient", message_id, "mailer")
 
@@ -180,7 +185,8 @@ class MailerHandlers:
             # The contracts refuse such names upstream; a producer that slipped one through is parked.
             raise Rejected(rejections.UNSAFE_HEADER, str(exc)) from None
         await sender_smtp.send(self.signer.sign(to_bytes(message)), sender=sender, recipients=[recipient["email"]])
-        await store.add_bounce_token(conn, token_hash, message_id, kind)
+        await store.add_bounce_token(conn, token_hash, message_id, kind,
+                                     recipient_hash(self.settings.mailer_field_key, recipient["email"]))
 
     async def _failed(self, conn, d: Delivery[MessageSealedV1], mid: str, attempts: int, failure: SmtpFailure) -> None:
         m, now = d.data, datetime.now(timezone.utc)

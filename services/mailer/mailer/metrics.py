@@ -14,6 +14,7 @@ NOTICES = Counter(
 )
 BOUNCES = Counter(
     "convocations_email_bounces_total",
-    "Mail received on the bounce listener, by verdict: hard, soft, auto-reply, not-a-bounce, duplicate.",
+    "Mail received on the bounce listener, by verdict: hard, soft, auto-reply, not-a-bounce, duplicate,"
+    " other-recipient (a hard bounce naming another address), malformed, too-many-refused (connection closed).",
     ["verdict"],
 )

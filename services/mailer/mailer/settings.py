@@ -1,12 +1,11 @@
 """Mailer settings (environment variables)."""
 
-import ipaddress
 from email.utils import parseaddr
 from typing import Literal
 
 from pydantic import SecretStr, field_validator, model_validator
 
-from shared.settings import KeyRing, ServiceSettings, dev_ring, require_https
+from shared.settings import KeyRing, ServiceSettings, dev_ring, loopback, require_https
 
 
 class MailerSettings(ServiceSettings):
@@ -73,18 +72,9 @@ class MailerSettings(ServiceSettings):
                 if not self.smtp_plain_local_relay:
                     raise ValueError("SMTP_TLS=none is refused in production: use starttls or tls"
                                      " (or SMTP_PLAIN_LOCAL_RELAY=true for a relay on this host)")
-                if not _loopback(self.smtp_host):
+                if not loopback(self.smtp_host):
                     raise ValueError("SMTP_PLAIN_LOCAL_RELAY allows SMTP_TLS=none only to a relay on this host"
                                      " (SMTP_HOST localhost or a loopback address)")
             if not self.dkim_keys.strip():
                 raise ValueError("DKIM_KEYS is required in production: unsigned mail lands in spam")
         return self
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

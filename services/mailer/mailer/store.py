@@ -96,13 +96,19 @@ async def record_revoked(conn, message_id: uuid.UUID, convocation_id: uuid.UUID,
         message_id, convocation_id, smtp_message_id)
 
 
-async def add_bounce_token(conn, token_hash: bytes, message_id: uuid.UUID, kind: str) -> None:
-    await conn.execute("insert into bounce_token(token_hash, message_id, kind) values ($1, $2, $3)",
-                       token_hash, message_id, kind)
+async def add_bounce_token(conn, token_hash: bytes, message_id: uuid.UUID, kind: str, recipient_hash: str) -> None:
+    await conn.execute("insert into bounce_token(token_hash, message_id, kind, recipient_hash) values ($1, $2, $3, $4)",
+                       token_hash, message_id, kind, recipient_hash)
 
 
 async def message_of_token(conn, token_hash: bytes) -> uuid.UUID | None:
     return await conn.fetchval("select message_id from bounce_token where token_hash = $1", token_hash)
+
+
+async def token_recipient(conn, token_hash: bytes) -> tuple[uuid.UUID, str | None] | None:
+    """The message an e-mail's bounce token names, and the keyed hash of the address it went to."""
+    row = await conn.fetchrow("select message_id, recipient_hash from bounce_token where token_hash = $1", token_hash)
+    return (row["message_id"], row["recipient_hash"]) if row else None
 
 
 async def notice_done(conn, message_id: uuid.UUID, kind: str) -> bool:

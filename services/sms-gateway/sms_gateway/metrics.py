@@ -13,6 +13,8 @@ SMS_BLOCKED = Counter(
     " number-hourly-cap, global-hourly-cap.",
     ["reason"],
 )
+for _reason in ("expired", "invalid-number", "country-not-allowed", "number-hourly-cap", "global-hourly-cap"):
+    SMS_BLOCKED.labels(_reason)  # exported from the start: the pumping alert's increase() sees the first one
 SMS_REPORTS = Counter(
     "convocations_sms_delivery_reports_total",
     "Delivery reports (status callbacks) by provider and outcome: applied, stale, ignored, unmatched,"

@@ -1,8 +1,10 @@
 """SMS gateway settings (environment variables); services/sms-gateway/README.md lists them."""
 
+from urllib.parse import urlsplit
+
 from pydantic import Field, SecretStr, model_validator
 
-from shared.settings import KeyRing, ServiceSettings, dev_ring, require_https
+from shared.settings import KeyRing, ServiceSettings, dev_ring, loopback, require_https
 
 DEV_AUTH_TOKEN = "dev-auth-token"  # noqa: S105 - development only; production refuses it
 
@@ -20,6 +22,9 @@ class SmsSettings(ServiceSettings):
     # Second provider, used after SMS_FAILOVER_AFTER failed attempts at the first (off when unset).
     sms_generic_url: str | None = None  # e.g. https://sms.example.net/generic/v1/messages
     sms_generic_token: SecretStr | None = None
+    # Production refuses an http:// provider (it receives the numbers and codes, with our credentials)
+    # unless this is set and the provider is on this host (an egress sidecar that adds TLS).
+    sms_plain_local_provider: bool = False
     sms_failover_after: int = Field(2, ge=1)
     sms_timeout: float = 10.0
     sms_field_key: KeyRing = dev_ring("sms-field")
@@ -48,4 +53,7 @@ class SmsSettings(ServiceSettings):
             if self.sms_auth_token.get_secret_value() == DEV_AUTH_TOKEN:
                 raise ValueError("SMS_AUTH_TOKEN is the development token; set the provider's token in production")
             require_https("SMS_CALLBACK_BASE_URL", self.sms_callback_base_url)
+            for name, url in (("SMS_PROVIDER_URL", self.sms_provider_url), ("SMS_GENERIC_URL", self.sms_generic_url)):
+                if url and not (self.sms_plain_local_provider and loopback(urlsplit(url).hostname)):
+                    require_https(name, url)
         return self
