@@ -43,6 +43,8 @@ if [ ! -e .venv ]; then
 fi
 # requirements/dev.lock: every package of the services, tests and tools, pinned with its hashes.
 if ! cmp -s requirements/dev.lock .venv/.installed-lock 2>/dev/null; then
+  # First the pinned pip (requirements/pip.lock): the one venv brings cannot install the lock's extras.
+  .venv/bin/pip install -q --require-hashes -r requirements/pip.lock
   echo "==> pip install --require-hashes -r requirements/dev.lock"
   .venv/bin/pip install -q --require-hashes -r requirements/dev.lock
   cp requirements/dev.lock .venv/.installed-lock
