@@ -43,6 +43,7 @@ from shared.rejections import CONTRACT_REASONS, Rejected
 log = get_logger(__name__)
 P = TypeVar("P", bound=EventPayload)
 
+
 @dataclass(frozen=True)
 class LargeMessages:
     """At most ``at_once`` messages of ``min_bytes`` or more are decoded and handled at a time (the
@@ -116,8 +117,10 @@ def parse_envelope(payload_cls: type[P], body: bytes, routing_key: str) -> Envel
     # The broker lets only the producers' users publish this routing key; an envelope that names
     # someone else is forged or misconfigured, and acting on it would trust the wrong party.
     if env.producer not in (expected := topology.producers(payload_cls.routing_key())):
-        raise Rejected(rejections.WRONG_PRODUCER,
-                       f"{env.type} is produced by {' or '.join(expected)} only, not {env.producer[:64]!r}")
+        raise Rejected(
+            rejections.WRONG_PRODUCER,
+            f"{env.type} is produced by {' or '.join(expected)} only, not {env.producer[:64]!r}",
+        )
     return env
 
 
@@ -131,12 +134,14 @@ def _begin_and_claim(event_id: uuid.UUID, routing_key: str) -> str:
     both checked to be nothing else."""
     if not isinstance(event_id, uuid.UUID) or not _ROUTING_KEY.fullmatch(routing_key):
         raise ValueError("an inbox claim takes a UUID and a routing key of shared/topology.py")
-    return (f"begin; insert into inbox(event_id, routing_key) values ('{event_id}', '{routing_key}')"
-            " on conflict do nothing")
+    return (
+        f"begin; insert into inbox(event_id, routing_key) values ('{event_id}', '{routing_key}') on conflict do nothing"
+    )
 
 
-_CLAIM_MANY = ("insert into inbox(event_id, routing_key) select unnest($1::uuid[]), $2"
-               " on conflict do nothing returning event_id")
+_CLAIM_MANY = (
+    "insert into inbox(event_id, routing_key) select unnest($1::uuid[]), $2 on conflict do nothing returning event_id"
+)
 
 
 @contextlib.asynccontextmanager
@@ -175,7 +180,7 @@ class _Batcher:
             # From idle: the deliveries of the next ``linger`` seconds join this one (or those read with it).
             await asyncio.sleep(self._linger)
             while self._waiting:
-                batch, self._waiting = self._waiting[:self._at_most], self._waiting[self._at_most:]
+                batch, self._waiting = self._waiting[: self._at_most], self._waiting[self._at_most :]
                 try:
                     verdicts = await self._run([msg for msg, _ in batch])
                 except BaseException as exc:  # never expected: run() decides per message
@@ -221,17 +226,31 @@ async def finish_despite_connection_loss(work: Awaitable[None]) -> None:
 class Consumer:
     """Registers a service's handlers on the broker and runs them with the inbox discipline."""
 
-    def __init__(self, *, service: str, broker: RabbitBroker, exchange: str, pool_getter: Callable[[], asyncpg.Pool],
-                 outage_backoff_max: float = 5.0):
+    def __init__(
+        self,
+        *,
+        service: str,
+        broker: RabbitBroker,
+        exchange: str,
+        pool_getter: Callable[[], asyncpg.Pool],
+        outage_backoff_max: float = 5.0,
+    ):
         self.service, self.broker, self.exchange = service, broker, exchange
         self.outage_backoff_max = outage_backoff_max
         self._pool = pool_getter
         self.queues: list[str] = []
         self._stopping = asyncio.Event()  # shutdown: events held through an outage are let go
 
-    def subscribe(self, payload_cls: type[P], handler: Handler, *, idempotent_by_inbox: bool = True,
-                  prefetch: int | None = None, large: LargeMessages | None = None,
-                  batches: Batches | None = None) -> None:
+    def subscribe(
+        self,
+        payload_cls: type[P],
+        handler: Handler,
+        *,
+        idempotent_by_inbox: bool = True,
+        prefetch: int | None = None,
+        large: LargeMessages | None = None,
+        batches: Batches | None = None,
+    ) -> None:
         """``prefetch``: unacknowledged messages held for this queue (else the broker's default); the
         bodies wait in memory. ``large``: how many big messages are decoded and handled at once.
         ``batches``: handle the deliveries that arrive together in one transaction (see :class:`Batches`)."""
@@ -256,15 +275,25 @@ class Consumer:
 
         def batchable(msg: RabbitMessage) -> bool:
             headers = msg.headers or {}
-            return (not int(headers.get("x-attempt", 0) or 0) and not msg.raw_message.redelivered
-                    and (large is None or len(msg.body) < large.min_bytes))
+            return (
+                not int(headers.get("x-attempt", 0) or 0)
+                and not msg.raw_message.redelivered
+                and (large is None or len(msg.body) < large.min_bytes)
+            )
 
         async def handle(msg: RabbitMessage) -> None:
             if payload_cls.MAX_BODY_BYTES is not None and len(msg.body) > payload_cls.MAX_BODY_BYTES:
                 # Refused on its size alone, before a decoded or validated copy of it exists.
-                await self._dead_letter(msg, queue.name, event_type, Rejected(
-                    rejections.TOO_LARGE, f"{len(msg.body)} bytes, more than the {payload_cls.MAX_BODY_BYTES} a "
-                    f"{event_type} event may have"))
+                await self._dead_letter(
+                    msg,
+                    queue.name,
+                    event_type,
+                    Rejected(
+                        rejections.TOO_LARGE,
+                        f"{len(msg.body)} bytes, more than the {payload_cls.MAX_BODY_BYTES} a "
+                        f"{event_type} event may have",
+                    ),
+                )
                 return
             if batcher is not None and batchable(msg) and await batcher.submit(msg) is not ALONE:
                 return
@@ -290,15 +319,23 @@ class Consumer:
                 if isinstance(exc, asyncio.CancelledError) and current is not None and current.cancelling():
                     raise  # this task is being stopped (shutdown, connection lost): not the message's failure
                 EVENTS_CONSUMED.labels(self.service, event_type, "error").inc()
-                log.error("message handling failed outside the handler", queue=queue.name,
-                          event_id=msg.message_id, correlation_id=msg.correlation_id,
-                          error=type(exc).__name__, detail=str(exc)[:200])
+                log.error(
+                    "message handling failed outside the handler",
+                    queue=queue.name,
+                    event_id=msg.message_id,
+                    correlation_id=msg.correlation_id,
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                )
                 raise
 
         consume.__name__ = f"on_{event_type.replace('.', '_')}"
         self.broker.subscriber(
-            queue, topology.events_exchange(self.exchange), ack_policy=AckPolicy.MANUAL,
-            decoder=_whole_message, title=f"{self.service}:{routing_key}",
+            queue,
+            topology.events_exchange(self.exchange),
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_whole_message,
+            title=f"{self.service}:{routing_key}",
             channel=Channel(prefetch_count=prefetch, on_return_raises=True) if prefetch else None,
         )(consume)
 
@@ -357,8 +394,15 @@ class Consumer:
         await msg.ack()
         EVENTS_CONSUMED.labels(self.service, event_type, "processed").inc()
 
-    async def _consume_batch(self, msgs: list[RabbitMessage], payload_cls, handler: Handler, queue: str,
-                             event_type: str, order: Callable[[Any], Any] | None) -> list:
+    async def _consume_batch(
+        self,
+        msgs: list[RabbitMessage],
+        payload_cls,
+        handler: Handler,
+        queue: str,
+        event_type: str,
+        order: Callable[[Any], Any] | None,
+    ) -> list:
         """Claim and handle ``msgs`` in one transaction, then acknowledge them. A message that is not a
         valid event, and every message of a batch that failed, is left to be handled alone (the usual
         path dead-letters, requeues or holds it through an outage)."""
@@ -377,22 +421,34 @@ class Consumer:
             with counted_after_commit():  # funnel and latency metrics count only what committed
                 async with self._pool().acquire() as conn, _rolled_back_on_error(conn):
                     await conn.execute("begin")
-                    fresh = {row["event_id"] for row in await conn.fetch(
-                        _CLAIM_MANY, [env.event_id for _, env in parsed], payload_cls.routing_key())}
+                    fresh = {
+                        row["event_id"]
+                        for row in await conn.fetch(
+                            _CLAIM_MANY, [env.event_id for _, env in parsed], payload_cls.routing_key()
+                        )
+                    }
                     for i, env in parsed:
                         if env.event_id not in fresh:
                             duplicates.add(i)
                             continue
                         fresh.discard(env.event_id)  # the same event twice in one batch: once
-                        with structlog.contextvars.bound_contextvars(
-                                correlation_id=str(env.correlation_id), event_id=str(env.event_id),
-                                event_type=event_type), \
-                                tracing.consuming(msgs[i].headers, queue, event_type, str(env.event_id)):
+                        with (
+                            structlog.contextvars.bound_contextvars(
+                                correlation_id=str(env.correlation_id),
+                                event_id=str(env.event_id),
+                                event_type=event_type,
+                            ),
+                            tracing.consuming(msgs[i].headers, queue, event_type, str(env.event_id)),
+                        ):
                             await handler(conn, Delivery(env, 0, queue))
                     await conn.execute("commit")
         except Exception as exc:
-            log.warning("batch failed; handling its events one by one", queue=queue, error=type(exc).__name__,
-                        event_ids=[str(env.event_id) for _, env in parsed])
+            log.warning(
+                "batch failed; handling its events one by one",
+                queue=queue,
+                error=type(exc).__name__,
+                event_ids=[str(env.event_id) for _, env in parsed],
+            )
             return [ALONE] * len(msgs)
         # Each event's share of the batch's time: the histogram stays the cost of handling one event.
         share = (time.perf_counter() - started) / max(1, len(parsed) - len(duplicates))
@@ -411,8 +467,17 @@ class Consumer:
             verdicts[i] = None
         return verdicts
 
-    async def _apply(self, msg: RabbitMessage, env: Envelope, payload_cls, handler: Handler, queue: str,
-                     event_type: str, attempt: int, by_inbox: bool) -> bool:
+    async def _apply(
+        self,
+        msg: RabbitMessage,
+        env: Envelope,
+        payload_cls,
+        handler: Handler,
+        queue: str,
+        event_type: str,
+        attempt: int,
+        by_inbox: bool,
+    ) -> bool:
         """Inbox claim and the handler in one transaction; False when the event was a duplicate."""
         with counted_after_commit():  # funnel and latency metrics count only what committed
             async with self._pool().acquire() as conn, _rolled_back_on_error(conn):

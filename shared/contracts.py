@@ -88,7 +88,7 @@ SealedField = Annotated[
     Field(
         pattern=r"^(fe1\.[A-Za-z0-9_-]+|fe2\.[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]+)$",
         description="A value encrypted for this event's one consumer (AES-256-GCM, shared/crypto.py seal_field/open_field):"
-                    " fe2.<key id>.<base64url>; fe1. tokens from before key ids still open.",
+        " fe2.<key id>.<base64url>; fe1. tokens from before key ids still open.",
     ),
 ]
 
@@ -146,9 +146,11 @@ class Patient(Contract):
     )
     language: Language = Field("fr", description="Language of the e-mail, SMS, portal and letter.")
     birth_date: date | None = Field(
-        None, description="Date of birth (HL7 PID-7, FHIR Patient.birthDate): shown, with the name, to the staff of the"
-                          " letter's department (sealed for them) to tell patients with the same name apart; never in"
-                          " the e-mail or the SMS.")
+        None,
+        description="Date of birth (HL7 PID-7, FHIR Patient.birthDate): shown, with the name, to the staff of the"
+        " letter's department (sealed for them) to tell patients with the same name apart; never in"
+        " the e-mail or the SMS.",
+    )
 
 
 class Place(Contract):
@@ -159,10 +161,13 @@ class Place(Contract):
 class Department(Contract):
     name: Line = Field(min_length=1, max_length=200)
     code: str | None = Field(
-        None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
         description="The department's code (e.g. 'cardiology'): which secretariat sees and acts on the convocation.",
     )
-    secretariat_phone: Line = Field(min_length=3, max_length=40, description="Shown to the patient when they need help.")
+    secretariat_phone: Line = Field(
+        min_length=3, max_length=40, description="Shown to the patient when they need help."
+    )
     secretariat_email: Email | None = None
 
 
@@ -193,15 +198,19 @@ class ConvocationCreatedV1(EventPayload):
     appointment: Appointment
     delivery: DeliveryPreference = Field("email", description="'postal' keeps paper mail.")
     public_contact: PublicContact | None = Field(
-        None, description="Shown before the code (e-mail, portal) instead of the department's own contact;"
-                          " when absent the issuer's PUBLIC_CONTACT_PHONE/PUBLIC_CONTACT_EMAIL.")
+        None,
+        description="Shown before the code (e-mail, portal) instead of the department's own contact;"
+        " when absent the issuer's PUBLIC_CONTACT_PHONE/PUBLIC_CONTACT_EMAIL.",
+    )
     document_pdf_base64: Line | None = Field(
         None, description="The letter as a base64 PDF (at most 10 MB); when absent the issuer renders one."
     )
     sandbox: bool = Field(
-        False, description="A test sent with an integrator's sandbox credentials (hospital gateway): the whole chain"
-                           " runs, but e-mails and SMS go only to the sandbox endpoints (the development inbox), never"
-                           " to a real provider, nothing is posted, and every status says it is a test.")
+        False,
+        description="A test sent with an integrator's sandbox credentials (hospital gateway): the whole chain"
+        " runs, but e-mails and SMS go only to the sandbox endpoints (the development inbox), never"
+        " to a real provider, nothing is posted, and every status says it is a test.",
+    )
 
     @field_validator("document_pdf_base64")
     @classmethod
@@ -241,11 +250,15 @@ class MessageSealedV1(EventPayload):
 
     message_id: uuid.UUID = Field(description="Id of the secure message; appears in the link.")
     convocation_id: uuid.UUID
-    patient_ref: Line = Field(description="Keyed hash of the patient id under the current key, '<key id>:<hex>':"
-                                          " the same patient, never the id itself.")
+    patient_ref: Line = Field(
+        description="Keyed hash of the patient id under the current key, '<key id>:<hex>':"
+        " the same patient, never the id itself."
+    )
     patient_refs: list[Line] = Field(
-        default_factory=list, description="The patient id's keyed hash under every active key (rotation):"
-                                          " what was recorded under an older key is still found.")
+        default_factory=list,
+        description="The patient id's keyed hash under every active key (rotation):"
+        " what was recorded under an older key is still found.",
+    )
     language: Language
     key_id: Line = Field(description="Id of the server key the document key was derived with.")
     document_nonce: Line = Field(description="base64 AES-GCM nonce of the document.")
@@ -257,13 +270,16 @@ class MessageSealedV1(EventPayload):
     secretariat_email: Line | None = None
     send_email: bool = Field(True, description="False when the patient keeps paper mail.")
     public_contact: PublicContact | None = Field(
-        None, description="The contact shown before the code; the secretariat's only after it.")
+        None, description="The contact shown before the code; the secretariat's only after it."
+    )
     for_mailer: SealedField = Field(description="Encrypted for the mailer: e-mail address, name and link secret.")
     for_portal: SealedField = Field(description="Encrypted for the access portal: the mobile number on file.")
     sandbox: bool = Field(
-        False, description="A sandbox test (convocation.created sandbox): the mailer sends its e-mails only to its"
-                           " sandbox SMTP endpoint, the portal marks its code requests (otp.requested sandbox). Every"
-                           " event that takes over part of this one carries it too.")
+        False,
+        description="A sandbox test (convocation.created sandbox): the mailer sends its e-mails only to its"
+        " sandbox SMTP endpoint, the portal marks its code requests (otp.requested sandbox). Every"
+        " event that takes over part of this one carries it too.",
+    )
 
 
 class MessageRevokedV1(EventPayload):
@@ -288,17 +304,19 @@ class PostalRequestedV1(EventPayload):
 
     convocation_id: uuid.UUID
     message_id: uuid.UUID | None = Field(
-        None, description="The letter's current secure message: the print room's reports (postal.printed, postal.posted,"
-                          " postal.returned) and postal.cancelled name it.")
+        None,
+        description="The letter's current secure message: the print room's reports (postal.printed, postal.posted,"
+        " postal.returned) and postal.cancelled name it.",
+    )
     reason: PostalReason = Field(
         description="'secretariat': the department's secretariat asked for paper; 'patient-request': the patient"
-                    " asked on the portal, after the SMS code."
+        " asked on the portal, after the SMS code."
     )
     language: Language
     for_print_room: str = Field(
         pattern=r"^(rs1\.[A-Za-z0-9_-]+|rs2\.[A-Za-z0-9_-]{1,32}\.[A-Za-z0-9_-]+)$",
         description="Sealed to the print room's X25519 public key (shared/crypto.py open_for_recipient):"
-                    " JSON {patient_id, patient_name, document_pdf_base64}.",
+        " JSON {patient_id, patient_name, document_pdf_base64}.",
     )
 
 
@@ -309,25 +327,44 @@ class ConvocationStatusV1(EventPayload):
 
     convocation_id: uuid.UUID
     status: Literal[
-        "sealed", "e-mailed", "bounced", "downloaded", "postal", "postal-fallback", "cancelled", "superseded", "expired",
-        "withdrawn", "printed", "posted", "returned", "postal-cancelled",
-    ] = Field(description="'printed', 'posted', 'returned': the print room's reports on a paper letter (detail of"
-                          " 'returned': why it came back); 'postal-cancelled': the print room was told not to post"
-                          " it (detail: withdrawn, cancelled, superseded, expired or email-instead).")
+        "sealed",
+        "e-mailed",
+        "bounced",
+        "downloaded",
+        "postal",
+        "postal-fallback",
+        "cancelled",
+        "superseded",
+        "expired",
+        "withdrawn",
+        "printed",
+        "posted",
+        "returned",
+        "postal-cancelled",
+    ] = Field(
+        description="'printed', 'posted', 'returned': the print room's reports on a paper letter (detail of"
+        " 'returned': why it came back); 'postal-cancelled': the print room was told not to post"
+        " it (detail: withdrawn, cancelled, superseded, expired or email-instead)."
+    )
     at: AwareDatetime
     detail: Line | None = None
     message_id: uuid.UUID | None = Field(None, description="The convocation's current secure message.")
     department: Line | None = Field(None, max_length=32, description="The department's code, when upstream gave one.")
     appointment_at: AwareDatetime | None = None
     delivery: DeliveryPreference | None = Field(None, description="The channel the patient chose.")
-    patient_ref: Line | None = Field(None, max_length=128, description="Keyed hash of the patient id (as on message.sealed).")
+    patient_ref: Line | None = Field(
+        None, max_length=128, description="Keyed hash of the patient id (as on message.sealed)."
+    )
     action_id: uuid.UUID | None = Field(None, description="The secretariat action this change carries out.")
     for_secretariat: SealedField | None = Field(
-        None, description="On 'sealed', encrypted for the secretariat (SECRETARIAT_FIELD_KEY): JSON {name, birth_date,"
-                          " place, department_name, phone_hint} (the number on file masked), for the staff of the"
-                          " letter's department to recognise the patient.")
-    sandbox: bool = Field(False, description="A status of a sandbox test (convocation.created sandbox), not of a"
-                                             " real letter.")
+        None,
+        description="On 'sealed', encrypted for the secretariat (SECRETARIAT_FIELD_KEY): JSON {name, birth_date,"
+        " place, department_name, phone_hint} (the number on file masked), for the staff of the"
+        " letter's department to recognise the patient.",
+    )
+    sandbox: bool = Field(
+        False, description="A status of a sandbox test (convocation.created sandbox), not of a real letter."
+    )
 
 
 class ReminderRequestedV1(EventPayload):
@@ -365,13 +402,15 @@ class EmailFailedV1(EventPayload):
     reason: Line = Field(
         max_length=500,
         description="What failed, as a code only (never the relay's text, which may quote the recipient):"
-                    " 'recipient-refused' or 'relay-refused' with the enhanced status code when the relay gave one"
-                    " (e.g. 'recipient-refused 5.1.1'), 'local-error <error type>', 'no-email-address'.",
+        " 'recipient-refused' or 'relay-refused' with the enhanced status code when the relay gave one"
+        " (e.g. 'recipient-refused 5.1.1'), 'local-error <error type>', 'no-email-address'.",
     )
     failed_at: AwareDatetime
     late: bool = Field(
-        False, description="True for a bounce that came back after the relay had accepted the e-mail"
-                           " (a delivery status notification to the per-message envelope sender).")
+        False,
+        description="True for a bounce that came back after the relay had accepted the e-mail"
+        " (a delivery status notification to the per-message envelope sender).",
+    )
 
 
 # --- access-portal -> sms-gateway, issuer ----------------------------------------------------
@@ -390,8 +429,11 @@ class OtpRequestedV1(EventPayload):
     for_sms: SealedField = Field(description="Encrypted for the sms-gateway: phone number and code.")
     expires_at: AwareDatetime
     phone_hint: Line | None = Field(None, max_length=40, description="The number masked ('+41 79 *** ** 67').")
-    sandbox: bool = Field(False, description="A code for a sandbox test (message.sealed sandbox): the sms-gateway"
-                                             " texts it only to its sandbox provider, never the real one.")
+    sandbox: bool = Field(
+        False,
+        description="A code for a sandbox test (message.sealed sandbox): the sms-gateway"
+        " texts it only to its sandbox provider, never the real one.",
+    )
 
 
 class DocumentReleasedV1(EventPayload):
@@ -454,20 +496,24 @@ class AccessChangedV1(EventPayload):
     convocation_id: uuid.UUID
     change: Literal["locked", "unlocked", "binding-reset", "mobile-corrected", "verified", "binding-ended"] = Field(
         description="'verified': the patient typed a right code; 'binding-ended': a new letter carried another number"
-                    " on file, so the number the patient had verified is no longer used.")
+        " on file, so the number the patient had verified is no longer used."
+    )
     at: AwareDatetime
     locked_until: AwareDatetime | None = Field(None, description="For 'locked': until when codes are refused.")
     phone_hint: Line | None = Field(None, max_length=40, description="For 'mobile-corrected': the new number, masked.")
     action_id: uuid.UUID | None = Field(None, description="The secretariat action this change carries out.")
     bound: bool | None = Field(
-        None, description="For 'verified': whether the patient now has a verified number, to which later letters'"
-                          " codes go without asking (false: proven for this letter only, no number on file).")
+        None,
+        description="For 'verified': whether the patient now has a verified number, to which later letters'"
+        " codes go without asking (false: proven for this letter only, no number on file).",
+    )
 
 
 # --- secretariat -> issuer, access-portal ----------------------------------------------------
 
-StaffAction = Literal["post", "withdraw", "correct-mobile", "reset-binding", "unlock", "correct-email", "resend",
-                      "email-instead"]
+StaffAction = Literal[
+    "post", "withdraw", "correct-mobile", "reset-binding", "unlock", "correct-email", "resend", "email-instead"
+]
 ISSUER_ACTIONS = frozenset({"post", "withdraw", "correct-email", "resend", "email-instead"})
 PORTAL_ACTIONS = frozenset({"correct-mobile", "reset-binding", "unlock"})
 
@@ -484,8 +530,8 @@ class StaffActionRequestedV1(EventPayload):
     message_id: uuid.UUID = Field(description="The message the secretary saw; a newer one is left alone.")
     action: StaffAction = Field(
         description="post, withdraw, correct-email, resend, email-instead: carried out by the issuer (the last three"
-                    " through the hospital system, see convocation.reissue.requested; email-instead switches a paper"
-                    " letter not printed yet back to e-mail); correct-mobile, reset-binding, unlock: by the portal."
+        " through the hospital system, see convocation.reissue.requested; email-instead switches a paper"
+        " letter not printed yet back to e-mail); correct-mobile, reset-binding, unlock: by the portal."
     )
     department: Line | None = Field(None, max_length=32)
     requested_by: Line = Field(max_length=200, description="The staff member's subject at the identity provider.")
@@ -507,9 +553,10 @@ class ConvocationReissueRequestedV1(EventPayload):
     convocation_id: uuid.UUID = Field(description="The convocation to republish, with this same id.")
     reason: Literal["resend", "email-corrected", "email-instead"] = Field(
         description="'resend': the secretariat asked for the e-mail again; 'email-corrected': it corrected the"
-                    " e-mail address (the issuer puts the corrected address in the republished letter's e-mail,"
-                    " whatever address the republished event carries); 'email-instead': it switched a letter on"
-                    " paper, not printed yet, back to e-mail (the print room was told not to post it).")
+        " e-mail address (the issuer puts the corrected address in the republished letter's e-mail,"
+        " whatever address the republished event carries); 'email-instead': it switched a letter on"
+        " paper, not printed yet, back to e-mail (the print room was told not to post it)."
+    )
     requested_at: AwareDatetime
     action_id: uuid.UUID = Field(description="The secretariat action this request carries out.")
 
@@ -531,7 +578,8 @@ class PostalCancelledV1(EventPayload):
 class _PrintReport(EventPayload):
     convocation_id: uuid.UUID
     message_id: uuid.UUID | None = Field(
-        None, description="The message_id of the postal.requested reported on (absent when it carried none).")
+        None, description="The message_id of the postal.requested reported on (absent when it carried none)."
+    )
     at: AwareDatetime
 
 
@@ -553,7 +601,8 @@ class PostalReturnedV1(_PrintReport):
     EVENT_TYPE: ClassVar[str] = "postal.returned"
 
     reason: Literal["address-unknown", "moved", "refused", "not-collected", "other"] = Field(
-        description="Why the post returned it, as the envelope's mark says.")
+        description="Why the post returned it, as the envelope's mark says."
+    )
 
 
 class PostalProgressV1(EventPayload):
@@ -566,7 +615,8 @@ class PostalProgressV1(EventPayload):
     convocation_id: uuid.UUID
     step: Literal["requested", "printed", "posted", "returned", "cancelled"] = Field(
         description="'cancelled': the print room was told not to post it (the letter was withdrawn or replaced, or"
-                    " goes by e-mail after all); paper may be asked again.")
+        " goes by e-mail after all); paper may be asked again."
+    )
     reason: PostalReason | None = Field(None, description="For 'requested': why the letter goes on paper.")
     at: AwareDatetime
 

@@ -169,11 +169,11 @@ Keys: TypeAlias = "KeyRing | dict[str, bytes] | bytes"
 def _kid_and_body(token: str, prefix: str, legacy: str) -> tuple[str | None, str]:
     """``<prefix><kid>.<body>`` -> (kid, body); a ``<legacy>`` token from before key ids -> (None, body)."""
     if token.startswith(prefix):
-        kid, sep, body = token[len(prefix):].partition(".")
+        kid, sep, body = token[len(prefix) :].partition(".")
         if sep and kid:
             return kid, body
     elif token.startswith(legacy):
-        return None, token[len(legacy):]
+        return None, token[len(legacy) :]
     raise CannotOpen("unknown encoding")
 
 
@@ -256,8 +256,12 @@ def recipient_public_key(private_key: bytes) -> bytes:
 
 
 def _recipient_key(shared_secret: bytes, ephemeral_public: bytes, recipient_public: bytes, context: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=ephemeral_public + recipient_public,
-                info=f"convocations/v1/recipient/{context}".encode()).derive(shared_secret)
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=ephemeral_public + recipient_public,
+        info=f"convocations/v1/recipient/{context}".encode(),
+    ).derive(shared_secret)
 
 
 def seal_for_recipient(recipient_publics: Keys, plaintext: bytes, *, context: str) -> str:
@@ -269,8 +273,12 @@ def seal_for_recipient(recipient_publics: Keys, plaintext: bytes, *, context: st
     recipient_public = ring.current
     ephemeral = X25519PrivateKey.generate()
     ephemeral_public = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    key = _recipient_key(ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public)),
-                         ephemeral_public, recipient_public, context)
+    key = _recipient_key(
+        ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public)),
+        ephemeral_public,
+        recipient_public,
+        context,
+    )
     nonce = os.urandom(12)
     ct = AESGCM(key).encrypt(nonce, plaintext, context.encode())
     return f"rs2.{ring.current_id}." + base64.urlsafe_b64encode(ephemeral_public + nonce + ct).rstrip(b"=").decode()

@@ -65,7 +65,8 @@ def _refuse_drift(schema: str, recorded: dict[str, str | None], files: list[tupl
             f"schema {schema}: applied migration(s) {', '.join(changed)} changed since they were applied (their"
             " SHA-256 differs from the one recorded in schema_migrations). Nothing was started or migrated."
             " An applied migration must never change: restore the file as released and put the change in a"
-            " new migration (docs/runbooks.md#a-migration-changed-after-it-was-applied).")
+            " new migration (docs/runbooks.md#a-migration-changed-after-it-was-applied)."
+        )
 
 
 async def _recorded(conn: asyncpg.Connection) -> dict[str, str | None]:
@@ -95,13 +96,15 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_migrations: Path) -> 
             for version, path in files:
                 if version in recorded:
                     if recorded[version] is None:
-                        await conn.execute("update schema_migrations set checksum = $2 where version = $1",
-                                           version, checksum(path))
+                        await conn.execute(
+                            "update schema_migrations set checksum = $2 where version = $1", version, checksum(path)
+                        )
                     continue
                 async with conn.transaction():
                     await conn.execute(path.read_text())
-                    await conn.execute("insert into schema_migrations(version, checksum) values ($1, $2)",
-                                       version, checksum(path))
+                    await conn.execute(
+                        "insert into schema_migrations(version, checksum) values ($1, $2)", version, checksum(path)
+                    )
                 applied_now.append(version)
     if applied_now:
         log.info("migrations applied", schema=schema, versions=applied_now)
@@ -123,8 +126,7 @@ async def pending_migrations(pool: asyncpg.Pool, schema: str, service_migrations
     return [v for v, _ in files if v not in recorded]
 
 
-async def wait_for_migrations(pool: asyncpg.Pool, schema: str, service_migrations: Path,
-                              wait_seconds: float) -> None:
+async def wait_for_migrations(pool: asyncpg.Pool, schema: str, service_migrations: Path, wait_seconds: float) -> None:
     """Wait until the release's migration job has brought the schema to this code's version.
 
     A runtime role may not change the schema (production), so a replica started before the job has
@@ -134,8 +136,10 @@ async def wait_for_migrations(pool: asyncpg.Pool, schema: str, service_migration
     deadline = time.monotonic() + wait_seconds
     while pending := await pending_migrations(pool, schema, service_migrations):
         if time.monotonic() >= deadline:
-            raise RuntimeError(f"schema {schema} lacks migrations {pending}: run the release's migration job "
-                               "(python -m <service> migrate, as the schema owner)")
+            raise RuntimeError(
+                f"schema {schema} lacks migrations {pending}: run the release's migration job "
+                "(python -m <service> migrate, as the schema owner)"
+            )
         log.info("waiting for the migration job", schema=schema, pending=len(pending))
         await asyncio.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 

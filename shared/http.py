@@ -59,6 +59,11 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         log.warning("request body too large; refused", path=scope.get("path"), limit=self.max_bytes)
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"Request body too large.\n"})

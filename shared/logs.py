@@ -12,8 +12,23 @@ from shared.redact import scrub
 
 # Keys whose values never reach a log line, whatever code logs them.
 REDACT_KEYS = frozenset(
-    {"phone", "mobile", "email", "otp", "code", "link", "link_secret", "secret", "token", "password",
-     "authorization", "cookie", "body", "document", "to"}
+    {
+        "phone",
+        "mobile",
+        "email",
+        "otp",
+        "code",
+        "link",
+        "link_secret",
+        "secret",
+        "token",
+        "password",
+        "authorization",
+        "cookie",
+        "body",
+        "document",
+        "to",
+    }
 )
 # Free text is scrubbed too (shared/redact.py): numbers, addresses, link secrets.
 _NOT_SCRUBBED = frozenset({"timestamp", "level", "logger", "service"})

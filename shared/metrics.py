@@ -13,15 +13,19 @@ EVENTS_CONSUMED = Counter(
     ["service", "type", "outcome"],
 )
 EVENTS_PUBLISHED = Counter(
-    "convocations_events_published_total", "Events the outbox relay published with a broker confirm.",
+    "convocations_events_published_total",
+    "Events the outbox relay published with a broker confirm.",
     ["service", "type"],
 )
 DEAD_LETTERED = Counter(
-    "convocations_dead_lettered_total", "Events sent to a dead-letter queue, by reason.",
+    "convocations_dead_lettered_total",
+    "Events sent to a dead-letter queue, by reason.",
     ["service", "queue", "reason"],
 )
 HANDLER_SECONDS = Histogram(
-    "convocations_handler_seconds", "Time to handle one event, transaction included.", ["service", "type"],
+    "convocations_handler_seconds",
+    "Time to handle one event, transaction included.",
+    ["service", "type"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 RETRIES_SCHEDULED = Counter(
@@ -55,8 +59,17 @@ FUNNEL = Counter(
     " verified, downloaded, paper.",
     ["stage"],
 )
-FUNNEL_STAGES = ("created", "sealed", "e-mailed", "bounced", "code-requested", "code-sent", "verified",
-                 "downloaded", "paper")
+FUNNEL_STAGES = (
+    "created",
+    "sealed",
+    "e-mailed",
+    "bounced",
+    "code-requested",
+    "code-sent",
+    "verified",
+    "downloaded",
+    "paper",
+)
 for _stage in FUNNEL_STAGES:  # every stage exported from the start: increase() sees the first one
     FUNNEL.labels(_stage)
 CODE_HANDOFF = Histogram(

@@ -52,8 +52,20 @@ async def add_event(
     headers: dict | None = None,
 ) -> uuid.UUID:
     """Record an event to publish once the caller's transaction commits."""
-    await _insert(conn, [(env.event_id, exchange, routing_key or f"{env.type}.v{env.version}", env.type,
-                          env.correlation_id, encode(env), headers or {})])
+    await _insert(
+        conn,
+        [
+            (
+                env.event_id,
+                exchange,
+                routing_key or f"{env.type}.v{env.version}",
+                env.type,
+                env.correlation_id,
+                encode(env),
+                headers or {},
+            )
+        ],
+    )
     return env.event_id
 
 
@@ -61,8 +73,13 @@ async def add_events(conn: asyncpg.Connection, envs: list[Envelope]) -> None:
     """Record several events (to the events exchange, by their type) in one statement, in their order:
     a handler that publishes two or three events pays one round trip to the database, not one each.
     The NOTIFY trigger runs once per statement, so the relay is woken once as well."""
-    await _insert(conn, [(env.event_id, None, f"{env.type}.v{env.version}", env.type, env.correlation_id,
-                          encode(env), {}) for env in envs])
+    await _insert(
+        conn,
+        [
+            (env.event_id, None, f"{env.type}.v{env.version}", env.type, env.correlation_id, encode(env), {})
+            for env in envs
+        ],
+    )
 
 
 _COLUMNS = ("event_id", "exchange", "routing_key", "event_type", "correlation_id", "body", "headers")
@@ -77,8 +94,9 @@ async def _insert(conn: asyncpg.Connection, rows: list[tuple]) -> None:
         rows = [(*row[:-1], {**row[-1], **trace_headers}) for row in rows]
     n = len(_COLUMNS)
     values = ", ".join("(" + ", ".join(f"${i * n + k}" for k in range(1, n + 1)) + ")" for i in range(len(rows)))
-    await conn.execute(f"insert into outbox({', '.join(_COLUMNS)}) values {values}",
-                       *(value for row in rows for value in row))
+    await conn.execute(
+        f"insert into outbox({', '.join(_COLUMNS)}) values {values}", *(value for row in rows for value in row)
+    )
 
 
 class OutboxRelay:
@@ -185,7 +203,8 @@ class OutboxRelay:
                 "select id, event_id, exchange, routing_key, event_type, correlation_id, headers,"
                 " octet_length(body) as size, case when octet_length(body) <= $2 then body end as body"
                 " from outbox where next_attempt_at <= now() order by id limit $1 for update skip locked",
-                self.batch, small,
+                self.batch,
+                small,
             )
             if not claimed:
                 return 0
@@ -198,9 +217,13 @@ class OutboxRelay:
                 total += row["size"]
             self._more = len(rows) < len(claimed) or len(claimed) == self.batch
             if any(row["body"] is None for row in rows):
-                bodies = {r["id"]: r["body"] for r in await conn.fetch(
-                    "select id, body from outbox where id = any($1::bigint[])",
-                    [row["id"] for row in rows if row["body"] is None])}
+                bodies = {
+                    r["id"]: r["body"]
+                    for r in await conn.fetch(
+                        "select id, body from outbox where id = any($1::bigint[])",
+                        [row["id"] for row in rows if row["body"] is None],
+                    )
+                }
                 rows = [{**row, "body": bodies[row["id"]]} if row["body"] is None else row for row in rows]
             results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
             done = [r["id"] for r, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
@@ -215,7 +238,8 @@ class OutboxRelay:
                     await conn.execute(
                         "update outbox set attempts = attempts + 1, last_error = $2,"
                         f" next_attempt_at = now() + make_interval(secs => {backoff}) where id = $1",
-                        row["id"], repr(res)[:500],
+                        row["id"],
+                        repr(res)[:500],
                     )
             if done:
                 await conn.execute("delete from outbox where id = any($1::bigint[])", done)

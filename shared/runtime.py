@@ -59,8 +59,13 @@ class Runtime:
             apply_types=False,  # handlers take the raw message; validation is ours (shared/consumer.py)
         )
         self.pool: asyncpg.Pool | None = None
-        self.consumer = Consumer(service=service, broker=self.broker, exchange=settings.events_exchange,
-                                 pool_getter=lambda: self.pool, outage_backoff_max=settings.outage_backoff_max_seconds)
+        self.consumer = Consumer(
+            service=service,
+            broker=self.broker,
+            exchange=settings.events_exchange,
+            pool_getter=lambda: self.pool,
+            outage_backoff_max=settings.outage_backoff_max_seconds,
+        )
         self.relay: OutboxRelay | None = None
         self.declarations: list = []  # topology this service declares beyond its consumer queues
         self._health_task: asyncio.Task | None = None
@@ -110,14 +115,14 @@ class Runtime:
         return self.settings.events_exchange
 
     async def start(self) -> None:
-        self.pool = await create_pool(self.settings.database_url, self.schema,
-                                      max_size=self.settings.database_pool_size)
+        self.pool = await create_pool(
+            self.settings.database_url, self.schema, max_size=self.settings.database_pool_size
+        )
         try:
             if self.settings.migrate_on_start:
                 await migrate(self.pool, self.schema, self.migrations)
             else:
-                await wait_for_migrations(self.pool, self.schema, self.migrations,
-                                          self.settings.migration_wait_seconds)
+                await wait_for_migrations(self.pool, self.schema, self.migrations, self.settings.migration_wait_seconds)
         except MigrationDrift as drift:
             log.error("refusing to start", detail=str(drift))
             raise
@@ -126,14 +131,20 @@ class Runtime:
             await hook()
         await self.broker.start()
         self.relay = OutboxRelay(
-            service=self.service, schema=self.schema, pool=self.pool, dsn=self.settings.database_url,
-            broker=self.broker, exchange=self.exchange, poll_seconds=self.settings.outbox_poll_seconds,
+            service=self.service,
+            schema=self.schema,
+            pool=self.pool,
+            dsn=self.settings.database_url,
+            broker=self.broker,
+            exchange=self.exchange,
+            poll_seconds=self.settings.outbox_poll_seconds,
         )
         await self.relay.start()
         self._health_task = asyncio.create_task(self._watch_dependencies(), name=f"{self.service}-health")
         if topology.retired_queues(self.exchange, self.service):
-            self._retired_queues_task = asyncio.create_task(self._keep_retired_queues_deleted(),
-                                                            name=f"{self.service}-retired-queues")
+            self._retired_queues_task = asyncio.create_task(
+                self._keep_retired_queues_deleted(), name=f"{self.service}-retired-queues"
+            )
         log.info("service started", queues=len(self.consumer.queues))
 
     async def connect_bus(self) -> None:
@@ -142,8 +153,9 @@ class Runtime:
         ``broker.start()`` then binds and consumes its queues."""
         await self.broker.connect()
         # DLQs and exchanges first, so that a subscriber never consumes into a missing DLX.
-        await topology.declare_dead_letter_queues(self.broker, self.exchange, self.consumer.queues,
-                                                  self.settings.amqp_url)
+        await topology.declare_dead_letter_queues(
+            self.broker, self.exchange, self.consumer.queues, self.settings.amqp_url
+        )
         await self.broker.declare_exchange(topology.retry_exchange(self.exchange))
         for declare in self.declarations:
             await declare()
@@ -157,8 +169,9 @@ class Runtime:
             async with await aio_pika.connect(self.settings.amqp_url) as connection:
                 return await topology.delete_retired_queues(connection, self.exchange, self.service)
         except Exception as exc:
-            log.warning("deleting retired queues failed; trying again later", error=type(exc).__name__,
-                        detail=str(exc)[:200])
+            log.warning(
+                "deleting retired queues failed; trying again later", error=type(exc).__name__, detail=str(exc)[:200]
+            )
             return False
 
     async def _delete_retired_queues_later(self) -> None:
@@ -193,8 +206,10 @@ class Runtime:
             return
         self._deadline = time.monotonic() + self.settings.shutdown_timeout_seconds - EXIT_SECONDS
         self.consumer.stop_holding()
-        log.info("service stopping: no new messages; draining the work in flight",
-                 within_seconds=self.settings.shutdown_timeout_seconds)
+        log.info(
+            "service stopping: no new messages; draining the work in flight",
+            within_seconds=self.settings.shutdown_timeout_seconds,
+        )
         self._draining = asyncio.create_task(self._drain_handlers(), name=f"{self.service}-drain")
 
     def _left(self, keep: float = 0.0) -> float:
@@ -212,8 +227,11 @@ class Runtime:
                 if not task.cancelled() and task.exception() is not None:
                     log.warning("a subscription did not stop cleanly", error=type(task.exception()).__name__)
             if running:
-                log.warning("handlers still running at the end of their share of the shutdown; their messages"
-                            " return to their queues", subscriptions=len(running))
+                log.warning(
+                    "handlers still running at the end of their share of the shutdown; their messages"
+                    " return to their queues",
+                    subscriptions=len(running),
+                )
 
     async def stop(self) -> None:
         self.begin_shutdown()
@@ -287,7 +305,9 @@ class Runtime:
         """The service's app with health, readiness and metrics. ``max_body_bytes``: the cap on request bodies,
         larger only where a service takes letters over HTTP (the hospital gateway's FHIR API)."""
         app = FastAPI(title=self.service, lifespan=self.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-        app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # every route of every service, health and metrics included
+        app.add_middleware(
+            BodyLimit, max_bytes=max_body_bytes
+        )  # every route of every service, health and metrics included
         tracing.instrument_app(app)
         app.include_router(self.routes())
         return app
@@ -302,8 +322,14 @@ async def migrate_only(database_url: str, schema: str, migrations: Path) -> list
         await pool.close()
 
 
-def main(service: str, schema: str, migrations: Path, create_app, settings_class: type[ServiceSettings],
-         argv: list[str] | None = None) -> None:
+def main(
+    service: str,
+    schema: str,
+    migrations: Path,
+    create_app,
+    settings_class: type[ServiceSettings],
+    argv: list[str] | None = None,
+) -> None:
     """``python -m <service>`` serves; ``python -m <service> migrate`` applies the migrations and exits.
 
     The migration job (one per release, as the schema owner) reads only the database settings: it
@@ -345,14 +371,24 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
             watchdog.start()
             await super().shutdown(sockets)
 
-    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_config=None,
-                            access_log=False, timeout_graceful_shutdown=max(1, round(budget / 3)),
-                            forwarded_allow_ips=settings.forwarded_allow_ips,
-                            ssl_certfile=settings.http_tls_cert_file, ssl_keyfile=settings.http_tls_key_file)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=max(1, round(budget / 3)),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        ssl_certfile=settings.http_tls_cert_file,
+        ssl_keyfile=settings.http_tls_key_file,
+    )
     Server(config).run()
 
 
 def _overdue(budget: float) -> None:
-    log.error("still running past the shutdown budget; exiting now (unacknowledged messages return to their"
-              " queues, unpublished events wait in the outbox)", budget_seconds=budget)
+    log.error(
+        "still running past the shutdown budget; exiting now (unacknowledged messages return to their"
+        " queues, unpublished events wait in the outbox)",
+        budget_seconds=budget,
+    )
     os._exit(1)

@@ -103,8 +103,10 @@ class ServiceSettings(BaseSettings):
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
-                raise ValueError(f"FORWARDED_ALLOW_IPS: {item!r} is not an address or a CIDR; list the proxies'"
-                                 " addresses (never '*', which lets any client choose its address)") from None
+                raise ValueError(
+                    f"FORWARDED_ALLOW_IPS: {item!r} is not an address or a CIDR; list the proxies'"
+                    " addresses (never '*', which lets any client choose its address)"
+                ) from None
         return value
 
     @model_validator(mode="after")
@@ -146,7 +148,8 @@ class MigrationSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_default_credentials(self) -> MigrationSettings:
         if self.environment == "production" and (
-                problem := default_credentials(self.database_url, "postgres", password_required=False)):
+            problem := default_credentials(self.database_url, "postgres", password_required=False)
+        ):
             raise ValueError(f"DATABASE_URL {problem}; use the schema owner's role and its real password")
         if self.environment == "production" and (problem := unverified_database(self.database_url)):
             raise ValueError(f"DATABASE_URL {problem}")
@@ -189,8 +192,10 @@ def unverified_database(url: str) -> str | None:
     certificate, so anyone in the path could pose as the database."""
     mode = dict(parse_qsl(urlsplit(url).query)).get("sslmode") or os.environ.get("PGSSLMODE", "")
     if mode != "verify-full":
-        return ("must set sslmode=verify-full in production (with sslrootcert=<the database's CA>): "
-                f"sslmode {mode or 'unset'} does not check the server's certificate and host name")
+        return (
+            "must set sslmode=verify-full in production (with sslrootcert=<the database's CA>): "
+            f"sslmode {mode or 'unset'} does not check the server's certificate and host name"
+        )
     return None
 
 
@@ -212,8 +217,19 @@ def require_https(name: str, url: str | None) -> None:
 
 # Every development key a service has as its default (tests/unit/test_production_settings.py checks the
 # settings modules name no other): production refuses each of them.
-DEV_KEY_NAMES = ("seal-k1", "patient-ref", "mailer-field", "portal-field", "sms-field", "portal-secret", "print-room",
-                 "staff-field", "secretariat-secret", "issuer-field", "secretariat-field")
+DEV_KEY_NAMES = (
+    "seal-k1",
+    "patient-ref",
+    "mailer-field",
+    "portal-field",
+    "sms-field",
+    "portal-secret",
+    "print-room",
+    "staff-field",
+    "secretariat-secret",
+    "issuer-field",
+    "secretariat-field",
+)
 
 
 def parse_keyring(value: object) -> dict[str, bytes]:

@@ -165,7 +165,9 @@ def dead_letter_queue(queue: str) -> RabbitQueue:
     return RabbitQueue(f"{queue}.dlq", queue_type=QueueType.CLASSIC, durable=True, routing_key=queue)
 
 
-async def declare_dead_letter_queues(broker: RabbitBroker, exchange: str, queues: list[str], amqp_url: str) -> list[str]:
+async def declare_dead_letter_queues(
+    broker: RabbitBroker, exchange: str, queues: list[str], amqp_url: str
+) -> list[str]:
     """Declare the exchanges and, for each consumer queue, its DLQ bound on the DLX by queue name. Returns
     the DLQs left in an earlier release's shape (quorum): bound as they were, until ``dlq migrate``."""
     await broker.declare_exchange(events_exchange(exchange))
@@ -177,8 +179,11 @@ async def declare_dead_letter_queues(broker: RabbitBroker, exchange: str, queues
         dlq = await broker.declare_queue(dead_letter_queue(queue))
         await dlq.bind(dlx, routing_key=queue)
     if earlier:
-        log.warning("dead-letter queues of an earlier release (quorum queues) kept as they are: run "
-                    "`convocations-admin dlq migrate` (docs/runbooks.md)", queues=earlier)
+        log.warning(
+            "dead-letter queues of an earlier release (quorum queues) kept as they are: run "
+            "`convocations-admin dlq migrate` (docs/runbooks.md)",
+            queues=earlier,
+        )
     return earlier
 
 
@@ -217,8 +222,9 @@ async def declare_retry_queue(broker: RabbitBroker, exchange: str, queue: str, d
     return routing_key
 
 
-async def declare_outbound_queue(broker: RabbitBroker, exchange: str, consumer: str, routing_key: str,
-                                 amqp_url: str) -> str:
+async def declare_outbound_queue(
+    broker: RabbitBroker, exchange: str, consumer: str, routing_key: str, amqp_url: str
+) -> str:
     """A durable queue for a consumer outside this system (the hospital's systems), with its DLQ."""
     queue = consumer_queue(exchange, consumer, routing_key)
     declared = await broker.declare_queue(queue)
@@ -241,8 +247,11 @@ async def delete_retired_queues(connection: AbstractConnection, exchange: str, c
         async with _own_channel(connection) as channel:
             queue = await _looked_up(channel, name)
             if queue is not None and queue.consumer_count:
-                log.info("retired queue still consumed by an earlier release; deleting it later", queue=name,
-                         consumers=queue.consumer_count)
+                log.info(
+                    "retired queue still consumed by an earlier release; deleting it later",
+                    queue=name,
+                    consumers=queue.consumer_count,
+                )
                 settled = False
                 continue
             if queue is not None:
@@ -251,9 +260,12 @@ async def delete_retired_queues(connection: AbstractConnection, exchange: str, c
         async with _own_channel(connection) as channel:
             dlq = await _looked_up(channel, f"{name}.dlq")
             if dlq is not None and (dlq.message_count or dlq.consumer_count):
-                log.warning("retired queue's DLQ kept: it holds dead letters; list them (convocations-admin"
-                            " dlq list) and purge them; the service deletes it once empty", queue=f"{name}.dlq",
-                            messages=dlq.message_count)
+                log.warning(
+                    "retired queue's DLQ kept: it holds dead letters; list them (convocations-admin"
+                    " dlq list) and purge them; the service deletes it once empty",
+                    queue=f"{name}.dlq",
+                    messages=dlq.message_count,
+                )
             elif dlq is not None:
                 await channel.queue_delete(f"{name}.dlq")
                 log.info("retired DLQ deleted", queue=f"{name}.dlq")
@@ -339,13 +351,18 @@ def broker_permissions(exchange: str = "convocations") -> dict[str, BrokerPermis
             write=f"^({exchanges}|amq\\.default|{'|'.join(queues)})$",
             read=names,
             topics={
-                exchange: (_only(published_by(service)),
-                           _only(consumed + [k for keys in outbound.values() for k in keys])),
+                exchange: (
+                    _only(published_by(service)),
+                    _only(consumed + [k for keys in outbound.values() for k in keys]),
+                ),
                 # Consumers dead-letter invalid events themselves, by queue name (shared/consumer.py);
                 # DLQs are bound by queue name too.
-                dlx: (_only(dead_letter_keys),
-                      _only(dead_letter_keys + [queue_name(exchange, c, k) for c, keys in outbound.items()
-                                                for k in keys])),
+                dlx: (
+                    _only(dead_letter_keys),
+                    _only(
+                        dead_letter_keys + [queue_name(exchange, c, k) for c, keys in outbound.items() for k in keys]
+                    ),
+                ),
             },
         )
     for party in sorted(OUTSIDE):

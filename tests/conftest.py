@@ -57,10 +57,21 @@ if BROKER is not None:
     # rabbitmqctl, wherever the tests and tools call it, now addresses the tests' node.
     os.environ.update({k: BROKER.env()[k] for k in ("RABBITMQ_NODENAME", "RABBITMQ_CONF_ENV_FILE", "PATH")})
 RABBITMQCTL = shutil.which("rabbitmqctl")
-AMQP_URL = (BROKER.amqp_url(VHOST) if BROKER is not None else os.environ.get("AMQP_URL")
-            or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}")
-SCHEMAS = ("issuer", "mailer", "sms_gateway", "access_portal", "portal_audit", "secretariat",
-           "secretariat_audit", "hospital_gateway")  # and the access and staff audits
+AMQP_URL = (
+    BROKER.amqp_url(VHOST)
+    if BROKER is not None
+    else os.environ.get("AMQP_URL") or f"amqp://guest:guest@127.0.0.1:5672/{VHOST if RABBITMQCTL else ''}"
+)
+SCHEMAS = (
+    "issuer",
+    "mailer",
+    "sms_gateway",
+    "access_portal",
+    "portal_audit",
+    "secretariat",
+    "secretariat_audit",
+    "hospital_gateway",
+)  # and the access and staff audits
 
 
 @pytest.fixture(scope="session")
@@ -103,8 +114,13 @@ def rabbitmq() -> str:
 
 
 def _purge_all_queues(vhost: str = VHOST, amqp_url: str = AMQP_URL) -> None:
-    out = subprocess.run([RABBITMQCTL, "list_queues", "-q", "--no-table-headers", "-p", vhost, "name"],
-                         capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [RABBITMQCTL, "list_queues", "-q", "--no-table-headers", "-p", vhost, "name"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     names = [n.strip() for n in out.stdout.splitlines() if n.strip()]
 
     async def purge() -> None:
@@ -152,8 +168,9 @@ def dkim_key(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("dkim") / "s2026b.pem"
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return path
 
 
@@ -172,27 +189,42 @@ def hospital(devoidc):
 
 
 @pytest.fixture(scope="session")
-def stack(rabbitmq, test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dkim_key, sandbox_inbox, hospital):
+def stack(
+    rabbitmq, test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dkim_key, sandbox_inbox, hospital
+):
     sandbox_port = free_port()
     s = Stack(
-        database=test_database, exchange=exchange_name, smtp_port=devinbox.smtp_port,
-        sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
-        sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs"), amqp_url=rabbitmq,
+        database=test_database,
+        exchange=exchange_name,
+        smtp_port=devinbox.smtp_port,
+        sms_provider_url=devinbox.twilio_base_url,
+        sms_account_sid=devinbox.account_sid,
+        sms_auth_token=devinbox.auth_token,
+        log_dir=tmp_path_factory.mktemp("logs"),
+        amqp_url=rabbitmq,
         # A shutdown budget of seconds: a test that stops a service stuck on purpose waits that long at most.
-        extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "SMS_RETRY_DELAYS": "1,2,3", "OUTBOUND_RETRY_DELAYS": "1,2,3",
-                         "LOG_LEVEL": "INFO", "SWEEP_SECONDS": "0.5", "SHUTDOWN_TIMEOUT_SECONDS": "6"},
-                   # Pruning hourly in production; the tests play the ingress from the loopback network.
-                   "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"},
-                   "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"},
-                   # A request to the hospital system unanswered for 15 s is late (30 min in production); the
-                   # open timeline asks for news every second.
-                   "secretariat": {"REISSUE_WAIT_SECONDS": "15", "TIMELINE_REFRESH_SECONDS": "1",
-                                   "AUDIT_PAGE_ROWS": "20"},
-                   # An accepted letter not sealed this soon is dead-lettered (10 minutes in production).
-                   "hospital-gateway": {"CONFIRM_WITHIN_SECONDS": "5"}},
+        extra_env={
+            "*": {
+                "MAILER_RETRY_DELAYS": "1,2,3",
+                "SMS_RETRY_DELAYS": "1,2,3",
+                "OUTBOUND_RETRY_DELAYS": "1,2,3",
+                "LOG_LEVEL": "INFO",
+                "SWEEP_SECONDS": "0.5",
+                "SHUTDOWN_TIMEOUT_SECONDS": "6",
+            },
+            # Pruning hourly in production; the tests play the ingress from the loopback network.
+            "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"},
+            "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"},
+            # A request to the hospital system unanswered for 15 s is late (30 min in production); the
+            # open timeline asks for news every second.
+            "secretariat": {"REISSUE_WAIT_SECONDS": "15", "TIMELINE_REFRESH_SECONDS": "1", "AUDIT_PAGE_ROWS": "20"},
+            # An accepted letter not sealed this soon is dead-lettered (10 minutes in production).
+            "hospital-gateway": {"CONFIRM_WITHIN_SECONDS": "5"},
+        },
         oidc_issuer=devoidc.issuer,
         hospital_systems=hospital_systems(hospital, hl7_port=hospital.gateway_mllp_port, sandbox_port=sandbox_port),
-        sandbox_smtp_port=sandbox_inbox.smtp_port, sandbox_sms_provider_url=sandbox_inbox.twilio_base_url,
+        sandbox_smtp_port=sandbox_inbox.smtp_port,
+        sandbox_sms_provider_url=sandbox_inbox.twilio_base_url,
     )
     s.ports |= {"gateway-hl7": hospital.gateway_mllp_port, "gateway-sandbox": sandbox_port}
     hospital.gateway_url = s.url("hospital-gateway")

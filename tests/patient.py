@@ -88,5 +88,7 @@ class PatientClient:
     def download(self, kind: str = "pdf", secret: str | None = None) -> httpx.Response:
         page = self.get(urlsplit(self.page_url).path + "/document")
         assert page.status_code == 200, page.text
-        return self.post(urlsplit(self.page_url).path + f"/download/{kind}",
-                         {"csrf": csrf_of(page.text), "k": self.secret if secret is None else secret})
+        return self.post(
+            urlsplit(self.page_url).path + f"/download/{kind}",
+            {"csrf": csrf_of(page.text), "k": self.secret if secret is None else secret},
+        )

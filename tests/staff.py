@@ -57,7 +57,10 @@ class StaffClient:
         back = self.request("POST", urljoin(str(chooser.url), "/authorize"), data={**form, "username": username})
         assert back.status_code == 303, back.text[:500]
         landed = self.follow(self.request("GET", back.headers["location"]))
-        assert landed.status_code == 200 and str(landed.url).endswith("/search"), (landed.status_code, landed.text[:500])
+        assert landed.status_code == 200 and str(landed.url).endswith("/search"), (
+            landed.status_code,
+            landed.text[:500],
+        )
         return landed
 
     def csrf(self, page: httpx.Response) -> str:

@@ -55,13 +55,18 @@ async def problems(page, lang: str, views: list[str]) -> list[str]:
         await page.set_viewport_size({"width": width, "height": 800})
         # 200 % zoom: the page laid out as a browser zoomed to 200 % does (half the CSS width).
         await page.evaluate(f"document.documentElement.style.zoom = '{2 if view == 'zoom' else 1}'")
-        result = await page.evaluate("opts => axe.run(document, opts)",
-                                     {"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
-        found += [f"{view}px {v['id']}: {v['help']} ({len(v['nodes'])}x, e.g. {v['nodes'][0]['html'][:120]})"
-                  for v in result["violations"]]
+        result = await page.evaluate(
+            "opts => axe.run(document, opts)",
+            {"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]},
+        )
+        found += [
+            f"{view}px {v['id']}: {v['help']} ({len(v['nodes'])}x, e.g. {v['nodes'][0]['html'][:120]})"
+            for v in result["violations"]
+        ]
         if view in ("320", "zoom"):
             overflow = await page.evaluate(
-                "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
             if overflow > 0:
                 found.append(f"{view}: horizontal scrolling ({overflow}px too wide)")
     await page.evaluate("document.documentElement.style.zoom = '1'")
@@ -87,38 +92,72 @@ async def expired(devinbox, devoidc, exchange_name, tmp_path_factory) -> Expired
     database = f"{TEST_DB}_short"
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
     stack = Stack(
-        database=database, exchange=f"{exchange_name}-short", smtp_port=devinbox.smtp_port,
-        sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
-        sms_auth_token=devinbox.auth_token, log_dir=tmp_path_factory.mktemp("logs-short"), amqp_url=AMQP_URL,
+        database=database,
+        exchange=f"{exchange_name}-short",
+        smtp_port=devinbox.smtp_port,
+        sms_provider_url=devinbox.twilio_base_url,
+        sms_account_sid=devinbox.account_sid,
+        sms_auth_token=devinbox.auth_token,
+        log_dir=tmp_path_factory.mktemp("logs-short"),
+        amqp_url=AMQP_URL,
         oidc_issuer=devoidc.issuer,
-        extra_env={"*": {"SWEEP_SECONDS": "0.5"}, "issuer": {"MESSAGE_TTL_DAYS": "0"},
-                   "access-portal": {"OTP_TTL_SECONDS": str(OTP_TTL_SECONDS)}})
+        extra_env={
+            "*": {"SWEEP_SECONDS": "0.5"},
+            "issuer": {"MESSAGE_TTL_DAYS": "0"},
+            "access-portal": {"OTP_TTL_SECONDS": str(OTP_TTL_SECONDS)},
+        },
+    )
     db = None
     try:
         stack.start(["issuer", "mailer", "sms-gateway", "access-portal"])
         db = await asyncpg.create_pool(ADMIN_DSN.rsplit("/", 1)[0] + f"/{database}", min_size=1, max_size=4)
         chain = Chain(stack, devinbox, db, stack.exchange)
         soon = datetime.now(timezone.utc) + timedelta(seconds=APPOINTMENT_IN_SECONDS)
-        links = dict(zip(LANGUAGES, await asyncio.gather(
-            *(letter(chain, language=lang, starts_at=soon) for lang in LANGUAGES)), strict=True))
+        links = dict(
+            zip(
+                LANGUAGES,
+                await asyncio.gather(*(letter(chain, language=lang, starts_at=soon) for lang in LANGUAGES)),
+                strict=True,
+            )
+        )
         keys = (*LANGUAGES, "walk")
-        mails = dict(zip(keys, await asyncio.gather(
-            *(letter(chain, language="fr" if key == "walk" else key) for key in keys)), strict=True))
+        mails = dict(
+            zip(
+                keys,
+                await asyncio.gather(*(letter(chain, language="fr" if key == "walk" else key) for key in keys)),
+                strict=True,
+            )
+        )
         for mail in mails.values():
             assert mail.patient.request_code(mail.national).status_code == 303
         codes = {key: (mail, await mail.code()) for key, mail in mails.items()}
         await asyncio.sleep(OTP_TTL_SECONDS + 0.5)
         for mail in links.values():  # the appointment has begun: the message has expired
+
             async def closed(mail=mail):
                 return state_of(mail.patient.open_link().text) == "expired"
+
             await wait_for(closed, timeout=APPOINTMENT_IN_SECONDS + 15, every=0.5)
         yield Expired(links, codes)
     finally:
         if db is not None:
             await db.close()
         stack.stop()
-        subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
-                        f'drop database if exists "{database}" with (force)'], capture_output=True)
+        subprocess.run(
+            [
+                "psql",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                f'drop database if exists "{database}" with (force)',
+            ],
+            capture_output=True,
+        )
 
 
 async def visit_every_state(chain, browser, lang: str, check, expired: Expired, walk: str | None = None) -> list[str]:
@@ -145,7 +184,7 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await page.wait_for_url(f"{page_url}/code")
         await at("code sent", page)
         code = await mail.code()
-        await page.fill("#code", f"{(int(code) + 1) % 10 ** 6:06d}")
+        await page.fill("#code", f"{(int(code) + 1) % 10**6:06d}")
         await page.press("#code", "Enter")
         await page.wait_for_selector("#error-summary")
         await at("wrong code", page)
@@ -193,7 +232,7 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await page.press("#phone", "Enter")
         right = await locked.code()
         for _ in range(5):  # five wrong codes: the message waits (the product's own lock)
-            await page.fill("#code", f"{(int(right) + 1) % 10 ** 6:06d}")
+            await page.fill("#code", f"{(int(right) + 1) % 10**6:06d}")
             await page.press("#code", "Enter")
             await page.wait_for_load_state()
         await page.wait_for_selector("[data-state=wait]")
@@ -205,16 +244,27 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await page.press("#phone", "Enter")
         await failed.sms()
         [challenge] = await failed.challenges()
-        await publish_as_service(chain, SmsFailedV1(
-            challenge_id=challenge["id"], message_id=failed.message_id,
-            convocation_id=uuid.UUID(failed.convocation_id), provider="twilio", provider_code="30003",
-            reason="Unreachable destination handset", failed_at=datetime.now(timezone.utc)), producer="sms-gateway")
-        await wait_for(lambda: chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1",
-                                                 challenge["id"]))
+        await publish_as_service(
+            chain,
+            SmsFailedV1(
+                challenge_id=challenge["id"],
+                message_id=failed.message_id,
+                convocation_id=uuid.UUID(failed.convocation_id),
+                provider="twilio",
+                provider_code="30003",
+                reason="Unreachable destination handset",
+                failed_at=datetime.now(timezone.utc),
+            ),
+            producer="sms-gateway",
+        )
+        await wait_for(
+            lambda: chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1", challenge["id"])
+        )
         await page.goto(localhost(failed.link).split("#")[0] + "/code")
         await at("sms failed", page)
 
         from tests.e2e.test_portal_states import revoked, upstream_cancellation
+
         await chain.publish(upstream_cancellation(locked.convocation_id))
         await revoked(chain, locked, "cancelled")
         await page.goto(localhost(locked.link))
@@ -283,8 +333,7 @@ async def test_the_whole_path_by_keyboard_only(chain, browser):
         assert await page.locator("#download-done").inner_text()  # the download is confirmed on the page
         await tab_to("#print")  # the print button is reachable too
         # Focus is always visible: every focusable element gets an outline or a border when focused.
-        assert re.search(r"\d", await page.evaluate(
-            "getComputedStyle(document.activeElement).outlineWidth"))
+        assert re.search(r"\d", await page.evaluate("getComputedStyle(document.activeElement).outlineWidth"))
     finally:
         await context.close()
 
@@ -295,8 +344,10 @@ async def test_the_axe_check_does_find_violations(browser):
     context, page = await new_page(browser, "fr")
     try:
         await page.set_content('<html><body><img src="data:image/gif;base64,R0lGODlhAQABAAAAACw="></body></html>')
-        result = await page.evaluate("opts => axe.run(document, opts)",
-                                     {"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
+        result = await page.evaluate(
+            "opts => axe.run(document, opts)",
+            {"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]},
+        )
         assert {"html-has-lang", "image-alt"} <= {v["id"] for v in result["violations"]}
     finally:
         await context.close()
@@ -315,15 +366,26 @@ async def test_every_button_and_link_on_every_page_leads_somewhere_that_belongs_
     dead_ends: list[str] = []
 
     async def judge(where: str, what: str, response, *, typed: bool = False) -> None:
-        state = re.search(r'data-state="([a-z_]+)"', await response.text()) if "html" in (
-            response.headers.get("content-type", "")) else None
+        state = (
+            re.search(r'data-state="([a-z_]+)"', await response.text())
+            if "html" in (response.headers.get("content-type", ""))
+            else None
+        )
         state = state.group(1) if state else None
-        allowed = {"unknown link": {"unknown"}, "session expired": {"session_expired"},
-                   "cancelled": {"cancelled"}, "superseded": {"superseded"}, "link expired": {"expired"},
-                   "code expired": {"code_expired"}}.get(where, set())
-        wrong = (response.status >= 500 or state == "bad_request"
-                 or state in {"unknown", "session_expired", "cancelled", "superseded", "expired"} - allowed
-                 or (state in ("number_invalid", "code_error") and not typed))
+        allowed = {
+            "unknown link": {"unknown"},
+            "session expired": {"session_expired"},
+            "cancelled": {"cancelled"},
+            "superseded": {"superseded"},
+            "link expired": {"expired"},
+            "code expired": {"code_expired"},
+        }.get(where, set())
+        wrong = (
+            response.status >= 500
+            or state == "bad_request"
+            or state in {"unknown", "session_expired", "cancelled", "superseded", "expired"} - allowed
+            or (state in ("number_invalid", "code_error") and not typed)
+        )
         if wrong:
             dead_ends.append(f"{where}: {what} -> {response.status} {state}")
 
@@ -334,16 +396,18 @@ async def test_every_button_and_link_on_every_page_leads_somewhere_that_belongs_
             if href.startswith(("tel:", "mailto:")) or "#" in href and href.split("#")[0] == page.url.split("#")[0]:
                 continue
             assert href.startswith(base), f"{name}: a link leaves the portal: {href}"
-            await judge(name, f"link {href[len(base):]}", await page.request.get(href))
+            await judge(name, f"link {href[len(base) :]}", await page.request.get(href))
         for form in await page.evaluate(FORMS):
             if form["action"].endswith(WALK_PRESSES):
                 continue
             response = await page.request.post(form["action"], form=form["fields"], max_redirects=0)
             if response.status == 303:
-                response = await page.request.get(base + response.headers["location"]
-                                                  if response.headers["location"].startswith("/")
-                                                  else response.headers["location"])
-            await judge(name, f"button {form['action'][len(base):]}", response, typed=form["typed"])
+                response = await page.request.get(
+                    base + response.headers["location"]
+                    if response.headers["location"].startswith("/")
+                    else response.headers["location"]
+                )
+            await judge(name, f"button {form['action'][len(base) :]}", response, typed=form["typed"])
 
     seen = await visit_every_state(chain, browser, "fr", press_everything, expired, walk="walk")
     assert len(seen) == 20

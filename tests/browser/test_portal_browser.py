@@ -89,8 +89,12 @@ async def test_a_patient_goes_from_the_emailed_link_to_the_identical_pdf_in_chro
             await page.get_by_role("button", name=gettext("fr", "Download the convocation (PDF)")).click()
         download = await download_info.value
         assert Path(await download.path()).read_bytes() == pdf_sent
-        day = datetime.fromisoformat(mail.event["data"]["appointment"]["starts_at"]).astimezone(
-            ZoneInfo("Europe/Zurich")).date().isoformat()
+        day = (
+            datetime.fromisoformat(mail.event["data"]["appointment"]["starts_at"])
+            .astimezone(ZoneInfo("Europe/Zurich"))
+            .date()
+            .isoformat()
+        )
         assert download.suggested_filename == f"convocation-{day}.pdf"
 
         session = {c["name"]: c for c in await w.context.cookies()}["__Host-session"]
@@ -116,7 +120,8 @@ async def portal_state(chain, mail) -> dict:
     counts = {}
     for table in ("challenge", "session", "release"):
         counts[table] = await chain.db.fetchval(
-            f"select count(*) from access_portal.{table} where message_id = $1", mail.message_id)
+            f"select count(*) from access_portal.{table} where message_id = $1", mail.message_id
+        )
     counts["sms"] = chain.sms_count(mail.e164)
     counts["status"] = await chain.status(mail.convocation_id)
     counts["failed_checks"] = (await mail.message_row())["failed_checks"]
@@ -150,8 +155,11 @@ async def test_a_scanner_that_fetches_runs_javascript_and_clicks_changes_nothing
         w = await scan(browser, mail.link)
         events = [e for e in await spy.collect(timeout=1.5) if e["data"]["message_id"] == str(mail.message_id)]
     assert events == []
-    assert await portal_state(chain, mail) == before == {
-        "challenge": 0, "session": 0, "release": 0, "sms": 0, "status": "e-mailed", "failed_checks": 0}
+    assert (
+        await portal_state(chain, mail)
+        == before
+        == {"challenge": 0, "session": 0, "release": 0, "sms": 0, "status": "e-mailed", "failed_checks": 0}
+    )
     # Seen (audited as views), and nothing else.
     assert set(await mail.audit()) == {("view", "ok"), ("code-view", "no-code"), ("document-view", "no-session")}
     assert w.csp_problems() == []
@@ -174,10 +182,14 @@ def damaged(fragment: str) -> dict[str, str]:
     """The ways a mail program or a patient copying by hand damages a link's fragment."""
     i = next(i for i in range(5, len(fragment)) if fragment[i] != fragment[i + 1])
     other = "A" if fragment[i] != "A" else "B"
-    return {"one character changed": fragment[:i] + other + fragment[i + 1:],
-            "two neighbours swapped": fragment[:i] + fragment[i + 1] + fragment[i] + fragment[i + 2:],
-            "a check character changed": fragment[:-1] + ("A" if fragment[-1] != "A" else "B"),
-            "cut": fragment[:30], "lengthened": fragment + "Q", "missing": ""}
+    return {
+        "one character changed": fragment[:i] + other + fragment[i + 1 :],
+        "two neighbours swapped": fragment[:i] + fragment[i + 1] + fragment[i] + fragment[i + 2 :],
+        "a check character changed": fragment[:-1] + ("A" if fragment[-1] != "A" else "B"),
+        "cut": fragment[:30],
+        "lengthened": fragment + "Q",
+        "missing": "",
+    }
 
 
 async def test_a_damaged_link_is_told_on_the_first_page_before_a_number_is_typed_or_an_sms_sent(chain, browser):
@@ -192,9 +204,11 @@ async def test_a_damaged_link_is_told_on_the_first_page_before_a_number_is_typed
         for what, bad in damaged(fragment).items():
             await page.goto("about:blank")  # a new load each time (not a jump within the page)
             await page.goto(f"{page_url}#{bad}" if bad else page_url)
-            told[what] = (await page.locator("#link-damaged").is_visible(),
-                          await page.locator("#number-form").is_visible(),
-                          await page.evaluate(f"sessionStorage.getItem('k:{mail.message_id}')"))
+            told[what] = (
+                await page.locator("#link-damaged").is_visible(),
+                await page.locator("#number-form").is_visible(),
+                await page.evaluate(f"sessionStorage.getItem('k:{mail.message_id}')"),
+            )
         # The same vector as the Python unit test: the page's JavaScript computes the same check.
         await page.goto("about:blank")
         await page.goto(f"{page_url}#{LINK_VECTOR_FRAGMENT}")

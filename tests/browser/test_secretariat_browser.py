@@ -62,13 +62,14 @@ async def withdraw(page, reason: str) -> None:
 
 
 async def audited_once(chain, cid: str, reason: str) -> None:
-    rows = await chain.db.fetch("select reason, outcome from secretariat_audit.staff_audit where convocation_id = $1"
-                                " and action = 'action'", uuid.UUID(cid))
+    rows = await chain.db.fetch(
+        "select reason, outcome from secretariat_audit.staff_audit where convocation_id = $1 and action = 'action'",
+        uuid.UUID(cid),
+    )
     assert [(r["reason"], r["outcome"]) for r in rows] == [(reason, "requested")]
 
 
-async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unlocks_and_withdraws(
-        browser, chain, stack):
+async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unlocks_and_withdraws(browser, chain, stack):
     context, page = await sign_in(browser, stack)
 
     # A bounced e-mail is in the worklist (the issuer has already asked for paper automatically).
@@ -76,8 +77,9 @@ async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unloc
     chain.inbox.smtp_script(["550 5.1.1 No such user here"])
     await chain.publish(bounced)
     bounced_id = bounced["data"]["convocation_id"]
-    await chain.upstream("convocation.status.v1", bounced_id, lambda es: any(e["data"]["status"] == "bounced"
-                                                                              for e in es))
+    await chain.upstream(
+        "convocation.status.v1", bounced_id, lambda es: any(e["data"]["status"] == "bounced" for e in es)
+    )
     for _ in range(60):
         await page.goto(f"{stack.url('secretariat')}/search?worklist=bounced")
         if await page.locator(f'a[href="/c/{bounced_id}"]').count():
@@ -170,10 +172,13 @@ async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unloc
 
 
 async def test_a_secretary_corrects_an_address_and_resends_a_letter_the_hospital_system_sends_it_again(
-        browser, chain, stack):
+    browser, chain, stack
+):
     context, page = await sign_in(browser, stack)
-    for action, reason, fields in (("correct-email", "Typo in the address, confirmed by phone", {"email": random_email()}),
-                                   ("resend", "Patient deleted the e-mail by mistake", {})):
+    for action, reason, fields in (
+        ("correct-email", "Typo in the address, confirmed by phone", {"email": random_email()}),
+        ("resend", "Patient deleted the e-mail by mistake", {}),
+    ):
         event = chain.event()
         await chain.publish(event)
         cid, address = event["data"]["convocation_id"], fields.get("email", event["data"]["patient"]["email"])
@@ -231,12 +236,21 @@ async def test_a_secretary_of_neurology_neither_sees_nor_acts_on_cardiology(brow
     assert await page.locator(f'a[href="/c/{cid}"]').count() == 0
     csrf = await page.locator('input[name="csrf"]').first.get_attribute("value")
     for action in ("post", "withdraw", "unlock", "reset-binding", "correct-mobile", "resend", "correct-email"):
-        r = await context.request.post(f"{base}/c/{cid}/actions", form={
-            "csrf": csrf, "action": action, "reason": "guessing an id", "mobile": "079 123 45 67",
-            "email": "guess@example.ch"})
+        r = await context.request.post(
+            f"{base}/c/{cid}/actions",
+            form={
+                "csrf": csrf,
+                "action": action,
+                "reason": "guessing an id",
+                "mobile": "079 123 45 67",
+                "email": "guess@example.ch",
+            },
+        )
         assert r.status == 404, action
-    assert await chain.db.fetchval("select count(*) from secretariat.action where convocation_id = $1",
-                                   uuid.UUID(cid)) == 0
+    assert (
+        await chain.db.fetchval("select count(*) from secretariat.action where convocation_id = $1", uuid.UUID(cid))
+        == 0
+    )
     # Without the CSRF token nothing is even considered; the supervisor reads but cannot act.
     r = await context.request.post(f"{base}/c/{cid}/actions", form={"action": "post", "reason": "no token"})
     assert r.status == 403
@@ -272,7 +286,8 @@ VIEWS = (("1280px", 1280, 800, 1), ("200% zoom", 1280, 800, 2), ("tablet", 768, 
 
 
 async def test_every_console_page_is_axe_clean_and_fits_a_desktop_at_200_percent_zoom_and_a_tablet(
-        browser, chain, stack):
+    browser, chain, stack
+):
     """axe-core (the pinned copy, WCAG 2.0-2.2 A/AA) on every page of the console: sign-in, the search and
     each worklist, results by name, a timeline with its action forms and after an action, the withdrawal's
     confirmation, the figures, not found, and the supervisor's audit with its filters: zero violations, and
@@ -292,11 +307,17 @@ async def test_every_console_page_is_axe_clean_and_fits_a_desktop_at_200_percent
         for view, width, height, zoom in VIEWS:
             await page.set_viewport_size({"width": width, "height": height})
             await page.evaluate(f"document.documentElement.style.zoom = '{zoom}'")
-            result = await page.evaluate("opts => axe.run(document, opts)",
-                                         {"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
-            found.extend(f"{what} at {view} {v['id']}: {v['help']} (e.g. {v['nodes'][0]['html'][:120]})"
-                         for v in result["violations"])
-            overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            result = await page.evaluate(
+                "opts => axe.run(document, opts)",
+                {"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]},
+            )
+            found.extend(
+                f"{what} at {view} {v['id']}: {v['help']} (e.g. {v['nodes'][0]['html'][:120]})"
+                for v in result["violations"]
+            )
+            overflow = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
             if overflow > 0:
                 found.append(f"{what} at {view}: horizontal scrolling ({overflow}px too wide)")
         await page.evaluate("document.documentElement.style.zoom = '1'")

@@ -30,8 +30,10 @@ LANGUAGES = ("fr", "de", "it", "en")
 MAX_BYTES = 3_000_000  # per file: small enough for a patient's phone plan
 CUE_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})$")
 CODECS = {"webm": ("vp9", "opus"), "mp4": ("h264", "aac")}
-RERECORD = ("The video guide no longer shows the portal of today: run `make guide` and commit "
-            "services/access-portal/access_portal/static/guide/ (it re-records every language).")
+RERECORD = (
+    "The video guide no longer shows the portal of today: run `make guide` and commit "
+    "services/access-portal/access_portal/static/guide/ (it re-records every language)."
+)
 
 
 def seconds(h: str, m: str, s: str, ms: str) -> float:
@@ -61,17 +63,21 @@ def screen_times(cues) -> dict[str, float]:
 
 
 def probe(path: Path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-                         capture_output=True, check=True, text=True).stdout
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
     return json.loads(out)
 
 
 def top_level_boxes(mp4: bytes) -> list[str]:
     boxes, at = [], 0
     while at + 8 <= len(mp4):
-        size, kind = struct.unpack(">I4s", mp4[at:at + 8])
+        size, kind = struct.unpack(">I4s", mp4[at : at + 8])
         if size == 1:
-            size = struct.unpack(">Q", mp4[at + 8:at + 16])[0]
+            size = struct.unpack(">Q", mp4[at + 8 : at + 16])[0]
         boxes.append(kind.decode("latin-1"))
         at += size if size else len(mp4)
     return boxes
@@ -79,12 +85,17 @@ def top_level_boxes(mp4: bytes) -> list[str]:
 
 def loudness(path: Path, rate: int = 8000) -> array:
     """The narration decoded (mono, 16 bit), as RMS per tenth of a second."""
-    pcm = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a", "-ac", "1", "-ar", str(rate),
-                          "-f", "s16le", "-"], capture_output=True, check=True).stdout
+    pcm = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a", "-ac", "1", "-ar", str(rate), "-f", "s16le", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
     samples = array("h", pcm)
     step = rate // 10
-    return array("d", ((sum(s * s for s in samples[i:i + step]) / step) ** 0.5
-                       for i in range(0, len(samples) - step + 1, step)))
+    return array(
+        "d",
+        ((sum(s * s for s in samples[i : i + step]) / step) ** 0.5 for i in range(0, len(samples) - step + 1, step)),
+    )
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
@@ -108,8 +119,9 @@ def test_the_captions_are_the_spoken_script_paced_for_reading(lang):
     cues = cues_of(lang)
     script = narration(lang, minutes=code_minutes())
     assert [text for *_, text in cues] == [line for _, lines in script for line in lines]
-    assert [ident for ident, *_ in cues] == [f"{screen}-{n}" for screen, lines in SCRIPT
-                                             for n in range(1, len(lines) + 1)]
+    assert [ident for ident, *_ in cues] == [
+        f"{screen}-{n}" for screen, lines in SCRIPT for n in range(1, len(lines) + 1)
+    ]
     for ident, start, end, text in cues:
         assert end - start >= 1.5, f"{ident} is shown {end - start:.2f} s"
         assert len(text) / (end - start) <= 17, f"{ident}: {len(text) / (end - start):.1f} characters a second"
@@ -117,7 +129,7 @@ def test_the_captions_are_the_spoken_script_paced_for_reading(lang):
     # The voice speaks while each caption is shown.
     rms = loudness(OUT / f"guide-{lang}.webm")
     for ident, start, end, _ in cues:
-        assert max(rms[int(start * 10):int(end * 10)]) > 1000, f"nothing is said during {ident}"
+        assert max(rms[int(start * 10) : int(end * 10)]) > 1000, f"nothing is said during {ident}"
     transcript = (OUT / f"guide-{lang}.txt").read_text(encoding="utf-8")
     assert all(text in transcript for *_, text in cues)
 
@@ -128,8 +140,10 @@ def test_the_guide_page_offers_both_videos_captions_and_the_transcript(stack, la
     page = httpx.get(f"{base}/guide?lang={lang}").text
     assert re.search(r"<video controls[^>]*>", page)
     sources = re.findall(r'<source src="([^"]+)" type="([^"]+)">', page)
-    assert sources == [(f"/static/guide/guide-{lang}.webm", "video/webm"),
-                       (f"/static/guide/guide-{lang}.mp4", "video/mp4")]  # Safari takes the second
+    assert sources == [
+        (f"/static/guide/guide-{lang}.webm", "video/webm"),
+        (f"/static/guide/guide-{lang}.mp4", "video/mp4"),
+    ]  # Safari takes the second
     assert re.search(rf'<track kind="captions" src="/static/guide/guide-{lang}.vtt" srclang="{lang}"', page)
     assert f'href="/static/guide/guide-{lang}.txt"' in page
     for ext, media in (("webm", "video/webm"), ("mp4", "video/mp4"), ("vtt", "text/vtt"), ("txt", "text/plain")):
@@ -142,8 +156,21 @@ def frames_at(video: Path, times: dict[str, float], scratch: Path) -> dict[str, 
     """The frames shown at these times, decoded in one ffmpeg run."""
     numbers = {screen: int(t * FPS) for screen, t in times.items()}
     select = "+".join(f"eq(n\\,{n})" for n in numbers.values())
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-vf", f"select={select}", "-vsync", "0",
-                    str(scratch / "%02d.png")], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(video),
+            "-vf",
+            f"select={select}",
+            "-vsync",
+            "0",
+            str(scratch / "%02d.png"),
+        ],
+        check=True,
+    )
     ordered = sorted(numbers, key=numbers.__getitem__)
     return {screen: Image.open(scratch / f"{i:02d}.png").convert("RGB") for i, screen in enumerate(ordered, 1)}
 
@@ -183,8 +210,9 @@ async def test_chromium_plays_the_guide_video_and_loads_its_captions_under_the_p
         await page.evaluate("document.querySelector('video').load()")  # preload="none": the patient presses play
         # Polled from outside: the page's CSP forbids the eval that wait_for_function would need.
         for _ in range(100):
-            if await page.evaluate(f"(v => v.readyState >= 1 && v.textTracks[0].cues?.length === {cues})"
-                                   "(document.querySelector('video'))"):
+            if await page.evaluate(
+                f"(v => v.readyState >= 1 && v.textTracks[0].cues?.length === {cues})(document.querySelector('video'))"
+            ):
                 break
             await page.wait_for_timeout(100)
         assert (await page.evaluate("document.querySelector('video').currentSrc")).endswith("/guide-de.webm")

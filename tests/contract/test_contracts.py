@@ -79,8 +79,14 @@ def test_the_drift_check_catches_an_edited_catalogue_and_an_edited_event_table(t
     assert contracts.differences(tmp_path / "contracts", architecture) == []
     readme = tmp_path / "contracts" / "README.md"
     readme.write_text(readme.read_text("utf-8").replace("every consumer", "some consumers", 1), "utf-8")
-    architecture.write_text(architecture.read_text("utf-8").replace("| `email.sent.v1` | mailer |", "| `email.sent.v1` | postman |"), "utf-8")
-    assert contracts.differences(tmp_path / "contracts", architecture) == ["README.md", "../architecture.md (its event table)"]
+    architecture.write_text(
+        architecture.read_text("utf-8").replace("| `email.sent.v1` | mailer |", "| `email.sent.v1` | postman |"),
+        "utf-8",
+    )
+    assert contracts.differences(tmp_path / "contracts", architecture) == [
+        "README.md",
+        "../architecture.md (its event table)",
+    ]
 
 
 def test_every_rejection_reason_is_raised_where_its_registry_entry_says():
@@ -162,15 +168,18 @@ def test_a_convocation_in_an_unsupported_language_is_invalid():
     assert any("language" in e for e in errors("convocation.created.v1", event))
 
 
-@pytest.mark.parametrize("broken", [
-    pytest.param(lambda e: e.update(type="convocation.cancelled"), id="wrong-type"),
-    pytest.param(lambda e: e.update(version=2), id="wrong-version"),
-    pytest.param(lambda e: e.pop("event_id"), id="no-event-id"),
-    pytest.param(lambda e: e.update(correlation_id="not-a-uuid"), id="bad-correlation-id"),
-    pytest.param(lambda e: e["data"]["appointment"].pop("place"), id="no-place"),
-    pytest.param(lambda e: e["data"].update(delivery="pigeon"), id="bad-delivery"),
-    pytest.param(lambda e: e["data"]["patient"].update(name=""), id="empty-name"),
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(lambda e: e.update(type="convocation.cancelled"), id="wrong-type"),
+        pytest.param(lambda e: e.update(version=2), id="wrong-version"),
+        pytest.param(lambda e: e.pop("event_id"), id="no-event-id"),
+        pytest.param(lambda e: e.update(correlation_id="not-a-uuid"), id="bad-correlation-id"),
+        pytest.param(lambda e: e["data"]["appointment"].pop("place"), id="no-place"),
+        pytest.param(lambda e: e["data"].update(delivery="pigeon"), id="bad-delivery"),
+        pytest.param(lambda e: e["data"]["patient"].update(name=""), id="empty-name"),
+    ],
+)
 def test_other_broken_convocations_are_invalid(broken):
     event = convocation_event()
     broken(event)
@@ -227,11 +236,16 @@ def test_a_service_builds_only_the_events_it_is_the_documented_producer_of():
     by_name = {cls.__name__: cls for cls in EVENTS}
     for party in (p for p in contracts.PARTIES if p.internal):
         package = next((SERVICES / party.name).glob("*/__init__.py")).parent
-        built = {by_name[name] for path in package.glob("*.py")
-                 for name in CONSTRUCTED.findall(path.read_text(encoding="utf-8")) if name in by_name}
+        built = {
+            by_name[name]
+            for path in package.glob("*.py")
+            for name in CONSTRUCTED.findall(path.read_text(encoding="utf-8"))
+            if name in by_name
+        }
         assert built <= set(party.publishes), (
             f"{party.name} builds {sorted(e.routing_key() for e in built - set(party.publishes))},"
-            " which another party produces")
+            " which another party produces"
+        )
 
 
 # --- AsyncAPI ---------------------------------------------------------------------------------------
@@ -251,8 +265,13 @@ def test_the_asyncapi_document_has_one_channel_per_catalogue_entry_on_the_topic_
         assert channel["address"] == key
         amqp = channel["bindings"]["amqp"]
         assert amqp["is"] == "routingKey"
-        assert amqp["exchange"] == {"name": contracts.EXCHANGE, "type": "topic", "durable": True,
-                                    "autoDelete": False, "vhost": "/"}
+        assert amqp["exchange"] == {
+            "name": contracts.EXCHANGE,
+            "type": "topic",
+            "durable": True,
+            "autoDelete": False,
+            "vhost": "/",
+        }
 
 
 def test_asyncapi_operations_follow_the_matrix_and_messages_are_persistent():
@@ -266,7 +285,8 @@ def test_asyncapi_operations_follow_the_matrix_and_messages_are_persistent():
         assert len(receivers) == len(contracts.consumers_of(event)), key
         assert all(op["bindings"]["amqp"]["ack"] for op in receivers)
         assert {op["x-queue"] for op in receivers} == {
-            f"{contracts.EXCHANGE}.{c.name}.{key}" for c in contracts.consumers_of(event)}
+            f"{contracts.EXCHANGE}.{c.name}.{key}" for c in contracts.consumers_of(event)
+        }
 
 
 def test_asyncapi_messages_carry_message_id_and_correlation_id():

@@ -51,21 +51,55 @@ SERVICES = {
 }
 # Settings each service needs beyond AMQP_URL and DATABASE_URL.
 REQUIRED_SETTINGS = {
-    "issuer": {"SEAL_KEYS", "PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "ISSUER_FIELD_KEY",
-               "SECRETARIAT_FIELD_KEY", "HOSPITAL_NAME"},
-    "mailer": {"SMTP_HOST", "SMTP_PORT", "SMTP_TLS", "MAIL_FROM", "PORTAL_BASE_URL", "MAILER_FIELD_KEY",
-               "HOSPITAL_NAME"},
+    "issuer": {
+        "SEAL_KEYS",
+        "PATIENT_REF_KEY",
+        "MAILER_FIELD_KEY",
+        "PORTAL_FIELD_KEY",
+        "ISSUER_FIELD_KEY",
+        "SECRETARIAT_FIELD_KEY",
+        "HOSPITAL_NAME",
+    },
+    "mailer": {
+        "SMTP_HOST",
+        "SMTP_PORT",
+        "SMTP_TLS",
+        "MAIL_FROM",
+        "PORTAL_BASE_URL",
+        "MAILER_FIELD_KEY",
+        "HOSPITAL_NAME",
+    },
     "sms-gateway": {"SMS_PROVIDER_URL", "SMS_ACCOUNT_SID", "SMS_AUTH_TOKEN", "SMS_FIELD_KEY"},
-    "access-portal": {"PORTAL_BASE_URL", "SEAL_KEYS", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY", "PORTAL_SECRET_KEY",
-                      "STAFF_FIELD_KEY", "HOSPITAL_NAME"},
-    "secretariat": {"OIDC_ISSUER", "OIDC_CLIENT_SECRET", "PUBLIC_BASE_URL", "PATIENT_REF_KEY", "STAFF_FIELD_KEY",
-                    "ISSUER_FIELD_KEY", "SECRETARIAT_FIELD_KEY", "SECRETARIAT_SECRET_KEY"},
+    "access-portal": {
+        "PORTAL_BASE_URL",
+        "SEAL_KEYS",
+        "PORTAL_FIELD_KEY",
+        "SMS_FIELD_KEY",
+        "PORTAL_SECRET_KEY",
+        "STAFF_FIELD_KEY",
+        "HOSPITAL_NAME",
+    },
+    "secretariat": {
+        "OIDC_ISSUER",
+        "OIDC_CLIENT_SECRET",
+        "PUBLIC_BASE_URL",
+        "PATIENT_REF_KEY",
+        "STAFF_FIELD_KEY",
+        "ISSUER_FIELD_KEY",
+        "SECRETARIAT_FIELD_KEY",
+        "SECRETARIAT_SECRET_KEY",
+    },
     "hospital-gateway": {"OIDC_ISSUER", "API_AUDIENCE"},
 }
 # What production needs on top (development uses its built-in print-room key and one SMS provider).
-PRODUCTION_SETTINGS = {"issuer": {"PRINT_ROOM_PUBLIC_KEY"}, "mailer": set(), "access-portal": set(), "secretariat": set(),
-                       "hospital-gateway": {"MLLP_TLS_CERT_FILE", "MLLP_TLS_KEY_FILE", "MLLP_HOST", "HOSPITAL_SYSTEMS"},
-                       "sms-gateway": {"SMS_GENERIC_URL", "SMS_GENERIC_TOKEN", "SMS_CALLBACK_BASE_URL"}}
+PRODUCTION_SETTINGS = {
+    "issuer": {"PRINT_ROOM_PUBLIC_KEY"},
+    "mailer": set(),
+    "access-portal": set(),
+    "secretariat": set(),
+    "hospital-gateway": {"MLLP_TLS_CERT_FILE", "MLLP_TLS_KEY_FILE", "MLLP_HOST", "HOSPITAL_SYSTEMS"},
+    "sms-gateway": {"SMS_GENERIC_URL", "SMS_GENERIC_TOKEN", "SMS_CALLBACK_BASE_URL"},
+}
 # A key one service encrypts or seals with and another opens: both must hold the same value.
 SHARED_KEYS = {
     "SEAL_KEYS": ("issuer", "access-portal"),
@@ -76,9 +110,19 @@ SHARED_KEYS = {
     "ISSUER_FIELD_KEY": ("secretariat", "issuer"),
     "SECRETARIAT_FIELD_KEY": ("issuer", "secretariat"),
 }
-KEY_SETTINGS = {"SEAL_KEYS", "PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY",
-                "PORTAL_SECRET_KEY", "STAFF_FIELD_KEY", "ISSUER_FIELD_KEY", "SECRETARIAT_SECRET_KEY",
-                "SECRETARIAT_FIELD_KEY", "PRINT_ROOM_PUBLIC_KEY"}
+KEY_SETTINGS = {
+    "SEAL_KEYS",
+    "PATIENT_REF_KEY",
+    "MAILER_FIELD_KEY",
+    "PORTAL_FIELD_KEY",
+    "SMS_FIELD_KEY",
+    "PORTAL_SECRET_KEY",
+    "STAFF_FIELD_KEY",
+    "ISSUER_FIELD_KEY",
+    "SECRETARIAT_SECRET_KEY",
+    "SECRETARIAT_FIELD_KEY",
+    "PRINT_ROOM_PUBLIC_KEY",
+}
 # Operators' custom resources: kubernetes-validate has no schema for them and would only warn.
 # Listed explicitly so that nothing else is ever skipped.
 CRD_KINDS = {
@@ -102,11 +146,16 @@ CRD_KINDS = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
 }
 # Where each operator's resources may live (Gateway API routes sit beside the services they expose).
-CRD_DIRECTORIES = {"rabbitmq.com": {"infra"}, "postgresql.cnpg.io": {"infra"}, "keda.sh": {"keda"},
-                   "barmancloud.cnpg.io": {"infra"}, "cert-manager.io": {"infra"},
-                   "external-secrets.io": {"infra", "external-secrets", "keda"},
-                   "monitoring.coreos.com": {"infra", "monitoring"},
-                   "gateway.networking.k8s.io": {"base", "access-portal", "sms-gateway", "secretariat", "hospital-gateway"}}
+CRD_DIRECTORIES = {
+    "rabbitmq.com": {"infra"},
+    "postgresql.cnpg.io": {"infra"},
+    "keda.sh": {"keda"},
+    "barmancloud.cnpg.io": {"infra"},
+    "cert-manager.io": {"infra"},
+    "external-secrets.io": {"infra", "external-secrets", "keda"},
+    "monitoring.coreos.com": {"infra", "monitoring"},
+    "gateway.networking.k8s.io": {"base", "access-portal", "sms-gateway", "secretariat", "hospital-gateway"},
+}
 OVERLAYS = {"dev": "convocations-dev", "prod": "convocations", "prod-keda": "convocations"}
 MEMORY_LIMIT_MAX = 256 * 2**20
 # The issuer holds the documented maximum letter (10 MB) a few times over while sealing it: `make bench`
@@ -168,7 +217,9 @@ def compose_env(service: dict) -> dict[str, str]:
 def test_compose_file_matches_the_compose_specification():
     result = subprocess.run(
         [str(venv_tool("check-jsonschema")), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -198,7 +249,8 @@ def test_compose_dependencies_exist_and_services_wait_for_healthy_infrastructure
             assert target in services, f"{name} depends on unknown service {target}"
             if condition.get("condition") == "service_healthy":
                 assert "healthcheck" in services[target] or dockerfile_has_healthcheck(services[target]), (
-                    f"{name} waits for {target} to be healthy, but {target} has no healthcheck")
+                    f"{name} waits for {target} to be healthy, but {target} has no healthcheck"
+                )
     for name in SERVICES:
         deps = services[name]["depends_on"]
         for infra in ("rabbitmq", "postgres"):
@@ -218,8 +270,9 @@ def test_compose_builds_every_image_from_the_one_dockerfile_at_the_repository_ro
     for name, (_package, port, _role) in SERVICES.items():
         assert compose["services"][name]["build"]["args"] == {"SERVICE": name, "HTTP_PORT": str(port)}
     assert compose["services"]["fake-sms"]["build"]["args"]["SERVICE_DIR"] == "tools/devinbox"
-    assert not list(ROOT.glob("services/*/Dockerfile")) and not list(ROOT.glob("tools/*/Dockerfile")), \
+    assert not list(ROOT.glob("services/*/Dockerfile")) and not list(ROOT.glob("tools/*/Dockerfile")), (
         "one Dockerfile, parametrised by service"
+    )
 
 
 def test_compose_mounts_only_files_that_exist(compose):
@@ -278,8 +331,10 @@ def test_compose_sms_gateway_talks_to_the_fake_provider_with_its_credentials(com
     services = compose["services"]
     sms, fake = compose_env(services["sms-gateway"]), compose_env(services["fake-sms"])
     assert urlparse(sms["SMS_PROVIDER_URL"]).hostname == "fake-sms"
-    assert (sms["SMS_ACCOUNT_SID"], sms["SMS_AUTH_TOKEN"]) == (fake["DEVINBOX_ACCOUNT_SID"],
-                                                               fake["DEVINBOX_AUTH_TOKEN"])
+    assert (sms["SMS_ACCOUNT_SID"], sms["SMS_AUTH_TOKEN"]) == (
+        fake["DEVINBOX_ACCOUNT_SID"],
+        fake["DEVINBOX_AUTH_TOKEN"],
+    )
     mailer = compose_env(services["mailer"])
     assert (mailer["SMTP_HOST"], mailer["SMTP_PORT"], mailer["SMTP_TLS"]) == ("mailpit", "1025", "none")
     assert "127.0.0.1:8026:8025" in services["fake-sms"]["ports"]
@@ -334,7 +389,7 @@ def test_dockerfile_builds_from_existing_paths_and_runs_as_non_root():
                 for service in SERVICES:  # every value of the build argument names an existing path
                     path = source.replace("${SERVICE_DIR}", f"services/{service}")
                     assert (ROOT / path).exists(), f"COPY {path}: no such path in the repository"
-    last_stage = instructions[max(i for i, (ins, _) in enumerate(instructions) if ins == "FROM"):]
+    last_stage = instructions[max(i for i, (ins, _) in enumerate(instructions) if ins == "FROM") :]
     users = [a for i, a in last_stage if i == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root"), "the runtime stage must not run as root"
     assert users[-1].split(":")[0] == "10001", "uid 10001: the Kubernetes securityContext expects it"
@@ -349,8 +404,13 @@ def test_service_image_starts_the_package_on_its_port_and_checks_healthz(name):
     instructions = dockerfile_instructions(DOCKERFILE)
     text = " ".join(f"{i} {a}" for i, a in instructions)
     cmd = json.loads([a for i, a in instructions if i == "CMD"][-1])
-    started = subprocess.run([*cmd[:2], cmd[2].replace("exec python -m", "echo")], env={"SERVICE": name},
-                             capture_output=True, text=True, check=True).stdout.strip()
+    started = subprocess.run(
+        [*cmd[:2], cmd[2].replace("exec python -m", "echo")],
+        env={"SERVICE": name},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert started == package
     assert (ROOT / "services" / name / package / "__main__.py").is_file(), f"python -m {package} has no __main__"
     assert "ARG SERVICE_DIR=services/${SERVICE}" in text and "PYTHONPATH=/app:/app/${SERVICE_DIR}" in text
@@ -360,8 +420,7 @@ def test_service_image_starts_the_package_on_its_port_and_checks_healthz(name):
     assert f"HTTP_PORT={port}" in config, "Kubernetes gives each service its port"
     healthcheck = [a for i, a in instructions if i == "HEALTHCHECK"][-1]
     assert "/healthz" in healthcheck and "urllib" in healthcheck
-    assert 'if [ "$SERVICE" = "issuer" ]; then' in text and "fonts-dejavu-core" in text, \
-        "only the issuer renders PDFs"
+    assert 'if [ "$SERVICE" = "issuer" ]; then' in text and "fonts-dejavu-core" in text, "only the issuer renders PDFs"
 
 
 def test_images_install_the_runtime_lock_only_with_every_hash_checked():
@@ -374,12 +433,16 @@ def test_images_install_the_runtime_lock_only_with_every_hash_checked():
     for lock in ("runtime", "dev"):
         entries = re.split(r"\n(?=[a-z0-9])", (ROOT / f"requirements/{lock}.lock").read_text().split("\n", 2)[2])
         assert all("--hash=sha256:" in entry for entry in entries if entry.strip()), f"{lock}.lock without hashes"
-    code = [ROOT / "shared", *(ROOT / "services" / d / pkg for d, (pkg, _, _) in SERVICES.items()),
-            ROOT / "tools" / "devinbox" / "devinbox"]
+    code = [
+        ROOT / "shared",
+        *(ROOT / "services" / d / pkg for d, (pkg, _, _) in SERVICES.items()),
+        ROOT / "tools" / "devinbox" / "devinbox",
+    ]
     dev_only = sorted(set(dev) - set(runtime) - {"uv", "pip"})
     modules = {"pyyaml": "yaml", "kubernetes-validate": "kubernetes_validate", "check-jsonschema": "check_jsonschema"}
-    imports = re.compile(rf"^\s*(?:from|import)\s+({'|'.join(modules.get(n, n.replace('-', '_')) for n in dev_only)})\b",
-                         re.M)
+    imports = re.compile(
+        rf"^\s*(?:from|import)\s+({'|'.join(modules.get(n, n.replace('-', '_')) for n in dev_only)})\b", re.M
+    )
     for folder in code:
         for source in folder.rglob("*.py"):
             found = imports.search(source.read_text(encoding="utf-8"))
@@ -387,7 +450,9 @@ def test_images_install_the_runtime_lock_only_with_every_hash_checked():
 
 
 def _pins(lock: Path) -> dict[str, str]:
-    return {m[1].lower().replace("_", "-"): m[2] for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", lock.read_text(), re.M)}
+    return {
+        m[1].lower().replace("_", "-"): m[2] for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", lock.read_text(), re.M)
+    }
 
 
 def test_dockerignore_keeps_the_build_context_to_what_the_images_copy():
@@ -398,8 +463,9 @@ def test_dockerignore_keeps_the_build_context_to_what_the_images_copy():
         if instruction == "COPY" and "--from=" not in arguments:
             for source in arguments.split()[:-1]:
                 source = source.replace("${SERVICE_DIR}", "services").rstrip("/")
-                assert any(source == inc or source.startswith(inc + "/") for inc in included), \
+                assert any(source == inc or source.startswith(inc + "/") for inc in included), (
                     f".dockerignore drops {source}"
+                )
 
 
 # ---------------------------------------------------------------------------------- Kubernetes
@@ -525,7 +591,8 @@ def test_base_deployments_receive_every_setting_and_read_secrets_from_their_own_
         needed |= PRODUCTION_SETTINGS[name] | {"DATABASE_POOL_SIZE"}
         assert not needed - provided, f"{name} lacks {sorted(needed - provided)}"
         assert not (KEY_SETTINGS | {"DATABASE_URL", "AMQP_URL"}) & (common.keys() | config.keys()), (
-            f"{name}: keys and credentials belong in the Secret, not a ConfigMap")
+            f"{name}: keys and credentials belong in the Secret, not a ConfigMap"
+        )
         assert config["HTTP_PORT"] == str(SERVICES[name][1])
 
 
@@ -535,7 +602,8 @@ def test_every_deployment_is_hardened_by_the_component_the_base_applies():
     component = kustomizations()[K8S / "components" / "hardened"]
     assert component["kind"] == "Component"
     assert [p["target"] for p in component["patches"]] == [{"kind": "Deployment"}, {"kind": "Job"}], (
-        "the patch must reach every Deployment and migration Job")
+        "the patch must reach every Deployment and migration Job"
+    )
     patch = component["patches"][0]
     assert {p["path"] for p in component["patches"]} == {patch["path"]}
     patch_file = K8S / "components" / "hardened" / patch["path"]
@@ -586,8 +654,14 @@ def test_network_policies_deny_by_default_and_open_only_what_each_service_needs(
     assert spec["policyTypes"] == ["Ingress"] and ports_of(spec["ingress"]) == {8004}
     (source,) = spec["ingress"][0]["from"]
     assert source["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "gateway-system"}
-    for name in ("mailer-smtp-egress", "sms-gateway-https-egress", "access-portal-from-gateway",
-                 "sms-gateway-reports-from-gateway", "secretariat-from-gateway", "secretariat-oidc-egress"):
+    for name in (
+        "mailer-smtp-egress",
+        "sms-gateway-https-egress",
+        "access-portal-from-gateway",
+        "sms-gateway-reports-from-gateway",
+        "secretariat-from-gateway",
+        "secretariat-oidc-egress",
+    ):
         assert policies[name]["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] in SERVICES
 
 
@@ -668,13 +742,20 @@ def test_overlay_references_resolve(overlay):
         matching = [s for s in services.values() if s["spec"]["selector"].items() <= labels.items()]
         assert [s["spec"]["ports"][0]["targetPort"] for s in matching].count("http") == 1, name
         # Besides its HTTP Service, the hospital gateway's MLLP ports on a load balancer of the hospital's network.
-        assert all(s["spec"]["ports"][0]["targetPort"] == "http" or (
-            name == "hospital-gateway" and s["spec"]["type"] == "LoadBalancer"
-            and {p["targetPort"] for p in s["spec"]["ports"]} == {"mllp-his", "mllp-sandbox"}) for s in matching)
+        assert all(
+            s["spec"]["ports"][0]["targetPort"] == "http"
+            or (
+                name == "hospital-gateway"
+                and s["spec"]["type"] == "LoadBalancer"
+                and {p["targetPort"] for p in s["spec"]["ports"]} == {"mllp-his", "mllp-sandbox"}
+            )
+            for s in matching
+        )
     for name, job in by_kind(docs, "Job").items():
         labels = job["spec"]["template"]["metadata"]["labels"]
         assert not [s for s in services.values() if s["spec"]["selector"].items() <= labels.items()], (
-            f"{name}: a Service would send traffic to the migration pod")
+            f"{name}: a Service would send traffic to the migration pod"
+        )
         (container,) = job["spec"]["template"]["spec"]["containers"]
         for e in container["env"]:
             ref = e["valueFrom"]["secretKeyRef"]
@@ -715,8 +796,9 @@ def test_overlay_portal_is_served_over_tls_at_its_own_base_url_through_the_gatew
     # Plain HTTP only redirects to HTTPS; everything else is on the HTTPS listener.
     assert [r["spec"]["parentRefs"][0]["sectionName"] for r in routes.values()].count("http") == 1
     (redirect,) = [r for r in routes.values() if r["spec"]["parentRefs"][0]["sectionName"] == "http"]
-    assert redirect["spec"]["rules"] == [{"filters": [{"type": "RequestRedirect",
-                                                       "requestRedirect": {"scheme": "https", "statusCode": 301}}]}]
+    assert redirect["spec"]["rules"] == [
+        {"filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}]}
+    ]
     portal = routes["access-portal"]["spec"]["rules"]
     assert portal[0]["backendRefs"] == [{"name": "access-portal", "port": 8000}]
     (hidden,) = [rule for rule in portal if "filters" in rule]
@@ -736,7 +818,9 @@ def test_overlay_hospital_gateway_serves_only_fhir_and_csv_over_tls_on_its_own_l
     (rule,) = route["rules"]
     assert {m["path"]["value"] for m in rule["matches"]} == {"/fhir", "/csv"}  # never /metrics or /readyz
     config = overlay_config(docs, "hospital-gateway-config")
-    assert overlay == "dev" or config["ENVIRONMENT" if "ENVIRONMENT" in config else "OIDC_ISSUER"].startswith("https://")
+    assert overlay == "dev" or config["ENVIRONMENT" if "ENVIRONMENT" in config else "OIDC_ISSUER"].startswith(
+        "https://"
+    )
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
@@ -749,8 +833,11 @@ def test_overlay_console_is_served_over_tls_at_its_public_base_url_on_its_own_li
     (config,) = [c for n, c in by_kind(docs, "ConfigMap").items() if n.startswith("secretariat-config")]
     public, issuer = urlparse(config["data"]["PUBLIC_BASE_URL"]), urlparse(config["data"]["OIDC_ISSUER"])
     assert public.scheme == "https" and issuer.scheme == "https"
-    assert overlay == "dev" or public.netloc.endswith("hospital.example.org") and issuer.netloc.endswith(
-        "hospital.example.org"), "the prod overlays name the hospital's hosts, not the base's examples"
+    assert (
+        overlay == "dev"
+        or public.netloc.endswith("hospital.example.org")
+        and issuer.netloc.endswith("hospital.example.org")
+    ), "the prod overlays name the hospital's hosts, not the base's examples"
     (gateway,) = by_kind(docs, "Gateway").values()
     listeners = {listener["name"]: listener for listener in gateway["spec"]["listeners"]}
     staff = listeners["staff-https"]
@@ -764,8 +851,11 @@ def test_overlay_console_is_served_over_tls_at_its_public_base_url_on_its_own_li
     (hidden,) = [rule for rule in route["rules"] if "filters" in rule]
     assert {m["path"]["value"] for m in hidden["matches"]} == {"/metrics", "/healthz", "/readyz"}
     # The settings the console starts with in production accept these (https issuer and address).
-    settings = SecretariatSettings(environment="development", oidc_issuer=config["data"]["OIDC_ISSUER"],
-                                   public_base_url=config["data"]["PUBLIC_BASE_URL"])
+    settings = SecretariatSettings(
+        environment="development",
+        oidc_issuer=config["data"]["OIDC_ISSUER"],
+        public_base_url=config["data"]["PUBLIC_BASE_URL"],
+    )
     assert settings.public_base_url.startswith("https://")
 
 
@@ -806,12 +896,13 @@ def test_keda_scales_each_consumer_on_its_own_queue():
         (rabbit,) = [t for t in obj["spec"]["triggers"] if t["type"] == "rabbitmq"]
         queue = rabbit["metadata"]["queueName"]
         prefix = queue_name(common["data"]["EVENTS_EXCHANGE"], name, "")
-        assert queue.startswith(prefix) and queue[len(prefix):] in CATALOGUE, f"{name}: no such queue {queue}"
+        assert queue.startswith(prefix) and queue[len(prefix) :] in CATALOGUE, f"{name}: no such queue {queue}"
         auth = by_kind(docs, "TriggerAuthentication")[rabbit["authenticationRef"]["name"]]
         assert auth["spec"]["secretTargetRef"] == [  # the service's amqps URL, verified against the internal CA
             {"parameter": "host", "name": f"{name}-secrets", "key": "AMQP_URL"},
             {"parameter": "tls", "name": "keda-rabbitmq-tls", "key": "tls"},
-            {"parameter": "ca", "name": "keda-rabbitmq-tls", "key": "ca"}]
+            {"parameter": "ca", "name": "keda-rabbitmq-tls", "key": "ca"},
+        ]
 
 
 def test_infra_runs_clustered_rabbitmq_and_postgres_with_one_role_and_user_per_service():
@@ -824,11 +915,15 @@ def test_infra_runs_clustered_rabbitmq_and_postgres_with_one_role_and_user_per_s
     roles = {r["name"] for r in pg["spec"]["managed"]["roles"]}
     # ... and the operators' tool (convocations-admin), which records what it does in operations.dlq_action.
     assert roles == {name for _pkg, _port, role in SERVICES.values() for name in (role, f"{role}_owner")} | {
-        "convocations_admin"}
+        "convocations_admin"
+    }
     assert set(by_kind(docs, "User")) == set(by_kind(docs, "Permission")) == {*SERVICES, UPSTREAM_PRODUCER, PRINT_ROOM}
     # The services' NetworkPolicy reaches the brokers and databases by these names and labels.
-    (policy,) = [d for d in load_yaml_docs(K8S / "base" / "network-policies.yaml")
-                 if d["metadata"]["name"] == "allow-broker-and-database"]
+    (policy,) = [
+        d
+        for d in load_yaml_docs(K8S / "base" / "network-policies.yaml")
+        if d["metadata"]["name"] == "allow-broker-and-database"
+    ]
     selectors = [to["podSelector"]["matchLabels"] for rule in policy["spec"]["egress"] for to in rule["to"]]
     assert {"app.kubernetes.io/name": mq["metadata"]["name"]} in selectors
     assert {"cnpg.io/cluster": pg["metadata"]["name"]} in selectors
@@ -840,11 +935,24 @@ def _grants(docs: list[dict]) -> set[tuple]:
     for d in docs:
         spec = d.get("spec", {})
         if d["kind"] == "User":
-            grants.add(("user", d["metadata"]["name"], spec["importCredentialsSecret"]["name"],
-                        spec["rabbitmqClusterReference"]["name"]))
+            grants.add(
+                (
+                    "user",
+                    d["metadata"]["name"],
+                    spec["importCredentialsSecret"]["name"],
+                    spec["rabbitmqClusterReference"]["name"],
+                )
+            )
         elif d["kind"] in ("Permission", "TopicPermission"):
-            grants.add((d["kind"], spec["userReference"]["name"], spec["vhost"], *sorted(spec["permissions"].items()),
-                        spec["rabbitmqClusterReference"]["name"]))
+            grants.add(
+                (
+                    d["kind"],
+                    spec["userReference"]["name"],
+                    spec["vhost"],
+                    *sorted(spec["permissions"].items()),
+                    spec["rabbitmqClusterReference"]["name"],
+                )
+            )
     return grants
 
 
@@ -855,8 +963,11 @@ def test_infra_broker_users_hold_exactly_the_permissions_derived_from_the_bus_ta
     docs = render("infra")
     assert _grants(docs) == _grants(k8s_resources())
     issuer = by_kind(docs, "Permission")["issuer"]["spec"]["permissions"]
-    for queue in ("convocations.upstream.convocation.status.v1", "convocations.print-room.postal.requested.v1.dlq",
-                  "convocations.issuer.email.sent.v1.retry.30s"):
+    for queue in (
+        "convocations.upstream.convocation.status.v1",
+        "convocations.print-room.postal.requested.v1.dlq",
+        "convocations.issuer.email.sent.v1.retry.30s",
+    ):
         assert all(re.fullmatch(issuer[p], queue) for p in ("configure", "write", "read")), queue
     assert not re.fullmatch(issuer["configure"], "convocations.mailer.message.sealed.v1")
     # A retired subscription's queues (shared/topology.py RETIRED): configured (deleted), never used.
@@ -894,19 +1005,30 @@ def test_every_alert_says_how_bad_it_is_and_what_happened(alert_rules):
 
 def test_alerts_cover_what_the_design_promises(alert_rules):
     exprs = " ".join(r["expr"] for r in alert_rules)
-    for metric in ("convocations_dead_lettered_total", "convocations_outbox_pending",
-                   "convocations_outbox_oldest_age_seconds", "convocations_smtp_attempts_total",
-                   "convocations_sms_attempts_total", 'convocations_otp_checks_total{outcome="wrong"}',
-                   'up{job="convocations"}', "probe_success",
-                   # issue 12: errors the handlers catch, what the broker dead-letters, a stopped relay or
-                   # sweeper, queues without consumers, vanished targets, the infrastructure, the SLOs.
-                   'convocations_events_consumed_total{outcome="error"}', "rabbitmq_detailed_queue_messages{",
-                   "rabbitmq_detailed_queue_consumers", "convocations_outbox_last_success_timestamp_seconds",
-                   'convocations_periodic_last_success_timestamp_seconds{task="issuer-sweeper"}', "absent(up{",
-                   'convocations_dependency_up{dependency="database"}', 'up{job="rabbitmq"}',
-                   "slo:sli_error:ratio_rate1h", "convocations_paper_overdue",
-                   # a request to send a letter again that the hospital system leaves unanswered
-                   "convocations_reissue_oldest_waiting_seconds"):
+    for metric in (
+        "convocations_dead_lettered_total",
+        "convocations_outbox_pending",
+        "convocations_outbox_oldest_age_seconds",
+        "convocations_smtp_attempts_total",
+        "convocations_sms_attempts_total",
+        'convocations_otp_checks_total{outcome="wrong"}',
+        'up{job="convocations"}',
+        "probe_success",
+        # issue 12: errors the handlers catch, what the broker dead-letters, a stopped relay or
+        # sweeper, queues without consumers, vanished targets, the infrastructure, the SLOs.
+        'convocations_events_consumed_total{outcome="error"}',
+        "rabbitmq_detailed_queue_messages{",
+        "rabbitmq_detailed_queue_consumers",
+        "convocations_outbox_last_success_timestamp_seconds",
+        'convocations_periodic_last_success_timestamp_seconds{task="issuer-sweeper"}',
+        "absent(up{",
+        'convocations_dependency_up{dependency="database"}',
+        'up{job="rabbitmq"}',
+        "slo:sli_error:ratio_rate1h",
+        "convocations_paper_overdue",
+        # a request to send a letter again that the hospital system leaves unanswered
+        "convocations_reissue_oldest_waiting_seconds",
+    ):
         assert metric in exprs, f"no alert on {metric}"
     assert "faststream_received_processed_messages_total" not in exprs, "FastStream never sees our handlers' errors"
 
@@ -933,8 +1055,11 @@ def test_prometheus_scrapes_every_service_where_compose_runs_it(compose):
         assert name in compose["services"]
         assert scraped[name] == [f"{name}:{port}"]
         assert probed[name] == [f"http://{name}:{port}/readyz"]
-    (blackbox,) = [r["replacement"] for r in jobs["convocations-readiness"]["relabel_configs"]
-                   if r.get("target_label") == "__address__"]
+    (blackbox,) = [
+        r["replacement"]
+        for r in jobs["convocations-readiness"]["relabel_configs"]
+        if r.get("target_label") == "__address__"
+    ]
     assert blackbox.split(":")[0] in compose["services"]
 
 
@@ -959,12 +1084,21 @@ def test_dashboard_is_complete_and_uses_the_selected_prometheus(dashboard):
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
             exprs.append(target["expr"])
     joined = " ".join(exprs)
-    for metric in ("convocations_funnel_total", "slo:sli_error:ratio_rate1h", "http_requests_total",
-                   "convocations_chain_latency_seconds_bucket", "convocations_outbox_pending",
-                   "convocations_dead_lettered_total", "rabbitmq_detailed_queue_messages{",
-                   "rabbitmq_detailed_queue_consumers", "convocations_smtp_attempts_total",
-                   "convocations_sms_attempts_total", "convocations_otp_checks_total",
-                   "convocations_events_consumed_total", "process_resident_memory_bytes"):
+    for metric in (
+        "convocations_funnel_total",
+        "slo:sli_error:ratio_rate1h",
+        "http_requests_total",
+        "convocations_chain_latency_seconds_bucket",
+        "convocations_outbox_pending",
+        "convocations_dead_lettered_total",
+        "rabbitmq_detailed_queue_messages{",
+        "rabbitmq_detailed_queue_consumers",
+        "convocations_smtp_attempts_total",
+        "convocations_sms_attempts_total",
+        "convocations_otp_checks_total",
+        "convocations_events_consumed_total",
+        "process_resident_memory_bytes",
+    ):
         assert metric in joined, f"the dashboard does not show {metric}"
 
 
@@ -1022,8 +1156,9 @@ def test_promtool_parses_every_dashboard_query(dashboard, tmp_path):
                 expr = expr.replace(variable, value)
             rules.append({"record": f"dashboard:panel{panel['id']}:{target['refId']}", "expr": expr})
     (tmp_path / "dashboard.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    result = subprocess.run([tool, "check", "rules", str(tmp_path / "dashboard.yml")], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [tool, "check", "rules", str(tmp_path / "dashboard.yml")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -1056,14 +1191,19 @@ def test_the_portal_believes_x_forwarded_for_only_from_the_clusters_pod_network_
         assert PortalSettings(forwarded_allow_ips=trusted).forwarded_allow_ips
     with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
         PortalSettings(forwarded_allow_ips="*")
-    stated = {line.split("POD_CIDR=", 1)[1].strip() for path in K8S.rglob("kustomization.yaml")
-              for line in path.read_text(encoding="utf-8").splitlines() if "POD_CIDR=" in line}
+    stated = {
+        line.split("POD_CIDR=", 1)[1].strip()
+        for path in K8S.rglob("kustomization.yaml")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if "POD_CIDR=" in line
+    }
     assert stated, "no overlay states its pod network"
     for path in K8S.rglob("*"):
         if path.suffix in (".yaml", ".env"):
             for line in path.read_text(encoding="utf-8").splitlines():
                 assert "POD_CIDR=" in line or not any(cidr in line for cidr in stated), (
-                    f"{path.relative_to(ROOT)}: the pod network written again: {line.strip()}")
+                    f"{path.relative_to(ROOT)}: the pod network written again: {line.strip()}"
+                )
 
 
 # ------------------------------------------------------------------- production blockers (issue #8)
@@ -1075,10 +1215,14 @@ def overlay_config(docs: list[dict], prefix: str) -> dict[str, str]:
 
 
 def max_replicas(docs: list[dict]) -> dict[str, int]:
-    bounds = {h["spec"]["scaleTargetRef"]["name"]: h["spec"]["maxReplicas"]
-              for h in by_kind(docs, "HorizontalPodAutoscaler").values()}
-    bounds |= {s["spec"]["scaleTargetRef"]["name"]: s["spec"]["maxReplicaCount"]
-               for s in by_kind(docs, "ScaledObject").values()}
+    bounds = {
+        h["spec"]["scaleTargetRef"]["name"]: h["spec"]["maxReplicas"]
+        for h in by_kind(docs, "HorizontalPodAutoscaler").values()
+    }
+    bounds |= {
+        s["spec"]["scaleTargetRef"]["name"]: s["spec"]["maxReplicaCount"]
+        for s in by_kind(docs, "ScaledObject").values()
+    }
     return bounds
 
 
@@ -1100,7 +1244,8 @@ def test_database_connections_fit_at_the_autoscaling_maxima_of_every_overlay():
     limits = {r["name"]: r["connectionLimit"] for r in pg["spec"]["managed"]["roles"]}
     assert all(limit > 0 for limit in limits.values()), "every role needs a connection limit"
     assert sum(limits.values()) + RESERVED_CONNECTIONS + HEADROOM_CONNECTIONS <= max_connections, (
-        f"role limits {sum(limits.values())} + reserve exceed max_connections {max_connections}")
+        f"role limits {sum(limits.values())} + reserve exceed max_connections {max_connections}"
+    )
     for overlay in OVERLAYS:
         docs = render(f"overlays/{overlay}")
         replicas = max_replicas(docs)
@@ -1109,14 +1254,19 @@ def test_database_connections_fit_at_the_autoscaling_maxima_of_every_overlay():
             config = overlay_config(docs, f"{name}-config")
             pool = int(config.get("DATABASE_POOL_SIZE", 10))  # the settings' default
             spec = deployment["spec"]
-            surge, unavailable = spec["strategy"]["rollingUpdate"]["maxSurge"], spec["strategy"]["rollingUpdate"]["maxUnavailable"]
+            surge, unavailable = (
+                spec["strategy"]["rollingUpdate"]["maxSurge"],
+                spec["strategy"]["rollingUpdate"]["maxUnavailable"],
+            )
             assert spec["minReadySeconds"] >= spec["template"]["spec"]["terminationGracePeriodSeconds"], (
                 f"{overlay}: {name}: without minReadySeconds >= the grace period, any number of old pods may be"
-                " stopping at once during a rollout, each holding its connections")
+                " stopping at once during a rollout, each holding its connections"
+            )
             needed = (replicas[name] + surge + surge + unavailable) * (pool + 1)
             assert needed <= limits[role], (
                 f"{overlay}: {name} may open {needed} connections as {role} during a rollout at"
-                f" {replicas[name]} replicas, whose limit is {limits[role]}")
+                f" {replicas[name]} replicas, whose limit is {limits[role]}"
+            )
 
 
 def test_every_service_stops_within_its_grace_period_with_room_to_spare():
@@ -1130,12 +1280,15 @@ def test_every_service_stops_within_its_grace_period_with_room_to_spare():
         common = overlay_config(docs, "convocations-common")
         for name, deployment in by_kind(docs, "Deployment").items():
             env = common | overlay_config(docs, f"{name}-config")
-            budget = float(env.get("SHUTDOWN_TIMEOUT_SECONDS", ServiceSettings.model_fields["shutdown_timeout_seconds"].default))
+            budget = float(
+                env.get("SHUTDOWN_TIMEOUT_SECONDS", ServiceSettings.model_fields["shutdown_timeout_seconds"].default)
+            )
             pod = deployment["spec"]["template"]["spec"]
             (container,) = pod["containers"]
             pause = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
             assert pause + budget + 10 <= pod["terminationGracePeriodSeconds"], (
-                f"{overlay}: {name}: preStop {pause} s + shutdown {budget} s leaves under 10 s before SIGKILL")
+                f"{overlay}: {name}: preStop {pause} s + shutdown {budget} s leaves under 10 s before SIGKILL"
+            )
 
 
 def image_tag(image: str) -> str:
@@ -1156,13 +1309,21 @@ def test_migrations_run_once_per_release_as_a_job_under_the_schema_owner():
         assert ServiceSettings(migrate_on_start="false").migrate_on_start is False
         jobs = by_kind(docs, "Job")
         deployments = by_kind(docs, "Deployment")
-        releases = {name: image_tag(deployments[name]["spec"]["template"]["spec"]["containers"][0]["image"])
-                    for name in SERVICES}
+        releases = {
+            name: image_tag(deployments[name]["spec"]["template"]["spec"]["containers"][0]["image"])
+            for name in SERVICES
+        }
         assert set(jobs) == {f"{name}-migrate-{releases[name]}" for name in SERVICES}, overlay
-        waves = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0")
-                 for d in docs}
+        waves = {
+            (d["kind"], d["metadata"]["name"]): d["metadata"]
+            .get("annotations", {})
+            .get("argocd.argoproj.io/sync-wave", "0")
+            for d in docs
+        }
         for (kind, doc_name), wave in waves.items():
-            expected = {"Namespace": "-3", "ConfigMap": "-2", "Secret": "-2", "ExternalSecret": "-2", "Job": "-1"}.get(kind, "0")
+            expected = {"Namespace": "-3", "ConfigMap": "-2", "Secret": "-2", "ExternalSecret": "-2", "Job": "-1"}.get(
+                kind, "0"
+            )
             assert wave == expected, f"{overlay}: {kind} {doc_name} in Argo CD sync wave {wave}, not {expected}"
         for name, (package, _port, _role) in SERVICES.items():
             job = jobs[f"{name}-migrate-{releases[name]}"]
@@ -1176,7 +1337,8 @@ def test_migrations_run_once_per_release_as_a_job_under_the_schema_owner():
             assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
             check_hardened(name, job)
             assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "convocations", (
-                "the NetworkPolicy allow-broker-and-database must let the Job reach Postgres")
+                "the NetworkPolicy allow-broker-and-database must let the Job reach Postgres"
+            )
 
 
 def test_the_owner_role_owns_each_schema_and_the_runtime_role_may_only_read_and_write_it():
@@ -1185,10 +1347,15 @@ def test_the_owner_role_owns_each_schema_and_the_runtime_role_may_only_read_and_
     for _package, _port, role in SERVICES.values():
         assert f"create schema {role} authorization {role}_owner" in sql
         assert f"grant usage on schema {role} to {role}" in sql
-        assert (f"alter default privileges for role {role}_owner in schema {role} "
-                f"grant select, insert, update, delete on tables to {role}") in sql
-        assert not [s for s in sql if s.startswith("grant") and f" to {role}" in s
-                    and ("create" in s.split(" to ")[0] or " all " in s)]
+        assert (
+            f"alter default privileges for role {role}_owner in schema {role} "
+            f"grant select, insert, update, delete on tables to {role}"
+        ) in sql
+        assert not [
+            s
+            for s in sql
+            if s.startswith("grant") and f" to {role}" in s and ("create" in s.split(" to ")[0] or " all " in s)
+        ]
     for path in (K8S / "overlays" / "dev" / "secrets").glob("*.env"):
         values = env_file(path)
         runtime, owner = urlparse(values["DATABASE_URL"]), urlparse(values["MIGRATION_DATABASE_URL"])
@@ -1197,8 +1364,10 @@ def test_the_owner_role_owns_each_schema_and_the_runtime_role_may_only_read_and_
 
 def test_the_issuer_is_given_the_print_rooms_public_key():
     (container,) = base_deployments()["issuer"]["spec"]["template"]["spec"]["containers"]
-    assert {"name": "PRINT_ROOM_PUBLIC_KEY", "valueFrom": {"secretKeyRef": {
-        "name": "issuer-secrets", "key": "PRINT_ROOM_PUBLIC_KEY"}}} in container["env"]
+    assert {
+        "name": "PRINT_ROOM_PUBLIC_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "issuer-secrets", "key": "PRINT_ROOM_PUBLIC_KEY"}},
+    } in container["env"]
     assert "PRINT_ROOM_PUBLIC_KEY" in env_file(K8S / "overlays" / "dev" / "secrets" / "issuer.example.env")
 
 
@@ -1212,15 +1381,19 @@ def test_monitoring_ships_a_pod_monitor_a_readiness_probe_and_the_alert_rules():
         assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/part-of"  # job="convocations", as the rules expect
         (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
         assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
-        assert {"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
-                "targetLabel": "service"} in endpoint["relabelings"]
+        assert {
+            "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+            "targetLabel": "service",
+        } in endpoint["relabelings"]
         (probe,) = by_kind(docs, "Probe").values()
         assert probe["spec"]["jobName"] == "convocations-readiness"
         assert sorted(probe["spec"]["targets"]["staticConfig"]["static"]) == sorted(
-            f"http://{name}.{OVERLAYS[overlay]}.svc:{port}/readyz" for name, (_pkg, port, _role) in SERVICES.items())
+            f"http://{name}.{OVERLAYS[overlay]}.svc:{port}/readyz" for name, (_pkg, port, _role) in SERVICES.items()
+        )
         (rule,) = by_kind(docs, "PrometheusRule").values()
-        assert rule["spec"]["groups"] == [g for path in (ALERTS_FILE, SLO_FILE)
-                                          for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]]
+        assert rule["spec"]["groups"] == [
+            g for path in (ALERTS_FILE, SLO_FILE) for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+        ]
 
 
 def test_rabbitmq_queues_are_scraped_one_series_per_queue():
@@ -1230,13 +1403,17 @@ def test_rabbitmq_queues_are_scraped_one_series_per_queue():
     (monitor,) = by_kind(docs, "PodMonitor").values()
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": mq["metadata"]["name"]}
     # The cluster has no plain listener (issue 18, item 5): the plugin's TLS port, verified for the Service's name.
-    (certificate,) = [c for c in by_kind(docs, "Certificate").values() if c["spec"]["secretName"] == mq["spec"]["tls"]["secretName"]]
+    (certificate,) = [
+        c for c in by_kind(docs, "Certificate").values() if c["spec"]["secretName"] == mq["spec"]["tls"]["secretName"]
+    ]
     for endpoint in monitor["spec"]["podMetricsEndpoints"]:
         assert (endpoint["port"], endpoint["scheme"]) == ("prometheus-tls", "https")
         assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": certificate["spec"]["secretName"], "key": "ca.crt"}
         assert endpoint["tlsConfig"]["serverName"] in certificate["spec"]["dnsNames"]
-    jobs = {e["path"]: [r["replacement"] for r in e["relabelings"] if r["targetLabel"] == "job"]
-            for e in monitor["spec"]["podMetricsEndpoints"]}
+    jobs = {
+        e["path"]: [r["replacement"] for r in e["relabelings"] if r["targetLabel"] == "job"]
+        for e in monitor["spec"]["podMetricsEndpoints"]
+    }
     # The job names and metric families the alert rules read (deploy/prometheus/alerts.yml).
     assert jobs == {"/metrics": ["rabbitmq"], "/metrics/detailed": ["rabbitmq-queues"]}
     (detailed,) = [e for e in monitor["spec"]["podMetricsEndpoints"] if e["path"] == "/metrics/detailed"]
@@ -1314,8 +1491,11 @@ def test_a_key_two_services_share_has_one_source_and_each_purpose_its_own():
         docs = render(f"overlays/{overlay}")
         sources = {name: external_secret_sources(es) for name, es in by_kind(docs, "ExternalSecret").items()}
         for setting in KEY_SETTINGS:
-            refs = {tuple(sources[f"{service}-secrets"][setting]) for service in SERVICES
-                    if setting in sources[f"{service}-secrets"]}
+            refs = {
+                tuple(sources[f"{service}-secrets"][setting])
+                for service in SERVICES
+                if setting in sources[f"{service}-secrets"]
+            }
             assert len(refs) == 1, f"{overlay}: {setting} comes from {refs}"
             if setting in SHARED_KEYS:
                 assert all(setting in sources[f"{h}-secrets"] for h in SHARED_KEYS[setting]), setting
@@ -1346,12 +1526,16 @@ def test_production_reaches_the_broker_and_the_database_over_tls_it_verifies():
     assert pg["spec"]["certificates"]["serverTLSSecret"] in certificates
     for overlay in PRODUCTION:
         docs = render(f"overlays/{overlay}")
-        secrets = {name: resolve_external_secret(es, lambda key, prop: "0123abcd")
-                   for name, es in by_kind(docs, "ExternalSecret").items()}
+        secrets = {
+            name: resolve_external_secret(es, lambda key, prop: "0123abcd")
+            for name, es in by_kind(docs, "ExternalSecret").items()
+        }
         for service in SERVICES:
             values = secrets[f"{service}-secrets"]
             amqp = urlparse(values["AMQP_URL"])
-            assert (amqp.scheme, amqp.port) == ("amqps", 5671) and amqp.hostname in certificates["convocations-mq-server"]
+            assert (amqp.scheme, amqp.port) == ("amqps", 5671) and amqp.hostname in certificates[
+                "convocations-mq-server"
+            ]
             assert dict(parse_qsl(amqp.query)) == {"cafile": INTERNAL_CA}
             for key in ("DATABASE_URL", "MIGRATION_DATABASE_URL"):
                 db = urlparse(values[key])
@@ -1361,7 +1545,9 @@ def test_production_reaches_the_broker_and_the_database_over_tls_it_verifies():
             pod = doc["spec"]["template"]["spec"]
             volumes = {v["name"]: v for v in pod["volumes"]}
             mounts = {m["mountPath"]: volumes[m["name"]] for m in pod["containers"][0]["volumeMounts"]}
-            assert mounts[str(Path(INTERNAL_CA).parent)]["secret"]["secretName"] == "convocations-internal-ca", doc["metadata"]["name"]
+            assert mounts[str(Path(INTERNAL_CA).parent)]["secret"]["secretName"] == "convocations-internal-ca", doc[
+                "metadata"
+            ]["name"]
         policy = by_kind(docs, "NetworkPolicy")["allow-broker-and-database"]
         assert sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]) == [5432, 5671]
 
@@ -1400,8 +1586,11 @@ def test_rabbitmq_4_and_every_quorum_queue_with_the_delivery_limit_the_services_
     pattern = re.compile(policy["spec"]["pattern"])
     exchange = "convocations"  # the exchange of every overlay (EVENTS_EXCHANGE) and of the broker users
     assert overlay_config(render("overlays/prod"), "convocations-common")["EVENTS_EXCHANGE"] == exchange
-    queues = [topology.consumer_queue(exchange, consumer if consumer != topology.UPSTREAM else "upstream", key)
-              for key, (_owner, consumers) in topology.BUS.items() for consumer in consumers]
+    queues = [
+        topology.consumer_queue(exchange, consumer if consumer != topology.UPSTREAM else "upstream", key)
+        for key, (_owner, consumers) in topology.BUS.items()
+        for consumer in consumers
+    ]
     for queue in queues:
         assert queue.arguments["x-delivery-limit"] == topology.DELIVERY_LIMIT, queue.name
         assert pattern.match(queue.name), f"the policy misses {queue.name}"
@@ -1445,7 +1634,9 @@ def test_the_dev_examples_and_the_production_external_secrets_fill_the_same_keys
     from tests.production.manifests import external_secret_sources, secret_templates
 
     examples = secret_templates()
-    made = {name: external_secret_sources(es) for name, es in by_kind(render("overlays/prod"), "ExternalSecret").items()}
+    made = {
+        name: external_secret_sources(es) for name, es in by_kind(render("overlays/prod"), "ExternalSecret").items()
+    }
     for service in SERVICES:
         name, values = f"{service}-secrets", examples[f"{service}-secrets"]
         assert set(values) == set(made[name]), f"{name}: dev {sorted(values)} / prod {sorted(made[name])}"
@@ -1463,9 +1654,11 @@ def admits(policy: dict, pod_labels: dict, from_namespace: str, from_labels: dic
         if ports and port not in ports:
             continue
         for source in rule.get("from", []):
-            namespace_ok = selects(source.get("namespaceSelector", {}),
-                                   {"kubernetes.io/metadata.name": from_namespace}) if "namespaceSelector" in source \
+            namespace_ok = (
+                selects(source.get("namespaceSelector", {}), {"kubernetes.io/metadata.name": from_namespace})
+                if "namespaceSelector" in source
                 else from_namespace == policy["metadata"]["namespace"]
+            )
             if namespace_ok and selects(source.get("podSelector", {}), from_labels):
                 return True
     return False
@@ -1477,8 +1670,12 @@ def selects(selector: dict, labels: dict) -> bool:
         return False
     for e in selector.get("matchExpressions", []):
         present, value = e["key"] in labels, labels.get(e["key"])
-        if {"In": present and value in e.get("values", []), "NotIn": not present or value not in e.get("values", []),
-                "Exists": present, "DoesNotExist": not present}[e["operator"]] is False:
+        if {
+            "In": present and value in e.get("values", []),
+            "NotIn": not present or value not in e.get("values", []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[e["operator"]] is False:
             return False
     return True
 
@@ -1495,8 +1692,10 @@ def test_every_readiness_probe_target_resolves_and_is_admitted_from_the_probers_
     (probe,) = by_kind(docs, "Probe").values()
     prober = urlparse(f"http://{probe['spec']['prober']['url']}")
     prober_service, prober_namespace = prober.hostname.split(".")[:2]
-    assert prober.hostname in (f"{prober_service}.{prober_namespace}.svc",
-                               f"{prober_service}.{prober_namespace}.svc.cluster.local"), prober.hostname
+    assert prober.hostname in (
+        f"{prober_service}.{prober_namespace}.svc",
+        f"{prober_service}.{prober_namespace}.svc.cluster.local",
+    ), prober.hostname
     prober_labels = {"app.kubernetes.io/name": prober_service}  # the exporter's pods (see network-policy.yaml)
     targets = probe["spec"]["targets"]["staticConfig"]["static"]
     assert len(targets) == len(SERVICES)
@@ -1505,24 +1704,33 @@ def test_every_readiness_probe_target_resolves_and_is_admitted_from_the_probers_
         parts = url.hostname.split(".")
         # A short name resolves in the prober's namespace: only <service>.<namespace>[.svc[.cluster.local]].
         assert len(parts) >= 2 and ".".join(parts[2:]) in ("", "svc", "svc.cluster.local"), (
-            f"{target}: name the Service with its namespace, the prober runs in {prober_namespace}")
+            f"{target}: name the Service with its namespace, the prober runs in {prober_namespace}"
+        )
         name, namespace = parts[:2]
         assert name in services and services[name]["metadata"]["namespace"] == namespace, (
-            f"{target}: no Service {name} in namespace {namespace}")
+            f"{target}: no Service {name} in namespace {namespace}"
+        )
         (service_port,) = [p for p in services[name]["spec"]["ports"] if p["port"] == url.port] or [None]
         assert service_port is not None, f"{target}: Service {name} has no port {url.port}"
-        (deployment,) = [d for d in deployments.values()
-                         if selects({"matchLabels": services[name]["spec"]["selector"]},
-                                    d["spec"]["template"]["metadata"]["labels"])]
+        (deployment,) = [
+            d
+            for d in deployments.values()
+            if selects({"matchLabels": services[name]["spec"]["selector"]}, d["spec"]["template"]["metadata"]["labels"])
+        ]
         pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        (container_port,) = [p for p in container["ports"]
-                             if service_port["targetPort"] in (p.get("name"), p["containerPort"])]
+        (container_port,) = [
+            p for p in container["ports"] if service_port["targetPort"] in (p.get("name"), p["containerPort"])
+        ]
         assert url.path == "/readyz"
-        assert any(admits(p, pod_labels, prober_namespace, prober_labels, port)
-                   for p in policies for port in (container_port.get("name"), container_port["containerPort"])), (
+        assert any(
+            admits(p, pod_labels, prober_namespace, prober_labels, port)
+            for p in policies
+            for port in (container_port.get("name"), container_port["containerPort"])
+        ), (
             f"{target}: no NetworkPolicy of {namespace} admits {prober_service} pods of {prober_namespace} "
-            f"to port {container_port}")
+            f"to port {container_port}"
+        )
         assert probe["spec"]["targets"]["staticConfig"]["relabelingConfigs"][0]["regex"].startswith("http://")
 
 
@@ -1539,12 +1747,19 @@ def test_traces_are_exported_in_production_through_an_open_door_and_off_in_devel
         policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
         for deployment in by_kind(docs, "Deployment").values():
             labels = deployment["spec"]["template"]["metadata"]["labels"]
-            assert any(selects(p["spec"]["podSelector"], labels) and "Egress" in p["spec"]["policyTypes"]
-                       and any(4318 in [port["port"] for port in rule.get("ports", [])]
-                               and any(selects(to.get("namespaceSelector", {}),
-                                               {"kubernetes.io/metadata.name": namespace}) for to in rule["to"])
-                               for rule in p["spec"].get("egress", []))
-                       for p in policies), f"{overlay}: nothing lets {deployment['metadata']['name']} reach {collector}"
+            assert any(
+                selects(p["spec"]["podSelector"], labels)
+                and "Egress" in p["spec"]["policyTypes"]
+                and any(
+                    4318 in [port["port"] for port in rule.get("ports", [])]
+                    and any(
+                        selects(to.get("namespaceSelector", {}), {"kubernetes.io/metadata.name": namespace})
+                        for to in rule["to"]
+                    )
+                    for rule in p["spec"].get("egress", [])
+                )
+                for p in policies
+            ), f"{overlay}: nothing lets {deployment['metadata']['name']} reach {collector}"
     dev = overlay_config(render("overlays/dev"), "convocations-common")
     assert dev["OTEL_SDK_DISABLED"] == "true"
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}

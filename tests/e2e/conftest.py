@@ -26,7 +26,7 @@ def _servers(rabbitmq, postgres):
 
 def random_mobile() -> tuple[str, str]:
     """(E.164, national form) of a fresh valid Swiss mobile number: tests never share a number."""
-    digits = f"{random.randrange(10 ** 7):07d}"
+    digits = f"{random.randrange(10**7):07d}"
     return f"+4179{digits}", f"079 {digits[:3]} {digits[3:5]} {digits[5:]}"
 
 
@@ -60,7 +60,9 @@ class Chain:
                 await asyncio.sleep(0.05)
         raise AssertionError(f"upstream never saw the expected {routing_key} events; got {mine}")
 
-    async def postal(self, correlation_id: str, until=lambda events: len(events) >= 1, timeout: float = 15) -> list[dict]:
+    async def postal(
+        self, correlation_id: str, until=lambda events: len(events) >= 1, timeout: float = 15
+    ) -> list[dict]:
         """The postal.requested events the development print room read for one convocation, waiting until
         ``until(events)`` holds."""
         mine: list[dict] = []
@@ -100,8 +102,7 @@ class Chain:
         return [m for m in self.inbox.emails() if address in m["rcpt_tos"]]
 
     async def status(self, convocation_id: str) -> str | None:
-        return await self.db.fetchval("select status from issuer.convocation where id = $1",
-                                      uuid.UUID(convocation_id))
+        return await self.db.fetchval("select status from issuer.convocation where id = $1", uuid.UUID(convocation_id))
 
     async def wait_status(self, convocation_id: str, status: str, timeout: float = 15) -> None:
         for _ in range(int(timeout * 10)):
@@ -114,7 +115,9 @@ class Chain:
         """Every row of every table of every service (and their audits), as text (bytea as hex)."""
         tables = await self.db.fetch(
             "select table_schema, table_name from information_schema.tables"
-            " where table_schema = any($1::text[]) and table_type = 'BASE TABLE'", list(SCHEMAS))
+            " where table_schema = any($1::text[]) and table_type = 'BASE TABLE'",
+            list(SCHEMAS),
+        )
         parts = []
         for t in tables:
             rows = await self.db.fetch(f'select t::text as row from "{t["table_schema"]}"."{t["table_name"]}" t')
@@ -165,7 +168,7 @@ def pytest_collection_modifyitems(items):
         return
     others = [i for i in items if i not in watched]
     last_e2e = max((n for n, i in enumerate(others) if "/tests/e2e/" in str(i.path)), default=len(others) - 1)
-    items[:] = others[:last_e2e + 1] + watched + others[last_e2e + 1:]
+    items[:] = others[: last_e2e + 1] + watched + others[last_e2e + 1 :]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -176,8 +179,11 @@ def prometheus(request, tmp_path_factory):
     from tests.e2e.prometheus import Prometheus
 
     stack = request.getfixturevalue("stack")
-    watcher = Prometheus(tmp_path_factory.mktemp("prometheus"), {name: [stack.url(name)] for name in STACK_SERVICES},
-                         BROKER.prometheus_port if BROKER else None).start()
+    watcher = Prometheus(
+        tmp_path_factory.mktemp("prometheus"),
+        {name: [stack.url(name)] for name in STACK_SERVICES},
+        BROKER.prometheus_port if BROKER else None,
+    ).start()
     yield watcher
     watcher.stop()
 
@@ -193,5 +199,18 @@ async def own_database(test_database):
         yield name, db
     finally:
         await db.close()
-        subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
-                        f'drop database if exists "{name}" with (force)'], capture_output=True)
+        subprocess.run(
+            [
+                "psql",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                f'drop database if exists "{name}" with (force)',
+            ],
+            capture_output=True,
+        )

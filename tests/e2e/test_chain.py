@@ -50,8 +50,9 @@ async def test_patient_receives_link_types_number_and_code_and_downloads_the_ide
     await chain.wait_status(cid, "downloaded")
 
     history = await chain.db.fetch(
-        "select status, at from issuer.status_history where convocation_id = $1 order by id", __import__(
-            "uuid").UUID(cid))
+        "select status, at from issuer.status_history where convocation_id = $1 order by id",
+        __import__("uuid").UUID(cid),
+    )
     assert [h["status"] for h in history] == ["sealed", "e-mailed", "downloaded"]
     assert all(h["at"] is not None for h in history)
 
@@ -68,9 +69,13 @@ async def test_the_same_event_published_twice_gives_exactly_one_email(chain):
     await chain.email_to(barrier["data"]["patient"]["email"])
     await asyncio.sleep(0.5)
     assert len(chain.emails_to(address)) == 1
-    assert await chain.db.fetchval(
-        "select count(*) from issuer.convocation where id = $1",
-        __import__("uuid").UUID(event["data"]["convocation_id"])) == 1
+    assert (
+        await chain.db.fetchval(
+            "select count(*) from issuer.convocation where id = $1",
+            __import__("uuid").UUID(event["data"]["convocation_id"]),
+        )
+        == 1
+    )
 
 
 async def test_a_malformed_event_is_dead_lettered_with_its_reason_and_the_next_one_goes_through(chain):
@@ -105,9 +110,10 @@ async def test_opening_the_link_with_get_or_head_sends_no_sms_and_changes_nothin
     link = find_link(mail["text"])
 
     async def portal_state() -> list:
-        return [await chain.db.fetchval(f"select count(*) from access_portal.{t}")
-                for t in ("challenge", "session", "release", "phone_binding")] + [
-            await chain.db.fetchval("select count(*) from access_portal.outbox")]
+        return [
+            await chain.db.fetchval(f"select count(*) from access_portal.{t}")
+            for t in ("challenge", "session", "release", "phone_binding")
+        ] + [await chain.db.fetchval("select count(*) from access_portal.outbox")]
 
     before = await portal_state()
     with httpx.Client(timeout=10) as scanner:
@@ -123,7 +129,8 @@ async def test_opening_the_link_with_get_or_head_sends_no_sms_and_changes_nothin
     assert await chain.status(event["data"]["convocation_id"]) == "e-mailed"
     views = await chain.db.fetchval(
         "select count(*) from portal_audit.access_audit where message_id = $1 and action = 'view'",
-        __import__("uuid").UUID(link.split("/m/")[1].split("#")[0]))
+        __import__("uuid").UUID(link.split("/m/")[1].split("#")[0]),
+    )
     assert views == 6  # seen, audited as views, nothing else
 
 
@@ -152,7 +159,8 @@ async def test_no_table_holds_the_pdf_link_secret_code_or_phone_number_in_clear(
         "phone E.164": e164,
         "phone national": national.replace(" ", ""),
         "phone digits": e164[3:],
-        "code": f":{code}", "e-mail": address,
+        "code": f":{code}",
+        "e-mail": address,
     }
     leaks = [name for name, value in forbidden.items() if value in dump]
     assert not leaks, f"found in clear at rest: {leaks}"

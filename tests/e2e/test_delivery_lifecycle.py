@@ -27,9 +27,13 @@ def statuses(events: list[dict]) -> list[str]:
 
 
 def open_print_copy(event: dict) -> dict:
-    return json.loads(crypto.open_for_recipient(
-        PRINT_ROOM_KEY, event["data"]["for_print_room"],
-        context=print_room_context(uuid.UUID(event["data"]["convocation_id"]))))
+    return json.loads(
+        crypto.open_for_recipient(
+            PRINT_ROOM_KEY,
+            event["data"]["for_print_room"],
+            context=print_room_context(uuid.UUID(event["data"]["convocation_id"])),
+        )
+    )
 
 
 async def test_a_patient_who_keeps_paper_gets_no_email_and_the_print_room_gets_the_letter(chain):
@@ -52,8 +56,7 @@ async def test_a_hard_bounce_falls_back_to_paper_once(chain):
     cid = event["data"]["convocation_id"]
     chain.inbox.smtp_script(["550 5.1.1 No such user here"])
     await chain.publish(event)
-    reports = await chain.upstream("convocation.status.v1", cid,
-                                   until=lambda es: "postal-fallback" in statuses(es))
+    reports = await chain.upstream("convocation.status.v1", cid, until=lambda es: "postal-fallback" in statuses(es))
     assert statuses(reports) == ["sealed", "bounced", "postal-fallback"]
     bounced = next(e for e in reports if e["data"]["status"] == "bounced")
     assert bounced["data"]["detail"].startswith("550")
@@ -61,8 +64,9 @@ async def test_a_hard_bounce_falls_back_to_paper_once(chain):
     assert [p["data"]["reason"] for p in posted] == ["email-failed"]
     assert open_print_copy(posted[0])["patient_name"] == "Marie Dupont"
     assert chain.emails_to(event["data"]["patient"]["email"]) == []
-    email = await chain.db.fetchrow("select status, last_code from mailer.email where convocation_id = $1",
-                                    uuid.UUID(cid))
+    email = await chain.db.fetchrow(
+        "select status, last_code from mailer.email where convocation_id = $1", uuid.UUID(cid)
+    )
     assert (email["status"], email["last_code"]) == ("failed", 550)
 
 
@@ -74,8 +78,10 @@ async def test_a_temporary_smtp_failure_is_retried_and_gives_exactly_one_email(c
     await chain.email_to(address, timeout=20)
     await chain.wait_status(event["data"]["convocation_id"], "e-mailed")
     assert len(chain.emails_to(address)) == 1
-    row = await chain.db.fetchrow("select status, attempts from mailer.email where convocation_id = $1",
-                                  uuid.UUID(event["data"]["convocation_id"]))
+    row = await chain.db.fetchrow(
+        "select status, attempts from mailer.email where convocation_id = $1",
+        uuid.UUID(event["data"]["convocation_id"]),
+    )
     assert (row["status"], row["attempts"]) == ("sent", 2)
 
 
@@ -84,8 +90,14 @@ async def test_a_cancelled_convocation_revokes_its_link(chain):
     cid = event["data"]["convocation_id"]
     await chain.publish(event)
     link = find_link((await chain.email_to(event["data"]["patient"]["email"]))["text"])
-    await chain.publish({**event, "event_id": str(uuid.uuid4()), "type": "convocation.cancelled",
-                         "data": {"convocation_id": cid, "reason": "patient called"}})
+    await chain.publish(
+        {
+            **event,
+            "event_id": str(uuid.uuid4()),
+            "type": "convocation.cancelled",
+            "data": {"convocation_id": cid, "reason": "patient called"},
+        }
+    )
     reports = await chain.upstream("convocation.status.v1", cid, until=lambda es: "cancelled" in statuses(es))
     assert statuses(reports)[-1] == "cancelled"
     page = await _page_when(chain, link, 410)
@@ -119,13 +131,15 @@ async def test_an_expired_message_destroys_its_ciphertext_and_the_link_says_expi
     cid = event["data"]["convocation_id"]
     await chain.publish(event)
     link = find_link((await chain.email_to(event["data"]["patient"]["email"]))["text"])
-    await chain.db.execute("update issuer.convocation set expires_at = now() - interval '1 second' where id = $1",
-                           uuid.UUID(cid))
+    await chain.db.execute(
+        "update issuer.convocation set expires_at = now() - interval '1 second' where id = $1", uuid.UUID(cid)
+    )
     page = await _page_when(chain, link, 410)
     assert 'data-state="expired"' in page.text
     row = await chain.db.fetchrow(
         "select document_ciphertext, details_ciphertext from access_portal.message where convocation_id = $1",
-        uuid.UUID(cid))
+        uuid.UUID(cid),
+    )
     assert row["document_ciphertext"] is None and row["details_ciphertext"] is None
     await chain.wait_status(cid, "expired")
 
@@ -138,7 +152,9 @@ async def test_a_letter_not_downloaded_by_the_deadline_goes_to_paper(chain):
     # As if the appointment were now 47 h away and the message sealed three days ago (deadline 48 h).
     await chain.db.execute(
         "update issuer.convocation set appointment_at = now() + interval '47 hours',"
-        " sealed_at = now() - interval '3 days' where id = $1", uuid.UUID(cid))
+        " sealed_at = now() - interval '3 days' where id = $1",
+        uuid.UUID(cid),
+    )
     posted = await chain.postal(cid)
     assert posted[0]["data"]["reason"] == "not-downloaded"
     await chain.wait_status(cid, "postal-fallback")
@@ -151,8 +167,9 @@ async def test_an_appointment_in_the_past_is_dead_lettered_with_its_reason(chain
     assert parked[event["event_id"]].headers["x-rejected-reason"] == "appointment-in-past"
 
 
-@pytest.mark.parametrize("language,title", [("fr", "Convocation"), ("de", "Aufgebot"),
-                                            ("it", "Convocazione"), ("en", "Convocation")])
+@pytest.mark.parametrize(
+    "language,title", [("fr", "Convocation"), ("de", "Aufgebot"), ("it", "Convocazione"), ("en", "Convocation")]
+)
 async def test_without_a_pdf_the_issuer_renders_the_letter_in_the_patients_language(chain, language, title):
     e164, national = random_mobile()
     event = chain.event(pdf=None, language=language, mobile=national)
@@ -192,11 +209,13 @@ async def test_a_message_sealed_delivered_again_never_sends_a_second_email(chain
     from shared.contracts import ConvocationCreatedV1, Envelope, envelope
 
     settings = IssuerSettings()
-    keys = domain.SealingKeys(settings.seal_keys, settings.patient_ref_key, settings.mailer_field_key,
-                              settings.portal_field_key)
+    keys = domain.SealingKeys(
+        settings.seal_keys, settings.patient_ref_key, settings.mailer_field_key, settings.portal_field_key
+    )
     created = Envelope[ConvocationCreatedV1].model_validate(chain.event()).data
-    sealed = domain.seal_convocation(created, sample_pdf(), keys, expires_at=created.appointment.starts_at,
-                                     send_email=True)
+    sealed = domain.seal_convocation(
+        created, sample_pdf(), keys, expires_at=created.appointment.starts_at, send_email=True
+    )
     for _ in range(2):
         event = envelope(sealed, producer="issuer", correlation_id=created.convocation_id)
         await chain.publish(json.loads(event.model_dump_json()))

@@ -28,8 +28,10 @@ def chunked_post(port: int, path: str, total: int = TOTAL) -> tuple[int, int]:
     """POST ``total`` bytes chunked, as fast as the server takes them; (status, bytes the server took)."""
     sent = 0
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     "Transfer-Encoding: chunked\r\n\r\n".encode())
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
         try:
             while sent < total:
                 sock.sendall(b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK))
@@ -109,6 +111,7 @@ def test_a_lying_or_oversized_content_length_is_refused_before_reading(chain):
     port = chain.stack.ports["sms-gateway"]
     for length in (b"999999999", b"65537", b"-1"):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"POST /webhooks/generic/status HTTP/1.1\r\nHost: x\r\nContent-Length: " + length
-                         + b"\r\n\r\n")
+            sock.sendall(
+                b"POST /webhooks/generic/status HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n"
+            )
             assert sock.recv(100).split()[1] in (b"413", b"400")  # -1: the HTTP parser refuses it first

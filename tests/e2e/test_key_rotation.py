@@ -21,9 +21,15 @@ from tests.staff import StaffClient
 
 pytestmark = pytest.mark.e2e
 RINGS = {  # setting: development key name (key 1, what the stack started with)
-    "SEAL_KEYS": "seal-k1", "PATIENT_REF_KEY": "patient-ref", "MAILER_FIELD_KEY": "mailer-field",
-    "PORTAL_FIELD_KEY": "portal-field", "SMS_FIELD_KEY": "sms-field", "PORTAL_SECRET_KEY": "portal-secret",
-    "SECRETARIAT_FIELD_KEY": "secretariat-field", "STAFF_FIELD_KEY": "staff-field", "ISSUER_FIELD_KEY": "issuer-field",
+    "SEAL_KEYS": "seal-k1",
+    "PATIENT_REF_KEY": "patient-ref",
+    "MAILER_FIELD_KEY": "mailer-field",
+    "PORTAL_FIELD_KEY": "portal-field",
+    "SMS_FIELD_KEY": "sms-field",
+    "PORTAL_SECRET_KEY": "portal-secret",
+    "SECRETARIAT_FIELD_KEY": "secretariat-field",
+    "STAFF_FIELD_KEY": "staff-field",
+    "ISSUER_FIELD_KEY": "issuer-field",
     "SECRETARIAT_SECRET_KEY": "secretariat-secret",
 }
 
@@ -48,21 +54,28 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         # A patient whose number is proven under the key-1 ref (her secretariat resets it after the rotation).
         reset_id, reset_mobile = f"P-reset-{os.urandom(4).hex()}", "079 555 04 56"
         surname = "Rotation" + "".join(chr(97 + b % 26) for b in os.urandom(6))
-        proven = await letter(chain, mobile=reset_mobile, patient_id=reset_id, name=f"Anna {surname}",
-                              birth_date="1944-02-29")
+        proven = await letter(
+            chain, mobile=reset_mobile, patient_id=reset_id, name=f"Anna {surname}", birth_date="1944-02-29"
+        )
         await proven.log_in()
         cid = proven.convocation_id
-        kept = await wait_for(lambda: chain.db.fetchrow(
-            "select patient_enc, birth_index from secretariat.convocation where id = $1::uuid and patient_enc"
-            " is not null", cid))
+        kept = await wait_for(
+            lambda: chain.db.fetchrow(
+                "select patient_enc, birth_index from secretariat.convocation where id = $1::uuid and patient_enc"
+                " is not null",
+                cid,
+            )
+        )
         assert kept["patient_enc"].startswith("fe2.k1.") and kept["birth_index"].startswith("k1:")
         # Issue 18, item 6: the secretariat's keys too. A corrected address sealed for the issuer under key 1
         # waits for the hospital to publish the letter again; a staff member is signed in to the console.
         cardio = Api(stack, token(devoidc, "his-cardiology"))
         readdressed, new_address = await letter(chain), random_email()
         await cardio.wait(readdressed.convocation_id, lambda b: "e-mailed" in kinds(b))
-        r = cardio.post(f"/convocations/{readdressed.convocation_id}/actions",
-                        {"action": "correct-email", "reason": "typo at the desk", "email": new_address})
+        r = cardio.post(
+            f"/convocations/{readdressed.convocation_id}/actions",
+            {"action": "correct-email", "reason": "typo at the desk", "email": new_address},
+        )
         assert r.status_code == 202, r.text
         await cardio.wait(readdressed.convocation_id, lambda b: "reissue-requested" in kinds(b))
         staff = StaffClient(stack.url("secretariat"))
@@ -74,13 +87,18 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         patient_id = f"P-rotation-{os.urandom(4).hex()}"
         event = chain.event(email="rotation@example.ch", mobile="079 555 01 23", patient_id=patient_id)
         await chain.publish(event)
-        sealed = await wait_for(lambda: chain.db.fetchrow(
-            "select * from access_portal.message where convocation_id = $1::uuid", event["data"]["convocation_id"]))
+        sealed = await wait_for(
+            lambda: chain.db.fetchrow(
+                "select * from access_portal.message where convocation_id = $1::uuid", event["data"]["convocation_id"]
+            )
+        )
         assert sealed["key_id"] == "k1" and sealed["phone_hash"].startswith("k1:")
         # And a corrected number sealed for the portal under key 1, waiting in its queue (the portal is down).
         stack.stop(["access-portal"])
-        r = cardio.post(f"/convocations/{renumbered.convocation_id}/actions",
-                        {"action": "correct-mobile", "reason": "new phone", "mobile": "079 555 06 54"})
+        r = cardio.post(
+            f"/convocations/{renumbered.convocation_id}/actions",
+            {"action": "correct-mobile", "reason": "new phone", "mobile": "079 555 06 54"},
+        )
         assert r.status_code == 202, r.text
 
         _restart(stack, rotated)  # key 2 current everywhere, key 1 still accepted
@@ -113,16 +131,20 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         carried = await letter(chain, mobile=reset_mobile, patient_id=reset_id)
         assert 'name="phone"' not in carried.patient.open_link().text  # bound: a code goes to it, nothing typed
         await cardio.wait(carried.convocation_id, lambda b: "e-mailed" in kinds(b))
-        r = cardio.post(f"/convocations/{carried.convocation_id}/actions",
-                        {"action": "reset-binding", "reason": "patient lost the phone"})
+        r = cardio.post(
+            f"/convocations/{carried.convocation_id}/actions",
+            {"action": "reset-binding", "reason": "patient lost the phone"},
+        )
         assert r.status_code == 202, r.text
         await cardio.wait(carried.convocation_id, lambda b: "binding-reset" in kinds(b))
         after = await letter(chain, mobile=reset_mobile, patient_id=reset_id)
         for link in (proven.link, carried.link, after.link):  # the number field again, no bound number
             assert 'name="phone"' in PatientClient(link).open_link().text, link
         # A corrected number reaches the patient's open letters under either ref, each sealed in its own.
-        r = cardio.post(f"/convocations/{after.convocation_id}/actions",
-                        {"action": "correct-mobile", "reason": "patient gave a new number", "mobile": "079 555 07 89"})
+        r = cardio.post(
+            f"/convocations/{after.convocation_id}/actions",
+            {"action": "correct-mobile", "reason": "patient gave a new number", "mobile": "079 555 07 89"},
+        )
         assert r.status_code == 202, r.text
         await cardio.wait(after.convocation_id, lambda b: "mobile-corrected" in kinds(b))
         assert [(await m.message_row())["phone_hint"][-2:] for m in (proven, carried, after)] == ["89"] * 3
@@ -130,8 +152,9 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         await corrected.log_in()  # the key-1 letter texts the corrected number, opened in its own context
 
         # The secretariat sealed and indexed the patient's details again under key 2 as it started.
-        kept = await chain.db.fetchrow("select patient_enc, birth_index, name_index from secretariat.convocation"
-                                       " where id = $1::uuid", cid)
+        kept = await chain.db.fetchrow(
+            "select patient_enc, birth_index, name_index from secretariat.convocation where id = $1::uuid", cid
+        )
         assert kept["patient_enc"].startswith("fe2.k2.") and kept["birth_index"].startswith("k2:")
         assert all(h.startswith("k2:") for h in kept["name_index"])
 

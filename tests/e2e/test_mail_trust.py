@@ -28,27 +28,29 @@ def raw_of(email: dict) -> bytes:
     return raw if isinstance(raw, bytes) else raw.encode()
 
 
-def dsn(to: str, recipient: str = "someone@example.ch", *, action: str = "failed", status: str = "5.1.1",
-        padding: int = 0) -> bytes:
+def dsn(
+    to: str, recipient: str = "someone@example.ch", *, action: str = "failed", status: str = "5.1.1", padding: int = 0
+) -> bytes:
     """A delivery status notification as a receiving MTA sends it back (RFC 3464) about ``recipient``."""
     return (
         f"From: MAILER-DAEMON@mx.example.ch\r\nTo: {to}\r\nSubject: Undelivered Mail Returned to Sender\r\n"
         "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
-        "--b\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
-        + "x" * padding + "\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n" + "x" * padding + "\r\n"
         "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
         "Reporting-MTA: dns; mx.example.ch\r\n\r\n"
         f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
         f"Diagnostic-Code: smtp; 550 {status} The e-mail account does not exist\r\n"
-        "\r\n--b--\r\n").encode()
+        "\r\n--b--\r\n"
+    ).encode()
 
 
 async def bounce(stack, to: str, message: bytes | EmailMessage) -> None:
     """Deliver to the mailer's bounce listener as the relay forwards a bounce: null sender (MAIL FROM:<>)."""
     raw = message if isinstance(message, bytes) else message.as_bytes()
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=stack.ports["mailer-bounces"], start_tls=False,
-                               timeout=10) as client:
+    async with aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=stack.ports["mailer-bounces"], start_tls=False, timeout=10
+    ) as client:
         await client.sendmail("", [to], raw)
 
 
@@ -74,8 +76,9 @@ async def test_the_relay_receives_a_signed_email_that_verifies_with_the_publishe
     records = {b"s2026b._domainkey.hug.example.": f"v=DKIM1; k=rsa; p={public_key_b64(dkim_key.read_bytes())}".encode()}
 
     assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: records.get(name))
-    assert not dkim.verify(raw.replace(b"Subject: ", b"Subject: Re: ", 1),
-                           dnsfunc=lambda name, timeout=5: records.get(name))
+    assert not dkim.verify(
+        raw.replace(b"Subject: ", b"Subject: Re: ", 1), dnsfunc=lambda name, timeout=5: records.get(name)
+    )
     message = message_from_bytes(raw, policy=default_policy)
     assert message["Auto-Submitted"] == "auto-generated"
     assert [p.get_content_type() for p in message.walk()] == ["multipart/alternative", "text/plain", "text/html"]
@@ -99,8 +102,9 @@ async def test_a_late_hard_bounce_gives_email_failed_and_exactly_one_paper_copy(
     await asyncio.sleep(1.5)
     posted = await chain.postal(cid)
     assert [p["data"]["reason"] for p in posted] == ["email-failed"]
-    row = await chain.db.fetchrow("select status, last_code from mailer.email where convocation_id = $1",
-                                  uuid.UUID(cid))
+    row = await chain.db.fetchrow(
+        "select status, last_code from mailer.email where convocation_id = $1", uuid.UUID(cid)
+    )
     assert (row["status"], row["last_code"]) == ("bounced", 550)
     mailer_log = chain.stack.log_file("mailer").read_text()
     assert event["data"]["patient"]["email"] not in mailer_log
@@ -129,8 +133,9 @@ async def test_forged_bounces_soft_bounces_auto_replies_and_oversized_mail_chang
     assert too_big.value.code == 552
     await asyncio.sleep(2)
     assert await chain.status(cid) == "e-mailed"
-    assert await chain.db.fetchval("select status from mailer.email where convocation_id = $1",
-                                   uuid.UUID(cid)) == "sent"
+    assert (
+        await chain.db.fetchval("select status from mailer.email where convocation_id = $1", uuid.UUID(cid)) == "sent"
+    )
 
 
 async def test_a_hard_bounce_naming_another_recipient_leaves_the_letter_e_mailed(chain):
@@ -141,10 +146,17 @@ async def test_a_hard_bounce_naming_another_recipient_leaves_the_letter_e_mailed
     await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"], "forwarded-copy@elsewhere.example"))
     await asyncio.sleep(2)
     assert await chain.status(cid) == "e-mailed"
-    assert await chain.db.fetchval("select status from mailer.email where convocation_id = $1", uuid.UUID(cid)) == "sent"
+    assert (
+        await chain.db.fetchval("select status from mailer.email where convocation_id = $1", uuid.UUID(cid)) == "sent"
+    )
     # The address is matched by its keyed hash: the mailer keeps none in clear, in any case.
-    assert await chain.db.fetchval("select count(*) from mailer.bounce_token where recipient_hash like '%' || $1 || '%'",
-                                   event["data"]["patient"]["email"]) == 0
+    assert (
+        await chain.db.fetchval(
+            "select count(*) from mailer.bounce_token where recipient_hash like '%' || $1 || '%'",
+            event["data"]["patient"]["email"],
+        )
+        == 0
+    )
     # The same report naming the letter's own address (in another case) does count.
     await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"], event["data"]["patient"]["email"].upper()))
     await chain.wait_status(cid, "postal-fallback")
@@ -157,8 +169,9 @@ async def test_the_bounce_listener_closes_a_connection_guessing_tokens_and_refus
     domain = email["mail_from"].rpartition("@")[2]
     log = chain.stack.log_file("mailer")
     logged_before = len(log.read_bytes())
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=chain.stack.ports["mailer-bounces"], start_tls=False,
-                               timeout=10) as client:
+    async with aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=chain.stack.ports["mailer-bounces"], start_tls=False, timeout=10
+    ) as client:
         await client.mail("")
         codes = []
         for n in range(12):
@@ -171,8 +184,12 @@ async def test_the_bounce_listener_closes_a_connection_guessing_tokens_and_refus
                 break
     assert codes[:10] == [550] * 10 and codes[10] == 421 and codes[-1] in (421, "closed"), codes
     nested = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(1200))
-    deep = (b"From: MAILER-DAEMON@mx.example.ch\r\nMIME-Version: 1.0\r\n" + nested + b"Content-Type: text/plain\r\n\r\nx\r\n"
-            + b"".join(b"--b%d--\r\n" % i for i in reversed(range(1200))))
+    deep = (
+        b"From: MAILER-DAEMON@mx.example.ch\r\nMIME-Version: 1.0\r\n"
+        + nested
+        + b"Content-Type: text/plain\r\n\r\nx\r\n"
+        + b"".join(b"--b%d--\r\n" % i for i in reversed(range(1200)))
+    )
     with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
         await bounce(chain.stack, email["mail_from"], deep)
     assert refused.value.code == 554
@@ -242,10 +259,13 @@ async def test_nothing_of_the_patient_survives_expiry_and_no_notice_follows(chai
     cid, address = event["data"]["convocation_id"], event["data"]["patient"]["email"]
     other, other_email = await sent_email(chain)
     # The issuer's expiry (message.revoked expired) for one; the mailer's own clock for the other.
-    await chain.db.execute("update issuer.convocation set expires_at = now() - interval '1 second' where id = $1",
-                           uuid.UUID(cid))
-    await chain.db.execute("update mailer.email set expires_at = now() - interval '1 second'"
-                           " where convocation_id = $1", uuid.UUID(other["data"]["convocation_id"]))
+    await chain.db.execute(
+        "update issuer.convocation set expires_at = now() - interval '1 second' where id = $1", uuid.UUID(cid)
+    )
+    await chain.db.execute(
+        "update mailer.email set expires_at = now() - interval '1 second' where convocation_id = $1",
+        uuid.UUID(other["data"]["convocation_id"]),
+    )
     await chain.wait_status(cid, "expired")
     for convocation in (cid, other["data"]["convocation_id"]):
         await wait_for(lambda c=convocation: _recipient_gone(chain, c))
@@ -255,9 +275,13 @@ async def test_nothing_of_the_patient_survives_expiry_and_no_notice_follows(chai
         await bounce(chain.stack, email["mail_from"], dsn(email["mail_from"], address))
     await asyncio.sleep(2)
     assert len(chain.emails_to(address)) == 1 and len(chain.emails_to(other["data"]["patient"]["email"])) == 1
-    assert await chain.db.fetchval("select outcome from mailer.notice n join mailer.email e using (message_id)"
-                                   " where e.convocation_id = $1", uuid.UUID(other["data"]["convocation_id"])) \
+    assert (
+        await chain.db.fetchval(
+            "select outcome from mailer.notice n join mailer.email e using (message_id) where e.convocation_id = $1",
+            uuid.UUID(other["data"]["convocation_id"]),
+        )
         == "skipped"
+    )
 
 
 async def _count(chain, address: str, n: int) -> bool:
@@ -267,7 +291,9 @@ async def _count(chain, address: str, n: int) -> bool:
 async def _recipient_gone(chain, cid: str) -> bool:
     row = await chain.db.fetchrow(
         "select e.recipient, (select count(*) from mailer.bounce_token t where t.message_id = e.message_id) tokens"
-        " from mailer.email e where e.convocation_id = $1 order by e.created_at desc limit 1", uuid.UUID(cid))
+        " from mailer.email e where e.convocation_id = $1 order by e.created_at desc limit 1",
+        uuid.UUID(cid),
+    )
     return row["recipient"] is None and row["tokens"] == 0
 
 
@@ -276,14 +302,17 @@ async def _into_the_reminder_window(chain, cid: str) -> None:
     # (48 h before) is in a day, the reminder (2 days before the deadline) is due.
     await chain.db.execute(
         "update issuer.convocation set appointment_at = now() + interval '3 days',"
-        " sealed_at = now() - interval '7 days' where id = $1", uuid.UUID(cid))
+        " sealed_at = now() - interval '7 days' where id = $1",
+        uuid.UUID(cid),
+    )
 
 
 async def test_before_the_code_only_the_public_contact_shows_the_departments_contact_only_after(chain):
     e164, national = random_mobile()
     event = chain.event(mobile=national)
-    event["data"]["appointment"]["department"].update(secretariat_phone="+41 22 372 99 99",
-                                                      secretariat_email="oncologie@hug.example")
+    event["data"]["appointment"]["department"].update(
+        secretariat_phone="+41 22 372 99 99", secretariat_email="oncologie@hug.example"
+    )
     event["data"]["public_contact"] = {"phone": "+41 22 372 40 00", "email": "accueil@hug.example"}
     await chain.publish(event)
     email = await chain.email_to(event["data"]["patient"]["email"])
@@ -309,13 +338,20 @@ async def test_a_letter_cancelled_while_its_email_waits_for_a_retry_is_never_sen
     chain.inbox.smtp_script(["451 4.3.0 Mailbox busy, try again later"])
     await chain.publish(event)
     await wait_for(lambda: _email_status(chain, cid, "retrying"))
-    await chain.publish({**event, "event_id": str(uuid.uuid4()), "type": "convocation.cancelled",
-                         "data": {"convocation_id": cid, "reason": None}})
+    await chain.publish(
+        {
+            **event,
+            "event_id": str(uuid.uuid4()),
+            "type": "convocation.cancelled",
+            "data": {"convocation_id": cid, "reason": None},
+        }
+    )
     await wait_for(lambda: _email_status(chain, cid, "revoked"))
     await asyncio.sleep(4)  # the retry (after 1 s) has come and gone
     assert chain.emails_to(address) == []
 
 
 async def _email_status(chain, cid: str, status: str) -> bool:
-    return await chain.db.fetchval("select status from mailer.email where convocation_id = $1",
-                                   uuid.UUID(cid)) == status
+    return (
+        await chain.db.fetchval("select status from mailer.email where convocation_id = $1", uuid.UUID(cid)) == status
+    )

@@ -19,8 +19,7 @@ from cryptography.x509.oid import NameOID
 from devinbox import parse_email
 from tests.patient import find_link
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")]
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")]
 USER, PASSWORD = "convocations", "relay-password"
 
 
@@ -29,16 +28,23 @@ def certificate(directory) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test relay")])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-            .not_valid_after(now + dt.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = directory / "relay.pem", directory / "relay.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_file), str(key_file)
 
 
@@ -49,10 +55,14 @@ class Relay:
         self.messages: list[dict] = []
 
     async def handle_DATA(self, server, session, envelope):
-        self.messages.append({"rcpt": envelope.rcpt_tos,
-                              "tls": server.transport.get_extra_info("ssl_object") is not None,
-                              "login": session.auth_data.login if session.authenticated else None,
-                              "text": parse_email(envelope.content)["text"]})
+        self.messages.append(
+            {
+                "rcpt": envelope.rcpt_tos,
+                "tls": server.transport.get_extra_info("ssl_object") is not None,
+                "login": session.auth_data.login if session.authenticated else None,
+                "text": parse_email(envelope.content)["text"],
+            }
+        )
         return "250 OK"
 
 
@@ -74,15 +84,26 @@ async def test_the_mailer_authenticates_over_tls_and_checks_the_relays_certifica
     server_tls.load_cert_chain(cert_file, key_file)
     relay, port = Relay(), free_port()
     # aiosmtpd only counts STARTTLS as TLS for AUTH; with implicit TLS the whole socket is TLS anyway.
-    tls_kwargs = {"tls_context": server_tls, "require_starttls": True} if mode == "starttls" else {
-        "ssl_context": server_tls, "auth_require_tls": False}
-    controller = Controller(relay, hostname="127.0.0.1", port=port, authenticator=authenticate,
-                            auth_required=True, **tls_kwargs)
+    tls_kwargs = (
+        {"tls_context": server_tls, "require_starttls": True}
+        if mode == "starttls"
+        else {"ssl_context": server_tls, "auth_require_tls": False}
+    )
+    controller = Controller(
+        relay, hostname="127.0.0.1", port=port, authenticator=authenticate, auth_required=True, **tls_kwargs
+    )
     controller.start()
     stack = chain.stack
     saved = dict(stack.extra_env.get("mailer", {}))
-    stack.extra_env["mailer"] = {**saved, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_TLS": mode,
-                                 "SMTP_USERNAME": USER, "SMTP_PASSWORD": PASSWORD, "SMTP_CA_FILE": cert_file}
+    stack.extra_env["mailer"] = {
+        **saved,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(port),
+        "SMTP_TLS": mode,
+        "SMTP_USERNAME": USER,
+        "SMTP_PASSWORD": PASSWORD,
+        "SMTP_CA_FILE": cert_file,
+    }
     stack.stop(["mailer"])
     stack.start(["mailer"])
     try:

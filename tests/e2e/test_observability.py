@@ -32,8 +32,17 @@ def total(samples, name: str, **labels) -> float:
 
 
 def funnel(samples) -> dict[str, float]:
-    stages = ("created", "sealed", "e-mailed", "bounced", "code-requested", "code-sent", "verified", "downloaded",
-              "paper")
+    stages = (
+        "created",
+        "sealed",
+        "e-mailed",
+        "bounced",
+        "code-requested",
+        "code-sent",
+        "verified",
+        "downloaded",
+        "paper",
+    )
     return {stage: total(samples, "convocations_funnel_total", stage=stage) for stage in stages}
 
 
@@ -60,20 +69,44 @@ async def test_retries_and_repeats_count_each_convocation_once_per_funnel_stage(
 
     after = scrape(chain.stack)
     moved = {stage: after_n - funnel(before)[stage] for stage, after_n in funnel(after).items()}
-    assert moved == {"created": 1, "sealed": 1, "e-mailed": 1, "bounced": 0, "code-requested": 1, "code-sent": 1,
-                     "verified": 1, "downloaded": 1, "paper": 0}
+    assert moved == {
+        "created": 1,
+        "sealed": 1,
+        "e-mailed": 1,
+        "bounced": 0,
+        "code-requested": 1,
+        "code-sent": 1,
+        "verified": 1,
+        "downloaded": 1,
+        "paper": 0,
+    }
     # The retry copies went out, but as retries: "events of type message.sealed" still says one.
-    assert total(after, "convocations_retries_scheduled_total", type="message.sealed") - total(
-        before, "convocations_retries_scheduled_total", type="message.sealed") == 1
-    assert total(after, "convocations_retries_scheduled_total", type="otp.requested") - total(
-        before, "convocations_retries_scheduled_total", type="otp.requested") == 1
-    assert total(after, "convocations_events_published_total", service="issuer", type="message.sealed") - total(
-        before, "convocations_events_published_total", service="issuer", type="message.sealed") == 1
+    assert (
+        total(after, "convocations_retries_scheduled_total", type="message.sealed")
+        - total(before, "convocations_retries_scheduled_total", type="message.sealed")
+        == 1
+    )
+    assert (
+        total(after, "convocations_retries_scheduled_total", type="otp.requested")
+        - total(before, "convocations_retries_scheduled_total", type="otp.requested")
+        == 1
+    )
+    assert (
+        total(after, "convocations_events_published_total", service="issuer", type="message.sealed")
+        - total(before, "convocations_events_published_total", service="issuer", type="message.sealed")
+        == 1
+    )
     # Chain latency is observed once per stage too.
-    assert total(after, "convocations_chain_latency_seconds_count", stage="e-mailed") - total(
-        before, "convocations_chain_latency_seconds_count", stage="e-mailed") == 1
-    assert total(after, "convocations_code_handoff_seconds_count") - total(
-        before, "convocations_code_handoff_seconds_count") == 1
+    assert (
+        total(after, "convocations_chain_latency_seconds_count", stage="e-mailed")
+        - total(before, "convocations_chain_latency_seconds_count", stage="e-mailed")
+        == 1
+    )
+    assert (
+        total(after, "convocations_code_handoff_seconds_count")
+        - total(before, "convocations_code_handoff_seconds_count")
+        == 1
+    )
 
 
 async def test_portal_requests_are_measured_by_route_template_without_the_message_id(chain):
@@ -89,8 +122,9 @@ async def test_portal_requests_are_measured_by_route_template_without_the_messag
     after = scrape(chain.stack)
 
     def moved(name, **labels):
-        return total(after, name, service="access-portal", **labels) - total(before, name, service="access-portal",
-                                                                               **labels)
+        return total(after, name, service="access-portal", **labels) - total(
+            before, name, service="access-portal", **labels
+        )
 
     assert moved("http_requests_total", handler="/m/{raw_id}", method="GET", status="2xx") == 1
     assert moved("http_request_duration_seconds_count", handler="/m/{raw_id}", method="GET") == 1
@@ -109,10 +143,13 @@ async def test_liveness_and_dependency_gauges_are_fresh_on_every_service(chain):
         assert now - 30 < stamp <= now + 1, f"{service}'s relay has not reported a good pass"
         for dependency in ("database", "broker"):
             assert total(samples, "convocations_dependency_up", service=service, dependency=dependency) == 1
-    sweeper = total(samples, "convocations_periodic_last_success_timestamp_seconds", service="issuer",
-                    task="issuer-sweeper")
+    sweeper = total(
+        samples, "convocations_periodic_last_success_timestamp_seconds", service="issuer", task="issuer-sweeper"
+    )
     assert now - 30 < sweeper <= now + 1
     assert total(samples, "convocations_paper_overdue", service="issuer") == 0
     # The error outcome is exported before the first error, so that rate() sees the first one.
-    assert ("convocations_events_consumed_total", frozenset({"service": "mailer", "type": "message.sealed",
-                                                              "outcome": "error"}.items())) in samples
+    assert (
+        "convocations_events_consumed_total",
+        frozenset({"service": "mailer", "type": "message.sealed", "outcome": "error"}.items()),
+    ) in samples

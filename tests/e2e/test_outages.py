@@ -45,16 +45,22 @@ async def _depth(channel, queue: str) -> int:
     return (await channel.declare_queue(queue, passive=True)).declaration_result.message_count
 
 
-async def test_postgres_cut_longer_than_the_delivery_limit_loses_no_letter(chain, own_database, devinbox,
-                                                                            tmp_path):
+async def test_postgres_cut_longer_than_the_delivery_limit_loses_no_letter(chain, own_database, devinbox, tmp_path):
     test_database, _ = own_database
     with TcpProxy(DB_PORT) as proxy:
         stack = Stack(
-            database=test_database, exchange=EXCHANGE, smtp_port=devinbox.smtp_port,
-            sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
-            sms_auth_token=devinbox.auth_token, log_dir=tmp_path, amqp_url=AMQP_URL,
-            extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"},  # the production backoff
-                       "issuer": {"DATABASE_URL": f"postgresql://issuer:issuer@127.0.0.1:{proxy.port}/{test_database}"}},
+            database=test_database,
+            exchange=EXCHANGE,
+            smtp_port=devinbox.smtp_port,
+            sms_provider_url=devinbox.twilio_base_url,
+            sms_account_sid=devinbox.account_sid,
+            sms_auth_token=devinbox.auth_token,
+            log_dir=tmp_path,
+            amqp_url=AMQP_URL,
+            extra_env={
+                "*": {"MAILER_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"},  # the production backoff
+                "issuer": {"DATABASE_URL": f"postgresql://issuer:issuer@127.0.0.1:{proxy.port}/{test_database}"},
+            },
         )
         try:
             stack.start(["issuer", "mailer"])
@@ -86,9 +92,14 @@ async def test_broker_cut_while_letters_flow_sends_each_letter_once(chain, own_d
     test_database, db = own_database
     with TcpProxy(urlsplit(AMQP_URL).port or 5672) as proxy:
         stack = Stack(
-            database=test_database, exchange=BROKER_EXCHANGE, smtp_port=devinbox.smtp_port,
-            sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
-            sms_auth_token=devinbox.auth_token, log_dir=tmp_path, amqp_url=proxied(AMQP_URL, proxy.port),
+            database=test_database,
+            exchange=BROKER_EXCHANGE,
+            smtp_port=devinbox.smtp_port,
+            sms_provider_url=devinbox.twilio_base_url,
+            sms_account_sid=devinbox.account_sid,
+            sms_auth_token=devinbox.auth_token,
+            log_dir=tmp_path,
+            amqp_url=proxied(AMQP_URL, proxy.port),
             extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"}},
         )
         try:
@@ -116,9 +127,11 @@ async def test_broker_cut_while_letters_flow_sends_each_letter_once(chain, own_d
             connection = await aio_pika.connect(AMQP_URL)
             async with connection:
                 channel = await connection.channel()
-                queues = [f"{BROKER_EXCHANGE}.issuer.convocation.created.v1",
-                          f"{BROKER_EXCHANGE}.mailer.message.sealed.v1",
-                          f"{BROKER_EXCHANGE}.issuer.email.sent.v1"]
+                queues = [
+                    f"{BROKER_EXCHANGE}.issuer.convocation.created.v1",
+                    f"{BROKER_EXCHANGE}.mailer.message.sealed.v1",
+                    f"{BROKER_EXCHANGE}.issuer.email.sent.v1",
+                ]
                 await _drained(channel, queues)
                 for queue in queues:
                     assert await _depth(channel, f"{queue}.dlq") == 0, f"{queue}: a good event was dead-lettered"

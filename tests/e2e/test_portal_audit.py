@@ -19,13 +19,18 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_the_audit_lives_apart_from_business_data_with_no_link_to_it(chain):
-    columns = {r["column_name"] for r in await chain.db.fetch(
-        "select column_name from information_schema.columns"
-        " where table_schema = 'portal_audit' and table_name = 'access_audit'")}
+    columns = {
+        r["column_name"]
+        for r in await chain.db.fetch(
+            "select column_name from information_schema.columns"
+            " where table_schema = 'portal_audit' and table_name = 'access_audit'"
+        )
+    }
     assert {"at", "message_id", "action", "outcome", "client_hash"} <= columns
     constraints = await chain.db.fetch(
         "select conname from pg_constraint where contype = 'f' and (conrelid = 'portal_audit.access_audit'::regclass"
-        " or confrelid = 'portal_audit.access_audit'::regclass)")
+        " or confrelid = 'portal_audit.access_audit'::regclass)"
+    )
     assert constraints == []  # the audit outlives the messages it describes
 
 
@@ -41,12 +46,21 @@ async def test_every_access_is_audited_with_time_message_outcome_and_a_keyed_has
     mail.patient.download("pdf")
     mail.patient.download("pdf", secret="")
 
-    rows = await chain.db.fetch("select * from portal_audit.access_audit where message_id = $1 order by id",
-                                mail.message_id)
+    rows = await chain.db.fetch(
+        "select * from portal_audit.access_audit where message_id = $1 order by id", mail.message_id
+    )
     trail = [(r["action"], r["outcome"]) for r in rows]
-    for entry in [("view", "ok"), ("code-request", "sent"), ("code-view", "ok"), ("code-check", "wrong"),
-                  ("code-check", "right"), ("binding", "first-use"), ("document-view", "ok"), ("download", "ok"),
-                  ("download", "link-incomplete")]:
+    for entry in [
+        ("view", "ok"),
+        ("code-request", "sent"),
+        ("code-view", "ok"),
+        ("code-check", "wrong"),
+        ("code-check", "right"),
+        ("binding", "first-use"),
+        ("document-view", "ok"),
+        ("download", "ok"),
+        ("download", "link-incomplete"),
+    ]:
         assert entry in trail, entry
     assert trail.count(("view", "ok")) >= 2  # GET and HEAD
     assert all(r["at"] is not None for r in rows)
@@ -61,7 +75,8 @@ async def test_every_access_is_audited_with_time_message_outcome_and_a_keyed_has
     for _ in range(5):
         locked.guess(neighbour(code))
     assert [e for e in await locked.audit() if e[0] != "view"] == [("code-request", "sent")] + [
-        ("code-check", "wrong")] * 5 + [("lock", "60s")]
+        ("code-check", "wrong")
+    ] * 5 + [("lock", "60s")]
 
 
 async def test_audit_rows_older_than_the_retention_are_pruned_by_the_running_portal(chain):
@@ -69,12 +84,21 @@ async def test_audit_rows_older_than_the_retention_are_pruned_by_the_running_por
     ids = await chain.db.fetch(
         "insert into portal_audit.access_audit(at, message_id, action, outcome) values"
         " (now() - interval '366 days', null, 'view', 'test-old'),"
-        " (now() - interval '364 days', null, 'view', 'test-recent') returning id, outcome")
+        " (now() - interval '364 days', null, 'view', 'test-recent') returning id, outcome"
+    )
     by_outcome = {r["outcome"]: r["id"] for r in ids}
-    await wait_for(lambda: chain.db.fetchval(
-        "select count(*) = 0 from portal_audit.access_audit where id = $1", by_outcome["test-old"]), timeout=10)
-    assert await chain.db.fetchval("select count(*) from portal_audit.access_audit where id = $1",
-                                   by_outcome["test-recent"]) == 1
+    await wait_for(
+        lambda: chain.db.fetchval(
+            "select count(*) = 0 from portal_audit.access_audit where id = $1", by_outcome["test-old"]
+        ),
+        timeout=10,
+    )
+    assert (
+        await chain.db.fetchval(
+            "select count(*) from portal_audit.access_audit where id = $1", by_outcome["test-recent"]
+        )
+        == 1
+    )
 
 
 async def test_the_portals_own_role_can_only_append_to_the_audit_and_prune_what_is_past_the_retention(chain):
@@ -83,19 +107,23 @@ async def test_the_portals_own_role_can_only_append_to_the_audit_and_prune_what_
     mail = await letter(chain)
     mail.patient.open_link()
     assert ("view", "ok") in await mail.audit()  # the running portal appends
-    old = await chain.db.fetchval("insert into portal_audit.access_audit(at, action, outcome)"
-                                  " values (now() - interval '400 days', 'view', 'test-very-old') returning id")
+    old = await chain.db.fetchval(
+        "insert into portal_audit.access_audit(at, action, outcome)"
+        " values (now() - interval '400 days', 'view', 'test-very-old') returning id"
+    )
     portal = await asyncpg.connect(chain.stack.env_for("access-portal")["DATABASE_URL"])
     try:
         assert await portal.fetchval("select current_user") == "access_portal"
-        for attack in ("update portal_audit.access_audit set outcome = 'forged'",
-                       "delete from portal_audit.access_audit",
-                       "truncate portal_audit.access_audit",
-                       "select count(*) from portal_audit.access_audit",
-                       "drop table portal_audit.access_audit",
-                       "alter table portal_audit.access_audit disable trigger all",
-                       "create or replace function portal_audit.prune(retention_days int, batch int default 1)"
-                       " returns bigint language sql as 'select 0::bigint'"):
+        for attack in (
+            "update portal_audit.access_audit set outcome = 'forged'",
+            "delete from portal_audit.access_audit",
+            "truncate portal_audit.access_audit",
+            "select count(*) from portal_audit.access_audit",
+            "drop table portal_audit.access_audit",
+            "alter table portal_audit.access_audit disable trigger all",
+            "create or replace function portal_audit.prune(retention_days int, batch int default 1)"
+            " returns bigint language sql as 'select 0::bigint'",
+        ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await portal.execute(attack)
         for too_short in (0, 30, 364):
@@ -108,9 +136,11 @@ async def test_the_portals_own_role_can_only_append_to_the_audit_and_prune_what_
     assert await chain.db.fetchval("select count(*) from portal_audit.access_audit where id = $1", old) == 0
     assert ("view", "ok") in await mail.audit()  # nothing younger than the retention went
     assert await chain.db.fetchval("select count(*) from portal_audit.access_audit where outcome = 'forged'") == 0
-    assert await chain.db.fetchval("select has_table_privilege('portal_audit_reader', 'portal_audit.access_audit',"
-                                   " 'select') and not has_table_privilege('portal_audit_reader',"
-                                   " 'portal_audit.access_audit', 'update')")
+    assert await chain.db.fetchval(
+        "select has_table_privilege('portal_audit_reader', 'portal_audit.access_audit',"
+        " 'select') and not has_table_privilege('portal_audit_reader',"
+        " 'portal_audit.access_audit', 'update')"
+    )
 
 
 def unknown_links_counted(base: str) -> float:
@@ -134,9 +164,15 @@ async def test_requests_for_unknown_ids_write_no_audit_row_and_are_only_counted(
                 if n % 50 == 0:  # every route once in a while, forms included
                     assert (await client.post(f"/m/{message_id}{post}", data={"csrf": "x"})).status_code in (403, 404)
         assert (await client.get("/m/not-an-id")).status_code == 404
-    assert await chain.db.fetchval(
-        "select count(*) from portal_audit.access_audit where at >= $1 and (message_id = any($2::uuid[])"
-        " or message_id is null)", started, ids) == 0
+    assert (
+        await chain.db.fetchval(
+            "select count(*) from portal_audit.access_audit where at >= $1 and (message_id = any($2::uuid[])"
+            " or message_id is null)",
+            started,
+            ids,
+        )
+        == 0
+    )
     assert unknown_links_counted(base) - counted >= 500
     mail.patient.open_link()  # a message that exists is audited as before
     assert ("view", "ok") in await mail.audit()
@@ -150,8 +186,9 @@ async def test_the_audited_client_is_the_address_the_trusted_proxy_saw_not_a_spo
     # What a client sent ("198.51.100.66"), then what the ingress saw ("203.0.113.7"), then an inner proxy.
     seen = httpx.get(mail.patient.page_url, headers={"X-Forwarded-For": f"{spoofed}, {real}, 127.0.0.9"})
     assert seen.status_code == 200
-    rows = await chain.db.fetch("select client_hash from portal_audit.access_audit where message_id = $1"
-                                " and action = 'view'", mail.message_id)
+    rows = await chain.db.fetch(
+        "select client_hash from portal_audit.access_audit where message_id = $1 and action = 'view'", mail.message_id
+    )
     assert [r["client_hash"] for r in rows] == [crypto.keyed_hash(PORTAL_KEY, "client", real)]
     assert crypto.keyed_hash(PORTAL_KEY, "client", spoofed) not in await chain.dump_all_tables()
 
@@ -160,8 +197,9 @@ def test_a_portal_told_to_believe_every_forwarded_for_refuses_to_start(chain, tm
     """Issue 7, item 8: the Kubernetes config had FORWARDED_ALLOW_IPS=*, with which the audited client
     address was whatever the client put first in X-Forwarded-For. A portal so configured now stops at
     start and names the setting."""
-    believer = dataclasses.replace(chain.stack, log_dir=tmp_path, ports={}, processes={},
-                                   extra_env={"access-portal": {"FORWARDED_ALLOW_IPS": "*"}})
+    believer = dataclasses.replace(
+        chain.stack, log_dir=tmp_path, ports={}, processes={}, extra_env={"access-portal": {"FORWARDED_ALLOW_IPS": "*"}}
+    )
     try:
         with pytest.raises(RuntimeError, match="exited at start") as refused:
             believer.start(["access-portal"])

@@ -21,7 +21,9 @@ async def checked_guesses(chain, mail) -> int:
     """How many guesses the portal really compared with a live code."""
     return await chain.db.fetchval(
         "select count(*) from portal_audit.access_audit where message_id = $1 and action = 'code-check'"
-        " and outcome in ('wrong', 'right')", mail.message_id)
+        " and outcome in ('wrong', 'right')",
+        mail.message_id,
+    )
 
 
 async def test_a_burst_of_parallel_guesses_gets_no_more_than_five_checked(chain):
@@ -31,10 +33,15 @@ async def test_a_burst_of_parallel_guesses_gets_no_more_than_five_checked(chain)
     csrf = csrf_of(mail.patient.get(f"{mail.path}/code").text)
     cookies = dict(mail.patient.cookies)
     async with httpx.AsyncClient(base_url=mail.patient.base, timeout=20) as attacker:
+
         async def guess(n: int) -> int:
-            response = await attacker.post(f"{mail.path}/verify", data={"csrf": csrf, "code": f"{n:06d}"},
-                                           headers={"cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())})
+            response = await attacker.post(
+                f"{mail.path}/verify",
+                data={"csrf": csrf, "code": f"{n:06d}"},
+                headers={"cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())},
+            )
             return response.status_code
+
         guesses = [n for n in range(60) if f"{n:06d}" != code]
         statuses = await asyncio.gather(*(guess(n) for n in guesses))
     assert 200 not in statuses and 303 not in statuses and all(s < 500 for s in statuses)
@@ -54,7 +61,9 @@ async def test_an_attacker_who_waits_exactly_as_told_gets_at_most_50_guesses_a_d
         """Time on the portal's clock since the first code (real time plus the moves)."""
         return await chain.db.fetchval(
             "select coalesce(extract(epoch from now() - min(created_at)), 0)::float from access_portal.challenge"
-            " where message_id = $1", mail.message_id)
+            " where message_id = $1",
+            mail.message_id,
+        )
 
     async def wait(response) -> None:
         await mail.travel(int(response.headers["retry-after"]) + 1)
@@ -81,6 +90,6 @@ async def test_an_attacker_who_waits_exactly_as_told_gets_at_most_50_guesses_a_d
     assert sent <= CODES_PER_NUMBER_PER_DAY
     assert checked <= GUESSES_PER_CODE * CODES_PER_NUMBER_PER_DAY
     # One day of the best attack: at most 50 of 10^6 codes, a success chance of at most 5e-5.
-    assert checked / 10 ** 6 <= 5e-5
+    assert checked / 10**6 <= 5e-5
     # Waits, never a lock-out: once they have passed, the patient gets a code again.
     assert mail.patient.request_code(mail.national).status_code == 303

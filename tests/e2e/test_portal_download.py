@@ -73,8 +73,10 @@ async def test_a_session_without_the_links_secret_opens_nothing_and_the_secret_o
         refused = mail.patient.download("pdf", secret=secret)
         assert refused.status_code == 400 and state_of(refused.text) == "link_incomplete"
         assert "%PDF" not in refused.text
-    assert await chain.db.fetchval("select count(*) from access_portal.release where message_id = $1",
-                                   mail.message_id) == 0
+    assert (
+        await chain.db.fetchval("select count(*) from access_portal.release where message_id = $1", mail.message_id)
+        == 0
+    )
     assert mail.patient.download("pdf").content.startswith(b"%PDF")
     assert mail.patient.secret not in chain.stack.logs()
 
@@ -86,5 +88,7 @@ async def test_the_whole_link_without_a_session_downloads_nothing(chain):
     await mail.log_in()
     mail.patient.cookies.pop("__Host-session")
     assert mail.post("download/pdf", {"k": mail.patient.secret}).status_code == 401
-    assert await chain.db.fetchval("select count(*) from access_portal.release where message_id = $1",
-                                   mail.message_id) == 0
+    assert (
+        await chain.db.fetchval("select count(*) from access_portal.release where message_id = $1", mail.message_id)
+        == 0
+    )

@@ -18,38 +18,64 @@ from tests.patient import csrf_of
 pytestmark = pytest.mark.e2e
 
 ROUTES = {  # route -> the methods it serves
-    "": ["GET", "HEAD"], "/code": ["GET", "HEAD", "POST"], "/verify": ["POST"], "/document": ["GET", "HEAD"],
-    "/download/pdf": ["POST"], "/download/ics": ["POST"], "/download/{junk}": ["POST"], "/logout": ["POST"],
+    "": ["GET", "HEAD"],
+    "/code": ["GET", "HEAD", "POST"],
+    "/verify": ["POST"],
+    "/document": ["GET", "HEAD"],
+    "/download/pdf": ["POST"],
+    "/download/ics": ["POST"],
+    "/download/{junk}": ["POST"],
+    "/logout": ["POST"],
     "/{junk}": ["GET", "POST"],
 }
 COOKIE_TEXT = st.text(alphabet=string.ascii_letters + string.digits + "-_.~!*+/=%", max_size=80)
 HUGE = st.integers(min_value=1, max_value=200_000).map(lambda n: "9" * n)
 UNICODE = st.text(max_size=300)
-FIELD_VALUE = st.one_of(UNICODE, HUGE, st.from_regex(r"\A0?7[5-9] ?\d{3} ?\d{2} ?\d{2}\Z"),
-                        st.from_regex(r"\A\d{6}\Z"), st.sampled_from(["", " ", "#123456", "+41 79 123 45 67"]))
+FIELD_VALUE = st.one_of(
+    UNICODE,
+    HUGE,
+    st.from_regex(r"\A0?7[5-9] ?\d{3} ?\d{2} ?\d{2}\Z"),
+    st.from_regex(r"\A\d{6}\Z"),
+    st.sampled_from(["", " ", "#123456", "+41 79 123 45 67"]),
+)
 
 
 def fuzz_request(known: dict):
     """A strategy of (method, path, form, cookies, raw body or None)."""
-    ids = st.one_of(st.sampled_from(known["ids"]), st.sampled_from(known["ids"]), st.uuids().map(str),
-                    st.text(max_size=100), st.integers(1, 8000).map(lambda n: "f" * n))
-    fields = st.dictionaries(st.sampled_from(["csrf", "phone", "code", "k", "x", "csrf[]", ""]), FIELD_VALUE,
-                             max_size=4)
-    return st.fixed_dictionaries({
-        "route": st.sampled_from(sorted(ROUTES)),
-        "method": st.sampled_from(["served"] * 8 + ["GET", "HEAD", "POST", "PUT", "DELETE"]),
-        "id": ids,
-        "junk": st.text(max_size=200),
-        "fields": fields,
-        "real_csrf": st.booleans(),
-        "real_secret": st.booleans(),
-        "cookies": st.sampled_from(["none", "patient", "garbage"]),
-        "garbage": st.dictionaries(st.sampled_from(["__Host-session", "__Host-csrf", "session", "x"]), COOKIE_TEXT,
-                                   max_size=3),
-        "raw": st.one_of(st.none(), st.binary(max_size=2000)),
-        "content_type": st.sampled_from(["application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-                                         "application/json", "text/plain"]),
-    })
+    ids = st.one_of(
+        st.sampled_from(known["ids"]),
+        st.sampled_from(known["ids"]),
+        st.uuids().map(str),
+        st.text(max_size=100),
+        st.integers(1, 8000).map(lambda n: "f" * n),
+    )
+    fields = st.dictionaries(
+        st.sampled_from(["csrf", "phone", "code", "k", "x", "csrf[]", ""]), FIELD_VALUE, max_size=4
+    )
+    return st.fixed_dictionaries(
+        {
+            "route": st.sampled_from(sorted(ROUTES)),
+            "method": st.sampled_from(["served"] * 8 + ["GET", "HEAD", "POST", "PUT", "DELETE"]),
+            "id": ids,
+            "junk": st.text(max_size=200),
+            "fields": fields,
+            "real_csrf": st.booleans(),
+            "real_secret": st.booleans(),
+            "cookies": st.sampled_from(["none", "patient", "garbage"]),
+            "garbage": st.dictionaries(
+                st.sampled_from(["__Host-session", "__Host-csrf", "session", "x"]), COOKIE_TEXT, max_size=3
+            ),
+            "raw": st.one_of(st.none(), st.binary(max_size=2000)),
+            "content_type": st.sampled_from(
+                [
+                    "application/x-www-form-urlencoded",
+                    "multipart/form-data; boundary=x",
+                    "application/json",
+                    "text/plain",
+                ]
+            ),
+        }
+    )
 
 
 async def test_random_requests_never_get_a_server_error(chain):
@@ -63,8 +89,9 @@ async def test_random_requests_never_get_a_server_error(chain):
 
     client = httpx.Client(base_url=mail.patient.base, timeout=30)
 
-    @settings(max_examples=300, deadline=None, database=None, derandomize=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=300, deadline=None, database=None, derandomize=False, suppress_health_check=list(HealthCheck)
+    )
     @given(r=fuzz_request(known))
     def probe(r: dict) -> None:
         if r["method"] == "served":  # mostly what the route serves, so the fuzz gets past routing
@@ -79,11 +106,11 @@ async def test_random_requests_never_get_a_server_error(chain):
         cookies = {"none": {}, "patient": patient_cookies, "garbage": r["garbage"]}[r["cookies"]]
         headers = {"cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}
         if r["raw"] is not None and r["method"] == "POST":
-            response = client.request("POST", path, content=r["raw"],
-                                      headers={**headers, "content-type": r["content_type"]})
+            response = client.request(
+                "POST", path, content=r["raw"], headers={**headers, "content-type": r["content_type"]}
+            )
         else:
-            response = client.request(r["method"], path, data=form if r["method"] == "POST" else None,
-                                      headers=headers)
+            response = client.request(r["method"], path, data=form if r["method"] == "POST" else None, headers=headers)
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
         assert response.status_code < 500, (r, response.status_code, response.text[:500])
         assert response.headers.get("content-security-policy", "").startswith("default-src 'none'")

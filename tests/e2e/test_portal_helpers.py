@@ -36,7 +36,7 @@ def state_of(html: str) -> str | None:
 
 def neighbour(code: str) -> str:
     """A code that is certainly wrong."""
-    return f"{(int(code) + 1) % 10 ** 6:06d}"
+    return f"{(int(code) + 1) % 10**6:06d}"
 
 
 @dataclass
@@ -98,16 +98,18 @@ class Letter:
 
     async def challenges(self) -> list:
         return await self.chain.db.fetch(
-            "select * from access_portal.challenge where message_id = $1 order by created_at", self.message_id)
+            "select * from access_portal.challenge where message_id = $1 order by created_at", self.message_id
+        )
 
     async def message_row(self):
-        return await self.chain.db.fetchrow("select * from access_portal.message where message_id = $1",
-                                            self.message_id)
+        return await self.chain.db.fetchrow(
+            "select * from access_portal.message where message_id = $1", self.message_id
+        )
 
     async def audit(self) -> list[tuple[str, str]]:
         rows = await self.chain.db.fetch(
-            "select action, outcome from portal_audit.access_audit where message_id = $1 order by id",
-            self.message_id)
+            "select action, outcome from portal_audit.access_audit where message_id = $1 order by id", self.message_id
+        )
         return [(r["action"], r["outcome"]) for r in rows]
 
 
@@ -125,20 +127,33 @@ async def letter(chain: Chain, *, mobile: str | None | bool = True, **kw) -> Let
     mail = await chain.email_to(event["data"]["patient"]["email"])
     found = Letter(chain, event, find_link(mail["text"]), e164, national)
     # The mailer and the portal consume message.sealed independently: wait until the portal has it.
-    await wait_for(lambda: chain.db.fetchval(
-        "select true from access_portal.message where message_id = $1", found.message_id))
+    await wait_for(
+        lambda: chain.db.fetchval("select true from access_portal.message where message_id = $1", found.message_id)
+    )
     return found
 
 
 async def travel(db, message_ids: list[uuid.UUID], seconds: float) -> None:
     """Move the portal's clock ``seconds`` forward for these messages (their stored times move back)."""
     delta, ids = timedelta(seconds=seconds), message_ids
-    await db.execute("update access_portal.challenge set created_at = created_at - $2::interval,"
-                     " expires_at = expires_at - $2::interval where message_id = any($1::uuid[])", ids, delta)
-    await db.execute("update access_portal.message set locked_until = locked_until - $2::interval"
-                     " where message_id = any($1::uuid[])", ids, delta)
-    await db.execute("update access_portal.session set created_at = created_at - $2::interval,"
-                     " last_seen_at = last_seen_at - $2::interval where message_id = any($1::uuid[])", ids, delta)
+    await db.execute(
+        "update access_portal.challenge set created_at = created_at - $2::interval,"
+        " expires_at = expires_at - $2::interval where message_id = any($1::uuid[])",
+        ids,
+        delta,
+    )
+    await db.execute(
+        "update access_portal.message set locked_until = locked_until - $2::interval"
+        " where message_id = any($1::uuid[])",
+        ids,
+        delta,
+    )
+    await db.execute(
+        "update access_portal.session set created_at = created_at - $2::interval,"
+        " last_seen_at = last_seen_at - $2::interval where message_id = any($1::uuid[])",
+        ids,
+        delta,
+    )
 
 
 async def wait_for(probe, timeout: float = 10, every: float = 0.05):
@@ -196,5 +211,15 @@ class EventSpy:
         return self.seen
 
 
-__all__ = ["EventSpy", "Letter", "code_hash", "letter", "neighbour", "publish_as_service", "random_mobile",
-           "state_of", "travel", "wait_for"]
+__all__ = [
+    "EventSpy",
+    "Letter",
+    "code_hash",
+    "letter",
+    "neighbour",
+    "publish_as_service",
+    "random_mobile",
+    "state_of",
+    "travel",
+    "wait_for",
+]

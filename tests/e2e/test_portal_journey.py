@@ -65,7 +65,7 @@ async def test_a_wrong_code_is_told_by_the_field_with_the_input_kept(chain):
     mail = await letter(chain)
     mail.patient.request_code(mail.national)
     code = await mail.code()
-    wrong = f"{(int(code) + 1) % 10 ** 6:06d}"
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
     page = mail.guess(wrong)
     assert page.status_code == 400
     assert re.search(r"<title>Erreur :", page.text) and 'href="#code"' in page.text
@@ -84,8 +84,12 @@ async def test_every_page_has_the_language_switch_and_the_hospitals_general_numb
     assert '<html lang="en">' in switched.text and "Your secure message" in switched.text
     assert '<html lang="en">' in mail.patient.get(f"{mail.path}/no-phone").text  # remembered
 
-    for lang, title in (("fr", "Lien non reconnu"), ("de", "Link nicht erkannt"), ("it", "Link non riconosciuto"),
-                        ("en", "Link not recognised")):
+    for lang, title in (
+        ("fr", "Lien non reconnu"),
+        ("de", "Link nicht erkannt"),
+        ("it", "Link non riconosciuto"),
+        ("en", "Link not recognised"),
+    ):
         unknown = mail.patient.get(f"/m/00000000-0000-4000-8000-000000000000?lang={lang}")
         assert unknown.status_code == 404 and title in unknown.text and "+41 22 372 33 11" in unknown.text
 
@@ -94,7 +98,7 @@ async def test_every_page_has_the_language_switch_and_the_hospitals_general_numb
 async def test_not_my_number_and_no_mobile_phone_say_what_to_do_and_whom_to_call(chain, topic, state):
     mail = await letter(chain)
     first = mail.patient.open_link().text
-    assert f"{mail.path}/{topic}\"" in first
+    assert f'{mail.path}/{topic}"' in first
     page = mail.patient.get(f"{mail.path}/{topic}")
     assert page.status_code == 200 and state_of(page.text) == state
     assert f'href="tel:{mail.secretariat_phone.replace(" ", "")}"' in page.text
@@ -113,11 +117,14 @@ async def test_post_instead_after_the_code_reaches_the_print_room_and_the_hospit
 
     posted = await chain.postal(mail.convocation_id)
     assert [e["data"]["reason"] for e in posted] == ["patient-request"]
-    statuses = await chain.upstream("convocation.status.v1", mail.convocation_id,
-                                    lambda events: any(e["data"]["status"] == "postal" for e in events))
+    statuses = await chain.upstream(
+        "convocation.status.v1",
+        mail.convocation_id,
+        lambda events: any(e["data"]["status"] == "postal" for e in events),
+    )
     assert [e["data"]["detail"] for e in statuses if e["data"]["status"] == "postal"] == ["patient-request"]
     again = mail.patient.get(f"{mail.path}/document")
-    assert "/postal\"" not in again.text  # asked once: the button gives way to the confirmation
+    assert '/postal"' not in again.text  # asked once: the button gives way to the confirmation
     assert "Vous avez demandé cette convocation par la poste" in again.text
 
 
@@ -168,6 +175,6 @@ async def test_once_downloaded_the_post_is_no_longer_offered_nor_promised(chain)
     await mail.log_in()
     assert mail.patient.download("pdf").status_code == 200
     page = mail.patient.get(f"{mail.path}/document")
-    assert "/postal\"" not in page.text
+    assert '/postal"' not in page.text
     assert mail.post("postal", {}).status_code == 303
     assert (await mail.message_row())["postal_requested_at"] is None

@@ -16,7 +16,9 @@ async def binding_of(chain, mail):
     """The phone binding of the letter's patient, or None."""
     return await chain.db.fetchrow(
         "select b.* from access_portal.phone_binding b join access_portal.message m on m.patient_ref = b.patient_ref"
-        " where m.message_id = $1", mail.message_id)
+        " where m.message_id = $1",
+        mail.message_id,
+    )
 
 
 async def test_the_page_shows_a_masked_hint_and_any_usual_form_of_the_number_on_file_gets_the_code(chain):
@@ -28,8 +30,7 @@ async def test_the_page_shows_a_masked_hint_and_any_usual_form_of_the_number_on_
     assert e164[4:-2] not in page.text.replace(" ", "")  # the hidden digits stay hidden
 
     digits = e164[3:]  # 79xxxxxxx
-    forms = [national, f"+41 {digits[:2]} {digits[2:5]} {digits[5:7]} {digits[7:]}", f"0041 {digits}",
-             f"0{digits}"]
+    forms = [national, f"+41 {digits[:2]} {digits[2:5]} {digits[5:7]} {digits[7:]}", f"0041 {digits}", f"0{digits}"]
     for nth, typed in enumerate(forms, start=1):
         sent = mail.patient.request_code(typed)
         assert sent.status_code == 303, (typed, state_of(sent.text))
@@ -42,8 +43,12 @@ async def test_the_page_shows_a_masked_hint_and_any_usual_form_of_the_number_on_
 def comparable(response, mail) -> tuple:
     """What a client sees of an answer, apart from this letter's id and the form's token."""
     html = re.sub(r'name="csrf" value="[^"]+"', "", response.text).replace(str(mail.message_id), "ID")
-    return response.status_code, response.headers.get("location", "").replace(str(mail.message_id), "ID"), \
-        state_of(html), html
+    return (
+        response.status_code,
+        response.headers.get("location", "").replace(str(mail.message_id), "ID"),
+        state_of(html),
+        html,
+    )
 
 
 async def test_typing_a_number_is_no_oracle_a_wrong_one_gets_the_same_answers_as_the_right_one_and_no_sms(chain):

@@ -42,8 +42,10 @@ async def test_a_code_works_once(chain):
     assert mail.patient.enter_code(code).status_code == 303
     again = mail.patient.enter_code(code)
     assert again.status_code == 410 and state_of(again.text) == "code_expired"
-    assert await chain.db.fetchval("select count(*) from access_portal.session where message_id = $1",
-                                   mail.message_id) == 1
+    assert (
+        await chain.db.fetchval("select count(*) from access_portal.session where message_id = $1", mail.message_id)
+        == 1
+    )
 
 
 async def test_five_wrong_entries_kill_the_code_and_the_right_one_no_longer_opens(chain):
@@ -121,15 +123,25 @@ async def test_concurrent_requests_over_many_letters_of_one_number_stay_within_t
     mails = [await letter(chain, mobile=national) for _ in range(14)]
     forms = [(mail, csrf_of(mail.patient.open_link().text)) for mail in mails]
     async with httpx.AsyncClient(timeout=30) as client:
+
         async def ask(mail, csrf) -> int:
             cookies = "; ".join(f"{k}={v}" for k, v in mail.patient.cookies.items())
-            response = await client.post(f"{mail.patient.base}{mail.path}/code", data={"csrf": csrf, "phone": national},
-                                         headers={"cookie": cookies})
+            response = await client.post(
+                f"{mail.patient.base}{mail.path}/code",
+                data={"csrf": csrf, "phone": national},
+                headers={"cookie": cookies},
+            )
             return response.status_code
+
         statuses = await asyncio.gather(*(ask(mail, csrf) for mail, csrf in forms))
     assert sorted(statuses) == [303] * 10 + [429] * 4
-    assert await chain.db.fetchval("select count(*) from access_portal.challenge where message_id = any($1::uuid[])",
-                                   [m.message_id for m in mails]) == 10
+    assert (
+        await chain.db.fetchval(
+            "select count(*) from access_portal.challenge where message_id = any($1::uuid[])",
+            [m.message_id for m in mails],
+        )
+        == 10
+    )
     await chain.sms_to(e164, nth=10)
     await asyncio.sleep(1)
     assert chain.sms_count(e164) == 10

@@ -32,8 +32,9 @@ async def test_a_right_code_opens_a_fresh_session_in_a_host_only_httponly_secure
     assert "samesite=strict" in line.lower() and "path=/" in line.lower() and "domain" not in line.lower()
     token = mail.patient.cookies["__Host-session"]
     assert len(token) >= 43 and token not in before.values()  # 256 random bits, new at authentication
-    stored = await chain.db.fetchval("select token_hash from access_portal.session where message_id = $1",
-                                     mail.message_id)
+    stored = await chain.db.fetchval(
+        "select token_hash from access_portal.session where message_id = $1", mail.message_id
+    )
     assert stored != token and token not in await chain.dump_all_tables()
     assert mail.patient.get(f"{mail.path}/document").status_code == 200
 
@@ -75,8 +76,9 @@ async def test_logout_ends_the_session_on_the_server(chain):
     assert out.status_code == 303 and "__Host-session" not in mail.patient.cookies
     replay = PatientClient(mail.link, cookies={**mail.patient.cookies, "__Host-session": token})
     assert replay.get(f"{mail.path}/document").status_code == 401
-    assert await chain.db.fetchval("select ended_at is not null from access_portal.session where message_id = $1",
-                                   mail.message_id)
+    assert await chain.db.fetchval(
+        "select ended_at is not null from access_portal.session where message_id = $1", mail.message_id
+    )
 
 
 async def test_every_post_needs_the_csrf_token_of_its_own_cookie(chain):
@@ -97,8 +99,10 @@ async def test_every_post_needs_the_csrf_token_of_its_own_cookie(chain):
         refused = mail.patient.post(f"{mail.path}/{route}", {"csrf": stranger_token, "k": mail.patient.secret})
         assert refused.status_code == 403 and state_of(refused.text) == "bad_request", route
     assert mail.patient.get(f"{mail.path}/document").status_code == 200  # the logout did not happen
-    assert await chain.db.fetchval("select count(*) from access_portal.release where message_id = $1",
-                                   mail.message_id) == 0
+    assert (
+        await chain.db.fetchval("select count(*) from access_portal.release where message_id = $1", mail.message_id)
+        == 0
+    )
     assert ("download", "csrf-refused") in await mail.audit()
 
 
@@ -119,15 +123,20 @@ async def test_a_csrf_token_is_bound_to_its_message_and_to_the_session(chain):
         for token in (before_login, csrf_of(a.patient.get(b.path).text)):
             refused = a.patient.post(f"{a.path}/{route}", {"csrf": token, "k": a.patient.secret})
             assert refused.status_code == 403 and state_of(refused.text) == "bad_request", route
-    assert await chain.db.fetchval("select count(*) from access_portal.release where message_id = $1",
-                                   a.message_id) == 0
+    assert (
+        await chain.db.fetchval("select count(*) from access_portal.release where message_id = $1", a.message_id) == 0
+    )
     own = csrf_of(a.patient.get(f"{a.path}/document").text)
     assert a.patient.post(f"{a.path}/download/pdf", {"csrf": own, "k": a.patient.secret}).status_code == 200
 
 
 CSP_REQUIRED = {
-    "default-src": {"'none'"}, "script-src": {"'self'"}, "style-src": {"'self'"},
-    "frame-ancestors": {"'none'"}, "form-action": {"'self'"}, "base-uri": {"'none'"},
+    "default-src": {"'none'"},
+    "script-src": {"'self'"},
+    "style-src": {"'self'"},
+    "frame-ancestors": {"'none'"},
+    "form-action": {"'self'"},
+    "base-uri": {"'none'"},
 }
 
 
@@ -138,8 +147,10 @@ def assert_hardened(response: httpx.Response, *, static: bool = False) -> None:
         assert csp.get(directive) == sources, (response.url, directive, csp.get(directive))
     assert h["referrer-policy"] == "no-referrer"
     assert h["x-content-type-options"] == "nosniff"
-    assert h["strict-transport-security"].startswith("max-age=") and int(
-        h["strict-transport-security"].split("=")[1].split(";")[0]) >= 31536000
+    assert (
+        h["strict-transport-security"].startswith("max-age=")
+        and int(h["strict-transport-security"].split("=")[1].split(";")[0]) >= 31536000
+    )
     if not static:
         assert h["cache-control"] == "no-store", response.url
     if "text/html" in h.get("content-type", ""):
@@ -151,11 +162,22 @@ def assert_hardened(response: httpx.Response, *, static: bool = False) -> None:
 async def test_every_page_and_document_carries_the_security_headers_and_no_store(chain):
     mail = await letter(chain)
     p = mail.patient
-    responses = [p.open_link(), p.get(f"{mail.path}/code"), p.get("/m/not-a-uuid"), p.get("/nowhere"), p.get("/"),
-                 p.client.head(mail.patient.page_url), p.post(f"{mail.path}/verify", {"code": "1"})]
+    responses = [
+        p.open_link(),
+        p.get(f"{mail.path}/code"),
+        p.get("/m/not-a-uuid"),
+        p.get("/nowhere"),
+        p.get("/"),
+        p.client.head(mail.patient.page_url),
+        p.post(f"{mail.path}/verify", {"code": "1"}),
+    ]
     await mail.log_in()
-    responses += [p.get(f"{mail.path}/document"), p.download("pdf"), p.download("ics"),
-                  p.client.get(f"{p.base}{mail.path}/logout")]
+    responses += [
+        p.get(f"{mail.path}/document"),
+        p.download("pdf"),
+        p.download("ics"),
+        p.client.get(f"{p.base}{mail.path}/logout"),
+    ]
     assert [r.status_code for r in responses] == [200, 303, 404, 404, 200, 200, 403, 200, 200, 200, 405]
     for response in responses:
         assert_hardened(response)

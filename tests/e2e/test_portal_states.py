@@ -23,16 +23,23 @@ def heading(html: str) -> str:
 
 def upstream_cancellation(convocation_id: str) -> dict:
     return {
-        "event_id": str(uuid.uuid4()), "type": "convocation.cancelled", "version": 1,
-        "occurred_at": datetime.now(timezone.utc).isoformat(), "producer": "hospital-his",
-        "correlation_id": convocation_id, "causation_id": None,
+        "event_id": str(uuid.uuid4()),
+        "type": "convocation.cancelled",
+        "version": 1,
+        "occurred_at": datetime.now(timezone.utc).isoformat(),
+        "producer": "hospital-his",
+        "correlation_id": convocation_id,
+        "causation_id": None,
         "data": {"convocation_id": convocation_id, "reason": "patient called"},
     }
 
 
 async def revoked(chain, mail, reason: str) -> None:
-    await wait_for(lambda: chain.db.fetchval(
-        "select revoked_reason = $2 from access_portal.message where message_id = $1", mail.message_id, reason))
+    await wait_for(
+        lambda: chain.db.fetchval(
+            "select revoked_reason = $2 from access_portal.message where message_id = $1", mail.message_id, reason
+        )
+    )
 
 
 async def test_each_state_has_its_own_page_with_what_to_do_and_whom_to_call(chain):
@@ -43,8 +50,10 @@ async def test_each_state_has_its_own_page_with_what_to_do_and_whom_to_call(chai
     pages["unknown (not an id)"] = base.get("/m/%F0%9F%92%A9'--")
 
     expired = await letter(chain)
-    await chain.db.execute("update access_portal.message set expires_at = now() - interval '1 second'"
-                           " where message_id = $1", expired.message_id)
+    await chain.db.execute(
+        "update access_portal.message set expires_at = now() - interval '1 second' where message_id = $1",
+        expired.message_id,
+    )
     pages["expired"] = expired.patient.open_link()
 
     cancelled = await letter(chain)
@@ -69,9 +78,14 @@ async def test_each_state_has_its_own_page_with_what_to_do_and_whom_to_call(chai
     pages["code_expired"] = mail.guess(code)
 
     expected = {
-        "unknown": (404, "unknown"), "unknown (not an id)": (404, "unknown"), "expired": (410, "expired"),
-        "cancelled": (410, "cancelled"), "superseded": (410, "superseded"), "wrong_code": (400, "code_error"),
-        "wait": (429, "wait"), "code_expired": (410, "code_expired"),
+        "unknown": (404, "unknown"),
+        "unknown (not an id)": (404, "unknown"),
+        "expired": (410, "expired"),
+        "cancelled": (410, "cancelled"),
+        "superseded": (410, "superseded"),
+        "wrong_code": (400, "code_error"),
+        "wait": (429, "wait"),
+        "code_expired": (410, "code_expired"),
     }
     assert {k: (r.status_code, state_of(r.text)) for k, r in pages.items()} == expected
     assert "4" in re.search(r'id="code-error">(.*?)</p>', pages["wrong_code"].text).group(1)  # tries left, by the field
@@ -92,12 +106,22 @@ async def test_an_sms_the_provider_could_not_deliver_gets_its_own_page(chain):
     assert mail.patient.request_code(mail.national).status_code == 303
     await mail.sms()
     [challenge] = await mail.challenges()
-    await publish_as_service(chain, SmsFailedV1(
-        challenge_id=challenge["id"], message_id=mail.message_id, convocation_id=uuid.UUID(mail.convocation_id),
-        provider="twilio", provider_code="30003", reason="Unreachable destination handset",
-        failed_at=datetime.now(timezone.utc)), producer="sms-gateway")
-    await wait_for(lambda: chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1",
-                                             challenge["id"]))
+    await publish_as_service(
+        chain,
+        SmsFailedV1(
+            challenge_id=challenge["id"],
+            message_id=mail.message_id,
+            convocation_id=uuid.UUID(mail.convocation_id),
+            provider="twilio",
+            provider_code="30003",
+            reason="Unreachable destination handset",
+            failed_at=datetime.now(timezone.utc),
+        ),
+        producer="sms-gateway",
+    )
+    await wait_for(
+        lambda: chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1", challenge["id"])
+    )
     page = mail.patient.get(f"{mail.path}/code")
     assert page.status_code == 200 and state_of(page.text) == "sms_failed"
     assert mail.secretariat_phone in page.text and f'href="{mail.path}"' in page.text  # ask again, or call

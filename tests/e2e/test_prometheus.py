@@ -70,8 +70,10 @@ async def firing(prometheus, alertname: str, labels: dict[str, str], timeout: fl
             if alert["labels"]["alertname"] == alertname and labels.items() <= alert["labels"].items():
                 return alert
         await asyncio.sleep(0.5)
-    raise AssertionError(f"{alertname} {labels} never fired; firing: "
-                         f"{[(a['labels']['alertname'], a['labels']) for a in prometheus.firing()]}")
+    raise AssertionError(
+        f"{alertname} {labels} never fired; firing: "
+        f"{[(a['labels']['alertname'], a['labels']) for a in prometheus.firing()]}"
+    )
 
 
 async def settled(prometheus, promql: str, until, timeout: float = 60) -> float | None:
@@ -90,8 +92,9 @@ async def test_funnel_queries_return_this_runs_numbers_and_smtp_down_fires_its_a
         await settled(prometheus, f'up{{job="convocations",service="{service}"}}', lambda v: v == 1)
     funnel = 'sum(convocations_funnel_total{{stage="{}"}})'
     await asyncio.sleep(2)  # what earlier tests left in flight has landed
-    before = {stage: prometheus.value(funnel.format(stage)) or 0.0 for stage in ("created", "e-mailed", "bounced",
-                                                                                  "paper")}
+    before = {
+        stage: prometheus.value(funnel.format(stage)) or 0.0 for stage in ("created", "e-mailed", "bounced", "paper")
+    }
     events = [chain.event() for _ in range(3)]
     for event in events:
         await chain.publish(event)
@@ -114,8 +117,9 @@ async def test_funnel_queries_return_this_runs_numbers_and_smtp_down_fires_its_a
         await settled(prometheus, funnel.format("paper"), lambda v: v == before["paper"] + 3)
         await settled(prometheus, funnel.format("created"), lambda v: v == before["created"] + 6)
         # Nobody collects them: the print room's queue is not emptied within the (scaled) window.
-        unread = await firing(prometheus, "ConvocationsPrintRoomQueueUnread",
-                              {"queue": f"{chain.exchange}.upstream.postal.requested.v1"})
+        unread = await firing(
+            prometheus, "ConvocationsPrintRoomQueueUnread", {"queue": f"{chain.exchange}.upstream.postal.requested.v1"}
+        )
         assert unread["labels"]["severity"] == "warning"
     finally:
         chain.inbox.smtp_script([])
@@ -124,12 +128,18 @@ async def test_funnel_queries_return_this_runs_numbers_and_smtp_down_fires_its_a
 async def test_alerts_fire_when_their_cause_is_induced(chain, prometheus, stack, tmp_path):
     """A portal replica loses its database (5xx and a failing /readyz), a malformed event is dead-lettered,
     then the replica dies and a scrape target vanishes: each alert fires with the labels an on-call reads."""
-    assert alert_names() - set(NOT_INDUCED) == INDUCED | {"ConvocationsSmtpFailureRate",
-                                                          "ConvocationsPrintRoomQueueUnread"}, "update NOT_INDUCED"
+    assert alert_names() - set(NOT_INDUCED) == INDUCED | {
+        "ConvocationsSmtpFailureRate",
+        "ConvocationsPrintRoomQueueUnread",
+    }, "update NOT_INDUCED"
     with TcpProxy(DB_PORT) as proxy:
-        extra = {**stack.extra_env, "access-portal": {
-            **stack.extra_env.get("access-portal", {}),
-            "DATABASE_URL": f"postgresql://access_portal:access_portal@127.0.0.1:{proxy.port}/{stack.database}"}}
+        extra = {
+            **stack.extra_env,
+            "access-portal": {
+                **stack.extra_env.get("access-portal", {}),
+                "DATABASE_URL": f"postgresql://access_portal:access_portal@127.0.0.1:{proxy.port}/{stack.database}",
+            },
+        }
         replica = dataclasses.replace(stack, ports={}, processes={}, log_dir=tmp_path, extra_env=extra)
         replica_url = replica.url("access-portal")
         replica_host = replica_url.removeprefix("http://")
@@ -142,6 +152,7 @@ async def test_alerts_fire_when_their_cause_is_induced(chain, prometheus, stack,
             event_id = str(uuid.uuid4())
             await chain.publish(b"{not json", message_id=event_id, routing_key="convocation.created.v1")
             async with httpx.AsyncClient(timeout=10) as client:
+
                 async def failing_requests() -> None:
                     while True:
                         with contextlib.suppress(httpx.HTTPError):  # the replica fails, however it answers
@@ -150,32 +161,61 @@ async def test_alerts_fire_when_their_cause_is_induced(chain, prometheus, stack,
 
                 load = asyncio.create_task(failing_requests())
                 try:
-                    await settled(prometheus, f'sum(http_requests_total{{instance="{replica_host}",status="5xx"}})',
-                                  lambda v: (v or 0) > 0)
+                    await settled(
+                        prometheus,
+                        f'sum(http_requests_total{{instance="{replica_host}",status="5xx"}})',
+                        lambda v: (v or 0) > 0,
+                    )
                     alerts = await asyncio.gather(
-                        firing(prometheus, "ConvocationsServiceNotReady",
-                               {"service": "access-portal", "instance": f"{replica_url}/readyz"}),
+                        firing(
+                            prometheus,
+                            "ConvocationsServiceNotReady",
+                            {"service": "access-portal", "instance": f"{replica_url}/readyz"},
+                        ),
                         firing(prometheus, "ConvocationsSloFastBurn", {"slo": "portal-availability"}),
-                        firing(prometheus, "ConvocationsDeadLettered",
-                               {"service": "issuer", "reason": "malformed-json",
-                                "queue": f"{stack.exchange}.issuer.convocation.created.v1"}),
-                        firing(prometheus, "ConvocationsDeadLettersWaiting",
-                               {"queue": f"{stack.exchange}.issuer.convocation.created.v1.dlq"}),
+                        firing(
+                            prometheus,
+                            "ConvocationsDeadLettered",
+                            {
+                                "service": "issuer",
+                                "reason": "malformed-json",
+                                "queue": f"{stack.exchange}.issuer.convocation.created.v1",
+                            },
+                        ),
+                        firing(
+                            prometheus,
+                            "ConvocationsDeadLettersWaiting",
+                            {"queue": f"{stack.exchange}.issuer.convocation.created.v1.dlq"},
+                        ),
                         # The replica's outbox relay cannot reach its database either.
-                        firing(prometheus, "ConvocationsOutboxRelayStalled",
-                               {"service": "access-portal", "instance": replica_host}))
+                        firing(
+                            prometheus,
+                            "ConvocationsOutboxRelayStalled",
+                            {"service": "access-portal", "instance": replica_host},
+                        ),
+                    )
                 finally:
                     load.cancel()
-            assert [a["labels"]["severity"] for a in alerts] == ["critical", "critical", "warning", "warning", "critical"]
+            assert [a["labels"]["severity"] for a in alerts] == [
+                "critical",
+                "critical",
+                "warning",
+                "warning",
+                "critical",
+            ]
             # The replica dies; a scrape target vanishes (the secretariat's, from the configuration).
             replica.stop()
-            prometheus.watch({**{n: u for n, u in watched.items() if n != "secretariat"},
-                              "access-portal": [*watched["access-portal"], replica_url]})
+            prometheus.watch(
+                {
+                    **{n: u for n, u in watched.items() if n != "secretariat"},
+                    "access-portal": [*watched["access-portal"], replica_url],
+                }
+            )
             down, missing = await asyncio.gather(
                 firing(prometheus, "ConvocationsServiceDown", {"instance": replica_host}),
-                firing(prometheus, "ConvocationsTargetMissing", {"job": "convocations", "service": "secretariat"}))
-            assert down["annotations"]["summary"] == (
-                f"access-portal is down: Prometheus cannot scrape {replica_host}")
+                firing(prometheus, "ConvocationsTargetMissing", {"job": "convocations", "service": "secretariat"}),
+            )
+            assert down["annotations"]["summary"] == (f"access-portal is down: Prometheus cannot scrape {replica_host}")
             for alert in (*alerts, down, missing):
                 name = alert["labels"]["alertname"]
                 assert alert["annotations"]["runbook_url"] == f"docs/runbooks.md#{name.lower()}"
@@ -184,9 +224,16 @@ async def test_alerts_fire_when_their_cause_is_induced(chain, prometheus, stack,
             prometheus.watch(watched)
 
 
-INDUCED = {"ConvocationsServiceNotReady", "ConvocationsSloFastBurn", "ConvocationsDeadLettered",
-           "ConvocationsDeadLettersWaiting", "ConvocationsServiceDown", "ConvocationsTargetMissing",
-           "ConvocationsOutboxRelayStalled", "ConvocationsGatewayDeadLettered"}
+INDUCED = {
+    "ConvocationsServiceNotReady",
+    "ConvocationsSloFastBurn",
+    "ConvocationsDeadLettered",
+    "ConvocationsDeadLettersWaiting",
+    "ConvocationsServiceDown",
+    "ConvocationsTargetMissing",
+    "ConvocationsOutboxRelayStalled",
+    "ConvocationsGatewayDeadLettered",
+}
 
 
 async def test_a_letter_the_gateway_accepted_and_the_issuer_never_sealed_pages(chain, prometheus, hospital):
@@ -196,8 +243,15 @@ async def test_a_letter_the_gateway_accepted_and_the_issuer_never_sealed_pages(c
     from tests.e2e.test_mail_security import pdf_with_open_action_javascript
 
     appointment = f"APT-{uuid.uuid4().hex[:8]}"
-    ack = hospital.send_hl7(siu("siu-s12.hl7", appointment=appointment, email=random_email(),
-                                mobile=random_mobile()[0], pdf=pdf_with_open_action_javascript()))
+    ack = hospital.send_hl7(
+        siu(
+            "siu-s12.hl7",
+            appointment=appointment,
+            email=random_email(),
+            mobile=random_mobile()[0],
+            pdf=pdf_with_open_action_javascript(),
+        )
+    )
     assert "MSA|AA|" in ack, ack
     alert = await firing(prometheus, "ConvocationsGatewayDeadLettered", {"system": "dev-his", "reason": "not-sealed"})
     assert alert["labels"]["severity"] == "critical"
@@ -236,7 +290,9 @@ async def test_every_rule_and_panel_selects_live_series_and_every_sli_is_recorde
             if name not in KUBERNETES_ONLY and not prometheus.series(selector):
                 dead.add(selector)
     assert not dead, f"selectors that match no series the live services exposed: {sorted(dead)}"
-    objectives = {r["labels"]["slo"] for g in rule_groups() for r in g["rules"] if r.get("record") == "slo:objective:ratio"}
+    objectives = {
+        r["labels"]["slo"] for g in rule_groups() for r in g["rules"] if r.get("record") == "slo:objective:ratio"
+    }
     for group in rule_groups():
         for rule in group["rules"]:
             if "record" in rule:
@@ -257,5 +313,6 @@ async def test_every_rule_and_panel_selects_live_series_and_every_sli_is_recorde
             new = set(values) - set(recorded[name]["values"].get(label, []))
             if new:
                 drift.append(f"{name}: {label} values {sorted(new)} not recorded")
-    assert not drift, "the live metrics drifted from deploy/prometheus/series.yml (make prometheus-series): " + \
-        "; ".join(drift[:30])
+    assert not drift, (
+        "the live metrics drifted from deploy/prometheus/series.yml (make prometheus-series): " + "; ".join(drift[:30])
+    )

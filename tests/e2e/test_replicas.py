@@ -22,9 +22,14 @@ LETTERS = 50
 
 def replica(test_database, devinbox, log_dir) -> Stack:
     return Stack(
-        database=test_database, exchange=EXCHANGE, smtp_port=devinbox.smtp_port,
-        sms_provider_url=devinbox.twilio_base_url, sms_account_sid=devinbox.account_sid,
-        sms_auth_token=devinbox.auth_token, log_dir=log_dir, amqp_url=AMQP_URL,
+        database=test_database,
+        exchange=EXCHANGE,
+        smtp_port=devinbox.smtp_port,
+        sms_provider_url=devinbox.twilio_base_url,
+        sms_account_sid=devinbox.account_sid,
+        sms_auth_token=devinbox.auth_token,
+        log_dir=log_dir,
+        amqp_url=AMQP_URL,
         extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"}},
     )
 

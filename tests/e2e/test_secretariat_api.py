@@ -83,8 +83,10 @@ async def test_a_department_sees_its_own_convocation_timeline_and_nothing_of_ano
     for action in ("post", "withdraw", "unlock", "reset-binding"):
         r = cardio.post(f"/convocations/{other}/actions", {"action": action, "reason": "patient called us"})
         assert r.status_code == 404, (action, r.text)
-    r = cardio.post(f"/convocations/{other}/actions",
-                    {"action": "correct-mobile", "reason": "patient called us", "mobile": random_mobile()[1]})
+    r = cardio.post(
+        f"/convocations/{other}/actions",
+        {"action": "correct-mobile", "reason": "patient called us", "mobile": random_mobile()[1]},
+    )
     assert r.status_code == 404
     # ...and its own, by patient id through the keyed hash.
     found = cardio.post("/convocations/search", {"patient_id": mine["data"]["patient"]["id"]}).json()
@@ -97,12 +99,25 @@ async def test_a_department_sees_its_own_convocation_timeline_and_nothing_of_ano
 async def test_expired_forged_foreign_and_wrong_audience_tokens_are_refused(stack, devoidc, cardio):
     url = f"{stack.url('secretariat')}/api/v1/convocations"
     now = int(time.time())
-    claims = {"iss": devoidc.issuer, "sub": "his-cardiology", "aud": "secretariat-api", "scope": "convocations.read",
-              "departments": ["cardiology"], "iat": now, "exp": now + 300}
+    claims = {
+        "iss": devoidc.issuer,
+        "sub": "his-cardiology",
+        "aud": "secretariat-api",
+        "scope": "convocations.read",
+        "departments": ["cardiology"],
+        "iat": now,
+        "exp": now + 300,
+    }
     forged_key = RSAKey.generate_key(2048, {"kid": devoidc.key.kid})  # the right kid, another key
     with DevOidc() as stranger:  # a real provider the console does not trust
-        foreign = stranger.access_token({"client_id": "his-cardiology", "audience": "secretariat-api",
-                                         "scope": "convocations.read", "departments": ["cardiology"]})
+        foreign = stranger.access_token(
+            {
+                "client_id": "his-cardiology",
+                "audience": "secretariat-api",
+                "scope": "convocations.read",
+                "departments": ["cardiology"],
+            }
+        )
     bad = {
         "none": None,
         "expired": devoidc.sign({**claims, "iat": now - 900, "exp": now - 600}),
@@ -117,8 +132,12 @@ async def test_expired_forged_foreign_and_wrong_audience_tokens_are_refused(stac
         assert r.status_code == 401, (name, r.status_code, r.text)
     assert httpx.get(url, params={"worklist": "bounced"}, headers=cardio.headers, timeout=10).status_code == 200
     read_only = devoidc.sign(claims)
-    r = httpx.post(f"{url}/{uuid.uuid4()}/actions", json={"action": "unlock", "reason": "patient called"},
-                   headers={"authorization": f"Bearer {read_only}"}, timeout=10)
+    r = httpx.post(
+        f"{url}/{uuid.uuid4()}/actions",
+        json={"action": "unlock", "reason": "patient called"},
+        headers={"authorization": f"Bearer {read_only}"},
+        timeout=10,
+    )
     assert r.status_code in (403, 404)
 
 
@@ -135,22 +154,37 @@ async def test_send_by_post_is_done_by_the_issuer_audited_once_and_not_repeated_
     assert entry["action_id"] == action_id and entry["detail"] == "secretariat"
     posted = await chain.postal(cid)
     assert [e["data"]["reason"] for e in posted] == ["secretariat"]
-    audit = await chain.db.fetch("select * from secretariat_audit.staff_audit where convocation_id = $1 and action = 'action'",
-                                 uuid.UUID(cid))
+    audit = await chain.db.fetch(
+        "select * from secretariat_audit.staff_audit where convocation_id = $1 and action = 'action'", uuid.UUID(cid)
+    )
     assert [(a["outcome"], a["reason"], a["via"]) for a in audit] == [
-        ("requested", "patient asked for paper by phone", "api")]
+        ("requested", "patient asked for paper by phone", "api")
+    ]
     # A second request is refused: the letter is already on its way by post.
     again = cardio.post(f"/convocations/{cid}/actions", {"action": "post", "reason": "asked again"})
     assert again.status_code == 409 and again.json() == {"error": "already-delivered"}
     # Replaying the action event on the bus (same event id, as a redelivery would) changes nothing.
     outbox_event = await chain.db.fetchrow(
-        "select * from issuer.inbox where routing_key = 'staff.action.requested.v1' order by 1 desc limit 1")
+        "select * from issuer.inbox where routing_key = 'staff.action.requested.v1' order by 1 desc limit 1"
+    )
     assert outbox_event is not None
-    requested = {"event_id": str(outbox_event["event_id"]), "type": "staff.action.requested", "version": 1,
-                 "occurred_at": "2026-11-29T10:00:00+00:00", "producer": "secretariat", "correlation_id": cid,
-                 "causation_id": None,
-                 "data": {"action_id": action_id, "convocation_id": cid, "message_id": body["message_id"],
-                          "action": "post", "department": "cardiology", "requested_by": "replay"}}
+    requested = {
+        "event_id": str(outbox_event["event_id"]),
+        "type": "staff.action.requested",
+        "version": 1,
+        "occurred_at": "2026-11-29T10:00:00+00:00",
+        "producer": "secretariat",
+        "correlation_id": cid,
+        "causation_id": None,
+        "data": {
+            "action_id": action_id,
+            "convocation_id": cid,
+            "message_id": body["message_id"],
+            "action": "post",
+            "department": "cardiology",
+            "requested_by": "replay",
+        },
+    }
     await chain.publish(requested)
     await chain.publish({**requested, "event_id": str(uuid.uuid4())})  # and as a new event: still once
     await asyncio.sleep(2)
@@ -162,8 +196,12 @@ async def test_send_by_post_is_done_by_the_issuer_audited_once_and_not_repeated_
 
 async def test_the_api_is_described_by_openapi(stack):
     spec = httpx.get(f"{stack.url('secretariat')}/api/openapi.json", timeout=10).json()
-    assert {"/v1/convocations", "/v1/convocations/search", "/v1/convocations/{convocation_id}",
-            "/v1/convocations/{convocation_id}/actions"} <= set(spec["paths"])
+    assert {
+        "/v1/convocations",
+        "/v1/convocations/search",
+        "/v1/convocations/{convocation_id}",
+        "/v1/convocations/{convocation_id}/actions",
+    } <= set(spec["paths"])
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
@@ -184,6 +222,4 @@ async def test_reset_binding_is_done_by_the_portal_and_the_patient_is_asked_for_
     assert next(t for t in body["timeline"] if t["kind"] == "binding-reset")["action_id"] == r.json()["action_id"]
     assert body["phone_verified"] is False
     ref = await chain.db.fetchval("select patient_ref from secretariat.convocation where id = $1", uuid.UUID(cid))
-    assert await chain.db.fetchval("select count(*) from access_portal.phone_binding where patient_ref = $1",
-                                   ref) == 0
-
+    assert await chain.db.fetchval("select count(*) from access_portal.phone_binding where patient_ref = $1", ref) == 0

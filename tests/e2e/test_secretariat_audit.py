@@ -31,43 +31,59 @@ async def test_the_secretariats_own_role_can_only_append_to_the_staff_audit_and_
         old, recent = await chain.db.fetch(
             "insert into secretariat_audit.staff_audit(at, subject, name, via, action, outcome) values"
             " (now() - interval '400 days', 't', 'Test', 'console', 'search', 'test-old'),"
-            " (now() - interval '364 days', 't', 'Test', 'console', 'search', 'test-recent') returning id")
+            " (now() - interval '364 days', 't', 'Test', 'console', 'search', 'test-recent') returning id"
+        )
     service = await asyncpg.connect(chain.stack.env_for("secretariat")["DATABASE_URL"])
     try:
         assert await service.fetchval("select current_user") == "secretariat"
         # It owns no audit table (an owner may drop any trigger, or the table) and may only insert.
-        assert await service.fetchval("select count(*) from pg_tables where tablename = 'staff_audit'"
-                                      " and tableowner = current_user") == 0
-        await service.execute("insert into secretariat_audit.staff_audit(subject, name, via, action, outcome)"
-                              " values ('t', 'Test', 'console', 'search', 'ok')")
+        assert (
+            await service.fetchval(
+                "select count(*) from pg_tables where tablename = 'staff_audit' and tableowner = current_user"
+            )
+            == 0
+        )
+        await service.execute(
+            "insert into secretariat_audit.staff_audit(subject, name, via, action, outcome)"
+            " values ('t', 'Test', 'console', 'search', 'ok')"
+        )
         # Issue 21: it could write any time and any name; the database now sets both (a row with no open
         # staff session is nobody's, one naming an unknown session is refused).
         marker = f"forged {uuid.uuid4()}"
         await service.execute(
             "insert into secretariat_audit.staff_audit(at, subject, name, via, action, outcome, detail) values"
-            " (now() - interval '30 days', 'u-super-1', 'Sophie Rossi', 'console', 'action', 'requested', $1)", marker)
-        kept = await chain.db.fetchrow("select at, subject, name from secretariat_audit.staff_audit where detail = $1",
-                                       marker)
+            " (now() - interval '30 days', 'u-super-1', 'Sophie Rossi', 'console', 'action', 'requested', $1)",
+            marker,
+        )
+        kept = await chain.db.fetchrow(
+            "select at, subject, name from secretariat_audit.staff_audit where detail = $1", marker
+        )
         assert (kept["subject"], kept["name"]) == ("", "")
         assert abs((kept["at"] - await chain.db.fetchval("select now()")).total_seconds()) < 60
         with pytest.raises(asyncpg.RaiseError, match="staff session named is not open"):
-            await service.execute("insert into secretariat_audit.staff_audit(subject, name, via, action, outcome,"
-                                  " session_hash) values ('x', 'x', 'console', 'view', 'ok', 'k1:made-up')")
-        for attack in ("select * from secretariat_audit.staff_session",
-                       "insert into secretariat_audit.staff_session(token_hash, subject, name, via, roles, departments)"
-                       " values ('k1:x', 'u-super-1', 'Sophie Rossi', 'console', '{}', '{}')",
-                       "select secretariat_audit.carry_over()"):  # once, at migration 0002: done
+            await service.execute(
+                "insert into secretariat_audit.staff_audit(subject, name, via, action, outcome,"
+                " session_hash) values ('x', 'x', 'console', 'view', 'ok', 'k1:made-up')"
+            )
+        for attack in (
+            "select * from secretariat_audit.staff_session",
+            "insert into secretariat_audit.staff_session(token_hash, subject, name, via, roles, departments)"
+            " values ('k1:x', 'u-super-1', 'Sophie Rossi', 'console', '{}', '{}')",
+            "select secretariat_audit.carry_over()",
+        ):  # once, at migration 0002: done
             with pytest.raises((asyncpg.InsufficientPrivilegeError, asyncpg.RaiseError)):
                 await service.execute(attack)
-        for attack in ("update secretariat_audit.staff_audit set reason = 'rewritten'",
-                       "delete from secretariat_audit.staff_audit",
-                       "truncate secretariat_audit.staff_audit",
-                       "select count(*) from secretariat_audit.staff_audit",
-                       "drop table secretariat_audit.staff_audit",
-                       "alter table secretariat_audit.staff_audit disable trigger all",
-                       "create table secretariat_audit.shadow (id int)",
-                       "create or replace function secretariat_audit.prune(retention_days int, batch int default 1)"
-                       " returns bigint language sql as 'select 0::bigint'"):
+        for attack in (
+            "update secretariat_audit.staff_audit set reason = 'rewritten'",
+            "delete from secretariat_audit.staff_audit",
+            "truncate secretariat_audit.staff_audit",
+            "select count(*) from secretariat_audit.staff_audit",
+            "drop table secretariat_audit.staff_audit",
+            "alter table secretariat_audit.staff_audit disable trigger all",
+            "create table secretariat_audit.shadow (id int)",
+            "create or replace function secretariat_audit.prune(retention_days int, batch int default 1)"
+            " returns bigint language sql as 'select 0::bigint'",
+        ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await service.execute(attack)
         for too_short in (0, 30, 364):
@@ -79,8 +95,12 @@ async def test_the_secretariats_own_role_can_only_append_to_the_staff_audit_and_
         assert len(newest) == 2 and newest[0]["id"] > newest[1]["id"]
     finally:
         await service.close()
-    kept = {r["id"] for r in await chain.db.fetch("select id from secretariat_audit.staff_audit where id = any($1)",
-                                                   [old["id"], recent["id"]])}
+    kept = {
+        r["id"]
+        for r in await chain.db.fetch(
+            "select id from secretariat_audit.staff_audit where id = any($1)", [old["id"], recent["id"]]
+        )
+    }
     assert kept == {recent["id"]}
 
 
@@ -99,8 +119,10 @@ async def test_a_supervisor_exports_the_staff_audit_as_csv_and_a_secretary_may_n
         assert any(f",view,{missing},,,not-found," in line and "Alice Martin" in line for line in lines), lines[-5:]
         assert supervisor.request("GET", "/audit").status_code == 200
         assert secretary.request("GET", "/audit.csv").status_code == 404
-        exported = await chain.db.fetchval("select count(*) from secretariat_audit.staff_audit"
-                                           " where action = 'audit-export' and outcome = 'ok' and name = 'Sophie Rossi'")
+        exported = await chain.db.fetchval(
+            "select count(*) from secretariat_audit.staff_audit"
+            " where action = 'audit-export' and outcome = 'ok' and name = 'Sophie Rossi'"
+        )
         assert exported >= 1
     finally:
         supervisor.close()
@@ -125,7 +147,10 @@ async def test_the_rows_kept_before_the_move_are_carried_over_into_the_append_on
                     await conn.execute(
                         "insert into staff_audit(at, subject, name, via, action, outcome, reason)"
                         " values (now() - make_interval(days => $1), 'u-1', 'Alice', 'console', 'action',"
-                        " 'requested', $2)", 30 - n, f"reason {n}")
+                        " 'requested', $2)",
+                        30 - n,
+                        f"reason {n}",
+                    )
             assert (await migrate(pool, "secretariat", MIGRATIONS))[0] == "service/0002_append_only_staff_audit.sql"
             async with pool.acquire() as conn:
                 assert await conn.fetchval("select to_regclass('secretariat.staff_audit')") is None

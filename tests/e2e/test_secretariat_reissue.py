@@ -38,10 +38,15 @@ cardio, neuro = api_tests.cardio, api_tests.neuro
 async def reissues_waiting(chain) -> bool:
     """The issuer's gauges say at least one request waits for the hospital system, for a while already."""
     metrics = httpx.get(f"{chain.stack.url('issuer')}/metrics", timeout=10).text
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
-              if line.startswith("convocations_reissue_")}
-    return values.get("convocations_reissue_waiting", 0) >= 1 and values.get(
-        "convocations_reissue_oldest_waiting_seconds", 0) > 0
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line.startswith("convocations_reissue_")
+    }
+    return (
+        values.get("convocations_reissue_waiting", 0) >= 1
+        and values.get("convocations_reissue_oldest_waiting_seconds", 0) > 0
+    )
 
 
 async def e_mailed_letter(chain, cardio, **kw) -> tuple[dict, PatientClient]:
@@ -53,7 +58,8 @@ async def e_mailed_letter(chain, cardio, **kw) -> tuple[dict, PatientClient]:
 
 
 async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the_old_link_says_replaced(
-        chain, cardio, neuro):
+    chain, cardio, neuro
+):
     event, old_patient = await e_mailed_letter(chain, cardio)
     cid, old_address, corrected = event["data"]["convocation_id"], event["data"]["patient"]["email"], random_email()
     reason = "patient gave a typo at the desk"
@@ -71,16 +77,21 @@ async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the
     action_id = r.json()["action_id"]
     # The hospital system is asked for the letter again: the id and why, nothing about the patient.
     [request] = await chain.upstream(REISSUE_KEY, cid, lambda es: len(es) >= 1)
-    assert request["data"] == {"convocation_id": cid, "reason": "email-corrected", "action_id": action_id,
-                               "requested_at": request["data"]["requested_at"]}
+    assert request["data"] == {
+        "convocation_id": cid,
+        "reason": "email-corrected",
+        "action_id": action_id,
+        "requested_at": request["data"]["requested_at"],
+    }
     body = await cardio.wait(cid, lambda b: "reissue-requested" in kinds(b))
     waiting = next(t for t in body["timeline"] if t["kind"] == "reissue-requested")
     assert waiting["action_id"] == action_id
     again = cardio.post(f"/convocations/{cid}/actions", {"action": "resend", "reason": "asked twice by mistake"})
     assert (again.status_code, again.json()) == (409, {"error": "reissue-pending"})
     # Until the hospital answers, the issuer keeps the address only sealed for itself.
-    stored = await chain.db.fetchval("select email_sealed from issuer.reissue_request where action_id = $1",
-                                     uuid.UUID(action_id))
+    stored = await chain.db.fetchval(
+        "select email_sealed from issuer.reissue_request where action_id = $1", uuid.UUID(action_id)
+    )
     assert stored.startswith("fe2.") and corrected not in stored
     assert corrected not in await chain.dump_all_tables()
     # What the unanswered-request alert reads: the issuer's sweeper counts it while it waits.
@@ -92,8 +103,9 @@ async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the
     new_patient = PatientClient(find_link(mail["text"]))
     assert new_patient.page_url != old_patient.page_url
     assert REPLACES not in mail["text"]  # this address never got the first one
-    body = await cardio.wait(cid, lambda b: any(t["kind"] == "e-mailed" and t["action_id"] == action_id
-                                                for t in b["timeline"]))
+    body = await cardio.wait(
+        cid, lambda b: any(t["kind"] == "e-mailed" and t["action_id"] == action_id for t in b["timeline"])
+    )
     # (superseded and the new sealed share one time: their order in the timeline is not fixed)
     assert kinds(body)[-1] == "e-mailed" and kinds(body).count("sealed") == 2 and "superseded" in kinds(body)
     old_page = old_patient.open_link()
@@ -105,11 +117,18 @@ async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the
     assert done is not None
 
     # Audited once with the reason; the address used once and kept nowhere in clear.
-    audit = await chain.db.fetch("select outcome, reason, via from secretariat_audit.staff_audit where convocation_id = $1"
-                                 " and action = 'action' and outcome = 'requested'", uuid.UUID(cid))
+    audit = await chain.db.fetch(
+        "select outcome, reason, via from secretariat_audit.staff_audit where convocation_id = $1"
+        " and action = 'action' and outcome = 'requested'",
+        uuid.UUID(cid),
+    )
     assert [tuple(a) for a in audit] == [("requested", reason, "api")]
-    assert await chain.db.fetchval("select email_sealed from issuer.reissue_request where action_id = $1",
-                                   uuid.UUID(action_id)) is None
+    assert (
+        await chain.db.fetchval(
+            "select email_sealed from issuer.reissue_request where action_id = $1", uuid.UUID(action_id)
+        )
+        is None
+    )
     dump = await chain.dump_all_tables()
     assert corrected not in dump and corrected.split("@")[0] not in dump
     assert corrected.split("@")[0] not in chain.stack.logs()  # nor in any service's log
@@ -119,19 +138,23 @@ async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the
 
     # A later republication (the appointment moved) does not use the correction a second time.
     await chain.publish(republished(event))
-    await wait_for(lambda: chain.db.fetchval("select superseded_count = 2 from issuer.convocation where id = $1",
-                                             uuid.UUID(cid)))
+    await wait_for(
+        lambda: chain.db.fetchval("select superseded_count = 2 from issuer.convocation where id = $1", uuid.UUID(cid))
+    )
     await chain.email_to(old_address, timeout=15)
     assert len(chain.emails_to(corrected)) == 1
 
 
 async def test_resend_through_the_development_hospital_once_even_when_the_action_event_is_replayed(
-        chain, cardio, hospital):
+    chain, cardio, hospital
+):
     # The development hospital sends its letter as FHIR through the hospital gateway, gets the secretariat's
     # request back from the gateway as a FHIR Task, and answers by sending the Appointment again.
     address, ident = random_email(), f"APT-{uuid.uuid4().hex[:8]}"
-    assert hospital.send_fhir(gateway_appointment(ident=ident, email=address, mobile=random_mobile()[1])
-                              ).status_code == 201
+    assert (
+        hospital.send_fhir(gateway_appointment(ident=ident, email=address, mobile=random_mobile()[1])).status_code
+        == 201
+    )
     cid = str(convocation_id("dev-his-fhir", ident))
     old_patient = PatientClient(find_link((await chain.email_to(address, timeout=30))["text"]))
     await cardio.wait(cid, lambda b: "e-mailed" in kinds(b))
@@ -139,10 +162,10 @@ async def test_resend_through_the_development_hospital_once_even_when_the_action
     r = cardio.post(f"/convocations/{cid}/actions", {"action": "resend", "reason": "patient deleted the e-mail"})
     assert r.status_code == 202, r.text
     action_id = r.json()["action_id"]
-    body = await cardio.wait(cid, lambda b: any(t["kind"] == "e-mailed" and t["action_id"] == action_id
-                                                for t in b["timeline"]), timeout=30)
-    assert [t["kind"] for t in body["timeline"] if t["action_id"] == action_id] == [
-        "reissue-requested", "e-mailed"]
+    body = await cardio.wait(
+        cid, lambda b: any(t["kind"] == "e-mailed" and t["action_id"] == action_id for t in b["timeline"]), timeout=30
+    )
+    assert [t["kind"] for t in body["timeline"] if t["action_id"] == action_id] == ["reissue-requested", "e-mailed"]
     mails = chain.emails_to(address)
     assert len(mails) == 2 and REPLACES in mails[-1]["text"]  # the same address: it says what it replaces
     assert (old_patient.open_link().status_code, hospital.answered) == (410, answered + 1)
@@ -151,31 +174,53 @@ async def test_resend_through_the_development_hospital_once_even_when_the_action
     # current message: the hospital is asked once only.
     current = await chain.db.fetchval("select message_id from issuer.convocation where id = $1", uuid.UUID(cid))
     for message_id in (await first_message_id(chain, cid), current):
-        await publish_as_service(chain, StaffActionRequestedV1(
-            action_id=uuid.UUID(action_id), convocation_id=uuid.UUID(cid), message_id=message_id,
-            action="resend", department="cardiology", requested_by="replay"), producer="secretariat")
+        await publish_as_service(
+            chain,
+            StaffActionRequestedV1(
+                action_id=uuid.UUID(action_id),
+                convocation_id=uuid.UUID(cid),
+                message_id=message_id,
+                action="resend",
+                department="cardiology",
+                requested_by="replay",
+            ),
+            producer="secretariat",
+        )
     await asyncio.sleep(2)
     assert hospital.answered == answered + 1
-    assert await chain.db.fetchval("select count(*) from issuer.reissue_request where convocation_id = $1",
-                                   uuid.UUID(cid)) == 1
+    assert (
+        await chain.db.fetchval("select count(*) from issuer.reissue_request where convocation_id = $1", uuid.UUID(cid))
+        == 1
+    )
     assert len(chain.emails_to(address)) == 2
     assert kinds(cardio.get(f"/convocations/{cid}").json()).count("reissue-requested") == 1
 
 
 async def first_message_id(chain, cid: str) -> uuid.UUID:
-    return await chain.db.fetchval("select message_id from mailer.email where convocation_id = $1"
-                                   " order by sent_at nulls last limit 1", uuid.UUID(cid))
+    return await chain.db.fetchval(
+        "select message_id from mailer.email where convocation_id = $1 order by sent_at nulls last limit 1",
+        uuid.UUID(cid),
+    )
 
 
 async def test_a_correction_whose_address_is_not_one_address_is_dead_lettered_with_its_reason(chain, cardio):
     event, _ = await e_mailed_letter(chain, cardio)
     cid = uuid.UUID(event["data"]["convocation_id"])
     action_id = uuid.uuid4()
-    sealed = crypto.seal_field(ISSUER_FIELD_KEY, {"email": "bcc-me@example.ch\r\nBcc: stranger@example.ch"},
-                               context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id, "issuer"))
-    payload = StaffActionRequestedV1(action_id=action_id, convocation_id=cid,
-                                     message_id=await first_message_id(chain, str(cid)), action="correct-email",
-                                     department="cardiology", requested_by="a-forged-secretariat", for_issuer=sealed)
+    sealed = crypto.seal_field(
+        ISSUER_FIELD_KEY,
+        {"email": "bcc-me@example.ch\r\nBcc: stranger@example.ch"},
+        context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id, "issuer"),
+    )
+    payload = StaffActionRequestedV1(
+        action_id=action_id,
+        convocation_id=cid,
+        message_id=await first_message_id(chain, str(cid)),
+        action="correct-email",
+        department="cardiology",
+        requested_by="a-forged-secretariat",
+        for_issuer=sealed,
+    )
     await publish_as_service(chain, payload, producer="secretariat")
     queue = f"{chain.exchange}.issuer.staff.action.requested.v1"
     parked = await wait_for(lambda: dead_lettered(chain, queue, action_id), timeout=15)

@@ -36,13 +36,18 @@ GENERIC_STATUS_PATH = "/webhooks/generic/status"
 
 def otp_requested(e164: str, *, language: str = "fr", expires_in: int = 600) -> tuple[dict, str]:
     """An otp.requested event as the access portal publishes it, and the code it carries."""
-    code = f"{random.randrange(10 ** 6):06d}"
+    code = f"{random.randrange(10**6):06d}"
     challenge_id, convocation_id = uuid.uuid4(), uuid.uuid4()
     data = OtpRequestedV1(
-        challenge_id=challenge_id, message_id=uuid.uuid4(), convocation_id=convocation_id, language=language,
-        portal_host="portal.test", expires_at=datetime.now(timezone.utc) + timedelta(seconds=expires_in),
-        for_sms=seal_field(SMS_FIELD_KEY, {"phone": e164, "code": code},
-                           context=field_context("otp.requested", challenge_id, "sms")),
+        challenge_id=challenge_id,
+        message_id=uuid.uuid4(),
+        convocation_id=convocation_id,
+        language=language,
+        portal_host="portal.test",
+        expires_at=datetime.now(timezone.utc) + timedelta(seconds=expires_in),
+        for_sms=seal_field(
+            SMS_FIELD_KEY, {"phone": e164, "code": code}, context=field_context("otp.requested", challenge_id, "sms")
+        ),
     )
     return json.loads(envelope(data, producer="access-portal", correlation_id=convocation_id).model_dump_json()), code
 
@@ -52,7 +57,7 @@ def challenge_of(event: dict) -> uuid.UUID:
 
 
 def us_mobile() -> str:
-    return f"+1650253{random.randrange(10 ** 4):04d}"
+    return f"+1650253{random.randrange(10**4):04d}"
 
 
 class BusTap:
@@ -120,14 +125,18 @@ async def wait_sms_status(db, challenge_id: uuid.UUID, *status: str, timeout: fl
 
 
 async def attempts_of(db, challenge_id: uuid.UUID) -> list[tuple]:
-    rows = await db.fetch("select attempt, provider, outcome from sms_gateway.sms_attempt where challenge_id = $1"
-                          " order by id", challenge_id)
+    rows = await db.fetch(
+        "select attempt, provider, outcome from sms_gateway.sms_attempt where challenge_id = $1 order by id",
+        challenge_id,
+    )
     return [tuple(r) for r in rows]
 
 
 async def reports_of(db, provider_message_id: str) -> list[tuple]:
-    rows = await db.fetch("select provider_status, outcome from sms_gateway.sms_report"
-                          " where provider_message_id = $1 order by id", provider_message_id)
+    rows = await db.fetch(
+        "select provider_status, outcome from sms_gateway.sms_report where provider_message_id = $1 order by id",
+        provider_message_id,
+    )
     return [tuple(r) for r in rows]
 
 
@@ -161,8 +170,16 @@ def post_twilio_status(stack, devinbox, params: dict, *, signature: str | None =
 
 
 def twilio_params(devinbox, sms_id: str, status: str, error_code: str | None = None) -> dict:
-    params = {"AccountSid": devinbox.account_sid, "ApiVersion": "2010-04-01", "MessageSid": sms_id,
-              "SmsSid": sms_id, "MessageStatus": status, "SmsStatus": status, "To": "+41790000000", "From": "HUG"}
+    params = {
+        "AccountSid": devinbox.account_sid,
+        "ApiVersion": "2010-04-01",
+        "MessageSid": sms_id,
+        "SmsSid": sms_id,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "To": "+41790000000",
+        "From": "HUG",
+    }
     if error_code:
         params["ErrorCode"] = error_code
     return params
@@ -197,7 +214,8 @@ async def open_portal_and_request_code(chain, national: str) -> tuple[PatientCli
     assert patient.request_code(national).status_code == 303
     message_id = uuid.UUID(urlsplit(patient.page_url).path.rsplit("/", 1)[1])
     challenge_id = await chain.db.fetchval(
-        "select id from access_portal.challenge where message_id = $1 order by created_at desc limit 1", message_id)
+        "select id from access_portal.challenge where message_id = $1 order by created_at desc limit 1", message_id
+    )
     assert challenge_id is not None
     return patient, challenge_id
 
@@ -229,8 +247,9 @@ async def test_a_status_callback_with_a_forged_signature_is_refused_and_changes_
     await chain.publish(event)
     sms = await chain.sms_to(e164)
     before = await wait_sms_status(chain.db, challenge_of(event), "delivered")
-    refused_before = metric(chain.stack, "convocations_sms_delivery_reports_total", provider="twilio",
-                            outcome="bad-signature")
+    refused_before = metric(
+        chain.stack, "convocations_sms_delivery_reports_total", provider="twilio", outcome="bad-signature"
+    )
 
     params = twilio_params(devinbox, sms["id"], "undelivered", "30003")
     forged = twilio_signature("not-the-auth-token", chain.stack.url("sms-gateway") + TWILIO_STATUS_PATH, params)
@@ -240,15 +259,24 @@ async def test_a_status_callback_with_a_forged_signature_is_refused_and_changes_
     other_url = twilio_signature(devinbox.auth_token, "https://elsewhere.example/webhooks/twilio/status", params)
     assert post_twilio_status(chain.stack, devinbox, params, signature=other_url).status_code == 403
     generic = json.dumps({"id": sms["id"], "status": "failed", "error_code": 30003}).encode()
-    assert httpx.post(chain.stack.url("sms-gateway") + GENERIC_STATUS_PATH, content=generic, timeout=10, headers={
-        "X-Signature": generic_signature("guessed-token", generic)}).status_code == 403
+    assert (
+        httpx.post(
+            chain.stack.url("sms-gateway") + GENERIC_STATUS_PATH,
+            content=generic,
+            timeout=10,
+            headers={"X-Signature": generic_signature("guessed-token", generic)},
+        ).status_code
+        == 403
+    )
 
     await asyncio.sleep(0.5)
     assert dict(await sms_row(chain.db, challenge_of(event))) == dict(before)
     assert await reports_of(chain.db, sms["id"]) == [("sent", "applied"), ("delivered", "applied")]
     assert bus.of("sms.failed", challenge_of(event)) == []
-    assert metric(chain.stack, "convocations_sms_delivery_reports_total", provider="twilio",
-                  outcome="bad-signature") == refused_before + 3
+    assert (
+        metric(chain.stack, "convocations_sms_delivery_reports_total", provider="twilio", outcome="bad-signature")
+        == refused_before + 3
+    )
 
 
 async def test_a_repeated_or_late_callback_never_moves_a_delivered_sms_back(chain, devinbox, bus):
@@ -259,8 +287,10 @@ async def test_a_repeated_or_late_callback_never_moves_a_delivered_sms_back(chai
     await wait_sms_status(chain.db, challenge_of(event), "delivered")
 
     for status, code in (("delivered", None), ("sent", None), ("queued", None), ("undelivered", "30003")):
-        assert post_twilio_status(chain.stack, devinbox, twilio_params(devinbox, sms["id"], status, code)
-                                  ).status_code == 204
+        assert (
+            post_twilio_status(chain.stack, devinbox, twilio_params(devinbox, sms["id"], status, code)).status_code
+            == 204
+        )
 
     await asyncio.sleep(0.5)
     row = await sms_row(chain.db, challenge_of(event))
@@ -270,7 +300,8 @@ async def test_a_repeated_or_late_callback_never_moves_a_delivered_sms_back(chai
 
 
 async def test_an_undelivered_callback_fails_the_sms_with_the_provider_code_and_the_portal_says_so(
-        chain, devinbox, bus):
+    chain, devinbox, bus
+):
     e164, national = random_mobile()
     devinbox.inbox.sms_fail_delivery(30003)
     patient, challenge_id = await open_portal_and_request_code(chain, national)
@@ -293,8 +324,12 @@ async def test_an_undelivered_callback_fails_the_sms_with_the_provider_code_and_
     assert "n’a pas pu être remis" in page.text  # the patient is told, in French, what happened
 
     # A repeated final report produces no second sms.failed.
-    assert post_twilio_status(chain.stack, devinbox, twilio_params(devinbox, sms["id"], "undelivered", "30003")
-                              ).status_code == 204
+    assert (
+        post_twilio_status(
+            chain.stack, devinbox, twilio_params(devinbox, sms["id"], "undelivered", "30003")
+        ).status_code
+        == 204
+    )
     await asyncio.sleep(1.0)
     assert len(bus.of("sms.failed", challenge_id)) == 1
 
@@ -311,7 +346,10 @@ async def test_two_503s_then_success_give_exactly_one_sms_after_delayed_retries(
     row = await wait_sms_status(chain.db, challenge_of(event), "delivered", timeout=30)
     assert row["attempts"] == 3
     assert await attempts_of(chain.db, challenge_of(event)) == [
-        (1, "twilio", "transient"), (2, "twilio", "transient"), (3, "twilio", "accepted")]
+        (1, "twilio", "transient"),
+        (2, "twilio", "transient"),
+        (3, "twilio", "accepted"),
+    ]
     texts = sms_to(devinbox, e164)
     assert len(texts) == 1
     assert texts[0]["body"].startswith(f"{code} ist Ihr Code")
@@ -340,9 +378,15 @@ async def publish_retry_copy(exchange: str, event: dict) -> None:
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         ex = await channel.get_exchange(exchange, ensure=True)
-        await ex.publish(aio_pika.Message(json.dumps(event).encode(), message_id=event["event_id"],
-                                          content_type="application/json", headers={"x-attempt": 1}),
-                         routing_key="otp.requested.v1")
+        await ex.publish(
+            aio_pika.Message(
+                json.dumps(event).encode(),
+                message_id=event["event_id"],
+                content_type="application/json",
+                headers={"x-attempt": 1},
+            ),
+            routing_key="otp.requested.v1",
+        )
 
 
 async def test_a_number_outside_the_allowed_countries_gets_no_sms_but_sms_failed(chain, devinbox, bus, stack):
@@ -376,16 +420,22 @@ async def test_an_expired_code_is_not_texted(chain, devinbox, bus):
 
 @pytest.fixture(scope="class")
 async def strict_gateway(stack, devinbox):
-    async with gateway_with(stack, SMS_GENERIC_URL=devinbox.generic_messages_url,
-                            SMS_GENERIC_TOKEN=devinbox.generic_token, SMS_FAILOVER_AFTER="2",
-                            SMS_MAX_PER_NUMBER_HOUR="2", LOG_LEVEL="DEBUG"):
+    async with gateway_with(
+        stack,
+        SMS_GENERIC_URL=devinbox.generic_messages_url,
+        SMS_GENERIC_TOKEN=devinbox.generic_token,
+        SMS_FAILOVER_AFTER="2",
+        SMS_MAX_PER_NUMBER_HOUR="2",
+        LOG_LEVEL="DEBUG",
+    ):
         yield stack
 
 
 @pytest.mark.usefixtures("strict_gateway")
 class TestWithFailoverAndCaps:
     async def test_after_two_failures_at_twilio_the_generic_provider_sends_it_and_reports_delivery(
-            self, chain, devinbox, bus):
+        self, chain, devinbox, bus
+    ):
         e164, _ = random_mobile()
         devinbox.inbox.sms_script("twilio", [503, 503])
         event, code = otp_requested(e164, language="it")
@@ -393,18 +443,23 @@ class TestWithFailoverAndCaps:
 
         row = await wait_sms_status(chain.db, challenge_of(event), "delivered", timeout=30)
         assert await attempts_of(chain.db, challenge_of(event)) == [
-            (1, "twilio", "transient"), (2, "twilio", "transient"), (3, "generic", "accepted")]
+            (1, "twilio", "transient"),
+            (2, "twilio", "transient"),
+            (3, "generic", "accepted"),
+        ]
         [sms] = sms_to(devinbox, e164)
         assert (sms["provider"], sms["reference"]) == ("generic", str(challenge_of(event)))
         assert sms["body"].endswith(f"@portal.test #{code}")
         assert (row["provider"], row["provider_message_id"]) == ("generic", sms["id"])
         assert [(c["status"], c["http_status"]) for c in await wait_callbacks(devinbox, sms["id"], 1)] == [
-            ("delivered", 204)]
+            ("delivered", 204)
+        ]
         sent = await bus.wait("sms.sent", challenge_of(event))
         assert sent["data"]["provider"] == "generic"
 
     async def test_a_failed_generic_delivery_report_becomes_sms_failed_and_a_forged_one_is_refused(
-            self, chain, devinbox, bus, stack):
+        self, chain, devinbox, bus, stack
+    ):
         e164, _ = random_mobile()
         devinbox.inbox.sms_script("twilio", [503, 503])
         devinbox.inbox.sms_fail_delivery(30005)
@@ -414,23 +469,30 @@ class TestWithFailoverAndCaps:
         failed = await bus.wait("sms.failed", challenge_of(event), timeout=30)
         assert (failed["data"]["provider"], failed["data"]["provider_code"]) == ("generic", "30005")
         [sms] = sms_to(devinbox, e164)
-        forged = json.dumps({"id": sms["id"], "reference": sms["reference"], "status": "delivered",
-                             "error_code": None}).encode()
-        response = httpx.post(stack.url("sms-gateway") + GENERIC_STATUS_PATH, content=forged, timeout=10,
-                              headers={"X-Signature": generic_signature("guessed-token", forged)})
+        forged = json.dumps(
+            {"id": sms["id"], "reference": sms["reference"], "status": "delivered", "error_code": None}
+        ).encode()
+        response = httpx.post(
+            stack.url("sms-gateway") + GENERIC_STATUS_PATH,
+            content=forged,
+            timeout=10,
+            headers={"X-Signature": generic_signature("guessed-token", forged)},
+        )
         assert response.status_code == 403
         assert (await sms_row(chain.db, challenge_of(event)))["status"] == "failed"
 
     async def test_the_per_number_cap_blocks_the_third_code_in_an_hour_with_a_metric_and_no_number_logged(
-            self, chain, devinbox, bus, stack):
+        self, chain, devinbox, bus, stack
+    ):
         e164, _ = random_mobile()
         before = metric(stack, "convocations_sms_blocked_total", reason="number-hourly-cap")
         events = [otp_requested(e164)[0] for _ in range(3)]
         for event in events:  # at once: the gateway handles them concurrently and must still count right
             await chain.publish(event)
 
-        done = [await wait_sms_status(chain.db, challenge_of(e), "queued", "sent", "delivered", "failed")
-                for e in events]
+        done = [
+            await wait_sms_status(chain.db, challenge_of(e), "queued", "sent", "delivered", "failed") for e in events
+        ]
         blocked = [r for r in done if r["error_code"] == "number-hourly-cap"]
         assert len(blocked) == 1 and blocked[0]["status"] == "failed"
         assert len(sms_to(devinbox, e164)) == 2
@@ -444,7 +506,8 @@ class TestWithFailoverAndCaps:
 
     async def test_the_global_cap_blocks_every_code_once_reached(self, chain, devinbox, bus, stack):
         sent_last_hour = await chain.db.fetchval(
-            "select count(*) from sms_gateway.sms where sent_at > now() - interval '1 hour'")
+            "select count(*) from sms_gateway.sms where sent_at > now() - interval '1 hour'"
+        )
         async with gateway_with(stack, SMS_MAX_GLOBAL_HOUR=str(sent_last_hour)):
             e164, _ = random_mobile()
             event, _ = otp_requested(e164)
@@ -455,7 +518,8 @@ class TestWithFailoverAndCaps:
         assert sms_to(devinbox, e164) == []
 
     async def test_neither_the_code_nor_the_number_ever_reaches_the_log_even_at_debug_level(
-            self, chain, devinbox, bus, stack):
+        self, chain, devinbox, bus, stack
+    ):
         sent = []  # (number, code, challenge) of a success, a retried success, a failover and a failure
         for faults, failure in (([], None), ([503], None), ([503, 503], None), ([], 30003)):
             e164, _ = random_mobile()
@@ -464,8 +528,7 @@ class TestWithFailoverAndCaps:
                 devinbox.inbox.sms_fail_delivery(failure)
             event, code = otp_requested(e164)
             await chain.publish(event)
-            await wait_sms_status(chain.db, challenge_of(event), "failed" if failure else "delivered",
-                                  timeout=30)
+            await wait_sms_status(chain.db, challenge_of(event), "failed" if failure else "delivered", timeout=30)
             sent.append((e164, code, challenge_of(event)))
 
         log = stack.log_file("sms-gateway").read_text()

@@ -42,10 +42,14 @@ from sms_gateway.settings import SmsSettings
 from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST
 
 pytestmark = pytest.mark.skipif(not RABBITMQCTL, reason="needs rabbitmqctl to create broker users")
-APPS = {"issuer": (issuer_app, IssuerSettings), "mailer": (mailer_app, MailerSettings),
-        "sms-gateway": (sms_app, SmsSettings), "access-portal": (portal_app, PortalSettings),
-        "secretariat": (secretariat_app, SecretariatSettings),
-        "hospital-gateway": (gateway_app, GatewaySettings)}
+APPS = {
+    "issuer": (issuer_app, IssuerSettings),
+    "mailer": (mailer_app, MailerSettings),
+    "sms-gateway": (sms_app, SmsSettings),
+    "access-portal": (portal_app, PortalSettings),
+    "secretariat": (secretariat_app, SecretariatSettings),
+    "hospital-gateway": (gateway_app, GatewaySettings),
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +62,9 @@ def users(exchange):
     """{party: AMQP URL} of each party's own user, named <vhost>.<party> (users are broker-wide)."""
     prefix = f"{VHOST}."
     broker = urlsplit(AMQP_URL)
-    urls = create_broker_users(VHOST, exchange, prefix=prefix, host=broker.hostname or "127.0.0.1",
-                               port=broker.port or 5672)
+    urls = create_broker_users(
+        VHOST, exchange, prefix=prefix, host=broker.hostname or "127.0.0.1", port=broker.port or 5672
+    )
     yield urls
     delete_broker_users(exchange, prefix=prefix)
 
@@ -93,9 +98,16 @@ async def _publish(url: str, exchange: str, routing_key: str, body: bytes, *, to
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         target = await channel.get_exchange(to or exchange, ensure=False)
-        await target.publish(aio_pika.Message(body, message_id=str(uuid.uuid4()), content_type="application/json",
-                                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                             routing_key=routing_key, timeout=10)
+        await target.publish(
+            aio_pika.Message(
+                body,
+                message_id=str(uuid.uuid4()),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=routing_key,
+            timeout=10,
+        )
 
 
 def test_the_test_starts_every_service_of_the_bus_table():
@@ -115,8 +127,9 @@ async def test_each_service_runs_as_its_own_user_and_dead_letters_an_event_with_
             await runtime.connect_bus()  # raises ACCESS_REFUSED on anything the user may not do
             await runtime.broker.start()
         forged = envelope(created(), producer="access-portal", correlation_id=uuid.uuid4())
-        await _publish(users[topology.UPSTREAM_PRODUCER], exchange, "convocation.created.v1",
-                       forged.model_dump_json().encode())
+        await _publish(
+            users[topology.UPSTREAM_PRODUCER], exchange, "convocation.created.v1", forged.model_dump_json().encode()
+        )
         dlq = topology.queue_name(exchange, "issuer", "convocation.created.v1") + ".dlq"
         connection = await aio_pika.connect(AMQP_URL)
         async with connection:
@@ -140,9 +153,20 @@ async def test_each_service_runs_as_its_own_user_and_dead_letters_an_event_with_
 async def test_a_user_may_publish_its_own_routing_keys_and_the_broker_refuses_every_other(users, exchange, party):
     try:
         for routing_key in topology.BUS:
-            body = envelope(EmailSentV1(message_id=uuid.uuid4(), convocation_id=uuid.uuid4(), smtp_message_id="<x>",
-                                        accepted_at=datetime.now(timezone.utc)),
-                            producer=party, correlation_id=uuid.uuid4()).model_dump_json().encode()
+            body = (
+                envelope(
+                    EmailSentV1(
+                        message_id=uuid.uuid4(),
+                        convocation_id=uuid.uuid4(),
+                        smtp_message_id="<x>",
+                        accepted_at=datetime.now(timezone.utc),
+                    ),
+                    producer=party,
+                    correlation_id=uuid.uuid4(),
+                )
+                .model_dump_json()
+                .encode()
+            )
             if party in topology.producers(routing_key):  # the owner, or the gateway for the hospital's two
                 await _publish(users[party], exchange, routing_key, body)  # confirmed
             else:
@@ -153,10 +177,13 @@ async def test_a_user_may_publish_its_own_routing_keys_and_the_broker_refuses_ev
 
 
 @pytest.mark.parametrize("party", [*APPS, topology.UPSTREAM_PRODUCER, topology.PRINT_ROOM])
-async def test_a_user_can_neither_read_nor_declare_nor_dead_letter_into_another_partys_queues(users, exchange,
-                                                                                             party):
-    others = [(c, k) for k, (_, consumers) in topology.BUS.items() for c in consumers
-              if topology.producer_name(c) != party and not (c in topology.OUTSIDE and party == "issuer")]
+async def test_a_user_can_neither_read_nor_declare_nor_dead_letter_into_another_partys_queues(users, exchange, party):
+    others = [
+        (c, k)
+        for k, (_, consumers) in topology.BUS.items()
+        for c in consumers
+        if topology.producer_name(c) != party and not (c in topology.OUTSIDE and party == "issuer")
+    ]
     for consumer, key in others[:3]:
         name = topology.queue_name(exchange, consumer, key)
         connection = await aio_pika.connect(users[party])
@@ -181,10 +208,12 @@ async def _old_release_queue(exchange: str, service: str, routing_key: str) -> s
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         events = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        dlx = await channel.declare_exchange(topology.dead_letter_exchange(exchange).name, aio_pika.ExchangeType.TOPIC,
-                                             durable=True)
-        declared = await channel.declare_queue(name, durable=True,
-                                               arguments={"x-queue-type": "quorum", **queue.arguments})
+        dlx = await channel.declare_exchange(
+            topology.dead_letter_exchange(exchange).name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        declared = await channel.declare_queue(
+            name, durable=True, arguments={"x-queue-type": "quorum", **queue.arguments}
+        )
         await declared.bind(events, routing_key=routing_key)
         dlq = await channel.declare_queue(f"{name}.dlq", durable=True, arguments={"x-queue-type": "quorum"})
         await dlq.bind(dlx, routing_key=name)
@@ -233,8 +262,9 @@ async def test_a_retired_queue_is_deleted_at_startup_and_its_dlq_only_once_empti
         await runtime.broker.stop()
 
 
-async def test_a_retired_queue_still_consumed_by_the_previous_release_is_deleted_once_it_is_not(users, exchange,
-                                                                                                monkeypatch):
+async def test_a_retired_queue_still_consumed_by_the_previous_release_is_deleted_once_it_is_not(
+    users, exchange, monkeypatch
+):
     """Deleted under a replica of the previous release (a rolling update), it would come back as that
     replica recovers; the service leaves it and looks again until nobody consumes it."""
     monkeypatch.setattr(runtime_module, "RETIRED_QUEUES_RETRY_SECONDS", 0.2)
@@ -309,10 +339,12 @@ async def test_retired_queue_housekeeping_leaves_no_channel_open(users, exchange
 
     runtime = await _start_bus(users["access-portal"], exchange)
     try:
+
         def portal_channels() -> int:
             # rabbitmqctl boots an Erlang VM: seconds alone, over a minute on two cores under load.
-            out = subprocess.run([RABBITMQCTL, "list_channels", "user"], capture_output=True, text=True,
-                                 timeout=180, check=True).stdout
+            out = subprocess.run(
+                [RABBITMQCTL, "list_channels", "user"], capture_output=True, text=True, timeout=180, check=True
+            ).stdout
             return sum(1 for line in out.splitlines() if line.strip() == f"{VHOST}.access-portal")
 
         await asyncio.sleep(1)  # the start's own look-ups settle

@@ -76,8 +76,9 @@ def letter(*to: str, subject: str = "Ihr Aufgebot <Radiologie>") -> EmailMessage
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = "noreply@spital.example.ch", ", ".join(to), subject
     msg.set_content(f"Grüezi,\nIhr Aufgebot: {LINK}\nDer Code kommt per SMS.\n")
-    msg.add_alternative(f'<p>Grüezi,</p><p><a href="{LINK}">Aufgebot öffnen</a></p>'
-                        '<script>alert("x")</script>', subtype="html")
+    msg.add_alternative(
+        f'<p>Grüezi,</p><p><a href="{LINK}">Aufgebot öffnen</a></p><script>alert("x")</script>', subtype="html"
+    )
     return msg
 
 
@@ -143,20 +144,29 @@ def twilio_post(box: DevInbox, http: httpx.Client, password: str | None = None, 
 
 
 def test_twilio_send_returns_resource_and_signed_status_callbacks(
-        box: DevInbox, http: httpx.Client, receiver: Receiver) -> None:
+    box: DevInbox, http: httpx.Client, receiver: Receiver
+) -> None:
     callback_url = f"{receiver.url}/sms/status?provider=twilio"
     r = twilio_post(box, http, StatusCallback=callback_url)
     assert r.status_code == 201, r.text
     res = r.json()
     assert re.fullmatch(r"SM[0-9a-f]{32}", res["sid"])
     assert (res["account_sid"], res["to"], res["from"], res["body"]) == (
-        box.account_sid, TO, "SPITAL", "Ihr Code: 482913")
+        box.account_sid,
+        TO,
+        "SPITAL",
+        "Ihr Code: 482913",
+    )
     assert (res["status"], res["num_segments"], res["error_code"], res["error_message"]) == ("queued", "1", None, None)
     assert parsedate_to_datetime(res["date_created"]).tzinfo is not None
     assert res["uri"] == f"/2010-04-01/Accounts/{box.account_sid}/Messages/{res['sid']}.json"
     sms = box.inbox.wait_for_sms(to=TO, timeout=1)
     assert (sms["id"], sms["provider"], sms["body"], sms["status_callback"]) == (
-        res["sid"], "twilio", "Ihr Code: 482913", callback_url)
+        res["sid"],
+        "twilio",
+        "Ihr Code: 482913",
+        callback_url,
+    )
 
     statuses = []
     for _ in range(2):
@@ -178,13 +188,20 @@ def test_twilio_auth_and_validation_errors(box: DevInbox, http: httpx.Client) ->
     wrong = twilio_post(box, http, password="wrong")
     assert wrong.status_code == 401 and wrong.json()["code"] == 20003
     assert http.post(box.twilio_messages_url, data={"To": TO}).status_code == 401  # no credentials at all
-    other = http.post(box.twilio_messages_url.replace(box.account_sid, "AC" + "0" * 32),
-                      data={"To": TO, "From": "SPITAL", "Body": "x"}, auth=(box.account_sid, box.auth_token))
+    other = http.post(
+        box.twilio_messages_url.replace(box.account_sid, "AC" + "0" * 32),
+        data={"To": TO, "From": "SPITAL", "Body": "x"},
+        auth=(box.account_sid, box.auth_token),
+    )
     assert other.status_code == 404 and other.json()["code"] == 20404
     bad_to = twilio_post(box, http, To="079 123 45 67")
     assert bad_to.status_code == 400
-    assert bad_to.json() == {"code": 21211, "message": "The 'To' number 079 123 45 67 is not a valid phone number.",
-                             "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}
+    assert bad_to.json() == {
+        "code": 21211,
+        "message": "The 'To' number 079 123 45 67 is not a valid phone number.",
+        "more_info": "https://www.twilio.com/docs/errors/21211",
+        "status": 400,
+    }
     assert twilio_post(box, http, Body="").json()["code"] == 21602
     assert box.inbox.sms() == []
 
@@ -200,8 +217,12 @@ def test_twilio_scripted_503_then_success(box: DevInbox, http: httpx.Client) -> 
 def test_twilio_hanging_request_times_out_client_but_may_still_be_sent(box: DevInbox, http: httpx.Client) -> None:
     box.inbox.sms_script("twilio", [SmsFault(delay=0.6)])
     with pytest.raises(httpx.ReadTimeout):
-        http.post(box.twilio_messages_url, data={"To": TO, "From": "SPITAL", "Body": "first"},
-                  auth=(box.account_sid, box.auth_token), timeout=0.2)
+        http.post(
+            box.twilio_messages_url,
+            data={"To": TO, "From": "SPITAL", "Body": "first"},
+            auth=(box.account_sid, box.auth_token),
+            timeout=0.2,
+        )
     assert twilio_post(box, http, Body="second").status_code == 201  # only one request was scripted
     # Like a real provider, the request the client gave up on is still processed once the delay ends.
     box.inbox.wait_for_sms(lambda s: s["body"] == "first", timeout=2)
@@ -212,8 +233,10 @@ def test_twilio_delivery_failure_is_reported(box: DevInbox, http: httpx.Client, 
     sid = twilio_post(box, http, StatusCallback=f"{receiver.url}/cb").json()["sid"]
     calls = [dict(parse_qsl(receiver.next_call()[2].decode())) for _ in range(2)]
     assert [(c["MessageStatus"], c.get("ErrorCode")) for c in calls] == [("sent", None), ("undelivered", "30003")]
-    res = http.get(f"{box.twilio_base_url}/2010-04-01/Accounts/{box.account_sid}/Messages/{sid}.json",
-                   auth=(box.account_sid, box.auth_token)).json()
+    res = http.get(
+        f"{box.twilio_base_url}/2010-04-01/Accounts/{box.account_sid}/Messages/{sid}.json",
+        auth=(box.account_sid, box.auth_token),
+    ).json()
     assert (res["status"], res["error_code"]) == ("undelivered", 30003)
 
 
@@ -262,10 +285,17 @@ def test_start_and_stop_are_repeatable() -> None:
 
 
 def test_cli_prints_where_to_look_and_stops_on_sigterm() -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "tools" / "devinbox"),
-           "DEVINBOX_AUTH_TOKEN": "tok-from-env"}
-    proc = subprocess.Popen([sys.executable, "-m", "devinbox", "--smtp-port", "0", "--http-port", "0"],
-                            env=env, stdout=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parents[2] / "tools" / "devinbox"),
+        "DEVINBOX_AUTH_TOKEN": "tok-from-env",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devinbox", "--smtp-port", "0", "--http-port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

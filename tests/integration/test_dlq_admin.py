@@ -33,16 +33,32 @@ def operations_url(test_database) -> str:
 
 
 def admin(exchange: str, database: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "AMQP_URL": AMQP_URL, "EVENTS_EXCHANGE": exchange, "OPERATIONS_DATABASE_URL": database,
-           "PYTHONPATH": f"{ROOT}:{ROOT / 'tools'}"}
-    return subprocess.run([sys.executable, "-m", "convocations_admin", "dlq", *args], env=env, capture_output=True,
-                          text=True, timeout=120, input=stdin)
+    env = {
+        **os.environ,
+        "AMQP_URL": AMQP_URL,
+        "EVENTS_EXCHANGE": exchange,
+        "OPERATIONS_DATABASE_URL": database,
+        "PYTHONPATH": f"{ROOT}:{ROOT / 'tools'}",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "convocations_admin", "dlq", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=stdin,
+    )
 
 
 def event(name: str, size: int = 0) -> bytes:
-    return json.dumps({"event_id": str(uuid.uuid4()), "type": "convocation.created", "version": 1,
-                       "data": {"patient": {"name": name, "email": "someone@example.ch"},
-                                "document_pdf_base64": "A" * size}}).encode()
+    return json.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "type": "convocation.created",
+            "version": 1,
+            "data": {"patient": {"name": name, "email": "someone@example.ch"}, "document_pdf_base64": "A" * size},
+        }
+    ).encode()
 
 
 @contextlib.asynccontextmanager
@@ -68,9 +84,19 @@ async def bus(prefix: str = "dlqtest"):
 async def park(channel, exchange: str, queue: str, body: bytes, event_id: str, reason: str = "malformed-json") -> None:
     """What a consumer does with an event it refuses (shared/consumer.py)."""
     dlx = await channel.get_exchange(f"{exchange}.dlx")
-    await dlx.publish(aio_pika.Message(body, message_id=event_id, headers={
-        "x-rejected-reason": reason, "x-rejected-detail": "body is not JSON", "x-rejected-by": "issuer",
-        "x-rejected-at": "2026-01-01T00:00:00+00:00"}), routing_key=queue)
+    await dlx.publish(
+        aio_pika.Message(
+            body,
+            message_id=event_id,
+            headers={
+                "x-rejected-reason": reason,
+                "x-rejected-detail": "body is not JSON",
+                "x-rejected-by": "issuer",
+                "x-rejected-at": "2026-01-01T00:00:00+00:00",
+            },
+        ),
+        routing_key=queue,
+    )
 
 
 async def depth(channel, name: str) -> int:
@@ -81,8 +107,22 @@ async def depth(channel, name: str) -> int:
 def delivery_limit_policy(pattern: str, limit: int):
     """Every matching queue delivery-limited, as RabbitMQ 4 limits every quorum queue (20) by default."""
     ctl = [RABBITMQCTL, "-q"]
-    subprocess.run([*ctl, "set_policy", "-p", VHOST, "--apply-to", "queues", "dlqlimit", pattern,
-                    json.dumps({"delivery-limit": limit})], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            *ctl,
+            "set_policy",
+            "-p",
+            VHOST,
+            "--apply-to",
+            "queues",
+            "dlqlimit",
+            pattern,
+            json.dumps({"delivery-limit": limit}),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     try:
         yield
     finally:
@@ -90,8 +130,13 @@ def delivery_limit_policy(pattern: str, limit: int):
 
 
 def queue_type(name: str) -> str:
-    out = subprocess.run([RABBITMQCTL, "-q", "list_queues", "-p", VHOST, "--no-table-headers", "name", "type"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [RABBITMQCTL, "-q", "list_queues", "-p", VHOST, "--no-table-headers", "name", "type"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     return dict(line.split() for line in out.splitlines() if line.strip())[name]
 
 
@@ -104,8 +149,14 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged_with_a_record(a
         # 1. A handler that keeps crashing: the quorum queue's delivery limit parks the event.
         crashed_id = str(uuid.uuid4())
         await channel.default_exchange.publish(
-            aio_pika.Message(event("Marie Dupont"), message_id=crashed_id, type="convocation.created",
-                             headers={"x-producer": "hospital-his"}), routing_key=queue.name)
+            aio_pika.Message(
+                event("Marie Dupont"),
+                message_id=crashed_id,
+                type="convocation.created",
+                headers={"x-producer": "hospital-his"},
+            ),
+            routing_key=queue.name,
+        )
         work = await channel.get_queue(queue.name, ensure=False)
         for _ in range(topology.DELIVERY_LIMIT + 5):
             message = await work.get(no_ack=False, fail=False, timeout=5)
@@ -136,8 +187,9 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged_with_a_record(a
         assert "Marie Dupont" not in shown.stdout and "someone@example.ch" not in shown.stdout
         assert await depth(channel, f"{queue.name}.dlq") == 2  # reading is not removing
 
-        replayed = admin(exchange, operations_url, "replay", f"{queue.name}.dlq", "--id", crashed_id,
-                         "--operator", "alice")
+        replayed = admin(
+            exchange, operations_url, "replay", f"{queue.name}.dlq", "--id", crashed_id, "--operator", "alice"
+        )
         assert replayed.returncode == 0, replayed.stderr
         back = await work.get(no_ack=True, timeout=5)
         assert back.message_id == crashed_id and json.loads(back.body)["data"]["patient"]["name"] == "Marie Dupont"
@@ -152,13 +204,26 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged_with_a_record(a
         dry = admin(exchange, operations_url, "purge", f"{queue.name}.dlq", "--all", "--reason", "x", "--dry-run")
         assert dry.returncode == 0 and f"would purge {invalid_id}" in dry.stdout and "nothing was changed" in dry.stdout
         assert await depth(channel, f"{queue.name}.dlq") == 1
-        purged = admin(exchange, operations_url, "purge", f"{queue.name}.dlq", "--all", "--yes", "--operator", "bob",
-                       "--reason", "upstream resent a corrected event")
+        purged = admin(
+            exchange,
+            operations_url,
+            "purge",
+            f"{queue.name}.dlq",
+            "--all",
+            "--yes",
+            "--operator",
+            "bob",
+            "--reason",
+            "upstream resent a corrected event",
+        )
         assert purged.returncode == 0, purged.stderr
         assert admin(exchange, operations_url, "list").stdout.strip() == "no dead letters"
 
-        records = await admin_db.fetch("select action, operator, event_id, why, event_type, dead_letter_reason"
-                                       " from operations.dlq_action where queue = $1 order by id", f"{queue.name}.dlq")
+        records = await admin_db.fetch(
+            "select action, operator, event_id, why, event_type, dead_letter_reason"
+            " from operations.dlq_action where queue = $1 order by id",
+            f"{queue.name}.dlq",
+        )
         assert [(r["action"], r["operator"], r["event_id"], r["why"]) for r in records] == [
             ("replay", "alice", crashed_id, None),
             ("purge", "bob", invalid_id, "upstream resent a corrected event"),
@@ -172,8 +237,11 @@ async def test_the_record_is_append_only_for_the_tool(operations_url):
 
     conn = await asyncpg.connect(operations_url)
     try:
-        for statement in ("update operations.dlq_action set operator = 'someone else'",
-                          "delete from operations.dlq_action", "truncate operations.dlq_action"):
+        for statement in (
+            "update operations.dlq_action set operator = 'someone else'",
+            "delete from operations.dlq_action",
+            "truncate operations.dlq_action",
+        ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute(statement)
     finally:
@@ -228,15 +296,19 @@ async def test_a_dlq_of_the_earlier_shape_is_migrated_without_losing_a_letter(ad
             assert migrated.returncode == 0, migrated.stderr
             assert f"moved {queue.name}.dlq: 5 letter(s)" in migrated.stdout
         assert queue_type(f"{queue.name}.dlq") == "classic"
-        letters = {d["event_id"]: d for d in map(json.loads, admin(exchange, operations_url, "list", "--json")
-                                                   .stdout.splitlines())}
+        letters = {
+            d["event_id"]: d
+            for d in map(json.loads, admin(exchange, operations_url, "list", "--json").stdout.splitlines())
+        }
         assert set(letters) == set(ids) and {d["reason"] for d in letters.values()} == {"malformed-json"}
         late = str(uuid.uuid4())
         await park(channel, exchange, queue.name, event("Marie Dupont"), late)
         assert await depth(channel, f"{queue.name}.dlq") == 6
         assert await topology.declare_dead_letter_queues(broker, exchange, [queue.name], AMQP_URL) == []
-        (record,) = await admin_db.fetch("select operator, detail from operations.dlq_action where action = 'migrate'"
-                                         " and queue = $1", f"{queue.name}.dlq")
+        (record,) = await admin_db.fetch(
+            "select operator, detail from operations.dlq_action where action = 'migrate' and queue = $1",
+            f"{queue.name}.dlq",
+        )
         assert record["operator"] == "carol" and "5 letter(s) moved out, 5 moved back" in record["detail"]
 
 
@@ -274,7 +346,9 @@ async def test_a_dead_letter_whose_original_queue_is_gone_stays_on_the_dlq(admin
         for event_id in ids:
             await park(channel, exchange, queue.name, event("Marie Dupont"), event_id, reason="unknown-convocation")
 
-        replayed = admin(exchange, operations_url, "replay", f"{queue.name}.dlq", "--all", "--yes", "--operator", "alice")
+        replayed = admin(
+            exchange, operations_url, "replay", f"{queue.name}.dlq", "--all", "--yes", "--operator", "alice"
+        )
         assert replayed.returncode != 0
         assert f"no queue {queue.name}" in replayed.stderr and "0 dead letter(s) replayed" in replayed.stderr
         assert "exists" in replayed.stderr and "the issuer, which declares it" in replayed.stderr  # what to do
@@ -283,5 +357,6 @@ async def test_a_dead_letter_whose_original_queue_is_gone_stays_on_the_dlq(admin
         listed = admin(exchange, operations_url, "list", "--json")
         assert listed.returncode == 0, listed.stderr
         assert sorted(json.loads(line)["event_id"] for line in listed.stdout.splitlines()) == sorted(ids)
-        assert not await admin_db.fetchval("select count(*) from operations.dlq_action where queue = $1",
-                                           f"{queue.name}.dlq")  # nothing replayed, nothing recorded
+        assert not await admin_db.fetchval(
+            "select count(*) from operations.dlq_action where queue = $1", f"{queue.name}.dlq"
+        )  # nothing replayed, nothing recorded

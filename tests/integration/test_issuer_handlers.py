@@ -94,8 +94,9 @@ async def handle(pool, handler, d: Delivery, hook=None) -> Run:
             counted = Counted(conn, hook)
             await handler(counted, d)
             await conn.execute("commit")
-        events = [json.loads(r["body"]) for r in await conn.fetch(
-            "select body from outbox where id > $1 order by id", last)]
+        events = [
+            json.loads(r["body"]) for r in await conn.fetch("select body from outbox where id > $1 order by id", last)
+        ]
     after = funnel()
     return Run(counted.statements, events, {s: after[s] - before[s] for s in FUNNEL_STAGES if after[s] != before[s]})
 
@@ -110,14 +111,22 @@ def from_mailer(payload, *, attempt: int = 0) -> Delivery:
 
 
 def sent(row, *, at: datetime | None = None) -> Delivery:
-    return from_mailer(EmailSentV1(message_id=row["message_id"], convocation_id=row["id"], smtp_message_id="<m@x>",
-                                   accepted_at=at or datetime.now(timezone.utc)))
+    return from_mailer(
+        EmailSentV1(
+            message_id=row["message_id"],
+            convocation_id=row["id"],
+            smtp_message_id="<m@x>",
+            accepted_at=at or datetime.now(timezone.utc),
+        )
+    )
 
 
 async def state(pool, cid):
     row = await pool.fetchrow("select * from convocation where id = $1", cid)
-    history = [r["status"] for r in await pool.fetch(
-        "select status from status_history where convocation_id = $1 order by id", cid)]
+    history = [
+        r["status"]
+        for r in await pool.fetch("select status from status_history where convocation_id = $1 order by id", cid)
+    ]
     return row, history
 
 
@@ -136,7 +145,11 @@ async def test_a_new_convocation_is_sealed_in_two_statements_then_e_mailed_in_th
     sealed, status = (e["data"] for e in run.events)
     assert sealed["message_id"] == status["message_id"] == str(row["message_id"])
     assert (status["status"], status["patient_ref"], status["department"], status["delivery"]) == (
-        "sealed", row["patient_ref"], "cardiology", "email")
+        "sealed",
+        row["patient_ref"],
+        "cardiology",
+        "email",
+    )
     assert all(e["causation_id"] == str(d.envelope.event_id) for e in run.events)
     assert run.counted == {"created": 1, "sealed": 1}
     # Insert it with its history line, both events: two (were six; sealed before any statement, so no
@@ -211,19 +224,28 @@ async def test_two_deliveries_of_a_new_convocation_at_once_act_as_one_supersedin
             second_inserting.set()
 
     before = funnel()
-    runs = await asyncio.wait_for(asyncio.gather(
-        handle(pool, issuer.on_convocation_created, first, hold_first),
-        handle(pool, issuer.on_convocation_created, second, follow_second)), timeout=30)
+    runs = await asyncio.wait_for(
+        asyncio.gather(
+            handle(pool, issuer.on_convocation_created, first, hold_first),
+            handle(pool, issuer.on_convocation_created, second, follow_second),
+        ),
+        timeout=30,
+    )
     after = funnel()
     assert {s: after[s] - before[s] for s in FUNNEL_STAGES if after[s] != before[s]} == {"created": 1, "sealed": 1}
 
     row, history = await state(pool, cid)
     outbox = [json.loads(r["body"]) for r in await pool.fetch("select body from outbox order by id")]
-    by_first, by_second = ([e for e in outbox if e["causation_id"] == str(d.envelope.event_id)]
-                           for d in (first, second))
+    by_first, by_second = (
+        [e for e in outbox if e["causation_id"] == str(d.envelope.event_id)] for d in (first, second)
+    )
     assert [e["type"] for e in by_first] == ["message.sealed", "convocation.status"]
     assert [e["type"] for e in by_second] == [
-        "message.revoked", "convocation.status", "message.sealed", "convocation.status"]
+        "message.revoked",
+        "convocation.status",
+        "message.sealed",
+        "convocation.status",
+    ]
     first_message = by_first[0]["data"]["message_id"]
     revoked, superseded, sealed, status = (e["data"] for e in by_second)
     assert (revoked["message_id"], revoked["reason"]) == (first_message, "superseded")
@@ -231,8 +253,11 @@ async def test_two_deliveries_of_a_new_convocation_at_once_act_as_one_supersedin
     assert sealed["message_id"] == status["message_id"] == str(row["message_id"]) != first_message
     assert status["status"] == "sealed"
     assert (row["status"], row["superseded_count"], history) == ("sealed", 1, ["sealed", "superseded", "sealed"])
-    sealed_ids = [e["data"]["message_id"] for e in outbox
-                  if e["type"] == "message.sealed" and e["data"]["convocation_id"] == str(cid)]
+    sealed_ids = [
+        e["data"]["message_id"]
+        for e in outbox
+        if e["type"] == "message.sealed" and e["data"]["convocation_id"] == str(cid)
+    ]
     assert sealed_ids == [first_message, str(row["message_id"])]  # one e-mail each, the second replacing
     # The common path takes two statements; the second, a known convocation by then, as any superseding
     # one: insert (conflict, after waiting for the first's commit), read (locked), pending reissues,
@@ -247,12 +272,23 @@ async def test_a_postal_convocation_goes_to_the_print_room_at_once(pool, issuer)
     row, history = await state(pool, d.data.convocation_id)
     # The copy stays until the print room reports the letter printed (it may be switched back to e-mail).
     assert (row["status"], row["postal_reason"], row["print_copy"] is not None, history) == (
-        "postal", "preference", True, ["sealed", "postal"])
-    assert run.types == ["message.sealed", "convocation.status", "postal.requested", "convocation.status",
-                         "postal.progress"]
+        "postal",
+        "preference",
+        True,
+        ["sealed", "postal"],
+    )
+    assert run.types == [
+        "message.sealed",
+        "convocation.status",
+        "postal.requested",
+        "convocation.status",
+        "postal.progress",
+    ]
     assert [e["data"].get("status") for e in run.events] == [None, "sealed", None, "postal", None]
     assert (run.events[2]["data"]["message_id"], run.events[4]["data"]["reason"]) == (
-        str(row["message_id"]), "preference")
+        str(row["message_id"]),
+        "preference",
+    )
     assert run.events[3]["data"]["detail"] == "preference"
     assert run.counted == {"created": 1, "sealed": 1, "paper": 1}
     assert len(run.statements) == 3, run.statements  # + the posting with its history line (were 12)
@@ -263,12 +299,25 @@ async def test_a_bounce_posts_the_letter_and_a_download_after_it_is_only_stamped
     cid = d.data.convocation_id
     await handle(pool, issuer.on_convocation_created, d)
     row, _ = await state(pool, cid)
-    run = await handle(pool, issuer.on_email_failed, from_mailer(EmailFailedV1(
-        message_id=row["message_id"], convocation_id=cid, smtp_code=550, reason="recipient-refused 5.1.1",
-        failed_at=datetime.now(timezone.utc))))
+    run = await handle(
+        pool,
+        issuer.on_email_failed,
+        from_mailer(
+            EmailFailedV1(
+                message_id=row["message_id"],
+                convocation_id=cid,
+                smtp_code=550,
+                reason="recipient-refused 5.1.1",
+                failed_at=datetime.now(timezone.utc),
+            )
+        ),
+    )
     row, history = await state(pool, cid)
     assert (row["status"], row["postal_reason"], history) == (
-        "postal-fallback", "email-failed", ["sealed", "bounced", "postal-fallback"])
+        "postal-fallback",
+        "email-failed",
+        ["sealed", "bounced", "postal-fallback"],
+    )
     assert run.types == ["convocation.status", "postal.requested", "convocation.status", "postal.progress"]
     assert run.counted == {"bounced": 1, "paper": 1}
     assert len(run.statements) == 4, run.statements  # read, bounced, posted, events (were 12)
@@ -280,9 +329,17 @@ async def test_a_bounce_posts_the_letter_and_a_download_after_it_is_only_stamped
 
 
 def released(row) -> Delivery:
-    return Delivery(envelope(DocumentReleasedV1(message_id=row["message_id"], convocation_id=row["id"],
-                                                released_at=datetime.now(timezone.utc)),
-                             producer="access-portal", correlation_id=row["id"]), 0, QUEUE)
+    return Delivery(
+        envelope(
+            DocumentReleasedV1(
+                message_id=row["message_id"], convocation_id=row["id"], released_at=datetime.now(timezone.utc)
+            ),
+            producer="access-portal",
+            correlation_id=row["id"],
+        ),
+        0,
+        QUEUE,
+    )
 
 
 async def test_a_download_drops_the_print_copy_and_a_later_e_mail_is_only_stamped(pool, issuer):
@@ -308,12 +365,26 @@ async def test_a_cancelled_convocation_is_revoked(pool, issuer):
     d = created(starts_at=datetime.now(timezone.utc) + timedelta(days=3))
     cid = d.data.convocation_id
     await handle(pool, issuer.on_convocation_created, d)
-    run = await handle(pool, issuer.on_convocation_cancelled, Delivery(envelope(
-        ConvocationCancelledV1(convocation_id=cid, reason="rescheduled"), producer="hospital-his",
-        correlation_id=cid), 0, QUEUE))
+    run = await handle(
+        pool,
+        issuer.on_convocation_cancelled,
+        Delivery(
+            envelope(
+                ConvocationCancelledV1(convocation_id=cid, reason="rescheduled"),
+                producer="hospital-his",
+                correlation_id=cid,
+            ),
+            0,
+            QUEUE,
+        ),
+    )
     row, history = await state(pool, cid)
     assert (row["status"], row["print_copy"], row["cancelled_at"] is not None, history) == (
-        "cancelled", None, True, ["sealed", "cancelled"])
+        "cancelled",
+        None,
+        True,
+        ["sealed", "cancelled"],
+    )
     assert run.types == ["message.revoked", "convocation.status"]
     assert len(run.statements) == 3, run.statements  # (were 6)
 
@@ -328,13 +399,29 @@ async def test_a_request_to_send_again_counts_as_waiting_until_answered_or_not_a
     async with pool.acquire() as conn:
         before, _ = await store.reissues_waiting(conn, now, domain.CLOSED)
         for d, hours in ((first, 2), (second, 1)):
-            await store.add_reissue_request(conn, action_id=uuid.uuid4(), convocation_id=d.data.convocation_id,
-                                            reason="resend", email_sealed=None, requested_at=now - timedelta(hours=hours))
+            await store.add_reissue_request(
+                conn,
+                action_id=uuid.uuid4(),
+                convocation_id=d.data.convocation_id,
+                reason="resend",
+                email_sealed=None,
+                requested_at=now - timedelta(hours=hours),
+            )
         waiting, oldest = await store.reissues_waiting(conn, now, domain.CLOSED)
         assert (waiting, oldest) == (before + 2, now - timedelta(hours=2))
-    await handle(pool, issuer.on_convocation_cancelled, Delivery(envelope(
-        ConvocationCancelledV1(convocation_id=first.data.convocation_id, reason="rescheduled"),
-        producer="hospital-his", correlation_id=first.data.convocation_id), 0, QUEUE))
+    await handle(
+        pool,
+        issuer.on_convocation_cancelled,
+        Delivery(
+            envelope(
+                ConvocationCancelledV1(convocation_id=first.data.convocation_id, reason="rescheduled"),
+                producer="hospital-his",
+                correlation_id=first.data.convocation_id,
+            ),
+            0,
+            QUEUE,
+        ),
+    )
     async with pool.acquire() as conn:
         assert await store.reissues_waiting(conn, now, domain.CLOSED) == (before + 1, now - timedelta(hours=1))
         await store.consume_reissues(conn, second.data.convocation_id, uuid.uuid4(), now)
@@ -346,9 +433,13 @@ async def test_the_handlers_read_every_column_but_the_print_rooms_copy(pool):
     a column a migration adds must be added there too."""
     from issuer import store
 
-    columns = {r["column_name"] for r in await pool.fetch(
-        "select column_name from information_schema.columns where table_schema = current_schema()"
-        " and table_name = 'convocation'")}
+    columns = {
+        r["column_name"]
+        for r in await pool.fetch(
+            "select column_name from information_schema.columns where table_schema = current_schema()"
+            " and table_name = 'convocation'"
+        )
+    }
     read = {part.strip().split(" as ")[-1] for part in store.ROW.split(",")}
     assert read == columns - {"print_copy"} | {"has_print_copy"}
 
@@ -358,9 +449,22 @@ def from_print_room(payload) -> Delivery:
 
 
 def staff(row, action: str) -> Delivery:
-    return Delivery(envelope(StaffActionRequestedV1(
-        action_id=uuid.uuid4(), convocation_id=row["id"], message_id=row["message_id"], action=action,
-        department="cardiology", requested_by="u-1"), producer="secretariat", correlation_id=row["id"]), 0, QUEUE)
+    return Delivery(
+        envelope(
+            StaffActionRequestedV1(
+                action_id=uuid.uuid4(),
+                convocation_id=row["id"],
+                message_id=row["message_id"],
+                action=action,
+                department="cardiology",
+                requested_by="u-1",
+            ),
+            producer="secretariat",
+            correlation_id=row["id"],
+        ),
+        0,
+        QUEUE,
+    )
 
 
 async def test_the_print_rooms_reports_become_hospital_statuses_and_the_copy_goes_once_printed(pool, issuer):
@@ -368,35 +472,67 @@ async def test_the_print_rooms_reports_become_hospital_statuses_and_the_copy_goe
     cid = d.data.convocation_id
     run = await handle(pool, issuer.on_convocation_created, d)
     sealed_status = run.events[1]["data"]
-    patient = crypto.open_field(IssuerSettings().secretariat_field_key, sealed_status["for_secretariat"],
-                                context=crypto.field_context("convocation.status", uuid.UUID(sealed_status["message_id"]),
-                                                             "secretariat"))
-    assert patient == {"name": "Marie Dupont", "birth_date": "1957-03-21", "place": "Bâtiment Gustave Julliard, 2e étage",
-                       "department_name": "Cardiologie", "phone_hint": "+41 79 *** ** 67"}
+    patient = crypto.open_field(
+        IssuerSettings().secretariat_field_key,
+        sealed_status["for_secretariat"],
+        context=crypto.field_context("convocation.status", uuid.UUID(sealed_status["message_id"]), "secretariat"),
+    )
+    assert patient == {
+        "name": "Marie Dupont",
+        "birth_date": "1957-03-21",
+        "place": "Bâtiment Gustave Julliard, 2e étage",
+        "department_name": "Cardiologie",
+        "phone_hint": "+41 79 *** ** 67",
+    }
     row, _ = await state(pool, cid)
     at = datetime.now(timezone.utc)
-    run = await handle(pool, issuer.on_postal_printed, from_print_room(PostalPrintedV1(
-        convocation_id=cid, message_id=row["message_id"], at=at)))
+    run = await handle(
+        pool,
+        issuer.on_postal_printed,
+        from_print_room(PostalPrintedV1(convocation_id=cid, message_id=row["message_id"], at=at)),
+    )
     assert run.types == ["convocation.status", "postal.progress"]
     assert (run.events[0]["data"]["status"], run.events[1]["data"]["step"]) == ("printed", "printed")
-    again = await handle(pool, issuer.on_postal_printed, from_print_room(PostalPrintedV1(
-        convocation_id=cid, message_id=row["message_id"], at=at + timedelta(minutes=1))))
+    again = await handle(
+        pool,
+        issuer.on_postal_printed,
+        from_print_room(
+            PostalPrintedV1(convocation_id=cid, message_id=row["message_id"], at=at + timedelta(minutes=1))
+        ),
+    )
     assert again.events == []  # reported twice: once
-    await handle(pool, issuer.on_postal_posted, from_print_room(PostalPostedV1(
-        convocation_id=cid, message_id=row["message_id"], at=at + timedelta(hours=2))))
-    run = await handle(pool, issuer.on_postal_returned, from_print_room(PostalReturnedV1(
-        convocation_id=cid, message_id=row["message_id"], at=at + timedelta(days=3), reason="moved")))
+    await handle(
+        pool,
+        issuer.on_postal_posted,
+        from_print_room(PostalPostedV1(convocation_id=cid, message_id=row["message_id"], at=at + timedelta(hours=2))),
+    )
+    run = await handle(
+        pool,
+        issuer.on_postal_returned,
+        from_print_room(
+            PostalReturnedV1(
+                convocation_id=cid, message_id=row["message_id"], at=at + timedelta(days=3), reason="moved"
+            )
+        ),
+    )
     assert (run.events[0]["data"]["status"], run.events[0]["data"]["detail"]) == ("returned", "moved")
     row, history = await state(pool, cid)
     assert (row["status"], row["print_copy"], history) == (
-        "returned", None, ["sealed", "postal", "printed", "posted", "returned"])
-    stale = await handle(pool, issuer.on_postal_posted, from_print_room(PostalPostedV1(
-        convocation_id=cid, message_id=uuid.uuid4(), at=at)))
+        "returned",
+        None,
+        ["sealed", "postal", "printed", "posted", "returned"],
+    )
+    stale = await handle(
+        pool,
+        issuer.on_postal_posted,
+        from_print_room(PostalPostedV1(convocation_id=cid, message_id=uuid.uuid4(), at=at)),
+    )
     assert stale.events == []  # about a letter this convocation no longer has
 
 
 async def test_a_paper_letter_not_printed_goes_back_to_e_mail_through_the_hospital_and_can_go_on_paper_later(
-        pool, issuer):
+    pool, issuer
+):
     d = created()
     cid = d.data.convocation_id
     await handle(pool, issuer.on_convocation_created, d)
@@ -406,8 +542,12 @@ async def test_a_paper_letter_not_printed_goes_back_to_e_mail_through_the_hospit
     row, _ = await state(pool, cid)
     run = await handle(pool, issuer.on_staff_action, staff(row, "email-instead"))
     assert run.types == ["postal.cancelled", "convocation.status", "postal.progress", "convocation.reissue.requested"]
-    assert (run.events[0]["data"]["reason"], run.events[1]["data"]["status"], run.events[2]["data"]["step"],
-            run.events[3]["data"]["reason"]) == ("email-instead", "postal-cancelled", "cancelled", "email-instead")
+    assert (
+        run.events[0]["data"]["reason"],
+        run.events[1]["data"]["status"],
+        run.events[2]["data"]["step"],
+        run.events[3]["data"]["reason"],
+    ) == ("email-instead", "postal-cancelled", "cancelled", "email-instead")
     row, history = await state(pool, cid)
     assert history[-1] == "postal-cancelled" and row["print_copy"] is not None
     # The hospital system never answers: the secretariat may post it after all, with the copy kept.
@@ -415,8 +555,13 @@ async def test_a_paper_letter_not_printed_goes_back_to_e_mail_through_the_hospit
     assert run.types == ["postal.requested", "convocation.status", "postal.progress"]
     # Printed now: switching back is no longer possible, and a withdrawal does not stop the paper.
     row, _ = await state(pool, cid)
-    await handle(pool, issuer.on_postal_printed, from_print_room(PostalPrintedV1(
-        convocation_id=cid, message_id=row["message_id"], at=datetime.now(timezone.utc))))
+    await handle(
+        pool,
+        issuer.on_postal_printed,
+        from_print_room(
+            PostalPrintedV1(convocation_id=cid, message_id=row["message_id"], at=datetime.now(timezone.utc))
+        ),
+    )
     row, _ = await state(pool, cid)
     assert (await handle(pool, issuer.on_staff_action, staff(row, "email-instead"))).events == []
     run = await handle(pool, issuer.on_staff_action, staff(row, "withdraw"))
@@ -428,7 +573,15 @@ async def test_a_letter_withdrawn_before_it_is_printed_is_dropped_by_the_print_r
     await handle(pool, issuer.on_convocation_created, d)
     row, _ = await state(pool, d.data.convocation_id)
     run = await handle(pool, issuer.on_staff_action, staff(row, "withdraw"))
-    assert run.types == ["postal.cancelled", "convocation.status", "postal.progress", "message.revoked",
-                         "convocation.status"]
-    assert run.events[0]["data"] == {"convocation_id": str(row["id"]), "message_id": str(row["message_id"]),
-                                     "reason": "withdrawn"}
+    assert run.types == [
+        "postal.cancelled",
+        "convocation.status",
+        "postal.progress",
+        "message.revoked",
+        "convocation.status",
+    ]
+    assert run.events[0]["data"] == {
+        "convocation_id": str(row["id"]),
+        "message_id": str(row["message_id"]),
+        "reason": "withdrawn",
+    }

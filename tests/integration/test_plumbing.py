@@ -45,8 +45,9 @@ async def broker():
 
 
 def released() -> DocumentReleasedV1:
-    return DocumentReleasedV1(message_id=uuid.uuid4(), convocation_id=uuid.uuid4(),
-                              released_at=datetime.now(timezone.utc))
+    return DocumentReleasedV1(
+        message_id=uuid.uuid4(), convocation_id=uuid.uuid4(), released_at=datetime.now(timezone.utc)
+    )
 
 
 async def test_replicas_starting_together_apply_each_migration_once(schema, tmp_path: Path):
@@ -74,15 +75,18 @@ async def test_a_replica_that_does_not_migrate_waits_for_the_migration_job_or_st
 
 
 async def test_a_migration_changed_after_it_was_applied_stops_the_job_and_the_replicas_saying_which(
-        schema, tmp_path, monkeypatch):
+    schema, tmp_path, monkeypatch
+):
     """Issue 18, item 7: schema_migrations held only the versions, so a file edited after it was applied went
     unnoticed and the schema silently differed from what the release's files say."""
     name, dsn, pool = schema
     first = tmp_path / "0001_things.sql"
     first.write_text("create table thing (id int primary key);")
     await migrate(pool, name, tmp_path)
-    assert await pool.fetchval("select checksum from schema_migrations where version = 'service/0001_things.sql'") \
+    assert (
+        await pool.fetchval("select checksum from schema_migrations where version = 'service/0001_things.sql'")
         == hashlib.sha256(first.read_bytes()).hexdigest()
+    )
     first.write_text("create table thing (id bigint primary key);")  # edited after it went out
     (tmp_path / "0002_more.sql").write_text("create table more (id int);")
     with pytest.raises(MigrationDrift, match=r"service/0001_things\.sql changed since they were applied") as drift:
@@ -109,8 +113,9 @@ async def test_migrations_applied_before_checksums_get_them_and_a_newer_releases
     await asyncio.wait_for(wait_for_migrations(pool, name, tmp_path, wait_seconds=60), 5)
 
 
-async def test_the_relay_publishes_committed_events_persistently_and_forgets_rolled_back_ones(schema, broker,
-                                                                                             exchange_name):
+async def test_the_relay_publishes_committed_events_persistently_and_forgets_rolled_back_ones(
+    schema, broker, exchange_name
+):
     name, dsn, pool = schema
     await migrate(pool, name, Path("/nonexistent"))
     exchange = f"{exchange_name}.plumbing-relay"
@@ -128,8 +133,7 @@ async def test_the_relay_publishes_committed_events_persistently_and_forgets_rol
                 raise RuntimeError("abort")
         except RuntimeError:
             pass
-    relay = OutboxRelay(service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange,
-                        poll_seconds=5)
+    relay = OutboxRelay(service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange, poll_seconds=5)
     await relay.start()
     try:
         message = None
@@ -159,8 +163,9 @@ async def test_an_unroutable_event_stays_in_the_outbox_until_it_can_be_delivered
     event = envelope(released(), producer="access-portal", correlation_id=uuid.uuid4())
     async with pool.acquire() as conn, conn.transaction():
         await add_event(conn, event)
-    relay = OutboxRelay(service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange,
-                        poll_seconds=0.2)
+    relay = OutboxRelay(
+        service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange, poll_seconds=0.2
+    )
     await relay.start()
     try:
         for _ in range(50):
@@ -181,8 +186,9 @@ async def test_an_unroutable_event_stays_in_the_outbox_until_it_can_be_delivered
         await relay.stop()
 
 
-async def test_the_relay_holds_a_few_megabytes_of_bodies_at_a_time_not_a_batch_of_letters(schema, broker,
-                                                                                            exchange_name):
+async def test_the_relay_holds_a_few_megabytes_of_bodies_at_a_time_not_a_batch_of_letters(
+    schema, broker, exchange_name
+):
     """Issue #7 item 4: a batch of 50 sealed 10 MB letters was 650 MB in the relay at once."""
     name, dsn, pool = schema
     await migrate(pool, name, Path("/nonexistent"))
@@ -194,8 +200,9 @@ async def test_the_relay_holds_a_few_megabytes_of_bodies_at_a_time_not_a_batch_o
         for _ in range(3):
             await add_event(conn, envelope(released(), producer="access-portal", correlation_id=uuid.uuid4()))
         await conn.execute("update outbox set body = $1", b"x" * (3 * 1024 * 1024))  # 3 MB each
-    relay = OutboxRelay(service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange,
-                        batch_bytes=4 * 1024 * 1024)
+    relay = OutboxRelay(
+        service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange, batch_bytes=4 * 1024 * 1024
+    )
     try:
         assert [await relay.relay_once() for _ in range(4)] == [1, 1, 1, 0]  # one 3 MB body per batch, in order
         assert await pool.fetchval("select count(*) from outbox") == 0
@@ -203,8 +210,9 @@ async def test_the_relay_holds_a_few_megabytes_of_bodies_at_a_time_not_a_batch_o
         await queue.delete(if_unused=False, if_empty=False)
 
 
-async def _consuming(exchange: str, pool: asyncpg.Pool, handler,
-                     batches: Batches | None = None) -> tuple[RabbitBroker, Consumer]:
+async def _consuming(
+    exchange: str, pool: asyncpg.Pool, handler, batches: Batches | None = None
+) -> tuple[RabbitBroker, Consumer]:
     """The issuer's consumer of document.released on ``exchange``, started, with its DLQ."""
     consumer_broker = RabbitBroker(AMQP_URL, default_channel=Channel(on_return_raises=True))
     consumer = Consumer(service="issuer", broker=consumer_broker, exchange=exchange, pool_getter=lambda: pool)
@@ -230,8 +238,13 @@ async def test_an_event_delivered_twice_takes_effect_once(schema, broker, exchan
     try:
         event = envelope(released(), producer="access-portal", correlation_id=uuid.uuid4())
         for _ in range(2):
-            await broker.publish(event.model_dump_json().encode(), exchange=exchange,
-                                 routing_key="document.released.v1", message_id=str(event.event_id), persist=True)
+            await broker.publish(
+                event.model_dump_json().encode(),
+                exchange=exchange,
+                routing_key="document.released.v1",
+                message_id=str(event.event_id),
+                persist=True,
+            )
         await asyncio.wait_for(seen.wait(), 10)
         await asyncio.sleep(0.5)
         assert await pool.fetchval("select count(*) from effect") == 1
@@ -242,8 +255,13 @@ async def test_an_event_delivered_twice_takes_effect_once(schema, broker, exchan
 
 async def _publish_released(broker: RabbitBroker, exchange: str, events) -> None:
     for event in events:
-        await broker.publish(event.model_dump_json().encode(), exchange=exchange,
-                             routing_key="document.released.v1", message_id=str(event.event_id), persist=True)
+        await broker.publish(
+            event.model_dump_json().encode(),
+            exchange=exchange,
+            routing_key="document.released.v1",
+            message_id=str(event.event_id),
+            persist=True,
+        )
 
 
 async def _rows_within(pool: asyncpg.Pool, query: str, n: int) -> list:
@@ -259,8 +277,12 @@ async def _left_in(queue: str) -> tuple[int, int]:
     """(messages in ``queue``, in its DLQ): with its consumer stopped, an unacknowledged one is back in it."""
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel()
-        return tuple([(await channel.declare_queue(name, passive=True)).declaration_result.message_count
-                      for name in (queue, f"{queue}.dlq")])
+        return tuple(
+            [
+                (await channel.declare_queue(name, passive=True)).declaration_result.message_count
+                for name in (queue, f"{queue}.dlq")
+            ]
+        )
 
 
 async def _delete_queues(consumer: Consumer) -> None:
@@ -282,15 +304,19 @@ async def test_events_that_arrive_together_are_handled_in_one_transaction_each_o
     batches = Batches(at_most=8, linger=0.5, order=lambda released: released.convocation_id)
 
     async def on_released(conn: asyncpg.Connection, d: Delivery[DocumentReleasedV1]) -> None:
-        await conn.execute("insert into effect(event_id, convocation_id, tx) values ($1, $2, txid_current())",
-                           d.envelope.event_id, d.data.convocation_id)
+        await conn.execute(
+            "insert into effect(event_id, convocation_id, tx) values ($1, $2, txid_current())",
+            d.envelope.event_id,
+            d.data.convocation_id,
+        )
 
     events = [envelope(released(), producer="access-portal", correlation_id=uuid.uuid4()) for _ in range(20)]
     consumer_broker, consumer = await _consuming(exchange, pool, on_released, batches)
     await consumer_broker.stop()  # queues declared and bound; nothing consumed yet
     try:
-        await pool.execute("insert into inbox(event_id, routing_key) values ($1, 'document.released.v1')",
-                           events[0].event_id)  # handled before: a redelivery
+        await pool.execute(
+            "insert into inbox(event_id, routing_key) values ($1, 'document.released.v1')", events[0].event_id
+        )  # handled before: a redelivery
         await _publish_released(broker, exchange, [*events, events[5]])  # and event 5 twice in the batch
         consumer_broker, consumer = await _consuming(exchange, pool, on_released, batches)
         effects = await _rows_within(pool, "select event_id, convocation_id, tx from effect order by n", 19)
@@ -308,7 +334,8 @@ async def test_events_that_arrive_together_are_handled_in_one_transaction_each_o
 
 
 async def test_a_batch_with_an_event_that_fails_is_rolled_back_and_its_events_handled_alone(
-        schema, broker, exchange_name):
+    schema, broker, exchange_name
+):
     """One refused event in a batch: nothing of the batch's transaction stays; each event is then handled
     alone, the refused one dead-lettered with its reason and every other one taking effect once."""
     name, _, pool = schema
@@ -358,8 +385,13 @@ async def test_a_failure_after_the_handler_is_counted_as_a_consumer_error(schema
         raise AssertionError("an invalid event never reaches the handler")
 
     def errors() -> float:
-        return REGISTRY.get_sample_value("convocations_events_consumed_total", {
-            "service": "issuer", "type": "document.released", "outcome": "error"}) or 0.0
+        return (
+            REGISTRY.get_sample_value(
+                "convocations_events_consumed_total",
+                {"service": "issuer", "type": "document.released", "outcome": "error"},
+            )
+            or 0.0
+        )
 
     consumer_broker, consumer = await _consuming(exchange, pool, never)
     connection = await aio_pika.connect(AMQP_URL)
@@ -367,8 +399,13 @@ async def test_a_failure_after_the_handler_is_counted_as_a_consumer_error(schema
         async with connection:
             await (await connection.channel()).queue_delete(f"{consumer.queues[0]}.dlq")
         before = errors()
-        await broker.publish(b"not json", exchange=exchange, routing_key="document.released.v1",
-                             message_id=str(uuid.uuid4()), persist=True)
+        await broker.publish(
+            b"not json",
+            exchange=exchange,
+            routing_key="document.released.v1",
+            message_id=str(uuid.uuid4()),
+            persist=True,
+        )
         for _ in range(100):
             if errors() > before:
                 break
@@ -384,8 +421,9 @@ async def test_a_failure_after_the_handler_is_counted_as_a_consumer_error(schema
 
 
 def test_readiness_fails_while_the_database_and_broker_are_unreachable(tmp_path):
-    settings = ServiceSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/",
-                               database_url="postgresql://nobody@127.0.0.1:1/none")
+    settings = ServiceSettings(
+        amqp_url="amqp://guest:guest@127.0.0.1:1/", database_url="postgresql://nobody@127.0.0.1:1/none"
+    )
     runtime = Runtime("probe", "probe", settings, tmp_path)
     client = TestClient(runtime.http_app())  # no lifespan: nothing could connect
     response = client.get("/readyz")
@@ -394,8 +432,10 @@ def test_readiness_fails_while_the_database_and_broker_are_unreachable(tmp_path)
     assert client.get("/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("role,other", [("mailer", "issuer"), ("access_portal", "sms_gateway"),
-                                        ("issuer", "access_portal"), ("sms_gateway", "mailer")])
+@pytest.mark.parametrize(
+    "role,other",
+    [("mailer", "issuer"), ("access_portal", "sms_gateway"), ("issuer", "access_portal"), ("sms_gateway", "mailer")],
+)
 async def test_each_service_role_reaches_only_its_own_schema(stack, test_database, role, other):
     """The services have run their migrations (the stack fixture); each role owns only its schema."""
     conn = await asyncpg.connect(f"postgresql://{role}:{role}@127.0.0.1:{DB_PORT}/{test_database}")

@@ -22,11 +22,26 @@ async def pool(test_database):
 
 
 def sealed(message_id: uuid.UUID) -> dict:
-    return dict(message_id=message_id, convocation_id=uuid.uuid4(), patient_ref="ref-1", language="fr", key_id="k1",
-                document_nonce=b"n" * 12, document_ciphertext=b"sealed document", details_nonce=b"d" * 12,
-                details_ciphertext=b"sealed details", expires_at=datetime.now(timezone.utc) + timedelta(days=3),
-                secretariat_phone="+41 22 000 00 00", secretariat_email=None, phone_hash=None, phone_hint=None,
-                phone_enc=None, public_phone=None, public_email=None, patient_refs=[])
+    return dict(
+        message_id=message_id,
+        convocation_id=uuid.uuid4(),
+        patient_ref="ref-1",
+        language="fr",
+        key_id="k1",
+        document_nonce=b"n" * 12,
+        document_ciphertext=b"sealed document",
+        details_nonce=b"d" * 12,
+        details_ciphertext=b"sealed details",
+        expires_at=datetime.now(timezone.utc) + timedelta(days=3),
+        secretariat_phone="+41 22 000 00 00",
+        secretariat_email=None,
+        phone_hash=None,
+        phone_hint=None,
+        phone_enc=None,
+        public_phone=None,
+        public_email=None,
+        patient_refs=[],
+    )
 
 
 async def test_a_message_whose_revocation_came_first_is_stored_revoked_and_unreadable(pool):
@@ -85,8 +100,11 @@ async def test_a_revocation_whose_message_never_came_is_forgotten_after_its_keep
     async with pool.acquire() as conn:
         for mid in (old, recent):
             await store.revoke_message(conn, mid, "cancelled")
-        await conn.execute("update revoked_early set revoked_at = now() - make_interval(days => $2)"
-                           " where message_id = $1", old, store.REVOKED_EARLY_KEPT_DAYS + 1)
+        await conn.execute(
+            "update revoked_early set revoked_at = now() - make_interval(days => $2) where message_id = $1",
+            old,
+            store.REVOKED_EARLY_KEPT_DAYS + 1,
+        )
         assert await store.prune_revoked_early(conn) == 1
         left = {r["message_id"] for r in await conn.fetch("select message_id from revoked_early")}
         assert old not in left and recent in left
@@ -108,8 +126,9 @@ async def test_the_portal_learns_who_asked_for_paper_and_when_even_before_its_me
 
     async def report(conn, step: str, at: datetime, reason: str | None = None) -> None:
         payload = PostalProgressV1(message_id=mid, convocation_id=uuid.uuid4(), step=step, reason=reason, at=at)
-        await handlers.on_postal_progress(conn, Delivery(envelope(payload, producer="issuer",
-                                                                  correlation_id=payload.convocation_id), 0, "q"))
+        await handlers.on_postal_progress(
+            conn, Delivery(envelope(payload, producer="issuer", correlation_id=payload.convocation_id), 0, "q")
+        )
 
     async with pool.acquire() as conn:
         await report(conn, "requested", asked_at, "secretariat")  # before message.sealed
@@ -120,7 +139,10 @@ async def test_the_portal_learns_who_asked_for_paper_and_when_even_before_its_me
         await report(conn, "posted", asked_at + timedelta(hours=3))
         paper = await store.paper_of(conn, mid)
         assert (paper["reason"], paper["requested_at"], paper["posted_at"]) == (
-            "secretariat", asked_at, asked_at + timedelta(hours=3))
+            "secretariat",
+            asked_at,
+            asked_at + timedelta(hours=3),
+        )
         other = uuid.uuid4()
         mid, kept = other, mid
         await report(conn, "requested", asked_at, "not-downloaded")

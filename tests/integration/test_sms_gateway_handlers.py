@@ -59,23 +59,39 @@ class FakeProviders:
 
 
 def gateway(fake: FakeProviders, **settings) -> SmsHandlers:
-    values = dict(events_exchange=EXCHANGE, sms_retry_delays="5,30,120", sms_generic_url="https://sms.test/generic/v1/"
-                  "messages", sms_generic_token="gen", sms_callback_base_url="https://gw.test", sms_failover_after=2)
+    values = dict(
+        events_exchange=EXCHANGE,
+        sms_retry_delays="5,30,120",
+        sms_generic_url="https://sms.test/generic/v1/messages",
+        sms_generic_token="gen",
+        sms_callback_base_url="https://gw.test",
+        sms_failover_after=2,
+    )
     s = SmsSettings(**{**values, **settings})
     client = httpx.AsyncClient(transport=httpx.MockTransport(fake.handler))
     return SmsHandlers(s, build_providers(s, client))
 
 
-def otp_delivery(e164: str, *, code: str = "123456", expires_in: int = 600, attempt: int = 0,
-                 env=None) -> Delivery:
+def otp_delivery(e164: str, *, code: str = "123456", expires_in: int = 600, attempt: int = 0, env=None) -> Delivery:
     if env is None:
         challenge_id = uuid.uuid4()
-        env = envelope(OtpRequestedV1(
-            challenge_id=challenge_id, message_id=uuid.uuid4(), convocation_id=uuid.uuid4(), language="en",
-            portal_host="portal.test", expires_at=datetime.now(timezone.utc) + timedelta(seconds=expires_in),
-            for_sms=crypto.seal_field(SmsSettings().sms_field_key, {"phone": e164, "code": code},
-                                      context=crypto.field_context("otp.requested", challenge_id, "sms"))),
-            producer="access-portal", correlation_id=uuid.uuid4())
+        env = envelope(
+            OtpRequestedV1(
+                challenge_id=challenge_id,
+                message_id=uuid.uuid4(),
+                convocation_id=uuid.uuid4(),
+                language="en",
+                portal_host="portal.test",
+                expires_at=datetime.now(timezone.utc) + timedelta(seconds=expires_in),
+                for_sms=crypto.seal_field(
+                    SmsSettings().sms_field_key,
+                    {"phone": e164, "code": code},
+                    context=crypto.field_context("otp.requested", challenge_id, "sms"),
+                ),
+            ),
+            producer="access-portal",
+            correlation_id=uuid.uuid4(),
+        )
     return Delivery(env, attempt, QUEUE)
 
 
@@ -84,7 +100,7 @@ def again(d: Delivery, attempt: int) -> Delivery:
 
 
 def number() -> str:
-    return f"+4179{uuid.uuid4().int % 10 ** 7:07d}"
+    return f"+4179{uuid.uuid4().int % 10**7:07d}"
 
 
 async def handle(pool, handlers: SmsHandlers, d: Delivery) -> None:
@@ -102,9 +118,11 @@ async def row(pool, d: Delivery):
 
 
 async def outbox(pool, d: Delivery) -> list[dict]:
-    rows = await pool.fetch("select exchange, routing_key, event_type, headers, body from outbox"
-                            " where convert_from(body, 'UTF8') like '%' || $1 || '%' order by id",
-                            str(d.data.challenge_id))
+    rows = await pool.fetch(
+        "select exchange, routing_key, event_type, headers, body from outbox"
+        " where convert_from(body, 'UTF8') like '%' || $1 || '%' order by id",
+        str(d.data.challenge_id),
+    )
     return [dict(r) | {"body": json.loads(bytes(r["body"]))} for r in rows]
 
 
@@ -120,7 +138,8 @@ async def test_an_accepted_sms_is_queued_with_its_attempt_and_an_sms_sent_to_pub
     [event] = await outbox(pool, d)
     assert event["event_type"] == "sms.sent" and event["body"]["causation_id"] == str(d.envelope.event_id)
     assert await pool.fetchval("select outcome from sms_attempt where challenge_id = $1", d.data.challenge_id) == (
-        "accepted")
+        "accepted"
+    )
 
 
 async def test_the_sms_row_keeps_only_a_keyed_hash_of_the_number_and_never_the_code(pool):
@@ -167,10 +186,14 @@ async def test_after_two_failures_the_third_attempt_goes_to_the_generic_provider
     assert fake.requests[2][1]["authorization"] == "Bearer gen"
     r = await row(pool, d)
     assert (r["status"], r["provider"], r["attempts"]) == ("queued", "generic", 3)
-    attempts = await pool.fetch("select attempt, provider, outcome from sms_attempt where challenge_id = $1"
-                                " order by id", d.data.challenge_id)
-    assert [tuple(a) for a in attempts] == [(1, "twilio", "transient"), (2, "twilio", "transient"),
-                                            (3, "generic", "accepted")]
+    attempts = await pool.fetch(
+        "select attempt, provider, outcome from sms_attempt where challenge_id = $1 order by id", d.data.challenge_id
+    )
+    assert [tuple(a) for a in attempts] == [
+        (1, "twilio", "transient"),
+        (2, "twilio", "transient"),
+        (3, "generic", "accepted"),
+    ]
 
 
 async def test_without_a_second_provider_every_attempt_stays_with_twilio(pool):
@@ -256,8 +279,13 @@ async def test_delivery_reports_move_the_sms_forward_once_and_a_failure_publishe
     sid = (await row(pool, d))["provider_message_id"]
 
     outcomes = []
-    for status, code in (("sent", None), ("undelivered", "30003"), ("undelivered", "30003"), ("sent", None),
-                         ("delivered", None)):
+    for status, code in (
+        ("sent", None),
+        ("undelivered", "30003"),
+        ("undelivered", "30003"),
+        ("sent", None),
+        ("delivered", None),
+    ):
         async with pool.acquire() as conn, conn.transaction():
             outcomes.append(await apply_report(conn, Report("twilio", sid, status, code)))
     assert outcomes == ["applied", "applied", "stale", "stale", "stale"]
@@ -278,8 +306,11 @@ async def test_a_report_that_arrives_before_the_send_is_recorded_is_applied_by_t
 
     async with pool.acquire() as conn, conn.transaction():
         assert await apply_report(conn, Report("twilio", sid, "delivered")) == "unmatched"
-        await conn.execute("insert into sms_report(provider, provider_message_id, provider_status, outcome)"
-                           " values ('twilio', $1, 'delivered', 'unmatched')", sid)
+        await conn.execute(
+            "insert into sms_report(provider, provider_message_id, provider_status, outcome)"
+            " values ('twilio', $1, 'delivered', 'unmatched')",
+            sid,
+        )
     s = SmsSettings(events_exchange=EXCHANGE)
     handlers = SmsHandlers(s, build_providers(s, httpx.AsyncClient(transport=httpx.MockTransport(accept))))
     d = otp_delivery(number())

@@ -60,6 +60,7 @@ BARMAN_TOOLS = ("barman-cloud-wal-archive", "barman-cloud-backup", "barman-cloud
 
 # --- a private CA, as a hospital's internal PKI ------------------------------------------------------
 
+
 class PrivateCA:
     """A CA and one server certificate (localhost, 127.0.0.1) signed by it, as PEM files; client certificates
     on demand (a hospital system's, for mutual TLS)."""
@@ -70,20 +71,39 @@ class PrivateCA:
         self.directory = directory
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
         self.ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        ca = (x509.CertificateBuilder().subject_name(self.ca_name).issuer_name(self.ca_name)
-              .public_key(self.ca_key.public_key())
-              .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-              .not_valid_after(now + dt.timedelta(hours=2))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-              .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                           content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                           key_agreement=False, encipher_only=False, decipher_only=False),
-                             critical=True)
-              .sign(self.ca_key, hashes.SHA256()))
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(self.ca_name)
+            .issuer_name(self.ca_name)
+            .public_key(self.ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(hours=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.ca_key, hashes.SHA256())
+        )
         self.ca_file = directory / "ca.pem"
         self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        self.cert_file, self.key_file = self._issue("server", "localhost", x509.ExtendedKeyUsageOID.SERVER_AUTH, [
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        self.cert_file, self.key_file = self._issue(
+            "server",
+            "localhost",
+            x509.ExtendedKeyUsageOID.SERVER_AUTH,
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        )
 
     def client_certificate(self, name: str) -> tuple[Path, Path]:
         """(certificate, key) files of a client certificate for ``name`` signed by this CA."""
@@ -91,24 +111,33 @@ class PrivateCA:
 
     def ca_key_pem(self) -> str:
         """The CA's own key, as the secret store keeps it for cert-manager's Issuer (deploy/k8s/infra)."""
-        return self.ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()).decode()
+        return self.ca_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
 
     def _issue(self, stem: str, common_name: str, usage, names: list) -> tuple[Path, Path]:
         now = dt.datetime.now(dt.timezone.utc)
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-                .issuer_name(self.ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=2))
-                .add_extension(x509.SubjectAlternativeName(names), critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-                .sign(self.ca_key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(hours=2))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .sign(self.ca_key, hashes.SHA256())
+        )
         cert_file, key_file = self.directory / f"{stem}.pem", self.directory / f"{stem}.key"
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         key_file.chmod(0o600)
         return cert_file, key_file
 
@@ -137,6 +166,7 @@ def pki(work_dir) -> PrivateCA:
 
 # --- the manifests ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def rendered() -> list[dict]:
     return render("overlays/prod")
@@ -148,6 +178,7 @@ def infra() -> list[dict]:
 
 
 # --- the hospital's secret store, read as the External Secrets Operator reads it ------------------------
+
 
 class SecretStore:
     """The ClusterSecretStore ``convocations``: one value per (remote key, property). Passwords and keys are
@@ -168,36 +199,47 @@ class SecretStore:
             return secrets.token_hex(24)
         if key == "convocations/keys" and prop == "PRINT_ROOM_PUBLIC_KEY":
             public = x25519.X25519PrivateKey.generate().public_key()
-            return base64.b64encode(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+            return base64.b64encode(
+                public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            ).decode()
         if key == "convocations/keys":
             return ("k1:" if prop == "SEAL_KEYS" else "") + base64.b64encode(os.urandom(32)).decode()
         raise KeyError(f"the tier's secret store has nothing under {key} {prop}")
 
     def secrets(self, docs: list[dict]) -> dict[str, dict[str, str]]:
-        return {es["spec"]["target"]["name"]: resolve_external_secret(es, self.fetch) for es in find(docs, "ExternalSecret")}
+        return {
+            es["spec"]["target"]["name"]: resolve_external_secret(es, self.fetch) for es in find(docs, "ExternalSecret")
+        }
 
 
 @pytest.fixture(scope="session")
 def store(pki, sms_provider) -> SecretStore:
-    dkim = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    return SecretStore({
-        ("convocations/mailer", "SMTP_USERNAME"): SMTP_USER, ("convocations/mailer", "SMTP_PASSWORD"): SMTP_PASSWORD,
-        ("convocations/mailer-dkim", "dkim2026"): dkim,
-        ("convocations/sms-gateway", "SMS_ACCOUNT_SID"): sms_provider.account_sid,
-        ("convocations/sms-gateway", "SMS_AUTH_TOKEN"): sms_provider.auth_token,
-        ("convocations/sms-gateway", "SMS_GENERIC_TOKEN"): sms_provider.generic_token,
-        ("convocations/secretariat", "OIDC_CLIENT_SECRET"): OIDC_CLIENT_SECRET,
-        ("convocations/internal-ca", "ca.crt"): pki.ca_file.read_text(),
-        ("convocations/internal-ca", "ca.key"): pki.ca_key_pem(),
-        ("convocations/hospital-gateway-mllp", "tls.crt"): pki.cert_file.read_text(),
-        ("convocations/hospital-gateway-mllp", "tls.key"): pki.key_file.read_text(),
-        ("convocations/backups", "access_key_id"): secrets.token_hex(10),
-        ("convocations/backups", "secret_access_key"): secrets.token_hex(20),
-    })
+    dkim = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
+    return SecretStore(
+        {
+            ("convocations/mailer", "SMTP_USERNAME"): SMTP_USER,
+            ("convocations/mailer", "SMTP_PASSWORD"): SMTP_PASSWORD,
+            ("convocations/mailer-dkim", "dkim2026"): dkim,
+            ("convocations/sms-gateway", "SMS_ACCOUNT_SID"): sms_provider.account_sid,
+            ("convocations/sms-gateway", "SMS_AUTH_TOKEN"): sms_provider.auth_token,
+            ("convocations/sms-gateway", "SMS_GENERIC_TOKEN"): sms_provider.generic_token,
+            ("convocations/secretariat", "OIDC_CLIENT_SECRET"): OIDC_CLIENT_SECRET,
+            ("convocations/internal-ca", "ca.crt"): pki.ca_file.read_text(),
+            ("convocations/internal-ca", "ca.key"): pki.ca_key_pem(),
+            ("convocations/hospital-gateway-mllp", "tls.crt"): pki.cert_file.read_text(),
+            ("convocations/hospital-gateway-mllp", "tls.key"): pki.key_file.read_text(),
+            ("convocations/backups", "access_key_id"): secrets.token_hex(10),
+            ("convocations/backups", "secret_access_key"): secrets.token_hex(20),
+        }
+    )
 
 
 # --- the object store of the database's backups (S3, played by moto) ------------------------------------
+
 
 class ObjectStore:
     """The ObjectStore of deploy/k8s/infra/backups.yaml on an S3-compatible server of the test's own, and the
@@ -219,12 +261,18 @@ class ObjectStore:
         self.server_process.start()
         host, port = self.server_process.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
-        self.env = {"AWS_ACCESS_KEY_ID": credentials[configuration["s3Credentials"]["accessKeyId"]["key"]],
-                    "AWS_SECRET_ACCESS_KEY": credentials[configuration["s3Credentials"]["secretAccessKey"]["key"]],
-                    "AWS_DEFAULT_REGION": "us-east-1"}
-        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
-                     aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"]).create_bucket(
-            Bucket=urlsplit(self.destination).netloc)
+        self.env = {
+            "AWS_ACCESS_KEY_ID": credentials[configuration["s3Credentials"]["accessKeyId"]["key"]],
+            "AWS_SECRET_ACCESS_KEY": credentials[configuration["s3Credentials"]["secretAccessKey"]["key"]],
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket=urlsplit(self.destination).netloc)
         self.wal_flags = ["--gzip"] if configuration["wal"]["compression"] == "gzip" else []
         self.data_flags = ["--gzip"] if configuration["data"]["compression"] == "gzip" else []
 
@@ -234,8 +282,13 @@ class ObjectStore:
         return [tool, *flags, "--endpoint-url", self.endpoint, self.destination, self.server, *args]
 
     def run(self, tool: str, *args: str, env: dict[str, str] | None = None) -> str:
-        result = subprocess.run(self.command(tool, *args), env={**os.environ, **self.env, **(env or {})},
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            self.command(tool, *args),
+            env={**os.environ, **self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"{tool} failed:\n{result.stdout}{result.stderr}")
         return result.stdout
@@ -253,6 +306,7 @@ def object_store(infra, store):
 
 # --- PostgreSQL: a throw-away cluster with scram passwords and TLS, laid out as postgres-cluster.yaml -----
 
+
 def _owned_by_postgres(*paths: Path) -> None:
     if os.geteuid() == 0:  # the server runs as postgres (CI runs as root): its files are postgres's
         for path in paths:
@@ -263,15 +317,28 @@ class PostgresCluster(PrivatePostgres):
     """TLS only and verified against the private CA, scram passwords, the cluster's own max_connections and
     server settings (``archive_command`` as the Barman Cloud plugin runs it): as postgres-cluster.yaml."""
 
-    def __init__(self, directory: Path, pki: PrivateCA, max_connections: int, settings: dict[str, str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
-        super().__init__(max_connections=max_connections, tls=(pki.cert_file, pki.key_file), directory=directory,
-                         settings=settings, env=env)
+    def __init__(
+        self,
+        directory: Path,
+        pki: PrivateCA,
+        max_connections: int,
+        settings: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            max_connections=max_connections,
+            tls=(pki.cert_file, pki.key_file),
+            directory=directory,
+            settings=settings,
+            env=env,
+        )
         self.pki, self.database = pki, "postgres"
 
     def dsn(self, user: str, password: str, database: str = "postgres") -> str:
-        return (f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
-                f"?sslmode=verify-full&sslrootcert={self.pki.ca_file}")
+        return (
+            f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
+            f"?sslmode=verify-full&sslrootcert={self.pki.ca_file}"
+        )
 
     async def admin(self, database: str | None = None) -> asyncpg.Connection:
         return await asyncpg.connect(self.admin_dsn(database or self.database))
@@ -285,7 +352,7 @@ async def _bootstrap(cluster: PostgresCluster, spec: dict, passwords: dict[str, 
     database, owner = initdb["database"], initdb["owner"]
     conn = await cluster.admin()
     try:
-        await conn.execute(f'create role "{owner}" login password \'{secrets.token_hex(16)}\'')
+        await conn.execute(f"create role \"{owner}\" login password '{secrets.token_hex(16)}'")
         await conn.execute(f'create database "{database}" owner "{owner}"')
     finally:
         await conn.close()
@@ -296,8 +363,10 @@ async def _bootstrap(cluster: PostgresCluster, spec: dict, passwords: dict[str, 
         for role in spec["managed"]["roles"]:
             exists = await conn.fetchval("select true from pg_roles where rolname = $1", role["name"])
             login = "login" if role.get("login") else "nologin"
-            await conn.execute(f'{"alter" if exists else "create"} role "{role["name"]}" {login} '
-                               f'connection limit {role.get("connectionLimit", -1)} password \'{passwords[role["name"]]}\'')
+            await conn.execute(
+                f'{"alter" if exists else "create"} role "{role["name"]}" {login} '
+                f"connection limit {role.get('connectionLimit', -1)} password '{passwords[role['name']]}'"
+            )
             for parent in role.get("inRoles", []):
                 await conn.execute(f'grant "{parent}" to "{role["name"]}"')
     finally:
@@ -321,9 +390,16 @@ def role_passwords(infra: list[dict], store: SecretStore) -> dict[str, str]:
 @pytest.fixture(scope="session")
 async def postgres(work_dir, pki, infra, store, object_store):
     [spec] = [d["spec"] for d in find(infra, "Cluster")]
-    cluster = PostgresCluster(work_dir / "postgres", pki, int(spec["postgresql"]["parameters"]["max_connections"]),
-                              settings={"archive_mode": "on", "archive_command": " ".join(
-                                  object_store.command("barman-cloud-wal-archive", "%p"))}, env=object_store.env)
+    cluster = PostgresCluster(
+        work_dir / "postgres",
+        pki,
+        int(spec["postgresql"]["parameters"]["max_connections"]),
+        settings={
+            "archive_mode": "on",
+            "archive_command": " ".join(object_store.command("barman-cloud-wal-archive", "%p")),
+        },
+        env=object_store.env,
+    )
     try:
         cluster.start()
         cluster.database = await _bootstrap(cluster, spec, role_passwords(infra, store))
@@ -334,6 +410,7 @@ async def postgres(work_dir, pki, infra, store, object_store):
 
 # --- RabbitMQ: a node of the tier's own, TLS only, with the users, permissions and policies of infra -------
 
+
 @dataclass
 class Broker:
     node: PrivateBroker
@@ -343,15 +420,19 @@ class Broker:
     def url(self, user: str) -> str:
         """amqps:// to the tier's node as one of its users (e.g. ``broker.url("hospital-his")``)."""
         username, password = self.users[user]
-        return (f"amqps://{quote(username, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.node.port}/"
-                f"?cafile={self.ca_file}")
+        return (
+            f"amqps://{quote(username, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.node.port}/"
+            f"?cafile={self.ca_file}"
+        )
 
 
 @pytest.fixture(scope="session")
 def broker(infra, store, pki):
     """Its users, passwords from their Secrets (made from the secret store), permissions and policies as the
     Messaging Topology Operator applies rabbitmq-users.yaml and rabbitmq-policies.yaml."""
-    node = PrivateBroker("convocations-production", tls=(str(pki.ca_file), str(pki.cert_file), str(pki.key_file))).start()
+    node = PrivateBroker(
+        "convocations-production", tls=(str(pki.ca_file), str(pki.cert_file), str(pki.key_file))
+    ).start()
     try:
         made = store.secrets(infra)
         users = {}
@@ -362,17 +443,41 @@ def broker(infra, store, pki):
         for permission in find(infra, "Permission"):
             spec = permission["spec"]
             p = spec["permissions"]
-            node.ctl("set_permissions", "-p", spec["vhost"], users[spec["userReference"]["name"]][0],
-                     p.get("configure", "^$"), p.get("write", "^$"), p.get("read", "^$"))
+            node.ctl(
+                "set_permissions",
+                "-p",
+                spec["vhost"],
+                users[spec["userReference"]["name"]][0],
+                p.get("configure", "^$"),
+                p.get("write", "^$"),
+                p.get("read", "^$"),
+            )
         for permission in find(infra, "TopicPermission"):
             spec = permission["spec"]
             p = spec["permissions"]
-            node.ctl("set_topic_permissions", "-p", spec["vhost"], users[spec["userReference"]["name"]][0],
-                     p["exchange"], p.get("write", "^$"), p.get("read", "^$"))
+            node.ctl(
+                "set_topic_permissions",
+                "-p",
+                spec["vhost"],
+                users[spec["userReference"]["name"]][0],
+                p["exchange"],
+                p.get("write", "^$"),
+                p.get("read", "^$"),
+            )
         for policy in find(infra, "Policy"):
             spec = policy["spec"]
-            node.ctl("set_policy", "-p", spec["vhost"], "--apply-to", spec["applyTo"], "--priority",
-                     str(spec["priority"]), spec["name"], spec["pattern"], json.dumps(spec["definition"]))
+            node.ctl(
+                "set_policy",
+                "-p",
+                spec["vhost"],
+                "--apply-to",
+                spec["applyTo"],
+                "--priority",
+                str(spec["priority"]),
+                spec["name"],
+                spec["pattern"],
+                json.dumps(spec["definition"]),
+            )
         yield Broker(node, users, pki.ca_file)
     finally:
         node.stop()
@@ -380,16 +485,21 @@ def broker(infra, store, pki):
 
 # --- the hospital's SMTP relay: STARTTLS required, then AUTH -------------------------------------------
 
+
 class Relay:
     def __init__(self) -> None:
         self.messages: list[dict] = []
         self.password = SMTP_PASSWORD
 
     async def handle_DATA(self, server, session, envelope):
-        self.messages.append({"rcpt": envelope.rcpt_tos,
-                              "tls": session.ssl is not None,
-                              "login": session.auth_data.login if session.authenticated else None,
-                              **parse_email(envelope.content)})
+        self.messages.append(
+            {
+                "rcpt": envelope.rcpt_tos,
+                "tls": session.ssl is not None,
+                "login": session.auth_data.login if session.authenticated else None,
+                **parse_email(envelope.content),
+            }
+        )
         return "250 OK"
 
     def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
@@ -400,8 +510,15 @@ class Relay:
 @pytest.fixture(scope="session")
 def relay(pki):
     handler, port = Relay(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=pki.server_context(),
-                            require_starttls=True, authenticator=handler.authenticate, auth_required=True)
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=pki.server_context(),
+        require_starttls=True,
+        authenticator=handler.authenticate,
+        auth_required=True,
+    )
     controller.start()
     handler.port = port
     yield handler
@@ -426,6 +543,7 @@ def sms_provider():
 
 # --- the services ----------------------------------------------------------------------------------------
 
+
 class Settings:
     """Each service's environment as the kubelet assembles it from the rendered overlay: its ConfigMaps, its
     Secrets (made from the store), the Secrets it mounts (files under a local directory, their paths in the
@@ -447,15 +565,25 @@ class Settings:
     def hosts(self, service: str) -> dict[str, str]:
         hosts = {"HTTP_HOST": "127.0.0.1", "PORTAL_BASE_URL": f"https://localhost:{self.ports['access-portal']}"}
         if service == "mailer":
-            hosts |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.relay.port),
-                      "BOUNCE_SMTP_HOST": "127.0.0.1", "BOUNCE_SMTP_PORT": str(free_port())}
+            hosts |= {
+                "SMTP_HOST": "127.0.0.1",
+                "SMTP_PORT": str(self.relay.port),
+                "BOUNCE_SMTP_HOST": "127.0.0.1",
+                "BOUNCE_SMTP_PORT": str(free_port()),
+            }
         if service == "sms-gateway":
             # The development provider answers over plain HTTP on this host, as an egress sidecar would.
-            hosts |= {"SMS_PROVIDER_URL": self.sms.twilio_base_url, "SMS_GENERIC_URL": self.sms.generic_messages_url,
-                      "SMS_PLAIN_LOCAL_PROVIDER": "true",
-                      "SMS_CALLBACK_BASE_URL": f"https://localhost:{self.ports['sms-gateway']}"}
+            hosts |= {
+                "SMS_PROVIDER_URL": self.sms.twilio_base_url,
+                "SMS_GENERIC_URL": self.sms.generic_messages_url,
+                "SMS_PLAIN_LOCAL_PROVIDER": "true",
+                "SMS_CALLBACK_BASE_URL": f"https://localhost:{self.ports['sms-gateway']}",
+            }
         if service == "secretariat":
-            hosts |= {"OIDC_ISSUER": self.sso.issuer, "PUBLIC_BASE_URL": f"https://localhost:{self.ports['secretariat']}"}
+            hosts |= {
+                "OIDC_ISSUER": self.sso.issuer,
+                "PUBLIC_BASE_URL": f"https://localhost:{self.ports['secretariat']}",
+            }
         if service == "hospital-gateway":
             hosts |= {"OIDC_ISSUER": self.sso.issuer, "MLLP_HOST": "127.0.0.1"}
         return hosts
@@ -495,7 +623,9 @@ class Settings:
         if service == "mailer":
             env["SMTP_CA_FILE"] = str(self.pki.ca_file)  # the hospital's CA, as a site would add it
         if service in ("secretariat", "hospital-gateway"):
-            env["SSL_CERT_FILE"] = str(self.pki.ca_file)  # the hospital's CA, which its provider's certificate chains to
+            env["SSL_CERT_FILE"] = str(
+                self.pki.ca_file
+            )  # the hospital's CA, which its provider's certificate chains to
         if service == "hospital-gateway":  # the overlay's systems, on this machine's free ports
             systems = json.loads(env["HOSPITAL_SYSTEMS"])
             for system in systems:
@@ -516,8 +646,11 @@ def run_migration_jobs(rendered: list[dict], settings: Settings) -> None:
     """The release's migration Jobs, with their own settings and command (python -m <pkg> migrate)."""
     for job in find(rendered, "Job"):
         service = job["metadata"]["labels"]["app.kubernetes.io/name"].removesuffix("-migrate")
-        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": python_path(),
-               **settings.of("Job", job["metadata"]["name"], service)}
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": python_path(),
+            **settings.of("Job", job["metadata"]["name"], service),
+        }
         python, *args = job["spec"]["template"]["spec"]["containers"][0]["args"]
         assert python == "python", job["spec"]["template"]["spec"]["containers"][0]
         result = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -528,10 +661,18 @@ def run_migration_jobs(rendered: list[dict], settings: Settings) -> None:
 def production(rendered, settings, pki, sso, relay, tmp_path_factory):
     ports = settings.ports
     sso.clients[0]["redirect_uris"] = [f"https://localhost:{ports['secretariat']}/auth/callback"]
-    stack = Stack(database=settings.postgres.database, exchange="", smtp_port=relay.port, sms_provider_url="",
-                  sms_account_sid="", sms_auth_token="", log_dir=tmp_path_factory.mktemp("production-logs"),
-                  ports=ports, tls={n: (str(pki.cert_file), str(pki.key_file)) for n in HTTPS},
-                  ca_file=str(pki.ca_file))
+    stack = Stack(
+        database=settings.postgres.database,
+        exchange="",
+        smtp_port=relay.port,
+        sms_provider_url="",
+        sms_account_sid="",
+        sms_auth_token="",
+        log_dir=tmp_path_factory.mktemp("production-logs"),
+        ports=ports,
+        tls={n: (str(pki.cert_file), str(pki.key_file)) for n in HTTPS},
+        ca_file=str(pki.ca_file),
+    )
     stack.settings = {name: settings.of("Deployment", name, name) for name in STARTED}
     run_migration_jobs(rendered, settings)
     try:
@@ -542,6 +683,7 @@ def production(rendered, settings, pki, sso, relay, tmp_path_factory):
 
 
 # --- what the tests do as the hospital and as a patient -------------------------------------------------
+
 
 @dataclass
 class Letter:
@@ -578,8 +720,9 @@ async def send_letter(production: Stack, broker: Broker, relay: Relay, title: st
     letter = Letter(convocation_event(email=random_email(), mobile=national, pdf=sample_pdf(title)), "", e164, national)
     letter.email = letter.event["data"]["patient"]["email"]
     await publish(broker.url("hospital-his"), production.settings["issuer"]["EVENTS_EXCHANGE"], letter.event)
-    mail = await wait_until(lambda: next((m for m in relay.messages if letter.email in m["rcpt"]), None),
-                            what="the e-mail at the relay")
+    mail = await wait_until(
+        lambda: next((m for m in relay.messages if letter.email in m["rcpt"]), None), what="the e-mail at the relay"
+    )
     letter.link = find_link(mail["text"])
     letter.mail = mail  # type: ignore[attr-defined]
     return letter
@@ -594,8 +737,9 @@ async def open_letter(patient: PatientClient, letter: Letter, sms_provider) -> h
     """The patient types the number, gets the code by SMS, enters it and downloads the PDF."""
     before = sum(1 for s in sms_provider.inbox.sms() if s["to"] == letter.e164)
     assert patient.request_code(letter.national).status_code in (200, 303)
-    sms = await wait_until(lambda: ([s for s in sms_provider.inbox.sms() if s["to"] == letter.e164][before:] or [None])[0],
-                           what="the SMS")
+    sms = await wait_until(
+        lambda: ([s for s in sms_provider.inbox.sms() if s["to"] == letter.e164][before:] or [None])[0], what="the SMS"
+    )
     assert patient.enter_code(code_of(sms)).status_code in (200, 303)
     letter.code = code_of(sms)  # type: ignore[attr-defined]
     return patient.download("pdf")
@@ -603,13 +747,24 @@ async def open_letter(patient: PatientClient, letter: Letter, sms_provider) -> h
 
 # --- backups: what the Barman Cloud plugin does for CloudNativePG, on the tier's own cluster ---------------
 
+
 def base_backup(objects: ObjectStore, cluster: PostgresCluster) -> str:
     """A base backup of the running cluster to the object store (as the ScheduledBackup takes one); returns
     its id."""
     # An immediate checkpoint (the drill's backup would otherwise wait for a spread one, minutes).
-    objects.run("barman-cloud-backup", "--immediate-checkpoint", env={
-        "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "postgres", "PGDATABASE": "postgres",
-        "PGPASSWORD": cluster.superuser_password, "PGSSLMODE": "verify-full", "PGSSLROOTCERT": str(cluster.pki.ca_file)})
+    objects.run(
+        "barman-cloud-backup",
+        "--immediate-checkpoint",
+        env={
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(cluster.port),
+            "PGUSER": "postgres",
+            "PGDATABASE": "postgres",
+            "PGPASSWORD": cluster.superuser_password,
+            "PGSSLMODE": "verify-full",
+            "PGSSLROOTCERT": str(cluster.pki.ca_file),
+        },
+    )
     listing = json.loads(objects.run("barman-cloud-backup-list", "--format", "json"))
     return listing["backups_list"][-1]["backup_id"]
 
@@ -629,14 +784,23 @@ async def archive_everything(cluster: PostgresCluster, timeout: float = 60) -> N
         await admin.close()
 
 
-async def restore(objects: ObjectStore, origin: PostgresCluster, backup_id: str, target: dt.datetime,
-                  directory: Path) -> PostgresCluster:
+async def restore(
+    objects: ObjectStore, origin: PostgresCluster, backup_id: str, target: dt.datetime, directory: Path
+) -> PostgresCluster:
     """A new cluster from the object store: the base backup, then the archived WAL replayed up to ``target``
     (CloudNativePG's bootstrap.recovery with a recoveryTarget.targetTime), then promoted."""
-    restored = PostgresCluster(directory, origin.pki, origin.max_connections, env=objects.env, settings={
-        "restore_command": " ".join(objects.command("barman-cloud-wal-restore", "%f", "%p")),
-        "recovery_target_time": target.isoformat(), "recovery_target_action": "promote",
-        "archive_mode": "off"})  # the drill's cluster is thrown away: it archives nothing of its own
+    restored = PostgresCluster(
+        directory,
+        origin.pki,
+        origin.max_connections,
+        env=objects.env,
+        settings={
+            "restore_command": " ".join(objects.command("barman-cloud-wal-restore", "%f", "%p")),
+            "recovery_target_time": target.isoformat(),
+            "recovery_target_action": "promote",
+            "archive_mode": "off",
+        },
+    )  # the drill's cluster is thrown away: it archives nothing of its own
     restored.superuser_password, restored.database = origin.superuser_password, origin.database
     objects.run("barman-cloud-restore", backup_id, str(restored.data))
     restored.data.chmod(0o700)

@@ -29,8 +29,9 @@ def render(directory: str) -> list[dict]:
     """`kubectl kustomize deploy/k8s/<directory>`: what `kubectl apply -k` would send."""
     if not KUBECTL.exists():  # a failure, not a skip: these tiers are the proof that production starts
         raise RuntimeError(f"{KUBECTL} is missing: scripts/bootstrap.sh installs it from requirements/dev.lock")
-    result = subprocess.run([str(KUBECTL), "kustomize", str(K8S / directory)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [str(KUBECTL), "kustomize", str(K8S / directory)], capture_output=True, text=True, timeout=60
+    )
     if result.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {directory} failed:\n{result.stderr}")
     return [d for d in yaml.safe_load_all(result.stdout) if d]
@@ -109,8 +110,9 @@ def resolve_external_secret(external_secret: dict, fetch: Callable[[str, str], s
     store (``fetch(key, property)``), then the template's ``{{ .name }}`` filled in. The templates here use
     nothing else; anything else raises rather than being guessed."""
     spec = external_secret["spec"]
-    values = {d["secretKey"]: fetch(d["remoteRef"]["key"], d["remoteRef"].get("property", ""))
-              for d in spec.get("data", [])}
+    values = {
+        d["secretKey"]: fetch(d["remoteRef"]["key"], d["remoteRef"].get("property", "")) for d in spec.get("data", [])
+    }
     template = spec["target"].get("template")
     if not template:
         return values

@@ -40,7 +40,8 @@ async def _upstream_status(url: str, exchange: str, convocation_id: str, until: 
 
 
 async def test_a_convocation_goes_from_the_hospital_to_the_patients_pdf_and_its_status_back(
-        production, broker, relay, sms_provider, pki):
+    production, broker, relay, sms_provider, pki
+):
     exchange = production.settings["issuer"]["EVENTS_EXCHANGE"]
     letter = await send_letter(production, broker, relay, "Convocation production")
 
@@ -61,13 +62,19 @@ async def test_a_convocation_goes_from_the_hospital_to_the_patients_pdf_and_its_
         assert name.startswith("__Host-") and "secure" in attributes and "path=/" in attributes, header
         assert not any(a.startswith("domain=") for a in attributes), header
 
-    statuses = await _upstream_status(broker.url(UPSTREAM_PRODUCER), exchange, letter.convocation_id,
-                                      {"sealed", "e-mailed", "downloaded"})
+    statuses = await _upstream_status(
+        broker.url(UPSTREAM_PRODUCER), exchange, letter.convocation_id, {"sealed", "e-mailed", "downloaded"}
+    )
     assert statuses.index("sealed") < statuses.index("downloaded")
 
     logs = production.logs()
-    for secret in (letter.email, letter.e164, letter.national, crypto.secret_of_fragment(letter.link.split("#")[1]),
-                   letter.code):
+    for secret in (
+        letter.email,
+        letter.e164,
+        letter.national,
+        crypto.secret_of_fragment(letter.link.split("#")[1]),
+        letter.code,
+    ):
         assert secret not in logs
 
 
@@ -95,8 +102,10 @@ async def test_database_roles_use_scram_passwords_and_runtime_roles_cannot_chang
     try:
         methods = await admin.fetch("select distinct auth_method from pg_hba_file_rules")
         assert [r["auth_method"] for r in methods] == ["scram-sha-256"]
-        ssl_in_use = await admin.fetch("select ssl from pg_stat_ssl join pg_stat_activity using (pid)"
-                                       " where usename = any($1::text[])", [SERVICES[name][2] for name in production.settings])
+        ssl_in_use = await admin.fetch(
+            "select ssl from pg_stat_ssl join pg_stat_activity using (pid) where usename = any($1::text[])",
+            [SERVICES[name][2] for name in production.settings],
+        )
         assert ssl_in_use and all(r["ssl"] for r in ssl_in_use)
     finally:
         await admin.close()

@@ -22,11 +22,13 @@ async def _page_until(staff: StaffClient, path: str, pattern: str, what: str):
     def shown():
         page = staff.request("GET", path)
         return page if page.status_code == 200 and re.search(pattern, page.text) else None
+
     return await wait_until(shown, what=what)
 
 
 async def test_a_secretary_signs_in_through_the_hospitals_provider_and_sends_a_convocation_by_post(
-        production, broker, relay, pki, sso):
+    production, broker, relay, pki, sso
+):
     exchange = production.settings["issuer"]["EVENTS_EXCHANGE"]
     email = random_email()
     event = convocation_event(email=email, mobile=None, pdf=sample_pdf("Convocation secretariat"))
@@ -43,8 +45,11 @@ async def test_a_secretary_signs_in_through_the_hospitals_provider_and_sends_a_c
 
         await _page_until(staff, f"/search?convocation_id={cid}", rf'href="/c/{cid}"', "the convocation in the search")
         page = await _page_until(staff, f"/c/{cid}", r'data-action="post"', "the post action (the letter e-mailed)")
-        done = staff.request("POST", f"/c/{cid}/actions", data={
-            "csrf": staff.csrf(page), "action": "post", "reason": "Patient asked for paper at the desk"})
+        done = staff.request(
+            "POST",
+            f"/c/{cid}/actions",
+            data={"csrf": staff.csrf(page), "action": "post", "reason": "Patient asked for paper at the desk"},
+        )
         assert done.status_code == 303 and done.headers["location"].endswith("?done=post"), done.text[:300]
         await _page_until(staff, f"/c/{cid}", r'data-kind="postal"', "the issuer's postal step in the timeline")
     finally:
@@ -57,8 +62,11 @@ async def test_a_secretary_signs_in_through_the_hospitals_provider_and_sends_a_c
             await conn.execute("truncate secretariat_audit.staff_audit")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("delete from secretariat_audit.staff_audit")
-        actions = await conn.fetch("select action, outcome, reason from secretariat_audit.read(latest => 50)"
-                                   " where convocation_id = $1::uuid and action = 'action'", cid)
+        actions = await conn.fetch(
+            "select action, outcome, reason from secretariat_audit.read(latest => 50)"
+            " where convocation_id = $1::uuid and action = 'action'",
+            cid,
+        )
         assert [(a["outcome"], a["reason"]) for a in actions] == [("requested", "Patient asked for paper at the desk")]
     finally:
         await conn.close()

@@ -45,7 +45,7 @@ def _project(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     (project / "scripts").mkdir(parents=True)
     shutil.copy(ROOT / "scripts/bootstrap.sh", project / "scripts/bootstrap.sh")
-    (project / "scripts/db-setup.sh").write_text("#!/bin/sh\necho \"db-setup $*\" >> \"$CALLS\"\n")
+    (project / "scripts/db-setup.sh").write_text('#!/bin/sh\necho "db-setup $*" >> "$CALLS"\n')
     (project / "scripts/db-setup.sh").chmod(0o755)
     (project / "requirements").mkdir()
     (project / "requirements/dev.lock").write_text("six==1.16.0 --hash=sha256:00\n")
@@ -55,8 +55,25 @@ def _project(tmp_path: Path) -> Path:
 def _run(project: Path, tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
     stubs = tmp_path / "bin"
     stubs.mkdir(exist_ok=True)
-    names = ["dpkg", "apt-get", "rabbitmq-server", "rabbitmq-diagnostics", "rabbitmqctl", "rabbitmq-plugins",
-             "pg_isready", "pg_ctlcluster", "psql", "python3", "npm", "pkill", "kill", "killall", "rm", "sudo", "timeout"]
+    names = [
+        "dpkg",
+        "apt-get",
+        "rabbitmq-server",
+        "rabbitmq-diagnostics",
+        "rabbitmqctl",
+        "rabbitmq-plugins",
+        "pg_isready",
+        "pg_ctlcluster",
+        "psql",
+        "python3",
+        "npm",
+        "pkill",
+        "kill",
+        "killall",
+        "rm",
+        "sudo",
+        "timeout",
+    ]
     for name in names:
         path = stubs / name
         path.write_text(STUB if name not in ("timeout", "rm") else "")
@@ -68,7 +85,11 @@ def _run(project: Path, tmp_path: Path, *args: str, **env: str) -> tuple[subproc
     calls = tmp_path / "calls.log"
     calls.write_text("")
     result = subprocess.run(
-        ["bash", "scripts/bootstrap.sh", *args], cwd=project, capture_output=True, text=True, timeout=60,
+        ["bash", "scripts/bootstrap.sh", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PATH": f"{stubs}:/usr/bin:/bin", "CALLS": str(calls), "HOME": str(tmp_path), **env},
     )
     return result, calls.read_text().splitlines()
@@ -97,8 +118,10 @@ def test_a_half_made_virtualenv_is_rebuilt_not_reused(tmp_path):
     assert "python3 -m venv .venv" in calls
     installs = [c for c in calls if c.startswith("pip install -q --require-hashes")]
     # The pinned pip first: the pip a new venv brings refuses the lock's extras (fonttools[woff]) with hashes.
-    assert installs == ["pip install -q --require-hashes -r requirements/pip.lock",
-                        "pip install -q --require-hashes -r requirements/dev.lock"]
+    assert installs == [
+        "pip install -q --require-hashes -r requirements/pip.lock",
+        "pip install -q --require-hashes -r requirements/dev.lock",
+    ]
     assert (project / ".venv/.installed-lock").read_text() == "six==1.16.0 --hash=sha256:00\n"
 
 

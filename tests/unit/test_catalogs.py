@@ -31,8 +31,9 @@ def used_msgids(service: str) -> set[str]:
     with (directory / "babel.cfg").open() as cfg:
         method_map, options_map = parse_mapping_cfg(cfg)
     ids = set()
-    for _, _, message, _, _ in extract_from_dir(str(directory), method_map, options_map,
-                                                 keywords={"_": None, "gettext": None, "N_": None}):
+    for _, _, message, _, _ in extract_from_dir(
+        str(directory), method_map, options_map, keywords={"_": None, "gettext": None, "N_": None}
+    ):
         ids.add(message if isinstance(message, str) else message[0])
     return ids
 
@@ -49,8 +50,11 @@ def test_every_text_is_translated_with_the_same_placeholders(service, language):
     assert used, f"{service}: nothing extracted; check its babel.cfg"
     translated = {m.id: m.string for m in catalog(service, language) if m.id and m.string and not m.fuzzy}
     assert sorted(used - set(translated)) == [], f"untranslated in {service}/{language}"
-    wrong = {msgid: translated[msgid] for msgid in used
-             if set(PLACEHOLDER.findall(msgid)) != set(PLACEHOLDER.findall(translated[msgid]))}
+    wrong = {
+        msgid: translated[msgid]
+        for msgid in used
+        if set(PLACEHOLDER.findall(msgid)) != set(PLACEHOLDER.findall(translated[msgid]))
+    }
     assert wrong == {}
 
 
@@ -84,7 +88,9 @@ def test_a_missing_catalog_is_an_error_not_silent_english(tmp_path):
         Catalogs(tmp_path)
 
 
-@pytest.mark.parametrize("raw, expected", [("de", "de"), ("DE", "de"), ("de-CH", "de"), ("it_CH", "it"),
-                                           ("es", "fr"), ("", "fr"), (None, "fr")])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [("de", "de"), ("DE", "de"), ("de-CH", "de"), ("it_CH", "it"), ("es", "fr"), ("", "fr"), (None, "fr")],
+)
 def test_languages_normalise_to_the_four_or_french(raw, expected):
     assert normalize_language(raw) == expected

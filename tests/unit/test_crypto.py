@@ -34,16 +34,32 @@ class Sealed:
 
     def __init__(self, plaintext: bytes = b"%PDF-1.4 the letter", purpose: str = "document") -> None:
         self.plaintext, self.purpose = plaintext, purpose
-        self.link_secret, self.server_key, self.key_id, self.message_id = crypto.new_link_secret(), key(), "k1", uuid.uuid4()
+        self.link_secret, self.server_key, self.key_id, self.message_id = (
+            crypto.new_link_secret(),
+            key(),
+            "k1",
+            uuid.uuid4(),
+        )
         self.nonce, self.ciphertext = crypto.seal(plaintext, **self.context())
 
     def context(self, **overrides) -> dict:
-        return dict(dict(link_secret=self.link_secret, server_key=self.server_key, key_id=self.key_id,
-                         message_id=self.message_id, purpose=self.purpose), **overrides)
+        return dict(
+            dict(
+                link_secret=self.link_secret,
+                server_key=self.server_key,
+                key_id=self.key_id,
+                message_id=self.message_id,
+                purpose=self.purpose,
+            ),
+            **overrides,
+        )
 
     def open(self, nonce: bytes | None = None, ciphertext: bytes | None = None, **overrides) -> bytes:
-        return crypto.open_sealed(self.nonce if nonce is None else nonce,
-                                  self.ciphertext if ciphertext is None else ciphertext, **self.context(**overrides))
+        return crypto.open_sealed(
+            self.nonce if nonce is None else nonce,
+            self.ciphertext if ciphertext is None else ciphertext,
+            **self.context(**overrides),
+        )
 
 
 # --- documents ------------------------------------------------------------------------------------
@@ -66,14 +82,17 @@ def test_a_wrong_link_secret_does_not_open():
         Sealed().open(link_secret=crypto.new_link_secret())
 
 
-@pytest.mark.parametrize("link_secret", [
-    pytest.param("", id="empty"),
-    pytest.param("abc", id="too-short"),
-    pytest.param(url_b64(secrets.token_bytes(31)), id="31-bytes"),
-    pytest.param(url_b64(secrets.token_bytes(33)), id="33-bytes"),
-    pytest.param("é" * 43, id="not-ascii"),
-    pytest.param("!" * 43, id="not-base64"),
-])
+@pytest.mark.parametrize(
+    "link_secret",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("abc", id="too-short"),
+        pytest.param(url_b64(secrets.token_bytes(31)), id="31-bytes"),
+        pytest.param(url_b64(secrets.token_bytes(33)), id="33-bytes"),
+        pytest.param("é" * 43, id="not-ascii"),
+        pytest.param("!" * 43, id="not-base64"),
+    ],
+)
 def test_a_malformed_link_secret_does_not_open(link_secret):
     with pytest.raises(CannotOpen):
         Sealed().open(link_secret=link_secret)
@@ -84,16 +103,19 @@ def test_a_wrong_server_key_does_not_open():
         Sealed().open(server_key=key())
 
 
-@pytest.mark.parametrize("tamper", [
-    pytest.param(lambda s: s.open(ciphertext=flip(s.ciphertext, 0)), id="ciphertext-bit"),
-    pytest.param(lambda s: s.open(ciphertext=flip(s.ciphertext, len(s.ciphertext) - 1)), id="tag-bit"),
-    pytest.param(lambda s: s.open(ciphertext=s.ciphertext[:-16]), id="tag-removed"),
-    pytest.param(lambda s: s.open(ciphertext=s.ciphertext + b"\x00"), id="byte-appended"),
-    pytest.param(lambda s: s.open(nonce=flip(s.nonce, 5)), id="nonce-bit"),
-    pytest.param(lambda s: s.open(key_id="k2"), id="key-id-swapped"),
-    pytest.param(lambda s: s.open(message_id=uuid.uuid4()), id="message-id-swapped"),
-    pytest.param(lambda s: s.open(purpose="details"), id="purpose-swapped"),
-])
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda s: s.open(ciphertext=flip(s.ciphertext, 0)), id="ciphertext-bit"),
+        pytest.param(lambda s: s.open(ciphertext=flip(s.ciphertext, len(s.ciphertext) - 1)), id="tag-bit"),
+        pytest.param(lambda s: s.open(ciphertext=s.ciphertext[:-16]), id="tag-removed"),
+        pytest.param(lambda s: s.open(ciphertext=s.ciphertext + b"\x00"), id="byte-appended"),
+        pytest.param(lambda s: s.open(nonce=flip(s.nonce, 5)), id="nonce-bit"),
+        pytest.param(lambda s: s.open(key_id="k2"), id="key-id-swapped"),
+        pytest.param(lambda s: s.open(message_id=uuid.uuid4()), id="message-id-swapped"),
+        pytest.param(lambda s: s.open(purpose="details"), id="purpose-swapped"),
+    ],
+)
 def test_tampering_with_ciphertext_nonce_or_bound_data_does_not_open(tamper):
     with pytest.raises(CannotOpen):
         tamper(Sealed())
@@ -147,8 +169,8 @@ def test_the_links_check_is_the_openpgp_crc24_of_the_secret_in_base64url():
 def test_every_changed_character_and_every_swap_of_neighbours_in_a_checked_link_is_caught():
     for _ in range(5):
         fragment = crypto.link_fragment(crypto.new_link_secret())
-        damaged = {fragment[:i] + c + fragment[i + 1:] for i in range(len(fragment)) for c in B64URL}
-        damaged |= {fragment[:i] + fragment[i + 1] + fragment[i] + fragment[i + 2:] for i in range(len(fragment) - 1)}
+        damaged = {fragment[:i] + c + fragment[i + 1 :] for i in range(len(fragment)) for c in B64URL}
+        damaged |= {fragment[:i] + fragment[i + 1] + fragment[i] + fragment[i + 2 :] for i in range(len(fragment) - 1)}
         damaged.discard(fragment)
         assert len(damaged) > 46 * 63
         for bad in damaged:
@@ -184,12 +206,15 @@ def test_the_same_field_sealed_twice_looks_different():
     assert crypto.seal_field(k, {"v": 1}, context=FOR_MAILER) != crypto.seal_field(k, {"v": 1}, context=FOR_MAILER)
 
 
-@pytest.mark.parametrize("elsewhere", [
-    pytest.param(crypto.field_context("message.sealed", uuid.uuid4(), "mailer"), id="another-message"),
-    pytest.param(crypto.field_context("message.sealed", MESSAGE_ID, "portal"), id="another-consumer"),
-    pytest.param(crypto.field_context("otp.requested", MESSAGE_ID, "mailer"), id="another-event"),
-    pytest.param("", id="no-context"),
-])
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        pytest.param(crypto.field_context("message.sealed", uuid.uuid4(), "mailer"), id="another-message"),
+        pytest.param(crypto.field_context("message.sealed", MESSAGE_ID, "portal"), id="another-consumer"),
+        pytest.param(crypto.field_context("otp.requested", MESSAGE_ID, "mailer"), id="another-event"),
+        pytest.param("", id="no-context"),
+    ],
+)
 def test_a_field_moved_to_another_message_consumer_or_event_does_not_open(elsewhere):
     k = key()
     token = crypto.seal_field(k, {"link_secret": "s3cret"}, context=FOR_MAILER)
@@ -203,13 +228,16 @@ def test_a_field_does_not_open_with_another_consumers_key():
         crypto.open_field(key(), token, context=FOR_MAILER)
 
 
-@pytest.mark.parametrize("tamper", [
-    pytest.param(lambda t: t[:20] + ("A" if t[20] != "A" else "B") + t[21:], id="nonce-char"),
-    pytest.param(lambda t: t[:-5] + ("A" if t[-5] != "A" else "B") + t[-4:], id="tag-char"),
-    pytest.param(lambda t: "fe3." + t[4:], id="unknown-version"),
-    pytest.param(lambda t: "fe2.k9." + t[7:], id="unknown-key-id"),
-    pytest.param(lambda t: t[4:], id="no-prefix"),
-])
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda t: t[:20] + ("A" if t[20] != "A" else "B") + t[21:], id="nonce-char"),
+        pytest.param(lambda t: t[:-5] + ("A" if t[-5] != "A" else "B") + t[-4:], id="tag-char"),
+        pytest.param(lambda t: "fe3." + t[4:], id="unknown-version"),
+        pytest.param(lambda t: "fe2.k9." + t[7:], id="unknown-key-id"),
+        pytest.param(lambda t: t[4:], id="no-prefix"),
+    ],
+)
 def test_a_tampered_field_does_not_open(tamper):
     k = key()
     token = crypto.seal_field(k, {"code": "123456"}, context=FOR_MAILER)
@@ -259,18 +287,37 @@ def test_a_print_room_copy_opens_with_the_print_rooms_private_key():
     assert crypto.open_for_recipient(private, token, context=PRINT_CONTEXT) == b'{"patient_id": "P-1"}'
 
 
-@pytest.mark.parametrize("attempt", [
-    pytest.param(lambda private, public, token: crypto.open_for_recipient(key(), token, context=PRINT_CONTEXT),
-                 id="another-private-key"),
-    pytest.param(lambda private, public, token: crypto.open_for_recipient(public, token, context=PRINT_CONTEXT),
-                 id="the-public-key-the-sender-holds"),
-    pytest.param(lambda private, public, token: crypto.open_for_recipient(
-        private, token, context=f"postal.requested|{uuid.uuid4()}|print-room"), id="another-convocation"),
-    pytest.param(lambda private, public, token: crypto.open_for_recipient(
-        private, token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:], context=PRINT_CONTEXT), id="tampered"),
-    pytest.param(lambda private, public, token: crypto.open_for_recipient(
-        private, "fe1." + token[4:], context=PRINT_CONTEXT), id="wrong-prefix"),
-])
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        pytest.param(
+            lambda private, public, token: crypto.open_for_recipient(key(), token, context=PRINT_CONTEXT),
+            id="another-private-key",
+        ),
+        pytest.param(
+            lambda private, public, token: crypto.open_for_recipient(public, token, context=PRINT_CONTEXT),
+            id="the-public-key-the-sender-holds",
+        ),
+        pytest.param(
+            lambda private, public, token: crypto.open_for_recipient(
+                private, token, context=f"postal.requested|{uuid.uuid4()}|print-room"
+            ),
+            id="another-convocation",
+        ),
+        pytest.param(
+            lambda private, public, token: crypto.open_for_recipient(
+                private, token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:], context=PRINT_CONTEXT
+            ),
+            id="tampered",
+        ),
+        pytest.param(
+            lambda private, public, token: crypto.open_for_recipient(
+                private, "fe1." + token[4:], context=PRINT_CONTEXT
+            ),
+            id="wrong-prefix",
+        ),
+    ],
+)
 def test_a_print_room_copy_opens_with_nothing_else(attempt):
     private, public = print_room_keys()
     token = crypto.seal_for_recipient(public, json.dumps({"patient_id": "P-1"}).encode(), context=PRINT_CONTEXT)

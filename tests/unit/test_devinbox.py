@@ -10,8 +10,13 @@ import pytest
 from devinbox import Inbox, SmsFault, generic_signature, parse_email, twilio_signature, valid_twilio_signature
 from devinbox.twilio import message_resource, num_segments
 
-TWILIO_DOC_PARAMS = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",
-                     "From": "+12349013030", "To": "+18005551212"}
+TWILIO_DOC_PARAMS = {
+    "CallSid": "CA1234567890ABCDE",
+    "Caller": "+12349013030",
+    "Digits": "1234",
+    "From": "+12349013030",
+    "To": "+18005551212",
+}
 
 
 def test_twilio_signature_matches_twilios_documented_example() -> None:
@@ -24,8 +29,9 @@ def test_twilio_signature_matches_twilios_documented_example() -> None:
 def test_twilio_signature_rejects_tampering() -> None:
     url = "https://mycompany.com/myapp.php?foo=1&bar=2"
     assert valid_twilio_signature("12345", url, TWILIO_DOC_PARAMS, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=")
-    assert not valid_twilio_signature("12345", url, {**TWILIO_DOC_PARAMS, "Digits": "9999"},
-                                      "0/KCTR6DLpKmkAf8muzZqo1nDgQ=")
+    assert not valid_twilio_signature(
+        "12345", url, {**TWILIO_DOC_PARAMS, "Digits": "9999"}, "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+    )
     assert not valid_twilio_signature("wrong", url, TWILIO_DOC_PARAMS, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=")
 
 
@@ -33,23 +39,42 @@ def test_generic_signature_is_hmac_sha256_hex_of_raw_body() -> None:
     # Reference value from: printf '%s' '<body>' | openssl dgst -sha256 -hmac secret
     body = b'{"id":"gm1","status":"delivered"}'
     assert generic_signature("secret", body) == (
-        "sha256=1790e5c46c9bd35eb77e5020308175e0aa86b2538c84e54f9d5105760ffe3c90")
+        "sha256=1790e5c46c9bd35eb77e5020308175e0aa86b2538c84e54f9d5105760ffe3c90"
+    )
 
 
-@pytest.mark.parametrize(("body", "segments"), [
-    ("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3),
-    ("Grüezi Müller, Termin am 3.12." + "x" * 130, 1),   # ü and é are GSM-7
-    ("€" * 80, 1), ("€" * 81, 2),                       # € takes two septets
-    ("Привет" * 11 + "abcd", 1), ("Привет" * 11 + "abcde", 2),  # 70 / 71 UCS-2 characters
-])
+@pytest.mark.parametrize(
+    ("body", "segments"),
+    [
+        ("a" * 160, 1),
+        ("a" * 161, 2),
+        ("a" * 306, 2),
+        ("a" * 307, 3),
+        ("Grüezi Müller, Termin am 3.12." + "x" * 130, 1),  # ü and é are GSM-7
+        ("€" * 80, 1),
+        ("€" * 81, 2),  # € takes two septets
+        ("Привет" * 11 + "abcd", 1),
+        ("Привет" * 11 + "abcde", 2),  # 70 / 71 UCS-2 characters
+    ],
+)
 def test_num_segments(body: str, segments: int) -> None:
     assert num_segments(body) == segments
 
 
 def test_message_resource_has_twilio_shape() -> None:
-    res = message_resource({"id": "SM" + "a" * 32, "account_sid": "AC" + "b" * 32, "body": "hi", "to": "+41791234567",
-                            "from_": "HOPITAL", "status": "undelivered", "error_code": 30003,
-                            "date_created": "Thu, 26 Nov 2026 14:00:00 +0000", "date_updated": "x"})
+    res = message_resource(
+        {
+            "id": "SM" + "a" * 32,
+            "account_sid": "AC" + "b" * 32,
+            "body": "hi",
+            "to": "+41791234567",
+            "from_": "HOPITAL",
+            "status": "undelivered",
+            "error_code": 30003,
+            "date_created": "Thu, 26 Nov 2026 14:00:00 +0000",
+            "date_updated": "x",
+        }
+    )
     assert res["uri"] == f"/2010-04-01/Accounts/AC{'b' * 32}/Messages/SM{'a' * 32}.json"
     assert (res["from"], res["num_segments"], res["error_code"]) == ("HOPITAL", "1", 30003)
     assert res["error_message"] == "Unreachable destination handset"
@@ -65,8 +90,12 @@ def _multipart(text: str, html: str) -> bytes:
 
 def test_parse_email_decodes_bodies_and_extracts_links() -> None:
     long_link = "https://portal.example.ch/c/" + "Ab9-_" * 20 + "?lang=de&x=1"
-    parsed = parse_email(_multipart(f"Öffnen Sie {long_link}.\nOder http://localhost:8000/x)\n",
-                                    "<p><a href='https://html-only.example'>link</a></p>"))
+    parsed = parse_email(
+        _multipart(
+            f"Öffnen Sie {long_link}.\nOder http://localhost:8000/x)\n",
+            "<p><a href='https://html-only.example'>link</a></p>",
+        )
+    )
     assert parsed["subject"] == "Ihr Aufgebot" and parsed["message_id"] == "<m1@h.ch>"
     assert parsed["text"].startswith("Öffnen Sie https://")  # quoted-printable decoded
     assert parsed["links"] == [long_link, "http://localhost:8000/x"]  # trailing '.' and ')' dropped
@@ -86,7 +115,10 @@ def test_smtp_script_validates_replies_and_command() -> None:
         inbox.smtp_script(["451 x"], at="MAIL")  # type: ignore[arg-type]
     inbox.smtp_script(["451 4.3.0 Try again later", "550 5.1.1 No such user"])
     assert [inbox.next_smtp_reply("RCPT") for _ in range(3)] == [
-        "451 4.3.0 Try again later", "550 5.1.1 No such user", None]
+        "451 4.3.0 Try again later",
+        "550 5.1.1 No such user",
+        None,
+    ]
     assert inbox.next_smtp_reply("DATA") is None
 
 
@@ -102,8 +134,15 @@ def test_sms_script_is_per_provider_and_cleared() -> None:
 
 def test_wait_for_sms_wakes_on_status_change_from_another_thread() -> None:
     inbox = Inbox()
-    inbox.add_sms(id="SM1", provider="twilio", to="+41791234567", from_="X", body="Code 123456",
-                  status="queued", status_callback=None)
+    inbox.add_sms(
+        id="SM1",
+        provider="twilio",
+        to="+41791234567",
+        from_="X",
+        body="Code 123456",
+        status="queued",
+        status_callback=None,
+    )
     threading.Timer(0.05, inbox.update_sms, args=("SM1",), kwargs={"status": "delivered"}).start()
     sms = inbox.wait_for_sms(lambda s: s["status"] == "delivered", timeout=2, to="+41791234567")
     assert sms["body"] == "Code 123456"

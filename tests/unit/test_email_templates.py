@@ -24,10 +24,34 @@ KNOWN_WORDS = {
 }
 # Words that would betray medical content, in the four languages (matched case-insensitively).
 MEDICAL_WORDS = (
-    "diagnos", "médecin", "docteur", "arzt", "ärztin", "medico", "doctor", "physician",
-    "rendez-vous", "termin", "appuntamento", "appointment", "consultation", "konsultation",
-    "visita", "examen", "untersuchung", "esame", "opération", "operation", "operazione",
-    "traitement", "behandlung", "trattamento", "treatment", "cardiolog", "oncolog", "psychiat",
+    "diagnos",
+    "médecin",
+    "docteur",
+    "arzt",
+    "ärztin",
+    "medico",
+    "doctor",
+    "physician",
+    "rendez-vous",
+    "termin",
+    "appuntamento",
+    "appointment",
+    "consultation",
+    "konsultation",
+    "visita",
+    "examen",
+    "untersuchung",
+    "esame",
+    "opération",
+    "operation",
+    "operazione",
+    "traitement",
+    "behandlung",
+    "trattamento",
+    "treatment",
+    "cardiolog",
+    "oncolog",
+    "psychiat",
 )
 
 
@@ -178,7 +202,13 @@ def test_render_email_cannot_receive_medical_details() -> None:
     parameters = set(inspect.signature(render_email).parameters)
 
     assert parameters == {
-        "language", "patient_name", "link", "hospital_name", "contact_phone", "contact_email", "replaces_date",
+        "language",
+        "patient_name",
+        "link",
+        "hospital_name",
+        "contact_phone",
+        "contact_email",
+        "replaces_date",
     }
     with pytest.raises(TypeError):
         render_email(  # type: ignore[call-arg]

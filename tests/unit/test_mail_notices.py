@@ -20,28 +20,48 @@ from mailer.signing import DkimSigner
 from tests.unit.test_email_templates import HOSPITAL, LINK, MEDICAL_WORDS
 
 SENT = datetime(2026, 12, 3, 9, 30, tzinfo=timezone.utc)
-GENUINE = {"fr": "Comment reconnaître un véritable e-mail", "de": "So erkennen Sie eine echte E-Mail",
-           "it": "Come riconoscere un’e-mail autentica", "en": "How to recognise a genuine e-mail"}
-REPLACES = {"fr": "remplace celui que nous vous avons envoyé le 3 décembre 2026",
-            "de": "ersetzt diejenige, die wir Ihnen am 3. Dezember 2026 gesendet haben",
-            "it": "sostituisce quello che Le abbiamo inviato il 3 dicembre 2026",
-            "en": "replaces the one we sent you on 3 December 2026"}
+GENUINE = {
+    "fr": "Comment reconnaître un véritable e-mail",
+    "de": "So erkennen Sie eine echte E-Mail",
+    "it": "Come riconoscere un’e-mail autentica",
+    "en": "How to recognise a genuine e-mail",
+}
+REPLACES = {
+    "fr": "remplace celui que nous vous avons envoyé le 3 décembre 2026",
+    "de": "ersetzt diejenige, die wir Ihnen am 3. Dezember 2026 gesendet haben",
+    "it": "sostituisce quello che Le abbiamo inviato il 3 dicembre 2026",
+    "en": "replaces the one we sent you on 3 December 2026",
+}
 WITHDRAWN = {"fr": "a été retiré", "de": "wurde zurückgezogen", "it": "è stato ritirato", "en": "has been withdrawn"}
-REMINDER = {"fr": "pas encore ouvert", "de": "noch nicht geöffnet", "it": "Non ha ancora aperto",
-            "en": "have not opened"}
+REMINDER = {
+    "fr": "pas encore ouvert",
+    "de": "noch nicht geöffnet",
+    "it": "Non ha ancora aperto",
+    "en": "have not opened",
+}
 
 
 def notice(kind: str, language: str, **kw):
-    args = dict(kind=kind, language=language, patient_name="Zoë Müller", hospital_name=HOSPITAL,
-                portal_host="convocations.hug.example", sent_at=SENT, contact_phone="+41 22 372 33 11",
-                contact_email="patients@hug.example")
+    args = dict(
+        kind=kind,
+        language=language,
+        patient_name="Zoë Müller",
+        hospital_name=HOSPITAL,
+        portal_host="convocations.hug.example",
+        sent_at=SENT,
+        contact_phone="+41 22 372 33 11",
+        contact_email="patients@hug.example",
+    )
     return render_notice(**{**args, **kw})
 
 
 @pytest.mark.parametrize("language", list(GENUINE))
 def test_every_email_says_how_to_recognise_it_and_names_the_portal_host(language):
-    mails = [render_email(language=language, patient_name="Zoë", link=LINK, hospital_name=HOSPITAL),
-             notice("withdrawn", language), notice("reminder", language)]
+    mails = [
+        render_email(language=language, patient_name="Zoë", link=LINK, hospital_name=HOSPITAL),
+        notice("withdrawn", language),
+        notice("reminder", language),
+    ]
     for mail in mails:
         for body in (mail.text, mail.html):
             assert GENUINE[language] in body
@@ -50,8 +70,7 @@ def test_every_email_says_how_to_recognise_it_and_names_the_portal_host(language
 
 @pytest.mark.parametrize("language", list(REPLACES))
 def test_a_replacement_says_which_email_it_replaces_in_the_patients_language(language):
-    mail = render_email(language=language, patient_name="Zoë", link=LINK, hospital_name=HOSPITAL,
-                        replaces_date=SENT)
+    mail = render_email(language=language, patient_name="Zoë", link=LINK, hospital_name=HOSPITAL, replaces_date=SENT)
     assert REPLACES[language] in mail.text and REPLACES[language] in mail.html
     plain = render_email(language=language, patient_name="Zoë", link=LINK, hospital_name=HOSPITAL)
     assert REPLACES[language] not in plain.text
@@ -76,8 +95,7 @@ def test_notices_in_four_languages_with_the_public_contact_no_link_and_no_medica
 
 def keypair():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return pem
 
 
@@ -86,13 +104,23 @@ def test_a_signed_message_verifies_with_the_published_record_and_breaks_when_alt
     signer = DkimSigner("hug.example", (("s2026a", old), ("s2026b", new)))
     records = {r.split(".", 1)[0]: r.split('"')[1].encode() for r in signer.dns_records()}
     mail = render_email(language="fr", patient_name="Zoë", link=LINK, hospital_name=HOSPITAL)
-    raw = signer.sign(to_bytes(build_message(mail, mail_from="HUG <convocations@hug.example>", to_name="Zoë",
-                                             to_address="zoe@example.ch", message_id=__import__("uuid").uuid4(),
-                                             language="fr")))
+    raw = signer.sign(
+        to_bytes(
+            build_message(
+                mail,
+                mail_from="HUG <convocations@hug.example>",
+                to_name="Zoë",
+                to_address="zoe@example.ch",
+                message_id=__import__("uuid").uuid4(),
+                language="fr",
+            )
+        )
+    )
     assert b"s=s2026b;" in raw.split(b"\r\n\r\n")[0].replace(b"\r\n", b"").replace(b" ", b"")  # newest signs
 
     def dns(name, timeout=5):
         return records.get(name.decode().split(".", 1)[0])
+
     assert dkim.verify(raw, dnsfunc=dns)
     assert not dkim.verify(raw.replace(b"Subject:", b"Subject: URGENT"), dnsfunc=dns)
     assert message_from_bytes(raw)["Auto-Submitted"] == "auto-generated"
@@ -117,7 +145,8 @@ def dsn(action: str, status: str, extra_headers: str = "") -> str:
         "Reporting-MTA: dns; mx.example.ch\n\n"
         f"Final-Recipient: rfc822; marie@example.ch\nAction: {action}\nStatus: {status}\n"
         f"Diagnostic-Code: smtp; {'550' if status.startswith('5') else '452'} {status} mailbox of marie@example.ch\n"
-        "\n--b--\n")
+        "\n--b--\n"
+    )
 
 
 def test_dsns_are_classified_hard_or_soft_and_auto_replies_are_not_bounces():

@@ -26,13 +26,28 @@ RENDERED = RenderedEmail("Votre convocation", "text", "<p>html</p>")
 
 
 def build(**kw):
-    args = dict(mail_from="HUG <convocations@hug.example>", to_name="Marie Dupont",
-                to_address="marie@example.ch", message_id=uuid.uuid4(), language="fr")
+    args = dict(
+        mail_from="HUG <convocations@hug.example>",
+        to_name="Marie Dupont",
+        to_address="marie@example.ch",
+        message_id=uuid.uuid4(),
+        language="fr",
+    )
     return build_message(RENDERED, **{**args, **kw})
 
 
-@pytest.mark.parametrize("name", ["Marie\r\n Bcc: attacker@evil.example", "Marie\r\nBcc: attacker@evil.example",
-                                  "Marie\nDupont", "Marie\x00", "Marie\x85Dupont", "Marie\u2028Dupont", "Marie\tD"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Marie\r\n Bcc: attacker@evil.example",
+        "Marie\r\nBcc: attacker@evil.example",
+        "Marie\nDupont",
+        "Marie\x00",
+        "Marie\x85Dupont",
+        "Marie\u2028Dupont",
+        "Marie\tD",
+    ],
+)
 def test_a_control_character_in_the_patients_name_dead_letters_the_event(name):
     event = convocation_event(pdf=sample_pdf())
     event["data"]["patient"]["name"] = name
@@ -70,19 +85,28 @@ def test_every_free_text_field_of_every_contract_refuses_control_characters(rout
     """A field added later without Line/Text (or its own pattern) fails here."""
     schema = Envelope[CATALOGUE[routing_key]].model_json_schema()
     defs = schema.get("$defs", {})
-    unguarded = [path for path, leaf in _string_leaves(schema, defs)
-                 if "pattern" not in leaf and "enum" not in leaf and "const" not in leaf
-                 and leaf.get("format") not in ("uuid", "date-time", "date")]  # parsed: no free text
+    unguarded = [
+        path
+        for path, leaf in _string_leaves(schema, defs)
+        if "pattern" not in leaf
+        and "enum" not in leaf
+        and "const" not in leaf
+        and leaf.get("format") not in ("uuid", "date-time", "date")
+    ]  # parsed: no free text
     assert not unguarded, f"string fields without a control-character rule: {unguarded}"
 
 
 def test_every_header_value_is_checked_and_names_are_encoded():
-    msg = build(to_name="Dupont, Marie \"la\" <x@y>")
+    msg = build(to_name='Dupont, Marie "la" <x@y>')
     to = msg["To"]
     assert to.startswith("=?utf-8?") and to.endswith(" <marie@example.ch>") and "\n" not in to
-    for kw in ({"to_name": "Marie\r\n Bcc: attacker@evil.example"}, {"to_address": "marie@example.ch\r\nBcc: a@b"},
-               {"to_address": "marie@example.ch, attacker@evil.example"}, {"to_address": "<a@b>"},
-               {"mail_from": "HUG <c@hug.example>\nBcc: a@b"}):
+    for kw in (
+        {"to_name": "Marie\r\n Bcc: attacker@evil.example"},
+        {"to_address": "marie@example.ch\r\nBcc: a@b"},
+        {"to_address": "marie@example.ch, attacker@evil.example"},
+        {"to_address": "<a@b>"},
+        {"mail_from": "HUG <c@hug.example>\nBcc: a@b"},
+    ):
         with pytest.raises(UnsafeHeader) as exc:
             build(**kw)
         assert "attacker" not in str(exc.value) and "Marie" not in str(exc.value)
@@ -92,8 +116,16 @@ def test_a_long_name_folds_inside_the_to_header_and_adds_no_header():
     msg = build(to_name="Marie-Hélène " * 15)
     headers = msg.as_string().split("\n\n", 1)[0]
     assert [line.split(":")[0] for line in headers.splitlines() if not line.startswith((" ", "\t"))] == [
-        "Content-Type", "MIME-Version", "From", "To", "Subject", "Date", "Message-ID", "Content-Language",
-        "Auto-Submitted"]
+        "Content-Type",
+        "MIME-Version",
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "Content-Language",
+        "Auto-Submitted",
+    ]
 
 
 def test_the_envelope_sender_is_the_plain_address_of_mail_from(monkeypatch):
@@ -106,7 +138,8 @@ def test_the_envelope_sender_is_the_plain_address_of_mail_from(monkeypatch):
 def test_failure_reasons_keep_codes_never_the_relays_or_an_exceptions_text():
     name, address = "Marie Dupont", "marie.dupont@example.ch"
     refused = aiosmtplib.SMTPRecipientsRefused(
-        [aiosmtplib.SMTPRecipientRefused(550, f"5.1.1 <{address}> ({name}): Recipient address rejected", address)])
+        [aiosmtplib.SMTPRecipientRefused(550, f"5.1.1 <{address}> ({name}): Recipient address rejected", address)]
+    )
     assert classify(refused).reason == "recipient-refused 5.1.1"
     data = aiosmtplib.SMTPDataError(554, f"Message for {name} <{address}> refused")
     assert (classify(data).code, classify(data).reason) == (554, "relay-refused")
@@ -134,18 +167,36 @@ def test_plain_letters_pass_the_active_content_check():
     assert active_content(sample_pdf("Convocation")) is None
     assert active_content(render_convocation_pdf(letter, hospital_name="HUG")) is None
     # Opening on a page (a destination, as office suites write) is not an action.
-    assert active_content(_pdf_with(_open_action(lambda w: ArrayObject([w.pages[0].indirect_reference,
-                                                                           NameObject("/Fit")])))) is None
+    assert (
+        active_content(
+            _pdf_with(_open_action(lambda w: ArrayObject([w.pages[0].indirect_reference, NameObject("/Fit")])))
+        )
+        is None
+    )
 
 
-@pytest.mark.parametrize("edit,found", [
-    (_open_action(lambda w: DictionaryObject({NameObject("/S"): NameObject("/JavaScript"),
-                                              NameObject("/JS"): TextStringObject("app.alert(1)")})),
-     "/OpenAction JavaScript"),
-    (_open_action(lambda w: DictionaryObject({NameObject("/S"): NameObject("/Launch"),
-                                              NameObject("/F"): TextStringObject("calc.exe")})), "/OpenAction Launch"),
-    (lambda w: w.add_attachment("invoice.exe", b"MZ"), "embedded file"),
-])
+@pytest.mark.parametrize(
+    "edit,found",
+    [
+        (
+            _open_action(
+                lambda w: DictionaryObject(
+                    {NameObject("/S"): NameObject("/JavaScript"), NameObject("/JS"): TextStringObject("app.alert(1)")}
+                )
+            ),
+            "/OpenAction JavaScript",
+        ),
+        (
+            _open_action(
+                lambda w: DictionaryObject(
+                    {NameObject("/S"): NameObject("/Launch"), NameObject("/F"): TextStringObject("calc.exe")}
+                )
+            ),
+            "/OpenAction Launch",
+        ),
+        (lambda w: w.add_attachment("invoice.exe", b"MZ"), "embedded file"),
+    ],
+)
 def test_active_content_is_found(edit, found):
     assert active_content(_pdf_with(edit)) == found
 

@@ -14,8 +14,14 @@ from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
 from shared.web import Csrf
 
-MESSAGE = Message(**{**{f.name: None for f in dataclasses.fields(Message)}, "message_id": uuid.uuid4(),
-                     "secretariat_phone": "+41 22 372 40 00", "language": "en"})
+MESSAGE = Message(
+    **{
+        **{f.name: None for f in dataclasses.fields(Message)},
+        "message_id": uuid.uuid4(),
+        "secretariat_phone": "+41 22 372 40 00",
+        "language": "en",
+    }
+)
 
 
 def pages(**settings) -> Pages:
@@ -42,6 +48,18 @@ def test_code_and_session_lifetimes_come_from_the_settings(ttl, idle):
 @pytest.mark.parametrize("lang, title", [("fr", "Erreur :"), ("de", "Fehler:"), ("it", "Errore:"), ("en", "Error:")])
 def test_a_page_with_an_error_says_so_first_in_its_title_in_its_language(lang, title):
     error = {"state": "number_invalid", "field": "phone", "text": "x"}
-    html = pages().render(get("/m/x", f"lang={lang}".encode()), "message.html", "fr", status=400, message=MESSAGE,
-                          bound_hint=None, hint=None, error=error).body.decode()
+    html = (
+        pages()
+        .render(
+            get("/m/x", f"lang={lang}".encode()),
+            "message.html",
+            "fr",
+            status=400,
+            message=MESSAGE,
+            bound_hint=None,
+            hint=None,
+            error=error,
+        )
+        .body.decode()
+    )
     assert f"<title>{title} " in html and f'<html lang="{lang}">' in html

@@ -16,8 +16,18 @@ NOW = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 LIMITS = policy.SendLimits(resend_seconds=30, per_message_hour=5, per_number_day=10)
 
 
-@pytest.mark.parametrize("typed", ["079 123 45 67", "+41 79 123 45 67", "0041 79 123 45 67", "0791234567",
-                                   "+41791234567", " 079-123-45-67 ", "(079) 123 45 67"])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "079 123 45 67",
+        "+41 79 123 45 67",
+        "0041 79 123 45 67",
+        "0791234567",
+        "+41791234567",
+        " 079-123-45-67 ",
+        "(079) 123 45 67",
+    ],
+)
 def test_usual_forms_of_a_swiss_mobile_number_normalise_to_one_e164(typed):
     assert policy.normalise_phone(typed) == "+41791234567"
 
@@ -44,11 +54,20 @@ def test_codes_are_six_digits_drawn_from_the_secrets_module(monkeypatch):
     assert all(len(c) == 6 and c.isdigit() for c in codes) and len(codes) > 1990
     draws = []
     monkeypatch.setattr(policy.secrets, "randbelow", lambda n: draws.append(n) or 42)
-    assert policy.new_code() == "000042" and draws == [10 ** 6]
+    assert policy.new_code() == "000042" and draws == [10**6]
 
 
-@pytest.mark.parametrize("typed, code", [("123456", "123456"), (" 123 456 ", "123456"), ("#123456", "123456"),
-                                         ("123-456", "123456"), ("１２３４５６", "123456"), ("١٢٣٤٥٦", "123456")])
+@pytest.mark.parametrize(
+    "typed, code",
+    [
+        ("123456", "123456"),
+        (" 123 456 ", "123456"),
+        ("#123456", "123456"),
+        ("123-456", "123456"),
+        ("１２３４５６", "123456"),
+        ("١٢٣٤٥٦", "123456"),
+    ],
+)
 def test_what_people_paste_is_read_as_the_code(typed, code):
     assert policy.clean_code(typed) == code
 
@@ -62,9 +81,14 @@ def test_waits_escalate_every_five_failures_are_capped_and_never_permanent():
     waits = {n: policy.lock_for(n) for n in range(0, 61)}
     assert {n for n, w in waits.items() if w} == set(range(5, 61, 5))
     assert [waits[n] for n in (5, 10, 15, 20, 25, 60)] == [
-        timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1), timedelta(hours=1),
-        timedelta(hours=1)]
-    assert policy.lock_for(10 ** 6) == timedelta(hours=1)
+        timedelta(minutes=1),
+        timedelta(minutes=5),
+        timedelta(minutes=15),
+        timedelta(hours=1),
+        timedelta(hours=1),
+        timedelta(hours=1),
+    ]
+    assert policy.lock_for(10**6) == timedelta(hours=1)
 
 
 def test_the_tries_left_count_down_to_the_next_wait():
@@ -88,22 +112,33 @@ def test_the_sixth_code_in_an_hour_waits_until_the_first_is_an_hour_old():
 
 def test_the_eleventh_code_to_a_number_in_a_day_waits_until_the_first_is_a_day_old():
     first = NOW - timedelta(hours=5)
-    assert policy.send_wait(LIMITS, NOW, NOW - timedelta(hours=1), 1, 10, NOW - timedelta(hours=1),
-                            first) == first + timedelta(days=1)
+    assert policy.send_wait(
+        LIMITS, NOW, NOW - timedelta(hours=1), 1, 10, NOW - timedelta(hours=1), first
+    ) == first + timedelta(days=1)
 
 
 def test_the_policy_settings_default_to_the_issue():
     s = PortalSettings()
-    assert (s.otp_ttl_seconds, s.otp_max_wrong_per_code, s.otp_resend_seconds, s.otp_max_per_message_hour,
-            s.otp_max_per_number_day) == (600, 5, 30, 5, 10)
+    assert (
+        s.otp_ttl_seconds,
+        s.otp_max_wrong_per_code,
+        s.otp_resend_seconds,
+        s.otp_max_per_message_hour,
+        s.otp_max_per_number_day,
+    ) == (600, 5, 30, 5, 10)
     assert (s.session_idle_seconds, s.session_absolute_seconds) == (15 * 60, 60 * 60)
     assert s.audit_retention_days == 365 and s.audit_prune_interval_seconds == 3600
     assert s.cookie_secure is True
 
 
-DETAILS = {"starts_at": "2026-12-10T23:30:00+00:00", "department": "Cardiologie", "place": "Bâtiment Julliard",
-           "address": "Rue Gabrielle-Perret-Gentil 4, 1205 Genève", "secretariat_phone": "+41 22 372 33 11",
-           "instructions": "Venez à jeun."}
+DETAILS = {
+    "starts_at": "2026-12-10T23:30:00+00:00",
+    "department": "Cardiologie",
+    "place": "Bâtiment Julliard",
+    "address": "Rue Gabrielle-Perret-Gentil 4, 1205 Genève",
+    "secretariat_phone": "+41 22 372 33 11",
+    "instructions": "Venez à jeun.",
+}
 
 
 def test_the_ics_has_the_place_and_the_zurich_time_zone_with_its_definition():

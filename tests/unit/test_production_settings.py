@@ -23,9 +23,18 @@ from shared.settings import dev_key
 from sms_gateway.settings import SmsSettings
 
 SERVICES = (IssuerSettings, MailerSettings, SmsSettings, PortalSettings, SecretariatSettings)
-KEY_SETTINGS = ("PATIENT_REF_KEY", "MAILER_FIELD_KEY", "PORTAL_FIELD_KEY", "SMS_FIELD_KEY", "PORTAL_SECRET_KEY",
-                "PRINT_ROOM_PUBLIC_KEY", "STAFF_FIELD_KEY", "ISSUER_FIELD_KEY", "SECRETARIAT_SECRET_KEY",
-                "SECRETARIAT_FIELD_KEY")
+KEY_SETTINGS = (
+    "PATIENT_REF_KEY",
+    "MAILER_FIELD_KEY",
+    "PORTAL_FIELD_KEY",
+    "SMS_FIELD_KEY",
+    "PORTAL_SECRET_KEY",
+    "PRINT_ROOM_PUBLIC_KEY",
+    "STAFF_FIELD_KEY",
+    "ISSUER_FIELD_KEY",
+    "SECRETARIAT_SECRET_KEY",
+    "SECRETARIAT_FIELD_KEY",
+)
 
 
 def real_key(name: str) -> str:
@@ -42,8 +51,11 @@ def _dkim_key_file() -> str:
     atexit.register(shutil.rmtree, directory, True)  # a private key: not left in /tmp after the run
     path = os.path.join(directory, "dkim2026.pem")
     with open(path, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return path
 
 
@@ -57,12 +69,16 @@ def production_env() -> dict[str, str]:
         "ENVIRONMENT": "production",
         "SEAL_KEYS": f"2026:{real_key('seal')}",
         "DATABASE_URL": "postgresql://issuer:Vq7-database-password@db.hospital.example:5432/convocations"
-                        "?sslmode=verify-full&sslrootcert=/etc/convocations/ca/ca.crt",
+        "?sslmode=verify-full&sslrootcert=/etc/convocations/ca/ca.crt",
         "AMQP_URL": "amqps://issuer:Kp2-broker-password@mq.hospital.example:5671/?cafile=/etc/convocations/ca/ca.crt",
         "PORTAL_BASE_URL": "https://convocations.hospital.example",
-        "SMTP_TLS": "starttls", "SMTP_HOST": "relay.hospital.example", "SMTP_PASSWORD": "Zr9-smtp-password",
-        "SMS_AUTH_TOKEN": "Tw4-provider-token", "SMS_PROVIDER_URL": "https://api.twilio.com",
-        "PUBLIC_BASE_URL": "https://secretariat.hospital.example", "OIDC_ISSUER": "https://sso.hospital.example/realm",
+        "SMTP_TLS": "starttls",
+        "SMTP_HOST": "relay.hospital.example",
+        "SMTP_PASSWORD": "Zr9-smtp-password",
+        "SMS_AUTH_TOKEN": "Tw4-provider-token",
+        "SMS_PROVIDER_URL": "https://api.twilio.com",
+        "PUBLIC_BASE_URL": "https://secretariat.hospital.example",
+        "OIDC_ISSUER": "https://sso.hospital.example/realm",
         "OIDC_CLIENT_SECRET": "Hs5-console-client-secret",
         "DKIM_KEYS": f"dkim2026:{DKIM_KEY_FILE}",
     }
@@ -91,8 +107,16 @@ REFUSALS = [
     (IssuerSettings, {"SECRETARIAT_FIELD_KEY": dev_key("secretariat-field")}, "SECRETARIAT_FIELD_KEY"),
     # ... and an http:// SMS provider, which would receive the patients' numbers and codes in clear.
     (SmsSettings, {"SMS_PROVIDER_URL": "http://api.twilio.com"}, "SMS_PROVIDER_URL"),
-    (SmsSettings, {"SMS_GENERIC_URL": "http://sms-failover.hospital.example/v1", "SMS_GENERIC_TOKEN": "Gn8-failover"}, "SMS_GENERIC_URL"),
-    (SmsSettings, {"SMS_PROVIDER_URL": "http://api.twilio.com", "SMS_PLAIN_LOCAL_PROVIDER": "true"}, "SMS_PROVIDER_URL"),
+    (
+        SmsSettings,
+        {"SMS_GENERIC_URL": "http://sms-failover.hospital.example/v1", "SMS_GENERIC_TOKEN": "Gn8-failover"},
+        "SMS_GENERIC_URL",
+    ),
+    (
+        SmsSettings,
+        {"SMS_PROVIDER_URL": "http://api.twilio.com", "SMS_PLAIN_LOCAL_PROVIDER": "true"},
+        "SMS_PROVIDER_URL",
+    ),
     (SecretariatSettings, {"OIDC_ISSUER": "http://sso.hospital.example/realms/hospital"}, "OIDC_ISSUER"),
     (SecretariatSettings, {"PUBLIC_BASE_URL": "http://secretariat.hospital.example"}, "PUBLIC_BASE_URL"),
     # Accepted before issue 21: staff session cookies without the Secure flag in production.
@@ -113,10 +137,16 @@ REFUSALS = [
     (IssuerSettings, {"AMQP_URL": "amqp://issuer:Kp2-broker-password@mq:5672/"}, "AMQP_URL"),
     (MailerSettings, {"AMQP_URL": "amqps://mailer:Kp2-broker-password@mq:5671/?no_verify_ssl=1"}, "AMQP_URL"),
     (SmsSettings, {"DATABASE_URL": "postgresql://sms_gateway:Vq7-database-password@db/convocations"}, "DATABASE_URL"),
-    (PortalSettings, {"DATABASE_URL": "postgresql://access_portal:Vq7-database-password@db/c?sslmode=require"},
-     "DATABASE_URL"),
-    (SecretariatSettings, {"DATABASE_URL": "postgresql://secretariat:Vq7-database-password@db/c?sslmode=verify-ca"},
-     "DATABASE_URL"),
+    (
+        PortalSettings,
+        {"DATABASE_URL": "postgresql://access_portal:Vq7-database-password@db/c?sslmode=require"},
+        "DATABASE_URL",
+    ),
+    (
+        SecretariatSettings,
+        {"DATABASE_URL": "postgresql://secretariat:Vq7-database-password@db/c?sslmode=verify-ca"},
+        "DATABASE_URL",
+    ),
 ]
 
 
@@ -154,18 +184,20 @@ def test_secrets_are_masked_in_the_settings_themselves(production):
     assert base64.b64decode(production["PORTAL_SECRET_KEY"]).hex() not in shown
 
 
-@pytest.mark.parametrize("package,broken", [
-    ("access_portal", {"PORTAL_FIELD_KEY": dev_key("portal-field")}),  # the reviewer's case: one dev key left
-    ("access_portal", {"COOKIE_SECURE": "false"}),
-    ("access_portal", {"SEAL_KEYS": "k1:not-base64!"}),
-    ("access_portal", {"OTP_TTL_SECONDS": "soon"}),
-    ("mailer", {"SMTP_TLS": "none"}),
-])
+@pytest.mark.parametrize(
+    "package,broken",
+    [
+        ("access_portal", {"PORTAL_FIELD_KEY": dev_key("portal-field")}),  # the reviewer's case: one dev key left
+        ("access_portal", {"COOKIE_SECURE": "false"}),
+        ("access_portal", {"SEAL_KEYS": "k1:not-base64!"}),
+        ("access_portal", {"OTP_TTL_SECONDS": "soon"}),
+        ("mailer", {"SMTP_TLS": "none"}),
+    ],
+)
 def test_a_refused_production_start_prints_no_secret(package, broken):
     """The reviewer's probe: the refusal printed the tail of the settings, PORTAL_SECRET_KEY included."""
     env = {**os.environ, **production_env(), **broken, "PYTHONPATH": python_path()}
-    run = subprocess.run([sys.executable, "-m", package], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
+    run = subprocess.run([sys.executable, "-m", package], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     output = run.stdout + run.stderr
     assert run.returncode != 0 and next(iter(broken)).lower() in output.lower()
     secrets = {name: env[name] for name in (*KEY_SETTINGS, "SMTP_PASSWORD", "SMS_AUTH_TOKEN")}
@@ -191,8 +223,11 @@ def test_the_migration_job_refuses_a_database_it_cannot_verify_in_production(mon
     with pytest.raises(ValidationError, match="sslmode=verify-full") as refused:
         MigrationSettings()
     assert "Vq7-owner-password" not in str(refused.value)
-    monkeypatch.setenv("DATABASE_URL", "postgresql://issuer_owner:Vq7-owner-password@db/convocations"
-                                       "?sslmode=verify-full&sslrootcert=/etc/convocations/ca/ca.crt")
+    monkeypatch.setenv(
+        "DATABASE_URL",
+        "postgresql://issuer_owner:Vq7-owner-password@db/convocations"
+        "?sslmode=verify-full&sslrootcert=/etc/convocations/ca/ca.crt",
+    )
     assert MigrationSettings().environment == "production"
 
 
@@ -205,6 +240,9 @@ def test_every_development_key_a_service_defaults_to_is_refused_in_production():
     from shared.settings import DEV_KEY_NAMES
 
     root = Path(__file__).resolve().parents[2]
-    used = {name for path in root.glob("services/*/*/settings.py")
-            for name in re.findall(r"dev_key\('([a-z0-9-]+)'\)", path.read_text(encoding="utf-8"))}
+    used = {
+        name
+        for path in root.glob("services/*/*/settings.py")
+        for name in re.findall(r"dev_key\('([a-z0-9-]+)'\)", path.read_text(encoding="utf-8"))
+    }
     assert used and used <= set(DEV_KEY_NAMES), sorted(used - set(DEV_KEY_NAMES))

@@ -45,15 +45,19 @@ def test_paper_from_the_start_when_asked_or_without_an_address():
 
 def test_paper_fallback_is_due_after_the_deadline_only_for_messages_sealed_before_it():
     appointment = NOW + timedelta(hours=47)
-    assert domain.fallback_due(appointment_at=appointment, sealed_at=NOW - timedelta(days=3), now=NOW,
-                               fallback_hours=48)
-    assert not domain.fallback_due(appointment_at=NOW + timedelta(hours=49), sealed_at=NOW - timedelta(days=3),
-                                   now=NOW, fallback_hours=48)
+    assert domain.fallback_due(
+        appointment_at=appointment, sealed_at=NOW - timedelta(days=3), now=NOW, fallback_hours=48
+    )
+    assert not domain.fallback_due(
+        appointment_at=NOW + timedelta(hours=49), sealed_at=NOW - timedelta(days=3), now=NOW, fallback_hours=48
+    )
     # booked at short notice: paper would arrive too late
-    assert not domain.fallback_due(appointment_at=appointment, sealed_at=NOW - timedelta(hours=1), now=NOW,
-                                   fallback_hours=48)
-    assert not domain.fallback_due(appointment_at=NOW - timedelta(hours=1), sealed_at=NOW - timedelta(days=3),
-                                   now=NOW, fallback_hours=48)
+    assert not domain.fallback_due(
+        appointment_at=appointment, sealed_at=NOW - timedelta(hours=1), now=NOW, fallback_hours=48
+    )
+    assert not domain.fallback_due(
+        appointment_at=NOW - timedelta(hours=1), sealed_at=NOW - timedelta(days=3), now=NOW, fallback_hours=48
+    )
 
 
 def test_an_appointment_in_the_past_is_refused():
@@ -66,9 +70,14 @@ def test_mobile_numbers_in_any_usual_form_become_e164(raw):
     assert created(mobile=raw).patient.mobile == "+41791234567"
 
 
-@pytest.mark.parametrize("field,value,reason", [
-    ("mobile", "079 123 45", "valid phone"), ("email", "not-an-address", "email"), ("language", "es", "language"),
-])
+@pytest.mark.parametrize(
+    "field,value,reason",
+    [
+        ("mobile", "079 123 45", "valid phone"),
+        ("email", "not-an-address", "email"),
+        ("language", "es", "language"),
+    ],
+)
 def test_invalid_patient_fields_are_refused_with_the_field_named(field, value, reason):
     event = convocation_event(pdf=sample_pdf())
     event["data"]["patient"][field] = value
@@ -163,8 +172,12 @@ def test_server_keys_from_the_environment_keep_their_order_newest_last(monkeypat
 
 def test_a_relays_refusal_naming_the_recipient_is_stored_without_the_address():
     refused = aiosmtplib.SMTPRecipientsRefused(
-        [aiosmtplib.SMTPRecipientRefused(550, "5.1.1 <marie.dupont@example.ch>: Recipient address rejected",
-                                         "marie.dupont@example.ch")])
+        [
+            aiosmtplib.SMTPRecipientRefused(
+                550, "5.1.1 <marie.dupont@example.ch>: Recipient address rejected", "marie.dupont@example.ch"
+            )
+        ]
+    )
     assert classify(refused).reason == "recipient-refused 5.1.1"  # the code only: no address, no relay text
 
 

@@ -39,8 +39,9 @@ def convocation(**overrides) -> ConvocationCreatedV1:
 
 
 def sealing_keys(seal_keys: dict[str, bytes] | None = None) -> domain.SealingKeys:
-    return domain.SealingKeys(seal_keys=seal_keys or {"k1": key()}, patient_ref_key=key(),
-                              mailer_field_key=key(), portal_field_key=key())
+    return domain.SealingKeys(
+        seal_keys=seal_keys or {"k1": key()}, patient_ref_key=key(), mailer_field_key=key(), portal_field_key=key()
+    )
 
 
 def seal(c: ConvocationCreatedV1, keys: domain.SealingKeys) -> MessageSealedV1:
@@ -49,14 +50,21 @@ def seal(c: ConvocationCreatedV1, keys: domain.SealingKeys) -> MessageSealedV1:
 
 def mailer_view(sealed: MessageSealedV1, keys: domain.SealingKeys) -> dict:
     """What the mailer reads from the event: address, name and the link secret."""
-    return crypto.open_field(keys.mailer_field_key, sealed.for_mailer,
-                             context=crypto.field_context("message.sealed", sealed.message_id, "mailer"))
+    return crypto.open_field(
+        keys.mailer_field_key,
+        sealed.for_mailer,
+        context=crypto.field_context("message.sealed", sealed.message_id, "mailer"),
+    )
 
 
 def open_document(sealed: MessageSealedV1, link_secret: str, server_key: bytes, purpose: str = "document") -> bytes:
     return crypto.open_sealed(
-        crypto.b64d(getattr(sealed, f"{purpose}_nonce")), crypto.b64d(getattr(sealed, f"{purpose}_ciphertext")),
-        link_secret=link_secret, server_key=server_key, key_id=sealed.key_id, message_id=sealed.message_id,
+        crypto.b64d(getattr(sealed, f"{purpose}_nonce")),
+        crypto.b64d(getattr(sealed, f"{purpose}_ciphertext")),
+        link_secret=link_secret,
+        server_key=server_key,
+        key_id=sealed.key_id,
+        message_id=sealed.message_id,
         purpose=purpose,
     )
 
@@ -75,7 +83,8 @@ def as_message(row: dict) -> Message:
 def portal_row(sealed: MessageSealedV1) -> dict:
     """The portal's ``message`` row for this event, as its handler stores it."""
     return {
-        "message_id": sealed.message_id, "key_id": sealed.key_id,
+        "message_id": sealed.message_id,
+        "key_id": sealed.key_id,
         "document_nonce": crypto.b64d(sealed.document_nonce),
         "document_ciphertext": crypto.b64d(sealed.document_ciphertext),
         "details_nonce": crypto.b64d(sealed.details_nonce),
@@ -102,8 +111,11 @@ def test_each_consumer_reads_its_own_field_from_the_sealed_event():
     sealed = seal(c, keys)
     mailer = mailer_view(sealed, keys)
     assert (mailer["email"], mailer["name"]) == (c.patient.email, c.patient.name)
-    portal_field = crypto.open_field(keys.portal_field_key, sealed.for_portal,
-                                     context=crypto.field_context("message.sealed", sealed.message_id, "portal"))
+    portal_field = crypto.open_field(
+        keys.portal_field_key,
+        sealed.for_portal,
+        context=crypto.field_context("message.sealed", sealed.message_id, "portal"),
+    )
     assert portal_field == {"mobile": "+41791234567"}
     assert sealed.patient_ref == crypto.keyed_hash(keys.patient_ref_key, "patient", c.patient.id)
 
@@ -113,8 +125,16 @@ def test_the_sealed_event_carries_no_patient_data_link_or_letter_in_clear():
     sealed = seal(c, keys)
     on_the_bus = sealed.model_dump_json()
     link = mailer_view(sealed, keys)["link_secret"]
-    for secret in (c.patient.id, c.patient.name, c.patient.email, "+41791234567", "791234567", link,
-                   base64.b64encode(PDF).decode()[:40], c.appointment.place.address):
+    for secret in (
+        c.patient.id,
+        c.patient.name,
+        c.patient.email,
+        "+41791234567",
+        "791234567",
+        link,
+        base64.b64encode(PDF).decode()[:40],
+        c.appointment.place.address,
+    ):
         assert secret not in on_the_bus
 
 
@@ -141,8 +161,9 @@ def test_a_letter_sealed_under_k1_still_opens_after_k2_is_added_and_new_letters_
     k1, k2 = key(), key()
     before = sealing_keys({"k1": k1})
     old = seal(convocation(), before)
-    after = domain.SealingKeys({"k1": k1, "k2": k2}, before.patient_ref_key, before.mailer_field_key,
-                               before.portal_field_key)
+    after = domain.SealingKeys(
+        {"k1": k1, "k2": k2}, before.patient_ref_key, before.mailer_field_key, before.portal_field_key
+    )
     new = seal(convocation(), after)
     assert (old.key_id, new.key_id) == ("k1", "k2")
     assert open_document(old, mailer_view(old, after)["link_secret"], after.seal_keys[old.key_id]) == PDF
@@ -154,8 +175,9 @@ def test_a_letter_sealed_under_k1_still_opens_after_k2_is_added_and_new_letters_
 def test_the_portal_opens_letters_under_every_key_of_its_ring():
     k1, k2 = key(), key()
     old_keys = sealing_keys({"k1": k1})
-    new_keys = domain.SealingKeys({"k1": k1, "k2": k2}, old_keys.patient_ref_key, old_keys.mailer_field_key,
-                                  old_keys.portal_field_key)
+    new_keys = domain.SealingKeys(
+        {"k1": k1, "k2": k2}, old_keys.patient_ref_key, old_keys.mailer_field_key, old_keys.portal_field_key
+    )
     old, new = seal(convocation(), old_keys), seal(convocation(), new_keys)
     p = portal({"k1": k1, "k2": k2})
     assert p.open(as_message(portal_row(old)), mailer_view(old, old_keys)["link_secret"], "document") == PDF
@@ -169,17 +191,22 @@ def test_the_portal_cannot_open_a_letter_whose_key_id_is_not_in_its_ring():
         portal({"k2": key()}).open(as_message(portal_row(sealed)), mailer_view(sealed, keys)["link_secret"], "document")
 
 
-@pytest.mark.parametrize("spoil", [
-    pytest.param(lambda row, link: (row, crypto.new_link_secret()), id="wrong-link"),
-    pytest.param(lambda row, link: (row, ""), id="no-link"),
-    pytest.param(lambda row, link: (row, link[:-2]), id="malformed-link"),
-    pytest.param(lambda row, link: ({**row, "key_id": "k2"}, link), id="key-id-swapped"),
-    pytest.param(lambda row, link: ({**row, "message_id": uuid.uuid4()}, link), id="message-id-swapped"),
-    pytest.param(lambda row, link: ({**row, "document_ciphertext": None}, link), id="ciphertext-destroyed"),
-    pytest.param(lambda row, link: ({**row, "document_nonce": row["details_nonce"]}, link), id="nonce-swapped"),
-    pytest.param(lambda row, link: ({**row, "document_ciphertext": row["details_ciphertext"]}, link),
-                 id="details-served-as-document"),
-])
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda row, link: (row, crypto.new_link_secret()), id="wrong-link"),
+        pytest.param(lambda row, link: (row, ""), id="no-link"),
+        pytest.param(lambda row, link: (row, link[:-2]), id="malformed-link"),
+        pytest.param(lambda row, link: ({**row, "key_id": "k2"}, link), id="key-id-swapped"),
+        pytest.param(lambda row, link: ({**row, "message_id": uuid.uuid4()}, link), id="message-id-swapped"),
+        pytest.param(lambda row, link: ({**row, "document_ciphertext": None}, link), id="ciphertext-destroyed"),
+        pytest.param(lambda row, link: ({**row, "document_nonce": row["details_nonce"]}, link), id="nonce-swapped"),
+        pytest.param(
+            lambda row, link: ({**row, "document_ciphertext": row["details_ciphertext"]}, link),
+            id="details-served-as-document",
+        ),
+    ],
+)
 def test_the_portal_refuses_a_wrong_link_or_a_tampered_row(spoil):
     k1, k2 = key(), key()
     keys = sealing_keys({"k1": k1})
@@ -196,14 +223,17 @@ def test_a_field_moved_to_another_message_or_consumer_does_not_open():
     keys = sealing_keys()
     a, b = seal(convocation(), keys), seal(convocation(), keys)
     with pytest.raises(CannotOpen):  # a's link field pasted into b's event
-        crypto.open_field(keys.mailer_field_key, a.for_mailer,
-                          context=crypto.field_context("message.sealed", b.message_id, "mailer"))
+        crypto.open_field(
+            keys.mailer_field_key, a.for_mailer, context=crypto.field_context("message.sealed", b.message_id, "mailer")
+        )
     with pytest.raises(CannotOpen):  # the portal reading the mailer's field
-        crypto.open_field(keys.portal_field_key, a.for_mailer,
-                          context=crypto.field_context("message.sealed", a.message_id, "portal"))
+        crypto.open_field(
+            keys.portal_field_key, a.for_mailer, context=crypto.field_context("message.sealed", a.message_id, "portal")
+        )
     with pytest.raises(CannotOpen):  # the mailer reading the portal's field
-        crypto.open_field(keys.mailer_field_key, a.for_portal,
-                          context=crypto.field_context("message.sealed", a.message_id, "mailer"))
+        crypto.open_field(
+            keys.mailer_field_key, a.for_portal, context=crypto.field_context("message.sealed", a.message_id, "mailer")
+        )
 
 
 # --- the print room ---------------------------------------------------------------------------------
@@ -235,13 +265,19 @@ def test_every_database_plus_every_server_key_without_the_link_opens_nothing():
     print_room_private = key()
     server_keys = {
         **{f"seal {kid}": k for kid, k in keys.seal_keys.items()},
-        "patient ref": keys.patient_ref_key, "mailer field": keys.mailer_field_key,
-        "portal field": keys.portal_field_key, "sms field": key(), "portal secret": key(),
+        "patient ref": keys.patient_ref_key,
+        "mailer field": keys.mailer_field_key,
+        "portal field": keys.portal_field_key,
+        "sms field": key(),
+        "portal secret": key(),
         "print room public": crypto.recipient_public_key(print_room_private),
     }
     portal_secret = server_keys["portal secret"]
-    mobile = crypto.open_field(keys.portal_field_key, sealed.for_portal,  # the thief has this key too
-                               context=crypto.field_context("message.sealed", sealed.message_id, "portal"))["mobile"]
+    mobile = crypto.open_field(
+        keys.portal_field_key,
+        sealed.for_portal,  # the thief has this key too
+        context=crypto.field_context("message.sealed", sealed.message_id, "portal"),
+    )["mobile"]
     paper_copy = domain.print_copy(c, PDF, server_keys["print room public"])  # the issuer's row for paper
     at_rest = [
         *(str(v) for v in sealed.model_dump(mode="json").values()),  # the whole event, as the portal keeps it
@@ -252,8 +288,15 @@ def test_every_database_plus_every_server_key_without_the_link_opens_nothing():
         crypto.keyed_hash(portal_secret, "session", secrets.token_urlsafe(32)),
     ]
     raw_keys = list(server_keys.values())
-    link_guesses = at_rest + [encode(k) for k in raw_keys for encode in (
-        lambda k: base64.urlsafe_b64encode(k).rstrip(b"=").decode(), lambda k: base64.b64encode(k).decode(), bytes.hex)]
+    link_guesses = at_rest + [
+        encode(k)
+        for k in raw_keys
+        for encode in (
+            lambda k: base64.urlsafe_b64encode(k).rstrip(b"=").decode(),
+            lambda k: base64.b64encode(k).decode(),
+            bytes.hex,
+        )
+    ]
     server_key_guesses = raw_keys + [v.encode() for v in at_rest]
     assert sum(1 for g in link_guesses if _well_formed_link(g)) >= len(raw_keys), "the guesses reach the AES step"
 
@@ -262,8 +305,15 @@ def test_every_database_plus_every_server_key_without_the_link_opens_nothing():
         for link in link_guesses:
             for server_key in server_key_guesses:
                 with pytest.raises(CannotOpen):
-                    crypto.open_sealed(nonce, ciphertext, link_secret=link, server_key=server_key,
-                                       key_id=sealed.key_id, message_id=sealed.message_id, purpose=purpose)
+                    crypto.open_sealed(
+                        nonce,
+                        ciphertext,
+                        link_secret=link,
+                        server_key=server_key,
+                        key_id=sealed.key_id,
+                        message_id=sealed.message_id,
+                        purpose=purpose,
+                    )
         aad = f"{sealed.message_id}|{sealed.key_id}|{purpose}".encode()
         for raw in raw_keys:
             with pytest.raises(InvalidTag):
@@ -288,10 +338,14 @@ def phones(settings: PortalSettings) -> Phones:
 
 def test_a_number_hashed_and_sealed_under_the_old_portal_keys_is_recognised_after_rotation():
     k1, k2, f1, f2 = key(), key(), key(), key()
-    before = phones(PortalSettings(environment="development", portal_secret_key={"k1": k1},
-                                           portal_field_key={"k1": f1}))
-    after = phones(PortalSettings(environment="development", portal_secret_key={"k1": k1, "k2": k2},
-                                          portal_field_key={"k1": f1, "k2": f2}))
+    before = phones(
+        PortalSettings(environment="development", portal_secret_key={"k1": k1}, portal_field_key={"k1": f1})
+    )
+    after = phones(
+        PortalSettings(
+            environment="development", portal_secret_key={"k1": k1, "k2": k2}, portal_field_key={"k1": f1, "k2": f2}
+        )
+    )
     ref = "k1:" + "ab" * 32
     stored_hash, stored_enc = before.hash("+41791234567"), before.seal("+41791234567", ref)
     assert after.hash("+41791234567").startswith("k2:") and stored_hash.startswith("k1:")
@@ -303,9 +357,11 @@ def test_a_number_hashed_and_sealed_under_the_old_portal_keys_is_recognised_afte
 
 def test_message_sealed_carries_the_patient_ref_under_every_key_of_the_ring():
     k1, k2, c = key(), key(), convocation()
+
     def ring(refs: dict[str, bytes]) -> domain.SealingKeys:
-        return domain.SealingKeys(seal_keys={"k1": key()}, patient_ref_key=refs, mailer_field_key=key(),
-                                  portal_field_key=key())
+        return domain.SealingKeys(
+            seal_keys={"k1": key()}, patient_ref_key=refs, mailer_field_key=key(), portal_field_key=key()
+        )
 
     before, after = seal(c, ring({"k1": k1})), seal(c, ring({"k1": k1, "k2": k2}))
     assert before.patient_ref.startswith("k1:") and after.patient_ref.startswith("k2:")

@@ -21,10 +21,24 @@ NOW = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 
 
 def row(**kw) -> dict:
-    base = dict(id=uuid.uuid4(), message_id=uuid.uuid4(), status="e-mailed", postal_at=None, downloaded_at=None,
-                locked_until=None, department="cardiology", appointment_at=NOW + timedelta(days=3), delivery="email",
-                phone_hint="+41 79 *** ** 67", status_at=NOW, postal_reason=None, paper_cancelled_at=None,
-                printed_at=None, posted_at=None, returned_at=None)
+    base = dict(
+        id=uuid.uuid4(),
+        message_id=uuid.uuid4(),
+        status="e-mailed",
+        postal_at=None,
+        downloaded_at=None,
+        locked_until=None,
+        department="cardiology",
+        appointment_at=NOW + timedelta(days=3),
+        delivery="email",
+        phone_hint="+41 79 *** ** 67",
+        status_at=NOW,
+        postal_reason=None,
+        paper_cancelled_at=None,
+        printed_at=None,
+        posted_at=None,
+        returned_at=None,
+    )
     return base | kw
 
 
@@ -38,43 +52,50 @@ PRINTED = dict(ON_PAPER, status="printed", printed_at=NOW)
 RETURNED = dict(PRINTED, status="returned", posted_at=NOW, returned_at=NOW)
 
 
-@pytest.mark.parametrize("action, convocation, refusal", [
-    ("post", row(), None),
-    ("post", row(postal_at=NOW), "already-delivered"),
-    ("post", row(downloaded_at=NOW), "already-delivered"),
-    ("post", row(**ON_PAPER, paper_cancelled_at=NOW), None),  # switched back to e-mail: paper may be asked again
-    ("withdraw", row(status="cancelled"), "closed"),
-    ("withdraw", row(status="superseded"), "closed"),
-    ("withdraw", row(**ON_PAPER), "after-paper"),  # withdrawing the link would not take the paper back
-    ("withdraw", row(), None),
-    ("unlock", row(), "not-locked"),
-    ("unlock", row(locked_until=NOW + timedelta(minutes=5)), None),
-    ("unlock", row(locked_until=NOW - timedelta(minutes=5)), "not-locked"),
-    ("correct-mobile", row(status="downloaded", downloaded_at=NOW), None),
-    ("reset-binding", row(message_id=None, status=None), "not-sealed"),
-    ("send-twice", row(), "unknown-action"),
-    ("resend", row(), None),
-    ("resend", row(status="downloaded", downloaded_at=NOW), None),  # the patient lost it: a new link
-    ("resend", row(**ON_PAPER), "after-paper"),
-    ("resend", row(**RETURNED), None),  # the post brought it back: the hospital system sends it again
-    ("resend", row(**RETURNED | {"delivery": "postal"}), None),  # also to a patient on paper, once the address is fixed
-    ("correct-email", row(status="postal-fallback", postal_at=NOW, postal_reason="email-failed"), None),
-    ("correct-email", row(**PRINTED), "after-paper"),
-    ("resend", row(status="withdrawn"), "closed"),
-    ("correct-email", row(status="expired"), "closed"),
-    ("resend", row(appointment_at=NOW - timedelta(minutes=1)), "appointment-past"),
-    ("correct-email", row(delivery="postal", status="postal"), "postal-channel"),
-    ("email-instead", row(**ON_PAPER), None),
-    ("email-instead", row(**ON_PAPER | {"postal_reason": "not-downloaded"}), None),
-    ("email-instead", row(**ON_PAPER | {"postal_reason": "patient-request"}), None),
-    ("email-instead", row(**PRINTED), "already-printed"),
-    ("email-instead", row(**RETURNED), "not-on-paper"),
-    ("email-instead", row(), "not-on-paper"),
-    ("email-instead", row(**ON_PAPER, paper_cancelled_at=NOW), "not-on-paper"),
-    ("email-instead", row(**ON_PAPER | {"postal_reason": "no-email"}), "no-email-channel"),
-    ("email-instead", row(**ON_PAPER | {"postal_reason": "email-failed"}), "no-email-channel"),
-    ("email-instead", row(**ON_PAPER | {"delivery": "postal"}), "postal-channel"),
-])
+@pytest.mark.parametrize(
+    "action, convocation, refusal",
+    [
+        ("post", row(), None),
+        ("post", row(postal_at=NOW), "already-delivered"),
+        ("post", row(downloaded_at=NOW), "already-delivered"),
+        ("post", row(**ON_PAPER, paper_cancelled_at=NOW), None),  # switched back to e-mail: paper may be asked again
+        ("withdraw", row(status="cancelled"), "closed"),
+        ("withdraw", row(status="superseded"), "closed"),
+        ("withdraw", row(**ON_PAPER), "after-paper"),  # withdrawing the link would not take the paper back
+        ("withdraw", row(), None),
+        ("unlock", row(), "not-locked"),
+        ("unlock", row(locked_until=NOW + timedelta(minutes=5)), None),
+        ("unlock", row(locked_until=NOW - timedelta(minutes=5)), "not-locked"),
+        ("correct-mobile", row(status="downloaded", downloaded_at=NOW), None),
+        ("reset-binding", row(message_id=None, status=None), "not-sealed"),
+        ("send-twice", row(), "unknown-action"),
+        ("resend", row(), None),
+        ("resend", row(status="downloaded", downloaded_at=NOW), None),  # the patient lost it: a new link
+        ("resend", row(**ON_PAPER), "after-paper"),
+        ("resend", row(**RETURNED), None),  # the post brought it back: the hospital system sends it again
+        (
+            "resend",
+            row(**RETURNED | {"delivery": "postal"}),
+            None,
+        ),  # also to a patient on paper, once the address is fixed
+        ("correct-email", row(status="postal-fallback", postal_at=NOW, postal_reason="email-failed"), None),
+        ("correct-email", row(**PRINTED), "after-paper"),
+        ("resend", row(status="withdrawn"), "closed"),
+        ("correct-email", row(status="expired"), "closed"),
+        ("resend", row(appointment_at=NOW - timedelta(minutes=1)), "appointment-past"),
+        ("correct-email", row(delivery="postal", status="postal"), "postal-channel"),
+        ("email-instead", row(**ON_PAPER), None),
+        ("email-instead", row(**ON_PAPER | {"postal_reason": "not-downloaded"}), None),
+        ("email-instead", row(**ON_PAPER | {"postal_reason": "patient-request"}), None),
+        ("email-instead", row(**PRINTED), "already-printed"),
+        ("email-instead", row(**RETURNED), "not-on-paper"),
+        ("email-instead", row(), "not-on-paper"),
+        ("email-instead", row(**ON_PAPER, paper_cancelled_at=NOW), "not-on-paper"),
+        ("email-instead", row(**ON_PAPER | {"postal_reason": "no-email"}), "no-email-channel"),
+        ("email-instead", row(**ON_PAPER | {"postal_reason": "email-failed"}), "no-email-channel"),
+        ("email-instead", row(**ON_PAPER | {"delivery": "postal"}), "postal-channel"),
+    ],
+)
 def test_each_action_fits_only_the_states_it_can_change(action, convocation, refusal):
     assert domain.action_refusal(action, convocation, NOW) == refusal
 
@@ -99,8 +120,9 @@ def test_a_letter_is_asked_again_of_the_hospital_system_once_until_the_new_one_i
     assert domain.reissue_unanswered(late, NOW, wait) == late[0]
     switched = [asked("post", minutes_ago=60, done=True), asked("email-instead", minutes_ago=40)]
     assert domain.reissue_unanswered(switched, NOW, wait) == switched[1]
-    assert domain.action_refusal("post", row(**ON_PAPER, paper_cancelled_at=NOW), NOW, switched,
-                                 reissue_wait=wait) is None
+    assert (
+        domain.action_refusal("post", row(**ON_PAPER, paper_cancelled_at=NOW), NOW, switched, reissue_wait=wait) is None
+    )
 
 
 def test_a_corrected_mobile_is_a_mobile_of_an_allowed_country():
@@ -174,7 +196,7 @@ def test_roles_from_the_token_a_secretary_acts_in_her_departments_a_supervisor_r
 
 
 def test_the_audit_export_cannot_run_formulas_in_a_spreadsheet():
-    assert _csv_safe("=HYPERLINK(\"x\")").startswith("'")
+    assert _csv_safe('=HYPERLINK("x")').startswith("'")
     assert _csv_safe("+41 22") == "'+41 22" and _csv_safe("patient called") == "patient called"
 
 
@@ -186,14 +208,31 @@ def test_every_message_is_translated(language):
     assert not missing, missing
 
 
-@pytest.mark.parametrize("language, title", [("fr", "Trouver une convocation"), ("de", "Ein Aufgebot finden"),
-                                             ("it", "Trovare una convocazione"), ("en", "Find a convocation")])
+@pytest.mark.parametrize(
+    "language, title",
+    [
+        ("fr", "Trouver une convocation"),
+        ("de", "Ein Aufgebot finden"),
+        ("it", "Trovare una convocazione"),
+        ("en", "Find a convocation"),
+    ],
+)
 def test_the_pages_speak_the_chosen_language(language, title):
     pages = Pages(SecretariatSettings(), console=None, oidc=None)
-    request = Request({"type": "http", "method": "GET", "path": "/search", "headers": [],
-                       "query_string": f"lang={language}".encode()})
+    request = Request(
+        {"type": "http", "method": "GET", "path": "/search", "headers": [], "query_string": f"lang={language}".encode()}
+    )
     who = staff_identity("s1", "Alice", ["secretary"], ["cardiology"])
-    html = pages.page(request, "search.html", who, criteria=domain.Criteria(), bad=[], rows=None, refused=False,
-                      worklists=domain.WORKLISTS, reissue_wait=1800).body.decode()
+    html = pages.page(
+        request,
+        "search.html",
+        who,
+        criteria=domain.Criteria(),
+        bad=[],
+        rows=None,
+        refused=False,
+        worklists=domain.WORKLISTS,
+        reissue_wait=1800,
+    ).body.decode()
     assert f'<html lang="{language}">' in html and title in html
-    assert "<script src=\"/static/console.js\"></script>" in html and "<script>" not in html
+    assert '<script src="/static/console.js"></script>' in html and "<script>" not in html

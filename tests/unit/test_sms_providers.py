@@ -20,8 +20,9 @@ def client(handler) -> httpx.AsyncClient:
 
 
 def twilio(handler) -> TwilioProvider:
-    return TwilioProvider(client(handler), base_url="https://api.twilio.test/", account_sid=SID, auth_token=TOKEN,
-                          sender="HUG")
+    return TwilioProvider(
+        client(handler), base_url="https://api.twilio.test/", account_sid=SID, auth_token=TOKEN, sender="HUG"
+    )
 
 
 def generic(handler) -> GenericProvider:
@@ -40,13 +41,18 @@ async def test_twilio_gets_a_form_post_with_basic_auth_and_the_status_callback()
         seen["form"] = dict(parse_qsl(request.content.decode()))
         return httpx.Response(201, json={"sid": "SM123", "status": "queued"})
 
-    accepted = await twilio(handler).send(TO, TEXT, reference="c-1",
-                                          status_callback="https://gw.test/webhooks/twilio/status")
+    accepted = await twilio(handler).send(
+        TO, TEXT, reference="c-1", status_callback="https://gw.test/webhooks/twilio/status"
+    )
     assert (accepted.provider, accepted.provider_message_id, accepted.status) == ("twilio", "SM123", "queued")
     assert seen["url"] == f"https://api.twilio.test/2010-04-01/Accounts/{SID}/Messages.json"
     assert seen["auth"] == "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
-    assert seen["form"] == {"To": TO, "From": "HUG", "Body": TEXT,
-                            "StatusCallback": "https://gw.test/webhooks/twilio/status"}
+    assert seen["form"] == {
+        "To": TO,
+        "From": "HUG",
+        "Body": TEXT,
+        "StatusCallback": "https://gw.test/webhooks/twilio/status",
+    }
 
 
 async def test_the_generic_provider_gets_json_with_a_bearer_token_and_the_reference():
@@ -58,8 +64,10 @@ async def test_the_generic_provider_gets_json_with_a_bearer_token_and_the_refere
 
     accepted = await generic(handler).send(TO, TEXT, reference="c-1", status_callback="https://gw.test/cb")
     assert (accepted.provider, accepted.provider_message_id, accepted.status) == ("generic", "gm1", "accepted")
-    assert seen == {"auth": "Bearer gen-token",
-                    "body": {"to": TO, "text": TEXT, "reference": "c-1", "callback_url": "https://gw.test/cb"}}
+    assert seen == {
+        "auth": "Bearer gen-token",
+        "body": {"to": TO, "text": TEXT, "reference": "c-1", "callback_url": "https://gw.test/cb"},
+    }
 
 
 async def test_without_a_callback_url_none_is_sent():
@@ -73,38 +81,48 @@ async def test_without_a_callback_url_none_is_sent():
     assert "StatusCallback" not in forms[0]
 
 
-@pytest.mark.parametrize("handler, permanent, code", [
-    (twilio_error(503, 20503, "Service Unavailable"), False, "20503"),
-    (twilio_error(500, 20500, "Internal Server Error"), False, "20500"),
-    (twilio_error(429, 20429, "Too Many Requests"), False, "20429"),
-    (twilio_error(401, 20003, "Authenticate"), False, "20003"),          # fixable configuration: keep the code
-    (twilio_error(400, 21611, "Queue overflow"), False, "21611"),
-    (twilio_error(400, 21211, "The 'To' number +41791234567 is not a valid phone number."), True, "21211"),
-    (twilio_error(400, 21617, "Body too long"), True, "21617"),
-    (lambda request: httpx.Response(502, text="<html>Bad gateway</html>"), False, "502"),
-    (lambda request: httpx.Response(201, json={"status": "queued"}), False, "bad-response"),
-])
+@pytest.mark.parametrize(
+    "handler, permanent, code",
+    [
+        (twilio_error(503, 20503, "Service Unavailable"), False, "20503"),
+        (twilio_error(500, 20500, "Internal Server Error"), False, "20500"),
+        (twilio_error(429, 20429, "Too Many Requests"), False, "20429"),
+        (twilio_error(401, 20003, "Authenticate"), False, "20003"),  # fixable configuration: keep the code
+        (twilio_error(400, 21611, "Queue overflow"), False, "21611"),
+        (twilio_error(400, 21211, "The 'To' number +41791234567 is not a valid phone number."), True, "21211"),
+        (twilio_error(400, 21617, "Body too long"), True, "21617"),
+        (lambda request: httpx.Response(502, text="<html>Bad gateway</html>"), False, "502"),
+        (lambda request: httpx.Response(201, json={"status": "queued"}), False, "bad-response"),
+    ],
+)
 async def test_twilio_failures_are_transient_or_permanent(handler, permanent, code):
     with pytest.raises(ProviderError) as caught:
         await twilio(handler).send(TO, TEXT, reference="c-1", status_callback=None)
     assert (caught.value.provider, caught.value.permanent, caught.value.code) == ("twilio", permanent, code)
 
 
-@pytest.mark.parametrize("handler, permanent, code", [
-    (lambda request: httpx.Response(503, json={"error": "Service Unavailable"}), False, "503"),
-    (lambda request: httpx.Response(401, json={"error": "unauthorized"}), False, "401"),
-    (lambda request: httpx.Response(422, json={"error": "invalid request"}), True, "422"),
-])
+@pytest.mark.parametrize(
+    "handler, permanent, code",
+    [
+        (lambda request: httpx.Response(503, json={"error": "Service Unavailable"}), False, "503"),
+        (lambda request: httpx.Response(401, json={"error": "unauthorized"}), False, "401"),
+        (lambda request: httpx.Response(422, json={"error": "invalid request"}), True, "422"),
+    ],
+)
 async def test_generic_failures_are_transient_or_permanent(handler, permanent, code):
     with pytest.raises(ProviderError) as caught:
         await generic(handler).send(TO, TEXT, reference="c-1", status_callback=None)
     assert (caught.value.provider, caught.value.permanent, caught.value.code) == ("generic", permanent, code)
 
 
-@pytest.mark.parametrize("exc, code", [
-    (httpx.ReadTimeout("slow"), "timeout"), (httpx.ConnectTimeout("slow"), "timeout"),
-    (httpx.ConnectError("refused"), "connection"),
-])
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (httpx.ReadTimeout("slow"), "timeout"),
+        (httpx.ConnectTimeout("slow"), "timeout"),
+        (httpx.ConnectError("refused"), "connection"),
+    ],
+)
 async def test_time_outs_and_connection_failures_are_transient(exc, code):
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc

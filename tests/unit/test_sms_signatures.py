@@ -15,8 +15,13 @@ from sms_gateway.signatures import (
 
 # The worked example of https://www.twilio.com/docs/usage/security (auth token "12345").
 DOC_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
-DOC_PARAMS = {"CallSid": "CA1234567890ABCDE", "Caller": "+14158675310", "Digits": "1234", "From": "+14158675310",
-              "To": "+18005551212"}
+DOC_PARAMS = {
+    "CallSid": "CA1234567890ABCDE",
+    "Caller": "+14158675310",
+    "Digits": "1234",
+    "From": "+14158675310",
+    "To": "+18005551212",
+}
 DOC_SIGNATURE = "GvWf1cFY/Q7PnoempGyD5oXAezc="
 
 
@@ -50,8 +55,10 @@ def test_the_default_port_may_or_may_not_be_in_the_url_twilio_signed():
 
 
 def test_the_gateway_and_the_devinbox_sign_twilio_callbacks_alike():
-    url, params = "http://127.0.0.1:8003/webhooks/twilio/status", {"MessageSid": "SMab", "MessageStatus": "sent",
-                                                                    "To": "+41791234567", "ErrorCode": "30003"}
+    url, params = (
+        "http://127.0.0.1:8003/webhooks/twilio/status",
+        {"MessageSid": "SMab", "MessageStatus": "sent", "To": "+41791234567", "ErrorCode": "30003"},
+    )
     assert twilio_signature("tok", url, params.items()) == devinbox_twilio_signature("tok", url, params)
 
 

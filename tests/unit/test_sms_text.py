@@ -19,10 +19,15 @@ def sms(language: str, code: str = "123456", *, hospital: str = "HUG", minutes: 
     return otp_text(language, code, HOST, hospital=hospital, expires_at=NOW + timedelta(minutes=minutes), now=NOW)
 
 
-@pytest.mark.parametrize("language, opening", [
-    ("fr", "123456 est votre code"), ("de", "123456 ist Ihr Code"), ("it", "123456 è il Suo codice"),
-    ("en", "123456 is your code"),
-])
+@pytest.mark.parametrize(
+    "language, opening",
+    [
+        ("fr", "123456 est votre code"),
+        ("de", "123456 ist Ihr Code"),
+        ("it", "123456 è il Suo codice"),
+        ("en", "123456 is your code"),
+    ],
+)
 def test_the_text_is_in_the_patients_language_and_ends_with_the_origin_bound_line(language, opening):
     text = sms(language)
     assert text.startswith(opening)
@@ -30,8 +35,10 @@ def test_the_text_is_in_the_patients_language_and_ends_with_the_origin_bound_lin
     assert text.splitlines()[-1] == f"@{HOST} #123456"  # the WICG origin-bound one-time code format
 
 
-@pytest.mark.parametrize("language, words", [("fr", "valable 7 minutes"), ("de", "7 Minuten"),
-                                              ("it", "valido 7 minuti"), ("en", "valid for 7 minutes")])
+@pytest.mark.parametrize(
+    "language, words",
+    [("fr", "valable 7 minutes"), ("de", "7 Minuten"), ("it", "valido 7 minuti"), ("en", "valid for 7 minutes")],
+)
 def test_the_lifetime_is_what_is_left_of_the_code_not_fixed_text(language, words):
     assert words in sms(language, minutes=6.5)
 

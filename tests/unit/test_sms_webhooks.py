@@ -13,8 +13,12 @@ from sms_gateway.settings import SmsSettings
 from sms_gateway.webhooks import generic_report, twilio_report, webhook_router
 
 PUBLIC = "https://sms-gateway.hug.example"
-SETTINGS = SmsSettings(sms_auth_token="twilio-token", sms_generic_url="https://sms.test/generic/v1/messages",
-                       sms_generic_token="generic-token", sms_callback_base_url=PUBLIC)
+SETTINGS = SmsSettings(
+    sms_auth_token="twilio-token",
+    sms_generic_url="https://sms.test/generic/v1/messages",
+    sms_generic_token="generic-token",
+    sms_callback_base_url=PUBLIC,
+)
 
 
 def no_database():
@@ -42,15 +46,18 @@ def test_a_twilio_report_with_a_forged_or_missing_signature_is_refused_with_403(
 def test_twilio_is_checked_against_the_public_url_not_the_one_the_proxy_forwards_to():
     client = app_client()
     internal = twilio_signature("twilio-token", "http://10.0.0.7:8003/webhooks/twilio/status", PARAMS)
-    assert client.post("/webhooks/twilio/status", data=PARAMS,
-                       headers={"X-Twilio-Signature": internal}).status_code == 403
+    assert (
+        client.post("/webhooks/twilio/status", data=PARAMS, headers={"X-Twilio-Signature": internal}).status_code == 403
+    )
 
 
 def test_a_signed_but_incomplete_twilio_report_is_a_bad_request():
     client, params = app_client(), {"AccountSid": "AC1"}
     signature = twilio_signature("twilio-token", f"{PUBLIC}/webhooks/twilio/status", params)
-    assert client.post("/webhooks/twilio/status", data=params,
-                       headers={"X-Twilio-Signature": signature}).status_code == 400
+    assert (
+        client.post("/webhooks/twilio/status", data=params, headers={"X-Twilio-Signature": signature}).status_code
+        == 400
+    )
 
 
 def test_a_generic_report_with_a_forged_signature_is_refused_with_403():
@@ -71,11 +78,19 @@ def test_reports_are_read_from_each_providers_fields():
     assert twilio_report(PARAMS) == twilio_report({"SmsSid": "SM1", "SmsStatus": "undelivered", "ErrorCode": "30003"})
     report = twilio_report(PARAMS)
     assert (report.provider, report.provider_message_id, report.status, report.error_code) == (
-        "twilio", "SM1", "failed", "30003")
+        "twilio",
+        "SM1",
+        "failed",
+        "30003",
+    )
     assert twilio_report({"MessageSid": "SM1", "MessageStatus": "delivered", "ErrorCode": ""}).error_code is None
     generic = generic_report(b'{"id": "gm1", "reference": "r", "status": "failed", "error_code": 30005}')
     assert (generic.provider, generic.provider_message_id, generic.status, generic.error_code) == (
-        "generic", "gm1", "failed", "30005")
+        "generic",
+        "gm1",
+        "failed",
+        "30005",
+    )
     assert generic_report(b'{"id": "gm1", "status": "delivered", "error_code": null}').error_code is None
     assert generic_report(b"not json") is None and generic_report(b'{"status": "failed"}') is None
     assert generic_report(b"[1, 2]") is None

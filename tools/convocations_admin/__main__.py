@@ -46,9 +46,14 @@ def parser() -> argparse.ArgumentParser:
     show = dlq.add_parser("show", help="one dead letter: reason, headers, envelope (never the patient data)")
     show.add_argument("queue")
     show.add_argument("event_id")
-    for name, text in (("replay", "publish dead letters back to their original queue after a fix; stops, "
-                                  "keeping them, if that queue does not exist"),
-                       ("purge", "remove dead letters for good, recording who and why")):
+    for name, text in (
+        (
+            "replay",
+            "publish dead letters back to their original queue after a fix; stops, "
+            "keeping them, if that queue does not exist",
+        ),
+        ("purge", "remove dead letters for good, recording who and why"),
+    ):
         cmd = dlq.add_parser(name, help=text)
         cmd.add_argument("queue")
         chosen = cmd.add_mutually_exclusive_group(required=True)
@@ -71,21 +76,28 @@ def confirmed(question: str, answer: str, yes: bool) -> bool:
     if yes:
         return True
     if not sys.stdin.isatty():
-        print(f"{question}\nNot confirmed: no terminal to ask on. Run again with --yes to confirm, or --dry-run "
-              "to see what would be done.", file=sys.stderr)
+        print(
+            f"{question}\nNot confirmed: no terminal to ask on. Run again with --yes to confirm, or --dry-run "
+            "to see what would be done.",
+            file=sys.stderr,
+        )
         return False
     return input(f"{question}\nType {answer} to go ahead: ").strip() == answer
 
 
 async def run(args: argparse.Namespace, settings: AdminSettings) -> int:
     operator = getattr(args, "operator", None) or default_operator()
-    async with DeadLetterOffice(settings.amqp_url, settings.events_exchange, settings.operations_database_url,
-                                operator) as office:
+    async with DeadLetterOffice(
+        settings.amqp_url, settings.events_exchange, settings.operations_database_url, operator
+    ) as office:
         try:
             return await _command(args, settings, office)
         except EarlierShape as earlier:
-            print(f"{earlier} is a dead-letter queue of an earlier release (a quorum queue): looking at it would "
-                  "count deliveries towards its limit. Run `convocations-admin dlq migrate` first.", file=sys.stderr)
+            print(
+                f"{earlier} is a dead-letter queue of an earlier release (a quorum queue): looking at it would "
+                "count deliveries towards its limit. Run `convocations-admin dlq migrate` first.",
+                file=sys.stderr,
+            )
             return 1
 
 
@@ -96,22 +108,46 @@ async def _command(args: argparse.Namespace, settings: AdminSettings, office: De
         async for d in office.letters(args.queue):
             listed += 1
             if args.json:
-                print(json.dumps({"queue": d.queue, "event_id": d.event_id, "type": d.event_type, "reason": d.reason,
-                                  "detail": d.detail, "age_seconds": d.age_seconds(now)}))
+                print(
+                    json.dumps(
+                        {
+                            "queue": d.queue,
+                            "event_id": d.event_id,
+                            "type": d.event_type,
+                            "reason": d.reason,
+                            "detail": d.detail,
+                            "age_seconds": d.age_seconds(now),
+                        }
+                    )
+                )
             else:
-                print(f"{d.queue}  {d.event_id}  {d.event_type}  {d.reason}  {_age(d.age_seconds(now))}  "
-                      f"{d.detail[:120]}")
+                print(
+                    f"{d.queue}  {d.event_id}  {d.event_type}  {d.reason}  {_age(d.age_seconds(now))}  {d.detail[:120]}"
+                )
         earlier = await office.earlier_shape(list(await office.depths(args.queue)))
         for queue in earlier:
-            print(f"{queue}: a dead-letter queue of an earlier release, not read (convocations-admin dlq migrate)",
-                  file=sys.stderr)
+            print(
+                f"{queue}: a dead-letter queue of an earlier release, not read (convocations-admin dlq migrate)",
+                file=sys.stderr,
+            )
         if not listed and not args.json:
             print("no dead letters")
         return 0
     if args.command == "show":
         letter, outline = await office.show(args.queue, args.event_id)
-        print(json.dumps({"reason": letter.reason, "detail": letter.detail, "age_seconds": letter.age_seconds(now),
-                          "original_queue": letter.original_queue, **outline}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "reason": letter.reason,
+                    "detail": letter.detail,
+                    "age_seconds": letter.age_seconds(now),
+                    "original_queue": letter.original_queue,
+                    **outline,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return 0
     if args.command == "migrate":
         return await _migrate(args, office)
@@ -138,9 +174,12 @@ async def _command(args: argparse.Namespace, settings: AdminSettings, office: De
         except ReplayStopped as stop:
             _report(stop.replayed, args.command)
             recorded = "; recorded in operations.dlq_action" if stop.replayed else ""
-            print(f"replay stopped at {stop.letter.event_id}: {stop.problem}. It and the dead letters not "
-                  f"replayed yet stay on {args.queue}; {stop.advice}.\n{len(stop.replayed)} dead letter(s) "
-                  f"replayed before it{recorded}", file=sys.stderr)
+            print(
+                f"replay stopped at {stop.letter.event_id}: {stop.problem}. It and the dead letters not "
+                f"replayed yet stay on {args.queue}; {stop.advice}.\n{len(stop.replayed)} dead letter(s) "
+                f"replayed before it{recorded}",
+                file=sys.stderr,
+            )
             return 1
     else:
         done = await office.purge(args.queue, ids, args.reason)

@@ -29,9 +29,20 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from shared import topology
 
 # Headers added on the way to the DLQ: a replayed copy starts afresh without them.
-DEAD_LETTER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
-                       "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count",
-                       "x-rejected-reason", "x-rejected-detail", "x-rejected-by", "x-rejected-at")
+DEAD_LETTER_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+    "x-rejected-reason",
+    "x-rejected-detail",
+    "x-rejected-by",
+    "x-rejected-at",
+)
 MIGRATING = ".migrating"  # where a DLQ's letters wait while it is declared again in its new shape
 
 
@@ -68,8 +79,11 @@ class EarlierShape(Exception):
 def dead_letter_queues(exchange: str) -> list[str]:
     """Every consumer queue's DLQ, the hospital's own queues included (derived from the bus table), and
     the DLQs of retired queues, which their service keeps while they hold dead letters."""
-    current = [f"{topology.queue_name(exchange, consumer, key)}.dlq"
-               for key, (_, consumers) in topology.BUS.items() for consumer in consumers]
+    current = [
+        f"{topology.queue_name(exchange, consumer, key)}.dlq"
+        for key, (_, consumers) in topology.BUS.items()
+        for consumer in consumers
+    ]
     return current + retired_dead_letter_queues(exchange)
 
 
@@ -102,11 +116,13 @@ def describe(queue: str, message: AbstractIncomingMessage) -> DeadLetter:
     deaths = headers.get("x-death") or []
     first: dict[str, Any] = deaths[-1] if deaths else {}  # x-death is newest first
     reason = headers.get("x-rejected-reason") or first.get("reason") or "unknown"
-    detail = headers.get("x-rejected-detail") or (f"after {first.get('count', '?')} deliveries from "
-                                                  f"{first.get('queue', '?')}" if first else "")
+    detail = headers.get("x-rejected-detail") or (
+        f"after {first.get('count', '?')} deliveries from {first.get('queue', '?')}" if first else ""
+    )
     at = _as_time(headers.get("x-rejected-at")) or _as_time(first.get("time")) or _as_time(message.timestamp)
-    return DeadLetter(queue, message.message_id or "", message.type or _event_type(message.body), str(reason),
-                      str(detail), at)
+    return DeadLetter(
+        queue, message.message_id or "", message.type or _event_type(message.body), str(reason), str(detail), at
+    )
 
 
 def _event_type(body: bytes) -> str:
@@ -224,19 +240,27 @@ class DeadLetterOffice:
                 try:
                     # The default exchange delivers to exactly the original queue, not to every consumer of
                     # the routing key: the other consumers already have their copy.
-                    await channel.default_exchange.publish(_copy(message), routing_key=letter.original_queue,
-                                                           mandatory=True)
+                    await channel.default_exchange.publish(
+                        _copy(message), routing_key=letter.original_queue, mandatory=True
+                    )
                 except aio_pika.exceptions.PublishError:  # returned: no queue by that name
                     service = declared_by(self.exchange, letter.original_queue)
                     who = f"the {service}, which declares it at startup," if service else "the service that declares it"
-                    raise ReplayStopped(letter, done, f"no queue {letter.original_queue} to take it back (deleted, "
-                                        "renamed, or not declared yet)", f"check that {letter.original_queue} "
-                                        f"exists (rabbitmqctl list_queues name) and that {who} is running, then "
-                                        "replay again") from None
+                    raise ReplayStopped(
+                        letter,
+                        done,
+                        f"no queue {letter.original_queue} to take it back (deleted, renamed, or not declared yet)",
+                        f"check that {letter.original_queue} "
+                        f"exists (rabbitmqctl list_queues name) and that {who} is running, then "
+                        "replay again",
+                    ) from None
                 except aio_pika.exceptions.DeliveryError:  # nacked: the queue refused it (full, ...)
-                    raise ReplayStopped(letter, done, f"{letter.original_queue} refused it (nack)",
-                                        "look for a broker alarm or a queue length limit, then replay "
-                                        "again") from None
+                    raise ReplayStopped(
+                        letter,
+                        done,
+                        f"{letter.original_queue} refused it (nack)",
+                        "look for a broker alarm or a queue length limit, then replay again",
+                    ) from None
                 await self._record("replay", letter, why=None)
                 await message.ack()
                 done.append(letter)
@@ -280,36 +304,59 @@ class DeadLetterOffice:
             try:
                 self.db = await asyncpg.connect(self.database_url, timeout=10)
             except (OSError, asyncpg.PostgresError) as exc:
-                raise SystemExit(f"cannot reach the operations database to record what is done "
-                                 f"({type(exc).__name__}): nothing was changed; check OPERATIONS_DATABASE_URL") from None
+                raise SystemExit(
+                    f"cannot reach the operations database to record what is done "
+                    f"({type(exc).__name__}): nothing was changed; check OPERATIONS_DATABASE_URL"
+                ) from None
         return self.db
 
     async def _record(self, action: str, letter: DeadLetter, *, why: str | None) -> None:
         db = await self._database()
-        await db.execute("insert into operations.dlq_action(operator, action, why, queue, event_id, event_type,"
-                         " dead_letter_reason) values ($1, $2, $3, $4, $5, $6, $7)", self.operator, action, why,
-                         letter.queue, letter.event_id, letter.event_type, letter.reason)
+        await db.execute(
+            "insert into operations.dlq_action(operator, action, why, queue, event_id, event_type,"
+            " dead_letter_reason) values ($1, $2, $3, $4, $5, $6, $7)",
+            self.operator,
+            action,
+            why,
+            letter.queue,
+            letter.event_id,
+            letter.event_type,
+            letter.reason,
+        )
 
     async def _record_migration(self, queue: str, moved: int, back: int) -> None:
         db = await self._database()
-        await db.execute("insert into operations.dlq_action(operator, action, queue, detail) values ($1, $2, $3, $4)",
-                         self.operator, "migrate", queue,
-                         f"quorum to classic: {moved} letter(s) moved out, {back} moved back")
+        await db.execute(
+            "insert into operations.dlq_action(operator, action, queue, detail) values ($1, $2, $3, $4)",
+            self.operator,
+            "migrate",
+            queue,
+            f"quorum to classic: {moved} letter(s) moved out, {back} moved back",
+        )
 
 
 def _copy(message: AbstractIncomingMessage, *, keep_dead_letter_headers: bool = False) -> aio_pika.Message:
-    headers = {k: v for k, v in (message.headers or {}).items()
-               if keep_dead_letter_headers or k not in DEAD_LETTER_HEADERS}
-    return aio_pika.Message(message.body, headers=headers, content_type=message.content_type,
-                            message_id=message.message_id, correlation_id=message.correlation_id, type=message.type,
-                            timestamp=message.timestamp, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+    headers = {
+        k: v for k, v in (message.headers or {}).items() if keep_dead_letter_headers or k not in DEAD_LETTER_HEADERS
+    }
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        timestamp=message.timestamp,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
 
 
 async def _take_over(channel: AbstractChannel, dlx: str, routing_key: str, new: str, old: str) -> int:
     """Make ``new`` (declared classic) the DLQ bound for ``routing_key`` in place of ``old``, move every letter
     of ``old`` into it (those dead-lettered before the unbinding took effect too) and delete ``old``."""
-    await (await channel.declare_queue(new, durable=True, arguments=topology.DEAD_LETTER_QUEUE_ARGUMENTS)
-           ).bind(dlx, routing_key=routing_key)
+    await (await channel.declare_queue(new, durable=True, arguments=topology.DEAD_LETTER_QUEUE_ARGUMENTS)).bind(
+        dlx, routing_key=routing_key
+    )
     await (await channel.get_queue(old, ensure=False)).unbind(dlx, routing_key=routing_key)
     moved = await _move(channel, old, new)
     while (await channel.declare_queue(old, passive=True)).declaration_result.message_count:
@@ -324,8 +371,9 @@ async def _move(channel: AbstractChannel, source: str, target: str) -> int:
     q = await channel.get_queue(source, ensure=False)
     moved = 0
     while (message := await q.get(no_ack=False, fail=False)) is not None:
-        await channel.default_exchange.publish(_copy(message, keep_dead_letter_headers=True), routing_key=target,
-                                               mandatory=True)
+        await channel.default_exchange.publish(
+            _copy(message, keep_dead_letter_headers=True), routing_key=target, mandatory=True
+        )
         await message.ack()
         moved += 1
     return moved
@@ -333,10 +381,16 @@ async def _move(channel: AbstractChannel, source: str, target: str) -> int:
 
 def _outline(message: AbstractIncomingMessage) -> dict:
     """The envelope without its data values (patient data): which fields it carries and their sizes."""
-    outline: dict = {"properties": {"message_id": message.message_id, "correlation_id": message.correlation_id,
-                                    "type": message.type, "content_type": message.content_type,
-                                    "body_bytes": len(message.body)},
-                     "headers": {k: _plain(v) for k, v in (message.headers or {}).items()}}
+    outline: dict = {
+        "properties": {
+            "message_id": message.message_id,
+            "correlation_id": message.correlation_id,
+            "type": message.type,
+            "content_type": message.content_type,
+            "body_bytes": len(message.body),
+        },
+        "headers": {k: _plain(v) for k, v in (message.headers or {}).items()},
+    }
     try:
         envelope = json.loads(message.body)
         data = envelope.pop("data", None)

@@ -107,8 +107,7 @@ async def _serve(hop: str, amqp_url: str, dsn: str, exchange_name: str, smtp_por
     await channel.set_qos(prefetch_count=PREFETCH)
     exchange = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.TOPIC, durable=True)
     key = "convocation.created.v1" if hop == "sealer" else "letter.sealed.v1"
-    queue = await channel.declare_queue(f"{exchange_name}.{hop}", durable=True,
-                                        arguments={"x-queue-type": "quorum"})
+    queue = await channel.declare_queue(f"{exchange_name}.{hop}", durable=True, arguments={"x-queue-type": "quorum"})
     await queue.bind(exchange, key)
     smtp = None
 
@@ -117,32 +116,47 @@ async def _serve(hop: str, amqp_url: str, dsn: str, exchange_name: str, smtp_por
         data = event["data"]
         pdf = base64.b64decode(data.get("document_pdf_base64") or "")
         async with pool.acquire() as c, c.transaction():
-            claimed = await c.fetchval("insert into bare_inbox values ($1, 'sealer') on conflict do nothing "
-                                       "returning event_id", event["event_id"])
+            claimed = await c.fetchval(
+                "insert into bare_inbox values ($1, 'sealer') on conflict do nothing returning event_id",
+                event["event_id"],
+            )
             if claimed:
-                await c.execute("insert into bare_letters values ($1, $2, $3)", data["convocation_id"],
-                                data["patient"]["email"], pdf)
+                await c.execute(
+                    "insert into bare_letters values ($1, $2, $3)",
+                    data["convocation_id"],
+                    data["patient"]["email"],
+                    pdf,
+                )
         if claimed:
-            body = json.dumps({"event_id": f"sealed-{event['event_id']}", "id": data["convocation_id"],
-                               "email": data["patient"]["email"],
-                               "pdf": base64.b64encode(pdf).decode()}).encode()
-            await exchange.publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                                   routing_key="letter.sealed.v1")
+            body = json.dumps(
+                {
+                    "event_id": f"sealed-{event['event_id']}",
+                    "id": data["convocation_id"],
+                    "email": data["patient"]["email"],
+                    "pdf": base64.b64encode(pdf).decode(),
+                }
+            ).encode()
+            await exchange.publish(
+                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key="letter.sealed.v1"
+            )
         await message.ack()
 
     async def mail(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         nonlocal smtp
         event = json.loads(message.body)
         async with pool.acquire() as c, c.transaction():
-            claimed = await c.fetchval("insert into bare_inbox values ($1, 'mailer') on conflict do nothing "
-                                       "returning event_id", event["event_id"])
+            claimed = await c.fetchval(
+                "insert into bare_inbox values ($1, 'mailer') on conflict do nothing returning event_id",
+                event["event_id"],
+            )
             if claimed:
                 await c.execute("insert into bare_sent values ($1, $2, now())", event["id"], event["email"])
                 msg = EmailMessage()
                 msg["From"], msg["To"], msg["Subject"] = "hospital@example.ch", event["email"], "Convocation"
                 msg.set_content("Your convocation is attached.")
-                msg.add_attachment(base64.b64decode(event["pdf"]), maintype="application", subtype="pdf",
-                                   filename="convocation.pdf")
+                msg.add_attachment(
+                    base64.b64decode(event["pdf"]), maintype="application", subtype="pdf", filename="convocation.pdf"
+                )
                 async with smtp_lock:
                     if smtp is None or not smtp.is_connected:
                         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_port, start_tls=False)
@@ -176,8 +190,19 @@ class BareChain:
     def start(self) -> BareChain:
         for hop in ("sealer", "mailer"):
             self.processes[f"bare-{hop}"] = subprocess.Popen(
-                [sys.executable, "-m", "devstack.baseline", hop, self.amqp_url, self.dsn, self.exchange,
-                 str(self.smtp_port)], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT / "tools")})
+                [
+                    sys.executable,
+                    "-m",
+                    "devstack.baseline",
+                    hop,
+                    self.amqp_url,
+                    self.dsn,
+                    self.exchange,
+                    str(self.smtp_port),
+                ],
+                stdout=subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": str(ROOT / "tools")},
+            )
         for proc in self.processes.values():
             if proc.stdout is None or proc.stdout.readline().strip() != b"ready":
                 raise RuntimeError("a bare hop did not start")

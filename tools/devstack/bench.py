@@ -76,15 +76,20 @@ def big_letters_run(stack, sink: SmtpSink, count: int = 4) -> None:
     received = wait_received(sink, set(sent), timeout=120)
     elapsed = time.monotonic() - t0
     time.sleep(1)  # the last letter's handler returns after its e-mail went out
-    print(f"Issuer with {count} letters of {MAX_PDF_BYTES // 2**20} MB in flight: RSS {before:.0f} MB before, "
-          f"peak {rss_mb(pid, 'VmHWM'):.0f} MB, {rss_mb(pid):.0f} MB after; {len(received)}/{count} e-mails "
-          f"in {elapsed:.1f} s")
-    print("  peak of the services that receive the sealed letters: " + ", ".join(
-        f"{name} {rss_mb(stack.processes[name].pid, 'VmHWM'):.0f} MB" for name in ("mailer", "access-portal")))
+    print(
+        f"Issuer with {count} letters of {MAX_PDF_BYTES // 2**20} MB in flight: RSS {before:.0f} MB before, "
+        f"peak {rss_mb(pid, 'VmHWM'):.0f} MB, {rss_mb(pid):.0f} MB after; {len(received)}/{count} e-mails "
+        f"in {elapsed:.1f} s"
+    )
+    print(
+        "  peak of the services that receive the sealed letters: "
+        + ", ".join(
+            f"{name} {rss_mb(stack.processes[name].pid, 'VmHWM'):.0f} MB" for name in ("mailer", "access-portal")
+        )
+    )
 
 
-async def publish_all(exchange: str, events: list[dict], rate: float | None, amqp_url: str = ""
-                      ) -> dict[str, float]:
+async def publish_all(exchange: str, events: list[dict], rate: float | None, amqp_url: str = "") -> dict[str, float]:
     """Publish like an upstream system; returns publish time per e-mail address."""
     sent: dict[str, float] = {}
     conn = await aio_pika.connect_robust(amqp_url or AMQP)
@@ -96,10 +101,15 @@ async def publish_all(exchange: str, events: list[dict], rate: float | None, amq
             if rate:
                 await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
             sent[event["data"]["patient"]["email"]] = time.time()
-            await ex.publish(aio_pika.Message(json.dumps(event).encode(), message_id=event["event_id"],
-                                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                              content_type="application/json"),
-                             routing_key="convocation.created.v1")
+            await ex.publish(
+                aio_pika.Message(
+                    json.dumps(event).encode(),
+                    message_id=event["event_id"],
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    content_type="application/json",
+                ),
+                routing_key="convocation.created.v1",
+            )
     return sent
 
 
@@ -126,8 +136,9 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def chain_run(exchange: str, pids: list[int], sink: SmtpSink, n: int, pdf_kb: int, rate: float | None
-              ) -> tuple[float, list[float], float]:
+def chain_run(
+    exchange: str, pids: list[int], sink: SmtpSink, n: int, pdf_kb: int, rate: float | None
+) -> tuple[float, list[float], float]:
     """(convocations per second, latencies, CPU seconds per convocation summed over the chain's processes).
     ``pdf_kb`` 0: the events carry no PDF, so the issuer renders every letter."""
     pdf = sample_pdf("x" * max(0, pdf_kb * 1024 - 600)) if pdf_kb else None
@@ -153,10 +164,17 @@ def replica_of(stack: Stack, exchange: str, log_dir: str) -> Stack:
     """A process of each service like ``stack``'s, on the same database, on ``exchange``'s queues, with
     pools of 4 connections: ten processes with production pools (10 each) would take a development
     PostgreSQL's 100 connections."""
-    return Stack(database=stack.database, exchange=exchange, smtp_port=stack.smtp_port, amqp_url=stack.amqp_url,
-                 sms_provider_url=stack.sms_provider_url, sms_account_sid=stack.sms_account_sid,
-                 sms_auth_token=stack.sms_auth_token, log_dir=stack.log_dir / log_dir,
-                 extra_env={"*": {**stack.extra_env.get("*", {}), "DATABASE_POOL_SIZE": "4"}})
+    return Stack(
+        database=stack.database,
+        exchange=exchange,
+        smtp_port=stack.smtp_port,
+        amqp_url=stack.amqp_url,
+        sms_provider_url=stack.sms_provider_url,
+        sms_account_sid=stack.sms_account_sid,
+        sms_auth_token=stack.sms_auth_token,
+        log_dir=stack.log_dir / log_dir,
+        extra_env={"*": {**stack.extra_env.get("*", {}), "DATABASE_POOL_SIZE": "4"}},
+    )
 
 
 def exactly_once(sink: SmtpSink, addresses: set[str]) -> tuple[int, int]:
@@ -172,8 +190,10 @@ def replicas_run(stack: Stack, sink: SmtpSink, n: int) -> None:
     """Throughput of the chain with one and with two processes of each service (both with pools of 4,
     on their own exchange; ``stack``'s processes are stopped first), and exactly-once delivery."""
     stack.stop()
-    print(f"Two replicas: two processes of each service on the same database and queues, n={n}, 1 KB PDF,"
-          " pools of 4 connections")
+    print(
+        f"Two replicas: two processes of each service on the same database and queues, n={n}, 1 KB PDF,"
+        " pools of 4 connections"
+    )
     replicas = [replica_of(stack, "bench-replicas", f"replica-{i}") for i in (1, 2)]
     try:
         replicas[0].start()
@@ -190,8 +210,10 @@ def replicas_run(stack: Stack, sink: SmtpSink, n: int) -> None:
         for replica in replicas:
             replica.stop()
     print(f"  {'throughput, 1 replica':<28} {one:9.1f} conv/s   lost {lost_one}, sent twice {twice_one}")
-    print(f"  {'throughput, 2 replicas':<28} {two:9.1f} conv/s   lost {lost_two}, sent twice {twice_two}   "
-          f"ratio {two / one:5.2f}x ({os.cpu_count()} cores for both replicas, the broker and PostgreSQL)")
+    print(
+        f"  {'throughput, 2 replicas':<28} {two:9.1f} conv/s   lost {lost_two}, sent twice {twice_two}   "
+        f"ratio {two / one:5.2f}x ({os.cpu_count()} cores for both replicas, the broker and PostgreSQL)"
+    )
 
 
 _LAST_SENT: set[str] = set()  # the recipients of the last chain_run, for exactly_once()
@@ -228,10 +250,23 @@ def descendants(pid: int) -> list[int]:
 def backends(database: str, bare: bool) -> list[int]:
     """The PostgreSQL backends serving one chain: the bare chain connects as postgres, the services as
     their own roles."""
-    out = subprocess.run(["psql", "-Atq", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
-                          f"select pid from pg_stat_activity where datname = '{database}' and usename "
-                          f"{'=' if bare else '<>'} 'postgres' and pid <> pg_backend_pid()"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            "psql",
+            "-Atq",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            f"select pid from pg_stat_activity where datname = '{database}' and usename "
+            f"{'=' if bare else '<>'} 'postgres' and pid <> pg_backend_pid()",
+        ],
+        capture_output=True,
+        text=True,
+    )
     return [int(line) for line in out.stdout.split()]
 
 
@@ -240,11 +275,12 @@ def cpu_breakdown(groups: dict, n: int, run):
     and after) while ``run()`` drives ``n`` letters; returns what run() returns."""
     before = {name: {pid: process_cpu(pid) for pid in pids()} for name, pids in groups.items()}
     result = run()
-    used = {name: sum(process_cpu(pid) - before[name].get(pid, 0.0) for pid in pids())
-            for name, pids in groups.items()}
-    print("  CPU per convocation: " + ", ".join(f"{name} {seconds / n * 1000:.1f} ms"
-                                                for name, seconds in used.items())
-          + f"; total {sum(used.values()) / n * 1000:.1f} ms")
+    used = {name: sum(process_cpu(pid) - before[name].get(pid, 0.0) for pid in pids()) for name, pids in groups.items()}
+    print(
+        "  CPU per convocation: "
+        + ", ".join(f"{name} {seconds / n * 1000:.1f} ms" for name, seconds in used.items())
+        + f"; total {sum(used.values()) / n * 1000:.1f} ms"
+    )
     return result
 
 
@@ -257,11 +293,26 @@ def profile_run(stack: Stack, sink: SmtpSink, n: int, out: Path, pdf_kb: int = 1
     writes one collapsed-stack file per service (speedscope.app or flamegraph.pl open it) and prints
     each service's heaviest frames, inclusive of what they call."""
     out.mkdir(parents=True, exist_ok=True)
-    spies = {name: subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid),
-                                     "--rate", "250", "--native", "--format", "raw",
-                                     "--output", str(out / f"{name}.folded")],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for name, proc in stack.processes.items()}
+    spies = {
+        name: subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--rate",
+                "250",
+                "--native",
+                "--format",
+                "raw",
+                "--output",
+                str(out / f"{name}.folded"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for name, proc in stack.processes.items()
+    }
     time.sleep(1)  # py-spy attaches
     try:
         cpu_breakdown(of(stack.processes), n, lambda: chain_run(stack.exchange, [], sink, n, pdf_kb, None))
@@ -297,8 +348,9 @@ def heaviest_frames(folded: str, top: int) -> list[tuple[str, float]]:
         busy += int(count)
         for frame in set(frames):
             inclusive[frame] = inclusive.get(frame, 0) + int(count)
-    ranked = sorted(((f, c / busy) for f, c in inclusive.items()
-                     if c / busy < 0.97), key=lambda fc: -fc[1])  # below the frames every stack shares
+    ranked = sorted(
+        ((f, c / busy) for f, c in inclusive.items() if c / busy < 0.97), key=lambda fc: -fc[1]
+    )  # below the frames every stack shares
     return ranked[:top]
 
 
@@ -324,8 +376,10 @@ def siu_messages(n: int, pdf_kb: int) -> tuple[list[bytes], set[str]]:
     messages, addresses = [], set()
     for _ in range(n):
         email, appointment = f"h-{uuid.uuid4().hex[:10]}@example.ch", f"B-{uuid.uuid4().hex[:12]}"
-        lines = [line.split("|") for line in template.replace("APT-4711", appointment)
-                 .replace("zoe.muller@example.ch", email).splitlines()]
+        lines = [
+            line.split("|")
+            for line in template.replace("APT-4711", appointment).replace("zoe.muller@example.ch", email).splitlines()
+        ]
         for fields in lines:
             if fields[0] == "OBX":
                 fields[5] = f"^AP^PDF^Base64^{pdf}"
@@ -363,8 +417,10 @@ def gateway_run(stack: Stack, sink: SmtpSink, n: int, pdf_kb: int = 1, connectio
         print(f"  ! gateway: {accepted} of {n} acknowledged AA, {len(received)} e-mails arrived")
     rate = len(received) / (max(received.values()) - t0) if received else float("nan")
     direct, _, _ = chain_run(stack.exchange, [], sink, n, pdf_kb, None)
-    print(f"HL7 v2 through the hospital gateway ({connections} MLLP connections, each waiting for its ACK), n={n},"
-          f" {pdf_kb} KB PDFs:")
+    print(
+        f"HL7 v2 through the hospital gateway ({connections} MLLP connections, each waiting for its ACK), n={n},"
+        f" {pdf_kb} KB PDFs:"
+    )
     print(f"  {'acknowledged (AA)':<28} {n / acked:9.1f} msg/s")
     print(ratio_line("SIU^S12 to e-mail", rate, direct, "conv/s", "-").replace("bare", "AMQP"))
 
@@ -378,6 +434,7 @@ async def portal_load(url: str, rate: float, seconds: float) -> tuple[list[float
     latencies: list[float] = []
     errors = 0
     async with httpx.AsyncClient(timeout=10) as client:
+
         async def one() -> None:
             nonlocal errors
             t = time.perf_counter()
@@ -401,16 +458,29 @@ def main() -> None:
     parser.add_argument("--unloaded-rate", type=float, default=10, help="convocations/s for the latency run")
     parser.add_argument("--big-letters-only", action="store_true", help="only the 10 MB letters' memory figure")
     parser.add_argument("--replicas-only", action="store_true", help="only the one- against two-replica run")
-    parser.add_argument("--memory", action="store_true",
-                        help="only the services' memory after -n letters (e.g. -n 6000)")
-    parser.add_argument("--pdf-kb", type=int, default=1,
-                        help="size of the letters' PDFs for --memory and --throughput-only (0: none, the issuer renders)")
-    parser.add_argument("--gateway-only", action="store_true",
-                        help="only HL7 through the hospital gateway against the direct AMQP path")
-    parser.add_argument("--throughput-only", action="store_true",
-                        help="only the throughput of both chains (--pdf-kb), with the CPU of each process")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="only a 1 KB run of -n letters under py-spy: one flame graph per service in DIR")
+    parser.add_argument(
+        "--memory", action="store_true", help="only the services' memory after -n letters (e.g. -n 6000)"
+    )
+    parser.add_argument(
+        "--pdf-kb",
+        type=int,
+        default=1,
+        help="size of the letters' PDFs for --memory and --throughput-only (0: none, the issuer renders)",
+    )
+    parser.add_argument(
+        "--gateway-only", action="store_true", help="only HL7 through the hospital gateway against the direct AMQP path"
+    )
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="only the throughput of both chains (--pdf-kb), with the CPU of each process",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="only a 1 KB run of -n letters under py-spy: one flame graph per service in DIR",
+    )
     args = parser.parse_args()
     global AMQP
     broker = None if AMQP or not PrivateBroker.available() else PrivateBroker("convocations-bench").start()
@@ -422,10 +492,17 @@ def main() -> None:
     sink = SmtpSink().start()  # both chains' SMTP server: accepts and discards
     inbox = DevInbox().start()  # only as the SMS provider
     scratch = Path(tempfile.mkdtemp(prefix="convocations-bench-"))  # the services' logs, removed at the end
-    stack = Stack(database=database, exchange="bench", smtp_port=sink.port, amqp_url=AMQP,
-                  sms_provider_url=inbox.twilio_base_url, sms_account_sid=inbox.account_sid,
-                  sms_auth_token=inbox.auth_token, log_dir=scratch / "logs",
-                  extra_env={"*": {"LOG_LEVEL": "WARNING", "OUTBOX_POLL_SECONDS": "1"}})
+    stack = Stack(
+        database=database,
+        exchange="bench",
+        smtp_port=sink.port,
+        amqp_url=AMQP,
+        sms_provider_url=inbox.twilio_base_url,
+        sms_account_sid=inbox.account_sid,
+        sms_auth_token=inbox.auth_token,
+        log_dir=scratch / "logs",
+        extra_env={"*": {"LOG_LEVEL": "WARNING", "OUTBOX_POLL_SECONDS": "1"}},
+    )
     bare = BareChain(AMQP, f"postgresql://postgres@127.0.0.1:5432/{database}", "bench-bare", sink.port)
     try:
         stack.start()
@@ -444,11 +521,14 @@ def main() -> None:
             # per convocation too (each run alone on the broker; the backends of its own connections).
             broker_pid = broker.process.pid if broker is not None and broker.process is not None else None
             infrastructure = {"broker": lambda: descendants(broker_pid) if broker_pid else []}
-            for name, chain, processes in (("ours", stack.exchange, stack.processes),
-                                           ("bare", bare.exchange, bare.processes)):
-                groups = {**of(processes), **infrastructure,
-                          "postgres": lambda b=name == "bare": backends(database, b)}
-                rate, _, _ = cpu_breakdown(groups, args.n, lambda c=chain: chain_run(c, [], sink, args.n, args.pdf_kb, None))
+            for name, chain, processes in (
+                ("ours", stack.exchange, stack.processes),
+                ("bare", bare.exchange, bare.processes),
+            ):
+                groups = {**of(processes), **infrastructure, "postgres": lambda b=name == "bare": backends(database, b)}
+                rate, _, _ = cpu_breakdown(
+                    groups, args.n, lambda c=chain: chain_run(c, [], sink, args.n, args.pdf_kb, None)
+                )
                 print(f"  {name}: {rate:.1f} conv/s")
             return
         if args.replicas_only:
@@ -461,8 +541,10 @@ def main() -> None:
         big_letters_run(stack, sink)  # first: the peak (VmHWM) is the process's since its start
         if args.big_letters_only:
             return
-        print(f"Chain convocation.created -> e-mail accepted by a discarding SMTP sink, against the bare chain "
-              f"(aio-pika + asyncpg, same two hops); {os.cpu_count()} cores, services as processes, n={args.n}")
+        print(
+            f"Chain convocation.created -> e-mail accepted by a discarding SMTP sink, against the bare chain "
+            f"(aio-pika + asyncpg, same two hops); {os.cpu_count()} cores, services as processes, n={args.n}"
+        )
         rates, cpus = {}, {}
         for kb, target in ((1, ">= 0.6x"), (150, ">= 0.8x")):
             rate, lat, cpu = chain_run(stack.exchange, ours_pids, sink, args.n, kb, None)
@@ -470,22 +552,33 @@ def main() -> None:
             rates[kb], cpus[kb] = (rate, brate), (cpu, bcpu)
             print(ratio_line(f"throughput, {kb} KB PDF", rate, brate, "conv/s", target))
         ours_cpu, bare_cpu = cpus[1]
-        print(f"  {'CPU per convocation, 1 KB':<28} {ours_cpu * 1000:9.1f} ms       bare {bare_cpu * 1000:9.1f}   "
-              f"ratio {bare_cpu and ours_cpu / bare_cpu:5.2f}x  (target <= 1.6x; all the chain's processes)")
+        print(
+            f"  {'CPU per convocation, 1 KB':<28} {ours_cpu * 1000:9.1f} ms       bare {bare_cpu * 1000:9.1f}   "
+            f"ratio {bare_cpu and ours_cpu / bare_cpu:5.2f}x  (target <= 1.6x; all the chain's processes)"
+        )
         n_unloaded = int(args.unloaded_rate * 30)  # 300 letters: a p99 of 100 was one outlier
         _, lat, _ = chain_run(stack.exchange, ours_pids, sink, n_unloaded, 1, args.unloaded_rate)
         _, blat, _ = chain_run(bare.exchange, bare_pids, sink, n_unloaded, 1, args.unloaded_rate)
         for p in (50, 99):
-            print(ratio_line(f"latency p{p} at {args.unloaded_rate:.0f}/s, 1 KB", percentile(lat, p) * 1000,
-                             percentile(blat, p) * 1000, "ms", "<= 2x" if p == 99 else "-"))
+            print(
+                ratio_line(
+                    f"latency p{p} at {args.unloaded_rate:.0f}/s, 1 KB",
+                    percentile(lat, p) * 1000,
+                    percentile(blat, p) * 1000,
+                    "ms",
+                    "<= 2x" if p == 99 else "-",
+                )
+            )
         print("Resident memory after the runs (target < 120 MB per service):")
         for name, proc in [*stack.processes.items(), *bare.processes.items()]:
             print(f"  {name:<14} {rss_mb(proc.pid):6.1f} MB")
         print("Portal:")
         for path in ("/m/00000000-0000-0000-0000-000000000000", "/healthz"):  # a page read + audit insert
             lat, errors = asyncio.run(portal_load(stack.url("access-portal") + path, 200, 5))
-            print(f"  portal GET {path.split('/')[1]:<8} at 200 req/s: p50 {statistics.median(lat) * 1000:.1f} ms, "
-                  f"p99 {percentile(lat, 99) * 1000:.1f} ms, {errors} server errors of {len(lat)}")
+            print(
+                f"  portal GET {path.split('/')[1]:<8} at 200 req/s: p50 {statistics.median(lat) * 1000:.1f} ms, "
+                f"p99 {percentile(lat, 99) * 1000:.1f} ms, {errors} server errors of {len(lat)}"
+            )
         replicas_run(stack, sink, args.n)
         gateway_run(stack, sink, args.n)
     finally:
@@ -493,8 +586,21 @@ def main() -> None:
         stack.stop()
         inbox.stop()
         sink.stop()
-        subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
-                        f'drop database if exists "{database}" with (force)'], capture_output=True)
+        subprocess.run(
+            [
+                "psql",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                f'drop database if exists "{database}" with (force)',
+            ],
+            capture_output=True,
+        )
         if broker is not None:
             broker.stop()
         shutil.rmtree(scratch, ignore_errors=True)

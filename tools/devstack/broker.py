@@ -48,9 +48,13 @@ class PrivateBroker:
 
     def env(self) -> dict[str, str]:
         """The environment under which ``rabbitmqctl`` (and the server) address this node."""
-        return {**os.environ, "RABBITMQ_NODENAME": self.node, "HOME": str(self.home),
-                "RABBITMQ_CONF_ENV_FILE": str(self.home / "rabbitmq-env.conf"),
-                "PATH": f"{self.home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+        return {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "HOME": str(self.home),
+            "RABBITMQ_CONF_ENV_FILE": str(self.home / "rabbitmq-env.conf"),
+            "PATH": f"{self.home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
 
     def _tools(self) -> None:
         """Shims for the command-line tools: RabbitMQ's own script, this node's home (its cookie)."""
@@ -74,36 +78,41 @@ class PrivateBroker:
         if not self.tls:
             return f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
         ca, certificate, key = self.tls
-        return ("listeners.tcp = none\n"
-                f"listeners.ssl.default = 127.0.0.1:{self.port}\n"
-                f"ssl_options.cacertfile = {ca}\nssl_options.certfile = {certificate}\nssl_options.keyfile = {key}\n"
-                "ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n")
+        return (
+            "listeners.tcp = none\n"
+            f"listeners.ssl.default = 127.0.0.1:{self.port}\n"
+            f"ssl_options.cacertfile = {ca}\nssl_options.certfile = {certificate}\nssl_options.keyfile = {key}\n"
+            "ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n"
+        )
 
     def start(self) -> PrivateBroker:
         if self.running:
             return self
         (self.home / "rabbitmq-env.conf").write_text("")  # not the machine's /etc/rabbitmq/rabbitmq-env.conf
         (self.home / "rabbitmq.conf").write_text(
-            self._listeners() +
-            f"prometheus.tcp.port = {self.prometheus_port}\n"
+            self._listeners() + f"prometheus.tcp.port = {self.prometheus_port}\n"
             "prometheus.tcp.ip = 127.0.0.1\n"
-            "management_agent.disable_metrics_collector = false\n")
+            "management_agent.disable_metrics_collector = false\n"
+        )
         (self.home / "enabled_plugins").write_text("[rabbitmq_prometheus].\n")
-        env = {**self.env(),
-               "RABBITMQ_CONFIG_FILE": str(self.home / "rabbitmq.conf"),
-               "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.home / "enabled_plugins"),
-               "RABBITMQ_MNESIA_BASE": str(self.home / "mnesia"),
-               "RABBITMQ_LOG_BASE": str(self.home / "log"),
-               "RABBITMQ_PID_FILE": str(self.home / "pid"),
-               "RABBITMQ_DIST_PORT": str(self.dist_port),
-               "ERL_EPMD_ADDRESS": "127.0.0.1",
-               "ERL_CRASH_DUMP": str(self.home / "erl_crash.dump")}
+        env = {
+            **self.env(),
+            "RABBITMQ_CONFIG_FILE": str(self.home / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.home / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.home / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.home / "log"),
+            "RABBITMQ_PID_FILE": str(self.home / "pid"),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "ERL_CRASH_DUMP": str(self.home / "erl_crash.dump"),
+        }
         if not self.tls:  # the plain listener's port (with TLS, the configuration's ssl listener alone)
             env["RABBITMQ_NODE_PORT"] = str(self.port)
         log = (self.home / "server.out").open("wb")
         server = SCRIPTS / "rabbitmq-server" if (SCRIPTS / "rabbitmq-server").exists() else "rabbitmq-server"
-        self.process = subprocess.Popen([str(server)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [str(server)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + 90
         while True:
             if self._ctl("await_startup", "--timeout", "10", timeout=30) == 0:
@@ -128,14 +137,25 @@ class PrivateBroker:
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``rabbitmqctl ARGS`` against this node; raises if it fails."""
-        return subprocess.run([str(self.home / "bin" / "rabbitmqctl"), *args], env=self.env(), check=True,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [str(self.home / "bin" / "rabbitmqctl"), *args],
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def _ctl(self, *args: str, timeout: float) -> int | None:
         """``rabbitmqctl -q ARGS`` against this node; None if it did not return in time (it is killed,
         with the Erlang VM it started)."""
-        ctl = subprocess.Popen([str(self.home / "bin" / "rabbitmqctl"), "-q", *args], env=self.env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        ctl = subprocess.Popen(
+            [str(self.home / "bin" / "rabbitmqctl"), "-q", *args],
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             return ctl.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

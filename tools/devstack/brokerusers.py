@@ -32,18 +32,32 @@ def definitions(vhost: str, exchange: str, passwords: dict[str, str], prefix: st
     users, permissions, topic_permissions = [], [], []
     for party, grant in topology.broker_permissions(exchange).items():
         user = prefix + grant.user
-        users.append({"name": user, "password_hash": _password_hash(passwords[party]),
-                      "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []})
-        permissions.append({"user": user, "vhost": vhost, "configure": grant.configure, "write": grant.write,
-                            "read": grant.read})
-        topic_permissions += [{"user": user, "vhost": vhost, "exchange": name, "write": write, "read": read}
-                              for name, (write, read) in grant.topics.items()]
-    return {"users": users, "vhosts": [{"name": vhost}], "permissions": permissions,
-            "topic_permissions": topic_permissions}
+        users.append(
+            {
+                "name": user,
+                "password_hash": _password_hash(passwords[party]),
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": [],
+            }
+        )
+        permissions.append(
+            {"user": user, "vhost": vhost, "configure": grant.configure, "write": grant.write, "read": grant.read}
+        )
+        topic_permissions += [
+            {"user": user, "vhost": vhost, "exchange": name, "write": write, "read": read}
+            for name, (write, read) in grant.topics.items()
+        ]
+    return {
+        "users": users,
+        "vhosts": [{"name": vhost}],
+        "permissions": permissions,
+        "topic_permissions": topic_permissions,
+    }
 
 
-def create_broker_users(vhost: str, exchange: str, *, prefix: str = "", host: str = "127.0.0.1",
-                        port: int = 5672) -> dict[str, str]:
+def create_broker_users(
+    vhost: str, exchange: str, *, prefix: str = "", host: str = "127.0.0.1", port: int = 5672
+) -> dict[str, str]:
     """Create (or reset) the users with fresh random passwords; returns each party's AMQP URL
     (party = a service name, ``topology.UPSTREAM_PRODUCER`` for the hospital's system, or
     ``topology.PRINT_ROOM`` for its print room)."""
@@ -53,8 +67,10 @@ def create_broker_users(vhost: str, exchange: str, *, prefix: str = "", host: st
         f.flush()
         os.chmod(f.name, 0o644)  # rabbitmqctl reads it as the broker's user
         _rabbitmqctl("import_definitions", f.name)
-    return {party: f"amqp://{quote(prefix + party, safe='')}:{password}@{host}:{port}/{quote(vhost, safe='')}"
-            for party, password in passwords.items()}
+    return {
+        party: f"amqp://{quote(prefix + party, safe='')}:{password}@{host}:{port}/{quote(vhost, safe='')}"
+        for party, password in passwords.items()
+    }
 
 
 def delete_broker_users(exchange: str, *, prefix: str = "") -> None:
@@ -91,27 +107,47 @@ K8S_HEADER = """\
 """
 
 
-def k8s_resources(exchange: str = "convocations", vhost: str = "/",
-                  cluster: str = "convocations-mq") -> list[dict]:
+def k8s_resources(exchange: str = "convocations", vhost: str = "/", cluster: str = "convocations-mq") -> list[dict]:
     """A User, a Permission and a TopicPermission per topic exchange, for each party."""
     ref = {"name": cluster}
     docs: list[dict] = []
     for grant in topology.broker_permissions(exchange).values():
         user = grant.user
-        docs.append({"apiVersion": "rabbitmq.com/v1beta1", "kind": "User", "metadata": {"name": user},
-                     "spec": {"rabbitmqClusterReference": ref,
-                              "importCredentialsSecret": {"name": f"rabbitmq-user-{user}"}}})
-        docs.append({"apiVersion": "rabbitmq.com/v1beta1", "kind": "Permission", "metadata": {"name": user},
-                     "spec": {"vhost": vhost, "userReference": {"name": user},
-                              "permissions": {"configure": grant.configure, "write": grant.write,
-                                              "read": grant.read},
-                              "rabbitmqClusterReference": ref}})
+        docs.append(
+            {
+                "apiVersion": "rabbitmq.com/v1beta1",
+                "kind": "User",
+                "metadata": {"name": user},
+                "spec": {"rabbitmqClusterReference": ref, "importCredentialsSecret": {"name": f"rabbitmq-user-{user}"}},
+            }
+        )
+        docs.append(
+            {
+                "apiVersion": "rabbitmq.com/v1beta1",
+                "kind": "Permission",
+                "metadata": {"name": user},
+                "spec": {
+                    "vhost": vhost,
+                    "userReference": {"name": user},
+                    "permissions": {"configure": grant.configure, "write": grant.write, "read": grant.read},
+                    "rabbitmqClusterReference": ref,
+                },
+            }
+        )
         for name, (write, read) in grant.topics.items():
-            docs.append({"apiVersion": "rabbitmq.com/v1beta1", "kind": "TopicPermission",
-                         "metadata": {"name": f"{user}-{name.replace('.', '-')}"},
-                         "spec": {"vhost": vhost, "userReference": {"name": user},
-                                  "permissions": {"exchange": name, "write": write, "read": read},
-                                  "rabbitmqClusterReference": ref}})
+            docs.append(
+                {
+                    "apiVersion": "rabbitmq.com/v1beta1",
+                    "kind": "TopicPermission",
+                    "metadata": {"name": f"{user}-{name.replace('.', '-')}"},
+                    "spec": {
+                        "vhost": vhost,
+                        "userReference": {"name": user},
+                        "permissions": {"exchange": name, "write": write, "read": read},
+                        "rabbitmqClusterReference": ref,
+                    },
+                }
+            )
     return docs
 
 

@@ -41,9 +41,17 @@ from sms_gateway.text import otp_text
 
 OUT = ROOT / "services/access-portal/access_portal/static/guide"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                 "--font-render-hinting=none"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--font-render-hinting=none",
+]
 FONTS_CONF = Path(__file__).with_name("guide-fonts.conf")
 WIDTH, HEIGHT = 360, 640  # a phone, in CSS pixels, drawn at one device pixel each
 FPS = 2  # stills: two frames a second are enough, and cost next to nothing
@@ -68,14 +76,16 @@ class Sample:
 
 
 SAMPLES = {
-    "fr": Sample("079 600 10 11", ("cardiology", "Cardiologie"),
-                 "Venez à jeun. Apportez la liste de vos médicaments."),
-    "de": Sample("079 600 20 22", ("cardiology", "Kardiologie"),
-                 "Kommen Sie nüchtern. Bringen Sie die Liste Ihrer Medikamente mit."),
-    "it": Sample("079 600 30 33", ("cardiology", "Cardiologia"),
-                 "Venga a digiuno. Porti l’elenco dei Suoi medicamenti."),
-    "en": Sample("079 600 40 44", ("cardiology", "Cardiology"),
-                 "Come fasting. Bring the list of your medicines."),
+    "fr": Sample("079 600 10 11", ("cardiology", "Cardiologie"), "Venez à jeun. Apportez la liste de vos médicaments."),
+    "de": Sample(
+        "079 600 20 22",
+        ("cardiology", "Kardiologie"),
+        "Kommen Sie nüchtern. Bringen Sie die Liste Ihrer Medikamente mit.",
+    ),
+    "it": Sample(
+        "079 600 30 33", ("cardiology", "Cardiologia"), "Venga a digiuno. Porti l’elenco dei Suoi medicamenti."
+    ),
+    "en": Sample("079 600 40 44", ("cardiology", "Cardiology"), "Come fasting. Bring the list of your medicines."),
 }
 SAMPLE_LINK = f"https://{HOST}/m/6f1c2a9e-5b1d-4c8e-9a57-2d3b6e1f8c40#yQ3vJ0c8WmT1pXh5Rk2sLd9aFb7uGz4NiE6oCw3Mq1AjHr4s"
 
@@ -96,8 +106,13 @@ def e164(national: str) -> str:
 def email_screen(language: str) -> str:
     """The link e-mail as a phone's mail app shows it: sender, subject, then the mailer's own HTML."""
     hospital = PortalSettings.model_fields["hospital_name"].default
-    mail = render_email(language=language, patient_name="Marie Dupont", link=SAMPLE_LINK, hospital_name=hospital,
-                        contact_phone=PortalSettings.model_fields["hospital_phone"].default)
+    mail = render_email(
+        language=language,
+        patient_name="Marie Dupont",
+        link=SAMPLE_LINK,
+        hospital_name=hospital,
+        contact_phone=PortalSettings.model_fields["hospital_phone"].default,
+    )
     return f"""<!doctype html><html lang="{language}"><head><meta charset="utf-8"><style>
 body {{ margin: 0; font-family: "DejaVu Sans", sans-serif; background: #fff; }}
 .bar {{ background: #eef1f4; border-bottom: 1px solid #c8ced6; padding: 10px 14px; }}
@@ -111,8 +126,14 @@ iframe {{ border: 0; width: {WIDTH}px; height: {HEIGHT - 64}px; display: block; 
 def sms_screen(language: str) -> str:
     """The code's SMS as a phone's messages app shows it (the SMS gateway's text, with the sample code)."""
     sender = SmsSettings.model_fields["sms_hospital_name"].default
-    text = otp_text(language, SAMPLE_CODE, HOST, hospital=sender, expires_at=SENT_AT + timedelta(minutes=code_minutes()),
-                    now=SENT_AT)
+    text = otp_text(
+        language,
+        SAMPLE_CODE,
+        HOST,
+        hospital=sender,
+        expires_at=SENT_AT + timedelta(minutes=code_minutes()),
+        now=SENT_AT,
+    )
     return f"""<!doctype html><html lang="{language}"><head><meta charset="utf-8"><style>
 body {{ margin: 0; font-family: "DejaVu Sans", sans-serif; background: #fff; }}
 .bar {{ background: #eef1f4; border-bottom: 1px solid #c8ced6; padding: 14px; text-align: center; }}
@@ -132,7 +153,8 @@ async def shot(page) -> bytes:
 async def scroll_to(page, selector: str) -> None:
     """The element at the top of the screen (or the page's end, when it is near it)."""
     await page.locator(selector).first.evaluate(
-        "e => window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 12)")
+        "e => window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 12)"
+    )
 
 
 async def capture(browser, publish: Callable[[dict], Awaitable[None]], inbox, language: str) -> dict[str, bytes]:
@@ -142,16 +164,27 @@ async def capture(browser, publish: Callable[[dict], Awaitable[None]], inbox, la
 
     sample = SAMPLES[language]
     email = f"guide-{language}-{uuid.uuid4().hex[:8]}@example.ch"
-    event = convocation_event(email=email, mobile=sample.mobile, language=language, pdf=sample_pdf("Convocation"),
-                              starts_at=APPOINTMENT, department=sample.department)
+    event = convocation_event(
+        email=email,
+        mobile=sample.mobile,
+        language=language,
+        pdf=sample_pdf("Convocation"),
+        starts_at=APPOINTMENT,
+        department=sample.department,
+    )
     event["data"]["appointment"]["instructions"] = sample.instructions
     known_sms = {s["id"] for s in inbox.sms()}
     await publish(event)
     mail = await inbox.await_email(lambda m: email in m["rcpt_tos"], timeout=60)
     # Chromium keeps Secure cookies from http://localhost (a secure context).
     link = next(u for u in mail["links"] if "/m/" in u).replace("://127.0.0.1:", "://localhost:")
-    context = await browser.new_context(viewport={"width": WIDTH, "height": HEIGHT}, device_scale_factor=1,
-                                        locale=language, accept_downloads=True, reduced_motion="reduce")
+    context = await browser.new_context(
+        viewport={"width": WIDTH, "height": HEIGHT},
+        device_scale_factor=1,
+        locale=language,
+        accept_downloads=True,
+        reduced_motion="reduce",
+    )
     screens: dict[str, bytes] = {}
     try:
         page = await context.new_page()
@@ -194,6 +227,7 @@ async def capture(browser, publish: Callable[[dict], Awaitable[None]], inbox, la
 
 # --- narration, captions, encoding ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Cue:
     ident: str  # "<screen>-<n>": the test finds each screen's time by it
@@ -204,8 +238,11 @@ class Cue:
 
 def speak(language: str, text: str, path: Path) -> float:
     """``text`` spoken by espeak-ng into a WAV file (22 050 Hz mono); its length in seconds."""
-    subprocess.run(["espeak-ng", "-v", VOICES[language], "-s", str(WORDS_PER_MINUTE), "-w", str(path), text],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", VOICES[language], "-s", str(WORDS_PER_MINUTE), "-w", str(path), text],
+        check=True,
+        capture_output=True,
+    )
     with wave.open(str(path)) as w:
         return w.getnframes() / w.getframerate()
 
@@ -259,7 +296,7 @@ def narration_wav(cues: list[Cue], clips: list[Path], end: float, out: Path) -> 
         with wave.open(str(clip)) as w:
             frames = w.readframes(w.getnframes())
         at = int(cue.start * rate) * width
-        pcm[at:at + len(frames)] = frames[: len(pcm) - at]
+        pcm[at : at + len(frames)] = frames[: len(pcm) - at]
     with wave.open(str(out), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(width)
@@ -288,21 +325,92 @@ def frames(screens: dict[str, bytes], spans: list[tuple[str, float, float]], end
 ISO_639_2 = {"fr": "fra", "de": "deu", "it": "ita", "en": "eng"}
 
 
-def encode(screens: dict[str, bytes], cues: list[Cue], end: float, audio: Path, vtt: Path, out: Path,
-           language: str) -> None:
+def encode(
+    screens: dict[str, bytes], cues: list[Cue], end: float, audio: Path, vtt: Path, out: Path, language: str
+) -> None:
     """guide-<lang>.webm (VP9, Opus, WebVTT) and guide-<lang>.mp4 (H.264, AAC, mov_text, moov first) in one
     ffmpeg run that reads the frames once."""
     tag = ISO_639_2[language]
-    common = ["-map", "0:v", "-map", "1:a", "-map", "2:s", "-pix_fmt", "yuv420p", "-g", str(10 * FPS), "-ac", "1",
-              "-metadata:s:a:0", f"language={tag}", "-metadata:s:s:0", f"language={tag}", "-t", f"{end:.3f}"]
+    common = [
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-map",
+        "2:s",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(10 * FPS),
+        "-ac",
+        "1",
+        "-metadata:s:a:0",
+        f"language={tag}",
+        "-metadata:s:s:0",
+        f"language={tag}",
+        "-t",
+        f"{end:.3f}",
+    ]
     command = [
-        "ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{WIDTH}x{HEIGHT}",
-        "-r", str(FPS), "-i", "-", "-i", str(audio), "-i", str(vtt),
-        *common, "-c:v", "libvpx-vp9", "-crf", "30", "-b:v", "0", "-deadline", "good", "-cpu-used", "4",
-        "-row-mt", "1", "-threads", "2", "-c:a", "libopus", "-b:a", "32k", "-c:s", "webvtt",
+        "ffmpeg",
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{WIDTH}x{HEIGHT}",
+        "-r",
+        str(FPS),
+        "-i",
+        "-",
+        "-i",
+        str(audio),
+        "-i",
+        str(vtt),
+        *common,
+        "-c:v",
+        "libvpx-vp9",
+        "-crf",
+        "30",
+        "-b:v",
+        "0",
+        "-deadline",
+        "good",
+        "-cpu-used",
+        "4",
+        "-row-mt",
+        "1",
+        "-threads",
+        "2",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "32k",
+        "-c:s",
+        "webvtt",
         str(out / f"guide-{language}.webm"),
-        *common, "-c:v", "libx264", "-preset", "slow", "-tune", "stillimage", "-crf", "24", "-threads", "2",
-        "-c:a", "aac", "-b:a", "48k", "-c:s", "mov_text", "-movflags", "+faststart",
+        *common,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "slow",
+        "-tune",
+        "stillimage",
+        "-crf",
+        "24",
+        "-threads",
+        "2",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "48k",
+        "-c:s",
+        "mov_text",
+        "-movflags",
+        "+faststart",
         str(out / f"guide-{language}.mp4"),
     ]
     process = subprocess.Popen(command, stdin=subprocess.PIPE)
@@ -341,11 +449,13 @@ async def capture_all(amqp_url: str, exchange: str, inbox, languages: list[str])
     from devstack.sample import publish
 
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                                          env=chromium_env())
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=chromium_env()
+        )
         try:
-            shots = await asyncio.gather(*(capture(browser, lambda e: publish(amqp_url, exchange, e), inbox, lang)
-                                           for lang in languages))
+            shots = await asyncio.gather(
+                *(capture(browser, lambda e: publish(amqp_url, exchange, e), inbox, lang) for lang in languages)
+            )
         finally:
             await browser.close()
     return dict(zip(languages, shots, strict=True))
@@ -367,10 +477,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
         with tempfile.TemporaryDirectory() as logs:
-            stack = Stack(database=database, exchange=exchange, smtp_port=inbox.smtp_port,
-                          sms_provider_url=inbox.twilio_base_url, sms_account_sid=inbox.account_sid,
-                          sms_auth_token=inbox.auth_token, log_dir=Path(logs), amqp_url=broker.amqp_url(),
-                          extra_env={"*": {"OUTBOX_POLL_SECONDS": "0.2"}})
+            stack = Stack(
+                database=database,
+                exchange=exchange,
+                smtp_port=inbox.smtp_port,
+                sms_provider_url=inbox.twilio_base_url,
+                sms_account_sid=inbox.account_sid,
+                sms_auth_token=inbox.auth_token,
+                log_dir=Path(logs),
+                amqp_url=broker.amqp_url(),
+                extra_env={"*": {"OUTBOX_POLL_SECONDS": "0.2"}},
+            )
             try:
                 stack.start(["issuer", "mailer", "sms-gateway", "access-portal"])
                 screens = asyncio.run(capture_all(broker.amqp_url(), exchange, inbox.inbox, args.languages))
@@ -382,8 +499,9 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
     for language in args.languages:
         length = make_video(language, screens[language], args.out)
-        sizes = ", ".join(f"{ext} {(args.out / f'guide-{language}.{ext}').stat().st_size // 1024} KB"
-                          for ext in ("webm", "mp4"))
+        sizes = ", ".join(
+            f"{ext} {(args.out / f'guide-{language}.{ext}').stat().st_size // 1024} KB" for ext in ("webm", "mp4")
+        )
         print(f"guide-{language}: {length:.1f} s; {sizes}")
     return 0
 

@@ -11,14 +11,20 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 RULE_FILES = (ROOT / "deploy/prometheus/alerts.yml", ROOT / "deploy/prometheus/slo.yml")
 TARGET = ROOT / "deploy/k8s/components/monitoring/prometheus-rule.yaml"
-HEADER = ("# GENERATED from deploy/prometheus/alerts.yml and slo.yml by `make prometheus-rule`: edit those, then\n"
-          "# regenerate (a contract test fails while they differ). The Prometheus Operator loads it.\n")
+HEADER = (
+    "# GENERATED from deploy/prometheus/alerts.yml and slo.yml by `make prometheus-rule`: edit those, then\n"
+    "# regenerate (a contract test fails while they differ). The Prometheus Operator loads it.\n"
+)
 
 
 def prometheus_rule() -> str:
     groups = [g for path in RULE_FILES for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]]
-    rule = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-            "metadata": {"name": "convocations"}, "spec": {"groups": groups}}
+    rule = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "convocations"},
+        "spec": {"groups": groups},
+    }
     return HEADER + yaml.safe_dump(rule, sort_keys=False, allow_unicode=True, width=120)
 
 

@@ -41,19 +41,33 @@ def main() -> int:
 
     inbox = DevInbox(smtp_port=1025, http_port=8025).start()
     oidc = DevOidc(port=8030, key_file=ROOT / ".run" / "devoidc-key.pem").start()
-    hospital = DevHospital(gateway_mllp_port=2575, gateway_url="http://127.0.0.1:8005",
-                           token_url=f"{oidc.issuer}/token").start()
+    hospital = DevHospital(
+        gateway_mllp_port=2575, gateway_url="http://127.0.0.1:8005", token_url=f"{oidc.issuer}/token"
+    ).start()
     stack = Stack(
-        database=args.database, exchange=args.exchange, smtp_port=inbox.smtp_port,
-        sms_provider_url=inbox.twilio_base_url, sms_account_sid=inbox.account_sid,
-        sms_auth_token=inbox.auth_token, log_dir=ROOT / ".run" / "logs", amqp_url=args.amqp_url,
-        ports={"access-portal": 8000, "issuer": 8001, "mailer": 8002, "sms-gateway": 8003, "secretariat": 8004,
-               "hospital-gateway": 8005},
-        portal_base_url="http://localhost:8000", oidc_issuer=str(oidc.issuer),
+        database=args.database,
+        exchange=args.exchange,
+        smtp_port=inbox.smtp_port,
+        sms_provider_url=inbox.twilio_base_url,
+        sms_account_sid=inbox.account_sid,
+        sms_auth_token=inbox.auth_token,
+        log_dir=ROOT / ".run" / "logs",
+        amqp_url=args.amqp_url,
+        ports={
+            "access-portal": 8000,
+            "issuer": 8001,
+            "mailer": 8002,
+            "sms-gateway": 8003,
+            "secretariat": 8004,
+            "hospital-gateway": 8005,
+        },
+        portal_base_url="http://localhost:8000",
+        oidc_issuer=str(oidc.issuer),
         # The development hospital (HL7 on 2575, FHIR as his-gateway) and the sandbox (2576, his-sandbox),
         # whose letters go to the same development inbox here.
         hospital_systems=hospital_systems(hospital, hl7_port=2575, sandbox_port=2576),
-        sandbox_smtp_port=inbox.smtp_port, sandbox_sms_provider_url=inbox.twilio_base_url,
+        sandbox_smtp_port=inbox.smtp_port,
+        sandbox_sms_provider_url=inbox.twilio_base_url,
     )
     print_room = None
     try:
@@ -65,8 +79,9 @@ def main() -> int:
         answer = hospital.send_fhir(sample_appointment(args.email, args.mobile, args.language))
         if answer.status_code != 201:
             raise SystemExit(f"the gateway refused the sample ({answer.status_code}): {answer.text}")
-        mail = inbox.inbox.wait_for_email(lambda m: args.email in m["rcpt_tos"] and m["received_at"] >= sent_at,
-                                          timeout=30)
+        mail = inbox.inbox.wait_for_email(
+            lambda m: args.email in m["rcpt_tos"] and m["received_at"] >= sent_at, timeout=30
+        )
         link = next(u for u in mail["links"] if "/m/" in u)
         print(
             "\nConvocations is running.\n"

@@ -51,7 +51,8 @@ def convocation_event(
     """The whole event: envelope and payload, ready to serialise as JSON."""
     convocation_id = convocation_id or uuid.uuid4()
     starts_at = starts_at or (datetime.now(timezone.utc) + timedelta(days=14)).replace(
-        hour=8, minute=30, second=0, microsecond=0)
+        hour=8, minute=30, second=0, microsecond=0
+    )
     data = {
         "convocation_id": str(convocation_id),
         "patient": {
@@ -64,9 +65,16 @@ def convocation_event(
         },
         "appointment": {
             "starts_at": starts_at.isoformat(),
-            "place": {"name": "Bâtiment Gustave Julliard, 2e étage", "address": "Rue Gabrielle-Perret-Gentil 4, 1205 Genève"},
-            "department": {"code": department[0], "name": department[1], "secretariat_phone": "+41 22 372 33 11",
-                           "secretariat_email": "cardiologie@hug.example"},
+            "place": {
+                "name": "Bâtiment Gustave Julliard, 2e étage",
+                "address": "Rue Gabrielle-Perret-Gentil 4, 1205 Genève",
+            },
+            "department": {
+                "code": department[0],
+                "name": department[1],
+                "secretariat_phone": "+41 22 372 33 11",
+                "secretariat_email": "cardiologie@hug.example",
+            },
             "instructions": instructions,
         },
         "delivery": delivery,
@@ -86,8 +94,9 @@ def convocation_event(
     }
 
 
-async def publish(amqp_url: str, exchange: str, event: dict | bytes, *, routing_key: str | None = None,
-                  message_id: str | None = None) -> None:
+async def publish(
+    amqp_url: str, exchange: str, event: dict | bytes, *, routing_key: str | None = None, message_id: str | None = None
+) -> None:
     """Publish like an upstream system: persistent, with publisher confirms, mandatory routing."""
     body = event if isinstance(event, bytes) else json.dumps(event).encode()
     connection = await aio_pika.connect_robust(amqp_url)
@@ -97,9 +106,12 @@ async def publish(amqp_url: str, exchange: str, event: dict | bytes, *, routing_
         rk = routing_key or (f"{event['type']}.v{event['version']}" if isinstance(event, dict) else "")
         await ex.publish(
             aio_pika.Message(
-                body, content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                body,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message_id or (event["event_id"] if isinstance(event, dict) else None),
                 correlation_id=event["correlation_id"] if isinstance(event, dict) else None,
             ),
-            routing_key=rk, mandatory=True,
+            routing_key=rk,
+            mandatory=True,
         )

@@ -93,8 +93,13 @@ class Stack:
         if name in self.tls:
             tls = dict(zip(("HTTP_TLS_CERT_FILE", "HTTP_TLS_KEY_FILE"), self.tls[name], strict=True))
         if self.settings is not None:
-            return {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": python_path(), **self.settings[name],
-                    "HTTP_PORT": str(self.ports[name]), **tls}
+            return {
+                "PATH": os.environ.get("PATH", ""),
+                "PYTHONPATH": python_path(),
+                **self.settings[name],
+                "HTTP_PORT": str(self.ports[name]),
+                **tls,
+            }
         env = {
             **os.environ,
             "PYTHONPATH": python_path(),
@@ -115,13 +120,17 @@ class Stack:
             "BOUNCE_SMTP_PORT": str(self.ports["mailer-bounces"]),
             "OUTBOX_POLL_SECONDS": "0.5",
         }
-        env["HOSPITAL_SYSTEMS"] = json.dumps(self.hospital_systems if self.hospital_systems is not None
-                                             else self.default_hospital_systems())
+        env["HOSPITAL_SYSTEMS"] = json.dumps(
+            self.hospital_systems if self.hospital_systems is not None else self.default_hospital_systems()
+        )
         if self.sandbox_smtp_port is not None:
             env |= {"SANDBOX_SMTP_HOST": "127.0.0.1", "SANDBOX_SMTP_PORT": str(self.sandbox_smtp_port)}
         if self.sandbox_sms_provider_url is not None:
-            env |= {"SANDBOX_SMS_PROVIDER_URL": self.sandbox_sms_provider_url,
-                    "SANDBOX_SMS_ACCOUNT_SID": self.sms_account_sid, "SANDBOX_SMS_AUTH_TOKEN": self.sms_auth_token}
+            env |= {
+                "SANDBOX_SMS_PROVIDER_URL": self.sandbox_sms_provider_url,
+                "SANDBOX_SMS_ACCOUNT_SID": self.sms_account_sid,
+                "SANDBOX_SMS_AUTH_TOKEN": self.sms_auth_token,
+            }
         env.update(self.extra_env.get("*", {}))
         env.update(self.extra_env.get(name, {}))
         return {**env, **tls}
@@ -129,8 +138,10 @@ class Stack:
     def default_hospital_systems(self) -> list[dict]:
         from hospital_gateway.settings import DEV_SYSTEMS
 
-        return [{**system, "mllp_port": self.ports[port]}
-                for system, port in zip(DEV_SYSTEMS, ("gateway-hl7", "gateway-sandbox"), strict=True)]
+        return [
+            {**system, "mllp_port": self.ports[port]}
+            for system, port in zip(DEV_SYSTEMS, ("gateway-hl7", "gateway-sandbox"), strict=True)
+        ]
 
     def start(self, names: list[str] | None = None, timeout: float = 120) -> None:
         """Start the services and wait until each is ready: a process that exits fails at once; one that is
@@ -139,7 +150,11 @@ class Stack:
         for name in names:
             log = open(self.log_file(name), "ab")
             self.processes[name] = subprocess.Popen(
-                self.command(name), env=self.env_for(name), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                self.command(name),
+                env=self.env_for(name),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
             )
         for name in names:
             self.wait_ready(name, timeout)
@@ -153,15 +168,17 @@ class Stack:
 
     def run(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run a one-off command of a service (e.g. ``migrate``) with its settings, to completion."""
-        return subprocess.run(self.command(name, *args), env=self.env_for(name), cwd=ROOT, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            self.command(name, *args), env=self.env_for(name), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
 
     def wait_ready(self, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.processes[name].poll() is not None:
-                raise RuntimeError(f"{name} exited at start; see {self.log_file(name)}:\n"
-                                   + self.log_file(name).read_text()[-3000:])
+                raise RuntimeError(
+                    f"{name} exited at start; see {self.log_file(name)}:\n" + self.log_file(name).read_text()[-3000:]
+                )
             try:
                 if httpx.get(f"{self.url(name)}/readyz", timeout=1, verify=self.verify()).status_code == 200:
                     return

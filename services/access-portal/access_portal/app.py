@@ -40,8 +40,9 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     handlers = PortalHandlers(settings, phones)
     # Batched without waiting: the patient may open the link as soon as the e-mail arrives, and the message
     # must be stored by then. In the order of the patients, whose binding a message may change.
-    runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed,
-                               batches=Batches(order=lambda m: m.patient_ref))
+    runtime.consumer.subscribe(
+        MessageSealedV1, handlers.on_message_sealed, batches=Batches(order=lambda m: m.patient_ref)
+    )
     runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
     runtime.consumer.subscribe(PostalProgressV1, handlers.on_postal_progress)
     runtime.consumer.subscribe(SmsSentV1, handlers.on_sms_sent)
@@ -59,8 +60,13 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Bad requests get a page in the patient's terms, never a bare JSON error (docs/architecture.md#security).
-    serve_pages(app, headers=SECURITY_HEADERS, error_page=lambda request, status: portal.pages.state(
-        request, "unknown" if status == 404 else "bad_request", status=status))
+    serve_pages(
+        app,
+        headers=SECURITY_HEADERS,
+        error_page=lambda request, status: portal.pages.state(
+            request, "unknown" if status == 404 else "bad_request", status=status
+        ),
+    )
 
     @app.middleware("http")
     async def log_context(request: Request, call_next):

@@ -49,9 +49,15 @@ def ics(details: dict, *, message_id: uuid.UUID, host: str, language: str, hospi
     event.add("summary", f"{gettext(language, 'Your convocation')} – {details['department']}", parameters=tag)
     event.add("location", f"{details['place']}, {details['address']}", parameters=tag)
     # The day and time in words first (Swiss time, whatever zone the patient's calendar shows).
-    description = [when(details, language), hospital, gettext(
-        language, "Questions, or a change of date or delivery? Call the secretariat at %(phone)s.",
-        phone=details["secretariat_phone"])]
+    description = [
+        when(details, language),
+        hospital,
+        gettext(
+            language,
+            "Questions, or a change of date or delivery? Call the secretariat at %(phone)s.",
+            phone=details["secretariat_phone"],
+        ),
+    ]
     if details.get("instructions"):
         description.insert(2, details["instructions"])
     event.add("description", "\n\n".join(description), parameters=tag)

@@ -35,8 +35,11 @@ class PortalHandlers:
 
     async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV1]) -> None:
         m = d.data
-        on_file = crypto.open_field(self.settings.portal_field_key, m.for_portal,
-                                    context=crypto.field_context("message.sealed", m.message_id, "portal"))["mobile"]
+        on_file = crypto.open_field(
+            self.settings.portal_field_key,
+            m.for_portal,
+            context=crypto.field_context("message.sealed", m.message_id, "portal"),
+        )["mobile"]
         phone: StoredPhone | None = None
         if on_file:
             phone = self.phones.stored(on_file, m.patient_ref)
@@ -46,26 +49,47 @@ class PortalHandlers:
             if binding is not None and not self.phones.matches(on_file, binding.phone_hash):
                 await store.end_binding(conn, refs)
                 await store.audit(conn, m.message_id, "binding", "ended", None, "number on file changed")
-                await add_event(conn, envelope(AccessChangedV1(
-                    message_id=m.message_id, convocation_id=m.convocation_id, change="binding-ended",
-                    at=datetime.now(timezone.utc)), producer="access-portal", correlation_id=m.convocation_id,
-                    causation_id=d.envelope.event_id))
+                await add_event(
+                    conn,
+                    envelope(
+                        AccessChangedV1(
+                            message_id=m.message_id,
+                            convocation_id=m.convocation_id,
+                            change="binding-ended",
+                            at=datetime.now(timezone.utc),
+                        ),
+                        producer="access-portal",
+                        correlation_id=m.convocation_id,
+                        causation_id=d.envelope.event_id,
+                    ),
+                )
             elif binding is not None and binding.patient_ref != m.patient_ref:
                 # Proven under the patient's ref for an older PATIENT_REF_KEY key: the same number on
                 # file carries over to the current ref, so the key can go without asking again.
-                await store.bind_phone(conn, m.patient_ref, phone.phone_hash, phone.phone_hint, phone.phone_enc,
-                                       binding.source)
+                await store.bind_phone(
+                    conn, m.patient_ref, phone.phone_hash, phone.phone_hint, phone.phone_enc, binding.source
+                )
         await store.insert_message(
-            conn, message_id=m.message_id, convocation_id=m.convocation_id, patient_ref=m.patient_ref,
-            language=m.language, key_id=m.key_id, document_nonce=crypto.b64d(m.document_nonce),
-            document_ciphertext=crypto.b64d(m.document_ciphertext), details_nonce=crypto.b64d(m.details_nonce),
-            details_ciphertext=crypto.b64d(m.details_ciphertext), expires_at=m.expires_at,
-            secretariat_phone=m.secretariat_phone, secretariat_email=m.secretariat_email,
-            phone_hash=phone.phone_hash if phone else None, phone_hint=phone.phone_hint if phone else None,
+            conn,
+            message_id=m.message_id,
+            convocation_id=m.convocation_id,
+            patient_ref=m.patient_ref,
+            language=m.language,
+            key_id=m.key_id,
+            document_nonce=crypto.b64d(m.document_nonce),
+            document_ciphertext=crypto.b64d(m.document_ciphertext),
+            details_nonce=crypto.b64d(m.details_nonce),
+            details_ciphertext=crypto.b64d(m.details_ciphertext),
+            expires_at=m.expires_at,
+            secretariat_phone=m.secretariat_phone,
+            secretariat_email=m.secretariat_email,
+            phone_hash=phone.phone_hash if phone else None,
+            phone_hint=phone.phone_hint if phone else None,
             phone_enc=phone.phone_enc if phone else None,
             patient_refs=m.patient_refs,
             public_phone=m.public_contact.phone if m.public_contact else None,
-            public_email=m.public_contact.email if m.public_contact else None, sandbox=m.sandbox,
+            public_email=m.public_contact.email if m.public_contact else None,
+            sandbox=m.sandbox,
             trace_context=tracing.current_context_headers(),  # the letter's trace, for its download
         )
         log.info("sealed message stored", message_id=str(m.message_id))
@@ -107,19 +131,35 @@ class PortalHandlers:
         else:
             if a.for_portal is None:
                 raise Rejected(rejections.NO_NUMBER, "correct-mobile carries no number")
-            mobile = crypto.open_field(self.settings.staff_field_key, a.for_portal,
-                                       context=crypto.field_context(a.EVENT_TYPE, a.action_id, "portal"))["mobile"]
+            mobile = crypto.open_field(
+                self.settings.staff_field_key,
+                a.for_portal,
+                context=crypto.field_context(a.EVENT_TYPE, a.action_id, "portal"),
+            )["mobile"]
             refs = await store.patient_refs(conn, message)
             for ref in await store.open_refs(conn, refs):  # each ref's messages seal the number in their context
                 stored = self.phones.stored(mobile, ref)
-                await store.set_number_on_file(conn, ref, phone_hash=stored.phone_hash, phone_hint=stored.phone_hint,
-                                               phone_enc=stored.phone_enc)
+                await store.set_number_on_file(
+                    conn, ref, phone_hash=stored.phone_hash, phone_hint=stored.phone_hint, phone_enc=stored.phone_enc
+                )
             # The number the patient verified before is not the hospital's any more (docs/architecture.md#security).
             await store.end_binding(conn, refs)
             hint, change = phone_hint(mobile), "mobile-corrected"
         await store.audit(conn, a.message_id, f"staff-{a.action}", "done", None, f"action {a.action_id}")
-        await add_event(conn, envelope(
-            AccessChangedV1(message_id=a.message_id, convocation_id=a.convocation_id, change=change,
-                            at=datetime.now(timezone.utc), phone_hint=hint, action_id=a.action_id),
-            producer="access-portal", correlation_id=a.convocation_id, causation_id=d.envelope.event_id))
+        await add_event(
+            conn,
+            envelope(
+                AccessChangedV1(
+                    message_id=a.message_id,
+                    convocation_id=a.convocation_id,
+                    change=change,
+                    at=datetime.now(timezone.utc),
+                    phone_hint=hint,
+                    action_id=a.action_id,
+                ),
+                producer="access-portal",
+                correlation_id=a.convocation_id,
+                causation_id=d.envelope.event_id,
+            ),
+        )
         log.info("staff action done", action=a.action)

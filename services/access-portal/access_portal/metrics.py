@@ -12,9 +12,7 @@ OTP_CHECKS = Counter(
 )
 for _outcome in ("right", "wrong", "expired", "locked"):
     OTP_CHECKS.labels(_outcome)  # exported from the start: the guessing alert's increase() sees the first ones
-DOCUMENTS_RELEASED = Counter(
-    "convocations_documents_released_total", "First downloads, by kind (pdf, ics).", ["kind"]
-)
+DOCUMENTS_RELEASED = Counter("convocations_documents_released_total", "First downloads, by kind (pdf, ics).", ["kind"])
 UNKNOWN_LINKS = Counter(
     "convocations_portal_unknown_links_total",
     "Requests for a message id the portal does not know (counted here, not written to the access audit).",

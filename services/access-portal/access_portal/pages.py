@@ -21,50 +21,96 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 # Every state page: (title, explanation). The explanation may use the page's values.
 STATES: dict[str, tuple[str, str]] = {
-    "unknown": (N_("Link not recognised"), N_(
-        "This link does not lead to any message. Check that you copied the whole link from the e-mail, or "
-        "contact the secretariat that sent you the appointment.")),
-    "expired": (N_("This message has expired"), N_(
-        "Messages are kept until shortly after the appointment and then destroyed. Contact the secretariat if "
-        "you need a copy of your convocation.")),
-    "cancelled": (N_("This appointment was cancelled"), N_(
-        "The hospital cancelled this convocation. The secretariat can tell you more.")),
-    "withdrawn": (N_("This convocation was withdrawn"), N_(
-        "The department's secretariat withdrew this convocation. Call the secretariat to know more.")),
-    "superseded": (N_("This message was replaced"), N_(
-        "A newer message was sent to you for this appointment. Open the link in the most recent e-mail.")),
-    "code_expired": (N_("Your code has expired"), N_(
-        "Codes are valid for %(minutes)s minutes and can be used once. Ask for a new code.")),
-    "wait": (N_("Please wait before trying again"), N_(
-        "For your security, no new code can be sent or checked before %(until)s (Swiss time).")),
-    "sms_failed": (N_("The SMS could not be delivered"), N_(
-        "We could not deliver the code to your phone. Check that it is switched on and can receive SMS, then "
-        "ask for a new code, or call the secretariat.")),
-    "link_incomplete": (N_("Open the link from your e-mail again"), N_(
-        "The link is incomplete or damaged, so your document cannot be opened. Click the link in the e-mail again "
-        "(or copy all of it into the address bar).")),
-    "session_expired": (N_("Your session has ended"), N_(
-        "For your security, sessions end after %(minutes)s minutes without activity. Open the link from your "
-        "e-mail again and ask for a new code.")),
+    "unknown": (
+        N_("Link not recognised"),
+        N_(
+            "This link does not lead to any message. Check that you copied the whole link from the e-mail, or "
+            "contact the secretariat that sent you the appointment."
+        ),
+    ),
+    "expired": (
+        N_("This message has expired"),
+        N_(
+            "Messages are kept until shortly after the appointment and then destroyed. Contact the secretariat if "
+            "you need a copy of your convocation."
+        ),
+    ),
+    "cancelled": (
+        N_("This appointment was cancelled"),
+        N_("The hospital cancelled this convocation. The secretariat can tell you more."),
+    ),
+    "withdrawn": (
+        N_("This convocation was withdrawn"),
+        N_("The department's secretariat withdrew this convocation. Call the secretariat to know more."),
+    ),
+    "superseded": (
+        N_("This message was replaced"),
+        N_("A newer message was sent to you for this appointment. Open the link in the most recent e-mail."),
+    ),
+    "code_expired": (
+        N_("Your code has expired"),
+        N_("Codes are valid for %(minutes)s minutes and can be used once. Ask for a new code."),
+    ),
+    "wait": (
+        N_("Please wait before trying again"),
+        N_("For your security, no new code can be sent or checked before %(until)s (Swiss time)."),
+    ),
+    "sms_failed": (
+        N_("The SMS could not be delivered"),
+        N_(
+            "We could not deliver the code to your phone. Check that it is switched on and can receive SMS, then "
+            "ask for a new code, or call the secretariat."
+        ),
+    ),
+    "link_incomplete": (
+        N_("Open the link from your e-mail again"),
+        N_(
+            "The link is incomplete or damaged, so your document cannot be opened. Click the link in the e-mail again "
+            "(or copy all of it into the address bar)."
+        ),
+    ),
+    "session_expired": (
+        N_("Your session has ended"),
+        N_(
+            "For your security, sessions end after %(minutes)s minutes without activity. Open the link from your "
+            "e-mail again and ask for a new code."
+        ),
+    ),
     "bad_request": (N_("This form has expired"), N_("Go back to the link in your e-mail and try again.")),
     # The patient's own help pages: what to do and whom to call, from the letter's secretariat.
-    "not_my_number": (N_("This is not your number?"), N_(
-        "Do not ask for a code: it would go to this number. Call the secretariat at %(phone)s; they will check "
-        "the number the hospital has for you and can send your convocation another way.")),
-    "no_phone": (N_("I have no mobile phone"), N_(
-        "You can still receive your convocation. Call the secretariat that sent it to you: they can send it "
-        "to you by post, or to the mobile phone of someone you trust.")),
-    "postal_requested": (N_("Your convocation will be sent by post"), N_(
-        "We have passed on your request: the hospital will send you this convocation by post. You can still "
-        "download it here in the meantime.")),
+    "not_my_number": (
+        N_("This is not your number?"),
+        N_(
+            "Do not ask for a code: it would go to this number. Call the secretariat at %(phone)s; they will check "
+            "the number the hospital has for you and can send your convocation another way."
+        ),
+    ),
+    "no_phone": (
+        N_("I have no mobile phone"),
+        N_(
+            "You can still receive your convocation. Call the secretariat that sent it to you: they can send it "
+            "to you by post, or to the mobile phone of someone you trust."
+        ),
+    ),
+    "postal_requested": (
+        N_("Your convocation will be sent by post"),
+        N_(
+            "We have passed on your request: the hospital will send you this convocation by post. You can still "
+            "download it here in the meantime."
+        ),
+    ),
 }
 # Language names as their speakers write them, for the language switch.
 LANGUAGE_NAMES = {"fr": "Français", "de": "Deutsch", "it": "Italiano", "en": "English"}
 
 
 def _environment(language: str) -> Environment:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
-                      undefined=StrictUndefined, extensions=["jinja2.ext.i18n"])
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
+    )
     env.filters["tel"] = tel_link  # phone numbers are links a phone dials
     return CATALOGS.install(env, language)
 
@@ -74,9 +120,18 @@ class Pages:
         self.settings, self.csrf, self.sessions = settings, csrf, sessions
         self.envs = {language: _environment(language) for language in LANGUAGES}
 
-    def render(self, request: Request, template: str, language: str, *, status: int = 200,
-               message: Message | None = None, error: dict | None = None, after_code: bool = False,
-               **context: Any) -> HTMLResponse:
+    def render(
+        self,
+        request: Request,
+        template: str,
+        language: str,
+        *,
+        status: int = 200,
+        message: Message | None = None,
+        error: dict | None = None,
+        after_code: bool = False,
+        **context: Any,
+    ) -> HTMLResponse:
         """One page in the patient's chosen language (else the letter's). ``error``: {"text", "field",
         "state"} for the GOV.UK error pattern (summary, message by the field, "Error:" title)."""
         cookie = self.csrf.cookie(request)
@@ -88,36 +143,69 @@ class Pages:
         phone, email = message.contact(after_code=after_code) if message else (None, None)
         # The switch reloads what the patient sees; after a POST, the message's first page.
         here = request.url.path if request.method in ("GET", "HEAD") else (f"/m/{message_id}" if message_id else "/")
-        html = self.envs[language].get_template(template).render(
-            lang=language, languages=LANGUAGE_NAMES, here=here, csrf=token, hospital=self.settings.hospital_name,
-            hospital_phone=self.settings.hospital_phone,
-            code_minutes=self.settings.otp_ttl_seconds // 60,
-            session_minutes=self.settings.session_idle_seconds // 60,
-            secretariat_phone=phone, secretariat_email=email,
-            message_id=message_id, error=error, **context,
+        html = (
+            self.envs[language]
+            .get_template(template)
+            .render(
+                lang=language,
+                languages=LANGUAGE_NAMES,
+                here=here,
+                csrf=token,
+                hospital=self.settings.hospital_name,
+                hospital_phone=self.settings.hospital_phone,
+                code_minutes=self.settings.otp_ttl_seconds // 60,
+                session_minutes=self.settings.session_idle_seconds // 60,
+                secretariat_phone=phone,
+                secretariat_email=email,
+                message_id=message_id,
+                error=error,
+                **context,
+            )
         )
         response = HTMLResponse(html, status_code=status)
         if self.csrf.cookie_name and request.cookies.get(self.csrf.cookie_name) != cookie:
             self.sessions.set_cookie(response, self.csrf.cookie_name, cookie)
         # Remembered for this message's pages only: another letter opens in its own language.
-        remember_language(request, response, secure=self.settings.cookie_secure,
-                          path=f"/m/{message_id}" if message_id else "/")
+        remember_language(
+            request, response, secure=self.settings.cookie_secure, path=f"/m/{message_id}" if message_id else "/"
+        )
         return response
 
-    def state(self, request: Request, state: str, language: str = "fr", *, status: int,
-              message: Message | None = None, **values: Any) -> HTMLResponse:
+    def state(
+        self,
+        request: Request,
+        state: str,
+        language: str = "fr",
+        *,
+        status: int,
+        message: Message | None = None,
+        **values: Any,
+    ) -> HTMLResponse:
         title, explanation = STATES[state]
         if "phone" in values:
             values["phone"] = tel_link(values["phone"])
-        values.setdefault("minutes", (self.settings.session_idle_seconds if state == "session_expired"
-                                      else self.settings.otp_ttl_seconds) // 60)
-        return self.render(request, "state.html", language, status=status, message=message, state=state,
-                           title=title, explanation=explanation, values=values)
+        values.setdefault(
+            "minutes",
+            (self.settings.session_idle_seconds if state == "session_expired" else self.settings.otp_ttl_seconds) // 60,
+        )
+        return self.render(
+            request,
+            "state.html",
+            language,
+            status=status,
+            message=message,
+            state=state,
+            title=title,
+            explanation=explanation,
+            values=values,
+        )
 
     def wait(self, request: Request, message: Message, until: datetime) -> HTMLResponse:
         now = datetime.now(timezone.utc)
         language = chosen_language(request) or message.language
-        shown = format_time(until, language) if until - now < timedelta(hours=20) else format_appointment(until, language)
+        shown = (
+            format_time(until, language) if until - now < timedelta(hours=20) else format_appointment(until, language)
+        )
         response = self.state(request, "wait", message.language, status=429, message=message, until=shown)
         response.headers["Retry-After"] = str(max(1, int((until - now).total_seconds())))
         return response

@@ -29,7 +29,7 @@ def same_secret(a: str, b: str) -> bool:
 
 
 def new_code() -> str:
-    return f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
+    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
 
 
 def clean_code(raw: str) -> str | None:
@@ -61,8 +61,13 @@ class SendLimits:
 
 
 def send_wait(
-    limits: SendLimits, now: datetime, last_sent: datetime | None, sent_last_hour: int, sent_number_day: int,
-    oldest_in_hour: datetime | None, oldest_in_day: datetime | None,
+    limits: SendLimits,
+    now: datetime,
+    last_sent: datetime | None,
+    sent_last_hour: int,
+    sent_number_day: int,
+    oldest_in_hour: datetime | None,
+    oldest_in_day: datetime | None,
 ) -> datetime | None:
     """When the next code may be sent, or None if it may be sent now."""
     waits = []

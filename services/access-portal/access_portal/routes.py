@@ -48,8 +48,11 @@ class Portal:
     def __init__(self, settings: PortalSettings, pool_getter: Callable[[], asyncpg.Pool], phones: Phones) -> None:
         self.settings = settings
         self.sessions = Sessions(settings)
-        self.csrf = Csrf(settings.portal_secret_key, session_cookie=self.sessions.cookie_name,
-                         cookie_name="__Host-csrf" if settings.cookie_secure else "csrf")
+        self.csrf = Csrf(
+            settings.portal_secret_key,
+            session_cookie=self.sessions.cookie_name,
+            cookie_name="__Host-csrf" if settings.cookie_secure else "csrf",
+        )
         self.pages = Pages(settings, self.csrf, self.sessions)
         self.access = PatientAccess(settings, pool_getter, phones, self.sessions)
 
@@ -94,25 +97,38 @@ class Portal:
 
     async def not_my_number(self, request: Request, raw_id: str) -> Response:
         """Where "this is not my number" leads: whom to call. Read-only, like every GET."""
-        return self.help(request, await self.access.help_page(
-            parse_uuid(raw_id), "not_my_number", "not-my-number", self.client(request)))
+        return self.help(
+            request,
+            await self.access.help_page(parse_uuid(raw_id), "not_my_number", "not-my-number", self.client(request)),
+        )
 
     async def no_phone(self, request: Request, raw_id: str) -> Response:
         """Where "I have no mobile phone" leads: the secretariat can post the convocation."""
-        return self.help(request, await self.access.help_page(
-            parse_uuid(raw_id), "no_phone", "no-phone", self.client(request)))
+        return self.help(
+            request, await self.access.help_page(parse_uuid(raw_id), "no_phone", "no-phone", self.client(request))
+        )
 
-    async def request_code(self, request: Request, raw_id: str, csrf: str = Form(""), phone: str = Form(""),
-                           resend: str = Form("")) -> Response:
+    async def request_code(
+        self, request: Request, raw_id: str, csrf: str = Form(""), phone: str = Form(""), resend: str = Form("")
+    ) -> Response:
         message_id = parse_uuid(raw_id)
-        outcome = await self.access.request_code(message_id, csrf_ok=self.csrf.ok(request, csrf, message_id),
-                                                 phone=phone, resend=bool(resend), client=self.client(request))
+        outcome = await self.access.request_code(
+            message_id,
+            csrf_ok=self.csrf.ok(request, csrf, message_id),
+            phone=phone,
+            resend=bool(resend),
+            client=self.client(request),
+        )
         if isinstance(outcome, NumberRefused):
             # The first page again, the typed number kept and the error by the field (no separate page).
-            error = {"state": outcome.reason, "field": "phone", "text": gettext(
-                chosen_language(request) or outcome.message.language, NUMBER_ERRORS[outcome.reason])}
-            return self.first_page(request, outcome.message, outcome.bound_hint, status=400, typed=phone[:40],
-                                   error=error)
+            error = {
+                "state": outcome.reason,
+                "field": "phone",
+                "text": gettext(chosen_language(request) or outcome.message.language, NUMBER_ERRORS[outcome.reason]),
+            }
+            return self.first_page(
+                request, outcome.message, outcome.bound_hint, status=400, typed=phone[:40], error=error
+            )
         return self.respond(request, outcome)
 
     async def code_form(self, request: Request, raw_id: str) -> Response:
@@ -120,64 +136,103 @@ class Portal:
         if isinstance(outcome, NoCodeYet):
             return RedirectResponse(f"/m/{outcome.message_id}", status_code=303)
         if isinstance(outcome, CodePage):
-            return self.pages.render(request, "code.html", outcome.message.language, message=outcome.message,
-                                     hint=outcome.hint, error=None)
+            return self.pages.render(
+                request, "code.html", outcome.message.language, message=outcome.message, hint=outcome.hint, error=None
+            )
         return self.state(request, outcome)
 
     async def verify(self, request: Request, raw_id: str, csrf: str = Form(""), code: str = Form("")) -> Response:
         message_id = parse_uuid(raw_id)
-        outcome = await self.access.verify(message_id, csrf_ok=self.csrf.ok(request, csrf, message_id), code=code,
-                                           client=self.client(request))
+        outcome = await self.access.verify(
+            message_id, csrf_ok=self.csrf.ok(request, csrf, message_id), code=code, client=self.client(request)
+        )
         if isinstance(outcome, CodeRefused):
-            error = {"state": "code_error", "field": "code",
-                     "text": gettext(chosen_language(request) or outcome.message.language, outcome.text,
-                                     **outcome.values)}
-            return self.pages.render(request, "code.html", outcome.message.language, status=400,
-                                     message=outcome.message, hint=outcome.hint, typed=code[:12], error=error)
+            error = {
+                "state": "code_error",
+                "field": "code",
+                "text": gettext(chosen_language(request) or outcome.message.language, outcome.text, **outcome.values),
+            }
+            return self.pages.render(
+                request,
+                "code.html",
+                outcome.message.language,
+                status=400,
+                message=outcome.message,
+                hint=outcome.hint,
+                typed=code[:12],
+                error=error,
+            )
         return self.respond(request, outcome)
 
     async def document(self, request: Request, raw_id: str) -> Response:
-        outcome = await self.access.document(parse_uuid(raw_id), session=self.sessions.token(request),
-                                             client=self.client(request))
+        outcome = await self.access.document(
+            parse_uuid(raw_id), session=self.sessions.token(request), client=self.client(request)
+        )
         return self.respond(request, outcome)
 
     async def appointment(self, request: Request, raw_id: str, csrf: str = Form(""), k: str = Form("")) -> Response:
         """The document page with the appointment as text: opened with the link's secret, like a download."""
         message_id = parse_uuid(raw_id)
         outcome = await self.access.appointment(
-            message_id, csrf_ok=self.csrf.ok(request, csrf, message_id), session=self.sessions.token(request),
-            link_secret=k, client=self.client(request))
+            message_id,
+            csrf_ok=self.csrf.ok(request, csrf, message_id),
+            session=self.sessions.token(request),
+            link_secret=k,
+            client=self.client(request),
+        )
         return self.respond(request, outcome)
 
     async def extend(self, request: Request, raw_id: str, csrf: str = Form("")) -> Response:
-        """"Stay on the page": the session's idle time starts again."""
+        """ "Stay on the page": the session's idle time starts again."""
         message_id = parse_uuid(raw_id)
-        outcome = await self.access.extend(message_id, csrf_ok=self.csrf.ok(request, csrf, message_id),
-                                           session=self.sessions.token(request), client=self.client(request))
+        outcome = await self.access.extend(
+            message_id,
+            csrf_ok=self.csrf.ok(request, csrf, message_id),
+            session=self.sessions.token(request),
+            client=self.client(request),
+        )
         return self.respond(request, outcome)
 
     async def postal(self, request: Request, raw_id: str, csrf: str = Form("")) -> Response:
-        """"Receive this convocation by post instead": only after the code, so only the patient can ask."""
+        """ "Receive this convocation by post instead": only after the code, so only the patient can ask."""
         message_id = parse_uuid(raw_id)
-        outcome = await self.access.choose_post(message_id, csrf_ok=self.csrf.ok(request, csrf, message_id),
-                                                session=self.sessions.token(request), client=self.client(request))
+        outcome = await self.access.choose_post(
+            message_id,
+            csrf_ok=self.csrf.ok(request, csrf, message_id),
+            session=self.sessions.token(request),
+            client=self.client(request),
+        )
         return self.respond(request, outcome)
 
-    async def download(self, request: Request, raw_id: str, kind: str, csrf: str = Form(""),
-                       k: str = Form("")) -> Response:
+    async def download(
+        self, request: Request, raw_id: str, kind: str, csrf: str = Form(""), k: str = Form("")
+    ) -> Response:
         message_id = parse_uuid(raw_id)
         outcome = await self.access.release(
-            message_id, kind, csrf_ok=self.csrf.ok(request, csrf, message_id), session=self.sessions.token(request),
-            link_secret=k, client=self.client(request), language=chosen_language(request))
+            message_id,
+            kind,
+            csrf_ok=self.csrf.ok(request, csrf, message_id),
+            session=self.sessions.token(request),
+            link_secret=k,
+            client=self.client(request),
+            language=chosen_language(request),
+        )
         if isinstance(outcome, Released):
-            return Response(outcome.body, media_type=outcome.media_type,
-                            headers={"Content-Disposition": content_disposition(outcome.filename)})
+            return Response(
+                outcome.body,
+                media_type=outcome.media_type,
+                headers={"Content-Disposition": content_disposition(outcome.filename)},
+            )
         return self.state(request, outcome)
 
     async def logout(self, request: Request, raw_id: str, csrf: str = Form("")) -> Response:
         message_id = parse_uuid(raw_id)
-        outcome = await self.access.log_out(message_id, csrf_ok=self.csrf.ok(request, csrf, message_id),
-                                            session=self.sessions.token(request), client=self.client(request))
+        outcome = await self.access.log_out(
+            message_id,
+            csrf_ok=self.csrf.ok(request, csrf, message_id),
+            session=self.sessions.token(request),
+            client=self.client(request),
+        )
         if isinstance(outcome, StatePage):
             return self.state(request, outcome)
         response = RedirectResponse(f"/m/{outcome.message_id}" if outcome.message_id else "/", status_code=303)
@@ -186,8 +241,9 @@ class Portal:
 
     # --- outcomes into pages ---------------------------------------------------------------------------
 
-    def respond(self, request: Request, outcome: CodeSent | Verified | DocumentPage | ToDocument | Wait | StatePage
-                ) -> Response:
+    def respond(
+        self, request: Request, outcome: CodeSent | Verified | DocumentPage | ToDocument | Wait | StatePage
+    ) -> Response:
         """The outcomes several routes share, as pages and redirects."""
         if isinstance(outcome, CodeSent):
             return RedirectResponse(f"/m/{outcome.message_id}/code", status_code=303)
@@ -210,24 +266,50 @@ class Portal:
     def help(self, request: Request, outcome: HelpPage | StatePage) -> HTMLResponse:
         if isinstance(outcome, StatePage):
             return self.state(request, outcome)
-        return self.pages.state(request, outcome.state, outcome.message.language, status=200,
-                                message=outcome.message, phone=outcome.message.secretariat_phone)
+        return self.pages.state(
+            request,
+            outcome.state,
+            outcome.message.language,
+            status=200,
+            message=outcome.message,
+            phone=outcome.message.secretariat_phone,
+        )
 
-    def first_page(self, request: Request, message: Message, bound_hint: str | None, *, status: int = 200,
-                   **context) -> HTMLResponse:
-        return self.pages.render(request, "message.html", message.language, status=status, message=message,
-                                 bound_hint=bound_hint, hint=message.phone_hint, **context)
+    def first_page(
+        self, request: Request, message: Message, bound_hint: str | None, *, status: int = 200, **context
+    ) -> HTMLResponse:
+        return self.pages.render(
+            request,
+            "message.html",
+            message.language,
+            status=status,
+            message=message,
+            bound_hint=bound_hint,
+            hint=message.phone_hint,
+            **context,
+        )
 
     def document_page(self, request: Request, page: DocumentPage) -> HTMLResponse:
         idle, warn = self.settings.session_idle_seconds, self.settings.session_warning_seconds
         shown = None
         if page.details is not None:
             details, language = page.details, chosen_language(request) or page.message.language
-            shown = {"when": calendar.when(details, language), "place": details["place"],
-                     "address": details["address"], "department": details["department"],
-                     "instructions": details.get("instructions")}
+            shown = {
+                "when": calendar.when(details, language),
+                "place": details["place"],
+                "address": details["address"],
+                "department": details["department"],
+                "instructions": details.get("instructions"),
+            }
         return self.pages.render(
-            request, "document.html", page.message.language, message=page.message, details=shown, after_code=True,
-            postal_requested=page.postal_requested, postal_offered=page.postal_offered,
-            warn_after=max(0, idle - warn), warning_minutes=max(1, round(min(warn, idle) / 60)))
-
+            request,
+            "document.html",
+            page.message.language,
+            message=page.message,
+            details=shown,
+            after_code=True,
+            postal_requested=page.postal_requested,
+            postal_offered=page.postal_offered,
+            warn_after=max(0, idle - warn),
+            warning_minutes=max(1, round(min(warn, idle) / 60)),
+        )

@@ -24,8 +24,9 @@ class Sessions:
         return crypto.keyed_hash(self.settings.portal_secret_key, "session", token)
 
     def set_cookie(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:
-        response.set_cookie(name, value, max_age=max_age, path="/", secure=self.settings.cookie_secure,
-                            httponly=True, samesite="strict")
+        response.set_cookie(
+            name, value, max_age=max_age, path="/", secure=self.settings.cookie_secure, httponly=True, samesite="strict"
+        )
 
     async def open(self, conn, message_id: uuid.UUID) -> str:
         """A new session for this message; returns the cookie value (256 bits, fresh at authentication)."""
@@ -46,8 +47,9 @@ class Sessions:
             return None
         # Looked up under every PORTAL_SECRET_KEY key: a session opened before a rotation lives on.
         hashes = crypto.keyed_hashes(self.settings.portal_secret_key, "session", token)
-        return await store.touch_session(conn, hashes, message_id, self.settings.session_idle_seconds,
-                                         self.settings.session_absolute_seconds)
+        return await store.touch_session(
+            conn, hashes, message_id, self.settings.session_idle_seconds, self.settings.session_absolute_seconds
+        )
 
     async def end(self, conn, token: str | None) -> None:
         if token:
@@ -55,5 +57,6 @@ class Sessions:
 
     def forget(self, response: Response) -> None:
         """The browser's session cookie removed."""
-        response.delete_cookie(self.cookie_name, path="/", secure=self.settings.cookie_secure, httponly=True,
-                               samesite="strict")
+        response.delete_cookie(
+            self.cookie_name, path="/", secure=self.settings.cookie_secure, httponly=True, samesite="strict"
+        )

@@ -34,10 +34,24 @@ async def insert_message(conn: asyncpg.Connection, **m) -> bool:
         " $19::boolean, $20::jsonb"
         " from (select) one left join early on true"
         " on conflict do nothing",
-        m["message_id"], m["convocation_id"], m["patient_ref"], m["language"], m["key_id"], m["document_nonce"],
-        m["document_ciphertext"], m["details_nonce"], m["details_ciphertext"], m["expires_at"],
-        m["secretariat_phone"], m["secretariat_email"], m["phone_hash"], m["phone_hint"], m["phone_enc"],
-        m["public_phone"], m["public_email"], list(dict.fromkeys([m["patient_ref"], *m.get("patient_refs", [])])),
+        m["message_id"],
+        m["convocation_id"],
+        m["patient_ref"],
+        m["language"],
+        m["key_id"],
+        m["document_nonce"],
+        m["document_ciphertext"],
+        m["details_nonce"],
+        m["details_ciphertext"],
+        m["expires_at"],
+        m["secretariat_phone"],
+        m["secretariat_email"],
+        m["phone_hash"],
+        m["phone_hint"],
+        m["phone_enc"],
+        m["public_phone"],
+        m["public_email"],
+        list(dict.fromkeys([m["patient_ref"], *m.get("patient_refs", [])])),
         m.get("sandbox", False),
         m.get("trace_context") or None,
     )
@@ -52,7 +66,9 @@ async def patient_refs(conn: asyncpg.Connection, message: Message) -> list[str]:
     for _ in range(8):  # one step per rotation that linked two keys; a few rotations at most
         linked = await conn.fetchval(
             "select array_agg(distinct r) from message m, unnest(coalesce(m.patient_refs, array[m.patient_ref])) r"
-            " where m.patient_refs && $1::text[] or m.patient_ref = any($1::text[])", list(refs))
+            " where m.patient_refs && $1::text[] or m.patient_ref = any($1::text[])",
+            list(refs),
+        )
         if set(linked or []) <= refs:
             break
         refs |= set(linked)
@@ -60,9 +76,9 @@ async def patient_refs(conn: asyncpg.Connection, message: Message) -> list[str]:
 
 
 async def get_message(conn: asyncpg.Connection, message_id: uuid.UUID, *, lock: bool = False) -> Message | None:
-    return Message.maybe(await conn.fetchrow(
-        "select * from message where message_id = $1" + (" for update" if lock else ""), message_id
-    ))
+    return Message.maybe(
+        await conn.fetchrow("select * from message where message_id = $1" + (" for update" if lock else ""), message_id)
+    )
 
 
 async def revoke_message(conn: asyncpg.Connection, message_id: uuid.UUID, reason: str) -> None:
@@ -75,25 +91,37 @@ async def revoke_message(conn: asyncpg.Connection, message_id: uuid.UUID, reason
         " details_ciphertext = null where message_id = $1 returning 1)"
         " insert into revoked_early(message_id, state, reason) select $1, $2, $3"
         " where not exists (select from revoked) on conflict (message_id) do nothing",
-        message_id, state, reason,
+        message_id,
+        state,
+        reason,
     )
 
 
 async def prove_for_message(conn, message_id: uuid.UUID, phone_hash: str, phone_hint: str, phone_enc: str) -> None:
     """A number proven through this link, for this message only (no number on file)."""
-    await conn.execute("update message set proven_hash = $2, proven_hint = $3, proven_enc = $4 where message_id = $1",
-                       message_id, phone_hash, phone_hint, phone_enc)
+    await conn.execute(
+        "update message set proven_hash = $2, proven_hint = $3, proven_enc = $4 where message_id = $1",
+        message_id,
+        phone_hash,
+        phone_hint,
+        phone_enc,
+    )
 
 
 async def get_binding(conn: asyncpg.Connection, patient_refs: list[str]) -> Binding | None:
     """The binding of the patient known by any of these refs (one per PATIENT_REF_KEY key)."""
-    return Binding.maybe(await conn.fetchrow("select * from phone_binding where patient_ref = any($1::text[])"
-                                             " order by bound_at desc limit 1", patient_refs))
+    return Binding.maybe(
+        await conn.fetchrow(
+            "select * from phone_binding where patient_ref = any($1::text[]) order by bound_at desc limit 1",
+            patient_refs,
+        )
+    )
 
 
 async def end_binding(conn: asyncpg.Connection, patient_refs: list[str]) -> bool:
-    return (await conn.execute("delete from phone_binding where patient_ref = any($1::text[])", patient_refs)
-            != "DELETE 0")
+    return (
+        await conn.execute("delete from phone_binding where patient_ref = any($1::text[])", patient_refs) != "DELETE 0"
+    )
 
 
 async def bind_phone(conn, patient_ref: str, phone_hash: str, phone_hint: str, phone_enc: str, source: str) -> None:
@@ -102,7 +130,11 @@ async def bind_phone(conn, patient_ref: str, phone_hash: str, phone_hint: str, p
         " values ($1, $2, $3, $4, $5) on conflict (patient_ref) do update set phone_hash = excluded.phone_hash,"
         " phone_hint = excluded.phone_hint, phone_enc = excluded.phone_enc, source = excluded.source,"
         " bound_at = now()",
-        patient_ref, phone_hash, phone_hint, phone_enc, source,
+        patient_ref,
+        phone_hash,
+        phone_hint,
+        phone_enc,
+        source,
     )
 
 
@@ -112,74 +144,114 @@ async def lock_number(conn, phone_hash: str) -> None:
     await db.lock_named(conn, f"portal-number:{phone_hash}")
 
 
-async def send_counts(conn, message_id: uuid.UUID, phone_hashes: list[str], now: datetime, *,
-                      per_number: bool) -> SendCounts:
+async def send_counts(
+    conn, message_id: uuid.UUID, phone_hashes: list[str], now: datetime, *, per_number: bool
+) -> SendCounts:
     """What the send waits need. ``per_number``: the message's own waits count only the codes and
     decoys of this number, so wrong numbers never hold back the right one. The day cap of a number
     counts only codes really texted to it: typing someone's number into a letter costs them nothing.
     ``phone_hashes``: the number's hash under every PORTAL_SECRET_KEY key, so rows written before a
     key rotation still count."""
     mine = "message_id = $1 and (not $4 or phone_hash = any($2::text[]))"
-    return SendCounts.from_row(await conn.fetchrow(
-        "select"
-        f" (select max(created_at) from challenge where {mine}) as last_sent,"
-        f" (select count(*) from challenge where {mine} and created_at > $3::timestamptz - interval '1 hour') as hour_n,"
-        f" (select min(created_at) from challenge where {mine} and created_at > $3::timestamptz - interval '1 hour')"
-        "   as hour_oldest,"
-        " (select count(*) from challenge where phone_hash = any($2::text[]) and not decoy"
-        "   and created_at > $3::timestamptz - interval '1 day') as day_n,"
-        " (select min(created_at) from challenge where phone_hash = any($2::text[]) and not decoy"
-        "   and created_at > $3::timestamptz - interval '1 day')"
-        "   as day_oldest",
-        message_id, phone_hashes, now, per_number,
-    ))
+    return SendCounts.from_row(
+        await conn.fetchrow(
+            "select"
+            f" (select max(created_at) from challenge where {mine}) as last_sent,"
+            f" (select count(*) from challenge where {mine} and created_at > $3::timestamptz - interval '1 hour') as hour_n,"
+            f" (select min(created_at) from challenge where {mine} and created_at > $3::timestamptz - interval '1 hour')"
+            "   as hour_oldest,"
+            " (select count(*) from challenge where phone_hash = any($2::text[]) and not decoy"
+            "   and created_at > $3::timestamptz - interval '1 day') as day_n,"
+            " (select min(created_at) from challenge where phone_hash = any($2::text[]) and not decoy"
+            "   and created_at > $3::timestamptz - interval '1 day')"
+            "   as day_oldest",
+            message_id,
+            phone_hashes,
+            now,
+            per_number,
+        )
+    )
 
 
 async def has_challenge(conn, message_id: uuid.UUID, *, used: bool = False) -> bool:
     """Whether a code was ever requested (``used``: ever verified) for this message; decoys (a wrong
     number typed, nothing texted) do not count."""
-    return bool(await conn.fetchval(
-        "select exists(select 1 from challenge where message_id = $1 and not decoy"
-        " and ($2 = false or status = 'used'))",
-        message_id, used,
-    ))
+    return bool(
+        await conn.fetchval(
+            "select exists(select 1 from challenge where message_id = $1 and not decoy"
+            " and ($2 = false or status = 'used'))",
+            message_id,
+            used,
+        )
+    )
 
 
-async def insert_challenge(conn, *, challenge_id, message_id, code_hash, phone_hash, phone_hint, phone_enc,
-                           bind_source, created_at, expires_at, decoy: bool = False) -> None:
+async def insert_challenge(
+    conn,
+    *,
+    challenge_id,
+    message_id,
+    code_hash,
+    phone_hash,
+    phone_hint,
+    phone_enc,
+    bind_source,
+    created_at,
+    expires_at,
+    decoy: bool = False,
+) -> None:
     # A new code replaces the previous one: only the latest code of a message is ever valid. A decoy
     # replaces only an earlier decoy: typing a wrong number never kills the patient's real code.
-    await conn.execute("update challenge set status = 'dead' where message_id = $1 and status = 'active'"
-                       " and decoy = $2", message_id, decoy)
+    await conn.execute(
+        "update challenge set status = 'dead' where message_id = $1 and status = 'active' and decoy = $2",
+        message_id,
+        decoy,
+    )
     await conn.execute(
         "insert into challenge(id, message_id, code_hash, phone_hash, phone_hint, phone_enc, bind_source,"
         " created_at, expires_at, decoy) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        challenge_id, message_id, code_hash, phone_hash, phone_hint, phone_enc, bind_source, created_at, expires_at,
+        challenge_id,
+        message_id,
+        code_hash,
+        phone_hash,
+        phone_hint,
+        phone_enc,
+        bind_source,
+        created_at,
+        expires_at,
         decoy,
     )
 
 
 async def latest_challenge(conn, message_id: uuid.UUID, *, lock: bool = False, real: bool = False) -> Challenge | None:
     """The message's latest challenge (decoys included, unless ``real``)."""
-    return Challenge.maybe(await conn.fetchrow(
-        "select * from challenge where message_id = $1" + (" and not decoy" if real else "")
-        + " order by created_at desc limit 1" + (" for update" if lock else ""), message_id,
-    ))
+    return Challenge.maybe(
+        await conn.fetchrow(
+            "select * from challenge where message_id = $1"
+            + (" and not decoy" if real else "")
+            + " order by created_at desc limit 1"
+            + (" for update" if lock else ""),
+            message_id,
+        )
+    )
 
 
 async def record_wrong_code(conn, challenge_id, *, dead: bool) -> None:
     await conn.execute(
         "update challenge set wrong = wrong + 1, status = case when $2 then 'dead' else status end where id = $1",
-        challenge_id, dead,
+        challenge_id,
+        dead,
     )
 
 
 async def add_failure(conn, message_id: uuid.UUID) -> int:
     """Count one failure (wrong code, wrong number) against the message; returns the new total."""
-    return int(await conn.fetchval(
-        "update message set failed_checks = failed_checks + 1 where message_id = $1 returning failed_checks",
-        message_id,
-    ))
+    return int(
+        await conn.fetchval(
+            "update message set failed_checks = failed_checks + 1 where message_id = $1 returning failed_checks",
+            message_id,
+        )
+    )
 
 
 async def lock_message(conn, message_id: uuid.UUID, until: datetime) -> None:
@@ -192,9 +264,13 @@ async def unlock_message(conn, message_id: uuid.UUID) -> None:
 
 async def open_refs(conn, patient_refs: list[str]) -> list[str]:
     """The refs under which the patient has messages still open."""
-    return [r["patient_ref"] for r in await conn.fetch(
-        "select distinct patient_ref from message where patient_ref = any($1::text[]) and state = 'active'",
-        patient_refs)]
+    return [
+        r["patient_ref"]
+        for r in await conn.fetch(
+            "select distinct patient_ref from message where patient_ref = any($1::text[]) and state = 'active'",
+            patient_refs,
+        )
+    ]
 
 
 async def set_number_on_file(conn, patient_ref: str, *, phone_hash: str, phone_hint: str, phone_enc: str) -> None:
@@ -202,11 +278,16 @@ async def set_number_on_file(conn, patient_ref: str, *, phone_hash: str, phone_h
     number die."""
     await conn.execute(
         "update message set phone_hash = $2, phone_hint = $3, phone_enc = $4 where patient_ref = $1"
-        " and state = 'active'", patient_ref, phone_hash, phone_hint, phone_enc,
+        " and state = 'active'",
+        patient_ref,
+        phone_hash,
+        phone_hint,
+        phone_enc,
     )
     await conn.execute(
         "update challenge set status = 'dead' where status = 'active' and message_id in"
-        " (select message_id from message where patient_ref = $1)", patient_ref,
+        " (select message_id from message where patient_ref = $1)",
+        patient_ref,
     )
 
 
@@ -214,7 +295,8 @@ async def use_challenge(conn, challenge_id) -> None:
     await conn.execute("update challenge set status = 'used' where id = $1", challenge_id)
     await conn.execute(
         "update message set failed_checks = 0, locked_until = null"
-        " where message_id = (select message_id from challenge where id = $1)", challenge_id,
+        " where message_id = (select message_id from challenge where id = $1)",
+        challenge_id,
     )
 
 
@@ -230,14 +312,18 @@ async def insert_session(conn, token_hash: str, message_id: uuid.UUID) -> None:
     await conn.execute("insert into session(token_hash, message_id) values ($1, $2)", token_hash, message_id)
 
 
-async def touch_session(conn, token_hashes: list[str], message_id: uuid.UUID, idle_s: int,
-                        absolute_s: int) -> str | None:
+async def touch_session(
+    conn, token_hashes: list[str], message_id: uuid.UUID, idle_s: int, absolute_s: int
+) -> str | None:
     """The hash of the live session for this message, its idle time refreshed; None if absent or timed out."""
     return await conn.fetchval(
         "update session set last_seen_at = now() where token_hash = any($1::text[]) and message_id = $2 and ended_at is null"
         " and last_seen_at > now() - make_interval(secs => $3) and created_at > now() - make_interval(secs => $4)"
         " returning token_hash",
-        token_hashes, message_id, float(idle_s), float(absolute_s),
+        token_hashes,
+        message_id,
+        float(idle_s),
+        float(absolute_s),
     )
 
 
@@ -256,14 +342,19 @@ async def record_paper(conn, message_id: uuid.UUID, step: str, reason: str | Non
     """A step of the message's paper copy (postal.progress). 'cancelled' forgets the request: paper may be
     asked again. A redelivered step keeps its first time."""
     if step == "cancelled":
-        await conn.execute("update paper set requested_at = null, reason = null, updated_at = now()"
-                           " where message_id = $1", message_id)
+        await conn.execute(
+            "update paper set requested_at = null, reason = null, updated_at = now() where message_id = $1", message_id
+        )
         return
     column = _PAPER_STEP[step]
     await conn.execute(
         f"insert into paper as p (message_id, reason, {column}) values ($1, $2, $3)"
         f" on conflict (message_id) do update set {column} = coalesce(p.{column}, $3),"
-        " reason = coalesce($2, p.reason), updated_at = now()", message_id, reason, at)
+        " reason = coalesce($2, p.reason), updated_at = now()",
+        message_id,
+        reason,
+        at,
+    )
 
 
 async def paper_of(conn, message_id: uuid.UUID):
@@ -275,7 +366,9 @@ async def request_postal(conn, message_id: uuid.UUID, at) -> bool:
     """Record the patient's request for the post; False if it was already recorded."""
     status = await conn.execute(
         "update message set postal_requested_at = $2 where message_id = $1 and postal_requested_at is null",
-        message_id, at)
+        message_id,
+        at,
+    )
     return status == "UPDATE 1"
 
 
@@ -286,13 +379,18 @@ async def record_release(conn, message_id: uuid.UUID, kind: str) -> bool:
     return status == "INSERT 0 1"
 
 
-async def audit(conn, message_id: uuid.UUID | None, action: str, outcome: str, client_hash: str | None,
-                detail: str | None = None) -> None:
+async def audit(
+    conn, message_id: uuid.UUID | None, action: str, outcome: str, client_hash: str | None, detail: str | None = None
+) -> None:
     # Append-only for this role: INSERT is all it may do on the audit (deploy/postgres/init.sql).
     await conn.execute(
         "insert into portal_audit.access_audit(message_id, action, outcome, client_hash, detail)"
         " values ($1, $2, $3, $4, $5)",
-        message_id, action, outcome, client_hash, detail,
+        message_id,
+        action,
+        outcome,
+        client_hash,
+        detail,
     )
 
 
@@ -308,6 +406,7 @@ REVOKED_EARLY_KEPT_DAYS = 400
 
 
 async def prune_revoked_early(conn: asyncpg.Connection) -> int:
-    status = await conn.execute("delete from revoked_early where revoked_at < now() - make_interval(days => $1)",
-                                REVOKED_EARLY_KEPT_DAYS)
+    status = await conn.execute(
+        "delete from revoked_early where revoked_at < now() - make_interval(days => $1)", REVOKED_EARLY_KEPT_DAYS
+    )
     return int(status.split()[-1])

@@ -31,12 +31,18 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     settings = settings or IssuerSettings()
     runtime = Runtime("issuer", "issuer", settings, MIGRATIONS)
     handlers = IssuerHandlers(settings)
-    runtime.consumer.subscribe(ConvocationCreatedV1, handlers.on_convocation_created,
-                               prefetch=settings.letters_prefetch,
-                               large=LargeMessages(min_bytes=LARGE_LETTER_BYTES, at_once=settings.large_letters_at_once))
+    runtime.consumer.subscribe(
+        ConvocationCreatedV1,
+        handlers.on_convocation_created,
+        prefetch=settings.letters_prefetch,
+        large=LargeMessages(min_bytes=LARGE_LETTER_BYTES, at_once=settings.large_letters_at_once),
+    )
     runtime.consumer.subscribe(ConvocationCancelledV1, handlers.on_convocation_cancelled)
-    runtime.consumer.subscribe(EmailSentV1, handlers.on_email_sent,  # each locks its convocation's row
-                               batches=Batches(linger=settings.batch_linger_seconds, order=lambda e: e.convocation_id))
+    runtime.consumer.subscribe(
+        EmailSentV1,
+        handlers.on_email_sent,  # each locks its convocation's row
+        batches=Batches(linger=settings.batch_linger_seconds, order=lambda e: e.convocation_id),
+    )
     runtime.consumer.subscribe(EmailFailedV1, handlers.on_email_failed)
     runtime.consumer.subscribe(DocumentReleasedV1, handlers.on_document_released)
     runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)
@@ -45,13 +51,15 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(PostalPostedV1, handlers.on_postal_posted)
     runtime.consumer.subscribe(PostalReturnedV1, handlers.on_postal_returned)
     sweeper = Sweeper(handlers, lambda: runtime.pool)
+
     async def declare_outside_queues() -> None:
         # Events the hospital's systems and its print room consume: their queues exist before the first
         # publish, so the outbox relay's mandatory publishes are routable and nothing is lost.
         for party, declared_by in topology.OUTBOUND_DECLARED_BY.items():
             for routing_key in topology.consumed_by(party) if declared_by == "issuer" else ():
-                await topology.declare_outbound_queue(runtime.broker, settings.events_exchange, party, routing_key,
-                                                          settings.amqp_url)
+                await topology.declare_outbound_queue(
+                    runtime.broker, settings.events_exchange, party, routing_key, settings.amqp_url
+                )
 
     runtime.declarations.append(declare_outside_queues)
     runtime.every(settings.sweep_seconds, sweeper.sweep_once, "issuer-sweeper")

@@ -101,9 +101,11 @@ def seal_convocation(
     message_id = uuid.uuid4()
     key_id, server_key = list(keys.seal_keys.items())[-1]
     link_secret = crypto.new_link_secret()
+
     def seal(data: bytes, purpose: str) -> tuple[bytes, bytes]:
-        return crypto.seal(data, link_secret=link_secret, server_key=server_key, key_id=key_id, message_id=message_id,
-                           purpose=purpose)
+        return crypto.seal(
+            data, link_secret=link_secret, server_key=server_key, key_id=key_id, message_id=message_id, purpose=purpose
+        )
 
     doc_nonce, doc_ct = seal(pdf, "document")
     det_nonce, det_ct = seal(appointment_details(convocation), "details")
@@ -130,29 +132,38 @@ def seal_convocation(
         public_contact=convocation.public_contact or public_contact,
         for_mailer=crypto.seal_field(
             keys.mailer_field_key,
-            {"email": patient.email, "name": patient.name, "link_secret": link_secret,
-             **({"address_corrected": True} if address_corrected else {})},
+            {
+                "email": patient.email,
+                "name": patient.name,
+                "link_secret": link_secret,
+                **({"address_corrected": True} if address_corrected else {}),
+            },
             context=crypto.field_context("message.sealed", message_id, "mailer"),
         ),
         for_portal=crypto.seal_field(
-            keys.portal_field_key, {"mobile": patient.mobile}, context=crypto.field_context("message.sealed", message_id, "portal")
+            keys.portal_field_key,
+            {"mobile": patient.mobile},
+            context=crypto.field_context("message.sealed", message_id, "portal"),
         ),
         sandbox=convocation.sandbox,
     )
-
 
 
 def for_secretariat(convocation: ConvocationCreatedV1, message_id: uuid.UUID, key: crypto.Keys) -> str:
     """What the staff of the letter's department see to recognise the patient, sealed for the secretariat:
     the name, the date of birth, the place, the department's name and the number on file masked."""
     patient, appointment = convocation.patient, convocation.appointment
-    return crypto.seal_field(key, {
-        "name": patient.name,
-        "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
-        "place": appointment.place.name,
-        "department_name": appointment.department.name,
-        "phone_hint": phone_hint(patient.mobile) if patient.mobile else None,
-    }, context=crypto.field_context(ConvocationStatusV1.EVENT_TYPE, message_id, "secretariat"))
+    return crypto.seal_field(
+        key,
+        {
+            "name": patient.name,
+            "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
+            "place": appointment.place.name,
+            "department_name": appointment.department.name,
+            "phone_hint": phone_hint(patient.mobile) if patient.mobile else None,
+        },
+        context=crypto.field_context(ConvocationStatusV1.EVENT_TYPE, message_id, "secretariat"),
+    )
 
 
 def with_email(convocation: ConvocationCreatedV1, email: str) -> ConvocationCreatedV1:
@@ -176,8 +187,9 @@ def print_copy(convocation: ConvocationCreatedV1, pdf: bytes, print_room_public_
     document = convocation.document_pdf_base64.encode() if convocation.document_pdf_base64 else base64.b64encode(pdf)
     payload = b"".join((head[:-1].encode(), b', "document_pdf_base64": "', document, b'"}'))
     del document  # sealing makes three more copies of this size: do not keep a fourth
-    return crypto.seal_for_recipient(print_room_public_key, payload,
-                                     context=print_room_context(convocation.convocation_id))
+    return crypto.seal_for_recipient(
+        print_room_public_key, payload, context=print_room_context(convocation.convocation_id)
+    )
 
 
 def print_room_context(convocation_id: uuid.UUID) -> str:
@@ -197,8 +209,9 @@ def fallback_deadline(appointment_at: datetime, fallback_hours: int) -> datetime
     return appointment_at - timedelta(hours=fallback_hours)
 
 
-def reminder_due(*, appointment_at: datetime, sealed_at: datetime, now: datetime, fallback_hours: int,
-                 reminder_days: int) -> bool:
+def reminder_due(
+    *, appointment_at: datetime, sealed_at: datetime, now: datetime, fallback_hours: int, reminder_days: int
+) -> bool:
     """Still not downloaded ``reminder_days`` before the paper deadline: remind the patient. Not for a
     message sealed after that moment: the e-mail itself is news enough."""
     if reminder_days <= 0:

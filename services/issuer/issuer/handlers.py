@@ -47,8 +47,12 @@ from shared.outbox import add_events
 PRODUCER = "issuer"
 log = get_logger(__name__)
 # The statuses that put a convocation in each funnel stage the issuer owns.
-FUNNEL_STATUSES = {"e-mailed": ("e-mailed",), "bounced": ("bounced",), "downloaded": ("downloaded",),
-                   "paper": ("postal", "postal-fallback")}
+FUNNEL_STATUSES = {
+    "e-mailed": ("e-mailed",),
+    "bounced": ("bounced",),
+    "downloaded": ("downloaded",),
+    "paper": ("postal", "postal-fallback"),
+}
 PAPER_GRACE_SECONDS = 900  # a sweep or two after the deadline is still on time
 # The statuses of a letter sent again that complete the secretariat's resend or e-mail correction.
 REISSUE_DONE = frozenset({"e-mailed", "postal", "postal-fallback"})
@@ -74,8 +78,7 @@ class IssuerHandlers:
             mailer_field_key=settings.mailer_field_key,
             portal_field_key=settings.portal_field_key,
         )
-        self.public_contact = PublicContact(phone=settings.public_contact_phone,
-                                            email=settings.public_contact_email)
+        self.public_contact = PublicContact(phone=settings.public_contact_phone, email=settings.public_contact_email)
 
     # --- upstream -----------------------------------------------------------------------------
 
@@ -88,11 +91,19 @@ class IssuerHandlers:
         # and a known one is superseded by this same letter unless the secretariat corrected its address.
         letter = self._seal(c, now)
         row = await store.insert_convocation(
-            conn, convocation_id=c.convocation_id, message_id=letter.sealed.message_id,
-            patient_ref=letter.sealed.patient_ref, delivery=c.delivery, language=c.patient.language,
-            appointment_at=c.appointment.starts_at, expires_at=letter.expires_at,
-            created_at=d.envelope.occurred_at, sealed_at=now, print_copy=letter.copy,
-            department=c.appointment.department.code, sandbox=c.sandbox,
+            conn,
+            convocation_id=c.convocation_id,
+            message_id=letter.sealed.message_id,
+            patient_ref=letter.sealed.patient_ref,
+            delivery=c.delivery,
+            language=c.patient.language,
+            appointment_at=c.appointment.starts_at,
+            expires_at=letter.expires_at,
+            created_at=d.envelope.occurred_at,
+            sealed_at=now,
+            print_copy=letter.copy,
+            department=c.appointment.department.code,
+            sandbox=c.sandbox,
         )
         if row is not None:
             reached("created")
@@ -104,8 +115,9 @@ class IssuerHandlers:
         existing = await store.get_convocation(conn, c.convocation_id)
         await self._supersede(conn, d, existing, now, letter)
 
-    async def _supersede(self, conn, d: Delivery[ConvocationCreatedV1], existing, now: datetime,
-                         letter: _Letter) -> None:
+    async def _supersede(
+        self, conn, d: Delivery[ConvocationCreatedV1], existing, now: datetime, letter: _Letter
+    ) -> None:
         """A new convocation for the same appointment replaces the old message, which is revoked; the funnel
         counts the convocation once (it was counted when first created). A letter the secretariat asked to
         send again is this one: its corrected address wins over the event's. ``letter``: sealed from the
@@ -118,14 +130,26 @@ class IssuerHandlers:
             letter = self._seal(c, now, address_corrected=True)
         if reissues:
             await store.consume_reissues(conn, c.convocation_id, letter.sealed.message_id, now)
-            log.info("convocation sent again as the secretariat asked", requests=len(reissues),
-                     email_corrected=corrected is not None)
+            log.info(
+                "convocation sent again as the secretariat asked",
+                requests=len(reissues),
+                email_corrected=corrected is not None,
+            )
         events = await self._revoke(conn, existing, "superseded", now)
-        row = await store.replace_message(conn, c.convocation_id, message_id=letter.sealed.message_id,
-                                          patient_ref=letter.sealed.patient_ref, delivery=c.delivery,
-                                          language=c.patient.language, appointment_at=c.appointment.starts_at,
-                                          expires_at=letter.expires_at, sealed_at=now, print_copy=letter.copy,
-                                          department=c.appointment.department.code, sandbox=c.sandbox)
+        row = await store.replace_message(
+            conn,
+            c.convocation_id,
+            message_id=letter.sealed.message_id,
+            patient_ref=letter.sealed.patient_ref,
+            delivery=c.delivery,
+            language=c.patient.language,
+            appointment_at=c.appointment.starts_at,
+            expires_at=letter.expires_at,
+            sealed_at=now,
+            print_copy=letter.copy,
+            department=c.appointment.department.code,
+            sandbox=c.sandbox,
+        )
         events += await self._sealed(conn, row, letter, now)
         await self._emit(conn, d, *events, convocation_id=row["id"])
 
@@ -134,10 +158,22 @@ class IssuerHandlers:
         pdf = self._upstream_pdf(c) or self._render(c, now)
         expires_at = domain.expiry(c.appointment.starts_at, self.settings.message_ttl_days)
         postal = domain.postal_reason_at_creation(c)
-        sealed = domain.seal_convocation(c, pdf, self.keys, expires_at=expires_at, send_email=postal is None,
-                                         public_contact=self.public_contact, address_corrected=address_corrected)
-        return _Letter(sealed, domain.print_copy(c, pdf, self.settings.print_room_public_key), expires_at, postal,
-                       domain.for_secretariat(c, sealed.message_id, self.settings.secretariat_field_key))
+        sealed = domain.seal_convocation(
+            c,
+            pdf,
+            self.keys,
+            expires_at=expires_at,
+            send_email=postal is None,
+            public_contact=self.public_contact,
+            address_corrected=address_corrected,
+        )
+        return _Letter(
+            sealed,
+            domain.print_copy(c, pdf, self.settings.print_room_public_key),
+            expires_at,
+            postal,
+            domain.for_secretariat(c, sealed.message_id, self.settings.secretariat_field_key),
+        )
 
     async def _sealed(self, conn, row, letter: _Letter, now: datetime) -> list:
         """The sealed message's events, and the print room's when it goes by post at once."""
@@ -153,16 +189,21 @@ class IssuerHandlers:
             raise Rejected(rejections.UNKNOWN_CONVOCATION, f"no convocation {d.data.convocation_id} to cancel")
         if row["status"] in ("cancelled", "expired", "withdrawn"):
             return
-        await self._emit(conn, d, *await self._revoke(conn, row, "cancelled", datetime.now(timezone.utc),
-                                                      detail=d.data.reason), convocation_id=row["id"])
+        await self._emit(
+            conn,
+            d,
+            *await self._revoke(conn, row, "cancelled", datetime.now(timezone.utc), detail=d.data.reason),
+            convocation_id=row["id"],
+        )
 
     # --- downstream ---------------------------------------------------------------------------
 
     async def on_email_sent(self, conn: asyncpg.Connection, d: Delivery[EmailSentV1]) -> None:
         row = await self._current(conn, d)
         if row is not None:
-            await self._emit(conn, d, *await self._progress(conn, row, "e-mailed", d.data.accepted_at),
-                             convocation_id=row["id"])
+            await self._emit(
+                conn, d, *await self._progress(conn, row, "e-mailed", d.data.accepted_at), convocation_id=row["id"]
+            )
 
     async def on_email_failed(self, conn: asyncpg.Connection, d: Delivery[EmailFailedV1]) -> None:
         row = await self._current(conn, d)
@@ -178,8 +219,12 @@ class IssuerHandlers:
     async def on_document_released(self, conn: asyncpg.Connection, d: Delivery[DocumentReleasedV1]) -> None:
         row = await self._current(conn, d)
         if row is not None:  # delivered: no paper copy is needed any more
-            await self._emit(conn, d, *await self._progress(conn, row, "downloaded", d.data.released_at,
-                                                            drop_print_copy=True), convocation_id=row["id"])
+            await self._emit(
+                conn,
+                d,
+                *await self._progress(conn, row, "downloaded", d.data.released_at, drop_print_copy=True),
+                convocation_id=row["id"],
+            )
 
     async def on_staff_action(self, conn: asyncpg.Connection, d: Delivery[StaffActionRequestedV1]) -> None:
         """Paper now, withdrawal, or the letter sent again (resend, corrected e-mail address), asked by the
@@ -196,18 +241,27 @@ class IssuerHandlers:
             return
         now = datetime.now(timezone.utc)
         if a.action == "post":
-            await self._emit(conn, d, *await self._post(conn, row, "secretariat", now, action_id=a.action_id),
-                             convocation_id=row["id"])
+            await self._emit(
+                conn,
+                d,
+                *await self._post(conn, row, "secretariat", now, action_id=a.action_id),
+                convocation_id=row["id"],
+            )
         elif a.action == "withdraw":
-            await self._emit(conn, d, *await self._revoke(conn, row, "withdrawn", now, action_id=a.action_id),
-                             convocation_id=row["id"])
+            await self._emit(
+                conn,
+                d,
+                *await self._revoke(conn, row, "withdrawn", now, action_id=a.action_id),
+                convocation_id=row["id"],
+            )
         elif a.action == "email-instead" and not (self._paper_pending(row) and row["delivery"] == "email"):
             log.info("switch back to e-mail ignored: the letter is not on paper, is printed, or has no e-mail channel")
         else:
             await self._ask_reissue(conn, d, a, row, now)
 
-    async def _ask_reissue(self, conn, d: Delivery[StaffActionRequestedV1], a: StaffActionRequestedV1, row,
-                           now: datetime) -> None:
+    async def _ask_reissue(
+        self, conn, d: Delivery[StaffActionRequestedV1], a: StaffActionRequestedV1, row, now: datetime
+    ) -> None:
         """Only the hospital system holds the letter: ask it to publish the convocation again. A corrected
         address is checked, then kept only as the secretariat sealed it, until the new message uses it."""
         if now >= row["appointment_at"]:
@@ -221,21 +275,35 @@ class IssuerHandlers:
                 raise Rejected(rejections.EMAIL_INVALID, "the corrected address is not one valid e-mail address")
             email_sealed = a.for_issuer
         reason = {"correct-email": "email-corrected", "email-instead": "email-instead"}.get(a.action, "resend")
-        if not await store.add_reissue_request(conn, action_id=a.action_id, convocation_id=a.convocation_id,
-                                               reason=reason, email_sealed=email_sealed, requested_at=now):
+        if not await store.add_reissue_request(
+            conn,
+            action_id=a.action_id,
+            convocation_id=a.convocation_id,
+            reason=reason,
+            email_sealed=email_sealed,
+            requested_at=now,
+        ):
             return
         events: list = []
         if self._paper_pending(row):  # the new letter goes by e-mail: the print room drops this one
             events += await self._stop_paper(conn, row, "email-instead", now)
-        await self._emit(conn, d, *events, ConvocationReissueRequestedV1(
-            convocation_id=a.convocation_id, reason=reason, requested_at=now, action_id=a.action_id))
+        await self._emit(
+            conn,
+            d,
+            *events,
+            ConvocationReissueRequestedV1(
+                convocation_id=a.convocation_id, reason=reason, requested_at=now, action_id=a.action_id
+            ),
+        )
         on_commit(REISSUE_REQUESTS.labels(reason).inc)
         log.info("reissue requested from the hospital system", reason=reason)
 
     def _open_email(self, token: str, action_id) -> object:
-        return crypto.open_field(self.settings.issuer_field_key, token,
-                                 context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id,
-                                                              "issuer")).get("email")
+        return crypto.open_field(
+            self.settings.issuer_field_key,
+            token,
+            context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id, "issuer"),
+        ).get("email")
 
     def _corrected_email(self, reissues) -> str | None:
         """The newest address the secretariat corrected among the pending requests, if any."""
@@ -248,8 +316,9 @@ class IssuerHandlers:
         """The patient asked for the post on the portal: the print room posts the letter (once)."""
         row = await self._current(conn, d)
         if row is not None and row["status"] not in domain.CLOSED:
-            await self._emit(conn, d, *await self._post(conn, row, "patient-request", d.data.chosen_at),
-                             convocation_id=row["id"])
+            await self._emit(
+                conn, d, *await self._post(conn, row, "patient-request", d.data.chosen_at), convocation_id=row["id"]
+            )
 
     # --- the print room -----------------------------------------------------------------------
 
@@ -280,9 +349,13 @@ class IssuerHandlers:
         else:
             await store.stamp(conn, row["id"], step, report.at, drop_print_copy=True)
         log.info("print room report", step=step)
-        await self._emit(conn, d, await self._status(conn, row, step, report.at, detail),
-                         PostalProgressV1(message_id=row["message_id"], convocation_id=row["id"], step=step,
-                                          at=report.at), convocation_id=row["id"])
+        await self._emit(
+            conn,
+            d,
+            await self._status(conn, row, step, report.at, detail),
+            PostalProgressV1(message_id=row["message_id"], convocation_id=row["id"], step=step, at=report.at),
+            convocation_id=row["id"],
+        )
 
     # --- scheduled (see sweeper.py) -----------------------------------------------------------
 
@@ -292,8 +365,12 @@ class IssuerHandlers:
     async def remind(self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime) -> None:
         """The mailer reminds the patient, once; the paper deadline stays as it was."""
         deadline = domain.fallback_deadline(row["appointment_at"], self.settings.postal_fallback_hours)
-        await self._emit(conn, None, ReminderRequestedV1(message_id=row["message_id"], convocation_id=row["id"],
-                                                         paper_deadline=deadline), convocation_id=row["id"])
+        await self._emit(
+            conn,
+            None,
+            ReminderRequestedV1(message_id=row["message_id"], convocation_id=row["id"], paper_deadline=deadline),
+            convocation_id=row["id"],
+        )
         await store.mark_reminded(conn, row["id"], now)
         log.info("reminder requested")
 
@@ -312,8 +389,9 @@ class IssuerHandlers:
             return None
         return row
 
-    async def _progress(self, conn, row, status: str, at: datetime, detail: str | None = None, *,
-                        drop_print_copy: bool = False) -> list:
+    async def _progress(
+        self, conn, row, status: str, at: datetime, detail: str | None = None, *, drop_print_copy: bool = False
+    ) -> list:
         """A step reported downstream: the status if it advances, else only the step's time; returns the
         status event to publish (none for a step only stamped)."""
         await self._count_stage(conn, row, status, after_seconds=(at - row["created_at"]).total_seconds())
@@ -331,8 +409,9 @@ class IssuerHandlers:
         Only a superseding message clears the stamps (``replace_message``): a convocation never
         superseded whose stamp is empty has no such step in its history, so only then is it read."""
         column = store.stamp_column(FUNNEL_STATUSES[stage][0])
-        if row[column] is None and (not row["superseded_count"]
-                                    or not await store.reached_before(conn, row["id"], FUNNEL_STATUSES[stage])):
+        if row[column] is None and (
+            not row["superseded_count"] or not await store.reached_before(conn, row["id"], FUNNEL_STATUSES[stage])
+        ):
             reached(stage, after_seconds=after_seconds)
 
     async def _post(self, conn, row, reason: str, now: datetime, action_id=None) -> list:
@@ -342,33 +421,45 @@ class IssuerHandlers:
             return []
         status = "postal" if reason in ("preference", "secretariat", "patient-request") else "postal-fallback"
         await self._count_stage(conn, row, "paper")
-        deadline = max(domain.fallback_deadline(row["appointment_at"], self.settings.postal_fallback_hours),
-                       row["sealed_at"])
+        deadline = max(
+            domain.fallback_deadline(row["appointment_at"], self.settings.postal_fallback_hours), row["sealed_at"]
+        )
         late = (now - deadline).total_seconds() > PAPER_GRACE_SECONDS
         on_commit(PAPER_REQUESTS.labels("late" if late else "on-time").inc)
         copy = await store.mark_posted(conn, row["id"], status, reason, now)
         if row["sandbox"]:  # a sandbox test is never printed: its statuses say what would have happened
             log.info("sandbox test: not handed to the print room", reason=reason)
-            return [await self._status(conn, row, status, now, f"{reason} (sandbox test: not posted)",
-                                       action_id=action_id)]
-        events = [PostalRequestedV1(convocation_id=row["id"], message_id=row["message_id"], reason=reason,
-                                    language=row["language"], for_print_room=copy),
-                  await self._status(conn, row, status, now, reason, action_id=action_id),
-                  PostalProgressV1(message_id=row["message_id"], convocation_id=row["id"], step="requested",
-                                   reason=reason, at=now)]
+            return [
+                await self._status(conn, row, status, now, f"{reason} (sandbox test: not posted)", action_id=action_id)
+            ]
+        events = [
+            PostalRequestedV1(
+                convocation_id=row["id"],
+                message_id=row["message_id"],
+                reason=reason,
+                language=row["language"],
+                for_print_room=copy,
+            ),
+            await self._status(conn, row, status, now, reason, action_id=action_id),
+            PostalProgressV1(
+                message_id=row["message_id"], convocation_id=row["id"], step="requested", reason=reason, at=now
+            ),
+        ]
         on_commit(POSTAL_REQUESTS.labels(reason).inc)
         log.info("postal delivery requested", reason=reason)
         return events
 
-    async def _revoke(self, conn, row, reason: str, now: datetime, detail: str | None = None,
-                      action_id=None) -> list:
+    async def _revoke(self, conn, row, reason: str, now: datetime, detail: str | None = None, action_id=None) -> list:
         """Revoke the message (the portal destroys it), drop the print copy, and tell the print room not to post
         a letter it has not printed yet; returns the events to publish."""
         events = await self._stop_paper(conn, row, reason, now) if self._paper_pending(row) else []
         await store.set_status(conn, row["id"], reason, now, detail, drop_print_copy=True)
         log.info("message revoked", reason=reason, message_id=str(row["message_id"]))
-        return [*events, MessageRevokedV1(message_id=row["message_id"], convocation_id=row["id"], reason=reason),
-                await self._status(conn, row, reason, now, detail, action_id=action_id)]
+        return [
+            *events,
+            MessageRevokedV1(message_id=row["message_id"], convocation_id=row["id"], reason=reason),
+            await self._status(conn, row, reason, now, detail, action_id=action_id),
+        ]
 
     @staticmethod
     def _paper_pending(row) -> bool:
@@ -379,27 +470,47 @@ class IssuerHandlers:
         """The print room must drop the letter; the portal offers paper again until the new letter comes."""
         await store.cancel_postal(conn, row["id"], now, reason)
         log.info("print room told not to post the letter", reason=reason)
-        return [PostalCancelledV1(convocation_id=row["id"], message_id=row["message_id"], reason=reason),
-                await self._status(conn, row, "postal-cancelled", now, reason),
-                PostalProgressV1(message_id=row["message_id"], convocation_id=row["id"], step="cancelled", at=now)]
+        return [
+            PostalCancelledV1(convocation_id=row["id"], message_id=row["message_id"], reason=reason),
+            await self._status(conn, row, "postal-cancelled", now, reason),
+            PostalProgressV1(message_id=row["message_id"], convocation_id=row["id"], step="cancelled", at=now),
+        ]
 
     async def _emit(self, conn, d: Delivery | None, *payloads, convocation_id=None) -> None:
         """The handler's events, in their order, in one statement (none: no statement)."""
         correlation = d.envelope.correlation_id if d else convocation_id
         causation = d.envelope.event_id if d else None
-        await add_events(conn, [envelope(p, producer=PRODUCER, correlation_id=correlation, causation_id=causation)
-                                for p in payloads])
+        await add_events(
+            conn, [envelope(p, producer=PRODUCER, correlation_id=correlation, causation_id=causation) for p in payloads]
+        )
 
-    async def _status(self, conn, row, status: str, at: datetime, detail: str | None = None, *,
-                      action_id=None, for_secretariat: str | None = None) -> ConvocationStatusV1:
+    async def _status(
+        self,
+        conn,
+        row,
+        status: str,
+        at: datetime,
+        detail: str | None = None,
+        *,
+        action_id=None,
+        for_secretariat: str | None = None,
+    ) -> ConvocationStatusV1:
         """The status report, with what the secretariat's read model needs to place it. A letter sent again
         for the secretariat reports its first e-mail (or paper) with the action it carries out."""
         if action_id is None and row["superseded_count"] and status in REISSUE_DONE:
             action_id = await store.reissue_action(conn, row["message_id"])
         return ConvocationStatusV1(
-            convocation_id=row["id"], status=status, at=at, detail=detail, message_id=row["message_id"],
-            department=row["department"], appointment_at=row["appointment_at"], delivery=row["delivery"],
-            patient_ref=row["patient_ref"], action_id=action_id, sandbox=row["sandbox"],
+            convocation_id=row["id"],
+            status=status,
+            at=at,
+            detail=detail,
+            message_id=row["message_id"],
+            department=row["department"],
+            appointment_at=row["appointment_at"],
+            delivery=row["delivery"],
+            patient_ref=row["patient_ref"],
+            action_id=action_id,
+            sandbox=row["sandbox"],
             for_secretariat=for_secretariat,
         )
 
@@ -420,5 +531,6 @@ class IssuerHandlers:
     def _render(self, c: ConvocationCreatedV1, now: datetime) -> bytes:
         from issuer.render import render_convocation_pdf
 
-        return render_convocation_pdf(c, hospital_name=self.settings.hospital_name, now=now,
-                                      logo=self.settings.letter_logo)
+        return render_convocation_pdf(
+            c, hospital_name=self.settings.hospital_name, now=now, logo=self.settings.letter_logo
+        )

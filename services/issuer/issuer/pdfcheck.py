@@ -12,13 +12,23 @@ from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
 
 # Keys whose mere presence means the viewer may run or open something.
 _ACTIVE_KEYS = {
-    "/JS": "JavaScript", "/JavaScript": "JavaScript", "/AA": "additional actions (/AA)",
-    "/EmbeddedFiles": "embedded file", "/EF": "embedded file", "/XFA": "XFA form", "/RichMediaContent": "rich media",
+    "/JS": "JavaScript",
+    "/JavaScript": "JavaScript",
+    "/AA": "additional actions (/AA)",
+    "/EmbeddedFiles": "embedded file",
+    "/EF": "embedded file",
+    "/XFA": "XFA form",
+    "/RichMediaContent": "rich media",
 }
 # Action types (/S) that run code, start programs, open other files or send data.
 _ACTIVE_ACTIONS = {
-    "/JavaScript": "JavaScript", "/Launch": "Launch", "/SubmitForm": "SubmitForm", "/ImportData": "ImportData",
-    "/GoToE": "GoToE (embedded file)", "/GoToR": "GoToR (remote file)", "/Rendition": "Rendition",
+    "/JavaScript": "JavaScript",
+    "/Launch": "Launch",
+    "/SubmitForm": "SubmitForm",
+    "/ImportData": "ImportData",
+    "/GoToE": "GoToE (embedded file)",
+    "/GoToR": "GoToR (remote file)",
+    "/Rendition": "Rendition",
     "/RichMediaExecute": "rich media",
 }
 _ACTIVE_TYPES = {"/EmbeddedFile": "embedded file", "/RichMedia": "rich media", "/FileAttachment": "embedded file"}

@@ -12,16 +12,29 @@ import asyncpg
 # letter, up to 13 MB, e.g. 200 KB for a 150 KB PDF), which only posting the letter needs
 # (mark_posted() returns it); has_print_copy says whether there is one. tests/integration/test_issuer_handlers.py
 # checks that this names every column of the table.
-ROW = ("id, message_id, patient_ref, delivery, language, status, appointment_at, expires_at, created_at,"
-       " sealed_at, emailed_at, email_failed_at, downloaded_at, postal_at, cancelled_at, updated_at,"
-       " postal_reason, superseded_count, department, reminded_at, printed_at, posted_at, returned_at,"
-       " postal_cancelled_at, sandbox, print_copy is not null as has_print_copy")
+ROW = (
+    "id, message_id, patient_ref, delivery, language, status, appointment_at, expires_at, created_at,"
+    " sealed_at, emailed_at, email_failed_at, downloaded_at, postal_at, cancelled_at, updated_at,"
+    " postal_reason, superseded_count, department, reminded_at, printed_at, posted_at, returned_at,"
+    " postal_cancelled_at, sandbox, print_copy is not null as has_print_copy"
+)
 
 
 async def insert_convocation(
-    conn: asyncpg.Connection, *, convocation_id: uuid.UUID, message_id: uuid.UUID, patient_ref: str,
-    delivery: str, language: str, appointment_at: datetime, expires_at: datetime, created_at: datetime,
-    sealed_at: datetime, print_copy: str, department: str | None, sandbox: bool = False,
+    conn: asyncpg.Connection,
+    *,
+    convocation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    patient_ref: str,
+    delivery: str,
+    language: str,
+    appointment_at: datetime,
+    expires_at: datetime,
+    created_at: datetime,
+    sealed_at: datetime,
+    print_copy: str,
+    department: str | None,
+    sandbox: bool = False,
 ) -> asyncpg.Record | None:
     """The new convocation, sealed, and its first history line, in one statement; returns its row, or
     None when a convocation with this id is already there (and then writes nothing). A row another
@@ -35,15 +48,35 @@ async def insert_convocation(
         " history as (insert into status_history(convocation_id, status, at)"
         " select id, status, sealed_at from inserted)"
         " select * from inserted",
-        convocation_id, message_id, patient_ref, delivery, language, appointment_at, expires_at, created_at,
-        sealed_at, print_copy, department, sandbox,
+        convocation_id,
+        message_id,
+        patient_ref,
+        delivery,
+        language,
+        appointment_at,
+        expires_at,
+        created_at,
+        sealed_at,
+        print_copy,
+        department,
+        sandbox,
     )
 
 
 async def replace_message(
-    conn: asyncpg.Connection, convocation_id: uuid.UUID, *, message_id: uuid.UUID, patient_ref: str, delivery: str,
-    language: str, appointment_at: datetime, expires_at: datetime, sealed_at: datetime, print_copy: str,
-    department: str | None, sandbox: bool = False,
+    conn: asyncpg.Connection,
+    convocation_id: uuid.UUID,
+    *,
+    message_id: uuid.UUID,
+    patient_ref: str,
+    delivery: str,
+    language: str,
+    appointment_at: datetime,
+    expires_at: datetime,
+    sealed_at: datetime,
+    print_copy: str,
+    department: str | None,
+    sandbox: bool = False,
 ) -> asyncpg.Record:
     """A superseding convocation: a new message, its delivery starting afresh, and its "sealed" history
     line, in one statement; returns the row."""
@@ -58,13 +91,23 @@ async def replace_message(
         " history as (insert into status_history(convocation_id, status, at)"
         " select id, status, sealed_at from replaced)"
         " select * from replaced",
-        convocation_id, message_id, patient_ref, delivery, language, appointment_at, expires_at, sealed_at,
-        print_copy, department, sandbox,
+        convocation_id,
+        message_id,
+        patient_ref,
+        delivery,
+        language,
+        appointment_at,
+        expires_at,
+        sealed_at,
+        print_copy,
+        department,
+        sandbox,
     )
 
 
-async def mark_posted(conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, reason: str,
-                      at: datetime) -> str | None:
+async def mark_posted(
+    conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, reason: str, at: datetime
+) -> str | None:
     """Handed to the print room: the status and its history line say why; returns the copy to post. The
     copy stays until the print room reports the letter printed (``set_status(..., drop_print_copy=True)``):
     a letter switched back to e-mail before that can still go on paper. One statement."""
@@ -74,7 +117,10 @@ async def mark_posted(conn: asyncpg.Connection, convocation_id: uuid.UUID, statu
         " postal_cancelled_at = null, updated_at = now() where id = $1),"
         " history as (insert into status_history(convocation_id, status, at, detail) values ($1, $2, $4, $3))"
         " select print_copy from copy",
-        convocation_id, status, reason, at,
+        convocation_id,
+        status,
+        reason,
+        at,
     )
 
 
@@ -83,7 +129,10 @@ async def cancel_postal(conn: asyncpg.Connection, convocation_id: uuid.UUID, at:
     await conn.execute(
         "with cancelled as (update convocation set postal_cancelled_at = $2, updated_at = now() where id = $1)"
         " insert into status_history(convocation_id, status, at, detail) values ($1, 'postal-cancelled', $2, $3)",
-        convocation_id, at, reason)
+        convocation_id,
+        at,
+        reason,
+    )
 
 
 async def due_for_fallback(conn: asyncpg.Connection, now: datetime, fallback_hours: int, limit: int = 100):
@@ -94,12 +143,15 @@ async def due_for_fallback(conn: asyncpg.Connection, now: datetime, fallback_hou
         " and appointment_at - make_interval(hours => $2) <= $1 and appointment_at > $1"
         " and sealed_at < appointment_at - make_interval(hours => $2)"
         " order by appointment_at limit $3 for update skip locked",
-        now, fallback_hours, limit,
+        now,
+        fallback_hours,
+        limit,
     )
 
 
-async def due_for_reminder(conn: asyncpg.Connection, now: datetime, fallback_hours: int, reminder_days: int,
-                           limit: int = 100):
+async def due_for_reminder(
+    conn: asyncpg.Connection, now: datetime, fallback_hours: int, reminder_days: int, limit: int = 100
+):
     """E-mailed, not downloaded, not posted, not reminded, and the reminder time has come (locked)."""
     return await conn.fetch(
         f"select {ROW} from convocation where reminded_at is null and downloaded_at is null and postal_at is null"
@@ -107,7 +159,10 @@ async def due_for_reminder(conn: asyncpg.Connection, now: datetime, fallback_hou
         " and appointment_at - make_interval(hours => $2, days => $3) <= $1"
         " and appointment_at - make_interval(hours => $2) > $1"
         " order by appointment_at limit $4 for update skip locked",
-        now, fallback_hours, reminder_days, limit,
+        now,
+        fallback_hours,
+        reminder_days,
+        limit,
     )
 
 
@@ -119,7 +174,8 @@ async def due_for_expiry(conn: asyncpg.Connection, now: datetime, limit: int = 1
     return await conn.fetch(
         f"select {ROW} from convocation where expires_at <= $1 and status not in ('expired', 'cancelled', 'withdrawn')"
         " order by expires_at limit $2 for update skip locked",
-        now, limit,
+        now,
+        limit,
     )
 
 
@@ -148,8 +204,13 @@ def stamp_column(status: str) -> str:
 
 
 async def set_status(
-    conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, at: datetime, detail: str | None = None,
-    *, drop_print_copy: bool = False,
+    conn: asyncpg.Connection,
+    convocation_id: uuid.UUID,
+    status: str,
+    at: datetime,
+    detail: str | None = None,
+    *,
+    drop_print_copy: bool = False,
 ) -> None:
     """The new status, the first time of the step, and its history line, in one statement (one round trip);
     ``drop_print_copy`` when the letter needs no paper copy any more (delivered, or revoked)."""
@@ -159,59 +220,85 @@ async def set_status(
     await conn.execute(
         f"with changed as (update convocation set status = $2{stamp}{drop} where id = $1)"
         " insert into status_history(convocation_id, status, at, detail) values ($1, $2, $3, $4)",
-        convocation_id, status, at, detail,
+        convocation_id,
+        status,
+        at,
+        detail,
     )
 
 
-async def stamp(conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, at: datetime,
-                *, drop_print_copy: bool = False) -> None:
+async def stamp(
+    conn: asyncpg.Connection, convocation_id: uuid.UUID, status: str, at: datetime, *, drop_print_copy: bool = False
+) -> None:
     """Record the time of a step without changing the current status (e.g. e-mailed after download)."""
     column = _STAMP_COLUMN[status]
     drop = ", print_copy = null" if drop_print_copy else ""
-    await conn.execute(f"update convocation set {column} = coalesce({column}, $2){drop} where id = $1",
-                       convocation_id, at)
+    await conn.execute(
+        f"update convocation set {column} = coalesce({column}, $2){drop} where id = $1", convocation_id, at
+    )
 
 
 async def reached_before(conn: asyncpg.Connection, convocation_id: uuid.UUID, statuses: tuple[str, ...]) -> bool:
     """Whether the convocation's history already holds one of these statuses (for any of its messages)."""
     return await conn.fetchval(
         "select exists(select 1 from status_history where convocation_id = $1 and status = any($2::text[]))",
-        convocation_id, list(statuses),
+        convocation_id,
+        list(statuses),
     )
 
 
-async def count_paper_overdue(conn: asyncpg.Connection, now: datetime, fallback_hours: int, grace_seconds: float) -> int:
+async def count_paper_overdue(
+    conn: asyncpg.Connection, now: datetime, fallback_hours: int, grace_seconds: float
+) -> int:
     """Letters past their paper deadline (plus a grace) that nobody downloaded and nobody posted."""
     return await conn.fetchval(
         "select count(*) from convocation where downloaded_at is null and postal_at is null and print_copy is not null"
         " and status in ('sealed', 'e-mailed', 'bounced') and appointment_at > $1"
         " and appointment_at - make_interval(hours => $2) + make_interval(secs => $3) <= $1"
         " and sealed_at < appointment_at - make_interval(hours => $2)",
-        now, fallback_hours, grace_seconds,
+        now,
+        fallback_hours,
+        grace_seconds,
     )
 
 
 # --- letters to send again (the secretariat's resend and e-mail correction) ---------------------------
 
 
-async def reissues_waiting(conn: asyncpg.Connection, now: datetime,
-                           closed: Iterable[str]) -> tuple[int, datetime | None]:
+async def reissues_waiting(
+    conn: asyncpg.Connection, now: datetime, closed: Iterable[str]
+) -> tuple[int, datetime | None]:
     """How many requests the hospital system has not answered yet for letters that can still go out, and
     when the oldest was made. One for a convocation closed (``closed`` statuses) or past since then needs
     no answer any more (a republished one would be refused)."""
     row = await conn.fetchrow(
         "select count(*) as n, min(r.requested_at) as oldest from reissue_request r"
         " join convocation c on c.id = r.convocation_id where r.consumed_at is null"
-        " and c.status <> all($2::text[]) and c.appointment_at > $1", now, sorted(closed))
+        " and c.status <> all($2::text[]) and c.appointment_at > $1",
+        now,
+        sorted(closed),
+    )
     return row["n"], row["oldest"]
 
 
-async def add_reissue_request(conn: asyncpg.Connection, *, action_id: uuid.UUID, convocation_id: uuid.UUID,
-                              reason: str, email_sealed: str | None, requested_at: datetime) -> bool:
+async def add_reissue_request(
+    conn: asyncpg.Connection,
+    *,
+    action_id: uuid.UUID,
+    convocation_id: uuid.UUID,
+    reason: str,
+    email_sealed: str | None,
+    requested_at: datetime,
+) -> bool:
     status = await conn.execute(
         "insert into reissue_request(action_id, convocation_id, reason, email_sealed, requested_at)"
         " values ($1, $2, $3, $4, $5) on conflict (action_id) do nothing",
-        action_id, convocation_id, reason, email_sealed, requested_at)
+        action_id,
+        convocation_id,
+        reason,
+        email_sealed,
+        requested_at,
+    )
     return status == "INSERT 0 1"
 
 
@@ -219,18 +306,25 @@ async def pending_reissues(conn: asyncpg.Connection, convocation_id: uuid.UUID) 
     """Requests not yet used by a republished convocation, the oldest first (locked)."""
     return await conn.fetch(
         "select * from reissue_request where convocation_id = $1 and consumed_at is null"
-        " order by requested_at, action_id for update", convocation_id)
+        " order by requested_at, action_id for update",
+        convocation_id,
+    )
 
 
-async def consume_reissues(conn: asyncpg.Connection, convocation_id: uuid.UUID, message_id: uuid.UUID,
-                           at: datetime) -> None:
+async def consume_reissues(
+    conn: asyncpg.Connection, convocation_id: uuid.UUID, message_id: uuid.UUID, at: datetime
+) -> None:
     await conn.execute(
         "update reissue_request set consumed_at = $3, message_id = $2, email_sealed = null"
-        " where convocation_id = $1 and consumed_at is null", convocation_id, message_id, at)
+        " where convocation_id = $1 and consumed_at is null",
+        convocation_id,
+        message_id,
+        at,
+    )
 
 
 async def reissue_action(conn: asyncpg.Connection, message_id: uuid.UUID) -> uuid.UUID | None:
     """The latest secretariat action a message was sealed for, if it was sealed for one."""
     return await conn.fetchval(
-        "select action_id from reissue_request where message_id = $1 order by requested_at desc limit 1",
-        message_id)
+        "select action_id from reissue_request where message_id = $1 order by requested_at desc limit 1", message_id
+    )

@@ -40,16 +40,22 @@ class Sweeper:
         if settings.reminder_days > 0:
             async with pool.acquire() as conn, conn.transaction():
                 for row in await store.due_for_reminder(conn, now, hours, settings.reminder_days):
-                    if domain.reminder_due(appointment_at=row["appointment_at"], sealed_at=row["sealed_at"],
-                                           now=now, fallback_hours=hours, reminder_days=settings.reminder_days):
+                    if domain.reminder_due(
+                        appointment_at=row["appointment_at"],
+                        sealed_at=row["sealed_at"],
+                        now=now,
+                        fallback_hours=hours,
+                        reminder_days=settings.reminder_days,
+                    ):
                         with structlog.contextvars.bound_contextvars(correlation_id=str(row["id"])):
                             await self.handlers.remind(conn, row, now)
                         done += 1
         with counted_after_commit():
             async with pool.acquire() as conn, conn.transaction():
                 for row in await store.due_for_fallback(conn, now, hours):
-                    if domain.fallback_due(appointment_at=row["appointment_at"], sealed_at=row["sealed_at"],
-                                           now=now, fallback_hours=hours):
+                    if domain.fallback_due(
+                        appointment_at=row["appointment_at"], sealed_at=row["sealed_at"], now=now, fallback_hours=hours
+                    ):
                         with structlog.contextvars.bound_contextvars(correlation_id=str(row["id"])):
                             await self.handlers.post_fallback(conn, row, now)
                         done += 1

@@ -76,8 +76,11 @@ def _recipient_verdict(block: Message) -> Verdict:
     status = match.group(1) if match else ""
     code = _SMTP_CODE.match((block.get("Diagnostic-Code") or "").partition(";")[2])
     smtp_code = int(code.group(1)) if code else None
-    addresses = tuple(address for field in ("Final-Recipient", "Original-Recipient")
-                      if (address := (block.get(field) or "").partition(";")[2].strip().strip("<>").lower()))
+    addresses = tuple(
+        address
+        for field in ("Final-Recipient", "Original-Recipient")
+        if (address := (block.get(field) or "").partition(";")[2].strip().strip("<>").lower())
+    )
     if action == "failed" and status.startswith("5."):
         return Verdict("hard", status, smtp_code, addresses)
     if action in ("failed", "delayed") and (status.startswith("4.") or action == "delayed"):
@@ -137,16 +140,20 @@ class BounceHandler:
             for address in smtp_envelope.rcpt_tos:
                 found = await store.token_recipient(conn, token_hash(token_of(address, self.domain) or ""))
                 message_id, sent_to = found or (None, None)
-                if sent_to is not None and not any(crypto.hash_matches(self.keys, "mailer.bounce-recipient", a, sent_to)
-                                                   for a in verdict.recipients):
+                if sent_to is not None and not any(
+                    crypto.hash_matches(self.keys, "mailer.bounce-recipient", a, sent_to) for a in verdict.recipients
+                ):
                     # A report about another address (a forwarded copy, a forged report): the letter's own
                     # address was not refused.
                     BOUNCES.labels("other-recipient").inc()
                     log.warning("hard bounce for another recipient ignored", status=verdict.status)
                     continue
                 row = await store.get_email(conn, message_id) if message_id else None
-                if row is None or message_id is None or not await store.record_bounced(conn, message_id, verdict.smtp_code,
-                                                                 verdict.reason, now):
+                if (
+                    row is None
+                    or message_id is None
+                    or not await store.record_bounced(conn, message_id, verdict.smtp_code, verdict.reason, now)
+                ):
                     BOUNCES.labels("duplicate").inc()
                     continue
                 with structlog.contextvars.bound_contextvars(correlation_id=str(row["convocation_id"])):
@@ -158,9 +165,17 @@ class BounceHandler:
 
 def envelope_for(row, verdict: Verdict, at: datetime):
     return envelope(
-        EmailFailedV1(message_id=row["message_id"], convocation_id=row["convocation_id"],
-                      smtp_code=verdict.smtp_code, reason=verdict.reason, failed_at=at, late=True),
-        producer="mailer", correlation_id=row["convocation_id"])
+        EmailFailedV1(
+            message_id=row["message_id"],
+            convocation_id=row["convocation_id"],
+            smtp_code=verdict.smtp_code,
+            reason=verdict.reason,
+            failed_at=at,
+            late=True,
+        ),
+        producer="mailer",
+        correlation_id=row["convocation_id"],
+    )
 
 
 class BounceListener:
@@ -178,9 +193,17 @@ class BounceListener:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SMTP(self.handler, data_size_limit=s.bounce_max_bytes, hostname=self.handler.domain,
-                         ident="convocations-mailer bounces", timeout=60, loop=loop),
-            host=s.bounce_smtp_host, port=s.bounce_smtp_port)
+            lambda: SMTP(
+                self.handler,
+                data_size_limit=s.bounce_max_bytes,
+                hostname=self.handler.domain,
+                ident="convocations-mailer bounces",
+                timeout=60,
+                loop=loop,
+            ),
+            host=s.bounce_smtp_host,
+            port=s.bounce_smtp_port,
+        )
         log.info("bounce listener started", port=s.bounce_smtp_port)
 
     async def stop(self) -> None:

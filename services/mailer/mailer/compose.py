@@ -81,7 +81,13 @@ def _mailbox(name: str, address: str) -> str:
 
 
 def build_message(
-    rendered: RenderedEmail, *, mail_from: str, to_name: str, to_address: str, message_id: uuid.UUID, language: str,
+    rendered: RenderedEmail,
+    *,
+    mail_from: str,
+    to_name: str,
+    to_address: str,
+    message_id: uuid.UUID,
+    language: str,
     kind: str = "link",
 ) -> MIMEMultipart:
     # compat32 email.mime classes: ~2.5x faster than EmailMessage(policy=default) (docs/architecture.md#performance).

@@ -26,8 +26,14 @@ TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
 LOCALE_DIR: Final = PACKAGE_DIR / "locale"
 CATALOGS: Final = Catalogs(LOCALE_DIR)
 SUPPORTED_LANGUAGES: Final = LANGUAGES
-__all__ = ["DEFAULT_LANGUAGE", "SUPPORTED_LANGUAGES", "RenderedEmail", "normalize_language", "render_email",
-           "render_notice"]
+__all__ = [
+    "DEFAULT_LANGUAGE",
+    "SUPPORTED_LANGUAGES",
+    "RenderedEmail",
+    "normalize_language",
+    "render_email",
+    "render_notice",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +86,15 @@ def render_email(
     if url.scheme not in ("https", "http") or not url.netloc or any(c.isspace() for c in link):
         raise ValueError("link must be an absolute http(s) URL without spaces")
     lang = normalize_language(language)
-    context = _common_context(lang, patient_name, hospital_name, url.hostname or url.netloc, contact_phone,
-                              contact_email)
-    context.update(link=link, replaces_date=_date(replaces_date, lang) if replaces_date else None,
-                   # The portal's guide, in the patient's language (the link's origin: no other address to configure).
-                   guide=f"{url.scheme}://{url.netloc}/guide?lang={lang}")
+    context = _common_context(
+        lang, patient_name, hospital_name, url.hostname or url.netloc, contact_phone, contact_email
+    )
+    context.update(
+        link=link,
+        replaces_date=_date(replaces_date, lang) if replaces_date else None,
+        # The portal's guide, in the patient's language (the link's origin: no other address to configure).
+        guide=f"{url.scheme}://{url.netloc}/guide?lang={lang}",
+    )
     return _render(lang, "link", context)
 
 
@@ -107,8 +117,14 @@ def render_notice(
     return _render(lang, "notice", context)
 
 
-def _common_context(lang: str, patient_name: str, hospital_name: str, portal_host: str,
-                    contact_phone: str | None, contact_email: str | None) -> dict:
+def _common_context(
+    lang: str,
+    patient_name: str,
+    hospital_name: str,
+    portal_host: str,
+    contact_phone: str | None,
+    contact_email: str | None,
+) -> dict:
     # Names come from records that may hold stray line breaks; keep each on one line so a
     # greeting cannot turn into extra paragraphs of the text part.
     patient_name, hospital_name = " ".join(patient_name.split()), " ".join(hospital_name.split())

@@ -55,8 +55,9 @@ class MailerHandlers:
     def __init__(self, settings: MailerSettings, sender: SmtpSender, sandbox: SmtpSender | None = None) -> None:
         self.settings, self.sender, self.sandbox = settings, sender, sandbox
         self.retry = RetryPolicy.parse(settings.mailer_retry_delays)
-        self.signer = DkimSigner(settings.dkim_domain or settings.sender_domain,
-                                 tuple(parse_dkim_keys(settings.dkim_keys)))
+        self.signer = DkimSigner(
+            settings.dkim_domain or settings.sender_domain, tuple(parse_dkim_keys(settings.dkim_keys))
+        )
         self.portal_host = urlsplit(settings.portal_base_url).hostname or settings.portal_base_url
 
     async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV1]) -> None:
@@ -68,7 +69,8 @@ class MailerHandlers:
             log.info("e-mail already handled; not sending again", status=row["status"])
             return
         recipient = crypto.open_field(
-            self.settings.mailer_field_key, m.for_mailer,
+            self.settings.mailer_field_key,
+            m.for_mailer,
             context=crypto.field_context("message.sealed", m.message_id, "mailer"),
         )
         mid = smtp_message_id(m.message_id, self.settings.mail_from)
@@ -78,9 +80,11 @@ class MailerHandlers:
             return
         contact = m.public_contact.model_dump(mode="json") if m.public_contact else {}
         rendered = render_email(
-            language=m.language, patient_name=recipient["name"],
+            language=m.language,
+            patient_name=recipient["name"],
             link=portal_link(self.settings.portal_base_url, m.message_id, recipient["link_secret"]),
-            hospital_name=self.settings.hospital_name, contact_phone=contact.get("phone"),
+            hospital_name=self.settings.hospital_name,
+            contact_phone=contact.get("phone"),
             contact_email=contact.get("email"),
             # "This replaces the e-mail of <date>" only to the address that got that e-mail: after the
             # secretariat corrected the address, the earlier one went elsewhere (or nowhere).
@@ -94,25 +98,46 @@ class MailerHandlers:
                 await self._failed(conn, d, mid, attempts, failure)
             else:
                 SMTP_ATTEMPTS.labels("transient").inc()
-                await store.record_retry(conn, m.message_id, m.convocation_id, mid, attempts, failure.code,
-                                         failure.reason)
+                await store.record_retry(
+                    conn, m.message_id, m.convocation_id, mid, attempts, failure.code, failure.reason
+                )
                 await schedule_retry(conn, d, exchange=self.settings.events_exchange, attempt=attempts, delay=delay)
-                log.warning("smtp transient failure; retry scheduled", smtp_code=failure.code, attempt=attempts,
-                            delay_s=delay)
+                log.warning(
+                    "smtp transient failure; retry scheduled", smtp_code=failure.code, attempt=attempts, delay_s=delay
+                )
             return
         now = datetime.now(timezone.utc)
         SMTP_ATTEMPTS.labels("accepted").inc()
-        sealed_recipient = crypto.seal_field(self.settings.mailer_field_key,
-                                             {"email": recipient["email"], "name": recipient["name"]},
-                                             context=recipient_context(m.message_id))
-        await store.record_sent(conn, m.message_id, m.convocation_id, mid, attempts, now, recipient=sealed_recipient,
-                                language=m.language, public_contact=contact or None, expires_at=m.expires_at)
+        sealed_recipient = crypto.seal_field(
+            self.settings.mailer_field_key,
+            {"email": recipient["email"], "name": recipient["name"]},
+            context=recipient_context(m.message_id),
+        )
+        await store.record_sent(
+            conn,
+            m.message_id,
+            m.convocation_id,
+            mid,
+            attempts,
+            now,
+            recipient=sealed_recipient,
+            language=m.language,
+            public_contact=contact or None,
+            expires_at=m.expires_at,
+        )
         if m.sandbox:
             await store.mark_sandbox(conn, m.message_id)
-        await add_event(conn, envelope(
-            EmailSentV1(message_id=m.message_id, convocation_id=m.convocation_id, smtp_message_id=mid,
-                        accepted_at=now),
-            producer=PRODUCER, correlation_id=d.envelope.correlation_id, causation_id=d.envelope.event_id))
+        await add_event(
+            conn,
+            envelope(
+                EmailSentV1(
+                    message_id=m.message_id, convocation_id=m.convocation_id, smtp_message_id=mid, accepted_at=now
+                ),
+                producer=PRODUCER,
+                correlation_id=d.envelope.correlation_id,
+                causation_id=d.envelope.event_id,
+            ),
+        )
         log.info("e-mail accepted by the relay", attempt=attempts)
 
     async def on_message_revoked(self, conn: asyncpg.Connection, d: Delivery[MessageRevokedV1]) -> None:
@@ -122,8 +147,9 @@ class MailerHandlers:
             if not await self._notice(conn, d, "withdrawn"):
                 return  # a transient failure: retried later, the address is still needed
         # A link e-mail still waiting for a retry (or not seen yet) must never go out now.
-        await store.record_revoked(conn, m.message_id, m.convocation_id,
-                                   smtp_message_id(m.message_id, self.settings.mail_from))
+        await store.record_revoked(
+            conn, m.message_id, m.convocation_id, smtp_message_id(m.message_id, self.settings.mail_from)
+        )
         await store.forget_recipient(conn, m.message_id)
 
     async def on_reminder_requested(self, conn: asyncpg.Connection, d: Delivery[ReminderRequestedV1]) -> None:
@@ -142,21 +168,32 @@ class MailerHandlers:
             NOTICES.labels(kind, "skipped").inc()
             log.info("notice skipped: no e-mail to refer to", kind=kind)
             return True
-        recipient = crypto.open_field(self.settings.mailer_field_key, row["recipient"],
-                                      context=recipient_context(message_id))
-        contact = json.loads(row["public_contact"]) if isinstance(row["public_contact"], str) \
+        recipient = crypto.open_field(
+            self.settings.mailer_field_key, row["recipient"], context=recipient_context(message_id)
+        )
+        contact = (
+            json.loads(row["public_contact"])
+            if isinstance(row["public_contact"], str)
             else (row["public_contact"] or {})
-        rendered = render_notice(kind=kind, language=row["language"], patient_name=recipient["name"],
-                                 hospital_name=self.settings.hospital_name, portal_host=self.portal_host,
-                                 sent_at=row["sent_at"], contact_phone=contact.get("phone"),
-                                 contact_email=contact.get("email"))
+        )
+        rendered = render_notice(
+            kind=kind,
+            language=row["language"],
+            patient_name=recipient["name"],
+            hospital_name=self.settings.hospital_name,
+            portal_host=self.portal_host,
+            sent_at=row["sent_at"],
+            contact_phone=contact.get("phone"),
+            contact_email=contact.get("email"),
+        )
         try:
             await self._send(conn, message_id, kind, rendered, recipient, row["language"], sandbox=row["sandbox"])
         except SmtpFailure as failure:
             delay = None if failure.permanent else self.retry.delay_for(d.attempt + 1)
             if delay is not None:
-                await schedule_retry(conn, d, exchange=self.settings.events_exchange, attempt=d.attempt + 1,
-                                     delay=delay)
+                await schedule_retry(
+                    conn, d, exchange=self.settings.events_exchange, attempt=d.attempt + 1, delay=delay
+                )
                 log.warning("notice: smtp transient failure; retry scheduled", kind=kind, smtp_code=failure.code)
                 return False
             await store.record_notice(conn, message_id, kind, "failed", now)
@@ -168,8 +205,17 @@ class MailerHandlers:
         log.info("notice sent", kind=kind)
         return True
 
-    async def _send(self, conn, message_id: uuid.UUID, kind: str, rendered: RenderedEmail, recipient: dict,
-                    language: str, *, sandbox: bool = False) -> None:
+    async def _send(
+        self,
+        conn,
+        message_id: uuid.UUID,
+        kind: str,
+        rendered: RenderedEmail,
+        recipient: dict,
+        language: str,
+        *,
+        sandbox: bool = False,
+    ) -> None:
         """Sign and send one e-mail from its own VERP envelope sender, whose token is kept (hashed)
         so that a bounce coming back later is recognised; a sandbox test's only to the sandbox endpoint.
         Raises SmtpFailure."""
@@ -178,23 +224,42 @@ class MailerHandlers:
             raise SmtpFailure(True, None, "sandbox-not-configured")
         sender, token_hash = bounce_address(self.settings.bounce_domain or self.settings.sender_domain)
         try:
-            message = build_message(rendered, mail_from=self.settings.mail_from, to_name=recipient["name"],
-                                    to_address=recipient["email"], message_id=message_id, language=language,
-                                    kind=kind)
+            message = build_message(
+                rendered,
+                mail_from=self.settings.mail_from,
+                to_name=recipient["name"],
+                to_address=recipient["email"],
+                message_id=message_id,
+                language=language,
+                kind=kind,
+            )
         except UnsafeHeader as exc:
             # The contracts refuse such names upstream; a producer that slipped one through is parked.
             raise Rejected(rejections.UNSAFE_HEADER, str(exc)) from None
         await sender_smtp.send(self.signer.sign(to_bytes(message)), sender=sender, recipients=[recipient["email"]])
-        await store.add_bounce_token(conn, token_hash, message_id, kind,
-                                     recipient_hash(self.settings.mailer_field_key, recipient["email"]))
+        await store.add_bounce_token(
+            conn, token_hash, message_id, kind, recipient_hash(self.settings.mailer_field_key, recipient["email"])
+        )
 
     async def _failed(self, conn, d: Delivery[MessageSealedV1], mid: str, attempts: int, failure: SmtpFailure) -> None:
         m, now = d.data, datetime.now(timezone.utc)
         SMTP_ATTEMPTS.labels("permanent" if failure.permanent else "exhausted").inc()
-        await store.record_failed(conn, m.message_id, m.convocation_id, mid, attempts, failure.code,
-                                  failure.reason, now)
-        await add_event(conn, envelope(
-            EmailFailedV1(message_id=m.message_id, convocation_id=m.convocation_id, smtp_code=failure.code,
-                          reason=failure.reason[:500], failed_at=now),
-            producer=PRODUCER, correlation_id=d.envelope.correlation_id, causation_id=d.envelope.event_id))
+        await store.record_failed(
+            conn, m.message_id, m.convocation_id, mid, attempts, failure.code, failure.reason, now
+        )
+        await add_event(
+            conn,
+            envelope(
+                EmailFailedV1(
+                    message_id=m.message_id,
+                    convocation_id=m.convocation_id,
+                    smtp_code=failure.code,
+                    reason=failure.reason[:500],
+                    failed_at=now,
+                ),
+                producer=PRODUCER,
+                correlation_id=d.envelope.correlation_id,
+                causation_id=d.envelope.event_id,
+            ),
+        )
         log.warning("e-mail failed", smtp_code=failure.code, reason=failure.reason, attempts=attempts)

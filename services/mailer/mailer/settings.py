@@ -46,8 +46,15 @@ class MailerSettings(ServiceSettings):
         """These settings aimed at the sandbox endpoint, or None without one."""
         if not self.sandbox_smtp_host:
             return None
-        return self.model_copy(update={"smtp_host": self.sandbox_smtp_host, "smtp_port": self.sandbox_smtp_port,
-                                       "smtp_tls": "none", "smtp_username": None, "smtp_password": None})
+        return self.model_copy(
+            update={
+                "smtp_host": self.sandbox_smtp_host,
+                "smtp_port": self.sandbox_smtp_port,
+                "smtp_tls": "none",
+                "smtp_username": None,
+                "smtp_password": None,
+            }
+        )
 
     @property
     def sender_domain(self) -> str:
@@ -70,11 +77,15 @@ class MailerSettings(ServiceSettings):
             require_https("PORTAL_BASE_URL", self.portal_base_url)
             if self.smtp_tls == "none":
                 if not self.smtp_plain_local_relay:
-                    raise ValueError("SMTP_TLS=none is refused in production: use starttls or tls"
-                                     " (or SMTP_PLAIN_LOCAL_RELAY=true for a relay on this host)")
+                    raise ValueError(
+                        "SMTP_TLS=none is refused in production: use starttls or tls"
+                        " (or SMTP_PLAIN_LOCAL_RELAY=true for a relay on this host)"
+                    )
                 if not loopback(self.smtp_host):
-                    raise ValueError("SMTP_PLAIN_LOCAL_RELAY allows SMTP_TLS=none only to a relay on this host"
-                                     " (SMTP_HOST localhost or a loopback address)")
+                    raise ValueError(
+                        "SMTP_PLAIN_LOCAL_RELAY allows SMTP_TLS=none only to a relay on this host"
+                        " (SMTP_HOST localhost or a loopback address)"
+                    )
             if not self.dkim_keys.strip():
                 raise ValueError("DKIM_KEYS is required in production: unsigned mail lands in spam")
         return self

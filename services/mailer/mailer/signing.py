@@ -11,8 +11,17 @@ from cryptography.hazmat.primitives import serialization
 
 # What a forger would want to change: sender, recipient, subject, date, ids, body structure.
 # dkimpy also "oversigns" From, so a second From header added in transit breaks the signature.
-SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
-                  b"content-language", b"auto-submitted")
+SIGNED_HEADERS = (
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"mime-version",
+    b"content-type",
+    b"content-language",
+    b"auto-submitted",
+)
 
 
 def parse_dkim_keys(value: str) -> list[tuple[str, bytes]]:
@@ -51,20 +60,27 @@ class DkimSigner:
         if not self.keys:
             return raw
         selector, pem = self.keys[-1]
-        header = dkim.sign(raw, selector.encode(), self.domain.encode(), pem,
-                           canonicalize=(b"relaxed", b"relaxed"), include_headers=list(SIGNED_HEADERS))
+        header = dkim.sign(
+            raw,
+            selector.encode(),
+            self.domain.encode(),
+            pem,
+            canonicalize=(b"relaxed", b"relaxed"),
+            include_headers=list(SIGNED_HEADERS),
+        )
         return header + raw
 
     def dns_records(self) -> list[str]:
         """One TXT record per selector, in zone-file form."""
-        return [f'{selector}._domainkey.{self.domain}. IN TXT "v=DKIM1; k=rsa; p={public_key_b64(pem)}"'
-                for selector, pem in self.keys]
+        return [
+            f'{selector}._domainkey.{self.domain}. IN TXT "v=DKIM1; k=rsa; p={public_key_b64(pem)}"'
+            for selector, pem in self.keys
+        ]
 
 
 def public_key_b64(private_pem: bytes) -> str:
     key = serialization.load_pem_private_key(private_pem, password=None)
-    der = key.public_key().public_bytes(serialization.Encoding.DER,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(der).decode()
 
 

@@ -26,14 +26,19 @@ async def get_email(conn: asyncpg.Connection, message_id: uuid.UUID) -> asyncpg.
     return await conn.fetchrow(_EMAIL_ROW, message_id)
 
 
-async def email_to_send(conn: asyncpg.Connection, message_id: uuid.UUID,
-                        convocation_id: uuid.UUID) -> tuple[asyncpg.Record | None, datetime | None]:
+async def email_to_send(
+    conn: asyncpg.Connection, message_id: uuid.UUID, convocation_id: uuid.UUID
+) -> tuple[asyncpg.Record | None, datetime | None]:
     """As :func:`get_email`, with when the latest earlier e-mail of the convocation went out (the one a
     new message replaces), looked up with the wait: two round trips, not three. That time is read as
     of before the wait, which only another message of the same convocation sent meanwhile could change."""
     waited = await conn.fetchrow(
         f"select {db.NAMED_LOCK}, (select max(sent_at) from email where convocation_id = $2 and message_id <> $3"
-        " and sent_at is not null) as previous", _message_lock(message_id), convocation_id, message_id)
+        " and sent_at is not null) as previous",
+        _message_lock(message_id),
+        convocation_id,
+        message_id,
+    )
     return await conn.fetchrow(_EMAIL_ROW, message_id), waited["previous"]
 
 
@@ -50,20 +55,69 @@ _UPSERT = (
 )
 
 
-async def _record(conn, message_id, convocation_id, smtp_message_id, status: str, attempts: int, *,
-                  code=None, reason: str | None = None, sent_at=None, failed_at=None, recipient=None,
-                  language=None, public_contact: dict | None = None, expires_at=None) -> None:
+async def _record(
+    conn,
+    message_id,
+    convocation_id,
+    smtp_message_id,
+    status: str,
+    attempts: int,
+    *,
+    code=None,
+    reason: str | None = None,
+    sent_at=None,
+    failed_at=None,
+    recipient=None,
+    language=None,
+    public_contact: dict | None = None,
+    expires_at=None,
+) -> None:
     """The e-mail's state after an attempt, in one statement; what it does not say is kept."""
-    await conn.execute(_UPSERT, message_id, convocation_id, smtp_message_id, status, attempts, code,
-                       reason[:500] if reason else reason, sent_at, failed_at, recipient, language,
-                       json.dumps(public_contact) if public_contact else None, expires_at)
+    await conn.execute(
+        _UPSERT,
+        message_id,
+        convocation_id,
+        smtp_message_id,
+        status,
+        attempts,
+        code,
+        reason[:500] if reason else reason,
+        sent_at,
+        failed_at,
+        recipient,
+        language,
+        json.dumps(public_contact) if public_contact else None,
+        expires_at,
+    )
 
 
-async def record_sent(conn, message_id, convocation_id, smtp_message_id, attempts, at: datetime, *,
-                      recipient: str, language: str, public_contact: dict | None, expires_at: datetime) -> None:
+async def record_sent(
+    conn,
+    message_id,
+    convocation_id,
+    smtp_message_id,
+    attempts,
+    at: datetime,
+    *,
+    recipient: str,
+    language: str,
+    public_contact: dict | None,
+    expires_at: datetime,
+) -> None:
     """``recipient`` is the sealed address and name, kept for notices until the message expires."""
-    await _record(conn, message_id, convocation_id, smtp_message_id, "sent", attempts, sent_at=at,
-                  recipient=recipient, language=language, public_contact=public_contact, expires_at=expires_at)
+    await _record(
+        conn,
+        message_id,
+        convocation_id,
+        smtp_message_id,
+        "sent",
+        attempts,
+        sent_at=at,
+        recipient=recipient,
+        language=language,
+        public_contact=public_contact,
+        expires_at=expires_at,
+    )
 
 
 async def mark_sandbox(conn, message_id: uuid.UUID) -> None:
@@ -76,15 +130,21 @@ async def record_retry(conn, message_id, convocation_id, smtp_message_id, attemp
 
 
 async def record_failed(conn, message_id, convocation_id, smtp_message_id, attempts, code, reason, at) -> None:
-    await _record(conn, message_id, convocation_id, smtp_message_id, "failed", attempts, code=code, reason=reason,
-                  failed_at=at)
+    await _record(
+        conn, message_id, convocation_id, smtp_message_id, "failed", attempts, code=code, reason=reason, failed_at=at
+    )
 
 
 async def record_bounced(conn, message_id: uuid.UUID, code: int | None, reason: str, at: datetime) -> bool:
     """A late hard bounce of an e-mail the relay had accepted; False when it was already recorded."""
     status = await conn.execute(
         "update email set status = 'bounced', last_code = $2, last_error = $3, bounced_at = $4"
-        " where message_id = $1 and status = 'sent'", message_id, code, reason[:500], at)
+        " where message_id = $1 and status = 'sent'",
+        message_id,
+        code,
+        reason[:500],
+        at,
+    )
     return status == "UPDATE 1"
 
 
@@ -93,12 +153,20 @@ async def record_revoked(conn, message_id: uuid.UUID, convocation_id: uuid.UUID,
     await conn.execute(
         "insert into email(message_id, convocation_id, smtp_message_id, status) values ($1, $2, $3, 'revoked')"
         " on conflict (message_id) do update set status = 'revoked' where email.status = 'retrying'",
-        message_id, convocation_id, smtp_message_id)
+        message_id,
+        convocation_id,
+        smtp_message_id,
+    )
 
 
 async def add_bounce_token(conn, token_hash: bytes, message_id: uuid.UUID, kind: str, recipient_hash: str) -> None:
-    await conn.execute("insert into bounce_token(token_hash, message_id, kind, recipient_hash) values ($1, $2, $3, $4)",
-                       token_hash, message_id, kind, recipient_hash)
+    await conn.execute(
+        "insert into bounce_token(token_hash, message_id, kind, recipient_hash) values ($1, $2, $3, $4)",
+        token_hash,
+        message_id,
+        kind,
+        recipient_hash,
+    )
 
 
 async def message_of_token(conn, token_hash: bytes) -> uuid.UUID | None:
@@ -112,13 +180,17 @@ async def token_recipient(conn, token_hash: bytes) -> tuple[uuid.UUID, str | Non
 
 
 async def notice_done(conn, message_id: uuid.UUID, kind: str) -> bool:
-    return await conn.fetchval("select true from notice where message_id = $1 and kind = $2",
-                               message_id, kind) or False
+    return await conn.fetchval("select true from notice where message_id = $1 and kind = $2", message_id, kind) or False
 
 
 async def record_notice(conn, message_id: uuid.UUID, kind: str, outcome: str, at: datetime) -> None:
-    await conn.execute("insert into notice(message_id, kind, outcome, at) values ($1, $2, $3, $4)"
-                       " on conflict do nothing", message_id, kind, outcome, at)
+    await conn.execute(
+        "insert into notice(message_id, kind, outcome, at) values ($1, $2, $3, $4) on conflict do nothing",
+        message_id,
+        kind,
+        outcome,
+        at,
+    )
 
 
 async def forget_recipient(conn, message_id: uuid.UUID) -> None:
@@ -131,7 +203,9 @@ async def forget_expired(conn, now: datetime, limit: int = 500) -> int:
     rows = await conn.fetch(
         "update email set recipient = null where message_id in (select message_id from email"
         " where recipient is not null and expires_at <= $1 limit $2 for update skip locked) returning message_id",
-        now, limit)
+        now,
+        limit,
+    )
     ids = [r["message_id"] for r in rows]
     if ids:
         await conn.execute("delete from bounce_token where message_id = any($1::uuid[])", ids)

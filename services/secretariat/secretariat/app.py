@@ -27,14 +27,16 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-
 def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     settings = settings or SecretariatSettings()
     runtime = Runtime("secretariat", "secretariat", settings, MIGRATIONS)
     console = Console(settings, lambda: runtime.pool)
     handlers = SecretariatHandlers(console.patients)
-    runtime.consumer.subscribe(ConvocationStatusV1, handlers.on_status,  # each writes its convocation's row
-                               batches=Batches(linger=settings.batch_linger_seconds, order=lambda s: s.convocation_id))
+    runtime.consumer.subscribe(
+        ConvocationStatusV1,
+        handlers.on_status,  # each writes its convocation's row
+        batches=Batches(linger=settings.batch_linger_seconds, order=lambda s: s.convocation_id),
+    )
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_code_requested)
     runtime.consumer.subscribe(SmsSentV1, handlers.on_code_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_code_failed)
@@ -52,7 +54,13 @@ def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The sign-in redirect continues to the identity provider; the time-out warning fetches keep-alive.
     headers = security_headers(form_action=f"'self' {settings.oidc_issuer}", connect_src="'self'")
-    serve_pages(app, headers=headers, plain_paths=("/api/",), error_page=lambda request, status: pages.problem(
-        request, None, "not-found" if status == 404 else "bad-request", status))
+    serve_pages(
+        app,
+        headers=headers,
+        plain_paths=("/api/",),
+        error_page=lambda request, status: pages.problem(
+            request, None, "not-found" if status == 404 else "bad-request", status
+        ),
+    )
 
     return app

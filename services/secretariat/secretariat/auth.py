@@ -48,19 +48,39 @@ class Identity:
 ROLES = ("secretary", "manager", "supervisor")
 
 
-def staff_identity(subject: str, name: str, roles: list[str], departments: list[str],
-                   session_hash: str | None = None) -> Identity | None:
+def staff_identity(
+    subject: str, name: str, roles: list[str], departments: list[str], session_hash: str | None = None
+) -> Identity | None:
     """A secretary acts within her departments and knows their patients; a manager sees the figures of his
     departments; a supervisor reads every department (not who the patients are) and the staff audit."""
     if "supervisor" in roles:
-        return Identity(subject, name, "console", None, can_act=False, can_audit=True, can_count=True,
-                        session_hash=session_hash)
+        return Identity(
+            subject, name, "console", None, can_act=False, can_audit=True, can_count=True, session_hash=session_hash
+        )
     if "secretary" in roles and departments:
-        return Identity(subject, name, "console", frozenset(departments), can_act=True, can_audit=False,
-                        knows_patients=True, can_count=True, session_hash=session_hash)
+        return Identity(
+            subject,
+            name,
+            "console",
+            frozenset(departments),
+            can_act=True,
+            can_audit=False,
+            knows_patients=True,
+            can_count=True,
+            session_hash=session_hash,
+        )
     if "manager" in roles and departments:
-        return Identity(subject, name, "console", frozenset(departments), can_act=False, can_audit=False,
-                        can_read=False, can_count=True, session_hash=session_hash)
+        return Identity(
+            subject,
+            name,
+            "console",
+            frozenset(departments),
+            can_act=False,
+            can_audit=False,
+            can_read=False,
+            can_count=True,
+            session_hash=session_hash,
+        )
     return None
 
 
@@ -77,18 +97,30 @@ class Oidc:
         return await self.tokens.metadata()
 
     def _client(self) -> AsyncOAuth2Client:
-        return AsyncOAuth2Client(client_id=self.s.oidc_client_id, client_secret=self.s.oidc_client_secret,
-                                 scope=self.s.oidc_scope, redirect_uri=self.redirect_uri,
-                                 code_challenge_method="S256", timeout=10)
+        return AsyncOAuth2Client(
+            client_id=self.s.oidc_client_id,
+            client_secret=self.s.oidc_client_secret,
+            scope=self.s.oidc_scope,
+            redirect_uri=self.redirect_uri,
+            code_challenge_method="S256",
+            timeout=10,
+        )
 
     async def authorization_url(self) -> tuple[str, dict]:
         """Where to send the browser, and what the callback must find again (state, PKCE verifier, nonce)."""
         meta = await self.metadata()
-        pending = {"state": secrets.token_urlsafe(24), "verifier": secrets.token_urlsafe(48),
-                   "nonce": secrets.token_urlsafe(24)}
+        pending = {
+            "state": secrets.token_urlsafe(24),
+            "verifier": secrets.token_urlsafe(48),
+            "nonce": secrets.token_urlsafe(24),
+        }
         async with self._client() as client:
-            url, _ = client.create_authorization_url(meta["authorization_endpoint"], state=pending["state"],
-                                                     code_verifier=pending["verifier"], nonce=pending["nonce"])
+            url, _ = client.create_authorization_url(
+                meta["authorization_endpoint"],
+                state=pending["state"],
+                code_verifier=pending["verifier"],
+                nonce=pending["nonce"],
+            )
         return url, pending
 
     async def sign_in(self, code: str, pending: dict) -> dict:
@@ -96,8 +128,7 @@ class Oidc:
         meta = await self.metadata()
         async with self._client() as client:
             try:
-                token = await client.fetch_token(meta["token_endpoint"], code=code,
-                                                 code_verifier=pending["verifier"])
+                token = await client.fetch_token(meta["token_endpoint"], code=code, code_verifier=pending["verifier"])
             except Exception as exc:  # the provider refused the code: a sign-in failure, not a crash
                 raise Unauthenticated(f"token endpoint refused the code: {type(exc).__name__}") from None
         if "id_token" not in token:
@@ -111,9 +142,12 @@ class Oidc:
         return await self.tokens.verify(token, audience=audience)
 
     def staff(self, claims: dict) -> Identity | None:
-        return staff_identity(str(claims["sub"]), str(claims.get(self.s.oidc_name_claim) or claims["sub"]),
-                              strings(claims.get(self.s.oidc_roles_claim, [])),
-                              strings(claims.get(self.s.oidc_departments_claim, [])))
+        return staff_identity(
+            str(claims["sub"]),
+            str(claims.get(self.s.oidc_name_claim) or claims["sub"]),
+            strings(claims.get(self.s.oidc_roles_claim, [])),
+            strings(claims.get(self.s.oidc_departments_claim, [])),
+        )
 
     def roles(self, claims: dict) -> list[str]:
         return [r for r in strings(claims.get(self.s.oidc_roles_claim, [])) if r in ROLES]
@@ -126,6 +160,13 @@ class Oidc:
         if not departments:
             raise Unauthenticated("token lacks a department")
         # The hospital's own systems, scoped to their departments, know their patients.
-        return Identity(str(claims["sub"]), str(claims.get("client_id") or claims["sub"]), "api",
-                        frozenset(departments), can_act="convocations.act" in scopes, can_audit=False,
-                        knows_patients=True, can_count=True)
+        return Identity(
+            str(claims["sub"]),
+            str(claims.get("client_id") or claims["sub"]),
+            "api",
+            frozenset(departments),
+            can_act="convocations.act" in scopes,
+            can_audit=False,
+            knows_patients=True,
+            can_count=True,
+        )

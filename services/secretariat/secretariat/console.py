@@ -21,8 +21,19 @@ from shared.logs import get_logger
 from shared.outbox import add_event
 
 PRODUCER = "secretariat"
-AUDIT_COLUMNS = ("id", "at", "subject", "name", "via", "action", "convocation_id", "department", "reason",
-                 "outcome", "detail")
+AUDIT_COLUMNS = (
+    "id",
+    "at",
+    "subject",
+    "name",
+    "via",
+    "action",
+    "convocation_id",
+    "department",
+    "reason",
+    "outcome",
+    "detail",
+)
 PAPER_REASONS = ("preference", "no-email", "email-failed", "not-downloaded", "secretariat", "patient-request")
 RESEAL_BATCH = 500
 log = get_logger(__name__)
@@ -32,8 +43,9 @@ def _sealed_for(consumer: str, action_id: uuid.UUID, keys, field: str, value: st
     """``value`` sealed for the one service that uses it, bound to the action (None stays None)."""
     if value is None:
         return None
-    return crypto.seal_field(keys, {field: value},
-                             context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id, consumer))
+    return crypto.seal_field(
+        keys, {field: value}, context=crypto.field_context(StaffActionRequestedV1.EVENT_TYPE, action_id, consumer)
+    )
 
 
 @dataclass(frozen=True)
@@ -86,13 +98,23 @@ class AuditFilter:
     date_to: date | None = None
 
     def bounds(self) -> tuple[datetime | None, datetime | None]:
-        return (domain.local_day_start(self.date_from) if self.date_from else None,
-                domain.local_day_start(self.date_to + timedelta(days=1)) if self.date_to else None)
+        return (
+            domain.local_day_start(self.date_from) if self.date_from else None,
+            domain.local_day_start(self.date_to + timedelta(days=1)) if self.date_to else None,
+        )
 
     def summary(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in (("person", self.person), ("action", self.action),
-                                                ("convocation", self.convocation_id), ("from", self.date_from),
-                                                ("to", self.date_to)) if v)[:300]
+        return " ".join(
+            f"{k}={v}"
+            for k, v in (
+                ("person", self.person),
+                ("action", self.action),
+                ("convocation", self.convocation_id),
+                ("from", self.date_from),
+                ("to", self.date_to),
+            )
+            if v
+        )[:300]
 
 
 class Console:
@@ -113,14 +135,21 @@ class Console:
     async def audit(self, conn, who: Identity, action: str, outcome: str, **kw) -> None:
         await store.audit(conn, session_hash=who.session_hash, via=who.via, action=action, outcome=outcome, **kw)
 
-    async def refused(self, via: str, action: str, why: str, detail: str | None = None,
-                      who: Identity | None = None) -> None:
+    async def refused(
+        self, via: str, action: str, why: str, detail: str | None = None, who: Identity | None = None
+    ) -> None:
         """A refusal (a failed sign-in, a refused token, a form without its CSRF token), counted and audited:
         under the session's person when there is one, else as nobody."""
         STAFF_REFUSALS.labels(why).inc()
         async with self.pool.acquire() as conn:
-            await store.audit(conn, session_hash=who.session_hash if who else None, via=via, action=action,
-                              outcome=f"refused:{why}", detail=(detail or "")[:300] or None)
+            await store.audit(
+                conn,
+                session_hash=who.session_hash if who else None,
+                via=via,
+                action=action,
+                outcome=f"refused:{why}",
+                detail=(detail or "")[:300] or None,
+            )
 
     def _found(self, who: Identity, row) -> Found:
         return Found(row, self.patients.reveal(row) if who.knows_patient_of(row["department"]) else None)
@@ -136,13 +165,21 @@ class Console:
         start, end = domain.day_bounds(c)
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await store.search(
-                conn, departments=who.scope(), convocation_id=c.convocation_id,
-                patient_refs=self.patient_refs(c.patient_id) if c.patient_id else None, department=c.department,
-                date_from=start, date_to=end, worklist=c.worklist, days=c.days, now=now,
+                conn,
+                departments=who.scope(),
+                convocation_id=c.convocation_id,
+                patient_refs=self.patient_refs(c.patient_id) if c.patient_id else None,
+                department=c.department,
+                date_from=start,
+                date_to=end,
+                worklist=c.worklist,
+                days=c.days,
+                now=now,
                 day_start=domain.local_day_start(now.astimezone(domain.ZURICH).date()),
                 name_words=self.patients.name_hashes(c.name) if c.name else None,
                 birth_hashes=self.patients.birth_hashes(c.birth_date) if c.birth_date else None,
-                reissue_wait_seconds=self.s.reissue_wait_seconds)
+                reissue_wait_seconds=self.s.reissue_wait_seconds,
+            )
             await self.audit(conn, who, "search", "ok", detail=f"{c.summary()} results={len(rows)}")
         return [self._found(who, r) for r in rows]
 
@@ -151,8 +188,14 @@ class Console:
         the same, so guessing ids tells nothing."""
         row = await store.get_convocation(conn, convocation_id) if convocation_id and who.can_read else None
         if row is None or not who.sees(row["department"]):
-            await self.audit(conn, who, action, "not-found" if row is None else "refused-department",
-                             convocation_id=convocation_id, **kw)
+            await self.audit(
+                conn,
+                who,
+                action,
+                "not-found" if row is None else "refused-department",
+                convocation_id=convocation_id,
+                **kw,
+            )
             if row is not None:
                 STAFF_REFUSALS.labels("department").inc()
             return None
@@ -175,14 +218,28 @@ class Console:
             binding = await store.binding_of(conn, row["patient_ref"])
         now = datetime.now(timezone.utc)
         available = [a for a in domain.ACTIONS if who.can_act and self.refusal(a, row, now, actions) is None]
-        return View(row, self._found(who, row).patient, timeline, actions, binding["bound"] if binding else None,
-                    available, domain.reissue_unanswered(actions, now, self.reissue_wait))
+        return View(
+            row,
+            self._found(who, row).patient,
+            timeline,
+            actions,
+            binding["bound"] if binding else None,
+            available,
+            domain.reissue_unanswered(actions, now, self.reissue_wait),
+        )
 
     def refusal(self, action: str, row, now: datetime, actions) -> str | None:
         return domain.action_refusal(action, row, now, actions, reissue_wait=self.reissue_wait)
 
-    async def act(self, who: Identity, convocation_id: uuid.UUID | None, action: str, reason: str,
-                  mobile: str = "", email: str = "") -> Outcome:
+    async def act(
+        self,
+        who: Identity,
+        convocation_id: uuid.UUID | None,
+        action: str,
+        reason: str,
+        mobile: str = "",
+        email: str = "",
+    ) -> Outcome:
         """Record the action and publish it for the service that owns the data (one transaction)."""
         now = datetime.now(timezone.utc)
         reason = (reason or "").strip()
@@ -192,8 +249,12 @@ class Console:
             if row is None:
                 return Outcome(False, "not-found")
             kw["department"] = row["department"]
-            refusal = ("not-allowed" if not who.can_act else domain.reason_problem(reason)
-                       or self.refusal(action, row, now, await store.actions_of(conn, row["id"])))
+            refusal = (
+                "not-allowed"
+                if not who.can_act
+                else domain.reason_problem(reason)
+                or self.refusal(action, row, now, await store.actions_of(conn, row["id"]))
+            )
             e164 = address = None
             if refusal is None and action == "correct-mobile":
                 e164, refusal = domain.parse_mobile(mobile, self.s.allowed_countries)
@@ -204,19 +265,38 @@ class Console:
                 await self.audit(conn, who, "action", f"refused:{refusal}", convocation_id=row["id"], **kw)
                 return Outcome(False, refusal)
             action_id = uuid.uuid4()
-            await store.insert_action(conn, action_id=action_id, convocation_id=row["id"],
-                                      message_id=row["message_id"], department=row["department"], kind=action,
-                                      staff_subject=who.subject)
+            await store.insert_action(
+                conn,
+                action_id=action_id,
+                convocation_id=row["id"],
+                message_id=row["message_id"],
+                department=row["department"],
+                kind=action,
+                staff_subject=who.subject,
+            )
             # A new number or address travels only sealed for the one service that uses it; it is not kept here.
             for_portal = _sealed_for("portal", action_id, self.s.staff_field_key, "mobile", e164)
             for_issuer = _sealed_for("issuer", action_id, self.s.issuer_field_key, "email", address)
-            await add_event(conn, envelope(
-                StaffActionRequestedV1(action_id=action_id, convocation_id=row["id"], message_id=row["message_id"],
-                                       action=action, department=row["department"], requested_by=who.subject,
-                                       for_portal=for_portal, for_issuer=for_issuer),
-                producer=PRODUCER, correlation_id=row["id"]))
-            await self.audit(conn, who, "action", "requested", convocation_id=row["id"],
-                             **{**kw, "detail": f"{action} {action_id}"})
+            await add_event(
+                conn,
+                envelope(
+                    StaffActionRequestedV1(
+                        action_id=action_id,
+                        convocation_id=row["id"],
+                        message_id=row["message_id"],
+                        action=action,
+                        department=row["department"],
+                        requested_by=who.subject,
+                        for_portal=for_portal,
+                        for_issuer=for_issuer,
+                    ),
+                    producer=PRODUCER,
+                    correlation_id=row["id"],
+                ),
+            )
+            await self.audit(
+                conn, who, "action", "requested", convocation_id=row["id"], **{**kw, "detail": f"{action} {action_id}"}
+            )
         STAFF_ACTIONS.labels(action, who.via).inc()
         return Outcome(True, "requested", action_id)
 
@@ -230,27 +310,71 @@ class Console:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await store.figures(conn, departments=who.scope(), start=start, end=end, days=period.days)
             reasons = await store.paper_reasons(conn, departments=who.scope(), start=start, end=end)
-            await self.audit(conn, who, "figures", "ok",
-                             detail=f"from={period.start} to={period.end} days={period.days}")
+            await self.audit(
+                conn, who, "figures", "ok", detail=f"from={period.start} to={period.end} days={period.days}"
+            )
         by_reason: dict[str, dict[str, int]] = {}
         for r in reasons:
             by_reason.setdefault(r["department"], {})[r["reason"] or "unknown"] = r["n"]
-        return [Figures(r["department"], r["department_name"], r["sent"], r["emailed"], r["downloaded_within"],
-                        r["paper"], by_reason.get(r["department"], {}), r["bounced"], r["returned"], r["locked_out"],
-                        r["median_seconds"]) for r in rows]
+        return [
+            Figures(
+                r["department"],
+                r["department_name"],
+                r["sent"],
+                r["emailed"],
+                r["downloaded_within"],
+                r["paper"],
+                by_reason.get(r["department"], {}),
+                r["bounced"],
+                r["returned"],
+                r["locked_out"],
+                r["median_seconds"],
+            )
+            for r in rows
+        ]
 
     @staticmethod
     def figures_csv(figures: list[Figures], period: domain.Period) -> str:
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["department", "department_name", "from", "to", "sent", "emailed",
-                         f"downloaded_within_{period.days}_days", "paper", *(f"paper_{r}" for r in PAPER_REASONS),
-                         "bounced", "returned", "locked_out", "median_hours_to_download"])
+        writer.writerow(
+            [
+                "department",
+                "department_name",
+                "from",
+                "to",
+                "sent",
+                "emailed",
+                f"downloaded_within_{period.days}_days",
+                "paper",
+                *(f"paper_{r}" for r in PAPER_REASONS),
+                "bounced",
+                "returned",
+                "locked_out",
+                "median_hours_to_download",
+            ]
+        )
         for f in figures:
-            writer.writerow([_csv_safe(v) for v in (
-                f.department, f.department_name, period.start, period.end, f.sent, f.emailed, f.downloaded_within,
-                f.paper, *(f.paper_by_reason.get(r, 0) for r in PAPER_REASONS), f.bounced, f.returned,
-                f.locked_out, None if f.median_seconds is None else round(f.median_seconds / 3600, 2))])
+            writer.writerow(
+                [
+                    _csv_safe(v)
+                    for v in (
+                        f.department,
+                        f.department_name,
+                        period.start,
+                        period.end,
+                        f.sent,
+                        f.emailed,
+                        f.downloaded_within,
+                        f.paper,
+                        *(f.paper_by_reason.get(r, 0) for r in PAPER_REASONS),
+                        f.bounced,
+                        f.returned,
+                        f.locked_out,
+                        None if f.median_seconds is None else round(f.median_seconds / 3600, 2),
+                    )
+                ]
+            )
         return out.getvalue()
 
     async def department_names(self) -> dict[str, str]:
@@ -265,8 +389,16 @@ class Console:
             return None
         since, until = f.bounds()
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await store.search_audit(conn, since=since, until=until, person=f.person, action=f.action,
-                                            convocation_id=f.convocation_id, before_id=before_id, latest=size + 1)
+            rows = await store.search_audit(
+                conn,
+                since=since,
+                until=until,
+                person=f.person,
+                action=f.action,
+                convocation_id=f.convocation_id,
+                before_id=before_id,
+                latest=size + 1,
+            )
             await self.audit(conn, who, "audit-view", "ok", detail=f.summary() or None)
         return rows[:size], len(rows) > size
 
@@ -277,8 +409,9 @@ class Console:
         f = f or AuditFilter()
         since, until = f.bounds()
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await store.search_audit(conn, since=since, until=until, person=f.person, action=f.action,
-                                            convocation_id=f.convocation_id)
+            rows = await store.search_audit(
+                conn, since=since, until=until, person=f.person, action=f.action, convocation_id=f.convocation_id
+            )
             await self.audit(conn, who, "audit-export", "ok", detail=f"{f.summary()} rows={len(rows)}".strip())
         out = io.StringIO()
         writer = csv.writer(out)

@@ -15,8 +15,7 @@ from shared import phones
 from shared.contracts import Email
 
 ZURICH = ZoneInfo("Europe/Zurich")
-ACTIONS = ("post", "email-instead", "resend", "correct-email", "withdraw", "correct-mobile", "reset-binding",
-           "unlock")
+ACTIONS = ("post", "email-instead", "resend", "correct-email", "withdraw", "correct-mobile", "reset-binding", "unlock")
 # Carried out by the hospital system publishing the convocation again (the issuer keeps no letter).
 REISSUE_ACTIONS = frozenset({"resend", "correct-email", "email-instead"})
 # Asked again on a confirmation page of their own (the console; the API asks nothing).
@@ -29,8 +28,9 @@ REASON_MIN, REASON_MAX = 5, 500
 _EMAIL: TypeAdapter[str] = TypeAdapter(Email)
 
 
-def action_refusal(action: str, c, now: datetime, actions=(), *, reissue_wait: timedelta = timedelta(minutes=30)) \
-        -> str | None:
+def action_refusal(
+    action: str, c, now: datetime, actions=(), *, reissue_wait: timedelta = timedelta(minutes=30)
+) -> str | None:
     """Why ``action`` cannot be done on convocation row ``c`` now (a message key), or None. ``actions``: the
     actions already asked on it; ``reissue_wait``: how long a request to the hospital system blocks another."""
     if action not in ACTIONS:
@@ -82,14 +82,16 @@ def reissue_waiting(actions, now: datetime, wait: timedelta) -> bool:
     """A resend, an e-mail correction or a switch back to e-mail was asked less than ``wait`` ago and its new
     letter has not come yet: another one would only ask the hospital system twice. Past ``wait`` it no
     longer blocks the letter (the hospital system did not answer: post it, or ask again)."""
-    return any(a["kind"] in REISSUE_ACTIONS and a["done_at"] is None and now - a["requested_at"] < wait
-               for a in actions)
+    return any(
+        a["kind"] in REISSUE_ACTIONS and a["done_at"] is None and now - a["requested_at"] < wait for a in actions
+    )
 
 
 def reissue_unanswered(actions, now: datetime, wait: timedelta):
     """The oldest request to the hospital system still unanswered after ``wait``, or None."""
-    late = [a for a in actions if a["kind"] in REISSUE_ACTIONS and a["done_at"] is None
-            and now - a["requested_at"] >= wait]
+    late = [
+        a for a in actions if a["kind"] in REISSUE_ACTIONS and a["done_at"] is None and now - a["requested_at"] >= wait
+    ]
     return min(late, key=lambda a: a["requested_at"]) if late else None
 
 
@@ -141,8 +143,16 @@ class Criteria:
     birth_date: date | None = None
 
     def empty(self) -> bool:
-        return not (self.convocation_id or self.patient_id or self.department or self.date_from or self.date_to
-                    or self.worklist or self.name or self.birth_date)
+        return not (
+            self.convocation_id
+            or self.patient_id
+            or self.department
+            or self.date_from
+            or self.date_to
+            or self.worklist
+            or self.name
+            or self.birth_date
+        )
 
     @property
     def about_patient(self) -> bool:
@@ -151,11 +161,26 @@ class Criteria:
 
     def summary(self) -> str:
         """For the audit: what was searched, never the patient's id, name or birth date themselves."""
-        parts = [f"{k}={v}" for k, v in (("id", self.convocation_id), ("department", self.department),
-                                         ("from", self.date_from), ("to", self.date_to),
-                                         ("worklist", self.worklist)) if v]
-        parts += [label for label, given in (("patient-id", self.patient_id), ("patient-name", self.name),
-                                             ("birth-date", self.birth_date)) if given]
+        parts = [
+            f"{k}={v}"
+            for k, v in (
+                ("id", self.convocation_id),
+                ("department", self.department),
+                ("from", self.date_from),
+                ("to", self.date_to),
+                ("worklist", self.worklist),
+            )
+            if v
+        ]
+        parts += [
+            label
+            for label, given in (
+                ("patient-id", self.patient_id),
+                ("patient-name", self.name),
+                ("birth-date", self.birth_date),
+            )
+            if given
+        ]
         if self.worklist == "not-downloaded":
             parts.append(f"days={self.days}")
         return " ".join(parts)[:300]
@@ -178,9 +203,18 @@ def field_parser(bad: list[str]):
     return parse
 
 
-def criteria(*, convocation_id: str = "", patient_id: str = "", department: str = "", date_from: str = "",
-             date_to: str = "", worklist: str = "", days: str = "", name: str = "",
-             birth_date: str = "") -> tuple[Criteria, list[str]]:
+def criteria(
+    *,
+    convocation_id: str = "",
+    patient_id: str = "",
+    department: str = "",
+    date_from: str = "",
+    date_to: str = "",
+    worklist: str = "",
+    days: str = "",
+    name: str = "",
+    birth_date: str = "",
+) -> tuple[Criteria, list[str]]:
     """Criteria from form or query text, and the names of the fields that do not parse."""
     bad: list[str] = []
     parse = field_parser(bad)
@@ -197,11 +231,17 @@ def criteria(*, convocation_id: str = "", patient_id: str = "", department: str 
     if typed_name and not name_words(typed_name):
         bad.append("name")
         typed_name = None
-    c = Criteria(convocation_id=parse("convocation_id", convocation_id, uuid.UUID), patient_id=pid,
-                 department=(department or "").strip()[:32] or None,
-                 date_from=parse("date_from", date_from, date.fromisoformat),
-                 date_to=parse("date_to", date_to, date.fromisoformat), worklist=wl, days=3 if n is None else n,
-                 name=typed_name, birth_date=parse("birth_date", birth_date, parse_day))
+    c = Criteria(
+        convocation_id=parse("convocation_id", convocation_id, uuid.UUID),
+        patient_id=pid,
+        department=(department or "").strip()[:32] or None,
+        date_from=parse("date_from", date_from, date.fromisoformat),
+        date_to=parse("date_to", date_to, date.fromisoformat),
+        worklist=wl,
+        days=3 if n is None else n,
+        name=typed_name,
+        birth_date=parse("birth_date", birth_date, parse_day),
+    )
     return c, bad
 
 

@@ -30,31 +30,47 @@ class SecretariatHandlers:
 
     async def on_status(self, conn: asyncpg.Connection, d: Delivery[ConvocationStatusV1]) -> None:
         s = d.data
-        await store.record_status(conn, s.convocation_id, event_id=d.envelope.event_id, status=s.status, at=s.at,
-                                  message_id=s.message_id, patient_ref=s.patient_ref, department=s.department,
-                                  appointment_at=s.appointment_at, delivery=s.delivery,
-                                  detail=s.detail if s.status in SAFE_DETAIL else None, action_id=s.action_id)
+        await store.record_status(
+            conn,
+            s.convocation_id,
+            event_id=d.envelope.event_id,
+            status=s.status,
+            at=s.at,
+            message_id=s.message_id,
+            patient_ref=s.patient_ref,
+            department=s.department,
+            appointment_at=s.appointment_at,
+            delivery=s.delivery,
+            detail=s.detail if s.status in SAFE_DETAIL else None,
+            action_id=s.action_id,
+        )
         if s.action_id:
             await store.action_done(conn, s.action_id, s.at)
         if s.for_secretariat and s.message_id:
             details = self.patients.opened(s.for_secretariat, s.message_id)
             if details is not None:
-                await store.set_patient(conn, s.convocation_id, **self.patients.stored(s.convocation_id, details),
-                                        department_name=details.get("department_name"),
-                                        phone_hint=details.get("phone_hint"))
+                await store.set_patient(
+                    conn,
+                    s.convocation_id,
+                    **self.patients.stored(s.convocation_id, details),
+                    department_name=details.get("department_name"),
+                    phone_hint=details.get("phone_hint"),
+                )
 
     async def on_code_requested(self, conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
         o = d.data
         await store.set_phone_hint(conn, o.convocation_id, o.phone_hint)
-        await store.add_timeline(conn, o.convocation_id, d.envelope.event_id, d.envelope.occurred_at, "code-requested",
-                                 o.phone_hint)
+        await store.add_timeline(
+            conn, o.convocation_id, d.envelope.event_id, d.envelope.occurred_at, "code-requested", o.phone_hint
+        )
 
     async def on_code_sent(self, conn: asyncpg.Connection, d: Delivery[SmsSentV1]) -> None:
         await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.sent_at, "code-sent")
 
     async def on_code_failed(self, conn: asyncpg.Connection, d: Delivery[SmsFailedV1]) -> None:
-        await store.add_timeline(conn, d.data.convocation_id, d.envelope.event_id, d.data.failed_at, "code-failed",
-                                 d.data.provider_code)
+        await store.add_timeline(
+            conn, d.data.convocation_id, d.envelope.event_id, d.data.failed_at, "code-failed", d.data.provider_code
+        )
 
     async def on_access_changed(self, conn: asyncpg.Connection, d: Delivery[AccessChangedV1]) -> None:
         a = d.data
@@ -79,5 +95,6 @@ class SecretariatHandlers:
         the new letter is e-mailed, see on_status)."""
         r = d.data
         await store.ensure_convocation(conn, r.convocation_id)
-        await store.add_timeline(conn, r.convocation_id, d.envelope.event_id, r.requested_at, "reissue-requested",
-                                 r.reason, r.action_id)
+        await store.add_timeline(
+            conn, r.convocation_id, d.envelope.event_id, r.requested_at, "reissue-requested", r.reason, r.action_id
+        )

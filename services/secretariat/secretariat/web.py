@@ -57,9 +57,12 @@ def _duration(seconds: float | None) -> str:
 class Pages:
     def __init__(self, settings: SecretariatSettings, console: Console, oidc: Oidc) -> None:
         self.s, self.console, self.oidc = settings, console, oidc
-        self.env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                               autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
-                               extensions=["jinja2.ext.i18n"])
+        self.env = Environment(
+            loader=FileSystemLoader(Path(__file__).parent / "templates"),
+            autoescape=select_autoescape(["html"]),
+            undefined=StrictUndefined,
+            extensions=["jinja2.ext.i18n"],
+        )
         self.env.filters.update(localtime=_localtime, clock=_clock, day=_day, duration=_duration)
         self.catalogs = Catalogs(LOCALE)
         prefix = "__Host-" if settings.cookie_secure else ""
@@ -89,16 +92,25 @@ class Pages:
 
     def set_cookie(self, response: Response, name: str, value: str, max_age: int | None = None) -> None:
         # Lax, not Strict: the provider's redirect back to /auth/callback is a cross-site navigation.
-        response.set_cookie(name, value, max_age=max_age, path="/", secure=self.s.cookie_secure, httponly=True,
-                            samesite="lax")
+        response.set_cookie(
+            name, value, max_age=max_age, path="/", secure=self.s.cookie_secure, httponly=True, samesite="lax"
+        )
 
     async def department_names(self) -> dict[str, str]:
         if time.monotonic() - self._names_at > NAMES_SECONDS:
             self._names, self._names_at = await self.console.department_names(), time.monotonic()
         return self._names
 
-    def page(self, request: Request, template: str, who: Identity | None = None, *, status: int = 200,
-             names: dict[str, str] | None = None, **context) -> HTMLResponse:
+    def page(
+        self,
+        request: Request,
+        template: str,
+        who: Identity | None = None,
+        *,
+        status: int = 200,
+        names: dict[str, str] | None = None,
+        **context,
+    ) -> HTMLResponse:
         lang = self.language(request)
         env = self.env.overlay()
         self.catalogs.install(env, lang)
@@ -106,9 +118,18 @@ class Pages:
         kept = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
         switch = {code: f"{request.url.path}?{urlencode([*kept, ('lang', code)])}" for code in LANGUAGES}
         html = env.get_template(template).render(
-            lang=lang, who=who, csrf=self.csrf_for(request) if who else "", path=request.url.path, switch=switch,
-            idle_seconds=self.s.session_idle_seconds, warning_seconds=self.s.session_warning_seconds,
-            now=datetime.now(timezone.utc), names=names or {}, query=request.url.query, **context)
+            lang=lang,
+            who=who,
+            csrf=self.csrf_for(request) if who else "",
+            path=request.url.path,
+            switch=switch,
+            idle_seconds=self.s.session_idle_seconds,
+            warning_seconds=self.s.session_warning_seconds,
+            now=datetime.now(timezone.utc),
+            names=names or {},
+            query=request.url.query,
+            **context,
+        )
         response = HTMLResponse(html, status_code=status)
         remember_language(request, response, secure=self.s.cookie_secure, max_age=365 * 86400)
         return response
@@ -128,12 +149,14 @@ class Pages:
             return None
         session_hash = self.token_hash("session", token)
         async with self.console.pool.acquire() as conn:
-            row = await store.touch_session(conn, session_hash, self.s.session_idle_seconds,
-                                            self.s.session_absolute_seconds, used=used)
+            row = await store.touch_session(
+                conn, session_hash, self.s.session_idle_seconds, self.s.session_absolute_seconds, used=used
+            )
         if row is None:
             return None
-        return staff_identity(row["subject"], row["name"], list(row["roles"]), list(row["departments"]),
-                              session_hash=session_hash)
+        return staff_identity(
+            row["subject"], row["name"], list(row["roles"]), list(row["departments"]), session_hash=session_hash
+        )
 
     def to_login(self, request: Request) -> Response:
         return RedirectResponse("/?expired=1" if request.cookies.get(self.session_cookie) else "/", status_code=303)
@@ -154,8 +177,9 @@ class Pages:
         r.add_api_route("/auth/logout", self.logout, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/session/keepalive", self.keepalive, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/search", self.search_get, methods=["GET"], response_class=HTMLResponse)
-        r.add_api_route("/search", self.search_post, methods=["POST"], response_class=HTMLResponse,
-                        max_body_size=MAX_FORM_BYTES)
+        r.add_api_route(
+            "/search", self.search_post, methods=["POST"], response_class=HTMLResponse, max_body_size=MAX_FORM_BYTES
+        )
         r.add_api_route("/c/{raw_id}", self.view, methods=["GET"], response_class=HTMLResponse)
         r.add_api_route("/c/{raw_id}/live", self.live, methods=["GET"], response_class=HTMLResponse)
         r.add_api_route("/c/{raw_id}/confirm/{action}", self.confirm, methods=["GET"], response_class=HTMLResponse)
@@ -169,8 +193,12 @@ class Pages:
     async def home(self, request: Request) -> Response:
         if who := await self.identity(request):
             return RedirectResponse(self.home_of(who), status_code=303)
-        return self.page(request, "login.html", expired=bool(request.query_params.get("expired")),
-                         refused=request.query_params.get("refused"))
+        return self.page(
+            request,
+            "login.html",
+            expired=bool(request.query_params.get("expired")),
+            refused=request.query_params.get("refused"),
+        )
 
     async def login(self, request: Request) -> Response:
         try:
@@ -186,8 +214,9 @@ class Pages:
     async def callback(self, request: Request) -> Response:
         q = request.query_params
         try:
-            pending = crypto.open_field(self.s.secretariat_secret_key, request.cookies.get(self.login_cookie, ""),
-                                        context="staff-login")
+            pending = crypto.open_field(
+                self.s.secretariat_secret_key, request.cookies.get(self.login_cookie, ""), context="staff-login"
+            )
         except crypto.CannotOpen:
             pending = None
         try:
@@ -206,8 +235,15 @@ class Pages:
             return self.problem(request, None, "no-role", 403)
         token = secrets.token_urlsafe(32)
         async with self.console.pool.acquire() as conn:  # the database audits the sign-in
-            await store.open_session(conn, self.token_hash("session", token), subject=who.subject, name=who.name,
-                                     via="console", roles=self.oidc.roles(claims), departments=who.scope() or [])
+            await store.open_session(
+                conn,
+                self.token_hash("session", token),
+                subject=who.subject,
+                name=who.name,
+                via="console",
+                roles=self.oidc.roles(claims),
+                departments=who.scope() or [],
+            )
         response = RedirectResponse(self.home_of(who), status_code=303)
         response.delete_cookie(self.login_cookie, path="/", secure=self.s.cookie_secure, httponly=True)
         self.set_cookie(response, self.session_cookie, token, max_age=self.s.session_absolute_seconds)
@@ -239,13 +275,24 @@ class Pages:
         if not who.can_read:
             return RedirectResponse(self.home_of(who), status_code=303)
         q = request.query_params
-        c, bad = domain.criteria(convocation_id=q.get("convocation_id", ""), department=q.get("department", ""),
-                                 date_from=q.get("date_from", ""), date_to=q.get("date_to", ""),
-                                 worklist=q.get("worklist", ""), days=q.get("days", ""))
+        c, bad = domain.criteria(
+            convocation_id=q.get("convocation_id", ""),
+            department=q.get("department", ""),
+            date_from=q.get("date_from", ""),
+            date_to=q.get("date_to", ""),
+            worklist=q.get("worklist", ""),
+            days=q.get("days", ""),
+        )
         return await self._results(request, who, c, bad)
 
-    async def search_post(self, request: Request, csrf: str = Form(""), patient_id: str = Form(""),
-                          name: str = Form(""), birth_date: str = Form("")) -> Response:
+    async def search_post(
+        self,
+        request: Request,
+        csrf: str = Form(""),
+        patient_id: str = Form(""),
+        name: str = Form(""),
+        birth_date: str = Form(""),
+    ) -> Response:
         """Search by who the patient is: a POST, so that the id, the name or the birth date never appears in
         a URL, a log or the history."""
         who = await self.identity(request)
@@ -262,9 +309,18 @@ class Pages:
         if not bad and not c.empty():
             rows = await self.console.search(who, c)
             refused = rows is None
-        return await self.staff_page(request, "search.html", who, status=400 if bad else 403 if refused else 200,
-                                     criteria=c, bad=bad, rows=rows, refused=refused,
-                                     worklists=domain.WORKLISTS, reissue_wait=self.s.reissue_wait_seconds)
+        return await self.staff_page(
+            request,
+            "search.html",
+            who,
+            status=400 if bad else 403 if refused else 200,
+            criteria=c,
+            bad=bad,
+            rows=rows,
+            refused=refused,
+            worklists=domain.WORKLISTS,
+            reissue_wait=self.s.reissue_wait_seconds,
+        )
 
     # --- one convocation ----------------------------------------------------------------------
 
@@ -277,12 +333,32 @@ class Pages:
             return self.problem(request, who, "not-found", 404)
         return await self._convocation(request, who, found, done=request.query_params.get("done"))
 
-    async def _convocation(self, request: Request, who: Identity, found, *, status: int = 200, done=None,
-                           error=None, failed_action=None, typed_reason="") -> HTMLResponse:
+    async def _convocation(
+        self,
+        request: Request,
+        who: Identity,
+        found,
+        *,
+        status: int = 200,
+        done=None,
+        error=None,
+        failed_action=None,
+        typed_reason="",
+    ) -> HTMLResponse:
         return await self.staff_page(
-            request, "convocation.html", who, status=status, v=found, c=found.row, done=done, error=error,
-            failed_action=failed_action, typed_reason=typed_reason, refresh_seconds=self.s.timeline_refresh_seconds,
-            wait_minutes=max(1, self.s.reissue_wait_seconds // 60))
+            request,
+            "convocation.html",
+            who,
+            status=status,
+            v=found,
+            c=found.row,
+            done=done,
+            error=error,
+            failed_action=failed_action,
+            typed_reason=typed_reason,
+            refresh_seconds=self.s.timeline_refresh_seconds,
+            wait_minutes=max(1, self.s.reissue_wait_seconds // 60),
+        )
 
     async def live(self, request: Request, raw_id: str) -> Response:
         """The open timeline's news (status, timeline, actions asked), fetched by the page every few seconds:
@@ -305,14 +381,24 @@ class Pages:
         if found is None or action not in domain.CONFIRMED_ACTIONS:
             return self.problem(request, who, "not-found", 404)
         if action not in found.available:
-            return await self._convocation(request, who, found, status=409, error="no-longer-fits",
-                                           failed_action=action)
-        return await self.staff_page(request, "confirm.html", who, v=found, c=found.row, action=action, error=None,
-                                     typed_reason="")
+            return await self._convocation(
+                request, who, found, status=409, error="no-longer-fits", failed_action=action
+            )
+        return await self.staff_page(
+            request, "confirm.html", who, v=found, c=found.row, action=action, error=None, typed_reason=""
+        )
 
-    async def act(self, request: Request, raw_id: str, csrf: str = Form(""), action: str = Form(""),
-                  reason: str = Form(""), mobile: str = Form(""), email: str = Form(""),
-                  confirmed: str = Form("")) -> Response:
+    async def act(
+        self,
+        request: Request,
+        raw_id: str,
+        csrf: str = Form(""),
+        action: str = Form(""),
+        reason: str = Form(""),
+        mobile: str = Form(""),
+        email: str = Form(""),
+        confirmed: str = Form(""),
+    ) -> Response:
         who = await self.identity(request)
         if who is None:
             return self.to_login(request)
@@ -330,18 +416,29 @@ class Pages:
         if found is None:
             return self.problem(request, who, "not-found", 404)
         if action in domain.CONFIRMED_ACTIONS and action in found.available:
-            return await self.staff_page(request, "confirm.html", who, status=400, v=found, c=found.row,
-                                         action=action, error=outcome.code, typed_reason=reason)
-        return await self._convocation(request, who, found, status=400, error=outcome.code, failed_action=action,
-                                       typed_reason=reason)
+            return await self.staff_page(
+                request,
+                "confirm.html",
+                who,
+                status=400,
+                v=found,
+                c=found.row,
+                action=action,
+                error=outcome.code,
+                typed_reason=reason,
+            )
+        return await self._convocation(
+            request, who, found, status=400, error=outcome.code, failed_action=action, typed_reason=reason
+        )
 
     # --- the department figures ---------------------------------------------------------------
 
     def _period(self, request: Request) -> tuple[domain.Period, list[str]]:
         q = request.query_params
         today = datetime.now(domain.ZURICH).date()
-        return domain.period(date_from=q.get("date_from", ""), date_to=q.get("date_to", ""), days=q.get("days", ""),
-                             today=today)
+        return domain.period(
+            date_from=q.get("date_from", ""), date_to=q.get("date_to", ""), days=q.get("days", ""), today=today
+        )
 
     async def figures_page(self, request: Request) -> Response:
         who = await self.identity(request)
@@ -351,9 +448,16 @@ class Pages:
             return self.problem(request, who, "not-found", 404)
         period, bad = self._period(request)
         figures = await self.console.figures(who, period)
-        return await self.staff_page(request, "figures.html", who, status=400 if bad else 200, period=period,
-                                     bad=bad, figures=figures or [], csv_query=urlencode(
-                                         {"date_from": period.start, "date_to": period.end, "days": period.days}))
+        return await self.staff_page(
+            request,
+            "figures.html",
+            who,
+            status=400 if bad else 200,
+            period=period,
+            bad=bad,
+            figures=figures or [],
+            csv_query=urlencode({"date_from": period.start, "date_to": period.end, "days": period.days}),
+        )
 
     async def figures_csv(self, request: Request) -> Response:
         who = await self.identity(request)
@@ -362,11 +466,14 @@ class Pages:
         period, bad = self._period(request)
         figures = await self.console.figures(who, period) if not bad else None
         if figures is None:
-            return self.problem(request, who, "not-found" if not who.can_count else "bad-request",
-                                404 if not who.can_count else 400)
-        return Response(self.console.figures_csv(figures, period), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition":
-                                 f'attachment; filename="figures-{period.start}-{period.end}.csv"'})
+            return self.problem(
+                request, who, "not-found" if not who.can_count else "bad-request", 404 if not who.can_count else 400
+            )
+        return Response(
+            self.console.figures_csv(figures, period),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="figures-{period.start}-{period.end}.csv"'},
+        )
 
     # --- the staff audit ----------------------------------------------------------------------
 
@@ -375,11 +482,13 @@ class Pages:
         q = request.query_params
         bad: list[str] = []
         parse = domain.field_parser(bad)
-        f = AuditFilter(person=(q.get("person") or "").strip()[:200] or None,
-                        action=(q.get("action") or "").strip()[:40] or None,
-                        convocation_id=parse("convocation_id", q.get("convocation_id"), uuid.UUID),
-                        date_from=parse("date_from", q.get("date_from"), domain.parse_day),
-                        date_to=parse("date_to", q.get("date_to"), domain.parse_day))
+        f = AuditFilter(
+            person=(q.get("person") or "").strip()[:200] or None,
+            action=(q.get("action") or "").strip()[:40] or None,
+            convocation_id=parse("convocation_id", q.get("convocation_id"), uuid.UUID),
+            date_from=parse("date_from", q.get("date_from"), domain.parse_day),
+            date_to=parse("date_to", q.get("date_to"), domain.parse_day),
+        )
         return f, bad
 
     async def audit_page(self, request: Request) -> Response:
@@ -390,11 +499,22 @@ class Pages:
             return self.problem(request, who, "not-found", 404)
         f, bad = self._audit_filter(request)
         before = request.query_params.get("before", "")
-        rows, more = await self.console.audit_page(who, f, int(before) if before.isdigit() else None,
-                                                   self.s.audit_page_rows)
+        rows, more = await self.console.audit_page(
+            who, f, int(before) if before.isdigit() else None, self.s.audit_page_rows
+        )
         filters = {k: v for k, v in request.query_params.items() if k not in ("before", "lang") and v}
-        return await self.staff_page(request, "audit.html", who, status=400 if bad else 200, rows=rows, more=more,
-                                     f=f, bad=bad, filters=urlencode(filters), actions=AUDIT_ACTIONS)
+        return await self.staff_page(
+            request,
+            "audit.html",
+            who,
+            status=400 if bad else 200,
+            rows=rows,
+            more=more,
+            f=f,
+            bad=bad,
+            filters=urlencode(filters),
+            actions=AUDIT_ACTIONS,
+        )
 
     async def audit_csv(self, request: Request) -> Response:
         who = await self.identity(request)
@@ -403,13 +523,26 @@ class Pages:
         f, bad = self._audit_filter(request)
         text = await self.console.audit_csv(who, f) if not bad else None
         if text is None:
-            return self.problem(request, who, "not-found" if not who.can_audit else "bad-request",
-                                404 if not who.can_audit else 400)
+            return self.problem(
+                request, who, "not-found" if not who.can_audit else "bad-request", 404 if not who.can_audit else 400
+            )
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d")
-        return Response(text, media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="staff-audit-{stamp}.csv"'})
+        return Response(
+            text,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="staff-audit-{stamp}.csv"'},
+        )
 
 
 # The audit's actions, as the filter offers them.
-AUDIT_ACTIONS = ("sign-in", "sign-out", "api-token", "search", "view", "action", "figures", "audit-view",
-                 "audit-export")
+AUDIT_ACTIONS = (
+    "sign-in",
+    "sign-out",
+    "api-token",
+    "search",
+    "view",
+    "action",
+    "figures",
+    "audit-view",
+    "audit-export",
+)

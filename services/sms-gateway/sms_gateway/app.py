@@ -18,11 +18,19 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 def build_providers(settings: SmsSettings, client: httpx.AsyncClient) -> list[Provider]:
     """The primary (Twilio) first, then the failover provider when one is configured."""
-    providers: list[Provider] = [TwilioProvider(
-        client, base_url=settings.sms_provider_url, account_sid=settings.sms_account_sid,
-        auth_token=settings.sms_auth_token.get_secret_value(), sender=settings.sms_from)]
+    providers: list[Provider] = [
+        TwilioProvider(
+            client,
+            base_url=settings.sms_provider_url,
+            account_sid=settings.sms_account_sid,
+            auth_token=settings.sms_auth_token.get_secret_value(),
+            sender=settings.sms_from,
+        )
+    ]
     if settings.sms_generic_url:
-        providers.append(GenericProvider(client, url=settings.sms_generic_url, token=secret(settings.sms_generic_token)))
+        providers.append(
+            GenericProvider(client, url=settings.sms_generic_url, token=secret(settings.sms_generic_token))
+        )
     return providers
 
 
@@ -30,10 +38,17 @@ def create_app(settings: SmsSettings | None = None) -> FastAPI:
     settings = settings or SmsSettings()
     runtime = Runtime("sms-gateway", "sms_gateway", settings, MIGRATIONS)
     client = httpx.AsyncClient(timeout=httpx.Timeout(settings.sms_timeout, connect=3.0))
-    sandbox = TwilioProvider(
-        client, base_url=settings.sandbox_sms_provider_url, account_sid=settings.sandbox_sms_account_sid,
-        auth_token=settings.sandbox_sms_auth_token.get_secret_value(), sender=settings.sms_from,
-    ) if settings.sandbox_sms_provider_url else None
+    sandbox = (
+        TwilioProvider(
+            client,
+            base_url=settings.sandbox_sms_provider_url,
+            account_sid=settings.sandbox_sms_account_sid,
+            auth_token=settings.sandbox_sms_auth_token.get_secret_value(),
+            sender=settings.sms_from,
+        )
+        if settings.sandbox_sms_provider_url
+        else None
+    )
     handlers = SmsHandlers(settings, build_providers(settings, client), sandbox)
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_otp_requested)
 

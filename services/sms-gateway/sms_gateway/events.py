@@ -28,17 +28,42 @@ class CodeSms:
         return cls(row["challenge_id"], row["message_id"], row["convocation_id"], row["otp_event_id"])
 
 
-async def add_sms_sent(conn: asyncpg.Connection, sms: CodeSms, provider: str, provider_message_id: str,
-                       sent_at: datetime) -> None:
-    await add_event(conn, envelope(
-        SmsSentV1(challenge_id=sms.challenge_id, message_id=sms.message_id, convocation_id=sms.convocation_id,
-                  provider=provider, provider_message_id=provider_message_id, sent_at=sent_at),
-        producer=PRODUCER, correlation_id=sms.convocation_id, causation_id=sms.otp_event_id))
+async def add_sms_sent(
+    conn: asyncpg.Connection, sms: CodeSms, provider: str, provider_message_id: str, sent_at: datetime
+) -> None:
+    await add_event(
+        conn,
+        envelope(
+            SmsSentV1(
+                challenge_id=sms.challenge_id,
+                message_id=sms.message_id,
+                convocation_id=sms.convocation_id,
+                provider=provider,
+                provider_message_id=provider_message_id,
+                sent_at=sent_at,
+            ),
+            producer=PRODUCER,
+            correlation_id=sms.convocation_id,
+            causation_id=sms.otp_event_id,
+        ),
+    )
 
 
-async def add_sms_failed(conn: asyncpg.Connection, sms: CodeSms, provider: str, code: str | None,
-                         reason: str) -> None:
-    await add_event(conn, envelope(
-        SmsFailedV1(challenge_id=sms.challenge_id, message_id=sms.message_id, convocation_id=sms.convocation_id,
-                    provider=provider, provider_code=code, reason=reason[:500], failed_at=datetime.now(timezone.utc)),
-        producer=PRODUCER, correlation_id=sms.convocation_id, causation_id=sms.otp_event_id))
+async def add_sms_failed(conn: asyncpg.Connection, sms: CodeSms, provider: str, code: str | None, reason: str) -> None:
+    await add_event(
+        conn,
+        envelope(
+            SmsFailedV1(
+                challenge_id=sms.challenge_id,
+                message_id=sms.message_id,
+                convocation_id=sms.convocation_id,
+                provider=provider,
+                provider_code=code,
+                reason=reason[:500],
+                failed_at=datetime.now(timezone.utc),
+            ),
+            producer=PRODUCER,
+            correlation_id=sms.convocation_id,
+            causation_id=sms.otp_event_id,
+        ),
+    )

@@ -43,9 +43,16 @@ class Outgoing:
 
     def row(self, **fields) -> dict:
         s = self.sms
-        return dict(challenge_id=s.challenge_id, message_id=s.message_id, convocation_id=s.convocation_id,
-                    otp_event_id=s.otp_event_id, phone_hash=self.phone_hash, country=self.country,
-                    attempts=self.attempt, **fields)
+        return dict(
+            challenge_id=s.challenge_id,
+            message_id=s.message_id,
+            convocation_id=s.convocation_id,
+            otp_event_id=s.otp_event_id,
+            phone_hash=self.phone_hash,
+            country=self.country,
+            attempts=self.attempt,
+            **fields,
+        )
 
 
 class SmsHandlers:
@@ -65,15 +72,22 @@ class SmsHandlers:
             await self.refuse(conn, out, refusal)
             return
         if o.sandbox and self.sandbox is None:  # a sandbox test never reaches the real provider
-            await self.fail(conn, out, ProviderError("none", True, "sandbox-not-configured",
-                                                     "sandbox test and no SANDBOX_SMS_PROVIDER_URL"))
+            await self.fail(
+                conn,
+                out,
+                ProviderError("none", True, "sandbox-not-configured", "sandbox test and no SANDBOX_SMS_PROVIDER_URL"),
+            )
             return
         provider = self.sandbox if o.sandbox and self.sandbox else self.provider_for(out.attempt)
         try:
-            accepted = await provider.send(phone, otp_text(o.language, code, o.portal_host, hospital=self.settings.sms_hospital_name,
-                                                    expires_at=o.expires_at),
-                                           reference=str(o.challenge_id),
-                                           status_callback=None if o.sandbox else self.callback_url(provider))
+            accepted = await provider.send(
+                phone,
+                otp_text(
+                    o.language, code, o.portal_host, hospital=self.settings.sms_hospital_name, expires_at=o.expires_at
+                ),
+                reference=str(o.challenge_id),
+                status_callback=None if o.sandbox else self.callback_url(provider),
+            )
         except ProviderError as err:
             await self.attempt_failed(conn, d, out, err)
             return
@@ -81,18 +95,26 @@ class SmsHandlers:
 
     def outgoing(self, d: Delivery[OtpRequestedV1], phone: str, *, attempt: int) -> Outgoing:
         o = d.data
-        return Outgoing(CodeSms(o.challenge_id, o.message_id, o.convocation_id, d.envelope.event_id),
-                        crypto.keyed_hash(self.settings.sms_field_key, "phone", phone), rules.country_of(phone),
-                        attempt, tuple(crypto.keyed_hashes(self.settings.sms_field_key, "phone", phone)))
+        return Outgoing(
+            CodeSms(o.challenge_id, o.message_id, o.convocation_id, d.envelope.event_id),
+            crypto.keyed_hash(self.settings.sms_field_key, "phone", phone),
+            rules.country_of(phone),
+            attempt,
+            tuple(crypto.keyed_hashes(self.settings.sms_field_key, "phone", phone)),
+        )
 
     def provider_for(self, attempt: int) -> Provider:
-        return self.providers[rules.provider_for_attempt(attempt, self.settings.sms_failover_after,
-                                                         len(self.providers))]
+        return self.providers[
+            rules.provider_for_attempt(attempt, self.settings.sms_failover_after, len(self.providers))
+        ]
 
     def open_secret(self, o: OtpRequestedV1) -> tuple[str, str]:
         try:
-            secret = crypto.open_field(self.settings.sms_field_key, o.for_sms,
-                                       context=crypto.field_context("otp.requested", o.challenge_id, "sms"))
+            secret = crypto.open_field(
+                self.settings.sms_field_key,
+                o.for_sms,
+                context=crypto.field_context("otp.requested", o.challenge_id, "sms"),
+            )
             return str(secret["phone"]), str(secret["code"])
         except (crypto.CannotOpen, KeyError, ValueError) as exc:  # wrong SMS_FIELD_KEY or a forged field
             raise Rejected(rejections.UNREADABLE_SECRET, f"for_sms does not open: {type(exc).__name__}") from None
@@ -106,7 +128,10 @@ class SmsHandlers:
         await store.lock_number(conn, out.phone_hash)
         hour_ago = now - timedelta(hours=1)
         return rules.refusal(
-            now=now, expires_at=o.expires_at, country=out.country, allowed_countries=self.settings.allowed_countries,
+            now=now,
+            expires_at=o.expires_at,
+            country=out.country,
+            allowed_countries=self.settings.allowed_countries,
             sent_to_number_last_hour=await store.count_sent_since(conn, hour_ago, out.phone_hashes),
             max_per_number_hour=self.settings.sms_max_per_number_hour,
             sent_last_hour=await store.count_sent_since(conn, hour_ago),
@@ -118,47 +143,92 @@ class SmsHandlers:
         SMS_ATTEMPTS.labels("none", "blocked").inc()
         log.warning("sms blocked", challenge_id=str(out.sms.challenge_id), reason=refusal.code, country=out.country)
         # Not a provider attempt: the row keeps the count of attempts actually made.
-        await self.fail(conn, replace(out, attempt=out.attempt - 1),
-                        ProviderError("none", True, refusal.code, f"{refusal.code}: {refusal.detail}"))
+        await self.fail(
+            conn,
+            replace(out, attempt=out.attempt - 1),
+            ProviderError("none", True, refusal.code, f"{refusal.code}: {refusal.detail}"),
+        )
 
     async def attempt_failed(self, conn: asyncpg.Connection, d: Delivery, out: Outgoing, err: ProviderError) -> None:
         outcome = "permanent" if err.permanent else "transient"
-        delay = None if err.permanent else rules.retry_delay(self.retry.delays, out.attempt,
-                                                             self.settings.sms_failover_after, len(self.providers))
+        delay = (
+            None
+            if err.permanent
+            else rules.retry_delay(
+                self.retry.delays, out.attempt, self.settings.sms_failover_after, len(self.providers)
+            )
+        )
         if delay is None:
             SMS_ATTEMPTS.labels(err.provider, "permanent" if err.permanent else "exhausted").inc()
             await self.fail(conn, out, err)
         else:
             SMS_ATTEMPTS.labels(err.provider, "transient").inc()
-            await store.save_sms(conn, **out.row(status="retrying", provider=err.provider, error_code=err.code,
-                                                 last_error=f"{err.code}: {err.reason}"[:500]))
+            await store.save_sms(
+                conn,
+                **out.row(
+                    status="retrying",
+                    provider=err.provider,
+                    error_code=err.code,
+                    last_error=f"{err.code}: {err.reason}"[:500],
+                ),
+            )
             await schedule_retry(conn, d, exchange=self.settings.events_exchange, attempt=out.attempt, delay=delay)
-            log.warning("sms attempt failed; retry scheduled", challenge_id=str(out.sms.challenge_id),
-                        provider=err.provider, error_code=err.code, attempt=out.attempt, delay_s=delay)
-        await store.insert_attempt(conn, out.sms.challenge_id, out.attempt, err.provider, outcome, err.code,
-                                   err.reason[:500])
+            log.warning(
+                "sms attempt failed; retry scheduled",
+                challenge_id=str(out.sms.challenge_id),
+                provider=err.provider,
+                error_code=err.code,
+                attempt=out.attempt,
+                delay_s=delay,
+            )
+        await store.insert_attempt(
+            conn, out.sms.challenge_id, out.attempt, err.provider, outcome, err.code, err.reason[:500]
+        )
 
     async def fail(self, conn: asyncpg.Connection, out: Outgoing, err: ProviderError) -> None:
-        await store.save_sms(conn, **out.row(status="failed", provider=err.provider, error_code=err.code,
-                                             last_error=f"{err.code}: {err.reason}"[:500],
-                                             final_at=datetime.now(timezone.utc)))
+        await store.save_sms(
+            conn,
+            **out.row(
+                status="failed",
+                provider=err.provider,
+                error_code=err.code,
+                last_error=f"{err.code}: {err.reason}"[:500],
+                final_at=datetime.now(timezone.utc),
+            ),
+        )
         await add_sms_failed(conn, out.sms, err.provider, err.code, err.reason)
         SMS_FINAL.labels(err.provider, "failed").inc()
-        log.warning("sms failed", challenge_id=str(out.sms.challenge_id), provider=err.provider,
-                    error_code=err.code, attempt=out.attempt)
+        log.warning(
+            "sms failed",
+            challenge_id=str(out.sms.challenge_id),
+            provider=err.provider,
+            error_code=err.code,
+            attempt=out.attempt,
+        )
 
-    async def record_accepted(self, conn: asyncpg.Connection, out: Outgoing, accepted: Accepted, *,
-                              requested_at: datetime) -> None:
+    async def record_accepted(
+        self, conn: asyncpg.Connection, out: Outgoing, accepted: Accepted, *, requested_at: datetime
+    ) -> None:
         now = datetime.now(timezone.utc)
         SMS_ATTEMPTS.labels(accepted.provider, "accepted").inc()
         on_commit(lambda: CODE_HANDOFF.observe(max(0.0, (now - requested_at).total_seconds())))
         if not await store.code_sent_before(conn, out.sms.convocation_id):
             reached("code-sent")
-        await store.save_sms(conn, **out.row(status=rules.accepted_status(accepted.provider, accepted.status),
-                                             provider=accepted.provider,
-                                             provider_message_id=accepted.provider_message_id, sent_at=now))
+        await store.save_sms(
+            conn,
+            **out.row(
+                status=rules.accepted_status(accepted.provider, accepted.status),
+                provider=accepted.provider,
+                provider_message_id=accepted.provider_message_id,
+                sent_at=now,
+            ),
+        )
         await store.insert_attempt(conn, out.sms.challenge_id, out.attempt, accepted.provider, "accepted")
         await add_sms_sent(conn, out.sms, accepted.provider, accepted.provider_message_id, now)
         await apply_early_reports(conn, accepted.provider, accepted.provider_message_id)
-        log.info("sms accepted by the provider", challenge_id=str(out.sms.challenge_id), provider=accepted.provider,
-                 attempt=out.attempt)
+        log.info(
+            "sms accepted by the provider",
+            challenge_id=str(out.sms.challenge_id),
+            provider=accepted.provider,
+            attempt=out.attempt,
+        )

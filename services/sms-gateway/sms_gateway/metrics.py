@@ -22,6 +22,7 @@ SMS_REPORTS = Counter(
     ["provider", "outcome"],
 )
 SMS_FINAL = Counter(
-    "convocations_sms_final_total", "SMS that reached a final delivery state, by provider and state.",
+    "convocations_sms_final_total",
+    "SMS that reached a final delivery state, by provider and state.",
     ["provider", "status"],
 )

@@ -91,8 +91,9 @@ def _error_body(response: httpx.Response, code_key: str, message_key: str) -> tu
 class TwilioProvider:
     name = "twilio"
 
-    def __init__(self, client: httpx.AsyncClient, *, base_url: str, account_sid: str, auth_token: str,
-                 sender: str) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, *, base_url: str, account_sid: str, auth_token: str, sender: str
+    ) -> None:
         self.client, self.base_url = client, base_url.rstrip("/")
         self.account_sid, self.auth_token, self.sender = account_sid, auth_token, sender
 
@@ -119,8 +120,9 @@ class GenericProvider:
         body = {"to": to, "text": text, "reference": reference}
         if status_callback:
             body["callback_url"] = status_callback
-        response = await _post(self.name, self.client, self.url, json=body,
-                               headers={"Authorization": f"Bearer {self.token}"})
+        response = await _post(
+            self.name, self.client, self.url, json=body, headers={"Authorization": f"Bearer {self.token}"}
+        )
         if response.status_code in (200, 201, 202):
             return _accepted(self.name, response, "id", "accepted")
         code, reason = _error_body(response, "code", "error")

@@ -38,15 +38,26 @@ async def apply_report(conn: asyncpg.Connection, report: Report) -> str:
     if new is None:
         return "stale"
     failed = new == "failed"
-    await store.set_status(conn, row["challenge_id"], new, error_code=report.error_code if failed else None,
-                           last_error=failure_reason(report) if failed else None, final=new in ("delivered", "failed"))
+    await store.set_status(
+        conn,
+        row["challenge_id"],
+        new,
+        error_code=report.error_code if failed else None,
+        last_error=failure_reason(report) if failed else None,
+        final=new in ("delivered", "failed"),
+    )
     if failed:
         await add_sms_failed(conn, CodeSms.of_row(row), report.provider, report.error_code, failure_reason(report))
     if new in ("delivered", "failed"):
         SMS_FINAL.labels(report.provider, new).inc()
-    log.info("sms delivery report applied", challenge_id=str(row["challenge_id"]),
-             correlation_id=str(row["convocation_id"]), provider=report.provider, status=new,
-             error_code=report.error_code)
+    log.info(
+        "sms delivery report applied",
+        challenge_id=str(row["challenge_id"]),
+        correlation_id=str(row["convocation_id"]),
+        provider=report.provider,
+        status=new,
+        error_code=report.error_code,
+    )
     return "applied"
 
 
@@ -61,8 +72,12 @@ async def record_report(pool: asyncpg.Pool, report: Report) -> str:
         await asyncio.sleep(pause)
     SMS_REPORTS.labels(report.provider, outcome).inc()
     if outcome == "unmatched":
-        log.warning("delivery report for an unknown message kept", provider=report.provider,
-                    provider_message_id=report.provider_message_id, provider_status=report.provider_status)
+        log.warning(
+            "delivery report for an unknown message kept",
+            provider=report.provider,
+            provider_message_id=report.provider_message_id,
+            provider_status=report.provider_status,
+        )
     return outcome
 
 

@@ -15,13 +15,25 @@ FINAL = frozenset({"delivered", "failed"})
 
 # Twilio message statuses (https://www.twilio.com/docs/messaging/api/message-resource#message-status-values)
 TWILIO_STATUSES = {
-    "accepted": "queued", "scheduled": "queued", "queued": "queued",
-    "sending": "sent", "sent": "sent",
-    "delivered": "delivered", "read": "delivered",
-    "undelivered": "failed", "failed": "failed", "canceled": "failed",
+    "accepted": "queued",
+    "scheduled": "queued",
+    "queued": "queued",
+    "sending": "sent",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "delivered",
+    "undelivered": "failed",
+    "failed": "failed",
+    "canceled": "failed",
 }
-GENERIC_STATUSES = {"accepted": "queued", "queued": "queued", "sent": "sent", "delivered": "delivered",
-                    "failed": "failed", "undelivered": "failed"}
+GENERIC_STATUSES = {
+    "accepted": "queued",
+    "queued": "queued",
+    "sent": "sent",
+    "delivered": "delivered",
+    "failed": "failed",
+    "undelivered": "failed",
+}
 PROVIDER_STATUSES = {"twilio": TWILIO_STATUSES, "generic": GENERIC_STATUSES}
 
 
@@ -95,12 +107,15 @@ def refusal(
     if country not in allowed_countries:
         return Refusal("country-not-allowed", f"destination country {country} is not in SMS_ALLOWED_COUNTRIES")
     if sent_to_number_last_hour >= max_per_number_hour:
-        return Refusal("number-hourly-cap",
-                       f"this number already got {sent_to_number_last_hour} SMS in the last hour"
-                       f" (SMS_MAX_PER_NUMBER_HOUR={max_per_number_hour})")
+        return Refusal(
+            "number-hourly-cap",
+            f"this number already got {sent_to_number_last_hour} SMS in the last hour"
+            f" (SMS_MAX_PER_NUMBER_HOUR={max_per_number_hour})",
+        )
     if sent_last_hour >= max_global_hour:
-        return Refusal("global-hourly-cap",
-                       f"{sent_last_hour} SMS sent in the last hour (SMS_MAX_GLOBAL_HOUR={max_global_hour})")
+        return Refusal(
+            "global-hourly-cap", f"{sent_last_hour} SMS sent in the last hour (SMS_MAX_GLOBAL_HOUR={max_global_hour})"
+        )
     return None
 
 
@@ -117,5 +132,6 @@ def retry_delay(delays: tuple[int, ...], attempt: int, failover_after: int, prov
     if not 1 <= attempt <= len(delays):
         return None
     switching = provider_for_attempt(attempt + 1, failover_after, providers) != provider_for_attempt(
-        attempt, failover_after, providers)
+        attempt, failover_after, providers
+    )
     return delays[0] if switching else delays[attempt - 1]

@@ -41,8 +41,10 @@ def valid_twilio_signature(auth_token: str, url: str, params: Iterable[tuple[str
     if not signature or not auth_token:
         return False
     params = list(params)
-    return any(hmac.compare_digest(twilio_signature(auth_token, candidate, params).encode(), signature.encode())
-               for candidate in _port_variants(url))
+    return any(
+        hmac.compare_digest(twilio_signature(auth_token, candidate, params).encode(), signature.encode())
+        for candidate in _port_variants(url)
+    )
 
 
 def generic_signature(token: str, body: bytes) -> str:

@@ -15,8 +15,9 @@ from pathlib import Path
 from shared.i18n import N_, Catalogs, format_number
 
 CATALOGS = Catalogs(Path(__file__).resolve().parent / "locale")
-OTP_SENTENCE = N_("%(code)s is your code to open your secure message from %(hospital)s. "
-                  "It is valid for %(minutes)s minutes.")
+OTP_SENTENCE = N_(
+    "%(code)s is your code to open your secure message from %(hospital)s. It is valid for %(minutes)s minutes."
+)
 
 
 def minutes_left(expires_at: datetime, now: datetime | None = None) -> int:
@@ -25,9 +26,15 @@ def minutes_left(expires_at: datetime, now: datetime | None = None) -> int:
     return max(1, math.ceil(seconds / 60))
 
 
-def otp_text(language: str, code: str, portal_host: str, *, hospital: str, expires_at: datetime,
-             now: datetime | None = None) -> str:
+def otp_text(
+    language: str, code: str, portal_host: str, *, hospital: str, expires_at: datetime, now: datetime | None = None
+) -> str:
     """The whole SMS; unknown languages fall back to French, the hospital's language."""
-    body = CATALOGS.gettext(language, OTP_SENTENCE, code=code, hospital=hospital,
-                            minutes=format_number(minutes_left(expires_at, now), language))
+    body = CATALOGS.gettext(
+        language,
+        OTP_SENTENCE,
+        code=code,
+        hospital=hospital,
+        minutes=format_number(minutes_left(expires_at, now), language),
+    )
     return f"{body}\n\n@{portal_host} #{code}"

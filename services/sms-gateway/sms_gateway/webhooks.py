@@ -36,8 +36,10 @@ def public_url(settings: SmsSettings, request: Request) -> str:
 
 
 def twilio_report(params: dict[str, str]) -> Report | None:
-    sid, status = params.get("MessageSid") or params.get("SmsSid"), params.get("MessageStatus") or params.get(
-        "SmsStatus")
+    sid, status = (
+        params.get("MessageSid") or params.get("SmsSid"),
+        params.get("MessageStatus") or params.get("SmsStatus"),
+    )
     if not sid or not status:
         return None
     return Report("twilio", sid, status, params.get("ErrorCode") or None)
@@ -64,8 +66,12 @@ def webhook_router(settings: SmsSettings, pool: Callable[[], asyncpg.Pool]) -> A
     @router.post("/twilio/status")
     async def twilio_status(request: Request) -> Response:
         params = [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
-        if not valid_twilio_signature(settings.sms_auth_token.get_secret_value(), public_url(settings, request), params,
-                                      request.headers.get("x-twilio-signature", "")):
+        if not valid_twilio_signature(
+            settings.sms_auth_token.get_secret_value(),
+            public_url(settings, request),
+            params,
+            request.headers.get("x-twilio-signature", ""),
+        ):
             return refused("twilio", "bad-signature", 403)
         if (report := twilio_report(dict(params))) is None:
             return refused("twilio", "malformed", 400)
@@ -75,7 +81,9 @@ def webhook_router(settings: SmsSettings, pool: Callable[[], asyncpg.Pool]) -> A
     @router.post("/generic/status")
     async def generic_status(request: Request) -> Response:
         body = await request.body()
-        if not valid_generic_signature(secret(settings.sms_generic_token), body, request.headers.get("x-signature", "")):
+        if not valid_generic_signature(
+            secret(settings.sms_generic_token), body, request.headers.get("x-signature", "")
+        ):
             return refused("generic", "bad-signature", 403)
         if (report := generic_report(body)) is None:
             return refused("generic", "malformed", 400)

@@ -31,12 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with DevInbox(smtp_host=args.smtp_host, smtp_port=args.smtp_port, http_host=args.http_host,
-                  http_port=args.http_port, public_url=args.public_url, account_sid=args.account_sid,
-                  auth_token=args.auth_token, generic_token=args.generic_token) as box:
-        print(f"devinbox: page {box.base_url}/ | SMTP {args.smtp_host}:{box.smtp_port} | "
-              f"Twilio base URL {box.twilio_base_url} account_sid={box.account_sid} auth_token={box.auth_token} | "
-              f"generic {box.generic_messages_url} token={box.generic_token}", flush=True)
+    with DevInbox(
+        smtp_host=args.smtp_host,
+        smtp_port=args.smtp_port,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        public_url=args.public_url,
+        account_sid=args.account_sid,
+        auth_token=args.auth_token,
+        generic_token=args.generic_token,
+    ) as box:
+        print(
+            f"devinbox: page {box.base_url}/ | SMTP {args.smtp_host}:{box.smtp_port} | "
+            f"Twilio base URL {box.twilio_base_url} account_sid={box.account_sid} auth_token={box.auth_token} | "
+            f"generic {box.generic_messages_url} token={box.generic_token}",
+            flush=True,
+        )
         while not stop.wait(0.5):  # a timed wait so the signal handler's flag is seen promptly
             pass
     return 0

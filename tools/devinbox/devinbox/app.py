@@ -89,8 +89,16 @@ def _basic_auth(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
-def create_app(inbox: Inbox, *, account_sid: str, auth_token: str, generic_token: str, public_url: str,
-               smtp_port: int | None = None, callback_delay: float = 0.2) -> FastAPI:
+def create_app(
+    inbox: Inbox,
+    *,
+    account_sid: str,
+    auth_token: str,
+    generic_token: str,
+    public_url: str,
+    smtp_port: int | None = None,
+    callback_delay: float = 0.2,
+) -> FastAPI:
     """The devinbox HTTP app. ``public_url`` is how clients reach it (shown on the page)."""
     tasks: set[asyncio.Task[None]] = set()
     clients: list[httpx.AsyncClient] = []
@@ -144,8 +152,11 @@ def create_app(inbox: Inbox, *, account_sid: str, auth_token: str, generic_token
         inbox.update_sms(sms_id, callback={"url": url, "status": status, **outcome})
 
     async def deliver_twilio(sms: Item, failure: DeliveryFailure | None) -> None:
-        steps = ["sent", "delivered"] if failure is None else (
-            ["failed"] if failure.status == "failed" else ["sent", failure.status])
+        steps = (
+            ["sent", "delivered"]
+            if failure is None
+            else (["failed"] if failure.status == "failed" else ["sent", failure.status])
+        )
         for status in steps:
             await asyncio.sleep(callback_delay)
             code = failure.error_code if failure and status == steps[-1] else None
@@ -154,24 +165,42 @@ def create_app(inbox: Inbox, *, account_sid: str, auth_token: str, generic_token
                 changes["date_sent"] = changes["date_updated"]
             inbox.update_sms(sms["id"], **changes)
             if url := sms["status_callback"]:
-                params = {"AccountSid": account_sid, "ApiVersion": API_VERSION, "MessageSid": sms["id"],
-                          "SmsSid": sms["id"], "MessageStatus": status, "SmsStatus": status, "To": sms["to"]}
+                params = {
+                    "AccountSid": account_sid,
+                    "ApiVersion": API_VERSION,
+                    "MessageSid": sms["id"],
+                    "SmsSid": sms["id"],
+                    "MessageStatus": status,
+                    "SmsStatus": status,
+                    "To": sms["to"],
+                }
                 if sms["from_"]:
                     params["From"] = sms["from_"]
                 if code is not None:
                     params["ErrorCode"] = str(code)
-                await callback(sms["id"], url, status, data=params,
-                               headers={"X-Twilio-Signature": twilio_signature(auth_token, url, params)})
+                await callback(
+                    sms["id"],
+                    url,
+                    status,
+                    data=params,
+                    headers={"X-Twilio-Signature": twilio_signature(auth_token, url, params)},
+                )
 
     async def deliver_generic(sms: Item, failure: DeliveryFailure | None) -> None:
         await asyncio.sleep(callback_delay)
         status, code = ("failed", failure.error_code) if failure else ("delivered", None)
         inbox.update_sms(sms["id"], status=status, error_code=code)
         if url := sms["status_callback"]:
-            body = json.dumps({"id": sms["id"], "reference": sms["reference"], "status": status,
-                               "error_code": code}).encode()
-            await callback(sms["id"], url, status, content=body, headers={
-                "Content-Type": "application/json", "X-Signature": generic_signature(generic_token, body)})
+            body = json.dumps(
+                {"id": sms["id"], "reference": sms["reference"], "status": status, "error_code": code}
+            ).encode()
+            await callback(
+                sms["id"],
+                url,
+                status,
+                content=body,
+                headers={"Content-Type": "application/json", "X-Signature": generic_signature(generic_token, body)},
+            )
 
     def twilio_auth(request: Request, sid: str) -> JSONResponse | None:
         creds = _basic_auth(request)
@@ -199,8 +228,11 @@ def create_app(inbox: Inbox, *, account_sid: str, auth_token: str, generic_token
         if not from_ and not service:
             return terr(400, 21603, "A 'From' phone number is required.")
         if from_ and not SENDER_RE.match(from_):
-            return terr(400, 21212, f"The 'From' number {from_} is not a valid phone number, "
-                                    "shortcode, or alphanumeric sender ID.")
+            return terr(
+                400,
+                21212,
+                f"The 'From' number {from_} is not a valid phone number, shortcode, or alphanumeric sender ID.",
+            )
         if not body.strip():
             return terr(400, 21602, "Message body is required.")
         if len(body) > 1600:
@@ -208,9 +240,19 @@ def create_app(inbox: Inbox, *, account_sid: str, auth_token: str, generic_token
         if status_cb and not status_cb.startswith(("http://", "https://")):
             return terr(400, 21609, f"The StatusCallback URL {status_cb} is not a valid URL.")
         now = rfc2822_now()
-        sms = inbox.add_sms(id=new_sid("SM"), provider="twilio", to=to, from_=from_ or None, body=body,
-                            status="queued", status_callback=status_cb, account_sid=account_sid,
-                            messaging_service_sid=service or None, date_created=now, date_updated=now)
+        sms = inbox.add_sms(
+            id=new_sid("SM"),
+            provider="twilio",
+            to=to,
+            from_=from_ or None,
+            body=body,
+            status="queued",
+            status_callback=status_cb,
+            account_sid=account_sid,
+            messaging_service_sid=service or None,
+            date_created=now,
+            date_updated=now,
+        )
         spawn(deliver_twilio(sms, inbox.next_delivery_failure()))
         return JSONResponse(message_resource(sms), 201)
 
@@ -233,19 +275,34 @@ def create_app(inbox: Inbox, *, account_sid: str, auth_token: str, generic_token
         try:
             msg = GenericMessage.model_validate_json(raw)
         except ValidationError as exc:
-            return JSONResponse({"error": "invalid request",
-                                 "detail": exc.errors(include_url=False, include_context=False)}, 422)
-        sms = inbox.add_sms(id="gm" + new_sid("")[:30], provider="generic", to=msg.to, from_=None,
-                            body=msg.text, status="accepted", status_callback=msg.callback_url,
-                            reference=msg.reference)
+            return JSONResponse(
+                {"error": "invalid request", "detail": exc.errors(include_url=False, include_context=False)}, 422
+            )
+        sms = inbox.add_sms(
+            id="gm" + new_sid("")[:30],
+            provider="generic",
+            to=msg.to,
+            from_=None,
+            body=msg.text,
+            status="accepted",
+            status_callback=msg.callback_url,
+            reference=msg.reference,
+        )
         spawn(deliver_generic(sms, inbox.next_delivery_failure()))
         return JSONResponse({"id": sms["id"], "status": "accepted"}, 202)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
-        return HTMLResponse(_index.render(
-            style=_STYLE, emails=inbox.emails()[::-1], sms=inbox.sms()[::-1], smtp_port=smtp_port,
-            public_url=public_url, account_sid=account_sid))
+        return HTMLResponse(
+            _index.render(
+                style=_STYLE,
+                emails=inbox.emails()[::-1],
+                sms=inbox.sms()[::-1],
+                smtp_port=smtp_port,
+                public_url=public_url,
+                account_sid=account_sid,
+            )
+        )
 
     @app.get("/emails/{email_id}", response_class=HTMLResponse)
     async def email_page(email_id: str) -> Response:

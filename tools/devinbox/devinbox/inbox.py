@@ -152,18 +152,44 @@ class Inbox:
 
     # ----------------------------------------------------------------- recording
     def add_email(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> Item:
-        item = {"id": uuid.uuid4().hex, "received_at": now_iso(), "mail_from": mail_from,
-                "rcpt_tos": list(rcpt_tos), **parse_email(raw), "raw": raw}
+        item = {
+            "id": uuid.uuid4().hex,
+            "received_at": now_iso(),
+            "mail_from": mail_from,
+            "rcpt_tos": list(rcpt_tos),
+            **parse_email(raw),
+            "raw": raw,
+        }
         with self._cond:
             self._emails.append(item)
             self._cond.notify_all()
         return _copy(item)
 
-    def add_sms(self, *, id: str, provider: Provider, to: str, from_: str | None, body: str,
-                status: str, status_callback: str | None, **extra: Any) -> Item:
-        item = {"id": id, "received_at": now_iso(), "provider": provider, "to": to, "from_": from_,
-                "body": body, "status": status, "status_callback": status_callback,
-                "error_code": None, "callbacks": [], **extra}
+    def add_sms(
+        self,
+        *,
+        id: str,
+        provider: Provider,
+        to: str,
+        from_: str | None,
+        body: str,
+        status: str,
+        status_callback: str | None,
+        **extra: Any,
+    ) -> Item:
+        item = {
+            "id": id,
+            "received_at": now_iso(),
+            "provider": provider,
+            "to": to,
+            "from_": from_,
+            "body": body,
+            "status": status,
+            "status_callback": status_callback,
+            "error_code": None,
+            "callbacks": [],
+            **extra,
+        }
         with self._cond:
             self._sms.append(item)
             self._cond.notify_all()
@@ -204,25 +230,27 @@ class Inbox:
     def get_sms(self, sms_id: str) -> Item | None:
         return next((i for i in self.sms() if i["id"] == sms_id), None)
 
-    def wait_for_email(self, predicate: Predicate | None = None, timeout: float = 10.0, *,
-                       to: str | None = None) -> Item:
+    def wait_for_email(
+        self, predicate: Predicate | None = None, timeout: float = 10.0, *, to: str | None = None
+    ) -> Item:
         """Block until an e-mail (already caught or new) matches ``predicate`` and, if given, has
         ``to`` among its recipients; return the first match (oldest first) or raise TimeoutError."""
         return self._wait("e-mail", self._emails, _matcher(predicate, to), timeout)
 
-    def wait_for_sms(self, predicate: Predicate | None = None, timeout: float = 10.0, *,
-                     to: str | None = None) -> Item:
+    def wait_for_sms(self, predicate: Predicate | None = None, timeout: float = 10.0, *, to: str | None = None) -> Item:
         """Like ``wait_for_email`` for SMS; status changes also wake the waiter, so
         ``lambda s: s["status"] == "delivered"`` works."""
         return self._wait("SMS", self._sms, _matcher(predicate, to), timeout)
 
-    async def await_email(self, predicate: Predicate | None = None, timeout: float = 10.0, *,
-                          to: str | None = None) -> Item:
+    async def await_email(
+        self, predicate: Predicate | None = None, timeout: float = 10.0, *, to: str | None = None
+    ) -> Item:
         """``wait_for_email`` for async tests: polls without blocking the event loop."""
         return await self._await("e-mail", self._emails, _matcher(predicate, to), timeout)
 
-    async def await_sms(self, predicate: Predicate | None = None, timeout: float = 10.0, *,
-                        to: str | None = None) -> Item:
+    async def await_sms(
+        self, predicate: Predicate | None = None, timeout: float = 10.0, *, to: str | None = None
+    ) -> Item:
         return await self._await("SMS", self._sms, _matcher(predicate, to), timeout)
 
     def _find(self, items: list[Item], match: Predicate) -> Item | None:
@@ -248,7 +276,12 @@ class Inbox:
 
     def _timeout_message(self, what: str, items: list[Item], timeout: float) -> str:
         with self._cond:
-            seen = [f"to={i['rcpt_tos']} subject={i['subject']!r}" if "rcpt_tos" in i
-                    else f"to={i['to']} status={i['status']} body={i['body'][:40]!r}" for i in items[-5:]]
-            return (f"no matching {what} arrived within {timeout}s; caught {len(items)} {what}(s)"
-                    + (f", latest: {'; '.join(seen)}" if seen else ""))
+            seen = [
+                f"to={i['rcpt_tos']} subject={i['subject']!r}"
+                if "rcpt_tos" in i
+                else f"to={i['to']} status={i['status']} body={i['body'][:40]!r}"
+                for i in items[-5:]
+            ]
+            return f"no matching {what} arrived within {timeout}s; caught {len(items)} {what}(s)" + (
+                f", latest: {'; '.join(seen)}" if seen else ""
+            )

@@ -32,10 +32,20 @@ class DevInbox:
     ``twilio_base_url`` (use it in place of https://api.twilio.com).
     """
 
-    def __init__(self, *, smtp_host: str = "127.0.0.1", smtp_port: int = 0, http_host: str = "127.0.0.1",
-                 http_port: int = 0, account_sid: str = DEFAULT_ACCOUNT_SID, auth_token: str = DEFAULT_AUTH_TOKEN,
-                 generic_token: str = DEFAULT_GENERIC_TOKEN, public_url: str | None = None,
-                 callback_delay: float = 0.2, inbox: Inbox | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        smtp_host: str = "127.0.0.1",
+        smtp_port: int = 0,
+        http_host: str = "127.0.0.1",
+        http_port: int = 0,
+        account_sid: str = DEFAULT_ACCOUNT_SID,
+        auth_token: str = DEFAULT_AUTH_TOKEN,
+        generic_token: str = DEFAULT_GENERIC_TOKEN,
+        public_url: str | None = None,
+        callback_delay: float = 0.2,
+        inbox: Inbox | None = None,
+    ) -> None:
         self.inbox = inbox or Inbox()
         self.smtp_host, self.smtp_port, self.http_host, self.http_port = smtp_host, smtp_port, http_host, http_port
         self.account_sid, self.auth_token, self.generic_token = account_sid, auth_token, generic_token
@@ -81,16 +91,24 @@ class DevInbox:
         sock = socket.create_server((self.http_host, self.http_port), family=family)
         self.http_port = sock.getsockname()[1]
         self.base_url = (self._public_url or f"http://{_url_host(self.http_host)}:{self.http_port}").rstrip("/")
-        app = create_app(self.inbox, account_sid=self.account_sid, auth_token=self.auth_token,
-                         generic_token=self.generic_token, public_url=self.base_url, smtp_port=self.smtp_port,
-                         callback_delay=self.callback_delay)
+        app = create_app(
+            self.inbox,
+            account_sid=self.account_sid,
+            auth_token=self.auth_token,
+            generic_token=self.generic_token,
+            public_url=self.base_url,
+            smtp_port=self.smtp_port,
+            callback_delay=self.callback_delay,
+        )
         # log_config=None: leave the host process's logging alone. The graceful timeout bounds stop()
         # when a scripted hanging request is still in flight.
-        config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            app, log_config=None, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1
+        )
         self._server = server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="devinbox-http",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="devinbox-http", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + 5
         while not server.started:
@@ -111,6 +129,7 @@ class DevInbox:
     def __enter__(self) -> DevInbox:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

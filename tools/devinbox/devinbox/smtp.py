@@ -17,8 +17,9 @@ class InboxHandler:
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         reply = self.inbox.next_smtp_reply("RCPT") or "250 OK"
         if reply.startswith("2"):
             envelope.rcpt_tos.append(address)
@@ -28,8 +29,9 @@ class InboxHandler:
         reply = self.inbox.next_smtp_reply("DATA") or "250 Message accepted for delivery"
         if reply.startswith("2"):
             raw = envelope.original_content or envelope.content or b""
-            self.inbox.add_email(envelope.mail_from or "", envelope.rcpt_tos,
-                                 raw if isinstance(raw, bytes) else raw.encode())
+            self.inbox.add_email(
+                envelope.mail_from or "", envelope.rcpt_tos, raw if isinstance(raw, bytes) else raw.encode()
+            )
         return reply
 
 
@@ -39,8 +41,9 @@ class InboxController(Controller):
 
     def __init__(self, inbox: Inbox, hostname: str, port: int, **kwargs: Any) -> None:
         # server_hostname avoids socket.getfqdn(), which can stall on a DNS lookup.
-        super().__init__(InboxHandler(inbox), hostname=hostname, port=port, server_hostname="devinbox",
-                         ready_timeout=5.0, **kwargs)
+        super().__init__(
+            InboxHandler(inbox), hostname=hostname, port=port, server_hostname="devinbox", ready_timeout=5.0, **kwargs
+        )
 
     def _trigger_server(self) -> None:
         if self.port == 0 and isinstance(self.server, asyncio.Server):

@@ -20,11 +20,17 @@ API_VERSION = "2010-04-01"
 E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 # A sender is an E.164 number, a short code, or an alphanumeric sender ID (max 11 chars, one letter).
 SENDER_RE = re.compile(r"^(\+[1-9]\d{6,14}|\d{3,8}|(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11})$")
-GSM7 = ("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-        "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
+GSM7 = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
 GSM7_EXT = "^{}\\[~]|€\f"  # escape sequences: two septets each
-ERROR_MESSAGES = {30003: "Unreachable destination handset", 30005: "Unknown destination handset",
-                  30006: "Landline or unreachable carrier", 30007: "Message filtered"}
+ERROR_MESSAGES = {
+    30003: "Unreachable destination handset",
+    30005: "Unknown destination handset",
+    30006: "Landline or unreachable carrier",
+    30007: "Message filtered",
+}
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
@@ -40,8 +46,12 @@ def valid_twilio_signature(auth_token: str, url: str, params: Mapping[str, str],
 
 def twilio_error(status: int, code: int, message: str) -> dict[str, Any]:
     """The JSON body Twilio returns with every 4xx/5xx."""
-    return {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
-            "status": status}
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
 
 
 def num_segments(body: str) -> int:
@@ -66,12 +76,24 @@ def message_resource(sms: Mapping[str, Any]) -> dict[str, Any]:
     uri = f"/{API_VERSION}/Accounts/{sms['account_sid']}/Messages/{sms['id']}"
     code = sms["error_code"]
     return {
-        "account_sid": sms["account_sid"], "api_version": API_VERSION, "body": sms["body"],
-        "date_created": sms["date_created"], "date_sent": sms.get("date_sent"),
-        "date_updated": sms["date_updated"], "direction": "outbound-api",
-        "error_code": code, "error_message": None if code is None else ERROR_MESSAGES.get(code, "Delivery failed"),
-        "from": sms["from_"], "messaging_service_sid": sms.get("messaging_service_sid"),
-        "num_media": "0", "num_segments": str(num_segments(sms["body"])), "price": None, "price_unit": "USD",
-        "sid": sms["id"], "status": sms["status"], "subresource_uris": {"media": f"{uri}/Media.json"},
-        "to": sms["to"], "uri": f"{uri}.json",
+        "account_sid": sms["account_sid"],
+        "api_version": API_VERSION,
+        "body": sms["body"],
+        "date_created": sms["date_created"],
+        "date_sent": sms.get("date_sent"),
+        "date_updated": sms["date_updated"],
+        "direction": "outbound-api",
+        "error_code": code,
+        "error_message": None if code is None else ERROR_MESSAGES.get(code, "Delivery failed"),
+        "from": sms["from_"],
+        "messaging_service_sid": sms.get("messaging_service_sid"),
+        "num_media": "0",
+        "num_segments": str(num_segments(sms["body"])),
+        "price": None,
+        "price_unit": "USD",
+        "sid": sms["id"],
+        "status": sms["status"],
+        "subresource_uris": {"media": f"{uri}/Media.json"},
+        "to": sms["to"],
+        "uri": f"{uri}.json",
     }

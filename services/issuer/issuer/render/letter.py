@@ -39,8 +39,12 @@ def _css_string(text: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _environment(language: str) -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE), autoescape=select_autoescape(["html"]),
-                      undefined=StrictUndefined, extensions=["jinja2.ext.i18n"])
+    env = Environment(
+        loader=FileSystemLoader(HERE),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
+    )
     env.filters["tel"] = tel_link
     env.filters["css_string"] = _css_string
     return CATALOGS.install(env, language)
@@ -53,22 +57,37 @@ def _data_uri(path: Path) -> str:
     return f"data:{media};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def letter_html(convocation: ConvocationCreatedV1, *, hospital_name: str, now: datetime,
-                font_dir: Path | None = None, logo: Path | None = None) -> str:
+def letter_html(
+    convocation: ConvocationCreatedV1,
+    *,
+    hospital_name: str,
+    now: datetime,
+    font_dir: Path | None = None,
+    logo: Path | None = None,
+) -> str:
     """The letter as the HTML WeasyPrint lays out (for the PDF, and to look at in a browser)."""
     language = normalize_language(convocation.patient.language)
     appointment, department = convocation.appointment, convocation.appointment.department
     fonts = find_fonts(font_dir)
-    return _environment(language).get_template("letter.html").render(
-        lang=locale_of(language).replace("_", "-"), hospital=hospital_name, created=now.isoformat(),
-        fonts={"regular": fonts.regular.as_uri(), "bold": fonts.bold.as_uri()},
-        logo=_data_uri(Path(logo)) if logo else None,
-        letter_date=format_long_date(now, language), patient=convocation.patient.name,
-        when=format_appointment(appointment.starts_at, language),
-        place=appointment.place.name, address=appointment.place.address, department=department.name,
-        instructions=(appointment.instructions or "").replace("\r\n", "\n").strip(),
-        phone=department.secretariat_phone,
-        email=str(department.secretariat_email) if department.secretariat_email else None,
+    return (
+        _environment(language)
+        .get_template("letter.html")
+        .render(
+            lang=locale_of(language).replace("_", "-"),
+            hospital=hospital_name,
+            created=now.isoformat(),
+            fonts={"regular": fonts.regular.as_uri(), "bold": fonts.bold.as_uri()},
+            logo=_data_uri(Path(logo)) if logo else None,
+            letter_date=format_long_date(now, language),
+            patient=convocation.patient.name,
+            when=format_appointment(appointment.starts_at, language),
+            place=appointment.place.name,
+            address=appointment.place.address,
+            department=department.name,
+            instructions=(appointment.instructions or "").replace("\r\n", "\n").strip(),
+            phone=department.secretariat_phone,
+            email=str(department.secretariat_email) if department.secretariat_email else None,
+        )
     )
 
 
@@ -95,8 +114,9 @@ def render_convocation_pdf(
     html = letter_html(convocation, hospital_name=hospital_name, now=now, font_dir=font_dir, logo=logo)
     import weasyprint  # lazily: pango and the layout engine cost memory only once a letter is rendered
 
-    return weasyprint.HTML(string=html, base_url=str(HERE)).write_pdf(pdf_variant=PDF_VARIANT,
-                                                                      font_config=_font_config())
+    return weasyprint.HTML(string=html, base_url=str(HERE)).write_pdf(
+        pdf_variant=PDF_VARIANT, font_config=_font_config()
+    )
 
 
 @functools.lru_cache(maxsize=1)
