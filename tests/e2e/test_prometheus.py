@@ -103,8 +103,10 @@ async def test_funnel_queries_return_this_runs_numbers_and_smtp_down_fires_its_a
     for stage, n in (("created", 3), ("e-mailed", 3)):
         await settled(prometheus, funnel.format(stage), lambda v, s=stage, n=n: v == before[s] + n)
 
-    # The SMTP relay goes down: it refuses every recipient until the end of the test.
+    # The SMTP relay goes down: it refuses every recipient until the end of the test. The print room's staff
+    # are away too: the paper letters that follow wait in its queue.
     chain.inbox.smtp_script(["421 4.3.0 Service not available"] * 200)
+    chain.print_room.paused.set()
     try:
         down = [chain.event(email=random_email()) for _ in range(3)]
         for event in down:
@@ -118,11 +120,14 @@ async def test_funnel_queries_return_this_runs_numbers_and_smtp_down_fires_its_a
         await settled(prometheus, funnel.format("created"), lambda v: v == before["created"] + 6)
         # Nobody collects them: the print room's queue is not emptied within the (scaled) window.
         unread = await firing(
-            prometheus, "ConvocationsPrintRoomQueueUnread", {"queue": f"{chain.exchange}.upstream.postal.requested.v1"}
+            prometheus,
+            "ConvocationsPrintRoomQueueUnread",
+            {"queue": f"{chain.exchange}.print-room.postal.requested.v1"},
         )
         assert unread["labels"]["severity"] == "warning"
     finally:
         chain.inbox.smtp_script([])
+        chain.print_room.paused.clear()
 
 
 async def test_alerts_fire_when_their_cause_is_induced(chain, prometheus, stack, tmp_path):

@@ -66,6 +66,7 @@ class DevPrintRoom:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="dev-print-room", daemon=True)
         self._stopped: asyncio.Event | None = None
+        self.paused = threading.Event()  # set: the staff are away and nobody reads the queues (tests set it)
         self._task: concurrent.futures.Future | None = None
 
     def start(self) -> DevPrintRoom:
@@ -115,7 +116,7 @@ class DevPrintRoom:
             next_run = self._loop.time() + (self.every or 0)
             while not self._stopped.is_set():
                 got = False
-                for queue in queues:
+                for queue in queues if not self.paused.is_set() else ():
                     message = await queue.get(no_ack=False, fail=False)
                     if message is not None:
                         got = True
