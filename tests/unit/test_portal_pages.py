@@ -12,6 +12,7 @@ from starlette.requests import Request
 from access_portal.access import PaperTold, paper_told
 from access_portal.pages import Pages
 from access_portal.records import Message
+from access_portal.routes import BACK_TO_LETTER
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
 from shared.web import Csrf
@@ -124,3 +125,17 @@ def test_a_page_a_form_post_answered_takes_the_address_of_the_same_place(path, p
     body = html.body.decode()
     assert f'data-place="{place.format(id=mid)}"' in body  # portal.js puts it in the address bar
     assert f'href="{place.format(id=mid)}?lang=de"' in body  # and the language switch leads there
+
+
+@pytest.mark.parametrize(
+    "back, kept",
+    [
+        (f"/m/{MESSAGE.message_id}/document", True),
+        (f"/m/{MESSAGE.message_id}", True),
+        ("//evil.example/m/x", False),
+        ("https://evil.example/", False),
+        (f"/m/{MESSAGE.message_id}/../../elsewhere", False),
+    ],
+)
+def test_the_guide_leads_back_only_to_a_page_of_a_letter(back, kept):
+    assert bool(BACK_TO_LETTER.fullmatch(back)) is kept
