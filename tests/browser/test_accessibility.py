@@ -197,8 +197,8 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await page.wait_for_selector("#appointment-title")  # the document page opened the appointment
         await at("document with the appointment", page)
         await page.click("form[action$='/postal'] button")
-        await page.wait_for_selector("[data-state=postal_requested]")
-        await at("post requested", page)
+        await page.wait_for_selector("[data-state=paper_told]")  # the document page says it goes by post
+        await at("paper told", page)
         for path, state in (("/not-my-number", "not_my_number"), ("/no-phone", "no_phone")):
             await page.goto(page_url + path)
             await page.wait_for_selector(f"[data-state={state}]")
@@ -211,8 +211,8 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
             await page.click("form[action$='/download/pdf'] button")
         assert (await download.value).suggested_filename.endswith(".pdf")
         await page.click("form[action$='/logout'] button")
-        await page.wait_for_url(page_url)
-        await at("logged out", page)
+        await page.wait_for_url(f"{page_url}/signed-out")
+        await at("signed out", page)
     finally:
         await context.close()
 
@@ -223,8 +223,21 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await at("damaged link", page)
         await page.goto(f"{page_url}/document")
         await at("session expired", page)
-        await page.goto(page_url.rsplit("/m/", 1)[0] + f"/m/{uuid.uuid4()}?lang={lang}")
+        await page.goto(page_url.rsplit("/m/", 1)[0] + f"/m/{uuid.uuid4()}")  # in the browser's language
         await at("unknown link", page)
+
+        ending = await letter(chain, language=lang)
+        await page.clock.install()  # the page's clock, moved on as the server's is (travel)
+        await page.goto(localhost(ending.link))
+        await page.fill("#phone", ending.national)
+        await page.press("#phone", "Enter")
+        await page.fill("#code", await ending.code())
+        await page.press("#code", "Enter")
+        await page.wait_for_selector("#appointment-title")
+        await ending.travel(15 * 60 + 5)
+        await page.clock.fast_forward("15:10")  # the idle limit passed: the appointment leaves the screen
+        await page.wait_for_selector("[data-state=session_expired]")
+        await at("session ended", page)
 
         locked = await letter(chain, language=lang)
         await page.goto(localhost(locked.link))
@@ -300,7 +313,7 @@ async def test_every_state_has_no_axe_violation_and_no_horizontal_scrolling(chai
             found[name] = issues
 
     seen = await visit_every_state(chain, browser, lang, check, expired)
-    assert len(seen) == 20, seen
+    assert len(seen) == 21, seen
     assert found == {}
 
 
@@ -375,6 +388,7 @@ async def test_every_button_and_link_on_every_page_leads_somewhere_that_belongs_
         allowed = {
             "unknown link": {"unknown"},
             "session expired": {"session_expired"},
+            "session ended": {"session_expired"},
             "cancelled": {"cancelled"},
             "superseded": {"superseded"},
             "link expired": {"expired"},
@@ -410,5 +424,5 @@ async def test_every_button_and_link_on_every_page_leads_somewhere_that_belongs_
             await judge(name, f"button {form['action'][len(base) :]}", response, typed=form["typed"])
 
     seen = await visit_every_state(chain, browser, "fr", press_everything, expired, walk="walk")
-    assert len(seen) == 20
+    assert len(seen) == 21
     assert dead_ends == []

@@ -108,7 +108,7 @@ async def test_a_patient_goes_from_the_emailed_link_to_the_identical_pdf_in_chro
 
         # Logging out forgets the secret in the tab too.
         await page.get_by_role("button", name=gettext("fr", "Log out")).click()
-        await page.wait_for_url(page_url)
+        await page.wait_for_url(f"{page_url}/signed-out")
         assert await page.evaluate(f"sessionStorage.getItem('k:{mail.message_id}')") is None
     finally:
         await w.context.close()

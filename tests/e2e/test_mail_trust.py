@@ -16,8 +16,11 @@ import dkim
 import pytest
 
 from mailer.signing import public_key_b64
+from shared.contracts import MessageRevokedV1
+from shared.i18n import format_appointment
 from tests.e2e.conftest import code_of, random_mobile
 from tests.e2e.test_delivery_lifecycle import statuses
+from tests.e2e.test_portal_helpers import publish_as_service
 from tests.patient import PatientClient, find_link
 
 pytestmark = pytest.mark.e2e
@@ -204,6 +207,7 @@ async def test_a_replacement_says_so_in_the_patients_language_once(chain):
     await wait_for(lambda: _count(chain, address, 2))
     replacement = chain.emails_to(address)[-1]
     assert "Diese Nachricht ersetzt diejenige, die wir Ihnen am" in replacement["text"]
+    assert "Ihr Aufgebot hat sich geändert" in replacement["text"]  # what happened: the hospital changed it
     assert find_link(replacement["text"]) != find_link(chain.emails_to(address)[0]["text"])
     assert "ersetzt" not in chain.emails_to(address)[0]["text"]
     await asyncio.sleep(1.5)
@@ -218,12 +222,43 @@ async def test_a_cancellation_tells_the_patient_once_then_forgets_the_address(ch
         await chain.publish({**cancel, "event_id": str(uuid.uuid4())})
     await wait_for(lambda: _count(chain, address, 2))
     notice = chain.emails_to(address)[-1]
-    assert "è stato ritirato" in notice["text"] and "patients@hug.example" in notice["text"]
-    assert "/m/" not in notice["text"] and "Annullato" not in notice["subject"]
+    # It says what happened (cancelled, not "withdrawn") and whom to call (issue 20, item 9).
+    assert "ha annullato la convocazione" in notice["text"] and "annullata" in notice["subject"]
+    assert "chiami l’ospedale al" in notice["text"] and "patients@hug.example" in notice["text"]
+    assert "/m/" not in notice["text"] and "ritirat" not in notice["text"]
     assert message_from_bytes(raw_of(notice))["Auto-Submitted"] == "auto-generated"
     await wait_for(lambda: _recipient_gone(chain, cid))
     await asyncio.sleep(1.5)
     assert len(chain.emails_to(address)) == 2
+
+
+async def test_a_withdrawal_by_the_secretariat_says_so_and_whom_to_call(chain):
+    """Issue 20, item 9: the secretariat's withdrawal is told as such (before, only a cancellation was told)."""
+    event, _ = await sent_email(chain, language="de")
+    cid, address = event["data"]["convocation_id"], event["data"]["patient"]["email"]
+    message_id = await chain.db.fetchval("select message_id from issuer.convocation where id = $1", uuid.UUID(cid))
+    withdrawn = MessageRevokedV1(message_id=message_id, convocation_id=uuid.UUID(cid), reason="withdrawn")
+    for _ in range(2):  # redelivered: told once
+        await publish_as_service(chain, withdrawn, producer="issuer")
+    await wait_for(lambda: _count(chain, address, 2))
+    notice = chain.emails_to(address)[-1]
+    assert "vom Sekretariat zurückgezogen" in notice["subject"]
+    assert "Das Sekretariat hat das Aufgebot zurückgezogen" in notice["text"]
+    assert "Um den Grund zu erfahren, rufen Sie das Spital unter" in notice["text"]
+    assert "annulliert" not in notice["text"] and "/m/" not in notice["text"]
+    await asyncio.sleep(1.5)
+    assert len(chain.emails_to(address)) == 2
+
+
+async def test_the_email_says_until_when_the_message_opens_in_the_patients_language(chain):
+    """Issue 17, item 4: the day and time the link stops opening the letter, as the portal's pages write it."""
+    event, email = await sent_email(chain, language="it")
+    expires_at = await chain.db.fetchval(
+        "select expires_at from issuer.convocation where id = $1", uuid.UUID(event["data"]["convocation_id"])
+    )
+    until = format_appointment(expires_at, "it")
+    assert f"Può aprire questo messaggio fino a {until}." in email["text"]
+    assert f"Può aprire questo messaggio fino a {until}." in email["html"]
 
 
 async def test_a_reminder_goes_once_before_the_paper_deadline_in_the_patients_language(chain):

@@ -22,6 +22,8 @@ ROUTES = {  # route -> the methods it serves
     "/code": ["GET", "HEAD", "POST"],
     "/verify": ["POST"],
     "/document": ["GET", "HEAD"],
+    "/appointment": ["POST"],
+    "/signed-out": ["GET", "HEAD"],
     "/download/pdf": ["POST"],
     "/download/ics": ["POST"],
     "/download/{junk}": ["POST"],

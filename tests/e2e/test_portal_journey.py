@@ -111,8 +111,8 @@ async def test_post_instead_after_the_code_reaches_the_print_room_and_the_hospit
     await mail.log_in()
     document = mail.patient.get(f"{mail.path}/document")
     assert "/postal" in document.text
-    confirmed = mail.post("postal", {})
-    assert confirmed.status_code == 200 and state_of(confirmed.text) == "postal_requested"
+    confirmed = mail.post("postal", {})  # answered with a redirect to the document page, which says so
+    assert confirmed.status_code == 303 and confirmed.headers["location"] == f"{mail.path}/document"
     mail.post("postal", {})  # pressed twice: posted once
 
     posted = await chain.postal(mail.convocation_id)
@@ -125,7 +125,8 @@ async def test_post_instead_after_the_code_reaches_the_print_room_and_the_hospit
     assert [e["data"]["detail"] for e in statuses if e["data"]["status"] == "postal"] == ["patient-request"]
     again = mail.patient.get(f"{mail.path}/document")
     assert '/postal"' not in again.text  # asked once: the button gives way to the confirmation
-    assert "Vous avez demandé cette convocation par la poste" in again.text
+    assert "vous avez demandé cette convocation par la poste" in again.text
+    assert state_of(again.text) == "paper_told"
 
 
 async def test_without_the_code_nobody_can_ask_for_the_post(chain):
@@ -140,16 +141,17 @@ async def test_the_document_page_shows_the_appointment_as_text_and_the_ics_remin
     mail = await letter(chain, language="en")
     await mail.log_in()
     page = mail.patient.get(f"{mail.path}/document")
-    shown = mail.patient.post(f"{mail.path}/document", {"csrf": csrf_of(page.text), "k": mail.patient.secret})
-    assert shown.status_code == 200
+    assert 'id="print"' in page.text and "<dl>" in page.text
+    assert "Your download has started" in page.text  # the confirmation the page announces
+    # The page's script asks for the appointment with the tab's secret (fetch: the page stays a GET).
+    shown = mail.patient.post(f"{mail.path}/appointment", {"csrf": csrf_of(page.text), "k": mail.patient.secret})
+    assert shown.status_code == 200 and shown.headers["content-type"] == "application/json"
     appointment = mail.event["data"]["appointment"]
-    for value in (appointment["place"]["name"], appointment["department"]["name"]):
-        assert value in shown.text
-    assert 'id="print"' in shown.text and "<dl>" in shown.text
-    assert "Your download has started" in shown.text  # the confirmation the page announces
+    assert shown.json()["place"] == appointment["place"]["name"]
+    assert shown.json()["department"] == appointment["department"]["name"]
 
-    without_secret = mail.patient.post(f"{mail.path}/document", {"csrf": csrf_of(page.text), "k": ""})
-    assert state_of(without_secret.text) == "link_incomplete"
+    without_secret = mail.patient.post(f"{mail.path}/appointment", {"csrf": csrf_of(page.text), "k": ""})
+    assert (without_secret.status_code, without_secret.json()) == (400, {"state": "link_incomplete"})
 
     ics = mail.patient.download("ics").text
     assert ics.count("BEGIN:VALARM") == 2 and "TRIGGER:-P1D" in ics and "TRIGGER:-PT2H" in ics
@@ -176,5 +178,8 @@ async def test_once_downloaded_the_post_is_no_longer_offered_nor_promised(chain)
     assert mail.patient.download("pdf").status_code == 200
     page = mail.patient.get(f"{mail.path}/document")
     assert '/postal"' not in page.text
-    assert mail.post("postal", {}).status_code == 303
+    refused = mail.post("postal", {})  # pressed after the download: the page says why nothing is posted
+    assert refused.status_code == 303 and refused.headers["location"].endswith("?told=post_after_download")
+    told = mail.patient.get(refused.headers["location"])
+    assert state_of(told.text) == "post_after_download" and "plus envoyée par la poste" in told.text
     assert (await mail.message_row())["postal_requested_at"] is None

@@ -168,6 +168,8 @@ async def test_resend_through_the_development_hospital_once_even_when_the_action
     assert [t["kind"] for t in body["timeline"] if t["action_id"] == action_id] == ["reissue-requested", "e-mailed"]
     mails = chain.emails_to(address)
     assert len(mails) == 2 and REPLACES in mails[-1]["text"]  # the same address: it says what it replaces
+    # ... and why: sent again at the secretariat's request, not changed (issue 20, item 9).
+    assert "À la demande du secrétariat" in mails[-1]["text"] and "a changé" not in mails[-1]["text"]
     assert (old_patient.open_link().status_code, hospital.answered) == (410, answered + 1)
 
     # The action event again, as a redelivery would (same action, first message) and even naming the

@@ -209,6 +209,8 @@ def test_render_email_cannot_receive_medical_details() -> None:
         "contact_phone",
         "contact_email",
         "replaces_date",
+        "replaced_because",  # "changed" or "sent-again": what happened, never what changed
+        "open_until",  # the message's expiry: until when the link opens it
     }
     with pytest.raises(TypeError):
         render_email(  # type: ignore[call-arg]

@@ -78,6 +78,7 @@ def test_numbers_use_the_languages_separators(lang, written):
 
 @pytest.mark.parametrize("lang", list(DAY))
 def test_the_portal_shows_the_appointment_in_the_chosen_language(lang):
+    # The document page's script shows what POST /m/{id}/appointment answers: calendar.when in the page's language.
     assert calendar.when(DETAILS, lang) == WHEN[lang]
     html = (
         pages()
@@ -86,21 +87,17 @@ def test_the_portal_shows_the_appointment_in_the_chosen_language(lang):
             "document.html",
             "fr",
             message=MESSAGE,
-            details={
-                "when": calendar.when(DETAILS, lang),
-                "place": "P",
-                "address": "A",
-                "department": "D",
-                "instructions": None,
-            },
-            postal_requested=False,
             postal_offered=False,
+            notice=None,
+            notice_text=None,
             warn_after=600,
+            idle_after=900,
             warning_minutes=5,
         )
         .body.decode()
     )
-    assert f"<dd>{WHEN[lang]}</dd>" in html
+    # Until when the message opens (issue 17, item 4), in the same words as the date of the appointment.
+    assert format_appointment(MESSAGE.expires_at, lang) in html
 
 
 @pytest.mark.parametrize(

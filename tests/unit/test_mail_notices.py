@@ -32,7 +32,38 @@ REPLACES = {
     "it": "sostituisce quello che Le abbiamo inviato il 3 dicembre 2026",
     "en": "replaces the one we sent you on 3 December 2026",
 }
-WITHDRAWN = {"fr": "a été retiré", "de": "wurde zurückgezogen", "it": "è stato ritirato", "en": "has been withdrawn"}
+# What happened, told apart (issue 20, item 9): the hospital cancelled, or the secretariat withdrew.
+CANCELLED = {
+    "fr": "a annulé la convocation",
+    "de": "hat das Aufgebot annulliert",
+    "it": "ha annullato",
+    "en": "has cancelled",
+}
+WITHDRAWN = {
+    "fr": "Le secrétariat a retiré",
+    "de": "Das Sekretariat hat das Aufgebot zurückgezogen",
+    "it": "La segreteria ha ritirato",
+    "en": "The secretariat has withdrawn",
+}
+# ... and whom to call.
+CALL = {
+    "fr": "appelez l’hôpital au",
+    "de": "rufen Sie das Spital unter",
+    "it": "chiami l’ospedale al",
+    "en": "call the hospital at",
+}
+CHANGED = {
+    "fr": "Votre convocation a changé",
+    "de": "Ihr Aufgebot hat sich geändert",
+    "it": "La Sua convocazione è cambiata",
+    "en": "Your convocation has changed",
+}
+SENT_AGAIN = {
+    "fr": "À la demande du secrétariat",
+    "de": "Auf Wunsch des Sekretariats",
+    "it": "Su richiesta della segreteria",
+    "en": "At the secretariat's request",
+}
 REMINDER = {
     "fr": "pas encore ouvert",
     "de": "noch nicht geöffnet",
@@ -59,6 +90,7 @@ def notice(kind: str, language: str, **kw):
 def test_every_email_says_how_to_recognise_it_and_names_the_portal_host(language):
     mails = [
         render_email(language=language, patient_name="Zoë", link=LINK, hospital_name=HOSPITAL),
+        notice("cancelled", language),
         notice("withdrawn", language),
         notice("reminder", language),
     ]
@@ -74,19 +106,51 @@ def test_a_replacement_says_which_email_it_replaces_in_the_patients_language(lan
     assert REPLACES[language] in mail.text and REPLACES[language] in mail.html
     plain = render_email(language=language, patient_name="Zoë", link=LINK, hospital_name=HOSPITAL)
     assert REPLACES[language] not in plain.text
+    # Why (issue 20, item 9): a new version from the hospital changed it; the secretariat's resend did not.
+    assert CHANGED[language] in mail.text and CHANGED[language] in mail.html
+    again = render_email(
+        language=language,
+        patient_name="Zoë",
+        link=LINK,
+        hospital_name=HOSPITAL,
+        replaces_date=SENT,
+        replaced_because="sent-again",
+    )
+    assert SENT_AGAIN[language] in again.text and SENT_AGAIN[language] in again.html
+    assert REPLACES[language] in again.text and CHANGED[language] not in again.text
+
+
+@pytest.mark.parametrize(
+    "language, until",
+    [
+        ("fr", "Vous pouvez ouvrir ce message jusqu’au lundi, 21 décembre 2026, 18:30."),
+        ("de", "Sie können diese Nachricht bis Montag, 21. Dezember 2026, 18:30 öffnen."),
+        ("it", "Può aprire questo messaggio fino a lunedì, 21 dicembre 2026, 18:30."),
+        ("en", "You can open this message until Monday, 21 December 2026, 18:30."),
+    ],
+)
+def test_the_email_says_until_when_the_link_opens_in_the_patients_language(language, until):
+    """Issue 17, item 4: the message's expiry, in Geneva's time, written as the portal's pages write it."""
+    expires = datetime(2026, 12, 21, 17, 30, tzinfo=timezone.utc)
+    mail = render_email(language=language, patient_name="Zoë", link=LINK, hospital_name=HOSPITAL, open_until=expires)
+    assert until in mail.text and until in mail.html
 
 
 @pytest.mark.parametrize("language", list(WITHDRAWN))
-@pytest.mark.parametrize("kind,words", [("withdrawn", WITHDRAWN), ("reminder", REMINDER)])
+@pytest.mark.parametrize("kind,words", [("cancelled", CANCELLED), ("withdrawn", WITHDRAWN), ("reminder", REMINDER)])
 def test_notices_in_four_languages_with_the_public_contact_no_link_and_no_medical_content(kind, words, language):
     mail = notice(kind, language)
+    if kind != "reminder":  # says whom to call about what happened
+        assert CALL[language] in mail.text and CALL[language] in mail.html
+    others = {"cancelled": WITHDRAWN, "withdrawn": CANCELLED, "reminder": CANCELLED}[kind]
+    assert others[language] not in mail.text
     date = {"fr": "3 décembre 2026", "de": "3. Dezember 2026", "it": "3 dicembre 2026", "en": "3 December 2026"}
     for body in (mail.text, mail.html):
         assert words[language] in body
         assert date[language] in body
         assert "+41 22 372 33 11" in body and "patients@hug.example" in body
         assert "/m/" not in body  # a notice opens nothing: its only link dials the hospital
-        assert re.findall(r'href="([^"]+)"', body) == (["tel:+41223723311"] if body is mail.html else [])
+        assert set(re.findall(r'href="([^"]+)"', body)) == ({"tel:+41223723311"} if body is mail.html else set())
     assert HOSPITAL in mail.subject and "\n" not in mail.subject
     content = "\n".join((mail.subject, mail.text, mail.html)).lower()
     for word in MEDICAL_WORDS:

@@ -123,21 +123,33 @@ class Verified:
 
 
 @dataclass(frozen=True)
+class PaperTold:
+    """The letter goes on paper: who asked (``by``: "patient", "secretariat" or "hospital"), when it was asked
+    and, once the print room reported it, when it was posted. Every page of the message says so."""
+
+    by: str
+    requested_at: datetime
+    posted_at: datetime | None
+
+
+@dataclass(frozen=True)
 class DocumentPage:
     """The page after the code; ``details``: the appointment as the letter states it, when the link's
     secret came with the request."""
 
     message: Message
-    postal_requested: bool
     postal_offered: bool
     details: dict[str, Any] | None = None
+    paper: PaperTold | None = None
 
 
 @dataclass(frozen=True)
 class ToDocument:
-    """Back to the page after the code."""
+    """Back to the page after the code; ``notice``: what the page says about the request that led there
+    (a key of pages.NOTICES)."""
 
     message_id: uuid.UUID
+    notice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +233,19 @@ def choose_target(
     # No number on file: trust on first use, for this message only, once the code proves it.
     stored = phones.stored(e164, message.patient_ref)
     return Target(stored.phone_hash, stored.phone_hint, stored.phone_enc, "first-use", False)
+
+
+def paper_told(message: Message, paper: Any) -> PaperTold | None:
+    """Whether (and at whose request) the letter goes on paper: the patient's own request on this portal,
+    or what the issuer reported (``paper``: the ``paper`` row, postal.progress), or None."""
+    if paper is not None and paper["requested_at"] is not None:
+        by = {"patient-request": "patient", "secretariat": "secretariat"}.get(paper["reason"], "hospital")
+        if message.postal_requested_at is not None:
+            by = "patient"
+        return PaperTold(by, paper["requested_at"], paper["posted_at"])
+    if message.postal_requested_at is not None:
+        return PaperTold("patient", message.postal_requested_at, paper["posted_at"] if paper is not None else None)
+    return None
 
 
 def tries_left(max_wrong_per_code: int, wrong: int, failed_checks: int) -> int:
@@ -542,7 +567,7 @@ class PatientAccess:
             mid = message.message_id
             if await store.pdf_released(conn, mid):  # delivered already: no paper copy is left
                 await store.audit(conn, mid, "postal-request", "already-downloaded", client)
-                return ToDocument(mid)
+                return ToDocument(mid, "post_after_download")
             if await store.request_postal(conn, mid, now):  # once, however often it is pressed
                 await add_event(
                     conn,
@@ -553,7 +578,8 @@ class PatientAccess:
                     ),
                 )
             await store.audit(conn, mid, "postal-request", "ok", client)
-        return StatePage("postal_requested", 200, message)
+        # Post/redirect/get: the document page then says the letter goes by post (PaperTold).
+        return ToDocument(mid)
 
     async def release(
         self,
@@ -733,10 +759,11 @@ class PatientAccess:
     ) -> DocumentPage:
         # The post is offered until the letter is downloaded (the print copy is dropped then) or paper was
         # asked, here or elsewhere (the secretariat, the hospital's fallback: postal.progress).
-        paper = await store.paper_of(conn, message.message_id)
-        postal_offered = (
-            message.postal_requested_at is None
-            and (paper is None or paper["requested_at"] is None)
-            and not await store.pdf_released(conn, message.message_id)
-        )
-        return DocumentPage(message, message.postal_requested_at is not None, postal_offered, details)
+        paper = paper_told(message, await store.paper_of(conn, message.message_id))
+        postal_offered = paper is None and not await store.pdf_released(conn, message.message_id)
+        return DocumentPage(message, postal_offered, details, paper)
+
+    async def paper(self, message: Message) -> PaperTold | None:
+        """Whether the letter goes on paper, for the pages before the code (read-only)."""
+        async with self.pool.acquire() as conn:
+            return paper_told(message, await store.paper_of(conn, message.message_id))

@@ -10,11 +10,12 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from access_portal.i18n import CATALOGS, LANGUAGES, N_
+from access_portal.access import PaperTold
+from access_portal.i18n import CATALOGS, LANGUAGES, N_, gettext
 from access_portal.records import Message
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
-from shared.i18n import format_appointment, format_time, tel_link
+from shared.i18n import format_appointment, format_long_date, format_time, tel_link
 from shared.web import Csrf, chosen_language, remember_language
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -92,16 +93,62 @@ STATES: dict[str, tuple[str, str]] = {
             "to you by post, or to the mobile phone of someone you trust."
         ),
     ),
-    "postal_requested": (
-        N_("Your convocation will be sent by post"),
+    "signed_out": (
+        N_("You are signed out"),
         N_(
-            "We have passed on your request: the hospital will send you this convocation by post. You can still "
-            "download it here in the meantime."
+            "This page no longer shows your convocation. To open it again, click the link in the e-mail and ask "
+            "for a new code."
         ),
     ),
 }
+# What an unknown or cut link offers besides its explanation: the way forward, whoever sent the link.
+UNKNOWN_WAY_FORWARD = N_(
+    "If you no longer have the e-mail, call the hospital at %(phone)s: they will put you through to the "
+    "secretariat that sent you the appointment."
+)
+# What the document page says about the request that led to it (access.ToDocument.notice).
+NOTICES = {
+    "post_after_download": N_(
+        "You have already downloaded this convocation, so it is no longer sent by post. If you need it on paper "
+        "all the same, call the secretariat."
+    ),
+}
+# The letter goes on paper (access.PaperTold): (who asked, posted yet) -> the sentence every page shows.
+PAPER = {
+    ("patient", False): N_("On %(date)s you asked for this convocation by post: the hospital will send it to you."),
+    ("patient", True): N_("This convocation was sent to you by post on %(date)s, at your request."),
+    ("secretariat", False): N_(
+        "On %(date)s the secretariat asked for this convocation to be sent to you by post: the hospital will send it "
+        "to you."
+    ),
+    ("secretariat", True): N_("This convocation was sent to you by post on %(date)s, at the secretariat's request."),
+    ("hospital", False): N_("On %(date)s the hospital decided to send you this convocation by post."),
+    ("hospital", True): N_("This convocation was sent to you by post on %(date)s."),
+}
+# Pages reached by a POST: the page a GET shows for the same place (the language switch, the address bar).
+GET_PLACE = {"verify": "/code", "code": "", "document": "/document", "postal": "/document", "extend": "/document"}
 # Language names as their speakers write them, for the language switch.
 LANGUAGE_NAMES = {"fr": "Français", "de": "Deutsch", "it": "Italiano", "en": "English"}
+
+
+def paper_sentence(paper: PaperTold | None, language: str) -> str | None:
+    """What every page says once the letter goes on paper (in ``language``), or None."""
+    if paper is None:
+        return None
+    day = format_long_date(paper.posted_at or paper.requested_at, language)
+    return gettext(language, PAPER[paper.by, paper.posted_at is not None], date=day)
+
+
+def place_of(request: Request, message_id: str | None) -> str:
+    """The address of the page the patient is on, as a GET reaches it: the page itself, or for a page a POST
+    answered, the page of the same place (the code form after a code was checked...)."""
+    if request.method in ("GET", "HEAD"):
+        return request.url.path
+    if message_id is None:
+        return "/"
+    if here := getattr(request.state, "here", None):  # set by a route that knows better (a resend)
+        return str(here)
+    return f"/m/{message_id}" + GET_PLACE.get(request.url.path.rstrip("/").rsplit("/", 1)[-1], "")
 
 
 def _environment(language: str) -> Environment:
@@ -137,12 +184,17 @@ class Pages:
         cookie = self.csrf.cookie(request)
         token = self.csrf.token(request, message.message_id if message else None, cookie=cookie)
         context.setdefault("typed", None)  # what the patient typed, shown again with an error
-        language = chosen_language(request) or (language if language in self.envs else "fr")
+        context.setdefault("back", None)  # the guide's way back to the letter's page
+        paper = context.pop("paper", None)
+        # A link that leads to no message answers in the browser's language (it has no letter's language).
+        language = chosen_language(request, accept_language=message is None) or (
+            language if language in self.envs else "fr"
+        )
         message_id = str(message.message_id) if message else None
         # Before the code, whoever holds the link sees only the hospital's public contact.
         phone, email = message.contact(after_code=after_code) if message else (None, None)
-        # The switch reloads what the patient sees; after a POST, the message's first page.
-        here = request.url.path if request.method in ("GET", "HEAD") else (f"/m/{message_id}" if message_id else "/")
+        # The switch reloads the page the patient is on, by GET (after a POST, the page of the same place).
+        here = place_of(request, message_id)
         html = (
             self.envs[language]
             .get_template(template)
@@ -159,6 +211,10 @@ class Pages:
                 secretariat_email=email,
                 message_id=message_id,
                 error=error,
+                # Until when the link opens the letter (the link page and the document page say so).
+                open_until=format_appointment(message.expires_at, language) if message else None,
+                paper_told=paper_sentence(paper, language),
+                posted=request.method == "POST",
                 **context,
             )
         )
@@ -184,6 +240,8 @@ class Pages:
         title, explanation = STATES[state]
         if "phone" in values:
             values["phone"] = tel_link(values["phone"])
+        if state == "unknown":
+            values["way_forward"] = UNKNOWN_WAY_FORWARD
         values.setdefault(
             "minutes",
             (self.settings.session_idle_seconds if state == "session_expired" else self.settings.otp_ttl_seconds) // 60,

@@ -5,12 +5,13 @@ as delivery."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from access_portal import calendar
 from access_portal.access import (
@@ -29,7 +30,7 @@ from access_portal.access import (
     Wait,
 )
 from access_portal.i18n import N_, gettext
-from access_portal.pages import Pages
+from access_portal.pages import NOTICES, Pages
 from access_portal.phones import Phones
 from access_portal.records import Message
 from access_portal.sessions import Sessions
@@ -39,6 +40,8 @@ from shared.web import Csrf, chosen_language, parse_uuid
 
 MAX_FORM_BYTES = 16 * 1024
 GUIDE_VIDEOS = Path(__file__).resolve().parent / "static" / "guide"
+# Where the guide's "back to my message" may lead: a page of a letter, never another site.
+BACK_TO_LETTER = re.compile(r"/m/[0-9a-f-]{36}(/[a-z-]+)?")
 NUMBER_ERRORS = {
     "number_invalid": N_("Enter a mobile number, like 079 123 45 67 or +41 79 123 45 67."),
 }
@@ -67,13 +70,14 @@ class Portal:
         r.add_api_route("/m/{raw_id}/code", self.code_form, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}/verify", self.verify, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/m/{raw_id}/document", self.document, methods=["GET", "HEAD"], response_class=HTMLResponse)
-        r.add_api_route("/m/{raw_id}/document", self.appointment, methods=["POST"], max_body_size=MAX_FORM_BYTES)
+        r.add_api_route("/m/{raw_id}/appointment", self.appointment, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/m/{raw_id}/extend", self.extend, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/m/{raw_id}/postal", self.postal, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route(
             "/m/{raw_id}/not-my-number", self.not_my_number, methods=["GET", "HEAD"], response_class=HTMLResponse
         )
         r.add_api_route("/m/{raw_id}/no-phone", self.no_phone, methods=["GET", "HEAD"], response_class=HTMLResponse)
+        r.add_api_route("/m/{raw_id}/signed-out", self.signed_out, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/guide", self.guide, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}/download/{kind}", self.download, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/m/{raw_id}/logout", self.logout, methods=["POST"], max_body_size=MAX_FORM_BYTES)
@@ -85,33 +89,51 @@ class Portal:
         return self.pages.state(request, "unknown", "fr", status=200)
 
     async def guide(self, request: Request) -> Response:
-        """The step-by-step guide (and its video, when `make guide` made one for the language)."""
-        return self.pages.render(request, "guide.html", "fr", videos=GUIDE_VIDEOS.is_dir())
+        """The step-by-step guide (and its video, when `make guide` made one for the language), with the way
+        back to the page of the letter it was opened from."""
+        back = request.query_params.get("back", "")
+        return self.pages.render(
+            request,
+            "guide.html",
+            "fr",
+            videos=GUIDE_VIDEOS.is_dir(),
+            back=back if BACK_TO_LETTER.fullmatch(back) else None,
+        )
 
     async def view(self, request: Request, raw_id: str) -> Response:
         """The link's page. Read-only: records a 'view' audit entry and nothing else."""
         outcome = await self.access.open_link(parse_uuid(raw_id), self.client(request))
         if isinstance(outcome, StatePage):
             return self.state(request, outcome)
-        return self.first_page(request, outcome.message, outcome.bound_hint)
+        return self.first_page(
+            request, outcome.message, outcome.bound_hint, paper=await self.access.paper(outcome.message)
+        )
 
     async def not_my_number(self, request: Request, raw_id: str) -> Response:
         """Where "this is not my number" leads: whom to call. Read-only, like every GET."""
-        return self.help(
+        return await self.help(
             request,
             await self.access.help_page(parse_uuid(raw_id), "not_my_number", "not-my-number", self.client(request)),
         )
 
     async def no_phone(self, request: Request, raw_id: str) -> Response:
         """Where "I have no mobile phone" leads: the secretariat can post the convocation."""
-        return self.help(
+        return await self.help(
             request, await self.access.help_page(parse_uuid(raw_id), "no_phone", "no-phone", self.client(request))
+        )
+
+    async def signed_out(self, request: Request, raw_id: str) -> Response:
+        """Where "Log out" leads: the letter is no longer shown. Read-only, like every GET."""
+        return await self.help(
+            request, await self.access.help_page(parse_uuid(raw_id), "signed_out", "signed-out", self.client(request))
         )
 
     async def request_code(
         self, request: Request, raw_id: str, csrf: str = Form(""), phone: str = Form(""), resend: str = Form("")
     ) -> Response:
         message_id = parse_uuid(raw_id)
+        if resend:  # the language switch of the answer leads back to the code form
+            request.state.here = f"/m/{message_id}/code"
         outcome = await self.access.request_code(
             message_id,
             csrf_ok=self.csrf.ok(request, csrf, message_id),
@@ -137,7 +159,13 @@ class Portal:
             return RedirectResponse(f"/m/{outcome.message_id}", status_code=303)
         if isinstance(outcome, CodePage):
             return self.pages.render(
-                request, "code.html", outcome.message.language, message=outcome.message, hint=outcome.hint, error=None
+                request,
+                "code.html",
+                outcome.message.language,
+                message=outcome.message,
+                hint=outcome.hint,
+                error=None,
+                paper=await self.access.paper(outcome.message),
             )
         return self.state(request, outcome)
 
@@ -171,7 +199,9 @@ class Portal:
         return self.respond(request, outcome)
 
     async def appointment(self, request: Request, raw_id: str, csrf: str = Form(""), k: str = Form("")) -> Response:
-        """The document page with the appointment as text: opened with the link's secret, like a download."""
+        """The appointment as text, for the document page's script (fetch): opened with the link's secret, like
+        a download. JSON, never a page: the document page itself is a GET, so Back, Help and the language switch
+        never post anything again."""
         message_id = parse_uuid(raw_id)
         outcome = await self.access.appointment(
             message_id,
@@ -180,7 +210,18 @@ class Portal:
             link_secret=k,
             client=self.client(request),
         )
-        return self.respond(request, outcome)
+        if isinstance(outcome, StatePage):
+            return JSONResponse({"state": outcome.state}, status_code=outcome.status)
+        details, language = outcome.details or {}, chosen_language(request) or outcome.message.language
+        return JSONResponse(
+            {
+                "when": calendar.when(details, language),
+                "place": details["place"],
+                "address": details["address"],
+                "department": details["department"],
+                "instructions": details.get("instructions") or "",
+            }
+        )
 
     async def extend(self, request: Request, raw_id: str, csrf: str = Form("")) -> Response:
         """ "Stay on the page": the session's idle time starts again."""
@@ -235,7 +276,10 @@ class Portal:
         )
         if isinstance(outcome, StatePage):
             return self.state(request, outcome)
-        response = RedirectResponse(f"/m/{outcome.message_id}" if outcome.message_id else "/", status_code=303)
+        # A page that says so, reached by GET (Back after it posts nothing again).
+        response = RedirectResponse(
+            f"/m/{outcome.message_id}/signed-out" if outcome.message_id else "/", status_code=303
+        )
         self.sessions.forget(response)
         return response
 
@@ -252,7 +296,8 @@ class Portal:
             self.sessions.start(response, outcome.token)
             return response
         if isinstance(outcome, ToDocument):
-            return RedirectResponse(f"/m/{outcome.message_id}/document", status_code=303)
+            told = f"?told={outcome.notice}" if outcome.notice else ""
+            return RedirectResponse(f"/m/{outcome.message_id}/document{told}", status_code=303)
         if isinstance(outcome, DocumentPage):
             return self.document_page(request, outcome)
         if isinstance(outcome, Wait):
@@ -263,7 +308,7 @@ class Portal:
         language = page.message.language if page.message else "fr"
         return self.pages.state(request, page.state, language, status=page.status, message=page.message)
 
-    def help(self, request: Request, outcome: HelpPage | StatePage) -> HTMLResponse:
+    async def help(self, request: Request, outcome: HelpPage | StatePage) -> HTMLResponse:
         if isinstance(outcome, StatePage):
             return self.state(request, outcome)
         return self.pages.state(
@@ -273,6 +318,7 @@ class Portal:
             status=200,
             message=outcome.message,
             phone=outcome.message.secretariat_phone,
+            paper=await self.access.paper(outcome.message),
         )
 
     def first_page(
@@ -291,25 +337,21 @@ class Portal:
 
     def document_page(self, request: Request, page: DocumentPage) -> HTMLResponse:
         idle, warn = self.settings.session_idle_seconds, self.settings.session_warning_seconds
-        shown = None
-        if page.details is not None:
-            details, language = page.details, chosen_language(request) or page.message.language
-            shown = {
-                "when": calendar.when(details, language),
-                "place": details["place"],
-                "address": details["address"],
-                "department": details["department"],
-                "instructions": details.get("instructions"),
-            }
+        # What the request that led here asked for, when it needs saying (post/redirect/get: ?told=).
+        notice = request.query_params.get("told")
+        notice = notice if notice in NOTICES else None
+        language = chosen_language(request) or page.message.language
         return self.pages.render(
             request,
             "document.html",
             page.message.language,
             message=page.message,
-            details=shown,
             after_code=True,
-            postal_requested=page.postal_requested,
             postal_offered=page.postal_offered,
+            paper=page.paper,
+            notice=notice,
+            notice_text=gettext(language, NOTICES[notice]) if notice else None,
             warn_after=max(0, idle - warn),
+            idle_after=idle,
             warning_minutes=max(1, round(min(warn, idle) / 60)),
         )

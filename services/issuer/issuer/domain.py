@@ -91,12 +91,14 @@ def seal_convocation(
     send_email: bool,
     public_contact: PublicContact | None = None,
     address_corrected: bool = False,
+    sent_again: bool = False,
 ) -> MessageSealedV1:
     """Encrypt the letter under a fresh link secret and the newest server key.
 
     The link secret leaves this function only encrypted for the mailer (which puts it in the
     e-mailed link); it is never stored. ``address_corrected``: the secretariat corrected the address, so
-    the mailer must not tell this recipient that the e-mail replaces one it never received.
+    the mailer must not tell this recipient that the e-mail replaces one it never received. ``sent_again``:
+    the secretariat had the same letter sent again, so the e-mail must not say that it changed.
     """
     message_id = uuid.uuid4()
     key_id, server_key = list(keys.seal_keys.items())[-1]
@@ -137,6 +139,7 @@ def seal_convocation(
                 "name": patient.name,
                 "link_secret": link_secret,
                 **({"address_corrected": True} if address_corrected else {}),
+                **({"sent_again": True} if sent_again else {}),
             },
             context=crypto.field_context("message.sealed", message_id, "mailer"),
         ),

@@ -128,6 +128,8 @@ class IssuerHandlers:
         if corrected:  # the secretariat's correction wins over the republished address
             c = domain.with_email(c, corrected)
             letter = self._seal(c, now, address_corrected=True)
+        elif reissues:  # sent again as the secretariat asked: the e-mail must not say the letter changed
+            letter = self._seal(c, now, sent_again=True)
         if reissues:
             await store.consume_reissues(conn, c.convocation_id, letter.sealed.message_id, now)
             log.info(
@@ -153,7 +155,9 @@ class IssuerHandlers:
         events += await self._sealed(conn, row, letter, now)
         await self._emit(conn, d, *events, convocation_id=row["id"])
 
-    def _seal(self, c: ConvocationCreatedV1, now: datetime, *, address_corrected: bool = False) -> _Letter:
+    def _seal(
+        self, c: ConvocationCreatedV1, now: datetime, *, address_corrected: bool = False, sent_again: bool = False
+    ) -> _Letter:
         """The letter sealed for the patient's link, its print-room copy, and how it goes out (CPU only)."""
         pdf = self._upstream_pdf(c) or self._render(c, now)
         expires_at = domain.expiry(c.appointment.starts_at, self.settings.message_ttl_days)
@@ -166,6 +170,7 @@ class IssuerHandlers:
             send_email=postal is None,
             public_contact=self.public_contact,
             address_corrected=address_corrected,
+            sent_again=sent_again,
         )
         return _Letter(
             sealed,

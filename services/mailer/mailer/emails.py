@@ -19,7 +19,15 @@ from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from shared.i18n import DEFAULT_LANGUAGE, LANGUAGES, Catalogs, format_long_date, normalize_language, tel_link
+from shared.i18n import (
+    DEFAULT_LANGUAGE,
+    LANGUAGES,
+    Catalogs,
+    format_appointment,
+    format_long_date,
+    normalize_language,
+    tel_link,
+)
 
 PACKAGE_DIR: Final = Path(__file__).resolve().parent
 TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
@@ -72,12 +80,15 @@ def render_email(
     contact_phone: str | None = None,
     contact_email: str | None = None,
     replaces_date: datetime | None = None,
+    open_until: datetime | None = None,
+    replaced_because: Literal["changed", "sent-again"] = "changed",
 ) -> RenderedEmail:
     """Render subject, plain text and HTML of the link e-mail.
 
     ``contact_*`` is the hospital's public contact (never the department's own, which would tell
     who opens the e-mail what the appointment is about); ``replaces_date`` is when the e-mail this
-    one replaces was sent. An unsupported ``language`` falls back to French (see
+    one replaces was sent and ``replaced_because`` why (the hospital changed the letter, or the secretariat
+    had it sent again); ``open_until``, until when the link opens the message (its expiry). An unsupported ``language`` falls back to French (see
     :func:`normalize_language`). Raises ``ValueError`` when ``link`` is not an absolute http(s) URL
     without spaces, so a ``javascript:`` link can never end up behind the button and the bare URL
     is copy-pastable.
@@ -92,6 +103,9 @@ def render_email(
     context.update(
         link=link,
         replaces_date=_date(replaces_date, lang) if replaces_date else None,
+        replaced_because=replaced_because,
+        # Day and time, as the portal's pages write them: "Montag, 21. Dezember 2026, 09:30".
+        open_until=format_appointment(open_until, lang) if open_until else None,
         # The portal's guide, in the patient's language (the link's origin: no other address to configure).
         guide=f"{url.scheme}://{url.netloc}/guide?lang={lang}",
     )
@@ -100,7 +114,7 @@ def render_email(
 
 def render_notice(
     *,
-    kind: Literal["withdrawn", "reminder"],
+    kind: Literal["cancelled", "withdrawn", "reminder"],
     language: str,
     patient_name: str,
     hospital_name: str,
@@ -109,8 +123,9 @@ def render_notice(
     contact_phone: str | None = None,
     contact_email: str | None = None,
 ) -> RenderedEmail:
-    """A notice about the e-mail sent at ``sent_at``: it was withdrawn, or it is still unopened.
-    Notices carry no link: they point to that e-mail, so a forwarded notice opens nothing."""
+    """A notice about the e-mail sent at ``sent_at``: the hospital cancelled the convocation, the secretariat
+    withdrew it, or it is still unopened. Notices carry no link: they point to that e-mail, so a forwarded
+    notice opens nothing."""
     lang = normalize_language(language)
     context = _common_context(lang, patient_name, hospital_name, portal_host, contact_phone, contact_email)
     context.update(kind=kind, sent_date=_date(sent_at, lang))

@@ -89,6 +89,9 @@ class MailerHandlers:
             # "This replaces the e-mail of <date>" only to the address that got that e-mail: after the
             # secretariat corrected the address, the earlier one went elsewhere (or nowhere).
             replaces_date=None if recipient.get("address_corrected") else previous_sent_at,
+            open_until=m.expires_at,
+            # A new version from the hospital changed the letter; the secretariat's resend did not.
+            replaced_because="sent-again" if recipient.get("sent_again") else "changed",
         )
         try:
             await self._send(conn, m.message_id, "link", rendered, recipient, m.language, sandbox=m.sandbox)
@@ -141,10 +144,12 @@ class MailerHandlers:
         log.info("e-mail accepted by the relay", attempt=attempts)
 
     async def on_message_revoked(self, conn: asyncpg.Connection, d: Delivery[MessageRevokedV1]) -> None:
-        """A cancelled message: tell the patient, once. Whatever the reason, the address then goes."""
+        """A message cancelled by the hospital or withdrawn by the secretariat: tell the patient which, once.
+        (A superseded one is told by the e-mail of the message replacing it.) Whatever the reason, the address
+        then goes."""
         m = d.data
-        if m.reason == "cancelled":
-            if not await self._notice(conn, d, "withdrawn"):
+        if m.reason in ("cancelled", "withdrawn"):
+            if not await self._notice(conn, d, m.reason):
                 return  # a transient failure: retried later, the address is still needed
         # A link e-mail still waiting for a retry (or not seen yet) must never go out now.
         await store.record_revoked(
@@ -155,7 +160,9 @@ class MailerHandlers:
     async def on_reminder_requested(self, conn: asyncpg.Connection, d: Delivery[ReminderRequestedV1]) -> None:
         await self._notice(conn, d, "reminder")
 
-    async def _notice(self, conn: asyncpg.Connection, d: Delivery, kind: Literal["withdrawn", "reminder"]) -> bool:
+    async def _notice(
+        self, conn: asyncpg.Connection, d: Delivery, kind: Literal["cancelled", "withdrawn", "reminder"]
+    ) -> bool:
         """Send one notice about the message's e-mail; False when a retry was scheduled."""
         message_id = d.data.message_id
         row = await store.get_email(conn, message_id)

@@ -51,9 +51,70 @@
   if (missing && !secret && fields.length) { missing.hidden = false; }
   var nojs = document.getElementById("no-js");
   if (nojs) { nojs.hidden = true; }
-  // The appointment is shown as text once the secret is at hand (it opens it, like a download).
-  var show = document.querySelector("form[data-auto-submit]");
-  if (show && secret) { show.submit(); }
+  // A page a form post answered (an error by a field, a wait...) takes the address of the page a GET shows
+  // for the same place: Back, Help and a reload then never post the form again.
+  var place = document.body.getAttribute("data-place");
+  if (place) { history.replaceState(null, "", place); }
+  // What the patient typed stays in this tab while they switch the language or come back to the page.
+  var typedKey = function (input) { return "typed:" + id + ":" + input.id; };
+  var inputs = document.querySelectorAll("input[type=tel], input[type=text]");
+  for (i = 0; i < inputs.length; i++) {
+    if (!inputs[i].value && sessionStorage.getItem(typedKey(inputs[i]))) {
+      inputs[i].value = sessionStorage.getItem(typedKey(inputs[i]));
+    }
+    inputs[i].addEventListener("input", function (e) {
+      sessionStorage.setItem(typedKey(e.target), e.target.value);
+    });
+  }
+  var appointment = document.getElementById("appointment");
+  if (document.getElementById("code")) { sessionStorage.removeItem("typed:" + id + ":phone"); }
+  if (appointment) { sessionStorage.removeItem("typed:" + id + ":code"); }
+  // The session's end, as the server keeps it: warned before, then the appointment leaves the screen and
+  // the page is asked again (the server answers that the session has ended). Every request that touches
+  // the session (the appointment, a download) starts the count again.
+  var warning = document.getElementById("session-warning");
+  var timers = [];
+  function ended() {
+    var gone = [appointment, document.getElementById("after-code"), warning];
+    for (var j = 0; j < gone.length; j++) { if (gone[j]) { gone[j].remove(); } }
+    location.replace(location.pathname);
+  }
+  function restartTimers() {
+    if (!warning) { return; }
+    while (timers.length) { clearTimeout(timers.pop()); }
+    // WCAG 2.2.1: warn before the idle session ends, with a button that extends it.
+    timers.push(setTimeout(function () { warning.hidden = false; warning.focus(); },
+                           1000 * parseInt(warning.getAttribute("data-warn-after"), 10)));
+    // A little after the server's own limit, so that the session has really ended when the page asks.
+    timers.push(setTimeout(ended, 1000 * (parseInt(warning.getAttribute("data-idle-after"), 10) + 2)));
+  }
+  restartTimers();
+  // The appointment as text, opened with the secret (like a download), fetched so the page stays a GET.
+  var csrf = document.querySelector("input[name=csrf]");
+  if (appointment && secret && csrf) {
+    var body = new FormData();
+    body.append("csrf", csrf.value);
+    body.append("k", secret);
+    fetch(appointment.getAttribute("data-from"), { method: "POST", body: body, credentials: "same-origin" })
+      .then(function (r) { return r.json().then(function (data) { return { ok: r.ok, data: data }; }); })
+      .then(function (answer) {
+        if (!answer.ok) {
+          if (answer.data.state === "link_incomplete" && missing) { missing.hidden = false; }
+          else { location.replace(location.pathname); }  // the page says what happened (session ended...)
+          return;
+        }
+        var shown = appointment.querySelectorAll("[data-field]");
+        for (var j = 0; j < shown.length; j++) {
+          shown[j].textContent = answer.data[shown[j].getAttribute("data-field")] || "";
+        }
+        if (!answer.data.instructions) {
+          appointment.querySelector("[data-field=instructions]").remove();
+          appointment.querySelector("[data-field-label=instructions]").remove();
+        }
+        appointment.hidden = false;
+        restartTimers();
+      });
+  }
   var print = document.getElementById("print");
   if (print) {
     print.hidden = false;
@@ -64,17 +125,16 @@
   for (i = 0; i < downloads.length; i++) {
     downloads[i].addEventListener("submit", function () {
       if (done) { done.textContent = done.getAttribute("data-text"); }
+      restartTimers();
     });
   }
-  // WCAG 2.2.1: warn before the idle session ends, with a button that extends it.
-  var warning = document.getElementById("session-warning");
-  if (warning) {
-    setTimeout(function () { warning.hidden = false; warning.focus(); },
-               1000 * parseInt(warning.getAttribute("data-warn-after"), 10));
-  }
-  // Logging out forgets the secret too: on a shared computer the next person needs the e-mail.
+  // Logging out forgets the secret and what was typed: on a shared computer the next person needs the e-mail.
   var forget = document.querySelectorAll("form[data-forget]");
   for (i = 0; i < forget.length; i++) {
-    forget[i].addEventListener("submit", function () { sessionStorage.removeItem(key); });
+    forget[i].addEventListener("submit", function () {
+      sessionStorage.removeItem(key);
+      sessionStorage.removeItem("typed:" + id + ":phone");
+      sessionStorage.removeItem("typed:" + id + ":code");
+    });
   }
 })();
