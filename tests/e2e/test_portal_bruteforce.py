@@ -37,7 +37,7 @@ async def test_a_burst_of_parallel_guesses_gets_no_more_than_five_checked(chain)
         async def guess(n: int) -> int:
             response = await attacker.post(
                 f"{mail.path}/verify",
-                data={"csrf": csrf, "code": f"{n:06d}"},
+                data={"csrf": csrf, "k": mail.patient.secret, "code": f"{n:06d}"},
                 headers={"cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())},
             )
             return response.status_code
