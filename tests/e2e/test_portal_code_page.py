@@ -127,7 +127,7 @@ async def test_the_time_left_comes_from_the_codes_expiry(chain):
     assert "Temps restant pour taper ce code" in later
     [challenge] = await mail.challenges()
     local = challenge["expires_at"].astimezone(GENEVA)
-    assert f"Il est valable jusqu’à {local:%H:%M} (heure suisse)." in later
+    assert f'Il est valable jusqu’à <span data-clock="until">{local:%H:%M}</span> (heure suisse).' in later
 
 
 async def test_the_code_page_can_learn_that_the_sms_failed_without_a_reload(chain):
