@@ -74,16 +74,22 @@ class PatientClient:
         """What the browser requests for the link: the fragment stays in the browser."""
         return self.get(self.page_url)
 
-    def request_code(self, phone: str | None) -> httpx.Response:
+    def request_code(self, phone: str | None, *, proof: bool = True) -> httpx.Response:
+        """ "Send me a code", with the link's secret as the page's JavaScript sends it (``proof``)."""
         page = self.open_link()
         data = {"csrf": csrf_of(page.text)}
+        if proof:
+            data["k"] = self.secret
         if phone is not None:
             data["phone"] = phone
         return self.post(urlsplit(self.page_url).path + "/code", data)
 
-    def enter_code(self, code: str) -> httpx.Response:
+    def enter_code(self, code: str, *, proof: bool = True) -> httpx.Response:
         page = self.get(urlsplit(self.page_url).path + "/code")
-        return self.post(urlsplit(self.page_url).path + "/verify", {"csrf": csrf_of(page.text), "code": code})
+        data = {"csrf": csrf_of(page.text), "code": code}
+        if proof:
+            data["k"] = self.secret
+        return self.post(urlsplit(self.page_url).path + "/verify", data)
 
     def download(self, kind: str = "pdf", secret: str | None = None) -> httpx.Response:
         page = self.get(urlsplit(self.page_url).path + "/document")

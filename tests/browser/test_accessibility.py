@@ -179,6 +179,10 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await page.press("#phone", "Enter")
         await page.wait_for_selector("#error-summary")
         await at("mistyped number", page)
+        await page.fill("#phone", "079 000 00 00" if not mail.national.startswith("079 000") else "078 000 00 00")
+        await page.press("#phone", "Enter")
+        await page.wait_for_selector("[data-state=number_mismatch]")
+        await at("wrong number", page)  # issue 20, item 1: told, with the end of the number on file
         await page.fill("#phone", mail.national)
         await page.press("#phone", "Enter")
         await page.wait_for_url(f"{page_url}/code")
@@ -188,9 +192,9 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await page.press("#code", "Enter")
         await page.wait_for_selector("#error-summary")
         await at("wrong code", page)
-        await page.click("form[action$='/code'] button")  # "Send a new code" at once: the wait is shown
-        await page.wait_for_selector("[data-state=wait]")
-        await at("wait before a new code", page)
+        await page.click("form[action$='/code'] button")  # "Send a new code" at once: when, and the field
+        await page.wait_for_selector("[data-state=too_early]")
+        await at("too early for a new code", page)
         await page.goto(f"{page_url}/code")
         await page.fill("#code", code)
         await page.press("#code", "Enter")
@@ -223,6 +227,11 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await at("damaged link", page)
         await page.goto(f"{page_url}/document")
         await at("session expired", page)
+        await page.goto(f"{page_url}/code")  # the code page without the link's secret: nothing is checked
+        await page.fill("#code", "123456")
+        await page.press("#code", "Enter")
+        await page.wait_for_selector("[data-state=no_proof]")
+        await at("no proof of the link", page)
         await page.goto(page_url.rsplit("/m/", 1)[0] + f"/m/{uuid.uuid4()}")  # in the browser's language
         await at("unknown link", page)
 
@@ -276,6 +285,29 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await page.goto(localhost(failed.link).split("#")[0] + "/code")
         await at("sms failed", page)
 
+        live = await letter(chain, language=lang)  # the failure told on the open code page, no reload
+        await page.goto(localhost(live.link))
+        await page.fill("#phone", live.national)
+        await page.press("#phone", "Enter")
+        await page.wait_for_url(localhost(live.link).split("#")[0] + "/code")
+        await live.sms()
+        [challenge] = await live.challenges()
+        await publish_as_service(
+            chain,
+            SmsFailedV1(
+                challenge_id=challenge["id"],
+                message_id=live.message_id,
+                convocation_id=uuid.UUID(live.convocation_id),
+                provider="twilio",
+                provider_code="30003",
+                reason="Unreachable destination handset",
+                failed_at=datetime.now(timezone.utc),
+            ),
+            producer="sms-gateway",
+        )
+        await page.wait_for_selector("#sms-failed-now", state="visible", timeout=15000)
+        await at("sms failed, told on the open page", page)
+
         from tests.e2e.test_portal_states import revoked, upstream_cancellation
 
         await chain.publish(upstream_cancellation(locked.convocation_id))
@@ -313,7 +345,7 @@ async def test_every_state_has_no_axe_violation_and_no_horizontal_scrolling(chai
             found[name] = issues
 
     seen = await visit_every_state(chain, browser, lang, check, expired)
-    assert len(seen) == 21, seen
+    assert len(seen) == 24, seen
     assert found == {}
 
 
@@ -424,5 +456,5 @@ async def test_every_button_and_link_on_every_page_leads_somewhere_that_belongs_
             await judge(name, f"button {form['action'][len(base) :]}", response, typed=form["typed"])
 
     seen = await visit_every_state(chain, browser, "fr", press_everything, expired, walk="walk")
-    assert len(seen) == 21
+    assert len(seen) == 24
     assert dead_ends == []

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e
 ROUTES = {  # route -> the methods it serves
     "": ["GET", "HEAD"],
     "/code": ["GET", "HEAD", "POST"],
+    "/code/status": ["GET"],
     "/verify": ["POST"],
     "/document": ["GET", "HEAD"],
     "/appointment": ["POST"],

@@ -75,11 +75,14 @@ class Letter:
     async def code(self, nth: int = 1, to: str | None = None) -> str:
         return code_of(await self.sms(nth, to))
 
-    def post(self, route: str, data: dict | None = None, *, csrf: bool = True):
-        """POST to one of this message's routes with the CSRF token of a fresh page."""
+    def post(self, route: str, data: dict | None = None, *, csrf: bool = True, proof: bool = True):
+        """POST to one of this message's routes with the CSRF token of a fresh page and (``proof``) the
+        link's secret, as the page's JavaScript adds it to every form."""
         data = dict(data or {})
         if csrf:
             data["csrf"] = csrf_of(self.patient.get(self.path).text)
+        if proof:
+            data.setdefault("k", self.patient.secret)
         return self.patient.post(f"{self.path}/{route}" if route else self.path, data)
 
     def guess(self, code: str):

@@ -82,48 +82,47 @@ def test_a_number_proven_through_this_link_serves_this_letter_only():
 def test_a_bound_number_gets_the_code_without_binding_again():
     bound = binding(ON_FILE)
     target = choose_target(message(), bound, None, "", resend=False, phones=PHONES)
-    assert target == Target(bound.phone_hash, bound.phone_hint, bound.phone_enc, None, False)
+    assert target == Target(bound.phone_hash, bound.phone_hint, bound.phone_enc, None)
 
 
 def test_the_number_on_file_typed_in_any_form_binds_it_once_the_code_is_right():
     m = message()
     target = choose_target(m, None, None, "079 123 45 67", resend=False, phones=PHONES)
-    assert target == Target(m.phone_hash, m.phone_hint, m.phone_enc, "hospital", False)
+    assert target == Target(m.phone_hash, m.phone_hint, m.phone_enc, "hospital")
 
 
-def test_another_number_gets_the_same_answer_as_a_decoy_and_nothing_to_text():
+def test_another_number_is_told_with_the_hint_on_file_and_nothing_to_text():
+    """Issue 20, item 1: a wrong number is refused plainly, with the hint of the number on file."""
     m = message()
-    target = choose_target(m, None, None, "079 765 43 21", resend=False, phones=PHONES)
-    assert isinstance(target, Target)
-    assert target.decoy and target.phone_enc is None and target.bind_source is None
-    assert target.phone_hint == m.phone_hint  # the page shows the hint on file, not the typed number
-    assert target.phone_hash == PHONES.hash(OTHER)
+    refusal = choose_target(m, None, None, "079 765 43 21", resend=False, phones=PHONES)
+    assert refusal == NumberRefusal("number_mismatch", m.phone_hint)
 
 
 def test_without_a_number_on_file_the_typed_number_is_trusted_on_first_use_for_this_letter():
     target = choose_target(message(on_file=None), None, None, "+41 79 765 43 21", resend=False, phones=PHONES)
-    assert isinstance(target, Target) and target.bind_source == "first-use" and not target.decoy
-    assert target.phone_enc is not None and PHONES.open(target.phone_enc, REF) == OTHER
+    assert isinstance(target, Target) and target.bind_source == "first-use"
+    assert PHONES.open(target.phone_enc, REF) == OTHER
 
 
-def test_send_a_new_code_goes_where_the_last_one_went_decoy_included():
+def test_send_a_new_code_goes_where_the_last_one_went():
+    stored = PHONES.stored(OTHER, REF)
     last = Challenge(
         uuid.uuid4(),
         uuid.uuid4(),
         "h",
-        PHONES.hash(OTHER),
-        "+41 79 *** ** 21",
-        None,
-        None,
+        stored.phone_hash,
+        stored.phone_hint,
+        stored.phone_enc,
+        "first-use",
         NOW,
         NOW + timedelta(minutes=10),
         0,
         "active",
         False,
-        True,
+        None,
     )
-    target = choose_target(message(), None, last, "  ", resend=True, phones=PHONES)
-    assert target == Target(last.phone_hash, last.phone_hint, None, None, True)
+    target = choose_target(message(on_file=None), None, last, "  ", resend=True, phones=PHONES)
+    assert target == Target(last.phone_hash, last.phone_hint, last.phone_enc, "first-use")
 
 
 @pytest.mark.parametrize("typed", ["", "12", "not a number", "+41 22 372 33 11 99"])

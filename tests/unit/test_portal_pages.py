@@ -41,8 +41,7 @@ def get(path: str, query: bytes = b"") -> Request:
 @pytest.mark.parametrize("ttl, idle", [(420, 1200), (600, 900)])
 def test_code_and_session_lifetimes_come_from_the_settings(ttl, idle):
     p = pages(otp_ttl_seconds=ttl, session_idle_seconds=idle)
-    code = p.render(get("/m/x/code"), "code.html", "en", message=MESSAGE, hint="+41 79 *** ** 34").body.decode()
-    assert f"It is valid for {ttl // 60} minutes." in code
+    # The code page counts from the code's own expiry: tests/e2e/test_portal_code_page.py.
     expired = p.state(get("/m/x/document"), "session_expired", "en", status=401, message=MESSAGE).body.decode()
     assert f"after {idle // 60} minutes without activity" in expired
     guide = p.render(get("/guide"), "guide.html", "en", videos=False).body.decode()
@@ -84,6 +83,10 @@ def test_a_link_that_leads_nowhere_answers_in_the_browsers_language_with_a_numbe
     assert '<html lang="it">' in letter.body.decode()
 
 
+# What the code page is rendered with (routes.Portal.code_page): the number's hint and the code's clock.
+CODE = {"hint": "x", "too_early": None, "works_until": "10:40", "seconds_left": 600, "time_left": "10:00"}
+
+
 @pytest.mark.parametrize(
     "by, posted, words",
     [
@@ -97,7 +100,7 @@ def test_a_link_that_leads_nowhere_answers_in_the_browsers_language_with_a_numbe
 def test_every_page_says_the_letter_goes_by_post_and_at_whose_request(by, posted, words):
     asked, sent = datetime(2026, 12, 1, 9, tzinfo=timezone.utc), datetime(2026, 12, 3, 9, tzinfo=timezone.utc)
     paper = PaperTold(by, asked, sent if posted else None)
-    for template, context in (("message.html", {"bound_hint": None, "hint": None}), ("code.html", {"hint": "x"})):
+    for template, context in (("message.html", {"bound_hint": None, "hint": None}), ("code.html", CODE)):
         html = pages().render(get("/m/x"), template, "en", message=MESSAGE, paper=paper, **context).body.decode()
         assert 'data-state="paper_told"' in html and words in html.replace("&#39;", "'")
         assert ("3 December 2026" if posted else "1 December 2026") in html
@@ -121,7 +124,7 @@ def test_who_asked_for_paper_comes_from_the_portal_or_the_issuers_report():
 )
 def test_a_page_a_form_post_answered_takes_the_address_of_the_same_place(path, place):
     mid = str(MESSAGE.message_id)
-    html = pages().render(with_headers(path.format(id=mid), "POST"), "code.html", "en", message=MESSAGE, hint="x")
+    html = pages().render(with_headers(path.format(id=mid), "POST"), "code.html", "en", message=MESSAGE, **CODE)
     body = html.body.decode()
     assert f'data-place="{place.format(id=mid)}"' in body  # portal.js puts it in the address bar
     assert f'href="{place.format(id=mid)}?lang=de"' in body  # and the language switch leads there

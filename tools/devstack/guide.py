@@ -11,7 +11,7 @@ frames a second, with a cross-fade between screens.
 ``capture`` is also what tests/browser/test_video_guide.py runs against the test stack: it compares each
 screen of the committed videos with the portal of today, and tells to run ``make guide`` again when a page
 changed. Nothing on these screens depends on the day or the run (sample numbers and code, a fixed
-appointment, no clock), and the browser draws with DejaVu only (guide-fonts.conf).
+appointment, the code page's clock set to sample times), and the browser draws with DejaVu only (guide-fonts.conf).
 """
 
 from __future__ import annotations
@@ -64,6 +64,15 @@ WORDS_PER_MINUTE = 145  # slower than espeak-ng's 175: a patient listens while l
 # Fixed sample data, so that every run draws the same screens.
 HOST = "convocations.hug.example"
 SAMPLE_CODE = "123456"
+# The code page's clock (until when the code works, the time left, counted down by portal.js) shows these
+# sample times, as the SMS shows the sample code: the video is the same whenever it is recorded.
+SAMPLE_CLOCK = """() => {
+  document.querySelectorAll("[data-clock=until]").forEach(e => { e.textContent = "10:40"; });
+  const left = document.getElementById("code-left");
+  const still = left.cloneNode();
+  still.textContent = "10:00";
+  left.replaceWith(still);
+}"""
 APPOINTMENT = datetime(2036, 3, 13, 8, 30, tzinfo=timezone.utc)  # Thursday, 09:30 in Geneva
 SENT_AT = datetime(2036, 2, 27, 9, 0, tzinfo=timezone.utc)
 
@@ -207,6 +216,7 @@ async def capture(browser, publish: Callable[[dict], Awaitable[None]], inbox, la
 
         field = page.get_by_label(gettext(language, "Code received by SMS"))
         await field.fill(SAMPLE_CODE)  # the code of the SMS shown above
+        await page.evaluate(SAMPLE_CLOCK)
         screens["code"] = await shot(page)
         await field.fill(found.group(1))
         await page.get_by_role("button", name=gettext(language, "Open my message")).click()

@@ -35,7 +35,11 @@ PRODUCER = "access-portal"
 # The code page's errors (translated by the routes in the page's language).
 WRONG_CODE = N_("This code is not correct. Tries left: %(n)s.")
 CODE_FORMAT = N_("Type the 6 digits of the code you received by SMS.")
+# A code of this message that no longer works (expired, already used): told, never counted as a wrong try.
+OLD_CODE = N_("This code no longer works: it has expired or was already used. Type the latest code we sent you.")
 DOWNLOADS = {"pdf": "application/pdf", "ics": "text/calendar; charset=utf-8"}
+# How far back a typed code is compared with the message's earlier codes (to tell "expired", not "wrong").
+OLD_CODES_KEPT = timedelta(days=1)
 
 
 # --- outcomes ------------------------------------------------------------------------------------------
@@ -77,16 +81,28 @@ class HelpPage:
 
 @dataclass(frozen=True)
 class NumberRefused:
-    """The first page again, with why the typed number was refused (a key of routes.NUMBER_ERRORS)."""
+    """The first page again, with why the typed number was refused (a key of routes.NUMBER_ERRORS);
+    ``hint``: the number on file's masked hint, for "does not match the one we have"."""
 
     message: Message
     reason: str
     bound_hint: str | None
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class TooEarly:
+    """ "Send a new code" before a new one may be sent, while the code already sent still works: the code
+    page again, saying when a new code can be asked (``until``) and until when the sent one works."""
+
+    message: Message
+    until: datetime
+    code: Challenge
 
 
 @dataclass(frozen=True)
 class CodeSent:
-    """A code was sent (or, for a number not on file, the same answer without any SMS): the code page."""
+    """A code was sent: the code page."""
 
     message_id: uuid.UUID
 
@@ -100,8 +116,10 @@ class NoCodeYet:
 
 @dataclass(frozen=True)
 class CodePage:
+    """The code form for the latest code sent (``code``: its number's hint, its expiry)."""
+
     message: Message
-    hint: str
+    code: Challenge
 
 
 @dataclass(frozen=True)
@@ -109,9 +127,16 @@ class CodeRefused:
     """The code page again with the error by the field: ``text`` (a gettext msgid) with ``values``."""
 
     message: Message
-    hint: str
+    code: Challenge
     text: str
     values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CodeStatus:
+    """What the code page polls (GET …/code/status): whether the SMS of the latest code was delivered."""
+
+    state: str  # "waiting", "sent", "failed", "none"
 
 
 @dataclass(frozen=True)
@@ -171,14 +196,14 @@ class LoggedOut:
 class Target:
     phone_hash: str
     phone_hint: str
-    phone_enc: str | None  # None for a decoy: nothing is texted
+    phone_enc: str
     bind_source: str | None  # "hospital", "first-use" or None (already bound)
-    decoy: bool  # a number that is not the one on file: the same answers, no SMS
 
 
 @dataclass(frozen=True)
 class NumberRefusal:
     reason: str  # a key of routes.NUMBER_ERRORS
+    hint: str | None = None  # the number on file's masked hint, when the typed one does not match it
 
 
 # --- rules without I/O -------------------------------------------------------------------------------
@@ -217,22 +242,22 @@ def choose_target(
     """Where a requested code goes. ``bound``: usable_binding(); ``latest``: the message's latest challenge,
     needed only for "send a new code" with no number posted."""
     if bound is not None:
-        return Target(bound.phone_hash, bound.phone_hint, bound.phone_enc, None, False)
+        return Target(bound.phone_hash, bound.phone_hint, bound.phone_enc, None)
     if resend and not typed.strip() and latest is not None:
-        # "Send a new code" on the code page: where the last code went (a decoy again for a number not on
-        # file), the number typed on the first page not being posted again.
-        return Target(latest.phone_hash, latest.phone_hint, latest.phone_enc, latest.bind_source, latest.decoy)
+        # "Send a new code" on the code page: where the last code went, the number typed on the first page
+        # not being posted again.
+        return Target(latest.phone_hash, latest.phone_hint, latest.phone_enc, latest.bind_source)
     e164 = policy.normalise_phone(typed)
     if e164 is None:
         return NumberRefusal("number_invalid")
-    if message.phone_hash is not None and message.phone_hint is not None:
+    if message.phone_hash is not None and message.phone_hint is not None and message.phone_enc is not None:
         if not phones.matches(e164, message.phone_hash):
-            # A decoy for the typed number: the page shows the hint on file, nothing is texted.
-            return Target(phones.hash(e164), message.phone_hint, None, None, True)
-        return Target(message.phone_hash, message.phone_hint, message.phone_enc, "hospital", False)
+            # Told plainly, with the hint on file: only the holder of the whole link gets this far.
+            return NumberRefusal("number_mismatch", message.phone_hint)
+        return Target(message.phone_hash, message.phone_hint, message.phone_enc, "hospital")
     # No number on file: trust on first use, for this message only, once the code proves it.
     stored = phones.stored(e164, message.patient_ref)
-    return Target(stored.phone_hash, stored.phone_hint, stored.phone_enc, "first-use", False)
+    return Target(stored.phone_hash, stored.phone_hint, stored.phone_enc, "first-use")
 
 
 def paper_told(message: Message, paper: Any) -> PaperTold | None:
@@ -311,32 +336,55 @@ class PatientAccess:
             return NoCodeYet(message.message_id)
         if challenge.sms_failed:
             return StatePage("sms_failed", 200, message)
-        return CodePage(message, challenge.phone_hint)
+        return CodePage(message, challenge)
+
+    async def code_status(self, message_id: uuid.UUID | None) -> CodeStatus:
+        """What the code page polls: whether the latest code's SMS was delivered, failed, or is on its way.
+        Read-only and not audited (the page asks every few seconds); it tells nothing but that."""
+        async with self.pool.acquire() as conn:
+            message = await store.get_message(conn, message_id) if message_id else None
+            if message is None or closed_state(message, datetime.now(timezone.utc)) is not None:
+                return CodeStatus("none")
+            challenge = await store.latest_challenge(conn, message.message_id)
+        if challenge is None:
+            return CodeStatus("none")
+        return CodeStatus("failed" if challenge.sms_failed else "sent" if challenge.sms_sent_at else "waiting")
 
     # --- the code -------------------------------------------------------------------------------------
 
     async def request_code(
-        self, message_id: uuid.UUID | None, *, csrf_ok: bool, phone: str, resend: bool, client: str | None
-    ) -> CodeSent | NumberRefused | Wait | StatePage:
+        self,
+        message_id: uuid.UUID | None,
+        *,
+        csrf_ok: bool,
+        link_secret: str,
+        phone: str,
+        resend: bool,
+        client: str | None,
+    ) -> CodeSent | NumberRefused | TooEarly | Wait | StatePage:
         now = datetime.now(timezone.utc)
         async with self.pool.acquire() as conn, conn.transaction():
-            message = await self._unlocked(conn, message_id, "code-request", csrf_ok=csrf_ok, client=client, now=now)
+            message = await self._unlocked(
+                conn, message_id, "code-request", csrf_ok=csrf_ok, link_secret=link_secret, client=client, now=now
+            )
             if isinstance(message, Wait):
                 OTP_REQUESTS.labels("locked").inc()
+            if isinstance(message, StatePage) and message.state == "no_proof":
+                OTP_REQUESTS.labels("no-proof").inc()
             if not isinstance(message, Message):
                 return message
             mid = message.message_id
             bound = await self._usable_binding(conn, message)
-            latest = await store.latest_challenge(conn, mid) if bound is None and resend and not phone.strip() else None
+            latest = await store.latest_challenge(conn, mid)
             target = choose_target(message, bound, latest, phone, resend=resend, phones=self.phones)
             if isinstance(target, NumberRefusal):
                 await store.audit(conn, mid, "code-request", target.reason, client)
                 OTP_REQUESTS.labels(target.reason).inc()
-                return NumberRefused(message, target.reason, None)  # refused only when no number is bound
-            e164 = self.phones.open(target.phone_enc, message.patient_ref) if target.phone_enc else None
-            # The number's hash under every key (rows from before a key rotation count too); a decoy's
-            # is the typed number's under the current key. The lock is on the current key's hash.
-            hashes = self.phones.hashes(e164) if e164 else [target.phone_hash]
+                return NumberRefused(message, target.reason, None, target.hint)  # only when no number is bound
+            e164 = self.phones.open(target.phone_enc, message.patient_ref)
+            # The number's hash under every key: rows from before a key rotation count too. The lock is on
+            # the current key's hash.
+            hashes = self.phones.hashes(e164)
             await store.lock_number(conn, hashes[-1])  # the per-number cap holds under concurrency
             counts = await store.send_counts(conn, mid, hashes, now, per_number=message.phone_hash is not None)
             until = policy.send_wait(
@@ -345,8 +393,10 @@ class PatientAccess:
             if until:
                 await store.audit(conn, mid, "code-request", "rate-limited", client)
                 OTP_REQUESTS.labels("rate-limited").inc()
+                if latest is not None and latest.live(now) and not latest.sms_failed:
+                    return TooEarly(message, until, latest)  # the code already sent still works
                 return Wait(message, until)
-            first_request = not await store.has_challenge(conn, mid)
+            first_request = latest is None
             challenge_id, code = uuid.uuid4(), policy.new_code()
             expires_at = now + timedelta(seconds=self.settings.otp_ttl_seconds)
             await store.insert_challenge(
@@ -360,14 +410,7 @@ class PatientAccess:
                 bind_source=target.bind_source,
                 created_at=now,
                 expires_at=expires_at,
-                decoy=target.decoy,
             )
-            if target.decoy:
-                # Not the number on file: the same answer as for the right one (the code page, the same
-                # waits next time), nothing texted and nothing counted against the message.
-                await store.audit(conn, mid, "code-request", "number_mismatch", client)
-                OTP_REQUESTS.labels("number_mismatch").inc()
-                return CodeSent(mid)
             await add_event(
                 conn,
                 envelope(
@@ -397,45 +440,55 @@ class PatientAccess:
         return CodeSent(mid)
 
     async def verify(
-        self, message_id: uuid.UUID | None, *, csrf_ok: bool, code: str, client: str | None
+        self, message_id: uuid.UUID | None, *, csrf_ok: bool, link_secret: str, code: str, client: str | None
     ) -> Verified | CodeRefused | Wait | StatePage:
+        """A typed code. Every code of the message works until it expires (a patient who asked for a second
+        code may type the first); a wrong guess counts on every live code it was compared with, so each code
+        still meets at most OTP_MAX_WRONG_PER_CODE guesses. A code that no longer works (expired, used) is
+        told as such and never counted as a wrong try."""
         now = datetime.now(timezone.utc)
         async with self.pool.acquire() as conn, conn.transaction():
-            message = await self._unlocked(conn, message_id, "code-check", csrf_ok=csrf_ok, client=client, now=now)
+            message = await self._unlocked(
+                conn, message_id, "code-check", csrf_ok=csrf_ok, link_secret=link_secret, client=client, now=now
+            )
+            if isinstance(message, StatePage) and message.state == "no_proof":
+                OTP_CHECKS.labels("no-proof").inc()
             if not isinstance(message, Message):
                 return message
             mid = message.message_id
-            challenge = await store.latest_challenge(conn, mid, lock=True)
-            if challenge is not None and challenge.sms_failed:
+            recent = await store.recent_challenges(conn, mid, now - OLD_CODES_KEPT, lock=True)
+            latest = recent[0] if recent else None
+            if latest is not None and latest.sms_failed:
                 await store.audit(conn, mid, "code-check", "sms-failed", client)
                 return StatePage("sms_failed", 410, message)
-            if challenge is None or not challenge.live(now):
+            live = [c for c in recent if c.live(now)]
+            if not live:
                 await store.audit(conn, mid, "code-check", "expired", client)
                 OTP_CHECKS.labels("expired").inc()
                 return StatePage("code_expired", 410, message)
+            shown = live[0]  # the latest live code: the one the page speaks of
             typed = policy.clean_code(code)
             if typed is None:  # cannot be a code: not a guess, nothing counted
                 await store.audit(conn, mid, "code-check", "malformed", client)
-                return CodeRefused(message, challenge.phone_hint, CODE_FORMAT, {})
-            # After a decoy (a wrong number typed), the patient's real code, if still live, still works;
-            # wrong guesses count on what the page shows, so decoy and code answer alike.
-            real = await store.latest_challenge(conn, mid, lock=True, real=True) if challenge.decoy else challenge
-            if (
-                real is None
-                or not real.live(now)
-                or not crypto.hash_matches(self.settings.portal_secret_key, "otp", f"{real.id}:{typed}", real.code_hash)
-            ):
-                return await self._wrong_code(conn, message, challenge, now, client)
+                return CodeRefused(message, shown, CODE_FORMAT, {})
+            right = next((c for c in live if self._is_code(c, typed)), None)
+            if right is None:
+                if any(self._is_code(c, typed) for c in recent if not c.live(now)):
+                    # An earlier code that expired or was used: the patient's own, not a guess.
+                    await store.audit(conn, mid, "code-check", "old-code", client)
+                    OTP_CHECKS.labels("old-code").inc()
+                    return CodeRefused(message, shown, OLD_CODE, {})
+                return await self._wrong_code(conn, message, live, now, client)
             first_verification = not await store.has_challenge(conn, mid, used=True)
-            await store.use_challenge(conn, real.id)
-            if real.bind_source == "hospital" and real.phone_enc is not None:
+            await store.use_challenge(conn, right.id)  # and every other live code of the message ends
+            if right.bind_source == "hospital":
                 await store.bind_phone(
-                    conn, message.patient_ref, real.phone_hash, real.phone_hint, real.phone_enc, "hospital"
+                    conn, message.patient_ref, right.phone_hash, right.phone_hint, right.phone_enc, "hospital"
                 )
-            elif real.bind_source == "first-use" and real.phone_enc is not None:
-                await store.prove_for_message(conn, mid, real.phone_hash, real.phone_hint, real.phone_enc)
-            if real.bind_source:
-                await store.audit(conn, mid, "binding", real.bind_source, client)
+            elif right.bind_source == "first-use":
+                await store.prove_for_message(conn, mid, right.phone_hash, right.phone_hint, right.phone_enc)
+            if right.bind_source:
+                await store.audit(conn, mid, "binding", right.bind_source, client)
             # The secretariat's console shows whether the patient has a verified number for later letters.
             await add_event(
                 conn,
@@ -445,7 +498,7 @@ class PatientAccess:
                         convocation_id=message.convocation_id,
                         change="verified",
                         at=now,
-                        bound=real.bind_source != "first-use",
+                        bound=right.bind_source != "first-use",
                     ),
                     producer=PRODUCER,
                     correlation_id=message.convocation_id,
@@ -458,12 +511,19 @@ class PatientAccess:
             reached("verified")
         return Verified(mid, token)
 
+    def _is_code(self, challenge: Challenge, typed: str) -> bool:
+        return crypto.hash_matches(
+            self.settings.portal_secret_key, "otp", f"{challenge.id}:{typed}", challenge.code_hash
+        )
+
     async def _wrong_code(
-        self, conn: asyncpg.Connection, message: Message, challenge: Challenge, now: datetime, client: str | None
+        self, conn: asyncpg.Connection, message: Message, live: list[Challenge], now: datetime, client: str | None
     ) -> CodeRefused | Wait | StatePage:
-        wrong = challenge.wrong + 1
-        dead = wrong >= self.settings.otp_max_wrong_per_code
-        await store.record_wrong_code(conn, challenge.id, dead=dead)
+        """A wrong guess: one more wrong entry on each live code (``live``, latest first) and one failure of the
+        message."""
+        wrong = await store.record_wrong_codes(conn, [c.id for c in live], self.settings.otp_max_wrong_per_code)
+        latest = live[0]
+        dead = wrong[latest.id] >= self.settings.otp_max_wrong_per_code  # the latest has the fewest wrong entries
         await store.audit(conn, message.message_id, "code-check", "wrong", client, "code dead" if dead else None)
         OTP_CHECKS.labels("wrong").inc()
         failed, lock = await self._count_failure(conn, message, now, client)
@@ -473,9 +533,9 @@ class PatientAccess:
             return StatePage("code_expired", 410, message)
         return CodeRefused(
             message,
-            challenge.phone_hint,
+            latest,
             WRONG_CODE,
-            {"n": tries_left(self.settings.otp_max_wrong_per_code, wrong, failed)},
+            {"n": tries_left(self.settings.otp_max_wrong_per_code, wrong[latest.id], failed)},
         )
 
     async def _count_failure(
@@ -712,22 +772,37 @@ class PatientAccess:
         action: str,
         *,
         csrf_ok: bool,
+        link_secret: str,
         client: str | None,
         now: datetime,
     ) -> Message | Wait | StatePage:
-        """The message, row-locked for this transaction, when it is open, the form is this browser's and no
-        wait is running; else the refusal (audited). The row lock serialises concurrent code requests and
-        guesses: no race gets past the caps."""
+        """The message, row-locked for this transaction, when it is open, the form is this browser's, the
+        request proves the whole link and no wait is running; else the refusal (audited). The row lock
+        serialises concurrent code requests and guesses: no race gets past the caps. A request without the
+        link's proof is refused before anything is counted: whoever has only the message id can neither
+        probe numbers nor make the patient wait."""
         message = await store.get_message(conn, message_id, lock=True) if message_id else None
         if refused := await self._refuse_closed(conn, message, message_id, action, client):
             return refused
         assert message is not None
         if not csrf_ok:
             return await self._refuse_csrf(conn, message, action, client)
+        if not self.proves_link(message, link_secret):
+            await store.audit(conn, message.message_id, action, "no-proof", client)
+            return StatePage("no_proof", 403, message)
         if message.locked_until and message.locked_until > now:
             await store.audit(conn, message.message_id, action, "locked", client)
             return Wait(message, message.locked_until)
         return message
+
+    def proves_link(self, message: Message, link_secret: str) -> bool:
+        """Whether ``link_secret`` is the whole link's: it opens the letter's sealed details (nothing else is
+        stored to check it against, and only the link carries the secret)."""
+        try:
+            self.open(message, link_secret, "details")
+        except crypto.CannotOpen:
+            return False
+        return True
 
     async def _session_guard(
         self,

@@ -30,9 +30,9 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 STATIC = Path(__file__).resolve().parent / "static"
 MESSAGE_PATH = re.compile(r"^/m/([0-9a-f-]{36})(?:/|$)")
 
-SECURITY_HEADERS = security_headers(
-    media_src="'self'", connect_src="'self'"
-)  # the guide video; the appointment (fetch)
+# The guide's video and its captions; the document page fetches the appointment; the code page polls
+# whether its SMS was delivered.
+SECURITY_HEADERS = security_headers(media_src="'self'", connect_src="'self'")
 
 
 def create_app(settings: PortalSettings | None = None) -> FastAPI:

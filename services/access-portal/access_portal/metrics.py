@@ -4,11 +4,13 @@ from prometheus_client import Counter
 
 OTP_REQUESTS = Counter(
     "convocations_otp_requests_total",
-    "Code requests by outcome: sent, rate-limited, locked, number_mismatch, number_invalid.",
+    "Code requests by outcome: sent, rate-limited, locked, number_mismatch, number_invalid, no-proof.",
     ["outcome"],
 )
 OTP_CHECKS = Counter(
-    "convocations_otp_checks_total", "Code checks by outcome: right, wrong, expired, locked.", ["outcome"]
+    "convocations_otp_checks_total",
+    "Code checks by outcome: right, wrong, expired, locked, old-code, no-proof.",
+    ["outcome"],
 )
 for _outcome in ("right", "wrong", "expired", "locked"):
     OTP_CHECKS.labels(_outcome)  # exported from the start: the guessing alert's increase() sees the first ones

@@ -78,6 +78,16 @@ STATES: dict[str, tuple[str, str]] = {
         ),
     ),
     "bad_request": (N_("This form has expired"), N_("Go back to the link in your e-mail and try again.")),
+    # A code asked for or typed without the proof that the whole link is at hand (the end of the link,
+    # which only the page's JavaScript reads): refused, and nothing counted.
+    "no_proof": (
+        N_("Open the whole link from your e-mail"),
+        N_(
+            "To send or check a code, this page must read the end of the link from your e-mail (after the # "
+            "sign), which needs JavaScript. Open the link from the e-mail again, in a browser with JavaScript "
+            "turned on. Nothing was sent and nothing was counted against you."
+        ),
+    ),
     # The patient's own help pages: what to do and whom to call, from the letter's secretariat.
     "not_my_number": (
         N_("This is not your number?"),

@@ -65,21 +65,21 @@ class Message(Record):
 
 @dataclass(frozen=True)
 class Challenge(Record):
-    """One code sent (or a decoy: a wrong number typed, nothing texted) (table ``challenge``)."""
+    """One code sent (table ``challenge``)."""
 
     id: uuid.UUID
     message_id: uuid.UUID
     code_hash: str
     phone_hash: str
     phone_hint: str
-    phone_enc: str | None  # None for a decoy
+    phone_enc: str
     bind_source: str | None  # "hospital" or "first-use": what a right code binds
     created_at: datetime
     expires_at: datetime
     wrong: int
     status: str  # active, used, dead
     sms_failed: bool
-    decoy: bool
+    sms_sent_at: datetime | None  # when the provider accepted its SMS (sms.sent)
 
     def live(self, now: datetime) -> bool:
         return self.status == "active" and self.expires_at > now

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
@@ -26,16 +27,17 @@ from access_portal.access import (
     Released,
     StatePage,
     ToDocument,
+    TooEarly,
     Verified,
     Wait,
 )
 from access_portal.i18n import N_, gettext
 from access_portal.pages import NOTICES, Pages
 from access_portal.phones import Phones
-from access_portal.records import Message
+from access_portal.records import Challenge, Message
 from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
-from shared.i18n import content_disposition
+from shared.i18n import content_disposition, format_time
 from shared.web import Csrf, chosen_language, parse_uuid
 
 MAX_FORM_BYTES = 16 * 1024
@@ -44,6 +46,10 @@ GUIDE_VIDEOS = Path(__file__).resolve().parent / "static" / "guide"
 BACK_TO_LETTER = re.compile(r"/m/[0-9a-f-]{36}(/[a-z-]+)?")
 NUMBER_ERRORS = {
     "number_invalid": N_("Enter a mobile number, like 079 123 45 67 or +41 79 123 45 67."),
+    "number_mismatch": N_(
+        "This number does not match the one we have for you, which ends in %(ending)s. Check it and type it "
+        "again. If it is not your number, do not ask for a code: choose “This is not my number” below."
+    ),
 }
 
 
@@ -68,6 +74,7 @@ class Portal:
         r.add_api_route("/m/{raw_id}", self.view, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}/code", self.request_code, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/m/{raw_id}/code", self.code_form, methods=["GET", "HEAD"], response_class=HTMLResponse)
+        r.add_api_route("/m/{raw_id}/code/status", self.code_status, methods=["GET"])
         r.add_api_route("/m/{raw_id}/verify", self.verify, methods=["POST"], max_body_size=MAX_FORM_BYTES)
         r.add_api_route("/m/{raw_id}/document", self.document, methods=["GET", "HEAD"], response_class=HTMLResponse)
         r.add_api_route("/m/{raw_id}/appointment", self.appointment, methods=["POST"], max_body_size=MAX_FORM_BYTES)
@@ -129,27 +136,47 @@ class Portal:
         )
 
     async def request_code(
-        self, request: Request, raw_id: str, csrf: str = Form(""), phone: str = Form(""), resend: str = Form("")
+        self,
+        request: Request,
+        raw_id: str,
+        csrf: str = Form(""),
+        k: str = Form(""),
+        phone: str = Form(""),
+        resend: str = Form(""),
     ) -> Response:
+        """ "Send me a code": ``k`` is the link's secret (portal.js), the proof that the whole link is at hand."""
         message_id = parse_uuid(raw_id)
         if resend:  # the language switch of the answer leads back to the code form
             request.state.here = f"/m/{message_id}/code"
         outcome = await self.access.request_code(
             message_id,
             csrf_ok=self.csrf.ok(request, csrf, message_id),
+            link_secret=k,
             phone=phone,
             resend=bool(resend),
             client=self.client(request),
         )
         if isinstance(outcome, NumberRefused):
             # The first page again, the typed number kept and the error by the field (no separate page).
+            ending = "".join(ch for ch in (outcome.hint or "") if ch.isdigit())[-2:]
             error = {
                 "state": outcome.reason,
                 "field": "phone",
-                "text": gettext(chosen_language(request) or outcome.message.language, NUMBER_ERRORS[outcome.reason]),
+                "text": gettext(
+                    chosen_language(request) or outcome.message.language, NUMBER_ERRORS[outcome.reason], ending=ending
+                ),
             }
             return self.first_page(
                 request, outcome.message, outcome.bound_hint, status=400, typed=phone[:40], error=error
+            )
+        if isinstance(outcome, TooEarly):
+            return self.code_page(
+                request,
+                outcome.message,
+                outcome.code,
+                status=429,
+                early=outcome.until,
+                paper=await self.access.paper(outcome.message),
             )
         return self.respond(request, outcome)
 
@@ -158,21 +185,26 @@ class Portal:
         if isinstance(outcome, NoCodeYet):
             return RedirectResponse(f"/m/{outcome.message_id}", status_code=303)
         if isinstance(outcome, CodePage):
-            return self.pages.render(
-                request,
-                "code.html",
-                outcome.message.language,
-                message=outcome.message,
-                hint=outcome.hint,
-                error=None,
-                paper=await self.access.paper(outcome.message),
+            return self.code_page(
+                request, outcome.message, outcome.code, paper=await self.access.paper(outcome.message)
             )
         return self.state(request, outcome)
 
-    async def verify(self, request: Request, raw_id: str, csrf: str = Form(""), code: str = Form("")) -> Response:
+    async def code_status(self, raw_id: str) -> Response:
+        """Polled by the code page (portal.js): {"sms": "waiting" | "sent" | "failed" | "none"}."""
+        status = await self.access.code_status(parse_uuid(raw_id))
+        return JSONResponse({"sms": status.state})
+
+    async def verify(
+        self, request: Request, raw_id: str, csrf: str = Form(""), k: str = Form(""), code: str = Form("")
+    ) -> Response:
         message_id = parse_uuid(raw_id)
         outcome = await self.access.verify(
-            message_id, csrf_ok=self.csrf.ok(request, csrf, message_id), code=code, client=self.client(request)
+            message_id,
+            csrf_ok=self.csrf.ok(request, csrf, message_id),
+            link_secret=k,
+            code=code,
+            client=self.client(request),
         )
         if isinstance(outcome, CodeRefused):
             error = {
@@ -180,15 +212,14 @@ class Portal:
                 "field": "code",
                 "text": gettext(chosen_language(request) or outcome.message.language, outcome.text, **outcome.values),
             }
-            return self.pages.render(
+            return self.code_page(
                 request,
-                "code.html",
-                outcome.message.language,
+                outcome.message,
+                outcome.code,
                 status=400,
-                message=outcome.message,
-                hint=outcome.hint,
                 typed=code[:12],
                 error=error,
+                paper=await self.access.paper(outcome.message),
             )
         return self.respond(request, outcome)
 
@@ -334,6 +365,45 @@ class Portal:
             hint=message.phone_hint,
             **context,
         )
+
+    def code_page(
+        self,
+        request: Request,
+        message: Message,
+        code: Challenge,
+        *,
+        status: int = 200,
+        early: datetime | None = None,
+        **context,
+    ) -> HTMLResponse:
+        """The code form for ``code`` (the latest code sent): until when it works and the time left, counted
+        from its expiry here (portal.js counts down from it); ``early``: "Send a new code" was pressed before
+        a new one may be sent, and says when one can."""
+        now = datetime.now(timezone.utc)
+        language = chosen_language(request) or message.language
+        # A code used or dead (five wrong entries) has no time left either.
+        left = max(0, int((code.expires_at - now).total_seconds())) if code.status == "active" else 0
+        too_early = None
+        if early is not None:
+            wait = max(1, int((early - now).total_seconds()) + 1)
+            ready = (early + timedelta(minutes=1)).replace(second=0, microsecond=0)  # the minute it is over
+            too_early = {"seconds": wait, "time": format_time(ready, language)}
+        response = self.pages.render(
+            request,
+            "code.html",
+            message.language,
+            status=status,
+            message=message,
+            hint=code.phone_hint,
+            works_until=format_time(code.expires_at, language),
+            seconds_left=left,
+            time_left=f"{left // 60}:{left % 60:02d}",
+            too_early=too_early,
+            **context,
+        )
+        if too_early is not None:
+            response.headers["Retry-After"] = str(too_early["seconds"])
+        return response
 
     def document_page(self, request: Request, page: DocumentPage) -> HTMLResponse:
         idle, warn = self.settings.session_idle_seconds, self.settings.session_warning_seconds

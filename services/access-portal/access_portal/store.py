@@ -144,25 +144,31 @@ async def lock_number(conn, phone_hash: str) -> None:
     await db.lock_named(conn, f"portal-number:{phone_hash}")
 
 
+# Decoys (challenge.decoy) are gone: a wrong number is told. Replicas of the previous release may still
+# write one while the new release rolls out, so reads skip them until the next release drops the column
+# (migrations/0080_no_decoys.sql).
+REAL = "not decoy"
+
+
 async def send_counts(
     conn, message_id: uuid.UUID, phone_hashes: list[str], now: datetime, *, per_number: bool
 ) -> SendCounts:
-    """What the send waits need. ``per_number``: the message's own waits count only the codes and
-    decoys of this number, so wrong numbers never hold back the right one. The day cap of a number
-    counts only codes really texted to it: typing someone's number into a letter costs them nothing.
-    ``phone_hashes``: the number's hash under every PORTAL_SECRET_KEY key, so rows written before a
-    key rotation still count."""
-    mine = "message_id = $1 and (not $4 or phone_hash = any($2::text[]))"
+    """What the send waits need. ``per_number``: the message's own waits count only the codes of this
+    number (a number on file changed by the secretariat starts afresh); the wait between two codes starts
+    from the last one whose SMS did not fail. ``phone_hashes``: the number's hash
+    under every PORTAL_SECRET_KEY key, so rows written before a key rotation still count."""
+    mine = f"message_id = $1 and (not $4 or phone_hash = any($2::text[])) and {REAL}"
     return SendCounts.from_row(
         await conn.fetchrow(
             "select"
-            f" (select max(created_at) from challenge where {mine}) as last_sent,"
+            # An SMS that could not be delivered does not hold back the next one (the caps still count it).
+            f" (select max(created_at) from challenge where {mine} and not sms_failed) as last_sent,"
             f" (select count(*) from challenge where {mine} and created_at > $3::timestamptz - interval '1 hour') as hour_n,"
             f" (select min(created_at) from challenge where {mine} and created_at > $3::timestamptz - interval '1 hour')"
             "   as hour_oldest,"
-            " (select count(*) from challenge where phone_hash = any($2::text[]) and not decoy"
+            f" (select count(*) from challenge where phone_hash = any($2::text[]) and {REAL}"
             "   and created_at > $3::timestamptz - interval '1 day') as day_n,"
-            " (select min(created_at) from challenge where phone_hash = any($2::text[]) and not decoy"
+            f" (select min(created_at) from challenge where phone_hash = any($2::text[]) and {REAL}"
             "   and created_at > $3::timestamptz - interval '1 day')"
             "   as day_oldest",
             message_id,
@@ -174,11 +180,10 @@ async def send_counts(
 
 
 async def has_challenge(conn, message_id: uuid.UUID, *, used: bool = False) -> bool:
-    """Whether a code was ever requested (``used``: ever verified) for this message; decoys (a wrong
-    number typed, nothing texted) do not count."""
+    """Whether a code was ever requested (``used``: ever verified) for this message."""
     return bool(
         await conn.fetchval(
-            "select exists(select 1 from challenge where message_id = $1 and not decoy"
+            f"select exists(select 1 from challenge where message_id = $1 and {REAL}"
             " and ($2 = false or status = 'used'))",
             message_id,
             used,
@@ -198,18 +203,12 @@ async def insert_challenge(
     bind_source,
     created_at,
     expires_at,
-    decoy: bool = False,
 ) -> None:
-    # A new code replaces the previous one: only the latest code of a message is ever valid. A decoy
-    # replaces only an earlier decoy: typing a wrong number never kills the patient's real code.
-    await conn.execute(
-        "update challenge set status = 'dead' where message_id = $1 and status = 'active' and decoy = $2",
-        message_id,
-        decoy,
-    )
+    # A new code does not end the earlier ones: each works until it expires (the patient may type the
+    # first SMS's code after asking for a second); a right code ends them all (use_challenge).
     await conn.execute(
         "insert into challenge(id, message_id, code_hash, phone_hash, phone_hint, phone_enc, bind_source,"
-        " created_at, expires_at, decoy) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        " created_at, expires_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         challenge_id,
         message_id,
         code_hash,
@@ -219,29 +218,38 @@ async def insert_challenge(
         bind_source,
         created_at,
         expires_at,
-        decoy,
     )
 
 
-async def latest_challenge(conn, message_id: uuid.UUID, *, lock: bool = False, real: bool = False) -> Challenge | None:
-    """The message's latest challenge (decoys included, unless ``real``)."""
+async def latest_challenge(conn, message_id: uuid.UUID) -> Challenge | None:
+    """The message's latest code."""
     return Challenge.maybe(
         await conn.fetchrow(
-            "select * from challenge where message_id = $1"
-            + (" and not decoy" if real else "")
-            + " order by created_at desc limit 1"
-            + (" for update" if lock else ""),
-            message_id,
+            f"select * from challenge where message_id = $1 and {REAL} order by created_at desc limit 1", message_id
         )
     )
 
 
-async def record_wrong_code(conn, challenge_id, *, dead: bool) -> None:
-    await conn.execute(
-        "update challenge set wrong = wrong + 1, status = case when $2 then 'dead' else status end where id = $1",
-        challenge_id,
-        dead,
+async def recent_challenges(conn, message_id: uuid.UUID, since: datetime, *, lock: bool = False) -> list[Challenge]:
+    """The message's codes sent since ``since``, latest first (at most 50: the send caps keep it far below)."""
+    rows = await conn.fetch(
+        f"select * from challenge where message_id = $1 and created_at > $2 and {REAL}"
+        " order by created_at desc limit 50" + (" for update" if lock else ""),
+        message_id,
+        since,
     )
+    return [Challenge.from_row(r) for r in rows]
+
+
+async def record_wrong_codes(conn, challenge_ids: list[uuid.UUID], max_wrong: int) -> dict[uuid.UUID, int]:
+    """One more wrong entry on each of these codes (dead at ``max_wrong``); returns each one's new count."""
+    rows = await conn.fetch(
+        "update challenge set wrong = wrong + 1, status = case when wrong + 1 >= $2 then 'dead' else status end"
+        " where id = any($1::uuid[]) returning id, wrong",
+        challenge_ids,
+        max_wrong,
+    )
+    return {r["id"]: r["wrong"] for r in rows}
 
 
 async def add_failure(conn, message_id: uuid.UUID) -> int:
@@ -292,7 +300,13 @@ async def set_number_on_file(conn, patient_ref: str, *, phone_hash: str, phone_h
 
 
 async def use_challenge(conn, challenge_id) -> None:
+    """The right code: used, and the message's other live codes end with it (a code opens once)."""
     await conn.execute("update challenge set status = 'used' where id = $1", challenge_id)
+    await conn.execute(
+        "update challenge set status = 'dead' where status = 'active'"
+        " and message_id = (select message_id from challenge where id = $1)",
+        challenge_id,
+    )
     await conn.execute(
         "update message set failed_checks = 0, locked_until = null"
         " where message_id = (select message_id from challenge where id = $1)",

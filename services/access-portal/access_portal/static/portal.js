@@ -128,6 +128,49 @@
       restartTimers();
     });
   }
+  // The code page: the time left counts down from the code's expiry (the seconds the server counted from
+  // it). A screen reader hears it at 5, 2 and 1 minutes left and when the code is over, not every second.
+  var left = document.getElementById("code-left");
+  var ends = 0;
+  if (left) {
+    var time = document.getElementById("code-time");
+    var said = document.getElementById("code-time-said");
+    var over = document.getElementById("code-over");
+    ends = Date.now() + 1000 * parseInt(time.getAttribute("data-seconds-left"), 10);
+    var milestones = [300, 120, 60];
+    var tick = function () {
+      var s = Math.max(0, Math.round((ends - Date.now()) / 1000));
+      left.textContent = Math.floor(s / 60) + ":" + ("0" + (s % 60)).slice(-2);
+      while (milestones.length && s < milestones[0] - 5) { milestones.shift(); }  // passed before we looked
+      if (milestones.length && s <= milestones[0]) { said.textContent = time.textContent; milestones.shift(); }
+      if (s === 0) {
+        time.hidden = true;
+        over.hidden = false;
+        said.textContent = over.textContent;
+        return;
+      }
+      setTimeout(tick, 1000);
+    };
+    tick();
+  }
+  // The code page learns that its SMS could not be delivered without a reload: it asks every few seconds
+  // (GET …/code/status) while the code lasts, and then shows what to do.
+  var smsFailed = document.getElementById("sms-failed-now");
+  if (smsFailed && window.fetch) {
+    var poll = function () {
+      fetch("/m/" + id + "/code/status", { credentials: "same-origin", cache: "no-store" })
+        .then(function (r) { return r.ok ? r.json() : {}; })
+        .then(function (status) {
+          if (status.sms === "failed") {
+            smsFailed.hidden = false;
+            smsFailed.focus();
+          } else if (Date.now() < ends) {
+            setTimeout(poll, 3000);
+          }
+        }, function () { if (Date.now() < ends) { setTimeout(poll, 10000); } });
+    };
+    setTimeout(poll, 3000);
+  }
   // Logging out forgets the secret and what was typed: on a shared computer the next person needs the e-mail.
   var forget = document.querySelectorAll("form[data-forget]");
   for (i = 0; i < forget.length; i++) {
