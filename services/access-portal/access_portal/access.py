@@ -28,6 +28,7 @@ from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
 from shared import crypto, tracing
 from shared.contracts import AccessChangedV1, DocumentReleasedV1, OtpRequestedV1, PostalChosenV1, envelope
+from shared.keystore import KeyStore, PeriodKeyUnavailable
 from shared.metrics import reached
 from shared.outbox import add_event
 
@@ -236,6 +237,7 @@ class PatientAccess:
         self, settings: PortalSettings, pool_getter: Callable[[], asyncpg.Pool], phones: Phones, sessions: Sessions
     ) -> None:
         self.settings, self._pool, self.phones, self.sessions = settings, pool_getter, phones, sessions
+        self.key_store = KeyStore(settings.key_store_url, settings.key_store_token.get_secret_value())
         self.limits = policy.SendLimits(
             settings.otp_resend_seconds, settings.otp_max_per_message_hour, settings.otp_max_per_number_day
         )
@@ -508,10 +510,13 @@ class PatientAccess:
             if isinstance(message, StatePage):
                 return message
             try:
-                details = json.loads(self.open(message, link_secret, "details"))
+                details = json.loads(await self.open(message, link_secret, "details"))
             except crypto.CannotOpen:
                 await store.audit(conn, message.message_id, "appointment-view", "link-incomplete", client)
                 return StatePage("link_incomplete", 400, message)
+            except PeriodKeyUnavailable:
+                await store.audit(conn, message.message_id, "appointment-view", "keys-unavailable", client)
+                return StatePage("try_later", 503, message)
             await store.audit(conn, message.message_id, "appointment-view", "ok", client)
             return await self._document_page(conn, message, details)
 
@@ -584,9 +589,9 @@ class PatientAccess:
                 return StatePage("session_expired", 401, message)
             shown_in = language or message.language
             try:
-                details = json.loads(self.open(message, link_secret, "details"))
+                details = json.loads(await self.open(message, link_secret, "details"))
                 body = (
-                    self.open(message, link_secret, "document")
+                    await self.open(message, link_secret, "document")
                     if kind == "pdf"
                     else calendar.ics(
                         details,
@@ -600,6 +605,9 @@ class PatientAccess:
                 # The message id and a session without the link's secret open nothing.
                 await store.audit(conn, mid, "download", "link-incomplete", client, kind)
                 return StatePage("link_incomplete", 400, message)
+            except PeriodKeyUnavailable:
+                await store.audit(conn, mid, "download", "keys-unavailable", client, kind)
+                return StatePage("try_later", 503, message)
             if await store.record_release(conn, mid, kind):  # the first download of each kind
                 # In the letter's trace (kept with the message), linked to this request's.
                 with tracing.continued(message.trace_context, f"{kind} released"):
@@ -631,9 +639,11 @@ class PatientAccess:
                 await store.audit(conn, message.message_id, "logout", "ok", client)
         return LoggedOut(message.message_id if message else None)
 
-    def open(self, message: Message, link_secret: str, purpose: str) -> bytes:
-        """A sealed part of the letter ("document" or "details"), opened with the link's secret."""
-        server_key = self.settings.seal_keys.get(message.key_id)
+    async def open(self, message: Message, link_secret: str, purpose: str) -> bytes:
+        """A sealed part of the letter ("document" or "details"), opened with the link's secret, the seal key
+        and, for letters sealed under a period, that period's key from the key store (gone once destroyed)."""
+        seal_key_id, period_id = crypto.split_key_id(message.key_id)
+        server_key = self.settings.seal_keys.get(seal_key_id)
         nonce, ciphertext = (
             (message.document_nonce, message.document_ciphertext)
             if purpose == "document"
@@ -641,6 +651,14 @@ class PatientAccess:
         )
         if server_key is None or not link_secret or nonce is None or ciphertext is None:
             raise crypto.CannotOpen("cannot open")
+        if period_id is not None:
+            try:
+                period = await self.key_store.get(period_id)
+            except PeriodKeyUnavailable as exc:
+                if exc.reason == "unreachable":
+                    raise  # the store is down: the patient is told to try again shortly
+                raise crypto.CannotOpen("the period key is gone") from None
+            server_key = crypto.bound_to_period(server_key, period.key)
         return crypto.open_sealed(
             bytes(nonce),
             bytes(ciphertext),
