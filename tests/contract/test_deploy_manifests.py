@@ -1403,7 +1403,8 @@ def test_monitoring_ships_a_pod_monitor_a_readiness_probe_and_the_alert_rules():
         (probe,) = by_kind(docs, "Probe").values()
         assert probe["spec"]["jobName"] == "convocations-readiness"
         assert sorted(probe["spec"]["targets"]["staticConfig"]["static"]) == sorted(
-            f"http://{name}.{OVERLAYS[overlay]}.svc:{port}/readyz" for name, (_pkg, port, _role) in SERVICES.items()
+            f"http://{name}.{OVERLAYS[overlay]}.svc:{port}/readyz"
+            for name, port in [*((n, p) for n, (_pkg, p, _role) in SERVICES.items()), (KEY_STORE, KEY_STORE_PORT)]
         )
         (rule,) = by_kind(docs, "PrometheusRule").values()
         assert rule["spec"]["groups"] == [
@@ -1751,7 +1752,7 @@ def test_every_readiness_probe_target_resolves_and_is_admitted_from_the_probers_
     ), prober.hostname
     prober_labels = {"app.kubernetes.io/name": prober_service}  # the exporter's pods (see network-policy.yaml)
     targets = probe["spec"]["targets"]["staticConfig"]["static"]
-    assert len(targets) == len(SERVICES)
+    assert len(targets) == len(SERVICES) + 1  # and the key store
     for target in targets:
         url = urlparse(target)
         parts = url.hostname.split(".")

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from devstack.sample import convocation_event, publish, sample_pdf
-from devstack.stack import ROOT
+from devstack.stack import KEY_STORE, ROOT
 from devstack.stack import SERVICES as STACK_SERVICES
 from tests.conftest import ADMIN_DSN, AMQP_URL, SCHEMAS
 
@@ -189,7 +189,7 @@ def prometheus(request, tmp_path_factory):
     stack = request.getfixturevalue("stack")
     watcher = Prometheus(
         tmp_path_factory.mktemp("prometheus"),
-        {name: [stack.url(name)] for name in STACK_SERVICES},
+        {name: [stack.url(name)] for name in [*STACK_SERVICES, KEY_STORE]},
         BROKER.prometheus_port if BROKER else None,
     ).start()
     yield watcher
