@@ -92,6 +92,8 @@ class Stack:
     ports: dict[str, int] = field(default_factory=dict)
     # Where the key store keeps its period keys (default: beside the logs, a directory of this stack's own).
     key_store_dir: Path | None = None
+    # The key store's complete settings (the production tier's, read from the manifests), like ``settings``.
+    key_store_settings: dict[str, str] | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -169,13 +171,13 @@ class Stack:
 
     def key_store_env(self) -> dict[str, str]:
         """The key store's settings: its directory and port; the development master key and callers' tokens
-        (those the issuer's and the portal's development settings hold), unless the production tier's
-        settings give them all."""
-        if self.settings is not None and KEY_STORE in self.settings:
+        (those the issuer's and the portal's development settings hold), unless ``key_store_settings`` gives
+        them all."""
+        if self.key_store_settings is not None:
             return {
                 "PATH": os.environ.get("PATH", ""),
                 "PYTHONPATH": python_path(),
-                **self.settings[KEY_STORE],
+                **self.key_store_settings,
                 "HTTP_PORT": str(self.ports[KEY_STORE]),
             }
         env = {**os.environ, "PYTHONPATH": python_path(), "HTTP_PORT": str(self.ports[KEY_STORE])}
