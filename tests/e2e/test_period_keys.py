@@ -7,7 +7,8 @@ letter of the period has expired (docs/architecture.md#period-keys).
   store's master key, every other period key) opens nothing, and the portal says the message expired.
 - Nothing destroys a period key early: the operator's ``destroy`` is refused while the period lasts, the store
   refuses to give out a key for a period that has ended, and only the issuer may create one.
-- A letter whose period key cannot be had is dead-lettered at sealing with its reason, and counted.
+- A letter whose period key cannot be had is dead-lettered at sealing with its reason, and counted; while the
+  key store is down, the portal tells the patient to try again shortly, and the download works once it is back.
 
 The stack has a database and an exchange of its own, periods of 20 seconds and letters that expire at their
 appointment (MESSAGE_TTL_DAYS=0), so that a period ends within the test.
@@ -248,3 +249,22 @@ async def test_a_letter_without_its_period_key_is_dead_lettered_with_the_reason_
     after = chain.event(email=random_email())
     await publish(AMQP_URL, EXCHANGE, after)
     await chain.email_to(after["data"]["patient"]["email"], timeout=30)
+
+
+async def test_while_the_key_store_is_down_the_patient_is_told_to_try_again_and_nothing_is_lost(chain, keys_stack):
+    stack = keys_stack
+    _, link, mobile, pdf = await letter(chain, datetime.now(timezone.utc) + timedelta(days=3))
+    e164, national = mobile
+    patient = PatientClient(link)
+    assert patient.request_code(national).status_code in (200, 303)
+    patient.enter_code(code_of(await chain.sms_to(e164)))
+    stack.stop([KEY_STORE])
+    try:
+        refused = patient.download("pdf")
+        assert refused.status_code == 503 and 'data-state="try_later"' in refused.text, refused.text[:500]
+        assert "Votre convocation ne peut pas être ouverte pour le moment" in refused.text  # the letter's language
+        assert pdf not in refused.content
+    finally:
+        stack.start([KEY_STORE])
+    again = patient.download("pdf")
+    assert again.status_code == 200 and again.content == pdf
