@@ -655,9 +655,9 @@ class PatientAccess:
             try:
                 period = await self.key_store.get(period_id)
             except PeriodKeyUnavailable as exc:
-                if exc.reason == "unreachable":
-                    raise  # the store is down: the patient is told to try again shortly
-                raise crypto.CannotOpen("the period key is gone") from None
+                if exc.reason in ("destroyed", "unknown"):  # after its expiry, or a row naming no period we made
+                    raise crypto.CannotOpen("the period key is gone") from None
+                raise  # the store down or refusing us: our problem, the patient is told to try again shortly
             server_key = crypto.bound_to_period(server_key, period.key)
         return crypto.open_sealed(
             bytes(nonce),
