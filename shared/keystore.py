@@ -81,10 +81,11 @@ class KeyStore:
             raise PeriodKeyUnavailable("unsafe", f"period {key.period_id} does not outlive a letter it would seal")
         return key
 
-    async def get(self, period_id: str) -> PeriodKey:
-        """A period's key by its id (the portal's, to open a letter)."""
+    async def get(self, period_id: str, *, again: bool = False) -> PeriodKey:
+        """A period's key by its id (the portal's, to open a letter). ``again``: ask the store even if this
+        process holds the key (it may have been made anew, after the store lost its volume)."""
         self._forget_ended(datetime.now(timezone.utc))
-        if (key := self._keys.get(period_id)) is None:
+        if again or (key := self._keys.get(period_id)) is None:
             key = _parse(await self._ask("GET", f"/v1/periods/{period_id}"))
             self._keys[key.period_id] = key
         return key

@@ -253,6 +253,25 @@ def test_once_its_period_key_is_destroyed_the_link_and_every_seal_key_open_nothi
                 open_document(sealed, link, server_key)
 
 
+def test_the_portal_asks_again_for_a_period_key_the_store_made_anew_after_losing_its_volume():
+    keys = sealing_keys()
+    before = seal(convocation(), keys)  # under PERIOD's key, which the portal then holds
+    lost = dataclasses.replace(PERIOD, key=key())  # the store lost its volume and made the period anew
+    after = domain.seal_convocation(convocation(), PDF, keys, expires_at=EXPIRES, send_email=True, period=lost)
+    answers = [PERIOD, lost]
+    p = portal(keys.seal_keys)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return key_store_answering(answers[0]).handle_request(request)
+
+    p.access.key_store = KeyStore("http://key-store", "token", transport=httpx.MockTransport(answer))
+    assert p.open(as_message(portal_row(before)), mailer_view(before, keys)["link_secret"], "document") == PDF
+    answers.pop(0)
+    assert p.open(as_message(portal_row(after)), mailer_view(after, keys)["link_secret"], "document") == PDF
+    with pytest.raises(CannotOpen):  # a wrong link still opens nothing
+        p.open(as_message(portal_row(after)), crypto.new_link_secret(), "document")
+
+
 @pytest.mark.parametrize(
     "spoil",
     [

@@ -651,23 +651,40 @@ class PatientAccess:
         )
         if server_key is None or not link_secret or nonce is None or ciphertext is None:
             raise crypto.CannotOpen("cannot open")
-        if period_id is not None:
+
+        def opened(key: bytes) -> bytes:
+            return crypto.open_sealed(
+                bytes(nonce),
+                bytes(ciphertext),
+                link_secret=link_secret,
+                server_key=key,
+                key_id=message.key_id,
+                message_id=message.message_id,
+                purpose=purpose,
+            )
+
+        if period_id is None:  # sealed before period keys
+            return opened(server_key)
+        held = await self._period_key(period_id)
+        try:
+            return opened(crypto.bound_to_period(server_key, held))
+        except crypto.CannotOpen as wrong:
+            # A wrong link, or a period key the store made anew (after losing its volume): ask it once more.
             try:
-                period = await self.key_store.get(period_id)
-            except PeriodKeyUnavailable as exc:
-                if exc.reason in ("destroyed", "unknown"):  # after its expiry, or a row naming no period we made
-                    raise crypto.CannotOpen("the period key is gone") from None
-                raise  # the store down or refusing us: our problem, the patient is told to try again shortly
-            server_key = crypto.bound_to_period(server_key, period.key)
-        return crypto.open_sealed(
-            bytes(nonce),
-            bytes(ciphertext),
-            link_secret=link_secret,
-            server_key=server_key,
-            key_id=message.key_id,
-            message_id=message.message_id,
-            purpose=purpose,
-        )
+                fresh = await self._period_key(period_id, again=True)
+            except PeriodKeyUnavailable:
+                raise wrong from None
+            if fresh == held:
+                raise
+            return opened(crypto.bound_to_period(server_key, fresh))
+
+    async def _period_key(self, period_id: str, *, again: bool = False) -> bytes:
+        try:
+            return (await self.key_store.get(period_id, again=again)).key
+        except PeriodKeyUnavailable as exc:
+            if exc.reason in ("destroyed", "unknown"):  # after its expiry, or a row naming no period we made
+                raise crypto.CannotOpen("the period key is gone") from None
+            raise  # the store down or refusing us: our problem, the patient is told to try again shortly
 
     # --- the checks every request shares ---------------------------------------------------------------
 
