@@ -260,7 +260,10 @@ class MessageSealedV1(EventPayload):
         " what was recorded under an older key is still found.",
     )
     language: Language
-    key_id: Line = Field(description="Id of the server key the document key was derived with.")
+    key_id: Line = Field(
+        description="Ids of the server keys the document key was derived with: the seal key, then the period key"
+        " of the letter's expiry (`k1.w2026-51`); a letter sealed before period keys names the seal key alone."
+    )
     document_nonce: Line = Field(description="base64 AES-GCM nonce of the document.")
     document_ciphertext: Line = Field(description="base64 AES-256-GCM ciphertext of the PDF.")
     details_nonce: Line = Field(description="base64 AES-GCM nonce of the appointment details.")

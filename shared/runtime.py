@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
 import aio_pika
 import asyncpg
@@ -351,7 +352,24 @@ def main(
     serve(create_app(settings), settings)
 
 
-def serve(app: FastAPI, settings: ServiceSettings) -> None:
+class ServedSettings(Protocol):
+    """What ``serve`` reads of a process's settings (a bus service's, or the key store's)."""
+
+    @property
+    def http_host(self) -> str: ...
+    @property
+    def http_port(self) -> int: ...
+    @property
+    def forwarded_allow_ips(self) -> str: ...
+    @property
+    def shutdown_timeout_seconds(self) -> float: ...
+    @property
+    def http_tls_cert_file(self) -> str | None: ...
+    @property
+    def http_tls_key_file(self) -> str | None: ...
+
+
+def serve(app: FastAPI, settings: ServedSettings) -> None:
     """Run one service process with uvicorn (uvloop when installed), and exit within
     ``shutdown_timeout_seconds`` of SIGTERM: requests in flight get a third of it, while the consumers stop
     at once and their handlers drain (``Runtime.begin_shutdown``)."""

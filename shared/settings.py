@@ -229,6 +229,7 @@ DEV_KEY_NAMES = (
     "secretariat-secret",
     "issuer-field",
     "secretariat-field",
+    "key-store-master",
 )
 
 
@@ -264,6 +265,17 @@ def _as_ring(value: dict[str, bytes]) -> crypto.KeyRing:
 # Every key setting is a ring, "kid:base64,kid:base64", oldest first (the last one seals and hashes
 # new data); NoDecode: the environment holds that text, not JSON.
 KeyRing = Annotated[dict[str, bytes], NoDecode, BeforeValidator(parse_keyring), AfterValidator(_as_ring)]
+
+
+# The key store callers' development tokens (services/key-store: ISSUER_TOKEN, PORTAL_TOKEN).
+DEV_KEY_STORE_TOKENS = ("dev-key-store-issuer-token", "dev-key-store-portal-token")
+
+
+def refuse_dev_key_store_token(environment: str, token: SecretStr) -> None:
+    """Production refuses a development or placeholder token for the key store."""
+    value = token.get_secret_value()
+    if environment == "production" and (value in DEV_KEY_STORE_TOKENS or "REPLACE_ME" in value or len(value) < 32):
+        raise ValueError("KEY_STORE_TOKEN is a development or short token; set the key store's real token")
 
 
 def secret(value: SecretStr | None) -> str:

@@ -54,11 +54,18 @@ def errors(routing_key: str, message: dict) -> list[str]:
     return [f"{'/'.join(map(str, e.path)) or 'body'}: {e.message}" for e in validator(routing_key).iter_errors(message)]
 
 
+# Services with no place on the bus: the key store answers the issuer and the portal over HTTP only.
+OFF_THE_BUS = {"key-store"}
+
+
 def service_subscriptions() -> dict[str, set[str]]:
-    """Service directory -> routing keys it subscribes to, read from its app.py."""
+    """Service directory -> routing keys it subscribes to, read from its app.py (services on the bus)."""
     by_name = {cls.__name__: key for key, cls in CATALOGUE.items()}
     found: dict[str, set[str]] = {}
     for app in sorted(SERVICES.glob("*/*/app.py")):
+        if app.parts[-3] in OFF_THE_BUS:
+            assert not SUBSCRIBE.findall(app.read_text(encoding="utf-8")), f"{app} subscribes: it is on the bus"
+            continue
         names = SUBSCRIBE.findall(app.read_text(encoding="utf-8"))
         found[app.parts[-3]] = {by_name.get(name, f"<{name}: not in the catalogue>") for name in names}
     return found

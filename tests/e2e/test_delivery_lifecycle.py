@@ -213,8 +213,9 @@ async def test_a_message_sealed_delivered_again_never_sends_a_second_email(chain
         settings.seal_keys, settings.patient_ref_key, settings.mailer_field_key, settings.portal_field_key
     )
     created = Envelope[ConvocationCreatedV1].model_validate(chain.event()).data
+    expires_at = created.appointment.starts_at
     sealed = domain.seal_convocation(
-        created, sample_pdf(), keys, expires_at=created.appointment.starts_at, send_email=True
+        created, sample_pdf(), keys, expires_at=expires_at, send_email=True, period=await chain.period_key(expires_at)
     )
     for _ in range(2):
         event = envelope(sealed, producer="issuer", correlation_id=created.convocation_id)

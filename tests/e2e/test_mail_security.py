@@ -87,8 +87,9 @@ async def test_the_mailer_takes_the_envelope_from_the_message_not_from_its_heade
         mailer_field_key=_decode_key(dev_key("mailer-field")),
         portal_field_key=_decode_key(dev_key("portal-field")),
     )
+    expires_at = datetime.now(timezone.utc) + timedelta(days=30)
     sealed = domain.seal_convocation(
-        evil, sample_pdf(), keys, send_email=True, expires_at=datetime.now(timezone.utc) + timedelta(days=30)
+        evil, sample_pdf(), keys, send_email=True, expires_at=expires_at, period=await chain.period_key(expires_at)
     )
     message = json.loads(
         envelope(sealed, producer="issuer", correlation_id=convocation.convocation_id).model_dump_json()

@@ -131,8 +131,8 @@ async def state(pool, cid):
 
 
 @pytest.fixture(scope="module")
-def issuer() -> IssuerHandlers:
-    return IssuerHandlers(IssuerSettings())
+def issuer(key_store) -> IssuerHandlers:
+    return IssuerHandlers(IssuerSettings(key_store_url=key_store))
 
 
 async def test_a_new_convocation_is_sealed_in_two_statements_then_e_mailed_in_three(pool, issuer):

@@ -11,6 +11,7 @@ import secrets
 import uuid
 from datetime import datetime, timezone
 
+import httpx
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -25,9 +26,18 @@ from issuer import domain
 from shared import crypto
 from shared.contracts import ConvocationCreatedV1, MessageSealedV1
 from shared.crypto import CannotOpen
+from shared.keystore import KeyStore, PeriodKey
 
 PDF = sample_pdf("Convocation: Marie Dupont, cardiologie")
 EXPIRES = datetime(2027, 2, 13, 8, 30, tzinfo=timezone.utc)
+# The key store's period of that expiry (ISO week 6 of 2027), as it answers the issuer and the portal.
+PERIOD = PeriodKey(
+    "w2027-06",
+    secrets.token_bytes(32),
+    datetime(2027, 2, 8, tzinfo=timezone.utc),
+    datetime(2027, 2, 15, tzinfo=timezone.utc),
+    datetime(2027, 2, 16, tzinfo=timezone.utc),
+)
 
 
 def key() -> bytes:
@@ -45,7 +55,14 @@ def sealing_keys(seal_keys: dict[str, bytes] | None = None) -> domain.SealingKey
 
 
 def seal(c: ConvocationCreatedV1, keys: domain.SealingKeys) -> MessageSealedV1:
-    return domain.seal_convocation(c, PDF, keys, expires_at=EXPIRES, send_email=True)
+    return domain.seal_convocation(c, PDF, keys, expires_at=EXPIRES, send_email=True, period=PERIOD)
+
+
+def server_key_of(seal_keys: dict[str, bytes], sealed: MessageSealedV1) -> bytes:
+    """The seal key the letter's key id names, bound to its period's key: what opens it with the link."""
+    seal_key_id, period_id = crypto.split_key_id(sealed.key_id)
+    assert period_id == PERIOD.period_id
+    return crypto.bound_to_period(seal_keys[seal_key_id], PERIOD.key)
 
 
 def mailer_view(sealed: MessageSealedV1, keys: domain.SealingKeys) -> dict:
@@ -69,10 +86,42 @@ def open_document(sealed: MessageSealedV1, link_secret: str, server_key: bytes, 
     )
 
 
-def portal(seal_keys: dict[str, bytes]) -> PatientAccess:
-    settings = PortalSettings(environment="development", seal_keys=seal_keys)
-    phones = Phones(settings.portal_secret_key, settings.portal_field_key)
-    return PatientAccess(settings, lambda: None, phones, Sessions(settings))
+def key_store_answering(*periods: PeriodKey) -> httpx.MockTransport:
+    """The key store as the portal's client sees it: these periods' keys, 410 for any other."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        period = next((p for p in periods if request.url.path == f"/v1/periods/{p.period_id}"), None)
+        if period is None:
+            return httpx.Response(410, json={"detail": "destroyed"})
+        return httpx.Response(
+            200,
+            json={
+                "period_id": period.period_id,
+                "key": base64.b64encode(period.key).decode(),
+                **{f: getattr(period, f).isoformat() for f in ("starts_at", "ends_at", "destroy_after")},
+            },
+        )
+
+    return httpx.MockTransport(answer)
+
+
+class Portal:
+    """The portal's PatientAccess.open, called as a test does (the key store's answers are faked)."""
+
+    def __init__(self, seal_keys: dict[str, bytes], *periods: PeriodKey) -> None:
+        settings = PortalSettings(environment="development", seal_keys=seal_keys)
+        phones = Phones(settings.portal_secret_key, settings.portal_field_key)
+        self.access = PatientAccess(settings, lambda: None, phones, Sessions(settings))
+        self.access.key_store = KeyStore("http://key-store", "token", transport=key_store_answering(*periods))
+
+    def open(self, message: Message, link_secret: str, purpose: str) -> bytes:
+        import asyncio
+
+        return asyncio.run(self.access.open(message, link_secret, purpose))
+
+
+def portal(seal_keys: dict[str, bytes]) -> Portal:
+    return Portal(seal_keys, PERIOD)
 
 
 def as_message(row: dict) -> Message:
@@ -99,7 +148,7 @@ def test_the_e_mailed_link_opens_the_letter_and_its_appointment_details():
     c, keys = convocation(), sealing_keys()
     sealed = seal(c, keys)
     link = mailer_view(sealed, keys)["link_secret"]
-    server_key = keys.seal_keys[sealed.key_id]
+    server_key = server_key_of(keys.seal_keys, sealed)
     assert open_document(sealed, link, server_key) == PDF
     details = json.loads(open_document(sealed, link, server_key, "details"))
     assert details["starts_at"] == c.appointment.starts_at.isoformat()
@@ -151,7 +200,7 @@ def test_the_letter_does_not_open_with_another_messages_link():
     keys = sealing_keys()
     mine, theirs = seal(convocation(), keys), seal(convocation(), keys)
     with pytest.raises(CannotOpen):
-        open_document(mine, mailer_view(theirs, keys)["link_secret"], keys.seal_keys["k1"])
+        open_document(mine, mailer_view(theirs, keys)["link_secret"], server_key_of(keys.seal_keys, mine))
 
 
 # --- key rotation -----------------------------------------------------------------------------------
@@ -165,11 +214,11 @@ def test_a_letter_sealed_under_k1_still_opens_after_k2_is_added_and_new_letters_
         {"k1": k1, "k2": k2}, before.patient_ref_key, before.mailer_field_key, before.portal_field_key
     )
     new = seal(convocation(), after)
-    assert (old.key_id, new.key_id) == ("k1", "k2")
-    assert open_document(old, mailer_view(old, after)["link_secret"], after.seal_keys[old.key_id]) == PDF
-    assert open_document(new, mailer_view(new, after)["link_secret"], after.seal_keys[new.key_id]) == PDF
+    assert (old.key_id, new.key_id) == ("k1.w2027-06", "k2.w2027-06")
+    assert open_document(old, mailer_view(old, after)["link_secret"], server_key_of(after.seal_keys, old)) == PDF
+    assert open_document(new, mailer_view(new, after)["link_secret"], server_key_of(after.seal_keys, new)) == PDF
     with pytest.raises(CannotOpen):
-        open_document(new, mailer_view(new, after)["link_secret"], k1)
+        open_document(new, mailer_view(new, after)["link_secret"], crypto.bound_to_period(k1, PERIOD.key))
 
 
 def test_the_portal_opens_letters_under_every_key_of_its_ring():
@@ -191,13 +240,45 @@ def test_the_portal_cannot_open_a_letter_whose_key_id_is_not_in_its_ring():
         portal({"k2": key()}).open(as_message(portal_row(sealed)), mailer_view(sealed, keys)["link_secret"], "document")
 
 
+def test_once_its_period_key_is_destroyed_the_link_and_every_seal_key_open_nothing():
+    keys = sealing_keys({"k1": key(), "k2": key()})
+    sealed = seal(convocation(), keys)
+    link = mailer_view(sealed, keys)["link_secret"]
+    assert portal(keys.seal_keys).open(as_message(portal_row(sealed)), link, "document") == PDF
+    with pytest.raises(CannotOpen):  # the key store answers 410: the period key is gone
+        Portal(keys.seal_keys).open(as_message(portal_row(sealed)), link, "document")
+    for seal_key in keys.seal_keys.values():  # a seal key alone, or bound to another period's key
+        for server_key in (seal_key, crypto.bound_to_period(seal_key, key())):
+            with pytest.raises(CannotOpen):
+                open_document(sealed, link, server_key)
+
+
+def test_the_portal_asks_again_for_a_period_key_the_store_made_anew_after_losing_its_volume():
+    keys = sealing_keys()
+    before = seal(convocation(), keys)  # under PERIOD's key, which the portal then holds
+    lost = dataclasses.replace(PERIOD, key=key())  # the store lost its volume and made the period anew
+    after = domain.seal_convocation(convocation(), PDF, keys, expires_at=EXPIRES, send_email=True, period=lost)
+    answers = [PERIOD, lost]
+    p = portal(keys.seal_keys)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return key_store_answering(answers[0]).handle_request(request)
+
+    p.access.key_store = KeyStore("http://key-store", "token", transport=httpx.MockTransport(answer))
+    assert p.open(as_message(portal_row(before)), mailer_view(before, keys)["link_secret"], "document") == PDF
+    answers.pop(0)
+    assert p.open(as_message(portal_row(after)), mailer_view(after, keys)["link_secret"], "document") == PDF
+    with pytest.raises(CannotOpen):  # a wrong link still opens nothing
+        p.open(as_message(portal_row(after)), crypto.new_link_secret(), "document")
+
+
 @pytest.mark.parametrize(
     "spoil",
     [
         pytest.param(lambda row, link: (row, crypto.new_link_secret()), id="wrong-link"),
         pytest.param(lambda row, link: (row, ""), id="no-link"),
         pytest.param(lambda row, link: (row, link[:-2]), id="malformed-link"),
-        pytest.param(lambda row, link: ({**row, "key_id": "k2"}, link), id="key-id-swapped"),
+        pytest.param(lambda row, link: ({**row, "key_id": "k2.w2027-06"}, link), id="key-id-swapped"),
         pytest.param(lambda row, link: ({**row, "message_id": uuid.uuid4()}, link), id="message-id-swapped"),
         pytest.param(lambda row, link: ({**row, "document_ciphertext": None}, link), id="ciphertext-destroyed"),
         pytest.param(lambda row, link: ({**row, "document_nonce": row["details_nonce"]}, link), id="nonce-swapped"),
@@ -271,6 +352,7 @@ def test_every_database_plus_every_server_key_without_the_link_opens_nothing():
         "sms field": key(),
         "portal secret": key(),
         "print room public": crypto.recipient_public_key(print_room_private),
+        "period": PERIOD.key,
     }
     portal_secret = server_keys["portal secret"]
     mobile = crypto.open_field(

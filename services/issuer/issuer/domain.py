@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared import crypto
 from shared.contracts import ConvocationCreatedV1, ConvocationStatusV1, Email, MessageSealedV1, PublicContact
+from shared.keystore import PeriodKey
 from shared.phones import phone_hint
 
 _EMAIL: TypeAdapter[str] = TypeAdapter(Email)
@@ -89,11 +90,13 @@ def seal_convocation(
     *,
     expires_at: datetime,
     send_email: bool,
+    period: PeriodKey,
     public_contact: PublicContact | None = None,
     address_corrected: bool = False,
     sent_again: bool = False,
 ) -> MessageSealedV1:
-    """Encrypt the letter under a fresh link secret and the newest server key.
+    """Encrypt the letter under a fresh link secret, the newest seal key and the period key of its expiry
+    (the key id names both: ``k1.w2026-51``); once the key store destroys the period key, nothing opens it.
 
     The link secret leaves this function only encrypted for the mailer (which puts it in the
     e-mailed link); it is never stored. ``address_corrected``: the secretariat corrected the address, so
@@ -101,7 +104,11 @@ def seal_convocation(
     the secretariat had the same letter sent again, so the e-mail must not say that it changed.
     """
     message_id = uuid.uuid4()
-    key_id, server_key = list(keys.seal_keys.items())[-1]
+    seal_key_id, seal_key = list(keys.seal_keys.items())[-1]
+    key_id, server_key = (
+        crypto.period_key_id(seal_key_id, period.period_id),
+        crypto.bound_to_period(seal_key, period.key),
+    )
     link_secret = crypto.new_link_secret()
 
     def seal(data: bytes, purpose: str) -> tuple[bytes, bytes]:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import asyncpg
 
 from issuer import domain, store
-from issuer.metrics import POSTAL_REQUESTS, REISSUE_REQUESTS
+from issuer.metrics import PERIOD_KEY_FAILURES, POSTAL_REQUESTS, REISSUE_REQUESTS
 from issuer.pdfcheck import UnreadablePdf, active_content
 from issuer.settings import IssuerSettings
 from shared import crypto, rejections
@@ -40,6 +40,7 @@ from shared.contracts import (
     StaffActionRequestedV1,
     envelope,
 )
+from shared.keystore import KeyStore, PeriodKey, PeriodKeyUnavailable
 from shared.logs import get_logger
 from shared.metrics import PAPER_REQUESTS, on_commit, reached
 from shared.outbox import add_events
@@ -79,6 +80,7 @@ class IssuerHandlers:
             portal_field_key=settings.portal_field_key,
         )
         self.public_contact = PublicContact(phone=settings.public_contact_phone, email=settings.public_contact_email)
+        self.key_store = KeyStore(settings.key_store_url, settings.key_store_token.get_secret_value())
 
     # --- upstream -----------------------------------------------------------------------------
 
@@ -89,7 +91,7 @@ class IssuerHandlers:
             raise Rejected(rejections.APPOINTMENT_IN_PAST, problem)
         # Sealed before looking: a new convocation (nearly all of them) then takes one statement to store,
         # and a known one is superseded by this same letter unless the secretariat corrected its address.
-        letter = self._seal(c, now)
+        letter = await self._seal(c, now)
         row = await store.insert_convocation(
             conn,
             convocation_id=c.convocation_id,
@@ -127,9 +129,9 @@ class IssuerHandlers:
         corrected = self._corrected_email(reissues)
         if corrected:  # the secretariat's correction wins over the republished address
             c = domain.with_email(c, corrected)
-            letter = self._seal(c, now, address_corrected=True)
+            letter = await self._seal(c, now, address_corrected=True)
         elif reissues:  # sent again as the secretariat asked: the e-mail must not say the letter changed
-            letter = self._seal(c, now, sent_again=True)
+            letter = await self._seal(c, now, sent_again=True)
         if reissues:
             await store.consume_reissues(conn, c.convocation_id, letter.sealed.message_id, now)
             log.info(
@@ -155,18 +157,29 @@ class IssuerHandlers:
         events += await self._sealed(conn, row, letter, now)
         await self._emit(conn, d, *events, convocation_id=row["id"])
 
-    def _seal(
+    async def _period_key(self, expires_at: datetime) -> PeriodKey:
+        """The key store's key for the period of this expiry; without one, the letter is dead-lettered."""
+        try:
+            return await self.key_store.for_expiry(expires_at)
+        except PeriodKeyUnavailable as exc:
+            PERIOD_KEY_FAILURES.labels(exc.reason).inc()
+            raise Rejected(rejections.PERIOD_KEY_UNAVAILABLE, f"{exc.reason}: {exc.detail}") from None
+
+    async def _seal(
         self, c: ConvocationCreatedV1, now: datetime, *, address_corrected: bool = False, sent_again: bool = False
     ) -> _Letter:
-        """The letter sealed for the patient's link, its print-room copy, and how it goes out (CPU only)."""
-        pdf = self._upstream_pdf(c) or self._render(c, now)
+        """The letter sealed for the patient's link under its period's key, its print-room copy, and how it
+        goes out (CPU only, once the period key is known: the key store is asked once per period)."""
         expires_at = domain.expiry(c.appointment.starts_at, self.settings.message_ttl_days)
+        period = await self._period_key(expires_at)
+        pdf = self._upstream_pdf(c) or self._render(c, now)
         postal = domain.postal_reason_at_creation(c)
         sealed = domain.seal_convocation(
             c,
             pdf,
             self.keys,
             expires_at=expires_at,
+            period=period,
             send_email=postal is None,
             public_contact=self.public_contact,
             address_corrected=address_corrected,

@@ -153,7 +153,7 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             patient_ref="k1:" + _illustrative("patient_ref", 32).hex(),
             patient_refs=["k1:" + _illustrative("patient_ref", 32).hex()],
             language="fr",
-            key_id="k1",
+            key_id="k1.w2026-51",
             document_nonce=b64e(_illustrative("document nonce", 12)),
             document_ciphertext=b64e(_illustrative("document ciphertext", 64)),
             details_nonce=b64e(_illustrative("details nonce", 12)),
