@@ -44,8 +44,9 @@ _OWN_PARTIES = ("sms", "portal", "print-room")
 
 @dataclass(frozen=True)
 class Opened:
-    """A letter opened, and how."""
+    """A letter opened (its message id, None for a PDF found in clear), and how."""
 
+    message_id: str | None
     how: str
 
 
@@ -87,9 +88,8 @@ def open_letters(
                         )
                     except crypto.CannotOpen:
                         continue
-                    opened.append(Opened(f"the {purpose} of {message_id}: a link found in the copies and {name}"))
-                    if plain.startswith(b"%PDF-"):
-                        opened.append(Opened(f"the letter {message_id} ({name})"))
+                    what = "the letter" if plain.startswith(b"%PDF-") else f"the {purpose}"
+                    opened.append(Opened(str(message_id), f"{what}, with a link found in the copies and {name}"))
     return opened
 
 
@@ -104,7 +104,7 @@ def _walk(value: object, strings: list[str], records: list[dict], opened: list[O
     elif isinstance(value, bytes | bytearray | memoryview):
         raw = bytes(value)
         if any(mark in raw for mark in _PDF_IN_CLEAR):
-            opened.append(Opened(f"a PDF in clear in {where}"))
+            opened.append(Opened(None, f"a PDF in clear in {where}"))
         strings.append(base64.b64encode(raw).decode())
         try:
             _walk(raw.decode(), strings, records, opened, where)
@@ -112,13 +112,17 @@ def _walk(value: object, strings: list[str], records: list[dict], opened: list[O
             pass
     elif isinstance(value, str):
         if any(mark.decode() in value for mark in _PDF_IN_CLEAR):
-            opened.append(Opened(f"a PDF in clear in {where}"))
+            opened.append(Opened(None, f"a PDF in clear in {where}"))
         strings.append(value)
         text = value.strip()
         if text[:1] in ("{", "[") and len(text) > 1:
             try:
                 parsed = json.loads(text)
             except ValueError:
+                if "\n" in text:  # JSON lines (a log)
+                    for line in text.splitlines():
+                        if line.strip()[:1] == "{":
+                            _walk(line, [], records, opened, where)
                 return
             _walk(parsed, strings, records, opened, where)
         elif text.startswith("\\x"):  # bytea as PostgreSQL prints it

@@ -129,7 +129,7 @@ async def test_broker_cut_while_letters_flow_sends_each_letter_once(chain, own_d
                 channel = await connection.channel()
                 queues = [
                     f"{BROKER_EXCHANGE}.issuer.convocation.created.v1",
-                    f"{BROKER_EXCHANGE}.mailer.message.sealed.v1",
+                    f"{BROKER_EXCHANGE}.mailer.email.requested.v1",
                     f"{BROKER_EXCHANGE}.issuer.email.sent.v1",
                 ]
                 await _drained(channel, queues)

@@ -1,0 +1,187 @@
+"""Only the link opens the letter, in every copy a letter leaves (issue 17; docs/architecture.md#threat-model).
+
+A stack of its own (its own database and exchange) sends three letters that leave every copy they can: one
+e-mailed at once; one whose e-mail the relay refuses twice (the mailer's retry copy waits in its 600 s holding
+queue); and one sealed after the issuer got a field key its consumers do not have yet (the mailer and the
+portal each dead-letter their half, `cannot-open`). Then every table of every schema, every queue of the
+broker's vhost (work queues, holding queues, DLQs) and every log line are gathered, and tests/opener.py tries
+every server key on every field of every copy, in every combination that could yield a link and then a letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import secrets
+import subprocess
+import uuid
+
+import aio_pika
+import pytest
+
+from devstack.sample import publish
+from devstack.stack import Stack
+from shared.settings import DEV_KEY_NAMES, _decode_key, dev_key
+from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST
+from tests.opener import Opened, open_letters
+from tests.patient import find_link
+
+pytestmark = pytest.mark.e2e
+EXCHANGE = "copies"
+HOLD_SECONDS = 600  # the second retry's delay: the retry copy waits in its holding queue while we look
+# A second field key given to the issuer before its consumers (the rotation done in the wrong order): the
+# letter sealed then is dead-lettered by the mailer and by the portal, each with its half.
+EARLY = {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in ("MAILER", "PORTAL")}
+
+
+def server_keys() -> dict[str, bytes]:
+    """Every key a service of this stack holds (the development keys and the early ones), by name."""
+    keys = {name: _decode_key(dev_key(name)) for name in DEV_KEY_NAMES if name != "print-room"}
+    return keys | {f"{name}_FIELD_KEY k2": base64.b64decode(key) for name, key in EARLY.items()}
+
+
+PRINT_ROOM = {"print room's private key": _decode_key(dev_key("print-room"))}  # the print room's, no service's
+
+
+async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_database, devinbox, tmp_path):
+    database, db = own_database
+    stack = Stack(
+        database=database,
+        exchange=EXCHANGE,
+        smtp_port=devinbox.smtp_port,
+        sms_provider_url=devinbox.twilio_base_url,
+        sms_account_sid=devinbox.account_sid,
+        sms_auth_token=devinbox.auth_token,
+        log_dir=tmp_path,
+        amqp_url=AMQP_URL,
+        extra_env={"*": {"MAILER_RETRY_DELAYS": f"1,{HOLD_SECONDS}", "LOG_LEVEL": "DEBUG"}},
+    )
+    try:
+        stack.start(["issuer", "mailer", "access-portal"])
+        sent = chain.event()
+        await publish(AMQP_URL, EXCHANGE, sent)
+        link = find_link((await chain.email_to(sent["data"]["patient"]["email"], timeout=30))["text"])
+
+        chain.inbox.smtp_script(["451 4.3.0 Mailbox busy, try again later"] * 2)
+        retrying = chain.event()
+        await publish(AMQP_URL, EXCHANGE, retrying)
+        holding = f"{EXCHANGE}.mailer.email.requested.v1.retry.{HOLD_SECONDS}s"
+        await _until(lambda: _depth(holding), 1, "the retry copy never reached its holding queue")
+
+        stack.stop(["issuer"])
+        stack.extra_env["issuer"] = {
+            f"{name}_FIELD_KEY": f"k1:{dev_key(name.lower() + '-field')},k2:{key}" for name, key in EARLY.items()
+        }
+        stack.start(["issuer"])
+        dead = chain.event()
+        await publish(AMQP_URL, EXCHANGE, dead)
+        for consumer, event in (("mailer", "email.requested.v1"), ("access-portal", "message.sealed.v2")):
+            dlq = f"{EXCHANGE}.{consumer}.{event}.dlq"
+            await _until(lambda dlq=dlq: _depth(dlq), 1, f"{dlq} never got the letter's half")
+
+        ids = {name: await _message_id(db, e) for name, e in (("sent", sent), ("retrying", retrying), ("dead", dead))}
+        assert ids["sent"] in link
+        databases, queues, logs = await _databases(db), await _queues(), stack.logs()
+    finally:
+        stack.stop()
+        chain.inbox.smtp_script([])
+
+    # What was gathered: each letter's halves are there to be tried.
+    assert {"issuer", "mailer", "access_portal"} <= databases.keys()
+    assert len(queues[holding]) == 1 and len(queues[f"{EXCHANGE}.mailer.email.requested.v1.dlq"]) == 1
+    assert len(queues[f"{EXCHANGE}.access-portal.message.sealed.v2.dlq"]) == 1
+    # The hospital's input, before any sealing, is not ours to judge here (the threat model says what it holds).
+    queues = {name: copies for name, copies in queues.items() if ".convocation.created." not in name}
+    places = {**databases, **queues, "logs": [logs]}
+    keys = server_keys()
+
+    # Each place alone (a schema, a queue, the logs), with every server key: nothing opens.
+    for place, copies in places.items():
+        assert open_letters(copies, keys) == [], f"{place} opens a letter without the link"
+    # Every database together, with every server key: nothing (no table holds a link).
+    assert open_letters([row for rows in databases.values() for row in rows], keys) == []
+    # No log line, even at DEBUG, holds the link's secret, a sealed field, a ciphertext or an address.
+    assert link.split("#", 1)[1][:43] not in logs and sent["data"]["patient"]["email"] not in logs
+    assert not re.search(r"\bfe[12]\.|\brs[12]\.|ciphertext", logs), "a log line holds an event's sealed part"
+
+    # The opener is no blind one: the link from the e-mail opens that letter from the portal's database;
+    _opened(open_letters([*databases["access_portal"], link], keys), {ids["sent"]})
+    # the print room's own key opens the print copies the issuer keeps, and it alone;
+    _opened(open_letters(databases["issuer"], keys, PRINT_ROOM), set(), in_clear=True)
+    # and everything together opens exactly the letters whose e-mail has not gone: their link waits in the
+    # mailer's retry copy or dead letter, their letter in the portal's database or dead letter (the residue
+    # the threat model names: the broker's copies, the portal's and two server keys at once).
+    everything = [copy for copies in places.values() for copy in copies]
+    _opened(open_letters(everything, keys), {ids["retrying"], ids["dead"]}, among=set(ids.values()))
+
+
+def _opened(found: list[Opened], message_ids: set[str], *, in_clear: bool = False, among=None) -> None:
+    """The letters opened are these (of ``among``, when other tests' letters may be in the broker too)."""
+    letters = {o.message_id for o in found if o.message_id and o.how.startswith("the letter")}
+    assert (letters & among if among else letters) == message_ids, found
+    assert any(o.message_id is None for o in found) == in_clear, found
+
+
+async def _message_id(db, event: dict) -> str:
+    cid = uuid.UUID(event["data"]["convocation_id"])
+    for _ in range(100):
+        if found := await db.fetchval("select message_id from issuer.convocation where id = $1", cid):
+            return str(found)
+        await asyncio.sleep(0.1)
+    raise AssertionError("the issuer never sealed the letter")
+
+
+async def _databases(db) -> dict[str, list[dict]]:
+    """Every row of every table of every schema, by schema, as JSON (bytea as PostgreSQL prints it)."""
+    places: dict[str, list[dict]] = {}
+    tables = await db.fetch(
+        "select table_schema, table_name from information_schema.tables where table_type = 'BASE TABLE'"
+        " and table_schema not in ('pg_catalog', 'information_schema')"
+    )
+    for t in tables:
+        rows = await db.fetch(f'select to_jsonb(t)::text as row from "{t["table_schema"]}"."{t["table_name"]}" t')
+        places.setdefault(t["table_schema"], []).extend(json.loads(r["row"]) for r in rows)
+    return places
+
+
+async def _queues() -> dict[str, list[dict]]:
+    """Every message of every queue of the vhost, by queue, body and headers; each is handed back (not acked)."""
+    names = subprocess.run(
+        [RABBITMQCTL or "rabbitmqctl", "list_queues", "-q", "--no-table-headers", "-p", VHOST, "name"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
+    places: dict[str, list[dict]] = {}
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        for name in names:
+            channel = await connection.channel()
+            queue = await channel.get_queue(name, ensure=False)
+            copies = places.setdefault(name, [])
+            while (message := await queue.get(no_ack=False, fail=False)) is not None:
+                copies.append({"body": message.body, "headers": json.loads(json.dumps(message.headers, default=str))})
+            await channel.close()  # unacknowledged: every message returns to its queue
+    return places
+
+
+async def _depth(queue: str) -> int:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+
+
+async def _until(probe, expected: int, why: str, timeout: float = 60) -> None:
+    for _ in range(int(timeout * 4)):
+        try:
+            if await probe() >= expected:
+                return
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            pass
+        await asyncio.sleep(0.25)
+    raise AssertionError(why)
