@@ -17,13 +17,20 @@ import re
 import secrets
 import subprocess
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import aio_pika
 import pytest
+from secretariat.settings import SecretariatSettings
 
+from access_portal.settings import PortalSettings
 from devstack.sample import publish
 from devstack.stack import Stack
-from shared.settings import DEV_KEY_NAMES, _decode_key, dev_key
+from hospital_gateway.settings import GatewaySettings
+from issuer.settings import IssuerSettings
+from mailer.settings import MailerSettings
+from shared.settings import _decode_key, dev_key
+from sms_gateway.settings import SmsSettings
 from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST
 from tests.opener import Opened, open_letters
 from tests.patient import find_link
@@ -36,10 +43,34 @@ HOLD_SECONDS = 600  # the second retry's delay: the retry copy waits in its hold
 EARLY = {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in ("MAILER", "PORTAL")}
 
 
+SETTINGS = {
+    "issuer": IssuerSettings,
+    "mailer": MailerSettings,
+    "sms-gateway": SmsSettings,
+    "access-portal": PortalSettings,
+    "secretariat": SecretariatSettings,
+    "hospital-gateway": GatewaySettings,
+}
+
+
+def keys_of(service: str) -> dict[str, bytes]:
+    """Every key a service holds (each key of each ring, named ``<SETTING> <key id>``), as this stack runs it."""
+    settings = SETTINGS[service](environment="development")
+    keys = {
+        f"{name.upper()} {kid}": key
+        for name, ring in settings
+        if isinstance(ring, dict)
+        for kid, key in ring.items()
+        if isinstance(key, bytes)
+    }
+    if service == "issuer":
+        keys |= {f"{name}_FIELD_KEY k2": base64.b64decode(key) for name, key in EARLY.items()}
+    return keys
+
+
 def server_keys() -> dict[str, bytes]:
-    """Every key a service of this stack holds (the development keys and the early ones), by name."""
-    keys = {name: _decode_key(dev_key(name)) for name in DEV_KEY_NAMES if name != "print-room"}
-    return keys | {f"{name}_FIELD_KEY k2": base64.b64decode(key) for name, key in EARLY.items()}
+    """Every key any service holds."""
+    return {name: key for service in SETTINGS for name, key in keys_of(service).items()}
 
 
 PRINT_ROOM = {"print room's private key": _decode_key(dev_key("print-room"))}  # the print room's, no service's
@@ -81,6 +112,11 @@ async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_data
             dlq = f"{EXCHANGE}.{consumer}.{event}.dlq"
             await _until(lambda dlq=dlq: _depth(dlq), 1, f"{dlq} never got the letter's half")
 
+        # The hospital's own event, refused by the issuer (its appointment has begun): kept on the issuer's DLQ.
+        refused = chain.event(starts_at=datetime.now(timezone.utc) - timedelta(hours=1))
+        await publish(AMQP_URL, EXCHANGE, refused)
+        await _until(lambda: _depth(f"{EXCHANGE}.issuer.convocation.created.v1.dlq"), 1, "never refused")
+
         ids = {name: await _message_id(db, e) for name, e in (("sent", sent), ("retrying", retrying), ("dead", dead))}
         assert ids["sent"] in link
         databases, queues, logs = await _databases(db), await _queues(), stack.logs()
@@ -92,7 +128,10 @@ async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_data
     assert {"issuer", "mailer", "access_portal"} <= databases.keys()
     assert len(queues[holding]) == 1 and len(queues[f"{EXCHANGE}.mailer.email.requested.v1.dlq"]) == 1
     assert len(queues[f"{EXCHANGE}.access-portal.message.sealed.v2.dlq"]) == 1
-    # The hospital's input, before any sealing, is not ours to judge here (the threat model says what it holds).
+    # The hospital's input comes as the hospital sent it, the letter in clear: its queue's copies (here its DLQ's)
+    # are the hospital's letter before any sealing, which the threat model names. The rest is ours.
+    refused_copy = queues.pop(f"{EXCHANGE}.issuer.convocation.created.v1.dlq")
+    assert {o.how for o in open_letters(refused_copy, {})} == {"a PDF in clear in a copy"}
     queues = {name: copies for name, copies in queues.items() if ".convocation.created." not in name}
     places = {**databases, **queues, "logs": [logs]}
     keys = server_keys()
@@ -115,6 +154,11 @@ async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_data
     # the threat model names: the broker's copies, the portal's and two server keys at once).
     everything = [copy for copies in places.values() for copy in copies]
     _opened(open_letters(everything, keys), {ids["retrying"], ids["dead"]}, among=set(ids.values()))
+    # One service's keys on everything: only the issuer's (it seals, so it holds both SEAL_KEYS and
+    # MAILER_FIELD_KEY) reach those two; no other service's keys open anything.
+    for service in SETTINGS:
+        expected = {ids["retrying"], ids["dead"]} if service == "issuer" else set()
+        _opened(open_letters(everything, keys_of(service)), expected, among=set(ids.values()))
 
 
 def _opened(found: list[Opened], message_ids: set[str], *, in_clear: bool = False, among=None) -> None:

@@ -33,6 +33,7 @@ from shared.contracts import (
 from shared.db import migrate
 from shared.metrics import FUNNEL, FUNNEL_STAGES, counted_after_commit
 from tests.integration.conftest import throwaway_schema
+from tests.opener import open_letters
 
 QUEUE = "itest.issuer"
 
@@ -172,6 +173,30 @@ async def test_a_new_convocation_is_sealed_in_two_statements_then_e_mailed_in_th
     again = await handle(pool, issuer.on_email_sent, sent(row))
     assert (again.types, again.counted) == ([], {})
     assert (await state(pool, cid))[1] == ["sealed", "e-mailed"]
+
+
+async def test_until_relayed_the_issuers_outbox_holds_both_halves_of_a_new_letter(pool, issuer):
+    """The residue the threat model names (docs/architecture.md#threat-model): the letter and its link are
+    written in one transaction, so from the commit until the relay publishes them (well under a second; a
+    broker outage longer) the issuer's outbox opens the new letter with the issuer's own keys. Each row
+    alone opens nothing, and the relay deletes each row once the broker confirmed it."""
+    d = created()
+    await handle(pool, issuer.on_convocation_created, d)
+    rows = [
+        bytes(r["body"])
+        for r in await pool.fetch("select body from outbox order by id")
+        if json.loads(r["body"])["causation_id"] == str(d.envelope.event_id)
+    ]
+    keys = {
+        f"{name} {kid}": key
+        for name, ring in issuer.settings
+        if isinstance(ring, dict)
+        for kid, key in ring.items()
+        if isinstance(key, bytes)
+    }
+    assert [open_letters([row], keys) for row in rows] == [[], [], []]
+    message_id = json.loads(rows[0])["data"]["message_id"]
+    assert {o.message_id for o in open_letters(rows, keys) if o.how.startswith("the letter")} == {message_id}
 
 
 async def test_a_superseding_convocation_counts_each_funnel_stage_once(pool, issuer):

@@ -55,6 +55,7 @@ E2E_RESILIENCE = tuple(
         "test_big_letters",
         "test_portal_audit",
         "test_tracing",
+        "test_every_copy",
     )
 )
 # The longest first: they start first. A tier that grows past the others gets a step of its own here.
