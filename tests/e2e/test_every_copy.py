@@ -1,6 +1,6 @@
 """Only the link opens the letter, in every copy a letter leaves (issue 17; docs/architecture.md#threat-model).
 
-A stack of its own (its own database and exchange) sends three letters that leave every copy they can: one
+A stack of its own (every service, its own database and exchange) sends three letters that leave every copy they can: one
 e-mailed at once; one whose e-mail the relay refuses twice (the mailer's retry copy waits in its 600 s holding
 queue); and one sealed after the issuer got a field key its consumers do not have yet (the mailer and the
 portal each dead-letter their half, `cannot-open`). Then every table of every schema, every queue of the
@@ -76,7 +76,7 @@ def server_keys() -> dict[str, bytes]:
 PRINT_ROOM = {"print room's private key": _decode_key(dev_key("print-room"))}  # the print room's, no service's
 
 
-async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_database, devinbox, tmp_path):
+async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_database, devinbox, devoidc, tmp_path):
     database, db = own_database
     stack = Stack(
         database=database,
@@ -88,9 +88,10 @@ async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_data
         log_dir=tmp_path,
         amqp_url=AMQP_URL,
         extra_env={"*": {"MAILER_RETRY_DELAYS": f"1,{HOLD_SECONDS}", "LOG_LEVEL": "DEBUG"}},
+        oidc_issuer=devoidc.issuer,
     )
     try:
-        stack.start(["issuer", "mailer", "access-portal"])
+        stack.start()  # every service, each with its schema and its keys
         sent = chain.event()
         await publish(AMQP_URL, EXCHANGE, sent)
         link = find_link((await chain.email_to(sent["data"]["patient"]["email"], timeout=30))["text"])
@@ -125,7 +126,8 @@ async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_data
         chain.inbox.smtp_script([])
 
     # What was gathered: each letter's halves are there to be tried.
-    assert {"issuer", "mailer", "access_portal"} <= databases.keys()
+    assert {"issuer", "mailer", "access_portal", "sms_gateway", "secretariat", "hospital_gateway"} <= databases.keys()
+    assert databases["secretariat"], "the secretariat's read model follows the letters too"
     assert len(queues[holding]) == 1 and len(queues[f"{EXCHANGE}.mailer.email.requested.v1.dlq"]) == 1
     assert len(queues[f"{EXCHANGE}.access-portal.message.sealed.v2.dlq"]) == 1
     # The hospital's input comes as the hospital sent it, the letter in clear: its queue's copies (here its DLQ's)
