@@ -1,9 +1,9 @@
 """Only the link opens the letter, in every copy a letter leaves (issue 17; docs/architecture.md#threat-model).
 
-A stack of its own (every service, its own database and exchange) sends three letters that leave every copy they can: one
-e-mailed at once; one whose e-mail the relay refuses twice (the mailer's retry copy waits in its 600 s holding
-queue); and one sealed after the issuer got a field key its consumers do not have yet (the mailer and the
-portal each dead-letter their half, `cannot-open`). Then every table of every schema, every queue of the
+A stack of its own (every service, its own database and exchange) sends three letters that leave every copy
+they can: one e-mailed at once; one whose e-mail the relay refuses twice (the mailer's retry copy waits in its
+600 s holding queue); and one sealed after the issuer got a field key its consumers do not have yet (the mailer
+and the portal each dead-letter their half, `cannot-open`); and the hospital sends one the issuer refuses. Then every table of every schema, every queue of the
 broker's vhost (work queues, holding queues, DLQs) and every log line are gathered, and tests/opener.py tries
 every server key on every field of every copy, in every combination that could yield a link and then a letter.
 """
