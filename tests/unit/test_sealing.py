@@ -426,3 +426,25 @@ def test_message_sealed_carries_the_patient_ref_under_every_key_of_the_ring():
     before, after = seal(c, ring({"k1": k1})).message, seal(c, ring({"k1": k1, "k2": k2})).message
     assert before.patient_ref.startswith("k1:") and after.patient_ref.startswith("k2:")
     assert before.patient_ref in after.patient_refs and after.patient_ref in after.patient_refs
+
+
+def test_at_debug_the_amqp_client_logs_no_frame_and_so_no_event_body(capsys):
+    """aiormq prints every frame it sends at DEBUG, bodies included: a letter and its link sealed for the mailer
+    in one log line (tests/e2e/test_every_copy.py found them). Whatever LOG_LEVEL says, it logs from INFO."""
+    import logging
+
+    from shared.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("issuer", "DEBUG")
+        for name in ("aiormq.connection", "pamqp.frame", "aio_pika.channel"):
+            logging.getLogger(name).debug("Prepare to send ChannelFrame(payload=b'fe2.k1.AAAA')")
+        logging.getLogger("issuer.test").debug("the service's own debug line")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    out = capsys.readouterr().out
+    assert "ChannelFrame" not in out and "fe2." not in out
+    assert "the service's own debug line" in out
