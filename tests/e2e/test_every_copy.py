@@ -87,7 +87,15 @@ async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_data
         sms_auth_token=devinbox.auth_token,
         log_dir=tmp_path,
         amqp_url=AMQP_URL,
-        extra_env={"*": {"MAILER_RETRY_DELAYS": f"1,{HOLD_SECONDS}", "LOG_LEVEL": "DEBUG"}},
+        # The other retry delays as the session's stack has them: the queues' names are those Prometheus knows.
+        extra_env={
+            "*": {
+                "MAILER_RETRY_DELAYS": f"1,{HOLD_SECONDS}",
+                "SMS_RETRY_DELAYS": "1,2,3",
+                "OUTBOUND_RETRY_DELAYS": "1,2,3",
+                "LOG_LEVEL": "DEBUG",
+            }
+        },
         oidc_issuer=devoidc.issuer,
     )
     try:
