@@ -240,13 +240,16 @@ class ConvocationCancelledV1(EventPayload):
     reason: Line | None = Field(None, max_length=200)
 
 
-# --- issuer -> mailer, access-portal ---------------------------------------------------------
+# --- issuer -> access-portal, mailer ---------------------------------------------------------
 
 
-class MessageSealedV1(EventPayload):
-    """The issuer sealed a convocation into a message that only the e-mailed link opens."""
+class MessageSealedV2(EventPayload):
+    """The issuer sealed a convocation into a message that only the e-mailed link opens: the sealed letter
+    for the portal. It carries nothing from which a key recovers the link (the link travels to the mailer
+    alone, on email.requested), so no copy of it opens without the patient's e-mail."""
 
     EVENT_TYPE: ClassVar[str] = "message.sealed"
+    VERSION: ClassVar[int] = 2
 
     message_id: uuid.UUID = Field(description="Id of the secure message; appears in the link.")
     convocation_id: uuid.UUID
@@ -271,17 +274,33 @@ class MessageSealedV1(EventPayload):
     expires_at: AwareDatetime
     secretariat_phone: Line
     secretariat_email: Line | None = None
-    send_email: bool = Field(True, description="False when the patient keeps paper mail.")
     public_contact: PublicContact | None = Field(
         None, description="The contact shown before the code; the secretariat's only after it."
     )
-    for_mailer: SealedField = Field(description="Encrypted for the mailer: e-mail address, name and link secret.")
     for_portal: SealedField = Field(description="Encrypted for the access portal: the mobile number on file.")
     sandbox: bool = Field(
         False,
+        description="A sandbox test (convocation.created sandbox): the portal marks its code requests"
+        " (otp.requested sandbox). Every event that takes over part of this one carries it too.",
+    )
+
+
+class EmailRequestedV1(EventPayload):
+    """The mailer must e-mail the patient the link to a message sealed at the same time (message.sealed): the
+    link's secret, the address and the name, and no part of the letter, so no copy of it opens a letter."""
+
+    EVENT_TYPE: ClassVar[str] = "email.requested"
+
+    message_id: uuid.UUID = Field(description="Id of the secure message; appears in the link.")
+    convocation_id: uuid.UUID
+    language: Language
+    expires_at: AwareDatetime = Field(description="When the message expires: the mailer forgets the address then.")
+    public_contact: PublicContact | None = Field(None, description="The contact the e-mail shows.")
+    for_mailer: SealedField = Field(description="Encrypted for the mailer: e-mail address, name and link secret.")
+    sandbox: bool = Field(
+        False,
         description="A sandbox test (convocation.created sandbox): the mailer sends its e-mails only to its"
-        " sandbox SMTP endpoint, the portal marks its code requests (otp.requested sandbox). Every"
-        " event that takes over part of this one carries it too.",
+        " sandbox SMTP endpoint.",
     )
 
 
@@ -629,7 +648,8 @@ CATALOGUE: dict[str, type[EventPayload]] = {
     for cls in (
         ConvocationCreatedV1,
         ConvocationCancelledV1,
-        MessageSealedV1,
+        MessageSealedV2,
+        EmailRequestedV1,
         MessageRevokedV1,
         PostalRequestedV1,
         ConvocationStatusV1,

@@ -49,7 +49,8 @@ GATEWAY = "hospital-gateway"  # the service that speaks HL7 v2 and FHIR with the
 BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "convocation.created.v1": (UPSTREAM, ("issuer",)),
     "convocation.cancelled.v1": (UPSTREAM, ("issuer",)),
-    "message.sealed.v1": ("issuer", ("mailer", "access-portal")),
+    "message.sealed.v2": ("issuer", ("access-portal",)),
+    "email.requested.v1": ("issuer", ("mailer",)),
     "message.revoked.v1": ("issuer", ("mailer", "access-portal")),
     "convocation.status.v1": ("issuer", (UPSTREAM, "secretariat", GATEWAY)),
     "postal.requested.v1": ("issuer", (PRINT_ROOM,)),
@@ -90,7 +91,11 @@ OUTSIDE = frozenset(OUTBOUND_DECLARED_BY)  # the parties that are not services o
 RETIRED: dict[str, tuple[str, ...]] = {
     # Its only effect was message.emailed_at, which nothing read; it cost a delivery, an inbox claim
     # and a transaction per convocation.
-    "access-portal": ("email.sent.v1",),
+    "access-portal": ("email.sent.v1", "message.sealed.v1"),
+    # message.sealed.v1 carried the sealed letter beside the link's secret sealed for the mailer: any copy
+    # of it (a retry copy, a dead letter) opened with two server keys and no link. v2 carries the letter
+    # alone, for the portal; the mailer gets the link alone, on email.requested.v1 (docs/architecture.md#security).
+    "mailer": ("message.sealed.v1",),
 }
 
 

@@ -56,6 +56,7 @@ E2E_RESILIENCE = tuple(
         "test_portal_audit",
         "test_tracing",
         "test_period_keys",
+        "test_every_copy",
     )
 )
 # The longest first: they start first. A tier that grows past the others gets a step of its own here.

@@ -17,7 +17,7 @@ from access_portal.settings import PortalSettings
 from shared.consumer import Batches
 from shared.contracts import (
     MessageRevokedV1,
-    MessageSealedV1,
+    MessageSealedV2,
     PostalProgressV1,
     SmsFailedV1,
     SmsSentV1,
@@ -43,7 +43,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     # Batched without waiting: the patient may open the link as soon as the e-mail arrives, and the message
     # must be stored by then. In the order of the patients, whose binding a message may change.
     runtime.consumer.subscribe(
-        MessageSealedV1, handlers.on_message_sealed, batches=Batches(order=lambda m: m.patient_ref)
+        MessageSealedV2, handlers.on_message_sealed, batches=Batches(order=lambda m: m.patient_ref)
     )
     runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
     runtime.consumer.subscribe(PostalProgressV1, handlers.on_postal_progress)

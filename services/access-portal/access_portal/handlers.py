@@ -16,7 +16,7 @@ from shared.contracts import (
     PORTAL_ACTIONS,
     AccessChangedV1,
     MessageRevokedV1,
-    MessageSealedV1,
+    MessageSealedV2,
     PostalProgressV1,
     SmsFailedV1,
     SmsSentV1,
@@ -33,7 +33,7 @@ class PortalHandlers:
     def __init__(self, settings: PortalSettings, phones: Phones) -> None:
         self.settings, self.phones = settings, phones
 
-    async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV1]) -> None:
+    async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV2]) -> None:
         m = d.data
         on_file = crypto.open_field(
             self.settings.portal_field_key,

@@ -27,7 +27,6 @@ from shared.contracts import (
     EmailFailedV1,
     EmailSentV1,
     MessageRevokedV1,
-    MessageSealedV1,
     PostalCancelledV1,
     PostalChosenV1,
     PostalPostedV1,
@@ -60,10 +59,10 @@ REISSUE_DONE = frozenset({"e-mailed", "postal", "postal-fallback"})
 
 
 class _Letter(NamedTuple):
-    """A convocation sealed, before it is stored: the message.sealed payload, the print room's copy, and
-    what the secretariat's staff see of the patient."""
+    """A convocation sealed, before it is stored: the message.sealed and email.requested payloads, the print
+    room's copy, and what the secretariat's staff see of the patient."""
 
-    sealed: MessageSealedV1
+    sealed: domain.Sealed
     copy: str
     expires_at: datetime
     postal: str | None  # why it goes by post at once, if it does
@@ -95,8 +94,8 @@ class IssuerHandlers:
         row = await store.insert_convocation(
             conn,
             convocation_id=c.convocation_id,
-            message_id=letter.sealed.message_id,
-            patient_ref=letter.sealed.patient_ref,
+            message_id=letter.sealed.message.message_id,
+            patient_ref=letter.sealed.message.patient_ref,
             delivery=c.delivery,
             language=c.patient.language,
             appointment_at=c.appointment.starts_at,
@@ -133,7 +132,7 @@ class IssuerHandlers:
         elif reissues:  # sent again as the secretariat asked: the e-mail must not say the letter changed
             letter = await self._seal(c, now, sent_again=True)
         if reissues:
-            await store.consume_reissues(conn, c.convocation_id, letter.sealed.message_id, now)
+            await store.consume_reissues(conn, c.convocation_id, letter.sealed.message.message_id, now)
             log.info(
                 "convocation sent again as the secretariat asked",
                 requests=len(reissues),
@@ -143,8 +142,8 @@ class IssuerHandlers:
         row = await store.replace_message(
             conn,
             c.convocation_id,
-            message_id=letter.sealed.message_id,
-            patient_ref=letter.sealed.patient_ref,
+            message_id=letter.sealed.message.message_id,
+            patient_ref=letter.sealed.message.patient_ref,
             delivery=c.delivery,
             language=c.patient.language,
             appointment_at=c.appointment.starts_at,
@@ -190,13 +189,19 @@ class IssuerHandlers:
             domain.print_copy(c, pdf, self.settings.print_room_public_key),
             expires_at,
             postal,
-            domain.for_secretariat(c, sealed.message_id, self.settings.secretariat_field_key),
+            domain.for_secretariat(c, sealed.message.message_id, self.settings.secretariat_field_key),
         )
 
     async def _sealed(self, conn, row, letter: _Letter, now: datetime) -> list:
         """The sealed message's events, and the print room's when it goes by post at once."""
-        events = [letter.sealed, await self._status(conn, row, "sealed", now, for_secretariat=letter.for_secretariat)]
-        log.info("convocation sealed", message_id=str(letter.sealed.message_id), key_id=letter.sealed.key_id)
+        # The letter first, then its link: the portal has the message by the time the e-mail is out.
+        events: list = [letter.sealed.message]
+        if letter.sealed.email is not None:
+            events.append(letter.sealed.email)
+        events.append(await self._status(conn, row, "sealed", now, for_secretariat=letter.for_secretariat))
+        log.info(
+            "convocation sealed", message_id=str(letter.sealed.message.message_id), key_id=letter.sealed.message.key_id
+        )
         if letter.postal:
             events += await self._post(conn, row, letter.postal, now)
         return events

@@ -1,4 +1,4 @@
-"""Mailer handlers: message.sealed -> the link e-mail -> email.sent or email.failed; message.revoked
+"""Mailer handlers: email.requested -> the link e-mail -> email.sent or email.failed; message.revoked
 and reminder.requested -> a notice to the patient, once; a late bounce -> email.failed."""
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from shared import crypto, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     EmailFailedV1,
+    EmailRequestedV1,
     EmailSentV1,
     MessageRevokedV1,
-    MessageSealedV1,
     ReminderRequestedV1,
     envelope,
 )
@@ -60,10 +60,10 @@ class MailerHandlers:
         )
         self.portal_host = urlsplit(settings.portal_base_url).hostname or settings.portal_base_url
 
-    async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV1]) -> None:
+    async def on_email_requested(self, conn: asyncpg.Connection, d: Delivery[EmailRequestedV1]) -> None:
+        """The link e-mail. The event carries the link and no part of the letter (message.sealed takes
+        the letter to the portal): no copy of it, retried or dead-lettered, opens a letter."""
         m = d.data
-        if not m.send_email:
-            return
         row, previous_sent_at = await store.email_to_send(conn, m.message_id, m.convocation_id)
         if row is not None and row["status"] in ("sent", "failed", "bounced", "revoked"):
             log.info("e-mail already handled; not sending again", status=row["status"])
@@ -71,7 +71,7 @@ class MailerHandlers:
         recipient = crypto.open_field(
             self.settings.mailer_field_key,
             m.for_mailer,
-            context=crypto.field_context("message.sealed", m.message_id, "mailer"),
+            context=crypto.field_context(EmailRequestedV1.EVENT_TYPE, m.message_id, "mailer"),
         )
         mid = smtp_message_id(m.message_id, self.settings.mail_from)
         attempts = (row["attempts"] if row else 0) + 1
@@ -248,7 +248,7 @@ class MailerHandlers:
             conn, token_hash, message_id, kind, recipient_hash(self.settings.mailer_field_key, recipient["email"])
         )
 
-    async def _failed(self, conn, d: Delivery[MessageSealedV1], mid: str, attempts: int, failure: SmtpFailure) -> None:
+    async def _failed(self, conn, d: Delivery[EmailRequestedV1], mid: str, attempts: int, failure: SmtpFailure) -> None:
         m, now = d.data, datetime.now(timezone.utc)
         SMTP_ATTEMPTS.labels("permanent" if failure.permanent else "exhausted").inc()
         await store.record_failed(

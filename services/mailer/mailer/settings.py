@@ -37,7 +37,7 @@ class MailerSettings(ServiceSettings):
     bounce_smtp_port: int = 2525
     bounce_max_bytes: int = 256 * 1024
     sweep_seconds: float = 60.0  # how often expired recipients are destroyed
-    # Sandbox tests (message.sealed sandbox) go only here, plain SMTP to a development inbox; unset, they fail
+    # Sandbox tests (email.requested sandbox) go only here, plain SMTP to a development inbox; unset, they fail
     # (email.failed 'sandbox-not-configured'), never reaching the real relay.
     sandbox_smtp_host: str | None = None
     sandbox_smtp_port: int = 1025

@@ -11,7 +11,7 @@ import asyncpg
 from shared import db
 
 # The message's lock (db.NAMED_LOCK) is taken before reading its e-mail row: two copies of one
-# message.sealed delivered at once must not both send. The row is read by the next statement, whose
+# email.requested delivered at once must not both send. The row is read by the next statement, whose
 # snapshot comes after the wait.
 _EMAIL_ROW = "select * from email where message_id = $1 for update"
 

@@ -18,11 +18,12 @@ from shared.contracts import (
     ConvocationStatusV1,
     DocumentReleasedV1,
     EmailFailedV1,
+    EmailRequestedV1,
     EmailSentV1,
     Envelope,
     EventPayload,
     MessageRevokedV1,
-    MessageSealedV1,
+    MessageSealedV2,
     OtpRequestedV1,
     PostalCancelledV1,
     PostalChosenV1,
@@ -50,10 +51,11 @@ PATIENT_ID = "HUG-20481137"
 CAUSED_BY: dict[type[EventPayload], type[EventPayload] | None] = {
     ConvocationCreatedV1: None,
     ConvocationCancelledV1: None,
-    MessageSealedV1: ConvocationCreatedV1,
+    MessageSealedV2: ConvocationCreatedV1,
+    EmailRequestedV1: ConvocationCreatedV1,
     ConvocationStatusV1: ConvocationCreatedV1,
-    EmailSentV1: MessageSealedV1,
-    EmailFailedV1: MessageSealedV1,
+    EmailSentV1: EmailRequestedV1,
+    EmailFailedV1: EmailRequestedV1,
     PostalRequestedV1: EmailFailedV1,
     MessageRevokedV1: ConvocationCancelledV1,
     ReminderRequestedV1: None,  # the issuer's clock
@@ -73,7 +75,8 @@ CAUSED_BY: dict[type[EventPayload], type[EventPayload] | None] = {
 }
 OCCURRED_AFTER = {  # seconds after CREATED_AT
     ConvocationCreatedV1: 0,
-    MessageSealedV1: 1,
+    MessageSealedV2: 1,
+    EmailRequestedV1: 1,
     ConvocationStatusV1: 1,
     EmailSentV1: 3,
     EmailFailedV1: 3,
@@ -148,7 +151,7 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             }
         ),
         ConvocationCancelledV1: lambda: ConvocationCancelledV1(**ids, reason="Rendez-vous annulé par le service"),
-        MessageSealedV1: lambda: MessageSealedV1(
+        MessageSealedV2: lambda: MessageSealedV2(
             **message,
             patient_ref="k1:" + _illustrative("patient_ref", 32).hex(),
             patient_refs=["k1:" + _illustrative("patient_ref", 32).hex()],
@@ -161,10 +164,15 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             expires_at=APPOINTMENT_AT + timedelta(days=30),
             secretariat_phone="+41 22 372 33 11",
             secretariat_email="cardiologie@hug.example",
-            send_email=True,
+            public_contact={"phone": "+41 22 372 33 11", "email": "patients@hug.example"},
+            for_portal=_token("fe2.k1.", "for_portal", 12 + 25 + 16),
+        ),
+        EmailRequestedV1: lambda: EmailRequestedV1(
+            **message,
+            language="fr",
+            expires_at=APPOINTMENT_AT + timedelta(days=30),
             public_contact={"phone": "+41 22 372 33 11", "email": "patients@hug.example"},
             for_mailer=_token("fe2.k1.", "for_mailer", 12 + 112 + 16),
-            for_portal=_token("fe2.k1.", "for_portal", 12 + 25 + 16),
         ),
         MessageRevokedV1: lambda: MessageRevokedV1(**message, reason="cancelled"),
         ReminderRequestedV1: lambda: ReminderRequestedV1(
