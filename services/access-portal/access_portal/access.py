@@ -822,7 +822,12 @@ class PatientAccess:
         assert message is not None
         if not csrf_ok:
             return await self._refuse_csrf(conn, message, action, client)
-        if not self.proves_link(message, link_secret):
+        try:
+            proven = await self.proves_link(message, link_secret)
+        except PeriodKeyUnavailable:  # nothing can be checked until the key store answers: nothing is counted
+            await store.audit(conn, message.message_id, action, "keys-unavailable", client)
+            return StatePage("try_later", 503, message)
+        if not proven:
             await store.audit(conn, message.message_id, action, "no-proof", client)
             return StatePage("no_proof", 403, message)
         if message.locked_until and message.locked_until > now:
@@ -830,11 +835,11 @@ class PatientAccess:
             return Wait(message, message.locked_until)
         return message
 
-    def proves_link(self, message: Message, link_secret: str) -> bool:
+    async def proves_link(self, message: Message, link_secret: str) -> bool:
         """Whether ``link_secret`` is the whole link's: it opens the letter's sealed details (nothing else is
         stored to check it against, and only the link carries the secret)."""
         try:
-            self.open(message, link_secret, "details")
+            await self.open(message, link_secret, "details")
         except crypto.CannotOpen:
             return False
         return True
