@@ -149,7 +149,7 @@ class GatewayHandlers:
 
     async def sweep(self, conn: asyncpg.Connection, now: datetime) -> None:
         """Accepted letters the issuer has not sealed in time go to the dead letters (the alert fires); the
-        waiting count is exported; what is past its retention is forgotten."""
+        waiting count is exported."""
         late = await store.unconfirmed(conn, now - timedelta(seconds=self.settings.confirm_within_seconds))
         for row in late:
             detail = (
@@ -167,5 +167,3 @@ class GatewayHandlers:
             )
         waiting, _ = await store.waiting(conn)
         WAITING.set(waiting)
-        if pruned := await store.prune(conn, now - timedelta(days=self.settings.retention_days)):
-            log.info("gateway records past their retention forgotten", rows=pruned)

@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from shared import retention
+
 
 async def claim_message(
     conn: asyncpg.Connection,
@@ -138,18 +140,15 @@ async def save_delivery(
     )
 
 
-async def prune(conn: asyncpg.Connection, before: datetime) -> int:
-    """Forget what is older than the retention: message ids, deliveries, dead letters, past appointments."""
-    counts = await conn.fetchrow(
-        "with r as (delete from received where received_at < $1 returning 1),"
-        " d as (delete from delivery where updated_at < $1 returning 1),"
-        " l as (delete from dead_letter where at < $1 returning 1),"
-        " a as (delete from appointment where coalesce(appointment_at, updated_at) < $1 returning 1)"
-        " select (select count(*) from r) + (select count(*) from d) + (select count(*) from l)"
-        " + (select count(*) from a) as n",
-        before,
-    )
-    return counts["n"]
+def retention_rules(days: int) -> list[retention.RetentionRule]:
+    """What the gateway forgets once past its retention (docs/retention.md): message ids, deliveries, dead
+    letters, past appointments."""
+    return [
+        retention.Rule("received", "received_at", days, key="ctid"),
+        retention.Rule("delivery", "updated_at", days, key="event_id"),
+        retention.Rule("dead_letter", "at", days),
+        retention.Rule("appointment", "coalesce(appointment_at, updated_at)", days, key="convocation_id"),
+    ]
 
 
 async def waiting(conn: asyncpg.Connection) -> tuple[int, float]:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from issuer import store
 from issuer.handlers import IssuerHandlers
 from issuer.settings import IssuerSettings
 from issuer.sweeper import Sweeper
@@ -63,6 +64,7 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
 
     runtime.declarations.append(declare_outside_queues)
     runtime.every(settings.sweep_seconds, sweeper.sweep_once, "issuer-sweeper")
+    runtime.keep(store.retention_rules(settings.convocation_retention_days))
     app = runtime.http_app()
     app.state.runtime = runtime
     return app

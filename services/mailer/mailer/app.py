@@ -45,6 +45,7 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     if sandbox is not None:
         runtime.on_stopping.append(sandbox.close)
     runtime.every(settings.sweep_seconds, forget_expired, "mailer-expiry")
+    runtime.keep(store.retention_rules(settings.email_retention_days))
     app = runtime.http_app()
     app.state.runtime = runtime
     return app

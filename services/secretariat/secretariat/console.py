@@ -420,10 +420,6 @@ class Console:
             writer.writerow([_csv_safe(r[c]) for c in AUDIT_COLUMNS])
         return out.getvalue()
 
-    async def prune_audit(self) -> int:
-        async with self.pool.acquire() as conn:
-            return await store.prune_audit(conn, self.s.audit_retention_days)
-
     async def reseal_patients(self) -> int:
         """Patient details sealed or indexed under older keys, redone under the current ones, in batches."""
         done = 0

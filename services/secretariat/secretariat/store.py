@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from shared import db
+from shared import retention
 
 _STAMP = {
     "bounced": "bounced_at",
@@ -449,11 +449,6 @@ async def search_audit(
     )
 
 
-async def prune_audit(conn, retention_days: int) -> int:
-    """Delete audit rows older than the retention (at least a year), in batches."""
-    return await db.prune_audit(conn, "secretariat_audit", retention_days)
-
-
 # --- staff sessions (secretariat_audit.staff_session: the audit names their people) ------------------
 
 
@@ -486,3 +481,22 @@ async def touch_session(conn, token_hash: str, idle_seconds: int, absolute_secon
 async def end_session(conn, token_hash: str) -> None:
     """The session ends (sign-out, audited by the database)."""
     await conn.execute("select secretariat_audit.end_session($1)", token_hash)
+
+
+def retention_rules(convocation_days: int, binding_days: int, audit_days: int) -> list[retention.RetentionRule]:
+    """What the secretariat deletes once past its retention (docs/retention.md): a convocation's read model with
+    its timeline and actions; lines whose convocation row never came, as old; the staff audit through
+    secretariat_audit.prune()."""
+    orphan = "not exists (select from convocation c where c.id = {}.convocation_id)"
+    return [
+        retention.Rule(
+            "convocation",
+            "coalesce(appointment_at, updated_at)",
+            convocation_days,
+            children=(("timeline", "convocation_id"), ("action", "convocation_id")),
+        ),
+        retention.Rule("timeline", "at", convocation_days, where=orphan.format("timeline")),
+        retention.Rule("action", "requested_at", convocation_days, where=orphan.format("action")),
+        retention.Rule("patient_binding", "at", binding_days, key="patient_ref"),
+        retention.AuditRule("secretariat_audit", "staff_audit", audit_days),
+    ]

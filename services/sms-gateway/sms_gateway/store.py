@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from shared import retention
 from sms_gateway.rules import Report
 
 _SAVE = (
@@ -154,3 +155,11 @@ async def unmatched_reports(conn: asyncpg.Connection, provider: str, provider_me
 
 async def set_report_outcome(conn: asyncpg.Connection, report_id: int, outcome: str) -> None:
     await conn.execute("update sms_report set outcome = $2 where id = $1", report_id, outcome)
+
+
+def retention_rules(sms_days: int) -> list[retention.RetentionRule]:
+    """What the SMS gateway deletes once past its retention (docs/retention.md)."""
+    return [
+        retention.Rule("sms", "created_at", sms_days, key="challenge_id", children=(("sms_attempt", "challenge_id"),)),
+        retention.Rule("sms_report", "received_at", sms_days),
+    ]
