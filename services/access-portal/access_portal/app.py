@@ -18,6 +18,7 @@ from shared.consumer import Batches
 from shared.contracts import (
     MessageRevokedV1,
     MessageSealedV1,
+    PatientErasedV1,
     PostalProgressV1,
     SmsFailedV1,
     SmsSentV1,
@@ -48,6 +49,7 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(SmsSentV1, handlers.on_sms_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)
     runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)
+    runtime.consumer.subscribe(PatientErasedV1, handlers.on_patient_erased)
     portal = Portal(settings, lambda: runtime.pool, phones)
     runtime.keep(
         store.retention_rules(

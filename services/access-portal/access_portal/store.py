@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from access_portal.records import Binding, Challenge, Message, SendCounts
-from shared import db, retention
+from shared import db, erasure, retention
 
 
 # Storing a message and revoking it wait for each other on this lock (db.lock_named), so that the next
@@ -427,3 +427,27 @@ def retention_rules(message_days: int, binding_days: int, audit_days: int) -> li
         retention.Rule("revoked_early", "revoked_at", REVOKED_EARLY_KEPT_DAYS, key="message_id"),
         retention.AuditRule("portal_audit", "access_audit", audit_days),
     ]
+
+
+_PATIENTS = "convocation_id = any($1) or patient_ref = any($2) or patient_refs && $2"
+_MESSAGES = f"message_id in (select message_id from message where {_PATIENTS})"
+ERASE = (
+    erasure.Erase("challenge", _MESSAGES),
+    erasure.Erase("session", _MESSAGES),
+    erasure.Erase("release", _MESSAGES),
+    erasure.Erase("paper", _MESSAGES),
+    erasure.Erase("message", _PATIENTS),
+    erasure.Erase("phone_binding", "patient_ref = any($2)"),
+)
+
+
+async def erase(conn: asyncpg.Connection, convocation_ids: list[uuid.UUID], patient_refs: list[str]) -> int:
+    """Everything the portal holds about the patient: messages (sealed documents and numbers among them),
+    codes, sessions, downloads, paper reports, the verified number, and their access audit rows made
+    anonymous (portal_audit.erase: the rows stay, without the message or the client)."""
+    message_ids = [
+        r["message_id"]
+        for r in await conn.fetch(f"select message_id from message where {_PATIENTS}", convocation_ids, patient_refs)
+    ]
+    rows = await erasure.erase(conn, ERASE, convocation_ids, patient_refs)
+    return rows + await conn.fetchval("select portal_audit.erase($1::uuid[])", message_ids)

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from shared import retention
+from shared import erasure, retention
 
 
 async def claim_message(
@@ -158,3 +158,14 @@ async def waiting(conn: asyncpg.Connection) -> tuple[int, float]:
         " where confirmed_at is null and dead_lettered_at is null and action = 'created'"
     )
     return row["n"], float(row["age"])
+
+
+ERASE = tuple(
+    erasure.Erase(t, "convocation_id = any($1)") for t in ("received", "dead_letter", "delivery", "appointment")
+)
+
+
+async def erase(conn: asyncpg.Connection, convocation_id: uuid.UUID) -> int:
+    """Everything the gateway holds about one convocation (the hospital's appointment id among it), and its events
+    not yet published or waiting for a retry."""
+    return await erasure.erase(conn, ERASE, [convocation_id], [])

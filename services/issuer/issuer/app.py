@@ -16,6 +16,7 @@ from shared.contracts import (
     DocumentReleasedV1,
     EmailFailedV1,
     EmailSentV1,
+    PatientErasureRequestedV1,
     PostalChosenV1,
     PostalPostedV1,
     PostalPrintedV1,
@@ -51,6 +52,7 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(PostalPrintedV1, handlers.on_postal_printed)
     runtime.consumer.subscribe(PostalPostedV1, handlers.on_postal_posted)
     runtime.consumer.subscribe(PostalReturnedV1, handlers.on_postal_returned)
+    runtime.consumer.subscribe(PatientErasureRequestedV1, handlers.on_patient_erasure_requested)
     sweeper = Sweeper(handlers, lambda: runtime.pool)
 
     async def declare_outside_queues() -> None:

@@ -10,7 +10,7 @@ from mailer.bounces import BounceListener
 from mailer.handlers import MailerHandlers
 from mailer.settings import MailerSettings
 from mailer.smtp import SmtpSender
-from shared.contracts import MessageRevokedV1, MessageSealedV1, ReminderRequestedV1
+from shared.contracts import MessageRevokedV1, MessageSealedV1, PatientErasedV1, ReminderRequestedV1
 from shared.logs import get_logger
 from shared.runtime import Runtime
 
@@ -28,6 +28,7 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed)
     runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
     runtime.consumer.subscribe(ReminderRequestedV1, handlers.on_reminder_requested)
+    runtime.consumer.subscribe(PatientErasedV1, handlers.on_patient_erased)
 
     async def forget_expired() -> None:
         # Also when the issuer's message.revoked(expired) never comes: the mailer's own clock.

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
-from shared import db, retention
+from shared import db, erasure, retention
 
 # The message's lock (db.NAMED_LOCK) is taken before reading its e-mail row: two copies of one
 # message.sealed delivered at once must not both send. The row is read by the next statement, whose
@@ -229,3 +229,17 @@ def retention_rules(email_days: int) -> list[retention.RetentionRule]:
             "bounce_token", "created_at", email_days, key="token_hash", where=no_email.format("bounce_token")
         ),
     ]
+
+
+_EMAILS = "message_id in (select message_id from email where convocation_id = any($1))"
+ERASE = (
+    erasure.Erase("notice", _EMAILS),
+    erasure.Erase("bounce_token", _EMAILS),
+    erasure.Erase("email", "convocation_id = any($1)"),
+)
+
+
+async def erase(conn: asyncpg.Connection, convocation_ids: list[uuid.UUID]) -> int:
+    """Everything the mailer holds about these convocations: their e-mails (the sealed address among them),
+    notices, bounce tokens, and the retry copies waiting in the outbox."""
+    return await erasure.erase(conn, ERASE, convocation_ids, [])

@@ -18,6 +18,8 @@ from shared.contracts import (
     ConvocationReissueRequestedV1,
     ConvocationStatusV1,
     OtpRequestedV1,
+    PatientErasedV1,
+    PatientErasureConfirmedV1,
     SmsFailedV1,
     SmsSentV1,
 )
@@ -43,6 +45,8 @@ def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_code_failed)
     runtime.consumer.subscribe(AccessChangedV1, handlers.on_access_changed)
     runtime.consumer.subscribe(ConvocationReissueRequestedV1, handlers.on_reissue_requested)
+    runtime.consumer.subscribe(PatientErasedV1, handlers.on_patient_erased)
+    runtime.consumer.subscribe(PatientErasureConfirmedV1, handlers.on_erasure_confirmed)
     oidc = Oidc(settings)
     pages = Pages(settings, console, oidc)
     runtime.keep(

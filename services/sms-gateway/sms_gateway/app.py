@@ -5,7 +5,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from shared.contracts import OtpRequestedV1
+from shared.contracts import OtpRequestedV1, PatientErasedV1
 from shared.runtime import Runtime
 from shared.settings import secret
 from sms_gateway import store
@@ -52,6 +52,7 @@ def create_app(settings: SmsSettings | None = None) -> FastAPI:
     )
     handlers = SmsHandlers(settings, build_providers(settings, client), sandbox)
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_otp_requested)
+    runtime.consumer.subscribe(PatientErasedV1, handlers.on_patient_erased)
 
     runtime.use_retries(handlers.retry)
     runtime.keep(store.retention_rules(settings.sms_retention_days))
