@@ -49,21 +49,31 @@ class Rule:
         for name in (self.table, self.key, *(part for child in self.children for part in child)):
             _name(name)
 
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (self.table, *(child for child, _ in self.children))
+
     def statement(self) -> str:
-        """One batch: $1 the days, $2 the batch size; returns the rows deleted per table."""
+        """One batch: $1 the days, $2 the batch size; returns the rows deleted from the table and each child."""
         extra = f" and ({self.where})" if self.where else ""
-        doomed = (
+        ctes = [
             f"doomed as (select {self.key} from {self.table}"
             f" where {self.age} < now() - make_interval(days => $1){extra}"
             f" order by {self.key} limit $2 for update skip locked)"
-        )
-        ctes = [doomed]
-        counts = []
-        for n, (child, column) in enumerate(self.children):
-            ctes.append(f"c{n} as (delete from {child} where {column} in (select {self.key} from doomed) returning 1)")
-            counts.append(f"(select count(*) from c{n})")
+        ]
+        ctes += [
+            f"c{n} as (delete from {child} where {column} in (select {self.key} from doomed) returning 1)"
+            for n, (child, column) in enumerate(self.children)
+        ]
         ctes.append(f"p as (delete from {self.table} where {self.key} in (select {self.key} from doomed) returning 1)")
-        return f"with {', '.join(ctes)} select (select count(*) from p) as parent, array[{', '.join(counts)}]::bigint[] as children"
+        counts = ", ".join(
+            f"(select count(*) from {name})" for name in ("p", *(f"c{n}" for n in range(len(self.children))))
+        )
+        return f"with {', '.join(ctes)} select array[{counts}]::bigint[]"
+
+    async def delete_batch(self, conn: asyncpg.Connection, batch: int) -> list[int]:
+        """Rows deleted, per table of ``tables``."""
+        return list(await conn.fetchval(self.statement(), self.days, batch))
 
 
 @dataclass(frozen=True)
@@ -78,8 +88,11 @@ class AuditRule:
         _name(self.schema)
 
     @property
-    def table(self) -> str:
-        return f"{self.schema}.{self.audit_table}"
+    def tables(self) -> tuple[str, ...]:
+        return (f"{self.schema}.{self.audit_table}",)
+
+    async def delete_batch(self, conn: asyncpg.Connection, batch: int) -> list[int]:
+        return [await conn.fetchval(f"select {self.schema}.prune($1, $2)", self.days, batch)]
 
 
 RetentionRule = Rule | AuditRule
@@ -91,22 +104,15 @@ def inbox_rule(days: int) -> Rule:
 
 
 async def sweep_rule(conn: asyncpg.Connection, rule: RetentionRule, *, batch: int = 1000) -> dict[str, int]:
-    """Delete what ``rule`` says is past its retention, one batch per statement, until none is left.
+    """Delete what ``rule`` says is past its retention, one batch per statement, until a batch comes short.
     Returns the rows deleted per table (those with none left out)."""
     deleted: dict[str, int] = {}
     while True:
-        if isinstance(rule, AuditRule):
-            parent = await conn.fetchval(f"select {rule.schema}.prune($1, $2)", rule.days, batch)
-            children: list[int] = []
-        else:
-            row = await conn.fetchrow(rule.statement(), rule.days, batch)
-            parent, children = row["parent"], list(row["children"])
-        for (table, _), n in zip(getattr(rule, "children", ()), children, strict=True):
+        counts = await rule.delete_batch(conn, batch)
+        for table, n in zip(rule.tables, counts, strict=True):
             if n:
                 deleted[table] = deleted.get(table, 0) + n
-        if parent:
-            deleted[rule.table] = deleted.get(rule.table, 0) + parent
-        if parent < batch:
+        if counts[0] < batch:
             return deleted
 
 
@@ -118,7 +124,7 @@ class Sweeper:
     ) -> None:
         self.service, self._pool, self.rules, self.batch = service, pool_getter, tuple(rules), batch
         for rule in self.rules:  # every table from the start at 0, so that a rate over it is defined
-            for table in (rule.table, *(child for child, _ in getattr(rule, "children", ()))):
+            for table in rule.tables:
                 RETENTION_SWEPT.labels(service, table)
 
     async def sweep_once(self) -> dict[str, int]:

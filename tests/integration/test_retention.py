@@ -142,6 +142,13 @@ async def secretariat_rows(conn: asyncpg.Connection, f: uuid.UUID, at: datetime)
         "insert into timeline(convocation_id, event_id, at, kind) values ($1, $1, $2, 'code-sent')", before, at
     )
     await conn.execute("insert into patient_binding(patient_ref, bound, at) values ($1::uuid::text, true, $2)", f, at)
+    await conn.execute("insert into erasure(id, requested_at) values ($1, $2)", f, at)
+    await conn.execute(
+        "insert into erasure_confirmation(erasure_id, service, convocations, rows, confirmed_at)"
+        " values ($1, 'mailer', 1, 3, $2)",
+        f,
+        at,
+    )
 
 
 async def gateway_rows(conn: asyncpg.Connection, f: uuid.UUID, at: datetime) -> None:
