@@ -5,8 +5,8 @@ A ``Rule`` deletes the rows of one table of the service's schema whose reference
 days, with the rows of the tables that hang off each one (``children``) in the same statement, so a
 foreign key never stops a sweep. An ``AuditRule`` prunes an append-only audit through its schema's
 ``prune()`` function, the only delete the service's role may run there. Deletes go in batches of their
-own statement (``FOR UPDATE SKIP LOCKED``): no long lock, and several replicas sweep side by side
-without waiting for one another. Every row deleted is counted (``convocations_retention_swept_rows_total``).
+own statement (``FOR UPDATE SKIP LOCKED``), oldest first along an index of the reference time: no long
+lock, no scan of what is kept, and several replicas sweep side by side without waiting for one another. Every row deleted is counted (``convocations_retention_swept_rows_total``).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Rule:
         ctes = [
             f"doomed as (select {self.key} from {self.table}"
             f" where {self.age} < now() - make_interval(days => $1){extra}"
-            f" order by {self.key} limit $2 for update skip locked)"
+            f" order by {self.age} limit $2 for update skip locked)"
         ]
         ctes += [
             f"c{n} as (delete from {child} where {column} in (select {self.key} from doomed) returning 1)"
