@@ -106,6 +106,11 @@ async def test_an_erased_patient_leaves_nothing_in_any_service_the_hospital_is_t
     assert by_service["issuer"]["convocations"] == 4 and by_service["hospital-gateway"]["convocations"] == 1
     assert all(c["rows"] > 0 for c in by_service.values()), by_service
 
+    # The print room dropped the paper letter it had not printed.
+    async def dropped():
+        return chain.print_room.jobs[paper["data"]["convocation_id"]].state == "cancelled"
+
+    await wait_for(dropped, timeout=15)
     # The hospital got the status 'erased' of its letter, as HL7 v2; the systems speaking our JSON, of theirs.
     await statuses(hospital, apt, {"erased"}, "hl7")
     for cid in a_ids[1:]:
