@@ -175,6 +175,8 @@ class MailerHandlers:
         """Send one notice about the message's e-mail; False when a retry was scheduled."""
         message_id = d.data.message_id
         row = await store.get_email(conn, message_id)
+        if d.attempt and row is None:
+            return True  # a delayed retry of a notice whose e-mail is gone: the patient's data was erased
         if await store.notice_done(conn, message_id, kind):
             return True
         now = datetime.now(timezone.utc)
