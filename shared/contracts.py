@@ -363,10 +363,14 @@ class ConvocationStatusV1(EventPayload):
         "posted",
         "returned",
         "postal-cancelled",
+        "erased",
     ] = Field(
         description="'printed', 'posted', 'returned': the print room's reports on a paper letter (detail of"
         " 'returned': why it came back); 'postal-cancelled': the print room was told not to post"
-        " it (detail: withdrawn, cancelled, superseded, expired or email-instead)."
+        " it (detail: withdrawn, cancelled, superseded, expired, email-instead or erased); 'erased': the"
+        " patient asked for their data to be erased and every service erased this convocation (the last"
+        " status of it: its action_id is the erasure's id; it carries no patient ref, department or"
+        " appointment time)."
     )
     at: AwareDatetime
     detail: Line | None = None
@@ -594,7 +598,7 @@ class PostalCancelledV1(EventPayload):
 
     convocation_id: uuid.UUID
     message_id: uuid.UUID = Field(description="The message named by the postal.requested to drop.")
-    reason: Literal["cancelled", "withdrawn", "superseded", "expired", "email-instead"]
+    reason: Literal["cancelled", "withdrawn", "superseded", "expired", "email-instead", "erased"]
 
 
 class _PrintReport(EventPayload):
@@ -643,6 +647,56 @@ class PostalProgressV1(EventPayload):
     at: AwareDatetime
 
 
+# --- erasure on request (secretariat -> issuer -> every service) --------------------------------------
+
+PatientRef = Annotated[Line, Field(max_length=128)]
+
+
+class PatientErasureRequestedV1(EventPayload):
+    """A patient asked for everything about them to be erased: the secretariat asks the issuer, which finds their
+    convocations and tells every service (patient.erased). Who asked it and why stay in the secretariat's audit.
+    The envelope's correlation id is the erasure id."""
+
+    EVENT_TYPE: ClassVar[str] = "patient.erasure.requested"
+
+    erasure_id: uuid.UUID
+    patient_refs: list[PatientRef] = Field(
+        min_length=1,
+        max_length=16,
+        description="Keyed hashes of the patient id (as on message.sealed's patient_refs), one per key of the"
+        " ring: every convocation recorded under any of them is erased.",
+    )
+    requested_at: AwareDatetime
+
+
+class PatientErasedV1(EventPayload):
+    """The issuer erased the patient's convocations: each service erases or shreds what it holds about them (by
+    these convocation ids and patient refs) and confirms (patient.erasure.confirmed). The hospital gets the
+    status 'erased' of each convocation. The envelope's correlation id is the erasure id."""
+
+    EVENT_TYPE: ClassVar[str] = "patient.erased"
+
+    erasure_id: uuid.UUID
+    patient_refs: list[PatientRef] = Field(min_length=1, max_length=16)
+    convocation_ids: list[uuid.UUID] = Field(
+        max_length=10_000, description="Every convocation of the patient the issuer knew (may be empty)."
+    )
+    at: AwareDatetime
+
+
+class PatientErasureConfirmedV1(EventPayload):
+    """A service erased what it held about the patient of an erasure (the hospital gateway: of one of its
+    convocations, once the hospital got its 'erased' status). Counts only: nothing about the patient."""
+
+    EVENT_TYPE: ClassVar[str] = "patient.erasure.confirmed"
+
+    erasure_id: uuid.UUID
+    service: Line = Field(max_length=40, description="The service that erased its rows.")
+    convocations: int = Field(ge=0, description="The patient's convocations it erased (or confirmed erased).")
+    rows: int = Field(ge=0, description="The rows it deleted or shredded.")
+    at: AwareDatetime
+
+
 CATALOGUE: dict[str, type[EventPayload]] = {
     cls.routing_key(): cls
     for cls in (
@@ -669,6 +723,9 @@ CATALOGUE: dict[str, type[EventPayload]] = {
         PostalPostedV1,
         PostalReturnedV1,
         PostalProgressV1,
+        PatientErasureRequestedV1,
+        PatientErasedV1,
+        PatientErasureConfirmedV1,
     )
 }
 

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +30,7 @@ from shared.logs import configure_logging, get_logger
 from shared.memory import return_large_buffers_to_the_system
 from shared.metrics import DEPENDENCY_UP, PERIODIC_LAST_SUCCESS
 from shared.outbox import OutboxRelay
+from shared.retention import RetentionRule, Sweeper, inbox_rule
 from shared.settings import MigrationSettings, ServiceSettings
 
 log = get_logger(__name__)
@@ -76,6 +78,14 @@ class Runtime:
         self.on_stopping: list = []
         self._draining: asyncio.Task | None = None
         self._deadline = 0.0
+
+    def keep(self, rules: Sequence[RetentionRule]) -> Sweeper:
+        """Sweep, every RETENTION_SWEEP_SECONDS, what ``rules`` and the inbox's retention say is past its period
+        (shared/retention.py; docs/retention.md)."""
+        rules = [*rules, inbox_rule(self.settings.inbox_retention_days)]
+        sweeper = Sweeper(self.service, lambda: self.pool, rules, self.settings.retention_batch)
+        self.every(self.settings.retention_sweep_seconds, sweeper.sweep_once, f"{self.service}-retention")
+        return sweeper
 
     def every(self, seconds: float, job, name: str) -> None:
         """Run ``job()`` now and then every ``seconds`` while the service runs. A failure is logged

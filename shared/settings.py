@@ -95,6 +95,12 @@ class ServiceSettings(BaseSettings):
     # front of it. In Kubernetes the Gateway ends TLS: leave both unset.
     http_tls_cert_file: str | None = None
     http_tls_key_file: str | None = None
+    # Retention (docs/retention.md): how often the sweep deletes what is past its period, in batches of this
+    # many rows per statement. The inbox keeps consumed event ids this long: an event redelivered later (a
+    # dead letter replayed more than this after it came) is applied again, so replay within it.
+    retention_sweep_seconds: float = Field(3600.0, gt=0)
+    retention_batch: int = Field(1000, ge=1)
+    inbox_retention_days: int = Field(400, ge=30)
 
     @field_validator("forwarded_allow_ips")
     @classmethod

@@ -70,6 +70,9 @@ BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "access.changed.v1": ("access-portal", ("secretariat",)),
     "staff.action.requested.v1": ("secretariat", ("issuer", "access-portal")),
     "convocation.reissue.requested.v1": ("issuer", (UPSTREAM, "secretariat", GATEWAY)),
+    "patient.erasure.requested.v1": ("secretariat", ("issuer",)),
+    "patient.erased.v1": ("issuer", ("mailer", "sms-gateway", "access-portal", "secretariat")),
+    "patient.erasure.confirmed.v1": ("issuer", ("secretariat",)),
 }
 # Events a second party publishes too. The hospital gateway turns the HL7 v2 and FHIR messages of the
 # hospital systems that use it into the same two events that the systems speaking our JSON publish
@@ -78,6 +81,8 @@ BUS: dict[str, tuple[str, tuple[str, ...]]] = {
 ALSO_PUBLISHED_BY: dict[str, tuple[str, ...]] = {
     "convocation.created.v1": (GATEWAY,),
     "convocation.cancelled.v1": (GATEWAY,),
+    # Each service that erases a patient's rows confirms it itself.
+    "patient.erasure.confirmed.v1": ("mailer", "sms-gateway", "access-portal", GATEWAY),
 }
 # The queues of a party outside this system are declared for it by one of ours.
 OUTBOUND_DECLARED_BY = {UPSTREAM: "issuer", PRINT_ROOM: "issuer"}

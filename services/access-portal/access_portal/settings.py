@@ -36,7 +36,11 @@ class PortalSettings(ServiceSettings):
     # Access audit kept one year (docs/architecture.md#security), then pruned; the database refuses
     # to prune anything younger.
     audit_retention_days: int = Field(365, ge=365)
-    audit_prune_interval_seconds: float = 3600.0
+    # A message (its sealed document destroyed at expiry already), its codes, sessions, downloads and paper
+    # reports are deleted this long after it expired; a verified number this long after it was last bound
+    # (docs/retention.md).
+    message_retention_days: int = Field(30, ge=1)
+    binding_retention_days: int = Field(730, ge=1)
 
     @model_validator(mode="after")
     def _refuse_plain_production(self) -> "PortalSettings":

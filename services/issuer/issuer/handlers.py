@@ -15,7 +15,7 @@ from issuer import domain, store
 from issuer.metrics import PERIOD_KEY_FAILURES, POSTAL_REQUESTS, REISSUE_REQUESTS
 from issuer.pdfcheck import UnreadablePdf, active_content
 from issuer.settings import IssuerSettings
-from shared import crypto, rejections
+from shared import crypto, erasure, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     ISSUER_ACTIONS,
@@ -26,7 +26,10 @@ from shared.contracts import (
     DocumentReleasedV1,
     EmailFailedV1,
     EmailSentV1,
+    EventPayload,
     MessageRevokedV1,
+    PatientErasedV1,
+    PatientErasureRequestedV1,
     PostalCancelledV1,
     PostalChosenV1,
     PostalPostedV1,
@@ -379,6 +382,48 @@ class IssuerHandlers:
             PostalProgressV1(message_id=row["message_id"], convocation_id=row["id"], step=step, at=report.at),
             convocation_id=row["id"],
         )
+
+    # --- erasure on request --------------------------------------------------------------------
+
+    async def on_patient_erasure_requested(
+        self, conn: asyncpg.Connection, d: Delivery[PatientErasureRequestedV1]
+    ) -> None:
+        """A patient asked for their data to be erased: their convocations go here, the print room drops a paper
+        letter not printed yet, the hospital gets the status 'erased' of each, and every other service is told
+        (patient.erased) to erase what it holds. Its outbox rows about them go first, so only these leave."""
+        e, now = d.data, datetime.now(timezone.utc)
+        rows = await store.convocations_of(conn, e.patient_refs)
+        ids = [row["id"] for row in rows]
+        erased = await store.erase(conn, ids, e.patient_refs)
+        events = []
+        for row in rows:
+            about: list[EventPayload] = []
+            if self._paper_pending(row):
+                about.append(PostalCancelledV1(convocation_id=row["id"], message_id=row["message_id"], reason="erased"))
+            # The last status: nothing about the patient (no ref, department or appointment), the erasure's id.
+            about.append(
+                ConvocationStatusV1(
+                    convocation_id=row["id"], status="erased", at=now, action_id=e.erasure_id, sandbox=row["sandbox"]
+                )
+            )
+            events += [
+                envelope(p, producer=PRODUCER, correlation_id=row["id"], causation_id=d.envelope.event_id)
+                for p in about
+            ]
+        events.append(
+            envelope(
+                PatientErasedV1(erasure_id=e.erasure_id, patient_refs=e.patient_refs, convocation_ids=ids, at=now),
+                producer=PRODUCER,
+                correlation_id=e.erasure_id,
+                causation_id=d.envelope.event_id,
+            )
+        )
+        events.append(
+            erasure.confirmation(
+                PRODUCER, e.erasure_id, convocations=len(ids), rows=erased, causation_id=d.envelope.event_id
+            )
+        )
+        await add_events(conn, events)
 
     # --- scheduled (see sweeper.py) -----------------------------------------------------------
 

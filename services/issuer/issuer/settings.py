@@ -34,6 +34,9 @@ class IssuerSettings(ServiceSettings):
     message_ttl_days: int = 30  # the message expires this long after the appointment
     postal_fallback_hours: int = 48  # no download this long before the appointment: paper
     sweep_seconds: float = 60.0  # how often reminders, fallbacks and expiries are looked for
+    # A convocation, its status history and the letters asked again are deleted this long after the letter
+    # expired (docs/retention.md): the hospital's period for delivery reports.
+    convocation_retention_days: int = Field(365, ge=1)
     # Memory: a 10 MB letter is a 13 MB message, and handling it takes a few copies. Letters waiting
     # unacknowledged are held in memory (LETTERS_PREFETCH), and those over 1 MB are sealed one at a
     # time (LARGE_LETTERS_AT_ONCE): four 10 MB letters at once peak at 255–271 MB (pod limit 320Mi).

@@ -18,13 +18,14 @@ from mailer.metrics import NOTICES, SMTP_ATTEMPTS
 from mailer.settings import MailerSettings
 from mailer.signing import DkimSigner, parse_dkim_keys
 from mailer.smtp import SmtpFailure, SmtpSender
-from shared import crypto, rejections
+from shared import crypto, erasure, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     EmailFailedV1,
     EmailRequestedV1,
     EmailSentV1,
     MessageRevokedV1,
+    PatientErasedV1,
     ReminderRequestedV1,
     envelope,
 )
@@ -65,6 +66,10 @@ class MailerHandlers:
         the letter to the portal): no copy of it, retried or dead-lettered, opens a letter."""
         m = d.data
         row, previous_sent_at = await store.email_to_send(conn, m.message_id, m.convocation_id)
+        if d.attempt and row is None:
+            # A delayed retry of an e-mail whose row is gone: the patient's data was erased on request.
+            log.info("retry of an erased e-mail dropped", attempt=d.attempt)
+            return
         if row is not None and row["status"] in ("sent", "failed", "bounced", "revoked"):
             log.info("e-mail already handled; not sending again", status=row["status"])
             return
@@ -157,6 +162,17 @@ class MailerHandlers:
         )
         await store.forget_recipient(conn, m.message_id)
 
+    async def on_patient_erased(self, conn: asyncpg.Connection, d: Delivery[PatientErasedV1]) -> None:
+        """The patient asked for their data to be erased: their e-mails go, and the mailer says so."""
+        e = d.data
+        rows = await store.erase(conn, e.convocation_ids)
+        await add_event(
+            conn,
+            erasure.confirmation(
+                PRODUCER, e.erasure_id, convocations=len(e.convocation_ids), rows=rows, causation_id=d.envelope.event_id
+            ),
+        )
+
     async def on_reminder_requested(self, conn: asyncpg.Connection, d: Delivery[ReminderRequestedV1]) -> None:
         await self._notice(conn, d, "reminder")
 
@@ -166,6 +182,8 @@ class MailerHandlers:
         """Send one notice about the message's e-mail; False when a retry was scheduled."""
         message_id = d.data.message_id
         row = await store.get_email(conn, message_id)
+        if d.attempt and row is None:
+            return True  # a delayed retry of a notice whose e-mail is gone: the patient's data was erased
         if await store.notice_done(conn, message_id, kind):
             return True
         now = datetime.now(timezone.utc)

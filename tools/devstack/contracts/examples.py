@@ -25,6 +25,9 @@ from shared.contracts import (
     MessageRevokedV1,
     MessageSealedV2,
     OtpRequestedV1,
+    PatientErasedV1,
+    PatientErasureConfirmedV1,
+    PatientErasureRequestedV1,
     PostalCancelledV1,
     PostalChosenV1,
     PostalPostedV1,
@@ -72,6 +75,9 @@ CAUSED_BY: dict[type[EventPayload], type[EventPayload] | None] = {
     PostalPostedV1: PostalRequestedV1,
     PostalReturnedV1: PostalRequestedV1,
     PostalProgressV1: PostalRequestedV1,
+    PatientErasureRequestedV1: None,  # a secretary's act, at the patient's request
+    PatientErasedV1: PatientErasureRequestedV1,
+    PatientErasureConfirmedV1: PatientErasedV1,
 }
 OCCURRED_AFTER = {  # seconds after CREATED_AT
     ConvocationCreatedV1: 0,
@@ -97,8 +103,12 @@ OCCURRED_AFTER = {  # seconds after CREATED_AT
     PostalPostedV1: 36000,
     PostalReturnedV1: 432000,
     PostalCancelledV1: 40001,
+    PatientErasureRequestedV1: 5184000,
+    PatientErasedV1: 5184001,
+    PatientErasureConfirmedV1: 5184002,
 }
 ACTION_ID = uuid.UUID("a0c1d2e3-f405-4617-8829-3a4b5c6d7e8f")
+ERASURE_ID = uuid.UUID("c4d5e6f7-0819-4a2b-9c3d-4e5f60718293")
 
 
 def _illustrative(label: str, size: int) -> bytes:
@@ -254,12 +264,32 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             reason="Unreachable destination handset",
             failed_at=_at(SmsFailedV1),
         ),
+        PatientErasureRequestedV1: lambda: PatientErasureRequestedV1(
+            erasure_id=ERASURE_ID,
+            patient_refs=["k1:" + _illustrative("patient_ref", 32).hex()],
+            requested_at=_at(PatientErasureRequestedV1),
+        ),
+        PatientErasedV1: lambda: PatientErasedV1(
+            erasure_id=ERASURE_ID,
+            patient_refs=["k1:" + _illustrative("patient_ref", 32).hex()],
+            convocation_ids=[CONVOCATION_ID],
+            at=_at(PatientErasedV1),
+        ),
+        PatientErasureConfirmedV1: lambda: PatientErasureConfirmedV1(
+            erasure_id=ERASURE_ID, service="mailer", convocations=1, rows=3, at=_at(PatientErasureConfirmedV1)
+        ),
     }
     return builders[event]()
 
 
 def example_event_id(event: type[EventPayload]) -> uuid.UUID:
     return uuid.uuid5(EXAMPLE_NS, event.routing_key())
+
+
+def _correlation(event: type[EventPayload]) -> uuid.UUID:
+    """The chain an example belongs to: its convocation, or for an erasure (about a patient) the erasure."""
+    erasure = (PatientErasureRequestedV1, PatientErasedV1, PatientErasureConfirmedV1)
+    return ERASURE_ID if event in erasure else CONVOCATION_ID
 
 
 def example_envelope(event: type[EventPayload]) -> Envelope:
@@ -271,7 +301,7 @@ def example_envelope(event: type[EventPayload]) -> Envelope:
         version=event.VERSION,
         occurred_at=_at(event),
         producer=topology.producer_name(producer),
-        correlation_id=CONVOCATION_ID,
+        correlation_id=_correlation(event),
         causation_id=example_event_id(cause) if cause else None,
         data=example_payload(event),
     )
@@ -286,7 +316,7 @@ def example_properties(event: type[EventPayload]) -> dict:
     """The AMQP properties the example travels with."""
     return {
         "message_id": str(example_event_id(event)),
-        "correlation_id": str(CONVOCATION_ID),
+        "correlation_id": str(_correlation(event)),
         "type": event.EVENT_TYPE,
         "content_type": "application/json",
         "delivery_mode": 2,
