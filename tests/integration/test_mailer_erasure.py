@@ -17,7 +17,7 @@ from mailer.handlers import MailerHandlers
 from mailer.settings import MailerSettings
 from mailer.smtp import SmtpSender
 from shared.consumer import Delivery
-from shared.contracts import MessageSealedV1, PatientErasedV1, ReminderRequestedV1, envelope
+from shared.contracts import EmailRequestedV1, PatientErasedV1, ReminderRequestedV1, envelope
 from shared.db import migrate
 from shared.outbox import add_event
 from tests.integration.conftest import throwaway_schema
@@ -39,7 +39,7 @@ def mailer() -> MailerHandlers:
 
 async def test_an_erased_patients_e_mails_go_and_a_retry_already_on_its_way_sends_nothing(pool):
     handlers = mailer()
-    sealed = example_payload(MessageSealedV1).model_copy(
+    sealed = example_payload(EmailRequestedV1).model_copy(
         update={"message_id": uuid.uuid4(), "convocation_id": uuid.uuid4()}
     )
     mid, cid = sealed.message_id, sealed.convocation_id
@@ -49,7 +49,9 @@ async def test_an_erased_patients_e_mails_go_and_a_retry_already_on_its_way_send
         await store.record_retry(conn, mid, cid, f"<{mid}@hug.test>", 1, 451, "try again later")
         await store.add_bounce_token(conn, uuid.uuid4().bytes, mid, "link", "k1:hash")
         await store.record_notice(conn, mid, "withdrawn", "skipped", datetime.now(timezone.utc))
-        await add_event(conn, link, exchange=f"{EXCHANGE}.retry", routing_key="itest.mailer.message.sealed.v1.retry.5s")
+        await add_event(
+            conn, link, exchange=f"{EXCHANGE}.retry", routing_key="itest.mailer.email.requested.v1.retry.5s"
+        )
 
     erasure_id = uuid.uuid4()
     erased = envelope(
@@ -82,7 +84,7 @@ async def test_an_erased_patients_e_mails_go_and_a_retry_already_on_its_way_send
     )
     async with pool.acquire() as conn, conn.transaction():
         # The copies the broker was holding come back: they find no row, and leave none.
-        await handlers.on_message_sealed(conn, Delivery(link, 1, "itest.mailer.message.sealed.v1"))
+        await handlers.on_email_requested(conn, Delivery(link, 1, "itest.mailer.email.requested.v1"))
         await handlers.on_reminder_requested(conn, Delivery(reminder, 1, "itest.mailer.reminder.requested.v1"))
     for table in ("email", "notice"):
         assert await pool.fetchval(f"select count(*) from {table} where message_id = $1", mid) == 0, table
