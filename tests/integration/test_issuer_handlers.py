@@ -194,6 +194,8 @@ async def test_until_relayed_the_issuers_outbox_holds_both_halves_of_a_new_lette
         for kid, key in ring.items()
         if isinstance(key, bytes)
     }
+    # and the period keys it holds in memory, as the key store gave them to seal this letter
+    keys |= {f"period {period.period_id}": period.key for period in issuer.key_store._keys.values()}
     assert [open_letters([row], keys) for row in rows] == [[], [], []]
     message_id = json.loads(rows[0])["data"]["message_id"]
     assert {o.message_id for o in open_letters(rows, keys) if o.how.startswith("the letter")} == {message_id}
