@@ -195,15 +195,17 @@ async def test_the_time_left_counts_down_from_the_code_and_is_announced_only_now
     page_url = localhost(mail.link).split("#")[0]
     try:
         await page.goto(localhost(mail.link))
-        await mail.travel(600 - 302)  # the code was sent 298 s ago: 5 min 2 s left
+        await mail.travel(600 - 310)  # the code was sent 290 s ago: 5 min 10 s left
         await page.goto(f"{page_url}/code")
-        shown = await page.locator("#code-left").inner_text()
-        assert shown in ("5:02", "5:01", "5:00"), shown
         said = page.locator("#code-time-said")
-        assert await said.inner_text() == ""  # nothing announced at first
-        await asyncio.sleep(3.5)
-        assert (await page.locator("#code-left").inner_text()) in ("4:59", "4:58", "4:57")
-        assert "Temps restant pour taper ce code" in await said.inner_text()  # the 5 minutes mark, once
+        minutes, seconds = (await page.locator("#code-left").inner_text()).split(":")
+        left = 60 * int(minutes) + int(seconds)
+        assert 300 < left <= 310, left  # from the code's expiry (a slow machine may have lost a few seconds)
+        assert await said.inner_text() == ""  # nothing announced before the 5 minutes mark
+        # The 5 minutes mark is announced once, when the count passes it.
+        await wait_for(lambda: said.inner_text(), timeout=20)
+        assert "Temps restant pour taper ce code" in await said.inner_text()
+        assert (await page.locator("#code-left").inner_text()).startswith(("5:00", "4:5"))
         announced = await said.inner_text()
         await asyncio.sleep(2)
         assert await said.inner_text() == announced  # not every second
