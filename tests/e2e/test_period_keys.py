@@ -252,19 +252,24 @@ async def test_a_letter_without_its_period_key_is_dead_lettered_with_the_reason_
 
 
 async def test_while_the_key_store_is_down_the_patient_is_told_to_try_again_and_nothing_is_lost(chain, keys_stack):
+    """The portal first needs the letter's period key to check the link's proof, when a code is asked (then it
+    keeps the key in memory until the period ends): with the store down, that first step says to try again
+    later, in the letter's language, and nothing is texted or counted."""
     stack = keys_stack
     _, link, mobile, pdf = await letter(chain, datetime.now(timezone.utc) + timedelta(days=3))
     e164, national = mobile
     patient = PatientClient(link)
-    assert patient.request_code(national).status_code in (200, 303)
-    patient.enter_code(code_of(await chain.sms_to(e164)))
     stack.stop([KEY_STORE])
     try:
-        refused = patient.download("pdf")
+        refused = patient.request_code(national)
+        if refused.status_code == 303:  # the page that tells it (post/redirect/get)
+            refused = patient.get(refused.headers["location"])
         assert refused.status_code == 503 and 'data-state="try_later"' in refused.text, refused.text[:500]
         assert "Votre convocation ne peut pas être ouverte pour le moment" in refused.text  # the letter's language
         assert pdf not in refused.content
     finally:
         stack.start([KEY_STORE])
+    assert patient.request_code(national).status_code in (200, 303)
+    patient.enter_code(code_of(await chain.sms_to(e164)))  # the first SMS: none was sent while the store was down
     again = patient.download("pdf")
     assert again.status_code == 200 and again.content == pdf

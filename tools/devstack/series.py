@@ -28,7 +28,7 @@ UNRECORDED = {"instance", "__name__"}
 # A consumer queue's name is <exchange>.<party>.<routing key>[.dlq | .retry.<n>s]; a run's exchange
 # ("test", "test-outage", ...) is recorded as the production one.
 QUEUE = re.compile(
-    r"^[a-z0-9-]+\.((issuer|mailer|sms-gateway|access-portal|secretariat|hospital-gateway|upstream)\.[a-z.]+\.v[0-9]+"
+    r"^[a-z0-9-]+\.((issuer|mailer|sms-gateway|access-portal|secretariat|hospital-gateway|upstream|print-room)\.[a-z.]+\.v[0-9]+"
     r"(\.dlq|\.retry\.[0-9]+s)?)$"
 )
 
