@@ -201,6 +201,8 @@ class Portal:
             # Before any code (a refusal told on the first page, or the form's address typed in).
             return self.told(outcome.message_id, "", told if told in TOLD_STATES or told == "wait" else None)
         if not isinstance(outcome, CodePage):
+            if outcome.state == told and told in TOLD_STATES:  # the SMS failed, as the POST was told
+                return await self.state(request, StatePage(told, TOLD_STATES[told], outcome.message))
             return await self.state(request, outcome)
         message, code = outcome.message, outcome.code
         paper = await self.access.paper(message)
