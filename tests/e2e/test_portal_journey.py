@@ -133,6 +133,13 @@ async def test_post_instead_after_the_code_reaches_the_print_room_and_the_hospit
     assert '/postal"' not in again.text  # asked once: the button gives way to the confirmation
     assert "vous avez demandé cette convocation par la poste" in again.text
     assert state_of(again.text) == "paper_told"
+    # Every page of the letter says so, the help pages and the page of an ended session too.
+    for path in ("/not-my-number", "/no-phone"):
+        assert "vous avez demandé cette convocation par la poste" in mail.patient.get(mail.path + path).text
+    await mail.travel(16 * 60)
+    ended = mail.patient.get(f"{mail.path}/document")
+    assert ended.status_code == 401 and 'h1 data-state="session_expired"' in ended.text
+    assert "vous avez demandé cette convocation par la poste" in ended.text
 
 
 async def test_without_the_code_nobody_can_ask_for_the_post(chain):
