@@ -1,7 +1,8 @@
 """The patient's pages (the routes): each reads the request, asks the patient-access service
-(access.py) and turns its outcome into a page or a redirect. A GET never changes state (mail scanners
-fetch and even click every link); only a correct SMS code opens a session, and only a download counts
-as delivery."""
+(access.py) and turns its outcome into a page (a GET) or a redirect (every POST but a download's file:
+post/redirect/get, the page saying what happened from ``?told=``). A GET never changes state (mail
+scanners fetch and even click every link); only a correct SMS code opens a session, and only a download
+counts as delivery."""
 
 from __future__ import annotations
 
