@@ -211,6 +211,10 @@ class NumberRefusal:
 # --- rules without I/O -------------------------------------------------------------------------------
 
 
+# The states closed_state() answers: a letter that no longer opens, which every page of it says, and nothing else.
+CLOSED = frozenset({"unknown", "expired", "cancelled", "withdrawn", "superseded"})
+
+
 def closed_state(message: Message | None, now: datetime) -> tuple[str, int] | None:
     """Why this message cannot be opened, as (state, HTTP status), or None."""
     if message is None:

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from access_portal import calendar
 from access_portal.access import (
+    CLOSED,
     CODE_ERRORS,
     CodePage,
     CodeRefused,
@@ -57,8 +58,6 @@ TOLD_STATES = {
     "session_expired": 401,
     "link_incomplete": 400,
 }
-# States of a letter that no longer opens: every page of it says so, and nothing else.
-CLOSED = {"unknown", "expired", "cancelled", "withdrawn", "superseded"}
 NUMBER_ERRORS = {
     "number_invalid": N_("Enter a mobile number, like 079 123 45 67 or +41 79 123 45 67."),
     "number_mismatch": N_(
