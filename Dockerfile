@@ -38,9 +38,11 @@ RUN if [ "$SERVICE" = "issuer" ]; then \
         libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 \
       && rm -rf /var/lib/apt/lists/*; \
     fi
-# Fixed uid/gid 10001: the Kubernetes manifests set runAsUser to the same value.
+# Fixed uid/gid 10001: the Kubernetes manifests set runAsUser to the same value. The key store's volume
+# is mounted at /var/lib/key-store: a new compose volume takes this directory's owner.
 RUN groupadd --system --gid 10001 app \
- && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
+ && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app \
+ && if [ "$SERVICE" = "key-store" ]; then install -d -o 10001 -g 10001 -m 0700 /var/lib/key-store; fi
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 # Code stays root-owned and read-only for the app user; bytecode is compiled now because the

@@ -1,6 +1,6 @@
 # The index of commands. `make run` and `make test` each install what they need first.
 PY := .venv/bin/python
-export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/services/secretariat:$(CURDIR)/services/hospital-gateway:$(CURDIR)/tools:$(CURDIR)/tools/devinbox:$(CURDIR)/tools/devoidc
+export PYTHONPATH := $(CURDIR):$(CURDIR)/services/issuer:$(CURDIR)/services/mailer:$(CURDIR)/services/sms-gateway:$(CURDIR)/services/access-portal:$(CURDIR)/services/secretariat:$(CURDIR)/services/hospital-gateway:$(CURDIR)/services/key-store:$(CURDIR)/tools:$(CURDIR)/tools/devinbox:$(CURDIR)/tools/devoidc
 
 .PHONY: guide run test fast bootstrap unit contract integration e2e browser production bench bench-letter lock lint contracts prometheus-rule prometheus-series admin clean
 

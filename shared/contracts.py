@@ -240,13 +240,16 @@ class ConvocationCancelledV1(EventPayload):
     reason: Line | None = Field(None, max_length=200)
 
 
-# --- issuer -> mailer, access-portal ---------------------------------------------------------
+# --- issuer -> access-portal, mailer ---------------------------------------------------------
 
 
-class MessageSealedV1(EventPayload):
-    """The issuer sealed a convocation into a message that only the e-mailed link opens."""
+class MessageSealedV2(EventPayload):
+    """The issuer sealed a convocation into a message that only the e-mailed link opens: the sealed letter
+    for the portal. It carries nothing from which a key recovers the link (the link travels to the mailer
+    alone, on email.requested), so no copy of it opens without the patient's e-mail."""
 
     EVENT_TYPE: ClassVar[str] = "message.sealed"
+    VERSION: ClassVar[int] = 2
 
     message_id: uuid.UUID = Field(description="Id of the secure message; appears in the link.")
     convocation_id: uuid.UUID
@@ -260,7 +263,10 @@ class MessageSealedV1(EventPayload):
         " what was recorded under an older key is still found.",
     )
     language: Language
-    key_id: Line = Field(description="Id of the server key the document key was derived with.")
+    key_id: Line = Field(
+        description="Ids of the server keys the document key was derived with: the seal key, then the period key"
+        " of the letter's expiry (`k1.w2026-51`); a letter sealed before period keys names the seal key alone."
+    )
     document_nonce: Line = Field(description="base64 AES-GCM nonce of the document.")
     document_ciphertext: Line = Field(description="base64 AES-256-GCM ciphertext of the PDF.")
     details_nonce: Line = Field(description="base64 AES-GCM nonce of the appointment details.")
@@ -268,17 +274,33 @@ class MessageSealedV1(EventPayload):
     expires_at: AwareDatetime
     secretariat_phone: Line
     secretariat_email: Line | None = None
-    send_email: bool = Field(True, description="False when the patient keeps paper mail.")
     public_contact: PublicContact | None = Field(
         None, description="The contact shown before the code; the secretariat's only after it."
     )
-    for_mailer: SealedField = Field(description="Encrypted for the mailer: e-mail address, name and link secret.")
     for_portal: SealedField = Field(description="Encrypted for the access portal: the mobile number on file.")
     sandbox: bool = Field(
         False,
+        description="A sandbox test (convocation.created sandbox): the portal marks its code requests"
+        " (otp.requested sandbox). Every event that takes over part of this one carries it too.",
+    )
+
+
+class EmailRequestedV1(EventPayload):
+    """The mailer must e-mail the patient the link to a message sealed at the same time (message.sealed): the
+    link's secret, the address and the name, and no part of the letter, so no copy of it opens a letter."""
+
+    EVENT_TYPE: ClassVar[str] = "email.requested"
+
+    message_id: uuid.UUID = Field(description="Id of the secure message; appears in the link.")
+    convocation_id: uuid.UUID
+    language: Language
+    expires_at: AwareDatetime = Field(description="When the message expires: the mailer forgets the address then.")
+    public_contact: PublicContact | None = Field(None, description="The contact the e-mail shows.")
+    for_mailer: SealedField = Field(description="Encrypted for the mailer: e-mail address, name and link secret.")
+    sandbox: bool = Field(
+        False,
         description="A sandbox test (convocation.created sandbox): the mailer sends its e-mails only to its"
-        " sandbox SMTP endpoint, the portal marks its code requests (otp.requested sandbox). Every"
-        " event that takes over part of this one carries it too.",
+        " sandbox SMTP endpoint.",
     )
 
 
@@ -341,10 +363,14 @@ class ConvocationStatusV1(EventPayload):
         "posted",
         "returned",
         "postal-cancelled",
+        "erased",
     ] = Field(
         description="'printed', 'posted', 'returned': the print room's reports on a paper letter (detail of"
         " 'returned': why it came back); 'postal-cancelled': the print room was told not to post"
-        " it (detail: withdrawn, cancelled, superseded, expired or email-instead)."
+        " it (detail: withdrawn, cancelled, superseded, expired, email-instead or erased); 'erased': the"
+        " patient asked for their data to be erased and every service erased this convocation (the last"
+        " status of it: its action_id is the erasure's id; it carries no patient ref, department or"
+        " appointment time)."
     )
     at: AwareDatetime
     detail: Line | None = None
@@ -572,7 +598,7 @@ class PostalCancelledV1(EventPayload):
 
     convocation_id: uuid.UUID
     message_id: uuid.UUID = Field(description="The message named by the postal.requested to drop.")
-    reason: Literal["cancelled", "withdrawn", "superseded", "expired", "email-instead"]
+    reason: Literal["cancelled", "withdrawn", "superseded", "expired", "email-instead", "erased"]
 
 
 class _PrintReport(EventPayload):
@@ -621,12 +647,63 @@ class PostalProgressV1(EventPayload):
     at: AwareDatetime
 
 
+# --- erasure on request (secretariat -> issuer -> every service) --------------------------------------
+
+PatientRef = Annotated[Line, Field(max_length=128)]
+
+
+class PatientErasureRequestedV1(EventPayload):
+    """A patient asked for everything about them to be erased: the secretariat asks the issuer, which finds their
+    convocations and tells every service (patient.erased). Who asked it and why stay in the secretariat's audit.
+    The envelope's correlation id is the erasure id."""
+
+    EVENT_TYPE: ClassVar[str] = "patient.erasure.requested"
+
+    erasure_id: uuid.UUID
+    patient_refs: list[PatientRef] = Field(
+        min_length=1,
+        max_length=16,
+        description="Keyed hashes of the patient id (as on message.sealed's patient_refs), one per key of the"
+        " ring: every convocation recorded under any of them is erased.",
+    )
+    requested_at: AwareDatetime
+
+
+class PatientErasedV1(EventPayload):
+    """The issuer erased the patient's convocations: each service erases or shreds what it holds about them (by
+    these convocation ids and patient refs) and confirms (patient.erasure.confirmed). The hospital gets the
+    status 'erased' of each convocation. The envelope's correlation id is the erasure id."""
+
+    EVENT_TYPE: ClassVar[str] = "patient.erased"
+
+    erasure_id: uuid.UUID
+    patient_refs: list[PatientRef] = Field(min_length=1, max_length=16)
+    convocation_ids: list[uuid.UUID] = Field(
+        max_length=10_000, description="Every convocation of the patient the issuer knew (may be empty)."
+    )
+    at: AwareDatetime
+
+
+class PatientErasureConfirmedV1(EventPayload):
+    """A service erased what it held about the patient of an erasure (the hospital gateway: of one of its
+    convocations, once the hospital got its 'erased' status). Counts only: nothing about the patient."""
+
+    EVENT_TYPE: ClassVar[str] = "patient.erasure.confirmed"
+
+    erasure_id: uuid.UUID
+    service: Line = Field(max_length=40, description="The service that erased its rows.")
+    convocations: int = Field(ge=0, description="The patient's convocations it erased (or confirmed erased).")
+    rows: int = Field(ge=0, description="The rows it deleted or shredded.")
+    at: AwareDatetime
+
+
 CATALOGUE: dict[str, type[EventPayload]] = {
     cls.routing_key(): cls
     for cls in (
         ConvocationCreatedV1,
         ConvocationCancelledV1,
-        MessageSealedV1,
+        MessageSealedV2,
+        EmailRequestedV1,
         MessageRevokedV1,
         PostalRequestedV1,
         ConvocationStatusV1,
@@ -646,6 +723,9 @@ CATALOGUE: dict[str, type[EventPayload]] = {
         PostalPostedV1,
         PostalReturnedV1,
         PostalProgressV1,
+        PatientErasureRequestedV1,
+        PatientErasedV1,
+        PatientErasureConfirmedV1,
     )
 }
 

@@ -2,7 +2,9 @@
 
 Document key = HKDF-SHA256(ikm = link secret, salt = server key, info = purpose + message id):
 without the link secret, which only the e-mailed link carries, no key and no database opens a
-document (docs/architecture.md#security). Fields on the bus that carry a secret are AES-256-GCM encrypted for their
+document (docs/architecture.md#security). The server key is a seal key (SEAL_KEYS) bound to the
+period key of the letter's expiry (the key store's, destroyed once every letter of its period has
+expired): ``key_id`` ``k1.w2026-51`` names both, and without the period key nothing opens again. Fields on the bus that carry a secret are AES-256-GCM encrypted for their
 one consumer with a key only producer and consumer hold.
 """
 
@@ -134,6 +136,23 @@ def _decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes, why: str) 
         return AESGCM(key).decrypt(nonce, ciphertext, aad)
     except InvalidTag:
         raise CannotOpen(why) from None
+
+
+def period_key_id(seal_key_id: str, period_id: str) -> str:
+    """The ``key_id`` of a letter sealed under a seal key and a period key: ``<seal key id>.<period id>``."""
+    return f"{seal_key_id}.{period_id}"
+
+
+def split_key_id(key_id: str) -> tuple[str, str | None]:
+    """(seal key id, period id) of a ``key_id``; letters sealed before period keys name no period."""
+    seal_key_id, _, period_id = key_id.partition(".")
+    return seal_key_id, period_id or None
+
+
+def bound_to_period(seal_key: bytes, period_key: bytes) -> bytes:
+    """The server key of a letter sealed under a period: the seal key and the period key, both needed.
+    Once the period key is destroyed, no seal key, no other period key and no link rebuild it."""
+    return hmac.new(seal_key, b"convocations/v1/period/" + period_key, hashlib.sha256).digest()
 
 
 class KeyRing(dict):

@@ -153,15 +153,3 @@ NAMED_LOCK = "pg_advisory_xact_lock(hashtextextended($1::text, 0))"
 async def lock_named(conn: asyncpg.Connection, name: str) -> None:
     """Wait for, then hold until this transaction ends, the lock called ``name``."""
     await conn.execute(f"select {NAMED_LOCK}", name)
-
-
-async def prune_audit(conn: asyncpg.Connection, schema: str, retention_days: int, *, batch: int = 10_000) -> int:
-    """Delete an append-only audit's rows older than the retention through its schema's ``prune()``
-    function (the only delete the service's role may run; it refuses a retention under a year), in
-    batches so that no statement holds long locks. Returns the rows deleted."""
-    total = 0
-    while True:
-        deleted = await conn.fetchval(f"select {schema}.prune($1, $2)", retention_days, batch)
-        total += deleted
-        if deleted < batch:
-            return total

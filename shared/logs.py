@@ -93,6 +93,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # progress seven ("Step 1 - Fetching and parsing HTML"); its warnings still get through.
     logging.getLogger("fontTools").setLevel(logging.WARNING)
     logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
+    # The AMQP client at DEBUG prints every frame it sends or receives, message bodies included: a sealed
+    # letter and its link sealed for the mailer on one line (docs/architecture.md#threat-model). Never below INFO.
+    for name in ("aiormq", "pamqp", "aio_pika"):
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
 
 
 def get_logger(name: str | None = None):

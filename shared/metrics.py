@@ -44,8 +44,13 @@ OUTBOX_LAST_SUCCESS = Gauge(
 )
 PERIODIC_LAST_SUCCESS = Gauge(
     "convocations_periodic_last_success_timestamp_seconds",
-    "When a periodic job (the issuer's sweeper, the portal's audit pruner) last finished without error.",
+    "When a periodic job (the issuer's sweeper, each service's retention sweep) last finished without error.",
     ["service", "task"],  # not "job": that is the scrape job's label
+)
+RETENTION_SWEPT = Counter(
+    "convocations_retention_swept_rows_total",
+    "Rows deleted because they were past their retention period (shared/retention.py, docs/retention.md).",
+    ["service", "table"],
 )
 DEPENDENCY_UP = Gauge(
     "convocations_dependency_up",

@@ -71,6 +71,13 @@ EMAIL_INVALID = Reason(
     " the address itself is never in the detail.",
     ("issuer",),
 )
+PERIOD_KEY_UNAVAILABLE = Reason(
+    "period-key-unavailable",
+    "The key store gave no period key for the letter's expiry: it did not answer (three tries), refused the"
+    " issuer, or the period has ended or is destroyed; the detail says which. Nothing is sealed without one"
+    " (docs/runbooks.md, `ConvocationsPeriodKeyUnavailable`); once the store answers, move the letter back.",
+    ("issuer",),
+)
 UNSAFE_HEADER = Reason(
     "unsafe-header", "A value meant for an e-mail header holds a control character or is no plain address.", ("mailer",)
 )
@@ -96,6 +103,7 @@ REASONS: tuple[Reason, ...] = (
     PDF_ACTIVE_CONTENT,
     PDF_UNREADABLE,
     EMAIL_INVALID,
+    PERIOD_KEY_UNAVAILABLE,
     UNSAFE_HEADER,
     UNREADABLE_SECRET,
     UNKNOWN_MESSAGE,

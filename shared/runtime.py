@@ -12,7 +12,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import aio_pika
 import asyncpg
@@ -28,6 +30,7 @@ from shared.logs import configure_logging, get_logger
 from shared.memory import return_large_buffers_to_the_system
 from shared.metrics import DEPENDENCY_UP, PERIODIC_LAST_SUCCESS
 from shared.outbox import OutboxRelay
+from shared.retention import RetentionRule, Sweeper, inbox_rule
 from shared.settings import MigrationSettings, ServiceSettings
 
 log = get_logger(__name__)
@@ -75,6 +78,14 @@ class Runtime:
         self.on_stopping: list = []
         self._draining: asyncio.Task | None = None
         self._deadline = 0.0
+
+    def keep(self, rules: Sequence[RetentionRule]) -> Sweeper:
+        """Sweep, every RETENTION_SWEEP_SECONDS, what ``rules`` and the inbox's retention say is past its period
+        (shared/retention.py; docs/retention.md)."""
+        rules = [*rules, inbox_rule(self.settings.inbox_retention_days)]
+        sweeper = Sweeper(self.service, lambda: self.pool, rules, self.settings.retention_batch)
+        self.every(self.settings.retention_sweep_seconds, sweeper.sweep_once, f"{self.service}-retention")
+        return sweeper
 
     def every(self, seconds: float, job, name: str) -> None:
         """Run ``job()`` now and then every ``seconds`` while the service runs. A failure is logged
@@ -351,7 +362,24 @@ def main(
     serve(create_app(settings), settings)
 
 
-def serve(app: FastAPI, settings: ServiceSettings) -> None:
+class ServedSettings(Protocol):
+    """What ``serve`` reads of a process's settings (a bus service's, or the key store's)."""
+
+    @property
+    def http_host(self) -> str: ...
+    @property
+    def http_port(self) -> int: ...
+    @property
+    def forwarded_allow_ips(self) -> str: ...
+    @property
+    def shutdown_timeout_seconds(self) -> float: ...
+    @property
+    def http_tls_cert_file(self) -> str | None: ...
+    @property
+    def http_tls_key_file(self) -> str | None: ...
+
+
+def serve(app: FastAPI, settings: ServedSettings) -> None:
     """Run one service process with uvicorn (uvloop when installed), and exit within
     ``shutdown_timeout_seconds`` of SIGTERM: requests in flight get a third of it, while the consumers stop
     at once and their handlers drain (``Runtime.begin_shutdown``)."""

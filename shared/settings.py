@@ -95,6 +95,12 @@ class ServiceSettings(BaseSettings):
     # front of it. In Kubernetes the Gateway ends TLS: leave both unset.
     http_tls_cert_file: str | None = None
     http_tls_key_file: str | None = None
+    # Retention (docs/retention.md): how often the sweep deletes what is past its period, in batches of this
+    # many rows per statement. The inbox keeps consumed event ids this long: an event redelivered later (a
+    # dead letter replayed more than this after it came) is applied again, so replay within it.
+    retention_sweep_seconds: float = Field(3600.0, gt=0)
+    retention_batch: int = Field(1000, ge=1)
+    inbox_retention_days: int = Field(400, ge=30)
 
     @field_validator("forwarded_allow_ips")
     @classmethod
@@ -229,6 +235,7 @@ DEV_KEY_NAMES = (
     "secretariat-secret",
     "issuer-field",
     "secretariat-field",
+    "key-store-master",
 )
 
 
@@ -264,6 +271,17 @@ def _as_ring(value: dict[str, bytes]) -> crypto.KeyRing:
 # Every key setting is a ring, "kid:base64,kid:base64", oldest first (the last one seals and hashes
 # new data); NoDecode: the environment holds that text, not JSON.
 KeyRing = Annotated[dict[str, bytes], NoDecode, BeforeValidator(parse_keyring), AfterValidator(_as_ring)]
+
+
+# The key store callers' development tokens (services/key-store: ISSUER_TOKEN, PORTAL_TOKEN).
+DEV_KEY_STORE_TOKENS = ("dev-key-store-issuer-token", "dev-key-store-portal-token")
+
+
+def refuse_dev_key_store_token(environment: str, token: SecretStr) -> None:
+    """Production refuses a development or placeholder token for the key store."""
+    value = token.get_secret_value()
+    if environment == "production" and (value in DEV_KEY_STORE_TOKENS or "REPLACE_ME" in value or len(value) < 32):
+        raise ValueError("KEY_STORE_TOKEN is a development or short token; set the key store's real token")
 
 
 def secret(value: SecretStr | None) -> str:

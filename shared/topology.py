@@ -49,7 +49,8 @@ GATEWAY = "hospital-gateway"  # the service that speaks HL7 v2 and FHIR with the
 BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "convocation.created.v1": (UPSTREAM, ("issuer",)),
     "convocation.cancelled.v1": (UPSTREAM, ("issuer",)),
-    "message.sealed.v1": ("issuer", ("mailer", "access-portal")),
+    "message.sealed.v2": ("issuer", ("access-portal",)),
+    "email.requested.v1": ("issuer", ("mailer",)),
     "message.revoked.v1": ("issuer", ("mailer", "access-portal")),
     "convocation.status.v1": ("issuer", (UPSTREAM, "secretariat", GATEWAY)),
     "postal.requested.v1": ("issuer", (PRINT_ROOM,)),
@@ -69,6 +70,9 @@ BUS: dict[str, tuple[str, tuple[str, ...]]] = {
     "access.changed.v1": ("access-portal", ("secretariat",)),
     "staff.action.requested.v1": ("secretariat", ("issuer", "access-portal")),
     "convocation.reissue.requested.v1": ("issuer", (UPSTREAM, "secretariat", GATEWAY)),
+    "patient.erasure.requested.v1": ("secretariat", ("issuer",)),
+    "patient.erased.v1": ("issuer", ("mailer", "sms-gateway", "access-portal", "secretariat")),
+    "patient.erasure.confirmed.v1": ("issuer", ("secretariat",)),
 }
 # Events a second party publishes too. The hospital gateway turns the HL7 v2 and FHIR messages of the
 # hospital systems that use it into the same two events that the systems speaking our JSON publish
@@ -77,6 +81,8 @@ BUS: dict[str, tuple[str, tuple[str, ...]]] = {
 ALSO_PUBLISHED_BY: dict[str, tuple[str, ...]] = {
     "convocation.created.v1": (GATEWAY,),
     "convocation.cancelled.v1": (GATEWAY,),
+    # Each service that erases a patient's rows confirms it itself.
+    "patient.erasure.confirmed.v1": ("mailer", "sms-gateway", "access-portal", GATEWAY),
 }
 # The queues of a party outside this system are declared for it by one of ours.
 OUTBOUND_DECLARED_BY = {UPSTREAM: "issuer", PRINT_ROOM: "issuer"}
@@ -90,7 +96,11 @@ OUTSIDE = frozenset(OUTBOUND_DECLARED_BY)  # the parties that are not services o
 RETIRED: dict[str, tuple[str, ...]] = {
     # Its only effect was message.emailed_at, which nothing read; it cost a delivery, an inbox claim
     # and a transaction per convocation.
-    "access-portal": ("email.sent.v1",),
+    "access-portal": ("email.sent.v1", "message.sealed.v1"),
+    # message.sealed.v1 carried the sealed letter beside the link's secret sealed for the mailer: any copy
+    # of it (a retry copy, a dead letter) opened with two server keys and no link. v2 carries the letter
+    # alone, for the portal; the mailer gets the link alone, on email.requested.v1 (docs/architecture.md#security).
+    "mailer": ("message.sealed.v1",),
 }
 
 

@@ -211,9 +211,11 @@ def stack(
                 "LOG_LEVEL": "INFO",
                 "SWEEP_SECONDS": "0.5",
                 "SHUTDOWN_TIMEOUT_SECONDS": "6",
+                # Swept hourly in production (docs/retention.md).
+                "RETENTION_SWEEP_SECONDS": "1",
             },
-            # Pruning hourly in production; the tests play the ingress from the loopback network.
-            "access-portal": {"AUDIT_PRUNE_INTERVAL_SECONDS": "1", "FORWARDED_ALLOW_IPS": "127.0.0.0/8"},
+            # The tests play the ingress from the loopback network.
+            "access-portal": {"FORWARDED_ALLOW_IPS": "127.0.0.0/8"},
             "mailer": {"DKIM_KEYS": f"s2026b:{dkim_key}"},
             # A request to the hospital system unanswered for 15 s is late (30 min in production); the
             # open timeline asks for news every second.

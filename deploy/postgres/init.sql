@@ -58,12 +58,25 @@ begin
     get diagnostics deleted = row_count;
     return deleted;
 end $f$;
+-- A patient's erasure on request (docs/retention.md): the rows about their messages stay, as a record that the
+-- accesses happened, without the message, the client or the detail.
+create or replace function portal_audit.erase(message_ids uuid[]) returns bigint
+    language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
+declare
+    changed bigint;
+begin
+    update portal_audit.access_audit set message_id = null, client_hash = null, detail = null
+        where message_id = any(message_ids);
+    get diagnostics changed = row_count;
+    return changed;
+end $f$;
 alter table portal_audit.access_audit owner to portal_audit;
 alter function portal_audit.prune(int, int) owner to portal_audit;
-revoke all on function portal_audit.prune(int, int) from public;
+alter function portal_audit.erase(uuid[]) owner to portal_audit;
+revoke all on function portal_audit.prune(int, int), portal_audit.erase(uuid[]) from public;
 grant usage on schema portal_audit to access_portal, portal_audit_reader;
 grant insert on portal_audit.access_audit to access_portal;
-grant execute on function portal_audit.prune(int, int) to access_portal;
+grant execute on function portal_audit.prune(int, int), portal_audit.erase(uuid[]) to access_portal;
 grant select on portal_audit.access_audit to portal_audit_reader;
 
 -- The staff audit, append-only for the secretariat (idempotent, as above): schema, table and functions
@@ -253,6 +266,21 @@ create or replace function secretariat_audit.search(since timestamptz, until tim
       and (before_id is null or id < before_id)
     order by id desc limit latest
 $f$;
+-- A patient's erasure on request (docs/retention.md): the rows about their convocations stay, as a record of who
+-- did what and when, without the convocation, its department, the reason or the detail.
+create or replace function secretariat_audit.erase(convocation_ids uuid[]) returns bigint
+    language plpgsql security definer set search_path = pg_catalog, pg_temp as $f$
+declare
+    changed bigint;
+begin
+    update secretariat_audit.staff_audit set convocation_id = null, department = null, reason = null, detail = null
+        where convocation_id = any(convocation_ids);
+    get diagnostics changed = row_count;
+    return changed;
+end $f$;
+alter function secretariat_audit.erase(uuid[]) owner to secretariat_audit;
+revoke all on function secretariat_audit.erase(uuid[]) from public;
+grant execute on function secretariat_audit.erase(uuid[]) to secretariat;
 alter table secretariat_audit.staff_session owner to secretariat_audit;
 alter table secretariat_audit.carried_over owner to secretariat_audit;
 alter function secretariat_audit.session_actor(text) owner to secretariat_audit;

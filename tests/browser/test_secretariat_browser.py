@@ -290,7 +290,7 @@ async def test_every_console_page_is_axe_clean_and_fits_a_desktop_at_200_percent
 ):
     """axe-core (the pinned copy, WCAG 2.0-2.2 A/AA) on every page of the console: sign-in, the search and
     each worklist, results by name, a timeline with its action forms and after an action, the withdrawal's
-    confirmation, the figures, not found, and the supervisor's audit with its filters: zero violations, and
+    and the erasure's confirmations, the erasure's page, the figures, not found, and the supervisor's audit with its filters: zero violations, and
     no sideways scrolling, at 1280 px, at 200 % zoom (the page laid out as a browser zoomed to 200 % does,
     half the CSS width) and at tablet width. Each page is loaded once and checked at each view."""
     if not AXE.is_file():
@@ -354,6 +354,13 @@ async def test_every_console_page_is_axe_clean_and_fits_a_desktop_at_200_percent
     await open_convocation(page, stack, other["data"]["convocation_id"], "e-mailed")
     await page.get_by_role("link", name="Withdraw the letter…").click()
     await check(page, "withdrawal's confirmation")
+    await open_convocation(page, stack, other["data"]["convocation_id"], "e-mailed")
+    await page.get_by_role("link", name="Erase everything about this patient…").click()
+    await check(page, "erasure's confirmation")
+    await page.locator('textarea[name="reason"]').fill("Asked in writing, identity checked at the desk")
+    await page.get_by_role("button", name="Yes, erase everything about this patient").click()
+    await page.wait_for_url(re.compile(r"/erasures/[0-9a-f-]{36}$"))
+    await check(page, "erasure's page")
     await page.goto(f"{base}/figures")
     await check(page, "figures")
     response = await page.goto(f"{base}/c/{uuid.uuid4()}")

@@ -49,6 +49,8 @@ SERVICES = {
     "secretariat": ("secretariat", 8004, "secretariat"),
     "hospital-gateway": ("hospital_gateway", 8005, "hospital_gateway"),
 }
+# The key store (period keys): no database, no broker, one replica on its own volume, no autoscaler.
+KEY_STORE, KEY_STORE_PORT = "key-store", 8006
 # Settings each service needs beyond AMQP_URL and DATABASE_URL.
 REQUIRED_SETTINGS = {
     "issuer": {
@@ -59,6 +61,8 @@ REQUIRED_SETTINGS = {
         "ISSUER_FIELD_KEY",
         "SECRETARIAT_FIELD_KEY",
         "HOSPITAL_NAME",
+        "KEY_STORE_URL",
+        "KEY_STORE_TOKEN",
     },
     "mailer": {
         "SMTP_HOST",
@@ -78,6 +82,8 @@ REQUIRED_SETTINGS = {
         "PORTAL_SECRET_KEY",
         "STAFF_FIELD_KEY",
         "HOSPITAL_NAME",
+        "KEY_STORE_URL",
+        "KEY_STORE_TOKEN",
     },
     "secretariat": {
         "OIDC_ISSUER",
@@ -548,7 +554,8 @@ def check_probes_and_resources(name: str, deployment: dict) -> None:
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     # The mailer also listens for late bounces forwarded by the relay (SMTP), the hospital gateway for HL7 (MLLP).
     extra = {"mailer": {"bounces": 2525}, "hospital-gateway": {"mllp-his": 2575, "mllp-sandbox": 2576}}
-    assert ports == {"http": SERVICES[name][1], **extra.get(name, {})}
+    port = KEY_STORE_PORT if name == KEY_STORE else SERVICES[name][1]
+    assert ports == {"http": port, **extra.get(name, {})}
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
         assert container[probe]["httpGet"] == {"path": path, "port": "http"}, f"{name}: {probe}"
     resources = container["resources"]
@@ -712,7 +719,7 @@ def test_overlay_renders_to_valid_kubernetes_in_its_namespace(overlay):
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_overlay_deployments_are_hardened_probed_bounded_and_pinned(overlay):
     deployments = by_kind(render(f"overlays/{overlay}"), "Deployment")
-    assert set(deployments) == set(SERVICES)
+    assert set(deployments) == set(SERVICES) | {KEY_STORE}
     for name, deployment in deployments.items():
         check_probes_and_resources(name, deployment)
         check_hardened(name, deployment)
@@ -763,7 +770,10 @@ def test_overlay_references_resolve(overlay):
                 assert ref["key"] in secrets[ref["name"]]["data"], f"{name}: {ref}"
     autoscaled = [h["spec"]["scaleTargetRef"]["name"] for h in by_kind(docs, "HorizontalPodAutoscaler").values()]
     autoscaled += [s["spec"]["scaleTargetRef"]["name"] for s in by_kind(docs, "ScaledObject").values()]
-    assert sorted(autoscaled) == sorted(deployments), "exactly one autoscaler per Deployment"
+    assert sorted(autoscaled) == sorted(set(deployments) - {KEY_STORE}), "exactly one autoscaler per Deployment"
+    # The key store: one pod at a time on its ReadWriteOnce volume, the old one gone before the new one mounts it.
+    key_store = deployments[KEY_STORE]["spec"]
+    assert key_store["replicas"] == 1 and key_store["strategy"] == {"type": "Recreate"}
     for pdb in by_kind(docs, "PodDisruptionBudget").values():
         selector = pdb["spec"]["selector"]["matchLabels"].items()
         selected = [d for d in deployments.values() if selector <= d["spec"]["template"]["metadata"]["labels"].items()]
@@ -1250,6 +1260,8 @@ def test_database_connections_fit_at_the_autoscaling_maxima_of_every_overlay():
         docs = render(f"overlays/{overlay}")
         replicas = max_replicas(docs)
         for name, deployment in by_kind(docs, "Deployment").items():
+            if name == KEY_STORE:  # no database connection
+                continue
             role = SERVICES[name][2]
             config = overlay_config(docs, f"{name}-config")
             pool = int(config.get("DATABASE_POOL_SIZE", 10))  # the settings' default
@@ -1358,6 +1370,9 @@ def test_the_owner_role_owns_each_schema_and_the_runtime_role_may_only_read_and_
         ]
     for path in (K8S / "overlays" / "dev" / "secrets").glob("*.env"):
         values = env_file(path)
+        if path.name == f"{KEY_STORE}.example.env":
+            assert not {"DATABASE_URL", "MIGRATION_DATABASE_URL"} & values.keys(), "the key store has no database"
+            continue
         runtime, owner = urlparse(values["DATABASE_URL"]), urlparse(values["MIGRATION_DATABASE_URL"])
         assert owner.username == f"{runtime.username}_owner" and owner.hostname == runtime.hostname, path.name
 
@@ -1388,7 +1403,8 @@ def test_monitoring_ships_a_pod_monitor_a_readiness_probe_and_the_alert_rules():
         (probe,) = by_kind(docs, "Probe").values()
         assert probe["spec"]["jobName"] == "convocations-readiness"
         assert sorted(probe["spec"]["targets"]["staticConfig"]["static"]) == sorted(
-            f"http://{name}.{OVERLAYS[overlay]}.svc:{port}/readyz" for name, (_pkg, port, _role) in SERVICES.items()
+            f"http://{name}.{OVERLAYS[overlay]}.svc:{port}/readyz"
+            for name, port in [*((n, p) for n, (_pkg, p, _role) in SERVICES.items()), (KEY_STORE, KEY_STORE_PORT)]
         )
         (rule,) = by_kind(docs, "PrometheusRule").values()
         assert rule["spec"]["groups"] == [
@@ -1509,6 +1525,44 @@ def test_a_key_two_services_share_has_one_source_and_each_purpose_its_own():
             assert mine["DATABASE_URL"] == infra[f"convocations-db-{service}"]["password"], service
             assert mine["MIGRATION_DATABASE_URL"] == infra[f"convocations-db-{service}-owner"]["password"], service
             assert mine["AMQP_URL"] == infra[f"rabbitmq-user-{service}"]["password"], service
+
+
+def test_the_key_store_keeps_its_keys_apart_and_only_the_issuer_and_the_portal_reach_it(compose):
+    """The period keys (docs/architecture.md#period-keys) live on the key store's own volume, never in the
+    database or its backups: the key store has no database and no broker, and reaches neither; each caller's
+    token is one entry of the secret store, read by the store and by that caller only."""
+    from tests.production.manifests import external_secret_sources
+
+    services = compose["services"]
+    store = compose_env(services[KEY_STORE])
+    assert not {"DATABASE_URL", "AMQP_URL"} & store.keys()
+    assert [v for v in services[KEY_STORE]["volumes"] if v.endswith(":/var/lib/key-store")] == [
+        "key-store-keys:/var/lib/key-store"
+    ]
+    assert not [v for v in services["postgres"]["volumes"] if v.startswith("key-store-keys:")]
+    tokens = {"issuer": "ISSUER_TOKEN", "access-portal": "PORTAL_TOKEN"}
+    for caller, token in tokens.items():
+        assert compose_env(services[caller])["KEY_STORE_TOKEN"] == store[token], caller
+        assert compose_env(services[caller])["KEY_STORE_URL"] == "http://key-store:8006", caller
+    assert store["ISSUER_TOKEN"] != store["PORTAL_TOKEN"]
+    policies = network_policies()
+    spec = policies["key-store-from-callers"]["spec"]
+    (rule,) = spec["ingress"]
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchExpressions"][0]["values"] == ["issuer", "access-portal"]
+    assert ports_of(spec["ingress"]) == {8006}
+    excluded = policies["allow-broker-and-database"]["spec"]["podSelector"]["matchExpressions"]
+    assert excluded == [{"key": "app.kubernetes.io/name", "operator": "NotIn", "values": [KEY_STORE]}]
+    (pvc,) = load_yaml_docs(K8S / "base" / KEY_STORE / "pvc.yaml")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    for overlay in PRODUCTION:
+        sources = {
+            name: external_secret_sources(es)
+            for name, es in by_kind(render(f"overlays/{overlay}"), "ExternalSecret").items()
+        }
+        for caller, token in tokens.items():
+            assert sources[f"{caller}-secrets"]["KEY_STORE_TOKEN"] == sources["key-store-secrets"][token], caller
+        assert set(sources["key-store-secrets"]) == {"KEY_STORE_MASTER_KEY", "ISSUER_TOKEN", "PORTAL_TOKEN"}
 
 
 def test_production_reaches_the_broker_and_the_database_over_tls_it_verifies():
@@ -1698,7 +1752,7 @@ def test_every_readiness_probe_target_resolves_and_is_admitted_from_the_probers_
     ), prober.hostname
     prober_labels = {"app.kubernetes.io/name": prober_service}  # the exporter's pods (see network-policy.yaml)
     targets = probe["spec"]["targets"]["staticConfig"]["static"]
-    assert len(targets) == len(SERVICES)
+    assert len(targets) == len(SERVICES) + 1  # and the key store
     for target in targets:
         url = urlparse(target)
         parts = url.hostname.split(".")

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from devstack.sample import convocation_event, publish, sample_pdf
-from devstack.stack import ROOT
+from devstack.stack import KEY_STORE, ROOT
 from devstack.stack import SERVICES as STACK_SERVICES
 from tests.conftest import ADMIN_DSN, AMQP_URL, SCHEMAS
 
@@ -124,6 +124,14 @@ class Chain:
             parts += [r["row"] for r in rows]
         return "\n".join(parts)
 
+    async def period_key(self, expires_at):
+        """The stack's key store's period key for a letter expiring then, as the issuer asks it (a test that
+        seals a letter itself seals it under this)."""
+        from shared.keystore import KeyStore
+        from shared.settings import DEV_KEY_STORE_TOKENS
+
+        return await KeyStore(self.stack.url("key-store"), DEV_KEY_STORE_TOKENS[0]).for_expiry(expires_at)
+
     async def dead_letters(self, queue: str, message_ids: set[str], timeout: float = 10) -> dict:
         """The messages with these ids parked on a queue's dead-letter queue, by id (waits for all)."""
         conn = await aio_pika.connect(AMQP_URL)
@@ -181,7 +189,7 @@ def prometheus(request, tmp_path_factory):
     stack = request.getfixturevalue("stack")
     watcher = Prometheus(
         tmp_path_factory.mktemp("prometheus"),
-        {name: [stack.url(name)] for name in STACK_SERVICES},
+        {name: [stack.url(name)] for name in [*STACK_SERVICES, KEY_STORE]},
         BROKER.prometheus_port if BROKER else None,
     ).start()
     yield watcher

@@ -74,7 +74,7 @@ async def test_instructions_keep_their_line_breaks(chain):
 
 
 async def test_the_mailer_takes_the_envelope_from_the_message_not_from_its_headers(chain):
-    """Defence in depth: a message.sealed whose sealed name carries CR LF (a producer that slipped
+    """Defence in depth: an email.requested whose sealed name carries CR LF (a producer that slipped
     past the contracts) is parked by the mailer; nothing goes to the injected address."""
     event = chain.event()
     convocation = Envelope[ConvocationCreatedV1].model_validate(event).data
@@ -87,14 +87,15 @@ async def test_the_mailer_takes_the_envelope_from_the_message_not_from_its_heade
         mailer_field_key=_decode_key(dev_key("mailer-field")),
         portal_field_key=_decode_key(dev_key("portal-field")),
     )
+    expires_at = datetime.now(timezone.utc) + timedelta(days=30)
     sealed = domain.seal_convocation(
-        evil, sample_pdf(), keys, send_email=True, expires_at=datetime.now(timezone.utc) + timedelta(days=30)
+        evil, sample_pdf(), keys, send_email=True, expires_at=expires_at, period=await chain.period_key(expires_at)
     )
     message = json.loads(
-        envelope(sealed, producer="issuer", correlation_id=convocation.convocation_id).model_dump_json()
+        envelope(sealed.email, producer="issuer", correlation_id=convocation.convocation_id).model_dump_json()
     )
     await chain.publish(message)
-    queue = f"{chain.exchange}.mailer.message.sealed.v1"
+    queue = f"{chain.exchange}.mailer.email.requested.v1"
     parked = await chain.dead_letters(queue, {message["event_id"]})
     assert parked[message["event_id"]].headers["x-rejected-reason"] == "unsafe-header"
     good = chain.event()

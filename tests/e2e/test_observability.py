@@ -80,10 +80,10 @@ async def test_retries_and_repeats_count_each_convocation_once_per_funnel_stage(
         "downloaded": 1,
         "paper": 0,
     }
-    # The retry copies went out, but as retries: "events of type message.sealed" still says one.
+    # The retry copies went out, but as retries: "events of type email.requested" still says one.
     assert (
-        total(after, "convocations_retries_scheduled_total", type="message.sealed")
-        - total(before, "convocations_retries_scheduled_total", type="message.sealed")
+        total(after, "convocations_retries_scheduled_total", type="email.requested")
+        - total(before, "convocations_retries_scheduled_total", type="email.requested")
         == 1
     )
     assert (
@@ -151,5 +151,5 @@ async def test_liveness_and_dependency_gauges_are_fresh_on_every_service(chain):
     # The error outcome is exported before the first error, so that rate() sees the first one.
     assert (
         "convocations_events_consumed_total",
-        frozenset({"service": "mailer", "type": "message.sealed", "outcome": "error"}.items()),
+        frozenset({"service": "mailer", "type": "email.requested", "outcome": "error"}.items()),
     ) in samples

@@ -103,7 +103,9 @@ async def test_broker_cut_while_letters_flow_sends_each_letter_once(chain, own_d
             extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"}},
         )
         try:
-            stack.start(["issuer", "mailer"])
+            # The portal too: the issuer's relay publishes the letter to it (message.sealed) as well as
+            # its link to the mailer (email.requested), mandatory, and waits until each has a queue.
+            stack.start(["issuer", "mailer", "access-portal"])
             before = [chain.event(email=random_email()) for _ in range(20)]
             during = [chain.event(email=random_email()) for _ in range(10)]
             for event in before:  # the hospital's side of the broker stays up all along
@@ -122,14 +124,15 @@ async def test_broker_cut_while_letters_flow_sends_each_letter_once(chain, own_d
             for event in before + during:
                 await chain.email_to(event["data"]["patient"]["email"], timeout=90)
             _resumed_promptly(chain, before + during, back)
-            for name in ("issuer", "mailer"):
+            for name in ("issuer", "mailer", "access-portal"):
                 stack.wait_ready(name, 30)
             connection = await aio_pika.connect(AMQP_URL)
             async with connection:
                 channel = await connection.channel()
                 queues = [
                     f"{BROKER_EXCHANGE}.issuer.convocation.created.v1",
-                    f"{BROKER_EXCHANGE}.mailer.message.sealed.v1",
+                    f"{BROKER_EXCHANGE}.mailer.email.requested.v1",
+                    f"{BROKER_EXCHANGE}.access-portal.message.sealed.v2",
                     f"{BROKER_EXCHANGE}.issuer.email.sent.v1",
                 ]
                 await _drained(channel, queues)

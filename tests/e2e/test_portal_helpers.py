@@ -129,7 +129,7 @@ async def letter(chain: Chain, *, mobile: str | None | bool = True, **kw) -> Let
     await chain.publish(event)
     mail = await chain.email_to(event["data"]["patient"]["email"])
     found = Letter(chain, event, find_link(mail["text"]), e164, national)
-    # The mailer and the portal consume message.sealed independently: wait until the portal has it.
+    # The portal gets message.sealed and the mailer email.requested, on queues of their own: wait for the portal.
     await wait_for(
         lambda: chain.db.fetchval("select true from access_portal.message where message_id = $1", found.message_id)
     )

@@ -56,6 +56,9 @@ NOT_INDUCED = {
     "ConvocationsSmsPumpingSuspected": "twenty SMS refused by the hourly caps",
     "ConvocationsSloSlowBurn": "its windows become the fast burn's 30 s on this time scale: nothing more to see",
     "ConvocationsPaperLate": "a letter past its paper deadline",
+    # tests/e2e/test_period_keys.py stops its own stack's key store and reads the issuer's counter.
+    "ConvocationsPeriodKeyUnavailable": "the session's key store stopped: every letter of the session dead-lettered",
+    "ConvocationsPeriodKeyDestructionOverdue": "a key store whose volume refuses to destroy a key",
 }
 
 

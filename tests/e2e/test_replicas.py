@@ -17,6 +17,8 @@ from tests.e2e.conftest import random_email
 pytestmark = pytest.mark.e2e
 EXCHANGE = "test-replicas"  # its own queues, apart from the session's stack
 SERVICES = ["issuer", "mailer"]
+# The portal too: the issuer publishes each letter to it (message.sealed), mandatory, and its link to the mailer.
+STARTED = [*SERVICES, "access-portal"]
 LETTERS = 50
 
 
@@ -38,7 +40,7 @@ async def test_two_replicas_of_each_service_send_each_letter_once(chain, test_da
     replicas = [replica(test_database, devinbox, tmp_path / f"replica-{i}") for i in (1, 2)]
     try:
         for stack in replicas:
-            stack.start(SERVICES)
+            stack.start(STARTED)
         events = [chain.event(email=random_email()) for _ in range(LETTERS)]
         await asyncio.gather(*(publish(AMQP_URL, EXCHANGE, event) for event in events))
         for event in events:

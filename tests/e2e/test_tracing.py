@@ -135,7 +135,8 @@ async def test_one_letter_is_one_trace_from_convocation_created_to_document_rele
     for hop in [
         ("issuer", "CONSUMER", "convocation.created"),
         ("issuer", "PRODUCER", "message.sealed"),
-        ("mailer", "CONSUMER", "message.sealed"),
+        ("issuer", "PRODUCER", "email.requested"),
+        ("mailer", "CONSUMER", "email.requested"),
         ("access-portal", "CONSUMER", "message.sealed"),
         ("mailer", "PRODUCER", "email.sent"),
         ("issuer", "CONSUMER", "email.sent"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -15,6 +16,18 @@ from tests.conftest import ADMIN_DSN
 @pytest.fixture(scope="session", autouse=True)
 def _servers(rabbitmq, postgres):
     """This tier runs on the tests' RabbitMQ node and PostgreSQL cluster (tests/conftest.py), started for it."""
+
+
+@pytest.fixture(scope="session")
+def key_store(tmp_path_factory) -> Iterator[str]:
+    """A key store of this tier's own (its URL): the issuer's handlers seal under its period keys."""
+    from devstack.stack import start_key_store
+
+    directory = tmp_path_factory.mktemp("key-store")
+    process, url = start_key_store(directory / "keys", directory / "key-store.log")
+    yield url
+    process.terminate()
+    process.wait(10)
 
 
 @contextlib.asynccontextmanager

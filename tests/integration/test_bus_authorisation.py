@@ -241,7 +241,7 @@ async def _start_bus(url: str, exchange: str):
 
 
 async def test_a_retired_queue_is_deleted_at_startup_and_its_dlq_only_once_emptied(users, exchange):
-    assert topology.RETIRED["access-portal"] == ("email.sent.v1",)
+    assert "email.sent.v1" in topology.RETIRED["access-portal"]
     assert "access-portal" not in topology.BUS["email.sent.v1"][1]
     name = await _old_release_queue(exchange, "access-portal", "email.sent.v1")
     assert await _depth(name) == 1 and await _depth(f"{name}.dlq") == 1

@@ -33,6 +33,7 @@ from shared.contracts import (
 from shared.db import migrate
 from shared.metrics import FUNNEL, FUNNEL_STAGES, counted_after_commit
 from tests.integration.conftest import throwaway_schema
+from tests.opener import open_letters
 
 QUEUE = "itest.issuer"
 
@@ -131,8 +132,8 @@ async def state(pool, cid):
 
 
 @pytest.fixture(scope="module")
-def issuer() -> IssuerHandlers:
-    return IssuerHandlers(IssuerSettings())
+def issuer(key_store) -> IssuerHandlers:
+    return IssuerHandlers(IssuerSettings(key_store_url=key_store))
 
 
 async def test_a_new_convocation_is_sealed_in_two_statements_then_e_mailed_in_three(pool, issuer):
@@ -141,9 +142,11 @@ async def test_a_new_convocation_is_sealed_in_two_statements_then_e_mailed_in_th
     run = await handle(pool, issuer.on_convocation_created, d)
     row, history = await state(pool, cid)
     assert (row["status"], row["superseded_count"], history) == ("sealed", 0, ["sealed"])
-    assert run.types == ["message.sealed", "convocation.status"]
-    sealed, status = (e["data"] for e in run.events)
-    assert sealed["message_id"] == status["message_id"] == str(row["message_id"])
+    # The letter for the portal and its link for the mailer, never in one event (docs/architecture.md#security).
+    assert run.types == ["message.sealed", "email.requested", "convocation.status"]
+    sealed, email, status = (e["data"] for e in run.events)
+    assert sealed["message_id"] == email["message_id"] == status["message_id"] == str(row["message_id"])
+    assert "for_mailer" not in sealed and not {"document_ciphertext", "details_ciphertext"} & email.keys()
     assert (status["status"], status["patient_ref"], status["department"], status["delivery"]) == (
         "sealed",
         row["patient_ref"],
@@ -172,6 +175,30 @@ async def test_a_new_convocation_is_sealed_in_two_statements_then_e_mailed_in_th
     assert (await state(pool, cid))[1] == ["sealed", "e-mailed"]
 
 
+async def test_until_relayed_the_issuers_outbox_holds_both_halves_of_a_new_letter(pool, issuer):
+    """The residue the threat model names (docs/architecture.md#threat-model): the letter and its link are
+    written in one transaction, so from the commit until the relay publishes them (well under a second; a
+    broker outage longer) the issuer's outbox opens the new letter with the issuer's own keys. Each row
+    alone opens nothing, and the relay deletes each row once the broker confirmed it."""
+    d = created()
+    await handle(pool, issuer.on_convocation_created, d)
+    rows = [
+        bytes(r["body"])
+        for r in await pool.fetch("select body from outbox order by id")
+        if json.loads(r["body"])["causation_id"] == str(d.envelope.event_id)
+    ]
+    keys = {
+        f"{name} {kid}": key
+        for name, ring in issuer.settings
+        if isinstance(ring, dict)
+        for kid, key in ring.items()
+        if isinstance(key, bytes)
+    }
+    assert [open_letters([row], keys) for row in rows] == [[], [], []]
+    message_id = json.loads(rows[0])["data"]["message_id"]
+    assert {o.message_id for o in open_letters(rows, keys) if o.how.startswith("the letter")} == {message_id}
+
+
 async def test_a_superseding_convocation_counts_each_funnel_stage_once(pool, issuer):
     first = created()
     cid = first.data.convocation_id
@@ -184,9 +211,15 @@ async def test_a_superseding_convocation_counts_each_funnel_stage_once(pool, iss
     assert row["message_id"] != old["message_id"]
     assert (row["status"], row["superseded_count"], row["emailed_at"]) == ("sealed", 1, None)
     assert history == ["sealed", "e-mailed", "superseded", "sealed"]
-    assert run.types == ["message.revoked", "convocation.status", "message.sealed", "convocation.status"]
-    assert [e["data"].get("status") for e in run.events] == [None, "superseded", None, "sealed"]
-    assert run.events[3]["data"]["message_id"] == str(row["message_id"])
+    assert run.types == [
+        "message.revoked",
+        "convocation.status",
+        "message.sealed",
+        "email.requested",
+        "convocation.status",
+    ]
+    assert [e["data"].get("status") for e in run.events] == [None, "superseded", None, None, "sealed"]
+    assert run.events[4]["data"]["message_id"] == str(row["message_id"])
     assert run.counted == {}  # the same convocation: created and sealed were counted the first time
     # Insert (conflict), read, pending reissues, revoke, replace, events (were 12).
     assert len(run.statements) == 6, run.statements
@@ -239,15 +272,16 @@ async def test_two_deliveries_of_a_new_convocation_at_once_act_as_one_supersedin
     by_first, by_second = (
         [e for e in outbox if e["causation_id"] == str(d.envelope.event_id)] for d in (first, second)
     )
-    assert [e["type"] for e in by_first] == ["message.sealed", "convocation.status"]
+    assert [e["type"] for e in by_first] == ["message.sealed", "email.requested", "convocation.status"]
     assert [e["type"] for e in by_second] == [
         "message.revoked",
         "convocation.status",
         "message.sealed",
+        "email.requested",
         "convocation.status",
     ]
     first_message = by_first[0]["data"]["message_id"]
-    revoked, superseded, sealed, status = (e["data"] for e in by_second)
+    revoked, superseded, sealed, _, status = (e["data"] for e in by_second)
     assert (revoked["message_id"], revoked["reason"]) == (first_message, "superseded")
     assert (superseded["status"], superseded["message_id"]) == ("superseded", first_message)
     assert sealed["message_id"] == status["message_id"] == str(row["message_id"]) != first_message
@@ -256,7 +290,7 @@ async def test_two_deliveries_of_a_new_convocation_at_once_act_as_one_supersedin
     sealed_ids = [
         e["data"]["message_id"]
         for e in outbox
-        if e["type"] == "message.sealed" and e["data"]["convocation_id"] == str(cid)
+        if e["type"] == "email.requested" and e["data"]["convocation_id"] == str(cid)
     ]
     assert sealed_ids == [first_message, str(row["message_id"])]  # one e-mail each, the second replacing
     # The common path takes two statements; the second, a known convocation by then, as any superseding

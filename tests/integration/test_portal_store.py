@@ -95,21 +95,6 @@ async def test_a_revocation_and_its_message_handled_at_the_same_time_leave_the_m
             assert await a.fetchval("select count(*) from revoked_early where message_id = $1", mid) == 0
 
 
-async def test_a_revocation_whose_message_never_came_is_forgotten_after_its_keeping_time(pool):
-    old, recent = uuid.uuid4(), uuid.uuid4()
-    async with pool.acquire() as conn:
-        for mid in (old, recent):
-            await store.revoke_message(conn, mid, "cancelled")
-        await conn.execute(
-            "update revoked_early set revoked_at = now() - make_interval(days => $2) where message_id = $1",
-            old,
-            store.REVOKED_EARLY_KEPT_DAYS + 1,
-        )
-        assert await store.prune_revoked_early(conn) == 1
-        left = {r["message_id"] for r in await conn.fetch("select message_id from revoked_early")}
-        assert old not in left and recent in left
-
-
 async def test_the_portal_learns_who_asked_for_paper_and_when_even_before_its_message_arrives(pool):
     """The secretariat's "send by post now" reaches the portal as postal.progress (issuer -> portal), on a queue
     of its own: the paper row records who asked and when, whichever comes first, and a drop forgets the

@@ -14,7 +14,7 @@ import pytest
 
 from shared import crypto
 from shared.consumer import Delivery, Rejected
-from shared.contracts import OtpRequestedV1, envelope
+from shared.contracts import OtpRequestedV1, PatientErasedV1, envelope
 from shared.db import migrate
 from sms_gateway.app import MIGRATIONS, build_providers
 from sms_gateway.handlers import SmsHandlers
@@ -318,3 +318,48 @@ async def test_a_report_that_arrives_before_the_send_is_recorded_is_applied_by_t
 
     assert (await row(pool, d))["status"] == "delivered"
     assert await pool.fetchval("select outcome from sms_report where provider_message_id = $1", sid) == "applied"
+
+
+async def test_an_erased_patients_sms_go_with_their_waiting_retry_and_the_retry_texts_nothing(pool):
+    """patient.erased: the SMS row, its attempts and the retry copy waiting in the outbox go, the gateway
+    confirms with counts only, and a retry copy already on its way when the row went texts nobody."""
+    fake = FakeProviders()
+    fake.script["twilio"] = [503]
+    handlers = gateway(fake)
+    first = otp_delivery(number())  # as the portal sends it: the chain's correlation id is the convocation's
+    d = Delivery(first.envelope.model_copy(update={"correlation_id": first.data.convocation_id}), 0, QUEUE)
+    await handle(pool, handlers, d)
+    assert (await row(pool, d))["status"] == "retrying"
+    assert [e["exchange"] for e in await outbox(pool, d)] == [f"{EXCHANGE}.retry"]
+
+    erasure_id = uuid.uuid4()
+    erased = envelope(
+        PatientErasedV1(
+            erasure_id=erasure_id,
+            patient_refs=["k1:ref"],
+            convocation_ids=[d.data.convocation_id],
+            at=datetime.now(timezone.utc),
+        ),
+        producer="issuer",
+        correlation_id=erasure_id,
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.on_patient_erased(conn, Delivery(erased, 0, "itest.sms-gateway.patient.erased.v1"))
+    assert await row(pool, d) is None
+    assert await pool.fetchval("select count(*) from sms_attempt where challenge_id = $1", d.data.challenge_id) == 0
+    assert await outbox(pool, d) == []
+    confirmed = await pool.fetchval(
+        "select convert_from(body, 'UTF8') from outbox where event_type = 'patient.erasure.confirmed'"
+        " and correlation_id = $1",
+        erasure_id,
+    )
+    assert json.loads(confirmed)["data"] | {"at": None} == {
+        "erasure_id": str(erasure_id),
+        "service": "sms-gateway",
+        "convocations": 1,
+        "rows": 3,  # the SMS, its attempt, the retry copy
+        "at": None,
+    }
+
+    await handle(pool, handlers, again(d, 1))  # the copy the broker was holding
+    assert fake.sent() == ["twilio"] and await row(pool, d) is None

@@ -43,7 +43,7 @@ from devinbox import DevInbox, parse_email
 from devstack.broker import PrivateBroker
 from devstack.postgres import PrivatePostgres
 from devstack.sample import convocation_event, publish, sample_pdf
-from devstack.stack import ROOT, SERVICES, Stack, free_port, python_path
+from devstack.stack import KEY_STORE, ROOT, SERVICES, Stack, free_port, python_path
 from tests.e2e.conftest import code_of, random_email, random_mobile
 from tests.patient import PatientClient, find_link
 from tests.production.manifests import container_env, find, render, resolve_external_secret
@@ -204,6 +204,10 @@ class SecretStore:
             ).decode()
         if key == "convocations/keys":
             return ("k1:" if prop == "SEAL_KEYS" else "") + base64.b64encode(os.urandom(32)).decode()
+        if key == "convocations/key-store":
+            if prop == "KEY_STORE_MASTER_KEY":
+                return "m1:" + base64.b64encode(os.urandom(32)).decode()
+            return secrets.token_hex(24)  # ISSUER_TOKEN, PORTAL_TOKEN
         raise KeyError(f"the tier's secret store has nothing under {key} {prop}")
 
     def secrets(self, docs: list[dict]) -> dict[str, dict[str, str]]:
@@ -586,6 +590,10 @@ class Settings:
             }
         if service == "hospital-gateway":
             hosts |= {"OIDC_ISSUER": self.sso.issuer, "MLLP_HOST": "127.0.0.1"}
+        if service in ("issuer", "access-portal"):
+            hosts |= {"KEY_STORE_URL": f"http://127.0.0.1:{self.ports[KEY_STORE]}"}
+        if service == KEY_STORE:  # its volume: a directory of the tier's own
+            hosts |= {"KEY_STORE_DIR": str(self.mounts.parent / "key-store")}
         return hosts
 
     def mounted(self, kind: str, name: str, made: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -638,7 +646,7 @@ class Settings:
 
 @pytest.fixture(scope="session")
 def settings(rendered, store, postgres, broker, relay, sms_provider, pki, sso, work_dir) -> Settings:
-    ports = {name: free_port() for name in SERVICES}
+    ports = {name: free_port() for name in [*SERVICES, KEY_STORE]}
     return Settings(rendered, store, postgres, broker, relay, sms_provider, pki, ports, sso, work_dir)
 
 
@@ -674,6 +682,7 @@ def production(rendered, settings, pki, sso, relay, tmp_path_factory):
         ca_file=str(pki.ca_file),
     )
     stack.settings = {name: settings.of("Deployment", name, name) for name in STARTED}
+    stack.key_store_settings = settings.of("Deployment", KEY_STORE, KEY_STORE)
     run_migration_jobs(rendered, settings)
     try:
         stack.start(list(STARTED))

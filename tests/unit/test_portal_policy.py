@@ -127,7 +127,7 @@ def test_the_policy_settings_default_to_the_issue():
         s.otp_max_per_number_day,
     ) == (600, 5, 30, 5, 10)
     assert (s.session_idle_seconds, s.session_absolute_seconds) == (15 * 60, 60 * 60)
-    assert s.audit_retention_days == 365 and s.audit_prune_interval_seconds == 3600
+    assert s.audit_retention_days == 365 and s.retention_sweep_seconds == 3600
     assert s.cookie_secure is True
 
 

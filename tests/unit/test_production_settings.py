@@ -81,6 +81,7 @@ def production_env() -> dict[str, str]:
         "OIDC_ISSUER": "https://sso.hospital.example/realm",
         "OIDC_CLIENT_SECRET": "Hs5-console-client-secret",
         "DKIM_KEYS": f"dkim2026:{DKIM_KEY_FILE}",
+        "KEY_STORE_TOKEN": "Ks3-" + "k" * 40,
     }
     return env
 
@@ -246,3 +247,49 @@ def test_every_development_key_a_service_defaults_to_is_refused_in_production():
         for name in re.findall(r"dev_key\('([a-z0-9-]+)'\)", path.read_text(encoding="utf-8"))
     }
     assert used and used <= set(DEV_KEY_NAMES), sorted(used - set(DEV_KEY_NAMES))
+
+
+@pytest.mark.parametrize("settings", [IssuerSettings, PortalSettings])
+@pytest.mark.parametrize("token", ["dev-key-store-issuer-token", "dev-key-store-portal-token", "REPLACE_ME", "short"])
+def test_production_refuses_a_development_or_short_key_store_token(production, monkeypatch, settings, token):
+    monkeypatch.setenv("KEY_STORE_TOKEN", token)
+    with pytest.raises(ValueError, match="KEY_STORE_TOKEN is a development or short token"):
+        settings()
+
+
+def key_store_production(monkeypatch) -> None:
+    for name, value in {
+        "ENVIRONMENT": "production",
+        "KEY_STORE_MASTER_KEY": f"m1:{real_key('master')}",
+        "ISSUER_TOKEN": "Is1-" + "i" * 40,
+        "PORTAL_TOKEN": "Po1-" + "p" * 40,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_the_key_store_starts_on_a_real_production_configuration(monkeypatch):
+    from key_store.settings import WEEK, KeyStoreSettings
+
+    key_store_production(monkeypatch)
+    settings = KeyStoreSettings()
+    assert (settings.period_seconds, settings.destroy_grace_seconds) == (WEEK, 24 * 3600)
+
+
+@pytest.mark.parametrize(
+    "name, value, refused",
+    [
+        ("KEY_STORE_MASTER_KEY", dev_key("key-store-master"), "KEY_STORE_MASTER_KEY is a development key"),
+        ("ISSUER_TOKEN", "dev-key-store-issuer-token", "ISSUER_TOKEN is a development or short token"),
+        ("PORTAL_TOKEN", "short", "PORTAL_TOKEN is a development or short token"),
+        ("PORTAL_TOKEN", "Is1-" + "i" * 40, "must differ"),  # the issuer's token: one caller could pose as the other
+        ("DESTROY_GRACE_SECONDS", "3", "a grace of an hour or more"),  # the tests' seconds, never in production
+        ("PERIOD_SECONDS", "20", "periods of a day or more"),
+    ],
+)
+def test_the_key_store_refuses_development_secrets_and_test_periods_in_production(monkeypatch, name, value, refused):
+    from key_store.settings import KeyStoreSettings
+
+    key_store_production(monkeypatch)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=refused):
+        KeyStoreSettings()

@@ -11,6 +11,7 @@ import secrets
 import uuid
 from datetime import datetime, timezone
 
+import httpx
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,11 +24,21 @@ from access_portal.settings import PortalSettings
 from devstack.sample import convocation_event, sample_pdf
 from issuer import domain
 from shared import crypto
-from shared.contracts import ConvocationCreatedV1, MessageSealedV1
+from shared.contracts import ConvocationCreatedV1, envelope
 from shared.crypto import CannotOpen
+from shared.keystore import KeyStore, PeriodKey
+from tests.opener import open_letters
 
 PDF = sample_pdf("Convocation: Marie Dupont, cardiologie")
 EXPIRES = datetime(2027, 2, 13, 8, 30, tzinfo=timezone.utc)
+# The key store's period of that expiry (ISO week 6 of 2027), as it answers the issuer and the portal.
+PERIOD = PeriodKey(
+    "w2027-06",
+    secrets.token_bytes(32),
+    datetime(2027, 2, 8, tzinfo=timezone.utc),
+    datetime(2027, 2, 15, tzinfo=timezone.utc),
+    datetime(2027, 2, 16, tzinfo=timezone.utc),
+)
 
 
 def key() -> bytes:
@@ -44,35 +55,76 @@ def sealing_keys(seal_keys: dict[str, bytes] | None = None) -> domain.SealingKey
     )
 
 
-def seal(c: ConvocationCreatedV1, keys: domain.SealingKeys) -> MessageSealedV1:
-    return domain.seal_convocation(c, PDF, keys, expires_at=EXPIRES, send_email=True)
+def seal(c: ConvocationCreatedV1, keys: domain.SealingKeys) -> domain.Sealed:
+    return domain.seal_convocation(c, PDF, keys, expires_at=EXPIRES, send_email=True, period=PERIOD)
 
 
-def mailer_view(sealed: MessageSealedV1, keys: domain.SealingKeys) -> dict:
-    """What the mailer reads from the event: address, name and the link secret."""
+def server_key_of(seal_keys: dict[str, bytes], sealed: domain.Sealed) -> bytes:
+    """The seal key the letter's key id names, bound to its period's key: what opens it with the link."""
+    seal_key_id, period_id = crypto.split_key_id(sealed.message.key_id)
+    assert period_id == PERIOD.period_id
+    return crypto.bound_to_period(seal_keys[seal_key_id], PERIOD.key)
+
+
+def mailer_view(sealed: domain.Sealed, keys: domain.SealingKeys) -> dict:
+    """What the mailer reads from its event (email.requested): address, name and the link secret."""
+    assert sealed.email is not None
     return crypto.open_field(
         keys.mailer_field_key,
-        sealed.for_mailer,
-        context=crypto.field_context("message.sealed", sealed.message_id, "mailer"),
+        sealed.email.for_mailer,
+        context=crypto.field_context("email.requested", sealed.message.message_id, "mailer"),
     )
 
 
-def open_document(sealed: MessageSealedV1, link_secret: str, server_key: bytes, purpose: str = "document") -> bytes:
+def open_document(sealed: domain.Sealed, link_secret: str, server_key: bytes, purpose: str = "document") -> bytes:
+    m = sealed.message
     return crypto.open_sealed(
-        crypto.b64d(getattr(sealed, f"{purpose}_nonce")),
-        crypto.b64d(getattr(sealed, f"{purpose}_ciphertext")),
+        crypto.b64d(getattr(m, f"{purpose}_nonce")),
+        crypto.b64d(getattr(m, f"{purpose}_ciphertext")),
         link_secret=link_secret,
         server_key=server_key,
-        key_id=sealed.key_id,
-        message_id=sealed.message_id,
+        key_id=m.key_id,
+        message_id=m.message_id,
         purpose=purpose,
     )
 
 
-def portal(seal_keys: dict[str, bytes]) -> PatientAccess:
-    settings = PortalSettings(environment="development", seal_keys=seal_keys)
-    phones = Phones(settings.portal_secret_key, settings.portal_field_key)
-    return PatientAccess(settings, lambda: None, phones, Sessions(settings))
+def key_store_answering(*periods: PeriodKey) -> httpx.MockTransport:
+    """The key store as the portal's client sees it: these periods' keys, 410 for any other."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        period = next((p for p in periods if request.url.path == f"/v1/periods/{p.period_id}"), None)
+        if period is None:
+            return httpx.Response(410, json={"detail": "destroyed"})
+        return httpx.Response(
+            200,
+            json={
+                "period_id": period.period_id,
+                "key": base64.b64encode(period.key).decode(),
+                **{f: getattr(period, f).isoformat() for f in ("starts_at", "ends_at", "destroy_after")},
+            },
+        )
+
+    return httpx.MockTransport(answer)
+
+
+class Portal:
+    """The portal's PatientAccess.open, called as a test does (the key store's answers are faked)."""
+
+    def __init__(self, seal_keys: dict[str, bytes], *periods: PeriodKey) -> None:
+        settings = PortalSettings(environment="development", seal_keys=seal_keys)
+        phones = Phones(settings.portal_secret_key, settings.portal_field_key)
+        self.access = PatientAccess(settings, lambda: None, phones, Sessions(settings))
+        self.access.key_store = KeyStore("http://key-store", "token", transport=key_store_answering(*periods))
+
+    def open(self, message: Message, link_secret: str, purpose: str) -> bytes:
+        import asyncio
+
+        return asyncio.run(self.access.open(message, link_secret, purpose))
+
+
+def portal(seal_keys: dict[str, bytes]) -> Portal:
+    return Portal(seal_keys, PERIOD)
 
 
 def as_message(row: dict) -> Message:
@@ -80,8 +132,9 @@ def as_message(row: dict) -> Message:
     return Message(**{**{f.name: None for f in dataclasses.fields(Message)}, **row})
 
 
-def portal_row(sealed: MessageSealedV1) -> dict:
+def portal_row(sealed: domain.Sealed) -> dict:
     """The portal's ``message`` row for this event, as its handler stores it."""
+    sealed = sealed.message  # type: ignore[assignment]
     return {
         "message_id": sealed.message_id,
         "key_id": sealed.key_id,
@@ -99,31 +152,40 @@ def test_the_e_mailed_link_opens_the_letter_and_its_appointment_details():
     c, keys = convocation(), sealing_keys()
     sealed = seal(c, keys)
     link = mailer_view(sealed, keys)["link_secret"]
-    server_key = keys.seal_keys[sealed.key_id]
+    server_key = server_key_of(keys.seal_keys, sealed)
     assert open_document(sealed, link, server_key) == PDF
     details = json.loads(open_document(sealed, link, server_key, "details"))
     assert details["starts_at"] == c.appointment.starts_at.isoformat()
     assert details["department"] == c.appointment.department.name
 
 
-def test_each_consumer_reads_its_own_field_from_the_sealed_event():
+def test_each_consumer_reads_its_own_field_from_its_own_event():
     c, keys = convocation(mobile="079 123 45 67"), sealing_keys()
     sealed = seal(c, keys)
     mailer = mailer_view(sealed, keys)
     assert (mailer["email"], mailer["name"]) == (c.patient.email, c.patient.name)
     portal_field = crypto.open_field(
         keys.portal_field_key,
-        sealed.for_portal,
-        context=crypto.field_context("message.sealed", sealed.message_id, "portal"),
+        sealed.message.for_portal,
+        context=crypto.field_context("message.sealed", sealed.message.message_id, "portal"),
     )
     assert portal_field == {"mobile": "+41791234567"}
-    assert sealed.patient_ref == crypto.keyed_hash(keys.patient_ref_key, "patient", c.patient.id)
+    assert sealed.message.patient_ref == crypto.keyed_hash(keys.patient_ref_key, "patient", c.patient.id)
 
 
-def test_the_sealed_event_carries_no_patient_data_link_or_letter_in_clear():
+def test_a_letter_going_by_post_sends_no_link_to_the_mailer():
+    sealed = domain.seal_convocation(
+        convocation(), PDF, sealing_keys(), expires_at=EXPIRES, send_email=False, period=PERIOD
+    )
+    assert sealed.email is None
+    assert "for_mailer" not in sealed.message.model_dump()
+
+
+@pytest.mark.parametrize("event", ["message", "email"])
+def test_neither_event_carries_patient_data_link_or_letter_in_clear(event):
     c, keys = convocation(mobile="+41 79 123 45 67"), sealing_keys()
     sealed = seal(c, keys)
-    on_the_bus = sealed.model_dump_json()
+    on_the_bus = getattr(sealed, event).model_dump_json()
     link = mailer_view(sealed, keys)["link_secret"]
     for secret in (
         c.patient.id,
@@ -141,17 +203,17 @@ def test_the_sealed_event_carries_no_patient_data_link_or_letter_in_clear():
 def test_every_sealing_draws_a_new_message_id_link_secret_and_nonces():
     c, keys = convocation(), sealing_keys()
     first, second = seal(c, keys), seal(c, keys)
-    assert first.message_id != second.message_id
+    assert first.message.message_id != second.message.message_id
     assert mailer_view(first, keys)["link_secret"] != mailer_view(second, keys)["link_secret"]
-    assert first.document_nonce != second.document_nonce
-    assert first.document_ciphertext != second.document_ciphertext
+    assert first.message.document_nonce != second.message.document_nonce
+    assert first.message.document_ciphertext != second.message.document_ciphertext
 
 
 def test_the_letter_does_not_open_with_another_messages_link():
     keys = sealing_keys()
     mine, theirs = seal(convocation(), keys), seal(convocation(), keys)
     with pytest.raises(CannotOpen):
-        open_document(mine, mailer_view(theirs, keys)["link_secret"], keys.seal_keys["k1"])
+        open_document(mine, mailer_view(theirs, keys)["link_secret"], server_key_of(keys.seal_keys, mine))
 
 
 # --- key rotation -----------------------------------------------------------------------------------
@@ -165,11 +227,11 @@ def test_a_letter_sealed_under_k1_still_opens_after_k2_is_added_and_new_letters_
         {"k1": k1, "k2": k2}, before.patient_ref_key, before.mailer_field_key, before.portal_field_key
     )
     new = seal(convocation(), after)
-    assert (old.key_id, new.key_id) == ("k1", "k2")
-    assert open_document(old, mailer_view(old, after)["link_secret"], after.seal_keys[old.key_id]) == PDF
-    assert open_document(new, mailer_view(new, after)["link_secret"], after.seal_keys[new.key_id]) == PDF
+    assert (old.message.key_id, new.message.key_id) == ("k1.w2027-06", "k2.w2027-06")
+    assert open_document(old, mailer_view(old, after)["link_secret"], server_key_of(after.seal_keys, old)) == PDF
+    assert open_document(new, mailer_view(new, after)["link_secret"], server_key_of(after.seal_keys, new)) == PDF
     with pytest.raises(CannotOpen):
-        open_document(new, mailer_view(new, after)["link_secret"], k1)
+        open_document(new, mailer_view(new, after)["link_secret"], crypto.bound_to_period(k1, PERIOD.key))
 
 
 def test_the_portal_opens_letters_under_every_key_of_its_ring():
@@ -191,13 +253,45 @@ def test_the_portal_cannot_open_a_letter_whose_key_id_is_not_in_its_ring():
         portal({"k2": key()}).open(as_message(portal_row(sealed)), mailer_view(sealed, keys)["link_secret"], "document")
 
 
+def test_once_its_period_key_is_destroyed_the_link_and_every_seal_key_open_nothing():
+    keys = sealing_keys({"k1": key(), "k2": key()})
+    sealed = seal(convocation(), keys)
+    link = mailer_view(sealed, keys)["link_secret"]
+    assert portal(keys.seal_keys).open(as_message(portal_row(sealed)), link, "document") == PDF
+    with pytest.raises(CannotOpen):  # the key store answers 410: the period key is gone
+        Portal(keys.seal_keys).open(as_message(portal_row(sealed)), link, "document")
+    for seal_key in keys.seal_keys.values():  # a seal key alone, or bound to another period's key
+        for server_key in (seal_key, crypto.bound_to_period(seal_key, key())):
+            with pytest.raises(CannotOpen):
+                open_document(sealed, link, server_key)
+
+
+def test_the_portal_asks_again_for_a_period_key_the_store_made_anew_after_losing_its_volume():
+    keys = sealing_keys()
+    before = seal(convocation(), keys)  # under PERIOD's key, which the portal then holds
+    lost = dataclasses.replace(PERIOD, key=key())  # the store lost its volume and made the period anew
+    after = domain.seal_convocation(convocation(), PDF, keys, expires_at=EXPIRES, send_email=True, period=lost)
+    answers = [PERIOD, lost]
+    p = portal(keys.seal_keys)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return key_store_answering(answers[0]).handle_request(request)
+
+    p.access.key_store = KeyStore("http://key-store", "token", transport=httpx.MockTransport(answer))
+    assert p.open(as_message(portal_row(before)), mailer_view(before, keys)["link_secret"], "document") == PDF
+    answers.pop(0)
+    assert p.open(as_message(portal_row(after)), mailer_view(after, keys)["link_secret"], "document") == PDF
+    with pytest.raises(CannotOpen):  # a wrong link still opens nothing
+        p.open(as_message(portal_row(after)), crypto.new_link_secret(), "document")
+
+
 @pytest.mark.parametrize(
     "spoil",
     [
         pytest.param(lambda row, link: (row, crypto.new_link_secret()), id="wrong-link"),
         pytest.param(lambda row, link: (row, ""), id="no-link"),
         pytest.param(lambda row, link: (row, link[:-2]), id="malformed-link"),
-        pytest.param(lambda row, link: ({**row, "key_id": "k2"}, link), id="key-id-swapped"),
+        pytest.param(lambda row, link: ({**row, "key_id": "k2.w2027-06"}, link), id="key-id-swapped"),
         pytest.param(lambda row, link: ({**row, "message_id": uuid.uuid4()}, link), id="message-id-swapped"),
         pytest.param(lambda row, link: ({**row, "document_ciphertext": None}, link), id="ciphertext-destroyed"),
         pytest.param(lambda row, link: ({**row, "document_nonce": row["details_nonce"]}, link), id="nonce-swapped"),
@@ -222,17 +316,19 @@ def test_the_portal_refuses_a_wrong_link_or_a_tampered_row(spoil):
 def test_a_field_moved_to_another_message_or_consumer_does_not_open():
     keys = sealing_keys()
     a, b = seal(convocation(), keys), seal(convocation(), keys)
+    assert a.email is not None
+    a_id, b_id = a.message.message_id, b.message.message_id
     with pytest.raises(CannotOpen):  # a's link field pasted into b's event
         crypto.open_field(
-            keys.mailer_field_key, a.for_mailer, context=crypto.field_context("message.sealed", b.message_id, "mailer")
+            keys.mailer_field_key, a.email.for_mailer, context=crypto.field_context("email.requested", b_id, "mailer")
         )
     with pytest.raises(CannotOpen):  # the portal reading the mailer's field
         crypto.open_field(
-            keys.portal_field_key, a.for_mailer, context=crypto.field_context("message.sealed", a.message_id, "portal")
+            keys.portal_field_key, a.email.for_mailer, context=crypto.field_context("email.requested", a_id, "portal")
         )
     with pytest.raises(CannotOpen):  # the mailer reading the portal's field
         crypto.open_field(
-            keys.mailer_field_key, a.for_portal, context=crypto.field_context("message.sealed", a.message_id, "mailer")
+            keys.mailer_field_key, a.message.for_portal, context=crypto.field_context("message.sealed", a_id, "mailer")
         )
 
 
@@ -255,13 +351,60 @@ def test_the_print_copy_opens_only_with_the_print_rooms_key_for_its_convocation(
 # --- the property: every database and every server key, without the link, open nothing -------------
 
 
+def every_server_key(keys: domain.SealingKeys) -> dict[str, bytes]:
+    """Every key the services hold, by name (a ring's keys each), and a few more of the kind."""
+    named = {
+        "SEAL_KEYS": keys.seal_keys,
+        "PATIENT_REF_KEY": keys.patient_ref_key,
+        "MAILER_FIELD_KEY": keys.mailer_field_key,
+        "PORTAL_FIELD_KEY": keys.portal_field_key,
+    }
+    found = {f"{name} {kid}": k for name, ring in named.items() for kid, k in crypto.KeyRing.of(ring).items()}
+    return found | {"SMS_FIELD_KEY k1": key(), "PORTAL_SECRET_KEY k1": key(), f"period {PERIOD.period_id}": PERIOD.key}
+
+
+def old_message_sealed_v1(sealed: domain.Sealed, keys: domain.SealingKeys) -> dict:
+    """The one event the issuer published before email.requested (message.sealed.v1): the letter and, beside
+    it, the link sealed for the mailer, exactly as the issuer sealed it then."""
+    m, link = sealed.message, mailer_view(sealed, keys)
+    for_mailer = crypto.seal_field(
+        keys.mailer_field_key, link, context=crypto.field_context("message.sealed", m.message_id, "mailer")
+    )
+    return {**m.model_dump(mode="json"), "send_email": True, "for_mailer": for_mailer}
+
+
+@pytest.mark.parametrize("event", ["message", "email"])
+def test_no_copy_of_either_event_opens_the_letter_with_every_server_key(event):
+    """Each event alone is what a retry copy, a holding queue or a dead-letter queue keeps: every server
+    key on every field of it, in every combination, opens nothing (tests/opener.py)."""
+    keys = sealing_keys({"k1": key(), "k2": key()})
+    sealed = seal(convocation(), keys)
+    copy = envelope(getattr(sealed, event), producer="issuer", correlation_id=uuid.uuid4()).model_dump_json()
+    assert open_letters([copy], every_server_key(keys)) == []
+
+
+def test_the_opener_opens_a_copy_holding_both_halves_as_message_sealed_v1_did():
+    """The same opener on the event of the earlier design (letter and link in one message.sealed.v1), and
+    on the two halves gathered together: it opens the letter, so an empty answer above means something."""
+    keys = sealing_keys()
+    sealed = seal(convocation(), keys)
+    old = envelope(sealed.message, producer="issuer", correlation_id=uuid.uuid4()).model_dump(mode="json")
+    old["data"] = old_message_sealed_v1(sealed, keys)
+    assert any("the letter" in o.how for o in open_letters([json.dumps(old)], every_server_key(keys)))
+    together = [sealed.message.model_dump_json(), sealed.email.model_dump_json() if sealed.email else ""]
+    assert any("the letter" in o.how for o in open_letters(together, every_server_key(keys)))
+    # Without MAILER_FIELD_KEY (the key that opens the link) even both halves open nothing.
+    without = {name: k for name, k in every_server_key(keys).items() if not name.startswith("MAILER")}
+    assert open_letters(together, without) == []
+
+
 def test_every_database_plus_every_server_key_without_the_link_opens_nothing():
     """A thief holds every key of every service and every row at rest. The link secret reaches no
-    table: it travels only inside ``for_mailer`` (opened by the mailer to write the e-mail, never
-    stored) and in the e-mail. So no key, no stored value and nothing derived from them opens the
+    table: it travels only inside ``for_mailer`` on email.requested (opened by the mailer to write the
+    e-mail, never stored) and in the e-mail. So no key, no stored value and nothing derived from them opens the
     letter — used as the link secret, as the server key, or as the AES key itself."""
     c, keys = convocation(mobile="+41 79 123 45 67"), sealing_keys({"k1": key(), "k2": key()})
-    sealed = seal(c, keys)
+    sealed = seal(c, keys).message  # what the portal keeps; the mailer keeps no link
     print_room_private = key()
     server_keys = {
         **{f"seal {kid}": k for kid, k in keys.seal_keys.items()},
@@ -271,6 +414,7 @@ def test_every_database_plus_every_server_key_without_the_link_opens_nothing():
         "sms field": key(),
         "portal secret": key(),
         "print room public": crypto.recipient_public_key(print_room_private),
+        "period": PERIOD.key,
     }
     portal_secret = server_keys["portal secret"]
     mobile = crypto.open_field(
@@ -363,6 +507,28 @@ def test_message_sealed_carries_the_patient_ref_under_every_key_of_the_ring():
             seal_keys={"k1": key()}, patient_ref_key=refs, mailer_field_key=key(), portal_field_key=key()
         )
 
-    before, after = seal(c, ring({"k1": k1})), seal(c, ring({"k1": k1, "k2": k2}))
+    before, after = seal(c, ring({"k1": k1})).message, seal(c, ring({"k1": k1, "k2": k2})).message
     assert before.patient_ref.startswith("k1:") and after.patient_ref.startswith("k2:")
     assert before.patient_ref in after.patient_refs and after.patient_ref in after.patient_refs
+
+
+def test_at_debug_the_amqp_client_logs_no_frame_and_so_no_event_body(capsys):
+    """aiormq prints every frame it sends at DEBUG, bodies included: a letter and its link sealed for the mailer
+    in one log line (tests/e2e/test_every_copy.py found them). Whatever LOG_LEVEL says, it logs from INFO."""
+    import logging
+
+    from shared.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("issuer", "DEBUG")
+        for name in ("aiormq.connection", "pamqp.frame", "aio_pika.channel"):
+            logging.getLogger(name).debug("Prepare to send ChannelFrame(payload=b'fe2.k1.AAAA')")
+        logging.getLogger("issuer.test").debug("the service's own debug line")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    out = capsys.readouterr().out
+    assert "ChannelFrame" not in out and "fe2." not in out
+    assert "the service's own debug line" in out

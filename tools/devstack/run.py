@@ -60,7 +60,11 @@ def main() -> int:
             "sms-gateway": 8003,
             "secretariat": 8004,
             "hospital-gateway": 8005,
+            "key-store": 8006,
         },
+        # The development period keys: outside the database, in .run/key-store (a week each, destroyed a day
+        # after their week ends, as in production).
+        key_store_dir=ROOT / ".run" / "key-store",
         portal_base_url="http://localhost:8000",
         oidc_issuer=str(oidc.issuer),
         # The development hospital (HL7 on 2575, FHIR as his-gateway) and the sandbox (2576, his-sandbox),
@@ -107,7 +111,8 @@ def main() -> int:
             f" --data-binary @docs/samples/appointment.json {stack.url('hospital-gateway')}/fhir/Appointment\n"
             f"  Services: portal {stack.url('access-portal')}, issuer {stack.url('issuer')}, "
             f"mailer {stack.url('mailer')}, sms-gateway {stack.url('sms-gateway')},"
-            f" secretariat {stack.url('secretariat')}, hospital-gateway {stack.url('hospital-gateway')} (/metrics, /readyz)\n"
+            f" secretariat {stack.url('secretariat')}, hospital-gateway {stack.url('hospital-gateway')},"
+            f" key store {stack.url('key-store')} (/metrics, /readyz)\n"
             f"  Logs: {Path(stack.log_dir).relative_to(ROOT)}/\n"
             "Press Ctrl-C to stop.",
             flush=True,

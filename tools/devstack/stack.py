@@ -24,6 +24,10 @@ SERVICES = {  # name: (python package, directory, schema/role)
     "secretariat": ("secretariat", "services/secretariat", "secretariat"),
     "hospital-gateway": ("hospital_gateway", "services/hospital-gateway", "hospital_gateway"),
 }
+# The key store (the period keys): no broker, no database; started with the issuer or the portal, which ask it.
+KEY_STORE = "key-store"
+KEY_STORE_PACKAGE, KEY_STORE_DIR = "key_store", "services/key-store"
+KEY_STORE_CALLERS = ("issuer", "access-portal")
 
 
 def free_port() -> int:
@@ -32,8 +36,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_key_store(directory: Path, log_file: Path, **settings: str) -> tuple[subprocess.Popen, str]:
+    """A key store of its own (development master key and callers' tokens), ready: (process, its URL)."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": python_path(), "HTTP_PORT": str(port), "KEY_STORE_DIR": str(directory)}
+    env |= {name.upper(): value for name, value in settings.items()}
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", KEY_STORE_PACKAGE], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the key store did not start; see {log_file}")
+
+
 def python_path() -> str:
-    dirs = [ROOT, *(ROOT / d for _, d, _ in SERVICES.values())]
+    dirs = [ROOT, *(ROOT / d for _, d, _ in SERVICES.values()), ROOT / KEY_STORE_DIR]
     return os.pathsep.join(str(d) for d in dirs)
 
 
@@ -65,11 +90,16 @@ class Stack:
     tls: dict[str, tuple[str, str]] = field(default_factory=dict)
     ca_file: str | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    # Where the key store keeps its period keys (default: beside the logs, a directory of this stack's own).
+    key_store_dir: Path | None = None
+    # The key store's complete settings (the production tier's, read from the manifests), like ``settings``.
+    key_store_settings: dict[str, str] | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in SERVICES:
             self.ports.setdefault(name, free_port())
+        self.ports.setdefault(KEY_STORE, free_port())
         self.ports.setdefault("mailer-bounces", free_port())  # the mailer's inbound SMTP for late bounces
         # The hospital gateway's MLLP listeners (the development hospital's and the sandbox's) when no
         # HOSPITAL_SYSTEMS is given: ports of their own, so that stacks side by side never share one.
@@ -77,6 +107,7 @@ class Stack:
         self.ports.setdefault("gateway-sandbox", free_port())
         self.portal_base_url = self.portal_base_url or f"http://127.0.0.1:{self.ports['access-portal']}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.key_store_dir = self.key_store_dir or self.log_dir / "key-store"
 
     def url(self, name: str) -> str:
         scheme = "https" if name in self.tls else "http"
@@ -87,6 +118,8 @@ class Stack:
         return self.log_dir / f"{name}.log"
 
     def env_for(self, name: str) -> dict[str, str]:
+        if name == KEY_STORE:
+            return self.key_store_env()
         _, _, role = SERVICES[name]
         # TLS ends at the Gateway in a deployment; here the service's own HTTPS stands in for it.
         tls = {}
@@ -119,6 +152,7 @@ class Stack:
             "OIDC_ISSUER": self.oidc_issuer,
             "BOUNCE_SMTP_PORT": str(self.ports["mailer-bounces"]),
             "OUTBOX_POLL_SECONDS": "0.5",
+            "KEY_STORE_URL": self.url(KEY_STORE),
         }
         env["HOSPITAL_SYSTEMS"] = json.dumps(
             self.hospital_systems if self.hospital_systems is not None else self.default_hospital_systems()
@@ -135,6 +169,23 @@ class Stack:
         env.update(self.extra_env.get(name, {}))
         return {**env, **tls}
 
+    def key_store_env(self) -> dict[str, str]:
+        """The key store's settings: its directory and port; the development master key and callers' tokens
+        (those the issuer's and the portal's development settings hold), unless ``key_store_settings`` gives
+        them all."""
+        if self.key_store_settings is not None:
+            return {
+                "PATH": os.environ.get("PATH", ""),
+                "PYTHONPATH": python_path(),
+                **self.key_store_settings,
+                "HTTP_PORT": str(self.ports[KEY_STORE]),
+            }
+        env = {**os.environ, "PYTHONPATH": python_path(), "HTTP_PORT": str(self.ports[KEY_STORE])}
+        env["KEY_STORE_DIR"] = str(self.key_store_dir)
+        env.update(self.extra_env.get("*", {}))
+        env.update(self.extra_env.get(KEY_STORE, {}))
+        return env
+
     def default_hospital_systems(self) -> list[dict]:
         from hospital_gateway.settings import DEV_SYSTEMS
 
@@ -147,6 +198,8 @@ class Stack:
         """Start the services and wait until each is ready: a process that exits fails at once; one that is
         not ready after ``timeout`` seconds (two busy cores start a stack in well under a minute) fails then."""
         names = names or list(SERVICES)
+        if KEY_STORE not in names and KEY_STORE not in self.processes and set(names) & set(KEY_STORE_CALLERS):
+            names = [KEY_STORE, *names]  # the issuer and the portal ask it for period keys
         for name in names:
             log = open(self.log_file(name), "ab")
             self.processes[name] = subprocess.Popen(
@@ -160,7 +213,7 @@ class Stack:
             self.wait_ready(name, timeout)
 
     def command(self, name: str, *args: str) -> list[str]:
-        package, _, _ = SERVICES[name]
+        package = KEY_STORE_PACKAGE if name == KEY_STORE else SERVICES[name][0]
         return [sys.executable, "-m", package, *args]
 
     def verify(self) -> ssl.SSLContext | bool:
@@ -204,4 +257,5 @@ class Stack:
                 proc.wait(5)
 
     def logs(self) -> str:
-        return "\n".join(self.log_file(n).read_text(errors="replace") for n in SERVICES if self.log_file(n).exists())
+        names = [*SERVICES, KEY_STORE]
+        return "\n".join(self.log_file(n).read_text(errors="replace") for n in names if self.log_file(n).exists())

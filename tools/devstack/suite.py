@@ -55,6 +55,8 @@ E2E_RESILIENCE = tuple(
         "test_big_letters",
         "test_portal_audit",
         "test_tracing",
+        "test_period_keys",
+        "test_every_copy",
     )
 )
 # The longest first: they start first. A tier that grows past the others gets a step of its own here.
@@ -65,7 +67,7 @@ STEPS = (
     Step(
         "e2e-resilience",
         (pytest(*E2E_RESILIENCE),),
-        "outages, restarts, replicas, key rotation, TLS, failover, alerts, traces",
+        "outages, restarts, replicas, key rotation, period keys, TLS, failover, alerts, traces",
         delay=5,
     ),
     Step("browser", (pytest("tests/browser"),), "chromium on the portal and the console", delay=10),

@@ -28,6 +28,7 @@ from access_portal.sessions import Sessions
 from access_portal.settings import PortalSettings
 from shared import crypto, tracing
 from shared.contracts import AccessChangedV1, DocumentReleasedV1, OtpRequestedV1, PostalChosenV1, envelope
+from shared.keystore import KeyStore, PeriodKeyUnavailable
 from shared.metrics import reached
 from shared.outbox import add_event
 
@@ -292,6 +293,7 @@ class PatientAccess:
         self, settings: PortalSettings, pool_getter: Callable[[], asyncpg.Pool], phones: Phones, sessions: Sessions
     ) -> None:
         self.settings, self._pool, self.phones, self.sessions = settings, pool_getter, phones, sessions
+        self.key_store = KeyStore(settings.key_store_url, settings.key_store_token.get_secret_value())
         self.limits = policy.SendLimits(
             settings.otp_resend_seconds, settings.otp_max_per_message_hour, settings.otp_max_per_number_day
         )
@@ -628,10 +630,13 @@ class PatientAccess:
             if isinstance(message, StatePage):
                 return message
             try:
-                details = json.loads(self.open(message, link_secret, "details"))
+                details = json.loads(await self.open(message, link_secret, "details"))
             except crypto.CannotOpen:
                 await store.audit(conn, message.message_id, "appointment-view", "link-incomplete", client)
                 return StatePage("link_incomplete", 400, message)
+            except PeriodKeyUnavailable:
+                await store.audit(conn, message.message_id, "appointment-view", "keys-unavailable", client)
+                return StatePage("try_later", 503, message)
             await store.audit(conn, message.message_id, "appointment-view", "ok", client)
             return await self._document_page(conn, message, details)
 
@@ -705,9 +710,9 @@ class PatientAccess:
                 return StatePage("session_expired", 401, message)
             shown_in = language or message.language
             try:
-                details = json.loads(self.open(message, link_secret, "details"))
+                details = json.loads(await self.open(message, link_secret, "details"))
                 body = (
-                    self.open(message, link_secret, "document")
+                    await self.open(message, link_secret, "document")
                     if kind == "pdf"
                     else calendar.ics(
                         details,
@@ -721,6 +726,9 @@ class PatientAccess:
                 # The message id and a session without the link's secret open nothing.
                 await store.audit(conn, mid, "download", "link-incomplete", client, kind)
                 return StatePage("link_incomplete", 400, message)
+            except PeriodKeyUnavailable:
+                await store.audit(conn, mid, "download", "keys-unavailable", client, kind)
+                return StatePage("try_later", 503, message)
             if await store.record_release(conn, mid, kind):  # the first download of each kind
                 # In the letter's trace (kept with the message), linked to this request's.
                 with tracing.continued(message.trace_context, f"{kind} released"):
@@ -752,9 +760,11 @@ class PatientAccess:
                 await store.audit(conn, message.message_id, "logout", "ok", client)
         return LoggedOut(message.message_id if message else None)
 
-    def open(self, message: Message, link_secret: str, purpose: str) -> bytes:
-        """A sealed part of the letter ("document" or "details"), opened with the link's secret."""
-        server_key = self.settings.seal_keys.get(message.key_id)
+    async def open(self, message: Message, link_secret: str, purpose: str) -> bytes:
+        """A sealed part of the letter ("document" or "details"), opened with the link's secret, the seal key
+        and, for letters sealed under a period, that period's key from the key store (gone once destroyed)."""
+        seal_key_id, period_id = crypto.split_key_id(message.key_id)
+        server_key = self.settings.seal_keys.get(seal_key_id)
         nonce, ciphertext = (
             (message.document_nonce, message.document_ciphertext)
             if purpose == "document"
@@ -762,15 +772,40 @@ class PatientAccess:
         )
         if server_key is None or not link_secret or nonce is None or ciphertext is None:
             raise crypto.CannotOpen("cannot open")
-        return crypto.open_sealed(
-            bytes(nonce),
-            bytes(ciphertext),
-            link_secret=link_secret,
-            server_key=server_key,
-            key_id=message.key_id,
-            message_id=message.message_id,
-            purpose=purpose,
-        )
+
+        def opened(key: bytes) -> bytes:
+            return crypto.open_sealed(
+                bytes(nonce),
+                bytes(ciphertext),
+                link_secret=link_secret,
+                server_key=key,
+                key_id=message.key_id,
+                message_id=message.message_id,
+                purpose=purpose,
+            )
+
+        if period_id is None:  # sealed before period keys
+            return opened(server_key)
+        held = await self._period_key(period_id)
+        try:
+            return opened(crypto.bound_to_period(server_key, held))
+        except crypto.CannotOpen as wrong:
+            # A wrong link, or a period key the store made anew (after losing its volume): ask it once more.
+            try:
+                fresh = await self._period_key(period_id, again=True)
+            except PeriodKeyUnavailable:
+                raise wrong from None
+            if fresh == held:
+                raise
+            return opened(crypto.bound_to_period(server_key, fresh))
+
+    async def _period_key(self, period_id: str, *, again: bool = False) -> bytes:
+        try:
+            return (await self.key_store.get(period_id, again=again)).key
+        except PeriodKeyUnavailable as exc:
+            if exc.reason in ("destroyed", "unknown"):  # after its expiry, or a row naming no period we made
+                raise crypto.CannotOpen("the period key is gone") from None
+            raise  # the store down or refusing us: our problem, the patient is told to try again shortly
 
     # --- the checks every request shares ---------------------------------------------------------------
 
@@ -822,7 +857,12 @@ class PatientAccess:
         assert message is not None
         if not csrf_ok:
             return await self._refuse_csrf(conn, message, action, client)
-        if not self.proves_link(message, link_secret):
+        try:
+            proven = await self.proves_link(message, link_secret)
+        except PeriodKeyUnavailable:  # nothing can be checked until the key store answers: nothing is counted
+            await store.audit(conn, message.message_id, action, "keys-unavailable", client)
+            return StatePage("try_later", 503, message)
+        if not proven:
             await store.audit(conn, message.message_id, action, "no-proof", client)
             return StatePage("no_proof", 403, message)
         if message.locked_until and message.locked_until > now:
@@ -830,11 +870,11 @@ class PatientAccess:
             return Wait(message, message.locked_until)
         return message
 
-    def proves_link(self, message: Message, link_secret: str) -> bool:
+    async def proves_link(self, message: Message, link_secret: str) -> bool:
         """Whether ``link_secret`` is the whole link's: it opens the letter's sealed details (nothing else is
         stored to check it against, and only the link carries the secret)."""
         try:
-            self.open(message, link_secret, "details")
+            await self.open(message, link_secret, "details")
         except crypto.CannotOpen:
             return False
         return True

@@ -9,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
-from access_portal.audit import AuditPruner
+from access_portal import store
 from access_portal.handlers import PortalHandlers
 from access_portal.phones import Phones
 from access_portal.routes import Portal
@@ -17,7 +17,8 @@ from access_portal.settings import PortalSettings
 from shared.consumer import Batches
 from shared.contracts import (
     MessageRevokedV1,
-    MessageSealedV1,
+    MessageSealedV2,
+    PatientErasedV1,
     PostalProgressV1,
     SmsFailedV1,
     SmsSentV1,
@@ -43,17 +44,20 @@ def create_app(settings: PortalSettings | None = None) -> FastAPI:
     # Batched without waiting: the patient may open the link as soon as the e-mail arrives, and the message
     # must be stored by then. In the order of the patients, whose binding a message may change.
     runtime.consumer.subscribe(
-        MessageSealedV1, handlers.on_message_sealed, batches=Batches(order=lambda m: m.patient_ref)
+        MessageSealedV2, handlers.on_message_sealed, batches=Batches(order=lambda m: m.patient_ref)
     )
     runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
     runtime.consumer.subscribe(PostalProgressV1, handlers.on_postal_progress)
     runtime.consumer.subscribe(SmsSentV1, handlers.on_sms_sent)
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_sms_failed)
     runtime.consumer.subscribe(StaffActionRequestedV1, handlers.on_staff_action)
+    runtime.consumer.subscribe(PatientErasedV1, handlers.on_patient_erased)
     portal = Portal(settings, lambda: runtime.pool, phones)
-    pruner = AuditPruner(lambda: runtime.pool, settings.audit_retention_days)
-    runtime.every(settings.audit_prune_interval_seconds, pruner.prune_once, "access-portal-audit-pruner")
-    runtime.every(settings.audit_prune_interval_seconds, pruner.prune_revocations, "access-portal-revocation-pruner")
+    runtime.keep(
+        store.retention_rules(
+            settings.message_retention_days, settings.binding_retention_days, settings.audit_retention_days
+        )
+    )
 
     app = runtime.http_app()
     app.state.runtime = runtime

@@ -10,13 +10,14 @@ from access_portal import store
 from access_portal.phones import Phones, StoredPhone
 from access_portal.policy import phone_hint
 from access_portal.settings import PortalSettings
-from shared import crypto, rejections, tracing
+from shared import crypto, erasure, rejections, tracing
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     PORTAL_ACTIONS,
     AccessChangedV1,
     MessageRevokedV1,
-    MessageSealedV1,
+    MessageSealedV2,
+    PatientErasedV1,
     PostalProgressV1,
     SmsFailedV1,
     SmsSentV1,
@@ -33,7 +34,23 @@ class PortalHandlers:
     def __init__(self, settings: PortalSettings, phones: Phones) -> None:
         self.settings, self.phones = settings, phones
 
-    async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV1]) -> None:
+    async def on_patient_erased(self, conn: asyncpg.Connection, d: Delivery[PatientErasedV1]) -> None:
+        """The patient asked for their data to be erased: their messages, codes, sessions and verified number go,
+        their access audit is made anonymous, and the portal says so."""
+        e = d.data
+        rows = await store.erase(conn, e.convocation_ids, e.patient_refs)
+        await add_event(
+            conn,
+            erasure.confirmation(
+                "access-portal",
+                e.erasure_id,
+                convocations=len(e.convocation_ids),
+                rows=rows,
+                causation_id=d.envelope.event_id,
+            ),
+        )
+
+    async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV2]) -> None:
         m = d.data
         on_file = crypto.open_field(
             self.settings.portal_field_key,

@@ -77,6 +77,14 @@ STATES: dict[str, tuple[str, str]] = {
             "e-mail again and ask for a new code."
         ),
     ),
+    # The key store did not answer (a letter sealed under a period key cannot be opened without it).
+    "try_later": (
+        N_("Your convocation cannot be opened right now"),
+        N_(
+            "The problem is on our side and temporary. Try again in a few minutes; if it still does not open, call "
+            "the secretariat."
+        ),
+    ),
     "bad_request": (N_("This form has expired"), N_("Go back to the link in your e-mail and try again.")),
     # A code asked for or typed without the proof that the whole link is at hand (the end of the link,
     # which only the page's JavaScript reads): refused, and nothing counted.

@@ -57,6 +57,7 @@ TOLD_STATES = {
     "sms_failed": 410,
     "session_expired": 401,
     "link_incomplete": 400,
+    "try_later": 503,
 }
 NUMBER_ERRORS = {
     "number_invalid": N_("Enter a mobile number, like 079 123 45 67 or +41 79 123 45 67."),

@@ -2,9 +2,9 @@
 
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from shared.settings import KeyRing, ServiceSettings, dev_ring, require_https
+from shared.settings import KeyRing, ServiceSettings, dev_ring, refuse_dev_key_store_token, require_https
 
 
 class PortalSettings(ServiceSettings):
@@ -12,6 +12,9 @@ class PortalSettings(ServiceSettings):
     database_url: str = "postgresql://access_portal:access_portal@127.0.0.1:5432/convocations"
     portal_base_url: str = "http://127.0.0.1:8000"
     seal_keys: KeyRing = dev_ring("seal-k1")
+    # The key store (services/key-store): the period key a letter was sealed under opens it with the link.
+    key_store_url: str = "http://127.0.0.1:8006"
+    key_store_token: SecretStr = SecretStr("dev-key-store-portal-token")  # the store's PORTAL_TOKEN
     portal_field_key: KeyRing = dev_ring("portal-field")
     sms_field_key: KeyRing = dev_ring("sms-field")
     portal_secret_key: KeyRing = dev_ring("portal-secret")  # HMAC of codes, numbers, addresses, CSRF
@@ -33,10 +36,15 @@ class PortalSettings(ServiceSettings):
     # Access audit kept one year (docs/architecture.md#security), then pruned; the database refuses
     # to prune anything younger.
     audit_retention_days: int = Field(365, ge=365)
-    audit_prune_interval_seconds: float = 3600.0
+    # A message (its sealed document destroyed at expiry already), its codes, sessions, downloads and paper
+    # reports are deleted this long after it expired; a verified number this long after it was last bound
+    # (docs/retention.md).
+    message_retention_days: int = Field(30, ge=1)
+    binding_retention_days: int = Field(730, ge=1)
 
     @model_validator(mode="after")
     def _refuse_plain_production(self) -> "PortalSettings":
+        refuse_dev_key_store_token(self.environment, self.key_store_token)
         if self.environment == "production":
             require_https("PORTAL_BASE_URL", self.portal_base_url)
             if not self.cookie_secure:

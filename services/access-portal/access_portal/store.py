@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from access_portal.records import Binding, Challenge, Message, SendCounts
-from shared import db
+from shared import db, erasure, retention
 
 
 # Storing a message and revoking it wait for each other on this lock (db.lock_named), so that the next
@@ -408,19 +408,60 @@ async def audit(
     )
 
 
-async def prune_audit(conn, retention_days: int) -> int:
-    """Delete audit rows older than the retention (at least a year), in batches."""
-    return await db.prune_audit(conn, "portal_audit", retention_days)
-
-
 # A revocation whose message never came (dead-lettered, say) is kept this long: a message replayed from
 # a dead-letter queue within it is stored revoked; one replayed later is past its expiry but for a letter
 # booked more than a year ahead.
 REVOKED_EARLY_KEPT_DAYS = 400
 
 
-async def prune_revoked_early(conn: asyncpg.Connection) -> int:
-    status = await conn.execute(
-        "delete from revoked_early where revoked_at < now() - make_interval(days => $1)", REVOKED_EARLY_KEPT_DAYS
-    )
-    return int(status.split()[-1])
+def retention_rules(message_days: int, binding_days: int, audit_days: int) -> list[retention.RetentionRule]:
+    """What the portal deletes once past its retention (docs/retention.md). A paper report whose message never
+    came goes the same time after its last step; the access audit through portal_audit.prune()."""
+    return [
+        retention.Rule(
+            "message",
+            "expires_at",
+            message_days,
+            key="message_id",
+            children=(
+                ("challenge", "message_id"),
+                ("session", "message_id"),
+                ("release", "message_id"),
+                ("paper", "message_id"),
+            ),
+        ),
+        retention.Rule(
+            "paper",
+            "updated_at",
+            message_days,
+            key="message_id",
+            where="not exists (select from message m where m.message_id = paper.message_id)",
+        ),
+        retention.Rule("phone_binding", "bound_at", binding_days, key="patient_ref"),
+        retention.Rule("revoked_early", "revoked_at", REVOKED_EARLY_KEPT_DAYS, key="message_id"),
+        retention.AuditRule("portal_audit", "access_audit", audit_days),
+    ]
+
+
+_PATIENTS = "convocation_id = any($1) or patient_ref = any($2) or patient_refs && $2"
+_MESSAGES = f"message_id in (select message_id from message where {_PATIENTS})"
+ERASE = (
+    erasure.Erase("challenge", _MESSAGES),
+    erasure.Erase("session", _MESSAGES),
+    erasure.Erase("release", _MESSAGES),
+    erasure.Erase("paper", _MESSAGES),
+    erasure.Erase("message", _PATIENTS),
+    erasure.Erase("phone_binding", "patient_ref = any($2)"),
+)
+
+
+async def erase(conn: asyncpg.Connection, convocation_ids: list[uuid.UUID], patient_refs: list[str]) -> int:
+    """Everything the portal holds about the patient: messages (sealed documents and numbers among them),
+    codes, sessions, downloads, paper reports, the verified number, and their access audit rows made
+    anonymous (portal_audit.erase: the rows stay, without the message or the client)."""
+    message_ids = [
+        r["message_id"]
+        for r in await conn.fetch(f"select message_id from message where {_PATIENTS}", convocation_ids, patient_refs)
+    ]
+    rows = await erasure.erase(conn, ERASE, convocation_ids, patient_refs)
+    return rows + await conn.fetchval("select portal_audit.erase($1::uuid[])", message_ids)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from hospital_gateway import mllp
+from hospital_gateway import mllp, store
 from hospital_gateway.api import Api
 from hospital_gateway.handlers import GatewayHandlers
 from hospital_gateway.intake import Intake
@@ -42,6 +42,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 await handlers.sweep(conn, datetime.now(timezone.utc))
 
     runtime.every(settings.sweep_seconds, sweep, "gateway-sweeper")
+    runtime.keep(store.retention_rules(settings.retention_days))
     app = runtime.http_app(max_body_bytes=settings.fhir_max_bytes)
     app.include_router(Api(settings, intake).router())
     app.state.runtime = runtime

@@ -14,7 +14,7 @@ from hospital_gateway import outbound, store
 from hospital_gateway.metrics import DEAD_LETTERED, DELIVERIES, WAITING
 from hospital_gateway.outbound import DeliveryFailed, Notice
 from hospital_gateway.settings import GatewaySettings
-from shared import topology
+from shared import erasure, topology
 from shared.consumer import Delivery
 from shared.contracts import ConvocationReissueRequestedV1, ConvocationStatusV1
 from shared.logs import get_logger
@@ -39,7 +39,7 @@ class GatewayHandlers:
             return  # not a letter of ours: a system that publishes its own events reads its own queue
         if d.envelope.causation_id is not None:
             await store.confirm(conn, d.envelope.causation_id)
-        await self._deliver(
+        settled = await self._deliver(
             conn,
             d,
             row,
@@ -53,6 +53,18 @@ class GatewayHandlers:
                 s.detail,
             ),
         )
+        if s.status == "erased" and settled:
+            await self._forget(conn, d, s)
+
+    async def _forget(self, conn: asyncpg.Connection, d: Delivery[ConvocationStatusV1], s: ConvocationStatusV1) -> None:
+        """The patient's data was erased on request: once the hospital has the status (or will never take it), the
+        gateway forgets the convocation too, and confirms (the status's action_id is the erasure's id)."""
+        rows = await store.erase(conn, s.convocation_id)
+        if s.action_id is not None:
+            await add_event(
+                conn,
+                erasure.confirmation(SERVICE, s.action_id, convocations=1, rows=rows, causation_id=d.envelope.event_id),
+            )
 
     async def on_reissue_requested(self, conn: asyncpg.Connection, d: Delivery[ConvocationReissueRequestedV1]) -> None:
         r = d.data
@@ -66,15 +78,18 @@ class GatewayHandlers:
             Notice("request", r.reason, r.requested_at, r.action_id, row["appointment_id"], row["sandbox"]),
         )
 
-    async def _deliver(self, conn: asyncpg.Connection, d: Delivery, row, notice: Notice) -> None:
+    async def _deliver(self, conn: asyncpg.Connection, d: Delivery, row, notice: Notice) -> bool:
+        """Send the notice; False when a retry was scheduled, True once it is settled (sent, refused for good and
+        dead-lettered, or not one the system takes). A system always gets 'erased', whatever it chose."""
         system = next((s for s in self.settings.hospital_systems if s.id == row["system"]), None)
         out = system.outbound if system else None
-        if system is None or out is None or (notice.kind == "status" and notice.code not in out.statuses):
-            return  # the system takes no such notice (or is no longer configured)
+        wanted = notice.kind != "status" or notice.code in (out.statuses if out else ()) or notice.code == "erased"
+        if system is None or out is None or not wanted:
+            return True  # the system takes no such notice (or is no longer configured)
         event_id = d.envelope.event_id
         prior = await store.delivery(conn, event_id)
         if prior is not None and prior["status"] != "retrying":
-            return  # delivered (or given up) already: a redelivery
+            return True  # delivered (or given up) already: a redelivery
         attempt = (prior["attempts"] if prior else 0) + 1
         kind = notice.code if notice.kind == "status" else "reissue"
         try:
@@ -101,7 +116,7 @@ class GatewayHandlers:
                     attempt=attempt,
                     delay_s=delay,
                 )
-                return
+                return False
             on_commit(DELIVERIES.labels(system.id, out.format, "failed").inc)
             await store.save_delivery(
                 conn,
@@ -115,7 +130,7 @@ class GatewayHandlers:
             )
             reason = "hospital-refused" if failure.permanent else "hospital-unreachable"
             await self._dead_letter(conn, d, reason, f"{system.id}: {failure.reason} after {attempt} attempt(s)")
-            return
+            return True
         on_commit(DELIVERIES.labels(system.id, out.format, "sent").inc)
         await store.save_delivery(
             conn,
@@ -127,6 +142,7 @@ class GatewayHandlers:
             attempts=attempt,
         )
         log.info("sent to the hospital system", system=system.id, kind=kind, format=out.format, attempt=attempt)
+        return True
 
     async def _dead_letter(self, conn: asyncpg.Connection, d: Delivery, reason: str, detail: str) -> None:
         """The event to its queue's DLQ with the reason in its headers, as the consumer parks invalid events
@@ -149,7 +165,7 @@ class GatewayHandlers:
 
     async def sweep(self, conn: asyncpg.Connection, now: datetime) -> None:
         """Accepted letters the issuer has not sealed in time go to the dead letters (the alert fires); the
-        waiting count is exported; what is past its retention is forgotten."""
+        waiting count is exported."""
         late = await store.unconfirmed(conn, now - timedelta(seconds=self.settings.confirm_within_seconds))
         for row in late:
             detail = (
@@ -167,5 +183,3 @@ class GatewayHandlers:
             )
         waiting, _ = await store.waiting(conn)
         WAITING.set(waiting)
-        if pruned := await store.prune(conn, now - timedelta(days=self.settings.retention_days)):
-            log.info("gateway records past their retention forgotten", rows=pruned)

@@ -30,6 +30,7 @@ STATUS_TEXT = {
     "posted": "The print room posted the letter",
     "returned": "The post returned the letter as undeliverable",
     "postal-cancelled": "The print room was told not to post the letter",
+    "erased": "The patient's data was erased at their request: this letter and everything about it are gone",
 }
 REISSUE_TEXT = {
     "resend": "The secretariat asked for the e-mail again",

@@ -27,6 +27,7 @@ STATUSES = (
     "posted",
     "returned",
     "postal-cancelled",
+    "erased",
 )
 
 

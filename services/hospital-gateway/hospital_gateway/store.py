@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from shared import erasure, retention
+
 
 async def claim_message(
     conn: asyncpg.Connection,
@@ -138,18 +140,15 @@ async def save_delivery(
     )
 
 
-async def prune(conn: asyncpg.Connection, before: datetime) -> int:
-    """Forget what is older than the retention: message ids, deliveries, dead letters, past appointments."""
-    counts = await conn.fetchrow(
-        "with r as (delete from received where received_at < $1 returning 1),"
-        " d as (delete from delivery where updated_at < $1 returning 1),"
-        " l as (delete from dead_letter where at < $1 returning 1),"
-        " a as (delete from appointment where coalesce(appointment_at, updated_at) < $1 returning 1)"
-        " select (select count(*) from r) + (select count(*) from d) + (select count(*) from l)"
-        " + (select count(*) from a) as n",
-        before,
-    )
-    return counts["n"]
+def retention_rules(days: int) -> list[retention.RetentionRule]:
+    """What the gateway forgets once past its retention (docs/retention.md): message ids, deliveries, dead
+    letters, past appointments."""
+    return [
+        retention.Rule("received", "received_at", days, key="ctid"),
+        retention.Rule("delivery", "updated_at", days, key="event_id"),
+        retention.Rule("dead_letter", "at", days),
+        retention.Rule("appointment", "coalesce(appointment_at, updated_at)", days, key="convocation_id"),
+    ]
 
 
 async def waiting(conn: asyncpg.Connection) -> tuple[int, float]:
@@ -159,3 +158,14 @@ async def waiting(conn: asyncpg.Connection) -> tuple[int, float]:
         " where confirmed_at is null and dead_lettered_at is null and action = 'created'"
     )
     return row["n"], float(row["age"])
+
+
+ERASE = tuple(
+    erasure.Erase(t, "convocation_id = any($1)") for t in ("received", "dead_letter", "delivery", "appointment")
+)
+
+
+async def erase(conn: asyncpg.Connection, convocation_id: uuid.UUID) -> int:
+    """Everything the gateway holds about one convocation (the hospital's appointment id among it), and its events
+    not yet published or waiting for a retry."""
+    return await erasure.erase(conn, ERASE, [convocation_id], [])

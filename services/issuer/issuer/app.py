@@ -4,6 +4,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from issuer import store
 from issuer.handlers import IssuerHandlers
 from issuer.settings import IssuerSettings
 from issuer.sweeper import Sweeper
@@ -15,6 +16,7 @@ from shared.contracts import (
     DocumentReleasedV1,
     EmailFailedV1,
     EmailSentV1,
+    PatientErasureRequestedV1,
     PostalChosenV1,
     PostalPostedV1,
     PostalPrintedV1,
@@ -50,6 +52,7 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(PostalPrintedV1, handlers.on_postal_printed)
     runtime.consumer.subscribe(PostalPostedV1, handlers.on_postal_posted)
     runtime.consumer.subscribe(PostalReturnedV1, handlers.on_postal_returned)
+    runtime.consumer.subscribe(PatientErasureRequestedV1, handlers.on_patient_erasure_requested)
     sweeper = Sweeper(handlers, lambda: runtime.pool)
 
     async def declare_outside_queues() -> None:
@@ -63,6 +66,7 @@ def create_app(settings: IssuerSettings | None = None) -> FastAPI:
 
     runtime.declarations.append(declare_outside_queues)
     runtime.every(settings.sweep_seconds, sweeper.sweep_once, "issuer-sweeper")
+    runtime.keep(store.retention_rules(settings.convocation_retention_days))
     app = runtime.http_app()
     app.state.runtime = runtime
     return app

@@ -7,11 +7,20 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
 
 from shared import crypto
-from shared.contracts import ConvocationCreatedV1, ConvocationStatusV1, Email, MessageSealedV1, PublicContact
+from shared.contracts import (
+    ConvocationCreatedV1,
+    ConvocationStatusV1,
+    Email,
+    EmailRequestedV1,
+    MessageSealedV2,
+    PublicContact,
+)
+from shared.keystore import PeriodKey
 from shared.phones import phone_hint
 
 _EMAIL: TypeAdapter[str] = TypeAdapter(Email)
@@ -82,6 +91,14 @@ class SealingKeys:
     portal_field_key: crypto.Keys
 
 
+class Sealed(NamedTuple):
+    """A sealed convocation as two events that never travel together: the letter for the portal, and the
+    link for the mailer (None when the letter goes by post). No copy of either opens the letter."""
+
+    message: MessageSealedV2
+    email: EmailRequestedV1 | None
+
+
 def seal_convocation(
     convocation: ConvocationCreatedV1,
     pdf: bytes,
@@ -89,19 +106,26 @@ def seal_convocation(
     *,
     expires_at: datetime,
     send_email: bool,
+    period: PeriodKey,
     public_contact: PublicContact | None = None,
     address_corrected: bool = False,
     sent_again: bool = False,
-) -> MessageSealedV1:
-    """Encrypt the letter under a fresh link secret and the newest server key.
+) -> Sealed:
+    """Encrypt the letter under a fresh link secret, the newest seal key and the period key of its expiry
+    (the key id names both: ``k1.w2026-51``); once the key store destroys the period key, nothing opens it.
 
-    The link secret leaves this function only encrypted for the mailer (which puts it in the
-    e-mailed link); it is never stored. ``address_corrected``: the secretariat corrected the address, so
-    the mailer must not tell this recipient that the e-mail replaces one it never received. ``sent_again``:
-    the secretariat had the same letter sent again, so the e-mail must not say that it changed.
+    The link secret leaves this function only encrypted for the mailer (which puts it in the e-mailed
+    link), on an event of its own that carries no part of the letter; it is never stored. Without an
+    e-mail to send (paper) it leaves it not at all. ``address_corrected``: the secretariat corrected the
+    address, so the mailer must not tell this recipient that the e-mail replaces one it never received.
+    ``sent_again``: the secretariat had the same letter sent again, so the e-mail must not say that it changed.
     """
     message_id = uuid.uuid4()
-    key_id, server_key = list(keys.seal_keys.items())[-1]
+    seal_key_id, seal_key = list(keys.seal_keys.items())[-1]
+    key_id, server_key = (
+        crypto.period_key_id(seal_key_id, period.period_id),
+        crypto.bound_to_period(seal_key, period.key),
+    )
     link_secret = crypto.new_link_secret()
 
     def seal(data: bytes, purpose: str) -> tuple[bytes, bytes]:
@@ -113,10 +137,11 @@ def seal_convocation(
     det_nonce, det_ct = seal(appointment_details(convocation), "details")
     patient = convocation.patient
     department = convocation.appointment.department
+    contact = convocation.public_contact or public_contact
     # A sandbox test's patient is never a real patient's, even under the same id: its number binds nothing
     # and ends no binding of a real letter, and the secretariat's search by patient id never finds it.
     patient_id = f"sandbox:{patient.id}" if convocation.sandbox else patient.id
-    return MessageSealedV1(
+    message = MessageSealedV2(
         message_id=message_id,
         convocation_id=convocation.convocation_id,
         patient_ref=patient_ref(keys.patient_ref_key, patient_id),
@@ -130,8 +155,22 @@ def seal_convocation(
         expires_at=expires_at,
         secretariat_phone=department.secretariat_phone,
         secretariat_email=department.secretariat_email,
-        send_email=send_email,
-        public_contact=convocation.public_contact or public_contact,
+        public_contact=contact,
+        for_portal=crypto.seal_field(
+            keys.portal_field_key,
+            {"mobile": patient.mobile},
+            context=crypto.field_context(MessageSealedV2.EVENT_TYPE, message_id, "portal"),
+        ),
+        sandbox=convocation.sandbox,
+    )
+    if not send_email:
+        return Sealed(message, None)
+    email = EmailRequestedV1(
+        message_id=message_id,
+        convocation_id=convocation.convocation_id,
+        language=patient.language,
+        expires_at=expires_at,
+        public_contact=contact,
         for_mailer=crypto.seal_field(
             keys.mailer_field_key,
             {
@@ -141,15 +180,11 @@ def seal_convocation(
                 **({"address_corrected": True} if address_corrected else {}),
                 **({"sent_again": True} if sent_again else {}),
             },
-            context=crypto.field_context("message.sealed", message_id, "mailer"),
-        ),
-        for_portal=crypto.seal_field(
-            keys.portal_field_key,
-            {"mobile": patient.mobile},
-            context=crypto.field_context("message.sealed", message_id, "portal"),
+            context=crypto.field_context(EmailRequestedV1.EVENT_TYPE, message_id, "mailer"),
         ),
         sandbox=convocation.sandbox,
     )
+    return Sealed(message, email)
 
 
 def for_secretariat(convocation: ConvocationCreatedV1, message_id: uuid.UUID, key: crypto.Keys) -> str:

@@ -12,10 +12,10 @@ from typing import NamedTuple
 import asyncpg
 
 from issuer import domain, store
-from issuer.metrics import POSTAL_REQUESTS, REISSUE_REQUESTS
+from issuer.metrics import PERIOD_KEY_FAILURES, POSTAL_REQUESTS, REISSUE_REQUESTS
 from issuer.pdfcheck import UnreadablePdf, active_content
 from issuer.settings import IssuerSettings
-from shared import crypto, rejections
+from shared import crypto, erasure, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     ISSUER_ACTIONS,
@@ -26,8 +26,10 @@ from shared.contracts import (
     DocumentReleasedV1,
     EmailFailedV1,
     EmailSentV1,
+    EventPayload,
     MessageRevokedV1,
-    MessageSealedV1,
+    PatientErasedV1,
+    PatientErasureRequestedV1,
     PostalCancelledV1,
     PostalChosenV1,
     PostalPostedV1,
@@ -40,6 +42,7 @@ from shared.contracts import (
     StaffActionRequestedV1,
     envelope,
 )
+from shared.keystore import KeyStore, PeriodKey, PeriodKeyUnavailable
 from shared.logs import get_logger
 from shared.metrics import PAPER_REQUESTS, on_commit, reached
 from shared.outbox import add_events
@@ -59,10 +62,10 @@ REISSUE_DONE = frozenset({"e-mailed", "postal", "postal-fallback"})
 
 
 class _Letter(NamedTuple):
-    """A convocation sealed, before it is stored: the message.sealed payload, the print room's copy, and
-    what the secretariat's staff see of the patient."""
+    """A convocation sealed, before it is stored: the message.sealed and email.requested payloads, the print
+    room's copy, and what the secretariat's staff see of the patient."""
 
-    sealed: MessageSealedV1
+    sealed: domain.Sealed
     copy: str
     expires_at: datetime
     postal: str | None  # why it goes by post at once, if it does
@@ -79,6 +82,7 @@ class IssuerHandlers:
             portal_field_key=settings.portal_field_key,
         )
         self.public_contact = PublicContact(phone=settings.public_contact_phone, email=settings.public_contact_email)
+        self.key_store = KeyStore(settings.key_store_url, settings.key_store_token.get_secret_value())
 
     # --- upstream -----------------------------------------------------------------------------
 
@@ -89,12 +93,12 @@ class IssuerHandlers:
             raise Rejected(rejections.APPOINTMENT_IN_PAST, problem)
         # Sealed before looking: a new convocation (nearly all of them) then takes one statement to store,
         # and a known one is superseded by this same letter unless the secretariat corrected its address.
-        letter = self._seal(c, now)
+        letter = await self._seal(c, now)
         row = await store.insert_convocation(
             conn,
             convocation_id=c.convocation_id,
-            message_id=letter.sealed.message_id,
-            patient_ref=letter.sealed.patient_ref,
+            message_id=letter.sealed.message.message_id,
+            patient_ref=letter.sealed.message.patient_ref,
             delivery=c.delivery,
             language=c.patient.language,
             appointment_at=c.appointment.starts_at,
@@ -127,11 +131,11 @@ class IssuerHandlers:
         corrected = self._corrected_email(reissues)
         if corrected:  # the secretariat's correction wins over the republished address
             c = domain.with_email(c, corrected)
-            letter = self._seal(c, now, address_corrected=True)
+            letter = await self._seal(c, now, address_corrected=True)
         elif reissues:  # sent again as the secretariat asked: the e-mail must not say the letter changed
-            letter = self._seal(c, now, sent_again=True)
+            letter = await self._seal(c, now, sent_again=True)
         if reissues:
-            await store.consume_reissues(conn, c.convocation_id, letter.sealed.message_id, now)
+            await store.consume_reissues(conn, c.convocation_id, letter.sealed.message.message_id, now)
             log.info(
                 "convocation sent again as the secretariat asked",
                 requests=len(reissues),
@@ -141,8 +145,8 @@ class IssuerHandlers:
         row = await store.replace_message(
             conn,
             c.convocation_id,
-            message_id=letter.sealed.message_id,
-            patient_ref=letter.sealed.patient_ref,
+            message_id=letter.sealed.message.message_id,
+            patient_ref=letter.sealed.message.patient_ref,
             delivery=c.delivery,
             language=c.patient.language,
             appointment_at=c.appointment.starts_at,
@@ -155,18 +159,29 @@ class IssuerHandlers:
         events += await self._sealed(conn, row, letter, now)
         await self._emit(conn, d, *events, convocation_id=row["id"])
 
-    def _seal(
+    async def _period_key(self, expires_at: datetime) -> PeriodKey:
+        """The key store's key for the period of this expiry; without one, the letter is dead-lettered."""
+        try:
+            return await self.key_store.for_expiry(expires_at)
+        except PeriodKeyUnavailable as exc:
+            PERIOD_KEY_FAILURES.labels(exc.reason).inc()
+            raise Rejected(rejections.PERIOD_KEY_UNAVAILABLE, f"{exc.reason}: {exc.detail}") from None
+
+    async def _seal(
         self, c: ConvocationCreatedV1, now: datetime, *, address_corrected: bool = False, sent_again: bool = False
     ) -> _Letter:
-        """The letter sealed for the patient's link, its print-room copy, and how it goes out (CPU only)."""
-        pdf = self._upstream_pdf(c) or self._render(c, now)
+        """The letter sealed for the patient's link under its period's key, its print-room copy, and how it
+        goes out (CPU only, once the period key is known: the key store is asked once per period)."""
         expires_at = domain.expiry(c.appointment.starts_at, self.settings.message_ttl_days)
+        period = await self._period_key(expires_at)
+        pdf = self._upstream_pdf(c) or self._render(c, now)
         postal = domain.postal_reason_at_creation(c)
         sealed = domain.seal_convocation(
             c,
             pdf,
             self.keys,
             expires_at=expires_at,
+            period=period,
             send_email=postal is None,
             public_contact=self.public_contact,
             address_corrected=address_corrected,
@@ -177,13 +192,19 @@ class IssuerHandlers:
             domain.print_copy(c, pdf, self.settings.print_room_public_key),
             expires_at,
             postal,
-            domain.for_secretariat(c, sealed.message_id, self.settings.secretariat_field_key),
+            domain.for_secretariat(c, sealed.message.message_id, self.settings.secretariat_field_key),
         )
 
     async def _sealed(self, conn, row, letter: _Letter, now: datetime) -> list:
         """The sealed message's events, and the print room's when it goes by post at once."""
-        events = [letter.sealed, await self._status(conn, row, "sealed", now, for_secretariat=letter.for_secretariat)]
-        log.info("convocation sealed", message_id=str(letter.sealed.message_id), key_id=letter.sealed.key_id)
+        # The letter first, then its link: the portal has the message by the time the e-mail is out.
+        events: list = [letter.sealed.message]
+        if letter.sealed.email is not None:
+            events.append(letter.sealed.email)
+        events.append(await self._status(conn, row, "sealed", now, for_secretariat=letter.for_secretariat))
+        log.info(
+            "convocation sealed", message_id=str(letter.sealed.message.message_id), key_id=letter.sealed.message.key_id
+        )
         if letter.postal:
             events += await self._post(conn, row, letter.postal, now)
         return events
@@ -361,6 +382,48 @@ class IssuerHandlers:
             PostalProgressV1(message_id=row["message_id"], convocation_id=row["id"], step=step, at=report.at),
             convocation_id=row["id"],
         )
+
+    # --- erasure on request --------------------------------------------------------------------
+
+    async def on_patient_erasure_requested(
+        self, conn: asyncpg.Connection, d: Delivery[PatientErasureRequestedV1]
+    ) -> None:
+        """A patient asked for their data to be erased: their convocations go here, the print room drops a paper
+        letter not printed yet, the hospital gets the status 'erased' of each, and every other service is told
+        (patient.erased) to erase what it holds. Its outbox rows about them go first, so only these leave."""
+        e, now = d.data, datetime.now(timezone.utc)
+        rows = await store.convocations_of(conn, e.patient_refs)
+        ids = [row["id"] for row in rows]
+        erased = await store.erase(conn, ids, e.patient_refs)
+        events = []
+        for row in rows:
+            about: list[EventPayload] = []
+            if self._paper_pending(row):
+                about.append(PostalCancelledV1(convocation_id=row["id"], message_id=row["message_id"], reason="erased"))
+            # The last status: nothing about the patient (no ref, department or appointment), the erasure's id.
+            about.append(
+                ConvocationStatusV1(
+                    convocation_id=row["id"], status="erased", at=now, action_id=e.erasure_id, sandbox=row["sandbox"]
+                )
+            )
+            events += [
+                envelope(p, producer=PRODUCER, correlation_id=row["id"], causation_id=d.envelope.event_id)
+                for p in about
+            ]
+        events.append(
+            envelope(
+                PatientErasedV1(erasure_id=e.erasure_id, patient_refs=e.patient_refs, convocation_ids=ids, at=now),
+                producer=PRODUCER,
+                correlation_id=e.erasure_id,
+                causation_id=d.envelope.event_id,
+            )
+        )
+        events.append(
+            erasure.confirmation(
+                PRODUCER, e.erasure_id, convocations=len(ids), rows=erased, causation_id=d.envelope.event_id
+            )
+        )
+        await add_events(conn, events)
 
     # --- scheduled (see sweeper.py) -----------------------------------------------------------
 

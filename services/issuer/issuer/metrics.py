@@ -20,3 +20,11 @@ REISSUE_OLDEST_WAITING = Gauge(
     "convocations_reissue_oldest_waiting_seconds",
     "Age of the oldest request to the hospital system to publish a convocation again not answered yet (0: none).",
 )
+PERIOD_KEY_FAILURES = Counter(
+    "convocations_period_key_failures_total",
+    "Letters refused at sealing for want of a period key, by reason (unreachable, refused, closed, destroyed,"
+    " unknown, unsafe): each is dead-lettered with reason period-key-unavailable.",
+    ["reason"],
+)
+for _reason in ("unreachable", "refused", "closed", "destroyed", "unknown", "unsafe"):
+    PERIOD_KEY_FAILURES.labels(_reason)

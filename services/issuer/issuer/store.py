@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from shared import erasure, retention
+
 # A convocation's columns as the handlers read them: every one but the print room's copy (the sealed
 # letter, up to 13 MB, e.g. 200 KB for a 150 KB PDF), which only posting the letter needs
 # (mark_posted() returns it); has_print_copy says whether there is one. tests/integration/test_issuer_handlers.py
@@ -328,3 +330,35 @@ async def reissue_action(conn: asyncpg.Connection, message_id: uuid.UUID) -> uui
     return await conn.fetchval(
         "select action_id from reissue_request where message_id = $1 order by requested_at desc limit 1", message_id
     )
+
+
+def retention_rules(convocation_days: int) -> list[retention.RetentionRule]:
+    """What the issuer deletes once past its retention (docs/retention.md)."""
+    return [
+        retention.Rule(
+            "convocation",
+            "expires_at",
+            convocation_days,
+            children=(("status_history", "convocation_id"), ("reissue_request", "convocation_id")),
+        )
+    ]
+
+
+async def convocations_of(conn: asyncpg.Connection, patient_refs: list[str]) -> list[asyncpg.Record]:
+    """Every convocation of the patient known by any of these refs, locked for this transaction."""
+    return await conn.fetch(
+        f"select {ROW} from convocation where patient_ref = any($1::text[]) order by id for update", patient_refs
+    )
+
+
+ERASE = (
+    erasure.Erase("status_history", "convocation_id = any($1)"),
+    erasure.Erase("reissue_request", "convocation_id = any($1)"),
+    erasure.Erase("convocation", "id = any($1) or patient_ref = any($2)"),
+)
+
+
+async def erase(conn: asyncpg.Connection, convocation_ids: list[uuid.UUID], patient_refs: list[str]) -> int:
+    """Everything the issuer holds about the patient: convocations, their history and the letters asked again
+    (a corrected address among them), and the events about them not yet published."""
+    return await erasure.erase(conn, ERASE, convocation_ids, patient_refs)

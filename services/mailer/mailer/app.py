@@ -10,7 +10,7 @@ from mailer.bounces import BounceListener
 from mailer.handlers import MailerHandlers
 from mailer.settings import MailerSettings
 from mailer.smtp import SmtpSender
-from shared.contracts import MessageRevokedV1, MessageSealedV1, ReminderRequestedV1
+from shared.contracts import EmailRequestedV1, MessageRevokedV1, PatientErasedV1, ReminderRequestedV1
 from shared.logs import get_logger
 from shared.runtime import Runtime
 
@@ -25,9 +25,10 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     sandbox_settings = settings.sandbox_smtp()
     sandbox = SmtpSender(sandbox_settings) if sandbox_settings else None
     handlers = MailerHandlers(settings, sender, sandbox)
-    runtime.consumer.subscribe(MessageSealedV1, handlers.on_message_sealed)
+    runtime.consumer.subscribe(EmailRequestedV1, handlers.on_email_requested)
     runtime.consumer.subscribe(MessageRevokedV1, handlers.on_message_revoked)
     runtime.consumer.subscribe(ReminderRequestedV1, handlers.on_reminder_requested)
+    runtime.consumer.subscribe(PatientErasedV1, handlers.on_patient_erased)
 
     async def forget_expired() -> None:
         # Also when the issuer's message.revoked(expired) never comes: the mailer's own clock.
@@ -45,6 +46,7 @@ def create_app(settings: MailerSettings | None = None) -> FastAPI:
     if sandbox is not None:
         runtime.on_stopping.append(sandbox.close)
     runtime.every(settings.sweep_seconds, forget_expired, "mailer-expiry")
+    runtime.keep(store.retention_rules(settings.email_retention_days))
     app = runtime.http_app()
     app.state.runtime = runtime
     return app

@@ -1,4 +1,4 @@
-"""Mailer handlers: message.sealed -> the link e-mail -> email.sent or email.failed; message.revoked
+"""Mailer handlers: email.requested -> the link e-mail -> email.sent or email.failed; message.revoked
 and reminder.requested -> a notice to the patient, once; a late bounce -> email.failed."""
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from mailer.metrics import NOTICES, SMTP_ATTEMPTS
 from mailer.settings import MailerSettings
 from mailer.signing import DkimSigner, parse_dkim_keys
 from mailer.smtp import SmtpFailure, SmtpSender
-from shared import crypto, rejections
+from shared import crypto, erasure, rejections
 from shared.consumer import Delivery, Rejected
 from shared.contracts import (
     EmailFailedV1,
+    EmailRequestedV1,
     EmailSentV1,
     MessageRevokedV1,
-    MessageSealedV1,
+    PatientErasedV1,
     ReminderRequestedV1,
     envelope,
 )
@@ -60,18 +61,22 @@ class MailerHandlers:
         )
         self.portal_host = urlsplit(settings.portal_base_url).hostname or settings.portal_base_url
 
-    async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV1]) -> None:
+    async def on_email_requested(self, conn: asyncpg.Connection, d: Delivery[EmailRequestedV1]) -> None:
+        """The link e-mail. The event carries the link and no part of the letter (message.sealed takes
+        the letter to the portal): no copy of it, retried or dead-lettered, opens a letter."""
         m = d.data
-        if not m.send_email:
-            return
         row, previous_sent_at = await store.email_to_send(conn, m.message_id, m.convocation_id)
+        if d.attempt and row is None:
+            # A delayed retry of an e-mail whose row is gone: the patient's data was erased on request.
+            log.info("retry of an erased e-mail dropped", attempt=d.attempt)
+            return
         if row is not None and row["status"] in ("sent", "failed", "bounced", "revoked"):
             log.info("e-mail already handled; not sending again", status=row["status"])
             return
         recipient = crypto.open_field(
             self.settings.mailer_field_key,
             m.for_mailer,
-            context=crypto.field_context("message.sealed", m.message_id, "mailer"),
+            context=crypto.field_context(EmailRequestedV1.EVENT_TYPE, m.message_id, "mailer"),
         )
         mid = smtp_message_id(m.message_id, self.settings.mail_from)
         attempts = (row["attempts"] if row else 0) + 1
@@ -157,6 +162,17 @@ class MailerHandlers:
         )
         await store.forget_recipient(conn, m.message_id)
 
+    async def on_patient_erased(self, conn: asyncpg.Connection, d: Delivery[PatientErasedV1]) -> None:
+        """The patient asked for their data to be erased: their e-mails go, and the mailer says so."""
+        e = d.data
+        rows = await store.erase(conn, e.convocation_ids)
+        await add_event(
+            conn,
+            erasure.confirmation(
+                PRODUCER, e.erasure_id, convocations=len(e.convocation_ids), rows=rows, causation_id=d.envelope.event_id
+            ),
+        )
+
     async def on_reminder_requested(self, conn: asyncpg.Connection, d: Delivery[ReminderRequestedV1]) -> None:
         await self._notice(conn, d, "reminder")
 
@@ -166,6 +182,8 @@ class MailerHandlers:
         """Send one notice about the message's e-mail; False when a retry was scheduled."""
         message_id = d.data.message_id
         row = await store.get_email(conn, message_id)
+        if d.attempt and row is None:
+            return True  # a delayed retry of a notice whose e-mail is gone: the patient's data was erased
         if await store.notice_done(conn, message_id, kind):
             return True
         now = datetime.now(timezone.utc)
@@ -248,7 +266,7 @@ class MailerHandlers:
             conn, token_hash, message_id, kind, recipient_hash(self.settings.mailer_field_key, recipient["email"])
         )
 
-    async def _failed(self, conn, d: Delivery[MessageSealedV1], mid: str, attempts: int, failure: SmtpFailure) -> None:
+    async def _failed(self, conn, d: Delivery[EmailRequestedV1], mid: str, attempts: int, failure: SmtpFailure) -> None:
         m, now = d.data, datetime.now(timezone.utc)
         SMTP_ATTEMPTS.labels("permanent" if failure.permanent else "exhausted").inc()
         await store.record_failed(

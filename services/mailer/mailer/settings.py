@@ -3,7 +3,7 @@
 from email.utils import parseaddr
 from typing import Literal
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared.settings import KeyRing, ServiceSettings, dev_ring, loopback, require_https
 
@@ -37,7 +37,10 @@ class MailerSettings(ServiceSettings):
     bounce_smtp_port: int = 2525
     bounce_max_bytes: int = 256 * 1024
     sweep_seconds: float = 60.0  # how often expired recipients are destroyed
-    # Sandbox tests (message.sealed sandbox) go only here, plain SMTP to a development inbox; unset, they fail
+    # An e-mail's row, its notices and bounce tokens are deleted this long after the letter expired (or, for a
+    # row without an expiry, after it was made): late bounces come within days (docs/retention.md).
+    email_retention_days: int = Field(90, ge=1)
+    # Sandbox tests (email.requested sandbox) go only here, plain SMTP to a development inbox; unset, they fail
     # (email.failed 'sandbox-not-configured'), never reaching the real relay.
     sandbox_smtp_host: str | None = None
     sandbox_smtp_port: int = 1025

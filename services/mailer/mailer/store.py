@@ -8,10 +8,10 @@ from datetime import datetime
 
 import asyncpg
 
-from shared import db
+from shared import db, erasure, retention
 
 # The message's lock (db.NAMED_LOCK) is taken before reading its e-mail row: two copies of one
-# message.sealed delivered at once must not both send. The row is read by the next statement, whose
+# email.requested delivered at once must not both send. The row is read by the next statement, whose
 # snapshot comes after the wait.
 _EMAIL_ROW = "select * from email where message_id = $1 for update"
 
@@ -210,3 +210,36 @@ async def forget_expired(conn, now: datetime, limit: int = 500) -> int:
     if ids:
         await conn.execute("delete from bounce_token where message_id = any($1::uuid[])", ids)
     return len(ids)
+
+
+def retention_rules(email_days: int) -> list[retention.RetentionRule]:
+    """What the mailer deletes once past its retention (docs/retention.md): an e-mail with its notices and
+    bounce tokens, and those of a message whose e-mail row is gone already."""
+    no_email = "not exists (select from email e where e.message_id = {}.message_id)"
+    return [
+        retention.Rule(
+            "email",
+            "coalesce(expires_at, created_at)",
+            email_days,
+            key="message_id",
+            children=(("notice", "message_id"), ("bounce_token", "message_id")),
+        ),
+        retention.Rule("notice", "at", email_days, key="message_id", where=no_email.format("notice")),
+        retention.Rule(
+            "bounce_token", "created_at", email_days, key="token_hash", where=no_email.format("bounce_token")
+        ),
+    ]
+
+
+_EMAILS = "message_id in (select message_id from email where convocation_id = any($1))"
+ERASE = (
+    erasure.Erase("notice", _EMAILS),
+    erasure.Erase("bounce_token", _EMAILS),
+    erasure.Erase("email", "convocation_id = any($1)"),
+)
+
+
+async def erase(conn: asyncpg.Connection, convocation_ids: list[uuid.UUID]) -> int:
+    """Everything the mailer holds about these convocations: their e-mails (the sealed address among them),
+    notices, bounce tokens, and the retry copies waiting in the outbox."""
+    return await erasure.erase(conn, ERASE, convocation_ids, [])

@@ -32,6 +32,7 @@ ACTION_STATUS = {
     "reason-required": 400,
     "reason-too-long": 400,
     "unknown-action": 400,
+    "patient-mismatch": 400,
 }
 
 
@@ -146,6 +147,44 @@ class ActionRequest(BaseModel):
 class ActionAccepted(BaseModel):
     action_id: uuid.UUID
     status: Literal["requested"] = "requested"
+
+
+class ErasureRequest(BaseModel):
+    convocation_id: uuid.UUID = Field(description="A convocation of the patient, in your departments.")
+    reason: str = Field(
+        min_length=domain.REASON_MIN,
+        max_length=domain.REASON_MAX,
+        description="Why (the patient's request and how it was checked): kept in the staff audit. Do not name the"
+        " patient: the audit keeps it after the erasure.",
+    )
+    patient_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The hospital's id of the same patient (checked against the convocation): reaches their letters"
+        " recorded under every key of the patient-ref ring, not only the one the convocation's was made with.",
+    )
+    confirm: Literal[True] = Field(description="An erasure cannot be undone: true to confirm it.")
+
+
+class ErasureAccepted(BaseModel):
+    erasure_id: uuid.UUID
+    status: Literal["requested"] = "requested"
+
+
+class ErasureConfirmation(BaseModel):
+    service: str
+    convocations: int = Field(description="The patient's convocations it erased.")
+    rows: int = Field(description="The rows it deleted or made anonymous.")
+    confirmed_at: datetime
+
+
+class ErasureOut(BaseModel):
+    erasure_id: uuid.UUID
+    requested_at: datetime
+    complete: bool = Field(description="Every service that holds letters' data has confirmed.")
+    waiting_for: list[str] = Field(description="The services that have not confirmed yet.")
+    confirmations: list[ErasureConfirmation]
 
 
 class DepartmentFigures(BaseModel):
@@ -287,6 +326,42 @@ def create_api(console: Console, oidc: Oidc) -> FastAPI:
         if outcome.ok:
             return {"action_id": outcome.action_id}
         raise ApiError(ACTION_STATUS.get(outcome.code, 409), outcome.code)
+
+    @api.post(
+        "/v1/erasures",
+        response_model=ErasureAccepted,
+        status_code=202,
+        responses={
+            404: {"description": "Unknown convocation, or not in your departments"},
+            403: {"description": "The token lacks the convocations.act scope"},
+            400: {"description": "The reason is not valid, or patient_id is not the convocation's patient"},
+            409: {"description": "The convocation is not sealed yet: nothing names its patient"},
+        },
+    )
+    async def erase(body: ErasureRequest, who: Identity = Depends(client)):
+        """Erase everything about the patient of this convocation, in every service, at their request: every
+        letter, e-mail, SMS, verified number and timeline goes; the audits keep who did what without the
+        patient; the hospital system gets the status 'erased' of each letter. Done when GET
+        /v1/erasures/{erasure_id} says complete."""
+        outcome = await console.erase(who, body.convocation_id, body.reason, body.patient_id or "")
+        if outcome.ok:
+            return {"erasure_id": outcome.action_id}
+        raise ApiError(ACTION_STATUS.get(outcome.code, 409), outcome.code)
+
+    @api.get("/v1/erasures/{erasure_id}", response_model=ErasureOut, responses={404: {"description": "Unknown"}})
+    async def erasure(erasure_id: uuid.UUID, who: Identity = Depends(client)):
+        found = await console.erasure(who, erasure_id)
+        if found is None:
+            raise ApiError(404, "not-found")
+        row, confirmations = found
+        waiting = domain.erasure_waiting_for(confirmations)
+        return {
+            "erasure_id": row["id"],
+            "requested_at": row["requested_at"],
+            "complete": not waiting,
+            "waiting_for": waiting,
+            "confirmations": [dict(c) for c in confirmations],
+        }
 
     @api.get("/v1/figures", response_model=FiguresOut)
     async def figures(

@@ -5,6 +5,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from secretariat import store
 from secretariat.api import create_api
 from secretariat.auth import Oidc
 from secretariat.console import Console
@@ -17,6 +18,8 @@ from shared.contracts import (
     ConvocationReissueRequestedV1,
     ConvocationStatusV1,
     OtpRequestedV1,
+    PatientErasedV1,
+    PatientErasureConfirmedV1,
     SmsFailedV1,
     SmsSentV1,
 )
@@ -42,9 +45,15 @@ def create_app(settings: SecretariatSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(SmsFailedV1, handlers.on_code_failed)
     runtime.consumer.subscribe(AccessChangedV1, handlers.on_access_changed)
     runtime.consumer.subscribe(ConvocationReissueRequestedV1, handlers.on_reissue_requested)
+    runtime.consumer.subscribe(PatientErasedV1, handlers.on_patient_erased)
+    runtime.consumer.subscribe(PatientErasureConfirmedV1, handlers.on_erasure_confirmed)
     oidc = Oidc(settings)
     pages = Pages(settings, console, oidc)
-    runtime.every(settings.audit_prune_interval_seconds, console.prune_audit, "secretariat-audit-pruner")
+    runtime.keep(
+        store.retention_rules(
+            settings.convocation_retention_days, settings.binding_retention_days, settings.audit_retention_days
+        )
+    )
     runtime.every(settings.patient_reseal_interval_seconds, console.reseal_patients, "secretariat-patient-resealer")
 
     app = runtime.http_app()

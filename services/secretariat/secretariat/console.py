@@ -16,7 +16,7 @@ from secretariat.metrics import STAFF_ACTIONS, STAFF_REFUSALS
 from secretariat.patients import Patient, Patients
 from secretariat.settings import SecretariatSettings
 from shared import crypto
-from shared.contracts import StaffActionRequestedV1, envelope
+from shared.contracts import PatientErasureRequestedV1, StaffActionRequestedV1, envelope
 from shared.logs import get_logger
 from shared.outbox import add_event
 
@@ -300,6 +300,59 @@ class Console:
         STAFF_ACTIONS.labels(action, who.via).inc()
         return Outcome(True, "requested", action_id)
 
+    # --- erasure on request --------------------------------------------------------------------------
+
+    async def erase(
+        self, who: Identity, convocation_id: uuid.UUID | None, reason: str, patient_id: str = ""
+    ) -> Outcome:
+        """The patient of this convocation asked for their data to be erased: everything about them, every letter
+        in every service (patient.erasure.requested, carried out by the issuer, then every service). Audited with
+        the reason under the erasure's id, never the convocation's: once done, nothing here names the patient.
+        ``patient_id`` (the API): the hospital's id of the same patient, which reaches their letters recorded
+        under every key of PATIENT_REF_KEY, not only the one this convocation's ref was made with."""
+        reason = (reason or "").strip()
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await self._visible(conn, who, convocation_id, "erase", reason=reason or None)
+            if row is None:
+                return Outcome(False, "not-found")
+            refs = [row["patient_ref"]] if row["patient_ref"] else []
+            if patient_id.strip():
+                refs = self.patient_refs(patient_id.strip())
+            refusal = (
+                "not-allowed"
+                if not who.can_act
+                else domain.reason_problem(reason)
+                or ("not-sealed" if not row["patient_ref"] else None)
+                or ("patient-mismatch" if row["patient_ref"] not in refs else None)
+            )
+            kw = dict(reason=reason or None, department=row["department"])
+            if refusal:
+                await self.audit(conn, who, "erase", f"refused:{refusal}", convocation_id=row["id"], **kw)
+                return Outcome(False, refusal)
+            erasure_id = uuid.uuid4()
+            await store.insert_erasure(conn, erasure_id)
+            await add_event(
+                conn,
+                envelope(
+                    PatientErasureRequestedV1(
+                        erasure_id=erasure_id, patient_refs=refs, requested_at=datetime.now(timezone.utc)
+                    ),
+                    producer=PRODUCER,
+                    correlation_id=erasure_id,
+                ),
+            )
+            await self.audit(conn, who, "erase", "requested", detail=f"erasure {erasure_id}", **kw)
+        STAFF_ACTIONS.labels("erase", who.via).inc()
+        return Outcome(True, "requested", erasure_id)
+
+    async def erasure(self, who: Identity, erasure_id: uuid.UUID | None):
+        """When an erasure was asked and which services confirmed it, for staff who may act; None if unknown."""
+        if erasure_id is None or not who.can_act:
+            return None
+        async with self.pool.acquire() as conn:
+            row, confirmations = await store.get_erasure(conn, erasure_id)
+        return None if row is None else (row, confirmations)
+
     # --- the department figures ---------------------------------------------------------------------
 
     async def figures(self, who: Identity, period: domain.Period) -> list[Figures] | None:
@@ -419,10 +472,6 @@ class Console:
         for r in reversed(rows):
             writer.writerow([_csv_safe(r[c]) for c in AUDIT_COLUMNS])
         return out.getvalue()
-
-    async def prune_audit(self) -> int:
-        async with self.pool.acquire() as conn:
-            return await store.prune_audit(conn, self.s.audit_retention_days)
 
     async def reseal_patients(self) -> int:
         """Patient details sealed or indexed under older keys, redone under the current ones, in batches."""

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter, ValidationError
 
-from shared import phones
+from shared import phones, topology
 from shared.contracts import Email
 
 ZURICH = ZoneInfo("Europe/Zurich")
@@ -304,3 +304,14 @@ def period(*, date_from: str = "", date_to: str = "", days: str = "", today: dat
             bad.append("days")
             n = 3
     return Period(start, end, n), bad
+
+
+# The services that erase a patient's rows and confirm it, the secretariat's own erasure included; the hospital
+# gateway confirms too, for the letters it made, once the hospital got their 'erased' status.
+ERASING_SERVICES = ("issuer", *topology.BUS["patient.erased.v1"][1])
+
+
+def erasure_waiting_for(confirmations) -> list[str]:
+    """The services that hold letters' data and have not confirmed an erasure yet."""
+    done = {c["service"] for c in confirmations}
+    return [s for s in ERASING_SERVICES if s not in done]

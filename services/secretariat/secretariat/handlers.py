@@ -12,6 +12,8 @@ from shared.contracts import (
     ConvocationReissueRequestedV1,
     ConvocationStatusV1,
     OtpRequestedV1,
+    PatientErasedV1,
+    PatientErasureConfirmedV1,
     SmsFailedV1,
     SmsSentV1,
 )
@@ -30,6 +32,11 @@ class SecretariatHandlers:
 
     async def on_status(self, conn: asyncpg.Connection, d: Delivery[ConvocationStatusV1]) -> None:
         s = d.data
+        if s.status == "erased":
+            # The last status of a convocation whose patient asked to be erased: it comes after every other
+            # status of it (one queue, in order), so nothing of it is recorded again once it is gone.
+            await store.erase(conn, [s.convocation_id], [])
+            return
         await store.record_status(
             conn,
             s.convocation_id,
@@ -98,3 +105,14 @@ class SecretariatHandlers:
         await store.add_timeline(
             conn, r.convocation_id, d.envelope.event_id, r.requested_at, "reissue-requested", r.reason, r.action_id
         )
+
+    async def on_patient_erased(self, conn: asyncpg.Connection, d: Delivery[PatientErasedV1]) -> None:
+        """The issuer erased the patient's convocations: the read model of them goes here too, and the erasure
+        records the secretariat's own confirmation."""
+        e = d.data
+        rows = await store.erase(conn, e.convocation_ids, e.patient_refs)
+        await store.confirm_erasure(conn, e.erasure_id, "secretariat", len(e.convocation_ids), rows, e.at)
+
+    async def on_erasure_confirmed(self, conn: asyncpg.Connection, d: Delivery[PatientErasureConfirmedV1]) -> None:
+        c = d.data
+        await store.confirm_erasure(conn, c.erasure_id, c.service, c.convocations, c.rows, c.at)

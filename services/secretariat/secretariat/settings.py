@@ -31,7 +31,10 @@ class SecretariatSettings(ServiceSettings):
     session_absolute_seconds: int = 8 * 3600
     session_warning_seconds: int = 120  # the page warns this long before the idle time-out
     audit_retention_days: int = Field(400, ge=365)  # at least a year (the database refuses less); older rows are pruned
-    audit_prune_interval_seconds: float = 3600.0
+    # A convocation's read model, timeline and actions are deleted this long after the appointment; whether a
+    # patient has a verified number this long after the portal last said so (docs/retention.md).
+    convocation_retention_days: int = Field(365, ge=1)
+    binding_retention_days: int = Field(730, ge=1)
     # Rows sealed or indexed under an older key of SECRETARIAT_FIELD_KEY / SECRETARIAT_SECRET_KEY are redone
     # under the current one this often (so that the old key can leave the ring).
     patient_reseal_interval_seconds: float = 3600.0

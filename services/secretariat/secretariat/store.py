@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from shared import db
+from shared import erasure, retention
 
 _STAMP = {
     "bounced": "bounced_at",
@@ -449,11 +449,6 @@ async def search_audit(
     )
 
 
-async def prune_audit(conn, retention_days: int) -> int:
-    """Delete audit rows older than the retention (at least a year), in batches."""
-    return await db.prune_audit(conn, "secretariat_audit", retention_days)
-
-
 # --- staff sessions (secretariat_audit.staff_session: the audit names their people) ------------------
 
 
@@ -486,3 +481,89 @@ async def touch_session(conn, token_hash: str, idle_seconds: int, absolute_secon
 async def end_session(conn, token_hash: str) -> None:
     """The session ends (sign-out, audited by the database)."""
     await conn.execute("select secretariat_audit.end_session($1)", token_hash)
+
+
+def retention_rules(convocation_days: int, binding_days: int, audit_days: int) -> list[retention.RetentionRule]:
+    """What the secretariat deletes once past its retention (docs/retention.md): a convocation's read model with
+    its timeline and actions; lines whose convocation row never came, as old; the staff audit through
+    secretariat_audit.prune()."""
+    orphan = "not exists (select from convocation c where c.id = {}.convocation_id)"
+    return [
+        retention.Rule(
+            "convocation",
+            "coalesce(appointment_at, updated_at)",
+            convocation_days,
+            children=(("timeline", "convocation_id"), ("action", "convocation_id")),
+        ),
+        retention.Rule("timeline", "at", convocation_days, where=orphan.format("timeline")),
+        retention.Rule("action", "requested_at", convocation_days, where=orphan.format("action")),
+        retention.Rule("patient_binding", "at", binding_days, key="patient_ref"),
+        # The record that an erasure was asked and done (no patient data) is kept as long as the staff audit.
+        retention.Rule("erasure", "requested_at", audit_days, children=(("erasure_confirmation", "erasure_id"),)),
+        retention.Rule(
+            "erasure_confirmation",
+            "confirmed_at",
+            audit_days,
+            key="erasure_id",
+            where="not exists (select from erasure e where e.id = erasure_confirmation.erasure_id)",
+        ),
+        retention.AuditRule("secretariat_audit", "staff_audit", audit_days),
+    ]
+
+
+# --- erasure on request ----------------------------------------------------------------------------
+
+_PATIENT = "id = any($1) or patient_ref = any($2)"
+ERASE = (
+    erasure.Erase(
+        "timeline", f"convocation_id = any($1) or convocation_id in (select id from convocation where {_PATIENT})"
+    ),
+    erasure.Erase(
+        "action", f"convocation_id = any($1) or convocation_id in (select id from convocation where {_PATIENT})"
+    ),
+    erasure.Erase("convocation", _PATIENT),
+    erasure.Erase("patient_binding", "patient_ref = any($2)"),
+)
+
+
+async def erase(conn, convocation_ids: list[uuid.UUID], patient_refs: list[str]) -> int:
+    """Everything the secretariat holds about the patient: the read model of their convocations (who they are,
+    sealed), timelines, actions asked, whether they have a verified number; and the staff audit's rows about
+    those convocations made anonymous (secretariat_audit.erase: who did what and when stays)."""
+    ids = set(convocation_ids) | {
+        r["id"]
+        for r in await conn.fetch("select id from convocation where patient_ref = any($1::text[])", patient_refs)
+    }
+    rows = await erasure.erase(conn, ERASE, sorted(ids), patient_refs)
+    return rows + await conn.fetchval("select secretariat_audit.erase($1::uuid[])", sorted(ids))
+
+
+async def insert_erasure(conn, erasure_id: uuid.UUID) -> None:
+    await conn.execute("insert into erasure(id) values ($1)", erasure_id)
+
+
+async def confirm_erasure(
+    conn, erasure_id: uuid.UUID, service: str, convocations: int, rows: int, at: datetime
+) -> None:
+    """A service's confirmation; the hospital gateway confirms once per convocation, so its counts add up."""
+    await conn.execute(
+        "insert into erasure_confirmation(erasure_id, service, convocations, rows, confirmed_at)"
+        " values ($1, $2, $3, $4, $5) on conflict (erasure_id, service) do update set"
+        " convocations = erasure_confirmation.convocations + excluded.convocations,"
+        " rows = erasure_confirmation.rows + excluded.rows, confirmed_at = excluded.confirmed_at",
+        erasure_id,
+        service,
+        convocations,
+        rows,
+        at,
+    )
+
+
+async def get_erasure(conn, erasure_id: uuid.UUID) -> tuple[asyncpg.Record | None, list[asyncpg.Record]]:
+    row = await conn.fetchrow("select id, requested_at from erasure where id = $1", erasure_id)
+    confirmations = await conn.fetch(
+        "select service, convocations, rows, confirmed_at from erasure_confirmation where erasure_id = $1"
+        " order by confirmed_at",
+        erasure_id,
+    )
+    return row, list(confirmations)

@@ -184,6 +184,9 @@ class Pages:
         r.add_api_route("/c/{raw_id}/live", self.live, methods=["GET"], response_class=HTMLResponse)
         r.add_api_route("/c/{raw_id}/confirm/{action}", self.confirm, methods=["GET"], response_class=HTMLResponse)
         r.add_api_route("/c/{raw_id}/actions", self.act, methods=["POST"], max_body_size=MAX_FORM_BYTES)
+        r.add_api_route("/c/{raw_id}/erase", self.confirm_erase, methods=["GET"], response_class=HTMLResponse)
+        r.add_api_route("/c/{raw_id}/erase", self.erase, methods=["POST"], max_body_size=MAX_FORM_BYTES)
+        r.add_api_route("/erasures/{raw_id}", self.erasure, methods=["GET"], response_class=HTMLResponse)
         r.add_api_route("/figures", self.figures_page, methods=["GET"], response_class=HTMLResponse)
         r.add_api_route("/figures.csv", self.figures_csv, methods=["GET"])
         r.add_api_route("/audit", self.audit_page, methods=["GET"], response_class=HTMLResponse)
@@ -429,6 +432,57 @@ class Pages:
             )
         return await self._convocation(
             request, who, found, status=400, error=outcome.code, failed_action=action, typed_reason=reason
+        )
+
+    # --- erasure on request --------------------------------------------------------------------
+
+    async def confirm_erase(self, request: Request, raw_id: str) -> Response:
+        """What an erasure does, the reason, and the button: a page of its own, as it cannot be undone."""
+        who = await self.identity(request)
+        if who is None:
+            return self.to_login(request)
+        found = await self.console.view(who, self.parse_id(raw_id))
+        if found is None or not who.can_act:
+            return self.problem(request, who, "not-found", 404)
+        return await self.staff_page(request, "erase.html", who, v=found, c=found.row, error=None, typed_reason="")
+
+    async def erase(
+        self, request: Request, raw_id: str, csrf: str = Form(""), reason: str = Form(""), confirmed: str = Form("")
+    ) -> Response:
+        who = await self.identity(request)
+        if who is None:
+            return self.to_login(request)
+        if not self.csrf_ok(request, csrf):
+            return await self.csrf_refused(request, who, "erase")
+        convocation_id = self.parse_id(raw_id)
+        if confirmed != "yes":
+            return RedirectResponse(f"/c/{convocation_id}/erase", status_code=303)
+        outcome = await self.console.erase(who, convocation_id, reason)
+        if outcome.ok:
+            return RedirectResponse(f"/erasures/{outcome.action_id}", status_code=303)
+        found = await self.console.view(who, convocation_id, audited=False) if outcome.code != "not-found" else None
+        if found is None:
+            return self.problem(request, who, "not-found", 404)
+        return await self.staff_page(
+            request, "erase.html", who, status=400, v=found, c=found.row, error=outcome.code, typed_reason=reason
+        )
+
+    async def erasure(self, request: Request, raw_id: str) -> Response:
+        """Where an erasure stands: which services confirmed it (the page refreshes itself until all have)."""
+        who = await self.identity(request)
+        if who is None:
+            return self.to_login(request)
+        found = await self.console.erasure(who, self.parse_id(raw_id))
+        if found is None:
+            return self.problem(request, who, "not-found", 404)
+        row, confirmations = found
+        return await self.staff_page(
+            request,
+            "erasure.html",
+            who,
+            erasure=row,
+            confirmations=confirmations,
+            waiting=domain.erasure_waiting_for(confirmations),
         )
 
     # --- the department figures ---------------------------------------------------------------

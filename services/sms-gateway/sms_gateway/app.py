@@ -5,9 +5,10 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from shared.contracts import OtpRequestedV1
+from shared.contracts import OtpRequestedV1, PatientErasedV1
 from shared.runtime import Runtime
 from shared.settings import secret
+from sms_gateway import store
 from sms_gateway.handlers import SmsHandlers
 from sms_gateway.providers import GenericProvider, Provider, TwilioProvider
 from sms_gateway.settings import SmsSettings
@@ -51,8 +52,10 @@ def create_app(settings: SmsSettings | None = None) -> FastAPI:
     )
     handlers = SmsHandlers(settings, build_providers(settings, client), sandbox)
     runtime.consumer.subscribe(OtpRequestedV1, handlers.on_otp_requested)
+    runtime.consumer.subscribe(PatientErasedV1, handlers.on_patient_erased)
 
     runtime.use_retries(handlers.retry)
+    runtime.keep(store.retention_rules(settings.sms_retention_days))
     runtime.on_stopping.append(client.aclose)
     app = runtime.http_app()
     app.include_router(webhook_router(settings, lambda: runtime.pool))

@@ -12,11 +12,12 @@ from datetime import datetime, timedelta, timezone
 
 import asyncpg
 
-from shared import crypto, rejections
+from shared import crypto, erasure, rejections
 from shared.consumer import Delivery, Rejected
-from shared.contracts import OtpRequestedV1
+from shared.contracts import OtpRequestedV1, PatientErasedV1
 from shared.logs import get_logger
 from shared.metrics import CODE_HANDOFF, on_commit, reached
+from shared.outbox import add_event
 from shared.retry import RetryPolicy, schedule_retry
 from sms_gateway import rules, store
 from sms_gateway.events import CodeSms, add_sms_failed, add_sms_sent
@@ -60,9 +61,28 @@ class SmsHandlers:
         self.settings, self.providers, self.sandbox = settings, providers, sandbox
         self.retry = RetryPolicy.parse(settings.sms_retry_delays)
 
+    async def on_patient_erased(self, conn: asyncpg.Connection, d: Delivery[PatientErasedV1]) -> None:
+        """The patient asked for their data to be erased: their SMS go, and the gateway says so."""
+        e = d.data
+        rows = await store.erase(conn, e.convocation_ids)
+        await add_event(
+            conn,
+            erasure.confirmation(
+                "sms-gateway",
+                e.erasure_id,
+                convocations=len(e.convocation_ids),
+                rows=rows,
+                causation_id=d.envelope.event_id,
+            ),
+        )
+
     async def on_otp_requested(self, conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
         o = d.data
         row = await store.lock_sms(conn, o.challenge_id)
+        if d.attempt and row is None:
+            # A delayed retry of an SMS whose row is gone: the patient's data was erased on request.
+            log.info("retry of an erased SMS dropped", attempt=d.attempt)
+            return
         if row is not None and row["status"] != "retrying":
             log.info("code already handled; not texting again", challenge_id=str(o.challenge_id), status=row["status"])
             return

@@ -11,6 +11,9 @@ DEV_AUTH_TOKEN = "dev-auth-token"  # noqa: S105 - development only; production r
 
 class SmsSettings(ServiceSettings):
     http_port: int = 8003
+    # An SMS row with its provider attempts, and a delivery report, are deleted this long after they were
+    # made (docs/retention.md); the hourly and daily caps look back a day at most.
+    sms_retention_days: int = Field(90, ge=2)
     database_url: str = "postgresql://sms_gateway:sms_gateway@127.0.0.1:5432/convocations"
     # Primary provider: Twilio's Messages API (or anything with its shape).
     sms_provider_url: str = "http://127.0.0.1:8025"  # https://api.twilio.com in production

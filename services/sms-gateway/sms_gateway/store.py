@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from shared import erasure, retention
 from sms_gateway.rules import Report
 
 _SAVE = (
@@ -154,3 +155,29 @@ async def unmatched_reports(conn: asyncpg.Connection, provider: str, provider_me
 
 async def set_report_outcome(conn: asyncpg.Connection, report_id: int, outcome: str) -> None:
     await conn.execute("update sms_report set outcome = $2 where id = $1", report_id, outcome)
+
+
+def retention_rules(sms_days: int) -> list[retention.RetentionRule]:
+    """What the SMS gateway deletes once past its retention (docs/retention.md)."""
+    return [
+        retention.Rule("sms", "created_at", sms_days, key="challenge_id", children=(("sms_attempt", "challenge_id"),)),
+        retention.Rule("sms_report", "received_at", sms_days),
+    ]
+
+
+_SMS = "(select challenge_id from sms where convocation_id = any($1))"
+ERASE = (
+    erasure.Erase("sms_attempt", f"challenge_id in {_SMS}"),
+    erasure.Erase(
+        "sms_report",
+        "(provider, provider_message_id) in (select provider, provider_message_id from sms"
+        " where convocation_id = any($1) and provider_message_id is not null)",
+    ),
+    erasure.Erase("sms", "convocation_id = any($1)"),
+)
+
+
+async def erase(conn: asyncpg.Connection, convocation_ids: list[uuid.UUID]) -> int:
+    """Everything the gateway holds about these convocations: their SMS (the number's keyed hash among them),
+    provider attempts and delivery reports, and the retry copies waiting in the outbox."""
+    return await erasure.erase(conn, ERASE, convocation_ids, [])

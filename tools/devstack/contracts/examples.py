@@ -18,12 +18,16 @@ from shared.contracts import (
     ConvocationStatusV1,
     DocumentReleasedV1,
     EmailFailedV1,
+    EmailRequestedV1,
     EmailSentV1,
     Envelope,
     EventPayload,
     MessageRevokedV1,
-    MessageSealedV1,
+    MessageSealedV2,
     OtpRequestedV1,
+    PatientErasedV1,
+    PatientErasureConfirmedV1,
+    PatientErasureRequestedV1,
     PostalCancelledV1,
     PostalChosenV1,
     PostalPostedV1,
@@ -50,10 +54,11 @@ PATIENT_ID = "HUG-20481137"
 CAUSED_BY: dict[type[EventPayload], type[EventPayload] | None] = {
     ConvocationCreatedV1: None,
     ConvocationCancelledV1: None,
-    MessageSealedV1: ConvocationCreatedV1,
+    MessageSealedV2: ConvocationCreatedV1,
+    EmailRequestedV1: ConvocationCreatedV1,
     ConvocationStatusV1: ConvocationCreatedV1,
-    EmailSentV1: MessageSealedV1,
-    EmailFailedV1: MessageSealedV1,
+    EmailSentV1: EmailRequestedV1,
+    EmailFailedV1: EmailRequestedV1,
     PostalRequestedV1: EmailFailedV1,
     MessageRevokedV1: ConvocationCancelledV1,
     ReminderRequestedV1: None,  # the issuer's clock
@@ -70,10 +75,14 @@ CAUSED_BY: dict[type[EventPayload], type[EventPayload] | None] = {
     PostalPostedV1: PostalRequestedV1,
     PostalReturnedV1: PostalRequestedV1,
     PostalProgressV1: PostalRequestedV1,
+    PatientErasureRequestedV1: None,  # a secretary's act, at the patient's request
+    PatientErasedV1: PatientErasureRequestedV1,
+    PatientErasureConfirmedV1: PatientErasedV1,
 }
 OCCURRED_AFTER = {  # seconds after CREATED_AT
     ConvocationCreatedV1: 0,
-    MessageSealedV1: 1,
+    MessageSealedV2: 1,
+    EmailRequestedV1: 1,
     ConvocationStatusV1: 1,
     EmailSentV1: 3,
     EmailFailedV1: 3,
@@ -94,8 +103,12 @@ OCCURRED_AFTER = {  # seconds after CREATED_AT
     PostalPostedV1: 36000,
     PostalReturnedV1: 432000,
     PostalCancelledV1: 40001,
+    PatientErasureRequestedV1: 5184000,
+    PatientErasedV1: 5184001,
+    PatientErasureConfirmedV1: 5184002,
 }
 ACTION_ID = uuid.UUID("a0c1d2e3-f405-4617-8829-3a4b5c6d7e8f")
+ERASURE_ID = uuid.UUID("c4d5e6f7-0819-4a2b-9c3d-4e5f60718293")
 
 
 def _illustrative(label: str, size: int) -> bytes:
@@ -148,12 +161,12 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             }
         ),
         ConvocationCancelledV1: lambda: ConvocationCancelledV1(**ids, reason="Rendez-vous annulé par le service"),
-        MessageSealedV1: lambda: MessageSealedV1(
+        MessageSealedV2: lambda: MessageSealedV2(
             **message,
             patient_ref="k1:" + _illustrative("patient_ref", 32).hex(),
             patient_refs=["k1:" + _illustrative("patient_ref", 32).hex()],
             language="fr",
-            key_id="k1",
+            key_id="k1.w2026-51",
             document_nonce=b64e(_illustrative("document nonce", 12)),
             document_ciphertext=b64e(_illustrative("document ciphertext", 64)),
             details_nonce=b64e(_illustrative("details nonce", 12)),
@@ -161,10 +174,15 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             expires_at=APPOINTMENT_AT + timedelta(days=30),
             secretariat_phone="+41 22 372 33 11",
             secretariat_email="cardiologie@hug.example",
-            send_email=True,
+            public_contact={"phone": "+41 22 372 33 11", "email": "patients@hug.example"},
+            for_portal=_token("fe2.k1.", "for_portal", 12 + 25 + 16),
+        ),
+        EmailRequestedV1: lambda: EmailRequestedV1(
+            **message,
+            language="fr",
+            expires_at=APPOINTMENT_AT + timedelta(days=30),
             public_contact={"phone": "+41 22 372 33 11", "email": "patients@hug.example"},
             for_mailer=_token("fe2.k1.", "for_mailer", 12 + 112 + 16),
-            for_portal=_token("fe2.k1.", "for_portal", 12 + 25 + 16),
         ),
         MessageRevokedV1: lambda: MessageRevokedV1(**message, reason="cancelled"),
         ReminderRequestedV1: lambda: ReminderRequestedV1(
@@ -246,12 +264,32 @@ def example_payload(event: type[EventPayload]) -> EventPayload:
             reason="Unreachable destination handset",
             failed_at=_at(SmsFailedV1),
         ),
+        PatientErasureRequestedV1: lambda: PatientErasureRequestedV1(
+            erasure_id=ERASURE_ID,
+            patient_refs=["k1:" + _illustrative("patient_ref", 32).hex()],
+            requested_at=_at(PatientErasureRequestedV1),
+        ),
+        PatientErasedV1: lambda: PatientErasedV1(
+            erasure_id=ERASURE_ID,
+            patient_refs=["k1:" + _illustrative("patient_ref", 32).hex()],
+            convocation_ids=[CONVOCATION_ID],
+            at=_at(PatientErasedV1),
+        ),
+        PatientErasureConfirmedV1: lambda: PatientErasureConfirmedV1(
+            erasure_id=ERASURE_ID, service="mailer", convocations=1, rows=3, at=_at(PatientErasureConfirmedV1)
+        ),
     }
     return builders[event]()
 
 
 def example_event_id(event: type[EventPayload]) -> uuid.UUID:
     return uuid.uuid5(EXAMPLE_NS, event.routing_key())
+
+
+def _correlation(event: type[EventPayload]) -> uuid.UUID:
+    """The chain an example belongs to: its convocation, or for an erasure (about a patient) the erasure."""
+    erasure = (PatientErasureRequestedV1, PatientErasedV1, PatientErasureConfirmedV1)
+    return ERASURE_ID if event in erasure else CONVOCATION_ID
 
 
 def example_envelope(event: type[EventPayload]) -> Envelope:
@@ -263,7 +301,7 @@ def example_envelope(event: type[EventPayload]) -> Envelope:
         version=event.VERSION,
         occurred_at=_at(event),
         producer=topology.producer_name(producer),
-        correlation_id=CONVOCATION_ID,
+        correlation_id=_correlation(event),
         causation_id=example_event_id(cause) if cause else None,
         data=example_payload(event),
     )
@@ -278,7 +316,7 @@ def example_properties(event: type[EventPayload]) -> dict:
     """The AMQP properties the example travels with."""
     return {
         "message_id": str(example_event_id(event)),
-        "correlation_id": str(CONVOCATION_ID),
+        "correlation_id": str(_correlation(event)),
         "type": event.EVENT_TYPE,
         "content_type": "application/json",
         "delivery_mode": 2,
