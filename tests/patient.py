@@ -70,6 +70,17 @@ class PatientClient:
     def post(self, path: str, data: dict) -> httpx.Response:
         return self._keep(self.client.post(self.base + path, data=data, headers=self._cookie_header()))
 
+    def follow(self, posted: httpx.Response) -> httpx.Response:
+        """Where the browser lands after a form's POST: every POST of the portal answers 303 (post/redirect/get)
+        and the page that says what happened is a GET, which Back, Help and a reload ask again harmlessly."""
+        assert posted.status_code == 303, (posted.status_code, posted.text[:300])
+        history, page = [posted], self.get(posted.headers["location"])
+        while page.status_code == 303 and len(history) < 3:  # a page that leads on (the code form before a code)
+            history.append(page)
+            page = self.get(page.headers["location"])
+        page.history = history
+        return page
+
     def open_link(self) -> httpx.Response:
         """What the browser requests for the link: the fragment stays in the browser."""
         return self.get(self.page_url)

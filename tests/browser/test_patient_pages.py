@@ -112,10 +112,10 @@ async def test_back_and_help_never_post_a_form_again_and_the_guide_leads_back(ch
         await page.fill("#code", f"{(int(code) + 1) % 10**6:06d}")  # a wrong code: the form answers with an error
         await page.press("#code", "Enter")
         await page.wait_for_selector("#error-summary")
-        assert page.url == f"{page_url}/code"  # the address of the page a GET shows for the same place
+        assert page.url == f"{page_url}/code?told=wrong_code"  # post/redirect/get: the page says it, by GET
         posted.clear()
         await back_after_help(page, page_url)
-        assert posted == [] and page.url == f"{page_url}/code"
+        assert posted == [] and page.url == f"{page_url}/code?told=wrong_code"
         assert await page.is_visible("#code")
 
         await page.fill("#code", code)

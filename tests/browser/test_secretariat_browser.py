@@ -143,7 +143,7 @@ async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unloc
     first_code_at = asyncio.get_running_loop().time()
     right = code_of(await chain.sms_to(e164))
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
-    statuses = [patient.enter_code(wrong).status_code for _ in range(5)]
+    statuses = [patient.follow(patient.enter_code(wrong)).status_code for _ in range(5)]
     assert statuses[-1] == 429, statuses  # the fifth wrong code locks the message
     await open_convocation(page, stack, locked_id, "locked")
     await page.goto(f"{stack.url('secretariat')}/search?worklist=locked")

@@ -42,7 +42,8 @@ async def test_send_a_new_code_too_early_says_when_and_that_the_code_sent_still_
     mail = await letter(chain, language=language)
     assert mail.patient.request_code(mail.national).status_code == 303
     code = await mail.code()
-    early = mail.post("code", {"resend": "1"})
+    early = mail.patient.follow(mail.post("code", {"resend": "1"}))  # post/redirect/get
+    assert early.history[0].headers["location"] == f"{mail.path}/code?told=too_early"
     assert early.status_code == 429 and state_of(early.text) == "too_early"
     wait = int(early.headers["retry-after"])
     assert 25 <= wait <= 31
@@ -53,6 +54,14 @@ async def test_send_a_new_code_too_early_says_when_and_that_the_code_sent_still_
     assert f"{still} {expires:%H:%M}" in said, said
     assert 'id="code"' in early.text and 'action="/m/' in early.text and "/verify" in early.text
     assert len(await mail.challenges()) == 1 and chain.sms_count(mail.e164) == 1  # nothing new was sent
+    # A reload asks the GET again: the same page, the wait recounted, the refusal audited once (by the POST).
+    again = mail.patient.get(early.history[0].headers["location"])
+    assert again.status_code == 429 and state_of(again.text) == "too_early"
+    assert int(again.headers["retry-after"]) <= wait
+    assert [a for a in await mail.audit() if a[0] == "code-request"] == [
+        ("code-request", "sent"),
+        ("code-request", "rate-limited"),
+    ]
     # The code field on that page takes the code already sent.
     assert mail.patient.enter_code(code).status_code == 303
 
@@ -64,7 +73,7 @@ async def test_too_early_after_the_hour_cap_says_from_when_in_the_patients_time(
     for _ in range(5):
         assert mail.patient.request_code(mail.national).status_code == 303
         await mail.travel(31)
-    early = mail.post("code", {"resend": "1"})
+    early = mail.patient.follow(mail.post("code", {"resend": "1"}))
     assert early.status_code == 429 and state_of(early.text) == "too_early"
     assert re.search(r"Ein neuer Code kann ab \d\d:\d\d \(Schweizer Zeit\) gesendet werden\.", early.text)
     assert int(early.headers["retry-after"]) > 3000
@@ -80,7 +89,7 @@ async def test_an_earlier_code_works_until_it_expires_and_is_never_counted_as_a_
     second = await mail.code(nth=2)
     assert mail.patient.enter_code(first).status_code == 303  # the earlier code opens
     assert [c["status"] for c in await mail.challenges()] == ["used", "dead"]  # and the later one ends
-    again = mail.patient.enter_code(second)
+    again = mail.patient.follow(mail.patient.enter_code(second))
     assert again.status_code == 410 and state_of(again.text) == "code_expired"
 
     # An earlier code that has expired while a later one still works: told, never a wrong try.
@@ -91,7 +100,7 @@ async def test_an_earlier_code_works_until_it_expires_and_is_never_counted_as_a_
     assert other.patient.request_code(other.national).status_code == 303
     latest = await other.code(nth=2)
     await other.travel(300)  # the first is 700 s old (expired), the second 300 s (still valid)
-    told = other.patient.enter_code(old)
+    told = other.patient.follow(other.patient.enter_code(old))
     assert told.status_code == 400 and state_of(told.text) == "code_error"
     assert "This code no longer works: it has expired or was already used." in told.text
     assert [c["wrong"] for c in await other.challenges()] == [0, 0]
@@ -109,9 +118,9 @@ async def test_each_code_meets_at_most_five_wrong_guesses_however_many_are_live(
     first, second = await mail.code(), await mail.code(nth=2)
     wrong = next(c for c in (neighbour(first), neighbour(neighbour(first))) if c != second)
     for _ in range(4):
-        assert mail.guess(wrong).status_code == 400
+        assert mail.patient.follow(mail.guess(wrong)).status_code == 400
     assert [c["wrong"] for c in await mail.challenges()] == [4, 4]
-    assert mail.guess(wrong).status_code == 429  # the fifth failure of the message: a wait
+    assert mail.patient.follow(mail.guess(wrong)).status_code == 429  # the fifth failure of the message: a wait
     assert [(c["wrong"], c["status"]) for c in await mail.challenges()] == [(5, "dead"), (5, "dead")]
 
 

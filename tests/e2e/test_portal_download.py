@@ -70,7 +70,8 @@ async def test_a_session_without_the_links_secret_opens_nothing_and_the_secret_o
     await mail.log_in()
     wrong_secret = base64.urlsafe_b64encode(b"\0" * 32).rstrip(b"=").decode()
     for secret in ("", wrong_secret, "not base64 !", mail.patient.secret[:-2]):
-        refused = mail.patient.download("pdf", secret=secret)
+        refused = mail.patient.follow(mail.patient.download("pdf", secret=secret))
+        assert refused.history[0].headers["location"] == f"{mail.path}/document?told=link_incomplete"
         assert refused.status_code == 400 and state_of(refused.text) == "link_incomplete"
         assert "%PDF" not in refused.text
     assert (
@@ -83,11 +84,13 @@ async def test_a_session_without_the_links_secret_opens_nothing_and_the_secret_o
 
 async def test_the_whole_link_without_a_session_downloads_nothing(chain):
     mail = await letter(chain)
-    refused = mail.post("download/pdf", {"k": mail.patient.secret})  # what a scanner holding the link could do
+    refused = mail.patient.follow(
+        mail.post("download/pdf", {"k": mail.patient.secret})
+    )  # what a scanner holding the link could do
     assert refused.status_code == 401 and state_of(refused.text) == "session_expired"
     await mail.log_in()
     mail.patient.cookies.pop("__Host-session")
-    assert mail.post("download/pdf", {"k": mail.patient.secret}).status_code == 401
+    assert mail.patient.follow(mail.post("download/pdf", {"k": mail.patient.secret})).status_code == 401
     assert (
         await chain.db.fetchval("select count(*) from access_portal.release where message_id = $1", mail.message_id)
         == 0

@@ -164,7 +164,7 @@ def test_the_portals_footer_and_help_pages_link_the_phone_numbers(lang):
 def test_a_wait_names_the_time_or_the_day_in_the_language(lang):
     for ahead in (timedelta(hours=1), timedelta(days=2)):
         until = datetime.now(timezone.utc).replace(second=0, microsecond=0) + ahead
-        html = pages().wait(get("/m/x/code", f"lang={lang}".encode()), MESSAGE, until).body.decode()
+        html = pages().wait(get("/m/x/code", f"lang={lang}".encode()), MESSAGE, until, paper=None).body.decode()
         shown = format_time(until, lang) if ahead < timedelta(hours=20) else format_appointment(until, lang)
         assert shown in html
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from access_portal.access import NumberRefusal, Target, choose_target, closed_state, tries_left, usable_binding
+from access_portal.access import CLOSED, NumberRefusal, Target, choose_target, closed_state, tries_left, usable_binding
 from access_portal.phones import Phones
 from access_portal.records import Binding, Challenge, Message
 from access_portal.settings import PortalSettings
@@ -60,6 +60,8 @@ def binding(e164: str, source: str = "hospital") -> Binding:
 def test_a_closed_letter_says_why_and_an_open_one_opens(changes, expected):
     assert closed_state(message(**changes), NOW) == expected
     assert closed_state(None, NOW) == ("unknown", 404)
+    # A form of a closed letter is sent to the link's page, which says why (routes.refused): CLOSED knows them all.
+    assert expected is None or expected[0] in CLOSED
 
 
 def test_the_proven_number_on_file_carries_over_unless_the_hospital_now_has_another():

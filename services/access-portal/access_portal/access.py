@@ -38,6 +38,8 @@ WRONG_CODE = N_("This code is not correct. Tries left: %(n)s.")
 CODE_FORMAT = N_("Type the 6 digits of the code you received by SMS.")
 # A code of this message that no longer works (expired, already used): told, never counted as a wrong try.
 OLD_CODE = N_("This code no longer works: it has expired or was already used. Type the latest code we sent you.")
+# Why a typed code was refused (CodeRefused.reason, the code page's ?told=) -> what the page says.
+CODE_ERRORS = {"wrong_code": WRONG_CODE, "code_format": CODE_FORMAT, "old_code": OLD_CODE}
 DOWNLOADS = {"pdf": "application/pdf", "ics": "text/calendar; charset=utf-8"}
 # How far back a typed code is compared with the message's earlier codes (to tell "expired", not "wrong").
 OLD_CODES_KEPT = timedelta(days=1)
@@ -125,12 +127,12 @@ class CodePage:
 
 @dataclass(frozen=True)
 class CodeRefused:
-    """The code page again with the error by the field: ``text`` (a gettext msgid) with ``values``."""
+    """The code page again with the error by the field: ``reason``, a key of CODE_ERRORS (the page counts the
+    tries left when it is shown)."""
 
     message: Message
     code: Challenge
-    text: str
-    values: dict[str, Any]
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,10 @@ class NumberRefusal:
 
 
 # --- rules without I/O -------------------------------------------------------------------------------
+
+
+# The states closed_state() answers: a letter that no longer opens, which every page of it says, and nothing else.
+CLOSED = frozenset({"unknown", "expired", "cancelled", "withdrawn", "superseded"})
 
 
 def closed_state(message: Message | None, now: datetime) -> tuple[str, int] | None:
@@ -352,6 +358,40 @@ class PatientAccess:
             return CodeStatus("none")
         return CodeStatus("failed" if challenge.sms_failed else "sent" if challenge.sms_sent_at else "waiting")
 
+    async def pace(self, message_id: uuid.UUID | None) -> Wait | TooEarly | None:
+        """What a page telling a refused request recomputes (post/redirect/get: the POST counted it, the GET
+        only reads): the lock running, else when the next code may be sent (``TooEarly`` while the code
+        already sent still works), else None (nothing holds the patient back any more)."""
+        now = datetime.now(timezone.utc)
+        async with self.pool.acquire() as conn:
+            message = await store.get_message(conn, message_id) if message_id else None
+            if message is None:
+                return None
+            if message.locked_until and message.locked_until > now:
+                return Wait(message, message.locked_until)
+            latest = await store.latest_challenge(conn, message.message_id)
+            bound = await self._usable_binding(conn, message)
+            # The number the next code would go to: where the last one went, else the number on file.
+            enc = latest.phone_enc if latest else bound.phone_enc if bound else message.phone_enc
+            if enc is None:
+                return None
+            hashes = self.phones.hashes(self.phones.open(enc, message.patient_ref))
+            counts = await store.send_counts(
+                conn, message.message_id, hashes, now, per_number=message.phone_hash is not None
+            )
+        until = policy.send_wait(
+            self.limits, now, counts.last_sent, counts.hour_n, counts.day_n, counts.hour_oldest, counts.day_oldest
+        )
+        if until is None:
+            return None
+        if latest is not None and latest.live(now) and not latest.sms_failed:
+            return TooEarly(message, until, latest)
+        return Wait(message, until)
+
+    def tries_left(self, message: Message, code: Challenge) -> int:
+        """The tries left on the code page after a wrong code, as the database now counts them."""
+        return tries_left(self.settings.otp_max_wrong_per_code, code.wrong, message.failed_checks)
+
     # --- the code -------------------------------------------------------------------------------------
 
     async def request_code(
@@ -472,14 +512,14 @@ class PatientAccess:
             typed = policy.clean_code(code)
             if typed is None:  # cannot be a code: not a guess, nothing counted
                 await store.audit(conn, mid, "code-check", "malformed", client)
-                return CodeRefused(message, shown, CODE_FORMAT, {})
+                return CodeRefused(message, shown, "code_format")
             right = next((c for c in live if self._is_code(c, typed)), None)
             if right is None:
                 if any(self._is_code(c, typed) for c in recent if not c.live(now)):
                     # An earlier code that expired or was used: the patient's own, not a guess.
                     await store.audit(conn, mid, "code-check", "old-code", client)
                     OTP_CHECKS.labels("old-code").inc()
-                    return CodeRefused(message, shown, OLD_CODE, {})
+                    return CodeRefused(message, shown, "old_code")
                 return await self._wrong_code(conn, message, live, now, client)
             first_verification = not await store.has_challenge(conn, mid, used=True)
             await store.use_challenge(conn, right.id)  # and every other live code of the message ends
@@ -528,17 +568,12 @@ class PatientAccess:
         dead = wrong[latest.id] >= self.settings.otp_max_wrong_per_code  # the latest has the fewest wrong entries
         await store.audit(conn, message.message_id, "code-check", "wrong", client, "code dead" if dead else None)
         OTP_CHECKS.labels("wrong").inc()
-        failed, lock = await self._count_failure(conn, message, now, client)
+        _, lock = await self._count_failure(conn, message, now, client)
         if lock:
             return Wait(message, now + lock)
         if dead:
             return StatePage("code_expired", 410, message)
-        return CodeRefused(
-            message,
-            latest,
-            WRONG_CODE,
-            {"n": tries_left(self.settings.otp_max_wrong_per_code, wrong[latest.id], failed)},
-        )
+        return CodeRefused(message, latest, "wrong_code")
 
     async def _count_failure(
         self, conn: asyncpg.Connection, message: Message, now: datetime, client: str | None

@@ -143,8 +143,6 @@ PAPER = {
     ("hospital", False): N_("On %(date)s the hospital decided to send you this convocation by post."),
     ("hospital", True): N_("This convocation was sent to you by post on %(date)s."),
 }
-# Pages reached by a POST: the page a GET shows for the same place (the language switch, the address bar).
-GET_PLACE = {"verify": "/code", "code": "", "document": "/document", "postal": "/document", "extend": "/document"}
 # Language names as their speakers write them, for the language switch.
 LANGUAGE_NAMES = {"fr": "Français", "de": "Deutsch", "it": "Italiano", "en": "English"}
 
@@ -157,16 +155,11 @@ def paper_sentence(paper: PaperTold | None, language: str) -> str | None:
     return gettext(language, PAPER[paper.by, paper.posted_at is not None], date=day)
 
 
-def place_of(request: Request, message_id: str | None) -> str:
-    """The address of the page the patient is on, as a GET reaches it: the page itself, or for a page a POST
-    answered, the page of the same place (the code form after a code was checked...)."""
-    if request.method in ("GET", "HEAD"):
-        return request.url.path
-    if message_id is None:
-        return "/"
-    if here := getattr(request.state, "here", None):  # set by a route that knows better (a resend)
-        return str(here)
-    return f"/m/{message_id}" + GET_PLACE.get(request.url.path.rstrip("/").rsplit("/", 1)[-1], "")
+def switch_query(request: Request) -> str:
+    """What the language switch keeps of the address besides the page: what the page tells (``?told=``), so
+    that the same outcome is said in the new language."""
+    told = request.query_params.get("told", "")
+    return f"told={told}&" if told.isascii() and told.replace("_", "").isalpha() else ""
 
 
 def _environment(language: str) -> Environment:
@@ -211,8 +204,8 @@ class Pages:
         message_id = str(message.message_id) if message else None
         # Before the code, whoever holds the link sees only the hospital's public contact.
         phone, email = message.contact(after_code=after_code) if message else (None, None)
-        # The switch reloads the page the patient is on, by GET (after a POST, the page of the same place).
-        here = place_of(request, message_id)
+        # The switch reloads the page the patient is on (every page is a GET: a POST answers with a redirect).
+        here = request.url.path
         html = (
             self.envs[language]
             .get_template(template)
@@ -232,7 +225,7 @@ class Pages:
                 # Until when the link opens the letter (the link page and the document page say so).
                 open_until=format_appointment(message.expires_at, language) if message else None,
                 paper_told=paper_sentence(paper, language),
-                posted=request.method == "POST",
+                switch_query=switch_query(request),
                 **context,
             )
         )
@@ -253,8 +246,11 @@ class Pages:
         *,
         status: int,
         message: Message | None = None,
+        paper: PaperTold | None = None,
         **values: Any,
     ) -> HTMLResponse:
+        """A state page; ``paper``: the letter goes on paper (said as on every page), ``values``: the
+        explanation's."""
         title, explanation = STATES[state]
         if "phone" in values:
             values["phone"] = tel_link(values["phone"])
@@ -274,14 +270,15 @@ class Pages:
             title=title,
             explanation=explanation,
             values=values,
+            paper=paper,
         )
 
-    def wait(self, request: Request, message: Message, until: datetime) -> HTMLResponse:
+    def wait(self, request: Request, message: Message, until: datetime, *, paper: PaperTold | None) -> HTMLResponse:
         now = datetime.now(timezone.utc)
         language = chosen_language(request) or message.language
         shown = (
             format_time(until, language) if until - now < timedelta(hours=20) else format_appointment(until, language)
         )
-        response = self.state(request, "wait", message.language, status=429, message=message, until=shown)
+        response = self.state(request, "wait", message.language, status=429, message=message, until=shown, paper=paper)
         response.headers["Retry-After"] = str(max(1, int((until - now).total_seconds())))
         return response

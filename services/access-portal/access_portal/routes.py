@@ -1,11 +1,13 @@
 """The patient's pages (the routes): each reads the request, asks the patient-access service
-(access.py) and turns its outcome into a page or a redirect. A GET never changes state (mail scanners
-fetch and even click every link); only a correct SMS code opens a session, and only a download counts
-as delivery."""
+(access.py) and turns its outcome into a page (a GET) or a redirect (every POST but a download's file:
+post/redirect/get, the page saying what happened from ``?told=``). A GET never changes state (mail
+scanners fetch and even click every link); only a correct SMS code opens a session, and only a download
+counts as delivery."""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,6 +18,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from access_portal import calendar
 from access_portal.access import (
+    CLOSED,
+    CODE_ERRORS,
     CodePage,
     CodeRefused,
     CodeSent,
@@ -44,6 +48,17 @@ MAX_FORM_BYTES = 16 * 1024
 GUIDE_VIDEOS = Path(__file__).resolve().parent / "static" / "guide"
 # Where the guide's "back to my message" may lead: a page of a letter, never another site.
 BACK_TO_LETTER = re.compile(r"/m/[0-9a-f-]{36}(/[a-z-]+)?")
+# What a POST refused is told by (post/redirect/get: ?told=<state> on the GET page of the same place),
+# with the status the page answers.
+TOLD_STATES = {
+    "bad_request": 403,
+    "no_proof": 403,
+    "code_expired": 410,
+    "sms_failed": 410,
+    "session_expired": 401,
+    "link_incomplete": 400,
+    "try_later": 503,
+}
 NUMBER_ERRORS = {
     "number_invalid": N_("Enter a mobile number, like 079 123 45 67 or +41 79 123 45 67."),
     "number_mismatch": N_(
@@ -108,13 +123,26 @@ class Portal:
         )
 
     async def view(self, request: Request, raw_id: str) -> Response:
-        """The link's page. Read-only: records a 'view' audit entry and nothing else."""
+        """The link's page. Read-only: records a 'view' audit entry and nothing else. ``?told=``: what the form
+        posted from it was answered (a number refused, a refusal, a wait), shown again on every reload."""
         outcome = await self.access.open_link(parse_uuid(raw_id), self.client(request))
         if isinstance(outcome, StatePage):
-            return self.state(request, outcome)
-        return self.first_page(
-            request, outcome.message, outcome.bound_hint, paper=await self.access.paper(outcome.message)
-        )
+            return await self.state(request, outcome)
+        told = request.query_params.get("told", "")
+        message = outcome.message
+        if told in NUMBER_ERRORS:
+            # The first page again, the error by the field (portal.js types the number in again).
+            ending = "".join(ch for ch in (message.phone_hint or "") if ch.isdigit())[-2:]
+            language = chosen_language(request) or message.language
+            error = {"state": told, "field": "phone", "text": gettext(language, NUMBER_ERRORS[told], ending=ending)}
+            return self.first_page(
+                request, message, outcome.bound_hint, status=400, error=error, paper=await self.access.paper(message)
+            )
+        if told in ("wait", "too_early") and (paced := await self.paced(request, message.message_id)) is not None:
+            return paced
+        if told in TOLD_STATES:
+            return await self.state(request, StatePage(told, TOLD_STATES[told], message))
+        return self.first_page(request, message, outcome.bound_hint, paper=await self.access.paper(message))
 
     async def not_my_number(self, request: Request, raw_id: str) -> Response:
         """Where "this is not my number" leads: whom to call. Read-only, like every GET."""
@@ -144,10 +172,10 @@ class Portal:
         phone: str = Form(""),
         resend: str = Form(""),
     ) -> Response:
-        """ "Send me a code": ``k`` is the link's secret (portal.js), the proof that the whole link is at hand."""
+        """ "Send me a code": ``k`` is the link's secret (portal.js), the proof that the whole link is at hand.
+        Answered with a redirect whatever happened (post/redirect/get): to the code form, or back to the page
+        the form was on (the first page, or the code form for "Send a new code") saying what happened."""
         message_id = parse_uuid(raw_id)
-        if resend:  # the language switch of the answer leads back to the code form
-            request.state.here = f"/m/{message_id}/code"
         outcome = await self.access.request_code(
             message_id,
             csrf_ok=self.csrf.ok(request, csrf, message_id),
@@ -156,39 +184,39 @@ class Portal:
             resend=bool(resend),
             client=self.client(request),
         )
+        if isinstance(outcome, CodeSent):
+            return RedirectResponse(f"/m/{outcome.message_id}/code", status_code=303)
+        place = "/code" if resend else ""
         if isinstance(outcome, NumberRefused):
-            # The first page again, the typed number kept and the error by the field (no separate page).
-            ending = "".join(ch for ch in (outcome.hint or "") if ch.isdigit())[-2:]
-            error = {
-                "state": outcome.reason,
-                "field": "phone",
-                "text": gettext(
-                    chosen_language(request) or outcome.message.language, NUMBER_ERRORS[outcome.reason], ending=ending
-                ),
-            }
-            return self.first_page(
-                request, outcome.message, outcome.bound_hint, status=400, typed=phone[:40], error=error
-            )
+            return self.told(message_id, "", outcome.reason)
         if isinstance(outcome, TooEarly):
-            return self.code_page(
-                request,
-                outcome.message,
-                outcome.code,
-                status=429,
-                early=outcome.until,
-                paper=await self.access.paper(outcome.message),
-            )
-        return self.respond(request, outcome)
+            return self.told(message_id, "/code", "too_early")
+        return self.refused(message_id, place, outcome)
 
     async def code_form(self, request: Request, raw_id: str) -> Response:
+        """The code form; ``?told=``: what the form posted from it was answered (a code refused, "Send a new
+        code" too early, a wait, a refusal), with what the database now counts (tries left, until when)."""
         outcome = await self.access.code_page(parse_uuid(raw_id), self.client(request))
+        told = request.query_params.get("told", "")
         if isinstance(outcome, NoCodeYet):
-            return RedirectResponse(f"/m/{outcome.message_id}", status_code=303)
-        if isinstance(outcome, CodePage):
-            return self.code_page(
-                request, outcome.message, outcome.code, paper=await self.access.paper(outcome.message)
-            )
-        return self.state(request, outcome)
+            # Before any code (a refusal told on the first page, or the form's address typed in).
+            return self.told(outcome.message_id, "", told if told in TOLD_STATES or told == "wait" else None)
+        if not isinstance(outcome, CodePage):
+            if outcome.state == told and told in TOLD_STATES:  # the SMS failed, as the POST was told
+                return await self.state(request, StatePage(told, TOLD_STATES[told], outcome.message))
+            return await self.state(request, outcome)
+        message, code = outcome.message, outcome.code
+        paper = await self.access.paper(message)
+        if told in CODE_ERRORS:
+            values = {"n": self.access.tries_left(message, code)} if told == "wrong_code" else {}
+            language = chosen_language(request) or message.language
+            error = {"state": "code_error", "field": "code", "text": gettext(language, CODE_ERRORS[told], **values)}
+            return self.code_page(request, message, code, status=400, error=error, paper=paper)
+        if told in ("wait", "too_early") and (paced := await self.paced(request, message.message_id)) is not None:
+            return paced
+        if told in TOLD_STATES:
+            return await self.state(request, StatePage(told, TOLD_STATES[told], message))
+        return self.code_page(request, message, code, paper=paper)
 
     async def code_status(self, raw_id: str) -> Response:
         """Polled by the code page (portal.js): {"sms": "waiting" | "sent" | "failed" | "none"}."""
@@ -198,6 +226,7 @@ class Portal:
     async def verify(
         self, request: Request, raw_id: str, csrf: str = Form(""), k: str = Form(""), code: str = Form("")
     ) -> Response:
+        """A typed code: the document page, or the code form again saying why not (post/redirect/get)."""
         message_id = parse_uuid(raw_id)
         outcome = await self.access.verify(
             message_id,
@@ -206,28 +235,25 @@ class Portal:
             code=code,
             client=self.client(request),
         )
+        if isinstance(outcome, Verified):
+            response = RedirectResponse(f"/m/{outcome.message_id}/document", status_code=303)
+            self.sessions.start(response, outcome.token)
+            return response
         if isinstance(outcome, CodeRefused):
-            error = {
-                "state": "code_error",
-                "field": "code",
-                "text": gettext(chosen_language(request) or outcome.message.language, outcome.text, **outcome.values),
-            }
-            return self.code_page(
-                request,
-                outcome.message,
-                outcome.code,
-                status=400,
-                typed=code[:12],
-                error=error,
-                paper=await self.access.paper(outcome.message),
-            )
-        return self.respond(request, outcome)
+            return self.told(message_id, "/code", outcome.reason)
+        return self.refused(message_id, "/code", outcome)
 
     async def document(self, request: Request, raw_id: str) -> Response:
+        """The page after the code; ``?told=``: what a form posted from it was answered (a notice, a refusal)."""
         outcome = await self.access.document(
             parse_uuid(raw_id), session=self.sessions.token(request), client=self.client(request)
         )
-        return self.respond(request, outcome)
+        if isinstance(outcome, StatePage):
+            return await self.state(request, outcome)
+        told = request.query_params.get("told", "")
+        if told in TOLD_STATES:
+            return await self.state(request, StatePage(told, TOLD_STATES[told], outcome.message))
+        return self.document_page(request, outcome, told if told in NOTICES else None)
 
     async def appointment(self, request: Request, raw_id: str, csrf: str = Form(""), k: str = Form("")) -> Response:
         """The appointment as text, for the document page's script (fetch): opened with the link's secret, like
@@ -263,7 +289,7 @@ class Portal:
             session=self.sessions.token(request),
             client=self.client(request),
         )
-        return self.respond(request, outcome)
+        return self.to_document(message_id, outcome)
 
     async def postal(self, request: Request, raw_id: str, csrf: str = Form("")) -> Response:
         """ "Receive this convocation by post instead": only after the code, so only the patient can ask."""
@@ -274,11 +300,12 @@ class Portal:
             session=self.sessions.token(request),
             client=self.client(request),
         )
-        return self.respond(request, outcome)
+        return self.to_document(message_id, outcome)
 
     async def download(
         self, request: Request, raw_id: str, kind: str, csrf: str = Form(""), k: str = Form("")
     ) -> Response:
+        """The file itself (the page stays where it is), or a redirect to the page that says why not."""
         message_id = parse_uuid(raw_id)
         outcome = await self.access.release(
             message_id,
@@ -295,7 +322,7 @@ class Portal:
                 media_type=outcome.media_type,
                 headers={"Content-Disposition": content_disposition(outcome.filename)},
             )
-        return self.state(request, outcome)
+        return self.refused(message_id, "/document", outcome)
 
     async def logout(self, request: Request, raw_id: str, csrf: str = Form("")) -> Response:
         message_id = parse_uuid(raw_id)
@@ -306,7 +333,7 @@ class Portal:
             client=self.client(request),
         )
         if isinstance(outcome, StatePage):
-            return self.state(request, outcome)
+            return self.refused(message_id, "/document", outcome)
         # A page that says so, reached by GET (Back after it posts nothing again).
         response = RedirectResponse(
             f"/m/{outcome.message_id}/signed-out" if outcome.message_id else "/", status_code=303
@@ -314,34 +341,57 @@ class Portal:
         self.sessions.forget(response)
         return response
 
-    # --- outcomes into pages ---------------------------------------------------------------------------
+    # --- outcomes into pages and redirects ---------------------------------------------------------------
 
-    def respond(
-        self, request: Request, outcome: CodeSent | Verified | DocumentPage | ToDocument | Wait | StatePage
-    ) -> Response:
-        """The outcomes several routes share, as pages and redirects."""
-        if isinstance(outcome, CodeSent):
-            return RedirectResponse(f"/m/{outcome.message_id}/code", status_code=303)
-        if isinstance(outcome, Verified):
-            response = RedirectResponse(f"/m/{outcome.message_id}/document", status_code=303)
-            self.sessions.start(response, outcome.token)
-            return response
-        if isinstance(outcome, ToDocument):
-            told = f"?told={outcome.notice}" if outcome.notice else ""
-            return RedirectResponse(f"/m/{outcome.message_id}/document{told}", status_code=303)
-        if isinstance(outcome, DocumentPage):
-            return self.document_page(request, outcome)
+    @staticmethod
+    def told(message_id: uuid.UUID | None, place: str, told: str | None) -> RedirectResponse:
+        """Post/redirect/get: a POST's answer, the GET page of ``place`` ("", "/code", "/document") saying what
+        happened (``told``: a key the page knows, never what was typed). Back, Help and a reload then never
+        post the form again; the outcome was counted and audited once, by the POST."""
+        if message_id is None:
+            return RedirectResponse("/", status_code=303)
+        return RedirectResponse(f"/m/{message_id}{place}" + (f"?told={told}" if told else ""), status_code=303)
+
+    def refused(self, message_id: uuid.UUID | None, place: str, outcome: StatePage | Wait) -> RedirectResponse:
+        """A POST refused: to the page of ``place`` that says why. A closed message (cancelled, expired...) is
+        told by its link's page, which says so to every request."""
         if isinstance(outcome, Wait):
-            return self.pages.wait(request, outcome.message, outcome.until)
-        return self.state(request, outcome)
+            return self.told(message_id, place, "wait")
+        if outcome.state not in TOLD_STATES:
+            return self.told(message_id, "", None)
+        return self.told(message_id, place, outcome.state)
 
-    def state(self, request: Request, page: StatePage) -> HTMLResponse:
+    def to_document(self, message_id: uuid.UUID | None, outcome: ToDocument | StatePage) -> RedirectResponse:
+        if isinstance(outcome, StatePage):
+            return self.refused(message_id, "/document", outcome)
+        return self.told(outcome.message_id, "/document", outcome.notice)
+
+    async def paced(self, request: Request, message_id: uuid.UUID) -> Response | None:
+        """The page that says to wait (429 with Retry-After), as the database counts it now: a lock, or "Send a
+        new code" too early (the code page, whose code still works); None once nothing holds back."""
+        pace = await self.access.pace(message_id)
+        if isinstance(pace, TooEarly):
+            return self.code_page(
+                request,
+                pace.message,
+                pace.code,
+                status=429,
+                early=pace.until,
+                paper=await self.access.paper(pace.message),
+            )
+        if isinstance(pace, Wait):
+            return self.pages.wait(request, pace.message, pace.until, paper=await self.access.paper(pace.message))
+        return None
+
+    async def state(self, request: Request, page: StatePage) -> HTMLResponse:
+        """A state page; those of a letter still open say when it goes on paper, like every other page."""
         language = page.message.language if page.message else "fr"
-        return self.pages.state(request, page.state, language, status=page.status, message=page.message)
+        paper = await self.access.paper(page.message) if page.message and page.state not in CLOSED else None
+        return self.pages.state(request, page.state, language, status=page.status, message=page.message, paper=paper)
 
     async def help(self, request: Request, outcome: HelpPage | StatePage) -> HTMLResponse:
         if isinstance(outcome, StatePage):
-            return self.state(request, outcome)
+            return await self.state(request, outcome)
         return self.pages.state(
             request,
             outcome.state,
@@ -405,11 +455,9 @@ class Portal:
             response.headers["Retry-After"] = str(too_early["seconds"])
         return response
 
-    def document_page(self, request: Request, page: DocumentPage) -> HTMLResponse:
+    def document_page(self, request: Request, page: DocumentPage, notice: str | None) -> HTMLResponse:
+        """``notice``: what the request that led here asked for, when it needs saying (a key of NOTICES)."""
         idle, warn = self.settings.session_idle_seconds, self.settings.session_warning_seconds
-        # What the request that led here asked for, when it needs saying (post/redirect/get: ?told=).
-        notice = request.query_params.get("told")
-        notice = notice if notice in NOTICES else None
         language = chosen_language(request) or page.message.language
         return self.pages.render(
             request,

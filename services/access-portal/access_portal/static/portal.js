@@ -51,10 +51,6 @@
   if (missing && !secret && fields.length) { missing.hidden = false; }
   var nojs = document.getElementById("no-js");
   if (nojs) { nojs.hidden = true; }
-  // A page a form post answered (an error by a field, a wait...) takes the address of the page a GET shows
-  // for the same place: Back, Help and a reload then never post the form again.
-  var place = document.body.getAttribute("data-place");
-  if (place) { history.replaceState(null, "", place); }
   // What the patient typed stays in this tab while they switch the language or come back to the page.
   var typedKey = function (input) { return "typed:" + id + ":" + input.id; };
   var inputs = document.querySelectorAll("input[type=tel], input[type=text]");
