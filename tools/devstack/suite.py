@@ -41,7 +41,8 @@ def pytest(*args: str) -> tuple[str, ...]:
 
 
 # The end-to-end tests that start stacks of their own or wait on outages and retries: a step of their own,
-# beside the rest of the tier (each step has its own session stack).
+# beside the rest of the tier (each step has its own session stack). The others of that kind (TLS to the relay,
+# big letters, the audit's proxies, traces) run in the e2e step, which would otherwise end long before.
 E2E_RESILIENCE = tuple(
     f"tests/e2e/{name}.py"
     for name in (
@@ -49,12 +50,8 @@ E2E_RESILIENCE = tuple(
         "test_resilience",
         "test_key_rotation",
         "test_replicas",
-        "test_mailer_tls",
         "test_sms_gateway",
         "test_prometheus",
-        "test_big_letters",
-        "test_portal_audit",
-        "test_tracing",
         "test_period_keys",
         "test_every_copy",
     )
