@@ -107,7 +107,12 @@ class PrivatePostgres:
             options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
         log = str(self.dir / "pg.log")
         command = [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", options, "-w", "-t", "300", "start"]
-        subprocess.run(_as_postgres(command, self.env), check=True, capture_output=True, timeout=360)
+        started = subprocess.run(_as_postgres(command, self.env), capture_output=True, timeout=360)
+        if started.returncode != 0:
+            server_log = (
+                (self.dir / "pg.log").read_text(errors="replace")[-2000:] if (self.dir / "pg.log").exists() else ""
+            )
+            raise RuntimeError(f"the test PostgreSQL on port {self.port} did not start:\n{server_log}")
         self.started = True
         return self
 

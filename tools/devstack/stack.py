@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -30,10 +31,22 @@ KEY_STORE_PACKAGE, KEY_STORE_DIR = "key_store", "services/key-store"
 KEY_STORE_CALLERS = ("issuer", "access-portal")
 
 
+# Ports for the servers the tools start, below the kernel's ephemeral range (ip_local_port_range, 32768-60999 on
+# Linux): a port the kernel hands out there may be taken by an outgoing connection before the server binds it
+# (a test PostgreSQL failed to start so, on two loaded cores with many connections opening).
+SERVER_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(500):
+        port = random.choice(SERVER_PORTS)  # noqa: S311 - a port, not a secret
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {SERVER_PORTS.start}-{SERVER_PORTS.stop - 1}")
 
 
 def start_key_store(directory: Path, log_file: Path, **settings: str) -> tuple[subprocess.Popen, str]:
