@@ -65,13 +65,15 @@ WORDS_PER_MINUTE = 145  # slower than espeak-ng's 175: a patient listens while l
 HOST = "convocations.hug.example"
 SAMPLE_CODE = "123456"
 # The code page's clock (until when the code works, the time left, counted down by portal.js) shows these
-# sample times, as the SMS shows the sample code: the video is the same whenever it is recorded.
+# sample times, as the SMS shows the sample code, from the top of the page: the video is the same whenever
+# and wherever it is recorded.
 SAMPLE_CLOCK = """() => {
   document.querySelectorAll("[data-clock=until]").forEach(e => { e.textContent = "10:40"; });
   const left = document.getElementById("code-left");
   const still = left.cloneNode();
   still.textContent = "10:00";
   left.replaceWith(still);
+  window.scrollTo(0, 0);  // the top of the page, whether or not typing the code scrolled it into view
 }"""
 APPOINTMENT = datetime(2036, 3, 13, 8, 30, tzinfo=timezone.utc)  # Thursday, 09:30 in Geneva
 SENT_AT = datetime(2036, 2, 27, 9, 0, tzinfo=timezone.utc)
