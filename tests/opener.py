@@ -13,7 +13,7 @@ and bytea hex where it finds them, and then:
    every key in each encoding;
 3. tries each on every sealed document or details it finds (any record with ``<x>_nonce``,
    ``<x>_ciphertext``, ``key_id`` and ``message_id``), with every key as the server key, and every key bound
-   to every other as a seal key to a period key is;
+   to each period key (named ``period <id>``) as a seal key is to its letter's period;
 4. counts as opened any PDF found in clear (``%PDF-`` or its base64) in a copy or in an opened field.
 """
 
@@ -70,12 +70,14 @@ def open_letters(
             links.add(encoded)
     usable = [link for link in links if _usable_link(link)]
     # A letter's server key may be a seal key bound to its period's key (crypto.bound_to_period): every key
-    # bound to every other is tried too.
+    # bound to each period key held (the key store's keys, named "period <id>") is tried too. (Every key bound
+    # to every other would be the square of the keys: minutes on an end-to-end gathering.)
     server_keys = dict(raw_keys)
-    for a, key_a in raw_keys.items():
-        for b, key_b in raw_keys.items():
-            if a != b:
-                server_keys[f"{a} bound to {b}"] = crypto.bound_to_period(key_a, key_b)
+    for period, period_key in raw_keys.items():
+        if period.startswith("period "):
+            for name, key in raw_keys.items():
+                if name != period:
+                    server_keys[f"{name} bound to {period}"] = crypto.bound_to_period(key, period_key)
     for record in records:
         for purpose in ("document", "details"):
             sealed = _sealed(record, purpose)
