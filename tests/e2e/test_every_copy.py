@@ -215,7 +215,8 @@ async def _databases(db) -> dict[str, list[dict]]:
 
 
 async def _queues() -> dict[str, list[dict]]:
-    """Every message of every queue of the vhost, by queue, body and headers; each is handed back (not acked)."""
+    """Every message of every queue of this test's deployment (its exchange's queues: the vhost holds other
+    tests' deployments too), by queue, body and headers; each is handed back (not acked)."""
     names = subprocess.run(
         [RABBITMQCTL or "rabbitmqctl", "list_queues", "-q", "--no-table-headers", "-p", VHOST, "name"],
         capture_output=True,
@@ -223,6 +224,7 @@ async def _queues() -> dict[str, list[dict]]:
         timeout=120,
         check=True,
     ).stdout.split()
+    names = [name for name in names if name.startswith(f"{EXCHANGE}.")]
     places: dict[str, list[dict]] = {}
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
