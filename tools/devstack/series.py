@@ -65,6 +65,8 @@ def record(series: list[dict[str, str]]) -> dict[str, dict]:
         name = labels["__name__"]
         if name.startswith(("ALERTS", "scrape_")) or ":" in name:
             continue  # Prometheus' own: alert states, scrape statistics, recording rules' results
+        if name.startswith("erlang_vm_dist_"):
+            continue  # the broker's distribution links: there only while a CLI tool (rabbitmqctl) is connected
         kept = normalized(labels)
         if kept is None:
             continue
