@@ -35,17 +35,21 @@ KEY_STORE_CALLERS = ("issuer", "access-portal")
 # Linux): a port the kernel hands out there may be taken by an outgoing connection before the server binds it
 # (a test PostgreSQL failed to start so, on two loaded cores with many connections opening).
 SERVER_PORTS = range(20000, 32000)
+_given: set[int] = set()  # handed out by this process: a stack picks all its ports before any server binds
 
 
 def free_port() -> int:
     for _ in range(500):
         port = random.choice(SERVER_PORTS)  # noqa: S311 - a port, not a secret
+        if port in _given:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _given.add(port)
+        return port
     raise RuntimeError(f"no free port in {SERVER_PORTS.start}-{SERVER_PORTS.stop - 1}")
 
 
