@@ -13,7 +13,7 @@ import pytest
 
 from access_portal.i18n import gettext
 from shared.contracts import SmsFailedV1
-from tests.browser.test_portal_browser import localhost, watched
+from tests.browser.test_portal_browser import localhost, to_code_page, watched
 from tests.e2e.test_portal_helpers import letter, publish_as_service, random_mobile, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -93,12 +93,8 @@ async def test_send_a_new_code_too_early_keeps_the_code_field_and_the_code_sent_
     mail = await letter(chain, language="de")
     w = await watched(browser)
     page = w.page
-    page_url = localhost(mail.link).split("#")[0]
     try:
-        await page.goto(localhost(mail.link))
-        await page.fill("#phone", mail.national)
-        await page.press("#phone", "Enter")
-        await page.wait_for_url(f"{page_url}/code")
+        await to_code_page(page, mail.link, mail.national)
         code = await mail.code()
         await page.get_by_role("button", name=gettext("de", "Send a new code")).click()
         await page.wait_for_selector("[data-state=too_early]")
@@ -121,10 +117,7 @@ async def test_the_code_of_the_first_sms_still_opens_after_asking_for_a_new_one(
     page = w.page
     page_url = localhost(mail.link).split("#")[0]
     try:
-        await page.goto(localhost(mail.link))
-        await page.fill("#phone", mail.national)
-        await page.press("#phone", "Enter")
-        await page.wait_for_url(f"{page_url}/code")
+        await to_code_page(page, mail.link, mail.national)
         first = await mail.code()
         await mail.travel(31)
         await page.get_by_role("button", name=gettext("it", "Send a new code")).click()
@@ -147,10 +140,7 @@ async def test_an_sms_failure_appears_on_the_open_code_page_with_what_to_do(chai
     page = w.page
     page_url = localhost(mail.link).split("#")[0]
     try:
-        await page.goto(localhost(mail.link))
-        await page.fill("#phone", mail.national)
-        await page.press("#phone", "Enter")
-        await page.wait_for_url(f"{page_url}/code")
+        await to_code_page(page, mail.link, mail.national)
         await page.evaluate("window.__samePage = true")  # gone if the page reloads
         await mail.sms()
         assert not await page.locator("#sms-failed-now").is_visible()

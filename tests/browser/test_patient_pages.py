@@ -13,7 +13,7 @@ import pytest
 from access_portal.i18n import gettext
 from shared.contracts import PostalProgressV1
 from shared.i18n import format_appointment, format_long_date
-from tests.browser.test_portal_browser import localhost, watched
+from tests.browser.test_portal_browser import localhost, to_code_page, watched
 from tests.e2e.test_portal_helpers import Letter, letter, publish_as_service, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -22,11 +22,7 @@ LANGUAGES = ("fr", "de", "it", "en")
 
 async def log_in(page, mail: Letter) -> str:
     """From the e-mailed link to the appointment on the document page; returns the page's address."""
-    page_url = localhost(mail.link).split("#", 1)[0]
-    await page.goto(localhost(mail.link))
-    await page.fill("#phone", mail.national)
-    await page.press("#phone", "Enter")
-    await page.wait_for_url(f"{page_url}/code")
+    page_url = await to_code_page(page, mail.link, mail.national)
     await page.fill("#code", await mail.code())
     await page.press("#code", "Enter")
     await page.wait_for_selector("#appointment-title")  # the appointment, opened with the tab's secret
@@ -104,10 +100,7 @@ async def test_back_and_help_never_post_a_form_again_and_the_guide_leads_back(ch
     posted = posts_a_page(page)
     page_url = localhost(mail.link).split("#", 1)[0]
     try:
-        await page.goto(localhost(mail.link))
-        await page.fill("#phone", mail.national)
-        await page.press("#phone", "Enter")
-        await page.wait_for_url(f"{page_url}/code")
+        await to_code_page(page, mail.link, mail.national)
         code = await mail.code()
         await page.fill("#code", f"{(int(code) + 1) % 10**6:06d}")  # a wrong code: the form answers with an error
         await page.press("#code", "Enter")

@@ -57,6 +57,16 @@ def localhost(link: str) -> str:
     return link.replace("://127.0.0.1:", "://localhost:")
 
 
+async def to_code_page(page, link: str, national: str) -> str:
+    """From the e-mailed link, the number typed and sent, to the code page; returns the page's address."""
+    page_url = localhost(link).split("#", 1)[0]
+    await page.goto(localhost(link))
+    await page.fill("#phone", national)
+    await page.press("#phone", "Enter")
+    await page.wait_for_url(f"{page_url}/code")
+    return page_url
+
+
 async def test_a_patient_goes_from_the_emailed_link_to_the_identical_pdf_in_chromium(chain, browser):
     mail = await letter(chain)
     pdf_sent = base64.b64decode(mail.event["data"]["document_pdf_base64"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.test_patient_pages import back_after_help
-from tests.browser.test_portal_browser import localhost, watched
+from tests.browser.test_portal_browser import localhost, to_code_page, watched
 from tests.e2e.conftest import random_mobile
 from tests.e2e.test_portal_helpers import Letter, letter, neighbour
 
@@ -36,10 +36,7 @@ def page_posts(page) -> list[str]:
 
 
 async def ask_for_code(page, mail: Letter, page_url: str) -> str:
-    await page.goto(localhost(mail.link))
-    await page.fill("#phone", mail.national)
-    await page.press("#phone", "Enter")
-    await page.wait_for_url(f"{page_url}/code")
+    await to_code_page(page, mail.link, mail.national)
     return await mail.code()
 
 
