@@ -74,6 +74,17 @@ SCHEMAS = (
 )  # and the access and staff audits
 
 
+def inbox_stack(devinbox, **settings) -> Stack:
+    """A stack whose SMTP relay and SMS provider are the development inbox's; ``settings``: the rest of Stack's."""
+    return Stack(
+        smtp_port=devinbox.smtp_port,
+        sms_provider_url=devinbox.twilio_base_url,
+        sms_account_sid=devinbox.account_sid,
+        sms_auth_token=devinbox.auth_token,
+        **settings,
+    )
+
+
 @pytest.fixture(scope="session")
 def postgres() -> str:
     """The tests' PostgreSQL, running; its superuser DSN. The tiers that need it use it as an autouse fixture."""
@@ -193,13 +204,10 @@ def stack(
     rabbitmq, test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dkim_key, sandbox_inbox, hospital
 ):
     sandbox_port = free_port()
-    s = Stack(
+    s = inbox_stack(
+        devinbox,
         database=test_database,
         exchange=exchange_name,
-        smtp_port=devinbox.smtp_port,
-        sms_provider_url=devinbox.twilio_base_url,
-        sms_account_sid=devinbox.account_sid,
-        sms_auth_token=devinbox.auth_token,
         log_dir=tmp_path_factory.mktemp("logs"),
         amqp_url=rabbitmq,
         # A shutdown budget of seconds: a test that stops a service stuck on purpose waits that long at most.

@@ -20,9 +20,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from devstack.stack import ROOT, Stack
+from devstack.stack import ROOT
 from shared.contracts import SmsFailedV1
-from tests.conftest import ADMIN_DSN, AMQP_URL, TEST_DB
+from tests.conftest import ADMIN_DSN, AMQP_URL, TEST_DB, inbox_stack
 from tests.e2e.conftest import Chain, random_email
 from tests.e2e.test_portal_helpers import Letter, letter, publish_as_service, state_of, wait_for
 
@@ -91,13 +91,10 @@ class Expired:
 async def expired(devinbox, devoidc, exchange_name, tmp_path_factory) -> Expired:
     database = f"{TEST_DB}_short"
     subprocess.run([str(ROOT / "scripts/db-setup.sh"), database], check=True, capture_output=True)
-    stack = Stack(
+    stack = inbox_stack(
+        devinbox,
         database=database,
         exchange=f"{exchange_name}-short",
-        smtp_port=devinbox.smtp_port,
-        sms_provider_url=devinbox.twilio_base_url,
-        sms_account_sid=devinbox.account_sid,
-        sms_auth_token=devinbox.auth_token,
         log_dir=tmp_path_factory.mktemp("logs-short"),
         amqp_url=AMQP_URL,
         oidc_issuer=devoidc.issuer,

@@ -29,9 +29,10 @@ from devstack.stack import Stack
 from hospital_gateway.settings import GatewaySettings
 from issuer.settings import IssuerSettings
 from mailer.settings import MailerSettings
-from shared.settings import _decode_key, dev_key
+from shared.keystore import KeyStore
+from shared.settings import DEV_KEY_STORE_TOKENS, _decode_key, dev_key
 from sms_gateway.settings import SmsSettings
-from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST
+from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST, inbox_stack
 from tests.opener import Opened, open_letters
 from tests.patient import find_link
 
@@ -78,13 +79,10 @@ PRINT_ROOM = {"print room's private key": _decode_key(dev_key("print-room"))}  #
 
 async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_database, devinbox, devoidc, tmp_path):
     database, db = own_database
-    stack = Stack(
+    stack = inbox_stack(
+        devinbox,
         database=database,
         exchange=EXCHANGE,
-        smtp_port=devinbox.smtp_port,
-        sms_provider_url=devinbox.twilio_base_url,
-        sms_account_sid=devinbox.account_sid,
-        sms_auth_token=devinbox.auth_token,
         log_dir=tmp_path,
         amqp_url=AMQP_URL,
         # The other retry delays as the session's stack has them: the queues' names are those Prometheus knows.
@@ -183,9 +181,6 @@ def _opened(found: list[Opened], message_ids: set[str], *, in_clear: bool = Fals
 
 async def _period_keys(stack: Stack, gathered: list) -> dict[str, bytes]:
     """The key store's key of every period a gathered letter names in its key id (``k1.w2026-51``)."""
-    from shared.keystore import KeyStore
-    from shared.settings import DEV_KEY_STORE_TOKENS
-
     found = set(re.findall(r"\bk\d+\.(w\d{4}-\d{2})\b", json.dumps(gathered, default=str)))
     assert found, "no letter names its period"
     store = KeyStore(stack.url("key-store"), DEV_KEY_STORE_TOKENS[0])

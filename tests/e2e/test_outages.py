@@ -21,8 +21,7 @@ import httpx
 import pytest
 
 from devstack.sample import publish
-from devstack.stack import Stack
-from tests.conftest import AMQP_URL, DB_PORT
+from tests.conftest import AMQP_URL, DB_PORT, inbox_stack
 from tests.e2e.conftest import random_email
 from tests.e2e.proxy import TcpProxy
 
@@ -48,13 +47,10 @@ async def _depth(channel, queue: str) -> int:
 async def test_postgres_cut_longer_than_the_delivery_limit_loses_no_letter(chain, own_database, devinbox, tmp_path):
     test_database, _ = own_database
     with TcpProxy(DB_PORT) as proxy:
-        stack = Stack(
+        stack = inbox_stack(
+            devinbox,
             database=test_database,
             exchange=EXCHANGE,
-            smtp_port=devinbox.smtp_port,
-            sms_provider_url=devinbox.twilio_base_url,
-            sms_account_sid=devinbox.account_sid,
-            sms_auth_token=devinbox.auth_token,
             log_dir=tmp_path,
             amqp_url=AMQP_URL,
             extra_env={
@@ -91,13 +87,10 @@ async def test_postgres_cut_longer_than_the_delivery_limit_loses_no_letter(chain
 async def test_broker_cut_while_letters_flow_sends_each_letter_once(chain, own_database, devinbox, tmp_path):
     test_database, db = own_database
     with TcpProxy(urlsplit(AMQP_URL).port or 5672) as proxy:
-        stack = Stack(
+        stack = inbox_stack(
+            devinbox,
             database=test_database,
             exchange=BROKER_EXCHANGE,
-            smtp_port=devinbox.smtp_port,
-            sms_provider_url=devinbox.twilio_base_url,
-            sms_account_sid=devinbox.account_sid,
-            sms_auth_token=devinbox.auth_token,
             log_dir=tmp_path,
             amqp_url=proxied(AMQP_URL, proxy.port),
             extra_env={"*": {"MAILER_RETRY_DELAYS": "1,2,3", "LOG_LEVEL": "INFO"}},

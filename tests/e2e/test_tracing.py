@@ -15,8 +15,7 @@ import aio_pika
 import pytest
 
 from devstack.otlp import OtlpReceiver
-from devstack.stack import Stack
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, inbox_stack
 from tests.e2e.conftest import code_of
 from tests.patient import PatientClient, find_link
 
@@ -57,13 +56,10 @@ async def test_one_letter_is_one_trace_from_convocation_created_to_document_rele
 ):
     database, db = own_database
     with OtlpReceiver() as otlp:
-        stack = Stack(
+        stack = inbox_stack(
+            devinbox,
             database=database,
             exchange=EXCHANGE,
-            smtp_port=devinbox.smtp_port,
-            sms_provider_url=devinbox.twilio_base_url,
-            sms_account_sid=devinbox.account_sid,
-            sms_auth_token=devinbox.auth_token,
             log_dir=tmp_path,
             amqp_url=AMQP_URL,
             extra_env={
