@@ -182,10 +182,15 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session", autouse=True)
 def prometheus(request, tmp_path_factory):
     """Debian's Prometheus and blackbox exporter scraping the session's services, readiness and broker from
-    the first end-to-end test on, with the shipped rules on a test's time scale (tests/e2e/prometheus.py)."""
+    the first end-to-end test on, with the shipped rules on a test's time scale (tests/e2e/prometheus.py).
+    Only in a session that runs the Prometheus checks (test_prometheus.py): scraping every service each
+    second costs the other sessions CPU for nothing (None there)."""
     from tests.conftest import BROKER
     from tests.e2e.prometheus import Prometheus
 
+    if not any(item.path.name == "test_prometheus.py" for item in request.session.items):
+        yield None
+        return
     stack = request.getfixturevalue("stack")
     watcher = Prometheus(
         tmp_path_factory.mktemp("prometheus"),
