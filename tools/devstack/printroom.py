@@ -67,12 +67,24 @@ class DevPrintRoom:
         self._thread = threading.Thread(target=self._loop.run_forever, name="dev-print-room", daemon=True)
         self._stopped: asyncio.Event | None = None
         self.paused = threading.Event()  # set: the staff are away and nobody reads the queues (tests set it)
+        self._reading = threading.Event()  # set once the queues are found
         self._task: concurrent.futures.Future | None = None
 
-    def start(self) -> DevPrintRoom:
+    def start(self, timeout: float = 60) -> DevPrintRoom:
+        """Start reading, once the issuer has declared the print room's queues (it does as it starts: a
+        print room started beside it waits for them); fails if they do not appear within ``timeout``."""
         self._thread.start()
-        self._task = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+        self._task = asyncio.run_coroutine_threadsafe(self._run(timeout), self._loop)
+        while not self._reading.wait(0.1):
+            if self._task.done():
+                self._task.result()  # the print room's own error (no queue after ``timeout``, no broker)
+                raise RuntimeError("the development print room ended before it read its queues")
         return self
+
+    @property
+    def reading(self) -> bool:
+        """True while it reads its queues."""
+        return self._reading.is_set() and self._task is not None and not self._task.done()
 
     def stop(self) -> None:
         if self._stopped is not None:
@@ -102,17 +114,25 @@ class DevPrintRoom:
 
     # --- the bus ---------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, timeout: float) -> None:
         self._stopped = asyncio.Event()
         connection = await aio_pika.connect_robust(self.amqp_url)
         async with connection:
-            channel = await connection.channel()
-            queues = [
-                await channel.get_queue(
-                    topology.queue_name(self.exchange, topology.PRINT_ROOM, event.routing_key()), ensure=True
-                )  # the issuer declared them
-                for event in (PostalRequestedV1, PostalCancelledV1)
-            ]
+            queues, deadline = None, self._loop.time() + timeout
+            while queues is None:
+                channel = await connection.channel()
+                try:  # the issuer declares them: a missing queue closes the channel, and we look again
+                    queues = [
+                        await channel.get_queue(
+                            topology.queue_name(self.exchange, topology.PRINT_ROOM, event.routing_key()), ensure=True
+                        )
+                        for event in (PostalRequestedV1, PostalCancelledV1)
+                    ]
+                except aio_pika.exceptions.ChannelClosed:
+                    if self._loop.time() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            self._reading.set()
             next_run = self._loop.time() + (self.every or 0)
             while not self._stopped.is_set():
                 got = False

@@ -1,0 +1,45 @@
+"""The development print room on the real broker: it reads the queues the issuer declares, even when it
+starts before the issuer has declared them (a whole e2e session once read nothing: its print room started
+a moment too early, its reading task ended on the missing queue and nobody heard of it)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import aio_pika
+import pytest
+
+from devstack.printroom import DevPrintRoom
+from shared import topology
+from shared.contracts import PostalCancelledV1, PostalRequestedV1
+from tests.conftest import AMQP_URL
+
+
+async def declare_print_room_queues(exchange: str, after: float) -> None:
+    await asyncio.sleep(after)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for event in (PostalRequestedV1, PostalCancelledV1):
+            await channel.declare_queue(
+                topology.queue_name(exchange, topology.PRINT_ROOM, event.routing_key()), durable=True
+            )
+
+
+def test_a_print_room_started_before_the_issuer_waits_for_its_queues_and_reads_them():
+    exchange = f"print-room-{uuid.uuid4().hex[:8]}"
+    issuer = threading.Thread(target=lambda: asyncio.run(declare_print_room_queues(exchange, after=1.5)))
+    issuer.start()
+    room = DevPrintRoom(AMQP_URL, exchange).start()  # returns only once it reads the queues
+    try:
+        issuer.join()
+        assert room.reading  # still reading, not ended on a missing queue
+    finally:
+        room.stop()
+
+
+def test_a_print_room_whose_queues_never_appear_says_so_at_start():
+    with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+        DevPrintRoom(AMQP_URL, f"nobody-{uuid.uuid4().hex[:8]}").start(timeout=1)
