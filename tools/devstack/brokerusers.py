@@ -20,7 +20,7 @@ from urllib.parse import quote
 from shared import topology
 
 
-def _password_hash(password: str) -> str:
+def password_hash(password: str) -> str:
     # RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password)), 4-byte salt.
     salt = os.urandom(4)
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
@@ -35,7 +35,7 @@ def definitions(vhost: str, exchange: str, passwords: dict[str, str], prefix: st
         users.append(
             {
                 "name": user,
-                "password_hash": _password_hash(passwords[party]),
+                "password_hash": password_hash(passwords[party]),
                 "hashing_algorithm": "rabbit_password_hashing_sha256",
                 "tags": [],
             }
