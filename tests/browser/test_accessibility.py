@@ -21,10 +21,9 @@ import asyncpg
 import pytest
 
 from devstack.stack import ROOT
-from shared.contracts import SmsFailedV1
 from tests.conftest import ADMIN_DSN, AMQP_URL, TEST_DB, inbox_stack
 from tests.e2e.conftest import Chain, random_email
-from tests.e2e.test_portal_helpers import Letter, letter, publish_as_service, state_of, wait_for
+from tests.e2e.test_portal_helpers import Letter, letter, state_of, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -262,20 +261,7 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await page.fill("#phone", failed.national)
         await page.press("#phone", "Enter")
         await failed.sms()
-        [challenge] = await failed.challenges()
-        await publish_as_service(
-            chain,
-            SmsFailedV1(
-                challenge_id=challenge["id"],
-                message_id=failed.message_id,
-                convocation_id=uuid.UUID(failed.convocation_id),
-                provider="twilio",
-                provider_code="30003",
-                reason="Unreachable destination handset",
-                failed_at=datetime.now(timezone.utc),
-            ),
-            producer="sms-gateway",
-        )
+        challenge = await failed.sms_failed()
         await wait_for(
             lambda: chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1", challenge["id"])
         )
@@ -288,20 +274,7 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await page.press("#phone", "Enter")
         await page.wait_for_url(localhost(live.link).split("#")[0] + "/code")
         await live.sms()
-        [challenge] = await live.challenges()
-        await publish_as_service(
-            chain,
-            SmsFailedV1(
-                challenge_id=challenge["id"],
-                message_id=live.message_id,
-                convocation_id=uuid.UUID(live.convocation_id),
-                provider="twilio",
-                provider_code="30003",
-                reason="Unreachable destination handset",
-                failed_at=datetime.now(timezone.utc),
-            ),
-            producer="sms-gateway",
-        )
+        await live.sms_failed()
         await page.wait_for_selector("#sms-failed-now", state="visible", timeout=15000)
         await at("sms failed, told on the open page", page)
 

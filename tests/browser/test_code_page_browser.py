@@ -6,15 +6,12 @@ left counts down and is announced only now and then."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import datetime, timezone
 
 import pytest
 
 from access_portal.i18n import gettext
-from shared.contracts import SmsFailedV1
 from tests.browser.test_portal_browser import localhost, to_code_page, watched
-from tests.e2e.test_portal_helpers import letter, publish_as_service, random_mobile, wait_for
+from tests.e2e.test_portal_helpers import letter, random_mobile, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -144,20 +141,7 @@ async def test_an_sms_failure_appears_on_the_open_code_page_with_what_to_do(chai
         await page.evaluate("window.__samePage = true")  # gone if the page reloads
         await mail.sms()
         assert not await page.locator("#sms-failed-now").is_visible()
-        [challenge] = await mail.challenges()
-        await publish_as_service(
-            chain,
-            SmsFailedV1(
-                challenge_id=challenge["id"],
-                message_id=mail.message_id,
-                convocation_id=uuid.UUID(mail.convocation_id),
-                provider="twilio",
-                provider_code="30003",
-                reason="Unreachable destination handset",
-                failed_at=datetime.now(timezone.utc),
-            ),
-            producer="sms-gateway",
-        )
+        await mail.sms_failed()
         panel = page.locator("#sms-failed-now")
         await panel.wait_for(state="visible", timeout=15000)
         assert await page.evaluate("window.__samePage") is True

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from shared.contracts import SmsFailedV1
-from tests.e2e.test_portal_helpers import letter, neighbour, publish_as_service, state_of, wait_for
+from tests.e2e.test_portal_helpers import letter, neighbour, state_of, wait_for
 
 pytestmark = pytest.mark.e2e
 GENEVA = ZoneInfo("Europe/Zurich")
@@ -149,20 +147,7 @@ async def test_the_code_page_can_learn_that_the_sms_failed_without_a_reload(chai
     assert status.headers["content-type"] == "application/json" and "no-store" in status.headers["cache-control"]
     assert status.json()["sms"] in ("waiting", "sent")
     rows = len(await mail.audit())
-    [challenge] = await mail.challenges()
-    await publish_as_service(
-        chain,
-        SmsFailedV1(
-            challenge_id=challenge["id"],
-            message_id=mail.message_id,
-            convocation_id=uuid.UUID(mail.convocation_id),
-            provider="twilio",
-            provider_code="30003",
-            reason="Unreachable destination handset",
-            failed_at=datetime.now(timezone.utc),
-        ),
-        producer="sms-gateway",
-    )
+    await mail.sms_failed()
 
     async def failed():
         return mail.patient.get(f"{mail.path}/code/status").json() == {"sms": "failed"}

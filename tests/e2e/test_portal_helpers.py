@@ -11,14 +11,14 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import aio_pika
 
 from access_portal.settings import PortalSettings
 from shared import crypto
-from shared.contracts import envelope
+from shared.contracts import SmsFailedV1, envelope
 from tests.conftest import AMQP_URL
 from tests.e2e.conftest import Chain, code_of, random_email, random_mobile
 from tests.patient import PatientClient, csrf_of, find_link
@@ -103,6 +103,25 @@ class Letter:
         return await self.chain.db.fetch(
             "select * from access_portal.challenge where message_id = $1 order by created_at", self.message_id
         )
+
+    async def sms_failed(self):
+        """The provider could not deliver the code's SMS: sms.failed for this letter's one challenge, as the
+        SMS gateway publishes it. Returns that challenge's row."""
+        [challenge] = await self.challenges()
+        await publish_as_service(
+            self.chain,
+            SmsFailedV1(
+                challenge_id=challenge["id"],
+                message_id=self.message_id,
+                convocation_id=uuid.UUID(self.convocation_id),
+                provider="twilio",
+                provider_code="30003",
+                reason="Unreachable destination handset",
+                failed_at=datetime.now(timezone.utc),
+            ),
+            producer="sms-gateway",
+        )
+        return challenge
 
     async def message_row(self):
         return await self.chain.db.fetchrow(

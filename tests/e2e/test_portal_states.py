@@ -9,9 +9,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.contracts import SmsFailedV1
 from tests.e2e.conftest import random_email
-from tests.e2e.test_portal_helpers import letter, neighbour, publish_as_service, state_of, wait_for
+from tests.e2e.test_portal_helpers import letter, neighbour, state_of, wait_for
 from tests.patient import PatientClient
 
 pytestmark = pytest.mark.e2e
@@ -106,20 +105,7 @@ async def test_an_sms_the_provider_could_not_deliver_gets_its_own_page(chain):
     mail = await letter(chain)
     assert mail.patient.request_code(mail.national).status_code == 303
     await mail.sms()
-    [challenge] = await mail.challenges()
-    await publish_as_service(
-        chain,
-        SmsFailedV1(
-            challenge_id=challenge["id"],
-            message_id=mail.message_id,
-            convocation_id=uuid.UUID(mail.convocation_id),
-            provider="twilio",
-            provider_code="30003",
-            reason="Unreachable destination handset",
-            failed_at=datetime.now(timezone.utc),
-        ),
-        producer="sms-gateway",
-    )
+    challenge = await mail.sms_failed()
     await wait_for(
         lambda: chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1", challenge["id"])
     )
