@@ -16,8 +16,10 @@ from datetime import datetime, timezone
 
 import asyncpg
 
-from shared.contracts import Envelope, PatientErasureConfirmedV1, envelope
+from shared.consumer import Delivery
+from shared.contracts import Envelope, PatientErasedV1, PatientErasureConfirmedV1, envelope
 from shared.logs import get_logger
+from shared.outbox import add_event
 
 log = get_logger(__name__)
 
@@ -67,4 +69,18 @@ def confirmation(
         producer=service,
         correlation_id=erasure_id,
         causation_id=causation_id,
+    )
+
+
+async def confirm_erased(conn: asyncpg.Connection, service: str, d: Delivery[PatientErasedV1], rows: int) -> None:
+    """A service that erased its rows on patient.erased says so, in the same transaction (its outbox)."""
+    await add_event(
+        conn,
+        confirmation(
+            service,
+            d.data.erasure_id,
+            convocations=len(d.data.convocation_ids),
+            rows=rows,
+            causation_id=d.envelope.event_id,
+        ),
     )

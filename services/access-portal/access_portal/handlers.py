@@ -39,16 +39,7 @@ class PortalHandlers:
         their access audit is made anonymous, and the portal says so."""
         e = d.data
         rows = await store.erase(conn, e.convocation_ids, e.patient_refs)
-        await add_event(
-            conn,
-            erasure.confirmation(
-                "access-portal",
-                e.erasure_id,
-                convocations=len(e.convocation_ids),
-                rows=rows,
-                causation_id=d.envelope.event_id,
-            ),
-        )
+        await erasure.confirm_erased(conn, "access-portal", d, rows)
 
     async def on_message_sealed(self, conn: asyncpg.Connection, d: Delivery[MessageSealedV2]) -> None:
         m = d.data

@@ -164,14 +164,8 @@ class MailerHandlers:
 
     async def on_patient_erased(self, conn: asyncpg.Connection, d: Delivery[PatientErasedV1]) -> None:
         """The patient asked for their data to be erased: their e-mails go, and the mailer says so."""
-        e = d.data
-        rows = await store.erase(conn, e.convocation_ids)
-        await add_event(
-            conn,
-            erasure.confirmation(
-                PRODUCER, e.erasure_id, convocations=len(e.convocation_ids), rows=rows, causation_id=d.envelope.event_id
-            ),
-        )
+        rows = await store.erase(conn, d.data.convocation_ids)
+        await erasure.confirm_erased(conn, PRODUCER, d, rows)
 
     async def on_reminder_requested(self, conn: asyncpg.Connection, d: Delivery[ReminderRequestedV1]) -> None:
         await self._notice(conn, d, "reminder")

@@ -17,7 +17,6 @@ from shared.consumer import Delivery, Rejected
 from shared.contracts import OtpRequestedV1, PatientErasedV1
 from shared.logs import get_logger
 from shared.metrics import CODE_HANDOFF, on_commit, reached
-from shared.outbox import add_event
 from shared.retry import RetryPolicy, schedule_retry
 from sms_gateway import rules, store
 from sms_gateway.events import CodeSms, add_sms_failed, add_sms_sent
@@ -63,18 +62,8 @@ class SmsHandlers:
 
     async def on_patient_erased(self, conn: asyncpg.Connection, d: Delivery[PatientErasedV1]) -> None:
         """The patient asked for their data to be erased: their SMS go, and the gateway says so."""
-        e = d.data
-        rows = await store.erase(conn, e.convocation_ids)
-        await add_event(
-            conn,
-            erasure.confirmation(
-                "sms-gateway",
-                e.erasure_id,
-                convocations=len(e.convocation_ids),
-                rows=rows,
-                causation_id=d.envelope.event_id,
-            ),
-        )
+        rows = await store.erase(conn, d.data.convocation_ids)
+        await erasure.confirm_erased(conn, "sms-gateway", d, rows)
 
     async def on_otp_requested(self, conn: asyncpg.Connection, d: Delivery[OtpRequestedV1]) -> None:
         o = d.data
