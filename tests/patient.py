@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from devstack.stack import tls_context
 from shared import crypto
 
 LINK_RE = re.compile(r"https?://\S+/m/[0-9a-f-]{36}#[A-Za-z0-9_-]+")
@@ -32,7 +33,7 @@ class PatientClient:
     would not send back over the tests' plain-HTTP loopback."""
 
     link: str
-    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10, verify=tls_context()))
     cookies: dict[str, str] = field(default_factory=dict)
 
     @property

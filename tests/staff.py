@@ -10,6 +10,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from devstack.stack import tls_context
+
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 
@@ -20,7 +22,7 @@ class StaffClient:
     def __init__(self, base_url: str, verify: ssl.SSLContext | bool = True) -> None:
         self.base = base_url.rstrip("/")
         self.cookies: dict[str, dict[str, str]] = {}  # host: {name: value}
-        self.http = httpx.Client(timeout=10, verify=verify, follow_redirects=False)
+        self.http = httpx.Client(timeout=10, verify=tls_context() if verify is True else verify, follow_redirects=False)
 
     def _cookie_header(self, url: str) -> dict[str, str]:
         jar = self.cookies.get(urlsplit(url).netloc, {})

@@ -18,12 +18,12 @@ import subprocess
 from array import array
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image, ImageChops
 
 from access_portal.guide_script import SCRIPT, narration
 from devstack.guide import FPS, HEIGHT, OUT, WIDTH, capture, code_minutes
+from devstack.stack import http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 LANGUAGES = ("fr", "de", "it", "en")
@@ -137,7 +137,7 @@ def test_the_captions_are_the_spoken_script_paced_for_reading(lang):
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_the_guide_page_offers_both_videos_captions_and_the_transcript(stack, lang):
     base = stack.url("access-portal")
-    page = httpx.get(f"{base}/guide?lang={lang}").text
+    page = http("GET", f"{base}/guide?lang={lang}").text
     assert re.search(r"<video controls[^>]*>", page)
     sources = re.findall(r'<source src="([^"]+)" type="([^"]+)">', page)
     assert sources == [
@@ -147,7 +147,7 @@ def test_the_guide_page_offers_both_videos_captions_and_the_transcript(stack, la
     assert re.search(rf'<track kind="captions" src="/static/guide/guide-{lang}.vtt" srclang="{lang}"', page)
     assert f'href="/static/guide/guide-{lang}.txt"' in page
     for ext, media in (("webm", "video/webm"), ("mp4", "video/mp4"), ("vtt", "text/vtt"), ("txt", "text/plain")):
-        served = httpx.get(f"{base}/static/guide/guide-{lang}.{ext}")
+        served = http("GET", f"{base}/static/guide/guide-{lang}.{ext}")
         assert served.status_code == 200 and served.headers["content-type"].startswith(media)
         assert served.content == (OUT / f"guide-{lang}.{ext}").read_bytes()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from devstack.stack import free_port
+from devstack.stack import free_port, http
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_FILES = (ROOT / "deploy/prometheus/alerts.yml", ROOT / "deploy/prometheus/slo.yml")
@@ -117,7 +117,7 @@ class Prometheus:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                if http("GET", f"{self.url}/-/ready", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -147,11 +147,11 @@ class Prometheus:
             )
         )
         if reload:
-            answer = httpx.post(f"{self.url}/-/reload", timeout=10)
+            answer = http("POST", f"{self.url}/-/reload", timeout=10)
             assert answer.status_code == 200, answer.text
 
     def query(self, promql: str) -> list[dict]:
-        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10).json()
+        answer = http("GET", f"{self.url}/api/v1/query", params={"query": promql}, timeout=10).json()
         assert answer["status"] == "success", answer
         return answer["data"]["result"]
 
@@ -161,14 +161,14 @@ class Prometheus:
 
     def series(self, selector: str) -> list[dict[str, str]]:
         """Every label set matching ``selector`` scraped or recorded since this Prometheus started."""
-        answer = httpx.get(
-            f"{self.url}/api/v1/series", params={"match[]": selector, "start": self.started}, timeout=30
+        answer = http(
+            "GET", f"{self.url}/api/v1/series", params={"match[]": selector, "start": self.started}, timeout=30
         ).json()
         assert answer["status"] == "success", answer
         return answer["data"]
 
     def firing(self) -> list[dict]:
-        alerts = httpx.get(f"{self.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        alerts = http("GET", f"{self.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
         return [a for a in alerts if a["state"] == "firing"]
 
 

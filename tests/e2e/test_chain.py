@@ -9,6 +9,7 @@ import re
 
 import httpx
 
+from devstack.stack import http
 from shared import crypto
 from tests.e2e.conftest import code_of, random_mobile
 from tests.patient import PatientClient, find_link
@@ -97,7 +98,7 @@ async def test_a_malformed_event_is_dead_lettered_with_its_reason_and_the_next_o
     assert "data.appointment" in detail and "data.patient.mobile" in detail
     assert json.loads(invalid.body) == bad  # the message is kept untouched for replay
     assert by_id["not-json-1"].headers["x-rejected-reason"] == "malformed-json"
-    metrics = httpx.get(chain.stack.url("issuer") + "/metrics").text  # what the SRE's alert reads
+    metrics = http("GET", chain.stack.url("issuer") + "/metrics").text  # what the SRE's alert reads
     for reason in ("invalid-event", "malformed-json"):
         assert f'convocations_dead_lettered_total{{queue="{queue}",reason="{reason}",service="issuer"}}' in metrics
 

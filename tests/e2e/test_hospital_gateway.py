@@ -10,10 +10,10 @@ import base64
 import json
 import uuid
 
-import httpx
 import pytest
 
 from devstack.sample import sample_pdf
+from devstack.stack import http
 from hospital_gateway.booking import convocation_id
 from tests.e2e.conftest import code_of, random_email, random_mobile
 from tests.e2e.test_portal_helpers import state_of, wait_for
@@ -106,14 +106,15 @@ async def test_a_fhir_appointment_with_a_token_reaches_the_patient_cancelled_rev
     resource = appointment(ident=ident, email=email, mobile=national)
     url = f"{chain.stack.url('hospital-gateway')}/fhir/Appointment"
     # No token, or a token for another audience (the secretariat's API): 401 with an OperationOutcome.
-    assert httpx.post(url, json=resource, timeout=10).status_code == 401
-    other = httpx.post(
+    assert http("POST", url, json=resource, timeout=10).status_code == 401
+    other = http(
+        "POST",
         f"{devoidc.issuer}/token",
         data={"grant_type": "client_credentials"},
         auth=("his-cardiology", "dev-his-cardiology-secret"),
         timeout=10,
     ).json()["access_token"]
-    refused = httpx.post(url, json=resource, headers={"authorization": f"Bearer {other}"}, timeout=10)
+    refused = http("POST", url, json=resource, headers={"authorization": f"Bearer {other}"}, timeout=10)
     assert refused.status_code == 401 and refused.json()["resourceType"] == "OperationOutcome"
 
     request_id = str(uuid.uuid4())
@@ -195,7 +196,8 @@ async def test_a_batch_bundle_and_a_csv_list_give_one_letter_per_accepted_entry_
         csv = csv.replace(old, new)
     csv = csv.replace("CAB-0301", f"CAB-{uuid.uuid4().hex[:6]}")
     token = await hospital._token()
-    listed = httpx.post(
+    listed = http(
+        "POST",
         f"{chain.stack.url('hospital-gateway')}/csv",
         content=csv.encode(),
         timeout=30,
@@ -238,7 +240,7 @@ async def test_an_accepted_letter_the_issuer_refuses_is_dead_lettered_by_the_gat
         timeout=30,
     )
     assert letter["reason"] == "not-sealed" and str(event_id) in letter["detail"]
-    metrics = httpx.get(f"{chain.stack.url('hospital-gateway')}/metrics", timeout=10).text
+    metrics = http("GET", f"{chain.stack.url('hospital-gateway')}/metrics", timeout=10).text
     counted = [
         line
         for line in metrics.splitlines()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.stack import http
 from tests.e2e.conftest import code_of, random_mobile
 from tests.patient import PatientClient, find_link
 
@@ -19,7 +19,7 @@ def scrape(stack) -> dict[tuple[str, frozenset], float]:
     """Every sample of the chain's services' /metrics, keyed by (name, labels) with the service added."""
     samples: dict[tuple[str, frozenset], float] = {}
     for service in SERVICES:
-        text = httpx.get(stack.url(service) + "/metrics", timeout=5).text
+        text = http("GET", stack.url(service) + "/metrics", timeout=5).text
         for family in text_string_to_metric_families(text):
             for s in family.samples:
                 key = (s.name, frozenset({**s.labels, "service": service}.items()))
@@ -118,7 +118,7 @@ async def test_portal_requests_are_measured_by_route_template_without_the_messag
     patient = PatientClient(link)
     before = scrape(chain.stack)
     assert patient.open_link().status_code == 200
-    assert httpx.get(chain.stack.url("access-portal") + "/no/such/page", timeout=5).status_code == 404
+    assert http("GET", chain.stack.url("access-portal") + "/no/such/page", timeout=5).status_code == 404
     after = scrape(chain.stack)
 
     def moved(name, **labels):
@@ -130,7 +130,7 @@ async def test_portal_requests_are_measured_by_route_template_without_the_messag
     assert moved("http_request_duration_seconds_count", handler="/m/{raw_id}", method="GET") == 1
     assert moved("http_request_duration_seconds_bucket", handler="/m/{raw_id}", method="GET", le="0.3") <= 1
     assert moved("http_requests_total", handler="none", status="4xx") == 1  # unknown paths share one series
-    text = httpx.get(chain.stack.url("access-portal") + "/metrics", timeout=5).text
+    text = http("GET", chain.stack.url("access-portal") + "/metrics", timeout=5).text
     assert message_id not in text and "/no/such/page" not in text
     assert 'handler="/metrics"' not in text  # scrapes and probes are not patients' requests
 

@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import aio_pika
-import httpx
 import pytest
 
 from devstack.sample import publish
+from devstack.stack import http
 from tests.conftest import AMQP_URL, DB_PORT, inbox_stack
 from tests.e2e.conftest import random_email
 from tests.e2e.proxy import TcpProxy
@@ -109,7 +109,7 @@ async def test_broker_cut_while_letters_flow_sends_each_letter_once(chain, own_d
                 await publish(AMQP_URL, BROKER_EXCHANGE, event)
             await asyncio.sleep(BROKER_CUT_SECONDS / 2)
             for name in ("issuer", "mailer"):
-                answer = httpx.get(f"{stack.url(name)}/readyz", timeout=10)
+                answer = http("GET", f"{stack.url(name)}/readyz", timeout=10)
                 assert answer.status_code == 503 and answer.json()["broker"] is False, (name, answer.text)
             await asyncio.sleep(BROKER_CUT_SECONDS / 2)
             proxy.restore()

@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from devstack.sample import publish, sample_pdf
-from devstack.stack import KEY_STORE, Stack
+from devstack.stack import KEY_STORE, Stack, http
 from key_store.store import KeyFiles
 from shared import crypto
 from shared.settings import DEV_KEY_NAMES, DEV_KEY_STORE_TOKENS, _decode_key, dev_key
@@ -113,8 +113,8 @@ def every_server_key() -> dict[str, bytes]:
 
 
 def period_key(stack: Stack, period_id: str) -> httpx.Response:
-    return httpx.get(
-        f"{stack.url(KEY_STORE)}/v1/periods/{period_id}", headers={"Authorization": f"Bearer {PORTAL_TOKEN}"}
+    return http(
+        "GET", f"{stack.url(KEY_STORE)}/v1/periods/{period_id}", headers={"Authorization": f"Bearer {PORTAL_TOKEN}"}
     )
 
 
@@ -207,22 +207,24 @@ async def test_nothing_creates_or_destroys_a_period_key_out_of_turn(keys_stack):
     store = stack.url(KEY_STORE)
     issuer, portal = ({"Authorization": f"Bearer {t}"} for t in (ISSUER_TOKEN, PORTAL_TOKEN))
     in_an_hour = {"expires_at": (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()}
-    assert httpx.post(f"{store}/v1/periods", json=in_an_hour).status_code == 401  # no caller
-    assert httpx.post(f"{store}/v1/periods", json=in_an_hour, headers={"Authorization": "Bearer x"}).status_code == 401
-    assert httpx.post(f"{store}/v1/periods", json=in_an_hour, headers=portal).status_code == 403  # reads only
-    made = httpx.post(f"{store}/v1/periods", json=in_an_hour, headers=issuer)
+    assert http("POST", f"{store}/v1/periods", json=in_an_hour).status_code == 401  # no caller
+    assert (
+        http("POST", f"{store}/v1/periods", json=in_an_hour, headers={"Authorization": "Bearer x"}).status_code == 401
+    )
+    assert http("POST", f"{store}/v1/periods", json=in_an_hour, headers=portal).status_code == 403  # reads only
+    made = http("POST", f"{store}/v1/periods", json=in_an_hour, headers=issuer)
     assert made.status_code == 200
     period_id = made.json()["period_id"]
-    assert httpx.get(f"{store}/v1/periods/{period_id}").status_code == 401
-    assert httpx.get(f"{store}/v1/periods/{period_id}", headers=portal).json()["key"] == made.json()["key"]
+    assert http("GET", f"{store}/v1/periods/{period_id}").status_code == 401
+    assert http("GET", f"{store}/v1/periods/{period_id}", headers=portal).json()["key"] == made.json()["key"]
     # A period that has ended takes no new letter: one sealed then could outlive its key.
     ended = {"expires_at": (datetime.now(timezone.utc) - timedelta(seconds=PERIOD_SECONDS)).isoformat()}
-    closed = httpx.post(f"{store}/v1/periods", json=ended, headers=issuer)
+    closed = http("POST", f"{store}/v1/periods", json=ended, headers=issuer)
     assert closed.status_code == 409 and "ended" in closed.json()["detail"]
     # The operator cannot destroy a live period: refused, and the key is still there.
     refused = stack.run(KEY_STORE, "destroy", period_id)
     assert refused.returncode != 0 and f"refused: period {period_id} ends at" in refused.stderr
-    assert httpx.get(f"{store}/v1/periods/{period_id}", headers=portal).status_code == 200
+    assert http("GET", f"{store}/v1/periods/{period_id}", headers=portal).status_code == 200
     listed = [json.loads(line) for line in stack.run(KEY_STORE, "periods").stdout.splitlines()]
     assert {"period_id": period_id, "state": "live"}.items() <= next(
         p for p in listed if p["period_id"] == period_id
@@ -240,7 +242,7 @@ async def test_a_letter_without_its_period_key_is_dead_lettered_with_the_reason_
         headers = parked[event["event_id"]].headers
         assert headers["x-rejected-reason"] == "period-key-unavailable"
         assert str(headers["x-rejected-detail"]).startswith("unreachable: the key store does not answer")
-        metrics = httpx.get(f"{stack.url('issuer')}/metrics").text
+        metrics = http("GET", f"{stack.url('issuer')}/metrics").text
         assert re.search(r'convocations_period_key_failures_total\{reason="unreachable"\} 1\.0', metrics), metrics
         assert not chain.emails_to(event["data"]["patient"]["email"])
     finally:

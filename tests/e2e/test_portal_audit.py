@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from access_portal.settings import PortalSettings
+from devstack.stack import http
 from shared import crypto
 from tests.e2e.test_portal_helpers import PORTAL_KEY, letter, neighbour, random_mobile, wait_for
 
@@ -144,7 +145,7 @@ async def test_the_portals_own_role_can_only_append_to_the_audit_and_prune_what_
 
 
 def unknown_links_counted(base: str) -> float:
-    text = httpx.get(base + "/metrics", timeout=5).text
+    text = http("GET", base + "/metrics", timeout=5).text
     match = re.search(r"^convocations_portal_unknown_links_total (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
 
@@ -186,7 +187,7 @@ async def test_the_audited_client_is_the_address_the_trusted_proxy_saw_not_a_spo
     mail = await letter(chain)
     spoofed, real = "198.51.100.66", "203.0.113.7"
     # What a client sent ("198.51.100.66"), then what the ingress saw ("203.0.113.7"), then an inner proxy.
-    seen = httpx.get(mail.patient.page_url, headers={"X-Forwarded-For": f"{spoofed}, {real}, 127.0.0.9"})
+    seen = http("GET", mail.patient.page_url, headers={"X-Forwarded-For": f"{spoofed}, {real}, 127.0.0.9"})
     assert seen.status_code == 200
     rows = await chain.db.fetch(
         "select client_hash from portal_audit.access_audit where message_id = $1 and action = 'view'", mail.message_id

@@ -14,6 +14,7 @@ from devoidc import DevOidc
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from devstack.stack import http
 from tests.e2e.conftest import code_of, random_mobile
 from tests.patient import PatientClient, find_link
 
@@ -23,7 +24,7 @@ NEURO = ("neurology", "Neurologie")
 
 def token(devoidc, client_id: str) -> str:
     secret = next(c["client_secret"] for c in devoidc.clients if c["client_id"] == client_id)
-    r = httpx.post(f"{devoidc.issuer}/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
+    r = http("POST", f"{devoidc.issuer}/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
     assert r.status_code == 200, r.text
     return r.json()["access_token"]
 
@@ -33,10 +34,10 @@ class Api:
         self.base, self.headers = f"{stack.url('secretariat')}/api/v1", {"authorization": f"Bearer {bearer}"}
 
     def get(self, path: str, **params) -> httpx.Response:
-        return httpx.get(self.base + path, params=params, headers=self.headers, timeout=10)
+        return http("GET", self.base + path, params=params, headers=self.headers, timeout=10)
 
     def post(self, path: str, body: dict) -> httpx.Response:
-        return httpx.post(self.base + path, json=body, headers=self.headers, timeout=10)
+        return http("POST", self.base + path, json=body, headers=self.headers, timeout=10)
 
     async def wait(self, convocation_id: str, until, timeout: float = 15) -> dict:
         body = r = None
@@ -128,11 +129,12 @@ async def test_expired_forged_foreign_and_wrong_audience_tokens_are_refused(stac
     }
     for name, bearer in bad.items():
         headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
-        r = httpx.get(url, params={"worklist": "bounced"}, headers=headers, timeout=10)
+        r = http("GET", url, params={"worklist": "bounced"}, headers=headers, timeout=10)
         assert r.status_code == 401, (name, r.status_code, r.text)
-    assert httpx.get(url, params={"worklist": "bounced"}, headers=cardio.headers, timeout=10).status_code == 200
+    assert http("GET", url, params={"worklist": "bounced"}, headers=cardio.headers, timeout=10).status_code == 200
     read_only = devoidc.sign(claims)
-    r = httpx.post(
+    r = http(
+        "POST",
         f"{url}/{uuid.uuid4()}/actions",
         json={"action": "unlock", "reason": "patient called"},
         headers={"authorization": f"Bearer {read_only}"},
@@ -195,7 +197,7 @@ async def test_send_by_post_is_done_by_the_issuer_audited_once_and_not_repeated_
 
 
 async def test_the_api_is_described_by_openapi(stack):
-    spec = httpx.get(f"{stack.url('secretariat')}/api/openapi.json", timeout=10).json()
+    spec = http("GET", f"{stack.url('secretariat')}/api/openapi.json", timeout=10).json()
     assert {
         "/v1/convocations",
         "/v1/convocations/search",

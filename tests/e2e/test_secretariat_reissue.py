@@ -9,10 +9,10 @@ import asyncio
 import json
 import uuid
 
-import httpx
 import pytest
 
 from devstack.hospital import republished
+from devstack.stack import http
 from hospital_gateway.booking import convocation_id
 from issuer.settings import IssuerSettings
 from shared import crypto
@@ -37,7 +37,7 @@ cardio, neuro = api_tests.cardio, api_tests.neuro
 
 async def reissues_waiting(chain) -> bool:
     """The issuer's gauges say at least one request waits for the hospital system, for a while already."""
-    metrics = httpx.get(f"{chain.stack.url('issuer')}/metrics", timeout=10).text
+    metrics = http("GET", f"{chain.stack.url('issuer')}/metrics", timeout=10).text
     values = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in metrics.splitlines()
@@ -133,7 +133,7 @@ async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the
     assert corrected not in dump and corrected.split("@")[0] not in dump
     assert corrected.split("@")[0] not in chain.stack.logs()  # nor in any service's log
 
-    metrics = httpx.get(f"{chain.stack.url('issuer')}/metrics", timeout=10).text
+    metrics = http("GET", f"{chain.stack.url('issuer')}/metrics", timeout=10).text
     assert 'convocations_reissue_requests_total{reason="email-corrected"}' in metrics
 
     # A later republication (the appointment moved) does not use the correction a second time.

@@ -9,11 +9,11 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from devstack.stack import http
 from tests.e2e.test_secretariat_api import Api, kinds, token
 from tests.staff import StaffClient
 
@@ -49,7 +49,8 @@ async def test_csrf_refusals_failed_sign_ins_and_refused_tokens_are_audited(chai
     finally:
         staff.close()
     assert (
-        httpx.get(
+        http(
+            "GET",
             f"{cardio.base}/convocations",
             params={"worklist": "bounced"},
             headers={"authorization": "Bearer not.a.token"},
@@ -91,7 +92,7 @@ async def test_tokens_naming_unknown_keys_cannot_make_the_console_refetch_the_pr
     for _ in range(20):  # each names a key the provider never had: before issue 21, a key-set fetch each
         key = RSAKey.generate_key(2048, {"kid": uuid.uuid4().hex})
         bearer = jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
-        r = httpx.get(url, params={"worklist": "bounced"}, headers={"authorization": f"Bearer {bearer}"}, timeout=10)
+        r = http("GET", url, params={"worklist": "bounced"}, headers={"authorization": f"Bearer {bearer}"}, timeout=10)
         assert r.status_code == 401
     assert devoidc.jwks_served - before <= 1  # at most once per JWKS_REFRESH_SECONDS
 
@@ -136,7 +137,7 @@ async def test_the_api_offers_every_console_action_and_the_figures_and_refuses_w
     figures = cardio.get("/figures").json()
     assert [d["department"] for d in figures["departments"]] == ["cardiology"]
     assert figures["departments"][0]["sent"] >= 1 and figures["days"] == 3
-    spec = httpx.get(cardio.base.removesuffix("/v1") + "/openapi.json", timeout=10).json()
+    spec = http("GET", cardio.base.removesuffix("/v1") + "/openapi.json", timeout=10).json()
     assert "/v1/figures" in spec["paths"]
     actions = spec["components"]["schemas"]["ActionRequest"]["properties"]["action"]["enum"]
     assert set(actions) == {

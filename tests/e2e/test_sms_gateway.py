@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from devinbox import generic_signature, twilio_signature
+from devstack.stack import http
 from shared.contracts import OtpRequestedV1, envelope
 from shared.crypto import field_context, seal_field
 from shared.settings import dev_key
@@ -155,7 +156,7 @@ def sms_to(devinbox, e164: str) -> list[dict]:
 
 def metric(stack, name: str, **labels: str) -> float:
     """One sample of the gateway's /metrics (0 when the series does not exist yet)."""
-    text = httpx.get(stack.url("sms-gateway") + "/metrics", timeout=5).text
+    text = http("GET", stack.url("sms-gateway") + "/metrics", timeout=5).text
     for sample in re.finditer(rf"^{re.escape(name)}\{{(.*)\}} (\S+)$", text, re.M):
         if dict(re.findall(r'(\w+)="([^"]*)"', sample.group(1))) == labels:
             return float(sample.group(2))
@@ -166,7 +167,7 @@ def post_twilio_status(stack, devinbox, params: dict, *, signature: str | None =
     """A status callback as Twilio sends it, signed over the gateway's public URL."""
     url = stack.url("sms-gateway") + TWILIO_STATUS_PATH
     sig = signature if signature is not None else twilio_signature(devinbox.auth_token, url, params)
-    return httpx.post(url, data=params, headers={"X-Twilio-Signature": sig}, timeout=10)
+    return http("POST", url, data=params, headers={"X-Twilio-Signature": sig}, timeout=10)
 
 
 def twilio_params(devinbox, sms_id: str, status: str, error_code: str | None = None) -> dict:
@@ -260,7 +261,8 @@ async def test_a_status_callback_with_a_forged_signature_is_refused_and_changes_
     assert post_twilio_status(chain.stack, devinbox, params, signature=other_url).status_code == 403
     generic = json.dumps({"id": sms["id"], "status": "failed", "error_code": 30003}).encode()
     assert (
-        httpx.post(
+        http(
+            "POST",
             chain.stack.url("sms-gateway") + GENERIC_STATUS_PATH,
             content=generic,
             timeout=10,
@@ -472,7 +474,8 @@ class TestWithFailoverAndCaps:
         forged = json.dumps(
             {"id": sms["id"], "reference": sms["reference"], "status": "delivered", "error_code": None}
         ).encode()
-        response = httpx.post(
+        response = http(
+            "POST",
             stack.url("sms-gateway") + GENERIC_STATUS_PATH,
             content=forged,
             timeout=10,

@@ -8,9 +8,9 @@ import asyncio
 import json
 import uuid
 
-import httpx
 import pytest
 
+from devstack.stack import http
 from hospital_gateway import mllp
 from tests.e2e.conftest import random_email, random_mobile
 from tests.e2e.test_hospital_gateway import SAMPLES, appointment, siu
@@ -31,7 +31,8 @@ async def test_hl7_over_mllp_with_tls_and_fhir_over_https_with_a_token_each_beco
     with pytest.raises((ConnectionError, TimeoutError, asyncio.IncompleteReadError, OSError)):
         await mllp.send("127.0.0.1", port, wire, seconds=3)  # plain TCP gets no answer: TLS only
 
-    token = httpx.post(
+    token = http(
+        "POST",
         f"{sso.issuer}/token",
         data={"grant_type": "client_credentials"},
         auth=("his-gateway", "dev-his-gateway-secret"),
@@ -41,7 +42,8 @@ async def test_hl7_over_mllp_with_tls_and_fhir_over_https_with_a_token_each_beco
     resource = appointment(ident=f"APT-{uuid.uuid4().hex[:8]}", email=fhir_email, mobile=random_mobile()[1])
     base = production.url("hospital-gateway")
     assert base.startswith("https://")
-    created = httpx.post(
+    created = http(
+        "POST",
         f"{base}/fhir/Appointment",
         content=json.dumps(resource),
         verify=pki.client_context(),
@@ -49,7 +51,7 @@ async def test_hl7_over_mllp_with_tls_and_fhir_over_https_with_a_token_each_beco
         timeout=30,
     )
     assert created.status_code == 201, created.text
-    metadata = httpx.get(f"{base}/fhir/metadata", verify=pki.client_context(), timeout=10).json()
+    metadata = http("GET", f"{base}/fhir/metadata", verify=pki.client_context(), timeout=10).json()
     assert metadata["resourceType"] == "CapabilityStatement" and (SAMPLES / "appointment.json").exists()
 
     for email in (hl7_email, fhir_email):

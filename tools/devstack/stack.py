@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -14,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import certifi
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +38,24 @@ KEY_STORE_CALLERS = ("issuer", "access-portal")
 # (a test PostgreSQL failed to start so, on two loaded cores with many connections opening).
 SERVER_PORTS = range(20000, 32000)
 _given: set[int] = set()  # handed out by this process: a stack picks all its ports before any server binds
+
+
+@functools.cache
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """The context that verifies servers against ``ca_file`` (by default the CA bundle httpx uses), made once
+    per process. httpx makes one for every client it creates, parsing the whole bundle each time (about
+    20 ms of CPU): the tests' readiness polls and short-lived clients paid that thousands of times a run."""
+    return ssl.create_default_context(cafile=ca_file or certifi.where())
+
+
+def http(method: str, url: str, *, verify: ssl.SSLContext | str | bool = True, **kw) -> httpx.Response:
+    """``httpx.request`` with the process's TLS context (``tls_context``): one request on a client of its
+    own, closed after the answer, so nothing (cookies, connections) is shared between calls."""
+    context = tls_context(verify) if isinstance(verify, str) else tls_context() if verify is True else verify
+    with httpx.Client(
+        verify=context, timeout=kw.pop("timeout", 5.0), follow_redirects=kw.pop("follow_redirects", False)
+    ) as c:
+        return c.request(method, url, **kw)
 
 
 def free_port() -> int:
@@ -65,7 +85,7 @@ def start_key_store(directory: Path, log_file: Path, **settings: str) -> tuple[s
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if http("GET", f"{url}/readyz", timeout=1).status_code == 200:
                 return process, url
         except httpx.HTTPError:
             pass
@@ -233,8 +253,8 @@ class Stack:
         package = KEY_STORE_PACKAGE if name == KEY_STORE else SERVICES[name][0]
         return [sys.executable, "-m", package, *args]
 
-    def verify(self) -> ssl.SSLContext | bool:
-        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+    def verify(self) -> ssl.SSLContext:
+        return tls_context(self.ca_file)
 
     def run(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run a one-off command of a service (e.g. ``migrate``) with its settings, to completion."""
@@ -250,7 +270,7 @@ class Stack:
                     f"{name} exited at start; see {self.log_file(name)}:\n" + self.log_file(name).read_text()[-3000:]
                 )
             try:
-                if httpx.get(f"{self.url(name)}/readyz", timeout=1, verify=self.verify()).status_code == 200:
+                if http("GET", f"{self.url(name)}/readyz", timeout=1, verify=self.verify()).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
