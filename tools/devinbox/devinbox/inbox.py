@@ -254,8 +254,8 @@ class Inbox:
         return await self._await("SMS", self._sms, _matcher(predicate, to), timeout)
 
     def _find(self, items: list[Item], match: Predicate) -> Item | None:
-        with self._cond:
-            return next((c for c in map(_copy, items) if match(c)), None)
+        with self._cond:  # matched on the live items under the lock that guards them; only the match is copied
+            return next((_copy(c) for c in items if match(c)), None)
 
     def _wait(self, what: str, items: list[Item], match: Predicate, timeout: float) -> Item:
         deadline = time.monotonic() + timeout
