@@ -2,8 +2,10 @@
 every page of the patient's journey in every state reached as a patient would, in four languages, at 320,
 375 and 1280 px and at 200 % zoom; no horizontal scrolling at 320 px; the whole path by keyboard only.
 
-To keep the suite short, each state's page is loaded once per language and axe runs again after each
-change of width (the same DOM laid out anew), with only the WCAG 2.x A/AA rules. The two states that
+To keep the suite short, the journey is walked once: each state is checked as reached (in French), then in
+German, Italian and English through the page's own language switch (which keeps the page, its outcome and
+the session), then switched back to go on; axe runs again after each change of width (the same DOM laid
+out anew), with only the WCAG 2.x A/AA rules. The two states that
 need time to pass (a link expired, a code expired) come from a second small stack started once for
 this module, with short lifetimes set as a hospital could set them (see ``expired``)."""
 
@@ -77,13 +79,14 @@ async def problems(page, lang: str, views: list[str]) -> list[str]:
 # hospital could set them (codes valid OTP_TTL_SECONDS; messages expire MESSAGE_TTL_DAYS after the
 # appointment, 0: at its start). No database is edited and no clock is faked.
 OTP_TTL_SECONDS = 4
+WALKS = ("axe", "walk")  # the two walks of the journey below, each with a code of its own to type too late
 APPOINTMENT_IN_SECONDS = 12  # long enough for the e-mail to go out before the link expires
 
 
 @dataclass
 class Expired:
-    links: dict[str, Letter]  # by language: links whose message has expired
-    codes: dict[str, tuple[Letter, str]]  # by language (and "walk"): a code received and now expired
+    link: Letter  # a link whose message has expired
+    codes: dict[str, tuple[Letter, str]]  # for each walk ("axe", "walk"): a code received and now expired
 
 
 @pytest.fixture(scope="module")
@@ -109,32 +112,19 @@ async def expired(devinbox, devoidc, exchange_name, tmp_path_factory) -> Expired
         db = await asyncpg.create_pool(ADMIN_DSN.rsplit("/", 1)[0] + f"/{database}", min_size=1, max_size=4)
         chain = Chain(stack, devinbox, db, stack.exchange)
         soon = datetime.now(timezone.utc) + timedelta(seconds=APPOINTMENT_IN_SECONDS)
-        links = dict(
-            zip(
-                LANGUAGES,
-                await asyncio.gather(*(letter(chain, language=lang, starts_at=soon) for lang in LANGUAGES)),
-                strict=True,
-            )
+        link, *mails = await asyncio.gather(
+            letter(chain, language="fr", starts_at=soon), *(letter(chain, language="fr") for _ in WALKS)
         )
-        keys = (*LANGUAGES, "walk")
-        mails = dict(
-            zip(
-                keys,
-                await asyncio.gather(*(letter(chain, language="fr" if key == "walk" else key) for key in keys)),
-                strict=True,
-            )
-        )
-        for mail in mails.values():
+        for mail in mails:
             assert mail.patient.request_code(mail.national).status_code == 303
-        codes = {key: (mail, await mail.code()) for key, mail in mails.items()}
+        codes = {walk: (mail, await mail.code()) for walk, mail in zip(WALKS, mails, strict=True)}
         await asyncio.sleep(OTP_TTL_SECONDS + 0.5)
-        for mail in links.values():  # the appointment has begun: the message has expired
 
-            async def closed(mail=mail):
-                return state_of(mail.patient.open_link().text) == "expired"
+        async def closed():  # the appointment has begun: the message has expired
+            return state_of(link.patient.open_link().text) == "expired"
 
-            await wait_for(closed, timeout=APPOINTMENT_IN_SECONDS + 15, every=0.5)
-        yield Expired(links, codes)
+        await wait_for(closed, timeout=APPOINTMENT_IN_SECONDS + 15, every=0.5)
+        yield Expired(link, codes)
     finally:
         if db is not None:
             await db.close()
@@ -156,7 +146,7 @@ async def expired(devinbox, devoidc, exchange_name, tmp_path_factory) -> Expired
         )
 
 
-async def visit_every_state(chain, browser, lang: str, check, expired: Expired, walk: str | None = None) -> list[str]:
+async def visit_every_state(chain, browser, lang: str, check, expired: Expired, walk: str) -> list[str]:
     """Walk the journey's states as a patient would (no database edits), calling ``check(name, page)``."""
     seen = []
 
@@ -290,10 +280,10 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
         await page.goto(localhost(failed.link))
         await at("superseded", page)
 
-        await page.goto(localhost(expired.links[lang].link))
+        await page.goto(localhost(expired.link.link))
         await page.wait_for_selector("[data-state=expired]")
         await at("link expired", page)
-        mail, code = expired.codes[walk or lang]
+        mail, code = expired.codes[walk]
         await page.goto(localhost(mail.link))
         await page.goto(localhost(mail.link).split("#")[0] + "/code")
         await page.fill("#code", code)  # the code received, typed too late
@@ -305,16 +295,28 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
     return seen
 
 
-@pytest.mark.parametrize("lang", LANGUAGES)
-async def test_every_state_has_no_axe_violation_and_no_horizontal_scrolling(chain, browser, expired, lang):
+async def in_language(page, lang: str) -> None:
+    """The same page in ``lang``, through its own language switch."""
+    await page.click(f"nav.languages a[hreflang={lang}]")
+    await page.wait_for_function("lang => document.documentElement.lang === lang", arg=lang)
+    await page.wait_for_load_state()
+
+
+async def test_every_state_has_no_axe_violation_and_no_horizontal_scrolling(chain, browser, expired):
     views = ["320", "375", "1280", "zoom"]
     found: dict[str, list[str]] = {}
+    first, *others = LANGUAGES
 
     async def check(name, page):
-        if issues := await problems(page, lang, views):
-            found[name] = issues
+        if issues := await problems(page, first, views):  # as reached
+            found[f"{name} ({first})"] = issues
+        for lang in others:
+            await in_language(page, lang)
+            if issues := await problems(page, lang, views):
+                found[f"{name} ({lang})"] = issues
+        await in_language(page, first)  # and on with the walk
 
-    seen = await visit_every_state(chain, browser, lang, check, expired)
+    seen = await visit_every_state(chain, browser, first, check, expired, walk="axe")
     assert len(seen) == 24, seen
     assert found == {}
 
