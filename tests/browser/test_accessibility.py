@@ -298,7 +298,7 @@ async def visit_every_state(chain, browser, lang: str, check, expired: Expired, 
 async def in_language(page, lang: str) -> None:
     """The same page in ``lang``, through its own language switch."""
     await page.click(f"nav.languages a[hreflang={lang}]")
-    await page.wait_for_function("lang => document.documentElement.lang === lang", arg=lang)
+    await page.wait_for_url(lambda url: f"lang={lang}" in url)  # the switch's GET, loaded
     await page.wait_for_load_state()
 
 
