@@ -71,7 +71,9 @@ class Chain:
             if until(mine):
                 return mine
             await asyncio.sleep(0.05)
-        raise AssertionError(f"the print room never got the expected letters; got {len(mine)}")
+        raise AssertionError(
+            f"the print room never got the expected letters; got {len(mine)}. {self.print_room.problem()}"
+        )
 
     def event(self, **kw) -> dict:
         kw.setdefault("email", random_email())

@@ -43,3 +43,43 @@ def test_a_print_room_started_before_the_issuer_waits_for_its_queues_and_reads_t
 def test_a_print_room_whose_queues_never_appear_says_so_at_start():
     with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
         DevPrintRoom(AMQP_URL, f"nobody-{uuid.uuid4().hex[:8]}").start(timeout=1)
+
+
+async def delete_print_room_queues(exchange: str) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for event in (PostalRequestedV1, PostalCancelledV1):
+            await channel.queue_delete(topology.queue_name(exchange, topology.PRINT_ROOM, event.routing_key()))
+
+
+async def put_letter(exchange: str, body: bytes) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = topology.queue_name(exchange, topology.PRINT_ROOM, PostalRequestedV1.routing_key())
+        await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+
+
+def test_a_print_room_whose_channel_is_closed_under_it_reads_on_and_says_so():
+    """The queues vanish while it reads (its channel is closed by the broker) and come back: it reads the
+    next message on a new channel, and keeps the reason it had to (a test that waits in vain prints it)."""
+    exchange = f"print-room-{uuid.uuid4().hex[:8]}"
+    asyncio.run(declare_print_room_queues(exchange, after=0))
+    room = DevPrintRoom(AMQP_URL, exchange).start()
+    try:
+        asyncio.run(delete_print_room_queues(exchange))
+        for _ in range(50):
+            if room.lost:
+                break
+            threading.Event().wait(0.1)
+        asyncio.run(declare_print_room_queues(exchange, after=0))
+        asyncio.run(put_letter(exchange, b"not an event"))  # refused as unreadable, but read: the room is alive
+        for _ in range(100):
+            if room.lost and room.reading and room.refused:
+                break
+            threading.Event().wait(0.1)
+        assert room.reading and room.lost == ["ChannelNotFoundEntity"] and room.refused == 1
+        assert "lost its channel 1 time" in room.problem()
+    finally:
+        room.stop()

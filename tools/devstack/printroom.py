@@ -68,6 +68,8 @@ class DevPrintRoom:
         self._stopped: asyncio.Event | None = None
         self.paused = threading.Event()  # set: the staff are away and nobody reads the queues (tests set it)
         self._reading = threading.Event()  # set once the queues are found
+        self.lost: list[str] = []  # the errors that closed its channel while it read (it read on)
+        self.refused = 0  # messages it could not read (rejected, not requeued)
         self._task: concurrent.futures.Future | None = None
 
     def start(self, timeout: float = 60) -> DevPrintRoom:
@@ -118,34 +120,51 @@ class DevPrintRoom:
         self._stopped = asyncio.Event()
         connection = await aio_pika.connect_robust(self.amqp_url)
         async with connection:
-            queues, deadline = None, self._loop.time() + timeout
-            while queues is None:
-                channel = await connection.channel()
-                try:  # the issuer declares them: a missing queue closes the channel, and we look again
-                    queues = [
-                        await channel.get_queue(
-                            topology.queue_name(self.exchange, topology.PRINT_ROOM, event.routing_key()), ensure=True
-                        )
-                        for event in (PostalRequestedV1, PostalCancelledV1)
-                    ]
-                except aio_pika.exceptions.ChannelClosed:
-                    if self._loop.time() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
+            queues = await self._queues(connection, self._loop.time() + timeout)
             self._reading.set()
             next_run = self._loop.time() + (self.every or 0)
             while not self._stopped.is_set():
                 got = False
-                for queue in queues if not self.paused.is_set() else ():
-                    message = await queue.get(no_ack=False, fail=False)
-                    if message is not None:
-                        got = True
-                        await self._take(message)
+                try:
+                    for queue in queues if not self.paused.is_set() else ():
+                        message = await queue.get(no_ack=False, fail=False)
+                        if message is not None:
+                            got = True
+                            await self._take(message)
+                except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError) as exc:
+                    # A channel closed under it (the connection came back, a queue looked at the wrong
+                    # moment): the letters wait on their queues; read them on a channel of its own again.
+                    self.lost.append(type(exc).__name__)
+                    log.warning("development print room lost its channel; reading again", error=type(exc).__name__)
+                    queues = await self._queues(connection, self._loop.time() + timeout)
+                    continue
                 if self.every and self._loop.time() >= next_run:
                     await self._print_run()
                     next_run = self._loop.time() + self.every
                 if not got:
                     await asyncio.sleep(0.2)
+
+    async def _queues(self, connection: aio_pika.abc.AbstractRobustConnection, deadline: float) -> list:
+        """The print room's two queues on a new channel, once the issuer has declared them."""
+        while True:
+            channel = await connection.channel()
+            try:  # the issuer declares them: a missing queue closes the channel, and we look again
+                return [
+                    await channel.get_queue(
+                        topology.queue_name(self.exchange, topology.PRINT_ROOM, event.routing_key()), ensure=True
+                    )
+                    for event in (PostalRequestedV1, PostalCancelledV1)
+                ]
+            except aio_pika.exceptions.ChannelClosed:
+                if self._loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    def problem(self) -> str:
+        """Why letters may not have been read, for a test's failure message ("" when it reads as it should)."""
+        if self._task is not None and self._task.done():
+            return f"the print room stopped reading: {self._task.exception()!r}"
+        return f"the print room lost its channel {len(self.lost)} time(s): {self.lost}" if self.lost else ""
 
     async def _take(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         try:
@@ -158,6 +177,7 @@ class DevPrintRoom:
                 self.requests.append(event)
         except (ValueError, KeyError, TypeError, crypto.CannotOpen) as exc:
             log.warning("print room refused a message it cannot read", error=type(exc).__name__)
+            self.refused += 1
             await message.reject(requeue=False)
             return
         await message.ack()
