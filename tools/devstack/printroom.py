@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import threading
 import uuid
@@ -37,6 +38,9 @@ from shared.logs import get_logger
 from shared.settings import _decode_key, dev_key
 
 log = get_logger(__name__)
+# What a channel lost under the reader raises: closed by the broker, used while the connection comes back
+# (aio-pika's RuntimeError "Connection was not opened" among them).
+LOST = (aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError, RuntimeError)
 DEV_PRIVATE_KEYS = {"k1": _decode_key(dev_key("print-room"))}
 
 
@@ -131,11 +135,14 @@ class DevPrintRoom:
                         if message is not None:
                             got = True
                             await self._take(message)
-                except (aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError) as exc:
+                except LOST as exc:
                     # A channel closed under it (the connection came back, a queue looked at the wrong
                     # moment): the letters wait on their queues; read them on a channel of its own again.
                     self.lost.append(type(exc).__name__)
                     log.warning("development print room lost its channel; reading again", error=type(exc).__name__)
+                    with contextlib.suppress(*LOST):
+                        await queues[0].channel.close()
+                    await asyncio.sleep(0.2)
                     queues = await self._queues(connection, self._loop.time() + timeout)
                     continue
                 if self.every and self._loop.time() >= next_run:
@@ -147,15 +154,16 @@ class DevPrintRoom:
     async def _queues(self, connection: aio_pika.abc.AbstractRobustConnection, deadline: float) -> list:
         """The print room's two queues on a new channel, once the issuer has declared them."""
         while True:
-            channel = await connection.channel()
             try:  # the issuer declares them: a missing queue closes the channel, and we look again
+                await connection.ready()  # a connection coming back opens no channel until it is
+                channel = await connection.channel()
                 return [
                     await channel.get_queue(
                         topology.queue_name(self.exchange, topology.PRINT_ROOM, event.routing_key()), ensure=True
                     )
                     for event in (PostalRequestedV1, PostalCancelledV1)
                 ]
-            except aio_pika.exceptions.ChannelClosed:
+            except LOST:
                 if self._loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.2)
@@ -163,7 +171,8 @@ class DevPrintRoom:
     def problem(self) -> str:
         """Why letters may not have been read, for a test's failure message ("" when it reads as it should)."""
         if self._task is not None and self._task.done():
-            return f"the print room stopped reading: {self._task.exception()!r}"
+            ended = "it was cancelled" if self._task.cancelled() else repr(self._task.exception())
+            return f"the print room stopped reading: {ended}"
         return f"the print room lost its channel {len(self.lost)} time(s): {self.lost}" if self.lost else ""
 
     async def _take(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -174,7 +183,8 @@ class DevPrintRoom:
                 self._cancel(data)
             else:
                 self._hold(data)
-                self.requests.append(event)
+                if event.get("event_id") not in {e.get("event_id") for e in self.requests}:  # a redelivery
+                    self.requests.append(event)
         except (ValueError, KeyError, TypeError, crypto.CannotOpen) as exc:
             log.warning("print room refused a message it cannot read", error=type(exc).__name__)
             self.refused += 1
