@@ -42,10 +42,13 @@ _given: set[int] = set()  # handed out by this process: a stack picks all its po
 
 @functools.cache
 def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
-    """The context that verifies servers against ``ca_file`` (by default the CA bundle httpx uses), made once
-    per process. httpx makes one for every client it creates, parsing the whole bundle each time (about
-    20 ms of CPU): the tests' readiness polls and short-lived clients paid that thousands of times a run."""
-    return ssl.create_default_context(cafile=ca_file or certifi.where())
+    """The context that verifies servers against ``ca_file`` (by default what httpx trusts: $SSL_CERT_FILE,
+    else $SSL_CERT_DIR, else certifi's bundle), made once per process. httpx makes one for every client it
+    creates, parsing the whole bundle each time (about 20 ms of CPU): the tests' readiness polls and
+    short-lived clients paid that thousands of times a run."""
+    if ca_file is None and not os.environ.get("SSL_CERT_FILE") and os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    return ssl.create_default_context(cafile=ca_file or os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
 def http(method: str, url: str, *, verify: ssl.SSLContext | str | bool = True, **kw) -> httpx.Response:
