@@ -15,6 +15,7 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
+from playwright.async_api import expect
 
 from devstack.hospital import republished
 from tests.browser.test_secretariat_browser import act, open_convocation, sign_in, withdraw
@@ -317,13 +318,15 @@ async def test_a_supervisor_filters_the_staff_audit_pages_back_and_exports_exact
     await page.locator("#action").select_option("view")
     await page.locator("#convocation_id").fill(target.convocation_id)
     await page.get_by_role("button", name="Filter").click()
+    await page.wait_for_url(re.compile(r"person=bruno"))  # the filtered page, loaded (a CI run counted too soon)
     rows = page.locator("main tbody tr")
     # Pages of 20 rows (AUDIT_PAGE_ROWS in the test stack), newest first; the next page goes further back.
-    assert await rows.count() == 20
+    await expect(rows).to_have_count(20)
     for text in await rows.all_inner_texts():
         assert "Bruno Keller" in text and "View" in text and "refused: another department" in text
     await page.get_by_role("link", name="Older entries").click()
-    assert "before=" in page.url and "person=bruno" in page.url and await rows.count() == 2
+    await page.wait_for_url(re.compile(r"before=.*person=bruno|person=bruno.*before="))
+    await expect(rows).to_have_count(2)
     assert await page.get_by_role("link", name="Older entries").count() == 0
     # The export of the filter holds every matching row, not a page of them, oldest first.
     async with page.expect_download() as got:
