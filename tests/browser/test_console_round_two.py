@@ -77,7 +77,7 @@ async def test_a_secretary_recognises_the_patient_by_name_and_birth_date_and_see
     await page.locator("#birth_date").fill(born.isoformat())
     await page.locator("#name").fill("")
     await page.locator("form:has(#name) button").click()
-    assert await page.locator(f'a[href="/c/{cid}"]').count() == 1
+    await expect(page.locator(f'a[href="/c/{cid}"]')).to_have_count(1)
 
     # The timeline page: who, when, where, and the number on file masked from the start.
     await result.click()
@@ -96,12 +96,12 @@ async def test_a_secretary_recognises_the_patient_by_name_and_birth_date_and_see
     context, page = await sign_in(browser, stack, "Bruno Keller")
     await page.locator("#name").fill(surname)
     await page.locator("form:has(#name) button").click()
-    assert await page.locator(f'a[href="/c/{cid}"]').count() == 0
+    await expect(page.locator(f'a[href="/c/{cid}"]')).to_have_count(0)
     await context.close()
     context, page = await sign_in(browser, stack, "Sophie Rossi")
     assert await page.locator("#name").count() == 0  # no search by name for her
     await page.goto(f"{stack.url('secretariat')}/c/{cid}")
-    assert await page.locator('li[data-kind="e-mailed"]').count() == 1
+    await expect(page.locator('li[data-kind="e-mailed"]')).to_have_count(1)
     assert name not in await page.content() and str(born.year) not in await page.locator("main").inner_text()
     await context.close()
 
@@ -142,7 +142,7 @@ async def test_paper_letters_follow_the_print_room_switch_back_to_e_mail_and_an_
         offered = await page.locator("[data-action]").evaluate_all("els => els.map(e => e.dataset.action)")
         assert "email-instead" in offered
         for gone in ("post", "resend", "withdraw"):  # a post pending, resend or withdraw after paper
-            assert await page.locator(f'.card[data-action="{gone}"]').count() == 0, gone
+            await expect(page.locator(f'.card[data-action="{gone}"]'), gone).to_have_count(0)
         # The patient's pages no longer offer paper: the portal learned of the secretariat's decision.
         await a.log_in()
         document = a.patient.get(f"{a.path}/document")
@@ -162,7 +162,7 @@ async def test_paper_letters_follow_the_print_room_switch_back_to_e_mail_and_an_
         await page.locator('li[data-kind="printed"]').wait_for(timeout=LIVE)
         await page.locator("#live-changed").wait_for(timeout=LIVE)  # the actions below may no longer fit
         await page.get_by_role("link", name="Show the actions that fit now").click()
-        assert await page.locator('.card[data-action="email-instead"]').count() == 0
+        await expect(page.locator('.card[data-action="email-instead"]')).to_have_count(0)
         print_room.run(b.convocation_id)
         await page.locator('li[data-kind="posted"]').wait_for(timeout=LIVE)
         print_room.returned(b.convocation_id, "moved")
@@ -174,7 +174,7 @@ async def test_paper_letters_follow_the_print_room_switch_back_to_e_mail_and_an_
         )
         assert [e["data"]["status"] for e in reports][-3:] == ["printed", "posted", "returned"]
         await page.goto(f"{stack.url('secretariat')}/search?worklist=returned")
-        assert await page.locator(f'a[href="/c/{b.convocation_id}"]').count() == 1
+        await expect(page.locator(f'a[href="/c/{b.convocation_id}"]')).to_have_count(1)
 
         # Letter A, not printed yet, goes back to e-mail: the print room drops it, the hospital system sends it
         # again, a new link is e-mailed.
@@ -194,9 +194,9 @@ async def test_paper_letters_follow_the_print_room_switch_back_to_e_mail_and_an_
         notice = await page.locator(".notice.warn").inner_text()
         assert "The hospital system has not sent the letter again" in notice
         for offered in ("post", "resend"):
-            assert await page.locator(f'form[data-action="{offered}"]').count() == 1, offered
+            await expect(page.locator(f'form[data-action="{offered}"]'), offered).to_have_count(1)
         await page.goto(f"{stack.url('secretariat')}/search?worklist=unanswered")
-        assert await page.locator(f'a[href="/c/{silent.convocation_id}"]').count() == 1
+        await expect(page.locator(f'a[href="/c/{silent.convocation_id}"]')).to_have_count(1)
         alert = await eventually(lambda: firing("ConvocationsReissueUnanswered"), timeout=60)
         assert alert[0]["labels"]["severity"] == "warning"
         assert alert[0]["annotations"]["runbook_url"] == "docs/runbooks.md#convocationsreissueunanswered"
@@ -217,7 +217,7 @@ async def test_withdrawing_asks_on_a_page_of_its_own_and_works_without_javascrip
     await page.wait_for_url(re.compile(r"/search$"))
     await open_convocation(page, stack, gone.convocation_id, "e-mailed")
     # The card offers no button that withdraws at once; a form posted without the confirmation is sent there.
-    assert await page.locator('.card[data-action="withdraw"] button').count() == 0
+    await expect(page.locator('.card[data-action="withdraw"] button')).to_have_count(0)
     csrf = await page.locator('input[name="csrf"]').first.get_attribute("value")
     direct = await context.request.post(
         f"{stack.url('secretariat')}/c/{gone.convocation_id}/actions",
@@ -274,7 +274,7 @@ async def test_a_manager_reads_the_figures_of_his_departments_on_a_page_and_as_c
     await page.get_by_role("link", name="Sign in with the hospital account").click()
     await page.get_by_role("button", name=re.compile(f"Nora Manager {tag}")).click()
     await page.wait_for_url(re.compile(r"/figures$"))  # a manager's home: no search, no patients
-    assert await page.get_by_role("link", name="Search").count() == 0
+    await expect(page.get_by_role("link", name="Search")).to_have_count(0)
     figures = {}
     for department in (derm, rad):
         cells = page.locator(f'tr[data-department="{department}"] [data-figure]')
@@ -301,7 +301,7 @@ async def test_a_manager_reads_the_figures_of_his_departments_on_a_page_and_as_c
     # Cardiology's secretary does not see these departments' figures.
     context, page = await sign_in(browser, stack)
     await page.goto(f"{stack.url('secretariat')}/figures")
-    assert await page.locator(f'tr[data-department="{derm}"]').count() == 0
+    await expect(page.locator(f'tr[data-department="{derm}"]')).to_have_count(0)
     await context.close()
 
 
@@ -327,7 +327,7 @@ async def test_a_supervisor_filters_the_staff_audit_pages_back_and_exports_exact
     await page.get_by_role("link", name="Older entries").click()
     await page.wait_for_url(re.compile(r"before=.*person=bruno|person=bruno.*before="))
     await expect(rows).to_have_count(2)
-    assert await page.get_by_role("link", name="Older entries").count() == 0
+    await expect(page.get_by_role("link", name="Older entries")).to_have_count(0)
     # The export of the filter holds every matching row, not a page of them, oldest first.
     async with page.expect_download() as got:
         await page.get_by_role("link", name=re.compile("Export these entries as CSV")).click()
@@ -372,7 +372,7 @@ async def test_the_french_console_shows_labels_never_codes_and_the_switch_keeps_
     await page.get_by_role("link", name="Deutsch").click()
     await page.wait_for_url(re.compile(r"/search\?worklist=paper-today&lang=de$"))
     assert "Heute Papierversand verlangt" in await page.locator("#results-title").inner_text()
-    assert await page.locator(f'a[href="/c/{mail.convocation_id}"]').count() == 1
+    await expect(page.locator(f'a[href="/c/{mail.convocation_id}"]')).to_have_count(1)
     await context.close()
     context, page = await french_console(browser, stack, "Sophie Rossi")
     await page.goto(f"{stack.url('secretariat')}/audit?convocation_id={mail.convocation_id}")

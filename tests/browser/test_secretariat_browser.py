@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from playwright.async_api import expect
 
 from devstack.hospital import republished
 from tests.browser.test_accessibility import AXE, WCAG
@@ -86,7 +87,7 @@ async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unloc
             break
         await asyncio.sleep(0.5)
     await page.locator(f'a[href="/c/{bounced_id}"]').click()
-    assert await page.locator('li[data-kind="bounced"]').count() == 1
+    await expect(page.locator('li[data-kind="bounced"]')).to_have_count(1)
 
     # Send by post now: a letter not downloaded, appointment in two days.
     soon = chain.event(starts_at=datetime.now(timezone.utc) + timedelta(days=2, hours=2))
@@ -94,7 +95,7 @@ async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unloc
     soon_id = soon["data"]["convocation_id"]
     await open_convocation(page, stack, soon_id, "e-mailed")
     await page.goto(f"{stack.url('secretariat')}/search?worklist=not-downloaded&days=3")
-    assert await page.locator(f'a[href="/c/{soon_id}"]').count() == 1
+    await expect(page.locator(f'a[href="/c/{soon_id}"]')).to_have_count(1)
     await open_convocation(page, stack, soon_id)
     await act(page, "post", "Patient has no computer, asked by phone")
     posted = await chain.postal(soon_id)
@@ -147,7 +148,7 @@ async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unloc
     assert statuses[-1] == 429, statuses  # the fifth wrong code locks the message
     await open_convocation(page, stack, locked_id, "locked")
     await page.goto(f"{stack.url('secretariat')}/search?worklist=locked")
-    assert await page.locator(f'a[href="/c/{locked_id}"]').count() == 1
+    await expect(page.locator(f'a[href="/c/{locked_id}"]')).to_have_count(1)
     await open_convocation(page, stack, locked_id)
     await act(page, "unlock", "Identity checked on the phone")
     await open_convocation(page, stack, locked_id, "unlocked")
@@ -190,7 +191,7 @@ async def test_a_secretary_corrects_an_address_and_resends_a_letter_the_hospital
         waiting = await page.locator('li[data-kind="reissue-requested"]').inner_text()
         assert "Waiting for the hospital system to send the letter again" in waiting and "by the secretariat" in waiting
         assert "pending" in await page.locator(f'li[data-action="{action}"]').inner_text()
-        assert await page.locator('form[data-action="resend"]').count() == 0  # not asked twice
+        await expect(page.locator('form[data-action="resend"]')).to_have_count(0)  # not asked twice
         await chain.upstream("convocation.reissue.requested.v1", cid, lambda es: len(es) >= 1)
         await chain.publish(republished(event))
         mail = await wait_for(lambda a=address, o=old_link: latest_to(chain, a, o), timeout=20)
@@ -204,7 +205,7 @@ async def test_a_secretary_corrects_an_address_and_resends_a_letter_the_hospital
         assert "done" in await page.locator(f'li[data-action="{action}"]').inner_text()
         e_mailed = page.locator('li[data-kind="e-mailed"]')
         assert await e_mailed.count() == 2 and "by the secretariat" in await e_mailed.last.inner_text()
-        assert await page.locator('li[data-kind="superseded"]').count() == 1
+        await expect(page.locator('li[data-kind="superseded"]')).to_have_count(1)
         assert PatientClient(old_link).open_link().status_code == 410
         await audited_once(chain, cid, reason)
     await context.close()
@@ -227,13 +228,13 @@ async def test_a_secretary_of_neurology_neither_sees_nor_acts_on_cardiology(brow
     response = await page.goto(f"{base}/c/{cid}")
     assert response.status == 404 and await page.locator("h1").inner_text() == "Convocation not found"
     await page.goto(f"{base}/search?convocation_id={cid}")
-    assert await page.locator(f'a[href="/c/{cid}"]').count() == 0
+    await expect(page.locator(f'a[href="/c/{cid}"]')).to_have_count(0)
     await page.goto(f"{base}/search?department=cardiology")
-    assert await page.locator(f'a[href="/c/{cid}"]').count() == 0
+    await expect(page.locator(f'a[href="/c/{cid}"]')).to_have_count(0)
     await page.goto(f"{base}/search")
     await page.locator("#patient_id").fill(cardio["data"]["patient"]["id"])
     await page.locator('form[action="/search"][method="post"] button').click()
-    assert await page.locator(f'a[href="/c/{cid}"]').count() == 0
+    await expect(page.locator(f'a[href="/c/{cid}"]')).to_have_count(0)
     csrf = await page.locator('input[name="csrf"]').first.get_attribute("value")
     for action in ("post", "withdraw", "unlock", "reset-binding", "correct-mobile", "resend", "correct-email"):
         r = await context.request.post(
@@ -257,10 +258,10 @@ async def test_a_secretary_of_neurology_neither_sees_nor_acts_on_cardiology(brow
     await context.close()
     context, page = await sign_in(browser, stack, "Sophie Rossi")
     await page.goto(f"{base}/c/{cid}")
-    assert await page.locator('li[data-kind="sealed"]').count() == 1
-    assert await page.locator("form[data-action]").count() == 0
+    await expect(page.locator('li[data-kind="sealed"]')).to_have_count(1)
+    await expect(page.locator("form[data-action]")).to_have_count(0)
     await page.goto(f"{base}/audit")
-    assert await page.get_by_role("link", name="Export everything as CSV").count() == 1
+    await expect(page.get_by_role("link", name="Export everything as CSV")).to_have_count(1)
     csv = await context.request.get(f"{base}/audit.csv")
     assert csv.status == 200 and "refused-department" in await csv.text()
     await context.close()
@@ -373,7 +374,7 @@ async def test_every_console_page_is_axe_clean_and_fits_a_desktop_at_200_percent
     await page.get_by_role("button", name=re.compile("Sophie Rossi")).click()
     await page.wait_for_url(re.compile(r"/search$"))
     await page.goto(f"{base}/audit")
-    assert await page.get_by_role("link", name="Export everything as CSV").count() == 1
+    await expect(page.get_by_role("link", name="Export everything as CSV")).to_have_count(1)
     await check(page, "audit")
     await page.goto(f"{base}/audit?person=Alice&action=action")
     await check(page, "audit filtered")
