@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
+from collections.abc import Callable
 
 import aio_pika
 import pytest
 
-from devstack.printroom import DevPrintRoom
-from shared import topology
-from shared.contracts import PostalCancelledV1, PostalRequestedV1
+from devstack.printroom import DevPrintRoom, queue_names
 from tests.conftest import AMQP_URL
 
 
@@ -22,10 +22,8 @@ async def declare_print_room_queues(exchange: str, after: float) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        for event in (PostalRequestedV1, PostalCancelledV1):
-            await channel.declare_queue(
-                topology.queue_name(exchange, topology.PRINT_ROOM, event.routing_key()), durable=True
-            )
+        for name in queue_names(exchange):
+            await channel.declare_queue(name, durable=True)
 
 
 def test_a_print_room_started_before_the_issuer_waits_for_its_queues_and_reads_them():
@@ -49,16 +47,16 @@ async def delete_print_room_queues(exchange: str) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        for event in (PostalRequestedV1, PostalCancelledV1):
-            await channel.queue_delete(topology.queue_name(exchange, topology.PRINT_ROOM, event.routing_key()))
+        for name in queue_names(exchange):
+            await channel.queue_delete(name)
 
 
 async def put_letter(exchange: str, body: bytes) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        queue = topology.queue_name(exchange, topology.PRINT_ROOM, PostalRequestedV1.routing_key())
-        await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+        letters, _ = queue_names(exchange)
+        await channel.default_exchange.publish(aio_pika.Message(body), routing_key=letters)
 
 
 def test_a_print_room_whose_channel_is_closed_under_it_reads_on_and_says_so():
@@ -69,17 +67,18 @@ def test_a_print_room_whose_channel_is_closed_under_it_reads_on_and_says_so():
     room = DevPrintRoom(AMQP_URL, exchange).start()
     try:
         asyncio.run(delete_print_room_queues(exchange))
-        for _ in range(50):
-            if room.lost:
-                break
-            threading.Event().wait(0.1)
+        until(lambda: room.lost, 5)
         asyncio.run(declare_print_room_queues(exchange, after=0))
         asyncio.run(put_letter(exchange, b"not an event"))  # refused as unreadable, but read: the room is alive
-        for _ in range(100):
-            if room.lost and room.reading and room.refused:
-                break
-            threading.Event().wait(0.1)
+        until(lambda: room.lost and room.reading and room.refused, 10)
         assert room.reading and room.lost == ["ChannelNotFoundEntity"] and room.refused == 1
         assert "lost its channel 1 time" in room.problem()
     finally:
         room.stop()
+
+
+def until(holds: Callable[[], object], timeout: float) -> None:
+    """Wait until ``holds()`` is true or ``timeout`` seconds have passed (the assertions then say what is not)."""
+    deadline = time.monotonic() + timeout
+    while not holds() and time.monotonic() < deadline:
+        time.sleep(0.1)

@@ -44,6 +44,14 @@ LOST = (aio_pika.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateEr
 DEV_PRIVATE_KEYS = {"k1": _decode_key(dev_key("print-room"))}
 
 
+def queue_names(exchange: str) -> list[str]:
+    """The print room's queues, which the issuer declares: the letters to print, then the cancellations."""
+    return [
+        topology.queue_name(exchange, topology.PRINT_ROOM, event.routing_key())
+        for event in (PostalRequestedV1, PostalCancelledV1)
+    ]
+
+
 @dataclass
 class Job:
     """A letter the print room holds: what it opened, and how far it got."""
@@ -157,12 +165,7 @@ class DevPrintRoom:
             try:  # the issuer declares them: a missing queue closes the channel, and we look again
                 await connection.ready()  # a connection coming back opens no channel until it is
                 channel = await connection.channel()
-                return [
-                    await channel.get_queue(
-                        topology.queue_name(self.exchange, topology.PRINT_ROOM, event.routing_key()), ensure=True
-                    )
-                    for event in (PostalRequestedV1, PostalCancelledV1)
-                ]
+                return [await channel.get_queue(name, ensure=True) for name in queue_names(self.exchange)]
             except LOST:
                 if self._loop.time() > deadline:
                     raise
