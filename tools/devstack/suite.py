@@ -42,8 +42,7 @@ def pytest(*args: str) -> tuple[str, ...]:
 
 # The end-to-end tests that start stacks of their own or wait on outages and retries: a step of their own,
 # beside the rest of the tier (each step has its own session stack). The others of that kind (TLS to the relay,
-# big letters, the audit's proxies, traces, the SMS gateway's failover) run in the e2e step, which would
-# otherwise end long before.
+# big letters, the audit's proxies, traces) run in the e2e step, which would otherwise end long before.
 E2E_RESILIENCE = tuple(
     f"tests/e2e/{name}.py"
     for name in (
@@ -51,6 +50,7 @@ E2E_RESILIENCE = tuple(
         "test_resilience",
         "test_key_rotation",
         "test_replicas",
+        "test_sms_gateway",
         "test_prometheus",
         "test_period_keys",
         "test_every_copy",
@@ -64,7 +64,7 @@ STEPS = (
     Step(
         "e2e-resilience",
         (pytest(*E2E_RESILIENCE),),
-        "outages, restarts, replicas, key rotation, period keys, alerts, every copy of a letter",
+        "outages, restarts, replicas, key rotation, period keys, SMS failover, alerts, every copy of a letter",
         delay=5,
     ),
     Step("browser", (pytest("tests/browser"),), "chromium on the portal and the console", delay=10),
