@@ -42,7 +42,7 @@ async def publish_in_trace(event: dict, trace_id: str, span_id: str) -> None:
         )
 
 
-async def spans_until(otlp: OtlpReceiver, until, timeout: float = 30):
+async def spans_until(otlp: OtlpReceiver, until, timeout: float = 60):  # batched exports, on two busy cores
     for _ in range(int(timeout * 10)):
         spans = otlp.spans()
         if until(spans):
