@@ -11,7 +11,8 @@ import pytest
 
 from access_portal.i18n import gettext
 from tests.browser.test_portal_browser import localhost, to_code_page, watched
-from tests.e2e.test_portal_helpers import letter, random_mobile, wait_for
+from tests.e2e.test_portal_helpers import letter, random_mobile
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -177,7 +178,7 @@ async def test_the_time_left_counts_down_from_the_code_and_is_announced_only_now
         assert 300 < left <= 310, left  # from the code's expiry (a slow machine may have lost a few seconds)
         assert await said.inner_text() == ""  # nothing announced before the 5 minutes mark
         # The 5 minutes mark is announced once, when the count passes it.
-        await wait_for(lambda: said.inner_text(), timeout=20)
+        await eventually(lambda: said.inner_text())
         assert "Temps restant pour taper ce code" in await said.inner_text()
         assert (await page.locator("#code-left").inner_text()).startswith(("5:00", "4:5"))
         announced = await said.inner_text()
@@ -186,7 +187,7 @@ async def test_the_time_left_counts_down_from_the_code_and_is_announced_only_now
         # The end: the page says the code is over, and announces it.
         await mail.travel(296)
         await page.goto(f"{page_url}/code")
-        await wait_for(lambda: page.locator("#code-over").is_visible(), timeout=12)
+        await eventually(lambda: page.locator("#code-over").is_visible())
         assert not await page.locator("#code-time").is_visible()
         assert gettext("fr", "Your code has expired") in await said.inner_text()
         await w.collect()

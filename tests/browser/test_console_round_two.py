@@ -22,6 +22,7 @@ from tests.browser.test_secretariat_browser import act, open_convocation, sign_i
 from tests.e2e.prometheus import Prometheus
 from tests.e2e.test_portal_helpers import letter
 from tests.patient import PatientClient
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 LIVE = 15_000  # ms: the open timeline asks for news every second (TIMELINE_REFRESH_SECONDS in the test stack)
@@ -35,15 +36,6 @@ def unique_name() -> tuple[str, str]:
 
 def unique_birth_date() -> date:
     return date(1930, 1, 1) + timedelta(days=random.randrange(30_000))
-
-
-async def eventually(check, timeout: float = 15):
-    """``check()``'s value once truthy (polled every 0.1 s)."""
-    for _ in range(int(timeout * 10)):
-        if value := check():
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"still false after {timeout}s")
 
 
 async def visible_without_scrolling(page, locator) -> bool:
@@ -197,11 +189,11 @@ async def test_paper_letters_follow_the_print_room_switch_back_to_e_mail_and_an_
             await expect(page.locator(f'form[data-action="{offered}"]'), offered).to_have_count(1)
         await page.goto(f"{stack.url('secretariat')}/search?worklist=unanswered")
         await expect(page.locator(f'a[href="/c/{silent.convocation_id}"]')).to_have_count(1)
-        alert = await eventually(lambda: firing("ConvocationsReissueUnanswered"), timeout=60)
+        alert = await eventually(lambda: firing("ConvocationsReissueUnanswered"))
         assert alert[0]["labels"]["severity"] == "warning"
         assert alert[0]["annotations"]["runbook_url"] == "docs/runbooks.md#convocationsreissueunanswered"
         await chain.publish(republished(silent.event))
-        await eventually(lambda: not firing("ConvocationsReissueUnanswered"), timeout=30)
+        await eventually(lambda: not firing("ConvocationsReissueUnanswered"))
         await context.close()
     finally:
         prometheus.stop()

@@ -14,7 +14,8 @@ from access_portal.i18n import gettext
 from shared.contracts import PostalProgressV1
 from shared.i18n import format_appointment, format_long_date
 from tests.browser.test_portal_browser import localhost, to_code_page, watched
-from tests.e2e.test_portal_helpers import Letter, letter, publish_as_service, wait_for
+from tests.e2e.test_portal_helpers import Letter, letter, publish_as_service
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 LANGUAGES = ("fr", "de", "it", "en")
@@ -192,7 +193,7 @@ async def test_paper_is_told_on_every_page_and_the_button_gives_way(chain, brows
         at=asked,
     )
     await publish_as_service(chain, progress, producer="issuer")
-    await wait_for(
+    await eventually(
         lambda: chain.db.fetchval("select true from access_portal.paper where message_id = $1", mail.message_id)
     )
     told = gettext(
@@ -229,7 +230,7 @@ async def test_paper_is_told_on_every_page_and_the_button_gives_way(chain, brows
             await page.reload()
             return await page.inner_text("[data-state=paper_told]") == sent
 
-        await wait_for(says_sent)
+        await eventually(says_sent)
         await w.collect()
     finally:
         await w.context.close()

@@ -14,8 +14,8 @@ from playwright.async_api import expect
 from devstack.hospital import republished
 from tests.browser.test_accessibility import AXE, WCAG
 from tests.e2e.conftest import code_of, random_email, random_mobile
-from tests.e2e.test_portal_helpers import wait_for
 from tests.patient import PatientClient, find_link
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -34,13 +34,12 @@ async def sign_in(browser, stack, who: str = "Alice Martin"):
     return context, page
 
 
-async def open_convocation(page, stack, cid: str, until_kind: str | None = None, timeout: float = 20):
-    for _ in range(int(timeout * 2)):
+async def open_convocation(page, stack, cid: str, until_kind: str | None = None, timeout: float = PATIENCE):
+    async def shown() -> bool:
         await page.goto(f"{stack.url('secretariat')}/c/{cid}")
-        if until_kind is None or await page.locator(f'li[data-kind="{until_kind}"]').count():
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{until_kind} never appeared in the timeline of {cid}")
+        return until_kind is None or bool(await page.locator(f'li[data-kind="{until_kind}"]').count())
+
+    await eventually(shown, timeout, every=0.5, what=f"{until_kind} in the timeline of {cid}")
 
 
 async def act(page, action: str, reason: str, **fields) -> None:
@@ -81,11 +80,12 @@ async def test_a_secretary_finds_a_bounce_posts_a_letter_corrects_a_number_unloc
     await chain.upstream(
         "convocation.status.v1", bounced_id, lambda es: any(e["data"]["status"] == "bounced" for e in es)
     )
-    for _ in range(60):
+
+    async def listed() -> int:
         await page.goto(f"{stack.url('secretariat')}/search?worklist=bounced")
-        if await page.locator(f'a[href="/c/{bounced_id}"]').count():
-            break
-        await asyncio.sleep(0.5)
+        return await page.locator(f'a[href="/c/{bounced_id}"]').count()
+
+    await eventually(listed, every=0.5, what="the bounced letter in its worklist")
     await page.locator(f'a[href="/c/{bounced_id}"]').click()
     await expect(page.locator('li[data-kind="bounced"]')).to_have_count(1)
 
@@ -194,15 +194,15 @@ async def test_a_secretary_corrects_an_address_and_resends_a_letter_the_hospital
         await expect(page.locator('form[data-action="resend"]')).to_have_count(0)  # not asked twice
         await chain.upstream("convocation.reissue.requested.v1", cid, lambda es: len(es) >= 1)
         await chain.publish(republished(event))
-        mail = await wait_for(lambda a=address, o=old_link: latest_to(chain, a, o), timeout=20)
+        mail = await eventually(lambda a=address, o=old_link: latest_to(chain, a, o))
         new_link = find_link(mail["text"])
         assert new_link != old_link
-        for _ in range(40):
+
+        async def done(action: str = action, cid: str = cid) -> bool:
             await open_convocation(page, stack, cid)
-            if "done" in await page.locator(f'li[data-action="{action}"]').inner_text():
-                break
-            await asyncio.sleep(0.5)
-        assert "done" in await page.locator(f'li[data-action="{action}"]').inner_text()
+            return "done" in await page.locator(f'li[data-action="{action}"]').inner_text()
+
+        await eventually(done, every=0.5, what=f"the action {action} done")
         e_mailed = page.locator('li[data-kind="e-mailed"]')
         assert await e_mailed.count() == 2 and "by the secretariat" in await e_mailed.last.inner_text()
         await expect(page.locator('li[data-kind="superseded"]')).to_have_count(1)

@@ -24,6 +24,7 @@ from PIL import Image, ImageChops
 from access_portal.guide_script import SCRIPT, narration
 from devstack.guide import FPS, HEIGHT, OUT, WIDTH, capture, code_minutes
 from devstack.stack import http
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 LANGUAGES = ("fr", "de", "it", "en")
@@ -209,12 +210,12 @@ async def test_chromium_plays_the_guide_video_and_loads_its_captions_under_the_p
         await page.goto(f"{stack.url('access-portal').replace('127.0.0.1', 'localhost')}/guide?lang=de")
         await page.evaluate("document.querySelector('video').load()")  # preload="none": the patient presses play
         # Polled from outside: the page's CSP forbids the eval that wait_for_function would need.
-        for _ in range(100):
-            if await page.evaluate(
+        await eventually(
+            lambda: page.evaluate(
                 f"(v => v.readyState >= 1 && v.textTracks[0].cues?.length === {cues})(document.querySelector('video'))"
-            ):
-                break
-            await page.wait_for_timeout(100)
+            ),
+            what="the video's metadata and captions",
+        )
         assert (await page.evaluate("document.querySelector('video').currentSrc")).endswith("/guide-de.webm")
         assert await page.evaluate("document.querySelector('video').duration") > 60
         assert await page.evaluate("document.querySelector('video').textTracks[0].cues?.length") == cues

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import re
@@ -17,6 +16,7 @@ from devstack.sample import convocation_event, publish, sample_pdf
 from devstack.stack import KEY_STORE, ROOT
 from devstack.stack import SERVICES as STACK_SERVICES
 from tests.conftest import ADMIN_DSN, AMQP_URL, SCHEMAS
+from tests.waiting import PATIENCE, eventually
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,38 +42,47 @@ class Chain:
         self.print_room = print_room
         self._upstream: dict[str, list[dict]] = {}
 
-    async def upstream(self, routing_key: str, correlation_id: str, until, timeout: float = 15) -> list[dict]:
+    async def upstream(self, routing_key: str, correlation_id: str, until, timeout: float = PATIENCE) -> list[dict]:
         """Events the hospital's systems receive on their queue (e.g. convocation.status.v1) for one
         convocation, waiting until ``until(events)`` holds. Every event read is kept for later calls."""
         queue = f"{self.exchange}.upstream.{routing_key}"
         seen = self._upstream.setdefault(queue, [])
         conn = await aio_pika.connect(AMQP_URL)
+        mine: list[dict] = []
         async with conn:
             channel = await conn.channel()
             q = await channel.get_queue(queue, ensure=True)
-            for _ in range(int(timeout * 20)):
+
+            async def arrived() -> bool:
+                nonlocal mine
                 while (message := await q.get(no_ack=True, fail=False)) is not None:
                     seen.append(json.loads(message.body))
                 mine = [e for e in seen if e["correlation_id"] == correlation_id]
-                if until(mine):
-                    return mine
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"upstream never saw the expected {routing_key} events; got {mine}")
+                return bool(until(mine))
+
+            try:
+                await eventually(arrived, timeout, every=0.05, what=f"the expected {routing_key} events upstream")
+            except AssertionError as err:
+                raise AssertionError(f"{err}; got {mine}") from None
+        return mine
 
     async def postal(
-        self, correlation_id: str, until=lambda events: len(events) >= 1, timeout: float = 15
+        self, correlation_id: str, until=lambda events: len(events) >= 1, timeout: float = PATIENCE
     ) -> list[dict]:
         """The postal.requested events the development print room read for one convocation, waiting until
         ``until(events)`` holds."""
         mine: list[dict] = []
-        for _ in range(int(timeout * 20)):
+
+        def read() -> bool:
+            nonlocal mine
             mine = [e for e in self.print_room.requests if e["correlation_id"] == correlation_id]
-            if until(mine):
-                return mine
-            await asyncio.sleep(0.05)
-        raise AssertionError(
-            f"the print room never got the expected letters; got {len(mine)}. {self.print_room.problem()}"
-        )
+            return bool(until(mine))
+
+        try:
+            await eventually(read, timeout, every=0.05, what="the print room's expected letters")
+        except AssertionError as err:
+            raise AssertionError(f"{err}; got {len(mine)}. {self.print_room.problem()}") from None
+        return mine
 
     def event(self, **kw) -> dict:
         kw.setdefault("email", random_email())
@@ -85,17 +94,17 @@ class Chain:
     async def publish(self, event: dict | bytes, **kw) -> None:
         await publish(AMQP_URL, self.exchange, event, **kw)
 
-    async def email_to(self, address: str, timeout: float = 15):
+    async def email_to(self, address: str, timeout: float = PATIENCE):
         return await self.inbox.await_email(lambda m: address in m["rcpt_tos"], timeout=timeout)
 
-    async def sms_to(self, e164: str, timeout: float = 15, nth: int = 1) -> dict:
+    async def sms_to(self, e164: str, timeout: float = PATIENCE, nth: int = 1) -> dict:
         """The ``nth`` SMS sent to this number (waits for it)."""
-        for _ in range(int(timeout * 20)):
+
+        def sent():
             texts = [s for s in self.inbox.sms() if s["to"] == e164]
-            if len(texts) >= nth:
-                return sorted(texts, key=lambda s: s["received_at"])[nth - 1]
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no SMS number {nth} to the patient's phone after {timeout}s")
+            return sorted(texts, key=lambda s: s["received_at"])[nth - 1] if len(texts) >= nth else None
+
+        return await eventually(sent, timeout, every=0.05, what=f"SMS number {nth} to the patient's phone")
 
     def sms_count(self, e164: str) -> int:
         return sum(1 for s in self.inbox.sms() if s["to"] == e164)
@@ -106,12 +115,14 @@ class Chain:
     async def status(self, convocation_id: str) -> str | None:
         return await self.db.fetchval("select status from issuer.convocation where id = $1", uuid.UUID(convocation_id))
 
-    async def wait_status(self, convocation_id: str, status: str, timeout: float = 15) -> None:
-        for _ in range(int(timeout * 10)):
-            if await self.status(convocation_id) == status:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"status stayed {await self.status(convocation_id)!r}, expected {status!r}")
+    async def wait_status(self, convocation_id: str, status: str, timeout: float = PATIENCE) -> None:
+        async def reached() -> bool:
+            return await self.status(convocation_id) == status
+
+        try:
+            await eventually(reached, timeout, what=f"the status {status!r}")
+        except AssertionError as err:
+            raise AssertionError(f"{err}: it stayed {await self.status(convocation_id)!r}") from None
 
     async def dump_all_tables(self) -> str:
         """Every row of every table of every service (and their audits), as text (bytea as hex)."""
@@ -134,21 +145,24 @@ class Chain:
 
         return await KeyStore(self.stack.url("key-store"), DEV_KEY_STORE_TOKENS[0]).for_expiry(expires_at)
 
-    async def dead_letters(self, queue: str, message_ids: set[str], timeout: float = 10) -> dict:
-        """The messages with these ids parked on a queue's dead-letter queue, by id (waits for all)."""
+    async def dead_letters(self, queue: str, message_ids: set[str], timeout: float = PATIENCE) -> dict:
+        """The messages with these ids parked on a queue's dead-letter queue, by id (waits for all; with no
+        ids, those parked now)."""
         conn = await aio_pika.connect(AMQP_URL)
         found: dict[str, aio_pika.IncomingMessage] = {}
         async with conn:
             channel = await conn.channel()
             q = await channel.get_queue(f"{queue}.dlq", ensure=True)
-            for _ in range(int(timeout * 10)):
-                message = await q.get(no_ack=True, fail=False)
-                if message is None:
-                    if message_ids <= found.keys():
-                        break
-                    await asyncio.sleep(0.1)
-                    continue
-                found[message.message_id] = message
+
+            async def parked() -> bool:
+                while (message := await q.get(no_ack=True, fail=False)) is not None:
+                    found[message.message_id] = message
+                return message_ids <= found.keys()
+
+            try:
+                await eventually(parked, timeout, what=f"the dead-lettering of {sorted(message_ids)} on {queue}.dlq")
+            except AssertionError as err:
+                raise AssertionError(f"{err}; it holds {sorted(found, key=str)}") from None
         return found
 
 

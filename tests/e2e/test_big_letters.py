@@ -54,7 +54,7 @@ async def test_a_letter_over_the_limit_is_dead_lettered_on_its_size_before_it_is
     event_id = str(uuid.uuid4())
     await chain.publish(body, message_id=event_id, routing_key="convocation.created.v1")
     del body
-    letters = await chain.dead_letters(f"{chain.exchange}.issuer.convocation.created.v1", {event_id}, timeout=60)
+    letters = await chain.dead_letters(f"{chain.exchange}.issuer.convocation.created.v1", {event_id})
     headers = letters[event_id].headers
     assert headers["x-rejected-reason"] == "too-large", headers.get("x-rejected-detail")
     assert "more than the" in headers["x-rejected-detail"]

@@ -17,6 +17,7 @@ from shared import crypto
 from shared.settings import _decode_key, dev_key
 from tests.e2e.conftest import code_of, random_mobile
 from tests.patient import PatientClient, find_link
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = pytest.mark.e2e
 PRINT_ROOM_KEY = _decode_key(dev_key("print-room"))
@@ -75,7 +76,7 @@ async def test_a_temporary_smtp_failure_is_retried_and_gives_exactly_one_email(c
     address = event["data"]["patient"]["email"]
     chain.inbox.smtp_script(["451 4.3.0 Mailbox busy, try again later"])
     await chain.publish(event)
-    await chain.email_to(address, timeout=20)
+    await chain.email_to(address)
     await chain.wait_status(event["data"]["convocation_id"], "e-mailed")
     assert len(chain.emails_to(address)) == 1
     row = await chain.db.fetchrow(
@@ -113,10 +114,7 @@ async def test_a_new_convocation_for_the_same_appointment_supersedes_the_old_lin
     old_link = find_link((await chain.email_to(address))["text"])
     second = {**first, "event_id": str(uuid.uuid4())}
     await chain.publish(second)
-    for _ in range(100):
-        if len(chain.emails_to(address)) == 2:
-            break
-        await __import__("asyncio").sleep(0.1)
+    await eventually(lambda: len(chain.emails_to(address)) == 2, what="the second e-mail")
     new_link = find_link(chain.emails_to(address)[-1]["text"])
     assert new_link != old_link
     page = await _page_when(chain, old_link, 410)
@@ -188,16 +186,19 @@ async def test_without_a_pdf_the_issuer_renders_the_letter_in_the_patients_langu
     assert root["/Lang"] == {"fr": "fr-CH", "de": "de-CH", "it": "it-CH", "en": "en-GB"}[language]
 
 
-async def _page_when(chain, link: str, status: int, timeout: float = 15):
-    import asyncio
-
+async def _page_when(chain, link: str, status: int, timeout: float = PATIENCE):
     patient = PatientClient(link)
-    for _ in range(int(timeout * 10)):
+    answers: list[int] = []
+
+    def answered():
         page = patient.open_link()
-        if page.status_code == status:
-            return page
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the link kept answering {page.status_code}, expected {status}")
+        answers.append(page.status_code)
+        return page if page.status_code == status else None
+
+    try:
+        return await eventually(answered, timeout, what=f"the answer {status}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}: the link kept answering {answers[-1]}") from None
 
 
 async def test_an_email_requested_delivered_again_never_sends_a_second_email(chain):

@@ -14,10 +14,10 @@ import pytest
 
 from tests.e2e.conftest import code_of, random_email, random_mobile
 from tests.e2e.test_hospital_gateway import opened, siu, statuses
-from tests.e2e.test_portal_helpers import wait_for
 from tests.e2e.test_secretariat_api import Api, kinds, token
 from tests.patient import PatientClient, find_link
 from tests.staff import StaffClient
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 REASON = "Asked in writing on 7 December, identity checked at the desk"
@@ -101,7 +101,7 @@ async def test_an_erased_patient_leaves_nothing_in_any_service_the_hospital_is_t
         services = {c["service"] for c in body["confirmations"]}
         return body if body["complete"] and "hospital-gateway" in services else None
 
-    done = await wait_for(complete, timeout=30)
+    done = await eventually(complete)
     by_service = {c["service"]: c for c in done["confirmations"]}
     assert by_service["issuer"]["convocations"] == 4 and by_service["hospital-gateway"]["convocations"] == 1
     assert all(c["rows"] > 0 for c in by_service.values()), by_service
@@ -110,7 +110,7 @@ async def test_an_erased_patient_leaves_nothing_in_any_service_the_hospital_is_t
     async def dropped():
         return chain.print_room.jobs[paper["data"]["convocation_id"]].state == "cancelled"
 
-    await wait_for(dropped, timeout=15)
+    await eventually(dropped)
     # The hospital got the status 'erased' of its letter, as HL7 v2; the systems speaking our JSON, of theirs.
     await statuses(hospital, apt, {"erased"}, "hl7")
     for cid in a_ids[1:]:
@@ -179,7 +179,7 @@ async def test_a_secretary_erases_a_patient_from_the_console_only_after_confirmi
             page = staff.request("GET", asked.headers["location"] + "?lang=fr")
             return page if 'data-erasure="complete"' in page.text else None
 
-        page = await wait_for(complete, timeout=30)
+        page = await eventually(complete)
         assert "Terminé : chaque service a confirmé" in page.text
         assert cid not in page.text and "Marie Dupont" not in page.text
         assert staff.request("GET", f"/c/{cid}").status_code == 404  # the letter is gone from the console too

@@ -10,7 +10,6 @@ every server key on every field of every copy, in every combination that could y
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
@@ -35,6 +34,7 @@ from sms_gateway.settings import SmsSettings
 from tests.conftest import AMQP_URL, RABBITMQCTL, VHOST, inbox_stack
 from tests.opener import Opened, open_letters
 from tests.patient import find_link
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = pytest.mark.e2e
 EXCHANGE = "copies"
@@ -100,13 +100,13 @@ async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_data
         stack.start()  # every service, each with its schema and its keys
         sent = chain.event()
         await publish(AMQP_URL, EXCHANGE, sent)
-        link = find_link((await chain.email_to(sent["data"]["patient"]["email"], timeout=30))["text"])
+        link = find_link((await chain.email_to(sent["data"]["patient"]["email"]))["text"])
 
         chain.inbox.smtp_script(["451 4.3.0 Mailbox busy, try again later"] * 2)
         retrying = chain.event()
         await publish(AMQP_URL, EXCHANGE, retrying)
         holding = f"{EXCHANGE}.mailer.email.requested.v1.retry.{HOLD_SECONDS}s"
-        await _until(lambda: _depth(holding), 1, "the retry copy never reached its holding queue")
+        await _until(lambda: _depth(holding), 1, "the retry copy in its holding queue")
 
         stack.stop(["issuer"])
         stack.extra_env["issuer"] = {
@@ -117,12 +117,12 @@ async def test_no_copy_a_letter_leaves_opens_it_without_the_link(chain, own_data
         await publish(AMQP_URL, EXCHANGE, dead)
         for consumer, event in (("mailer", "email.requested.v1"), ("access-portal", "message.sealed.v2")):
             dlq = f"{EXCHANGE}.{consumer}.{event}.dlq"
-            await _until(lambda dlq=dlq: _depth(dlq), 1, f"{dlq} never got the letter's half")
+            await _until(lambda dlq=dlq: _depth(dlq), 1, f"the letter's half in {dlq}")
 
         # The hospital's own event, refused by the issuer (its appointment has begun): kept on the issuer's DLQ.
         refused = chain.event(starts_at=datetime.now(timezone.utc) - timedelta(hours=1))
         await publish(AMQP_URL, EXCHANGE, refused)
-        await _until(lambda: _depth(f"{EXCHANGE}.issuer.convocation.created.v1.dlq"), 1, "never refused")
+        await _until(lambda: _depth(f"{EXCHANGE}.issuer.convocation.created.v1.dlq"), 1, "the refused letter")
 
         ids = {name: await _message_id(db, e) for name, e in (("sent", sent), ("retrying", retrying), ("dead", dead))}
         assert ids["sent"] in link
@@ -189,11 +189,11 @@ async def _period_keys(stack: Stack, gathered: list) -> dict[str, bytes]:
 
 async def _message_id(db, event: dict) -> str:
     cid = uuid.UUID(event["data"]["convocation_id"])
-    for _ in range(100):
-        if found := await db.fetchval("select message_id from issuer.convocation where id = $1", cid):
-            return str(found)
-        await asyncio.sleep(0.1)
-    raise AssertionError("the issuer never sealed the letter")
+    found = await eventually(
+        lambda: db.fetchval("select message_id from issuer.convocation where id = $1", cid),
+        what="the issuer's sealing of the letter",
+    )
+    return str(found)
 
 
 async def _databases(db) -> dict[str, list[dict]]:
@@ -241,12 +241,11 @@ async def _depth(queue: str) -> int:
         return declared.declaration_result.message_count or 0
 
 
-async def _until(probe, expected: int, why: str, timeout: float = 60) -> None:
-    for _ in range(int(timeout * 4)):
+async def _until(probe, expected: int, what: str, timeout: float = PATIENCE) -> None:
+    async def reached() -> bool:
         try:
-            if await probe() >= expected:
-                return
-        except aio_pika.exceptions.ChannelNotFoundEntity:
-            pass
-        await asyncio.sleep(0.25)
-    raise AssertionError(why)
+            return await probe() >= expected
+        except aio_pika.exceptions.ChannelNotFoundEntity:  # not declared yet
+            return False
+
+    await eventually(reached, timeout, every=0.25, what=what)

@@ -16,8 +16,9 @@ from devstack.sample import sample_pdf
 from devstack.stack import http
 from hospital_gateway.booking import convocation_id
 from tests.e2e.conftest import code_of, random_email, random_mobile
-from tests.e2e.test_portal_helpers import state_of, wait_for
+from tests.e2e.test_portal_helpers import state_of
 from tests.patient import PatientClient, find_link
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = pytest.mark.e2e
 SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "samples"
@@ -46,7 +47,7 @@ def appointment(*, ident: str, email: str, mobile: str, status: str = "booked") 
 
 async def opened(chain, email: str, e164: str, national: str) -> PatientClient:
     """The patient follows the e-mailed link, types the number, the code, and downloads the letter."""
-    patient = PatientClient(find_link((await chain.email_to(email, timeout=30))["text"]))
+    patient = PatientClient(find_link((await chain.email_to(email))["text"]))
     assert patient.request_code(national).status_code == 303
     assert patient.enter_code(code_of(await chain.sms_to(e164))).status_code == 303
     download = patient.download("pdf")
@@ -60,7 +61,7 @@ async def statuses(hospital, appointment_id: str, expected: set[str], fmt: str) 
         got = [n for n in hospital.received if n["appointment_id"] == appointment_id and n["kind"] == "status"]
         return got if expected <= {n["code"] for n in got} else None
 
-    found = await wait_for(seen, timeout=30)
+    found = await eventually(seen)
     assert {n["format"] for n in found} == {fmt}
     return found
 
@@ -142,10 +143,10 @@ async def test_a_sandbox_test_runs_the_chain_but_reaches_only_the_sandbox_inbox_
     message = siu("siu-s12.hl7", appointment=apt, email=email, mobile=e164).replace("|P|2.5.1|", "|T|2.5.1|", 1)
     ack = hospital._run(_to_port(hospital, chain.stack.ports["gateway-sandbox"], message))
     assert "MSA|AA|" in ack, ack
-    mail = await sandbox_inbox.inbox.await_email(lambda m: email in m["rcpt_tos"], timeout=30)
+    mail = await sandbox_inbox.inbox.await_email(lambda m: email in m["rcpt_tos"], timeout=PATIENCE)
     patient = PatientClient(find_link(mail["text"]))
     assert patient.request_code(national).status_code == 303
-    sms = await wait_for(lambda: _sms(sandbox_inbox, e164), timeout=15)
+    sms = await eventually(lambda: _sms(sandbox_inbox, e164))
     assert patient.enter_code(code_of(sms)).status_code == 303
     assert patient.download("pdf").status_code == 200
     found = await statuses(hospital, apt, {"sealed", "e-mailed", "downloaded"}, "fhir")
@@ -186,7 +187,7 @@ async def test_a_batch_bundle_and_a_csv_list_give_one_letter_per_accepted_entry_
     assert [a["response"]["status"] for a in answers] == ["201 Created", "201 Created", "400 Bad Request"]
     assert answers[2]["response"]["outcome"]["issue"][0]["expression"] == ["Bundle.entry[2].resource.start"]
     for email in emails:
-        await chain.email_to(email, timeout=30)
+        await chain.email_to(email)
 
     csv = (SAMPLES / "day-list.csv").read_text(encoding="utf-8")
     csv_emails = [random_email() for _ in range(3)]
@@ -206,7 +207,7 @@ async def test_a_batch_bundle_and_a_csv_list_give_one_letter_per_accepted_entry_
     assert (listed["accepted"], listed["refused"]) == (2, 1)
     assert listed["lines"][2]["reason"] == "line 4, column birth_date: not a date (2030-03-14 or 14.03.2030)"
     for email in csv_emails[:2]:
-        await chain.email_to(email, timeout=30)
+        await chain.email_to(email)
     await asyncio.sleep(0)
     assert not chain.emails_to(csv_emails[2])
 
@@ -233,11 +234,10 @@ async def test_an_accepted_letter_the_issuer_refuses_is_dead_lettered_by_the_gat
     event_id = await chain.db.fetchval("select event_id from hospital_gateway.received where convocation_id = $1", cid)
     parked = await chain.dead_letters(f"{chain.exchange}.issuer.convocation.created.v1", {str(event_id)})
     assert parked[str(event_id)].headers["x-rejected-reason"] == "pdf-active-content"
-    letter = await wait_for(
+    letter = await eventually(
         lambda: chain.db.fetchrow(
             "select reason, detail from hospital_gateway.dead_letter where convocation_id = $1", cid
-        ),
-        timeout=30,
+        )
     )
     assert letter["reason"] == "not-sealed" and str(event_id) in letter["detail"]
     metrics = http("GET", f"{chain.stack.url('hospital-gateway')}/metrics", timeout=10).text

@@ -14,10 +14,11 @@ from devstack.hospital import republished
 from shared.crypto import b64e, recipient_public_key
 from shared.settings import _decode_key, dev_key
 from tests.e2e.conftest import random_email
-from tests.e2e.test_portal_helpers import Letter, find_link, letter, wait_for
+from tests.e2e.test_portal_helpers import Letter, find_link, letter
 from tests.e2e.test_secretariat_api import Api, kinds, token
 from tests.patient import PatientClient
 from tests.staff import StaffClient
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 RINGS = {  # setting: development key name (key 1, what the stack started with)
@@ -59,7 +60,7 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         )
         await proven.log_in()
         cid = proven.convocation_id
-        kept = await wait_for(
+        kept = await eventually(
             lambda: chain.db.fetchrow(
                 "select patient_enc, birth_index from secretariat.convocation where id = $1::uuid and patient_enc"
                 " is not null",
@@ -87,7 +88,7 @@ async def test_every_key_rotates_with_a_letter_in_flight_and_the_old_key_goes_af
         patient_id = f"P-rotation-{os.urandom(4).hex()}"
         event = chain.event(email="rotation@example.ch", mobile="079 555 01 23", patient_id=patient_id)
         await chain.publish(event)
-        sealed = await wait_for(
+        sealed = await eventually(
             lambda: chain.db.fetchrow(
                 "select * from access_portal.message where convocation_id = $1::uuid", event["data"]["convocation_id"]
             )

@@ -22,6 +22,7 @@ from tests.e2e.conftest import code_of, random_mobile
 from tests.e2e.test_delivery_lifecycle import statuses
 from tests.e2e.test_portal_helpers import publish_as_service
 from tests.patient import PatientClient, find_link
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -63,14 +64,6 @@ async def sent_email(chain, **kw) -> tuple[dict, dict]:
     email = await chain.email_to(event["data"]["patient"]["email"])
     await chain.wait_status(event["data"]["convocation_id"], "e-mailed")
     return event, email
-
-
-async def wait_for(condition, timeout: float = 15):
-    for _ in range(int(timeout * 10)):
-        if await condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition never held")
 
 
 async def test_the_relay_receives_a_signed_email_that_verifies_with_the_published_key(chain, dkim_key):
@@ -204,7 +197,7 @@ async def test_a_replacement_says_so_in_the_patients_language_once(chain):
     first, _ = await sent_email(chain, language="de")
     address = first["data"]["patient"]["email"]
     await chain.publish({**first, "event_id": str(uuid.uuid4())})
-    await wait_for(lambda: _count(chain, address, 2))
+    await eventually(lambda: _count(chain, address, 2))
     replacement = chain.emails_to(address)[-1]
     assert "Diese Nachricht ersetzt diejenige, die wir Ihnen am" in replacement["text"]
     assert "Ihr Aufgebot hat sich geändert" in replacement["text"]  # what happened: the hospital changed it
@@ -220,14 +213,14 @@ async def test_a_cancellation_tells_the_patient_once_then_forgets_the_address(ch
     cancel = {**event, "type": "convocation.cancelled", "data": {"convocation_id": cid, "reason": "annulé"}}
     for _ in range(2):
         await chain.publish({**cancel, "event_id": str(uuid.uuid4())})
-    await wait_for(lambda: _count(chain, address, 2))
+    await eventually(lambda: _count(chain, address, 2))
     notice = chain.emails_to(address)[-1]
     # It says what happened (cancelled, not "withdrawn") and whom to call (issue 20, item 9).
     assert "ha annullato la convocazione" in notice["text"] and "annullata" in notice["subject"]
     assert "chiami l’ospedale al" in notice["text"] and "patients@hug.example" in notice["text"]
     assert "/m/" not in notice["text"] and "ritirat" not in notice["text"]
     assert message_from_bytes(raw_of(notice))["Auto-Submitted"] == "auto-generated"
-    await wait_for(lambda: _recipient_gone(chain, cid))
+    await eventually(lambda: _recipient_gone(chain, cid))
     await asyncio.sleep(1.5)
     assert len(chain.emails_to(address)) == 2
 
@@ -240,7 +233,7 @@ async def test_a_withdrawal_by_the_secretariat_says_so_and_whom_to_call(chain):
     withdrawn = MessageRevokedV1(message_id=message_id, convocation_id=uuid.UUID(cid), reason="withdrawn")
     for _ in range(2):  # redelivered: told once
         await publish_as_service(chain, withdrawn, producer="issuer")
-    await wait_for(lambda: _count(chain, address, 2))
+    await eventually(lambda: _count(chain, address, 2))
     notice = chain.emails_to(address)[-1]
     assert "vom Sekretariat zurückgezogen" in notice["subject"]
     assert "Das Sekretariat hat das Aufgebot zurückgezogen" in notice["text"]
@@ -265,7 +258,7 @@ async def test_a_reminder_goes_once_before_the_paper_deadline_in_the_patients_la
     event, _ = await sent_email(chain, language="en")
     cid, address = event["data"]["convocation_id"], event["data"]["patient"]["email"]
     await _into_the_reminder_window(chain, cid)
-    await wait_for(lambda: _count(chain, address, 2))
+    await eventually(lambda: _count(chain, address, 2))
     reminder = chain.emails_to(address)[-1]
     assert "You have not opened the secure message" in reminder["text"]
     assert "/m/" not in reminder["text"]
@@ -303,7 +296,7 @@ async def test_nothing_of_the_patient_survives_expiry_and_no_notice_follows(chai
     )
     await chain.wait_status(cid, "expired")
     for convocation in (cid, other["data"]["convocation_id"]):
-        await wait_for(lambda c=convocation: _recipient_gone(chain, c))
+        await eventually(lambda c=convocation: _recipient_gone(chain, c))
     # After expiry: a reminder or a bounce for it finds nothing to act on.
     await _into_the_reminder_window(chain, other["data"]["convocation_id"])
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
@@ -372,7 +365,7 @@ async def test_a_letter_cancelled_while_its_email_waits_for_a_retry_is_never_sen
     cid, address = event["data"]["convocation_id"], event["data"]["patient"]["email"]
     chain.inbox.smtp_script(["451 4.3.0 Mailbox busy, try again later"])
     await chain.publish(event)
-    await wait_for(lambda: _email_status(chain, cid, "retrying"))
+    await eventually(lambda: _email_status(chain, cid, "retrying"))
     await chain.publish(
         {
             **event,
@@ -381,7 +374,7 @@ async def test_a_letter_cancelled_while_its_email_waits_for_a_retry_is_never_sen
             "data": {"convocation_id": cid, "reason": None},
         }
     )
-    await wait_for(lambda: _email_status(chain, cid, "revoked"))
+    await eventually(lambda: _email_status(chain, cid, "revoked"))
     await asyncio.sleep(4)  # the retry (after 1 s) has come and gone
     assert chain.emails_to(address) == []
 

@@ -109,7 +109,7 @@ async def test_the_mailer_authenticates_over_tls_and_checks_the_relays_certifica
     try:
         event = chain.event()
         await chain.publish(event)
-        await chain.wait_status(event["data"]["convocation_id"], "e-mailed", timeout=20)
+        await chain.wait_status(event["data"]["convocation_id"], "e-mailed")
         (mail,) = [m for m in relay.messages if event["data"]["patient"]["email"] in m["rcpt"]]
         assert mail["tls"] and mail["login"] == USER.encode()
         assert find_link(mail["text"])

@@ -56,12 +56,12 @@ async def test_retries_and_repeats_count_each_convocation_once_per_funnel_stage(
 
     await chain.publish(event)
     await chain.publish(event)  # the hospital's system publishes the same event again
-    mail = await chain.email_to(event["data"]["patient"]["email"], timeout=30)
-    await chain.wait_status(cid, "e-mailed", timeout=30)
+    mail = await chain.email_to(event["data"]["patient"]["email"])
+    await chain.wait_status(cid, "e-mailed")
     patient = PatientClient(find_link(mail["text"]))
     assert patient.open_link().status_code == 200
     assert patient.request_code(national).status_code == 303
-    sms = await chain.sms_to(e164, timeout=30)
+    sms = await chain.sms_to(e164)
     assert patient.enter_code(code_of(sms)).status_code == 303
     assert patient.download("pdf").status_code == 200
     assert patient.download("pdf").status_code == 200  # a second download is not a second conversion

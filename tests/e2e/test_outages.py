@@ -24,6 +24,7 @@ from devstack.stack import http
 from tests.conftest import AMQP_URL, DB_PORT, inbox_stack
 from tests.e2e.conftest import random_email
 from tests.e2e.proxy import TcpProxy
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = pytest.mark.e2e
 EXCHANGE = "test-outage"  # its own queues, apart from the session's stack
@@ -75,7 +76,7 @@ async def test_postgres_cut_longer_than_the_delivery_limit_loses_no_letter(chain
                 proxy.restore()
                 back = datetime.now(timezone.utc)
                 for event in events:
-                    await chain.email_to(event["data"]["patient"]["email"], timeout=60)
+                    await chain.email_to(event["data"]["patient"]["email"])
                 assert await _depth(channel, dlq) == 0
             _resumed_promptly(chain, events, back)
             for event in events:
@@ -103,7 +104,7 @@ async def test_broker_cut_while_letters_flow_sends_each_letter_once(chain, own_d
             during = [chain.event(email=random_email()) for _ in range(10)]
             for event in before:  # the hospital's side of the broker stays up all along
                 await publish(AMQP_URL, BROKER_EXCHANGE, event)
-            await chain.email_to(before[0]["data"]["patient"]["email"], timeout=30)
+            await chain.email_to(before[0]["data"]["patient"]["email"])
             proxy.cut()  # letters are in flight: taken, being sealed or mailed, in the outboxes
             for event in during:
                 await publish(AMQP_URL, BROKER_EXCHANGE, event)
@@ -157,20 +158,27 @@ def proxied(amqp_url: str, port: int) -> str:
     return f"{head}@{host_port.rsplit(':', 1)[0]}:{port}/{vhost}"
 
 
-async def _drained(channel, queues: list[str], timeout: float = 60) -> None:
+async def _drained(channel, queues: list[str], timeout: float = PATIENCE) -> None:
     """Every queue empty (each event consumed and acknowledged)."""
-    for _ in range(int(timeout * 4)):
-        if not any([await _depth(channel, q) for q in queues]):
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"queues not drained: {[(q, await _depth(channel, q)) for q in queues]}")
+
+    async def empty() -> bool:
+        return not any([await _depth(channel, q) for q in queues])
+
+    try:
+        await eventually(empty, timeout, every=0.25, what="the drained queues")
+    except AssertionError as err:
+        raise AssertionError(f"{err}: {[(q, await _depth(channel, q)) for q in queues]}") from None
 
 
 async def _outbox_empty(db, schema: str, timeout: float = RESUME_SECONDS) -> None:
-    """Every event the service committed has been published."""
-    for _ in range(int(timeout * 4)):
-        if not await db.fetchval(f"select count(*) from {schema}.outbox"):
-            return
-        await asyncio.sleep(0.25)
-    rows = await db.fetch(f"select event_type, attempts, last_error, next_attempt_at from {schema}.outbox")
-    raise AssertionError(f"{schema}: events left in the outbox: {[dict(r) for r in rows]}")
+    """Every event the service committed has been published, promptly (not pushed back by a long backoff)."""
+    try:
+        await eventually(
+            lambda: db.fetchval(f"select count(*) = 0 from {schema}.outbox"),
+            timeout,
+            every=0.25,
+            what="an empty outbox",
+        )
+    except AssertionError as err:
+        rows = await db.fetch(f"select event_type, attempts, last_error, next_attempt_at from {schema}.outbox")
+        raise AssertionError(f"{err}: {schema}'s events left: {[dict(r) for r in rows]}") from None

@@ -124,7 +124,7 @@ async def letter(chain, starts_at: datetime) -> tuple[dict, str, tuple[str, str]
     pdf = sample_pdf(f"Convocation {uuid.uuid4().hex[:8]}")
     event = chain.event(email=random_email(), mobile=national, pdf=pdf, starts_at=starts_at)
     await publish(AMQP_URL, EXCHANGE, event)
-    mail = await chain.email_to(event["data"]["patient"]["email"], timeout=30)
+    mail = await chain.email_to(event["data"]["patient"]["email"])
     link = next(u for u in mail["links"] if "/m/" in u)
     return event, link, mobile, pdf
 
@@ -238,7 +238,7 @@ async def test_a_letter_without_its_period_key_is_dead_lettered_with_the_reason_
     try:
         event = chain.event(email=random_email())
         await publish(AMQP_URL, EXCHANGE, event)
-        parked = await chain.dead_letters(f"{EXCHANGE}.issuer.convocation.created.v1", {event["event_id"]}, timeout=30)
+        parked = await chain.dead_letters(f"{EXCHANGE}.issuer.convocation.created.v1", {event["event_id"]})
         headers = parked[event["event_id"]].headers
         assert headers["x-rejected-reason"] == "period-key-unavailable"
         assert str(headers["x-rejected-detail"]).startswith("unreachable: the key store does not answer")
@@ -250,7 +250,7 @@ async def test_a_letter_without_its_period_key_is_dead_lettered_with_the_reason_
     # Once the store is back, the next letter is sealed and e-mailed.
     after = chain.event(email=random_email())
     await publish(AMQP_URL, EXCHANGE, after)
-    await chain.email_to(after["data"]["patient"]["email"], timeout=30)
+    await chain.email_to(after["data"]["patient"]["email"])
 
 
 async def test_while_the_key_store_is_down_the_patient_is_told_to_try_again_and_nothing_is_lost(chain, keys_stack):

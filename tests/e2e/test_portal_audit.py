@@ -14,7 +14,8 @@ import pytest
 from access_portal.settings import PortalSettings
 from devstack.stack import http
 from shared import crypto
-from tests.e2e.test_portal_helpers import PORTAL_KEY, letter, neighbour, random_mobile, wait_for
+from tests.e2e.test_portal_helpers import PORTAL_KEY, letter, neighbour, random_mobile
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -88,11 +89,10 @@ async def test_audit_rows_older_than_the_retention_are_pruned_by_the_running_por
         " (now() - interval '364 days', null, 'view', 'test-recent') returning id, outcome"
     )
     by_outcome = {r["outcome"]: r["id"] for r in ids}
-    await wait_for(
+    await eventually(
         lambda: chain.db.fetchval(
             "select count(*) = 0 from portal_audit.access_audit where id = $1", by_outcome["test-old"]
-        ),
-        timeout=10,
+        )
     )
     assert (
         await chain.db.fetchval(

@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.e2e.test_portal_helpers import letter, neighbour, state_of, wait_for
+from tests.e2e.test_portal_helpers import letter, neighbour, state_of
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 GENEVA = ZoneInfo("Europe/Zurich")
@@ -152,6 +153,6 @@ async def test_the_code_page_can_learn_that_the_sms_failed_without_a_reload(chai
     async def failed():
         return mail.patient.get(f"{mail.path}/code/status").json() == {"sms": "failed"}
 
-    await wait_for(failed)
+    await eventually(failed)
     assert len(await mail.audit()) == rows + 1  # the sms.failed itself; the polls wrote nothing
     assert mail.patient.get(f"/m/{uuid.uuid4()}/code/status").json() == {"sms": "none"}

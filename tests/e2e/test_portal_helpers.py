@@ -22,6 +22,7 @@ from shared.contracts import SmsFailedV1, envelope
 from tests.conftest import AMQP_URL
 from tests.e2e.conftest import Chain, code_of, random_email, random_mobile
 from tests.patient import PatientClient, csrf_of, find_link
+from tests.waiting import PATIENCE, eventually
 
 # The test stack runs the portal with its development keys; the tests use them to check what is stored.
 PORTAL_KEY = PortalSettings().portal_secret_key
@@ -149,8 +150,9 @@ async def letter(chain: Chain, *, mobile: str | None | bool = True, **kw) -> Let
     mail = await chain.email_to(event["data"]["patient"]["email"])
     found = Letter(chain, event, find_link(mail["text"]), e164, national)
     # The portal gets message.sealed and the mailer email.requested, on queues of their own: wait for the portal.
-    await wait_for(
-        lambda: chain.db.fetchval("select true from access_portal.message where message_id = $1", found.message_id)
+    await eventually(
+        lambda: chain.db.fetchval("select true from access_portal.message where message_id = $1", found.message_id),
+        what="the portal's copy of the message",
     )
     return found
 
@@ -176,16 +178,6 @@ async def travel(db, message_ids: list[uuid.UUID], seconds: float) -> None:
         ids,
         delta,
     )
-
-
-async def wait_for(probe, timeout: float = 10, every: float = 0.05):
-    """Poll an async probe until it returns something truthy."""
-    for _ in range(int(timeout / every)):
-        value = await probe()
-        if value:
-            return value
-        await asyncio.sleep(every)
-    raise AssertionError(f"still false after {timeout}s")
 
 
 async def publish_as_service(chain: Chain, payload, producer: str) -> None:
@@ -216,8 +208,9 @@ class EventSpy:
     async def __aexit__(self, *exc) -> None:
         await self._conn.close()
 
-    async def collect(self, until=lambda seen: False, timeout: float = 10, quiet: float = 1.0) -> list[dict]:
-        """Gather events until ``until(seen)`` holds (or the timeout), then ``quiet`` seconds more."""
+    async def collect(self, until=lambda seen: False, timeout: float = PATIENCE, quiet: float = 1.0) -> list[dict]:
+        """Gather events until ``until(seen)`` holds (or the timeout), then ``quiet`` seconds more (to listen
+        for events that must not come, give no ``until`` and a short timeout)."""
         loop = asyncio.get_running_loop()
         deadline, settled = loop.time() + timeout, None
         while loop.time() < deadline:
@@ -243,5 +236,4 @@ __all__ = [
     "random_mobile",
     "state_of",
     "travel",
-    "wait_for",
 ]

@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.e2e.conftest import random_email
-from tests.e2e.test_portal_helpers import letter, neighbour, state_of, wait_for
+from tests.e2e.test_portal_helpers import letter, neighbour, state_of
 from tests.patient import PatientClient
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,7 @@ def upstream_cancellation(convocation_id: str) -> dict:
 
 
 async def revoked(chain, mail, reason: str) -> None:
-    await wait_for(
+    await eventually(
         lambda: chain.db.fetchval(
             "select revoked_reason = $2 from access_portal.message where message_id = $1", mail.message_id, reason
         )
@@ -106,7 +107,7 @@ async def test_an_sms_the_provider_could_not_deliver_gets_its_own_page(chain):
     assert mail.patient.request_code(mail.national).status_code == 303
     await mail.sms()
     challenge = await mail.sms_failed()
-    await wait_for(
+    await eventually(
         lambda: chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1", challenge["id"])
     )
     page = mail.patient.get(f"{mail.path}/code")

@@ -30,6 +30,7 @@ from tests.e2e.conftest import random_email, random_mobile
 from tests.e2e.prometheus import rule_groups
 from tests.e2e.proxy import TcpProxy
 from tests.e2e.test_portal_helpers import letter
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,27 +68,40 @@ def alert_names() -> set[str]:
 
 
 async def firing(prometheus, alertname: str, labels: dict[str, str], timeout: float = 90) -> dict:
-    """The alert, once it fires with these labels."""
-    for _ in range(int(timeout * 2)):
-        for alert in prometheus.firing():
-            if alert["labels"]["alertname"] == alertname and labels.items() <= alert["labels"].items():
-                return alert
-        await asyncio.sleep(0.5)
-    raise AssertionError(
-        f"{alertname} {labels} never fired; firing: "
-        f"{[(a['labels']['alertname'], a['labels']) for a in prometheus.firing()]}"
-    )
+    """The alert, once it fires with these labels (its rule's ``for`` comes on top of the chain's time)."""
+
+    def fired() -> dict | None:
+        return next(
+            (
+                alert
+                for alert in prometheus.firing()
+                if alert["labels"]["alertname"] == alertname and labels.items() <= alert["labels"].items()
+            ),
+            None,
+        )
+
+    try:
+        return await eventually(fired, timeout, every=0.5, what=f"{alertname} {labels} firing")
+    except AssertionError as err:
+        raise AssertionError(
+            f"{err}; firing: {[(a['labels']['alertname'], a['labels']) for a in prometheus.firing()]}"
+        ) from None
 
 
-async def settled(prometheus, promql: str, until, timeout: float = 60) -> float | None:
+async def settled(prometheus, promql: str, until, timeout: float = PATIENCE) -> float | None:
     """The query's value once ``until(value)`` holds (Prometheus scrapes every second)."""
     value = None
-    for _ in range(int(timeout * 2)):
+
+    def holds() -> bool:
+        nonlocal value
         value = prometheus.value(promql)
-        if until(value):
-            return value
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{promql} stayed at {value}")
+        return bool(until(value))
+
+    try:
+        await eventually(holds, timeout, every=0.5, what=f"the expected value of {promql}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}: it stayed at {value}") from None
+    return value
 
 
 async def test_funnel_queries_return_this_runs_numbers_and_smtp_down_fires_its_alert(chain, prometheus):
@@ -102,7 +116,7 @@ async def test_funnel_queries_return_this_runs_numbers_and_smtp_down_fires_its_a
     for event in events:
         await chain.publish(event)
     for event in events:
-        await chain.wait_status(event["data"]["convocation_id"], "e-mailed", timeout=30)
+        await chain.wait_status(event["data"]["convocation_id"], "e-mailed")
     for stage, n in (("created", 3), ("e-mailed", 3)):
         await settled(prometheus, funnel.format(stage), lambda v, s=stage, n=n: v == before[s] + n)
 

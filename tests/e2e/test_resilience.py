@@ -9,17 +9,18 @@ import time
 
 import pytest
 
+from tests.waiting import PATIENCE, eventually
+
 pytestmark = pytest.mark.e2e
 
 
-async def _all_emailed_once(chain, events, timeout: float = 60) -> None:
+async def _all_emailed_once(chain, events, timeout: float = PATIENCE) -> None:
     addresses = [e["data"]["patient"]["email"] for e in events]
-    for _ in range(int(timeout * 10)):
-        if all(chain.emails_to(a) for a in addresses):
-            break
-        await asyncio.sleep(0.1)
-    missing = [a for a in addresses if not chain.emails_to(a)]
-    assert not missing, f"{len(missing)} of {len(addresses)} convocations never got their e-mail"
+    try:
+        await eventually(lambda: all(chain.emails_to(a) for a in addresses), timeout, what="every e-mail")
+    except AssertionError as err:
+        missing = [a for a in addresses if not chain.emails_to(a)]
+        raise AssertionError(f"{err}: {len(missing)} of {len(addresses)} convocations never got theirs") from None
     await asyncio.sleep(1.0)  # let any duplicate surface
     counts = {a: len(chain.emails_to(a)) for a in addresses}
     assert set(counts.values()) == {1}, f"duplicate e-mails: { {a: n for a, n in counts.items() if n > 1} }"
@@ -76,14 +77,15 @@ async def test_sigterm_under_load_ends_every_service_within_its_budget_and_loses
         events = [chain.event() for _ in range(20)]
         for event in events:
             await chain.publish(event)
+
         # Wait for the mailer to hold letters in its stuck handlers, and hold a request on every service.
-        for _ in range(150):
-            if await chain.db.fetchval(
+        async def all_stored() -> bool:
+            return await chain.db.fetchval(
                 "select count(*) from access_portal.message where convocation_id = any($1::uuid[])",
                 [e["data"]["convocation_id"] for e in events],
-            ) == len(events):
-                break
-            await asyncio.sleep(0.1)
+            ) == len(events)
+
+        await eventually(all_stored, what="the portal's copies of the letters")
         held = [await _hold_a_request(stack.ports[name]) for name in stack.processes]
         processes = dict(stack.processes)
         started = time.monotonic()

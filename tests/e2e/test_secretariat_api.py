@@ -17,6 +17,7 @@ from joserfc.jwk import RSAKey
 from devstack.stack import http
 from tests.e2e.conftest import code_of, random_mobile
 from tests.patient import PatientClient, find_link
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = pytest.mark.e2e
 NEURO = ("neurology", "Neurologie")
@@ -39,16 +40,18 @@ class Api:
     def post(self, path: str, body: dict) -> httpx.Response:
         return http("POST", self.base + path, json=body, headers=self.headers, timeout=10)
 
-    async def wait(self, convocation_id: str, until, timeout: float = 15) -> dict:
-        body = r = None
-        for _ in range(int(timeout * 10)):
+    async def wait(self, convocation_id: str, until, timeout: float = PATIENCE) -> dict:
+        last: dict = {}
+
+        def there() -> dict | None:
             r = self.get(f"/convocations/{convocation_id}")
-            if r.status_code == 200:
-                body = r.json()
-                if until(body):
-                    return body
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"the read model never got there: {body or (r.status_code, r.text[:300])}")
+            last["seen"] = r.json() if r.status_code == 200 else (r.status_code, r.text[:300])
+            return last["seen"] if r.status_code == 200 and until(last["seen"]) else None
+
+        try:
+            return await eventually(there, timeout, what="the read model's expected state")
+        except AssertionError as err:
+            raise AssertionError(f"{err}: {last.get('seen')}") from None
 
 
 def kinds(body: dict) -> list[str]:

@@ -20,9 +20,10 @@ from shared.contracts import StaffActionRequestedV1
 from tests.e2e import test_secretariat_api as api_tests
 from tests.e2e.conftest import random_email, random_mobile
 from tests.e2e.test_hospital_gateway import appointment as gateway_appointment
-from tests.e2e.test_portal_helpers import publish_as_service, state_of, wait_for
+from tests.e2e.test_portal_helpers import publish_as_service, state_of
 from tests.e2e.test_secretariat_api import kinds
 from tests.patient import PatientClient, find_link
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 REISSUE_KEY = "convocation.reissue.requested.v1"
@@ -95,7 +96,7 @@ async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the
     assert stored.startswith("fe2.") and corrected not in stored
     assert corrected not in await chain.dump_all_tables()
     # What the unanswered-request alert reads: the issuer's sweeper counts it while it waits.
-    await wait_for(lambda: reissues_waiting(chain))
+    await eventually(lambda: reissues_waiting(chain))
 
     # The hospital publishes the same convocation again, still with the old address on file.
     await chain.publish(republished(event))
@@ -138,10 +139,10 @@ async def test_a_corrected_address_gets_the_letter_again_with_a_new_link_and_the
 
     # A later republication (the appointment moved) does not use the correction a second time.
     await chain.publish(republished(event))
-    await wait_for(
+    await eventually(
         lambda: chain.db.fetchval("select superseded_count = 2 from issuer.convocation where id = $1", uuid.UUID(cid))
     )
-    await chain.email_to(old_address, timeout=15)
+    await chain.email_to(old_address)
     assert len(chain.emails_to(corrected)) == 1
 
 
@@ -156,7 +157,7 @@ async def test_resend_through_the_development_hospital_once_even_when_the_action
         == 201
     )
     cid = str(convocation_id("dev-his-fhir", ident))
-    old_patient = PatientClient(find_link((await chain.email_to(address, timeout=30))["text"]))
+    old_patient = PatientClient(find_link((await chain.email_to(address))["text"]))
     await cardio.wait(cid, lambda b: "e-mailed" in kinds(b))
     answered = hospital.answered
     r = cardio.post(f"/convocations/{cid}/actions", {"action": "resend", "reason": "patient deleted the e-mail"})
@@ -225,12 +226,12 @@ async def test_a_correction_whose_address_is_not_one_address_is_dead_lettered_wi
     )
     await publish_as_service(chain, payload, producer="secretariat")
     queue = f"{chain.exchange}.issuer.staff.action.requested.v1"
-    parked = await wait_for(lambda: dead_lettered(chain, queue, action_id), timeout=15)
+    parked = await eventually(lambda: dead_lettered(chain, queue, action_id))
     assert parked.headers["x-rejected-reason"] == "email-invalid"
     assert "stranger" not in json.dumps({k: str(v) for k, v in parked.headers.items()})
     assert await chain.db.fetchval("select count(*) from issuer.reissue_request where convocation_id = $1", cid) == 0
 
 
 async def dead_lettered(chain, queue: str, action_id: uuid.UUID):
-    found = await chain.dead_letters(queue, set(), timeout=0.5)
+    found = await chain.dead_letters(queue, set())
     return next((m for m in found.values() if json.loads(m.body)["data"]["action_id"] == str(action_id)), None)

@@ -25,6 +25,7 @@ from shared.settings import dev_key
 from tests.conftest import AMQP_URL
 from tests.e2e.conftest import random_mobile
 from tests.patient import PatientClient, find_link
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = pytest.mark.e2e
 SMS_FIELD_KEY = base64.b64decode(dev_key("sms-field"))
@@ -84,12 +85,11 @@ class BusTap:
     def of(self, event_type: str, challenge_id: uuid.UUID) -> list[dict]:
         return [e for e in self.events if e["type"] == event_type and e["data"]["challenge_id"] == str(challenge_id)]
 
-    async def wait(self, event_type: str, challenge_id: uuid.UUID, timeout: float = 15) -> dict:
-        for _ in range(int(timeout * 20)):
-            if found := self.of(event_type, challenge_id):
-                return found[0]
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no {event_type} for challenge {challenge_id} within {timeout}s")
+    async def wait(self, event_type: str, challenge_id: uuid.UUID, timeout: float = PATIENCE) -> dict:
+        found = await eventually(
+            lambda: self.of(event_type, challenge_id), timeout, every=0.05, what=f"{event_type} for {challenge_id}"
+        )
+        return found[0]
 
     async def stop(self) -> None:
         if self.connection:
@@ -115,14 +115,16 @@ async def sms_row(db, challenge_id: uuid.UUID):
     return await db.fetchrow("select * from sms_gateway.sms where challenge_id = $1", challenge_id)
 
 
-async def wait_sms_status(db, challenge_id: uuid.UUID, *status: str, timeout: float = 20):
-    for _ in range(int(timeout * 10)):
+async def wait_sms_status(db, challenge_id: uuid.UUID, *status: str, timeout: float = PATIENCE):
+    async def reached():
         row = await sms_row(db, challenge_id)
-        if row is not None and row["status"] in status:
-            return row
-        await asyncio.sleep(0.1)
-    row = await sms_row(db, challenge_id)
-    raise AssertionError(f"sms {challenge_id} stayed {row and dict(row)!r}, expected status {status!r}")
+        return row if row is not None and row["status"] in status else None
+
+    try:
+        return await eventually(reached, timeout, what=f"the status {status!r} of sms {challenge_id}")
+    except AssertionError as err:
+        row = await sms_row(db, challenge_id)
+        raise AssertionError(f"{err}: it stayed {row and dict(row)!r}") from None
 
 
 async def attempts_of(db, challenge_id: uuid.UUID) -> list[tuple]:
@@ -141,13 +143,15 @@ async def reports_of(db, provider_message_id: str) -> list[tuple]:
     return [tuple(r) for r in rows]
 
 
-async def wait_callbacks(devinbox, sms_id: str, n: int, timeout: float = 10) -> list[dict]:
-    for _ in range(int(timeout * 20)):
-        sms = devinbox.inbox.get_sms(sms_id)
-        if len(sms["callbacks"]) >= n:
-            return sms["callbacks"]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fewer than {n} status callbacks for {sms_id}: {devinbox.inbox.get_sms(sms_id)}")
+async def wait_callbacks(devinbox, sms_id: str, n: int, timeout: float = PATIENCE) -> list[dict]:
+    def called() -> list[dict] | None:
+        callbacks = devinbox.inbox.get_sms(sms_id)["callbacks"]
+        return callbacks if len(callbacks) >= n else None
+
+    try:
+        return await eventually(called, timeout, every=0.05, what=f"{n} status callbacks for {sms_id}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}: {devinbox.inbox.get_sms(sms_id)}") from None
 
 
 def sms_to(devinbox, e164: str) -> list[dict]:
@@ -316,12 +320,10 @@ async def test_an_undelivered_callback_fails_the_sms_with_the_provider_code_and_
     assert failed["data"]["reason"].startswith("undelivered")
     assert failed["causation_id"] is not None
 
-    for _ in range(100):
-        if await chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1", challenge_id):
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the portal never learnt that the SMS failed")
+    await eventually(
+        lambda: chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1", challenge_id),
+        what="the portal's news that the SMS failed",
+    )
     page = patient.get(urlsplit(patient.page_url).path + "/code")
     assert "n’a pas pu être remis" in page.text  # the patient is told, in French, what happened
 
@@ -345,7 +347,7 @@ async def test_two_503s_then_success_give_exactly_one_sms_after_delayed_retries(
     event, code = otp_requested(e164, language="de")
     await chain.publish(event)
 
-    row = await wait_sms_status(chain.db, challenge_of(event), "delivered", timeout=30)
+    row = await wait_sms_status(chain.db, challenge_of(event), "delivered")
     assert row["attempts"] == 3
     assert await attempts_of(chain.db, challenge_of(event)) == [
         (1, "twilio", "transient"),
@@ -443,7 +445,7 @@ class TestWithFailoverAndCaps:
         event, code = otp_requested(e164, language="it")
         await chain.publish(event)
 
-        row = await wait_sms_status(chain.db, challenge_of(event), "delivered", timeout=30)
+        row = await wait_sms_status(chain.db, challenge_of(event), "delivered")
         assert await attempts_of(chain.db, challenge_of(event)) == [
             (1, "twilio", "transient"),
             (2, "twilio", "transient"),
@@ -468,7 +470,7 @@ class TestWithFailoverAndCaps:
         event, _ = otp_requested(e164)
         await chain.publish(event)
 
-        failed = await bus.wait("sms.failed", challenge_of(event), timeout=30)
+        failed = await bus.wait("sms.failed", challenge_of(event))
         assert (failed["data"]["provider"], failed["data"]["provider_code"]) == ("generic", "30005")
         [sms] = sms_to(devinbox, e164)
         forged = json.dumps(
@@ -531,7 +533,7 @@ class TestWithFailoverAndCaps:
                 devinbox.inbox.sms_fail_delivery(failure)
             event, code = otp_requested(e164)
             await chain.publish(event)
-            await wait_sms_status(chain.db, challenge_of(event), "failed" if failure else "delivered", timeout=30)
+            await wait_sms_status(chain.db, challenge_of(event), "failed" if failure else "delivered")
             sent.append((e164, code, challenge_of(event)))
 
         log = stack.log_file("sms-gateway").read_text()

@@ -6,7 +6,6 @@ that sent it, the PostgreSQL queries children of the handler, the patient's requ
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import uuid
@@ -18,6 +17,7 @@ from devstack.otlp import OtlpReceiver
 from tests.conftest import AMQP_URL, inbox_stack
 from tests.e2e.conftest import code_of
 from tests.patient import PatientClient, find_link
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = pytest.mark.e2e
 EXCHANGE = "test-trace"  # its own queues: the session's stack does not trace
@@ -42,13 +42,15 @@ async def publish_in_trace(event: dict, trace_id: str, span_id: str) -> None:
         )
 
 
-async def spans_until(otlp: OtlpReceiver, until, timeout: float = 60):  # batched exports, on two busy cores
-    for _ in range(int(timeout * 10)):
+async def spans_until(otlp: OtlpReceiver, until, timeout: float = PATIENCE):  # batched exports, on two busy cores
+    def shown():
         spans = otlp.spans()
-        if until(spans):
-            return spans
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the spans never showed it: {sorted({(s.service, s.kind, s.name) for s in otlp.spans()})}")
+        return spans if until(spans) else None
+
+    try:
+        return await eventually(shown, timeout, what="the expected spans")
+    except AssertionError as err:
+        raise AssertionError(f"{err}: {sorted({(s.service, s.kind, s.name) for s in otlp.spans()})}") from None
 
 
 async def test_one_letter_is_one_trace_from_convocation_created_to_document_released(
@@ -78,20 +80,23 @@ async def test_one_letter_is_one_trace_from_convocation_created_to_document_rele
             event = chain.event()
             cid = event["data"]["convocation_id"]
             await publish_in_trace(event, trace_id, hospital_span)
-            mail = await chain.email_to(event["data"]["patient"]["email"], timeout=30)
+            mail = await chain.email_to(event["data"]["patient"]["email"])
             patient = PatientClient(find_link(mail["text"]))
-            await asyncio.sleep(0.5)  # the portal stores the message beside the mailer sending it
+            await eventually(  # the portal stores the message beside the mailer sending it
+                lambda: db.fetchval("select true from access_portal.message where convocation_id = $1", uuid.UUID(cid)),
+                what="the portal's copy of the message",
+            )
             phone = "+41" + event["data"]["patient"]["mobile"].replace(" ", "")[1:]
             assert patient.request_code(event["data"]["patient"]["mobile"]).status_code == 303
-            code = code_of(await chain.sms_to(phone, timeout=30))
+            code = code_of(await chain.sms_to(phone))
             assert patient.enter_code(code).status_code == 303
             assert patient.download().status_code == 200
-            for _ in range(100):
-                if await db.fetchval(
+            await eventually(
+                lambda: db.fetchval(
                     "select downloaded_at is not null from issuer.convocation where id = $1", uuid.UUID(cid)
-                ):
-                    break
-                await asyncio.sleep(0.1)
+                ),
+                what="the issuer's record of the download",
+            )
 
             def released_taken(spans) -> bool:
                 # The issuer took the release, and the portal exported the download's span (it ends with the

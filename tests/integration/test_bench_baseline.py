@@ -10,6 +10,7 @@ from devstack.baseline import BareChain, SmtpSink
 from devstack.bench import publish_all
 from devstack.sample import convocation_event, sample_pdf
 from tests.conftest import ADMIN_DSN, AMQP_URL
+from tests.waiting import until
 
 
 def test_bare_chain_delivers_each_letter_once_to_the_sink(test_database):
@@ -21,9 +22,7 @@ def test_bare_chain_delivers_each_letter_once_to_the_sink(test_database):
         events = [convocation_event(email=f"bare-{i}@example.ch", pdf=pdf) for i in range(20)]
         events.append(events[3])  # a redelivered event: the inbox must keep it to one e-mail
         asyncio.run(publish_all(chain.exchange, events, None, AMQP_URL))
-        deadline = time.monotonic() + 60
-        while len(sink.received) < 20 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        until(lambda: len(sink.received) >= 20, every=0.2, what="20 e-mails at the sink")
         time.sleep(1.5)  # time for a duplicate to arrive, if the chain sent one
         recipients = sorted(r for r, _ in sink.received)
         assert recipients == sorted(f"bare-{i}@example.ch" for i in range(20))

@@ -40,6 +40,7 @@ from shared.contracts import (
 from sms_gateway.app import create_app as sms_app
 from sms_gateway.settings import SmsSettings
 from tests.conftest import AMQP_URL, BROKER, RABBITMQCTL, VHOST
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.skipif(not RABBITMQCTL, reason="needs rabbitmqctl to create broker users")
 APPS = {
@@ -135,12 +136,9 @@ async def test_each_service_runs_as_its_own_user_and_dead_letters_an_event_with_
         connection = await aio_pika.connect(AMQP_URL)
         async with connection:
             queue = await (await connection.channel()).declare_queue(dlq, passive=True)
-            parked = None
-            for _ in range(100):
-                if parked := await queue.get(no_ack=True, fail=False):
-                    break
-                await asyncio.sleep(0.1)
-        assert parked is not None, "the forged event was not dead-lettered"
+            parked = await eventually(
+                lambda: queue.get(no_ack=True, fail=False), what="the forged event's dead-lettering"
+            )
         assert parked.headers["x-rejected-reason"] == "wrong-producer"
         assert "hospital-his" in parked.headers["x-rejected-detail"]
         assert json.loads(parked.body)["event_id"] == str(forged.event_id)
@@ -315,12 +313,12 @@ async def test_retired_queue_housekeeping_never_stops_a_start_and_keeps_the_queu
         assert runtime.retired_queues_left and await _depth(name) == 1
         monkeypatch.setattr(topology, "delete_retired_queues", delete)
         keeper = asyncio.create_task(runtime._keep_retired_queues_deleted())  # started by runtime.start()
+
+        async def gone() -> bool:
+            return await _depth(name) is None
+
         for round_ in ("after the failure", "after an old pod declared it again"):
-            for _ in range(100):
-                if await _depth(name) is None:
-                    break
-                await asyncio.sleep(0.1)
-            assert await _depth(name) is None, f"the retired queue is still there {round_}"
+            await eventually(gone, what=f"the retired queue's deletion {round_}")
             if round_ == "after the failure":
                 await _old_release_queue(exchange, "access-portal", "email.sent.v1")
         assert not keeper.done(), "the look-out lasts as long as the service"

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
-from collections.abc import Callable
 
 import aio_pika
 import pytest
 
 from devstack.printroom import DevPrintRoom, queue_names
 from tests.conftest import AMQP_URL
+from tests.waiting import until
 
 
 async def declare_print_room_queues(exchange: str, after: float) -> None:
@@ -67,18 +66,11 @@ def test_a_print_room_whose_channel_is_closed_under_it_reads_on_and_says_so():
     room = DevPrintRoom(AMQP_URL, exchange).start()
     try:
         asyncio.run(delete_print_room_queues(exchange))
-        until(lambda: room.lost, 5)
+        until(lambda: room.lost, what="the print room's lost channel")
         asyncio.run(declare_print_room_queues(exchange, after=0))
         asyncio.run(put_letter(exchange, b"not an event"))  # refused as unreadable, but read: the room is alive
-        until(lambda: room.lost and room.reading and room.refused, 10)
+        until(lambda: room.lost and room.reading and room.refused, what="the print room's reading on a new channel")
         assert room.reading and room.lost == ["ChannelNotFoundEntity"] and room.refused == 1
         assert "lost its channel 1 time" in room.problem()
     finally:
         room.stop()
-
-
-def until(holds: Callable[[], object], timeout: float) -> None:
-    """Wait until ``holds()`` is true or ``timeout`` seconds have passed (the assertions then say what is not)."""
-    deadline = time.monotonic() + timeout
-    while not holds() and time.monotonic() < deadline:
-        time.sleep(0.1)

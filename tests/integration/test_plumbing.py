@@ -27,6 +27,7 @@ from shared.runtime import main as runtime_main
 from shared.settings import ServiceSettings
 from tests.conftest import AMQP_URL, DB_PORT
 from tests.integration.conftest import throwaway_schema
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -136,13 +137,7 @@ async def test_the_relay_publishes_committed_events_persistently_and_forgets_rol
     relay = OutboxRelay(service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange, poll_seconds=5)
     await relay.start()
     try:
-        message = None
-        for _ in range(50):
-            message = await queue.get(no_ack=True, fail=False)
-            if message:
-                break
-            await asyncio.sleep(0.1)
-        assert message is not None
+        message = await eventually(lambda: queue.get(no_ack=True, fail=False), what="the committed event on the queue")
         assert message.message_id == str(committed.event_id)
         assert message.correlation_id == str(committed.correlation_id)
         assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
@@ -166,20 +161,18 @@ async def test_an_unroutable_event_stays_in_the_outbox_until_it_can_be_delivered
     relay = OutboxRelay(
         service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange, poll_seconds=0.2
     )
+
+    async def attempted():
+        row = await pool.fetchrow("select attempts, last_error from outbox")
+        return row if row["attempts"] else None
+
     await relay.start()
     try:
-        for _ in range(50):
-            row = await pool.fetchrow("select attempts, last_error from outbox")
-            if row["attempts"]:
-                break
-            await asyncio.sleep(0.1)
+        row = await eventually(attempted, what="the relay's first attempt")
         assert row["attempts"] >= 1 and "NO_ROUTE" in row["last_error"]
         queue = await broker.declare_queue(topology.consumer_queue(exchange, "late", "document.released.v1"))
         await queue.bind(exchange, routing_key="document.released.v1")
-        for _ in range(50):
-            if await pool.fetchval("select count(*) from outbox") == 0:
-                break
-            await asyncio.sleep(0.1)
+        await eventually(lambda: pool.fetchval("select count(*) = 0 from outbox"), what="the emptied outbox")
         assert (await queue.get(no_ack=True, fail=False)).message_id == str(event.event_id)
         await queue.delete(if_unused=False, if_empty=False)
     finally:
@@ -265,12 +258,13 @@ async def _publish_released(broker: RabbitBroker, exchange: str, events) -> None
 
 
 async def _rows_within(pool: asyncpg.Pool, query: str, n: int) -> list:
-    """``query``'s rows once there are ``n`` of them (or after 10 s)."""
-    for _ in range(100):
-        if len(rows := await pool.fetch(query)) >= n:
-            break
-        await asyncio.sleep(0.1)
-    return rows
+    """``query``'s rows once there are ``n`` of them."""
+
+    async def enough() -> list | None:
+        rows = await pool.fetch(query)
+        return rows if len(rows) >= n else None
+
+    return await eventually(enough, what=f"{n} rows of {query!r}")
 
 
 async def _left_in(queue: str) -> tuple[int, int]:
@@ -406,10 +400,7 @@ async def test_a_failure_after_the_handler_is_counted_as_a_consumer_error(schema
             message_id=str(uuid.uuid4()),
             persist=True,
         )
-        for _ in range(100):
-            if errors() > before:
-                break
-            await asyncio.sleep(0.1)
+        await eventually(lambda: errors() > before, what="the consumer's counted error")
         assert errors() == before + 1
     finally:
         await consumer_broker.stop()

@@ -8,10 +8,8 @@ hospital's, and local files the Secrets the pods mount; nothing else is set by h
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
-import inspect
 import ipaddress
 import json
 import logging
@@ -48,6 +46,7 @@ from devstack.stack import KEY_STORE, ROOT, SERVICES, Stack, free_port, python_p
 from tests.e2e.conftest import code_of, random_email, random_mobile
 from tests.patient import PatientClient, find_link
 from tests.production.manifests import container_env, find, render, resolve_external_secret
+from tests.waiting import PATIENCE, eventually
 
 CHAIN = ("issuer", "mailer", "sms-gateway", "access-portal")
 # The chain, the department secretariats' console and API, and the hospital gateway (HL7 over MLLP with TLS,
@@ -721,25 +720,13 @@ class Letter:
         return base64.b64decode(self.event["data"]["document_pdf_base64"])
 
 
-async def wait_until(predicate, timeout: float = 30, what: str = ""):
-    """The first true value of ``predicate()`` (awaited when it returns an awaitable), polled every 0.1 s."""
-    for _ in range(int(timeout * 10)):
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def send_letter(production: Stack, broker: Broker, relay: Relay, title: str) -> Letter:
     """The hospital publishes a convocation as its own broker user; returns it once its e-mail is at the relay."""
     e164, national = random_mobile()
     letter = Letter(convocation_event(email=random_email(), mobile=national, pdf=sample_pdf(title)), "", e164, national)
     letter.email = letter.event["data"]["patient"]["email"]
     await publish(broker.url("hospital-his"), production.settings["issuer"]["EVENTS_EXCHANGE"], letter.event)
-    mail = await wait_until(
+    mail = await eventually(
         lambda: next((m for m in relay.messages if letter.email in m["rcpt"]), None), what="the e-mail at the relay"
     )
     letter.link = find_link(mail["text"])
@@ -756,7 +743,7 @@ async def open_letter(patient: PatientClient, letter: Letter, sms_provider) -> h
     """The patient types the number, gets the code by SMS, enters it and downloads the PDF."""
     before = sum(1 for s in sms_provider.inbox.sms() if s["to"] == letter.e164)
     assert patient.request_code(letter.national).status_code in (200, 303)
-    sms = await wait_until(
+    sms = await eventually(
         lambda: ([s for s in sms_provider.inbox.sms() if s["to"] == letter.e164][before:] or [None])[0], what="the SMS"
     )
     assert patient.enter_code(code_of(sms)).status_code in (200, 303)
@@ -788,17 +775,23 @@ def base_backup(objects: ObjectStore, cluster: PostgresCluster) -> str:
     return listing["backups_list"][-1]["backup_id"]
 
 
-async def archive_everything(cluster: PostgresCluster, timeout: float = 60) -> None:
+async def archive_everything(cluster: PostgresCluster, timeout: float = PATIENCE) -> None:
     """Close the current WAL segment and wait until the archive has it: every commit so far is in the store."""
     admin = await cluster.admin()
     try:
         segment = await admin.fetchval("select pg_walfile_name(pg_switch_wal())")
-        for _ in range(int(timeout * 10)):
-            archived, failed = await admin.fetchrow("select last_archived_wal, last_failed_wal from pg_stat_archiver")
-            if archived is not None and archived >= segment:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"WAL segment {segment} not archived (last archived {archived}, last failed {failed})")
+        archiver: dict = {}
+
+        async def archived() -> bool:
+            archiver.update(await admin.fetchrow("select last_archived_wal, last_failed_wal from pg_stat_archiver"))
+            return archiver["last_archived_wal"] is not None and archiver["last_archived_wal"] >= segment
+
+        try:
+            await eventually(archived, timeout, what=f"the archiving of WAL segment {segment}")
+        except AssertionError as err:
+            raise AssertionError(
+                f"{err} (last archived {archiver['last_archived_wal']}, last failed {archiver['last_failed_wal']})"
+            ) from None
     finally:
         await admin.close()
 
@@ -828,10 +821,9 @@ async def restore(
     restored.start()
     admin = await restored.admin()
     try:
-        for _ in range(600):
-            if not await admin.fetchval("select pg_is_in_recovery()"):
-                return restored
-            await asyncio.sleep(0.1)
-        raise AssertionError("the restored cluster is still recovering after 60 s")
+        await eventually(
+            lambda: admin.fetchval("select not pg_is_in_recovery()"), what="the end of the restored cluster's recovery"
+        )
+        return restored
     finally:
         await admin.close()

@@ -19,8 +19,8 @@ from tests.production.conftest import (
     patient_client,
     restore,
     send_letter,
-    wait_until,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.production
 
@@ -29,7 +29,7 @@ async def _stored(postgres, letter) -> None:
     """Wait until the portal has stored the letter's message (its own transaction, after the e-mail's)."""
     admin = await postgres.admin()
     try:
-        await wait_until(
+        await eventually(
             lambda: admin.fetchval(
                 "select true from access_portal.message where convocation_id = $1::uuid", letter.convocation_id
             ),

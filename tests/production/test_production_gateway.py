@@ -14,7 +14,7 @@ from devstack.stack import http
 from hospital_gateway import mllp
 from tests.e2e.conftest import random_email, random_mobile
 from tests.e2e.test_hospital_gateway import SAMPLES, appointment, siu
-from tests.production.conftest import wait_until
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.production
 
@@ -55,7 +55,7 @@ async def test_hl7_over_mllp_with_tls_and_fhir_over_https_with_a_token_each_beco
     assert metadata["resourceType"] == "CapabilityStatement" and (SAMPLES / "appointment.json").exists()
 
     for email in (hl7_email, fhir_email):
-        mail = await wait_until(
+        mail = await eventually(
             lambda e=email: next((m for m in relay.messages if e in m["rcpt"]), None), what=f"the e-mail to {email}"
         )
         assert mail["tls"] and "/m/" in mail["text"]

@@ -3,7 +3,6 @@ convocation goes from the hospital's event to the patient's PDF and its status c
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from urllib.parse import urlsplit, urlunsplit
@@ -17,6 +16,7 @@ from devstack.stack import SERVICES
 from shared import crypto
 from shared.topology import UPSTREAM_PRODUCER
 from tests.production.conftest import SMTP_USER, open_letter, patient_client, send_letter
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.production
 
@@ -28,15 +28,19 @@ async def _upstream_status(url: str, exchange: str, convocation_id: str, until: 
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(f"{exchange}.upstream.convocation.status.v1", ensure=False)
-        for _ in range(300):
+
+        async def arrived() -> bool:
             while (message := await queue.get(no_ack=True, fail=False)) is not None:
                 event = json.loads(message.body)
                 if event["correlation_id"] == convocation_id:
                     seen.append(event["data"]["status"])
-            if until <= set(seen):
-                return seen
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"upstream saw {seen}, expected {until}")
+            return until <= set(seen)
+
+        try:
+            await eventually(arrived, what=f"the statuses {sorted(until)} upstream")
+        except AssertionError as err:
+            raise AssertionError(f"{err}: upstream saw {seen}") from None
+    return seen
 
 
 async def test_a_convocation_goes_from_the_hospital_to_the_patients_pdf_and_its_status_back(

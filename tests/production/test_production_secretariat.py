@@ -12,8 +12,8 @@ import pytest
 from devstack.sample import convocation_event, publish, sample_pdf
 from shared.topology import UPSTREAM_PRODUCER
 from tests.e2e.conftest import random_email
-from tests.production.conftest import wait_until
 from tests.staff import StaffClient
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.production
 
@@ -23,7 +23,7 @@ async def _page_until(staff: StaffClient, path: str, pattern: str, what: str):
         page = staff.request("GET", path)
         return page if page.status_code == 200 and re.search(pattern, page.text) else None
 
-    return await wait_until(shown, what=what)
+    return await eventually(shown, what=what)
 
 
 async def test_a_secretary_signs_in_through_the_hospitals_provider_and_sends_a_convocation_by_post(
