@@ -26,7 +26,8 @@ import pytest
 from devstack.stack import ROOT
 from tests.conftest import ADMIN_DSN, AMQP_URL, TEST_DB, inbox_stack
 from tests.e2e.conftest import Chain, random_email
-from tests.e2e.test_portal_helpers import Letter, letter, state_of, wait_for
+from tests.e2e.test_portal_helpers import Letter, letter, state_of
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -124,7 +125,7 @@ async def expired(devinbox, devoidc, exchange_name, tmp_path_factory) -> Expired
         async def closed():  # the appointment has begun: the message has expired
             return state_of(link.patient.open_link().text) == "expired"
 
-        await wait_for(closed, timeout=APPOINTMENT_IN_SECONDS + 15, every=0.5)
+        await eventually(closed, every=0.5, what="the message's expiry at the appointment")
         yield Expired(link, codes)
     finally:
         if db is not None:
@@ -259,8 +260,9 @@ async def visit_every_state(
         await page.press("#phone", "Enter")
         await failed.sms()
         challenge = await failed.sms_failed()
-        await wait_for(
-            lambda: chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1", challenge["id"])
+        await eventually(
+            lambda: chain.db.fetchval("select sms_failed from access_portal.challenge where id = $1", challenge["id"]),
+            what="the SMS failure on the challenge",
         )
         await page.goto(localhost(failed.link).split("#")[0] + "/code")
         await at("sms failed", page, "[data-state=sms_failed]")
@@ -274,7 +276,7 @@ async def visit_every_state(
             await in_language(page, told, "#code")  # the open code page in that language, then the failure
             await live.sms()
             await live.sms_failed()
-            await page.wait_for_selector("#sms-failed-now", state="visible", timeout=15000)
+            await page.wait_for_selector("#sms-failed-now", state="visible", timeout=PATIENCE * 1000)
             await at("sms failed, told on the open page", page, lang=told)
 
         from tests.e2e.test_portal_states import revoked, upstream_cancellation
@@ -310,7 +312,7 @@ async def in_language(page, lang: str, shown: str | None) -> None:
     await page.wait_for_url(lambda url: f"lang={lang}" in url)  # the switch's GET, loaded
     await page.wait_for_load_state()
     if shown:
-        await page.wait_for_selector(shown, timeout=10000)
+        await page.wait_for_selector(shown, timeout=PATIENCE * 1000)
 
 
 async def test_every_state_has_no_axe_violation_and_no_horizontal_scrolling(chain, browser, expired):
