@@ -26,7 +26,7 @@ from devstack.broker import PrivateBroker
 from devstack.hospital import DevHospital, hospital_systems
 from devstack.postgres import PrivatePostgres
 from devstack.printroom import DevPrintRoom
-from devstack.stack import ROOT, Stack, free_port
+from devstack.stack import ROOT, Stack, fork_server, free_port
 
 # A database per run: concurrent runs (two developers, CI, the tiers of one `make test`) never drop
 # each other's data.
@@ -96,6 +96,15 @@ def postgres() -> str:
 def _psql(*args: str, check: bool = True) -> None:
     env = {"PGHOST": "127.0.0.1", "PGUSER": "postgres", **os.environ}
     subprocess.run(["psql", "-q", "-d", "postgres", *args], check=check, capture_output=True, env=env)
+
+
+@pytest.fixture(scope="session")
+def services_forked(tmp_path_factory):
+    """From here on, the services' processes (every stack's, the key stores') are forked from a server that
+    has imported their libraries once (``devstack.forkserver``), instead of each importing them again: the
+    tiers that start services ask for it with their servers."""
+    with fork_server(tmp_path_factory.mktemp("fork-server") / "server.log"):
+        yield
 
 
 @pytest.fixture(scope="session")

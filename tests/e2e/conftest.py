@@ -20,8 +20,9 @@ from tests.waiting import PATIENCE, eventually
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _servers(rabbitmq, postgres):
-    """This tier runs on the tests' RabbitMQ node and PostgreSQL cluster (tests/conftest.py), started for it."""
+def _servers(rabbitmq, postgres, services_forked):
+    """This tier runs on the tests' RabbitMQ node and PostgreSQL cluster (tests/conftest.py), started for it,
+    and starts its services from the fork server."""
 
 
 def random_mobile() -> tuple[str, str]:

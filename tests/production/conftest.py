@@ -675,7 +675,7 @@ def run_migration_jobs(rendered: list[dict], settings: Settings) -> None:
 
 
 @pytest.fixture(scope="session")
-def production(rendered, settings, pki, sso, relay, tmp_path_factory):
+def production(rendered, settings, pki, sso, relay, tmp_path_factory, services_forked):
     ports = settings.ports
     sso.clients[0]["redirect_uris"] = [f"https://localhost:{ports['secretariat']}/auth/callback"]
     stack = Stack(

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import aio_pika
@@ -41,7 +42,7 @@ from devstack.baseline import BareChain, SmtpSink
 from devstack.broker import PrivateBroker
 from devstack.hospital import SAMPLES, hl7_message
 from devstack.sample import convocation_event, sample_pdf
-from devstack.stack import ROOT, Stack
+from devstack.stack import ROOT, Process, Stack
 
 # The bench's own RabbitMQ node (devstack.broker) unless AMQP_URL names one: nothing is left on a
 # shared broker.
@@ -284,7 +285,7 @@ def cpu_breakdown(groups: dict, n: int, run):
     return result
 
 
-def of(processes: dict[str, subprocess.Popen]) -> dict:
+def of(processes: Mapping[str, Process | subprocess.Popen]) -> dict:
     return {name: (lambda p=p: [p.pid]) for name, p in processes.items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -12,11 +13,15 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import certifi
 import httpx
+
+from devstack.forkserver import ForkServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {  # name: (python package, directory, schema/role)
@@ -76,15 +81,50 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {SERVER_PORTS.start}-{SERVER_PORTS.stop - 1}")
 
 
-def start_key_store(directory: Path, log_file: Path, **settings: str) -> tuple[subprocess.Popen, str]:
+class Process(Protocol):
+    """A service's process: a ``subprocess.Popen``, or a child of the fork server (``forkserver.Forked``)."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+
+
+_fork_server: ForkServer | None = None
+
+
+@contextlib.contextmanager
+def fork_server(log_file: Path) -> Iterator[ForkServer]:
+    """While open, ``spawn`` forks ``python -m`` commands from a server that has imported their libraries
+    (``devstack.forkserver``): the test suite's way to start services; outside it, ``spawn`` runs them."""
+    global _fork_server
+    server = ForkServer(log_file, ROOT / "tools")
+    _fork_server = server
+    try:
+        yield server
+    finally:
+        _fork_server = None
+        server.stop()
+
+
+def spawn(command: list[str], env: dict[str, str], log_file: Path, cwd: Path = ROOT) -> Process:
+    """Start ``command`` with ``env`` (the whole environment), its output appended to ``log_file``."""
+    if _fork_server is not None and _fork_server.forks(command, env):
+        return _fork_server.spawn(command, env, cwd, log_file)
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+
+
+def start_key_store(directory: Path, log_file: Path, **settings: str) -> tuple[Process, str]:
     """A key store of its own (development master key and callers' tokens), ready: (process, its URL)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": python_path(), "HTTP_PORT": str(port), "KEY_STORE_DIR": str(directory)}
     env |= {name.upper(): value for name, value in settings.items()}
-    with open(log_file, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", KEY_STORE_PACKAGE], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
-        )
+    process = spawn([sys.executable, "-m", KEY_STORE_PACKAGE], env, log_file)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         try:
@@ -134,7 +174,7 @@ class Stack:
     key_store_dir: Path | None = None
     # The key store's complete settings (the production tier's, read from the manifests), like ``settings``.
     key_store_settings: dict[str, str] | None = None
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in SERVICES:
@@ -241,14 +281,7 @@ class Stack:
         if KEY_STORE not in names and KEY_STORE not in self.processes and set(names) & set(KEY_STORE_CALLERS):
             names = [KEY_STORE, *names]  # the issuer and the portal ask it for period keys
         for name in names:
-            log = open(self.log_file(name), "ab")
-            self.processes[name] = subprocess.Popen(
-                self.command(name),
-                env=self.env_for(name),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
+            self.processes[name] = spawn(self.command(name), self.env_for(name), self.log_file(name))
         for name in names:
             self.wait_ready(name, timeout)
 
