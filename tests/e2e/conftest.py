@@ -187,7 +187,8 @@ def code_of(sms: dict) -> str:
 
 def pytest_collection_modifyitems(items):
     """The Prometheus checks run after every other end-to-end test: they judge the rules against what the
-    whole run exposed, and their induced faults (a replica cut from its database) come last."""
+    session's services exposed over the whole run (every series counted since their start), and their
+    induced faults (a replica cut from its database) come last."""
     watched = [i for i in items if i.path.name == "test_prometheus.py"]
     if not watched:
         return
@@ -196,19 +197,15 @@ def pytest_collection_modifyitems(items):
     items[:] = others[: last_e2e + 1] + watched + others[last_e2e + 1 :]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def prometheus(request, tmp_path_factory):
-    """Debian's Prometheus and blackbox exporter scraping the session's services, readiness and broker from
-    the first end-to-end test on, with the shipped rules on a test's time scale (tests/e2e/prometheus.py).
-    Only in a session that runs the Prometheus checks (test_prometheus.py): scraping every service each
-    second costs the other sessions CPU for nothing (None there)."""
+@pytest.fixture(scope="session")
+def prometheus(stack, tmp_path_factory):
+    """Debian's Prometheus and blackbox exporter scraping the session's services, readiness and broker with
+    the shipped rules on a test's time scale (tests/e2e/prometheus.py), from the first test that asks for it
+    (test_prometheus.py's) to the end of the session: scraping every service each second costs CPU, and the
+    session's services expose since their start every series they have counted."""
     from tests.conftest import BROKER
     from tests.e2e.prometheus import Prometheus
 
-    if not any(item.path.name == "test_prometheus.py" for item in request.session.items):
-        yield None
-        return
-    stack = request.getfixturevalue("stack")
     watcher = Prometheus(
         tmp_path_factory.mktemp("prometheus"),
         {name: [stack.url(name)] for name in [*STACK_SERVICES, KEY_STORE]},
