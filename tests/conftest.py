@@ -51,7 +51,7 @@ os.environ.setdefault("PGPORT", str(DB_PORT))  # the stacks' DATABASE_URL (devst
 # is known at import. AMQP_URL points the tests at another broker instead (then TEST_AMQP_VHOST names
 # their vhost, created with the rabbitmqctl of this machine).
 VHOST = os.environ.get("TEST_AMQP_VHOST", "convocations-test")
-BROKER = None if "AMQP_URL" in os.environ or not PrivateBroker.available() else PrivateBroker()
+BROKER = None if "AMQP_URL" in os.environ or not PrivateBroker.available() else PrivateBroker(vhost=VHOST)
 if BROKER is not None:
     atexit.register(BROKER.stop)
     # rabbitmqctl, wherever the tests and tools call it, now addresses the tests' node.
@@ -122,11 +122,13 @@ def _rabbitmqctl(*args: str) -> None:
 
 @pytest.fixture(scope="session")
 def rabbitmq() -> str:
-    """The tests' broker, running, with their vhost and every queue left by an earlier run emptied; the
-    AMQP URL of that vhost. The tiers that need a broker use it as an autouse fixture."""
+    """The tests' broker, running, with their vhost (a node of the run's own boots with it and holds nothing
+    yet; on the machine's broker, every queue an earlier run left is emptied); the AMQP URL of that vhost.
+    The tiers that need a broker use it as an autouse fixture."""
     if BROKER is not None:
-        BROKER.start()  # once per run; stopped at exit
-    if RABBITMQCTL and not (BROKER is None and "AMQP_URL" in os.environ):
+        BROKER.start()  # once per run, with the vhost; stopped at exit
+        return AMQP_URL
+    if RABBITMQCTL and "AMQP_URL" not in os.environ:
         _rabbitmqctl("add_vhost", VHOST)  # idempotent
         _rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
         _purge_all_queues()

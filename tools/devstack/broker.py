@@ -34,7 +34,12 @@ class PrivateBroker:
     ``tls=(ca, certificate, key)`` (PEM files): AMQP over TLS only, on ``port`` (no plain listener), as a
     RabbitmqCluster with ``disableNonTLSListeners``; ``amqp_url`` is then ``amqps://`` with ``cafile``."""
 
-    def __init__(self, name: str = "convocations-test", tls: tuple[str, str, str] | None = None) -> None:
+    def __init__(
+        self, name: str = "convocations-test", tls: tuple[str, str, str] | None = None, vhost: str = "/"
+    ) -> None:
+        """``vhost``: the node's default virtual host, made at its first boot with every permission for the
+        guest user (no ``rabbitmqctl add_vhost``, each call of which boots an Erlang VM)."""
+        self.vhost = vhost
         self.port, self.dist_port, self.prometheus_port = free_port(), free_port(), free_port()
         self.node = f"{name}-{self.port}@localhost"
         self.home = Path(tempfile.mkdtemp(prefix="convocations-rabbitmq-"))
@@ -90,7 +95,8 @@ class PrivateBroker:
             return self
         (self.home / "rabbitmq-env.conf").write_text("")  # not the machine's /etc/rabbitmq/rabbitmq-env.conf
         (self.home / "rabbitmq.conf").write_text(
-            self._listeners() + f"prometheus.tcp.port = {self.prometheus_port}\n"
+            self._listeners() + f"default_vhost = {self.vhost}\n"
+            f"prometheus.tcp.port = {self.prometheus_port}\n"
             "prometheus.tcp.ip = 127.0.0.1\n"
             "management_agent.disable_metrics_collector = false\n"
         )
@@ -124,12 +130,13 @@ class PrivateBroker:
             time.sleep(1)
 
     def stop(self) -> None:
-        """Stop this node (only the process started here) and remove its data."""
+        """Stop this node (only the process started here, and its process group) and remove its data. The
+        Erlang VM stops the node cleanly on SIGTERM (``rabbitmqctl stop`` would boot another VM to ask it)."""
         if self.process is not None and self.process.poll() is None:
-            self._ctl("stop", timeout=60)
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # a node that no longer answers: its whole process group
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # a node that no longer answers
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
