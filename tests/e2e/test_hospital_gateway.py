@@ -86,8 +86,11 @@ async def test_an_hl7_siu_s12_reaches_the_patient_a_repeat_does_nothing_an_s15_r
     cancel = hospital.send_hl7(siu("siu-s15.hl7", appointment=apt, email=email, mobile=e164))
     assert "MSA|AA|" in cancel, cancel
     await statuses(hospital, apt, {"cancelled"}, "hl7")
-    page = patient.open_link()
-    assert page.status_code == 410 and state_of(page.text) == "cancelled"
+    # The portal hears of the cancellation by its own event, beside the status going back to the hospital.
+    page = await eventually(
+        lambda: (p := patient.open_link()).status_code == 410 and p, what="the link's page telling the cancellation"
+    )
+    assert state_of(page.text) == "cancelled"
     assert len([m for m in chain.emails_to(email) if "/m/" in m["text"]]) == 1
     received = [
         r

@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devstack.stack import http
 from tests.e2e.conftest import code_of, random_mobile
 from tests.patient import PatientClient, find_link
+from tests.waiting import eventually
 
 pytestmark = __import__("pytest").mark.e2e
 SERVICES = ("issuer", "mailer", "sms-gateway", "access-portal")
@@ -67,7 +68,11 @@ async def test_retries_and_repeats_count_each_convocation_once_per_funnel_stage(
     assert patient.download("pdf").status_code == 200  # a second download is not a second conversion
     await chain.wait_status(cid, "downloaded")
 
-    after = scrape(chain.stack)
+    # The issuer counts a stage after the transaction recording it commits: the status shows a moment before.
+    after = await eventually(
+        lambda: (s := scrape(chain.stack)) and funnel(s)["downloaded"] > funnel(before)["downloaded"] and s,
+        what="the download counted in the funnel",
+    )
     moved = {stage: after_n - funnel(before)[stage] for stage, after_n in funnel(after).items()}
     assert moved == {
         "created": 1,
