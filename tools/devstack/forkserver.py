@@ -70,10 +70,23 @@ PRELOAD = (
     "phonenumbers",
     "icalendar",
     "babel",
-    "authlib.jose",
     "cryptography.hazmat.primitives.ciphers.aead",
     "cryptography.hazmat.primitives.asymmetric.rsa",
     "cryptography.x509",
+    "pypdf",  # the issuer's letters
+    "aiosmtplib",  # the mailer's relay and bounces
+    "aiosmtpd.smtp",
+    "authlib.integrations.httpx_client",  # the secretariat's sign-in
+    "joserfc.jwt",
+    "joserfc.jwk",
+    "hl7.mllp",  # the hospital gateway's HL7 v2 and FHIR
+    "fhir.resources.R4B.appointment",
+    "fhir.resources.R4B.bundle",
+    "fhir.resources.R4B.capabilitystatement",
+    "fhir.resources.R4B.communication",
+    "fhir.resources.R4B.operationoutcome",
+    "fhir.resources.R4B.task",
+    "yaml",
 )
 
 # Settings read when a preloaded library is imported (the OpenTelemetry API's context and propagators).
