@@ -74,3 +74,27 @@ def test_a_print_room_whose_channel_is_closed_under_it_reads_on_and_says_so():
         assert "lost its channel 1 time" in room.problem()
     finally:
         room.stop()
+
+
+def test_a_print_room_whose_broker_answers_late_reads_on_and_says_so(monkeypatch):
+    """A basic.get that gets no answer within aio-pika's 5 s (the broker starved of CPU) ended the reading task
+    for good, and every paper letter of an e2e session after it waited in vain; it now reads on."""
+    exchange = f"print-room-{uuid.uuid4().hex[:8]}"
+    asyncio.run(declare_print_room_queues(exchange, after=0))
+    get, late = aio_pika.Queue.get, []
+
+    async def answers_late_once(self, *args, **kwargs):
+        if not late:
+            late.append(self.name)
+            raise TimeoutError
+        return await get(self, *args, **kwargs)
+
+    monkeypatch.setattr(aio_pika.Queue, "get", answers_late_once)
+    room = DevPrintRoom(AMQP_URL, exchange).start()
+    try:
+        asyncio.run(put_letter(exchange, b"not an event"))
+        until(lambda: room.refused, what="the print room's reading after a late answer")
+        assert late and room.lost == ["TimeoutError"] and room.refused == 1
+        assert "lost its channel 1 time" in room.problem()
+    finally:
+        room.stop()
