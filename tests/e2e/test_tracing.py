@@ -68,6 +68,10 @@ async def test_one_letter_is_one_trace_from_convocation_created_to_document_rele
                 "*": {
                     "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
                     "OTEL_BSP_SCHEDULE_DELAY": "200",
+                    # Every query is a span (the outbox relays poll twice a second), and the SDK drops the spans
+                    # that find its queue full (2048 by default): a receiver slow to take a batch (it runs in
+                    # this test's process, on two busy cores) must not cost the letter's spans.
+                    "OTEL_BSP_MAX_QUEUE_SIZE": "100000",
                     "LOG_LEVEL": "INFO",
                     "SMS_RETRY_DELAYS": "1,2,3",
                     "FORWARDED_ALLOW_IPS": "127.0.0.0/8",
