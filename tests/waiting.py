@@ -20,10 +20,15 @@ PATIENCE = 60.0
 
 
 async def eventually(
-    probe: Callable[[], Any], timeout: float = PATIENCE, every: float = 0.1, what: str = "the condition"
+    probe: Callable[[], Any],
+    timeout: float = PATIENCE,
+    every: float = 0.1,
+    what: str = "the condition",
+    seen: Callable[[], Any] | None = None,
 ) -> Any:
     """``probe()``'s first truthy value (awaited when it returns an awaitable), polled every ``every`` s
-    until ``timeout`` s have passed, and once more then; AssertionError naming ``what`` if none came."""
+    until ``timeout`` s have passed, and once more then; AssertionError naming ``what`` if none came, followed
+    by ``seen()`` (awaited likewise): what the test saw instead."""
     deadline = time.monotonic() + timeout
     while True:
         last = time.monotonic() >= deadline
@@ -33,7 +38,10 @@ async def eventually(
         if value:
             return value
         if last:
-            raise AssertionError(f"{what} did not hold within {timeout:g} s")
+            detail = seen() if seen is not None else None
+            if inspect.isawaitable(detail):
+                detail = await detail
+            raise AssertionError(f"{what} did not hold within {timeout:g} s" + (f": {detail}" if seen else ""))
         await asyncio.sleep(max(0.0, min(every, deadline - time.monotonic())))
 
 

@@ -61,10 +61,13 @@ class Chain:
                 mine = [e for e in seen if e["correlation_id"] == correlation_id]
                 return bool(until(mine))
 
-            try:
-                await eventually(arrived, timeout, every=0.05, what=f"the expected {routing_key} events upstream")
-            except AssertionError as err:
-                raise AssertionError(f"{err}; got {mine}") from None
+            await eventually(
+                arrived,
+                timeout,
+                every=0.05,
+                what=f"the expected {routing_key} events upstream",
+                seen=lambda: f"got {mine}",
+            )
         return mine
 
     async def postal(
@@ -79,10 +82,13 @@ class Chain:
             mine = [e for e in self.print_room.requests if e["correlation_id"] == correlation_id]
             return bool(until(mine))
 
-        try:
-            await eventually(read, timeout, every=0.05, what="the print room's expected letters")
-        except AssertionError as err:
-            raise AssertionError(f"{err}; got {len(mine)}. {self.print_room.problem()}") from None
+        await eventually(
+            read,
+            timeout,
+            every=0.05,
+            what="the print room's expected letters",
+            seen=lambda: f"got {len(mine)}. {self.print_room.problem()}",
+        )
         return mine
 
     def event(self, **kw) -> dict:
@@ -120,10 +126,10 @@ class Chain:
         async def reached() -> bool:
             return await self.status(convocation_id) == status
 
-        try:
-            await eventually(reached, timeout, what=f"the status {status!r}")
-        except AssertionError as err:
-            raise AssertionError(f"{err}: it stayed {await self.status(convocation_id)!r}") from None
+        async def stayed() -> str:
+            return f"it stayed {await self.status(convocation_id)!r}"
+
+        await eventually(reached, timeout, what=f"the status {status!r}", seen=stayed)
 
     async def dump_all_tables(self) -> str:
         """Every row of every table of every service (and their audits), as text (bytea as hex)."""
@@ -160,10 +166,12 @@ class Chain:
                     found[message.message_id] = message
                 return message_ids <= found.keys()
 
-            try:
-                await eventually(parked, timeout, what=f"the dead-lettering of {sorted(message_ids)} on {queue}.dlq")
-            except AssertionError as err:
-                raise AssertionError(f"{err}; it holds {sorted(found, key=str)}") from None
+            await eventually(
+                parked,
+                timeout,
+                what=f"the dead-lettering of {sorted(message_ids)} on {queue}.dlq",
+                seen=lambda: f"it holds {sorted(found, key=str)}",
+            )
         return found
 
 

@@ -195,10 +195,9 @@ async def _page_when(chain, link: str, status: int, timeout: float = PATIENCE):
         answers.append(page.status_code)
         return page if page.status_code == status else None
 
-    try:
-        return await eventually(answered, timeout, what=f"the answer {status}")
-    except AssertionError as err:
-        raise AssertionError(f"{err}: the link kept answering {answers[-1]}") from None
+    return await eventually(
+        answered, timeout, what=f"the answer {status}", seen=lambda: f"the link kept answering {answers[-1]}"
+    )
 
 
 async def test_an_email_requested_delivered_again_never_sends_a_second_email(chain):

@@ -164,21 +164,23 @@ async def _drained(channel, queues: list[str], timeout: float = PATIENCE) -> Non
     async def empty() -> bool:
         return not any([await _depth(channel, q) for q in queues])
 
-    try:
-        await eventually(empty, timeout, every=0.25, what="the drained queues")
-    except AssertionError as err:
-        raise AssertionError(f"{err}: {[(q, await _depth(channel, q)) for q in queues]}") from None
+    async def depths() -> list:
+        return [(q, await _depth(channel, q)) for q in queues]
+
+    await eventually(empty, timeout, every=0.25, what="the drained queues", seen=depths)
 
 
 async def _outbox_empty(db, schema: str, timeout: float = RESUME_SECONDS) -> None:
     """Every event the service committed has been published, promptly (not pushed back by a long backoff)."""
-    try:
-        await eventually(
-            lambda: db.fetchval(f"select count(*) = 0 from {schema}.outbox"),
-            timeout,
-            every=0.25,
-            what="an empty outbox",
-        )
-    except AssertionError as err:
+
+    async def left() -> str:
         rows = await db.fetch(f"select event_type, attempts, last_error, next_attempt_at from {schema}.outbox")
-        raise AssertionError(f"{err}: {schema}'s events left: {[dict(r) for r in rows]}") from None
+        return f"{schema}'s events left: {[dict(r) for r in rows]}"
+
+    await eventually(
+        lambda: db.fetchval(f"select count(*) = 0 from {schema}.outbox"),
+        timeout,
+        every=0.25,
+        what="an empty outbox",
+        seen=left,
+    )

@@ -80,12 +80,13 @@ async def firing(prometheus, alertname: str, labels: dict[str, str], timeout: fl
             None,
         )
 
-    try:
-        return await eventually(fired, timeout, every=0.5, what=f"{alertname} {labels} firing")
-    except AssertionError as err:
-        raise AssertionError(
-            f"{err}; firing: {[(a['labels']['alertname'], a['labels']) for a in prometheus.firing()]}"
-        ) from None
+    return await eventually(
+        fired,
+        timeout,
+        every=0.5,
+        what=f"{alertname} {labels} firing",
+        seen=lambda: f"firing: {[(a['labels']['alertname'], a['labels']) for a in prometheus.firing()]}",
+    )
 
 
 async def settled(prometheus, promql: str, until, timeout: float = PATIENCE) -> float | None:
@@ -97,10 +98,9 @@ async def settled(prometheus, promql: str, until, timeout: float = PATIENCE) -> 
         value = prometheus.value(promql)
         return bool(until(value))
 
-    try:
-        await eventually(holds, timeout, every=0.5, what=f"the expected value of {promql}")
-    except AssertionError as err:
-        raise AssertionError(f"{err}: it stayed at {value}") from None
+    await eventually(
+        holds, timeout, every=0.5, what=f"the expected value of {promql}", seen=lambda: f"it stayed at {value}"
+    )
     return value
 
 

@@ -16,11 +16,12 @@ pytestmark = pytest.mark.e2e
 
 async def _all_emailed_once(chain, events, timeout: float = PATIENCE) -> None:
     addresses = [e["data"]["patient"]["email"] for e in events]
-    try:
-        await eventually(lambda: all(chain.emails_to(a) for a in addresses), timeout, what="every e-mail")
-    except AssertionError as err:
-        missing = [a for a in addresses if not chain.emails_to(a)]
-        raise AssertionError(f"{err}: {len(missing)} of {len(addresses)} convocations never got theirs") from None
+    await eventually(
+        lambda: all(chain.emails_to(a) for a in addresses),
+        timeout,
+        what="every e-mail",
+        seen=lambda: f"{sum(not chain.emails_to(a) for a in addresses)} of {len(addresses)} never got theirs",
+    )
     await asyncio.sleep(1.0)  # let any duplicate surface
     counts = {a: len(chain.emails_to(a)) for a in addresses}
     assert set(counts.values()) == {1}, f"duplicate e-mails: { {a: n for a, n in counts.items() if n > 1} }"

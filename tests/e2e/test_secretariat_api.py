@@ -48,10 +48,7 @@ class Api:
             last["seen"] = r.json() if r.status_code == 200 else (r.status_code, r.text[:300])
             return last["seen"] if r.status_code == 200 and until(last["seen"]) else None
 
-        try:
-            return await eventually(there, timeout, what="the read model's expected state")
-        except AssertionError as err:
-            raise AssertionError(f"{err}: {last.get('seen')}") from None
+        return await eventually(there, timeout, what="the read model's expected state", seen=lambda: last.get("seen"))
 
 
 def kinds(body: dict) -> list[str]:

@@ -120,11 +120,11 @@ async def wait_sms_status(db, challenge_id: uuid.UUID, *status: str, timeout: fl
         row = await sms_row(db, challenge_id)
         return row if row is not None and row["status"] in status else None
 
-    try:
-        return await eventually(reached, timeout, what=f"the status {status!r} of sms {challenge_id}")
-    except AssertionError as err:
+    async def stayed() -> str:
         row = await sms_row(db, challenge_id)
-        raise AssertionError(f"{err}: it stayed {row and dict(row)!r}") from None
+        return f"it stayed {row and dict(row)!r}"
+
+    return await eventually(reached, timeout, what=f"the status {status!r} of sms {challenge_id}", seen=stayed)
 
 
 async def attempts_of(db, challenge_id: uuid.UUID) -> list[tuple]:
@@ -148,10 +148,13 @@ async def wait_callbacks(devinbox, sms_id: str, n: int, timeout: float = PATIENC
         callbacks = devinbox.inbox.get_sms(sms_id)["callbacks"]
         return callbacks if len(callbacks) >= n else None
 
-    try:
-        return await eventually(called, timeout, every=0.05, what=f"{n} status callbacks for {sms_id}")
-    except AssertionError as err:
-        raise AssertionError(f"{err}: {devinbox.inbox.get_sms(sms_id)}") from None
+    return await eventually(
+        called,
+        timeout,
+        every=0.05,
+        what=f"{n} status callbacks for {sms_id}",
+        seen=lambda: devinbox.inbox.get_sms(sms_id),
+    )
 
 
 def sms_to(devinbox, e164: str) -> list[dict]:

@@ -47,10 +47,12 @@ async def spans_until(otlp: OtlpReceiver, until, timeout: float = PATIENCE):  # 
         spans = otlp.spans()
         return spans if until(spans) else None
 
-    try:
-        return await eventually(shown, timeout, what="the expected spans")
-    except AssertionError as err:
-        raise AssertionError(f"{err}: {sorted({(s.service, s.kind, s.name) for s in otlp.spans()})}") from None
+    return await eventually(
+        shown,
+        timeout,
+        what="the expected spans",
+        seen=lambda: sorted({(s.service, s.kind, s.name) for s in otlp.spans()}),
+    )
 
 
 async def test_one_letter_is_one_trace_from_convocation_created_to_document_released(

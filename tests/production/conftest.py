@@ -786,12 +786,12 @@ async def archive_everything(cluster: PostgresCluster, timeout: float = PATIENCE
             archiver.update(await admin.fetchrow("select last_archived_wal, last_failed_wal from pg_stat_archiver"))
             return archiver["last_archived_wal"] is not None and archiver["last_archived_wal"] >= segment
 
-        try:
-            await eventually(archived, timeout, what=f"the archiving of WAL segment {segment}")
-        except AssertionError as err:
-            raise AssertionError(
-                f"{err} (last archived {archiver['last_archived_wal']}, last failed {archiver['last_failed_wal']})"
-            ) from None
+        await eventually(
+            archived,
+            timeout,
+            what=f"the archiving of WAL segment {segment}",
+            seen=lambda: f"last archived {archiver['last_archived_wal']}, last failed {archiver['last_failed_wal']}",
+        )
     finally:
         await admin.close()
 

@@ -36,10 +36,7 @@ async def _upstream_status(url: str, exchange: str, convocation_id: str, until: 
                     seen.append(event["data"]["status"])
             return until <= set(seen)
 
-        try:
-            await eventually(arrived, what=f"the statuses {sorted(until)} upstream")
-        except AssertionError as err:
-            raise AssertionError(f"{err}: upstream saw {seen}") from None
+        await eventually(arrived, what=f"the statuses {sorted(until)} upstream", seen=lambda: f"upstream saw {seen}")
     return seen
 
 

@@ -56,6 +56,20 @@ async def test_eventually_says_what_did_not_hold_after_its_timeout():
     assert time.monotonic() - start >= 0.3
 
 
+async def test_eventually_tells_what_it_saw_instead_when_asked():
+    seen = []
+
+    async def last_seen() -> str:
+        return f"stayed at {seen[-1]}"
+
+    def probe() -> bool:
+        seen.append(len(seen))
+        return False
+
+    with pytest.raises(AssertionError, match=r"^the count did not hold within 0.2 s: stayed at \d+$"):
+        await eventually(probe, timeout=0.2, every=0.05, what="the count", seen=last_seen)
+
+
 async def test_eventually_checks_once_more_at_the_deadline():
     calls = []
 
