@@ -248,6 +248,7 @@ def stack(
         sandbox_sms_provider_url=sandbox_inbox.twilio_base_url,
     )
     s.ports |= {"gateway-hl7": hospital.gateway_mllp_port, "gateway-sandbox": sandbox_port}
+    s.unforked = ("issuer",)  # tests/e2e/test_big_letters.py holds its peak memory to the pod's limit
     hospital.gateway_url = s.url("hospital-gateway")
     devoidc.clients[0]["redirect_uris"].append(f"{s.url('secretariat')}/auth/callback")
     try:

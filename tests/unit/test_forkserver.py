@@ -122,3 +122,11 @@ def test_a_command_that_sets_what_the_libraries_read_when_imported_runs_as_a_pro
     assert server.forks(command, {"PATH": "/usr/bin"})
     assert not server.forks(command, {"OTEL_PROPAGATORS": "b3"})
     assert not server.forks([sys.executable, "-c", "pass"], {})
+
+
+def test_a_request_the_server_cannot_answer_is_refused_and_it_serves_on(server, probe, tmp_path):
+    with pytest.raises(RuntimeError, match="ChildProcessError"):
+        server.reap(os.getpid())  # not its child
+    server.process.send_signal(signal.SIGINT)  # a Ctrl-C for the whole process group: the caller stops it
+    process, _ = start(server, probe, tmp_path, "exit")
+    assert process.wait(30) == 3

@@ -1,7 +1,7 @@
 """Service processes forked from one that has already imported their libraries: for the test suite.
 
 Each start of a service imports FastAPI, FastStream, pydantic, asyncpg and the rest before it reads a
-setting: about 0.8 CPU seconds, and a run of the suite starts a few hundred service processes (every stack,
+setting: about 0.8 CPU seconds, and a run of the suite starts about 150 service processes (every stack,
 every restart with other keys or settings) on two cores shared by every tier. The fork server imports those
 third-party libraries once (``PRELOAD``); each start is then a fork of it that runs
 ``python -m <package> ARGS`` as that command line would:
@@ -11,10 +11,13 @@ third-party libraries once (``PRELOAD``); each start is then a fork of it that r
   interpreter's own;
 - its standard output and error go to its log, its standard input is ``/dev/null``;
 - ``runpy`` runs the package's ``__main__``. The services' own modules, and so their settings, are imported
-  in the child after its environment is set. The server imports no project module, and of the libraries
-  nothing that reads a setting when imported but the OpenTelemetry API that FastAPI imports, which reads
-  ``READ_WHEN_IMPORTED``: a command whose environment sets one of those otherwise than the server's runs
-  as a process of its own (``forks``).
+  in the child after its environment is set. The server imports no project module. What the interpreter
+  reads as it starts (``PYTHON*``, the locale, ``TZ``) and the few switches libraries read when imported
+  stay the server's: no stack sets any of them but the OpenTelemetry API's (``READ_WHEN_IMPORTED``, read by
+  the API FastAPI imports), and a command whose environment sets one of those otherwise than the server's
+  runs as a process of its own (``forks``).
+- A Ctrl-C reaches the tests' whole process group: the server ignores it (the caller stops it), the children
+  take it as an interpreter does.
 
 The child is the server's, not the caller's: ``Forked`` stands for it as ``subprocess.Popen`` does (``pid``,
 ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``, ``returncode``), waiting and signalling
@@ -22,7 +25,8 @@ through a pidfd (Linux 5.3) and asking the server for the exit status, which onl
 
 The tests start one server per process (``tests/conftest.py``); ``devstack.stack.spawn`` uses it when one
 is running and ``subprocess.Popen`` otherwise (``make run``; the benchmark, which measures each service's
-memory as a process of its own).
+memory as a process of its own; a stack's ``unforked`` services, whose memory a test measures: a fork
+holds the server's preloaded libraries too).
 
     python -m devstack.forkserver   # the server: requests on standard input, one JSON object a line
 """
@@ -30,6 +34,7 @@ memory as a process of its own).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import importlib
 import json
@@ -99,6 +104,7 @@ READ_WHEN_IMPORTED = ("OTEL_PYTHON_CONTEXT", "OTEL_PROPAGATORS")
 def serve(requests: IO[str], replies: IO[str]) -> None:
     """Answer ``{"spawn": {...}}`` with ``{"pid": N}`` and ``{"reap": N}`` with ``{"returncode": C}`` (the
     exit code, or minus the signal that ended it, as ``Popen.returncode``), until ``requests`` ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C for the tests' process group: the caller stops it
     for name in PRELOAD:
         importlib.import_module(name)
     gc.freeze()  # the preloaded objects stay out of the children's collections: their pages stay shared
@@ -113,8 +119,11 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
                 _child(request["spawn"], base_path)  # never returns
             answer: dict[str, Any] = {"pid": pid}
         else:
-            _, status = os.waitpid(request["reap"], 0)
-            answer = {"returncode": os.waitstatus_to_exitcode(status)}
+            try:
+                _, status = os.waitpid(request["reap"], 0)
+                answer = {"returncode": os.waitstatus_to_exitcode(status)}
+            except ChildProcessError as exc:  # not a child of the server's (any more): said, not fatal
+                answer = {"error": repr(exc)}
         replies.write(json.dumps(answer) + "\n")
         replies.flush()
 
@@ -132,6 +141,7 @@ def _child(spawn: dict[str, Any], base_path: list[str]) -> None:
         os.dup2(log, 1)  # not the server's replies
         os.dup2(log, 2)
         os.closerange(3, 1024)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as an interpreter starts
         os.chdir(spawn["cwd"])
         os.environ.clear()
         os.environ.update(spawn["env"])
@@ -165,6 +175,7 @@ class Forked:
         self.pid, self.args = pid, args
         self.returncode: int | None = None
         self._server = server
+        self._lock = threading.Lock()
         self._fd: int | None = os.pidfd_open(pid)  # a child that already ended is not reaped until asked
 
     def _ended(self, timeout: float | None) -> bool:
@@ -180,21 +191,24 @@ class Forked:
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            if not self._ended(timeout):
+            if not self._ended(None if timeout is None else max(timeout, 0)):
                 raise subprocess.TimeoutExpired(self.args, timeout or 0)
             self._reap()
         assert self.returncode is not None
         return self.returncode
 
     def _reap(self) -> None:
-        self.returncode = self._server.reap(self.pid)
-        assert self._fd is not None
-        os.close(self._fd)
-        self._fd = None
+        with self._lock:  # two threads polling the same child: one reaps it
+            if self._fd is None:
+                return
+            self.returncode = self._server.reap(self.pid)
+            os.close(self._fd)
+            self._fd = None
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None and self._fd is not None:
-            signal.pidfd_send_signal(self._fd, sig)
+            with contextlib.suppress(ProcessLookupError):  # ended, not yet reaped: as Popen
+                signal.pidfd_send_signal(self._fd, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -209,6 +223,7 @@ class ForkServer:
     def __init__(self, log_file: Path, tools: Path) -> None:
         """``tools``: the directory that holds ``devstack`` (the server's own module)."""
         self._lock = threading.Lock()
+        self._broken = ""  # why the server can no longer be asked, once it cannot
         self._environment = {**os.environ, "PYTHONPATH": str(tools)}
         with open(log_file, "ab") as log:
             self.process = subprocess.Popen(
@@ -224,12 +239,21 @@ class ForkServer:
     def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self.process.stdin is not None and self.process.stdout is not None
         with self._lock:
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-            answer = self.process.stdout.readline()
-        if not answer:
-            raise RuntimeError(f"the fork server has ended (exit code {self.process.poll()})")
+            if self._broken:
+                raise RuntimeError(f"the fork server is out of use: {self._broken}")
+            try:
+                self.process.stdin.write(json.dumps(request) + "\n")
+                self.process.stdin.flush()
+                answer = self.process.stdout.readline()
+            except BaseException as exc:  # a reply left unread would answer the next request
+                self._broken = repr(exc)
+                raise
+            if not answer:
+                self._broken = f"it has ended (exit code {self.process.poll()})"
+                raise RuntimeError(f"the fork server {self._broken}")
         result: dict[str, Any] = json.loads(answer)
+        if "error" in result:
+            raise RuntimeError(f"the fork server: {result['error']}")
         return result
 
     def forks(self, command: list[str], env: dict[str, str]) -> bool:

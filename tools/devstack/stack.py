@@ -111,9 +111,11 @@ def fork_server(log_file: Path) -> Iterator[ForkServer]:
         server.stop()
 
 
-def spawn(command: list[str], env: dict[str, str], log_file: Path, cwd: Path = ROOT) -> Process:
-    """Start ``command`` with ``env`` (the whole environment), its output appended to ``log_file``."""
-    if _fork_server is not None and _fork_server.forks(command, env):
+def spawn(command: list[str], env: dict[str, str], log_file: Path, cwd: Path = ROOT, fork: bool = True) -> Process:
+    """Start ``command`` with ``env`` (the whole environment), its output appended to ``log_file``; forked
+    from the fork server when one is open, unless ``fork`` is false (a process whose memory is measured: a
+    fork holds the server's preloaded libraries too)."""
+    if fork and _fork_server is not None and _fork_server.forks(command, env):
         return _fork_server.spawn(command, env, cwd, log_file)
     with open(log_file, "ab") as log:
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
@@ -175,6 +177,8 @@ class Stack:
     # The key store's complete settings (the production tier's, read from the manifests), like ``settings``.
     key_store_settings: dict[str, str] | None = None
     processes: dict[str, Process] = field(default_factory=dict)
+    # Services started as processes of their own even beside a fork server: those whose memory a test measures.
+    unforked: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in SERVICES:
@@ -281,7 +285,9 @@ class Stack:
         if KEY_STORE not in names and KEY_STORE not in self.processes and set(names) & set(KEY_STORE_CALLERS):
             names = [KEY_STORE, *names]  # the issuer and the portal ask it for period keys
         for name in names:
-            self.processes[name] = spawn(self.command(name), self.env_for(name), self.log_file(name))
+            self.processes[name] = spawn(
+                self.command(name), self.env_for(name), self.log_file(name), fork=name not in self.unforked
+            )
         for name in names:
             self.wait_ready(name, timeout)
 
