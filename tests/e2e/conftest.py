@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -56,7 +57,7 @@ class Chain:
 
             async def arrived() -> bool:
                 nonlocal mine
-                while (message := await q.get(no_ack=True, fail=False)) is not None:
+                while (message := await q.get(no_ack=True, fail=False, timeout=PATIENCE)) is not None:
                     seen.append(json.loads(message.body))
                 mine = [e for e in seen if e["correlation_id"] == correlation_id]
                 return bool(until(mine))
@@ -162,7 +163,7 @@ class Chain:
             q = await channel.get_queue(f"{queue}.dlq", ensure=True)
 
             async def parked() -> bool:
-                while (message := await q.get(no_ack=True, fail=False)) is not None:
+                while (message := await q.get(no_ack=True, fail=False, timeout=PATIENCE)) is not None:
                     found[message.message_id] = message
                 return message_ids <= found.keys()
 
@@ -195,7 +196,7 @@ def code_of(sms: dict) -> str:
 
 def pytest_collection_modifyitems(items):
     """The Prometheus checks run after every other end-to-end test: they judge the rules against what the
-    session's services exposed over the whole run (every series counted since their start), and their
+    session's services expose by then (every series counted since each one's last start), and their
     induced faults (a replica cut from its database) come last."""
     watched = [i for i in items if i.path.name == "test_prometheus.py"]
     if not watched:
@@ -205,12 +206,21 @@ def pytest_collection_modifyitems(items):
     items[:] = others[: last_e2e + 1] + watched + others[last_e2e + 1 :]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _series_of_the_whole_run(request):
+    """``make prometheus-series`` (RECORD_SERIES=1) records every label set the run exposed, those of services
+    restarted by later tests too: Prometheus then watches from the session's start."""
+    if os.environ.get("RECORD_SERIES"):
+        request.getfixturevalue("prometheus")
+
+
 @pytest.fixture(scope="session")
 def prometheus(stack, tmp_path_factory):
     """Debian's Prometheus and blackbox exporter scraping the session's services, readiness and broker with
     the shipped rules on a test's time scale (tests/e2e/prometheus.py), from the first test that asks for it
-    (test_prometheus.py's) to the end of the session: scraping every service each second costs CPU, and the
-    session's services expose since their start every series they have counted."""
+    (test_prometheus.py's, which run last) to the end of the session: scraping every service each second
+    costs CPU, and each service exposes every series it has counted since its last start. Under
+    RECORD_SERIES, from the session's start (``_series_of_the_whole_run``)."""
     from tests.conftest import BROKER
     from tests.e2e.prometheus import Prometheus
 

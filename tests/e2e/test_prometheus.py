@@ -1,6 +1,7 @@
-"""The alert rules and the dashboard judged by a real Prometheus against the live services of the whole
-end-to-end run (tests/e2e/prometheus.py: Debian's Prometheus and blackbox exporter, started by the
-session's ``prometheus`` fixture, these tests run after every other end-to-end test).
+"""The alert rules and the dashboard judged by a real Prometheus against the live services of the end-to-end
+run (tests/e2e/prometheus.py: Debian's Prometheus and blackbox exporter, started by the session's
+``prometheus`` fixture for these tests, which run after every other end-to-end test; each service exposes
+what it has counted since its last start).
 
 - Every selector of every recording rule, alert and dashboard panel selects series the live services,
   the broker and the blackbox exporter really exposed (issue 18: ``le="300"`` where prometheus-client
