@@ -227,7 +227,7 @@ async def _queues() -> dict[str, list[dict]]:
             channel = await connection.channel()
             queue = await channel.get_queue(name, ensure=False)
             copies = places.setdefault(name, [])
-            while (message := await queue.get(no_ack=False, fail=False)) is not None:
+            while (message := await queue.get(no_ack=False, fail=False, timeout=PATIENCE)) is not None:
                 copies.append({"body": message.body, "headers": json.loads(json.dumps(message.headers, default=str))})
             await channel.close()  # unacknowledged: every message returns to its queue
     return places

@@ -214,7 +214,7 @@ class EventSpy:
         loop = asyncio.get_running_loop()
         deadline, settled = loop.time() + timeout, None
         while loop.time() < deadline:
-            message = await self._queue.get(no_ack=True, fail=False)
+            message = await self._queue.get(no_ack=True, fail=False, timeout=PATIENCE)
             if message is not None:
                 self.seen.append(json.loads(message.body))
                 continue

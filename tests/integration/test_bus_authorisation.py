@@ -40,7 +40,7 @@ from shared.contracts import (
 from sms_gateway.app import create_app as sms_app
 from sms_gateway.settings import SmsSettings
 from tests.conftest import AMQP_URL, BROKER, RABBITMQCTL, VHOST
-from tests.waiting import eventually
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = pytest.mark.skipif(not RABBITMQCTL, reason="needs rabbitmqctl to create broker users")
 APPS = {
@@ -137,7 +137,7 @@ async def test_each_service_runs_as_its_own_user_and_dead_letters_an_event_with_
         async with connection:
             queue = await (await connection.channel()).declare_queue(dlq, passive=True)
             parked = await eventually(
-                lambda: queue.get(no_ack=True, fail=False), what="the forged event's dead-lettering"
+                lambda: queue.get(no_ack=True, fail=False, timeout=PATIENCE), what="the forged event's dead-lettering"
             )
         assert parked.headers["x-rejected-reason"] == "wrong-producer"
         assert "hospital-his" in parked.headers["x-rejected-detail"]

@@ -27,7 +27,7 @@ from shared.runtime import main as runtime_main
 from shared.settings import ServiceSettings
 from tests.conftest import AMQP_URL, DB_PORT
 from tests.integration.conftest import throwaway_schema
-from tests.waiting import eventually
+from tests.waiting import PATIENCE, eventually
 
 
 @pytest.fixture
@@ -137,7 +137,9 @@ async def test_the_relay_publishes_committed_events_persistently_and_forgets_rol
     relay = OutboxRelay(service="t", schema=name, pool=pool, dsn=dsn, broker=broker, exchange=exchange, poll_seconds=5)
     await relay.start()
     try:
-        message = await eventually(lambda: queue.get(no_ack=True, fail=False), what="the committed event on the queue")
+        message = await eventually(
+            lambda: queue.get(no_ack=True, fail=False, timeout=PATIENCE), what="the committed event on the queue"
+        )
         assert message.message_id == str(committed.event_id)
         assert message.correlation_id == str(committed.correlation_id)
         assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT

@@ -16,7 +16,7 @@ from devstack.stack import SERVICES
 from shared import crypto
 from shared.topology import UPSTREAM_PRODUCER
 from tests.production.conftest import SMTP_USER, open_letter, patient_client, send_letter
-from tests.waiting import eventually
+from tests.waiting import PATIENCE, eventually
 
 pytestmark = pytest.mark.production
 
@@ -30,7 +30,7 @@ async def _upstream_status(url: str, exchange: str, convocation_id: str, until: 
         queue = await channel.get_queue(f"{exchange}.upstream.convocation.status.v1", ensure=False)
 
         async def arrived() -> bool:
-            while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            while (message := await queue.get(no_ack=True, fail=False, timeout=PATIENCE)) is not None:
                 event = json.loads(message.body)
                 if event["correlation_id"] == convocation_id:
                     seen.append(event["data"]["status"])
