@@ -58,16 +58,19 @@ E2E_RESILIENCE = tuple(
 )
 # The longest first: they start first. A tier that grows past the others gets a step of its own here.
 STEPS = (
-    Step(
-        "e2e", (pytest("tests/e2e", *(f"--ignore={f}" for f in E2E_RESILIENCE)),), "the chain of services as processes"
-    ),
+    Step("browser", (pytest("tests/browser"),), "chromium on the portal and the console"),
     Step(
         "e2e-resilience",
         (pytest(*E2E_RESILIENCE),),
         "outages, restarts, replicas, key rotation, period keys, SMS failover, alerts, every copy of a letter",
         delay=5,
     ),
-    Step("browser", (pytest("tests/browser"),), "chromium on the portal and the console", delay=10),
+    Step(
+        "e2e",
+        (pytest("tests/e2e", *(f"--ignore={f}" for f in E2E_RESILIENCE)),),
+        "the chain of services as processes",
+        delay=10,
+    ),
     Step(
         "integration+production",
         (pytest("tests/integration", "tests/production"),),
