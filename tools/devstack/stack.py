@@ -178,7 +178,8 @@ class Stack:
     key_store_settings: dict[str, str] | None = None
     processes: dict[str, Process] = field(default_factory=dict)
     # Services started as processes of their own even beside a fork server: those whose memory a test measures.
-    unforked: tuple[str, ...] = ()
+    # This stack's own (set after creation): a stack made from it with dataclasses.replace forks them all.
+    unforked: tuple[str, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         for name in SERVICES:

@@ -52,13 +52,20 @@ E2E_RESILIENCE = tuple(
         "test_replicas",
         "test_sms_gateway",
         "test_prometheus",
-        "test_period_keys",
         "test_every_copy",
     )
 )
+# The accessibility walks: a step of their own beside the other browser tests, which render one page at a time.
+ACCESSIBILITY = "tests/browser/test_accessibility.py"
 # The longest first: they start first. A tier that grows past the others gets a step of its own here.
 STEPS = (
-    Step("browser", (pytest("tests/browser"),), "chromium on the portal and the console"),
+    Step("browser", (pytest("tests/browser", f"--ignore={ACCESSIBILITY}"),), "chromium on the portal and the console"),
+    Step(
+        "browser-a11y",
+        (pytest(ACCESSIBILITY),),
+        "axe-core on every state of the patient's journey, keyboard only, every link and button",
+        delay=15,
+    ),
     Step(
         "e2e-resilience",
         (pytest(*E2E_RESILIENCE),),
