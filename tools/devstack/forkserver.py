@@ -152,8 +152,8 @@ def _child(spawn: dict[str, Any], base_path: list[str]) -> None:
     except SystemExit as exit_:
         if exit_.code is None or isinstance(exit_.code, int):
             code = exit_.code or 0
-        else:
-            print(exit_.code, file=sys.stderr)
+        else:  # as the interpreter does: SystemExit's message to stderr (the services' say what was refused,
+            print(exit_.code, file=sys.stderr)  # an argument or a migration's drift, never a patient's data)
     except BaseException:  # noqa: BLE001 - the interpreter's last word, as python -m would print it
         traceback.print_exc()
     finally:
