@@ -41,7 +41,7 @@ async def _upstream_status(url: str, exchange: str, convocation_id: str, until: 
 
 
 async def test_a_convocation_goes_from_the_hospital_to_the_patients_pdf_and_its_status_back(
-    production, broker, relay, sms_provider, pki
+    production, broker, relay, sms_provider, pki, collector
 ):
     exchange = production.settings["issuer"]["EVENTS_EXCHANGE"]
     letter = await send_letter(production, broker, relay, "Convocation production")
@@ -68,6 +68,12 @@ async def test_a_convocation_goes_from_the_hospital_to_the_patients_pdf_and_its_
     )
     assert statuses.index("sealed") < statuses.index("downloaded")
 
+    # Each service on the letter's path exported its spans to the cluster's collector, with no patient data.
+    def exported():
+        return {s.service for s in collector.spans()} >= {"issuer", "mailer", "sms-gateway", "access-portal"}
+
+    await eventually(exported, what="spans of every service at the collector", seen=lambda: collector.spans()[-5:])
+    spans = repr(collector.spans())
     logs = production.logs()
     for secret in (
         letter.email,
@@ -76,7 +82,7 @@ async def test_a_convocation_goes_from_the_hospital_to_the_patients_pdf_and_its_
         crypto.secret_of_fragment(letter.link.split("#")[1]),
         letter.code,
     ):
-        assert secret not in logs
+        assert secret not in logs and secret not in spans
 
 
 async def test_database_roles_use_scram_passwords_and_runtime_roles_cannot_change_their_schema(production, postgres):
