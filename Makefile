@@ -52,11 +52,13 @@ contracts:      ## regenerate the AsyncAPI document and JSON Schemas from the mo
 prometheus-rule: ## regenerate the Kubernetes PrometheusRule from deploy/prometheus/alerts.yml and slo.yml
 	$(PY) -m devstack.prometheus_rule
 
-lock:           ## pin pyproject.toml's dependencies with hashes: requirements/dev.lock, requirements/runtime.lock
+lock:           ## pin pyproject.toml's dependencies with hashes: requirements/dev.lock, runtime.lock and uv.lock
 	.venv/bin/uv pip compile pyproject.toml --group dev --python-version 3.11 --generate-hashes --no-annotate \
 	  --custom-compile-command "make lock" -o requirements/dev.lock --quiet
 	.venv/bin/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --no-annotate \
 	  --custom-compile-command "make lock" -c requirements/dev.lock -o requirements/runtime.lock --quiet
+	printf 'uv\n' | .venv/bin/uv pip compile - --python-version 3.11 --generate-hashes --no-annotate \
+	  --custom-compile-command "make lock" -c requirements/dev.lock -o requirements/uv.lock --quiet
 
 lint:           ## ruff check, ruff format --check and mypy: the lint step of `make test`
 	$(PY) -m devstack.suite lint

@@ -20,7 +20,8 @@ case "$(basename "$0")" in
     if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
       mkdir -p "$3/bin"; printf '#!/bin/sh\\nexit 0\\n' > "$3/bin/python"
       printf '#!/bin/sh\\necho "pip $*" >> "$CALLS"\\n' > "$3/bin/pip"
-      chmod +x "$3/bin/python" "$3/bin/pip"
+      printf '#!/bin/sh\\necho "uv $*" >> "$CALLS"\\n' > "$3/bin/uv"
+      chmod +x "$3/bin/python" "$3/bin/pip" "$3/bin/uv"
     fi ;;
 esac
 exit 0
@@ -116,11 +117,11 @@ def test_a_half_made_virtualenv_is_rebuilt_not_reused(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "rebuilding" in result.stdout
     assert "python3 -m venv .venv" in calls
-    installs = [c for c in calls if c.startswith("pip install -q --require-hashes")]
-    # The pinned pip first: the pip a new venv brings refuses the lock's extras (fonttools[woff]) with hashes.
+    installs = [c for c in calls if c.startswith(("pip install", "uv pip install"))]
+    # The pinned uv first, with the venv's pip; then uv installs the lock, with hashes, compiled.
     assert installs == [
-        "pip install -q --require-hashes -r requirements/pip.lock",
-        "pip install -q --require-hashes -r requirements/dev.lock",
+        "pip install -q --require-hashes -r requirements/uv.lock",
+        "uv pip install -q --require-hashes --compile-bytecode --python .venv/bin/python -r requirements/dev.lock",
     ]
     assert (project / ".venv/.installed-lock").read_text() == "six==1.16.0 --hash=sha256:00\n"
 
