@@ -212,7 +212,16 @@ def hospital(devoidc):
 
 @pytest.fixture(scope="session")
 def stack(
-    rabbitmq, test_database, exchange_name, devinbox, devoidc, tmp_path_factory, dkim_key, sandbox_inbox, hospital
+    request,
+    rabbitmq,
+    test_database,
+    exchange_name,
+    devinbox,
+    devoidc,
+    tmp_path_factory,
+    dkim_key,
+    sandbox_inbox,
+    hospital,
 ):
     sandbox_port = free_port()
     s = inbox_stack(
@@ -248,7 +257,8 @@ def stack(
         sandbox_sms_provider_url=sandbox_inbox.twilio_base_url,
     )
     s.ports |= {"gateway-hl7": hospital.gateway_mllp_port, "gateway-sandbox": sandbox_port}
-    s.unforked = ("issuer",)  # tests/e2e/test_big_letters.py holds its peak memory to the pod's limit
+    if any(item.path.name == "test_big_letters.py" for item in request.session.items):
+        s.unforked = ("issuer",)  # that module holds the issuer's peak memory to the pod's limit
     hospital.gateway_url = s.url("hospital-gateway")
     devoidc.clients[0]["redirect_uris"].append(f"{s.url('secretariat')}/auth/callback")
     try:
