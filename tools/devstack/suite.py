@@ -57,15 +57,13 @@ E2E_RESILIENCE = tuple(
 )
 # The accessibility walks: a step of their own beside the other browser tests, which render one page at a time.
 ACCESSIBILITY = "tests/browser/test_accessibility.py"
-# End-to-end files that wait more than they compute, run beside the accessibility walks, whose step ends first.
-BESIDE_ACCESSIBILITY = ("tests/e2e/test_period_keys.py",)
 # The longest first: they start first. A tier that grows past the others gets a step of its own here.
 STEPS = (
     Step("browser", (pytest("tests/browser", f"--ignore={ACCESSIBILITY}"),), "chromium on the portal and the console"),
     Step(
         "browser-a11y",
-        (pytest(ACCESSIBILITY, *BESIDE_ACCESSIBILITY),),
-        "axe-core on every state of the patient's journey, keyboard only, every link and button; the period keys",
+        (pytest(ACCESSIBILITY),),
+        "axe-core on every state of the patient's journey, keyboard only, every link and button",
         delay=15,
     ),
     Step(
@@ -76,7 +74,7 @@ STEPS = (
     ),
     Step(
         "e2e",
-        (pytest("tests/e2e", *(f"--ignore={f}" for f in (*E2E_RESILIENCE, *BESIDE_ACCESSIBILITY))),),
+        (pytest("tests/e2e", *(f"--ignore={f}" for f in E2E_RESILIENCE)),),
         "the chain of services as processes",
         delay=10,
     ),
