@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -43,6 +44,12 @@ KEY_STORE_CALLERS = ("issuer", "access-portal")
 # (a test PostgreSQL failed to start so, on two loaded cores with many connections opening).
 SERVER_PORTS = range(20000, 32000)
 _given: set[int] = set()  # handed out by this process: a stack picks all its ports before any server binds
+# Handed out by any process of this machine: a port is also locked (flock) in a file of this directory, held
+# open until the process that chose it ends. ``make test``'s steps choose ports side by side; two once chose
+# the same before either server bound it (one service failed to bind, and its stack's readiness probe was
+# answered by the other step's).
+PORT_LOCKS = Path(os.environ.get("TMPDIR", "/tmp")) / "convocations-ports"
+_held: list[int] = []  # the open lock files' descriptors
 
 
 @functools.cache
@@ -71,6 +78,8 @@ def free_port() -> int:
         port = random.choice(SERVER_PORTS)  # noqa: S311 - a port, not a secret
         if port in _given:
             continue
+        if not _lock(port):
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -79,6 +88,19 @@ def free_port() -> int:
         _given.add(port)
         return port
     raise RuntimeError(f"no free port in {SERVER_PORTS.start}-{SERVER_PORTS.stop - 1}")
+
+
+def _lock(port: int) -> bool:
+    """Lock ``port`` for this process's life; False if another live process holds it."""
+    PORT_LOCKS.mkdir(mode=0o1777, exist_ok=True)
+    fd = os.open(PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held.append(fd)
+    return True
 
 
 class Process(Protocol):
