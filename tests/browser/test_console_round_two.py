@@ -354,6 +354,9 @@ async def test_the_french_console_shows_labels_never_codes_and_the_switch_keeps_
     await open_convocation(page, stack, mail.convocation_id, "e-mailed")
     await act(page, "post", "La patiente préfère le papier")
     await page.locator('li[data-kind="postal"]').wait_for(timeout=LIVE)
+    # The channel comes from the issuer's own step, which may reach the console a refresh after the timeline's.
+    channel = page.locator("dl.facts dd", has_text=re.compile(r"^E-mail · papier : demandé par le secrétariat$"))
+    await expect(channel).to_have_count(1, timeout=LIVE)
     text = await page.locator("body").inner_text()
     assert not CODES.search(text), CODES.search(text)
     facts = await page.locator("dl.facts dd").all_inner_texts()
