@@ -243,10 +243,10 @@ async def test_an_accepted_letter_the_issuer_refuses_is_dead_lettered_by_the_gat
         )
     )
     assert letter["reason"] == "not-sealed" and str(event_id) in letter["detail"]
-    metrics = http("GET", f"{chain.stack.url('hospital-gateway')}/metrics", timeout=10).text
-    counted = [
-        line
-        for line in metrics.splitlines()
-        if line.startswith('convocations_gateway_dead_lettered_total{reason="not-sealed",system="dev-his"}')
-    ]
-    assert counted and float(counted[0].split()[-1]) >= 1  # what the alert ConvocationsGatewayDeadLettered reads
+
+    def counted() -> bool:  # what the alert ConvocationsGatewayDeadLettered reads; counted once the row is committed
+        metrics = http("GET", f"{chain.stack.url('hospital-gateway')}/metrics", timeout=10).text
+        series = 'convocations_gateway_dead_lettered_total{reason="not-sealed",system="dev-his"}'
+        return any(line.startswith(series) and float(line.split()[-1]) >= 1 for line in metrics.splitlines())
+
+    await eventually(counted, what="the gateway's dead letter counted")
