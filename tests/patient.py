@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
@@ -44,6 +45,10 @@ class PatientClient:
     @property
     def page_url(self) -> str:
         return self.link.split("#", 1)[0]
+
+    @property
+    def message_id(self) -> uuid.UUID:
+        return uuid.UUID(urlsplit(self.link).path.rsplit("/", 1)[1])
 
     @property
     def secret(self) -> str:

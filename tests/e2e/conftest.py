@@ -105,6 +105,14 @@ class Chain:
     async def email_to(self, address: str, timeout: float = PATIENCE):
         return await self.inbox.await_email(lambda m: address in m["rcpt_tos"], timeout=timeout)
 
+    async def portal_copy(self, message_id: uuid.UUID) -> None:
+        """Until the portal holds the message: it gets message.sealed on a queue of its own, and under load the
+        e-mail, which goes through the mailer's queue, can arrive first."""
+        await eventually(
+            lambda: self.db.fetchval("select true from access_portal.message where message_id = $1", message_id),
+            what="the portal's copy of the message",
+        )
+
     async def sms_to(self, e164: str, timeout: float = PATIENCE, nth: int = 1) -> dict:
         """The ``nth`` SMS sent to this number (waits for it)."""
 

@@ -30,6 +30,7 @@ async def test_patient_receives_link_types_number_and_code_and_downloads_the_ide
     await chain.wait_status(cid, "e-mailed")
 
     patient = PatientClient(link)
+    await chain.portal_copy(patient.message_id)
     page = patient.open_link()
     assert page.status_code == 200
     assert "+41 79 *** ** " + e164[-2:] in page.text  # masked hint of the number on file
@@ -143,6 +144,7 @@ async def test_no_table_holds_the_pdf_link_secret_code_or_phone_number_in_clear(
     await chain.publish(event)
     link = find_link((await chain.email_to(address))["text"])
     patient = PatientClient(link)
+    await chain.portal_copy(patient.message_id)
     patient.request_code(national)
     code = code_of(await chain.sms_to(e164))
     patient.enter_code(code)
@@ -182,6 +184,7 @@ async def test_every_event_of_the_chain_has_somewhere_to_go(chain):
     event = chain.event(mobile=national)
     await chain.publish(event)
     patient = PatientClient(find_link((await chain.email_to(event["data"]["patient"]["email"]))["text"]))
+    await chain.portal_copy(patient.message_id)
     patient.request_code(national)
     patient.enter_code(code_of(await chain.sms_to(e164)))
     patient.download("pdf")

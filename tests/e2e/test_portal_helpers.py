@@ -22,7 +22,7 @@ from shared.contracts import SmsFailedV1, envelope
 from tests.conftest import AMQP_URL
 from tests.e2e.conftest import Chain, code_of, random_email, random_mobile
 from tests.patient import PatientClient, csrf_of, find_link
-from tests.waiting import PATIENCE, eventually
+from tests.waiting import PATIENCE
 
 # The test stack runs the portal with its development keys; the tests use them to check what is stored.
 PORTAL_KEY = PortalSettings().portal_secret_key
@@ -149,11 +149,7 @@ async def letter(chain: Chain, *, mobile: str | None | bool = True, **kw) -> Let
     await chain.publish(event)
     mail = await chain.email_to(event["data"]["patient"]["email"])
     found = Letter(chain, event, find_link(mail["text"]), e164, national)
-    # The portal gets message.sealed and the mailer email.requested, on queues of their own: wait for the portal.
-    await eventually(
-        lambda: chain.db.fetchval("select true from access_portal.message where message_id = $1", found.message_id),
-        what="the portal's copy of the message",
-    )
+    await chain.portal_copy(found.message_id)
     return found
 
 
