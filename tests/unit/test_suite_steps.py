@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devstack.suite import STEPS, step_env
+from devstack.suite import STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,8 +30,3 @@ def test_every_test_file_runs_in_exactly_one_step():
     )
     assert files
     assert {f: covering(f) for f in files if len(covering(f)) != 1} == {}
-
-
-def test_the_steps_write_bytecode_that_the_runs_many_processes_share(monkeypatch):
-    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    assert all("PYTHONDONTWRITEBYTECODE" not in step_env(step) for step in STEPS)

@@ -159,11 +159,6 @@ def step_env(step: Step) -> dict[str, str]:
         env["TEST_DATABASE"] = f"{env['TEST_DATABASE']}_{suffix}"
     if "AMQP_URL" in env:  # a shared broker: one vhost per process
         env["TEST_AMQP_VHOST"] = f"{env.get('TEST_AMQP_VHOST', 'convocations-test')}-{suffix}"
-    # The run's processes (a test process per step, the operator's command line, a child per service start)
-    # compile each module once: the steps write its bytecode (the gitignored __pycache__, pytest's rewritten
-    # test modules included) even where the environment says not to. A test process collects in about 3 CPU
-    # seconds with pytest's rewritten modules written, 6.5 without.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
