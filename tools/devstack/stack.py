@@ -84,6 +84,7 @@ def free_port() -> int:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
+                os.close(_held.pop())  # in use by something else: not ours to keep
                 continue
         _given.add(port)
         return port
@@ -91,9 +92,17 @@ def free_port() -> int:
 
 
 def _lock(port: int) -> bool:
-    """Lock ``port`` for this process's life; False if another live process holds it."""
-    PORT_LOCKS.mkdir(mode=0o1777, exist_ok=True)
-    fd = os.open(PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+    """Lock ``port`` for this process's life; False if another live process holds it. The directory is
+    shared by the machine's users (sticky, writable by all); a lock file another user made is opened to
+    read, which is all ``flock`` needs."""
+    PORT_LOCKS.mkdir(exist_ok=True)
+    if PORT_LOCKS.stat().st_mode & 0o7777 != 0o1777:
+        with contextlib.suppress(OSError):  # the umask left it 0755: open it to every user, as /tmp is
+            PORT_LOCKS.chmod(0o1777)
+    try:
+        fd = os.open(PORT_LOCKS / str(port), os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:  # a file of another user's that this one cannot open: take it as taken
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
