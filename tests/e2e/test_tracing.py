@@ -74,6 +74,8 @@ async def test_one_letter_is_one_trace_from_convocation_created_to_document_rele
                     # that find its queue full (2048 by default): a receiver slow to take a batch (it runs in
                     # this test's process, on two busy cores) must not cost the letter's spans.
                     "OTEL_BSP_MAX_QUEUE_SIZE": "100000",
+                    # Nor may it make the exporter give up on a batch: each export waits 10 s by default.
+                    "OTEL_EXPORTER_OTLP_TIMEOUT": "60",
                     "LOG_LEVEL": "INFO",
                     "SMS_RETRY_DELAYS": "1,2,3",
                     "FORWARDED_ALLOW_IPS": "127.0.0.0/8",
