@@ -44,8 +44,8 @@ fi
 # requirements/dev.lock: every package of the services, tests and tools, pinned with its hashes.
 # uv installs it (pinned in requirements/uv.lock, installed by the venv's own pip): about 8 s on two cores
 # where pip took a minute. It compiles the bytecode as pip did: a Python told not to write it
-# (PYTHONDONTWRITEBYTECODE) would otherwise compile every library again in every process. uv reads a
-# mirror from UV_DEFAULT_INDEX and a proxy from HTTPS_PROXY.
+# (PYTHONDONTWRITEBYTECODE) would otherwise compile every library again in every process. uv reads
+# neither pip.conf nor PIP_INDEX_URL: a mirror goes in UV_DEFAULT_INDEX, a proxy in HTTPS_PROXY.
 if ! cmp -s requirements/dev.lock .venv/.installed-lock 2>/dev/null; then
   .venv/bin/pip install -q --require-hashes -r requirements/uv.lock
   echo "==> uv pip install --require-hashes -r requirements/dev.lock"
