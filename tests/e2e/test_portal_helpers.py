@@ -56,7 +56,7 @@ class Letter:
 
     @property
     def message_id(self) -> uuid.UUID:
-        return uuid.UUID(urlsplit(self.link).path.rsplit("/", 1)[1])
+        return self.patient.message_id
 
     @property
     def path(self) -> str:
