@@ -78,38 +78,43 @@ def free_port() -> int:
         port = random.choice(SERVER_PORTS)  # noqa: S311 - a port, not a secret
         if port in _given:
             continue
-        if not _lock(port):
+        if (lock := _lock(port)) is None:
             continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
-                os.close(_held.pop())  # in use by something else: not ours to keep
+                os.close(lock)  # in use by something else: not ours to keep
                 continue
+        _held.append(lock)
         _given.add(port)
         return port
     raise RuntimeError(f"no free port in {SERVER_PORTS.start}-{SERVER_PORTS.stop - 1}")
 
 
-def _lock(port: int) -> bool:
-    """Lock ``port`` for this process's life; False if another live process holds it. The directory is
-    shared by the machine's users (sticky, writable by all); a lock file another user made is opened to
-    read, which is all ``flock`` needs."""
-    PORT_LOCKS.mkdir(exist_ok=True)
-    if PORT_LOCKS.stat().st_mode & 0o7777 != 0o1777:
-        with contextlib.suppress(OSError):  # the umask left it 0755: open it to every user, as /tmp is
-            PORT_LOCKS.chmod(0o1777)
+def _lock(port: int) -> int | None:
+    """The descriptor of ``port``'s lock file, locked; None if another live process holds it. A lock file
+    another user made is opened to read, which is all ``flock`` needs."""
     try:
-        fd = os.open(PORT_LOCKS / str(port), os.O_RDONLY | os.O_CREAT, 0o644)
+        fd = os.open(_lock_directory(PORT_LOCKS) / str(port), os.O_RDONLY | os.O_CREAT, 0o644)
     except OSError:  # a file of another user's that this one cannot open: take it as taken
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        return False
-    _held.append(fd)
-    return True
+        return None
+    return fd
+
+
+@functools.cache
+def _lock_directory(path: Path) -> Path:
+    """``path``, made once per process and shared by the machine's users (sticky, writable by all)."""
+    path.mkdir(exist_ok=True)
+    if path.stat().st_mode & 0o7777 != 0o1777:
+        with contextlib.suppress(OSError):  # the umask left it 0755: open it to every user, as /tmp is
+            path.chmod(0o1777)
+    return path
 
 
 class Process(Protocol):
