@@ -10,11 +10,12 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 need_pkgs=(fonts-dejavu-core poppler-utils libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0)
 # Debian splits venv (and ensurepip) out of python3.
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need_pkgs+=("python3-venv")
-# For the tests: a real browser, Prometheus (promtool checks the alert rules) with the blackbox exporter, and
+# For the tests: a real browser (Debian's chromium; its headless shell runs the browser tests, the full browser
+# records the guide's video and is compared with it), Prometheus (promtool checks the alert rules) with the blackbox exporter, and
 # barman-cloud's tools for the production-like tier's backup and restore drill (barman-cli-cloud).
 # npm installs the pinned axe-core of the accessibility tests (tests/browser/a11y/package-lock.json).
 # The video guide (make guide, and its test): ffmpeg encodes it, espeak-ng speaks its narration.
-[ "${1:-}" = "--with-browser" ] && need_pkgs+=(chromium prometheus prometheus-blackbox-exporter ffmpeg espeak-ng barman-cli-cloud)
+[ "${1:-}" = "--with-browser" ] && need_pkgs+=(chromium chromium-headless-shell prometheus prometheus-blackbox-exporter ffmpeg espeak-ng barman-cli-cloud)
 # A Node.js from elsewhere brings its own npm (Debian's npm package would conflict with it).
 [ "${1:-}" = "--with-browser" ] && ! command -v npm >/dev/null && need_pkgs+=(npm)
 command -v rabbitmq-server >/dev/null || need_pkgs+=(rabbitmq-server)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from playwright.async_api import async_playwright
 
-from devstack.guide import CHROMIUM, CHROMIUM_ARGS, chromium_env  # one way to start Debian's chromium
+from devstack.guide import CHROMIUM, CHROMIUM_ARGS, HEADLESS_SHELL, chromium_env  # one way to start Debian's chromium
 from tests.e2e.conftest import chain  # noqa: F401  (the e2e fixture, shared)
 
 
@@ -15,11 +17,26 @@ def _servers(rabbitmq, postgres, services_forked):
     and starts its services from the fork server."""
 
 
-@pytest.fixture(scope="session")
-async def browser():
+async def _launched(executable: str):
+    if not Path(executable).is_file():
+        pytest.fail(f"{executable} missing: run scripts/bootstrap.sh --with-browser (Debian's chromium packages)")
     async with async_playwright() as p:
         chromium = await p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=chromium_env()
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS, env=chromium_env()
         )
         yield chromium
         await chromium.close()
+
+
+@pytest.fixture(scope="session")
+async def browser():
+    """Debian's chromium, as its headless shell (devstack.guide.HEADLESS_SHELL)."""
+    async for chromium in _launched(HEADLESS_SHELL):
+        yield chromium
+
+
+@pytest.fixture(scope="session")
+async def guide_browser():
+    """Debian's full chromium, which records the guide's video (make guide): the screens compared with it."""
+    async for chromium in _launched(CHROMIUM):
+        yield chromium

@@ -184,9 +184,10 @@ def changed_share(a: Image.Image, b: Image.Image) -> float:
     return sum(diff.histogram()[40:]) / (small[0] * small[1])
 
 
-async def test_each_screen_of_the_video_is_the_portal_of_today(chain, browser, tmp_path):
-    """A page, an e-mail or an SMS changed since the videos were made: they must be made again."""
-    fresh = await asyncio.gather(*(capture(browser, chain.publish, chain.inbox, lang) for lang in LANGUAGES))
+async def test_each_screen_of_the_video_is_the_portal_of_today(chain, guide_browser, tmp_path):
+    """A page, an e-mail or an SMS changed since the videos were made: they must be made again. The screens are
+    taken with the browser that recorded the videos (the full chromium, not the tests' headless shell)."""
+    fresh = await asyncio.gather(*(capture(guide_browser, chain.publish, chain.inbox, lang) for lang in LANGUAGES))
     stale = []
     for lang, screens in zip(LANGUAGES, fresh, strict=True):
         times = screen_times(cues_of(lang))
