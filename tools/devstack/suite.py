@@ -48,8 +48,6 @@ E2E_RESILIENCE = tuple(
     for name in (
         "test_outages",
         "test_resilience",
-        "test_key_rotation",
-        "test_replicas",
         "test_sms_gateway",
         "test_prometheus",
         "test_every_copy",
@@ -57,24 +55,28 @@ E2E_RESILIENCE = tuple(
 )
 # The accessibility walks: a step of their own beside the other browser tests, which render one page at a time.
 ACCESSIBILITY = "tests/browser/test_accessibility.py"
+# Two end-to-end files of that kind (about 60 s under load) run after the walks, which end about two minutes
+# before the other steps, rather than in e2e-resilience, the longest step: the keys rotated on the session's
+# stack, and replicas on stacks of their own.
+AFTER_THE_WALKS = ("tests/e2e/test_key_rotation.py", "tests/e2e/test_replicas.py")
 # The longest first: they start first. A tier that grows past the others gets a step of its own here.
 STEPS = (
     Step("browser", (pytest("tests/browser", f"--ignore={ACCESSIBILITY}"),), "chromium on the portal and the console"),
     Step(
-        "browser-a11y",
-        (pytest(ACCESSIBILITY),),
-        "axe-core on every state of the patient's journey, keyboard only, every link and button",
+        "a11y+rotation",
+        (pytest(ACCESSIBILITY, *AFTER_THE_WALKS),),
+        "axe-core on every state of the patient's journey, keyboard only, every link and button; key rotation, replicas",
         delay=15,
     ),
     Step(
         "e2e-resilience",
         (pytest(*E2E_RESILIENCE),),
-        "outages, restarts, replicas, key rotation, period keys, SMS failover, alerts, every copy of a letter",
+        "outages, restarts, SMS failover, alerts, every copy of a letter",
         delay=5,
     ),
     Step(
         "e2e",
-        (pytest("tests/e2e", *(f"--ignore={f}" for f in E2E_RESILIENCE)),),
+        (pytest("tests/e2e", *(f"--ignore={f}" for f in (*E2E_RESILIENCE, *AFTER_THE_WALKS))),),
         "the chain of services as processes",
         delay=10,
     ),
