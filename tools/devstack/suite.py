@@ -55,18 +55,17 @@ E2E_RESILIENCE = tuple(
 )
 # The accessibility walks: a step of their own beside the other browser tests, which render one page at a time.
 ACCESSIBILITY = "tests/browser/test_accessibility.py"
-# End-to-end files that wait on time and start stacks or services of their own (about 100 s under load) run
-# after the walks, which end about two minutes before the other steps, rather than in the e2e steps, the longest:
-# the keys rotated on the session's stack, replicas on stacks of their own, and the period keys (a real pg_dump,
-# then the period's end and its key's destruction).
-AFTER_THE_WALKS = ("tests/e2e/test_key_rotation.py", "tests/e2e/test_replicas.py", "tests/e2e/test_period_keys.py")
+# Two end-to-end files of that kind (about 60 s under load) run after the walks, which end about two minutes
+# before the other steps, rather than in e2e-resilience, the longest step: the keys rotated on the session's
+# stack, and replicas on stacks of their own.
+AFTER_THE_WALKS = ("tests/e2e/test_key_rotation.py", "tests/e2e/test_replicas.py")
 # The longest first: they start first. A tier that grows past the others gets a step of its own here.
 STEPS = (
     Step("browser", (pytest("tests/browser", f"--ignore={ACCESSIBILITY}"),), "chromium on the portal and the console"),
     Step(
         "a11y+rotation",
         (pytest(ACCESSIBILITY, *AFTER_THE_WALKS),),
-        "axe-core on every state of the patient's journey, keyboard only, every link and button; key rotation, replicas, period keys",
+        "axe-core on every state of the patient's journey, keyboard only, every link and button; key rotation, replicas",
         delay=15,
     ),
     Step(
