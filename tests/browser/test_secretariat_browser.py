@@ -335,6 +335,7 @@ async def test_every_console_page_is_axe_clean_and_fits_a_desktop_at_200_percent
     context, page = await signed_in("Alice Martin")
     await check(page, "sign-in")
     await page.get_by_role("link", name="Sign in with the hospital account").click()
+    await page.get_by_role("button", name=re.compile("Alice Martin")).wait_for()  # the provider's page, loaded
     await check(page, "development provider's sign-in")
     await page.get_by_role("button", name=re.compile("Alice Martin")).click()
     await page.wait_for_url(re.compile(r"/search$"))
@@ -346,6 +347,7 @@ async def test_every_console_page_is_axe_clean_and_fits_a_desktop_at_200_percent
     await page.goto(f"{base}/search")
     await page.locator("#name").fill("Müller")
     await page.locator("form:has(#name) button").click()
+    await page.locator("#results-title").wait_for()  # the results, posted (a name stays out of the address)
     await check(page, "search by name")
     await open_convocation(page, stack, cid, "e-mailed")
     await check(page, "timeline")
@@ -354,9 +356,12 @@ async def test_every_console_page_is_axe_clean_and_fits_a_desktop_at_200_percent
     await check(page, "timeline after an action, refreshed in place")
     await open_convocation(page, stack, other["data"]["convocation_id"], "e-mailed")
     await page.get_by_role("link", name="Withdraw the letter…").click()
+    # The link's page loaded before it is checked (checked at once, it was once the old page going away).
+    await page.wait_for_url(re.compile(r"/confirm/withdraw$"))
     await check(page, "withdrawal's confirmation")
     await open_convocation(page, stack, other["data"]["convocation_id"], "e-mailed")
     await page.get_by_role("link", name="Erase everything about this patient…").click()
+    await page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}/erase$"))
     await check(page, "erasure's confirmation")
     await page.locator('textarea[name="reason"]').fill("Asked in writing, identity checked at the desk")
     await page.get_by_role("button", name="Yes, erase everything about this patient").click()
