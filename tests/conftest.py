@@ -239,7 +239,8 @@ def stack(
                 "LOG_LEVEL": "INFO",
                 # Each sweep and poll is a few queries in every service, for the whole session: at 0.5 s,
                 # 0.5 s and 1 s an idle stack used 1.65 CPU seconds in 40 (services and PostgreSQL), at these
-                # 0.95. The outbox's poll only covers a lost NOTIFY, which wakes it at once.
+                # 0.95. A NOTIFY still wakes the outbox at once; its poll picks up what the broker refused once
+                # its backoff ends, listens again after a lost connection and refreshes an idle relay's gauges.
                 "SWEEP_SECONDS": "1",
                 "OUTBOX_POLL_SECONDS": "2",
                 "SHUTDOWN_TIMEOUT_SECONDS": "6",
