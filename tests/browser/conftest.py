@@ -35,7 +35,7 @@ async def browser():
         yield chromium
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def guide_browser():
     """Debian's full chromium, which records the guide's video (make guide): the screens compared with it."""
     async for chromium in _launched(CHROMIUM):

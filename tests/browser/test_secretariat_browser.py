@@ -335,7 +335,8 @@ async def test_every_console_page_is_axe_clean_and_fits_a_desktop_at_200_percent
     context, page = await signed_in("Alice Martin")
     await check(page, "sign-in")
     await page.get_by_role("link", name="Sign in with the hospital account").click()
-    await page.get_by_role("button", name=re.compile("Alice Martin")).wait_for()  # the provider's page, loaded
+    await page.get_by_role("button", name=re.compile("Alice Martin")).wait_for()  # the provider's page
+    await page.wait_for_load_state()
     await check(page, "development provider's sign-in")
     await page.get_by_role("button", name=re.compile("Alice Martin")).click()
     await page.wait_for_url(re.compile(r"/search$"))
