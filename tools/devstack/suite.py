@@ -56,12 +56,16 @@ E2E_RESILIENCE = tuple(
 # The accessibility walks: a step of their own beside the other browser tests, which render one page at a time.
 ACCESSIBILITY = "tests/browser/test_accessibility.py"
 # Two end-to-end files of that kind (about 60 s under load) run after the walks, which end about two minutes
-# before the other steps, rather than in e2e-resilience, the longest step: the keys rotated on the session's
+# before the other steps, rather than in e2e-resilience, then the longest step: the keys rotated on the session's
 # stack, and replicas on stacks of their own.
 AFTER_THE_WALKS = ("tests/e2e/test_key_rotation.py", "tests/e2e/test_replicas.py")
 # The longest first: they start first. A tier that grows past the others gets a step of its own here.
 STEPS = (
-    Step("browser", (pytest("tests/browser", f"--ignore={ACCESSIBILITY}"),), "chromium on the portal and the console"),
+    Step(
+        "e2e",
+        (pytest("tests/e2e", *(f"--ignore={f}" for f in (*E2E_RESILIENCE, *AFTER_THE_WALKS))),),
+        "the chain of services as processes",
+    ),
     Step(
         "a11y+rotation",
         (pytest(ACCESSIBILITY, *AFTER_THE_WALKS),),
@@ -75,9 +79,9 @@ STEPS = (
         delay=5,
     ),
     Step(
-        "e2e",
-        (pytest("tests/e2e", *(f"--ignore={f}" for f in (*E2E_RESILIENCE, *AFTER_THE_WALKS))),),
-        "the chain of services as processes",
+        "browser",
+        (pytest("tests/browser", f"--ignore={ACCESSIBILITY}"),),
+        "chromium on the portal and the console",
         delay=10,
     ),
     Step(
