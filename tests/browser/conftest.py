@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright
 
-from devstack.guide import CHROMIUM, CHROMIUM_ARGS, HEADLESS_SHELL, chromium_env  # one way to start Debian's chromium
+from devstack.guide import CHROMIUM, HEADLESS_SHELL, launched  # one way to start Debian's chromium
 from tests.e2e.conftest import chain  # noqa: F401  (the e2e fixture, shared)
 
 
@@ -17,26 +16,21 @@ def _servers(rabbitmq, postgres, services_forked):
     and starts its services from the fork server."""
 
 
-async def _launched(executable: str):
+def installed(executable: str) -> str:
     if not Path(executable).is_file():
         pytest.fail(f"{executable} missing: run scripts/bootstrap.sh --with-browser (Debian's chromium packages)")
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS, env=chromium_env()
-        )
-        yield chromium
-        await chromium.close()
+    return executable
 
 
 @pytest.fixture(scope="session")
 async def browser():
     """Debian's chromium, as its headless shell (devstack.guide.HEADLESS_SHELL)."""
-    async for chromium in _launched(HEADLESS_SHELL):
+    async with launched(installed(HEADLESS_SHELL)) as chromium:
         yield chromium
 
 
 @pytest.fixture(scope="module")
 async def guide_browser():
     """Debian's full chromium, which records the guide's video (make guide): the screens compared with it."""
-    async for chromium in _launched(CHROMIUM):
+    async with launched(installed(CHROMIUM)) as chromium:
         yield chromium

@@ -220,9 +220,9 @@ async def open_portal_and_request_code(chain, national: str) -> tuple[PatientCli
     link = find_link((await chain.email_to(event["data"]["patient"]["email"]))["text"])
     patient = PatientClient(link)
     assert patient.request_code(national).status_code == 303
-    message_id = uuid.UUID(urlsplit(patient.page_url).path.rsplit("/", 1)[1])
     challenge_id = await chain.db.fetchval(
-        "select id from access_portal.challenge where message_id = $1 order by created_at desc limit 1", message_id
+        "select id from access_portal.challenge where message_id = $1 order by created_at desc limit 1",
+        patient.message_id,
     )
     assert challenge_id is not None
     return patient, challenge_id

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import html
 import math
 import os
@@ -26,10 +27,11 @@ import subprocess
 import tempfile
 import uuid
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from access_portal.guide_script import narration
 from access_portal.i18n import LANGUAGES, gettext
@@ -105,6 +107,22 @@ SAMPLES = {
     "en": Sample("079 600 40 44", ("cardiology", "Cardiology"), "Come fasting. Bring the list of your medicines."),
 }
 SAMPLE_LINK = f"https://{HOST}/m/6f1c2a9e-5b1d-4c8e-9a57-2d3b6e1f8c40#yQ3vJ0c8WmT1pXh5Rk2sLd9aFb7uGz4NiE6oCw3Mq1AjHr4s"
+
+
+@contextlib.asynccontextmanager
+async def launched(executable: str = CHROMIUM) -> AsyncIterator[Any]:
+    """Debian's chromium (``executable``: the full browser or its headless shell) through Playwright, as every
+    browser of the guide and the tests starts: headless, ``CHROMIUM_ARGS``, DejaVu fonts only."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS, env=chromium_env()
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 def chromium_env() -> dict[str, str | float | bool]:
@@ -462,20 +480,12 @@ def make_video(language: str, screens: dict[str, bytes], out: Path) -> float:
 
 
 async def capture_all(amqp_url: str, exchange: str, inbox, languages: list[str]) -> dict[str, dict[str, bytes]]:
-    from playwright.async_api import async_playwright
-
     from devstack.sample import publish
 
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, env=chromium_env()
+    async with launched(CHROMIUM) as browser:
+        shots = await asyncio.gather(
+            *(capture(browser, lambda e: publish(amqp_url, exchange, e), inbox, lang) for lang in languages)
         )
-        try:
-            shots = await asyncio.gather(
-                *(capture(browser, lambda e: publish(amqp_url, exchange, e), inbox, lang) for lang in languages)
-            )
-        finally:
-            await browser.close()
     return dict(zip(languages, shots, strict=True))
 
 
